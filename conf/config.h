@@ -1,0 +1,109 @@
+/*
+ * Configuration: the INI file (parsed with inih) that names the binds, maps
+ * tables to binds, and sets server and per-bind options. One struct config
+ * holds everything; the daemon never keeps config globals, and a reload
+ * builds a new struct config and swaps it in only when it is valid.
+ */
+#ifndef SQLMUX_CONF_CONFIG_H
+#define SQLMUX_CONF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum bind_type {
+    BIND_SQLITE_FILE,
+    BIND_SQLITE_MEMORY,
+    BIND_POSTGRES,
+};
+
+struct bind_conf {
+    char *name;             /* the bind key: "default", "second_db" */
+    char *url;              /* as written in the file */
+    char *url_redacted;     /* url with any password replaced by "***" */
+    enum bind_type type;
+    char *path;             /* SQLITE_FILE: absolute path of the database file */
+    /* POSTGRES: libpq keyword/value pairs, NULL-terminated arrays for
+     * PQconnectStartParams ("host", "port", "user", "password", "dbname",
+     * and any ?key=value options). */
+    char **pg_keywords;
+    char **pg_values;
+    char *schema;           /* absolute path of the schema SQL file, or NULL */
+    int pool_size;          /* connections (worker threads) for this bind */
+    int busy_timeout_ms;    /* SQLite busy timeout */
+    bool foreign_keys;      /* SQLite PRAGMA foreign_keys on every connection */
+    int line;               /* line of the file that defined the bind */
+};
+
+struct table_rule {
+    char *pattern;          /* lowercased; may hold '*' wildcards */
+    bool is_pattern;        /* contains '*' */
+    size_t bind;            /* index into config.binds */
+    int line;
+};
+
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+struct config {
+    char *path;             /* absolute path of the file */
+    char *dir;              /* its folder */
+
+    /* [server] */
+    char *listen_host;      /* NULL: no TCP listener */
+    int listen_port;
+    char *unix_socket;      /* absolute path, or NULL: no unix listener */
+    int unix_socket_mode;   /* e.g. 0660 */
+    char *data_dir;         /* absolute; relative SQLite paths resolve here */
+    int max_clients;
+    size_t max_request;     /* bytes in one request line or bulk SQL */
+    int max_params;
+    int max_pipeline;       /* requests read ahead per client */
+    size_t max_output;      /* bytes of output buffered per client before the
+                               daemon stops producing more for it */
+    int route_cache;        /* routing decisions cached (entries) */
+    int stmt_cache;         /* prepared statements cached per connection */
+    enum log_level log_level;
+
+    /* [binds]; binds[0] is always "default". */
+    struct bind_conf *binds;
+    size_t nbinds;
+
+    /* [tables], in file order. */
+    struct table_rule *rules;
+    size_t nrules;
+
+    /* Non-fatal findings, each "file:line: warning: ...". */
+    char **warnings;
+    size_t nwarnings;
+};
+
+/*
+ * Load and validate the file at `path`. On success returns 0 and *out owns
+ * a new config (free with config_free()). On failure returns -1, *out is
+ * NULL, and err holds "file:line: message" (line omitted when the file
+ * cannot be read).
+ */
+__attribute__((warn_unused_result))
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* Index of the bind named `name` (case-sensitive), or -1. */
+int config_bind_index(const struct config *cfg, const char *name);
+
+/*
+ * The bind for a table. schema and name are already unquoted and lowercased
+ * (schema "" when unqualified). A qualified name is looked up as
+ * "schema.name" first (exact, then patterns), then as the bare name. An
+ * exact rule wins over any pattern; among patterns the first in the file
+ * wins. Unmapped tables go to bind 0, "default".
+ */
+size_t config_route_table(const struct config *cfg, const char *schema, const char *name);
+
+/* Print the resolved binds, options and table map, for --check-config. */
+void config_print(const struct config *cfg, FILE *out);
+
+/* "error", "warn", "info", "debug". */
+const char *config_log_level_name(enum log_level level);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * Jobs: the unit of work a session hands to a backend, and the streaming
+ * and flow-control machinery every backend shares (posting response bytes
+ * to the loop thread, waiting for the client to read them).
+ */
+#include "daemon/backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/server.h"
+
+const struct backend_ops *backend_for(enum bind_type type)
+{
+    switch (type) {
+    case BIND_SQLITE_FILE:
+    case BIND_SQLITE_MEMORY:
+        return &backend_sqlite_ops;
+    case BIND_POSTGRES:
+        return NULL;
+    }
+    return NULL;
+}
+
+struct job *job_new(enum job_type type, struct bind *b, struct session *sess, uint64_t owner)
+{
+    struct job *job = calloc(1, sizeof *job);
+
+    if (job == NULL)
+        return NULL;
+    if (pthread_mutex_init(&job->lock, NULL) != 0) {
+        free(job);
+        return NULL;
+    }
+    if (pthread_cond_init(&job->cond, NULL) != 0) {
+        pthread_mutex_destroy(&job->lock);
+        free(job);
+        return NULL;
+    }
+    job->type = type;
+    job->bind = b;
+    job->sess = sess;
+    job->owner = owner;
+    job->refs = 1;
+    job->max_unacked = b->srv->cfg->max_output;
+    atomic_init(&job->cancelled, false);
+    return job;
+}
+
+void job_unref(struct job *job)
+{
+    if (--job->refs > 0)
+        return;
+    codec_request_free(&job->req);
+    free(job->begin_buf);
+    buf_free(&job->done_event.data);
+    pthread_cond_destroy(&job->cond);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
+int job_post_chunk(struct job *job, struct buf *data)
+{
+    struct job_event *ev;
+
+    if (atomic_load(&job->cancelled))
+        return -1;
+    if (data->len == 0)
+        return 0;
+    ev = calloc(1, sizeof *ev);
+    if (ev == NULL)
+        return 0;   /* keep the bytes; they go out with the next post */
+    ev->job = job;
+    ev->data = *data;
+    *data = (struct buf)BUF_INIT;
+    pthread_mutex_lock(&job->lock);
+    job->unacked += ev->data.len;
+    pthread_mutex_unlock(&job->lock);
+    server_post(job->bind->srv, ev);
+    return 0;
+}
+
+void job_post_done(struct job *job, struct buf *data)
+{
+    struct job_event *ev = &job->done_event;
+
+    ev->job = job;
+    ev->done = true;
+    ev->data = *data;
+    *data = (struct buf)BUF_INIT;
+    server_post(job->bind->srv, ev);
+}
+
+int job_wait_credit(struct job *job)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&job->lock);
+    while (job->unacked > job->max_unacked && !atomic_load(&job->cancelled))
+        pthread_cond_wait(&job->cond, &job->lock);
+    if (atomic_load(&job->cancelled))
+        rc = -1;
+    pthread_mutex_unlock(&job->lock);
+    return rc;
+}
+
+void job_ack(struct job *job, size_t n)
+{
+    pthread_mutex_lock(&job->lock);
+    job->unacked = n > job->unacked ? 0 : job->unacked - n;
+    pthread_cond_signal(&job->cond);
+    pthread_mutex_unlock(&job->lock);
+}
+
+void job_cancel(struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    atomic_store(&job->cancelled, true);
+    pthread_cond_broadcast(&job->cond);
+    pthread_mutex_unlock(&job->lock);
+    job->bind->ops->interrupt(job->bind, job);
+}

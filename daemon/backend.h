@@ -1,0 +1,131 @@
+/*
+ * The interface between sessions and database backends.
+ *
+ * A session turns each SQL request into a struct job and hands it to the
+ * bind's backend with bind_submit(). The backend runs it wherever it likes
+ * (the SQLite backend on the bind's worker threads, the PostgreSQL backend
+ * on the loop with non-blocking libpq) and streams the encoded response
+ * back through job_post_chunk() and job_post_done(), which the loop thread
+ * delivers to the session in order. Backends are siblings behind struct
+ * backend_ops; adding one touches neither the router nor the session.
+ *
+ * Threads: bind_submit() and everything named job_* without "post" run on
+ * the loop thread. The job_post_* functions may run on any thread.
+ */
+#ifndef SQLMUX_DAEMON_BACKEND_H
+#define SQLMUX_DAEMON_BACKEND_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "daemon/router.h"
+#include "proto/buf.h"
+#include "proto/codec.h"
+
+struct server;
+struct session;
+struct bind;
+
+enum job_type {
+    JOB_EXEC,      /* run one statement and stream its response */
+    JOB_RELEASE,   /* end the session's open transaction (ROLLBACK) and unpin */
+    JOB_TABLES,    /* list the bind's tables as rows of .tables (no header, no status) */
+};
+
+/* Posted by a backend to the loop thread. */
+struct job_event {
+    struct job_event *next;
+    struct job *job;
+    bool done;            /* last event of the job */
+    struct buf data;      /* encoded response bytes, owned by the event */
+};
+
+struct job {
+    enum job_type type;
+    struct bind *bind;
+    struct session *sess;      /* NULL once the session is gone (loop thread) */
+    uint64_t owner;            /* session id: the key transactions pin on */
+
+    /* JOB_EXEC input, owned by the job. */
+    struct request req;
+    enum stmt_kind kind;
+    const char *begin_sql;     /* a held BEGIN to run first, or NULL (static or in begin_buf) */
+    char *begin_buf;
+
+    /* Results, written by the backend before job_post_done(). */
+    bool in_txn;               /* the connection is inside a transaction afterwards */
+    bool failed;               /* the response ended with -ERR */
+    uint64_t rows;             /* rows sent (JOB_TABLES: rows listed) */
+
+    /* Streaming and flow control. `unacked` counts bytes posted but not yet
+     * written to the client's socket; a backend that produces faster than
+     * the client reads waits in job_wait_credit(). Guarded by lock. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t unacked;
+    size_t max_unacked;
+    atomic_bool cancelled;     /* the client is gone: stop producing */
+    void *running;             /* backend handle to interrupt (guarded by lock) */
+
+    /* Loop-thread bookkeeping. */
+    int refs;                  /* 1 for the backend until done, +1 per write in flight */
+    struct job_event done_event;
+    struct job *next;          /* backend queues */
+};
+
+struct backend_ops {
+    const char *name;
+    /* Open the bind's connections and apply its schema. Runs on the loop
+     * thread before the daemon serves. 0, or -1 with err set. */
+    int (*open)(struct bind *b, char *err, size_t errlen);
+    /* Queue a job; never blocks. */
+    void (*submit)(struct bind *b, struct job *job);
+    /* Ask a running job to stop (the client went away). */
+    void (*interrupt)(struct bind *b, struct job *job);
+    /* Stop the bind: finish queued jobs, close connections, free impl. */
+    void (*close)(struct bind *b);
+};
+
+struct bind {
+    struct server *srv;
+    const struct bind_conf *conf;
+    size_t index;
+    const struct backend_ops *ops;
+    void *impl;
+};
+
+extern const struct backend_ops backend_sqlite_ops;
+
+/* The ops for a bind type, or NULL when not supported. */
+const struct backend_ops *backend_for(enum bind_type type);
+
+/* Allocate a job owned by the caller (refs = 1 for the backend). NULL on
+ * ENOMEM. */
+struct job *job_new(enum job_type type, struct bind *b, struct session *sess, uint64_t owner);
+
+/* Drop one reference; frees at zero. Loop thread. */
+void job_unref(struct job *job);
+
+/* Hand encoded bytes to the loop (ownership of *data moves; *data is reset).
+ * Returns -1 when the job was cancelled (the caller should stop). */
+int job_post_chunk(struct job *job, struct buf *data);
+
+/* Finish the job: data (may be empty) is the end of its response. After
+ * this the backend must not touch the job. */
+void job_post_done(struct job *job, struct buf *data);
+
+/* Block (worker threads only) while more than max_unacked bytes are
+ * waiting for the client, unless cancelled. Returns -1 when cancelled. */
+int job_wait_credit(struct job *job);
+
+/* Stop a job whose client is gone: wake it if it waits for credit and ask
+ * the backend to interrupt it. Loop thread. */
+void job_cancel(struct job *job);
+
+/* The client wrote n bytes of this job's output (or they were dropped). */
+void job_ack(struct job *job, size_t n);
+
+#endif

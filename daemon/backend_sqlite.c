@@ -1,0 +1,988 @@
+/*
+ * The SQLite backend: file binds (WAL) and the in-memory bind.
+ *
+ * Each bind owns `pool_size` worker threads, each with its own connection,
+ * so a slow statement on one bind never delays another bind, and the loop
+ * thread never calls into SQLite. Jobs wait in the bind's shared queue; a
+ * worker whose connection is inside a client's transaction is pinned to
+ * that client and takes only that client's jobs (from its private queue)
+ * until the transaction ends, which isolates concurrent transactions.
+ *
+ * The in-memory bind is a WAL database in a private folder on a RAM file
+ * system (/dev/shm), made fresh at every start and removed at exit; an
+ * anchor connection stays open for the daemon's life. SQLite's memdb VFS
+ * would be the obvious choice, but a memdb write transaction locks out
+ * every reader of the database until it ends, so one client's open
+ * transaction would stall all others; WAL gives readers a consistent
+ * snapshot while a writer works. A folder left by a crashed daemon is
+ * removed at the next start.
+ *
+ * Clients cannot reach the daemon's files: ATTACH is limited to zero
+ * databases, extension loading is off, SQLITE_DBCONFIG_DEFENSIVE is on, and
+ * an authorizer refuses ATTACH/DETACH, temporary objects, load_extension
+ * and every PRAGMA not known to be harmless.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/backend.h"
+#include "daemon/hash.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+
+/* Rows are posted to the loop in chunks of about this many bytes. */
+#define CHUNK_BYTES (64 * 1024)
+
+struct cached_stmt {
+    uint64_t hash;
+    char *sql;
+    size_t len;
+    sqlite3_stmt *stmt;
+    uint64_t used;             /* tick of last use, for eviction */
+};
+
+struct sqlite_bind;
+
+struct worker {
+    struct sqlite_bind *sb;
+    pthread_t thread;
+    bool started;
+    sqlite3 *db;
+    uint64_t pinned;           /* session whose transaction is open here, 0: none */
+    struct job *head, **tail;  /* private queue: jobs of the pinned session */
+    struct cached_stmt *cache;
+    size_t ncache;
+    uint64_t tick;
+    const char *denied;        /* why the authorizer refused, for the error */
+};
+
+struct sqlite_bind {
+    struct bind *bind;
+    pthread_mutex_t lock;      /* guards the queues, pinned, stopping */
+    pthread_cond_t cond;
+    struct job *head, **tail;  /* shared queue */
+    bool stopping;
+    sqlite3 *anchor;           /* in-memory bind: keeps the database alive */
+    char *filename;            /* what sqlite3_open_v2 gets */
+    char *memdir;              /* in-memory bind: its private RAM folder */
+    int open_flags;
+    struct worker *workers;
+    int nworkers;
+};
+
+/* ---- Errors ----------------------------------------------------------- */
+
+/* The protocol's error code for an SQLite result code. */
+static const char *sqlite_code(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT: return "CONSTRAINT";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:     return "BUSY";
+    case SQLITE_READONLY:   return "READONLY";
+    case SQLITE_TOOBIG:     return "TOOBIG";
+    case SQLITE_MISMATCH:   return "MISMATCH";
+    case SQLITE_RANGE:      return "PARAMS";
+    case SQLITE_AUTH:       return "DENIED";
+    case SQLITE_FULL:       return "FULL";
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:     return "CORRUPT";
+    case SQLITE_IOERR:      return "IOERR";
+    case SQLITE_NOMEM:      return "NOMEM";
+    case SQLITE_INTERRUPT:  return "INTERRUPTED";
+    default:                return "SQL";
+    }
+}
+
+/* Replace whatever response was being built with one -ERR line. */
+static void reply_error(struct buf *out, const char *code, const char *msg)
+{
+    buf_reset(out);
+    if (codec_put_error(out, code, msg) != 0)
+        buf_reset(out);   /* nothing to say; the session notices an empty reply */
+}
+
+static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
+{
+    if (w->denied != NULL)
+        reply_error(out, "DENIED", w->denied);
+    else
+        reply_error(out, sqlite_code(rc), sqlite3_errmsg(w->db));
+}
+
+/* ---- Safety ----------------------------------------------------------- */
+
+/* PRAGMAs a client may run. `arg` says whether it may take an argument or
+ * value (a table name, or a persistent database setting); the others are
+ * read-only. Anything absent is refused. */
+static const struct {
+    const char *name;
+    bool arg;
+} pragma_allowed[] = {
+    {"table_info", true},        {"table_xinfo", true},     {"table_list", true},
+    {"index_list", true},        {"index_info", true},      {"index_xinfo", true},
+    {"foreign_key_list", true},  {"foreign_key_check", true},
+    {"integrity_check", true},   {"quick_check", true},     {"user_version", true},
+    {"application_id", true},    {"optimize", true},
+    {"schema_version", false},   {"page_count", false},     {"page_size", false},
+    {"freelist_count", false},   {"compile_options", false}, {"function_list", false},
+    {"pragma_list", false},      {"collation_list", false}, {"module_list", false},
+    {"data_version", false},     {"encoding", false},       {"foreign_keys", false},
+    {"journal_mode", false},     {"synchronous", false},    {"auto_vacuum", false},
+    {"busy_timeout", false},     {"cache_size", false},
+};
+
+static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
+                     const char *trigger)
+{
+    struct worker *w = arg;
+
+    (void)trigger;
+    switch (action) {
+    case SQLITE_ATTACH:
+        /* VACUUM attaches a scratch database with an empty name; the
+         * ATTACH statement itself never gets here (the router refuses it). */
+        if (a1 != NULL && a1[0] == '\0')
+            return SQLITE_OK;
+        w->denied = "ATTACH and DETACH are not allowed: each bind is one database";
+        return SQLITE_DENY;
+    case SQLITE_DETACH:
+        if (a1 != NULL && strcmp(a1, "vacuum_db") == 0)
+            return SQLITE_OK;
+        w->denied = "ATTACH and DETACH are not allowed: each bind is one database";
+        return SQLITE_DENY;
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+        w->denied = "temporary objects are not allowed: connections are shared between clients";
+        return SQLITE_DENY;
+    case SQLITE_FUNCTION:
+        if (a2 != NULL && strcasecmp(a2, "load_extension") == 0) {
+            w->denied = "load_extension() is not allowed";
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    case SQLITE_PRAGMA:
+        for (size_t i = 0; i < sizeof pragma_allowed / sizeof pragma_allowed[0]; i++) {
+            if (strcasecmp(a1, pragma_allowed[i].name) == 0) {
+                if (a2 == NULL || pragma_allowed[i].arg)
+                    return SQLITE_OK;
+                break;
+            }
+        }
+        w->denied = "this PRAGMA is not allowed: it would change the connection or the files";
+        return SQLITE_DENY;
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+        /* CREATE TABLE temp.x and writes to the temp schema. */
+        if (db != NULL && strcmp(db, "temp") == 0) {
+            w->denied = "temporary objects are not allowed: connections are shared between clients";
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    default:
+        return SQLITE_OK;
+    }
+}
+
+/* ---- Connections ------------------------------------------------------ */
+
+static int conn_open(struct sqlite_bind *sb, sqlite3 **out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(sb->filename, &db, sb->open_flags, NULL);
+
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "bind %s: cannot open %s: %s", sb->bind->conf->name,
+                 sb->bind->conf->path ? sb->bind->conf->path : "memory database",
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, sb->bind->conf->busy_timeout_ms);
+    *out = db;
+    return 0;
+}
+
+/* Settings of a connection that serves clients. */
+static int conn_harden(struct worker *w, char *err, size_t errlen)
+{
+    const struct bind_conf *bc = w->sb->bind->conf;
+    sqlite3 *db = w->db;
+
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    /* One: VACUUM's scratch database; the authorizer refuses real ATTACHes. */
+    sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 1);
+    if (bc->foreign_keys && sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "bind %s: foreign_keys: %s", bc->name, sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_set_authorizer(db, authorize, w);
+    return 0;
+}
+
+/* The 1-based line of byte offset `upto` in s. */
+static int line_at(const char *s, size_t upto)
+{
+    int line = 1;
+    for (size_t i = 0; i < upto; i++)
+        if (s[i] == '\n')
+            line++;
+    return line;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    struct buf b = BUF_INIT;
+    char tmp[8192];
+    size_t n;
+
+    if (f == NULL)
+        return NULL;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (buf_append(&b, tmp, n) != 0) {
+            buf_free(&b);
+            fclose(f);
+            return NULL;
+        }
+    }
+    if (ferror(f) || buf_reserve(&b, 0) != 0) {
+        buf_free(&b);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    *len = b.len;
+    return b.data;
+}
+
+/* Run the bind's schema file on db in one transaction. 0, or -1 with err
+ * naming the file and line. */
+static int apply_schema(struct sqlite_bind *sb, sqlite3 *db, char *err, size_t errlen)
+{
+    const char *path = sb->bind->conf->schema;
+    size_t len = 0;
+    char *sql = read_file(path, &len);
+    const char *p, *end, *tail;
+    sqlite3_stmt *stmt;
+    int rc;
+
+    if (sql == NULL) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno ? errno : ENOMEM));
+        return -1;
+    }
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    p = sql;
+    end = sql + len;
+    while (p < end) {
+        rc = sqlite3_prepare_v2(db, p, (int)(end - p), &stmt, &tail);
+        if (rc != SQLITE_OK) {
+            int off = sqlite3_error_offset(db);
+            size_t at = off >= 0 ? (size_t)(p - sql) + (size_t)off : (size_t)(p - sql);
+            while (off < 0 && at < len && (sql[at] == ' ' || sql[at] == '\n' || sql[at] == '\t' || sql[at] == '\r'))
+                at++;
+            snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, at), sqlite3_errmsg(db));
+            goto fail;
+        }
+        if (stmt != NULL) {
+            while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+                ;
+            if (rc != SQLITE_DONE) {
+                size_t at = (size_t)(p - sql);
+                while (at < len && (sql[at] == ' ' || sql[at] == '\n' || sql[at] == '\t' || sql[at] == '\r'))
+                    at++;
+                snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, at), sqlite3_errmsg(db));
+                sqlite3_finalize(stmt);
+                goto fail;
+            }
+            sqlite3_finalize(stmt);
+        }
+        p = tail;
+    }
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
+        goto fail;
+    }
+    free(sql);
+    return 0;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    free(sql);
+    return -1;
+}
+
+/* ---- Prepared statement cache ------------------------------------------ */
+
+/* A prepared statement for sql[0..len) on w's connection, from the cache
+ * or newly prepared (and cached). *rc gets the SQLite result; a NULL return
+ * with SQLITE_OK means the text holds no statement. */
+static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, int *rc)
+{
+    size_t cap = (size_t)w->sb->bind->srv->cfg->stmt_cache;
+    uint64_t h = hash_bytes(sql, len);
+    struct cached_stmt *victim = NULL;
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+
+    for (size_t i = 0; i < w->ncache; i++) {
+        struct cached_stmt *c = &w->cache[i];
+        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
+            c->used = ++w->tick;
+            *rc = SQLITE_OK;
+            return c->stmt;
+        }
+    }
+    w->denied = NULL;
+    *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+    if (*rc != SQLITE_OK || stmt == NULL)
+        return NULL;
+    /* The router allows one statement; make sure SQLite agrees. */
+    if (tail != NULL && tail < sql + len) {
+        sqlite3_stmt *next = NULL;
+        if (sqlite3_prepare_v2(w->db, tail, (int)(sql + len - tail), &next, NULL) == SQLITE_OK && next != NULL) {
+            sqlite3_finalize(next);
+            sqlite3_finalize(stmt);
+            *rc = SQLITE_MISUSE;
+            return NULL;
+        }
+    }
+    if (cap == 0)
+        return stmt;
+    if (w->ncache < cap) {
+        victim = &w->cache[w->ncache++];
+    } else {
+        victim = &w->cache[0];
+        for (size_t i = 1; i < w->ncache; i++)
+            if (w->cache[i].used < victim->used)
+                victim = &w->cache[i];
+        sqlite3_finalize(victim->stmt);
+        free(victim->sql);
+    }
+    victim->sql = malloc(len);
+    if (victim->sql == NULL) {
+        /* Run it uncached: mark the slot empty. */
+        w->ncache--;
+        *victim = w->cache[w->ncache];
+        return stmt;
+    }
+    memcpy(victim->sql, sql, len);
+    victim->len = len;
+    victim->hash = h;
+    victim->stmt = stmt;
+    victim->used = ++w->tick;
+    return stmt;
+}
+
+/* Is stmt owned by the cache (and so must be reset, not finalized)? */
+static bool stmt_cached(const struct worker *w, const sqlite3_stmt *stmt)
+{
+    for (size_t i = 0; i < w->ncache; i++)
+        if (w->cache[i].stmt == stmt)
+            return true;
+    return false;
+}
+
+static void stmt_done(struct worker *w, sqlite3_stmt *stmt)
+{
+    if (stmt_cached(w, stmt)) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+    } else {
+        sqlite3_finalize(stmt);
+    }
+}
+
+/* ---- Running jobs ------------------------------------------------------ */
+
+static int bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf *out)
+{
+    int want = sqlite3_bind_parameter_count(stmt);
+    int rc = SQLITE_OK;
+
+    if ((size_t)want != req->nparams) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "the statement has %d parameter%s, the request sent %zu", want,
+                 want == 1 ? "" : "s", req->nparams);
+        reply_error(out, "PARAMS", msg);
+        return -1;
+    }
+    for (size_t i = 0; i < req->nparams && rc == SQLITE_OK; i++) {
+        const struct value *v = &req->params[i];
+        int idx = (int)i + 1;
+        switch (v->type) {
+        case VALUE_NULL: rc = sqlite3_bind_null(stmt, idx); break;
+        case VALUE_INT:  rc = sqlite3_bind_int64(stmt, idx, v->i); break;
+        case VALUE_REAL: rc = sqlite3_bind_double(stmt, idx, v->r); break;
+        case VALUE_TEXT: rc = sqlite3_bind_text64(stmt, idx, v->p, v->len, SQLITE_STATIC, SQLITE_UTF8); break;
+        case VALUE_BLOB: rc = sqlite3_bind_blob64(stmt, idx, v->p, v->len, SQLITE_STATIC); break;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        reply_error(out, sqlite_code(rc), sqlite3_errstr(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static int put_header(struct buf *out, sqlite3_stmt *stmt, int ncol)
+{
+    int rc = buf_putc(out, '*');
+    for (int i = 0; rc == 0 && i < ncol; i++) {
+        const char *name = sqlite3_column_name(stmt, i);
+        const char *type = sqlite3_column_decltype(stmt, i);
+        if (i > 0)
+            rc |= buf_putc(out, '\t');
+        rc |= codec_put_text(out, name ? name : "", name ? strlen(name) : 0);
+        rc |= buf_putc(out, '\t');
+        rc |= codec_put_text(out, type ? type : "", type ? strlen(type) : 0);
+    }
+    return rc | buf_putc(out, '\n');
+}
+
+static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
+{
+    int rc = buf_putc(out, '=');
+    for (int i = 0; rc == 0 && i < ncol; i++) {
+        if (i > 0)
+            rc |= buf_putc(out, '\t');
+        switch (sqlite3_column_type(stmt, i)) {
+        case SQLITE_INTEGER:
+            rc |= codec_put_int(out, sqlite3_column_int64(stmt, i));
+            break;
+        case SQLITE_FLOAT:
+            rc |= codec_put_real(out, sqlite3_column_double(stmt, i));
+            break;
+        case SQLITE_TEXT: {
+            const char *t = (const char *)sqlite3_column_text(stmt, i);
+            rc |= codec_put_text(out, t, (size_t)sqlite3_column_bytes(stmt, i));
+            break;
+        }
+        case SQLITE_BLOB: {
+            const void *p = sqlite3_column_blob(stmt, i);
+            rc |= codec_put_blob(out, p, (size_t)sqlite3_column_bytes(stmt, i));
+            break;
+        }
+        default:
+            rc |= codec_put_null(out);
+            break;
+        }
+    }
+    return rc | buf_putc(out, '\n');
+}
+
+static void set_running(struct job *job, sqlite3 *db)
+{
+    pthread_mutex_lock(&job->lock);
+    job->running = db;
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Step stmt to the end, streaming rows (and a header first unless
+ * no_header) into out. Returns the final SQLite code; *rows counts rows.
+ * -1 in *cancelled when the client went away. */
+static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
+                       bool no_header, uint64_t *rows)
+{
+    int ncol = sqlite3_column_count(stmt);
+    int rc;
+
+    if (ncol > 0 && !no_header && put_header(out, stmt, ncol) != 0)
+        return SQLITE_NOMEM;
+    set_running(job, w->db);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (ncol == 0)
+            continue;
+        if (put_row(out, stmt, ncol) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        (*rows)++;
+        if (out->len >= CHUNK_BYTES) {
+            if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0) {
+                rc = SQLITE_INTERRUPT;
+                break;
+            }
+        }
+    }
+    set_running(job, NULL);
+    return rc;
+}
+
+static void run_exec(struct worker *w, struct job *job, struct buf *out)
+{
+    sqlite3 *db = w->db;
+    sqlite3_int64 before = sqlite3_total_changes64(db);
+    sqlite3_stmt *stmt;
+    int rc;
+
+    if (job->begin_sql != NULL) {
+        rc = sqlite3_exec(db, job->begin_sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            reply_sqlite_error(w, out, rc);
+            job->failed = true;
+            return;
+        }
+    }
+    stmt = stmt_get(w, job->req.text, job->req.len, &rc);
+    if (stmt == NULL) {
+        if (rc == SQLITE_MISUSE)
+            reply_error(out, "MULTI", "one statement per request");
+        else if (rc == SQLITE_OK && buf_puts(out, "+OK changes=0\n") != 0)
+            reply_error(out, "NOMEM", "out of memory");
+        else
+            reply_sqlite_error(w, out, rc);
+        job->failed = rc != SQLITE_OK;
+        return;
+    }
+    if (bind_params(stmt, &job->req, out) != 0) {
+        job->failed = true;
+        stmt_done(w, stmt);
+        return;
+    }
+    w->denied = NULL;
+    rc = stream_rows(w, job, stmt, out, false, &job->rows);
+    if (rc == SQLITE_DONE) {
+        if (sqlite3_column_count(stmt) > 0) {
+            rc = buf_printf(out, "+OK rows=%llu\n", (unsigned long long)job->rows);
+        } else if (job->kind == STMT_INSERT) {
+            rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n",
+                            (long long)(sqlite3_total_changes64(db) - before),
+                            (long long)sqlite3_last_insert_rowid(db));
+        } else {
+            rc = buf_printf(out, "+OK changes=%lld\n", (long long)(sqlite3_total_changes64(db) - before));
+        }
+        if (rc != 0)
+            reply_error(out, "NOMEM", "out of memory writing the status line");
+    } else {
+        /* Rows already posted stay sent; the response ends with -ERR. */
+        if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled))
+            reply_error(out, "INTERRUPTED", "the client went away");
+        else
+            reply_sqlite_error(w, out, rc);
+        job->failed = true;
+    }
+    stmt_done(w, stmt);
+}
+
+/* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
+static void run_tables(struct worker *w, struct job *job, struct buf *out)
+{
+    static const char sql[] =
+        "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+    const struct config *cfg = w->sb->bind->srv->cfg;
+    const char *bind_name = w->sb->bind->conf->name;
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
+
+    if (rc != SQLITE_OK) {
+        reply_sqlite_error(w, out, rc);
+        job->failed = true;
+        return;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(stmt, 0);
+        const char *type = (const char *)sqlite3_column_text(stmt, 1);
+        size_t n = (size_t)sqlite3_column_bytes(stmt, 0);
+        char *lower = malloc(n + 1);
+        int prc;
+
+        if (lower == NULL || name == NULL || type == NULL) {
+            free(lower);
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            lower[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
+        lower[n] = '\0';
+        prc = buf_putc(out, '=');
+        prc |= codec_put_text(out, name, n);
+        prc |= buf_printf(out, "\t%s\t", type);
+        prc |= codec_put_text(out, bind_name, strlen(bind_name));
+        prc |= buf_putc(out, '\t');
+        prc |= buf_puts(out, cfg->binds[config_route_table(cfg, "", lower)].name);
+        prc |= buf_putc(out, '\n');
+        free(lower);
+        if (prc != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        job->rows++;
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) {
+        reply_sqlite_error(w, out, rc);
+        job->failed = true;
+    }
+}
+
+static void run_job(struct worker *w, struct job *job)
+{
+    struct buf out = BUF_INIT;
+
+    if (atomic_load(&job->cancelled) && job->type == JOB_EXEC) {
+        job->failed = true;
+    } else {
+        switch (job->type) {
+        case JOB_EXEC:
+            run_exec(w, job, &out);
+            break;
+        case JOB_TABLES:
+            run_tables(w, job, &out);
+            break;
+        case JOB_RELEASE:
+            break;
+        }
+    }
+    /* A client that is gone, or a release, leaves no transaction behind. */
+    if ((job->type == JOB_RELEASE || atomic_load(&job->cancelled)) && !sqlite3_get_autocommit(w->db))
+        sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    job->in_txn = !sqlite3_get_autocommit(w->db);
+
+    pthread_mutex_lock(&w->sb->lock);
+    w->pinned = job->in_txn ? job->owner : 0;
+    pthread_mutex_unlock(&w->sb->lock);
+    job_post_done(job, &out);
+}
+
+static struct job *queue_pop(struct job **head, struct job ***tail)
+{
+    struct job *job = *head;
+    *head = job->next;
+    if (*head == NULL)
+        *tail = head;
+    job->next = NULL;
+    return job;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct sqlite_bind *sb = w->sb;
+
+    pthread_mutex_lock(&sb->lock);
+    for (;;) {
+        struct job *job = NULL;
+        if (w->head != NULL)
+            job = queue_pop(&w->head, &w->tail);
+        else if (w->pinned == 0 && sb->head != NULL)
+            job = queue_pop(&sb->head, &sb->tail);
+        else if (sb->stopping)
+            break;
+        if (job == NULL) {
+            pthread_cond_wait(&sb->cond, &sb->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&sb->lock);
+        run_job(w, job);
+        pthread_mutex_lock(&sb->lock);
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return NULL;
+}
+
+/* ---- backend_ops ------------------------------------------------------- */
+
+static int mkdir_parents(const char *path)
+{
+    char *dir = strdup(path);
+    int rc = 0;
+
+    if (dir == NULL)
+        return -1;
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+            rc = -1;
+        *p = '/';
+    }
+    free(dir);
+    return rc;
+}
+
+static void remove_db_files(const char *path)
+{
+    char tmp[4096];
+    unlink(path);
+    snprintf(tmp, sizeof tmp, "%s-wal", path);
+    unlink(tmp);
+    snprintf(tmp, sizeof tmp, "%s-shm", path);
+    unlink(tmp);
+}
+
+/* Where in-memory binds live: a RAM file system when there is one. */
+static const char *memory_root(void)
+{
+    struct stat st;
+    if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK | X_OK) == 0)
+        return "/dev/shm";
+    return P_tmpdir;
+}
+
+/* Remove folders of in-memory binds whose daemon is gone. */
+static void memory_reap(const char *root)
+{
+    DIR *d = opendir(root);
+    struct dirent *e;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[4096], file[4096 + 256];
+        long pid;
+        char *end;
+        DIR *sub;
+        struct dirent *f;
+
+        if (strncmp(e->d_name, "sqlmux-", 7) != 0)
+            continue;
+        pid = strtol(e->d_name + 7, &end, 10);
+        if (end == e->d_name + 7 || *end != '-' || pid <= 0)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;   /* alive, or not ours to judge */
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        sub = opendir(path);
+        if (sub == NULL)
+            continue;
+        while ((f = readdir(sub)) != NULL) {
+            if (f->d_name[0] == '.')
+                continue;
+            snprintf(file, sizeof file, "%s/%s", path, f->d_name);
+            unlink(file);
+        }
+        closedir(sub);
+        if (rmdir(path) == 0)
+            log_info("removed %s, left by a daemon that is gone", path);
+    }
+    closedir(d);
+}
+
+/* Make the private folder and file name of an in-memory bind. */
+static int memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    const char *root = memory_root();
+    const char *name = sb->bind->conf->name;
+    char tmpl[4096];
+    size_t n;
+
+    memory_reap(root);
+    snprintf(tmpl, sizeof tmpl, "%s/sqlmux-%ld-XXXXXX", root, (long)getpid());
+    if (mkdtemp(tmpl) == NULL) {
+        snprintf(err, errlen, "bind %s: cannot create a folder in %s: %s", name, root, strerror(errno));
+        return -1;
+    }
+    sb->memdir = strdup(tmpl);
+    n = strlen(tmpl) + strlen(name) + 8;
+    sb->filename = malloc(n);
+    if (sb->memdir == NULL || sb->filename == NULL) {
+        snprintf(err, errlen, "bind %s: out of memory", name);
+        return -1;
+    }
+    snprintf(sb->filename, n, "%s/%s.db", tmpl, name);
+    return 0;
+}
+
+static void sqlite_close(struct bind *b);
+
+static int sqlite_open(struct bind *b, char *err, size_t errlen)
+{
+    const struct bind_conf *bc = b->conf;
+    struct sqlite_bind *sb = calloc(1, sizeof *sb);
+    bool is_new = false;
+    sqlite3 *first = NULL;
+    struct stat st;
+
+    if (sb == NULL)
+        goto nomem;
+    b->impl = sb;
+    sb->bind = b;
+    sb->tail = &sb->head;
+    pthread_mutex_init(&sb->lock, NULL);
+    pthread_cond_init(&sb->cond, NULL);
+    sb->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (bc->type == BIND_SQLITE_MEMORY) {
+        if (memory_create(sb, err, errlen) != 0)
+            goto fail;
+        is_new = true;
+    } else {
+        sb->filename = strdup(bc->path);
+        if (sb->filename == NULL)
+            goto nomem;
+        if (mkdir_parents(bc->path) != 0) {
+            snprintf(err, errlen, "bind %s: cannot create the folder of %s: %s", bc->name, bc->path,
+                     strerror(errno));
+            goto fail;
+        }
+        is_new = stat(bc->path, &st) != 0;
+    }
+
+    /* The first connection sets the database up; for the in-memory bind it
+     * stays open as the anchor. */
+    if (conn_open(sb, &first, err, errlen) != 0)
+        goto fail;
+    {
+        sqlite3_stmt *stmt = NULL;
+        const char *mode = NULL;
+        if (sqlite3_prepare_v2(first, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW)
+            mode = (const char *)sqlite3_column_text(stmt, 0);
+        if (mode == NULL || strcasecmp(mode, "wal") != 0) {
+            snprintf(err, errlen, "bind %s: cannot use WAL mode on %s: %s", bc->name, sb->filename,
+                     sqlite3_errmsg(first));
+            sqlite3_finalize(stmt);
+            sqlite3_close(first);
+            first = NULL;
+            if (is_new && bc->type == BIND_SQLITE_FILE)
+                remove_db_files(bc->path);
+            goto fail;
+        }
+        sqlite3_finalize(stmt);
+    }
+    if (is_new && bc->schema != NULL && apply_schema(sb, first, err, errlen) != 0) {
+        sqlite3_close(first);
+        first = NULL;
+        if (bc->type == BIND_SQLITE_FILE)
+            remove_db_files(bc->path);
+        goto fail;
+    }
+    if (is_new && bc->schema != NULL)
+        log_info("bind %s: schema %s applied", bc->name, bc->schema);
+    if (bc->type == BIND_SQLITE_MEMORY)
+        sb->anchor = first;
+    else
+        sqlite3_close(first);
+    first = NULL;
+
+    sb->workers = calloc((size_t)bc->pool_size, sizeof *sb->workers);
+    if (sb->workers == NULL)
+        goto nomem;
+    sb->nworkers = bc->pool_size;
+    for (int i = 0; i < sb->nworkers; i++) {
+        struct worker *w = &sb->workers[i];
+        w->sb = sb;
+        w->tail = &w->head;
+        w->cache = calloc((size_t)b->srv->cfg->stmt_cache + 1, sizeof *w->cache);
+        if (w->cache == NULL)
+            goto nomem;
+        if (conn_open(sb, &w->db, err, errlen) != 0 || conn_harden(w, err, errlen) != 0)
+            goto fail;
+    }
+    for (int i = 0; i < sb->nworkers; i++) {
+        struct worker *w = &sb->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, errlen, "bind %s: cannot start a worker thread", bc->name);
+            goto fail;
+        }
+        w->started = true;
+    }
+    log_info("bind %s: %s, %d connection%s", bc->name,
+             bc->type == BIND_SQLITE_MEMORY ? "sqlite in memory" : bc->path, sb->nworkers,
+             sb->nworkers == 1 ? "" : "s");
+    return 0;
+nomem:
+    snprintf(err, errlen, "bind %s: out of memory", bc->name);
+fail:
+    sqlite3_close(first);
+    sqlite_close(b);
+    return -1;
+}
+
+static void sqlite_submit(struct bind *b, struct job *job)
+{
+    struct sqlite_bind *sb = b->impl;
+    struct worker *pinned = NULL;
+
+    pthread_mutex_lock(&sb->lock);
+    for (int i = 0; i < sb->nworkers; i++) {
+        if (sb->workers[i].pinned == job->owner) {
+            pinned = &sb->workers[i];
+            break;
+        }
+    }
+    if (pinned != NULL) {
+        *pinned->tail = job;
+        pinned->tail = &job->next;
+    } else {
+        *sb->tail = job;
+        sb->tail = &job->next;
+    }
+    pthread_cond_broadcast(&sb->cond);
+    pthread_mutex_unlock(&sb->lock);
+}
+
+static void sqlite_interrupt(struct bind *b, struct job *job)
+{
+    (void)b;
+    pthread_mutex_lock(&job->lock);
+    if (job->running != NULL)
+        sqlite3_interrupt(job->running);
+    pthread_mutex_unlock(&job->lock);
+}
+
+static void sqlite_close(struct bind *b)
+{
+    struct sqlite_bind *sb = b->impl;
+
+    if (sb == NULL)
+        return;
+    pthread_mutex_lock(&sb->lock);
+    sb->stopping = true;
+    pthread_cond_broadcast(&sb->cond);
+    pthread_mutex_unlock(&sb->lock);
+    for (int i = 0; i < sb->nworkers; i++) {
+        struct worker *w = &sb->workers[i];
+        if (w->started)
+            pthread_join(w->thread, NULL);
+        for (size_t j = 0; j < w->ncache; j++) {
+            sqlite3_finalize(w->cache[j].stmt);
+            free(w->cache[j].sql);
+        }
+        free(w->cache);
+        if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
+            log_warn("bind %s: closing a connection: %s", b->conf->name, sqlite3_errmsg(w->db));
+    }
+    if (sb->anchor != NULL)
+        sqlite3_close(sb->anchor);
+    if (sb->memdir != NULL) {
+        if (sb->filename != NULL)
+            remove_db_files(sb->filename);
+        rmdir(sb->memdir);
+        free(sb->memdir);
+    }
+    free(sb->workers);
+    free(sb->filename);
+    pthread_cond_destroy(&sb->cond);
+    pthread_mutex_destroy(&sb->lock);
+    free(sb);
+    b->impl = NULL;
+}
+
+const struct backend_ops backend_sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .submit = sqlite_submit,
+    .interrupt = sqlite_interrupt,
+    .close = sqlite_close,
+};

@@ -1,0 +1,83 @@
+/*
+ * sqlmuxd: command line, configuration, and the server's life.
+ *
+ *   sqlmuxd CONFIG                  serve in the foreground, log to stderr
+ *   sqlmuxd --check-config CONFIG   validate, print the resolved config, exit
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "conf/config.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+
+#define SQLMUX_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sqlmuxd [--check-config] CONFIG\n"
+            "       sqlmuxd --version\n"
+            "\n"
+            "  CONFIG               the INI file naming the binds and the table map\n"
+            "  --check-config, -t   validate CONFIG, print the resolved binds and table map, exit\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool check = false;
+    struct config *cfg = NULL;
+    struct server srv;
+    char err[1024];
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--check-config") == 0 || strcmp(argv[i], "-t") == 0) {
+            check = true;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("sqlmuxd %s (sqlite %s, libuv %s)\n", SQLMUX_VERSION, sqlite3_libversion(),
+                   uv_version_string());
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || path != NULL) {
+            usage(stderr);
+            return 2;
+        } else {
+            path = argv[i];
+        }
+    }
+    if (path == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (config_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        fprintf(stderr, "%s\n", cfg->warnings[i]);
+    if (check) {
+        config_print(cfg, stdout);
+        printf("configuration ok\n");
+        config_free(cfg);
+        return 0;
+    }
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    log_info("sqlmuxd %s starting with %s", SQLMUX_VERSION, cfg->path);
+    if (server_init(&srv, uv_default_loop(), cfg) != 0) {
+        server_free(&srv);
+        uv_loop_close(uv_default_loop());
+        return 1;
+    }
+    rc = server_run(&srv);
+    server_free(&srv);
+    uv_loop_close(uv_default_loop());
+    return rc;
+}

@@ -1,0 +1,219 @@
+/*
+ * Routing decisions and their cache.
+ *
+ * The cache is direct-mapped: a power-of-two array of slots indexed by a
+ * hash of the statement text, each slot holding one decision; a collision
+ * replaces the older one. That bounds memory by `route_cache` entries,
+ * costs one hash and one memcmp per hit, and needs no LRU bookkeeping.
+ */
+#include "daemon/routecache.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/hash.h"
+#include "proto/buf.h"
+
+struct slot {
+    uint64_t hash;
+    char *sql;              /* NULL: empty slot */
+    size_t len;
+    struct route route;
+};
+
+struct routecache {
+    struct slot *slots;
+    size_t mask;            /* nslots - 1 */
+    struct route scratch;   /* the answer when caching is off or fails */
+};
+
+struct routecache *routecache_new(size_t entries)
+{
+    struct routecache *rc = calloc(1, sizeof *rc);
+    size_t n = 1;
+
+    if (rc == NULL)
+        return NULL;
+    if (entries > 0) {
+        while (n < entries)
+            n <<= 1;
+        rc->slots = calloc(n, sizeof *rc->slots);
+        if (rc->slots == NULL) {
+            free(rc);
+            return NULL;
+        }
+        rc->mask = n - 1;
+    }
+    return rc;
+}
+
+void route_clear(struct route *r)
+{
+    free(r->err_msg);
+    memset(r, 0, sizeof *r);
+}
+
+static void slot_clear(struct slot *sl)
+{
+    free(sl->sql);
+    sl->sql = NULL;
+    route_clear(&sl->route);
+}
+
+void routecache_clear(struct routecache *rc)
+{
+    if (rc->slots != NULL)
+        for (size_t i = 0; i <= rc->mask; i++)
+            slot_clear(&rc->slots[i]);
+    route_clear(&rc->scratch);
+}
+
+void routecache_free(struct routecache *rc)
+{
+    if (rc == NULL)
+        return;
+    routecache_clear(rc);
+    free(rc->slots);
+    free(rc);
+}
+
+static void route_fail(struct route *out, const char *code, const char *msg)
+{
+    out->err_code = code;
+    out->err_msg = strdup(msg);
+    if (out->err_msg == NULL)
+        out->err_code = "NOMEM";
+}
+
+/* The CROSSBIND message: every table with its bind, in statement order. */
+static void route_crossbind(const struct config *cfg, const struct route_info *ri,
+                            const size_t *binds, struct route *out)
+{
+    struct buf msg = BUF_INIT;
+    int rc = buf_puts(&msg, "statement references tables of more than one bind:");
+
+    for (size_t i = 0; rc == 0 && i < ri->ntables; i++) {
+        const struct route_table *t = &ri->tables[i];
+        rc = buf_printf(&msg, "%s %s%s%s (%s)", i ? "," : "", t->schema,
+                        t->schema[0] ? "." : "", t->name, cfg->binds[binds[i]].name);
+    }
+    if (rc == 0) {
+        out->err_code = "CROSSBIND";
+        out->err_msg = msg.data;
+    } else {
+        buf_free(&msg);
+        out->err_code = "NOMEM";
+    }
+}
+
+bool route_is_system_table(const struct route_table *t)
+{
+    return strncmp(t->name, "sqlite_", 7) == 0;
+}
+
+/* Statements refused from their text alone: they would reach the daemon's
+ * files or change a shared connection. */
+static bool route_denied(const struct route_info *ri, struct route *out)
+{
+    const char *msg = NULL;
+
+    if (ri->kind == STMT_ATTACH || ri->kind == STMT_DETACH)
+        msg = "ATTACH and DETACH are not allowed: each bind is one database";
+    else if (ri->flags & ROUTE_VACUUM_INTO)
+        msg = "VACUUM INTO is not allowed: clients cannot write files";
+    else if (ri->flags & ROUTE_TEMP)
+        msg = "temporary objects are not allowed: connections are shared between clients";
+    if (msg == NULL)
+        return false;
+    route_fail(out, "DENIED", msg);
+    return true;
+}
+
+void route_compute(const struct config *cfg, const char *sql, size_t len, struct route *out,
+                   struct route_info *ri)
+{
+    size_t *binds;
+    int first = ROUTE_NO_TABLE;
+    bool mixed = false;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    out->bind = ROUTE_NO_TABLE;
+    rc = router_analyze(sql, len, ri);
+    out->kind = ri->kind;
+    out->flags = ri->flags;
+    if (rc == ROUTER_EMULTI) {
+        route_fail(out, "MULTI", "one statement per request: split the statements, or send them one by one");
+        return;
+    }
+    if (rc == ROUTER_ENOMEM) {
+        out->err_code = "NOMEM";
+        return;
+    }
+    if (rc != ROUTER_OK) {
+        route_fail(out, "SYNTAX", ri->error);
+        return;
+    }
+    if (route_denied(ri, out))
+        return;
+    if (ri->ntables == 0)
+        return;
+    binds = malloc(ri->ntables * sizeof *binds);
+    if (binds == NULL) {
+        out->err_code = "NOMEM";
+        return;
+    }
+    /* System tables exist in every bind: they follow the others. */
+    for (size_t i = 0; i < ri->ntables; i++) {
+        if (route_is_system_table(&ri->tables[i]))
+            continue;
+        binds[i] = config_route_table(cfg, ri->tables[i].schema, ri->tables[i].name);
+        if (first == ROUTE_NO_TABLE)
+            first = (int)binds[i];
+        else if (binds[i] != (size_t)first)
+            mixed = true;
+    }
+    if (mixed) {
+        for (size_t i = 0; i < ri->ntables; i++)
+            if (route_is_system_table(&ri->tables[i]))
+                binds[i] = (size_t)first;
+        route_crossbind(cfg, ri, binds, out);
+    } else {
+        out->bind = first;
+    }
+    free(binds);
+}
+
+const struct route *routecache_get(struct routecache *rc, const struct config *cfg,
+                                   const char *sql, size_t len)
+{
+    struct route_info ri;
+    uint64_t h;
+    struct slot *sl;
+
+    if (rc->slots == NULL) {
+        route_clear(&rc->scratch);
+        route_compute(cfg, sql, len, &rc->scratch, &ri);
+        router_info_free(&ri);
+        return &rc->scratch;
+    }
+    h = hash_bytes(sql, len);
+    sl = &rc->slots[h & rc->mask];
+    if (sl->sql != NULL && sl->hash == h && sl->len == len && memcmp(sl->sql, sql, len) == 0)
+        return &sl->route;
+    slot_clear(sl);
+    route_compute(cfg, sql, len, &sl->route, &ri);
+    router_info_free(&ri);
+    if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
+        return &sl->route;   /* not cached: sql stays NULL */
+    sl->sql = malloc(len + 1);
+    if (sl->sql != NULL) {
+        memcpy(sl->sql, sql, len);
+        sl->sql[len] = '\0';
+        sl->len = len;
+        sl->hash = h;
+    }
+    return &sl->route;
+}

@@ -1,0 +1,1770 @@
+/*
+ * The router's SQL analysis: what kind of statement a request is, which
+ * tables it references and how many parameters it takes (router.h).
+ *
+ * This is a lexer plus a small state machine, not a full SQL parser. The
+ * lexer knows SQLite's lexical rules (and PostgreSQL's common additions:
+ * $1 parameters, :: casts, E'' strings, $tag$ dollar quoting) and hands
+ * tokens to a state machine that keeps one frame per open parenthesis and
+ * recognizes the places where a table name can stand: FROM and JOIN lists,
+ * INTO, the UPDATE target, REFERENCES, "x IN table", the heads of DDL
+ * statements, PRAGMA arguments. A statement SQLite would reject may still be
+ * analyzed; the backend reports its error when it runs.
+ *
+ * Work is linear in the input. Every byte is lexed once (a small lookahead
+ * ring avoids re-lexing), nesting lives in an explicit stack capped at
+ * MAX_DEPTH frames instead of recursion, and names are deduplicated through
+ * a hash index. A typical statement costs two allocations: the names string
+ * block and the tables array of the result.
+ *
+ * Dialect notes. Comments do not nest (SQLite). "?" is always a parameter,
+ * so PostgreSQL's jsonb "?" operator counts as one. A word directly followed
+ * by a quote (E'..', X'..', B'..') is one literal.
+ */
+#include "daemon/router.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    MAX_DEPTH = 1000,     /* nested parentheses */
+    MAX_PARAM = 65535,    /* highest parameter number (PostgreSQL's limit) */
+    MAX_NAMES = 16384,    /* distinct tables + CTE names + named parameters */
+    LOOKAHEAD = 4,        /* tokens the state machine may peek at */
+    LINEAR_NAMES = 8,     /* name lookups scan linearly up to this many */
+};
+
+/* ------------------------------------------------------------------ */
+/* Keywords                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Keyword properties. KF_RESERVED: never a bare table name or alias.
+ * KF_NOALIAS: may name a table but cannot be an alias, because it can
+ * follow a table reference. KF_FUNC: "kw(" is a function call. */
+enum { KF_RESERVED = 1, KF_NOALIAS = 2, KF_FUNC = 4 };
+
+/* Only the words the analysis reacts to, in ASCII order (binary search). */
+#define R KF_RESERVED
+#define A KF_NOALIAS
+#define F KF_FUNC
+#define KEYWORDS(X)                                                          \
+    X(ABORT, 0) X(AFTER, 0) X(ALL, R) X(ALTER, R) X(ANALYZE, 0) X(AND, R)    \
+    X(ANY, R) X(AS, R) X(ATTACH, 0) X(BEFORE, 0) X(BEGIN, A)                 \
+    X(BETWEEN, R) X(BY, A) X(CASE, R) X(CAST, A | F) X(COLLATE, R)           \
+    X(COMMIT, 0) X(CONCURRENTLY, 0) X(CONSTRAINT, R) X(COPY, 0)              \
+    X(CREATE, R) X(CROSS, R) X(DEFAULT, R) X(DELETE, R) X(DETACH, 0)         \
+    X(DISTINCT, R) X(DO, A) X(DROP, R) X(ELSE, R) X(END, A) X(ESCAPE, R)     \
+    X(EXCEPT, R) X(EXISTS, R) X(EXPLAIN, 0) X(FETCH, A) X(FOR, A)            \
+    X(FOREIGN, R) X(FROM, R) X(FULL, R) X(FUNCTION, 0) X(GLOB, A)            \
+    X(GLOBAL, 0) X(GRANT, 0) X(GROUP, R) X(HAVING, R) X(IF, 0) X(IN, R)      \
+    X(INDEX, R) X(INDEXED, R) X(INNER, R) X(INSERT, R) X(INTERSECT, R)       \
+    X(INTO, R) X(IS, R) X(ISNULL, R) X(JOIN, R) X(LATERAL, A)                \
+    X(LEFT, R | F) X(LIKE, A | F) X(LIMIT, R) X(LOCAL, 0) X(LOCK, 0)         \
+    X(MATCH, A) X(MATERIALIZED, 0) X(MOVE, 0) X(NATURAL, R) X(NOT, R)        \
+    X(NOTNULL, R) X(NULL, R) X(OF, 0) X(OFFSET, A) X(ON, R) X(ONLY, 0)       \
+    X(OR, R) X(ORDER, R) X(ORDINALITY, R) X(OUTER, R) X(PLAN, 0)             \
+    X(PRAGMA, 0) X(PRIMARY, R) X(PROCEDURE, 0) X(QUERY, 0) X(RECURSIVE, 0)   \
+    X(REFERENCES, R) X(REGEXP, A) X(REINDEX, 0) X(RELEASE, 0)                \
+    X(REPLACE, F) X(RETURNING, R) X(REVOKE, 0) X(RIGHT, R | F)               \
+    X(ROLLBACK, 0) X(SAVEPOINT, 0) X(SELECT, R) X(SET, R) X(SOME, R)         \
+    X(START, 0) X(TABLE, R) X(TABLESAMPLE, A) X(TEMP, 0) X(TEMPORARY, 0)     \
+    X(THEN, R) X(TO, R) X(TRANSACTION, 0) X(TRIGGER, 0) X(TRUNCATE, 0)       \
+    X(UNION, R) X(UNIQUE, R) X(UNLOGGED, 0) X(UPDATE, R) X(USING, R)         \
+    X(VACUUM, 0) X(VALUES, R) X(VERBOSE, 0) X(VIEW, 0) X(VIRTUAL, 0)         \
+    X(WHEN, R) X(WHERE, R) X(WINDOW, A) X(WITH, A) X(WITHOUT, A) X(WORK, 0)
+
+#define KW_ENUM(name, flags) KW_##name,
+#define KW_ENTRY(name, flags) {#name, sizeof(#name) - 1, flags},
+
+enum keyword { KW_NONE, KEYWORDS(KW_ENUM) KW_COUNT };
+
+enum { KW_MAXLEN = 12 };
+
+static const struct {
+    char name[KW_MAXLEN + 1];
+    unsigned char len;
+    unsigned char flags;
+} keywords[KW_COUNT] = {{"", 0, 0}, KEYWORDS(KW_ENTRY)};
+
+#undef R
+#undef A
+#undef F
+#undef KW_ENUM
+#undef KW_ENTRY
+
+static unsigned char ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+/* Returns the KW_* of the word s[0..len), or KW_NONE. */
+static enum keyword keyword_lookup(const unsigned char *s, size_t len)
+{
+    if (len < 2 || len > KW_MAXLEN)
+        return KW_NONE;
+    char up[KW_MAXLEN];
+    for (size_t i = 0; i < len; i++)
+        up[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+    size_t lo = 1, hi = KW_COUNT;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        size_t klen = keywords[mid].len;
+        int c = memcmp(up, keywords[mid].name, len < klen ? len : klen);
+        if (c == 0)
+            c = (int)len - (int)klen;
+        if (c == 0)
+            return (enum keyword)mid;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return KW_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parser state                                                       */
+/* ------------------------------------------------------------------ */
+
+enum tok_type {
+    TK_EOF,
+    TK_WORD,      /* bare identifier or keyword; kw says which keyword */
+    TK_QUOTED,    /* "x", [x] or `x` */
+    TK_STRING,    /* 'x', E'x' or $tag$x$tag$ */
+    TK_BLOB,      /* X'..' or B'..' */
+    TK_NUMBER,
+    TK_PARAM,     /* ?, ?N, :x, @x, $x, $N */
+    TK_LPAREN,
+    TK_RPAREN,
+    TK_COMMA,
+    TK_DOT,
+    TK_SEMI,
+    TK_OP,        /* any other punctuation */
+};
+
+/* A token is sql[pos..pos+len). Quoted tokens include their quotes. */
+struct token {
+    enum tok_type type;
+    enum keyword kw;
+    size_t pos, len;
+};
+
+/* What the state machine expects next in one parenthesis frame. */
+enum state {
+    S_NONE,            /* expressions and clauses of no interest */
+    S_STMT_START,      /* a statement may begin here (UPDATE has a target) */
+    S_TABLE,           /* FROM/JOIN/',': a table, subquery or function */
+    S_AFTER_TABLE,     /* after a table: alias, INDEXED BY, USING, ... */
+    S_ALIAS,           /* after AS of a table */
+    S_TARGET,          /* INTO, UPDATE, REFERENCES: one table */
+    S_IN_TABLE,        /* "x IN name" (SQLite) */
+    S_CTE_NAME,        /* WITH [RECURSIVE] or ',' between CTEs */
+    S_CTE_AFTER_NAME,  /* name [(cols)], expecting AS */
+    S_CTE_AS,          /* AS [NOT] [MATERIALIZED], expecting '(' */
+    S_CTE_AFTER_BODY,  /* ',' for another CTE, or the main statement */
+};
+
+/* Frame facts. F_FUNC: the '(' of a function call, where FROM and IN are
+ * arguments (substring(x FROM 2)) unless a SELECT made it a query.
+ * F_QUERY: SELECT/DML seen directly in this frame. F_FROM: inside a FROM
+ * list, where ',' introduces another table. F_BODY: inside the BEGIN..END
+ * body of CREATE TRIGGER (outermost frame only). */
+enum { F_FUNC = 1, F_QUERY = 2, F_FROM = 4, F_BODY = 8 };
+
+struct frame {
+    unsigned char state;    /* enum state */
+    unsigned char flags;    /* F_* */
+    unsigned case_depth;    /* open CASE ... END in this frame */
+};
+
+enum name_kind { NAME_TABLE, NAME_CTE, NAME_PARAM };
+
+/* One distinct name: buf[off..] holds "schema\0name\0" (schema may be ""). */
+struct name_entry {
+    size_t off, schema_len, name_len;
+    uint32_t hash;
+    unsigned char kind;     /* enum name_kind */
+};
+
+/* The distinct names seen so far. Storage starts inline and moves to the
+ * heap when it outgrows it; slots, the open-addressing hash index over ent
+ * (entry index + 1, 0 = empty), exists only once n > LINEAR_NAMES. */
+struct names {
+    char *buf;
+    size_t len, cap;
+    struct name_entry *ent;
+    size_t n, ent_cap;
+    uint32_t *slots;
+    size_t nslots;
+    uint32_t seed;
+    char inline_buf[512];
+    struct name_entry inline_ent[16];
+};
+
+struct parser {
+    const char *sql;
+    size_t len;
+    size_t pos;                         /* lexer position */
+    struct token la[LOOKAHEAD];         /* lexed but not consumed */
+    unsigned la_head, la_n;
+    struct token cur, prev;             /* last two consumed tokens */
+    struct route_info *out;
+    int err;                            /* first ROUTER_E*, 0 while fine */
+    enum stmt_kind kind;
+    unsigned flags;                     /* ROUTE_* */
+    bool kind_pending;                  /* top WITH: kind from main stmt */
+    bool body_pending;                  /* CREATE TRIGGER: BEGIN opens body */
+    bool suppress;                      /* record no tables (FETCH, ...) */
+    size_t nvar;                        /* highest parameter index */
+    size_t depth;                       /* frames[depth] is current */
+    struct frame frames[MAX_DEPTH + 1];
+    struct names names;
+};
+
+/* Records the first error; later ones are consequences and are dropped. */
+__attribute__((format(printf, 3, 4)))
+static void fail(struct parser *p, int code, const char *fmt, ...)
+{
+    if (p->err)
+        return;
+    p->err = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->out->error, sizeof p->out->error, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------ */
+/* Distinct names                                                     */
+/* ------------------------------------------------------------------ */
+
+static void names_init(struct names *nm, uint32_t seed)
+{
+    nm->buf = nm->inline_buf;
+    nm->len = 0;
+    nm->cap = sizeof nm->inline_buf;
+    nm->ent = nm->inline_ent;
+    nm->n = 0;
+    nm->ent_cap = sizeof nm->inline_ent / sizeof nm->inline_ent[0];
+    nm->slots = NULL;
+    nm->nslots = 0;
+    nm->seed = seed;
+}
+
+static void names_free(struct names *nm)
+{
+    if (nm->buf != nm->inline_buf)
+        free(nm->buf);
+    if (nm->ent != nm->inline_ent)
+        free(nm->ent);
+    free(nm->slots);
+    names_init(nm, nm->seed);
+}
+
+/* Returns ptr (inline storage or heap) grown to hold at least need
+ * elements of size elem, of which used are kept: ptr itself when it is
+ * big enough, a new block otherwise. Returns NULL, with the error set,
+ * when out of memory; ptr is then unchanged. */
+static void *grow(struct parser *p, void *ptr, size_t *cap, size_t need,
+                  size_t elem, const void *inline_ptr, size_t used)
+{
+    if (need <= *cap)
+        return ptr;
+    size_t ncap = *cap * 2;
+    if (ncap < need)
+        ncap = need;
+    void *np = NULL;
+    if (ncap <= SIZE_MAX / elem) {
+        if (ptr == inline_ptr) {
+            np = malloc(ncap * elem);
+            if (np != NULL)
+                memcpy(np, ptr, used * elem);
+        } else {
+            np = realloc(ptr, ncap * elem);
+        }
+    }
+    if (np == NULL) {
+        fail(p, ROUTER_ENOMEM, "out of memory");
+        return NULL;
+    }
+    *cap = ncap;
+    return np;
+}
+
+static uint32_t name_hash(uint32_t seed, unsigned kind, const char *s, size_t n)
+{
+    uint32_t h = (2166136261u ^ seed) * 16777619u;
+    h = (h ^ kind) * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+/* Returns the index of the entry equal to key ("schema\0name"), or
+ * SIZE_MAX. */
+static size_t names_find(const struct names *nm, unsigned kind, const char *key,
+                         size_t schema_len, size_t name_len, uint32_t hash)
+{
+#define NAME_MATCHES(e)                                                       \
+    ((e)->hash == hash && (e)->kind == kind &&                                \
+     (e)->schema_len == schema_len && (e)->name_len == name_len &&            \
+     memcmp(nm->buf + (e)->off, key, schema_len + 1 + name_len) == 0)
+    if (nm->slots == NULL) {
+        for (size_t i = 0; i < nm->n; i++)
+            if (NAME_MATCHES(&nm->ent[i]))
+                return i;
+        return SIZE_MAX;
+    }
+    size_t mask = nm->nslots - 1;
+    for (size_t s = hash & mask; nm->slots[s] != 0; s = (s + 1) & mask) {
+        const struct name_entry *e = &nm->ent[nm->slots[s] - 1];
+        if (NAME_MATCHES(e))
+            return nm->slots[s] - 1;
+    }
+    return SIZE_MAX;
+#undef NAME_MATCHES
+}
+
+static void slots_insert(uint32_t *slots, size_t nslots, uint32_t hash, size_t index)
+{
+    size_t mask = nslots - 1, s = hash & mask;
+    while (slots[s] != 0)
+        s = (s + 1) & mask;
+    slots[s] = (uint32_t)(index + 1);
+}
+
+/* Indexes the entry just appended: once there are more than LINEAR_NAMES
+ * names, through a hash index kept at most half full (rebuilt, entry
+ * included, when it grows). Returns false on allocation failure. */
+static bool names_index_last(struct parser *p)
+{
+    struct names *nm = &p->names;
+    if (nm->n <= LINEAR_NAMES)
+        return true;
+    if (nm->slots != NULL && nm->n * 2 <= nm->nslots) {
+        slots_insert(nm->slots, nm->nslots, nm->ent[nm->n - 1].hash, nm->n - 1);
+        return true;
+    }
+    size_t nslots = nm->nslots ? nm->nslots * 2 : 64;
+    uint32_t *slots = calloc(nslots, sizeof *slots);
+    if (slots == NULL) {
+        fail(p, ROUTER_ENOMEM, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < nm->n; i++)
+        slots_insert(slots, nslots, nm->ent[i].hash, i);
+    free(nm->slots);
+    nm->slots = slots;
+    nm->nslots = nslots;
+    return true;
+}
+
+/* Copies the text of t to dst: quotes removed and doubled quotes undone,
+ * ASCII-lowercased when fold. Returns the length written (<= t->len). */
+static size_t copy_name(const char *sql, const struct token *t, char *dst, bool fold)
+{
+    const unsigned char *s = (const unsigned char *)sql + t->pos;
+    size_t n = t->len, o = 0;
+    if (t->type == TK_QUOTED || t->type == TK_STRING) {
+        unsigned char close = s[0] == '[' ? ']' : s[0];
+        bool doubled = s[0] != '[';
+        for (size_t i = 1; i + 1 < n; i++) {
+            if (doubled && s[i] == close)
+                i++;    /* the lexer guarantees quotes come in pairs */
+            dst[o++] = (char)(fold ? ascii_lower(s[i]) : s[i]);
+        }
+        return o;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[o++] = (char)(fold ? ascii_lower(s[i]) : s[i]);
+    return o;
+}
+
+/* Adds a name (schema may be NULL) unless it is already there. Table and
+ * CTE names are normalized; parameter names are kept as written. Returns 1
+ * when added, 0 when already present, -1 on error (p->err set). */
+static int names_add(struct parser *p, enum name_kind kind,
+                     const struct token *schema, const struct token *name)
+{
+    struct names *nm = &p->names;
+    size_t need = (schema ? schema->len : 0) + name->len + 2;
+    char *buf = grow(p, nm->buf, &nm->cap, nm->len + need, 1, nm->inline_buf, nm->len);
+    if (buf == NULL)
+        return -1;
+    nm->buf = buf;
+    bool fold = kind != NAME_PARAM;
+    char *dst = nm->buf + nm->len;
+    size_t slen = schema ? copy_name(p->sql, schema, dst, fold) : 0;
+    dst[slen] = '\0';
+    size_t nlen = copy_name(p->sql, name, dst + slen + 1, fold);
+    dst[slen + 1 + nlen] = '\0';
+    uint32_t hash = name_hash(nm->seed, kind, dst, slen + 1 + nlen);
+    if (names_find(nm, kind, dst, slen, nlen, hash) != SIZE_MAX)
+        return 0;
+    if (nm->n >= MAX_NAMES) {
+        fail(p, ROUTER_ESYNTAX, "too many distinct names (more than %d)", MAX_NAMES);
+        return -1;
+    }
+    struct name_entry *ent = grow(p, nm->ent, &nm->ent_cap, nm->n + 1, sizeof *nm->ent,
+                                  nm->inline_ent, nm->n);
+    if (ent == NULL)
+        return -1;
+    nm->ent = ent;
+    nm->ent[nm->n] = (struct name_entry){
+        .off = nm->len, .schema_len = slen, .name_len = nlen,
+        .hash = hash, .kind = (unsigned char)kind,
+    };
+    nm->len += slen + nlen + 2;
+    nm->n++;
+    return names_index_last(p) ? 1 : -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lexer                                                              */
+/* ------------------------------------------------------------------ */
+
+static bool is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_xdigit(unsigned char c)
+{
+    return is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'f');
+}
+
+static bool is_id_start(unsigned char c)
+{
+    return (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '_' || c >= 0x80;
+}
+
+static bool is_id_char(unsigned char c)
+{
+    return is_id_start(c) || is_digit(c) || c == '$';
+}
+
+/* Next parameter index for "?" and first-seen named parameters. */
+static void param_next(struct parser *p, size_t at)
+{
+    if (p->nvar >= MAX_PARAM)
+        fail(p, ROUTER_ESYNTAX, "too many parameters at offset %zu (limit %d)",
+             at, MAX_PARAM);
+    else
+        p->nvar++;
+}
+
+/* ?NNN or $NNN at s[at..end): parameter number NNN. */
+static void param_number(struct parser *p, size_t at, size_t digits, size_t end)
+{
+    size_t v = 0;
+    for (size_t i = digits; i < end && v <= MAX_PARAM; i++)
+        v = v * 10 + (size_t)(p->sql[i] - '0');
+    if (v == 0 || v > MAX_PARAM)
+        fail(p, ROUTER_ESYNTAX, "parameter number out of range (1..%d) at offset %zu",
+             MAX_PARAM, at);
+    else if (v > p->nvar)
+        p->nvar = v;
+}
+
+/* A named parameter gets a new index the first time its name appears. */
+static void param_named(struct parser *p, size_t at, size_t end)
+{
+    struct token t = {.type = TK_PARAM, .kw = KW_NONE, .pos = at, .len = end - at};
+    if (names_add(p, NAME_PARAM, NULL, &t) == 1)
+        param_next(p, at);
+}
+
+/* Scans a quoted token opened by s[at] whose quote character doubles to
+ * escape itself; backslash escapes too when backslash is set (E'..').
+ * Returns the offset just past the closing quote, or fails. */
+static size_t scan_quoted(struct parser *p, size_t at, unsigned char q,
+                          bool backslash, const char *what)
+{
+    const unsigned char *s = (const unsigned char *)p->sql;
+    size_t i = at + 1;
+    if (s[at] != q)
+        i++;    /* the prefix letter of E'..' / X'..' */
+    for (;;) {
+        if (backslash) {
+            while (i < p->len && s[i] != q)
+                i += s[i] == '\\' ? 2 : 1;
+        } else {
+            const void *hit = memchr(s + i, q, p->len - i);
+            i = hit ? (size_t)((const unsigned char *)hit - s) : p->len;
+        }
+        if (i >= p->len) {
+            fail(p, ROUTER_ESYNTAX, "unterminated %s at offset %zu", what, at);
+            return p->len;
+        }
+        if (i + 1 < p->len && s[i + 1] == q) {
+            i += 2;
+            continue;
+        }
+        return i + 1;
+    }
+}
+
+/* Scans a number at s[i]: 123, 1_000, 1.5e10, .5, 0x1F. Trailing
+ * identifier characters are taken along (SQLite rejects "12abc" anyway). */
+static size_t scan_number(const unsigned char *s, size_t n, size_t i)
+{
+    if (s[i] == '0' && i + 2 < n && ascii_lower(s[i + 1]) == 'x' && is_xdigit(s[i + 2])) {
+        i += 2;
+        while (i < n && (is_xdigit(s[i]) || s[i] == '_'))
+            i++;
+    } else {
+        while (i < n && (is_digit(s[i]) || s[i] == '_'))
+            i++;
+        if (i < n && s[i] == '.') {
+            i++;
+            while (i < n && (is_digit(s[i]) || s[i] == '_'))
+                i++;
+        }
+        if (i < n && ascii_lower(s[i]) == 'e') {
+            size_t k = i + 1;
+            if (k < n && (s[k] == '+' || s[k] == '-'))
+                k++;
+            if (k < n && is_digit(s[k])) {
+                i = k;
+                while (i < n && is_digit(s[i]))
+                    i++;
+            }
+        }
+    }
+    while (i < n && is_id_char(s[i]))
+        i++;
+    return i;
+}
+
+/* Scans what follows '$' at s[at]: $N, $$..$$, $tag$..$tag$ or $name. */
+static size_t scan_dollar(struct parser *p, size_t at, enum tok_type *type)
+{
+    const unsigned char *s = (const unsigned char *)p->sql;
+    size_t n = p->len, i = at + 1;
+    *type = TK_PARAM;
+    if (i < n && is_digit(s[i])) {
+        while (i < n && is_digit(s[i]))
+            i++;
+        param_number(p, at, at + 1, i);
+        return i;
+    }
+    if (i < n && (s[i] == '$' || is_id_start(s[i]))) {
+        size_t k = i;
+        while (k < n && s[k] != '$' && is_id_char(s[k]))
+            k++;
+        if (k < n && s[k] == '$') {
+            /* Dollar quote: the tag is s[at..k]. */
+            size_t taglen = k - at + 1;
+            const void *end = memmem(s + k + 1, n - k - 1, s + at, taglen);
+            *type = TK_STRING;
+            if (end == NULL) {
+                fail(p, ROUTER_ESYNTAX, "unterminated dollar-quoted string at offset %zu", at);
+                return n;
+            }
+            return (size_t)((const unsigned char *)end - s) + taglen;
+        }
+        while (k < n && is_id_char(s[k]))
+            k++;
+        param_named(p, at, k);
+        return k;
+    }
+    *type = TK_OP;
+    return i;
+}
+
+/* Returns the next token, skipping whitespace and comments: TK_EOF at the
+ * end of input or after an error. */
+static struct token lex(struct parser *p)
+{
+    const unsigned char *s = (const unsigned char *)p->sql;
+    size_t n = p->len, i = p->pos;
+    struct token t = {.type = TK_EOF, .kw = KW_NONE, .pos = n, .len = 0};
+    if (p->err)
+        return t;
+    while (i < n) {
+        if (is_space(s[i])) {
+            i++;
+        } else if (s[i] == '-' && i + 1 < n && s[i + 1] == '-') {
+            const void *nl = memchr(s + i, '\n', n - i);
+            i = nl ? (size_t)((const unsigned char *)nl - s) + 1 : n;
+        } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+            const void *end = memmem(s + i + 2, n - i - 2, "*/", 2);
+            if (end == NULL) {
+                fail(p, ROUTER_ESYNTAX, "unterminated /* comment at offset %zu", i);
+                return t;
+            }
+            i = (size_t)((const unsigned char *)end - s) + 2;
+        } else {
+            break;
+        }
+    }
+    p->pos = i;
+    if (i >= n)
+        return t;
+
+    unsigned char c = s[i];
+    size_t j = i + 1;    /* end of the token */
+    enum tok_type type = TK_OP;
+    switch (c) {
+    case '(': type = TK_LPAREN; break;
+    case ')': type = TK_RPAREN; break;
+    case ',': type = TK_COMMA; break;
+    case ';': type = TK_SEMI; break;
+    case '.':
+        if (j < n && is_digit(s[j])) {
+            type = TK_NUMBER;
+            j = scan_number(s, n, i);
+        } else {
+            type = TK_DOT;
+        }
+        break;
+    case '\'':
+        type = TK_STRING;
+        j = scan_quoted(p, i, '\'', false, "string literal");
+        break;
+    case '"':
+    case '`':
+        type = TK_QUOTED;
+        j = scan_quoted(p, i, c, false, "quoted identifier");
+        break;
+    case '[': {
+        const void *end = memchr(s + i, ']', n - i);
+        type = TK_QUOTED;
+        if (end == NULL)
+            fail(p, ROUTER_ESYNTAX, "unterminated [identifier] at offset %zu", i);
+        else
+            j = (size_t)((const unsigned char *)end - s) + 1;
+        break;
+    }
+    case '?':
+        type = TK_PARAM;
+        while (j < n && is_digit(s[j]))
+            j++;
+        if (j > i + 1)
+            param_number(p, i, i + 1, j);
+        else
+            param_next(p, i);
+        break;
+    case ':':
+        if (j < n && (s[j] == ':' || s[j] == '=')) {
+            j++;    /* PostgreSQL cast "::" or named argument ":=" */
+        } else if (j < n && is_id_char(s[j])) {
+            type = TK_PARAM;
+            while (j < n && is_id_char(s[j]))
+                j++;
+            param_named(p, i, j);
+        }
+        break;
+    case '@':
+        if (j < n && is_id_char(s[j])) {
+            type = TK_PARAM;
+            while (j < n && is_id_char(s[j]))
+                j++;
+            param_named(p, i, j);
+        }
+        break;
+    case '$':
+        j = scan_dollar(p, i, &type);
+        break;
+    default:
+        if (is_digit(c)) {
+            type = TK_NUMBER;
+            j = scan_number(s, n, i);
+        } else if (is_id_start(c)) {
+            unsigned char lc = ascii_lower(c);
+            if (j < n && s[j] == '\'' && (lc == 'x' || lc == 'b' || lc == 'e')) {
+                type = lc == 'e' ? TK_STRING : TK_BLOB;
+                j = scan_quoted(p, i, '\'', lc == 'e', "string literal");
+                break;
+            }
+            while (j < n && is_id_char(s[j]))
+                j++;
+            type = TK_WORD;
+            t.kw = keyword_lookup(s + i, j - i);
+        }
+        break;
+    }
+    if (p->err) {
+        t.kw = KW_NONE;
+        return t;
+    }
+    t.type = type;
+    t.pos = i;
+    t.len = j - i;
+    p->pos = j;
+    return t;
+}
+
+/* Returns the k-th token not yet consumed (k < LOOKAHEAD). */
+static struct token peek(struct parser *p, unsigned k)
+{
+    while (p->la_n <= k) {
+        p->la[(p->la_head + p->la_n) % LOOKAHEAD] = lex(p);
+        p->la_n++;
+    }
+    return p->la[(p->la_head + k) % LOOKAHEAD];
+}
+
+/* Consumes and returns the next token; it becomes p->cur. */
+static struct token next(struct parser *p)
+{
+    struct token t;
+    if (p->la_n > 0) {
+        t = p->la[p->la_head];
+        p->la_head = (p->la_head + 1) % LOOKAHEAD;
+        p->la_n--;
+    } else {
+        t = lex(p);
+    }
+    p->prev = p->cur;
+    p->cur = t;
+    return t;
+}
+
+/* ------------------------------------------------------------------ */
+/* Token classes                                                      */
+/* ------------------------------------------------------------------ */
+
+static bool tok_is(const struct token *t, enum keyword kw)
+{
+    return t->type == TK_WORD && t->kw == kw;
+}
+
+static bool is_plain_string(const struct parser *p, const struct token *t)
+{
+    return t->type == TK_STRING && p->sql[t->pos] == '\'';
+}
+
+/* Can t stand for a table name? SQLite also accepts 'string' names. */
+static bool is_name(const struct parser *p, const struct token *t)
+{
+    return t->type == TK_QUOTED || is_plain_string(p, t) ||
+           (t->type == TK_WORD && !(keywords[t->kw].flags & KF_RESERVED));
+}
+
+/* Can t be the alias after a table reference? */
+static bool is_alias(const struct parser *p, const struct token *t)
+{
+    return is_name(p, t) &&
+           !(t->type == TK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
+}
+
+/* Does '(' after t open a function call's arguments? */
+static bool is_call(const struct token *t)
+{
+    return t->type == TK_QUOTED ||
+           (t->type == TK_WORD && (t->kw == KW_NONE || (keywords[t->kw].flags & KF_FUNC)));
+}
+
+/* Is the (unquoted, case-folded) text of t equal to lit (lowercase)? */
+static bool tok_text_is(const struct parser *p, const struct token *t, const char *lit)
+{
+    size_t n = strlen(lit), start = t->pos, len = t->len;
+    if (t->type == TK_QUOTED || is_plain_string(p, t)) {
+        start++;
+        len -= 2;
+    } else if (t->type != TK_WORD) {
+        return false;
+    }
+    if (len != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)p->sql[start + i]) != (unsigned char)lit[i])
+            return false;
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Names                                                              */
+/* ------------------------------------------------------------------ */
+
+/* A possibly qualified name; of db.schema.table the last two parts. */
+struct qname {
+    struct token schema, name;
+    bool qualified;
+};
+
+/* Completes the name whose first part, first, was just consumed. */
+static struct qname take_qname(struct parser *p, struct token first)
+{
+    struct qname qn = {.schema = first, .name = first, .qualified = false};
+    for (;;) {
+        struct token dot = peek(p, 0), part = peek(p, 1);
+        if (dot.type != TK_DOT ||
+            !(part.type == TK_WORD || part.type == TK_QUOTED || is_plain_string(p, &part)))
+            return qn;
+        next(p);
+        next(p);
+        qn.schema = qn.name;
+        qn.name = part;
+        qn.qualified = true;
+    }
+}
+
+static void record(struct parser *p, const struct qname *qn)
+{
+    if (!p->suppress)
+        names_add(p, NAME_TABLE, qn->qualified ? &qn->schema : NULL, &qn->name);
+}
+
+static bool in_temp_schema(const struct parser *p, const struct qname *qn)
+{
+    return qn->qualified && tok_text_is(p, &qn->schema, "temp");
+}
+
+/* Consumes "[ONLY] name" if present and returns whether it did. */
+static bool take_table(struct parser *p, struct qname *qn)
+{
+    struct token t = peek(p, 0);
+    if (tok_is(&t, KW_ONLY)) {
+        struct token after = peek(p, 1);
+        if (is_name(p, &after)) {
+            next(p);
+            t = after;
+        }
+    }
+    if (!is_name(p, &t))
+        return false;
+    next(p);
+    *qn = take_qname(p, t);
+    return true;
+}
+
+/* Consumes and records "[ONLY] name [, [ONLY] name ...]". */
+static void take_table_list(struct parser *p)
+{
+    struct qname qn;
+    while (take_table(p, &qn)) {
+        record(p, &qn);
+        struct token t = peek(p, 0);
+        if (t.type != TK_COMMA)
+            return;
+        next(p);
+    }
+}
+
+/* Consumes IF [NOT] EXISTS. */
+static void skip_if_exists(struct parser *p)
+{
+    struct token a = peek(p, 0), b = peek(p, 1), c = peek(p, 2);
+    if (!tok_is(&a, KW_IF))
+        return;
+    if (tok_is(&b, KW_EXISTS)) {
+        next(p);
+        next(p);
+    } else if (tok_is(&b, KW_NOT) && tok_is(&c, KW_EXISTS)) {
+        next(p);
+        next(p);
+        next(p);
+    }
+}
+
+/* Consumes a balanced parenthesized group starting at the next token, which
+ * is '(' (PostgreSQL option lists). */
+static void skip_group(struct parser *p)
+{
+    size_t open = 0;
+    do {
+        struct token t = next(p);
+        if (t.type == TK_LPAREN) {
+            open++;
+        } else if (t.type == TK_RPAREN) {
+            open--;
+        } else if (t.type == TK_EOF || t.type == TK_SEMI) {
+            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: '(' not closed");
+            return;
+        }
+    } while (open > 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Statement heads                                                    */
+/* ------------------------------------------------------------------ */
+
+/* "ON [ONLY] table" of CREATE INDEX/TRIGGER, ON already consumed. A
+ * qualified owner (index/trigger name) qualifies an unqualified table:
+ * SQLite keeps both in one schema, except that a temp trigger may watch
+ * a table in any schema. */
+static void take_on_table(struct parser *p, const struct qname *owner, bool inherit)
+{
+    struct qname qn;
+    if (!take_table(p, &qn))
+        return;
+    if (!qn.qualified && owner->qualified && inherit) {
+        qn.schema = owner->schema;
+        qn.qualified = true;
+    }
+    record(p, &qn);
+}
+
+/* CREATE ..., CREATE consumed. */
+static void head_create(struct parser *p)
+{
+    bool temp = false;
+    for (;;) {
+        struct token t = peek(p, 0), after = peek(p, 1);
+        if (tok_is(&t, KW_OR) && tok_is(&after, KW_REPLACE)) {
+            next(p);
+            next(p);
+            continue;
+        }
+        if (tok_is(&t, KW_TEMP) || tok_is(&t, KW_TEMPORARY)) {
+            temp = true;
+        } else if (!(tok_is(&t, KW_UNIQUE) || tok_is(&t, KW_VIRTUAL) ||
+                     tok_is(&t, KW_MATERIALIZED) || tok_is(&t, KW_GLOBAL) ||
+                     tok_is(&t, KW_LOCAL) || tok_is(&t, KW_UNLOGGED) ||
+                     tok_is(&t, KW_CONSTRAINT))) {
+            break;
+        }
+        next(p);
+    }
+    struct token obj = peek(p, 0);
+    if (obj.type != TK_WORD)
+        return;
+    struct qname qn = {.qualified = false};
+    switch (obj.kw) {
+    case KW_TABLE:
+    case KW_VIEW:
+        next(p);
+        skip_if_exists(p);
+        if (!take_table(p, &qn))
+            break;
+        if (temp || in_temp_schema(p, &qn))
+            p->flags |= ROUTE_TEMP;
+        record(p, &qn);
+        break;
+    case KW_INDEX: {
+        next(p);
+        struct token t = peek(p, 0);
+        if (tok_is(&t, KW_CONCURRENTLY))
+            next(p);
+        skip_if_exists(p);
+        t = peek(p, 0);
+        if (is_name(p, &t)) {    /* PostgreSQL may omit the index name */
+            next(p);
+            qn = take_qname(p, t);
+        }
+        if (temp || in_temp_schema(p, &qn))
+            p->flags |= ROUTE_TEMP;
+        t = peek(p, 0);
+        if (tok_is(&t, KW_ON)) {
+            next(p);
+            take_on_table(p, &qn, true);
+        }
+        break;
+    }
+    case KW_TRIGGER: {
+        next(p);
+        skip_if_exists(p);
+        struct token t = peek(p, 0);
+        if (is_name(p, &t)) {
+            next(p);
+            qn = take_qname(p, t);
+        }
+        bool in_temp = temp || in_temp_schema(p, &qn);
+        if (in_temp)
+            p->flags |= ROUTE_TEMP;
+        /* BEFORE|AFTER|INSTEAD OF, INSERT|DELETE|UPDATE [OF cols], ON */
+        for (;;) {
+            t = peek(p, 0);
+            if (t.type == TK_EOF || t.type == TK_LPAREN || t.type == TK_RPAREN ||
+                t.type == TK_SEMI)
+                break;
+            next(p);
+            if (tok_is(&t, KW_ON)) {
+                take_on_table(p, &qn, !in_temp);
+                break;
+            }
+        }
+        p->body_pending = true;
+        break;
+    }
+    case KW_FUNCTION:
+    case KW_PROCEDURE:
+        next(p);
+        p->body_pending = true;    /* PostgreSQL BEGIN ATOMIC ... END */
+        break;
+    default:
+        break;
+    }
+}
+
+/* DROP ..., DROP consumed: only tables and views are tables. */
+static void head_drop(struct parser *p)
+{
+    struct token t = peek(p, 0);
+    if (tok_is(&t, KW_MATERIALIZED)) {
+        next(p);
+        t = peek(p, 0);
+    }
+    if (!tok_is(&t, KW_TABLE) && !tok_is(&t, KW_VIEW))
+        return;
+    next(p);
+    skip_if_exists(p);
+    take_table_list(p);
+}
+
+/* ALTER TABLE|VIEW [IF EXISTS] [ONLY] name ..., ALTER consumed. The rest
+ * (ADD COLUMN ... REFERENCES p) is left to the state machine; the new name
+ * of RENAME TO is not a table the statement reads. */
+static void head_alter(struct parser *p)
+{
+    struct token t = peek(p, 0);
+    if (tok_is(&t, KW_MATERIALIZED)) {
+        next(p);
+        t = peek(p, 0);
+    }
+    if (!tok_is(&t, KW_TABLE) && !tok_is(&t, KW_VIEW))
+        return;
+    next(p);
+    skip_if_exists(p);
+    struct qname qn;
+    if (take_table(p, &qn))
+        record(p, &qn);
+}
+
+/* PRAGMA [schema.]name[(arg) | = arg], PRAGMA consumed. The pragmas that
+ * take a table name reference that table, in the pragma's schema. */
+static void head_pragma(struct parser *p)
+{
+    static const char *const table_pragmas[] = {
+        "table_info", "table_xinfo", "table_list", "index_list",
+        "foreign_key_list", "foreign_key_check",
+    };
+    struct token t = peek(p, 0);
+    if (t.type != TK_WORD && t.type != TK_QUOTED)
+        return;
+    next(p);
+    struct qname pragma = take_qname(p, t);
+    bool takes_table = false;
+    for (size_t i = 0; i < sizeof table_pragmas / sizeof table_pragmas[0]; i++)
+        if (tok_text_is(p, &pragma.name, table_pragmas[i]))
+            takes_table = true;
+    if (!takes_table)
+        return;
+    struct token a = peek(p, 0), b = peek(p, 1), c = peek(p, 2);
+    struct qname qn = {.schema = pragma.schema, .name = b, .qualified = pragma.qualified};
+    if (a.type == TK_LPAREN && is_name(p, &b) && c.type == TK_RPAREN) {
+        next(p);
+        next(p);
+        next(p);
+        record(p, &qn);
+    } else if (a.type == TK_OP && a.len == 1 && p->sql[a.pos] == '=' && is_name(p, &b)) {
+        next(p);
+        next(p);
+        record(p, &qn);
+    }
+}
+
+/* Does t begin a statement that EXPLAIN can wrap (PostgreSQL's
+ * EXPLAIN ANALYZE SELECT vs SQLite's EXPLAIN ANALYZE t)? */
+static bool begins_statement(const struct token *t)
+{
+    static const enum keyword kws[] = {
+        KW_SELECT, KW_VALUES, KW_WITH, KW_INSERT, KW_REPLACE, KW_UPDATE,
+        KW_DELETE, KW_CREATE, KW_ANALYZE, KW_VERBOSE,
+    };
+    for (size_t i = 0; i < sizeof kws / sizeof kws[0]; i++)
+        if (tok_is(t, kws[i]))
+            return true;
+    return false;
+}
+
+static void head(struct parser *p, bool inner);
+
+/* EXPLAIN [QUERY PLAN | ANALYZE | VERBOSE | (options)] stmt, EXPLAIN
+ * consumed: the tables are the inner statement's. */
+static void head_explain(struct parser *p)
+{
+    struct token t = peek(p, 0), after = peek(p, 1);
+    if (tok_is(&t, KW_QUERY) && tok_is(&after, KW_PLAN)) {
+        next(p);
+        next(p);
+    } else {
+        for (;;) {
+            t = peek(p, 0);
+            after = peek(p, 1);
+            if (t.type == TK_LPAREN) {
+                skip_group(p);
+                if (p->err)
+                    return;
+            } else if ((tok_is(&t, KW_ANALYZE) || tok_is(&t, KW_VERBOSE)) &&
+                       begins_statement(&after)) {
+                next(p);
+            } else {
+                break;
+            }
+        }
+    }
+    head(p, true);
+}
+
+/* REINDEX: SQLite [name]; PostgreSQL [(opts)] TABLE|INDEX|... name. */
+static void head_reindex(struct parser *p)
+{
+    struct token t = peek(p, 0);
+    if (t.type == TK_LPAREN) {
+        skip_group(p);
+        t = peek(p, 0);
+    }
+    if (tok_is(&t, KW_TABLE)) {
+        next(p);
+        t = peek(p, 0);
+        if (tok_is(&t, KW_CONCURRENTLY))
+            next(p);
+    } else if (tok_is(&t, KW_INDEX) || tok_text_is(p, &t, "schema") ||
+               tok_text_is(p, &t, "database") || tok_text_is(p, &t, "system")) {
+        return;
+    }
+    struct qname qn;
+    if (take_table(p, &qn))
+        record(p, &qn);
+}
+
+static enum stmt_kind kind_of(enum keyword kw)
+{
+    switch (kw) {
+    case KW_SELECT:
+    case KW_VALUES: return STMT_SELECT;
+    case KW_INSERT:
+    case KW_REPLACE: return STMT_INSERT;
+    case KW_UPDATE: return STMT_UPDATE;
+    case KW_DELETE: return STMT_DELETE;
+    default: return STMT_OTHER;
+    }
+}
+
+/*
+ * Determines the statement kind from its leading keywords and consumes the
+ * heads of statements whose table names are positional (DDL, PRAGMA, ...).
+ * SELECT/INSERT/UPDATE/DELETE/WITH are left to the state machine, which
+ * starts in S_STMT_START. inner is set for the statement EXPLAIN wraps: its
+ * kind does not replace STMT_EXPLAIN.
+ */
+static void head(struct parser *p, bool inner)
+{
+    struct token t = peek(p, 0), after;
+    enum keyword kw = t.type == TK_WORD ? t.kw : KW_NONE;
+    enum stmt_kind kind = kind_of(kw);
+    bool consumed = true;    /* the generic pass starts in S_NONE */
+    switch (kw) {
+    case KW_SELECT:
+    case KW_VALUES:
+    case KW_INSERT:
+    case KW_REPLACE:
+    case KW_UPDATE:
+    case KW_DELETE:
+        consumed = false;
+        break;
+    case KW_WITH:
+        p->kind_pending = !inner;
+        consumed = false;
+        break;
+    case KW_CREATE:
+    case KW_DROP:
+    case KW_ALTER:
+        next(p);
+        kind = STMT_DDL;
+        if (kw == KW_CREATE)
+            head_create(p);
+        else if (kw == KW_DROP)
+            head_drop(p);
+        else
+            head_alter(p);
+        break;
+    case KW_BEGIN:
+        next(p);
+        kind = STMT_BEGIN;
+        break;
+    case KW_START:
+        next(p);
+        after = peek(p, 0);
+        if (tok_is(&after, KW_TRANSACTION))
+            kind = STMT_BEGIN;
+        break;
+    case KW_COMMIT:
+    case KW_END:
+        next(p);
+        kind = STMT_COMMIT;
+        break;
+    case KW_ROLLBACK:
+    case KW_ABORT:
+        next(p);
+        after = peek(p, 0);
+        if (tok_is(&after, KW_TRANSACTION) || tok_is(&after, KW_WORK)) {
+            next(p);
+            after = peek(p, 0);
+        }
+        kind = tok_is(&after, KW_TO) ? STMT_SAVEPOINT : STMT_ROLLBACK;
+        break;
+    case KW_SAVEPOINT:
+    case KW_RELEASE:
+        next(p);
+        kind = STMT_SAVEPOINT;
+        break;
+    case KW_PRAGMA:
+        next(p);
+        kind = STMT_PRAGMA;
+        head_pragma(p);
+        break;
+    case KW_ATTACH:
+        next(p);
+        kind = STMT_ATTACH;
+        break;
+    case KW_DETACH:
+        next(p);
+        kind = STMT_DETACH;
+        break;
+    case KW_VACUUM:
+        next(p);
+        kind = STMT_VACUUM;
+        after = peek(p, 0);
+        if (is_name(p, &after)) {    /* schema name, INTO is reserved */
+            next(p);
+            after = peek(p, 0);
+        }
+        if (tok_is(&after, KW_INTO)) {
+            next(p);
+            p->flags |= ROUTE_VACUUM_INTO;
+        }
+        break;
+    case KW_EXPLAIN:
+        next(p);
+        kind = STMT_EXPLAIN;
+        head_explain(p);
+        consumed = false;    /* the inner head set the frame state */
+        break;
+    case KW_ANALYZE:
+        next(p);
+        after = peek(p, 0);
+        if (tok_is(&after, KW_VERBOSE))
+            next(p);
+        after = peek(p, 0);
+        if (after.type == TK_LPAREN)
+            skip_group(p);
+        take_table_list(p);
+        break;
+    case KW_REINDEX:
+        next(p);
+        head_reindex(p);
+        break;
+    case KW_TRUNCATE:
+    case KW_LOCK:
+        next(p);
+        after = peek(p, 0);
+        if (tok_is(&after, KW_TABLE))
+            next(p);
+        take_table_list(p);
+        if (kw == KW_LOCK)
+            p->suppress = true;    /* IN ... MODE is no table */
+        break;
+    case KW_COPY:
+        next(p);
+        after = peek(p, 0);
+        if (after.type == TK_LPAREN) {    /* COPY (query) TO ... */
+            consumed = false;
+            break;
+        }
+        take_table_list(p);
+        p->suppress = true;    /* FROM STDIN is no table */
+        break;
+    case KW_FETCH:
+    case KW_MOVE:
+    case KW_GRANT:
+    case KW_REVOKE:
+        p->suppress = true;    /* FETCH ... FROM cursor, REVOKE ... FROM role */
+        break;
+    default:
+        consumed = false;
+        break;
+    }
+    if (!inner)
+        p->kind = kind;
+    if (consumed)
+        p->frames[0].state = S_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* The state machine                                                  */
+/* ------------------------------------------------------------------ */
+
+/* After UPDATE: [OR conflict-action], then the target table. */
+static void begin_update(struct parser *p, struct frame *f)
+{
+    struct token a = peek(p, 0), b = peek(p, 1);
+    if (tok_is(&a, KW_OR) && b.type == TK_WORD) {
+        next(p);
+        next(p);
+    }
+    f->flags |= F_QUERY;
+    f->flags &= (unsigned char)~F_FROM;
+    f->state = S_TARGET;
+}
+
+/* WITH: a CTE list when followed by [RECURSIVE] name (AS | '('); not for
+ * WITH TIME ZONE, WITH ORDINALITY, WITH (options), WITH CHECK OPTION. */
+static void begin_with(struct parser *p, struct frame *f)
+{
+    struct token r = peek(p, 0);
+    unsigned k = tok_is(&r, KW_RECURSIVE) ? 1 : 0;
+    struct token name = peek(p, k), after = peek(p, k + 1);
+    if (!is_name(p, &name) || !(tok_is(&after, KW_AS) || after.type == TK_LPAREN))
+        return;
+    if (k)
+        next(p);
+    f->state = S_CTE_NAME;
+    f->flags |= F_QUERY;
+    f->flags &= (unsigned char)~F_FROM;
+}
+
+/* A word in S_NONE: the keywords that open table positions or clauses. */
+static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
+{
+    bool call_args = (f->flags & (F_FUNC | F_QUERY)) == F_FUNC;
+    struct token after;
+    if (t->type != TK_WORD)
+        return;
+    switch (t->kw) {
+    case KW_FROM:
+        if (call_args)    /* substring(x FROM 2), EXTRACT(year FROM d) */
+            return;
+        f->flags |= F_FROM;
+        f->state = S_TABLE;
+        return;
+    case KW_JOIN:
+        f->flags |= F_FROM;
+        f->state = S_TABLE;
+        return;
+    case KW_INTO:
+    case KW_REFERENCES:
+        f->state = S_TARGET;
+        return;
+    case KW_IN:
+        after = peek(p, 0);
+        if (!call_args && is_name(p, &after))    /* not position(a IN b) */
+            f->state = S_IN_TABLE;
+        return;
+    case KW_SELECT:
+    case KW_VALUES:
+        f->flags |= F_QUERY;
+        f->flags &= (unsigned char)~F_FROM;
+        return;
+    case KW_INSERT:
+    case KW_DELETE:
+    case KW_UPDATE:
+        f->flags |= F_QUERY;
+        return;
+    case KW_WITH:
+        begin_with(p, f);
+        return;
+    case KW_DISTINCT:    /* IS [NOT] DISTINCT FROM */
+        after = peek(p, 0);
+        if ((tok_is(&p->prev, KW_IS) || tok_is(&p->prev, KW_NOT)) && tok_is(&after, KW_FROM))
+            next(p);
+        return;
+    case KW_WHERE:
+    case KW_GROUP:
+    case KW_HAVING:
+    case KW_ORDER:
+    case KW_LIMIT:
+    case KW_OFFSET:
+    case KW_WINDOW:
+    case KW_UNION:
+    case KW_INTERSECT:
+    case KW_EXCEPT:
+    case KW_SET:
+    case KW_RETURNING:
+    case KW_FOR:
+    case KW_FETCH:
+    case KW_DO:
+        f->flags &= (unsigned char)~F_FROM;
+        return;
+    case KW_CASE:
+        if (f->case_depth < UINT_MAX)
+            f->case_depth++;
+        return;
+    case KW_END:
+        if (f->case_depth > 0) {
+            f->case_depth--;
+        } else if (p->depth == 0 && (f->flags & F_BODY)) {
+            f->flags &= (unsigned char)~(F_BODY | F_FROM | F_QUERY);
+        }
+        return;
+    case KW_BEGIN:
+        if (p->depth == 0 && p->body_pending) {
+            p->body_pending = false;
+            f->flags |= F_BODY;
+            f->flags &= (unsigned char)~(F_FROM | F_QUERY);
+            f->case_depth = 0;
+            f->state = S_STMT_START;
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+static void open_paren(struct parser *p, struct frame *f)
+{
+    if (p->depth >= MAX_DEPTH) {
+        fail(p, ROUTER_ESYNTAX, "too deeply nested (more than %d parentheses)", MAX_DEPTH);
+        return;
+    }
+    struct frame child = {.state = S_STMT_START, .flags = 0, .case_depth = 0};
+    switch (f->state) {
+    case S_TABLE:    /* a subquery or a parenthesized join */
+        child.state = S_TABLE;
+        child.flags = F_FROM;
+        f->state = S_AFTER_TABLE;
+        break;
+    case S_CTE_AS:    /* the CTE body */
+        f->state = S_CTE_AFTER_BODY;
+        break;
+    case S_CTE_AFTER_NAME:    /* the CTE's column names */
+        child.state = S_NONE;
+        child.flags = F_FUNC;
+        break;
+    default:
+        if (is_call(&p->prev)) {
+            child.state = S_NONE;
+            child.flags = F_FUNC;
+        }
+        if (f->state != S_AFTER_TABLE)    /* keep: json_each(x) AS j */
+            f->state = S_NONE;
+        break;
+    }
+    p->frames[++p->depth] = child;
+}
+
+/* Feeds one consumed token (p->cur) to the state machine. ';' at depth 0
+ * outside a trigger body never gets here. */
+static void step(struct parser *p, const struct token *t)
+{
+    struct frame *f = &p->frames[p->depth];
+    struct token after;
+    switch (t->type) {
+    case TK_LPAREN:
+        open_paren(p, f);
+        return;
+    case TK_RPAREN:
+        if (p->depth == 0)
+            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu",
+                 t->pos);
+        else
+            p->depth--;
+        return;
+    case TK_SEMI:
+        if (p->depth > 0) {
+            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu",
+                 t->pos);
+            return;
+        }
+        f->state = S_STMT_START;    /* next statement of a trigger body */
+        f->flags &= (unsigned char)~(F_FROM | F_QUERY);
+        f->case_depth = 0;
+        return;
+    case TK_COMMA:
+        if (f->state == S_CTE_AFTER_BODY)
+            f->state = S_CTE_NAME;
+        else
+            f->state = (f->flags & F_FROM) ? S_TABLE : S_NONE;
+        return;
+    default:
+        break;
+    }
+
+    /* A state either takes the token or hands it on to the next one. */
+    for (;;) {
+        switch ((enum state)f->state) {
+        case S_STMT_START:
+            f->state = S_NONE;
+            if (t->type != TK_WORD)
+                continue;
+            if (p->kind_pending && p->depth == 0 && t->kw != KW_WITH) {
+                p->kind = kind_of(t->kw);
+                p->kind_pending = false;
+            }
+            if (t->kw == KW_UPDATE) {
+                begin_update(p, f);
+                return;
+            }
+            continue;
+        case S_TABLE:
+            if (tok_is(t, KW_ONLY) || tok_is(t, KW_LATERAL)) {
+                after = peek(p, 0);
+                if (after.type == TK_LPAREN || is_name(p, &after))
+                    return;
+            }
+            if (is_name(p, t) && !tok_is(t, KW_WITH)) {    /* FROM (WITH ... */
+                struct qname qn = take_qname(p, *t);
+                f->state = S_AFTER_TABLE;
+                after = peek(p, 0);
+                if (after.type != TK_LPAREN)    /* else json_each(...) */
+                    record(p, &qn);
+                return;
+            }
+            f->state = S_NONE;
+            continue;
+        case S_AFTER_TABLE:
+            after = peek(p, 0);
+            if (tok_is(t, KW_AS)) {
+                f->state = S_ALIAS;
+                return;
+            }
+            if (tok_is(t, KW_INDEXED)) {    /* INDEXED BY index */
+                struct token index = peek(p, 1);
+                if (tok_is(&after, KW_BY) && is_name(p, &index)) {
+                    next(p);
+                    next(p);
+                }
+                return;
+            }
+            if (tok_is(t, KW_NOT) && tok_is(&after, KW_INDEXED)) {
+                next(p);
+                return;
+            }
+            if (tok_is(t, KW_USING)) {
+                /* JOIN ... USING (cols); PostgreSQL DELETE ... USING t */
+                f->state = after.type == TK_LPAREN ? S_NONE : S_TABLE;
+                return;
+            }
+            if (is_alias(p, t))
+                return;
+            f->state = S_NONE;
+            continue;
+        case S_ALIAS:
+            f->state = S_AFTER_TABLE;
+            if (is_name(p, t))
+                return;
+            f->state = S_NONE;
+            continue;
+        case S_TARGET:
+            if (tok_is(t, KW_ONLY)) {
+                after = peek(p, 0);
+                if (is_name(p, &after))
+                    return;
+            }
+            f->state = S_NONE;
+            if (is_name(p, t)) {
+                struct qname qn = take_qname(p, *t);
+                record(p, &qn);
+                return;
+            }
+            continue;
+        case S_IN_TABLE:
+            f->state = S_NONE;
+            if (is_name(p, t)) {
+                struct qname qn = take_qname(p, *t);
+                after = peek(p, 0);
+                if (after.type != TK_LPAREN)    /* else x IN tvf(...) */
+                    record(p, &qn);
+                return;
+            }
+            continue;
+        case S_CTE_NAME:
+            if (is_name(p, t)) {
+                f->state = S_CTE_AFTER_NAME;
+                names_add(p, NAME_CTE, NULL, t);
+                return;
+            }
+            f->state = S_NONE;
+            continue;
+        case S_CTE_AFTER_NAME:
+            if (tok_is(t, KW_AS)) {
+                f->state = S_CTE_AS;
+                return;
+            }
+            f->state = S_NONE;
+            continue;
+        case S_CTE_AS:
+            if (tok_is(t, KW_NOT) || tok_is(t, KW_MATERIALIZED))
+                return;
+            f->state = S_NONE;
+            continue;
+        case S_CTE_AFTER_BODY:
+            f->state = S_STMT_START;    /* the main statement */
+            continue;
+        case S_NONE:
+        default:
+            on_keyword(p, f, t);
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Public interface                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Moves the tables (minus CTE names) into out: one block of names, one
+ * array. Returns false when out of memory. */
+static bool build_result(struct parser *p)
+{
+    struct names *nm = &p->names;
+    size_t count = 0, bytes = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        char *dst = p->out->names;
+        size_t k = 0;
+        for (size_t i = 0; i < nm->n; i++) {
+            const struct name_entry *e = &nm->ent[i];
+            if (e->kind != NAME_TABLE)
+                continue;
+            const char *s = nm->buf + e->off;
+            if (e->schema_len == 0) {
+                uint32_t h = name_hash(nm->seed, NAME_CTE, s, 1 + e->name_len);
+                if (names_find(nm, NAME_CTE, s, 0, e->name_len, h) != SIZE_MAX)
+                    continue;
+            }
+            size_t n = e->schema_len + e->name_len + 2;
+            if (pass == 0) {
+                count++;
+                bytes += n;
+                continue;
+            }
+            memcpy(dst, s, n);
+            p->out->tables[k].schema = dst;
+            p->out->tables[k].name = dst + e->schema_len + 1;
+            dst += n;
+            k++;
+        }
+        if (pass == 0) {
+            if (count == 0)
+                return true;
+            p->out->names = malloc(bytes);
+            p->out->tables = malloc(count * sizeof *p->out->tables);
+            if (p->out->names == NULL || p->out->tables == NULL) {
+                free(p->out->names);
+                free(p->out->tables);
+                p->out->names = NULL;
+                p->out->tables = NULL;
+                return false;
+            }
+        }
+    }
+    p->out->ntables = count;
+    return true;
+}
+
+/* The statement proper: head, then every token up to EOF or the first
+ * ';' at depth 0 outside a trigger body, after which only comments may
+ * follow. */
+static void analyze(struct parser *p)
+{
+    struct token t = peek(p, 0);
+    if (t.type == TK_SEMI) {
+        while (t.type == TK_SEMI) {
+            next(p);
+            t = peek(p, 0);
+        }
+        if (t.type != TK_EOF)
+            fail(p, ROUTER_EMULTI, "more than one statement (empty statement before offset %zu)",
+                 t.pos);
+    }
+    if (t.type == TK_EOF) {
+        fail(p, ROUTER_ESYNTAX, "empty statement");
+        return;
+    }
+    head(p, false);
+    while (!p->err) {
+        t = next(p);
+        if (t.type == TK_EOF)
+            break;
+        if (t.type == TK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
+            struct token rest = next(p);
+            if (rest.type != TK_EOF)
+                fail(p, ROUTER_EMULTI, "more than one statement (text after ';' at offset %zu)",
+                     rest.pos);
+            return;
+        }
+        step(p, &t);
+    }
+    if (p->err)
+        return;
+    if (p->depth > 0)
+        fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: %zu '(' not closed", p->depth);
+    else if (p->frames[0].flags & F_BODY)
+        fail(p, ROUTER_ESYNTAX, "unterminated CREATE TRIGGER body (missing END)");
+}
+
+int router_analyze(const char *sql, size_t len, struct route_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (sql == NULL)
+        len = 0;
+    const void *nul = len ? memchr(sql, '\0', len) : NULL;
+    if (nul != NULL) {
+        snprintf(out->error, sizeof out->error, "NUL byte at offset %zu",
+                 (size_t)((const char *)nul - sql));
+        return ROUTER_ESYNTAX;
+    }
+
+    struct parser p;
+    p.sql = sql ? sql : "";
+    p.len = len;
+    p.pos = 0;
+    p.la_head = p.la_n = 0;
+    p.cur = p.prev = (struct token){.type = TK_EOF, .kw = KW_NONE, .pos = 0, .len = 0};
+    p.out = out;
+    p.err = 0;
+    p.kind = STMT_OTHER;
+    p.flags = 0;
+    p.kind_pending = p.body_pending = p.suppress = false;
+    p.nvar = 0;
+    p.depth = 0;
+    p.frames[0] = (struct frame){.state = S_STMT_START, .flags = 0, .case_depth = 0};
+    /* The seed only spreads the hash index; results do not depend on it. */
+    names_init(&p.names, (uint32_t)((uintptr_t)&p >> 4));
+
+    analyze(&p);
+    if (!p.err && !build_result(&p))
+        fail(&p, ROUTER_ENOMEM, "out of memory");
+    names_free(&p.names);
+    if (p.err)
+        return p.err;
+    out->kind = p.kind;
+    out->flags = p.flags;
+    out->nparams = p.nvar;
+    return ROUTER_OK;
+}
+
+void router_info_free(struct route_info *ri)
+{
+    if (ri == NULL)
+        return;
+    free(ri->tables);
+    free(ri->names);
+    ri->tables = NULL;
+    ri->names = NULL;
+    ri->ntables = 0;
+}
+
+const char *router_kind_name(enum stmt_kind kind)
+{
+    switch (kind) {
+    case STMT_SELECT: return "select";
+    case STMT_INSERT: return "insert";
+    case STMT_UPDATE: return "update";
+    case STMT_DELETE: return "delete";
+    case STMT_DDL: return "ddl";
+    case STMT_BEGIN: return "begin";
+    case STMT_COMMIT: return "commit";
+    case STMT_ROLLBACK: return "rollback";
+    case STMT_SAVEPOINT: return "savepoint";
+    case STMT_PRAGMA: return "pragma";
+    case STMT_ATTACH: return "attach";
+    case STMT_DETACH: return "detach";
+    case STMT_VACUUM: return "vacuum";
+    case STMT_EXPLAIN: return "explain";
+    case STMT_OTHER:
+    default: return "other";
+    }
+}

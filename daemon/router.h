@@ -1,0 +1,82 @@
+/*
+ * The router's SQL analysis: which tables a statement references and what
+ * kind of statement it is. It is pure (no I/O, no config, no globals) so
+ * the daemon, the fuzzers and the unit tests share it. Mapping tables to
+ * binds is config_route_table() in conf/config.h; the daemon combines both.
+ */
+#ifndef SQLMUX_DAEMON_ROUTER_H
+#define SQLMUX_DAEMON_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum stmt_kind {
+    STMT_OTHER,        /* anything not listed below */
+    STMT_SELECT,       /* SELECT, VALUES, WITH ... SELECT */
+    STMT_INSERT,       /* INSERT, REPLACE, WITH ... INSERT */
+    STMT_UPDATE,
+    STMT_DELETE,
+    STMT_DDL,          /* CREATE, DROP, ALTER */
+    STMT_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION], START TRANSACTION */
+    STMT_COMMIT,       /* COMMIT, END [TRANSACTION] */
+    STMT_ROLLBACK,     /* ROLLBACK [TRANSACTION] (not ROLLBACK TO) */
+    STMT_SAVEPOINT,    /* SAVEPOINT, RELEASE, ROLLBACK TO */
+    STMT_PRAGMA,
+    STMT_ATTACH,
+    STMT_DETACH,
+    STMT_VACUUM,
+    STMT_EXPLAIN,      /* EXPLAIN [QUERY PLAN] <stmt>: tables are the inner statement's */
+};
+
+/* Facts about a statement, or-ed into route_info.flags. */
+enum {
+    ROUTE_VACUUM_INTO = 1u << 0,  /* VACUUM ... INTO 'file' */
+    ROUTE_TEMP        = 1u << 1,  /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
+};
+
+/* One referenced table. Names are unquoted and ASCII-lowercased; schema is
+ * "" when the name is not qualified. Both point into route_info.names. */
+struct route_table {
+    const char *schema;
+    const char *name;
+};
+
+/* The result of router_analyze(). Owned by the caller; release with
+ * router_info_free(). */
+struct route_info {
+    enum stmt_kind kind;
+    unsigned flags;
+    size_t ntables;               /* distinct tables, in order of first use */
+    struct route_table *tables;
+    char *names;                  /* storage for the strings in tables[] */
+    size_t nparams;               /* placeholders seen (?, ?NNN, :x, @x, $x) */
+    char error[200];              /* message when router_analyze() fails */
+};
+
+enum {
+    ROUTER_OK = 0,
+    ROUTER_ESYNTAX = -1,  /* cannot be tokenized / no statement; error[] says why */
+    ROUTER_EMULTI = -2,   /* more than one statement */
+    ROUTER_ENOMEM = -3,
+};
+
+/*
+ * Analyze sql[0..len) (need not be NUL-terminated). Finds every table the
+ * statement references: FROM/JOIN lists with aliases and comma joins,
+ * subqueries at any depth, INSERT/REPLACE targets, UPDATE (and UPDATE ...
+ * FROM), DELETE, CREATE/DROP/ALTER TABLE and VIEW, CREATE INDEX ... ON,
+ * REFERENCES, trigger bodies, PRAGMA table_info(t) and friends. CTE names
+ * (WITH, WITH RECURSIVE) and table-valued functions are not tables.
+ * A trailing ';' and comments are fine. Returns ROUTER_OK or a negative
+ * ROUTER_E* code with out->error set. out is always initialized and must
+ * be freed with router_info_free().
+ */
+__attribute__((warn_unused_result))
+int router_analyze(const char *sql, size_t len, struct route_info *out);
+
+void router_info_free(struct route_info *ri);
+
+/* Name of a statement kind, for logs and tests: "select", "begin", ... */
+const char *router_kind_name(enum stmt_kind kind);
+
+#endif

@@ -1,0 +1,677 @@
+/*
+ * Client sessions: reading and decoding requests, routing statements to
+ * binds, holding transaction state, and writing responses back in request
+ * order with bounded memory.
+ *
+ * Input: bytes land in inbuf; inbuf[0..inpos) is decoded, inbuf[inpos..len)
+ * waits. Decoded requests (and framing errors, which must be answered in
+ * order too) wait in a ring of max_pipeline entries; when it is full the
+ * session stops reading its socket until requests have been answered.
+ *
+ * Output: small responses collect in `out` and go to libuv in one write per
+ * loop turn; the rows of a large result arrive as chunks from the backend
+ * and are written as they come, each acknowledged to the job when written
+ * so the backend produces no faster than the client reads. While more than
+ * max_output bytes wait for the client, the session neither starts new
+ * requests nor reads more input.
+ */
+#include "daemon/session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "daemon/routecache.h"
+#include "daemon/server.h"
+
+#define READ_CHUNK (64 * 1024)
+
+struct write_req {
+    uv_write_t req;
+    struct session *s;
+    struct job *job;           /* acknowledged when written, or NULL */
+    struct buf data;
+};
+
+static void session_pump(struct session *s);
+static void session_finish_close(struct session *s, bool graceful);
+
+static const char *state_name(enum sess_state st)
+{
+    switch (st) {
+    case SESS_IDLE: return "idle";
+    case SESS_BUSY: return "busy";
+    case SESS_CLOSING: return "closing";
+    }
+    return "?";
+}
+
+/* Every state change goes through here. CLOSING is final. */
+static void session_set_state(struct session *s, enum sess_state to)
+{
+    if (s->state == to)
+        return;
+    if (s->state == SESS_CLOSING) {
+        log_error("c%llu: illegal state change %s -> %s", (unsigned long long)s->id,
+                  state_name(s->state), state_name(to));
+        return;
+    }
+    log_debug("c%llu: %s -> %s", (unsigned long long)s->id, state_name(s->state), state_name(to));
+    s->state = to;
+}
+
+/* ---- Output ---------------------------------------------------------- */
+
+static size_t session_unsent(const struct session *s)
+{
+    return s->out.len + s->h.stream.write_queue_size;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *wr = (struct write_req *)req;
+    struct session *s = wr->s;
+
+    if (wr->job != NULL) {
+        job_ack(wr->job, wr->data.len);
+        job_unref(wr->job);
+    }
+    buf_free(&wr->data);
+    free(wr);
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            log_debug("c%llu: write failed: %s", (unsigned long long)s->id, uv_strerror(status));
+        session_close(s, true);
+        return;
+    }
+    if (s->state != SESS_CLOSING)
+        session_pump(s);
+}
+
+/* Write data (taking its memory) after everything already queued. When
+ * job is given, it is acknowledged n bytes as they are written. */
+static void session_write(struct session *s, struct buf *data, struct job *job)
+{
+    struct write_req *wr;
+    size_t done = 0;
+    uv_buf_t ub;
+    int rc;
+
+    if (data->len == 0 || s->closed_handle) {
+        if (job != NULL)
+            job_ack(job, data->len);
+        buf_free(data);
+        return;
+    }
+    if (s->h.stream.write_queue_size == 0) {
+        ub = uv_buf_init(data->data, (unsigned)data->len);
+        rc = uv_try_write(&s->h.stream, &ub, 1);
+        if (rc > 0)
+            done = (size_t)rc;
+        else if (rc < 0 && rc != UV_EAGAIN) {
+            if (job != NULL)
+                job_ack(job, data->len);
+            buf_free(data);
+            session_close(s, true);
+            return;
+        }
+    }
+    if (job != NULL && done > 0)
+        job_ack(job, done);
+    if (done == data->len) {
+        buf_free(data);
+        return;
+    }
+    wr = malloc(sizeof *wr);
+    if (wr == NULL) {
+        if (job != NULL)
+            job_ack(job, data->len - done);
+        buf_free(data);
+        session_close(s, true);   /* a torn response: the client cannot go on */
+        return;
+    }
+    if (done > 0)
+        buf_consume(data, done);
+    wr->s = s;
+    wr->job = job;
+    wr->data = *data;
+    *data = (struct buf)BUF_INIT;
+    if (job != NULL)
+        job->refs++;
+    ub = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
+    rc = uv_write(&wr->req, &s->h.stream, &ub, 1, on_write);
+    if (rc < 0) {
+        if (job != NULL) {
+            job_ack(job, wr->data.len);
+            job_unref(job);
+        }
+        buf_free(&wr->data);
+        free(wr);
+        session_close(s, true);
+    }
+}
+
+static void session_flush(struct session *s)
+{
+    if (s->out.len > 0)
+        session_write(s, &s->out, NULL);
+}
+
+void session_reply_ok(struct session *s, const char *facts)
+{
+    int rc = buf_puts(&s->out, "+OK");
+    if (facts != NULL && facts[0] != '\0')
+        rc |= buf_putc(&s->out, ' ') | buf_puts(&s->out, facts);
+    if ((rc | buf_putc(&s->out, '\n')) != 0)
+        session_close(s, true);
+}
+
+void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (codec_put_error(&s->out, code, msg) != 0)
+        session_close(s, true);
+}
+
+void session_reply_columns(struct session *s, const char *const *names_types)
+{
+    int rc = buf_putc(&s->out, '*');
+    for (size_t i = 0; names_types[i] != NULL; i++) {
+        if (i > 0)
+            rc |= buf_putc(&s->out, '\t');
+        rc |= codec_put_text(&s->out, names_types[i], strlen(names_types[i]));
+    }
+    if ((rc | buf_putc(&s->out, '\n')) != 0)
+        session_close(s, true);
+}
+
+void session_reply_row(struct session *s, const char *const *fields, size_t n)
+{
+    int rc = buf_putc(&s->out, '=');
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            rc |= buf_putc(&s->out, '\t');
+        if (fields[i] == NULL)
+            rc |= codec_put_null(&s->out);
+        else
+            rc |= codec_put_text(&s->out, fields[i], strlen(fields[i]));
+    }
+    if ((rc | buf_putc(&s->out, '\n')) != 0)
+        session_close(s, true);
+}
+
+/* ---- Jobs ------------------------------------------------------------ */
+
+int session_start_job(struct session *s, struct job *job)
+{
+    s->job = job;
+    session_set_state(s, SESS_BUSY);
+    job->bind->ops->submit(job->bind, job);
+    return 0;
+}
+
+/* The session's transaction bookkeeping after a statement ran. */
+static void session_exec_done(struct session *s, struct job *job)
+{
+    if (job->begin_sql != NULL) {
+        s->txn_held = false;
+        free(s->held_begin);
+        s->held_begin = NULL;
+    }
+    s->in_txn = job->in_txn;
+    if (s->in_txn)
+        s->txn_bind = job->bind->index;
+}
+
+void session_job_event(struct job_event *ev)
+{
+    struct job *job = ev->job;
+    struct session *s = job->sess;
+
+    if (!ev->done) {
+        if (s == NULL || s->state == SESS_CLOSING) {
+            job_ack(job, ev->data.len);
+            buf_free(&ev->data);
+        } else {
+            session_flush(s);
+            session_write(s, &ev->data, job);
+        }
+        free(ev);
+        return;
+    }
+    if (s == NULL) {
+        /* A release job: nobody waits for it. */
+        job_unref(job);
+        return;
+    }
+    s->job = NULL;
+    if (job->type == JOB_EXEC)
+        session_exec_done(s, job);
+    if (s->state == SESS_CLOSING) {
+        bool graceful = !atomic_load(&job->cancelled);
+        if (graceful && job->type == JOB_EXEC && buf_append(&s->out, ev->data.data, ev->data.len) != 0)
+            graceful = false;
+        job_unref(job);
+        session_finish_close(s, graceful);
+        return;
+    }
+    session_set_state(s, SESS_IDLE);
+    if (job->type == JOB_TABLES) {
+        commands_job_done(s, job);
+    } else if (ev->data.len == 0) {
+        session_reply_error(s, "NOMEM", "out of memory building the response");
+    } else if (buf_append(&s->out, ev->data.data, ev->data.len) != 0) {
+        session_close(s, true);
+        job_unref(job);
+        return;
+    }
+    job_unref(job);
+    session_pump(s);
+}
+
+/* ---- Statements ------------------------------------------------------ */
+
+static void session_hold_begin(struct session *s, const struct request *req)
+{
+    if (s->txn_held) {
+        session_reply_error(s, "SQL", "cannot start a transaction within a transaction");
+        return;
+    }
+    s->held_begin = strdup(req->text);
+    if (s->held_begin == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
+    s->txn_held = true;
+    session_reply_ok(s, "changes=0");
+}
+
+/* Route one statement and start it. Takes the request's memory. */
+static void session_handle_sql(struct session *s, struct request *req)
+{
+    struct server *srv = s->srv;
+    const struct route *r = routecache_get(srv->routes, srv->cfg, req->text, req->len);
+    const char *begin = NULL;
+    size_t target;
+    struct job *job;
+
+    if (r->err_code != NULL) {
+        session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
+        codec_request_free(req);
+        return;
+    }
+    switch (r->kind) {
+    case STMT_BEGIN:
+        if (!s->in_txn) {
+            session_hold_begin(s, req);
+            codec_request_free(req);
+            return;
+        }
+        target = s->txn_bind;   /* SQLite explains the nesting error */
+        break;
+    case STMT_COMMIT:
+    case STMT_ROLLBACK:
+        if (s->txn_held && !s->in_txn) {
+            /* Nothing ran inside the held transaction. */
+            s->txn_held = false;
+            free(s->held_begin);
+            s->held_begin = NULL;
+            session_reply_ok(s, "changes=0");
+            codec_request_free(req);
+            return;
+        }
+        target = s->in_txn ? s->txn_bind : s->use_bind;
+        break;
+    default:
+        if (s->in_txn) {
+            if (r->bind != ROUTE_NO_TABLE && (size_t)r->bind != s->txn_bind) {
+                session_reply_error(s, "TXNBIND",
+                                    "the open transaction is on bind %s; this statement is for bind %s "
+                                    "(COMMIT or ROLLBACK first)",
+                                    srv->cfg->binds[s->txn_bind].name, srv->cfg->binds[r->bind].name);
+                codec_request_free(req);
+                return;
+            }
+            target = s->txn_bind;
+        } else if (r->bind != ROUTE_NO_TABLE) {
+            target = (size_t)r->bind;
+            if (s->txn_held)
+                begin = s->held_begin;
+        } else {
+            target = s->use_bind;
+        }
+        break;
+    }
+    job = job_new(JOB_EXEC, &srv->binds[target], s, s->id);
+    if (job == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        codec_request_free(req);
+        return;
+    }
+    job->req = *req;
+    memset(req, 0, sizeof *req);
+    job->kind = r->kind;
+    if (begin != NULL) {
+        job->begin_buf = strdup(begin);
+        if (job->begin_buf == NULL) {
+            job_unref(job);
+            session_reply_error(s, "NOMEM", "out of memory");
+            return;
+        }
+        job->begin_sql = job->begin_buf;
+    }
+    (void)session_start_job(s, job);
+}
+
+/* ---- Input ----------------------------------------------------------- */
+
+static void queue_drop_all(struct session *s)
+{
+    while (s->qcount > 0) {
+        struct pending *p = &s->queue[s->qhead];
+        codec_request_free(&p->req);
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qcount--;
+    }
+}
+
+/* Decode complete requests from inbuf into the queue while it has room. */
+static void session_parse_input(struct session *s)
+{
+    const struct config *cfg = s->srv->cfg;
+    struct codec_limits lim = {cfg->max_request, (size_t)cfg->max_params};
+
+    while (s->qcount < s->qcap && s->inpos < s->inbuf.len) {
+        const char *p = s->inbuf.data + s->inpos;
+        size_t avail = s->inbuf.len - s->inpos;
+        struct pending *slot;
+        struct request req;
+        struct codec_error err;
+        size_t used = 0;
+        int rc;
+
+        if (!codec_discard_done(&s->discard)) {
+            s->inpos += codec_discard(p, avail, &s->discard);
+            continue;
+        }
+        rc = codec_parse_request(p, avail, &lim, &req, &used, &s->discard, &err);
+        if (rc == CODEC_NEED_MORE)
+            break;
+        s->inpos += used;
+        if (rc == CODEC_EMPTY)
+            continue;
+        slot = &s->queue[(s->qhead + s->qcount) % s->qcap];
+        memset(slot, 0, sizeof *slot);
+        if (rc == CODEC_OK) {
+            slot->req = req;
+        } else {
+            slot->is_error = true;
+            slot->err_code = err.code;
+            snprintf(slot->err_msg, sizeof slot->err_msg, "%s", err.message);
+        }
+        s->qcount++;
+    }
+    /* Reclaim consumed input: reset when empty, move the tail down when
+     * the consumed part is most of the buffer. */
+    if (s->inpos == s->inbuf.len) {
+        buf_reset(&s->inbuf);
+        s->inpos = 0;
+    } else if (s->inpos > s->inbuf.cap / 2) {
+        buf_consume(&s->inbuf, s->inpos);
+        s->inpos = 0;
+    }
+}
+
+/* Handle queued requests until one needs a backend. Returns true when it
+ * handled any. */
+static bool session_advance(struct session *s)
+{
+    bool any = false;
+
+    while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush &&
+           session_unsent(s) <= s->srv->cfg->max_output) {
+        struct pending p = s->queue[s->qhead];
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qcount--;
+        any = true;
+        if (p.is_error)
+            session_reply_error(s, p.err_code, "%s", p.err_msg);
+        else if (p.req.type == REQUEST_COMMAND) {
+            commands_dispatch(s, p.req.text, p.req.len);
+            codec_request_free(&p.req);
+        } else
+            session_handle_sql(s, &p.req);
+    }
+    return any;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    struct session *s = h->data;
+
+    (void)suggested;
+    if (buf_reserve(&s->inbuf, READ_CHUNK) != 0) {
+        *out = uv_buf_init(NULL, 0);   /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    *out = uv_buf_init(s->inbuf.data + s->inbuf.len, (unsigned)(s->inbuf.cap - s->inbuf.len - 1));
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+    struct session *s = stream->data;
+
+    (void)b;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
+        else
+            log_debug("c%llu: client closed the connection", (unsigned long long)s->id);
+        /* The client is gone: nothing more will be read; answers to what
+         * it sent are pointless, and its transaction must end. */
+        session_close(s, true);
+        return;
+    }
+    s->inbuf.len += (size_t)nread;
+    s->inbuf.data[s->inbuf.len] = '\0';
+    session_pump(s);
+}
+
+/* Read when there is room for more requests and the client keeps up with
+ * its responses; stop otherwise. */
+static void session_update_reading(struct session *s)
+{
+    bool want = s->state != SESS_CLOSING && s->qcount < s->qcap &&
+                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle;
+
+    if (want && !s->reading) {
+        if (uv_read_start(&s->h.stream, on_alloc, on_read) == 0)
+            s->reading = true;
+    } else if (!want && s->reading) {
+        uv_read_stop(&s->h.stream);
+        s->reading = false;
+    }
+}
+
+static void session_pump(struct session *s)
+{
+    if (s->state == SESS_CLOSING)
+        return;
+    do {
+        session_parse_input(s);
+    } while (session_advance(s) && s->state != SESS_CLOSING);
+    if (s->state == SESS_CLOSING)
+        return;
+    session_flush(s);
+    if (s->quit_after_flush && s->state == SESS_IDLE) {
+        session_close(s, false);
+        return;
+    }
+    session_update_reading(s);
+}
+
+/* ---- Lifecycle ------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h)
+{
+    struct session *s = h->data;
+    struct server *srv = s->srv;
+
+    log_debug("c%llu: closed", (unsigned long long)s->id);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    queue_drop_all(s);
+    free(s->queue);
+    buf_free(&s->inbuf);
+    buf_free(&s->out);
+    free(s->held_begin);
+    free(s);
+    server_session_gone(srv);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct session *s = req->data;
+
+    (void)status;
+    free(req);
+    uv_close(&s->h.handle, on_closed);
+}
+
+/* No job runs any more: end the transaction and close the handle, after
+ * flushing the output when graceful. */
+static void session_finish_close(struct session *s, bool graceful)
+{
+    uv_shutdown_t *req;
+
+    if (s->in_txn) {
+        struct job *job = job_new(JOB_RELEASE, &s->srv->binds[s->txn_bind], NULL, s->id);
+        if (job != NULL)
+            job->bind->ops->submit(job->bind, job);
+        else
+            log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
+        s->in_txn = false;
+    }
+    if (s->closed_handle)
+        return;
+    if (s->reading) {
+        uv_read_stop(&s->h.stream);
+        s->reading = false;
+    }
+    if (graceful)
+        session_flush(s);
+    s->closed_handle = true;
+    req = graceful ? malloc(sizeof *req) : NULL;
+    if (req != NULL) {
+        req->data = s;
+        if (uv_shutdown(req, &s->h.stream, on_shutdown) == 0)
+            return;
+        free(req);
+    }
+    uv_close(&s->h.handle, on_closed);
+}
+
+void session_close(struct session *s, bool cancel)
+{
+    if (s->state == SESS_CLOSING) {
+        if (cancel && s->job != NULL && !atomic_load(&s->job->cancelled))
+            job_cancel(s->job);
+        return;
+    }
+    session_set_state(s, SESS_CLOSING);
+    queue_drop_all(s);
+    if (s->reading) {
+        uv_read_stop(&s->h.stream);
+        s->reading = false;
+    }
+    if (s->job != NULL) {
+        if (cancel)
+            job_cancel(s->job);
+        return;   /* session_job_event finishes the close */
+    }
+    session_finish_close(s, !cancel);
+}
+
+void session_accept(struct server *srv, uv_stream_t *listener)
+{
+    struct session *s = calloc(1, sizeof *s);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    int rc;
+
+    if (s == NULL) {
+        log_error("out of memory accepting a client");
+        return;
+    }
+    s->srv = srv;
+    s->id = ++srv->next_session_id;
+    s->state = SESS_IDLE;
+    if (listener->type == UV_TCP)
+        rc = uv_tcp_init(srv->loop, &s->h.tcp);
+    else
+        rc = uv_pipe_init(srv->loop, &s->h.pipe, 0);
+    if (rc != 0) {
+        free(s);
+        return;
+    }
+    s->h.handle.data = s;
+    /* Linked first, so on_closed can always unlink. */
+    s->next = srv->sessions;
+    if (s->next != NULL)
+        s->next->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    if (uv_accept(listener, &s->h.stream) != 0) {
+        s->closed_handle = true;
+        s->state = SESS_CLOSING;
+        uv_close(&s->h.handle, on_closed);
+        return;
+    }
+    if (listener->type == UV_TCP) {
+        uv_tcp_nodelay(&s->h.tcp, 1);
+        if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            char host[INET6_ADDRSTRLEN] = "?";
+            int port = 0;
+            if (ss.ss_family == AF_INET) {
+                uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            } else if (ss.ss_family == AF_INET6) {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            }
+            snprintf(s->peer, sizeof s->peer, "%s:%d", host, port);
+        }
+    } else {
+        snprintf(s->peer, sizeof s->peer, "unix");
+    }
+    log_debug("c%llu: connected from %s", (unsigned long long)s->id, s->peer);
+
+    if (srv->stopping) {
+        session_reply_error(s, "SHUTDOWN", "the server is shutting down");
+        session_close(s, false);
+        return;
+    }
+    if (srv->nsessions > (size_t)srv->cfg->max_clients) {
+        session_reply_error(s, "MAXCLIENTS", "too many clients (max_clients = %d)", srv->cfg->max_clients);
+        session_close(s, false);
+        return;
+    }
+    s->qcap = (size_t)srv->cfg->max_pipeline;
+    s->queue = calloc(s->qcap, sizeof *s->queue);
+    if (s->queue == NULL) {
+        session_close(s, true);
+        return;
+    }
+    session_update_reading(s);
+}

@@ -1,0 +1,119 @@
+/*
+ * A client session: one connection, its input buffer and request queue,
+ * its transaction state, and the response stream written back in request
+ * order. Sessions run on the loop thread only.
+ *
+ * State machine (every change goes through session_set_state()):
+ *
+ *   SESS_IDLE ──request needs a backend──▶ SESS_BUSY ──job done──▶ SESS_IDLE
+ *       │                                     │
+ *       └────────── client gone / .quit / server stop ─────────▶ SESS_CLOSING
+ *
+ * SESS_CLOSING waits for the running job (if any) to finish, ends an open
+ * transaction with a JOB_RELEASE, then closes the handle; the struct is
+ * freed in uv_close's callback, never inside its own callbacks.
+ */
+#ifndef SQLMUX_DAEMON_SESSION_H
+#define SQLMUX_DAEMON_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "daemon/backend.h"
+#include "proto/buf.h"
+#include "proto/codec.h"
+
+struct server;
+
+enum sess_state {
+    SESS_IDLE,       /* waiting for or handling requests on the loop */
+    SESS_BUSY,       /* a job of this session runs on a backend */
+    SESS_CLOSING,    /* going away; no more requests are read */
+};
+
+/* One queued input: a request, or a framing error to answer in order. */
+struct pending {
+    bool is_error;
+    struct request req;
+    const char *err_code;
+    char err_msg[160];
+};
+
+struct session {
+    struct server *srv;
+    uint64_t id;
+    struct session *prev, *next;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    char peer[64];
+    enum sess_state state;
+    bool reading;              /* uv_read_start is active */
+    bool closed_handle;        /* uv_close called */
+    bool quit_after_flush;     /* .quit: close once the output is written */
+
+    /* Input: inbuf[0..inpos) is consumed, inbuf[inpos..len) waits to be
+     * decoded. */
+    struct buf inbuf;
+    size_t inpos;
+    struct codec_discard discard;
+
+    /* Decoded requests not yet handled: a ring of cfg->max_pipeline. */
+    struct pending *queue;
+    size_t qhead, qcount, qcap;
+
+    /* Output not yet handed to libuv. */
+    struct buf out;
+
+    /* Routing and transactions. */
+    size_t use_bind;           /* bind for statements naming no table */
+    bool txn_held;             /* a BEGIN waits for its first table */
+    char *held_begin;          /* its text */
+    bool in_txn;               /* a transaction is open on txn_bind */
+    size_t txn_bind;
+
+    struct job *job;           /* the running job (SESS_BUSY) */
+
+    /* A multi-bind command in progress (.tables). */
+    bool tables_running;
+    size_t tables_next, tables_end;
+    uint64_t tables_rows;
+};
+
+/* Accept a connection from `server_handle` (a listening uv_tcp_t or
+ * uv_pipe_t). Loop thread. */
+void session_accept(struct server *srv, uv_stream_t *server_handle);
+
+/* Deliver a job event (loop thread; called by the server's event drain). */
+void session_job_event(struct job_event *ev);
+
+/* Start closing (idempotent). cancel: the client is gone, so stop its
+ * running statement and drop pending output; otherwise (.quit, server
+ * stop) the running statement finishes and its response is flushed
+ * before the connection closes. */
+void session_close(struct session *s, bool cancel);
+
+/* Response helpers for command handlers. All append to s->out. */
+void session_reply_ok(struct session *s, const char *facts);
+void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Column header from a NULL-terminated list of name/type pairs. */
+void session_reply_columns(struct session *s, const char *const *names_types);
+/* One row of text fields (NULL → \N). */
+void session_reply_row(struct session *s, const char *const *fields, size_t n);
+
+/* Submit a job on bind b for this session and enter SESS_BUSY. The job is
+ * the session's until its done event. Returns -1 (after replying -ERR
+ * NOMEM) on failure. */
+int session_start_job(struct session *s, struct job *job);
+
+/* Commands (commands.c): handle one dot-command line. */
+void commands_dispatch(struct session *s, const char *line, size_t len);
+/* Continue a multi-job command after its job finished (commands.c). */
+void commands_job_done(struct session *s, struct job *job);
+
+#endif

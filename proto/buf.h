@@ -1,0 +1,41 @@
+/*
+ * A growable byte buffer, the one byte container of daemon, client and
+ * codec.
+ *
+ * `data[0..len)` holds the bytes; `cap` is the allocation. A failed
+ * allocation leaves the buffer as it was and returns -1; callers refuse
+ * that one request or client and go on (the daemon never aborts on ENOMEM).
+ * `data` is NUL-terminated whenever cap > 0, so text can be read with the
+ * C string functions, but the content may hold NULs of its own.
+ */
+#ifndef SQLMUX_PROTO_BUF_H
+#define SQLMUX_PROTO_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+#define BUF_INIT {NULL, 0, 0}
+
+/* Make room for `more` bytes past len (plus the NUL). 0 or -1. */
+__attribute__((warn_unused_result)) int buf_reserve(struct buf *b, size_t more);
+/* Append n bytes. 0 or -1. */
+__attribute__((warn_unused_result)) int buf_append(struct buf *b, const void *p, size_t n);
+/* Append one byte. 0 or -1. */
+__attribute__((warn_unused_result)) int buf_putc(struct buf *b, char c);
+/* Append a NUL-terminated string. 0 or -1. */
+__attribute__((warn_unused_result)) int buf_puts(struct buf *b, const char *s);
+/* Append printf-formatted text. 0 or -1. */
+__attribute__((warn_unused_result, format(printf, 2, 3))) int buf_printf(struct buf *b, const char *fmt, ...);
+/* Drop the first n bytes (n <= len). */
+void buf_consume(struct buf *b, size_t n);
+/* Empty the buffer but keep its memory. */
+void buf_reset(struct buf *b);
+/* Free the memory; the buffer is BUF_INIT afterwards. */
+void buf_free(struct buf *b);
+
+#endif

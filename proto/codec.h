@@ -1,0 +1,169 @@
+/*
+ * The sqlmux wire codec (proto/PROTOCOL.md), shared by the daemon and by
+ * libsqlmux: one encoder and one decoder for requests, fields and
+ * response lines. Nothing here does I/O or allocates except into the
+ * caller's struct buf and struct request.
+ */
+#ifndef SQLMUX_PROTO_CODEC_H
+#define SQLMUX_PROTO_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* ---- Values ---------------------------------------------------------- */
+
+enum value_type {
+    VALUE_NULL,
+    VALUE_INT,
+    VALUE_REAL,
+    VALUE_TEXT,
+    VALUE_BLOB,
+};
+
+/* A typed value: a request parameter. For TEXT and BLOB, `p[0..len)` holds
+ * the bytes (TEXT also has a NUL at p[len]); who owns `p` is said where a
+ * value is produced. */
+struct value {
+    enum value_type type;
+    int64_t i;
+    double r;
+    char *p;
+    size_t len;
+};
+
+/* ---- Requests (decoding: daemon side) -------------------------------- */
+
+enum request_type {
+    REQUEST_SQL,      /* one statement: text[0..len), params[0..nparams) */
+    REQUEST_COMMAND,  /* a dot-command line: text is the line without the
+                         leading '.' and without the line end */
+};
+
+/* One decoded request. text, params and every TEXT/BLOB params[i].p are
+ * owned by the request: release with codec_request_free(). text is
+ * NUL-terminated (text[len] == 0). */
+struct request {
+    enum request_type type;
+    char *text;
+    size_t len;
+    struct value *params;
+    size_t nparams;
+};
+
+struct codec_limits {
+    size_t max_request;   /* longest line or bulk SQL, in bytes */
+    size_t max_params;    /* most parameters in one request */
+};
+
+/* What the decoder tells the caller to skip after a refused request so the
+ * stream stays in step with the client's framing. The session feeds later
+ * input to codec_discard() until it returns true. */
+struct codec_discard {
+    size_t bytes;          /* raw bytes still to skip */
+    size_t lines;          /* then whole lines (parameter lines) to skip */
+    bool to_eol;           /* skip through the next '\n' first */
+};
+
+enum {
+    CODEC_NEED_MORE = 0,   /* not a whole request yet; nothing consumed */
+    CODEC_OK = 1,          /* *req holds a request; *consumed bytes used */
+    CODEC_EMPTY = 2,       /* an empty/blank line; *consumed bytes used, no response */
+    CODEC_ERROR = -1,      /* refused: code/message set, *consumed bytes used,
+                              *discard says what to skip after them */
+};
+
+struct codec_error {
+    const char *code;      /* static string: "PROTO", "TOOLONG", "PARAMS"
+                              (more parameters than max_params), "NOMEM" */
+    char message[160];
+};
+
+/*
+ * Decode at most one request from buf[0..len).
+ * Returns CODEC_NEED_MORE, CODEC_OK, CODEC_EMPTY or CODEC_ERROR (see above).
+ * It never reads past len and never consumes a partial request, except that
+ * a line longer than lim->max_request without a '\n' is an error at once
+ * (consumed = len, discard->to_eol = true) so the caller never buffers more
+ * than max_request + a little.
+ * On CODEC_OK the caller owns *req. On CODEC_ERROR *req is untouched.
+ */
+__attribute__((warn_unused_result))
+int codec_parse_request(const char *buf, size_t len, const struct codec_limits *lim,
+                        struct request *req, size_t *consumed,
+                        struct codec_discard *discard, struct codec_error *err);
+
+/* Skip input per *d. Returns the number of bytes of buf[0..len) skipped;
+ * when d is all zero/false afterwards, the stream is in step again. */
+size_t codec_discard(const char *buf, size_t len, struct codec_discard *d);
+
+/* True when nothing is left to discard. */
+bool codec_discard_done(const struct codec_discard *d);
+
+void codec_request_free(struct request *req);
+
+/* ---- Requests (encoding: client side) -------------------------------- */
+
+/* Append a bulk request "$len n\n<sql>\n<param lines>" for sql[0..len) and
+ * params[0..n). 0 or -1 (ENOMEM, or a REAL that is NaN). */
+__attribute__((warn_unused_result))
+int codec_encode_request(struct buf *out, const char *sql, size_t len,
+                         const struct value *params, size_t n);
+
+/* ---- Fields (both sides) --------------------------------------------- */
+
+/* Append text in COPY-text form (\\ \t \n \r \0 escaped). 0 or -1. */
+__attribute__((warn_unused_result)) int codec_put_text(struct buf *out, const char *s, size_t n);
+/* Append a blob as \x and lowercase hex. 0 or -1. */
+__attribute__((warn_unused_result)) int codec_put_blob(struct buf *out, const void *p, size_t n);
+/* Append \N. */
+__attribute__((warn_unused_result)) int codec_put_null(struct buf *out);
+/* Append a decimal integer. */
+__attribute__((warn_unused_result)) int codec_put_int(struct buf *out, int64_t v);
+/* Append a double: shortest form that strtod reads back to the same value,
+ * with ".0" added when it would otherwise look like an integer; inf/-inf. */
+__attribute__((warn_unused_result)) int codec_put_real(struct buf *out, double v);
+
+/* Decode one field f[0..n) (no tab, no newline in it) into *v:
+ * "\N" → VALUE_NULL; "\x…" → VALUE_BLOB (hex decoded); anything else →
+ * VALUE_TEXT (unescaped). The bytes go to `scratch`, which is reset first;
+ * v->p points into scratch->data. 0, or -1 on a bad escape/hex/ENOMEM. */
+__attribute__((warn_unused_result))
+int codec_decode_field(const char *f, size_t n, struct buf *scratch, struct value *v);
+
+/* ---- Response lines (client side) ------------------------------------ */
+
+enum reply_kind {
+    REPLY_COLUMNS,   /* '*' line */
+    REPLY_ROW,       /* '=' line */
+    REPLY_OK,        /* "+OK ..." */
+    REPLY_ERR,       /* "-ERR CODE message" */
+    REPLY_BAD,       /* not a protocol line */
+};
+
+/* Classify one response line (without its '\n'). For COLUMNS and ROW,
+ * *body, *body_len is the tab-separated payload after the marker; for OK the
+ * facts after "+OK" (leading space stripped); for ERR the text after
+ * "-ERR ". */
+enum reply_kind codec_reply_kind(const char *line, size_t n, const char **body, size_t *body_len);
+
+/* Find the value of fact `key` in an OK body ("rows=2 last_id=5").
+ * Returns true and sets *v when present and an integer. */
+bool codec_fact_int(const char *facts, size_t n, const char *key, int64_t *v);
+
+/* ---- Response lines (daemon side) ------------------------------------ */
+
+/* Longest message codec_put_error() writes, in bytes. */
+#define CODEC_ERROR_MESSAGE_MAX 1000
+
+/* Append the status line "-ERR CODE message\n" (just "-ERR CODE\n" when
+ * message is NULL or empty). Every '\n' or '\r' of message becomes a space
+ * and a message longer than CODEC_ERROR_MESSAGE_MAX bytes is cut there (at
+ * a UTF-8 character boundary), so the reply is always one line. code is an
+ * upper-case word from PROTOCOL.md. 0 or -1 (ENOMEM; out is unchanged). */
+__attribute__((warn_unused_result))
+int codec_put_error(struct buf *out, const char *code, const char *message);
+
+#endif

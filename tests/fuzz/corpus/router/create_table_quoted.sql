@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS "My ""Quoted"" Table" (id INTEGER PRIMARY KEY, pid INT REFERENCES [parent](id), FOREIGN KEY (pid) REFERENCES `other`.`p` (id)) WITHOUT ROWID;

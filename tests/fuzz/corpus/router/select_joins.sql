@@ -1,0 +1,1 @@
+SELECT a, b FROM t1 AS x, t2 y JOIN main.t3 ON x.id = t3.id LEFT OUTER JOIN t4 USING (id) WHERE y.k IN (SELECT k FROM t5) ORDER BY 1 LIMIT 10;

@@ -1,0 +1,793 @@
+"""
+Integration-test harness for sqlmuxd: start the real daemon with a per-test
+config in its own temporary folder and on its own port, and speak the wire
+protocol of proto/PROTOCOL.md over real sockets.
+
+    with Daemon() as d:                 # the note's three binds, started
+        c = d.connect()
+        r = c.request("SELECT 1 AS one")
+        assert r.status == "+OK rows=1" and r.rows == [["1"]]
+
+Python 3 standard library only. Everything that waits has a timeout, so a
+daemon that hangs makes a test fail instead of blocking the suite.
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+IO_TIMEOUT = 10.0        # seconds for any socket read/connect
+START_TIMEOUT = 10.0     # seconds for the daemon to answer .ping
+STOP_TIMEOUT = 10.0      # seconds for the daemon to exit after SIGTERM
+
+# Every Daemon created in this process, so the runner can show their stderr
+# when a test fails and kill leftovers afterwards.
+ALL_DAEMONS = []
+
+
+def daemon_binary():
+    """The daemon under test: $SQLMUXD, else $BUILD/sqlmuxd, else build/sqlmuxd."""
+    path = os.environ.get("SQLMUXD")
+    if not path:
+        path = os.path.join(os.environ.get("BUILD", "build"), "sqlmuxd")
+    if not os.path.isabs(path):
+        path = os.path.join(REPO, path)
+    return path
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Encoding (client side)
+# ---------------------------------------------------------------------------
+
+def _b(s):
+    return s.encode("utf-8") if isinstance(s, str) else bytes(s)
+
+
+def escape_text(data):
+    """COPY-text escaping of bytes/str (\\ \\t \\n \\r \\0), returns bytes."""
+    data = _b(data)
+    out = bytearray()
+    for ch in data:
+        if ch == 0x5C:
+            out += b"\\\\"
+        elif ch == 0x09:
+            out += b"\\t"
+        elif ch == 0x0A:
+            out += b"\\n"
+        elif ch == 0x0D:
+            out += b"\\r"
+        elif ch == 0x00:
+            out += b"\\0"
+        else:
+            out.append(ch)
+    return bytes(out)
+
+
+class Raw:
+    """A parameter line given verbatim (without the newline), for bad input."""
+
+    def __init__(self, line):
+        self.line = _b(line)
+
+
+def encode_param(v):
+    """One parameter line (without newline) for a Python value:
+    None -> n, int -> i, float -> r, str -> t (escaped), bytes -> b (hex)."""
+    if isinstance(v, Raw):
+        return v.line
+    if v is None:
+        return b"n"
+    if isinstance(v, bool):
+        raise TypeError("bool parameter")
+    if isinstance(v, int):
+        return b"i%d" % v
+    if isinstance(v, float):
+        if v != v:
+            return b"rnan"
+        if v == float("inf"):
+            return b"rinf"
+        if v == float("-inf"):
+            return b"r-inf"
+        return b"r" + repr(v).encode()
+    if isinstance(v, str):
+        return b"t" + escape_text(v.encode("utf-8"))
+    if isinstance(v, (bytes, bytearray)):
+        return b"b" + bytes(v).hex().encode()
+    raise TypeError("unsupported parameter type %r" % type(v))
+
+
+def encode_bulk(sql, params=None):
+    """A bulk request: "$len[ n]\\n<sql>\\n<param lines>"."""
+    sql = _b(sql)
+    if params is None:
+        head = b"$%d\n" % len(sql)
+        plines = b""
+    else:
+        head = b"$%d %d\n" % (len(sql), len(params))
+        plines = b"".join(encode_param(p) + b"\n" for p in params)
+    return head + sql + b"\n" + plines
+
+
+def encode_inline(sql, params):
+    """An inline parameterized request: "?n SQL\\n<param lines>"."""
+    sql = _b(sql)
+    return (b"?%d " % len(params)) + sql + b"\n" + b"".join(
+        encode_param(p) + b"\n" for p in params)
+
+
+# ---------------------------------------------------------------------------
+# Decoding (responses)
+# ---------------------------------------------------------------------------
+
+_UNESCAPE = {ord("\\"): b"\\", ord("t"): b"\t", ord("n"): b"\n",
+             ord("r"): b"\r", ord("0"): b"\x00"}
+
+
+def decode_field_bytes(f):
+    """Decode one COPY field (bytes) -> None | bytes (blob) | bytes (text)
+    with a flag: returns (kind, value) where kind is 'null', 'blob', 'text'.
+    Strict: an unknown escape or bad hex raises TestFailure."""
+    if f == b"\\N":
+        return "null", None
+    if f.startswith(b"\\x"):
+        hx = f[2:]
+        if len(hx) % 2 or not re.fullmatch(rb"[0-9a-f]*", hx):
+            raise TestFailure("bad blob field (want lowercase hex): %r" % f)
+        return "blob", bytes.fromhex(hx.decode())
+    if b"\\" not in f:
+        return "text", f
+    out = bytearray()
+    i = 0
+    n = len(f)
+    while i < n:
+        ch = f[i]
+        if ch == 0x5C:
+            if i + 1 >= n or f[i + 1] not in _UNESCAPE:
+                raise TestFailure("bad escape in field %r" % f)
+            out += _UNESCAPE[f[i + 1]]
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "text", bytes(out)
+
+
+def decode_field(f):
+    """None for \\N, bytes for \\x blobs, str otherwise."""
+    kind, v = decode_field_bytes(f)
+    if kind == "text":
+        return v.decode("utf-8", "surrogateescape")
+    return v
+
+
+class Response:
+    """One whole response: optional '*' header, '=' rows, one status line."""
+
+    def __init__(self, raw):
+        self.raw = raw                    # list of bytes lines, without '\n'
+        self.columns = None               # [(name, type)] or None
+        self.rows = []
+        self.status = raw[-1].decode("utf-8", "replace")
+        self.ok = self.status == "+OK" or self.status.startswith("+OK ")
+        self.facts = {}
+        self.err_code = None
+        self.err_msg = None
+        if self.ok:
+            for kv in self.status[3:].split():
+                k, sep, v = kv.partition("=")
+                if not sep:
+                    raise TestFailure("bad fact %r in %r" % (kv, self.status))
+                self.facts[k] = v
+        else:
+            parts = self.status.split(" ", 2)
+            if parts[0] != "-ERR" or len(parts) < 2:
+                raise TestFailure("bad status line %r" % self.status)
+            self.err_code = parts[1]
+            self.err_msg = parts[2] if len(parts) > 2 else ""
+        for i, line in enumerate(raw[:-1]):
+            if line.startswith(b"*"):
+                if i != 0 or self.columns is not None:
+                    raise TestFailure("'*' line not first in response: %r" % raw[:5])
+                fields = line[1:].split(b"\t")
+                if len(fields) % 2:
+                    raise TestFailure("odd number of header fields: %r" % line)
+                dec = [decode_field(x) for x in fields]
+                self.columns = [(dec[k], dec[k + 1]) for k in range(0, len(dec), 2)]
+            elif line.startswith(b"="):
+                if self.columns is None:
+                    raise TestFailure("row before header: %r" % raw[:5])
+                row = [decode_field(x) for x in line[1:].split(b"\t")]
+                if len(row) != len(self.columns):
+                    raise TestFailure("row has %d fields, header %d: %r"
+                                      % (len(row), len(self.columns), line))
+                self.rows.append(row)
+            else:
+                raise TestFailure("not a protocol line: %r" % line)
+
+    @property
+    def names(self):
+        return [c[0] for c in (self.columns or [])]
+
+    def col(self, name):
+        """All values of one column by name."""
+        i = self.names.index(name)
+        return [r[i] for r in self.rows]
+
+    def dicts(self):
+        return [dict(zip(self.names, r)) for r in self.rows]
+
+    def text(self):
+        return "\n".join(l.decode("utf-8", "replace") for l in self.raw)
+
+    def __repr__(self):
+        lines = self.raw if len(self.raw) <= 12 else (
+            self.raw[:6] + [b"... (%d lines)" % len(self.raw)] + self.raw[-4:])
+        return "<Response %s>" % " | ".join(l.decode("utf-8", "replace")[:200] for l in lines)
+
+
+def is_status_line(line):
+    return line == b"+OK" or line.startswith(b"+OK ") or line.startswith(b"-ERR ") \
+        or line == b"-ERR"
+
+
+# ---------------------------------------------------------------------------
+# Client connection
+# ---------------------------------------------------------------------------
+
+class Conn:
+    """A protocol client over TCP or a unix socket, with its own read buffer
+    (so select() on .sock plus .buffered tells whether anything arrived)."""
+
+    def __init__(self, addr, timeout=IO_TIMEOUT):
+        if isinstance(addr, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(addr)
+        if not isinstance(addr, str):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.pos = 0
+        self.eof = False
+
+    # -- sending
+    def send(self, data):
+        self.sock.sendall(_b(data))
+
+    # -- receiving
+    def _fill(self):
+        data = self.sock.recv(1 << 18)
+        if not data:
+            self.eof = True
+            return False
+        if self.pos > (1 << 20):
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+        return True
+
+    @property
+    def buffered(self):
+        return len(self.buf) - self.pos
+
+    def readline(self):
+        """One line without its '\\n' (a trailing '\\r' is kept: the daemon
+        must not send one). Raises TestFailure on EOF."""
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0:
+                line = bytes(self.buf[self.pos:i])
+                self.pos = i + 1
+                return line
+            if self.eof or not self._fill():
+                rest = bytes(self.buf[self.pos:])
+                raise TestFailure("connection closed by the daemon while reading a line"
+                                  + (" (partial: %r)" % rest[:200] if rest else ""))
+
+    def read_response(self):
+        lines = []
+        while True:
+            line = self.readline()
+            lines.append(line)
+            if is_status_line(line):
+                return Response(lines)
+            if not (line.startswith(b"*") or line.startswith(b"=")):
+                raise TestFailure("not a protocol line: %r (after %d lines)"
+                                  % (line[:200], len(lines) - 1))
+
+    def read_responses(self, n):
+        return [self.read_response() for _ in range(n)]
+
+    def request(self, line):
+        """Send one request line (newline added when missing), read its response."""
+        data = _b(line)
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        self.send(data)
+        return self.read_response()
+
+    def bulk(self, sql, params=None):
+        self.send(encode_bulk(sql, params))
+        return self.read_response()
+
+    def inline(self, sql, params):
+        self.send(encode_inline(sql, params))
+        return self.read_response()
+
+    def wait_closed(self, timeout=IO_TIMEOUT):
+        """True when the daemon closes the connection (no more data) in time."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.buffered:
+                return False
+            try:
+                if not self._fill():
+                    return True
+            except socket.timeout:
+                return False
+            except ConnectionResetError:
+                return True
+        return False
+
+    def readable_now(self, wait=0.0):
+        """True when a response byte is buffered or readable within `wait` s."""
+        if self.buffered:
+            return True
+        r, _, _ = select.select([self.sock], [], [], wait)
+        return bool(r)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Assertions with useful messages
+# ---------------------------------------------------------------------------
+
+def expect_status(resp, status):
+    if resp.status != status:
+        raise TestFailure("want status %r, got %r\nresponse: %r" % (status, resp.status, resp))
+    return resp
+
+
+def expect_ok(resp):
+    if not resp.ok:
+        raise TestFailure("want +OK, got %r\nresponse: %r" % (resp.status, resp))
+    return resp
+
+
+def expect_err(resp, code, msg=None):
+    if resp.ok or resp.err_code != code:
+        raise TestFailure("want -ERR %s, got %r\nresponse: %r" % (code, resp.status, resp))
+    if msg is not None and resp.err_msg != msg:
+        raise TestFailure("want message %r, got %r" % (msg, resp.err_msg))
+    return resp
+
+
+def expect_rows(resp, rows, columns=None):
+    expect_status(resp, "+OK rows=%d" % len(rows))
+    if resp.rows != rows:
+        raise TestFailure("want rows %r\n got rows %r" % (rows, resp.rows))
+    if columns is not None and resp.columns != columns:
+        raise TestFailure("want columns %r\n got columns %r" % (columns, resp.columns))
+    return resp
+
+
+def eq(got, want, what="value"):
+    if got != want:
+        raise TestFailure("%s: want %r, got %r" % (what, want, got))
+
+
+# ---------------------------------------------------------------------------
+# The daemon
+# ---------------------------------------------------------------------------
+
+COLOR_SCHEMA = ("CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY, "
+                "color VARCHAR(64) DEFAULT '{c}');\n")
+
+DEFAULT_SCHEMAS = {
+    "default": COLOR_SCHEMA.format(t="test1", c="red"),
+    "second_db": COLOR_SCHEMA.format(t="test2", c="red"),
+    "memory_db": COLOR_SCHEMA.format(t="test3", c="blue"),
+}
+
+DEFAULT_BINDS = [
+    ("default", "sqlite:///app.db"),
+    ("second_db", "sqlite:///second.db"),
+    ("memory_db", "sqlite:///:memory:"),
+]
+
+DEFAULT_TABLES = [
+    ("test2", "second_db"),
+    ("test3", "memory_db"),
+    ("audit_*", "second_db"),
+]
+
+DEFAULT_SERVER = [
+    ("listen", "127.0.0.1:{port}"),
+    ("unix_socket", None),
+    ("data_dir", "{data_dir}"),
+    ("max_request", "1M"),
+    ("max_pipeline", "128"),
+    ("max_clients", "1024"),
+    ("log_level", "info"),
+]
+
+DEFAULT_BIND_OPTS = {
+    "default": [("pool_size", "4"), ("busy_timeout", "5000")],
+    "second_db": [("pool_size", "4"), ("busy_timeout", "5000")],
+    "memory_db": [("pool_size", "4"), ("busy_timeout", "5000")],
+}
+
+
+def standard_files():
+    """The standard schema files, for run_once()."""
+    return dict(("schema_%s.sql" % name, text) for name, text in DEFAULT_SCHEMAS.items())
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_config(server=None, binds=None, tables=None, bind_opts=None,
+                schemas=True, unix=False):
+    """The config text (with {port}, {data_dir}, {dir}, {unix_socket}
+    placeholders) for the note's scenario, with overrides:
+      server:    dict of [server] keys to set (None removes a key)
+      binds:     list of (name, url) replacing [binds]
+      tables:    list of (pattern, bind) replacing [tables]
+      bind_opts: dict bind -> dict of options (None removes)
+      schemas:   True = the three standard schema files (schema_<bind>.sql),
+                 False = none, or a dict bind -> file name ('' = none)
+      unix:      add unix_socket = {unix_socket}
+    """
+    srv = list(DEFAULT_SERVER)
+    if unix:
+        srv = [(k, "{unix_socket}" if k == "unix_socket" else v) for k, v in srv]
+    if server:
+        keys = [k for k, _ in srv]
+        for k, v in server.items():
+            if k in keys:
+                srv = [(kk, v if kk == k else vv) for kk, vv in srv]
+            else:
+                srv.append((k, v))
+    lines = ["; sqlmux integration test config", "[server]"]
+    lines += ["%s = %s" % (k, v) for k, v in srv if v is not None]
+    lines.append("[binds]")
+    binds = binds if binds is not None else DEFAULT_BINDS
+    lines += ["%s = %s" % kv for kv in binds]
+    lines.append("[tables]")
+    lines += ["%s = %s" % kv for kv in (tables if tables is not None else DEFAULT_TABLES)]
+    for name, _ in binds:
+        opts = dict(DEFAULT_BIND_OPTS.get(name, []))
+        if schemas is True:
+            if name in DEFAULT_SCHEMAS:
+                opts["schema"] = "schema_%s.sql" % name
+        elif isinstance(schemas, dict) and schemas.get(name):
+            opts["schema"] = schemas[name]
+        for k, v in (bind_opts or {}).get(name, {}).items():
+            if v is None:
+                opts.pop(k, None)
+            else:
+                opts[k] = v
+        if opts:
+            lines.append("[bind.%s]" % name)
+            lines += ["%s = %s" % kv for kv in opts.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Daemon:
+    """sqlmuxd with a config in a fresh temp dir. Context manager.
+
+    Daemon(**make_config kwargs, files=None, config=None, start=True)
+      files:  dict name -> text written into the temp dir before start
+              (the standard schema_<bind>.sql files are written by default)
+      config: a complete config text replacing make_config()'s
+    Placeholders {port}, {data_dir}, {dir}, {unix_socket} are filled in.
+    """
+
+    def __init__(self, files=None, config=None, start=True, **cfg):
+        self.dir = tempfile.mkdtemp(prefix="sqlmux-it-")
+        self.data_dir = os.path.join(self.dir, "data")
+        self.unix_socket = os.path.join(self.dir, "sqlmux.sock")
+        self.config_path = os.path.join(self.dir, "sqlmux.ini")
+        self.config_template = config if config is not None else make_config(**cfg)
+        self.uses_tcp = "{port}" in self.config_template
+        self.uses_unix = "{unix_socket}" in self.config_template
+        self.proc = None
+        self.port = None
+        self.starts = 0
+        self.stderr_paths = []
+        self.saved_stderr = None
+        self.exit_status = None
+        self.cleanup_status = None
+        self.conns = []
+        ALL_DAEMONS.append(self)
+        for name, text in DEFAULT_SCHEMAS.items():
+            self.write_file("schema_%s.sql" % name, text)
+        for name, text in (files or {}).items():
+            self.write_file(name, text)
+        if start:
+            self.start()
+
+    # -- files
+    def write_file(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(_b(text))
+        return path
+
+    def db_path(self, name):
+        return os.path.join(self.data_dir, name)
+
+    def sqlite(self, name):
+        """A read-only Python sqlite3 connection to a file of data_dir."""
+        path = self.db_path(name)
+        if not os.path.exists(path):
+            raise TestFailure("database file %s does not exist" % path)
+        return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+
+    def file_query(self, name, sql, args=()):
+        """Rows of sql run by Python's sqlite3 on a file of data_dir
+        (read-only while the daemon runs)."""
+        if self.running():
+            db = self.sqlite(name)
+        else:
+            path = self.db_path(name)
+            if not os.path.exists(path):
+                raise TestFailure("database file %s does not exist" % path)
+            db = sqlite3.connect(path, timeout=10)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def file_tables(self, name):
+        return sorted(r[0] for r in self.file_query(
+            name, "SELECT name FROM sqlite_master WHERE type='table' "
+                  "AND name NOT LIKE 'sqlite_%'"))
+
+    # -- process
+    def render_config(self):
+        return self.config_template.format(port=self.port, data_dir=self.data_dir,
+                                           dir=self.dir, unix_socket=self.unix_socket)
+
+    @property
+    def addr(self):
+        if self.uses_tcp:
+            return ("127.0.0.1", self.port)
+        return self.unix_socket
+
+    def start(self, wait=True):
+        if self.proc is not None and self.proc.poll() is None:
+            raise TestFailure("daemon already running")
+        for attempt in range(3):
+            self.port = free_port()
+            with open(self.config_path, "w") as f:
+                f.write(self.render_config())
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except TestFailure:
+                # Another test may have taken the port between free_port()
+                # and the daemon's bind(): try once more with a new one.
+                if (self.proc.poll() is not None and attempt < 2 and
+                        re.search(r"(?i)address (already )?in use|EADDRINUSE",
+                                  self.stderr_text(current_only=True))):
+                    continue
+                raise
+        return self
+
+    def _spawn(self):
+        binary = daemon_binary()
+        if not os.path.exists(binary):
+            raise TestFailure("daemon binary %s not found (run make, or set SQLMUXD)" % binary)
+        path = os.path.join(self.dir, "stderr.%d.log" % self.starts)
+        self.starts += 1
+        self.stderr_paths.append(path)
+        self.exit_status = None
+        with open(path, "wb") as err, open(os.path.join(self.dir, "stdout.log"), "ab") as out:
+            self.proc = subprocess.Popen([binary, self.config_path], stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, cwd="/")
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        deadline = time.time() + timeout
+        last = "no attempt"
+        while time.time() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.exit_status = rc
+                raise TestFailure("daemon exited with status %s during start-up; stderr:\n%s"
+                                  % (rc, self.stderr_tail(30)))
+            try:
+                c = Conn(self.addr, timeout=2)
+                try:
+                    c.send(b".ping\n")
+                    line = c.readline()
+                finally:
+                    c.close()
+                if line == b"+OK":
+                    return
+                last = "answered %r" % line
+            except (OSError, TestFailure) as e:
+                last = str(e)
+            time.sleep(0.05)
+        raise TestFailure("daemon did not answer .ping within %ss (%s); stderr:\n%s"
+                          % (timeout, last, self.stderr_tail(30)))
+
+    def connect(self, addr=None):
+        c = Conn(addr if addr is not None else self.addr)
+        self.conns.append(c)
+        return c
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Send sig (SIGTERM) and return the exit status (negative: killed
+        by a signal). Fails if the daemon does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise TestFailure("daemon did not exit within %ss of signal %s; stderr:\n%s"
+                                  % (timeout, sig, self.stderr_tail(30)))
+        self.exit_status = self.proc.returncode
+        return self.exit_status
+
+    def restart(self):
+        rc = self.stop()
+        if rc != 0:
+            raise TestFailure("daemon exited with status %s on SIGTERM" % rc)
+        for c in self.conns:
+            c.close()
+        self.conns = []
+        return self.start()
+
+    # -- logs
+    def stderr_text(self, current_only=False):
+        if self.saved_stderr is not None:
+            return self.saved_stderr
+        parts = []
+        paths = self.stderr_paths[-1:] if current_only else self.stderr_paths
+        for i, p in enumerate(paths):
+            try:
+                with open(p, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if len(paths) > 1:
+                parts.append("--- start %d ---\n" % i)
+            parts.append(text)
+        return "".join(parts)
+
+    def stderr_tail(self, n=30):
+        lines = self.stderr_text().splitlines()
+        return "\n".join(lines[-n:]) if lines else "(stderr empty)"
+
+    # -- cleanup
+    def cleanup(self):
+        """Close clients, stop the daemon with SIGTERM (SIGKILL after 15 s),
+        keep its stderr, remove the temp dir. cleanup_status says how it
+        ended: None (never ran or already stopped by the test), 0, or what
+        went wrong (non-zero status, died by itself, had to be killed)."""
+        for c in self.conns:
+            c.close()
+        self.conns = []
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+                self.cleanup_status = self.proc.returncode
+                self.exit_status = self.proc.returncode
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.cleanup_status = "did not exit within 15 s of SIGTERM (killed)"
+        elif self.proc is not None and self.exit_status is None:
+            self.cleanup_status = "died during the test with status %s" % self.proc.returncode
+            self.exit_status = self.proc.returncode
+        if self.saved_stderr is None:
+            self.saved_stderr = self.stderr_text()
+        if os.environ.get("SQLMUX_KEEP_TMP"):
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.cleanup()
+
+
+def run_once(config_text, args=(), files=None, timeout=10.0, check=False):
+    """Run the binary once on a config written to a fresh temp dir
+    ({dir}, {data_dir}, {port} placeholders filled). With check=True runs
+    --check-config. Returns (exit status, stdout, stderr, config path, dir).
+    A daemon that does not exit in time is killed and reported as a failure."""
+    d = tempfile.mkdtemp(prefix="sqlmux-it-")
+    try:
+        for name, text in (files or {}).items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(_b(text))
+        path = os.path.join(d, "sqlmux.ini")
+        text = config_text.format(dir=d, data_dir=os.path.join(d, "data"),
+                                  port=free_port(), unix_socket=os.path.join(d, "s.sock"))
+        with open(path, "w") as f:
+            f.write(text)
+        binary = daemon_binary()
+        if not os.path.exists(binary):
+            raise TestFailure("daemon binary %s not found (run make, or set SQLMUXD)" % binary)
+        argv = [binary] + (["--check-config"] if check else []) + list(args) + [path]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd="/")
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise TestFailure("%s did not exit within %ss (it accepted the config?)\n"
+                              "stdout:\n%s\nstderr:\n%s"
+                              % (" ".join(argv), timeout, out.decode(errors="replace"),
+                                 err.decode(errors="replace")))
+        return (p.returncode, out.decode("utf-8", "replace"),
+                err.decode("utf-8", "replace"), path, d)
+    finally:
+        if not os.environ.get("SQLMUX_KEEP_TMP"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def send_async(conn, data):
+    """sendall() on a daemon thread, for pipelines bigger than the socket
+    buffers (the daemon stops reading while we do not read)."""
+    t = threading.Thread(target=conn.send, args=(data,), daemon=True)
+    t.start()
+    return t
+
+
+def line_of(text, needle):
+    """1-based line number of the first line of text containing needle."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise ValueError("%r not in config" % needle)

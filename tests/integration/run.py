@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""
+Run the sqlmuxd integration tests.
+
+    python3 tests/integration/run.py [-j N] [SUBSTRING ...]
+
+Discovers tests/integration/test_*.py and runs every function named test_*
+whose "module.name" contains one of the SUBSTRINGs (all when none). A test
+that takes a parameter named `d` gets a fresh, started Daemon() (the note's
+three binds); others start what they need themselves. Each test runs in its
+own forked process (N at a time, default 3) with a time limit (60 s, or the
+function's `timeout` attribute).
+
+Output: one line per test, in discovery order, "ok - module.test" or
+"not ok - module.test" followed by indented details (traceback, the last 30
+lines of each daemon's stderr), then a final "# ..." summary line.
+Exit status 1 when any test failed.
+
+Environment: SQLMUXD (the binary; default build/sqlmuxd from the repo root),
+SQLMUX_KEEP_TMP=1 keeps the temp dirs.
+"""
+
+import importlib
+import inspect
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+
+DEFAULT_TIMEOUT = 60
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def discover(filters):
+    tests = []
+    for fn in sorted(os.listdir(HERE)):
+        if not (fn.startswith("test_") and fn.endswith(".py")):
+            continue
+        modname = fn[:-3]
+        mod = importlib.import_module(modname)
+        funcs = [f for name, f in vars(mod).items()
+                 if name.startswith("test_") and inspect.isfunction(f)
+                 and f.__module__ == modname]
+        funcs.sort(key=lambda f: f.__code__.co_firstlineno)
+        for f in funcs:
+            full = "%s.%s" % (modname, f.__name__)
+            if not filters or any(s in full for s in filters):
+                tests.append((modname, f.__name__))
+    return tests
+
+
+def _alarm(signum, frame):
+    raise TestTimeout("test exceeded its time limit")
+
+
+def run_one(item):
+    """Run one test in this (forked) process. Returns (name, ok, details)."""
+    modname, fname = item
+    full = "%s.%s" % (modname, fname)
+    func = getattr(importlib.import_module(modname), fname)
+    limit = getattr(func, "timeout", DEFAULT_TIMEOUT)
+    first = len(harness.ALL_DAEMONS)
+    details = ""
+    ok = True
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(limit)
+    try:
+        params = inspect.signature(func).parameters
+        kwargs = {}
+        if "d" in params:
+            kwargs["d"] = harness.Daemon()
+        func(**kwargs)
+    except BaseException:  # noqa: B902 - report everything, including timeouts
+        ok = False
+        details = traceback.format_exc()
+    finally:
+        signal.alarm(0)
+    daemons = harness.ALL_DAEMONS[first:]
+    for dm in daemons:
+        try:
+            dm.cleanup()
+        except Exception:
+            ok = False
+            details += "\ncleanup failed:\n" + traceback.format_exc()
+        # Every daemon must survive its test and exit 0 on SIGTERM (this
+        # also catches sanitizer reports at exit).
+        if dm.cleanup_status not in (None, 0):
+            ok = False
+            details += "\ndaemon at the end of the test: %s\n" % (
+                dm.cleanup_status if isinstance(dm.cleanup_status, str)
+                else "exit status %s after SIGTERM" % dm.cleanup_status)
+    if not ok:
+        for i, dm in enumerate(daemons):
+            if not dm.starts:
+                continue
+            label = "daemon stderr (last 30 lines)"
+            if len(daemons) > 1:
+                label = "daemon %d stderr (last 30 lines)" % (i + 1)
+            if dm.exit_status is not None:
+                label += ", exit status %s" % dm.exit_status
+            details += "\n%s:\n%s\n" % (label, dm.stderr_tail(30))
+    return full, ok, details
+
+
+def main(argv):
+    jobs = 3
+    filters = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-j" and i + 1 < len(argv):
+            jobs = max(1, int(argv[i + 1]))
+            i += 2
+            continue
+        if a.startswith("-j") and a[2:].isdigit():
+            jobs = max(1, int(a[2:]))
+        elif a in ("-h", "--help"):
+            print("# " + __doc__.strip().replace("\n", "\n# "))
+            return 0
+        else:
+            filters.append(a)
+        i += 1
+
+    tests = discover(filters)
+    start = time.time()
+    failed = 0
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(min(jobs, max(1, len(tests))), maxtasksperchild=1)
+    try:
+        for full, ok, details in pool.imap(run_one, tests, chunksize=1):
+            if ok:
+                print("ok - %s" % full, flush=True)
+            else:
+                failed += 1
+                print("not ok - %s" % full)
+                for line in details.rstrip("\n").splitlines():
+                    print("    " + line)
+                sys.stdout.flush()
+        pool.close()
+    except KeyboardInterrupt:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    print("# %d tests, %d failed, %.1f s, daemon %s"
+          % (len(tests), failed, time.time() - start, harness.daemon_binary()))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

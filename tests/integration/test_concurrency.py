@@ -1,0 +1,156 @@
+"""Concurrency: a slow statement on one bind does not stall other binds or
+other clients, concurrent writers do not get BUSY, large results stream."""
+
+import threading
+import time
+
+from harness import TestFailure, eq, expect_ok, expect_rows, expect_status
+
+SLOW_N = 3000000      # ~2.5 s in the daemon on a 2-core test machine (more under ASan)
+SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
+        "SELECT count(*) AS n FROM c, test2" % SLOW_N)
+
+
+def _start_slow(d):
+    setup = d.connect()
+    expect_status(setup.request("INSERT INTO test2 (color) VALUES ('one')"), "+OK changes=1 last_id=1")
+    expect_ok(setup.request("INSERT INTO test3 (color) VALUES ('fast')"))
+    a = d.connect()
+    a.sock.settimeout(90)         # the slow statement may take long on a loaded machine
+    a.send(SLOW + "\n")
+    time.sleep(0.3)
+    if a.readable_now():
+        raise TestFailure("the slow statement answered too soon; raise SLOW_N")
+    return a
+
+
+def test_slow_bind_does_not_stall_other_binds(d):
+    a = _start_slow(d)
+    b = d.connect()
+    expect_rows(b.request("SELECT color FROM test3"), [["fast"]])
+    expect_rows(b.request("SELECT count(*) FROM test1"), [["0"]])
+    expect_status(b.request(".ping"), "+OK")
+    if a.readable_now():
+        raise TestFailure("the slow statement finished before the fast ones were answered; "
+                          "cannot tell (raise SLOW_N)")
+    expect_rows(a.read_response(), [[str(SLOW_N)]])
+
+
+def test_slow_statement_does_not_block_same_bind_reader(d):
+    a = _start_slow(d)
+    b = d.connect()
+    expect_rows(b.request("SELECT color FROM test2"), [["one"]])
+    if a.readable_now():
+        raise TestFailure("the slow statement finished first; cannot tell (raise SLOW_N)")
+    expect_rows(a.read_response(), [[str(SLOW_N)]])
+
+
+def test_pipeline_order_across_binds(d):
+    # One client: a slow statement, then fast ones on other binds. The
+    # answers still come in request order.
+    a = _start_slow(d)
+    a.send(b"SELECT color FROM test3\n.ping\nSELECT 42 AS n\n")
+    expect_rows(a.read_response(), [[str(SLOW_N)]])
+    expect_rows(a.read_response(), [["fast"]])
+    eq(a.read_response().raw, [b"+OK"])
+    expect_rows(a.read_response(), [["42"]])
+
+
+def _writers(d, table, nthreads, per_thread):
+    errors = []
+    ids = []
+    lock = threading.Lock()
+
+    def work(k):
+        try:
+            c = d.connect()
+            for i in range(per_thread):
+                r = c.request("INSERT INTO %s (color) VALUES ('t%d-%d')" % (table, k, i))
+                if not r.ok or not r.status.startswith("+OK changes=1 last_id="):
+                    with lock:
+                        errors.append("thread %d insert %d: %r" % (k, i, r))
+                    return
+                with lock:
+                    ids.append(int(r.facts["last_id"]))
+        except Exception as e:  # report, do not hang
+            with lock:
+                errors.append("thread %d: %r" % (k, e))
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if any(t.is_alive() for t in threads):
+        errors.append("writer threads still running after 60 s")
+    if errors:
+        raise TestFailure("%d error(s), first ones:\n  %s" % (len(errors), "\n  ".join(errors[:10])))
+    total = nthreads * per_thread
+    eq(sorted(ids), list(range(1, total + 1)), "last_id values")
+    return total
+
+
+def test_concurrent_writers_file_bind(d):
+    total = _writers(d, "test2", 4, 200)
+    expect_rows(d.connect().request("SELECT count(*) FROM test2"), [[str(total)]])
+    eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(total,)])
+
+
+def test_concurrent_writers_memory_bind(d):
+    total = _writers(d, "test3", 4, 100)
+    expect_rows(d.connect().request("SELECT count(*) FROM test3"), [[str(total)]])
+
+
+def test_concurrent_writers_and_readers(d):
+    stop = threading.Event()
+    errors = []
+
+    def reader():
+        try:
+            c = d.connect()
+            while not stop.is_set():
+                r = c.request("SELECT count(*) FROM test2")
+                if r.status != "+OK rows=1":
+                    errors.append(r)
+                    return
+        except Exception as e:
+            errors.append(e)
+
+    readers = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        _writers(d, "test2", 3, 100)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(10)
+    if errors:
+        raise TestFailure("reader errors: %r" % errors[:5])
+
+
+def test_large_result_streams(d):
+    c = d.connect()
+    n = 200000
+    r = c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
+                  "SELECT x FROM c" % n)
+    expect_status(r, "+OK rows=%d" % n)
+    eq(len(r.rows), n, "rows received")
+    for i, row in enumerate(r.rows):
+        if row != [str(i + 1)]:
+            raise TestFailure("row %d is %r" % (i, row))
+
+
+def test_large_result_while_others_work(d):
+    # A client that does not read its big result must not hold up others.
+    big = d.connect()
+    big.send("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+             "SELECT x, 'some padding text to make rows longer' AS p FROM c\n")
+    time.sleep(0.5)
+    other = d.connect()
+    for i in range(20):
+        expect_status(other.request("INSERT INTO test1 DEFAULT VALUES"), "+OK changes=1 last_id=%d" % (i + 1))
+    expect_rows(other.request("SELECT count(*) FROM test1"), [["20"]])
+    r = big.read_response()
+    expect_status(r, "+OK rows=300000")
+    eq(r.rows[-1], ["300000", "some padding text to make rows longer"], "last row")

@@ -1,0 +1,400 @@
+"""The wire protocol: framing, bulk statements, pipelining, limits, refusals
+of malformed input, error codes, and that errors never kill the daemon or
+desynchronize the stream."""
+
+import random
+import time
+
+from harness import (Daemon, TestFailure, encode_bulk, encode_inline, eq, expect_err,
+                     expect_ok, expect_rows, expect_status, send_async)
+
+
+def _report(problems):
+    if problems:
+        raise TestFailure("%d problem(s):\n  " % len(problems) + "\n  ".join(problems))
+
+
+def _nothing_more(c, what, wait=0.3):
+    if c.readable_now(wait):
+        raise TestFailure("unexpected extra output %s: %r"
+                          % (what, bytes(c.buf[c.pos:]) or c.sock.recv(200)))
+
+
+# ---- framing ---------------------------------------------------------------
+
+def test_bulk_multiline(d):
+    c = d.connect()
+    sql = b"SELECT 1 AS a,\n       2 AS b"
+    c.send(b"$%d\n" % len(sql) + sql + b"\n")
+    expect_rows(c.read_response(), [["1", "2"]], [("a", ""), ("b", "")])
+    sql = (b"INSERT INTO test2\n  (color)\nVALUES\n  ('multi\nline')")
+    expect_status(c.bulk(sql), "+OK changes=1 last_id=1")
+    expect_rows(c.request("SELECT color FROM test2"), [["multi\nline"]])
+
+
+def test_bulk_any_bytes(d):
+    c = d.connect()
+    body = bytes(b for b in range(1, 256))
+    lit = body.replace(b"'", b"''")
+    sql = b"SELECT hex('" + lit + b"') AS h"
+    expect_rows(c.bulk(sql), [[body.hex().upper()]])
+    # and stored: a text value made of every byte but NUL, through a file bind
+    sql = b"INSERT INTO test2 (color) VALUES ('" + lit + b"')"
+    expect_status(c.bulk(sql), "+OK changes=1 last_id=1")
+    r = c.request("SELECT hex(color) AS h FROM test2")
+    expect_rows(r, [[body.hex().upper()]])
+    eq(d.file_query("second.db", "SELECT CAST(color AS BLOB) FROM test2"), [(body,)])
+
+
+def test_bulk_crlf_and_split(d):
+    c = d.connect()
+    c.send(b"$8\r\nSELECT 1\r\n")
+    expect_rows(c.read_response(), [["1"]])
+    req = encode_bulk("SELECT ? AS s,\n 2 AS t", ["split"])
+    for i in range(len(req)):
+        c.send(req[i:i + 1])
+        if i in (1, 5, len(req) - 3):
+            time.sleep(0.1)
+            if c.readable_now():
+                raise TestFailure("response before the request was complete (at byte %d)" % i)
+    expect_rows(c.read_response(), [["split", "2"]])
+
+
+def test_bulk_errors_keep_step(d):
+    c = d.connect()
+    cases = [
+        (b"$abc\n", "PROTO"),
+        (b"$-1\n", "PROTO"),
+        (b"$\n", "PROTO"),
+        (b"$8 x\nSELECT 1\n", "PROTO"),         # bad count: the body is skipped
+        (b"$8\nSELECT 1X\n", "PROTO"),           # SQL not followed by a newline
+        (b"$0\n\n", "SYNTAX"),                    # no statement
+        (b"$3\n   \n", "SYNTAX"),
+        (b"$18\nSELECT 1; SELECT 2\n", "MULTI"),
+        (b"$9\nSELECT 'a\n", "SYNTAX"),
+    ]
+    p = []
+    for req, code in cases:
+        c.send(req)
+        r = c.read_response()
+        if r.err_code != code:
+            p.append("%r: want -ERR %s, got %r" % (req, code, r))
+        r = c.request(".ping")
+        if r.raw != [b"+OK"]:
+            p.append("after %r: out of step, .ping got %r" % (req, r))
+    _report(p)
+
+
+def test_one_line_multi_and_syntax(d):
+    c = d.connect()
+    cases = [
+        ("SELECT 1; SELECT 2", "MULTI"),
+        ("SELECT 1;SELECT 2;", "MULTI"),
+        ("INSERT INTO test1 DEFAULT VALUES; DROP TABLE test1", "MULTI"),
+        ("SELECT 'abc", "SYNTAX"),
+        ("SELECT \"abc", "SYNTAX"),
+        ("SELECT [abc", "SYNTAX"),
+        ("SELECT `abc", "SYNTAX"),
+        ("SELECT (1", "SYNTAX"),
+        ("SELECT 1)", "SYNTAX"),
+        ("SELECT 1 /* unterminated", "SYNTAX"),
+        (";", "SYNTAX"),
+        ("-- only a comment", "SYNTAX"),
+        ("/* only a comment */", "SYNTAX"),
+    ]
+    p = []
+    for sql, code in cases:
+        r = c.request(sql)
+        if r.err_code != code:
+            p.append("%r: want -ERR %s, got %r" % (sql, code, r))
+    expect_status(c.request(".ping"), "+OK")
+    # The refused two-statement line ran neither statement.
+    expect_rows(c.request("SELECT count(*) FROM test1"), [["0"]])
+    eq(d.file_tables("app.db"), ["test1"], "app.db tables")
+    _report(p)
+
+
+def test_trailing_semicolon_and_comments(d):
+    c = d.connect()
+    for sql in ("SELECT 1 AS a;", "SELECT 1 AS a;   ", "SELECT 1 AS a; -- done",
+                "SELECT 1 AS a /* c */;", "  SELECT 1 AS a", "\tSELECT 1 AS a"):
+        expect_rows(c.request(sql), [["1"]], [("a", "")])
+
+
+def test_empty_lines_ignored(d):
+    c = d.connect()
+    c.send(b"\n   \n\r\n\n.ping\n")
+    eq(c.read_response().raw, [b"+OK"], "response to .ping")
+    _nothing_more(c, "after empty lines")
+
+
+def test_crlf_requests(d):
+    c = d.connect()
+    c.send(b"SELECT 1 AS a\r\n")
+    expect_rows(c.read_response(), [["1"]], [("a", "")])
+    c.send(b".use memory_db\r\n")
+    expect_status(c.read_response(), "+OK bind=memory_db")
+    c.send(b"?1 SELECT ? AS v\r\ntabc\r\n")
+    expect_rows(c.read_response(), [["abc"]])
+    c.send(b"INSERT INTO test3 (color) VALUES ('crlf')\r\n")
+    expect_status(c.read_response(), "+OK changes=1 last_id=1")
+    expect_rows(c.request("SELECT color FROM test3"), [["crlf"]])
+
+
+def test_nul_and_garbage_lines(d):
+    c = d.connect()
+    other = d.connect()
+    nul = [b"SELECT 1\x00", b"\x00", b".ping\x00", b"\x00SELECT 1", b"SELECT '\x00'"]
+    garbage = [b"\xff\xfe\xfd\xfc", b"\x01\x02\x03 hello", b"))))", b"'", b"\x1b[31mred\x1b[0m",
+               b"\x80\x81 FROM WHERE", b"SELECT 'a' 'b' 'c", b"\x7f"]
+    p = []
+    for line in nul:
+        c.send(line + b"\n")
+        r = c.read_response()
+        if r.err_code != "PROTO":
+            p.append("%r: want -ERR PROTO, got %r" % (line, r))
+        r = c.request(".ping")
+        if r.raw != [b"+OK"]:
+            p.append("after %r: .ping got %r" % (line, r))
+    for line in garbage:
+        c.send(line + b"\n")
+        r = c.read_response()
+        if r.ok or r.err_code not in ("PROTO", "SYNTAX", "SQL"):
+            p.append("%r: want -ERR PROTO/SYNTAX/SQL, got %r" % (line, r))
+        r = c.request(".ping")
+        if r.raw != [b"+OK"]:
+            p.append("after %r: .ping got %r" % (line, r))
+    expect_status(other.request(".ping"), "+OK")
+    expect_rows(other.request("SELECT count(*) FROM test3"), [["0"]])
+    _report(p)
+
+
+def test_random_garbage_does_not_kill_daemon(d):
+    other = d.connect()
+    expect_ok(other.request("INSERT INTO test3 (color) VALUES ('before')"))
+    rng = random.Random(20240601)
+    for seed_round in range(3):
+        g = d.connect()
+        blob = bytes(rng.getrandbits(8) for _ in range(64 * 1024))
+        blob += b"\n" + b"".join(bytes(rng.choice(b"$?.*=+-\\\x00\t\r\n'\"()abc019 ")
+                                       for _ in range(rng.randint(0, 40))) + b"\n"
+                                 for _ in range(500))
+        t = send_async(g, blob)
+        t.join(5)
+        time.sleep(0.2)
+        g.close()
+    time.sleep(0.3)
+    if not d.running():
+        raise TestFailure("daemon died on garbage input")
+    expect_status(other.request(".ping"), "+OK")
+    expect_rows(other.request("SELECT color FROM test3"), [["before"]])
+    expect_status(d.connect().request(".ping"), "+OK")
+
+
+# ---- pipelining ------------------------------------------------------------
+
+def test_pipeline_1000(d):
+    c = d.connect()
+    c.send(b"".join(b"SELECT %d AS n\n" % n for n in range(1000)))
+    for n in range(1000):
+        r = c.read_response()
+        if r.status != "+OK rows=1" or r.rows != [[str(n)]]:
+            raise TestFailure("response %d out of order or wrong: %r" % (n, r))
+    _nothing_more(c, "after 1000 responses")
+
+
+def test_pipeline_mixed_requests(d):
+    c = d.connect()
+    reqs = []
+    want = []          # (kind, value)
+    for n in range(2000):
+        k = n % 10
+        if k == 0:
+            reqs.append(b"SELECT %d AS n\n" % n)
+            want.append(("rows", [[str(n)]]))
+        elif k == 1:
+            reqs.append(b".ping\n")
+            want.append(("status", "+OK"))
+        elif k == 2:
+            reqs.append(b"SELECT '%d\n" % n)
+            want.append(("err", "SYNTAX"))
+        elif k == 3:
+            reqs.append(encode_inline("SELECT ? AS n", [n]))
+            want.append(("rows", [[str(n)]]))
+        elif k == 4:
+            reqs.append(encode_bulk("SELECT %d\n  AS n" % n))
+            want.append(("rows", [[str(n)]]))
+        elif k == 5:
+            reqs.append(b".nosuch\n")
+            want.append(("err", "UNKNOWN"))
+        elif k == 6:
+            reqs.append(b"INSERT INTO test3 (id) VALUES (%d)\n" % n)
+            want.append(("status", "+OK changes=1 last_id=%d" % n))
+        elif k == 7:
+            reqs.append(b"SELECT 1; SELECT 2\n")
+            want.append(("err", "MULTI"))
+        elif k == 8:
+            reqs.append(b"\n")          # no response
+        else:
+            reqs.append(b"INSERT INTO test2 (id) VALUES (%d)\n" % n)
+            want.append(("status", "+OK changes=1 last_id=%d" % n))
+    t = send_async(c, b"".join(reqs))
+    for i, (kind, v) in enumerate(want):
+        r = c.read_response()
+        bad = ((kind == "rows" and (r.rows != v or r.status != "+OK rows=1")) or
+               (kind == "status" and r.status != v) or
+               (kind == "err" and r.err_code != v))
+        if bad:
+            raise TestFailure("response #%d: want %s %r, got %r" % (i, kind, v, r))
+    t.join(5)
+    _nothing_more(c, "after the pipeline")
+    expect_rows(c.request("SELECT count(*) FROM test3"), [["200"]])
+    eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(200,)])
+
+
+def test_pipeline_slow_reader(d):
+    # Far more output than max_pipeline and the socket buffers hold: the
+    # daemon must neither drop nor reorder anything while we do not read.
+    c = d.connect()
+    q = (b"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) "
+         b"SELECT x, %d AS q, 'padding-padding-padding' AS p FROM c\n")
+    t = send_async(c, b"".join(q % i for i in range(300)))
+    time.sleep(1.5)
+    other = d.connect()
+    expect_status(other.request(".ping"), "+OK")
+    for i in range(300):
+        r = c.read_response()
+        if r.status != "+OK rows=1000":
+            raise TestFailure("response %d: %r" % (i, r))
+        if r.rows[0] != ["1", str(i), "padding-padding-padding"] or r.rows[-1][0] != "1000":
+            raise TestFailure("response %d has wrong rows: %r ... %r" % (i, r.rows[0], r.rows[-1]))
+    t.join(5)
+    _nothing_more(c, "after 300 responses")
+
+
+# ---- limits ----------------------------------------------------------------
+
+def test_toolong_line():
+    with Daemon(server={"max_request": "4k"}) as d:
+        c = d.connect()
+        other = d.connect()
+        c.send(b"SELECT '" + b"a" * 5000 + b"' AS x\n.ping\n")
+        expect_err(c.read_response(), "TOOLONG")
+        eq(c.read_response().raw, [b"+OK"], ".ping after TOOLONG")
+        expect_rows(c.request(b"SELECT '" + b"b" * 3000 + b"' AS x"), [["b" * 3000]])
+        # an unterminated line far over the limit: one error, then in step
+        t = send_async(c, b"c" * 100000)
+        t.join(10)
+        c.send(b"\n.ping\n")
+        expect_err(c.read_response(), "TOOLONG")
+        eq(c.read_response().raw, [b"+OK"], ".ping after the long line")
+        _nothing_more(c, "after TOOLONG")
+        expect_status(other.request(".ping"), "+OK")
+
+
+def test_toolong_inline_parameter_request():
+    with Daemon(server={"max_request": "4k"}) as d:
+        c = d.connect()
+        c.send(b"?1 SELECT ? AS x, '" + b"a" * 5000 + b"'\ni1\n.ping\n")
+        r = c.read_response()
+        expect_err(r, "TOOLONG")
+        eq(c.read_response().raw, [b"+OK"], ".ping after TOOLONG")
+        _nothing_more(c, "after TOOLONG")
+
+
+def test_toolong_bulk_keeps_step():
+    with Daemon(server={"max_request": "4k"}) as d:
+        c = d.connect()
+        body = b"SELECT 666;\n" * 500          # 6000 bytes of would-be requests
+        c.send(b"$%d 1\n" % len(body) + body + b"\ni1\n.ping\n")
+        expect_err(c.read_response(), "TOOLONG")
+        eq(c.read_response().raw, [b"+OK"], ".ping after the oversize bulk")
+        _nothing_more(c, "after the oversize bulk")
+        sql = b"SELECT '" + b"z" * 3000 + b"' AS x"
+        expect_rows(c.bulk(sql), [["z" * 3000]])
+        body = b"SELECT 777;\n" * 500
+        c.send(b"$%d\n" % len(body) + body + b"\n.ping\n")
+        expect_err(c.read_response(), "TOOLONG")
+        eq(c.read_response().raw, [b"+OK"], ".ping after the oversize bulk")
+        _nothing_more(c, "after the second oversize bulk")
+
+
+def test_maxclients():
+    with Daemon(server={"max_clients": "2"}) as d:
+        time.sleep(0.3)          # let the daemon see the start-up probe leave
+        c1 = d.connect()
+        c2 = d.connect()
+        expect_status(c1.request(".ping"), "+OK")
+        expect_status(c2.request(".ping"), "+OK")
+        c3 = d.connect()
+        try:
+            line = c3.readline()
+        except (TestFailure, ConnectionResetError) as e:
+            raise TestFailure("third client got no -ERR MAXCLIENTS line: %s" % e)
+        if not line.startswith(b"-ERR MAXCLIENTS"):
+            raise TestFailure("third client got %r, want -ERR MAXCLIENTS" % line)
+        if not c3.wait_closed():
+            raise TestFailure("connection beyond max_clients not closed")
+        expect_status(c1.request(".ping"), "+OK")
+        c1.close()
+        deadline = time.time() + 5
+        while True:
+            c4 = d.connect()
+            try:
+                line = None
+                c4.send(b".ping\n")
+                line = c4.readline()
+            except (TestFailure, OSError):
+                pass
+            if line == b"+OK":
+                break
+            c4.close()
+            if time.time() > deadline:
+                raise TestFailure("no room for a client after one left (last: %r)" % line)
+            time.sleep(0.1)
+
+
+# ---- errors ----------------------------------------------------------------
+
+def test_sql_error_codes(d):
+    c = d.connect()
+    r = expect_err(c.request("SELECT * FROM nosuch"), "SQL")
+    if "no such table: nosuch" not in r.err_msg:
+        raise TestFailure("message: %r" % r.err_msg)
+    expect_err(c.request("SELEC 1"), "SQL")
+    expect_err(c.request("SELECT nosuchfunc(1)"), "SQL")
+    expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'a')"))
+    expect_err(c.request("INSERT INTO test1 (id, color) VALUES (1, 'b')"), "CONSTRAINT")
+    expect_err(c.request("INSERT INTO test1 (id, color) VALUES ('abc', 'b')"), "MISMATCH")
+    expect_status(c.request("CREATE TABLE audit_c (x NOT NULL, y UNIQUE, z CHECK (z > 0))"),
+                  "+OK changes=0")
+    expect_err(c.request("INSERT INTO audit_c (x, y, z) VALUES (NULL, 1, 1)"), "CONSTRAINT")
+    expect_ok(c.request("INSERT INTO audit_c (x, y, z) VALUES (1, 1, 1)"))
+    expect_err(c.request("INSERT INTO audit_c (x, y, z) VALUES (1, 1, 2)"), "CONSTRAINT")
+    expect_err(c.request("INSERT INTO audit_c (x, y, z) VALUES (1, 2, -1)"), "CONSTRAINT")
+    expect_rows(c.request("SELECT color FROM test1"), [["a"]])
+    expect_rows(c.request("SELECT count(*) FROM audit_c"), [["1"]])
+    expect_status(c.request(".ping"), "+OK")
+
+
+def test_error_after_rows(d):
+    c = d.connect()
+    r = c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) "
+                  "SELECT x, json(CASE WHEN x < 3 THEN '1' ELSE '{' END) AS j FROM c")
+    expect_err(r, "SQL")
+    if r.rows and r.rows != [["1", "1"], ["2", "1"]][:len(r.rows)]:
+        raise TestFailure("rows before the error: %r" % r.rows)
+    expect_rows(c.request("SELECT 5 AS five"), [["5"]])
+
+
+def test_errors_do_not_disturb_other_clients(d):
+    a = d.connect()
+    b = d.connect()
+    a.send(b"SELECT '\n\x00\nSELECT * FROM nosuch\n.nosuch\n")
+    expect_status(b.request(".ping"), "+OK")
+    expect_err(a.read_response(), "SYNTAX")
+    expect_err(a.read_response(), "PROTO")
+    expect_err(a.read_response(), "SQL")
+    expect_err(a.read_response(), "UNKNOWN")
+    expect_status(b.request("INSERT INTO test2 DEFAULT VALUES"), "+OK changes=1 last_id=1")
+    expect_rows(a.request("SELECT id FROM test2"), [["1"]])
