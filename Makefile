@@ -86,3 +86,6 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
+
+# ---- client: libsqlmux and the sqlmux CLI --------------------------------
+# (rules for client/ go here)
