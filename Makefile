@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev pkg-config python3
+PKGS    := libuv inih sqlite3 libpq
+APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev postgresql-15 pkg-config python3 libedit-dev tmux
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -29,7 +29,8 @@ PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
 ROUTER_SRC := daemon/router.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
-              daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/log.c
+              daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/backend_pg.c \
+              daemon/log.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -88,4 +89,77 @@ clean:
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
 
 # ---- client: libsqlmux and the sqlmux CLI --------------------------------
-# (rules for client/ go here)
+# libsqlmux.a and libsqlmux.so.0 export only the sqlmux_* API of
+# client/sqlmux.h: their objects (the library and the proto/ codec) are
+# built with -fPIC -fvisibility=hidden into $(BUILD)/pic/, and the static
+# library's copy of the codec is made local, so a program may have its own
+# buf_* or codec_* names. `make install` (PREFIX, DESTDIR) installs the
+# header, both libraries, sqlmux.pc and the sqlmux CLI.
+
+CLIENT_VERSION := 0.1.0
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+EDIT_LIBS  = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
+
+CLIENT_LIB_SRC := client/sqlmux.c $(PROTO_SRC)
+CLIENT_PIC_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,$(CLIENT_LIB_SRC))
+CLI_SRC        := client/cli.c client/format.c client/split.c
+CLI_OBJ        := $(call obj,$(CLI_SRC))
+CLIENT_TESTS   := $(BUILD)/tests/test_client_split $(BUILD)/tests/client/libtest
+
+all: $(BUILD)/sqlmux $(BUILD)/libsqlmux.a $(BUILD)/libsqlmux.so $(BUILD)/sqlmux.pc $(BUILD)/sqlmux-example
+unit: $(CLIENT_TESTS)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(BUILD)/libsqlmux.a: $(CLIENT_PIC_OBJ)
+	$(LD) -r -o $(BUILD)/pic/libsqlmux-all.o $^
+	objcopy --localize-hidden $(BUILD)/pic/libsqlmux-all.o
+	rm -f $@
+	$(AR) rcs $@ $(BUILD)/pic/libsqlmux-all.o
+
+$(BUILD)/libsqlmux.so.0: $(CLIENT_PIC_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libsqlmux.so.0 -o $@ $^ -lpthread
+
+$(BUILD)/libsqlmux.so: $(BUILD)/libsqlmux.so.0
+	ln -sf libsqlmux.so.0 $@
+
+# The pkg-config file of the build tree (its prefix is the build folder),
+# for the tests; `make install` writes the installed one.
+$(BUILD)/sqlmux.pc: client/sqlmux.pc.in client/sqlmux.h
+	@mkdir -p $(BUILD)/include
+	cp client/sqlmux.h $(BUILD)/include/sqlmux.h
+	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@LIBDIR@|$${prefix}|' \
+	    -e 's|@INCLUDEDIR@|$${prefix}/include|' -e 's|@VERSION@|$(CLIENT_VERSION)|' $< > $@
+
+$(BUILD)/sqlmux: $(CLI_OBJ) $(BUILD)/libsqlmux.a $(BUILD)/proto/buf.o $(BUILD)/proto/codec.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) -lpthread -lm
+
+# The README's example, linked against the shared library.
+$(BUILD)/sqlmux-example: $(BUILD)/client/example.o $(BUILD)/libsqlmux.so
+	$(CC) $(LDFLAGS) -o $@ $< -L$(BUILD) -lsqlmux -Wl,-rpath,'$$ORIGIN'
+
+$(BUILD)/tests/test_client_split: $(BUILD)/tests/client/test_split.o $(BUILD)/client/split.o $(BUILD)/proto/buf.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+# Driven by tests/integration/test_libsqlmux.py against a real daemon.
+$(BUILD)/tests/client/libtest: $(BUILD)/tests/client/libtest.o $(BUILD)/libsqlmux.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -lm
+
+.PHONY: install install-client
+install: install-client
+install-client: $(BUILD)/sqlmux $(BUILD)/libsqlmux.a $(BUILD)/libsqlmux.so
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(BUILD)/sqlmux $(DESTDIR)$(BINDIR)/sqlmux
+	install -m 644 client/sqlmux.h $(DESTDIR)$(INCLUDEDIR)/sqlmux.h
+	install -m 644 $(BUILD)/libsqlmux.a $(DESTDIR)$(LIBDIR)/libsqlmux.a
+	install -m 755 $(BUILD)/libsqlmux.so.0 $(DESTDIR)$(LIBDIR)/libsqlmux.so.0
+	ln -sf libsqlmux.so.0 $(DESTDIR)$(LIBDIR)/libsqlmux.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(CLIENT_VERSION)|' client/sqlmux.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/sqlmux.pc

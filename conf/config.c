@@ -101,7 +101,28 @@ static const struct config_key config_keys[] = {
     BIND_KEY("pool_size", CONFIG_T_INT, "4", 1, 64, pool_size),
     BIND_KEY("busy_timeout", CONFIG_T_INT, "5000", 0, 3600000, busy_timeout_ms),
     BIND_KEY("foreign_keys", CONFIG_T_BOOL, "off", 0, 0, foreign_keys),
+    BIND_KEY("pool_min", CONFIG_T_INT, "1", 0, 64, pool_min),
+    BIND_KEY("connect_timeout", CONFIG_T_INT, "5000", 100, 600000, connect_timeout_ms),
+    BIND_KEY("idle_timeout", CONFIG_T_INT, "60000", 0, 86400000, idle_timeout_ms),
+    BIND_KEY("statement_timeout", CONFIG_T_INT, "0", 0, 86400000, statement_timeout_ms),
+    BIND_KEY("max_queue", CONFIG_T_INT, "1024", 0, 1000000, max_queue),
 };
+
+/* Options that mean something for one kind of bind only. */
+static bool config_key_sqlite_only(const struct config_key *key)
+{
+    return key->offset == offsetof(struct bind_conf, busy_timeout_ms) ||
+           key->offset == offsetof(struct bind_conf, foreign_keys);
+}
+
+static bool config_key_pg_only(const struct config_key *key)
+{
+    return key->offset == offsetof(struct bind_conf, pool_min) ||
+           key->offset == offsetof(struct bind_conf, connect_timeout_ms) ||
+           key->offset == offsetof(struct bind_conf, idle_timeout_ms) ||
+           key->offset == offsetof(struct bind_conf, statement_timeout_ms) ||
+           key->offset == offsetof(struct bind_conf, max_queue);
+}
 
 #define CONFIG_NKEYS (sizeof config_keys / sizeof config_keys[0])
 
@@ -1388,19 +1409,26 @@ static bool config_finish(struct config_parse *st)
         b->pool_size = bs->opts.pool_size;
         b->busy_timeout_ms = bs->opts.busy_timeout_ms;
         b->foreign_keys = bs->opts.foreign_keys;
+        b->pool_min = bs->opts.pool_min;
+        b->connect_timeout_ms = bs->opts.connect_timeout_ms;
+        b->idle_timeout_ms = bs->opts.idle_timeout_ms;
+        b->statement_timeout_ms = bs->opts.statement_timeout_ms;
+        b->max_queue = bs->opts.max_queue;
         free(b->schema);
         b->schema = bs->opts.schema;
         bs->opts.schema = NULL;
-        if (b->type != BIND_POSTGRES)
-            continue;
         for (size_t k = 0; k < CONFIG_NKEYS; k++) {
             const struct config_key *key = &config_keys[k];
-            if (bs->seen[k] != 0 && (key->offset == offsetof(struct bind_conf, busy_timeout_ms) ||
-                                     key->offset == offsetof(struct bind_conf, foreign_keys)))
-                config_warn(st, bs->seen[k],
-                            "%s applies to SQLite binds only; ignored for "
-                            "bind '%s'",
-                            key->name, b->name);
+            bool pg = b->type == BIND_POSTGRES;
+            if (bs->seen[k] == 0 || !(pg ? config_key_sqlite_only(key) : config_key_pg_only(key)))
+                continue;
+            config_warn(st, bs->seen[k], "%s applies to %s binds only; ignored for bind '%s'", key->name,
+                        pg ? "SQLite" : "PostgreSQL", b->name);
+        }
+        if (b->pool_min > b->pool_size) {
+            config_fail(st, bs->line, "bind '%s': pool_min (%d) is larger than pool_size (%d)", b->name,
+                        b->pool_min, b->pool_size);
+            return false;
         }
     }
 

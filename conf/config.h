@@ -32,6 +32,11 @@ struct bind_conf {
     int pool_size;          /* connections (worker threads) for this bind */
     int busy_timeout_ms;    /* SQLite busy timeout */
     bool foreign_keys;      /* SQLite PRAGMA foreign_keys on every connection */
+    int pool_min;           /* PostgreSQL: server connections kept open */
+    int connect_timeout_ms; /* PostgreSQL: one connection attempt */
+    int idle_timeout_ms;    /* PostgreSQL: close idle connections above pool_min after this; 0: never */
+    int statement_timeout_ms; /* PostgreSQL: cancel a statement running longer; 0: never */
+    int max_queue;          /* PostgreSQL: requests waiting for a server connection */
     int line;               /* line of the file that defined the bind */
 };
 

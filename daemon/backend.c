@@ -17,7 +17,7 @@ const struct backend_ops *backend_for(enum bind_type type)
     case BIND_SQLITE_MEMORY:
         return &backend_sqlite_ops;
     case BIND_POSTGRES:
-        return NULL;
+        return &backend_pg_ops;
     }
     return NULL;
 }
@@ -106,10 +106,15 @@ int job_wait_credit(struct job *job)
 
 void job_ack(struct job *job, size_t n)
 {
+    bool go_on;
+
     pthread_mutex_lock(&job->lock);
     job->unacked = n > job->unacked ? 0 : job->unacked - n;
+    go_on = job->unacked <= job->max_unacked;
     pthread_cond_signal(&job->cond);
     pthread_mutex_unlock(&job->lock);
+    if (go_on && job->bind->ops->credit != NULL)
+        job->bind->ops->credit(job->bind, job);
 }
 
 void job_cancel(struct job *job)

@@ -28,6 +28,7 @@
 struct server;
 struct session;
 struct bind;
+struct bind_status;
 
 enum job_type {
     JOB_EXEC,      /* run one statement and stream its response */
@@ -74,6 +75,7 @@ struct job {
     int refs;                  /* 1 for the backend until done, +1 per write in flight */
     struct job_event done_event;
     struct job *next;          /* backend queues */
+    uint64_t queued_at;        /* uv_now() when it was submitted */
 };
 
 struct backend_ops {
@@ -85,8 +87,20 @@ struct backend_ops {
     void (*submit)(struct bind *b, struct job *job);
     /* Ask a running job to stop (the client went away). */
     void (*interrupt)(struct bind *b, struct job *job);
+    /* The client read some of a job's output (loop thread): a backend that
+     * paused a job for lack of credit may go on. NULL when the backend
+     * waits in job_wait_credit() instead. */
+    void (*credit)(struct bind *b, struct job *job);
+    /* Fill in the bind's state for .binds (loop thread). */
+    void (*status)(struct bind *b, struct bind_status *st);
     /* Stop the bind: finish queued jobs, close connections, free impl. */
     void (*close)(struct bind *b);
+};
+
+struct bind_status {
+    const char *state;         /* "open", "connected", "connecting", "down" */
+    int connections;           /* open connections */
+    int in_use;                /* connections running or holding a client's work */
 };
 
 struct bind {
@@ -98,6 +112,7 @@ struct bind {
 };
 
 extern const struct backend_ops backend_sqlite_ops;
+extern const struct backend_ops backend_pg_ops;
 
 /* The ops for a bind type, or NULL when not supported. */
 const struct backend_ops *backend_for(enum bind_type type);
@@ -125,7 +140,8 @@ int job_wait_credit(struct job *job);
  * the backend to interrupt it. Loop thread. */
 void job_cancel(struct job *job);
 
-/* The client wrote n bytes of this job's output (or they were dropped). */
+/* The client wrote n bytes of this job's output (or they were dropped).
+ * Loop thread. */
 void job_ack(struct job *job, size_t n);
 
 #endif

@@ -57,6 +57,7 @@ struct worker {
     bool started;
     sqlite3 *db;
     uint64_t pinned;           /* session whose transaction is open here, 0: none */
+    bool busy;                 /* running a job (guarded by the bind's lock) */
     struct job *head, **tail;  /* private queue: jobs of the pinned session */
     struct cached_stmt *cache;
     size_t ncache;
@@ -76,6 +77,7 @@ struct sqlite_bind {
     int open_flags;
     struct worker *workers;
     int nworkers;
+    uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
 };
 
 /* ---- Errors ----------------------------------------------------------- */
@@ -496,19 +498,31 @@ static void set_running(struct job *job, sqlite3 *db)
     pthread_mutex_unlock(&job->lock);
 }
 
-/* Step stmt to the end, streaming rows (and a header first unless
- * no_header) into out. Returns the final SQLite code; *rows counts rows.
- * -1 in *cancelled when the client went away. */
+/* Step stmt to the end, streaming the header and rows into out. Returns the
+ * final SQLite code (SQLITE_INTERRUPT when the client went away); *rows
+ * counts the rows. */
 static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
-                       bool no_header, uint64_t *rows)
+                       uint64_t *rows)
 {
-    int ncol = sqlite3_column_count(stmt);
+    bool first = true;
+    int ncol = 0;
     int rc;
 
-    if (ncol > 0 && !no_header && put_header(out, stmt, ncol) != 0)
-        return SQLITE_NOMEM;
     set_running(job, w->db);
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    for (;;) {
+        rc = sqlite3_step(stmt);
+        if (first) {
+            /* Only now are the columns known for sure: the first step
+             * re-prepares a statement whose schema changed (SELECT *). */
+            first = false;
+            ncol = sqlite3_column_count(stmt);
+            if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && ncol > 0 && put_header(out, stmt, ncol) != 0) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        }
+        if (rc != SQLITE_ROW)
+            break;
         if (ncol == 0)
             continue;
         if (put_row(out, stmt, ncol) != 0) {
@@ -559,17 +573,19 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
         return;
     }
     w->denied = NULL;
-    rc = stream_rows(w, job, stmt, out, false, &job->rows);
+    rc = stream_rows(w, job, stmt, out, &job->rows);
     if (rc == SQLITE_DONE) {
-        if (sqlite3_column_count(stmt) > 0) {
+        /* sqlite3_changes64() counts the statement's own rows (not a
+         * trigger's) but keeps the previous statement's count after DDL;
+         * the total tells whether this statement changed anything. */
+        sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+        if (sqlite3_column_count(stmt) > 0)
             rc = buf_printf(out, "+OK rows=%llu\n", (unsigned long long)job->rows);
-        } else if (job->kind == STMT_INSERT) {
-            rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n",
-                            (long long)(sqlite3_total_changes64(db) - before),
+        else if (job->kind == STMT_INSERT && changes > 0)
+            rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n", (long long)changes,
                             (long long)sqlite3_last_insert_rowid(db));
-        } else {
-            rc = buf_printf(out, "+OK changes=%lld\n", (long long)(sqlite3_total_changes64(db) - before));
-        }
+        else
+            rc = buf_printf(out, "+OK changes=%lld\n", (long long)changes);
         if (rc != 0)
             reply_error(out, "NOMEM", "out of memory writing the status line");
     } else {
@@ -692,9 +708,11 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&sb->cond, &sb->lock);
             continue;
         }
+        w->busy = true;
         pthread_mutex_unlock(&sb->lock);
         run_job(w, job);
         pthread_mutex_lock(&sb->lock);
+        w->busy = false;
     }
     pthread_mutex_unlock(&sb->lock);
     return NULL;
@@ -805,6 +823,7 @@ static int memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
 }
 
 static void sqlite_close(struct bind *b);
+static void on_wait_check(uv_timer_t *t);
 
 static int sqlite_open(struct bind *b, char *err, size_t errlen)
 {
@@ -897,6 +916,12 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         }
         w->started = true;
     }
+    sb->wait_timer = malloc(sizeof *sb->wait_timer);
+    if (sb->wait_timer == NULL)
+        goto nomem;
+    uv_timer_init(b->srv->loop, sb->wait_timer);
+    sb->wait_timer->data = sb;
+    uv_timer_start(sb->wait_timer, on_wait_check, 100, 100);
     log_info("bind %s: %s, %d connection%s", bc->name,
              bc->type == BIND_SQLITE_MEMORY ? "sqlite in memory" : bc->path, sb->nworkers,
              sb->nworkers == 1 ? "" : "s");
@@ -909,11 +934,55 @@ fail:
     return -1;
 }
 
+/* Every 100 ms: a statement that waited longer than busy_timeout for a
+ * free connection (all are busy, or held by clients' open transactions)
+ * gets -ERR BUSY rather than waiting without end. Loop thread. */
+static void on_wait_check(uv_timer_t *t)
+{
+    struct sqlite_bind *sb = t->data;
+    uint64_t now = uv_now(t->loop);
+    uint64_t limit = (uint64_t)sb->bind->conf->busy_timeout_ms;
+    struct job *expired = NULL, **pp;
+
+    pthread_mutex_lock(&sb->lock);
+    pp = &sb->head;
+    while (*pp != NULL) {
+        struct job *job = *pp;
+        if (now - job->queued_at < limit) {
+            pp = &job->next;
+            continue;
+        }
+        *pp = job->next;
+        job->next = expired;
+        expired = job;
+    }
+    sb->tail = &sb->head;
+    while (*sb->tail != NULL)
+        sb->tail = &(*sb->tail)->next;
+    pthread_mutex_unlock(&sb->lock);
+
+    while (expired != NULL) {
+        struct job *job = expired;
+        struct buf out = BUF_INIT;
+        char msg[200];
+        expired = job->next;
+        job->next = NULL;
+        snprintf(msg, sizeof msg,
+                 "bind %s: no connection became free within busy_timeout (%d ms): all %d are busy "
+                 "or held by open transactions",
+                 sb->bind->conf->name, sb->bind->conf->busy_timeout_ms, sb->nworkers);
+        reply_error(&out, "BUSY", msg);
+        job->failed = true;
+        job_post_done(job, &out);
+    }
+}
+
 static void sqlite_submit(struct bind *b, struct job *job)
 {
     struct sqlite_bind *sb = b->impl;
     struct worker *pinned = NULL;
 
+    job->queued_at = uv_now(b->srv->loop);
     pthread_mutex_lock(&sb->lock);
     for (int i = 0; i < sb->nworkers; i++) {
         if (sb->workers[i].pinned == job->owner) {
@@ -947,6 +1016,8 @@ static void sqlite_close(struct bind *b)
 
     if (sb == NULL)
         return;
+    if (sb->wait_timer != NULL)
+        uv_close((uv_handle_t *)sb->wait_timer, (uv_close_cb)free);
     pthread_mutex_lock(&sb->lock);
     sb->stopping = true;
     pthread_cond_broadcast(&sb->cond);
@@ -979,10 +1050,25 @@ static void sqlite_close(struct bind *b)
     b->impl = NULL;
 }
 
+static void sqlite_status(struct bind *b, struct bind_status *st)
+{
+    struct sqlite_bind *sb = b->impl;
+
+    st->state = "open";
+    st->connections = sb->nworkers;
+    st->in_use = 0;
+    pthread_mutex_lock(&sb->lock);
+    for (int i = 0; i < sb->nworkers; i++)
+        if (sb->workers[i].busy || sb->workers[i].pinned != 0)
+            st->in_use++;
+    pthread_mutex_unlock(&sb->lock);
+}
+
 const struct backend_ops backend_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
     .submit = sqlite_submit,
     .interrupt = sqlite_interrupt,
+    .status = sqlite_status,
     .close = sqlite_close,
 };

@@ -61,21 +61,54 @@ static const char *bind_type_name(enum bind_type t)
     return "?";
 }
 
+/* Where a bind's data lives, for .binds: a file, "memory", or the
+ * PostgreSQL server's host, port and database (never the password). */
+static void bind_location(const struct bind_conf *b, char *dst, size_t n)
+{
+    const char *host = "", *port = "", *db = "";
+
+    if (b->type == BIND_SQLITE_FILE) {
+        snprintf(dst, n, "%s", b->path);
+        return;
+    }
+    if (b->type == BIND_SQLITE_MEMORY) {
+        snprintf(dst, n, "memory");
+        return;
+    }
+    for (size_t i = 0; b->pg_keywords != NULL && b->pg_keywords[i] != NULL; i++) {
+        if (strcmp(b->pg_keywords[i], "host") == 0)
+            host = b->pg_values[i];
+        else if (strcmp(b->pg_keywords[i], "port") == 0)
+            port = b->pg_values[i];
+        else if (strcmp(b->pg_keywords[i], "dbname") == 0)
+            db = b->pg_values[i];
+    }
+    snprintf(dst, n, "%s%s%s/%s", host, port[0] ? ":" : "", port, db);
+}
+
 static void cmd_binds(struct session *s, const char *args)
 {
     static const char *const cols[] = {"name", "", "type", "", "url", "", "location", "",
-                                       "pool_size", "INTEGER", NULL};
+                                       "state", "", "pool_size", "INTEGER", "connections", "INTEGER",
+                                       "in_use", "INTEGER", NULL};
     const struct config *cfg = s->srv->cfg;
 
     (void)args;
     session_reply_columns(s, cols);
     for (size_t i = 0; i < cfg->nbinds; i++) {
         const struct bind_conf *b = &cfg->binds[i];
-        char pool[16];
+        struct bind *bind = &s->srv->binds[i];
+        struct bind_status st = {"?", 0, 0};
+        char pool[16], conns[16], in_use[16], where[512];
+
+        bind->ops->status(bind, &st);
+        bind_location(b, where, sizeof where);
         snprintf(pool, sizeof pool, "%d", b->pool_size);
-        const char *row[] = {b->name, bind_type_name(b->type), b->url_redacted,
-                             b->type == BIND_SQLITE_FILE ? b->path : "memory", pool};
-        session_reply_row(s, row, 5);
+        snprintf(conns, sizeof conns, "%d", st.connections);
+        snprintf(in_use, sizeof in_use, "%d", st.in_use);
+        const char *row[] = {b->name, bind_type_name(b->type), b->url_redacted, where,
+                             st.state, pool, conns, in_use};
+        session_reply_row(s, row, 8);
     }
     reply_rows_done(s, cfg->nbinds);
 }
@@ -234,7 +267,7 @@ static void cmd_quit(struct session *s, const char *args)
 static const struct command commands[] = {
     {"ping", "", "check the connection: answers +OK", cmd_ping},
     {"help", "", "list the commands", cmd_help},
-    {"binds", "", "list the binds: name, type, URL (password hidden), location, pool size", cmd_binds},
+    {"binds", "", "list the binds: name, type, URL (password hidden), location, state, pool size and use", cmd_binds},
     {"tables", "[BIND]", "list the tables and views of every bind (or of BIND) and where the map routes them", cmd_tables},
     {"map", "", "list the table map: table or pattern, bind", cmd_map},
     {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it", cmd_route},

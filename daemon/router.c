@@ -96,7 +96,7 @@ static const struct {
 #undef KW_ENUM
 #undef KW_ENTRY
 
-static unsigned char ascii_lower(unsigned char c)
+static inline unsigned char ascii_lower(unsigned char c)
 {
     return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
 }
@@ -112,10 +112,12 @@ static enum keyword keyword_lookup(const unsigned char *s, size_t len)
     size_t lo = 1, hi = KW_COUNT;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        size_t klen = keywords[mid].len;
-        int c = memcmp(up, keywords[mid].name, len < klen ? len : klen);
-        if (c == 0)
-            c = (int)len - (int)klen;
+        const char *k = keywords[mid].name;
+        size_t klen = keywords[mid].len, i = 0;
+        while (i < len && i < klen && up[i] == k[i])
+            i++;
+        int c = i < len && i < klen ? (unsigned char)up[i] - (unsigned char)k[i]
+                                    : (int)len - (int)klen;
         if (c == 0)
             return (enum keyword)mid;
         if (c < 0)
@@ -427,27 +429,27 @@ static int names_add(struct parser *p, enum name_kind kind,
 /* Lexer                                                              */
 /* ------------------------------------------------------------------ */
 
-static bool is_space(unsigned char c)
+static inline bool is_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-static bool is_digit(unsigned char c)
+static inline bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
 }
 
-static bool is_xdigit(unsigned char c)
+static inline bool is_xdigit(unsigned char c)
 {
     return is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'f');
 }
 
-static bool is_id_start(unsigned char c)
+static inline bool is_id_start(unsigned char c)
 {
     return (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '_' || c >= 0x80;
 }
 
-static bool is_id_char(unsigned char c)
+static inline bool is_id_char(unsigned char c)
 {
     return is_id_start(c) || is_digit(c) || c == '$';
 }

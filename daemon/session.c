@@ -470,12 +470,16 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 
     (void)b;
     if (nread < 0) {
-        if (nread != UV_EOF)
-            log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
-        else
+        /* End of input means the client is gone, as for PgBouncer and
+         * Redis: a half-closed socket cannot be told from a closed one
+         * until a write fails, and a runaway statement of a departed
+         * client must not hold a connection. Its statement is
+         * interrupted, unanswered requests are dropped, and an open
+         * transaction is rolled back. */
+        if (nread == UV_EOF)
             log_debug("c%llu: client closed the connection", (unsigned long long)s->id);
-        /* The client is gone: nothing more will be read; answers to what
-         * it sent are pointless, and its transaction must end. */
+        else
+            log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
         session_close(s, true);
         return;
     }

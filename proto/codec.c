@@ -895,3 +895,27 @@ int codec_put_error(struct buf *out, const char *code, const char *message)
     out->len = (size_t)(d - out->data);
     return 0;
 }
+
+/* ---- Facts as text (client side; added for libsqlmux) ---------------- */
+
+bool codec_fact_find(const char *facts, size_t n, const char *key, const char **val, size_t *vlen)
+{
+    size_t klen = strlen(key);
+    size_t i = 0;
+    if (klen == 0)
+        return false;
+    while (i < n) {
+        while (i < n && facts[i] == ' ')
+            i++;
+        size_t start = i;
+        while (i < n && facts[i] != ' ')
+            i++;
+        size_t tlen = i - start;
+        if (tlen > klen && facts[start + klen] == '=' && memcmp(facts + start, key, klen) == 0) {
+            *val = facts + start + klen + 1;
+            *vlen = tlen - klen - 1;
+            return true;
+        }
+    }
+    return false;
+}

@@ -166,4 +166,11 @@ bool codec_fact_int(const char *facts, size_t n, const char *key, int64_t *v);
 __attribute__((warn_unused_result))
 int codec_put_error(struct buf *out, const char *code, const char *message);
 
+/* ---- Facts as text (client side; added for libsqlmux) ---------------- */
+
+/* Find fact `key` in an OK body ("rows=2 bind=second_db"). Returns true and
+ * sets *val, *vlen to its value (pointing into facts, not NUL-terminated)
+ * when present; false otherwise. codec_fact_int() reads integer facts. */
+bool codec_fact_find(const char *facts, size_t n, const char *key, const char **val, size_t *vlen);
+
 #endif

@@ -513,9 +513,12 @@ class Daemon:
               (the standard schema_<bind>.sql files are written by default)
       config: a complete config text replacing make_config()'s
     Placeholders {port}, {data_dir}, {dir}, {unix_socket} are filled in.
+      env:    dict of environment variables added to (None: removed from)
+              the daemon's environment
     """
 
-    def __init__(self, files=None, config=None, start=True, **cfg):
+    def __init__(self, files=None, config=None, start=True, env=None, **cfg):
+        self.env = dict(env or {})
         self.dir = tempfile.mkdtemp(prefix="sqlmux-it-")
         self.data_dir = os.path.join(self.dir, "data")
         self.unix_socket = os.path.join(self.dir, "sqlmux.sock")
@@ -619,8 +622,16 @@ class Daemon:
         self.stderr_paths.append(path)
         self.exit_status = None
         with open(path, "wb") as err, open(os.path.join(self.dir, "stdout.log"), "ab") as out:
+            penv = None
+            if self.env:
+                penv = dict(os.environ)
+                for k, v in self.env.items():
+                    if v is None:
+                        penv.pop(k, None)
+                    else:
+                        penv[k] = v
             self.proc = subprocess.Popen([binary, self.config_path], stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, cwd="/")
+                                         stdout=out, stderr=err, cwd="/", env=penv)
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.time() + timeout
@@ -654,6 +665,11 @@ class Daemon:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        """The daemon's process id (None before the first start)."""
+        return self.proc.pid if self.proc is not None else None
 
     def send_signal(self, sig):
         self.proc.send_signal(sig)

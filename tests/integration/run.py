@@ -70,6 +70,8 @@ def run_one(item):
     func = getattr(importlib.import_module(modname), fname)
     limit = getattr(func, "timeout", DEFAULT_TIMEOUT)
     first = len(harness.ALL_DAEMONS)
+    pgfix = sys.modules.get("pgfixture")
+    first_pg = len(pgfix.ALL_CLUSTERS) if pgfix else 0
     details = ""
     ok = True
     signal.signal(signal.SIGALRM, _alarm)
@@ -99,6 +101,16 @@ def run_one(item):
             details += "\ndaemon at the end of the test: %s\n" % (
                 dm.cleanup_status if isinstance(dm.cleanup_status, str)
                 else "exit status %s after SIGTERM" % dm.cleanup_status)
+    clusters = []
+    if pgfix:
+        # PostgreSQL clusters the test started itself (pgfixture.PgCluster)
+        clusters = pgfix.ALL_CLUSTERS[first_pg:]
+        for cl in clusters:
+            try:
+                cl.destroy()
+            except Exception:
+                ok = False
+                details += "\nPostgreSQL cleanup failed:\n" + traceback.format_exc()
     if not ok:
         for i, dm in enumerate(daemons):
             if not dm.starts:
@@ -109,6 +121,10 @@ def run_one(item):
             if dm.exit_status is not None:
                 label += ", exit status %s" % dm.exit_status
             details += "\n%s:\n%s\n" % (label, dm.stderr_tail(30))
+        if pgfix:
+            for cl in clusters + [c for c in pgfix.SHARED_USED if c not in clusters]:
+                details += "\nPostgreSQL server log %s (last 20 lines):\n%s\n" % (
+                    cl.log, cl.log_tail(20))
     return full, ok, details
 
 
@@ -133,6 +149,20 @@ def main(argv):
 
     tests = discover(filters)
     start = time.time()
+    # One PostgreSQL cluster shared by the test_pg* tests, started here so
+    # the forked test processes inherit its coordinates (pgfixture.shared()).
+    pgfix = None
+    if any(m.startswith("test_pg") for m, _ in tests):
+        import pgfixture as pgfix
+        pgfix.start_shared(set(m for m, _ in tests))
+    try:
+        return _run_tests(tests, jobs, start)
+    finally:
+        if pgfix:
+            pgfix.stop_shared()
+
+
+def _run_tests(tests, jobs, start):
     failed = 0
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(min(jobs, max(1, len(tests))), maxtasksperchild=1)

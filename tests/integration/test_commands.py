@@ -51,7 +51,9 @@ def test_help_lists_every_command(d):
 def test_binds(d):
     c = d.connect()
     r = c.request(".binds")
-    _expect_table(r, ["name", "type", "url", "location", "pool_size"])
+    _expect_table(r, ["name", "type", "url", "location", "state", "pool_size", "connections",
+                      "in_use"])
+    eq(r.col("state"), ["open", "open", "open"], "SQLite binds are open")
     eq(r.col("name"), ["default", "second_db", "memory_db"], "bind names in config order")
     eq(r.col("url"), ["sqlite:///app.db", "sqlite:///second.db", "sqlite:///:memory:"], "urls")
     b = {row[0]: dict(zip(r.names, row)) for row in r.rows}

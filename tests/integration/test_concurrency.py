@@ -154,3 +154,47 @@ def test_large_result_while_others_work(d):
     r = big.read_response()
     expect_status(r, "+OK rows=300000")
     eq(r.rows[-1], ["300000", "some padding text to make rows longer"], "last row")
+
+
+def _writer_waits(d, table):
+    a = d.connect()
+    b = d.connect()
+    expect_status(a.request("BEGIN"), "+OK changes=0")
+    expect_status(a.request("INSERT INTO %s (color) VALUES ('a')" % table), "+OK changes=1 last_id=1")
+    b.send("INSERT INTO %s (color) VALUES ('b')\n" % table)
+    time.sleep(0.5)
+    if b.readable_now():
+        raise TestFailure("B's write during A's transaction answered at once: %r" % b.read_response())
+    expect_status(a.request("COMMIT"), "+OK changes=0")
+    # B waited (busy_timeout 5000) and then wrote.
+    expect_status(b.read_response(), "+OK changes=1 last_id=2")
+    expect_rows(b.request("SELECT color FROM %s ORDER BY id" % table), [["a"], ["b"]])
+
+
+def test_writer_waits_for_other_transaction_file_bind(d):
+    _writer_waits(d, "test2")
+
+
+def test_writer_waits_for_other_transaction_memory_bind(d):
+    _writer_waits(d, "test3")
+
+
+def test_disconnect_frees_worker_of_slow_statement():
+    # With one connection in the pool, a client that sends a very slow
+    # statement and leaves must not hold the bind for the statement's
+    # whole run (backend.h: the running job is interrupted).
+    from harness import Daemon
+    with Daemon(bind_opts={"second_db": {"pool_size": "1"}}) as d:
+        setup = d.connect()
+        expect_ok(setup.request("INSERT INTO test2 (color) VALUES ('one')"))
+        a = d.connect()
+        a.send("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000) "
+               "SELECT count(*) FROM c, test2\n")
+        time.sleep(0.5)
+        a.close()
+        b = d.connect()
+        t0 = time.time()
+        b.sock.settimeout(60)
+        expect_rows(b.request("SELECT color FROM test2"), [["one"]])
+        if time.time() - t0 > 5:
+            raise TestFailure("the bind stayed busy %.1fs after the client left" % (time.time() - t0))

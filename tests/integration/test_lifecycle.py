@@ -150,3 +150,22 @@ def test_relative_data_dir():
         eq(os.path.realpath(loc["default"]), os.path.realpath(want), "default location")
         if not os.path.exists(want):
             raise TestFailure("%s not created" % want)
+
+
+def test_sighup_does_not_stop_daemon(d):
+    c = d.connect()
+    expect_ok(c.request("INSERT INTO test2 (color) VALUES ('kept')"))
+    d.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    if not d.running():
+        raise TestFailure("SIGHUP stopped the daemon")
+    expect_rows(c.request("SELECT color FROM test2"), [["kept"]])
+    expect_status(d.connect().request(".ping"), "+OK")
+    # a broken config on reload is refused; the daemon keeps serving
+    with open(d.config_path, "a") as f:
+        f.write("[tables]\nbroken = nosuch_bind\n")
+    d.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    if not d.running():
+        raise TestFailure("SIGHUP with a broken config stopped the daemon")
+    expect_rows(d.connect().request("SELECT color FROM test2"), [["kept"]])

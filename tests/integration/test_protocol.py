@@ -398,3 +398,101 @@ def test_errors_do_not_disturb_other_clients(d):
     expect_err(a.read_response(), "UNKNOWN")
     expect_status(b.request("INSERT INTO test2 DEFAULT VALUES"), "+OK changes=1 last_id=1")
     expect_rows(a.request("SELECT id FROM test2"), [["1"]])
+
+
+def test_end_of_input_ends_the_session(d):
+    # PROTOCOL.md: closing (or half-closing) the connection ends the session
+    # at once, as with PgBouncer and Redis: requests not yet answered are
+    # dropped and an open transaction is rolled back.
+    import socket as _socket
+    c = d.connect()
+    expect_status(c.request("BEGIN"), "+OK changes=0")
+    expect_ok(c.request("INSERT INTO test2 (color) VALUES ('gone')"))
+    c.sock.shutdown(_socket.SHUT_WR)
+    if not c.wait_closed():
+        raise TestFailure("connection not closed after the client's EOF")
+    b = d.connect()
+    expect_rows(b.request("SELECT color FROM test2"), [])
+
+def test_line_split_bytewise(d):
+    c = d.connect()
+    req = b"SELECT 'a\rb' AS x, 2 AS y\n"
+    for i in range(len(req)):
+        c.send(req[i:i + 1])
+        if i % 7 == 0:
+            time.sleep(0.01)
+    expect_rows(c.read_response(), [["a\rb", "2"]])
+
+
+def test_many_connections(d):
+    conns = [d.connect() for _ in range(300)]
+    for c in conns:
+        c.send(b".ping\n")
+    for c in conns:
+        eq(c.read_response().raw, [b"+OK"], ".ping")
+    for i, c in enumerate(conns[:50]):
+        expect_status(c.request("INSERT INTO test3 (id) VALUES (%d)" % (i + 1)),
+                      "+OK changes=1 last_id=%d" % (i + 1))
+    for c in conns:
+        c.close()
+    expect_rows(d.connect().request("SELECT count(*) FROM test3"), [["50"]])
+
+
+def test_small_pipeline_and_output_limits():
+    with Daemon(server={"max_pipeline": "1", "max_output": "4k"}) as d:
+        c = d.connect()
+        reqs = b"".join(b"SELECT %d AS n\n" % n for n in range(500))
+        t = send_async(c, reqs)
+        for n in range(500):
+            expect_rows(c.read_response(), [[str(n)]])
+        t.join(5)
+        r = c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000) "
+                      "SELECT x, 'padding' AS p FROM c")
+        expect_status(r, "+OK rows=50000")
+        eq(r.rows[-1], ["50000", "padding"], "last row")
+        _nothing_more(c, "after the pipeline")
+
+
+def test_large_bulk_and_parameters(d):
+    c = d.connect()
+    big = "x" * 900000
+    sql = "INSERT INTO test2 (color) VALUES ('%s')" % big
+    expect_status(c.bulk(sql), "+OK changes=1 last_id=1")
+    blob = bytes(range(256)) * 1600           # 409600 bytes, 819200 hex digits
+    expect_status(c.inline("INSERT INTO test2 (color) VALUES (?)", [blob]), "+OK changes=1 last_id=2")
+    text = "\t\\\n" * 100000
+    expect_status(c.bulk("INSERT INTO test2 (color) VALUES (?)", [text]), "+OK changes=1 last_id=3")
+    r = c.request("SELECT color, length(color) FROM test2 ORDER BY id")
+    eq([row[1] for row in r.rows], ["900000", "409600", "300000"], "lengths")
+    eq(r.rows[0][0], big, "big text")
+    eq(r.rows[1][0], blob, "big blob")
+    eq(r.rows[2][0], text, "escaped text")
+    eq(d.file_query("second.db", "SELECT length(color) FROM test2 ORDER BY id"),
+       [(900000,), (409600,), (300000,)])
+
+
+def test_error_after_many_rows(d):
+    c = d.connect()
+    r = c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+                  "SELECT x, json(CASE WHEN x < 90000 THEN '1' ELSE '{' END) AS j FROM c")
+    expect_err(r, "SQL")
+    if r.rows and (r.rows[0] != ["1", "1"] or len(r.rows) > 89999):
+        raise TestFailure("rows before the error: %d, first %r" % (len(r.rows), r.rows[0]))
+    expect_rows(c.request("SELECT 5 AS five"), [["5"]])
+
+
+def test_max_clients_after_churn():
+    # Connections that come and go free their slots.
+    with Daemon(server={"max_clients": "4"}) as d:
+        for i in range(60):
+            c = d.connect()
+            eq(c.request(".ping").raw, [b"+OK"], "ping %d" % i)
+            if i % 3 == 0:
+                eq(c.request(".quit").raw, [b"+OK"])
+                c.wait_closed()
+            c.close()
+            d.conns.remove(c)
+        time.sleep(0.3)
+        conns = [d.connect() for _ in range(4)]
+        for c in conns:
+            eq(c.request(".ping").raw, [b"+OK"], "ping after churn")

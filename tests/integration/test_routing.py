@@ -203,3 +203,94 @@ def test_unmapped_table_errors_come_from_default(d):
     expect_rows(c.request("SELECT count(*) FROM test2"), [["0"]])
     # ... and an audit_* table that does not exist fails in second_db.
     expect_err(c.request("SELECT * FROM audit_nothing"), "SQL")
+
+
+def test_route_ddl_triggers_references(d):
+    c = d.connect()
+    p = []
+    check_route(c, "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, msg TEXT)",
+                [("audit_log", "second_db")], "second_db", p)
+    check_route(c, "ALTER TABLE test2 ADD COLUMN extra TEXT", [("test2", "second_db")],
+                "second_db", p)
+    check_route(c, "DROP TABLE IF EXISTS audit_old", [("audit_old", "second_db")], "second_db", p)
+    check_route(c, "CREATE VIEW audit_v AS SELECT * FROM test2", [("audit_v", "second_db"),
+                                                                  ("test2", "second_db")],
+                "second_db", p)
+    r = c.request(".route CREATE TRIGGER audit_trg AFTER INSERT ON test2 BEGIN "
+                  "INSERT INTO audit_log (msg) VALUES (new.color); END")
+    if r.status != "+OK bind=second_db" or {row[1] for row in r.rows} != {"second_db"}:
+        p.append("trigger on test2 writing audit_log: %r" % r)
+    r = c.request(".route CREATE TRIGGER audit_trg2 AFTER INSERT ON test2 BEGIN "
+                  "INSERT INTO test1 (color) VALUES (new.color); END")
+    if r.err_code != "CROSSBIND":
+        p.append("trigger on test2 writing test1: want CROSSBIND, got %r" % r)
+    r = c.request(".route CREATE TABLE audit_fk (id INTEGER REFERENCES test1 (id))")
+    if r.err_code != "CROSSBIND":
+        p.append("audit_fk REFERENCES test1: want CROSSBIND, got %r" % r)
+    _report(p)
+
+
+def test_trigger_runs_in_its_bind(d):
+    c = d.connect()
+    expect_status(c.request("CREATE TABLE audit_log (id INTEGER PRIMARY KEY, msg TEXT)"),
+                  "+OK changes=0")
+    expect_status(c.request("CREATE TRIGGER audit_trg AFTER INSERT ON test2 BEGIN "
+                            "INSERT INTO audit_log (msg) VALUES ('new ' || new.color); END"),
+                  "+OK changes=0")
+    expect_status(c.request("INSERT INTO test2 (color) VALUES ('pink')"), "+OK changes=1 last_id=1")
+    expect_rows(c.request("SELECT msg FROM audit_log"), [["new pink"]])
+    eq(d.file_query("second.db", "SELECT msg FROM audit_log"), [("new pink",)])
+
+
+def test_upsert_and_returning(d):
+    c = d.connect()
+    expect_status(c.request("INSERT INTO test2 (id, color) VALUES (1, 'a')"), "+OK changes=1 last_id=1")
+    # "excluded" is not a table: this stays on second_db
+    r = expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (1, 'b') "
+                            "ON CONFLICT (id) DO UPDATE SET color = excluded.color"))
+    eq(r.facts.get("changes"), "1", "changes of the upsert")   # last_id: see test_values
+    expect_rows(c.request("SELECT color FROM test2"), [["b"]])
+    expect_status(c.request("REPLACE INTO test2 (id, color) VALUES (5, 'r')"), "+OK changes=1 last_id=5")
+    r = c.request("INSERT INTO test2 (color) VALUES ('ret') RETURNING id, color")
+    expect_rows(r, [["6", "ret"]])
+    eq(d.file_query("second.db", "SELECT id, color FROM test2 ORDER BY id"),
+       [(1, "b"), (5, "r"), (6, "ret")])
+
+
+def test_route_cache_respects_session_bind(d):
+    # The same text, before and after .use, and on another connection.
+    q = "SELECT count(*) AS n FROM pragma_table_info('test3')"
+    c1 = d.connect()
+    c2 = d.connect()
+    expect_rows(c1.request(q), [["0"]])
+    expect_status(c1.request(".use memory_db"), "+OK bind=memory_db")
+    expect_rows(c1.request(q), [["2"]])
+    expect_rows(c2.request(q), [["0"]])
+    expect_status(c1.request(".use default"), "+OK bind=default")
+    expect_rows(c1.request(q), [["0"]])
+
+
+def test_schema_change_seen_by_all_connections(d):
+    # Every pooled connection has "SELECT * FROM test2" prepared (clients
+    # send at once so that several workers run); after ALTER TABLE every
+    # answer must show the new column, in the header and in the rows.
+    conns = [d.connect() for _ in range(6)]
+    q = b"SELECT * FROM test2\n" * 10
+
+    def burst(want_rows, want_cols):
+        for c in conns:
+            c.send(q)
+        bad = []
+        for i, c in enumerate(conns):
+            for _ in range(10):
+                r = c.read_response()
+                if r.rows != want_rows or r.columns != want_cols:
+                    bad.append("client %d: %r" % (i, r))
+        if bad:
+            raise TestFailure("%d stale answers, e.g.:\n  %s" % (len(bad), "\n  ".join(bad[:5])))
+
+    expect_ok(conns[0].request("INSERT INTO test2 (color) VALUES ('c')"))
+    burst([["1", "c"]], [("id", "INTEGER"), ("color", "VARCHAR(64)")])
+    expect_status(conns[0].request("ALTER TABLE test2 ADD COLUMN extra TEXT DEFAULT 'e'"),
+                  "+OK changes=0")
+    burst([["1", "c", "e"]], [("id", "INTEGER"), ("color", "VARCHAR(64)"), ("extra", "TEXT")])

@@ -209,3 +209,25 @@ def test_many_transactions_on_one_bind(d):
                       "+OK changes=1 last_id=%d" % (i // 2 + 1))
         expect_status(c.request("COMMIT" if i % 2 else "ROLLBACK"), "+OK changes=0")
     eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(6,)])
+
+
+def test_idle_transactions_do_not_hang_other_clients():
+    # second_db has one connection, pinned by A's open transaction. B's
+    # statement may wait (busy_timeout 1000 ms) but must then be answered,
+    # with rows or -ERR BUSY, instead of waiting for A forever.
+    from harness import Daemon
+    with Daemon(bind_opts={"second_db": {"pool_size": "1", "busy_timeout": "1000"}}) as d:
+        a = d.connect()
+        expect_status(a.request("BEGIN"), "+OK changes=0")
+        expect_ok(a.request("INSERT INTO test2 (color) VALUES ('a')"))
+        b = d.connect()
+        b.sock.settimeout(30)
+        b.send(b"SELECT count(*) FROM test2\n")
+        if not b.readable_now(8):
+            raise TestFailure("B got no answer within 8 s while A's transaction held the "
+                              "bind's only connection (busy_timeout is 1 s)")
+        r = b.read_response()
+        if not (r.err_code == "BUSY" or r.rows == [["0"]]):
+            raise TestFailure("B: want rows [['0']] or -ERR BUSY, got %r" % r)
+        expect_status(a.request("COMMIT"), "+OK changes=0")
+        expect_rows(b.request("SELECT count(*) FROM test2"), [["1"]])

@@ -2,7 +2,7 @@
 literals and as parameters, in PostgreSQL COPY text form; headers carry the
 declared types."""
 
-from harness import Raw, TestFailure, eq, expect_ok, expect_rows, expect_status
+from harness import Daemon, Raw, TestFailure, eq, expect_ok, expect_rows, expect_status
 
 INF = float("inf")
 ALL_BYTES = bytes(range(256))
@@ -227,3 +227,30 @@ def test_text_parameter_not_interpreted(d):
     expect_rows(c.request("SELECT color FROM test1 ORDER BY id"), [[evil], [evil]])
     eq(d.file_tables("app.db"), ["test1"], "app.db tables")
     eq(d.file_query("app.db", "SELECT color FROM test1"), [(evil,), (evil,)])
+
+
+def test_last_id_not_from_another_session():
+    # last_id is "the rowid of the last row it inserted": a statement that
+    # inserts nothing must not report a rowid some other client inserted on
+    # the same pooled connection (pool_size 1 makes them share it).
+    with Daemon(bind_opts={"second_db": {"pool_size": "1"}}) as d:
+        _last_id_check(d)
+
+
+def _last_id_check(d):
+    a = d.connect()
+    expect_status(a.request("INSERT INTO test2 (id, color) VALUES (77, 'a')"), "+OK changes=1 last_id=77")
+    bad = []
+    for i in range(8):
+        b = d.connect()
+        r = expect_ok(b.request("INSERT INTO test2 (color) SELECT color FROM test2 WHERE 0"))
+        if r.facts.get("changes") != "0" or r.facts.get("last_id") not in (None, "0"):
+            bad.append(r.status)
+        r = expect_ok(b.request("INSERT INTO test2 (id, color) VALUES (77, 'b') "
+                                "ON CONFLICT (id) DO UPDATE SET color = excluded.color"))
+        if r.facts.get("last_id") not in (None, "0", "77"):
+            bad.append(r.status)
+        b.close()
+    if bad:
+        raise TestFailure("statements that inserted no row reported another session's "
+                          "last_id: %r" % bad)

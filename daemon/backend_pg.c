@@ -1,0 +1,1221 @@
+/*
+ * The PostgreSQL backend: a pool of non-blocking libpq connections per
+ * bind, driven by the daemon's loop (one uv_poll per server socket). No
+ * thread per query and no blocking libpq call on the loop; the only work
+ * off the loop is PQcancel, which libpq 15 offers only as a blocking call
+ * and which runs on libuv's thread pool.
+ *
+ * Jobs wait in the bind's queue (bounded by max_queue) until a connection
+ * is idle; a new connection is opened while the pool is below pool_size.
+ * After each statement PQtransactionStatus() tells whether the connection
+ * is inside a client's transaction: then it is pinned to that client (as
+ * PgBouncer's transaction pooling does) and serves only its jobs until the
+ * transaction ends. Rows stream in single-row mode; when the client does
+ * not keep up, the connection stops reading from the server until the
+ * client has read enough.
+ *
+ * When the server goes away, the statement in flight gets -ERR CONNLOST,
+ * later statements get -ERR UNAVAILABLE at once while a timer reconnects
+ * with exponential backoff (100 ms doubling to 5 s).
+ */
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "daemon/backend.h"
+#include "daemon/log.h"
+#include "daemon/server.h"
+
+#define CHUNK_BYTES (64 * 1024)
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define IDLE_CHECK_MS 1000
+
+enum pgconn_state {
+    PGC_CONNECTING,
+    PGC_IDLE,
+    PGC_BUSY,
+    PGC_CLOSING,
+};
+
+enum pgjob_phase {
+    PHASE_BEGIN,     /* the held BEGIN is running */
+    PHASE_STMT,      /* the statement is running */
+    PHASE_RELEASE,   /* ROLLBACK of a departed client's transaction */
+};
+
+struct pg_bind;
+
+struct pgconn {
+    struct pg_bind *pb;
+    PGconn *conn;
+    enum pgconn_state state;
+    uv_poll_t *poll;           /* watches fd; replaced when the socket changes */
+    int fd;
+    int events;                /* what poll waits for now */
+    uv_timer_t timer;          /* connect timeout, then statement timeout */
+    int handles;               /* open libuv handles; freed at zero */
+    uint64_t pinned;           /* client whose transaction is open here, 0: none */
+    uint64_t idle_since;       /* uv_now() when it became idle */
+    struct pgconn *next;       /* the bind's list */
+
+    /* The job running here. */
+    struct job *job;
+    enum pgjob_phase phase;
+    bool header_sent;
+    bool paused;               /* stopped reading: the client is behind */
+    bool timed_out;            /* the statement timer cancelled the statement */
+    bool failed;               /* an error result was seen */
+    bool tuples;               /* the statement returned rows (a result set) */
+    char changes[32];          /* PQcmdTuples of the last command */
+    struct buf out;
+    Oid *types;                /* column types of the current result set */
+    int ncols;
+};
+
+struct pg_bind {
+    struct bind *bind;
+    struct pgconn *conns;      /* every connection, any state */
+    int nconns;
+    struct job *head, **tail;  /* jobs waiting for a connection */
+    size_t queued;
+    bool down;                 /* the last connection attempt failed */
+    char last_error[256];
+    uint64_t backoff_ms;
+    uv_timer_t retry;          /* reconnect (backoff) and idle checks */
+    bool retry_armed;
+    uv_timer_t idle;
+    bool stopping;
+    int handles;
+};
+
+static void conn_dispatch(struct pgconn *c);
+static void conn_poll(struct pgconn *c, int events);
+static void bind_kick(struct pg_bind *pb);
+
+/* ---- Errors ---------------------------------------------------------- */
+
+/* The protocol's code for an SQLSTATE. */
+static const char *pg_code(const char *sqlstate, bool timed_out)
+{
+    if (sqlstate == NULL || strlen(sqlstate) != 5)
+        return "SQL";
+    if (strncmp(sqlstate, "23", 2) == 0)
+        return "CONSTRAINT";
+    if (strcmp(sqlstate, "57014") == 0)
+        return timed_out ? "TIMEOUT" : "INTERRUPTED";
+    if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0 || strcmp(sqlstate, "55P03") == 0)
+        return "BUSY";
+    if (strcmp(sqlstate, "42501") == 0 || strncmp(sqlstate, "28", 2) == 0)
+        return "DENIED";
+    if (strcmp(sqlstate, "08P01") == 0)
+        return "PARAMS";
+    if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0)
+        return "CONNLOST";
+    if (strcmp(sqlstate, "53200") == 0)
+        return "NOMEM";
+    if (strcmp(sqlstate, "53300") == 0)
+        return "UNAVAILABLE";
+    if (strncmp(sqlstate, "53", 2) == 0)
+        return "FULL";
+    if (strcmp(sqlstate, "22001") == 0)
+        return "TOOBIG";
+    if (strcmp(sqlstate, "22P02") == 0 || strcmp(sqlstate, "42804") == 0)
+        return "MISMATCH";
+    if (strcmp(sqlstate, "25006") == 0)
+        return "READONLY";
+    return "SQL";
+}
+
+static void reply_error(struct buf *out, const char *code, const char *msg)
+{
+    buf_reset(out);
+    if (codec_put_error(out, code, msg) != 0)
+        buf_reset(out);
+}
+
+/* "-ERR CODE primary message (SQLSTATE XXXXX)" from an error result. */
+static void reply_result_error(struct pgconn *c, const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    char msg[1024];
+
+    if (primary == NULL)
+        primary = PQresultErrorMessage(res);
+    if (c->timed_out && state != NULL && strcmp(state, "57014") == 0)
+        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was cancelled (SQLSTATE %s)",
+                 c->pb->bind->conf->statement_timeout_ms, state);
+    else
+        snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state ? state : "?????");
+    reply_error(&c->out, pg_code(state, c->timed_out), msg);
+}
+
+/* The connection's error without libpq's trailing newline. */
+static void conn_error_text(PGconn *conn, char *dst, size_t n)
+{
+    size_t len;
+
+    snprintf(dst, n, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+    len = strlen(dst);
+    while (len > 0 && (dst[len - 1] == '\n' || dst[len - 1] == ' '))
+        dst[--len] = '\0';
+    for (char *p = dst; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+}
+
+/* ---- Types ----------------------------------------------------------- */
+
+static const char *pg_type_name(Oid oid)
+{
+    switch (oid) {
+    case 16: return "bool";
+    case 17: return "bytea";
+    case 18: return "char";
+    case 19: return "name";
+    case 20: return "int8";
+    case 21: return "int2";
+    case 23: return "int4";
+    case 25: return "text";
+    case 26: return "oid";
+    case 114: return "json";
+    case 142: return "xml";
+    case 700: return "float4";
+    case 701: return "float8";
+    case 790: return "money";
+    case 869: return "inet";
+    case 1042: return "bpchar";
+    case 1043: return "varchar";
+    case 1082: return "date";
+    case 1083: return "time";
+    case 1114: return "timestamp";
+    case 1184: return "timestamptz";
+    case 1186: return "interval";
+    case 1266: return "timetz";
+    case 1700: return "numeric";
+    case 2950: return "uuid";
+    case 3802: return "jsonb";
+    case 1000: return "_bool";
+    case 1005: return "_int2";
+    case 1007: return "_int4";
+    case 1016: return "_int8";
+    case 1009: return "_text";
+    case 1015: return "_varchar";
+    case 1021: return "_float4";
+    case 1022: return "_float8";
+    default: return NULL;
+    }
+}
+
+/* ---- Connections ----------------------------------------------------- */
+
+static void bind_handle_closed(uv_handle_t *h)
+{
+    struct pg_bind *pb = h->data;
+    if (--pb->handles == 0)
+        free(pb);
+}
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    struct pgconn *c = h->data;
+    if (h != (uv_handle_t *)&c->timer)
+        free(h);
+    if (--c->handles == 0) {
+        buf_free(&c->out);
+        free(c->types);
+        free(c);
+    }
+}
+
+static void conn_unlink(struct pgconn *c)
+{
+    struct pg_bind *pb = c->pb;
+    for (struct pgconn **pp = &pb->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            pb->nconns--;
+            return;
+        }
+    }
+}
+
+/* Close a connection for good: its job (if any) must be finished first. */
+static void conn_destroy(struct pgconn *c)
+{
+    if (c->state == PGC_CLOSING)
+        return;
+    c->state = PGC_CLOSING;
+    conn_unlink(c);
+    if (c->poll != NULL) {
+        uv_poll_stop(c->poll);
+        uv_close((uv_handle_t *)c->poll, conn_handle_closed);
+        c->poll = NULL;
+    }
+    PQfinish(c->conn);
+    c->conn = NULL;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Watch the connection's socket for `events`, following a changed fd. */
+static void conn_poll(struct pgconn *c, int events)
+{
+    int fd = PQsocket(c->conn);
+
+    if (fd != c->fd && c->poll != NULL) {
+        uv_poll_stop(c->poll);
+        uv_close((uv_handle_t *)c->poll, conn_handle_closed);
+        c->poll = NULL;
+    }
+    if (fd < 0)
+        return;
+    if (c->poll == NULL) {
+        c->poll = malloc(sizeof *c->poll);
+        if (c->poll == NULL || uv_poll_init(c->pb->bind->srv->loop, c->poll, fd) != 0) {
+            free(c->poll);
+            c->poll = NULL;
+            return;
+        }
+        c->poll->data = c;
+        c->handles++;
+        c->fd = fd;
+    }
+    c->events = events;
+    uv_poll_start(c->poll, events, on_poll);
+}
+
+/* ---- Finishing jobs -------------------------------------------------- */
+
+/* Hand the job's response to the loop and make the connection available. */
+static void conn_finish_job(struct pgconn *c)
+{
+    struct job *job = c->job;
+    PGTransactionStatusType ts = c->conn ? PQtransactionStatus(c->conn) : PQTRANS_UNKNOWN;
+
+    uv_timer_stop(&c->timer);
+    job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    job->failed = c->failed;
+    c->pinned = job->in_txn ? job->owner : 0;
+    c->job = NULL;
+    free(c->types);
+    c->types = NULL;
+    c->ncols = 0;
+    job_post_done(job, &c->out);
+    buf_free(&c->out);
+    if (c->state == PGC_BUSY) {
+        c->state = PGC_IDLE;
+        c->idle_since = uv_now(c->pb->bind->srv->loop);
+        conn_poll(c, UV_READABLE);   /* notice a server that goes away */
+    }
+}
+
+/* Fail a job that never reached a connection. */
+static void job_fail(struct pg_bind *pb, struct job *job, const char *code, const char *msg)
+{
+    struct buf out = BUF_INIT;
+
+    (void)pb;
+    if (codec_put_error(&out, code, msg) != 0)
+        buf_reset(&out);
+    job->failed = true;
+    job->in_txn = false;
+    job_post_done(job, &out);
+}
+
+static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
+{
+    while (pb->head != NULL) {
+        struct job *job = pb->head;
+        pb->head = job->next;
+        job->next = NULL;
+        pb->queued--;
+        job_fail(pb, job, code, msg);
+    }
+    pb->tail = &pb->head;
+}
+
+/* The server connection broke: end its job and drop it. */
+static void conn_lost(struct pgconn *c)
+{
+    struct pg_bind *pb = c->pb;
+    char why[256];
+
+    conn_error_text(c->conn, why, sizeof why);
+    log_warn("bind %s: connection to the server lost: %s", pb->bind->conf->name, why);
+    conn_destroy(c);   /* the struct lives until its handles close */
+    if (c->job != NULL) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "bind %s: connection to the server was lost (%s); the statement may or may not have run",
+                 pb->bind->conf->name, why);
+        reply_error(&c->out, "CONNLOST", msg);
+        c->failed = true;
+        conn_finish_job(c);
+    }
+    bind_kick(pb);
+}
+
+/* ---- Running statements ---------------------------------------------- */
+
+static int put_header(struct pgconn *c, const PGresult *res)
+{
+    int n = PQnfields(res);
+    int rc = buf_putc(&c->out, '*');
+
+    free(c->types);
+    c->types = malloc((size_t)(n ? n : 1) * sizeof *c->types);
+    if (c->types == NULL)
+        return -1;
+    c->ncols = n;
+    for (int i = 0; i < n; i++) {
+        const char *name = PQfname(res, i);
+        const char *type = pg_type_name(PQftype(res, i));
+        char num[16];
+        c->types[i] = PQftype(res, i);
+        if (type == NULL) {
+            snprintf(num, sizeof num, "oid:%u", (unsigned)PQftype(res, i));
+            type = num;
+        }
+        if (i > 0)
+            rc |= buf_putc(&c->out, '\t');
+        rc |= codec_put_text(&c->out, name, strlen(name));
+        rc |= buf_putc(&c->out, '\t');
+        rc |= codec_put_text(&c->out, type, strlen(type));
+    }
+    c->header_sent = true;
+    return rc | buf_putc(&c->out, '\n');
+}
+
+static int put_row(struct pgconn *c, const PGresult *res, int row)
+{
+    int rc = buf_putc(&c->out, '=');
+
+    for (int i = 0; i < c->ncols; i++) {
+        const char *v = PQgetvalue(res, row, i);
+        size_t n = (size_t)PQgetlength(res, row, i);
+        if (i > 0)
+            rc |= buf_putc(&c->out, '\t');
+        if (PQgetisnull(res, row, i))
+            rc |= codec_put_null(&c->out);
+        else if (c->types[i] == 17 && n >= 2 && v[0] == '\\' && v[1] == 'x')
+            rc |= buf_append(&c->out, v, n);   /* bytea hex is our blob form */
+        else
+            rc |= codec_put_text(&c->out, v, n);
+    }
+    return rc | buf_putc(&c->out, '\n');
+}
+
+/* Handle one result of the running job. */
+static void conn_result(struct pgconn *c, PGresult *res)
+{
+    struct job *job = c->job;
+
+    switch (PQresultStatus(res)) {
+    case PGRES_SINGLE_TUPLE:
+        if (c->failed)
+            break;
+        if (!c->header_sent && put_header(c, res) != 0)
+            goto nomem;
+        if (put_row(c, res, 0) != 0)
+            goto nomem;
+        job->rows++;
+        c->tuples = true;
+        break;
+    case PGRES_TUPLES_OK:
+        if (c->failed)
+            break;
+        if (!c->header_sent && put_header(c, res) != 0)
+            goto nomem;
+        for (int r = 0; r < PQntuples(res); r++) {
+            if (put_row(c, res, r) != 0)
+                goto nomem;
+            job->rows++;
+        }
+        c->tuples = true;
+        break;
+    case PGRES_COMMAND_OK:
+    case PGRES_EMPTY_QUERY:
+        snprintf(c->changes, sizeof c->changes, "%s", PQcmdTuples(res));
+        break;
+    case PGRES_COPY_IN:
+        PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
+        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
+        c->failed = true;
+        break;
+    case PGRES_COPY_OUT:
+        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
+        c->failed = true;
+        break;
+    default:
+        if (!c->failed || c->phase == PHASE_BEGIN)
+            reply_result_error(c, res);
+        c->failed = true;
+        break;
+    }
+    return;
+nomem:
+    reply_error(&c->out, "NOMEM", "out of memory building the response");
+    c->failed = true;
+}
+
+/* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$
+ * ones), quoted names and comments, and count the placeholders: *count
+ * gets the number of ?s, or the highest $N when the SQL uses PostgreSQL's
+ * own. Returns a new string (caller frees) or NULL on ENOMEM. */
+static char *pg_placeholders(const char *sql, size_t len, size_t *count)
+{
+    struct buf out = BUF_INIT;
+    size_t n = 0, dollar_max = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        char ch = sql[i];
+        size_t stop = i + 1;   /* end of the piece copied as is */
+
+        if (ch == '\'' || ch == '"') {
+            bool escapes = ch == '\'' && i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
+                           (i < 2 || !(isalnum((unsigned char)sql[i - 2]) || sql[i - 2] == '_'));
+            size_t j = i + 1;
+            while (j < len && sql[j] != ch) {
+                if (escapes && sql[j] == '\\' && j + 1 < len)
+                    j++;
+                j++;
+            }
+            stop = j < len ? j + 1 : len;
+        } else if (ch == '-' && i + 1 < len && sql[i + 1] == '-') {
+            while (stop < len && sql[stop] != '\n')
+                stop++;
+        } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') {
+            stop = len;
+            for (size_t j = i + 2; j + 1 < len; j++)
+                if (sql[j] == '*' && sql[j + 1] == '/') {
+                    stop = j + 2;
+                    break;
+                }
+        } else if (ch == '$' && i + 1 < len && isdigit((unsigned char)sql[i + 1])) {
+            size_t v = 0, j = i + 1;
+            while (j < len && isdigit((unsigned char)sql[j]) && v < 100000)
+                v = v * 10 + (size_t)(sql[j++] - '0');
+            if (v > dollar_max)
+                dollar_max = v;
+            stop = j;
+        } else if (ch == '$' && i + 1 < len &&
+                   (sql[i + 1] == '$' || isalpha((unsigned char)sql[i + 1]) || sql[i + 1] == '_')) {
+            /* A dollar-quoted string: $tag$ ... $tag$. */
+            size_t t = i + 1;
+            while (t < len && sql[t] != '$' && (isalnum((unsigned char)sql[t]) || sql[t] == '_'))
+                t++;
+            if (t < len && sql[t] == '$') {
+                size_t taglen = t - i + 1, j = t + 1;
+                while (j + taglen <= len && memcmp(sql + j, sql + i, taglen) != 0)
+                    j++;
+                stop = j + taglen <= len ? j + taglen : len;
+            }
+        } else if (ch == '?') {
+            rc |= buf_printf(&out, "$%zu", ++n);
+            continue;
+        }
+        rc |= buf_append(&out, sql + i, stop - i);
+        i = stop - 1;
+    }
+    if (rc != 0 || buf_reserve(&out, 0) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    *count = n > 0 ? n : dollar_max;
+    return out.data;
+}
+
+/* Send the job's statement (with its parameters). 0 or -1 (error written). */
+static int conn_send_statement(struct pgconn *c)
+{
+    struct job *job = c->job;
+    const struct request *req = &job->req;
+    size_t n = req->nparams;
+    const char **values = NULL;
+    int *lengths = NULL, *formats = NULL;
+    Oid *types = NULL;
+    char (*ints)[32] = NULL;
+    char *sql = NULL;
+    int ok = 0;
+
+    c->phase = PHASE_STMT;
+    /* Only a request with parameters has placeholders to rewrite; plain SQL
+     * keeps PostgreSQL's own ? operators (jsonb). */
+    if (n > 0) {
+        size_t want = 0;
+        sql = pg_placeholders(req->text, req->len, &want);
+        if (sql != NULL && want != n) {
+            char msg[120];
+            snprintf(msg, sizeof msg, "the statement has %zu parameter%s, the request sent %zu", want,
+                     want == 1 ? "" : "s", n);
+            reply_error(&c->out, "PARAMS", msg);
+            free(sql);
+            c->failed = true;
+            return -1;
+        }
+    } else {
+        sql = strdup(req->text);
+    }
+    if (n > 0) {
+        values = calloc(n, sizeof *values);
+        lengths = calloc(n, sizeof *lengths);
+        formats = calloc(n, sizeof *formats);
+        types = calloc(n, sizeof *types);
+        ints = calloc(n, sizeof *ints);
+    }
+    if (sql == NULL || (n > 0 && (!values || !lengths || !formats || !types || !ints))) {
+        reply_error(&c->out, "NOMEM", "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct value *v = &req->params[i];
+        switch (v->type) {
+        case VALUE_NULL:
+            values[i] = NULL;
+            break;
+        case VALUE_INT:
+            snprintf(ints[i], sizeof ints[i], "%lld", (long long)v->i);
+            values[i] = ints[i];
+            types[i] = 20;   /* int8 */
+            break;
+        case VALUE_REAL:
+            snprintf(ints[i], sizeof ints[i], "%.17g", v->r);
+            values[i] = ints[i];
+            types[i] = 701;  /* float8 */
+            break;
+        case VALUE_TEXT:
+            values[i] = v->p;   /* type left to the server (unknown) */
+            break;
+        case VALUE_BLOB:
+            values[i] = v->p;
+            lengths[i] = (int)v->len;
+            formats[i] = 1;
+            types[i] = 17;   /* bytea, sent binary */
+            break;
+        }
+    }
+    ok = PQsendQueryParams(c->conn, sql, (int)n, types, values, lengths, formats, 0);
+    if (ok)
+        PQsetSingleRowMode(c->conn);
+    else {
+        char why[256];
+        conn_error_text(c->conn, why, sizeof why);
+        reply_error(&c->out, "CONNLOST", why);
+    }
+done:
+    free(sql);
+    free(values);
+    free(lengths);
+    free(formats);
+    free(types);
+    free(ints);
+    if (!ok) {
+        c->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Cancel (off the loop) -------------------------------------------- */
+
+struct cancel_req {
+    uv_work_t work;
+    PGcancel *cancel;
+    char err[256];
+    char bind[64];
+};
+
+static void cancel_work(uv_work_t *w)
+{
+    struct cancel_req *cr = w->data;
+    if (!PQcancel(cr->cancel, cr->err, sizeof cr->err) && cr->err[0] == '\0')
+        snprintf(cr->err, sizeof cr->err, "cancel failed");
+}
+
+static void cancel_done(uv_work_t *w, int status)
+{
+    struct cancel_req *cr = w->data;
+    (void)status;
+    if (cr->err[0] != '\0')
+        log_warn("bind %s: cancel request: %s", cr->bind, cr->err);
+    PQfreeCancel(cr->cancel);
+    free(cr);
+}
+
+/* Ask the server to cancel what the connection runs (PQcancel blocks, so
+ * it runs on the thread pool). */
+static void conn_cancel(struct pgconn *c)
+{
+    struct cancel_req *cr = calloc(1, sizeof *cr);
+
+    if (cr == NULL || c->conn == NULL)
+        goto fail;
+    cr->cancel = PQgetCancel(c->conn);
+    if (cr->cancel == NULL)
+        goto fail;
+    snprintf(cr->bind, sizeof cr->bind, "%s", c->pb->bind->conf->name);
+    cr->work.data = cr;
+    if (uv_queue_work(c->pb->bind->srv->loop, &cr->work, cancel_work, cancel_done) == 0)
+        return;
+    PQfreeCancel(cr->cancel);
+fail:
+    free(cr);
+    log_warn("bind %s: could not send a cancel request", c->pb->bind->conf->name);
+}
+
+static void on_statement_timeout(uv_timer_t *t)
+{
+    struct pgconn *c = t->data;
+
+    if (c->job == NULL || c->state != PGC_BUSY)
+        return;
+    c->timed_out = true;
+    log_info("bind %s: statement exceeded statement_timeout (%d ms): cancelling", c->pb->bind->conf->name,
+             c->pb->bind->conf->statement_timeout_ms);
+    conn_cancel(c);
+}
+
+/* ---- The I/O state machine ------------------------------------------- */
+
+/* Read what the server sent and process complete results. */
+static void conn_read(struct pgconn *c)
+{
+    if (!PQconsumeInput(c->conn)) {
+        conn_lost(c);
+        return;
+    }
+    while (c->job != NULL && !c->paused) {
+        PGresult *res;
+        if (PQisBusy(c->conn))
+            return;
+        res = PQgetResult(c->conn);
+        if (res == NULL) {
+            /* The current query is complete. */
+            if (c->phase == PHASE_BEGIN && !c->failed) {
+                if (conn_send_statement(c) != 0) {
+                    conn_finish_job(c);
+                    return;
+                }
+                continue;
+            }
+            if (!c->failed && c->job->type == JOB_EXEC) {
+                int rc;
+                if (c->tuples)
+                    rc = buf_printf(&c->out, "+OK rows=%llu\n", (unsigned long long)c->job->rows);
+                else
+                    rc = buf_printf(&c->out, "+OK changes=%s\n", c->changes[0] ? c->changes : "0");
+                if (rc != 0)
+                    reply_error(&c->out, "NOMEM", "out of memory");
+            }
+            conn_finish_job(c);
+            conn_dispatch(c);
+            return;
+        }
+        if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
+            const struct config *cfg = c->pb->bind->srv->cfg;
+            for (int r = 0; r < PQntuples(res); r++) {
+                char lower_schema[256], lower_name[256];
+                const char *shown = PQgetvalue(res, r, 0);
+                snprintf(lower_schema, sizeof lower_schema, "%s", PQgetvalue(res, r, 2));
+                snprintf(lower_name, sizeof lower_name, "%s", PQgetvalue(res, r, 3));
+                for (char *p = lower_schema; *p; p++)
+                    *p = (char)tolower((unsigned char)*p);
+                for (char *p = lower_name; *p; p++)
+                    *p = (char)tolower((unsigned char)*p);
+                size_t to = config_route_table(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
+                                               lower_name);
+                int rc = buf_putc(&c->out, '=') | codec_put_text(&c->out, shown, strlen(shown)) |
+                         buf_printf(&c->out, "\t%s\t%s\t%s\n", PQgetvalue(res, r, 1),
+                                    c->pb->bind->conf->name, cfg->binds[to].name);
+                if (rc != 0) {
+                    reply_error(&c->out, "NOMEM", "out of memory");
+                    c->failed = true;
+                    break;
+                }
+                c->job->rows++;
+            }
+        } else if (c->job->type == JOB_RELEASE) {
+            /* Nothing to say to anyone. */
+        } else {
+            conn_result(c, res);
+        }
+        PQclear(res);
+        if (c->out.len >= CHUNK_BYTES && !c->failed) {
+            if (job_post_chunk(c->job, &c->out) != 0) {
+                /* The client is gone: let the statement end, drop its rows. */
+                c->failed = true;
+                buf_reset(&c->out);
+            } else {
+                bool behind;
+                pthread_mutex_lock(&c->job->lock);
+                behind = c->job->unacked > c->job->max_unacked;
+                pthread_mutex_unlock(&c->job->lock);
+                if (behind) {
+                    c->paused = true;
+                    if (c->poll != NULL)
+                        uv_poll_stop(c->poll);
+                }
+            }
+        }
+    }
+}
+
+static void conn_connected(struct pgconn *c)
+{
+    struct pg_bind *pb = c->pb;
+
+    uv_timer_stop(&c->timer);
+    c->state = PGC_IDLE;
+    c->idle_since = uv_now(pb->bind->srv->loop);
+    if (PQsetnonblocking(c->conn, 1) != 0) {
+        conn_lost(c);
+        return;
+    }
+    if (pb->down)
+        log_info("bind %s: server reachable again", pb->bind->conf->name);
+    else
+        log_debug("bind %s: connection ready", pb->bind->conf->name);
+    pb->down = false;
+    pb->backoff_ms = 0;
+    conn_poll(c, UV_READABLE);
+    conn_dispatch(c);
+    bind_kick(pb);
+}
+
+/* A connection attempt failed: the server counts as down. */
+static void conn_connect_failed(struct pgconn *c, const char *why)
+{
+    struct pg_bind *pb = c->pb;
+    char msg[400];
+
+    if (!pb->down)
+        log_warn("bind %s: cannot connect: %s", pb->bind->conf->name, why);
+    pb->down = true;
+    snprintf(pb->last_error, sizeof pb->last_error, "%s", why);
+    conn_destroy(c);
+    if (pb->nconns == 0) {
+        snprintf(msg, sizeof msg, "bind %s: the server is unavailable: %s", pb->bind->conf->name, why);
+        fail_queue(pb, "UNAVAILABLE", msg);
+    }
+    bind_kick(pb);
+}
+
+static void conn_connect_step(struct pgconn *c)
+{
+    char why[256];
+
+    switch (PQconnectPoll(c->conn)) {
+    case PGRES_POLLING_READING:
+        conn_poll(c, UV_READABLE);
+        break;
+    case PGRES_POLLING_WRITING:
+        conn_poll(c, UV_WRITABLE);
+        break;
+    case PGRES_POLLING_OK:
+        conn_connected(c);
+        break;
+    default:
+        conn_error_text(c->conn, why, sizeof why);
+        conn_connect_failed(c, why);
+        break;
+    }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct pgconn *c = h->data;
+
+    if (c->state == PGC_CLOSING || h != c->poll)
+        return;
+    if (c->state == PGC_CONNECTING) {
+        conn_connect_step(c);
+        return;
+    }
+    if (status < 0) {
+        conn_lost(c);
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int rc = PQflush(c->conn);
+        if (rc < 0) {
+            conn_lost(c);
+            return;
+        }
+        if (rc == 0)
+            conn_poll(c, UV_READABLE);
+    }
+    if (events & UV_READABLE)
+        conn_read(c);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    struct pgconn *c = t->data;
+    char why[64];
+
+    if (c->state != PGC_CONNECTING)
+        return;
+    snprintf(why, sizeof why, "timeout after %d ms", c->pb->bind->conf->connect_timeout_ms);
+    conn_connect_failed(c, why);
+}
+
+/* Start one new connection. */
+static void conn_open(struct pg_bind *pb)
+{
+    const struct bind_conf *bc = pb->bind->conf;
+    struct pgconn *c = calloc(1, sizeof *c);
+    char why[256];
+
+    if (c == NULL)
+        return;
+    c->pb = pb;
+    c->fd = -1;
+    c->state = PGC_CONNECTING;
+    uv_timer_init(pb->bind->srv->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 1;
+    c->next = pb->conns;
+    pb->conns = c;
+    pb->nconns++;
+    c->conn = PQconnectStartParams((const char *const *)bc->pg_keywords,
+                                   (const char *const *)bc->pg_values, 0);
+    if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD) {
+        conn_error_text(c->conn, why, sizeof why);
+        conn_connect_failed(c, why);
+        return;
+    }
+    uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)bc->connect_timeout_ms, 0);
+    conn_poll(c, UV_WRITABLE);
+    if (c->poll == NULL)
+        conn_connect_failed(c, "cannot watch the connection's socket");
+}
+
+/* ---- Dispatch -------------------------------------------------------- */
+
+static const char *pg_begin_text(const char *begin)
+{
+    /* SQLite's BEGIN DEFERRED/IMMEDIATE/EXCLUSIVE mean plain BEGIN here. */
+    const char *p = begin;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncasecmp(p, "begin", 5) == 0) {
+        p += 5;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (strncasecmp(p, "deferred", 8) == 0 || strncasecmp(p, "immediate", 9) == 0 ||
+            strncasecmp(p, "exclusive", 9) == 0)
+            return "BEGIN";
+    }
+    return begin;
+}
+
+/* Start job on the idle connection c. */
+static void conn_start(struct pgconn *c, struct job *job)
+{
+    int ok;
+
+    c->job = job;
+    c->state = PGC_BUSY;
+    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = false;
+    c->changes[0] = '\0';
+    buf_reset(&c->out);
+    if (atomic_load(&job->cancelled) && job->type == JOB_EXEC) {
+        c->failed = true;
+        conn_finish_job(c);
+        conn_dispatch(c);
+        return;
+    }
+    switch (job->type) {
+    case JOB_RELEASE:
+        c->phase = PHASE_RELEASE;
+        if (PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
+            conn_finish_job(c);
+            conn_dispatch(c);
+            return;
+        }
+        ok = PQsendQuery(c->conn, "ROLLBACK");
+        break;
+    case JOB_TABLES:
+        c->phase = PHASE_STMT;
+        ok = PQsendQuery(c->conn,
+                         "SELECT CASE WHEN table_schema = 'public' THEN table_name "
+                         "ELSE table_schema || '.' || table_name END, "
+                         "CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END, table_schema, table_name "
+                         "FROM information_schema.tables "
+                         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
+        break;
+    default:
+        if (job->begin_sql != NULL) {
+            c->phase = PHASE_BEGIN;
+            ok = PQsendQuery(c->conn, pg_begin_text(job->begin_sql));
+        } else {
+            ok = conn_send_statement(c) == 0;
+            if (!ok) {
+                conn_finish_job(c);
+                conn_dispatch(c);
+                return;
+            }
+        }
+        break;
+    }
+    if (!ok) {
+        conn_lost(c);
+        return;
+    }
+    if (job->type == JOB_EXEC && c->pb->bind->conf->statement_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_statement_timeout, (uint64_t)c->pb->bind->conf->statement_timeout_ms, 0);
+    conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+}
+
+/* Give an idle connection the next job it may take. */
+static void conn_dispatch(struct pgconn *c)
+{
+    struct pg_bind *pb = c->pb;
+
+    if (c->state != PGC_IDLE || c->pinned != 0)
+        return;   /* a pinned connection waits for its client's next job */
+    if (pb->head != NULL) {
+        struct job *job = pb->head;
+        pb->head = job->next;
+        if (pb->head == NULL)
+            pb->tail = &pb->head;
+        job->next = NULL;
+        pb->queued--;
+        conn_start(c, job);
+    }
+}
+
+/* Reconnect after backoff, keep pool_min connections, open more while
+ * jobs wait. */
+static void on_retry(uv_timer_t *t)
+{
+    struct pg_bind *pb = t->data;
+
+    pb->retry_armed = false;
+    if (pb->down && !pb->stopping)
+        conn_open(pb);   /* on failure, conn_connect_failed() arms the next try */
+    else
+        bind_kick(pb);
+}
+
+static void bind_kick(struct pg_bind *pb)
+{
+    const struct bind_conf *bc = pb->bind->conf;
+    int connecting = 0, idle = 0;
+
+    if (pb->stopping)
+        return;
+    for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
+        if (c->state == PGC_CONNECTING)
+            connecting++;
+        else if (c->state == PGC_IDLE && c->pinned == 0)
+            idle++;
+    }
+    if (pb->down) {
+        /* One attempt at a time, after the backoff. */
+        if (connecting > 0 || pb->retry_armed)
+            return;
+        pb->backoff_ms = pb->backoff_ms == 0 ? BACKOFF_MIN_MS
+                         : pb->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : pb->backoff_ms * 2;
+        pb->retry_armed = true;
+        uv_timer_start(&pb->retry, on_retry, pb->backoff_ms, 0);
+        return;
+    }
+    while (pb->nconns < bc->pool_size &&
+           (pb->nconns < bc->pool_min || (size_t)(idle + connecting) < pb->queued)) {
+        int before = pb->nconns;
+        conn_open(pb);
+        if (pb->nconns <= before || pb->down)
+            break;
+        connecting++;
+    }
+}
+
+/* Close connections idle past idle_timeout, above pool_min. */
+static void on_idle_check(uv_timer_t *t)
+{
+    struct pg_bind *pb = t->data;
+    const struct bind_conf *bc = pb->bind->conf;
+    uint64_t now = uv_now(pb->bind->srv->loop);
+    struct pgconn *c, *next;
+
+    if (bc->idle_timeout_ms <= 0)
+        return;
+    for (c = pb->conns; c != NULL && pb->nconns > bc->pool_min; c = next) {
+        next = c->next;
+        if (c->state == PGC_IDLE && c->pinned == 0 && now - c->idle_since >= (uint64_t)bc->idle_timeout_ms) {
+            log_debug("bind %s: closing an idle connection", bc->name);
+            conn_destroy(c);
+        }
+    }
+}
+
+/* ---- backend_ops ----------------------------------------------------- */
+
+static int pg_open(struct bind *b, char *err, size_t errlen)
+{
+    struct pg_bind *pb = calloc(1, sizeof *pb);
+
+    if (pb == NULL) {
+        snprintf(err, errlen, "bind %s: out of memory", b->conf->name);
+        return -1;
+    }
+    pb->bind = b;
+    pb->tail = &pb->head;
+    uv_timer_init(b->srv->loop, &pb->retry);
+    uv_timer_init(b->srv->loop, &pb->idle);
+    pb->retry.data = pb->idle.data = pb;
+    pb->handles = 2;
+    uv_timer_start(&pb->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
+    b->impl = pb;
+    log_info("bind %s: postgresql %s, pool %d..%d", b->conf->name, b->conf->url_redacted, b->conf->pool_min,
+             b->conf->pool_size);
+    bind_kick(pb);
+    return 0;
+}
+
+static void pg_submit(struct bind *b, struct job *job)
+{
+    struct pg_bind *pb = b->impl;
+    const struct bind_conf *bc = b->conf;
+    char msg[400];
+
+    job->next = NULL;
+    /* The client's transaction lives on one connection. */
+    for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
+        if (c->pinned == job->owner && c->state == PGC_IDLE) {
+            conn_start(c, job);
+            return;
+        }
+    }
+    if (job->type == JOB_RELEASE) {
+        job_fail(pb, job, "CONNLOST", "the transaction's connection is gone");
+        return;
+    }
+    if (pb->down) {
+        snprintf(msg, sizeof msg, "bind %s: the server is unavailable: %s", bc->name, pb->last_error);
+        job_fail(pb, job, "UNAVAILABLE", msg);
+        return;
+    }
+    for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
+        if (c->state == PGC_IDLE && c->pinned == 0) {
+            conn_start(c, job);
+            return;
+        }
+    }
+    if (pb->queued >= (size_t)bc->max_queue) {
+        snprintf(msg, sizeof msg, "bind %s: %zu requests already wait for a server connection (max_queue)",
+                 bc->name, pb->queued);
+        job_fail(pb, job, "QUEUEFULL", msg);
+        return;
+    }
+    *pb->tail = job;
+    pb->tail = &job->next;
+    pb->queued++;
+    bind_kick(pb);
+}
+
+static struct pgconn *conn_of(struct pg_bind *pb, const struct job *job)
+{
+    for (struct pgconn *c = pb->conns; c != NULL; c = c->next)
+        if (c->job == job)
+            return c;
+    return NULL;
+}
+
+static void pg_interrupt(struct bind *b, struct job *job)
+{
+    struct pg_bind *pb = b->impl;
+    struct pgconn *c = conn_of(pb, job);
+
+    if (c == NULL) {
+        /* Still queued: take it out and finish it. */
+        for (struct job **pp = &pb->head; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == job) {
+                *pp = job->next;
+                if (*pp == NULL)
+                    pb->tail = pp;
+                pb->queued--;
+                job_fail(pb, job, "INTERRUPTED", "the client went away");
+                return;
+            }
+        }
+        return;
+    }
+    if (c->paused) {
+        c->paused = false;
+        conn_poll(c, UV_READABLE);
+    }
+    conn_cancel(c);
+}
+
+static void pg_credit(struct bind *b, struct job *job)
+{
+    struct pgconn *c = conn_of(b->impl, job);
+
+    if (c == NULL || !c->paused)
+        return;
+    c->paused = false;
+    conn_poll(c, UV_READABLE);
+    conn_read(c);   /* results may already be buffered in libpq */
+}
+
+static void pg_status(struct bind *b, struct bind_status *st)
+{
+    struct pg_bind *pb = b->impl;
+    int connecting = 0, ready = 0, in_use = 0;
+
+    for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
+        if (c->state == PGC_CONNECTING)
+            connecting++;
+        else if (c->state == PGC_IDLE || c->state == PGC_BUSY)
+            ready++;
+        if (c->state == PGC_BUSY || c->pinned != 0)
+            in_use++;
+    }
+    st->state = ready > 0 ? "connected" : pb->down ? "down" : "connecting";
+    st->connections = ready;
+    st->in_use = in_use;
+}
+
+static void pg_close(struct bind *b)
+{
+    struct pg_bind *pb = b->impl;
+
+    if (pb == NULL)
+        return;
+    pb->stopping = true;
+    fail_queue(pb, "SHUTDOWN", "the server is shutting down");
+    while (pb->conns != NULL) {
+        struct pgconn *c = pb->conns;
+        if (c->job != NULL) {
+            reply_error(&c->out, "SHUTDOWN", "the server is shutting down");
+            c->failed = true;
+            conn_finish_job(c);
+        }
+        conn_destroy(c);
+    }
+    uv_timer_stop(&pb->retry);
+    uv_timer_stop(&pb->idle);
+    uv_close((uv_handle_t *)&pb->retry, bind_handle_closed);
+    uv_close((uv_handle_t *)&pb->idle, bind_handle_closed);
+    b->impl = NULL;
+}
+
+const struct backend_ops backend_pg_ops = {
+    .name = "postgresql",
+    .open = pg_open,
+    .submit = pg_submit,
+    .interrupt = pg_interrupt,
+    .credit = pg_credit,
+    .status = pg_status,
+    .close = pg_close,
+};
