@@ -1160,6 +1160,12 @@ sqlmux_result *sqlmux_query(sqlmux_conn *c, const char *sql, const sqlmux_value 
     return conn_run(c, false, sql, sql != NULL ? strlen(sql) : 0, params, nparams, true);
 }
 
+sqlmux_result *sqlmux_queryn(sqlmux_conn *c, const char *sql, size_t len, const sqlmux_value *params,
+                             size_t nparams)
+{
+    return conn_run(c, false, sql, len, params, nparams, true);
+}
+
 sqlmux_result *sqlmux_command(sqlmux_conn *c, const char *line)
 {
     return conn_run(c, true, line, line != NULL ? strlen(line) : 0, NULL, 0, false);

@@ -207,6 +207,10 @@ SQLMUX_API sqlmux_result *sqlmux_execn(sqlmux_conn *conn, const char *sql, size_
 SQLMUX_API sqlmux_result *sqlmux_query(sqlmux_conn *conn, const char *sql, const sqlmux_value *params,
                                        size_t nparams);
 
+/* sqlmux_query() for SQL of exactly len bytes. */
+SQLMUX_API sqlmux_result *sqlmux_queryn(sqlmux_conn *conn, const char *sql, size_t len,
+                                        const sqlmux_value *params, size_t nparams);
+
 /* Run a dot-command line such as ".binds", ".use second_db" or ".route
  * SELECT ..." (PROTOCOL.md "Commands") and read its result. The line may
  * not hold a newline (MISUSE). */

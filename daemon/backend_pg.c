@@ -840,6 +840,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (status < 0) {
+        /* libuv reports a socket error (a reset) without events. */
+        if (c->conn != NULL && PQerrorMessage(c->conn)[0] == '\0')
+            (void)PQconsumeInput(c->conn);   /* lets libpq say what happened */
         conn_lost(c);
         return;
     }

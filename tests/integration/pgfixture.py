@@ -289,6 +289,8 @@ class PgCluster:
     def __init__(self, start=True, _attach=None):
         self.owned = _attach is None
         self.running = False
+        self.saved_log = None
+        self.databases = []          # created by this process, for log_tail()
         self.ever_started = False
         if _attach is not None:
             self.dir, self.port = _attach
@@ -421,6 +423,7 @@ class PgCluster:
     def create_database(self, prefix="t_"):
         """A new database owned by sqlmux; returns its name."""
         name = "%s%s" % (prefix, uuid.uuid4().hex[:12])
+        self.databases.append(name)
         self.psql("CREATE DATABASE %s OWNER %s" % (name, USER), db="postgres")
         return name
 
@@ -451,9 +454,11 @@ class PgCluster:
 
     # -- server control
     def _pg_ctl_start(self):
+        # fsync=off only: a killed server must still recover every
+        # committed row (synchronous_commit=off would lose the last ones)
         opts = ("-k %s -p %d -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c synchronous_commit=off "
-                "-c max_connections=200 -c unix_socket_permissions=0777"
+                "-c max_connections=200 -c unix_socket_permissions=0777 "
+                "-c log_checkpoints=off -c log_line_prefix='%%m [%%p] %%q%%u@%%d '"
                 % (self.dir, self.port))
         _run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w",
               "-t", "60", "-o", opts, "start"], "pg_ctl start (port %d)" % self.port,
@@ -516,17 +521,33 @@ class PgCluster:
                 pass
             _kill_cluster_processes(self.data, signal.SIGKILL)
         self.running = False
+        if self.saved_log is None:
+            self.saved_log = self.log_text()
         if os.environ.get("SQLMUX_KEEP_TMP"):
             return
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def log_tail(self, n=30):
+    def log_text(self):
+        if self.saved_log is not None:
+            return self.saved_log
         try:
             with open(self.log, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
+                return f.read().decode("utf-8", "replace")
         except OSError:
+            return None
+
+    def log_tail(self, n=30, databases=None):
+        """The last n lines of the server log; with `databases`, only the
+        lines of sessions on those databases (the shared cluster's log
+        holds every test's lines)."""
+        text = self.log_text()
+        if text is None:
             return "(no server log)"
-        return "\n".join(lines[-n:]) if lines else "(server log empty)"
+        lines = text.splitlines()
+        if databases is not None:
+            marks = tuple("@%s " % db for db in databases)
+            lines = [ln for ln in lines if any(m in ln for m in marks)]
+        return "\n".join(lines[-n:]) if lines else "(no server log lines)"
 
     def __enter__(self):
         return self
@@ -601,8 +622,11 @@ def start_shared(modules):
         _pg_owner()
         global _shared_owner
         _shared_owner = os.getpid()
+        _sweep_stale_runs()
         rundir = tempfile.mkdtemp(prefix="sqlmux-pgrun-")
         os.chmod(rundir, 0o755)
+        with open(os.path.join(rundir, "owner"), "w") as f:
+            f.write("%d\n" % os.getpid())
         os.environ[ENV_RUNDIR] = rundir
         # The template: initdb, role and database, stopped.
         tmpl = PgCluster(start=False)
@@ -629,6 +653,35 @@ _shared_parent = None
 _shared_owner = None
 
 
+def _stop_servers_under(rundir):
+    for name in os.listdir(rundir):
+        data = os.path.join(rundir, name, "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            _kill_cluster_processes(data, signal.SIGKILL)
+
+
+def _sweep_stale_runs():
+    """Remove the run dirs (and stop the servers) of earlier runs whose
+    runner process is gone (killed before it could clean up)."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith("sqlmux-pgrun-"):
+            continue
+        rundir = os.path.join(tmp, name)
+        try:
+            with open(os.path.join(rundir, "owner")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue                # no owner file: not ours to judge
+        if _pid_alive(pid):
+            continue
+        try:
+            _stop_servers_under(rundir)
+        except OSError:
+            pass
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
 def stop_shared():
     """run.py, parent process, at the end: stop the shared cluster and any
     server a test left running under the run dir, remove the run dir.
@@ -641,10 +694,7 @@ def stop_shared():
         _shared_parent = None
     rundir = os.environ.get(ENV_RUNDIR)
     if rundir and os.path.isdir(rundir):
-        for name in os.listdir(rundir):
-            data = os.path.join(rundir, name, "data")
-            if os.path.exists(os.path.join(data, "postmaster.pid")):
-                _kill_cluster_processes(data, signal.SIGKILL)
+        _stop_servers_under(rundir)
         if not os.environ.get("SQLMUX_KEEP_TMP"):
             shutil.rmtree(rundir, ignore_errors=True)
     for k in (ENV_DIR, ENV_PORT, ENV_RUNDIR, ENV_TEMPLATE):

@@ -122,9 +122,11 @@ def run_one(item):
                 label += ", exit status %s" % dm.exit_status
             details += "\n%s:\n%s\n" % (label, dm.stderr_tail(30))
         if pgfix:
-            for cl in clusters + [c for c in pgfix.SHARED_USED if c not in clusters]:
-                details += "\nPostgreSQL server log %s (last 20 lines):\n%s\n" % (
-                    cl.log, cl.log_tail(20))
+            for cl in clusters:
+                details += "\nPostgreSQL server log (last 20 lines):\n%s\n" % cl.log_tail(20)
+            for cl in pgfix.SHARED_USED:
+                details += ("\nshared PostgreSQL server log, this test's databases "
+                            "(last 20 lines):\n%s\n" % cl.log_tail(20, cl.databases))
     return full, ok, details
 
 
@@ -154,6 +156,17 @@ def main(argv):
     pgfix = None
     if any(m.startswith("test_pg") for m, _ in tests):
         import pgfixture as pgfix
+        # SIGTERM (e.g. from `timeout`) must still stop the shared server
+        # (the finally below); forked test processes keep the default.
+        parent = os.getpid()
+
+        def _term(signum, frame):
+            if os.getpid() != parent:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, _term)
         pgfix.start_shared(set(m for m, _ in tests))
     try:
         return _run_tests(tests, jobs, start)

@@ -217,7 +217,7 @@ def test_pg_parameters():
         # every type: i int8, r float8, t text, b bytea (binary), n NULL
         expect_status(c.request(".use pg"), "+OK bind=pg")
         r = c.inline("SELECT pg_typeof(?)::text AS i, pg_typeof(?)::text AS r, "
-                     "pg_typeof(?)::text AS b, pg_typeof(?)::text AS t",
+                     "pg_typeof(?)::text AS b, pg_typeof(upper(?))::text AS t",
                      [5, 2.5, b"\x00", "x"])
         expect_rows(r, [["bigint", "double precision", "bytea", "text"]])
         r = c.inline("SELECT ? AS n, ? AS i, ? AS r, ? AS t, ? AS b",

@@ -113,14 +113,15 @@ class Proxy:
 
     @staticmethod
     def _reset(s):
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        except OSError:
-            pass
-        try:
-            s.close()
-        except OSError:
-            pass
+        # shutdown() first: close() alone does not end a recv() blocked in
+        # a pump thread, so the peer would not notice anything
+        for op in (lambda: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        b"\x01\x00\x00\x00\x00\x00\x00\x00"),
+                   lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+            try:
+                op()
+            except OSError:
+                pass
 
     def blackhole(self):
         with self.lock:
