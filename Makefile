@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev postgresql-15 pkg-config python3 libedit-dev tmux
+PKGS    := libuv inih sqlite3 libpq libcrypto libsystemd
+APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -30,7 +30,7 @@ CONF_SRC   := conf/config.c
 ROUTER_SRC := daemon/router.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
               daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/backend_pg.c \
-              daemon/log.c
+              daemon/log.c daemon/service.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -139,7 +139,9 @@ $(BUILD)/sqlmux.pc: client/sqlmux.pc.in client/sqlmux.h
 $(BUILD)/sqlmux: $(CLI_OBJ) $(BUILD)/libsqlmux.a $(BUILD)/proto/buf.o $(BUILD)/proto/codec.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) -lpthread -lm
 
-# The README's example, linked against the shared library.
+# The README's example, linked against the shared library; it includes
+# <sqlmux.h> as an installed program would.
+$(BUILD)/client/example.o: CFLAGS += -Iclient
 $(BUILD)/sqlmux-example: $(BUILD)/client/example.o $(BUILD)/libsqlmux.so
 	$(CC) $(LDFLAGS) -o $@ $< -L$(BUILD) -lsqlmux -Wl,-rpath,'$$ORIGIN'
 

@@ -19,7 +19,8 @@ static const struct {
     const char *name;
     enum format_mode mode;
 } format_modes[] = {
-    {"box", FORMAT_BOX}, {"table", FORMAT_TABLE}, {"csv", FORMAT_CSV}, {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON},
+    {"box", FORMAT_BOX}, {"table", FORMAT_TABLE}, {"csv", FORMAT_CSV},
+    {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON},
 };
 
 bool format_mode_parse(const char *name, enum format_mode *mode)
@@ -116,7 +117,7 @@ static int table_cell(struct buf *out, const sqlmux_result *res, int col)
         size_t len = utf8_decode(s + i, n - i, &cp);
         int rc;
         if (len == 1 && (cp < 0x20 || cp == 0x7f)) {
-            rc = cp == '\n' ? buf_puts(out, "\\n")
+            rc = cp == '\n'   ? buf_puts(out, "\\n")
                  : cp == '\t' ? buf_puts(out, "\\t")
                  : cp == '\r' ? buf_puts(out, "\\r")
                               : buf_printf(out, "\\x%02x", cp);
@@ -164,15 +165,15 @@ static bool looks_numeric(const char *s, size_t n)
 }
 
 struct table_lines {
-    const char *h, *v;                          /* horizontal, vertical */
-    const char *tl, *tm, *tr, *ml, *mm, *mr, *bl, *bm, *br;  /* corners and joins */
+    const char *h, *v;                                      /* horizontal, vertical */
+    const char *tl, *tm, *tr, *ml, *mm, *mr, *bl, *bm, *br; /* corners and joins */
 };
 
 static const struct table_lines box_lines = {"─", "│", "┌", "┬", "┐", "├", "┼", "┤", "└", "┴", "┘"};
 static const struct table_lines ascii_lines = {"-", "|", "+", "+", "+", "+", "+", "+", "+", "+", "+"};
 
-static void table_rule(FILE *out, const struct table_lines *l, const size_t *width, int ncols, const char *left,
-                       const char *mid, const char *right)
+static void table_rule(FILE *out, const struct table_lines *l, const size_t *width, int ncols,
+                       const char *left, const char *mid, const char *right)
 {
     fputs(left, out);
     for (int c = 0; c < ncols; c++) {

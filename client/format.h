@@ -28,8 +28,8 @@
 #include "client/sqlmux.h"
 
 enum format_mode {
-    FORMAT_BOX,     /* ┌──┐ lines */
-    FORMAT_TABLE,   /* +--+ lines */
+    FORMAT_BOX,   /* ┌──┐ lines */
+    FORMAT_TABLE, /* +--+ lines */
     FORMAT_CSV,
     FORMAT_TSV,
     FORMAT_JSON,
@@ -38,10 +38,10 @@ enum format_mode {
 struct format {
     enum format_mode mode;
     FILE *out;
-    bool header;              /* csv, tsv: a line of column names first */
-    bool color;               /* box, table: NULL dimmed (ANSI) */
-    bool utf8;                /* box, table: measure text as UTF-8 */
-    const char *null_text;    /* box, table: how NULL shows */
+    bool header;           /* csv, tsv: a line of column names first */
+    bool color;            /* box, table: NULL dimmed (ANSI) */
+    bool utf8;             /* box, table: measure text as UTF-8 */
+    const char *null_text; /* box, table: how NULL shows */
 };
 
 /* Parse a mode name ("box", "table", "csv", "tsv", "json"). */

@@ -15,10 +15,10 @@
 
 enum split_lex {
     LEX_CODE,
-    LEX_SQUOTE,    /* '...' */
-    LEX_DQUOTE,    /* "..." */
-    LEX_BQUOTE,    /* `...` */
-    LEX_BRACKET,   /* [...] */
+    LEX_SQUOTE,  /* '...' */
+    LEX_DQUOTE,  /* "..." */
+    LEX_BQUOTE,  /* `...` */
+    LEX_BRACKET, /* [...] */
     LEX_LINE_COMMENT,
     LEX_BLOCK_COMMENT,
 };
@@ -26,11 +26,11 @@ enum split_lex {
 /* The tokens of the completion state machine. */
 enum split_token {
     TK_SEMI,
-    TK_WS,         /* blanks and comments */
+    TK_WS, /* blanks and comments */
     TK_OTHER,
     TK_EXPLAIN,
     TK_CREATE,
-    TK_TEMP,       /* TEMP or TEMPORARY */
+    TK_TEMP, /* TEMP or TEMPORARY */
     TK_TRIGGER,
     TK_END,
 };
@@ -63,6 +63,11 @@ void split_init(struct split *sp)
 void split_free(struct split *sp)
 {
     buf_free(&sp->text);
+}
+
+static bool is_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 static bool is_word_char(unsigned char c)
@@ -130,8 +135,8 @@ static bool split_scan(struct split *sp)
         case LEX_DQUOTE:
         case LEX_BQUOTE:
         case LEX_BRACKET: {
-            static const char closer[] = {[LEX_SQUOTE] = '\'', [LEX_DQUOTE] = '"', [LEX_BQUOTE] = '`',
-                                          [LEX_BRACKET] = ']'};
+            static const char closer[] = {
+                [LEX_SQUOTE] = '\'', [LEX_DQUOTE] = '"', [LEX_BQUOTE] = '`', [LEX_BRACKET] = ']'};
             /* A doubled quote reopens at once: the same as staying in. */
             if (c == (unsigned char)closer[sp->lex])
                 sp->lex = LEX_CODE;
@@ -155,7 +160,7 @@ static bool split_scan(struct split *sp)
         /* In code. */
         enum split_token tk;
         size_t len = 1;
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+        if (is_blank(c)) {
             tk = TK_WS;
         } else if (c == '-' && i + 1 < n && t[i + 1] == '-') {
             sp->lex = LEX_LINE_COMMENT;
@@ -211,7 +216,7 @@ bool split_finish(struct split *sp, const char **stmt, size_t *len, unsigned *li
     sp->state = 0;
     if (first == SPLIT_NONE)
         return false;
-    while (end > first && strchr(" \t\r\n\f\v", sp->text.data[end - 1]) != NULL)
+    while (end > first && is_blank((unsigned char)sp->text.data[end - 1]))
         end--;
     *stmt = sp->text.data + first;
     *len = end - first;

@@ -22,10 +22,10 @@ struct split {
     size_t start;
     size_t pos;
     size_t content;
-    int lex;                /* inside code, a quote or a comment */
-    int state;              /* the trigger-aware completion state */
-    unsigned line;          /* the line being scanned, from 1 */
-    unsigned stmt_line;     /* the line of the statement's first token */
+    int lex;            /* inside code, a quote or a comment */
+    int state;          /* the trigger-aware completion state */
+    unsigned line;      /* the line being scanned, from 1 */
+    unsigned stmt_line; /* the line of the statement's first token */
 };
 
 #define SPLIT_NONE ((size_t)-1)

@@ -49,8 +49,8 @@
 #include "proto/codec.h"
 
 enum {
-    SQLMUX_READ_CHUNK = 64 * 1024,     /* bytes asked of one recv() */
-    SQLMUX_SEND_BATCH = 64 * 1024,     /* queued bytes that make sqlmux_send() write */
+    SQLMUX_READ_CHUNK = 64 * 1024, /* bytes asked of one recv() */
+    SQLMUX_SEND_BATCH = 64 * 1024, /* queued bytes that make sqlmux_send() write */
     SQLMUX_DEFAULT_PORT = 7654,
 };
 
@@ -62,23 +62,23 @@ enum {
 /* ---- Connections and results ----------------------------------------- */
 
 struct sqlmux_conn {
-    int fd;                   /* -1 once broken or closed */
-    int timeout_ms;           /* per wait; <= 0: none */
-    int cancel_fd;            /* -1: none */
+    int fd;         /* -1 once broken or closed */
+    int timeout_ms; /* per wait; <= 0: none */
+    int cancel_fd;  /* -1: none */
     char *url;
-    const char *error_code;   /* NULL while usable */
-    char *error;              /* why it broke (malloc'd; NULL if that failed) */
+    const char *error_code; /* NULL while usable */
+    char *error;            /* why it broke (malloc'd; NULL if that failed) */
     struct buf out;
     size_t out_done;
     struct buf in;
     size_t in_pos;
     size_t in_scan;
-    bool eof;                 /* the daemon closed its end */
-    bool write_closed;        /* writes fail: queued requests were dropped */
-    size_t pending;           /* requests whose response no result has begun */
-    size_t skip_responses;    /* responses to drop first (streams freed early) */
-    struct sqlmux_result *stream;  /* the result reading a response, if any */
-    struct buf scratch;       /* codec_decode_field() output */
+    bool eof;                     /* the daemon closed its end */
+    bool write_closed;            /* writes fail: queued requests were dropped */
+    size_t pending;               /* requests whose response no result has begun */
+    size_t skip_responses;        /* responses to drop first (streams freed early) */
+    struct sqlmux_result *stream; /* the result reading a response, if any */
+    struct buf scratch;           /* codec_decode_field() output */
 };
 
 /* One field of a row: data.data[off..off+len) plus a NUL. */
@@ -89,25 +89,25 @@ struct sqlmux_field {
 };
 
 struct sqlmux_result {
-    sqlmux_conn *conn;        /* streams only, while the response is open */
+    sqlmux_conn *conn; /* streams only, while the response is open */
     bool streaming;
-    bool finished;            /* the status line (or a client error) is in */
+    bool finished; /* the status line (or a client error) is in */
     bool failed;
-    const char *code;         /* error code: static, or into errtext */
-    const char *message;      /* "" or into errtext */
-    char *errtext;            /* "CODE\0message" of a daemon error */
-    char *facts;              /* the OK facts, NULL until there are some */
-    char *facts_split;        /* the same with each ' ' made a NUL */
+    const char *code;    /* error code: static, or into errtext */
+    const char *message; /* "" or into errtext */
+    char *errtext;       /* "CODE\0message" of a daemon error */
+    char *facts;         /* the OK facts, NULL until there are some */
+    char *facts_split;   /* the same with each ' ' made a NUL */
     int ncols;
-    size_t *colpos;           /* 2 * ncols offsets into coltext: name, type */
+    size_t *colpos; /* 2 * ncols offsets into coltext: name, type */
     struct buf coltext;
-    struct sqlmux_field *fields;   /* nrows * ncols (a stream: ncols) */
+    struct sqlmux_field *fields; /* nrows * ncols (a stream: ncols) */
     size_t fields_len;
     size_t fields_cap;
-    struct buf data;          /* the bytes of every field */
+    struct buf data; /* the bytes of every field */
     int64_t nrows;
-    int64_t cur;              /* current row; -1 before the first */
-    bool has_row;             /* a stream's current row is valid */
+    int64_t cur;  /* current row; -1 before the first */
+    bool has_row; /* a stream's current row is valid */
 };
 
 /* Handed out when not even a result can be allocated; never freed or
@@ -290,7 +290,7 @@ static int64_t fields_each(const char *body, size_t n, int (*fn)(void *, const c
 struct decode_ctx {
     sqlmux_result *r;
     struct buf *scratch;
-    size_t limit;             /* fields expected (row) or 0 (header) */
+    size_t limit; /* fields expected (row) or 0 (header) */
 };
 
 /* One field of the '*' header: a name or a declared type, as text. */
@@ -375,8 +375,8 @@ static const char *conn_error_text(const sqlmux_conn *c)
 static void conn_write_some(sqlmux_conn *c)
 {
     while (c->out_done < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_done += (size_t)n;
             continue;
@@ -466,13 +466,13 @@ static int conn_io(sqlmux_conn *c)
             return -1;
         }
         if (rc == 0) {
-            conn_fail(c, "TIMEOUT", "no reply from the daemon within %d ms", c->timeout_ms);
+            conn_fail(c, "NOREPLY", "no reply from the daemon within %d ms", c->timeout_ms);
             return -1;
         }
         break;
     }
     if (n == 2 && p[1].revents != 0) {
-        conn_fail(c, "INTERRUPTED", "interrupted while waiting for the daemon");
+        conn_fail(c, "CANCELLED", "cancelled while waiting for the daemon");
         return -1;
     }
     if (want_write && (p[0].revents & (POLLOUT | POLLERR | POLLHUP)))
@@ -510,7 +510,8 @@ static int conn_read_line(sqlmux_conn *c, const char **line, size_t *len)
     if (c->error_code != NULL)
         return -1;
     for (;;) {
-        const char *nl = memchr(c->in.data + c->in_scan, '\n', c->in.len - c->in_scan);
+        const char *nl =
+            c->in.len > c->in_scan ? memchr(c->in.data + c->in_scan, '\n', c->in.len - c->in_scan) : NULL;
         if (nl != NULL) {
             size_t end = (size_t)(nl - c->in.data);
             *line = c->in.data + c->in_pos;
@@ -545,9 +546,9 @@ static void result_fail_conn(sqlmux_result *r, const sqlmux_conn *c)
 
 /* How far conn_read_into() reads. */
 enum read_until {
-    READ_ALL,      /* the whole response (a buffered result) */
-    READ_HEADER,   /* the '*' header or the status line (a stream begins) */
-    READ_ROW,      /* the next row or the status line (a stream steps) */
+    READ_ALL,    /* the whole response (a buffered result) */
+    READ_HEADER, /* the '*' header or the status line (a stream begins) */
+    READ_ROW,    /* the next row or the status line (a stream steps) */
 };
 
 /* Read response lines into r, as far as `until` says. A connection
@@ -598,11 +599,8 @@ static void conn_read_into(sqlmux_conn *c, sqlmux_result *r, enum read_until unt
                 return;
             }
             return;
-        case REPLY_ERR:
-            result_fail_reply(r, body, blen);
-            return;
-        case REPLY_BAD:
-            goto bad;
+        case REPLY_ERR: result_fail_reply(r, body, blen); return;
+        case REPLY_BAD: goto bad;
         }
         continue;
     bad:
@@ -796,8 +794,9 @@ static int connect_addr(const struct sqlmux_addr *a, const char *url, int timeou
     hints.ai_flags = AI_ADDRCONFIG;
     int rc = getaddrinfo(a->host, a->port, &hints, &res);
     if (rc != 0) {
-        *errmsg = sqlmux_format("could not connect to %s: %s", url,
-                                rc == EAI_SYSTEM ? sqlmux_strerror(errno, tmp, sizeof tmp) : gai_strerror(rc));
+        *errmsg =
+            sqlmux_format("could not connect to %s: %s", url,
+                          rc == EAI_SYSTEM ? sqlmux_strerror(errno, tmp, sizeof tmp) : gai_strerror(rc));
         return -1;
     }
     fd = -1;

@@ -34,8 +34,8 @@
  * Blocking. Every call that talks to the daemon blocks until it is done,
  * with one bound: the connection's timeout. When nothing can be sent and
  * nothing arrives for timeout_ms milliseconds, the call fails with the error
- * code "TIMEOUT". A timeout of 0 (or less) waits forever. A call can also
- * be cut short from outside with sqlmux_set_cancel_fd() ("INTERRUPTED").
+ * code "NOREPLY". A timeout of 0 (or less) waits forever. A call can also
+ * be cut short from outside with sqlmux_set_cancel_fd() ("CANCELLED").
  * The library never raises SIGPIPE and never installs signal handlers; a
  * signal that interrupts a wait does not end it (unless the cancel fd says
  * so).
@@ -43,23 +43,26 @@
  * Errors. A result carries either success (with facts such as changes and
  * last_id) or an error: a stable upper-case code and a message. Codes sent
  * by the daemon are those of PROTOCOL.md ("SQL", "CONSTRAINT", "CROSSBIND",
- * ...). The library adds its own, which the daemon never sends:
+ * "TIMEOUT" for a bind's statement_timeout, ...). The library adds its own,
+ * which the daemon never sends:
  *
  *   CONNECTION   the connection could not be used: refused, reset, closed by
  *                the daemon (also in the middle of a result)
- *   TIMEOUT      nothing moved for the connection's timeout
- *   INTERRUPTED  the cancel fd became readable during a wait
+ *   NOREPLY      nothing moved for the connection's timeout
+ *   CANCELLED    the cancel fd became readable during a wait
  *   BADREPLY     the daemon sent something that is not the protocol
- *   NOMEM        out of memory in the client
  *   MISUSE       the API was used wrongly (e.g. sqlmux_exec() while
  *                pipelined results are still unread, a NaN parameter)
  *
- * After CONNECTION, TIMEOUT, INTERRUPTED or BADREPLY the connection is
- * broken: a response may be half read, so every later call fails at once
- * with the same error (sqlmux_conn_errmsg() says why). Close it and connect
- * again. The daemon, seeing the connection close, interrupts a running
- * statement and rolls back an open transaction. After a daemon error, NOMEM
- * or MISUSE the connection stays usable.
+ * and NOMEM, as the daemon does, when the client runs out of memory.
+ *
+ * After CONNECTION, NOREPLY, CANCELLED or BADREPLY (and NOMEM while a reply
+ * was being read) the connection is broken: a response may be half read,
+ * so every later call fails at once with the same error, and
+ * sqlmux_conn_errmsg() is no longer NULL. Close it and connect again. The
+ * daemon, seeing the connection close, interrupts a running statement,
+ * drops the requests it has not answered, and rolls back an open
+ * transaction. After any other error the connection stays usable.
  */
 #ifndef SQLMUX_H
 #define SQLMUX_H
@@ -100,8 +103,8 @@ typedef struct sqlmux_result sqlmux_result;
 
 enum sqlmux_type {
     SQLMUX_NULL = 0,
-    SQLMUX_INT,     /* parameters only: fields come back as TEXT */
-    SQLMUX_DOUBLE,  /* parameters only */
+    SQLMUX_INT,    /* parameters only: fields come back as TEXT */
+    SQLMUX_DOUBLE, /* parameters only */
     SQLMUX_TEXT,
     SQLMUX_BLOB,
 };
@@ -111,9 +114,9 @@ enum sqlmux_type {
  * outlive it. TEXT may hold any bytes, NULs included. */
 typedef struct sqlmux_value {
     enum sqlmux_type type;
-    int64_t i;      /* SQLMUX_INT */
-    double d;       /* SQLMUX_DOUBLE; NaN is refused (MISUSE), +-inf is fine */
-    const void *p;  /* SQLMUX_TEXT, SQLMUX_BLOB */
+    int64_t i;     /* SQLMUX_INT */
+    double d;      /* SQLMUX_DOUBLE; NaN is refused (MISUSE), +-inf is fine */
+    const void *p; /* SQLMUX_TEXT, SQLMUX_BLOB */
     size_t len;
 } sqlmux_value;
 
@@ -161,7 +164,7 @@ SQLMUX_API void sqlmux_close(sqlmux_conn *conn);
 SQLMUX_API void sqlmux_set_timeout(sqlmux_conn *conn, int timeout_ms);
 
 /* When fd (a pipe or eventfd the caller owns, -1 for none) becomes
- * readable, a call waiting on this connection gives up with INTERRUPTED and
+ * readable, a call waiting on this connection gives up with CANCELLED and
  * the connection is broken. The library polls fd but never reads it: the
  * caller drains it before the next call. This is how a shell cancels a
  * query from a SIGINT handler (write a byte to a self-pipe) or another

@@ -57,6 +57,11 @@ enum config_type {
                            "" = the config's folder itself */
     CONFIG_T_SCHEMA,    /* char *, path relative to the config's folder of a
                            file that must be readable now; "" = none (NULL) */
+    CONFIG_T_FOLDER,    /* char *, path relative to the config's folder of a
+                           folder that must exist now; "" = none (NULL) */
+    CONFIG_T_DATA_PATH, /* char *, path relative to data_dir (resolved once
+                           the whole file is read); "" = none (NULL) */
+    CONFIG_T_ON_DAMAGE, /* enum snapshot_damage: fail or move */
 };
 
 enum config_scope {
@@ -71,23 +76,29 @@ struct config_key {
     const char *def;    /* default, written as it would be in the file */
     long long min, max; /* bounds of numeric types */
     size_t offset;      /* the field this key sets */
+    bool restart;       /* a reload cannot change it: the daemon keeps the
+                           value it started with until restarted */
 };
 
 #define SERVER_KEY(name, type, def, min, max, field)                                                         \
     {                                                                                                        \
-        CONFIG_SERVER, name, type, def, min, max, offsetof(struct config, field)                             \
+        CONFIG_SERVER, name, type, def, min, max, offsetof(struct config, field), false                      \
+    }
+#define SERVER_KEY_RESTART(name, type, def, min, max, field)                                                 \
+    {                                                                                                        \
+        CONFIG_SERVER, name, type, def, min, max, offsetof(struct config, field), true                       \
     }
 #define BIND_KEY(name, type, def, min, max, field)                                                           \
     {                                                                                                        \
-        CONFIG_BIND, name, type, def, min, max, offsetof(struct bind_conf, field)                            \
+        CONFIG_BIND, name, type, def, min, max, offsetof(struct bind_conf, field), false                     \
     }
 
 /* Every option of the file, in the order --check-config prints them. The
  * file's sqlmux.ini documents the same keys for people. */
 static const struct config_key config_keys[] = {
-    SERVER_KEY("listen", CONFIG_T_LISTEN, "127.0.0.1:7654", 0, 0, listen_host),
-    SERVER_KEY("unix_socket", CONFIG_T_SOCKET, "", 0, 0, unix_socket),
-    SERVER_KEY("unix_socket_mode", CONFIG_T_MODE, "0660", 0, 0777, unix_socket_mode),
+    SERVER_KEY_RESTART("listen", CONFIG_T_LISTEN, "127.0.0.1:7654", 0, 0, listen_host),
+    SERVER_KEY_RESTART("unix_socket", CONFIG_T_SOCKET, "", 0, 0, unix_socket),
+    SERVER_KEY_RESTART("unix_socket_mode", CONFIG_T_MODE, "0660", 0, 0777, unix_socket_mode),
     SERVER_KEY("data_dir", CONFIG_T_DIR, "", 0, 0, data_dir),
     SERVER_KEY("max_clients", CONFIG_T_INT, "1024", 1, 1000000, max_clients),
     SERVER_KEY("max_request", CONFIG_T_SIZE, "1M", 1024, CONFIG_GIB, max_request),
@@ -95,8 +106,12 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("max_pipeline", CONFIG_T_INT, "128", 1, 65536, max_pipeline),
     SERVER_KEY("max_output", CONFIG_T_SIZE, "1M", 4096, CONFIG_GIB, max_output),
     SERVER_KEY("route_cache", CONFIG_T_INT, "1024", 0, 1000000, route_cache),
-    SERVER_KEY("stmt_cache", CONFIG_T_INT, "64", 0, 10000, stmt_cache),
+    SERVER_KEY_RESTART("stmt_cache", CONFIG_T_INT, "64", 0, 10000, stmt_cache),
     SERVER_KEY("log_level", CONFIG_T_LOG_LEVEL, "info", 0, 0, log_level),
+    SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
+    SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
+    SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
+    SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),
     BIND_KEY("pool_size", CONFIG_T_INT, "4", 1, 64, pool_size),
     BIND_KEY("busy_timeout", CONFIG_T_INT, "5000", 0, 3600000, busy_timeout_ms),
@@ -106,6 +121,9 @@ static const struct config_key config_keys[] = {
     BIND_KEY("idle_timeout", CONFIG_T_INT, "60000", 0, 86400000, idle_timeout_ms),
     BIND_KEY("statement_timeout", CONFIG_T_INT, "0", 0, 86400000, statement_timeout_ms),
     BIND_KEY("max_queue", CONFIG_T_INT, "1024", 0, 1000000, max_queue),
+    BIND_KEY("snapshot", CONFIG_T_DATA_PATH, "", 0, 0, snapshot),
+    BIND_KEY("snapshot_interval", CONFIG_T_INT, "0", 0, 604800, snapshot_interval_s),
+    BIND_KEY("snapshot_on_damage", CONFIG_T_ON_DAMAGE, "fail", 0, 0, snapshot_on_damage),
 };
 
 /* Options that mean something for one kind of bind only. */
@@ -124,6 +142,14 @@ static bool config_key_pg_only(const struct config_key *key)
            key->offset == offsetof(struct bind_conf, max_queue);
 }
 
+/* Options of in-memory SQLite binds only (their snapshot file). */
+static bool config_key_memory_only(const struct config_key *key)
+{
+    return key->offset == offsetof(struct bind_conf, snapshot) ||
+           key->offset == offsetof(struct bind_conf, snapshot_interval_s) ||
+           key->offset == offsetof(struct bind_conf, snapshot_on_damage);
+}
+
 #define CONFIG_NKEYS (sizeof config_keys / sizeof config_keys[0])
 
 static const char *const config_level_names[] = {
@@ -131,6 +157,11 @@ static const char *const config_level_names[] = {
     [LOG_WARN] = "warn",
     [LOG_INFO] = "info",
     [LOG_DEBUG] = "debug",
+};
+
+static const char *const config_damage_names[] = {
+    [SNAPSHOT_DAMAGE_FAIL] = "fail",
+    [SNAPSHOT_DAMAGE_MOVE] = "move",
 };
 
 /* ------------------------------------------------------------------------
@@ -539,6 +570,22 @@ static bool config_check_readable(struct config_parse *st, const char *path, int
     return ok;
 }
 
+/* Checks that a folder key (migrations) names a folder that exists now. */
+static bool config_check_folder(struct config_parse *st, const struct config_key *key, const char *path,
+                                int line)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        config_fail(st, line, "%s: cannot open %s: %s", key->name, path, strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        config_fail(st, line, "%s: %s is not a folder", key->name, path);
+        return false;
+    }
+    return true;
+}
+
 /* Sets the field of `key` in `base` (a struct config or struct bind_conf,
  * per key->scope) from the text `value`. Relative paths resolve against
  * st->cfg->dir. On a bad value records "file:line: key: why" and returns
@@ -608,11 +655,35 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
         config_fail(st, line, "%s: '%s' is not one of error, warn, info, debug", key->name, value);
         return false;
 
+    case CONFIG_T_ON_DAMAGE:
+        for (size_t i = 0; i < sizeof config_damage_names / sizeof config_damage_names[0]; i++) {
+            if (strcasecmp(value, config_damage_names[i]) == 0) {
+                *(enum snapshot_damage *)(void *)field = (enum snapshot_damage)i;
+                return true;
+            }
+        }
+        config_fail(st, line, "%s: '%s' is not one of fail, move", key->name, value);
+        return false;
+
+    case CONFIG_T_DATA_PATH: {
+        /* Kept as written: config_finish() resolves it against data_dir. */
+        char *copy = NULL;
+        if (*value != '\0' && (copy = strdup(value)) == NULL) {
+            config_oom(st);
+            return false;
+        }
+        char **slot = (char **)(void *)field;
+        free(*slot);
+        *slot = copy;
+        return true;
+    }
+
     case CONFIG_T_LISTEN: return config_set_listen(st, base, value, line);
 
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
-    case CONFIG_T_SCHEMA: {
+    case CONFIG_T_SCHEMA:
+    case CONFIG_T_FOLDER: {
         char *path = NULL;
         if (*value != '\0' || key->type == CONFIG_T_DIR) {
             path = config_path_join(st->cfg->dir, value);
@@ -629,6 +700,10 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
             return false;
         }
         if (path != NULL && key->type == CONFIG_T_SCHEMA && !config_check_readable(st, path, line)) {
+            free(path);
+            return false;
+        }
+        if (path != NULL && key->type == CONFIG_T_FOLDER && !config_check_folder(st, key, path, line)) {
             free(path);
             return false;
         }
@@ -650,6 +725,8 @@ static void config_key_release(const struct config_key *key, void *base)
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
     case CONFIG_T_SCHEMA:
+    case CONFIG_T_FOLDER:
+    case CONFIG_T_DATA_PATH:
         free(*slot);
         *slot = NULL;
         break;
@@ -675,6 +752,11 @@ static char *config_key_format(const struct config_key *key, const void *base)
     case CONFIG_T_BOOL: return config_strf("%s", *(const bool *)(const void *)field ? "on" : "off");
     case CONFIG_T_LOG_LEVEL:
         return config_strf("%s", config_log_level_name(*(const enum log_level *)(const void *)field));
+    case CONFIG_T_ON_DAMAGE: {
+        unsigned d = (unsigned)*(const enum snapshot_damage *)(const void *)field;
+        return config_strf("%s", d < sizeof config_damage_names / sizeof config_damage_names[0]
+                                     ? config_damage_names[d] : "?");
+    }
     case CONFIG_T_LISTEN: {
         const struct config *cfg = base;
         if (cfg->listen_host == NULL)
@@ -684,7 +766,9 @@ static char *config_key_format(const struct config_key *key, const void *base)
     }
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
-    case CONFIG_T_SCHEMA: {
+    case CONFIG_T_SCHEMA:
+    case CONFIG_T_FOLDER:
+    case CONFIG_T_DATA_PATH: {
         const char *s = *(char *const *)(const void *)field;
         return config_strf("%s", s ? s : "");
     }
@@ -1082,6 +1166,7 @@ static void config_bind_release(struct bind_conf *b)
     free(b->url_redacted);
     free(b->path);
     free(b->schema);
+    free(b->snapshot);
     if (b->pg_keywords != NULL)
         for (size_t i = 0; b->pg_keywords[i] != NULL; i++)
             free(b->pg_keywords[i]);
@@ -1417,9 +1502,32 @@ static bool config_finish(struct config_parse *st)
         free(b->schema);
         b->schema = bs->opts.schema;
         bs->opts.schema = NULL;
+        b->snapshot_interval_s = bs->opts.snapshot_interval_s;
+        b->snapshot_on_damage = bs->opts.snapshot_on_damage;
+        free(b->snapshot);
+        b->snapshot = bs->opts.snapshot;
+        bs->opts.snapshot = NULL;
         for (size_t k = 0; k < CONFIG_NKEYS; k++) {
             const struct config_key *key = &config_keys[k];
             bool pg = b->type == BIND_POSTGRES;
+            if (bs->seen[k] != 0 && config_key_memory_only(key) && b->type != BIND_SQLITE_MEMORY) {
+                if (key->offset == offsetof(struct bind_conf, snapshot)) {
+                    config_fail(st, bs->seen[k],
+                                "snapshot: bind '%s' is not an in-memory bind; only sqlite:///:memory: binds "
+                                "have snapshot files",
+                                b->name);
+                    return false;
+                }
+                config_warn(st, bs->seen[k], "%s applies to in-memory binds only; ignored for bind '%s'",
+                            key->name, b->name);
+                continue;
+            }
+            if (bs->seen[k] != 0 && config_key_memory_only(key) && b->snapshot == NULL &&
+                key->offset != offsetof(struct bind_conf, snapshot)) {
+                config_warn(st, bs->seen[k], "%s has no effect without snapshot = FILE; ignored for bind '%s'",
+                            key->name, b->name);
+                continue;
+            }
             if (bs->seen[k] == 0 || !(pg ? config_key_sqlite_only(key) : config_key_pg_only(key)))
                 continue;
             config_warn(st, bs->seen[k], "%s applies to %s binds only; ignored for bind '%s'", key->name,
@@ -1432,6 +1540,18 @@ static bool config_finish(struct config_parse *st)
         }
     }
 
+    for (size_t i = 0; i < cfg->nbinds; i++) {
+        struct bind_conf *b = &cfg->binds[i];
+        if (b->snapshot == NULL)
+            continue;
+        char *abs = config_path_join(cfg->data_dir, b->snapshot);
+        if (abs == NULL) {
+            config_fail(st, 0, "out of memory");
+            return false;
+        }
+        free(b->snapshot);
+        b->snapshot = abs;
+    }
     for (size_t i = 0; i < cfg->nbinds; i++) {
         struct bind_conf *b = &cfg->binds[i];
         if (b->type != BIND_SQLITE_FILE)
@@ -1571,6 +1691,7 @@ done:
     for (size_t i = 0; i < st.nbind_sections; i++) {
         free(st.bind_sections[i].name);
         free(st.bind_sections[i].opts.schema);
+        free(st.bind_sections[i].opts.snapshot);
     }
     free(st.bind_sections);
     if (cfg != NULL)
@@ -1706,6 +1827,70 @@ size_t config_route_table(const struct config *cfg, const char *schema, const ch
     if (config_lookup(cfg, &bare, &bind))
         return bind;
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Reload support
+ * ------------------------------------------------------------------------ */
+
+/* Whether `key` has the same value in two structs of its scope. */
+static bool config_key_equal(const struct config_key *key, const void *a, const void *b)
+{
+    char *va = config_key_format(key, a);
+    char *vb = config_key_format(key, b);
+    bool same = va != NULL && vb != NULL && strcmp(va, vb) == 0;
+    free(va);
+    free(vb);
+    return same;
+}
+
+int config_keep_restart_settings(struct config *next, const struct config *cur, char *changed,
+                                 size_t changedlen)
+{
+    struct config_parse st = {.cfg = next, .file = next->path};
+    int n = 0;
+
+    if (changed != NULL && changedlen > 0)
+        changed[0] = '\0';
+    for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+        const struct config_key *key = &config_keys[i];
+        if (key->scope != CONFIG_SERVER || !key->restart || config_key_equal(key, cur, next))
+            continue;
+        char *old = config_key_format(key, cur);
+        bool ok = old != NULL && config_key_set(&st, key, next, old, 0);
+        free(old);
+        if (!ok)
+            return -1;
+        if (changed != NULL && changedlen > 0) {
+            size_t used = strlen(changed);
+            snprintf(changed + used, changedlen - used, "%s%s", n > 0 ? ", " : "", key->name);
+        }
+        n++;
+    }
+    return n;
+}
+
+static bool config_str_equal(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+bool config_bind_same_database(const struct bind_conf *a, const struct bind_conf *b)
+{
+    return a->type == b->type && config_str_equal(a->name, b->name) && config_str_equal(a->url, b->url) &&
+           config_str_equal(a->path, b->path);
+}
+
+bool config_bind_equal(const struct bind_conf *a, const struct bind_conf *b)
+{
+    if (!config_bind_same_database(a, b))
+        return false;
+    for (size_t i = 0; i < CONFIG_NKEYS; i++)
+        if (config_keys[i].scope == CONFIG_BIND && !config_key_equal(&config_keys[i], a, b))
+            return false;
+    return true;
 }
 
 /* ------------------------------------------------------------------------

@@ -17,6 +17,12 @@ enum bind_type {
     BIND_POSTGRES,
 };
 
+/* What start-up does with a snapshot file that fails its checks. */
+enum snapshot_damage {
+    SNAPSHOT_DAMAGE_FAIL,   /* stop with an error naming the file */
+    SNAPSHOT_DAMAGE_MOVE,   /* rename it to FILE.damaged-TIME and start empty */
+};
+
 struct bind_conf {
     char *name;             /* the bind key: "default", "second_db" */
     char *url;              /* as written in the file */
@@ -37,6 +43,9 @@ struct bind_conf {
     int idle_timeout_ms;    /* PostgreSQL: close idle connections above pool_min after this; 0: never */
     int statement_timeout_ms; /* PostgreSQL: cancel a statement running longer; 0: never */
     int max_queue;          /* PostgreSQL: requests waiting for a server connection */
+    char *snapshot;         /* in-memory bind: absolute path of its snapshot file, or NULL */
+    int snapshot_interval_s; /* in-memory bind: save the snapshot this often; 0: never */
+    enum snapshot_damage snapshot_on_damage;
     int line;               /* line of the file that defined the bind */
 };
 
@@ -68,6 +77,11 @@ struct config {
     int route_cache;        /* routing decisions cached (entries) */
     int stmt_cache;         /* prepared statements cached per connection */
     enum log_level log_level;
+    bool log_connections;   /* log each client's connect and disconnect */
+    int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
+    char *migrations;       /* absolute path of the migrations folder (a
+                               sub-folder per bind), or NULL */
+    bool migrate_on_start;  /* apply pending migrations when the daemon starts */
 
     /* [binds]; binds[0] is always "default". */
     struct bind_conf *binds;
@@ -104,6 +118,26 @@ int config_bind_index(const struct config *cfg, const char *name);
  * wins. Unmapped tables go to bind 0, "default".
  */
 size_t config_route_table(const struct config *cfg, const char *schema, const char *name);
+
+/*
+ * For a reload: the [server] settings that need a restart keep their
+ * current values. Every such key whose value differs between `cur` and
+ * `next` is copied from cur into next and its name appended to `changed`
+ * (", "-separated; may be NULL). Returns how many differed, or -1 when out
+ * of memory (next is then unusable).
+ */
+__attribute__((warn_unused_result))
+int config_keep_restart_settings(struct config *next, const struct config *cur, char *changed,
+                                 size_t changedlen);
+
+/* Whether two binds are the same database with the same options (name,
+ * URL, resolved path and every [bind.NAME] key), so a reload can keep the
+ * open one. */
+bool config_bind_equal(const struct bind_conf *a, const struct bind_conf *b);
+
+/* Whether two binds differ only in their [bind.NAME] options (same name,
+ * type, URL and path). */
+bool config_bind_same_database(const struct bind_conf *a, const struct bind_conf *b);
 
 /* Print the resolved binds, options and table map, for --check-config. */
 void config_print(const struct config *cfg, FILE *out);

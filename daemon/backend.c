@@ -39,6 +39,8 @@ struct job *job_new(enum job_type type, struct bind *b, struct session *sess, ui
     }
     job->type = type;
     job->bind = b;
+    server_bind_hold(b);
+    job->cfgref = server_cfg_hold(b->srv->cfgref);
     job->sess = sess;
     job->owner = owner;
     job->refs = 1;
@@ -49,6 +51,8 @@ struct job *job_new(enum job_type type, struct bind *b, struct session *sess, ui
 
 void job_unref(struct job *job)
 {
+    struct bind *b = job->bind;
+
     if (--job->refs > 0)
         return;
     codec_request_free(&job->req);
@@ -56,7 +60,9 @@ void job_unref(struct job *job)
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);
+    server_cfg_drop(job->cfgref);
     free(job);
+    server_bind_drop(b);
 }
 
 int job_post_chunk(struct job *job, struct buf *data)

@@ -29,6 +29,7 @@ struct server;
 struct session;
 struct bind;
 struct bind_status;
+struct confref;
 
 enum job_type {
     JOB_EXEC,      /* run one statement and stream its response */
@@ -46,7 +47,11 @@ struct job_event {
 
 struct job {
     enum job_type type;
-    struct bind *bind;
+    struct bind *bind;         /* holds a reference (server_bind_hold) */
+    struct confref *cfgref;    /* the configuration current when the job was
+                                  made, held for its life: backends read the
+                                  table map from here, never from srv->cfg,
+                                  which a reload may swap */
     struct session *sess;      /* NULL once the session is gone (loop thread) */
     uint64_t owner;            /* session id: the key transactions pin on */
 
@@ -76,6 +81,7 @@ struct job {
     struct job_event done_event;
     struct job *next;          /* backend queues */
     uint64_t queued_at;        /* uv_now() when it was submitted */
+    uint64_t started_ns;       /* uv_hrtime() when the session started it */
 };
 
 struct backend_ops {
@@ -103,12 +109,36 @@ struct bind_status {
     int in_use;                /* connections running or holding a client's work */
 };
 
+/* What .stats reports per bind; counted on the loop thread as JOB_EXEC
+ * jobs finish. */
+struct bind_stats {
+    uint64_t statements;
+    uint64_t errors;           /* statements whose response ended with -ERR */
+    uint64_t rows;             /* rows returned */
+    uint64_t time_us;          /* from start to last byte, summed */
+};
+
+/*
+ * One open bind. conf points into the configuration it was opened with and
+ * never changes; cfgref keeps that configuration alive. A reload keeps a
+ * bind whose settings did not change (the same struct, connections and
+ * data) and replaces the others; a replaced bind is "retired": it serves
+ * the transactions and jobs still on it and closes when its last reference
+ * is dropped (server_bind_drop). Worker threads may read conf, srv->loop and
+ * impl; everything else belongs to the loop thread.
+ */
 struct bind {
     struct server *srv;
     const struct bind_conf *conf;
-    size_t index;
+    size_t index;              /* position in srv->binds (stale once retired) */
     const struct backend_ops *ops;
     void *impl;
+
+    struct confref *cfgref;
+    int refs;                  /* the server's table, each job, each open transaction */
+    bool retired;              /* no longer in srv->binds */
+    struct bind *next_retired; /* srv->retired list */
+    struct bind_stats stats;
 };
 
 extern const struct backend_ops backend_sqlite_ops;

@@ -720,7 +720,7 @@ static void conn_read(struct pgconn *c)
             return;
         }
         if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
-            const struct config *cfg = c->pb->bind->srv->cfg;
+            const struct config *cfg = server_cfg_of(c->job->cfgref);
             for (int r = 0; r < PQntuples(res); r++) {
                 char lower_schema[256], lower_name[256];
                 const char *shown = PQgetvalue(res, r, 0);

@@ -75,6 +75,7 @@ struct sqlite_bind {
     char *filename;            /* what sqlite3_open_v2 gets */
     char *memdir;              /* in-memory bind: its private RAM folder */
     int open_flags;
+    size_t stmt_cache;         /* statements cached per connection (fixed at open) */
     struct worker *workers;
     int nworkers;
     uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
@@ -339,7 +340,7 @@ fail:
  * with SQLITE_OK means the text holds no statement. */
 static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, int *rc)
 {
-    size_t cap = (size_t)w->sb->bind->srv->cfg->stmt_cache;
+    size_t cap = w->sb->stmt_cache;
     uint64_t h = hash_bytes(sql, len);
     struct cached_stmt *victim = NULL;
     sqlite3_stmt *stmt = NULL;
@@ -605,7 +606,7 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
     static const char sql[] =
         "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
-    const struct config *cfg = w->sb->bind->srv->cfg;
+    const struct config *cfg = server_cfg_of(job->cfgref);
     const char *bind_name = w->sb->bind->conf->name;
     sqlite3_stmt *stmt;
     int rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
@@ -898,11 +899,12 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     if (sb->workers == NULL)
         goto nomem;
     sb->nworkers = bc->pool_size;
+    sb->stmt_cache = (size_t)server_cfg_of(b->cfgref)->stmt_cache;
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
         w->sb = sb;
         w->tail = &w->head;
-        w->cache = calloc((size_t)b->srv->cfg->stmt_cache + 1, sizeof *w->cache);
+        w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache);
         if (w->cache == NULL)
             goto nomem;
         if (conn_open(sb, &w->db, err, errlen) != 0 || conn_harden(w, err, errlen) != 0)

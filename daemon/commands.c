@@ -4,6 +4,8 @@
  * client libraries show them like any query.
  */
 #include <ctype.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,13 +93,13 @@ static void cmd_binds(struct session *s, const char *args)
     static const char *const cols[] = {"name", "", "type", "", "url", "", "location", "",
                                        "state", "", "pool_size", "INTEGER", "connections", "INTEGER",
                                        "in_use", "INTEGER", NULL};
-    const struct config *cfg = s->srv->cfg;
+    const struct server *srv = s->srv;
 
     (void)args;
     session_reply_columns(s, cols);
-    for (size_t i = 0; i < cfg->nbinds; i++) {
-        const struct bind_conf *b = &cfg->binds[i];
-        struct bind *bind = &s->srv->binds[i];
+    for (size_t i = 0; i < srv->nbinds; i++) {
+        struct bind *bind = srv->binds[i];
+        const struct bind_conf *b = bind->conf;
         struct bind_status st = {"?", 0, 0};
         char pool[16], conns[16], in_use[16], where[512];
 
@@ -110,7 +112,7 @@ static void cmd_binds(struct session *s, const char *args)
                              st.state, pool, conns, in_use};
         session_reply_row(s, row, 8);
     }
-    reply_rows_done(s, cfg->nbinds);
+    reply_rows_done(s, srv->nbinds);
 }
 
 static void cmd_map(struct session *s, const char *args)
@@ -142,12 +144,13 @@ static void tables_next(struct session *s)
 {
     struct job *job;
 
-    if (s->tables_next >= s->tables_end) {
+    /* A reload may have shortened the table meanwhile. */
+    if (s->tables_next >= s->tables_end || s->tables_next >= s->srv->nbinds) {
         s->tables_running = false;
         reply_rows_done(s, (size_t)s->tables_rows);
         return;
     }
-    job = job_new(JOB_TABLES, &s->srv->binds[s->tables_next++], s, s->id);
+    job = job_new(JOB_TABLES, s->srv->binds[s->tables_next++], s, s->id);
     if (job == NULL) {
         s->tables_running = false;
         session_reply_error(s, "NOMEM", "out of memory");
@@ -193,12 +196,12 @@ void commands_job_done(struct session *s, struct job *job)
     tables_next(s);
 }
 
-/* Where a routed statement runs for this session. */
-static size_t route_session_bind(const struct session *s, const struct route *r)
+/* The name of the bind a routed statement runs on for this session. */
+static const char *route_session_bind(const struct session *s, const struct route *r)
 {
     if (r->bind != ROUTE_NO_TABLE)
-        return (size_t)r->bind;
-    return s->in_txn ? s->txn_bind : s->use_bind;
+        return s->srv->cfg->binds[r->bind].name;
+    return (s->in_txn ? s->txn_bind : s->use_bind)->conf->name;
 }
 
 static void cmd_route(struct session *s, const char *args)
@@ -220,19 +223,20 @@ static void cmd_route(struct session *s, const char *args)
             const struct route_table *t = &ri.tables[i];
             char name[512];
             snprintf(name, sizeof name, "%s%s%s", t->schema, t->schema[0] ? "." : "", t->name);
-            size_t bind = route_is_system_table(t) ? route_session_bind(s, &r)
-                                                   : config_route_table(cfg, t->schema, t->name);
-            const char *row[] = {name, cfg->binds[bind].name};
+            const char *bind = route_is_system_table(t)
+                                   ? route_session_bind(s, &r)
+                                   : cfg->binds[config_route_table(cfg, t->schema, t->name)].name;
+            const char *row[] = {name, bind};
             session_reply_row(s, row, 2);
         }
     }
     if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
-    } else if (s->in_txn && r.bind != ROUTE_NO_TABLE && (size_t)r.bind != s->txn_bind) {
+    } else if (s->in_txn && r.bind != ROUTE_NO_TABLE && strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
-                            cfg->binds[s->txn_bind].name, cfg->binds[r.bind].name);
+                            s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
-        snprintf(facts, sizeof facts, "bind=%s", cfg->binds[route_session_bind(s, &r)].name);
+        snprintf(facts, sizeof facts, "bind=%s", route_session_bind(s, &r));
         session_reply_ok(s, facts);
     }
     route_clear(&r);
@@ -245,15 +249,15 @@ static void cmd_use(struct session *s, const char *args)
     int i;
 
     if (args[0] == '\0') {
-        snprintf(facts, sizeof facts, "bind=%s", s->srv->cfg->binds[s->use_bind].name);
+        snprintf(facts, sizeof facts, "bind=%s", s->use_bind->conf->name);
         session_reply_ok(s, facts);
         return;
     }
     i = arg_bind(s, args);
     if (i < 0)
         return;
-    s->use_bind = (size_t)i;
-    snprintf(facts, sizeof facts, "bind=%s", s->srv->cfg->binds[i].name);
+    s->use_bind = s->srv->binds[i];
+    snprintf(facts, sizeof facts, "bind=%s", s->use_bind->conf->name);
     session_reply_ok(s, facts);
 }
 
@@ -262,6 +266,153 @@ static void cmd_quit(struct session *s, const char *args)
     (void)args;
     session_reply_ok(s, NULL);
     s->quit_after_flush = true;
+}
+
+/* ---- Operation: .stats, .clients, .version, .reload ------------------ */
+
+/* The bind a client is on: its transaction's, else the one for statements
+ * naming no table. */
+static const struct bind *session_bind(const struct session *s)
+{
+    return s->in_txn ? s->txn_bind : s->use_bind;
+}
+
+/* Sums for the (all) row of .stats. */
+struct stats_total {
+    struct bind_stats st;
+    long long pool, conns, in_use, txns, clients;
+};
+
+static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
+                      long long conns, long long in_use, long long txns, long long clients)
+{
+    char f[10][32];
+    double ms = (double)st->time_us / 1000.0;
+
+    snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
+    snprintf(f[1], sizeof f[1], "%llu", (unsigned long long)st->errors);
+    snprintf(f[2], sizeof f[2], "%llu", (unsigned long long)st->rows);
+    snprintf(f[3], sizeof f[3], "%.3f", ms);
+    snprintf(f[4], sizeof f[4], "%.3f", st->statements ? ms / (double)st->statements : 0.0);
+    snprintf(f[5], sizeof f[5], "%lld", pool);
+    snprintf(f[6], sizeof f[6], "%lld", conns);
+    snprintf(f[7], sizeof f[7], "%lld", in_use);
+    snprintf(f[8], sizeof f[8], "%lld", txns);
+    snprintf(f[9], sizeof f[9], "%lld", clients);
+    const char *row[] = {name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]};
+    session_reply_row(s, row, 11);
+}
+
+/* One .stats row for bind b, added to tot. */
+static void stats_bind(struct session *s, struct bind *b, struct stats_total *tot)
+{
+    struct bind_status st = {"?", 0, 0};
+    long long txns = 0, clients = 0;
+    char name[96];
+
+    b->ops->status(b, &st);
+    for (const struct session *c = s->srv->sessions; c != NULL; c = c->next) {
+        txns += c->in_txn && c->txn_bind == b;
+        clients += session_bind(c) == b;
+    }
+    snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
+    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients);
+    tot->st.statements += b->stats.statements;
+    tot->st.errors += b->stats.errors;
+    tot->st.rows += b->stats.rows;
+    tot->st.time_us += b->stats.time_us;
+    tot->pool += b->conf->pool_size;
+    tot->conns += st.connections;
+    tot->in_use += st.in_use;
+    tot->txns += txns;
+    tot->clients += clients;
+}
+
+static void cmd_stats(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"bind", "", "statements", "INTEGER", "errors", "INTEGER", "rows", "INTEGER",
+                                       "time_ms", "REAL", "avg_ms", "REAL", "pool_size", "INTEGER",
+                                       "connections", "INTEGER", "in_use", "INTEGER", "transactions", "INTEGER",
+                                       "clients", "INTEGER", NULL};
+    struct server *srv = s->srv;
+    struct stats_total tot = {0};
+    size_t n = 0;
+    char facts[64];
+
+    (void)args;
+    session_reply_columns(s, cols);
+    for (size_t i = 0; i < srv->nbinds; i++, n++)
+        stats_bind(s, srv->binds[i], &tot);
+    for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
+        stats_bind(s, b, &tot);
+    stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions);
+    snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
+    session_reply_ok(s, facts);
+}
+
+static void cmd_clients(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"id", "INTEGER", "peer", "", "state", "", "bind", "", "in_txn", "",
+                                       "statements", "INTEGER", "connected_ms", "INTEGER", "statement_ms", "INTEGER",
+                                       NULL};
+    const struct server *srv = s->srv;
+    uint64_t now_ms = uv_now(srv->loop), now_ns = uv_hrtime();
+    size_t n = 0;
+
+    (void)args;
+    session_reply_columns(s, cols);
+    for (const struct session *c = srv->sessions; c != NULL; c = c->next, n++) {
+        char id[24], stmts[24], conn[24], age[24];
+        const struct bind *b = session_bind(c);
+        snprintf(id, sizeof id, "%llu", (unsigned long long)c->id);
+        snprintf(stmts, sizeof stmts, "%llu", (unsigned long long)c->statements);
+        snprintf(conn, sizeof conn, "%llu", (unsigned long long)(now_ms - c->connected_at));
+        if (c->job != NULL)
+            snprintf(age, sizeof age, "%llu", (unsigned long long)((now_ns - c->job->started_ns) / 1000000));
+        const char *row[] = {id, c->peer, session_state_name(c->state), b->conf->name, c->in_txn ? "yes" : "no",
+                             stmts, conn, c->job != NULL ? age : NULL};
+        session_reply_row(s, row, 8);
+    }
+    reply_rows_done(s, n);
+}
+
+static void cmd_version(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"component", "", "version", "", NULL};
+    char pq[32];
+    int v = PQlibVersion();
+
+    (void)args;
+    /* 15.10 is 150010; before 10, 9.6.3 was 90603. */
+    if (v >= 100000)
+        snprintf(pq, sizeof pq, "%d.%d", v / 10000, v % 10000);
+    else
+        snprintf(pq, sizeof pq, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+    const char *rows[][2] = {
+        {"sqlmuxd", SQLMUXD_VERSION},
+        {"protocol", "1"},
+        {"sqlite", sqlite3_libversion()},
+        {"libuv", uv_version_string()},
+        {"libpq", pq},
+    };
+    session_reply_columns(s, cols);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        session_reply_row(s, rows[i], 2);
+    reply_rows_done(s, sizeof rows / sizeof rows[0]);
+}
+
+static void cmd_reload(struct session *s, const char *args)
+{
+    char err[1024], facts[64];
+
+    (void)args;
+    log_info("c%llu: .reload", (unsigned long long)s->id);
+    if (server_reload(s->srv, err, sizeof err) != 0) {
+        session_reply_error(s, "CONFIG", "reload refused, the running configuration stays: %s", err);
+        return;
+    }
+    snprintf(facts, sizeof facts, "binds=%zu", s->srv->nbinds);
+    session_reply_ok(s, facts);
 }
 
 static const struct command commands[] = {
@@ -273,6 +424,10 @@ static const struct command commands[] = {
     {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it", cmd_route},
     {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it", cmd_use},
     {"quit", "", "close the connection", cmd_quit},
+    {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)", cmd_stats},
+    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages", cmd_clients},
+    {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version},
+    {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -14,8 +14,6 @@
 #include "daemon/log.h"
 #include "daemon/server.h"
 
-#define SQLMUX_VERSION "0.1.0"
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -39,7 +37,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--check-config") == 0 || strcmp(argv[i], "-t") == 0) {
             check = true;
         } else if (strcmp(argv[i], "--version") == 0) {
-            printf("sqlmuxd %s (sqlite %s, libuv %s)\n", SQLMUX_VERSION, sqlite3_libversion(),
+            printf("sqlmuxd %s (sqlite %s, libuv %s)\n", SQLMUXD_VERSION, sqlite3_libversion(),
                    uv_version_string());
             return 0;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -70,7 +68,7 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
-    log_info("sqlmuxd %s starting with %s", SQLMUX_VERSION, cfg->path);
+    log_info("sqlmuxd %s starting with %s", SQLMUXD_VERSION, cfg->path);
     if (server_init(&srv, uv_default_loop(), cfg) != 0) {
         server_free(&srv);
         uv_loop_close(uv_default_loop());

@@ -11,15 +11,35 @@
  * statements, PRAGMA arguments. A statement SQLite would reject may still be
  * analyzed; the backend reports its error when it runs.
  *
+ * What callers can rely on:
+ * - Tables are deduplicated by (schema, name) after unquoting and ASCII
+ *   lowercasing, in order of first appearance. CTE names are removed from
+ *   the unqualified references of the whole statement.
+ * - nparams follows sqlite3_bind_parameter_count(): "?" takes the index
+ *   after the highest so far, ?NNN and $NNN take NNN (1..65535, else
+ *   ESYNTAX), a named parameter (:x, @x, $x; prefix included, case kept)
+ *   takes the next index the first time its name appears. nparams is the
+ *   highest index.
+ * - A ';' outside parentheses and trigger bodies ends the statement; after
+ *   it only whitespace and comments may follow (even a second ';' is
+ *   ROUTER_EMULTI). Input of only whitespace, comments and ';' is
+ *   ROUTER_ESYNTAX "empty statement". NUL bytes, unterminated literals or
+ *   comments, unbalanced parentheses and more than MAX_DEPTH nested ones
+ *   are ROUTER_ESYNTAX.
+ * - On failure the result holds only the error message (kind STMT_OTHER,
+ *   no tables, no flags, nparams 0).
+ *
  * Work is linear in the input. Every byte is lexed once (a small lookahead
  * ring avoids re-lexing), nesting lives in an explicit stack capped at
  * MAX_DEPTH frames instead of recursion, and names are deduplicated through
- * a hash index. A typical statement costs two allocations: the names string
- * block and the tables array of the result.
+ * a hash index, at most MAX_NAMES of them. A typical statement costs two
+ * allocations: the names string block and the tables array of the result.
  *
  * Dialect notes. Comments do not nest (SQLite). "?" is always a parameter,
- * so PostgreSQL's jsonb "?" operator counts as one. A word directly followed
- * by a quote (E'..', X'..', B'..') is one literal.
+ * so PostgreSQL's jsonb "?" operator counts as one. A letter directly
+ * followed by a quote (E'..', X'..', B'..') is one literal, and $$..$$ or
+ * $tag$..$tag$ is a dollar-quoted string: where SQLite would read an
+ * identifier and a string, or a $-parameter, the PostgreSQL reading wins.
  */
 #include "daemon/router.h"
 
@@ -170,12 +190,13 @@ enum state {
     S_CTE_AFTER_BODY,  /* ',' for another CTE, or the main statement */
 };
 
-/* Frame facts. F_FUNC: the '(' of a function call, where FROM and IN are
- * arguments (substring(x FROM 2)) unless a SELECT made it a query.
+/* Frame facts. F_FUNC: the '(' of a function call, where FROM is part of
+ * an argument (substring(x FROM 2)) unless a SELECT made it a query.
+ * F_POSITION: the '(' of position(a IN b), where IN is no "IN table".
  * F_QUERY: SELECT/DML seen directly in this frame. F_FROM: inside a FROM
  * list, where ',' introduces another table. F_BODY: inside the BEGIN..END
  * body of CREATE TRIGGER (outermost frame only). */
-enum { F_FUNC = 1, F_QUERY = 2, F_FROM = 4, F_BODY = 8 };
+enum { F_FUNC = 1, F_QUERY = 2, F_FROM = 4, F_BODY = 8, F_POSITION = 16 };
 
 struct frame {
     unsigned char state;    /* enum state */
@@ -1229,15 +1250,17 @@ static void head(struct parser *p, bool inner)
     case KW_VACUUM:
         next(p);
         kind = STMT_VACUUM;
+        /* VACUUM [schema] INTO expr: INTO is the first or second token
+         * (a schema SQLite would not accept still sets the flag). */
         after = peek(p, 0);
-        if (is_name(p, &after)) {    /* schema name, INTO is reserved */
+        if (!tok_is(&after, KW_INTO)) {
+            struct token second = peek(p, 1);
+            if (!tok_is(&second, KW_INTO))
+                break;
             next(p);
-            after = peek(p, 0);
         }
-        if (tok_is(&after, KW_INTO)) {
-            next(p);
-            p->flags |= ROUTE_VACUUM_INTO;
-        }
+        next(p);
+        p->flags |= ROUTE_VACUUM_INTO;
         break;
     case KW_EXPLAIN:
         next(p);
@@ -1332,6 +1355,7 @@ static void begin_with(struct parser *p, struct frame *f)
 static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
 {
     bool call_args = (f->flags & (F_FUNC | F_QUERY)) == F_FUNC;
+    bool position_args = (f->flags & (F_POSITION | F_QUERY)) == F_POSITION;
     struct token after;
     if (t->type != TK_WORD)
         return;
@@ -1352,7 +1376,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         return;
     case KW_IN:
         after = peek(p, 0);
-        if (!call_args && is_name(p, &after))    /* not position(a IN b) */
+        if (!position_args && is_name(p, &after))
             f->state = S_IN_TABLE;
         return;
     case KW_SELECT:
@@ -1439,6 +1463,8 @@ static void open_paren(struct parser *p, struct frame *f)
         if (is_call(&p->prev)) {
             child.state = S_NONE;
             child.flags = F_FUNC;
+            if (tok_text_is(p, &p->prev, "position"))
+                child.flags |= F_POSITION;
         }
         if (f->state != S_AFTER_TABLE)    /* keep: json_each(x) AS j */
             f->state = S_NONE;

@@ -1,13 +1,26 @@
 /*
  * The server: owns the loop's listeners, signals and binds, the list of
- * sessions, and the event queue through which backends (on any thread)
- * hand response bytes to the loop thread.
+ * sessions, the current configuration, and the event queue through which
+ * backends (on any thread) hand response bytes to the loop thread.
+ *
+ * Listeners are bound here from the config, or taken over from systemd
+ * when the daemon is socket-activated (then listen and unix_socket are not
+ * used).
+ *
+ * Reload (SIGHUP, .reload) is validate-then-swap: a new struct config is
+ * loaded and every new or changed bind opened before anything changes; on
+ * any failure the running configuration stays. Binds are reference-counted
+ * (the table, each job, each open transaction), and so are configurations
+ * (the server, each bind, each job), so a bind replaced or removed by a
+ * reload keeps serving the transactions pinned on it and closes when the
+ * last one ends, and nothing ever points into a freed configuration.
  *
  * Shutdown (SIGTERM/SIGINT): the listeners close, every session finishes
- * its running statement and flushes its answer, open transactions are
- * rolled back, and once the last session is gone the binds close (their
- * workers drain, file binds checkpoint on the last close) and the loop
- * ends. A second signal exits at once.
+ * its running statement and flushes its answer (past shutdown_timeout the
+ * statements are interrupted), open transactions are rolled back, and once
+ * the last session is gone the binds close (their workers drain, file
+ * binds checkpoint on the last close) and the loop ends. A second signal
+ * exits at once.
  */
 #include "daemon/server.h"
 
@@ -52,6 +65,98 @@ static void on_events(uv_async_t *async)
     }
 }
 
+/* ---- Configurations and binds --------------------------------------- */
+
+struct confref *server_cfg_hold(struct confref *r)
+{
+    r->refs++;
+    return r;
+}
+
+void server_cfg_drop(struct confref *r)
+{
+    if (r == NULL || --r->refs > 0)
+        return;
+    config_free(r->cfg);
+    free(r);
+}
+
+/* A reference to cfg, which it now owns; NULL (cfg freed) on ENOMEM. */
+static struct confref *confref_new(struct config *cfg)
+{
+    struct confref *r = calloc(1, sizeof *r);
+
+    if (r == NULL) {
+        config_free(cfg);
+        return NULL;
+    }
+    r->cfg = cfg;
+    r->refs = 1;
+    return r;
+}
+
+void server_bind_hold(struct bind *b)
+{
+    b->refs++;
+}
+
+void server_bind_drop(struct bind *b)
+{
+    struct server *srv = b->srv;
+
+    if (--b->refs > 0)
+        return;
+    if (b->retired) {
+        for (struct bind **pp = &srv->retired; *pp != NULL; pp = &(*pp)->next_retired) {
+            if (*pp == b) {
+                *pp = b->next_retired;
+                break;
+            }
+        }
+        log_info("bind %s: the instance retired by a reload is no longer used; closed", b->conf->name);
+    }
+    if (b->impl != NULL)
+        b->ops->close(b);
+    server_cfg_drop(b->cfgref);
+    free(b);
+}
+
+struct bind *server_bind_named(const struct server *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->nbinds; i++)
+        if (strcmp(srv->binds[i]->conf->name, name) == 0)
+            return srv->binds[i];
+    return NULL;
+}
+
+/* Open bind i of ref's configuration. Returns it with one reference (the
+ * caller's), or NULL with err set. */
+static struct bind *bind_open(struct server *srv, struct confref *ref, size_t i, char *err, size_t errlen)
+{
+    const struct config *cfg = ref->cfg;
+    struct bind *b = calloc(1, sizeof *b);
+
+    if (b == NULL) {
+        snprintf(err, errlen, "bind %s: out of memory", cfg->binds[i].name);
+        return NULL;
+    }
+    b->srv = srv;
+    b->conf = &cfg->binds[i];
+    b->index = i;
+    b->refs = 1;
+    b->cfgref = server_cfg_hold(ref);
+    b->ops = backend_for(b->conf->type);
+    if (b->ops == NULL) {
+        snprintf(err, errlen, "%s:%d: bind %s: this build does not support its type", cfg->path, b->conf->line,
+                 b->conf->name);
+    } else if (b->ops->open(b, err, errlen) == 0) {
+        return b;
+    }
+    server_cfg_drop(b->cfgref);
+    free(b);
+    return NULL;
+}
+
 /* ---- Listeners ------------------------------------------------------- */
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -63,12 +168,32 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     session_accept(srv, listener);
+    service_status(srv);
+}
+
+/* The next free listener slot, initialized for TCP or a unix socket. */
+static struct listener *listener_new(struct server *srv, bool is_unix)
+{
+    struct listener *l;
+
+    if (srv->nlisteners >= SERVER_MAX_LISTENERS)
+        return NULL;
+    l = &srv->listeners[srv->nlisteners++];
+    memset(l, 0, sizeof *l);
+    if (is_unix)
+        uv_pipe_init(srv->loop, &l->h.pipe, 0);
+    else
+        uv_tcp_init(srv->loop, &l->h.tcp);
+    l->h.handle.data = srv;
+    l->open = true;
+    return l;
 }
 
 static int listen_tcp(struct server *srv)
 {
     const struct config *cfg = srv->cfg;
     struct sockaddr_storage addr;
+    struct listener *l;
     int rc;
 
     if (strchr(cfg->listen_host, ':') != NULL)
@@ -79,12 +204,10 @@ static int listen_tcp(struct server *srv)
         log_error("listen %s:%d: not an IP address", cfg->listen_host, cfg->listen_port);
         return -1;
     }
-    uv_tcp_init(srv->loop, &srv->tcp);
-    srv->tcp.data = srv;
-    srv->has_tcp = true;
-    rc = uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0);
+    l = listener_new(srv, false);
+    rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&addr, 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->tcp, 511, on_connection);
+        rc = uv_listen(&l->h.stream, 511, on_connection);
     if (rc != 0) {
         log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(rc));
         return -1;
@@ -96,26 +219,83 @@ static int listen_tcp(struct server *srv)
 static int listen_unix(struct server *srv)
 {
     const char *path = srv->cfg->unix_socket;
+    struct listener *l;
     struct stat st;
     int rc;
 
     /* A socket file left by a previous run would make bind fail. */
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
-    uv_pipe_init(srv->loop, &srv->pipe, 0);
-    srv->pipe.data = srv;
-    srv->has_pipe = true;
-    rc = uv_pipe_bind(&srv->pipe, path);
+    l = listener_new(srv, true);
+    rc = uv_pipe_bind(&l->h.pipe, path);
+    if (rc == 0) {
+        l->path = strdup(path);
+        if (l->path == NULL)
+            rc = UV_ENOMEM;
+    }
     if (rc == 0 && chmod(path, (mode_t)srv->cfg->unix_socket_mode) != 0)
         rc = uv_translate_sys_error(errno);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->pipe, 511, on_connection);
+        rc = uv_listen(&l->h.stream, 511, on_connection);
     if (rc != 0) {
         log_error("listen %s: %s", path, uv_strerror(rc));
         return -1;
     }
     log_info("listening on %s", path);
     return 0;
+}
+
+/* Take over the sockets of systemd's socket activation. Returns 1 when
+ * there were some, 0 when none, -1 after logging an error. */
+static int listen_activated(struct server *srv)
+{
+    struct service_fd fds[SERVER_MAX_LISTENERS];
+    char err[256];
+    int n = service_listen_fds(fds, SERVER_MAX_LISTENERS, err, sizeof err);
+
+    if (n < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct listener *l = listener_new(srv, fds[i].is_unix);
+        char where[256] = "?";
+        size_t len = sizeof where;
+        int rc;
+
+        if (fds[i].is_unix) {
+            rc = uv_pipe_open(&l->h.pipe, fds[i].fd);
+            if (rc == 0 && uv_pipe_getsockname(&l->h.pipe, where, &len) != 0)
+                snprintf(where, sizeof where, "unix socket");
+        } else {
+            struct sockaddr_storage ss;
+            int sslen = sizeof ss;
+            rc = uv_tcp_open(&l->h.tcp, fds[i].fd);
+            if (rc == 0 && uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &sslen) == 0) {
+                char host[INET6_ADDRSTRLEN] = "?";
+                if (ss.ss_family == AF_INET6) {
+                    uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+                    snprintf(where, sizeof where, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+                } else {
+                    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+                    snprintf(where, sizeof where, "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+                }
+            }
+        }
+        if (rc == 0)
+            rc = uv_listen(&l->h.stream, 511, on_connection);
+        if (rc != 0) {
+            log_error("socket activation: descriptor %d: %s", fds[i].fd, uv_strerror(rc));
+            return -1;
+        }
+        log_info("listening on %s (descriptor %d%s%s from systemd)", where, fds[i].fd, fds[i].name[0] ? ", " : "",
+                 fds[i].name);
+    }
+    if (n > 0) {
+        srv->activated = true;
+        log_info("socket-activated: listen and unix_socket of the config are not used");
+    }
+    return n > 0;
 }
 
 /* ---- Signals and shutdown ------------------------------------------- */
@@ -126,23 +306,59 @@ static void close_handle(uv_handle_t *h)
         uv_close(h, NULL);
 }
 
+static void close_listeners(struct server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct listener *l = &srv->listeners[i];
+        if (!l->open)
+            continue;
+        close_handle(&l->h.handle);
+        if (l->path != NULL) {
+            unlink(l->path);
+            free(l->path);
+            l->path = NULL;
+        }
+        l->open = false;
+    }
+}
+
+static void close_loop_handles(struct server *srv)
+{
+    close_handle((uv_handle_t *)&srv->ev_async);
+    close_handle((uv_handle_t *)&srv->sig_term);
+    close_handle((uv_handle_t *)&srv->sig_int);
+    close_handle((uv_handle_t *)&srv->sig_hup);
+    close_handle((uv_handle_t *)&srv->grace);
+    service_close(srv);
+}
+
+/* Close every bind, current and retired, and free them. Jobs still queued
+ * drain first; their events are delivered before the structs go. */
 static void close_binds(struct server *srv)
 {
     for (size_t i = 0; i < srv->nbinds; i++)
-        if (srv->binds[i].impl != NULL)
-            srv->binds[i].ops->close(&srv->binds[i]);
+        if (srv->binds[i]->impl != NULL)
+            srv->binds[i]->ops->close(srv->binds[i]);
+    for (struct bind *b = srv->retired; b != NULL; b = b->next_retired)
+        if (b->impl != NULL)
+            b->ops->close(b);
+    /* Release jobs posted while the binds drained. */
+    on_events(&srv->ev_async);
+    for (size_t i = 0; i < srv->nbinds; i++)
+        server_bind_drop(srv->binds[i]);
+    srv->nbinds = 0;
+    while (srv->retired != NULL) {
+        /* No session and no job is left to hold it. */
+        srv->retired->refs = 1;
+        server_bind_drop(srv->retired);
+    }
 }
 
 /* Everything is closed once the last session is gone. */
 static void server_finish(struct server *srv)
 {
     close_binds(srv);
-    /* Release jobs posted while the binds drained. */
-    on_events(&srv->ev_async);
-    close_handle((uv_handle_t *)&srv->ev_async);
-    close_handle((uv_handle_t *)&srv->sig_term);
-    close_handle((uv_handle_t *)&srv->sig_int);
-    close_handle((uv_handle_t *)&srv->sig_hup);
+    close_loop_handles(srv);
     log_info("stopped");
 }
 
@@ -151,6 +367,22 @@ void server_session_gone(struct server *srv)
     srv->nsessions--;
     if (srv->stopping && srv->nsessions == 0)
         server_finish(srv);
+    else
+        service_status(srv);
+}
+
+/* shutdown_timeout passed: interrupt what still runs and close. */
+static void on_grace(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    struct session *s, *next;
+
+    log_warn("shutdown_timeout (%d ms) passed: interrupting %zu client%s", srv->cfg->shutdown_timeout_ms,
+             srv->nsessions, srv->nsessions == 1 ? "" : "s");
+    for (s = srv->sessions; s != NULL; s = next) {
+        next = s->next;
+        session_abort(s);
+    }
 }
 
 void server_stop(struct server *srv)
@@ -161,18 +393,17 @@ void server_stop(struct server *srv)
         return;
     srv->stopping = true;
     log_info("shutting down: %zu client%s", srv->nsessions, srv->nsessions == 1 ? "" : "s");
-    if (srv->has_tcp)
-        close_handle((uv_handle_t *)&srv->tcp);
-    if (srv->has_pipe) {
-        close_handle((uv_handle_t *)&srv->pipe);
-        unlink(srv->cfg->unix_socket);
-    }
+    service_stopping(srv);
+    close_listeners(srv);
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
         session_close(s, false);
     }
-    if (srv->nsessions == 0)
+    if (srv->nsessions == 0) {
         server_finish(srv);
+        return;
+    }
+    uv_timer_start(&srv->grace, on_grace, (uint64_t)srv->cfg->shutdown_timeout_ms, 0);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -180,7 +411,9 @@ static void on_signal(uv_signal_t *sig, int signum)
     struct server *srv = sig->data;
 
     if (signum == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+        log_info("SIGHUP received");
+        if (!srv->stopping)
+            (void)server_reload(srv, NULL, 0);
         return;
     }
     if (++srv->signals > 1) {
@@ -217,11 +450,13 @@ static int mkdir_p(const char *path)
 int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
 {
     char err[1024];
+    int activated;
 
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ev_tail = &srv->ev_head;
+    srv->started_at = uv_now(loop);
     pthread_mutex_init(&srv->ev_lock, NULL);
     if (uv_async_init(loop, &srv->ev_async, on_events) != 0)
         return -1;
@@ -229,8 +464,16 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
     uv_signal_init(loop, &srv->sig_hup);
-    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+    uv_timer_init(loop, &srv->grace);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv;
+    service_init(srv);
 
+    srv->cfgref = confref_new(cfg);
+    if (srv->cfgref == NULL) {
+        srv->cfg = NULL;
+        log_error("out of memory");
+        return -1;
+    }
     srv->routes = routecache_new((size_t)cfg->route_cache);
     srv->binds = calloc(cfg->nbinds, sizeof *srv->binds);
     if (srv->routes == NULL || srv->binds == NULL) {
@@ -241,28 +484,24 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("data_dir %s: cannot create: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
-    srv->nbinds = cfg->nbinds;
     for (size_t i = 0; i < cfg->nbinds; i++) {
-        struct bind *b = &srv->binds[i];
-        b->srv = srv;
-        b->conf = &cfg->binds[i];
-        b->index = i;
-        b->ops = backend_for(b->conf->type);
-        if (b->ops == NULL) {
-            log_error("%s:%d: bind %s: PostgreSQL binds are not supported by this build yet",
-                      cfg->path, b->conf->line, b->conf->name);
-            return -1;
-        }
-        if (b->ops->open(b, err, sizeof err) != 0) {
+        srv->binds[i] = bind_open(srv, srv->cfgref, i, err, sizeof err);
+        if (srv->binds[i] == NULL) {
             log_error("%s", err);
             return -1;
         }
+        srv->nbinds = i + 1;
     }
-    if (cfg->listen_host != NULL && listen_tcp(srv) != 0)
+    activated = listen_activated(srv);
+    if (activated < 0)
         return -1;
-    if (cfg->unix_socket != NULL && listen_unix(srv) != 0)
-        return -1;
-    if (!srv->has_tcp && !srv->has_pipe) {
+    if (activated == 0) {
+        if (cfg->listen_host != NULL && listen_tcp(srv) != 0)
+            return -1;
+        if (cfg->unix_socket != NULL && listen_unix(srv) != 0)
+            return -1;
+    }
+    if (srv->nlisteners == 0) {
         log_error("%s: no listener: set listen or unix_socket under [server]", cfg->path);
         return -1;
     }
@@ -270,6 +509,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
     log_info("ready: %zu bind%s", srv->nbinds, srv->nbinds == 1 ? "" : "s");
+    service_ready(srv);
     return 0;
 }
 
@@ -286,20 +526,153 @@ void server_free(struct server *srv)
         /* Failed start-up: close what was opened and let the loop reap the
          * handles. */
         srv->stopping = true;
-        if (srv->has_tcp)
-            close_handle((uv_handle_t *)&srv->tcp);
-        if (srv->has_pipe)
-            close_handle((uv_handle_t *)&srv->pipe);
+        close_listeners(srv);
         close_binds(srv);
-        close_handle((uv_handle_t *)&srv->ev_async);
-        close_handle((uv_handle_t *)&srv->sig_term);
-        close_handle((uv_handle_t *)&srv->sig_int);
-        close_handle((uv_handle_t *)&srv->sig_hup);
+        close_loop_handles(srv);
         uv_run(srv->loop, UV_RUN_DEFAULT);
     }
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        free(srv->listeners[i].path);
     routecache_free(srv->routes);
     free(srv->binds);
     pthread_mutex_destroy(&srv->ev_lock);
-    config_free(srv->cfg);
+    if (srv->cfgref != NULL)
+        server_cfg_drop(srv->cfgref);
+    else
+        config_free(srv->cfg);
+    srv->cfgref = NULL;
     srv->cfg = NULL;
+}
+
+/* ---- Reload --------------------------------------------------------- */
+
+/* Append ", name" (or "name") to a summary list. */
+static void list_add(char *list, size_t n, const char *name)
+{
+    size_t used = strlen(list);
+    snprintf(list + used, n - used, "%s%s", used > 0 ? ", " : "", name);
+}
+
+int server_reload(struct server *srv, char *err, size_t errlen)
+{
+    struct config *next = NULL;
+    struct confref *ref = NULL;
+    struct routecache *routes = NULL;
+    struct bind **binds = NULL, **old;
+    size_t nnew = 0, nold;
+    char why[1024], changed[512];
+    char added[512] = "", removed[512] = "", replaced[512] = "";
+    int n;
+
+    if (srv->stopping) {
+        snprintf(why, sizeof why, "the server is shutting down");
+        goto refuse;
+    }
+    log_info("reloading %s", srv->cfg->path);
+    service_reloading(srv);
+    if (config_load(srv->cfg->path, &next, why, sizeof why) != 0)
+        goto refuse;
+    for (size_t i = 0; i < next->nwarnings; i++)
+        log_warn("%s", next->warnings[i]);
+    n = config_keep_restart_settings(next, srv->cfg, changed, sizeof changed);
+    if (n < 0) {
+        config_free(next);
+        snprintf(why, sizeof why, "out of memory");
+        goto refuse;
+    }
+    if (n > 0)
+        log_warn("%s changed: restart to apply (the running value%s stay%s)", changed, n > 1 ? "s" : "",
+                 n > 1 ? "" : "s");
+    if (mkdir_p(next->data_dir) != 0) {
+        snprintf(why, sizeof why, "data_dir %s: cannot create: %s", next->data_dir, strerror(errno));
+        config_free(next);
+        goto refuse;
+    }
+    ref = confref_new(next);
+    routes = ref != NULL ? routecache_new((size_t)next->route_cache) : NULL;
+    binds = ref != NULL ? calloc(next->nbinds, sizeof *binds) : NULL;
+    if (binds == NULL || routes == NULL) {
+        snprintf(why, sizeof why, "out of memory");
+        goto undo;
+    }
+
+    /* Keep what did not change; open what is new or changed. */
+    for (nnew = 0; nnew < next->nbinds; nnew++) {
+        const struct bind_conf *bc = &next->binds[nnew];
+        struct bind *cur = server_bind_named(srv, bc->name);
+
+        if (cur != NULL && config_bind_equal(cur->conf, bc)) {
+            server_bind_hold(cur);
+            binds[nnew] = cur;
+            continue;
+        }
+        if (cur != NULL && cur->conf->type == BIND_SQLITE_MEMORY && config_bind_same_database(cur->conf, bc)) {
+            /* Reopening would lose the data. */
+            log_warn("bind %s: options of an in-memory bind change at restart only; keeping the running ones",
+                     bc->name);
+            server_bind_hold(cur);
+            binds[nnew] = cur;
+            continue;
+        }
+        binds[nnew] = bind_open(srv, ref, nnew, why, sizeof why);
+        if (binds[nnew] == NULL)
+            goto undo;
+        if (cur != NULL) {
+            binds[nnew]->stats = cur->stats;
+            list_add(replaced, sizeof replaced, bc->name);
+        } else {
+            list_add(added, sizeof added, bc->name);
+        }
+    }
+
+    /* Swap. Sessions move to the new table while the old one is alive. */
+    old = srv->binds;
+    nold = srv->nbinds;
+    srv->binds = binds;
+    srv->nbinds = next->nbinds;
+    for (size_t i = 0; i < srv->nbinds; i++)
+        srv->binds[i]->index = i;
+    server_cfg_drop(srv->cfgref);
+    srv->cfgref = ref;
+    srv->cfg = next;
+    routecache_free(srv->routes);
+    srv->routes = routes;
+    log_set_level(next->log_level);
+    for (struct session *s = srv->sessions; s != NULL; s = s->next)
+        session_config_changed(s);
+    for (size_t i = 0; i < nold; i++) {
+        struct bind *b = old[i];
+        bool kept = false;
+        for (size_t j = 0; j < srv->nbinds && !kept; j++)
+            kept = srv->binds[j] == b;
+        if (!kept) {
+            if (server_bind_named(srv, b->conf->name) == NULL)
+                list_add(removed, sizeof removed, b->conf->name);
+            b->retired = true;
+            b->next_retired = srv->retired;
+            srv->retired = b;
+        }
+        server_bind_drop(b);
+    }
+    free(old);
+    srv->reloads++;
+    log_info("configuration reloaded: %zu bind%s; added: %s; removed: %s; reopened: %s", srv->nbinds,
+             srv->nbinds == 1 ? "" : "s", added[0] ? added : "none", removed[0] ? removed : "none",
+             replaced[0] ? replaced : "none");
+    service_ready(srv);
+    return 0;
+
+undo:
+    for (size_t i = 0; i < nnew; i++)
+        server_bind_drop(binds[i]);
+    free(binds);
+    routecache_free(routes);
+    server_cfg_drop(ref);
+refuse:
+    log_error("reload refused: %s; the running configuration stays", why);
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s", why);
+    if (!srv->stopping)
+        service_ready(srv);
+    return -1;
 }

@@ -1,8 +1,9 @@
 /*
- * The server: the libuv loop, the listeners (TCP and unix socket), the
- * binds, the client list, signals, and the queue on which backends post
- * job events to the loop thread. One struct server is passed to every
- * module; there is no global state besides the log level.
+ * The server: the libuv loop, the listeners (TCP and unix sockets, bound
+ * here or handed over by systemd), the binds, the client list, signals,
+ * configuration reloads, and the queue on which backends post job events
+ * to the loop thread. One struct server is passed to every module; there
+ * is no global state besides the log level.
  */
 #ifndef SQLMUX_DAEMON_SERVER_H
 #define SQLMUX_DAEMON_SERVER_H
@@ -14,21 +15,51 @@
 
 #include "conf/config.h"
 #include "daemon/backend.h"
+#include "daemon/service.h"
+
+#define SQLMUXD_VERSION "0.1.0"
+
+/* Listening sockets at most (a systemd socket unit may pass several). */
+#define SERVER_MAX_LISTENERS 16
 
 struct session;
 struct routecache;
 
+/* A loaded configuration and the number of holders pointing into it: the
+ * server while it is current, each bind opened from it, each job. Loop
+ * thread only; freed with the last reference. */
+struct confref {
+    struct config *cfg;
+    int refs;
+};
+
+struct listener {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    bool open;                   /* h is initialized (close it) */
+    char *path;                  /* a unix socket file this daemon made (removed at stop), or NULL */
+};
+
 struct server {
     uv_loop_t *loop;
-    struct config *cfg;
+    struct config *cfg;          /* the current configuration: cfgref->cfg */
+    struct confref *cfgref;
 
-    struct bind *binds;          /* one per cfg->binds[i] */
+    struct bind **binds;         /* binds[i] serves cfg->binds[i]; each entry holds a reference */
     size_t nbinds;
+    struct bind *retired;        /* dropped by a reload but still referenced (bind.next_retired) */
 
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    bool has_tcp, has_pipe;
+    struct listener listeners[SERVER_MAX_LISTENERS];
+    size_t nlisteners;
+    bool activated;              /* the listeners came from systemd (LISTEN_FDS) */
+
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t grace;            /* shutdown_timeout: then running statements are interrupted */
+    struct service svc;          /* systemd notifications and watchdog */
 
     /* Job events from backends: guarded by ev_lock, drained by ev_async. */
     uv_async_t ev_async;
@@ -42,10 +73,12 @@ struct server {
     struct routecache *routes;
     bool stopping;
     int signals;                 /* SIGTERM/SIGINT received */
+    uint64_t reloads;            /* configurations swapped in since start */
+    uint64_t started_at;         /* uv_now() at start-up */
 };
 
-/* Open binds and listeners per cfg (the server takes ownership of cfg).
- * 0, or -1 after logging why. */
+/* Open binds and listeners per cfg (the server takes ownership of cfg),
+ * then tell systemd READY=1. 0, or -1 after logging why. */
 __attribute__((warn_unused_result)) int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg);
 
 /* Run until stopped; closes everything. Returns the exit status. */
@@ -59,11 +92,42 @@ void server_free(struct server *srv);
 void server_post(struct server *srv, struct job_event *ev);
 
 /* Begin a graceful stop: no new clients, sessions close after their
- * current statement, binds close, the loop ends. Loop thread. */
+ * current statement (interrupted after shutdown_timeout), binds close, the
+ * loop ends. Loop thread. */
 void server_stop(struct server *srv);
 
 /* Called by session.c when a session is freed, so a stopping server can
  * finish once the last one is gone. */
 void server_session_gone(struct server *srv);
+
+/*
+ * Reload the configuration file (SIGHUP, .reload), validate-then-swap: on
+ * any error (the file, a new bind that cannot open) nothing changes, the
+ * reason is logged and copied to err (may be NULL), and -1 is returned.
+ * Otherwise unchanged binds stay open, new and changed ones open, removed
+ * and replaced ones retire once their transactions end, the table map and
+ * live settings apply to the next statement, and 0 is returned. Settings
+ * that need a restart keep their running values (logged). Loop thread.
+ */
+int server_reload(struct server *srv, char *err, size_t errlen);
+
+/* The current bind named `name`, or NULL. */
+struct bind *server_bind_named(const struct server *srv, const char *name);
+
+/* Take and drop a reference to a bind (loop thread). The last drop closes
+ * the bind and frees it. */
+void server_bind_hold(struct bind *b);
+void server_bind_drop(struct bind *b);
+
+/* Take and drop a reference to a configuration (loop thread); returns r. */
+struct confref *server_cfg_hold(struct confref *r);
+void server_cfg_drop(struct confref *r);
+
+/* The configuration a reference holds; any thread, while the reference is
+ * held. */
+static inline const struct config *server_cfg_of(const struct confref *r)
+{
+    return r->cfg;
+}
 
 #endif

@@ -38,7 +38,7 @@ struct write_req {
 static void session_pump(struct session *s);
 static void session_finish_close(struct session *s, bool graceful);
 
-static const char *state_name(enum sess_state st)
+const char *session_state_name(enum sess_state st)
 {
     switch (st) {
     case SESS_IDLE: return "idle";
@@ -55,10 +55,11 @@ static void session_set_state(struct session *s, enum sess_state to)
         return;
     if (s->state == SESS_CLOSING) {
         log_error("c%llu: illegal state change %s -> %s", (unsigned long long)s->id,
-                  state_name(s->state), state_name(to));
+                  session_state_name(s->state), session_state_name(to));
         return;
     }
-    log_debug("c%llu: %s -> %s", (unsigned long long)s->id, state_name(s->state), state_name(to));
+    log_debug("c%llu: %s -> %s", (unsigned long long)s->id, session_state_name(s->state),
+              session_state_name(to));
     s->state = to;
 }
 
@@ -212,9 +213,22 @@ void session_reply_row(struct session *s, const char *const *fields, size_t n)
 int session_start_job(struct session *s, struct job *job)
 {
     s->job = job;
+    job->started_ns = uv_hrtime();
     session_set_state(s, SESS_BUSY);
     job->bind->ops->submit(job->bind, job);
     return 0;
+}
+
+/* The transaction is open on b now, or on none (b NULL); the session
+ * holds a reference to the bind while it is. */
+static void session_set_txn(struct session *s, struct bind *b)
+{
+    if (b != NULL)
+        server_bind_hold(b);
+    if (s->txn_bind != NULL)
+        server_bind_drop(s->txn_bind);
+    s->txn_bind = b;
+    s->in_txn = b != NULL;
 }
 
 /* The session's transaction bookkeeping after a statement ran. */
@@ -225,9 +239,19 @@ static void session_exec_done(struct session *s, struct job *job)
         free(s->held_begin);
         s->held_begin = NULL;
     }
-    s->in_txn = job->in_txn;
-    if (s->in_txn)
-        s->txn_bind = job->bind->index;
+    session_set_txn(s, job->in_txn ? job->bind : NULL);
+}
+
+/* A finished statement counts in its bind's .stats. */
+static void session_count(struct session *s, const struct job *job)
+{
+    struct bind_stats *st = &job->bind->stats;
+
+    st->statements++;
+    st->errors += job->failed;
+    st->rows += job->rows;
+    st->time_us += (uv_hrtime() - job->started_ns) / 1000;
+    s->statements++;
 }
 
 void session_job_event(struct job_event *ev)
@@ -252,8 +276,10 @@ void session_job_event(struct job_event *ev)
         return;
     }
     s->job = NULL;
-    if (job->type == JOB_EXEC)
+    if (job->type == JOB_EXEC) {
+        session_count(s, job);
         session_exec_done(s, job);
+    }
     if (s->state == SESS_CLOSING) {
         bool graceful = !atomic_load(&job->cancelled);
         if (graceful && job->type == JOB_EXEC && buf_append(&s->out, ev->data.data, ev->data.len) != 0)
@@ -299,7 +325,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     struct server *srv = s->srv;
     const struct route *r = routecache_get(srv->routes, srv->cfg, req->text, req->len);
     const char *begin = NULL;
-    size_t target;
+    struct bind *target;
     struct job *job;
 
     if (r->err_code != NULL) {
@@ -331,17 +357,19 @@ static void session_handle_sql(struct session *s, struct request *req)
         break;
     default:
         if (s->in_txn) {
-            if (r->bind != ROUTE_NO_TABLE && (size_t)r->bind != s->txn_bind) {
+            /* By name: a reload may have replaced the bind the transaction
+             * runs on; it still ends there. */
+            if (r->bind != ROUTE_NO_TABLE && strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0) {
                 session_reply_error(s, "TXNBIND",
                                     "the open transaction is on bind %s; this statement is for bind %s "
                                     "(COMMIT or ROLLBACK first)",
-                                    srv->cfg->binds[s->txn_bind].name, srv->cfg->binds[r->bind].name);
+                                    s->txn_bind->conf->name, srv->cfg->binds[r->bind].name);
                 codec_request_free(req);
                 return;
             }
             target = s->txn_bind;
         } else if (r->bind != ROUTE_NO_TABLE) {
-            target = (size_t)r->bind;
+            target = srv->binds[r->bind];
             if (s->txn_held)
                 begin = s->held_begin;
         } else {
@@ -349,7 +377,7 @@ static void session_handle_sql(struct session *s, struct request *req)
         }
         break;
     }
-    job = job_new(JOB_EXEC, &srv->binds[target], s, s->id);
+    job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {
         session_reply_error(s, "NOMEM", "out of memory");
         codec_request_free(req);
@@ -528,7 +556,14 @@ static void on_closed(uv_handle_t *h)
     struct session *s = h->data;
     struct server *srv = s->srv;
 
-    log_debug("c%llu: closed", (unsigned long long)s->id);
+    if (srv->cfg->log_connections && s->logged_connect)
+        log_info("c%llu: disconnected (%s, %llu statement%s, %.3f s)", (unsigned long long)s->id, s->peer,
+                 (unsigned long long)s->statements, s->statements == 1 ? "" : "s",
+                 (double)(uv_now(srv->loop) - s->connected_at) / 1000.0);
+    else
+        log_debug("c%llu: closed", (unsigned long long)s->id);
+    if (s->txn_bind != NULL)
+        session_set_txn(s, NULL);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -550,7 +585,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
     (void)status;
     free(req);
-    uv_close(&s->h.handle, on_closed);
+    /* session_abort() may have closed the handle already. */
+    if (!uv_is_closing(&s->h.handle))
+        uv_close(&s->h.handle, on_closed);
 }
 
 /* No job runs any more: end the transaction and close the handle, after
@@ -560,12 +597,12 @@ static void session_finish_close(struct session *s, bool graceful)
     uv_shutdown_t *req;
 
     if (s->in_txn) {
-        struct job *job = job_new(JOB_RELEASE, &s->srv->binds[s->txn_bind], NULL, s->id);
+        struct job *job = job_new(JOB_RELEASE, s->txn_bind, NULL, s->id);
         if (job != NULL)
             job->bind->ops->submit(job->bind, job);
         else
             log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
-        s->in_txn = false;
+        session_set_txn(s, NULL);
     }
     if (s->closed_handle)
         return;
@@ -607,6 +644,35 @@ void session_close(struct session *s, bool cancel)
     session_finish_close(s, !cancel);
 }
 
+void session_abort(struct session *s)
+{
+    if (s->state != SESS_CLOSING) {
+        session_close(s, true);
+        return;
+    }
+    if (s->job != NULL) {
+        if (!atomic_load(&s->job->cancelled))
+            job_cancel(s->job);
+        return;   /* session_job_event finishes the close */
+    }
+    /* Waiting for a client that does not read its last response. */
+    s->closed_handle = true;
+    if (!uv_is_closing(&s->h.handle))
+        uv_close(&s->h.handle, on_closed);
+}
+
+void session_config_changed(struct session *s)
+{
+    struct bind *b = server_bind_named(s->srv, s->use_bind->conf->name);
+
+    if (b == NULL) {
+        log_info("c%llu: bind %s was removed by a reload; statements naming no table go to default",
+                 (unsigned long long)s->id, s->use_bind->conf->name);
+        b = s->srv->binds[0];
+    }
+    s->use_bind = b;
+}
+
 void session_accept(struct server *srv, uv_stream_t *listener)
 {
     struct session *s = calloc(1, sizeof *s);
@@ -621,6 +687,8 @@ void session_accept(struct server *srv, uv_stream_t *listener)
     s->srv = srv;
     s->id = ++srv->next_session_id;
     s->state = SESS_IDLE;
+    s->use_bind = srv->binds[0];
+    s->connected_at = uv_now(srv->loop);
     if (listener->type == UV_TCP)
         rc = uv_tcp_init(srv->loop, &s->h.tcp);
     else
@@ -659,7 +727,12 @@ void session_accept(struct server *srv, uv_stream_t *listener)
     } else {
         snprintf(s->peer, sizeof s->peer, "unix");
     }
-    log_debug("c%llu: connected from %s", (unsigned long long)s->id, s->peer);
+    if (srv->cfg->log_connections) {
+        log_info("c%llu: connected from %s", (unsigned long long)s->id, s->peer);
+        s->logged_connect = true;
+    } else {
+        log_debug("c%llu: connected from %s", (unsigned long long)s->id, s->peer);
+    }
 
     if (srv->stopping) {
         session_reply_error(s, "SHUTDOWN", "the server is shutting down");

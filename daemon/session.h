@@ -69,12 +69,20 @@ struct session {
     /* Output not yet handed to libuv. */
     struct buf out;
 
-    /* Routing and transactions. */
-    size_t use_bind;           /* bind for statements naming no table */
+    /* Routing and transactions. use_bind is always one of srv->binds (a
+     * reload moves it to the bind of the same name, or to default);
+     * txn_bind holds a reference while in_txn, so a transaction ends on
+     * the bind it began on even when a reload replaces that bind. */
+    struct bind *use_bind;     /* bind for statements naming no table */
     bool txn_held;             /* a BEGIN waits for its first table */
     char *held_begin;          /* its text */
     bool in_txn;               /* a transaction is open on txn_bind */
-    size_t txn_bind;
+    struct bind *txn_bind;
+
+    /* For .clients. */
+    uint64_t connected_at;     /* uv_now() at accept */
+    uint64_t statements;       /* statements run */
+    bool logged_connect;       /* log_connections logged the connect: log the disconnect too */
 
     struct job *job;           /* the running job (SESS_BUSY) */
 
@@ -96,6 +104,17 @@ void session_job_event(struct job_event *ev);
  * stop) the running statement finishes and its response is flushed
  * before the connection closes. */
 void session_close(struct session *s, bool cancel);
+
+/* shutdown_timeout passed: interrupt the running statement, drop what is
+ * not yet written, and close now (idempotent). Loop thread. */
+void session_abort(struct session *s);
+
+/* A reload swapped srv->binds: move use_bind to the new table. Called while
+ * the old binds are still alive. */
+void session_config_changed(struct session *s);
+
+/* "idle", "busy" or "closing". */
+const char *session_state_name(enum sess_state st);
 
 /* Response helpers for command handlers. All append to s->out. */
 void session_reply_ok(struct session *s, const char *facts);

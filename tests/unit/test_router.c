@@ -299,6 +299,7 @@ static void in_table_sqlite(void)
     EXPECT("SELECT * FROM t WHERE x IN u", STMT_SELECT, "t,u");
     EXPECT("SELECT * FROM t WHERE x NOT IN main.u", STMT_SELECT, "t,main.u");
     EXPECT("SELECT * FROM t WHERE x IN (1, 2, 3)", STMT_SELECT, "t");
+    EXPECT("SELECT coalesce(x IN u, 0), position('a' IN s) FROM t", STMT_SELECT, "u,t");
 }
 
 /* ---- INSERT ---- */
@@ -643,7 +644,12 @@ static void vacuum_into_flag(void)
 {
     EXPECT_FLAGS("VACUUM INTO '/tmp/copy.db'", ROUTE_VACUUM_INTO);
     EXPECT_FLAGS("VACUUM main INTO 'copy.db'", ROUTE_VACUUM_INTO);
+    EXPECT_FLAGS("VACUUM \"main\" INTO 'copy.db'", ROUTE_VACUUM_INTO);
+    EXPECT_FLAGS("vacuum/**/[aux]/**/into'copy.db'", ROUTE_VACUUM_INTO);
+    EXPECT_FLAGS("VACUUM e'x' INTO 'copy.db'", ROUTE_VACUUM_INTO);
+    EXPECT_FLAGS("EXPLAIN VACUUM INTO 'copy.db'", ROUTE_VACUUM_INTO);
     EXPECT_FLAGS("VACUUM", 0);
+    EXPECT_FLAGS("VACUUM main", 0);
     EXPECT("VACUUM aux INTO 'f.db'", STMT_VACUUM, "");
 }
 

@@ -1,0 +1,795 @@
+/*
+ * sqlmux: the command-line shell of sqlmux, in the manner of psql and
+ * sqlite3 (README.md, "Client library and CLI").
+ *
+ *   sqlmux [-h HOST] [-p PORT] [-s SOCKET] [URL] [-c SQL]... [-f FILE]... [FILE]
+ *
+ * Input comes from -c strings and files in the order given, else from
+ * stdin: a script when stdin is not a terminal, an interactive session
+ * with libedit line editing and history when it is. Lines are cut into
+ * statements by client/split.c; a line that starts with '.' outside a
+ * statement is a dot-command, passed to the daemon except for the few the
+ * shell handles itself (.quit, .exit, .mode, and the shell's part of
+ * .help). Results print through client/format.c.
+ *
+ * Ctrl-C (SIGINT) writes a byte to a self-pipe that every connection
+ * polls (sqlmux_set_cancel_fd), so a wait for the daemon ends at once.
+ * The shell then closes that connection, which makes the daemon interrupt
+ * the statement and roll back an open transaction, and connects again
+ * (restoring the bind chosen with .use). At the prompt, Ctrl-C drops the
+ * statement being typed. In a script it stops the script (exit 130).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <histedit.h>
+#include <langinfo.h>
+#include <locale.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/format.h"
+#include "client/split.h"
+#include "client/sqlmux.h"
+
+/* Exit statuses (documented in README.md). */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAILED = 1,        /* a statement or command failed */
+    CLI_EXIT_FATAL = 2,         /* usage, no connection, lost connection, unreadable file */
+    CLI_EXIT_INTERRUPTED = 130, /* Ctrl-C in a script */
+};
+
+enum {
+    CLI_CONNECT_TIMEOUT_MS = 10000, /* without -t */
+    CLI_HISTORY_SIZE = 1000,
+};
+
+/* One -c string or file (path "-" is stdin), in command-line order. */
+struct cli_input {
+    bool is_file;
+    const char *arg;
+};
+
+struct cli {
+    const char *url;
+    int connect_timeout_ms;
+    int timeout_ms;    /* per wait of a statement; 0: none */
+    sqlmux_conn *conn; /* NULL while disconnected */
+    char *bind;        /* the bind chosen with .use, NULL for default */
+    struct format fmt;
+    bool bail;  /* stop a script at the first failure */
+    bool quiet; /* no banner, no status lines */
+    bool interactive;
+    bool err_color;
+    bool stop;         /* stop reading input: .quit, bail, fatal */
+    int status;        /* the exit status so far */
+    const char *where; /* the input's name in messages, NULL for none */
+    struct split *sp;  /* the current input's statement splitter */
+    char prompt[160];
+};
+
+/* ---- Signals --------------------------------------------------------- */
+
+static volatile sig_atomic_t cli_interrupted;
+static int cli_cancel_pipe[2] = {-1, -1};
+
+static void cli_on_sigint(int sig)
+{
+    int saved = errno;
+    (void)sig;
+    cli_interrupted = 1;
+    ssize_t n = write(cli_cancel_pipe[1], "!", 1); /* full pipe: already signalled */
+    (void)n;
+    errno = saved;
+}
+
+/* Forget an earlier Ctrl-C before the next wait. */
+static void cli_clear_interrupt(void)
+{
+    char tmp[64];
+    while (read(cli_cancel_pipe[0], tmp, sizeof tmp) > 0) {
+    }
+    cli_interrupted = 0;
+}
+
+static int cli_signals_init(void)
+{
+    if (pipe2(cli_cancel_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cli_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocked read() of the input returns */
+    return sigaction(SIGINT, &sa, NULL);
+}
+
+/* ---- Messages -------------------------------------------------------- */
+
+static void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A message of the shell itself, on stderr. */
+static void cli_note(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("sqlmux: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* A failed statement or command: "[where:line: ]ERROR CODE: message". */
+static void cli_error(const struct cli *c, unsigned line, const char *code, const char *message)
+{
+    fflush(stdout);
+    if (c->where != NULL)
+        fprintf(stderr, "%s:%u: ", c->where, line);
+    fprintf(stderr, "%sERROR%s %s: %s\n", c->err_color ? "\033[1;31m" : "", c->err_color ? "\033[0m" : "",
+            code, message);
+}
+
+/* ---- The connection -------------------------------------------------- */
+
+/* Connect (again), restoring the bind chosen with .use. True when
+ * connected. */
+static bool cli_connect(struct cli *c)
+{
+    char *err = NULL;
+    c->conn = sqlmux_connect(c->url, c->connect_timeout_ms, &err);
+    if (c->conn == NULL) {
+        cli_note("%s", err != NULL ? err : "out of memory");
+        free(err);
+        return false;
+    }
+    sqlmux_set_timeout(c->conn, c->timeout_ms);
+    sqlmux_set_cancel_fd(c->conn, cli_cancel_pipe[0]);
+    if (c->bind != NULL) {
+        char cmd[200];
+        snprintf(cmd, sizeof cmd, ".use %s", c->bind);
+        sqlmux_result *r = sqlmux_command(c->conn, cmd);
+        if (sqlmux_status(r) != SQLMUX_OK) {
+            cli_note("could not use bind %s again (%s: %s); statements go to default", c->bind,
+                     sqlmux_errcode(r), sqlmux_errmsg(r));
+            free(c->bind);
+            c->bind = NULL;
+        }
+        sqlmux_free(r);
+    }
+    return true;
+}
+
+static void cli_disconnect(struct cli *c)
+{
+    sqlmux_close(c->conn);
+    c->conn = NULL;
+}
+
+/* The statement was cancelled with Ctrl-C: the connection is closed, so
+ * the daemon interrupts it and rolls back an open transaction. */
+static void cli_cancelled(struct cli *c)
+{
+    cli_disconnect(c);
+    if (!c->interactive) {
+        cli_note(
+            "query cancelled (the daemon stopped it and rolled back any open transaction); script stopped");
+        c->status = CLI_EXIT_INTERRUPTED;
+        c->stop = true;
+        return;
+    }
+    cli_clear_interrupt();
+    if (cli_connect(c))
+        cli_note("query cancelled; reconnected (the daemon stopped the statement and rolled back any open "
+                 "transaction)");
+    else
+        cli_note("query cancelled; not connected now: the next statement tries again");
+}
+
+/* The connection broke for another reason (lost, timeout, bad reply). */
+static void cli_lost(struct cli *c)
+{
+    cli_disconnect(c);
+    if (!c->interactive) {
+        c->status = CLI_EXIT_FATAL;
+        c->stop = true;
+        return;
+    }
+    if (cli_connect(c))
+        cli_note("reconnected to %s (an open transaction was rolled back)", sqlmux_conn_url(c->conn));
+    else
+        cli_note("not connected: the next statement tries again");
+}
+
+/* ---- Running statements and commands --------------------------------- */
+
+static void cli_failed(struct cli *c)
+{
+    if (c->status == CLI_EXIT_OK)
+        c->status = CLI_EXIT_FAILED;
+    if (c->bail && !c->interactive)
+        c->stop = true;
+}
+
+/* Print result r (already run) and what became of it. */
+static void cli_show(struct cli *c, sqlmux_result *r, unsigned line)
+{
+    const struct format *f = &c->fmt;
+    bool table = format_is_table(f->mode);
+    bool cancelled = false;
+    int64_t rows = 0;
+
+    if (sqlmux_ncols(r) > 0) {
+        if (table) {
+            if (format_table(f, r) < 0)
+                cli_note("out of memory printing the result");
+            rows = sqlmux_rows(r);
+        } else {
+            format_begin(f, r);
+            while (sqlmux_step(r) == SQLMUX_ROW) {
+                format_row(f, r, rows++);
+                if (cli_interrupted) {
+                    /* Ctrl-C between rows: the rest is not wanted. */
+                    cancelled = true;
+                    break;
+                }
+            }
+            format_end(f, r, rows);
+        }
+    }
+    fflush(f->out);
+    const char *code = sqlmux_errcode(r);
+    if (cancelled || (code != NULL && strcmp(code, "CANCELLED") == 0)) {
+        cli_failed(c);
+        cli_cancelled(c);
+        return;
+    }
+    if (code != NULL) {
+        cli_error(c, line, code, sqlmux_errmsg(r));
+        cli_failed(c);
+        if (sqlmux_conn_errmsg(c->conn) != NULL)
+            cli_lost(c);
+        return;
+    }
+    if (table && !c->quiet) {
+        if (sqlmux_ncols(r) > 0)
+            printf("(%lld row%s)\n", (long long)rows, rows == 1 ? "" : "s");
+        else if (*sqlmux_facts(r) != '\0')
+            printf("OK %s\n", sqlmux_facts(r));
+        else
+            printf("OK\n");
+        fflush(stdout);
+    }
+}
+
+/* Make sure there is a connection; false (and the failure noted) when
+ * there is none. */
+static bool cli_ensure_connected(struct cli *c)
+{
+    if (c->conn != NULL)
+        return true;
+    if (cli_connect(c))
+        return true;
+    cli_failed(c);
+    if (!c->interactive) {
+        c->status = CLI_EXIT_FATAL;
+        c->stop = true;
+    }
+    return false;
+}
+
+static void cli_statement(struct cli *c, const char *sql, size_t len, unsigned line)
+{
+    if (!cli_ensure_connected(c))
+        return;
+    cli_clear_interrupt();
+    sqlmux_result *r = format_is_table(c->fmt.mode) ? sqlmux_execn(c->conn, sql, len, NULL, 0)
+                                                    : sqlmux_queryn(c->conn, sql, len, NULL, 0);
+    cli_show(c, r, line);
+    sqlmux_free(r);
+}
+
+static void cli_local_help(void)
+{
+    printf("Shell commands:\n"
+           "  .mode [box|table|csv|tsv|json]  show or set the output mode\n"
+           "  .quit, .exit                    leave\n"
+           "SQL statements end with ';' and may span lines; Ctrl-C cancels a running statement.\n");
+}
+
+/* A dot-command line (NUL-terminated, trimmed). */
+static void cli_command(struct cli *c, const char *cmd, unsigned line)
+{
+    size_t nlen = strcspn(cmd, " \t");
+    const char *arg = cmd + nlen + strspn(cmd + nlen, " \t");
+
+    if ((nlen == 5 && strncmp(cmd, ".quit", 5) == 0) || (nlen == 5 && strncmp(cmd, ".exit", 5) == 0)) {
+        c->stop = true;
+        return;
+    }
+    if (nlen == 5 && strncmp(cmd, ".mode", 5) == 0) {
+        enum format_mode m;
+        if (*arg == '\0') {
+            printf("%s\n", format_mode_name(c->fmt.mode));
+        } else if (format_mode_parse(arg, &m)) {
+            c->fmt.mode = m;
+            if (c->fmt.null_text == NULL || strcmp(c->fmt.null_text, "∅") == 0 ||
+                strcmp(c->fmt.null_text, "NULL") == 0)
+                c->fmt.null_text = m == FORMAT_BOX ? "∅" : "NULL";
+        } else {
+            cli_error(c, line, "ARGS", "unknown mode (want box, table, csv, tsv or json)");
+            cli_failed(c);
+        }
+        return;
+    }
+    if (!cli_ensure_connected(c))
+        return;
+    cli_clear_interrupt();
+    sqlmux_result *r = sqlmux_command(c->conn, cmd);
+    cli_show(c, r, line);
+    const char *bind = sqlmux_fact(r, "bind");
+    if (nlen == 4 && strncmp(cmd, ".use", 4) == 0 && sqlmux_status(r) == SQLMUX_OK && bind != NULL) {
+        /* Remember the session's bind for the prompt and for
+         * reconnecting. */
+        free(c->bind);
+        c->bind = strcmp(bind, "default") == 0 ? NULL : strdup(bind);
+    }
+    sqlmux_free(r);
+    if (nlen == 5 && strncmp(cmd, ".help", 5) == 0 && format_is_table(c->fmt.mode))
+        cli_local_help();
+}
+
+/* One line of input (without its line end). */
+static void cli_line(struct cli *c, const char *line, size_t n)
+{
+    struct split *sp = c->sp;
+    if (split_idle(sp)) {
+        size_t i = 0;
+        while (i < n && isspace((unsigned char)line[i]))
+            i++;
+        if (i < n && line[i] == '.') {
+            unsigned at = sp->line;
+            while (n > i && isspace((unsigned char)line[n - 1]))
+                n--;
+            char *cmd = strndup(line + i, n - i);
+            split_discard(sp, 1);
+            if (cmd == NULL) {
+                cli_note("out of memory");
+                c->status = CLI_EXIT_FATAL;
+                c->stop = true;
+                return;
+            }
+            cli_command(c, cmd, at);
+            free(cmd);
+            return;
+        }
+    }
+    if (split_feed(sp, line, n) < 0) {
+        cli_note("out of memory");
+        c->status = CLI_EXIT_FATAL;
+        c->stop = true;
+        return;
+    }
+    const char *stmt;
+    size_t len;
+    unsigned at;
+    while (!c->stop && split_next(sp, &stmt, &len, &at))
+        cli_statement(c, stmt, len, at);
+}
+
+/* The end of an input: run a last statement that has no ';'. */
+static void cli_finish(struct cli *c)
+{
+    const char *stmt;
+    size_t len;
+    unsigned at;
+    if (!c->stop && split_finish(c->sp, &stmt, &len, &at))
+        cli_statement(c, stmt, len, at);
+}
+
+/* ---- Inputs ---------------------------------------------------------- */
+
+static void cli_run_string(struct cli *c, const char *text)
+{
+    struct split sp;
+    split_init(&sp);
+    c->sp = &sp;
+    c->where = NULL;
+    while (!c->stop) {
+        const char *nl = strchr(text, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - text) : strlen(text);
+        cli_line(c, text, n > 0 && text[n - 1] == '\r' ? n - 1 : n);
+        if (nl == NULL)
+            break;
+        text = nl + 1;
+    }
+    cli_finish(c);
+    split_free(&sp);
+    c->sp = NULL;
+}
+
+static void cli_run_stream(struct cli *c, FILE *in, const char *name)
+{
+    struct split sp;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+
+    split_init(&sp);
+    c->sp = &sp;
+    c->where = name;
+    while (!c->stop && (n = getline(&line, &cap, in)) >= 0) {
+        size_t len = (size_t)n;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        cli_line(c, line, len);
+    }
+    if (!c->stop && cli_interrupted) {
+        cli_note("interrupted; script stopped");
+        c->status = CLI_EXIT_INTERRUPTED;
+        c->stop = true;
+    } else if (!c->stop && ferror(in)) {
+        cli_note("%s: %s", name, strerror(errno));
+        c->status = CLI_EXIT_FATAL;
+        c->stop = true;
+    }
+    cli_finish(c);
+    free(line);
+    split_free(&sp);
+    c->sp = NULL;
+}
+
+static void cli_run_file(struct cli *c, const char *path)
+{
+    if (strcmp(path, "-") == 0) {
+        cli_run_stream(c, stdin, "<stdin>");
+        return;
+    }
+    FILE *in = fopen(path, "r");
+    if (in == NULL) {
+        cli_note("%s: %s", path, strerror(errno));
+        c->status = CLI_EXIT_FATAL;
+        c->stop = true;
+        return;
+    }
+    cli_run_stream(c, in, path);
+    fclose(in);
+}
+
+/* ---- The interactive shell ------------------------------------------- */
+
+static char *cli_prompt(EditLine *el)
+{
+    struct cli *c = NULL;
+    el_get(el, EL_CLIENTDATA, &c);
+    const char *bind = c->bind != NULL ? c->bind : "default";
+    const char *mark = c->conn == NULL ? "!" : "";
+    if (split_idle(c->sp)) {
+        snprintf(c->prompt, sizeof c->prompt, "%s%s> ", mark, bind);
+    } else {
+        /* "...> " right-aligned under the first line's prompt. */
+        size_t w = strlen(mark) + strlen(bind);
+        int padding = w > 3 ? (int)(w - 3) : 0;
+        snprintf(c->prompt, sizeof c->prompt, "%*s...> ", padding, "");
+    }
+    return c->prompt;
+}
+
+/* The history file: $SQLMUX_HISTORY ("" for none), else ~/.sqlmux_history. */
+static char *cli_history_path(void)
+{
+    const char *env = getenv("SQLMUX_HISTORY");
+    if (env != NULL)
+        return *env != '\0' ? strdup(env) : NULL;
+    const char *home = getenv("HOME");
+    if (home == NULL || *home == '\0')
+        return NULL;
+    size_t n = strlen(home) + sizeof "/.sqlmux_history";
+    char *p = malloc(n);
+    if (p != NULL)
+        snprintf(p, n, "%s/.sqlmux_history", home);
+    return p;
+}
+
+static void cli_interactive(struct cli *c)
+{
+    HistEvent ev;
+    History *hist = history_init();
+    EditLine *el = el_init("sqlmux", stdin, stdout, stderr);
+    char *hpath = cli_history_path();
+    struct split sp;
+
+    if (hist == NULL || el == NULL) {
+        cli_note("cannot start line editing");
+        c->status = CLI_EXIT_FATAL;
+        goto done;
+    }
+    history(hist, &ev, H_SETSIZE, CLI_HISTORY_SIZE);
+    history(hist, &ev, H_SETUNIQUE, 1);
+    if (hpath != NULL)
+        history(hist, &ev, H_LOAD, hpath);
+    split_init(&sp);
+    c->sp = &sp;
+    c->where = NULL;
+    el_set(el, EL_CLIENTDATA, c);
+    el_set(el, EL_EDITOR, "emacs");
+    el_set(el, EL_PROMPT, cli_prompt);
+    el_set(el, EL_HIST, history, hist);
+    el_set(el, EL_SIGNAL, 1); /* restore the terminal on signals */
+    el_source(el, NULL);      /* ~/.editrc */
+
+    if (!c->quiet)
+        printf("sqlmux %s, connected to %s\n"
+               "Statements end with \";\". \".help\" lists the commands, \".quit\" leaves.\n",
+               SQLMUX_VERSION, sqlmux_conn_url(c->conn));
+    while (!c->stop) {
+        int count = 0;
+        cli_clear_interrupt();
+        const char *line = el_gets(el, &count);
+        if (cli_interrupted) {
+            /* Ctrl-C at the prompt: drop what was typed. */
+            fputs("^C\n", stdout);
+            split_discard(&sp, 0);
+            continue;
+        }
+        if (line == NULL || count <= 0) {
+            fputc('\n', stdout); /* Ctrl-D */
+            break;
+        }
+        size_t n = strlen(line);
+        if (n > 0 && line[n - 1] == '\n')
+            n--;
+        char *copy = strndup(line, n);
+        if (copy == NULL) {
+            cli_note("out of memory");
+            break;
+        }
+        if (strspn(copy, " \t") < n)
+            history(hist, &ev, H_ENTER, copy);
+        cli_line(c, copy, n);
+        free(copy);
+    }
+    if (hpath != NULL)
+        history(hist, &ev, H_SAVE, hpath);
+    split_free(&sp);
+    c->sp = NULL;
+    /* Failed statements were seen on the screen: the session itself
+     * succeeded. */
+    if (c->status == CLI_EXIT_FAILED)
+        c->status = CLI_EXIT_OK;
+done:
+    if (el != NULL)
+        el_end(el);
+    if (hist != NULL)
+        history_end(hist);
+    free(hpath);
+}
+
+/* ---- Options --------------------------------------------------------- */
+
+static void cli_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sqlmux [OPTION]... [URL] [FILE]\n"
+            "The shell of sqlmux: runs SQL and dot-commands on a sqlmux daemon.\n"
+            "\n"
+            "Connection (default $SQLMUX_URL, else " SQLMUX_DEFAULT_URL "):\n"
+            "  URL                   sqlmux://HOST:PORT or unix:///PATH/TO/SOCKET\n"
+            "  -h, --host HOST       TCP host (port 7654 unless -p)\n"
+            "  -p, --port PORT       TCP port (host 127.0.0.1 unless -h)\n"
+            "  -s, --socket PATH     unix socket\n"
+            "  -t, --timeout SECS    give up connecting, and waiting for a reply, after SECS\n"
+            "                        (default: 10 s to connect, no limit for replies)\n"
+            "Input (in the order given; stdin when none, interactive on a terminal):\n"
+            "  -c, --command SQL     run SQL (statements and dot-command lines); repeatable\n"
+            "  -f, --file FILE       run a script; FILE may also be given last; - is stdin\n"
+            "  --bail                stop a script at the first failed statement\n"
+            "  -v ON_ERROR_STOP=1    the same, as psql spells it\n"
+            "Output (default: box on a terminal, else tsv):\n"
+            "  --box, --table        aligned tables, Unicode or ASCII lines\n"
+            "  --csv, --tsv, --json  CSV (RFC 4180), TSV (COPY text form), JSON arrays\n"
+            "  --no-header           no column names line (csv, tsv)\n"
+            "  --null TEXT           how tables show NULL (default: \xe2\x88\x85 in box, NULL in table)\n"
+            "  -q, --quiet           no banner and no status lines\n"
+            "  -?, --help            this help;  -V, --version  the version\n"
+            "\n"
+            "Exit status: 0 all succeeded, 1 a statement failed, 2 usage error or no\n"
+            "connection (or it was lost), 130 a script interrupted with Ctrl-C.\n");
+}
+
+static bool cli_set_variable(struct cli *c, const char *assignment)
+{
+    const char *eq = strchr(assignment, '=');
+    if (eq == NULL || (size_t)(eq - assignment) != strlen("ON_ERROR_STOP") ||
+        strncasecmp(assignment, "ON_ERROR_STOP", (size_t)(eq - assignment)) != 0)
+        return false;
+    const char *v = eq + 1;
+    if (strcmp(v, "1") == 0 || strcasecmp(v, "on") == 0 || strcasecmp(v, "true") == 0)
+        c->bail = true;
+    else if (strcmp(v, "0") == 0 || strcasecmp(v, "off") == 0 || strcasecmp(v, "false") == 0)
+        c->bail = false;
+    else
+        return false;
+    return true;
+}
+
+static bool cli_locale_utf8(void)
+{
+    const char *cs = nl_langinfo(CODESET);
+    return cs != NULL && (strcasecmp(cs, "UTF-8") == 0 || strcasecmp(cs, "UTF8") == 0);
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_CSV = 256, OPT_TSV, OPT_JSON, OPT_BOX, OPT_TABLE, OPT_BAIL, OPT_NOHEADER, OPT_NULL, OPT_HELP };
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},
+        {"socket", required_argument, NULL, 's'},
+        {"command", required_argument, NULL, 'c'},
+        {"file", required_argument, NULL, 'f'},
+        {"set", required_argument, NULL, 'v'},
+        {"timeout", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, 'V'},
+        {"csv", no_argument, NULL, OPT_CSV},
+        {"tsv", no_argument, NULL, OPT_TSV},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"box", no_argument, NULL, OPT_BOX},
+        {"table", no_argument, NULL, OPT_TABLE},
+        {"bail", no_argument, NULL, OPT_BAIL},
+        {"no-header", no_argument, NULL, OPT_NOHEADER},
+        {"null", required_argument, NULL, OPT_NULL},
+        {NULL, 0, NULL, 0},
+    };
+    struct cli c;
+    struct cli_input *inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    size_t ninputs = 0;
+    const char *host = NULL, *port = NULL, *socket_path = NULL, *url = NULL;
+    bool mode_set = false;
+    int opt;
+    char urlbuf[512];
+
+    memset(&c, 0, sizeof c);
+    c.connect_timeout_ms = CLI_CONNECT_TIMEOUT_MS;
+    c.fmt.out = stdout;
+    c.fmt.header = true;
+    if (inputs == NULL) {
+        cli_note("out of memory");
+        return CLI_EXIT_FATAL;
+    }
+    setlocale(LC_CTYPE, ""); /* for line editing and widths; never LC_NUMERIC */
+
+    while ((opt = getopt_long(argc, argv, "-h:p:s:c:f:v:t:qV?", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 1: /* a positional argument, in order */
+            if (strncmp(optarg, "sqlmux://", 9) == 0 || strncmp(optarg, "unix://", 7) == 0) {
+                if (url != NULL) {
+                    cli_note("more than one URL: %s", optarg);
+                    goto usage_quiet;
+                }
+                url = optarg;
+            } else {
+                inputs[ninputs++] = (struct cli_input){true, optarg};
+            }
+            break;
+        case 'h': host = optarg; break;
+        case 'p': port = optarg; break;
+        case 's': socket_path = optarg; break;
+        case 'c': inputs[ninputs++] = (struct cli_input){false, optarg}; break;
+        case 'f': inputs[ninputs++] = (struct cli_input){true, optarg}; break;
+        case 'v':
+            if (!cli_set_variable(&c, optarg)) {
+                cli_note("unknown variable setting %s (only ON_ERROR_STOP=0|1 is known)", optarg);
+                return CLI_EXIT_FATAL;
+            }
+            break;
+        case 't': {
+            char *end;
+            double secs = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(secs > 0) || secs > 86400) {
+                cli_note("bad timeout %s (want seconds, > 0)", optarg);
+                return CLI_EXIT_FATAL;
+            }
+            c.timeout_ms = (int)ceil(secs * 1000);
+            c.connect_timeout_ms = c.timeout_ms;
+            break;
+        }
+        case 'q': c.quiet = true; break;
+        case 'V': printf("sqlmux %s\n", SQLMUX_VERSION); return CLI_EXIT_OK;
+        case OPT_CSV: c.fmt.mode = FORMAT_CSV, mode_set = true; break;
+        case OPT_TSV: c.fmt.mode = FORMAT_TSV, mode_set = true; break;
+        case OPT_JSON: c.fmt.mode = FORMAT_JSON, mode_set = true; break;
+        case OPT_BOX: c.fmt.mode = FORMAT_BOX, mode_set = true; break;
+        case OPT_TABLE: c.fmt.mode = FORMAT_TABLE, mode_set = true; break;
+        case OPT_BAIL: c.bail = true; break;
+        case OPT_NOHEADER: c.fmt.header = false; break;
+        case OPT_NULL: c.fmt.null_text = optarg; break;
+        case OPT_HELP:
+            cli_usage(stdout);
+            free(inputs);
+            return CLI_EXIT_OK;
+        case '?':
+            /* "-?" is help; anything else getopt has just explained. */
+            if (optind > 0 && strcmp(argv[optind - 1], "-?") == 0) {
+                cli_usage(stdout);
+                free(inputs);
+                return CLI_EXIT_OK;
+            }
+            goto usage_quiet;
+        default: goto usage_quiet;
+        }
+    }
+    if ((url != NULL) + (socket_path != NULL) + (host != NULL || port != NULL) > 1) {
+        cli_note("give one of URL, -s SOCKET, -h HOST/-p PORT");
+        goto usage_quiet;
+    }
+    if (socket_path != NULL) {
+        snprintf(urlbuf, sizeof urlbuf, "unix://%s", socket_path);
+        url = urlbuf;
+    } else if (host != NULL || port != NULL) {
+        const char *h = host != NULL ? host : "127.0.0.1";
+        bool v6 = strchr(h, ':') != NULL && h[0] != '[';
+        snprintf(urlbuf, sizeof urlbuf, "sqlmux://%s%s%s:%s", v6 ? "[" : "", h, v6 ? "]" : "",
+                 port != NULL ? port : "7654");
+        url = urlbuf;
+    }
+    c.url = url; /* NULL: $SQLMUX_URL or the default, as libsqlmux does */
+
+    bool utf8 = cli_locale_utf8();
+    bool out_tty = isatty(STDOUT_FILENO);
+    const char *term = getenv("TERM");
+    bool color_ok = getenv("NO_COLOR") == NULL && (term == NULL || strcmp(term, "dumb") != 0);
+    if (!mode_set)
+        c.fmt.mode = out_tty ? (utf8 ? FORMAT_BOX : FORMAT_TABLE) : FORMAT_TSV;
+    if (c.fmt.mode == FORMAT_BOX && !utf8 && !mode_set)
+        c.fmt.mode = FORMAT_TABLE;
+    c.fmt.utf8 = utf8;
+    c.fmt.color = out_tty && color_ok;
+    c.err_color = isatty(STDERR_FILENO) && color_ok;
+    if (c.fmt.null_text == NULL)
+        c.fmt.null_text = c.fmt.mode == FORMAT_BOX ? "∅" : "NULL";
+    c.interactive = ninputs == 0 && isatty(STDIN_FILENO);
+
+    if (cli_signals_init() < 0) {
+        cli_note("cannot set up signals: %s", strerror(errno));
+        free(inputs);
+        return CLI_EXIT_FATAL;
+    }
+    if (!cli_connect(&c)) {
+        free(inputs);
+        return CLI_EXIT_FATAL;
+    }
+    if (c.interactive) {
+        cli_interactive(&c);
+    } else if (ninputs == 0) {
+        cli_run_stream(&c, stdin, "<stdin>");
+    } else {
+        for (size_t i = 0; i < ninputs && !c.stop; i++) {
+            if (inputs[i].is_file)
+                cli_run_file(&c, inputs[i].arg);
+            else
+                cli_run_string(&c, inputs[i].arg);
+        }
+    }
+    cli_disconnect(&c);
+    free(c.bind);
+    free(inputs);
+    fflush(stdout);
+    return c.status;
+
+usage_quiet:
+    fprintf(stderr, "Try 'sqlmux --help'.\n");
+    free(inputs);
+    return CLI_EXIT_FATAL;
+}
