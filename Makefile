@@ -88,6 +88,57 @@ clean:
 
 -include $(shell find build build-san -name '*.d' 2>/dev/null)
 
+# ---- install ---------------------------------------------------------------
+# `make install` (PREFIX, default /usr/local; DESTDIR for staging) puts
+# sqlmuxd in $(SBINDIR), the systemd units (with these paths filled in) in
+# $(UNITDIR), the sysusers.d file in $(SYSUSERSDIR), the README and
+# PROTOCOL.md in $(DOCDIR), and the example service config in
+# $(SYSCONFDIR)/sqlmux/sqlmux.ini unless that file exists (an edited config
+# is never overwritten); the client section below adds the CLI, library,
+# header and sqlmux.pc. `make uninstall` removes all of it, the config only
+# when it is unchanged. README.md ("Installing") lists every path.
+
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+SYSCONFDIR  ?= /etc
+DOCDIR      ?= $(PREFIX)/share/doc/sqlmux
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+UNIT_SED     = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
+.PHONY: install install-daemon uninstall uninstall-daemon
+install: install-daemon
+install-daemon: $(BUILD)/sqlmuxd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/sqlmux
+	install -m 755 $(BUILD)/sqlmuxd $(DESTDIR)$(SBINDIR)/sqlmuxd
+	$(UNIT_SED) systemd/sqlmux.service.in > $(DESTDIR)$(UNITDIR)/sqlmux.service
+	$(UNIT_SED) systemd/sqlmux.socket.in > $(DESTDIR)$(UNITDIR)/sqlmux.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/sqlmux.service $(DESTDIR)$(UNITDIR)/sqlmux.socket
+	install -m 644 systemd/sqlmux.sysusers $(DESTDIR)$(SYSUSERSDIR)/sqlmux.conf
+	install -m 644 README.md proto/PROTOCOL.md $(DESTDIR)$(DOCDIR)/
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini ]; then \
+	    echo "keeping $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini"; \
+	else \
+	    echo "install -m 644 systemd/sqlmux.ini $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini"; \
+	    install -m 644 systemd/sqlmux.ini $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini; \
+	fi
+
+# Also removes what install-client installed (BINDIR, LIBDIR and
+# INCLUDEDIR come from the client section).
+uninstall: uninstall-daemon
+uninstall-daemon:
+	rm -f $(DESTDIR)$(SBINDIR)/sqlmuxd $(DESTDIR)$(UNITDIR)/sqlmux.service $(DESTDIR)$(UNITDIR)/sqlmux.socket \
+	    $(DESTDIR)$(SYSUSERSDIR)/sqlmux.conf $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/PROTOCOL.md
+	rm -f $(DESTDIR)$(BINDIR)/sqlmux $(DESTDIR)$(INCLUDEDIR)/sqlmux.h $(DESTDIR)$(LIBDIR)/libsqlmux.a \
+	    $(DESTDIR)$(LIBDIR)/libsqlmux.so $(DESTDIR)$(LIBDIR)/libsqlmux.so.0 $(DESTDIR)$(LIBDIR)/pkgconfig/sqlmux.pc
+	@if cmp -s systemd/sqlmux.ini $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini ]; then \
+	    echo "keeping $(DESTDIR)$(SYSCONFDIR)/sqlmux/sqlmux.ini (changed since install)"; \
+	fi
+	rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sqlmux 2>/dev/null || true
+
 # ---- client: libsqlmux and the sqlmux CLI --------------------------------
 # libsqlmux.a and libsqlmux.so.0 export only the sqlmux_* API of
 # client/sqlmux.h: their objects (the library and the proto/ codec) are
@@ -165,3 +216,19 @@ install-client: $(BUILD)/sqlmux $(BUILD)/libsqlmux.a $(BUILD)/libsqlmux.so
 	ln -sf libsqlmux.so.0 $(DESTDIR)$(LIBDIR)/libsqlmux.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(CLIENT_VERSION)|' client/sqlmux.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/sqlmux.pc
+
+# ---- bench ----------------------------------------------------------------
+# `make bench` measures sqlmux side by side with Redis, the sqlite3 CLI,
+# PostgreSQL and PgBouncer (tests/bench/run starts and stops every server;
+# as root it installs the missing ones with apt) and writes the table to
+# tests/bench/RESULTS.md. It is not part of `make test`, which only runs the
+# load generator for a second (tests/integration/test_bench_smoke.py).
+
+.PHONY: bench
+all: $(BUILD)/loadgen
+
+$(BUILD)/loadgen: $(BUILD)/tests/bench/loadgen.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: all
+	BUILD=$(BUILD) tests/bench/run

@@ -186,6 +186,7 @@ static void cli_cancelled(struct cli *c)
         return;
     }
     cli_clear_interrupt();
+    fputc('\n', stderr); /* after the "^C" the terminal echoed */
     if (cli_connect(c))
         cli_note("query cancelled; reconnected (the daemon stopped the statement and rolled back any open "
                  "transaction)");
@@ -209,6 +210,23 @@ static void cli_lost(struct cli *c)
 }
 
 /* ---- Running statements and commands --------------------------------- */
+
+/* Before a request: an interactive session forgets a Ctrl-C that came
+ * between statements; a script stops at it (false: do not send). */
+static bool cli_before_request(struct cli *c)
+{
+    if (c->interactive) {
+        cli_clear_interrupt();
+        return true;
+    }
+    if (cli_interrupted) {
+        cli_note("interrupted; script stopped");
+        c->status = CLI_EXIT_INTERRUPTED;
+        c->stop = true;
+        return false;
+    }
+    return true;
+}
 
 static void cli_failed(struct cli *c)
 {
@@ -287,9 +305,8 @@ static bool cli_ensure_connected(struct cli *c)
 
 static void cli_statement(struct cli *c, const char *sql, size_t len, unsigned line)
 {
-    if (!cli_ensure_connected(c))
+    if (!cli_ensure_connected(c) || !cli_before_request(c))
         return;
-    cli_clear_interrupt();
     sqlmux_result *r = format_is_table(c->fmt.mode) ? sqlmux_execn(c->conn, sql, len, NULL, 0)
                                                     : sqlmux_queryn(c->conn, sql, len, NULL, 0);
     cli_show(c, r, line);
@@ -329,9 +346,8 @@ static void cli_command(struct cli *c, const char *cmd, unsigned line)
         }
         return;
     }
-    if (!cli_ensure_connected(c))
+    if (!cli_ensure_connected(c) || !cli_before_request(c))
         return;
-    cli_clear_interrupt();
     sqlmux_result *r = sqlmux_command(c->conn, cmd);
     cli_show(c, r, line);
     const char *bind = sqlmux_fact(r, "bind");
@@ -691,7 +707,7 @@ int main(int argc, char **argv)
         case 'v':
             if (!cli_set_variable(&c, optarg)) {
                 cli_note("unknown variable setting %s (only ON_ERROR_STOP=0|1 is known)", optarg);
-                return CLI_EXIT_FATAL;
+                goto usage_quiet;
             }
             break;
         case 't': {
@@ -699,14 +715,17 @@ int main(int argc, char **argv)
             double secs = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(secs > 0) || secs > 86400) {
                 cli_note("bad timeout %s (want seconds, > 0)", optarg);
-                return CLI_EXIT_FATAL;
+                goto usage_quiet;
             }
             c.timeout_ms = (int)ceil(secs * 1000);
             c.connect_timeout_ms = c.timeout_ms;
             break;
         }
         case 'q': c.quiet = true; break;
-        case 'V': printf("sqlmux %s\n", SQLMUX_VERSION); return CLI_EXIT_OK;
+        case 'V':
+            printf("sqlmux %s\n", SQLMUX_VERSION);
+            free(inputs);
+            return CLI_EXIT_OK;
         case OPT_CSV: c.fmt.mode = FORMAT_CSV, mode_set = true; break;
         case OPT_TSV: c.fmt.mode = FORMAT_TSV, mode_set = true; break;
         case OPT_JSON: c.fmt.mode = FORMAT_JSON, mode_set = true; break;

@@ -35,6 +35,8 @@ enum job_type {
     JOB_EXEC,      /* run one statement and stream its response */
     JOB_RELEASE,   /* end the session's open transaction (ROLLBACK) and unpin */
     JOB_TABLES,    /* list the bind's tables as rows of .tables (no header, no status) */
+    JOB_MIGRATIONS, /* the bind's migrations as rows of .migrations (no header, no status) */
+    JOB_SNAPSHOT,  /* save an in-memory bind's snapshot: one row of .save */
 };
 
 /* Posted by a backend to the loop thread. */
@@ -53,7 +55,8 @@ struct job {
                                   table map from here, never from srv->cfg,
                                   which a reload may swap */
     struct session *sess;      /* NULL once the session is gone (loop thread) */
-    uint64_t owner;            /* session id: the key transactions pin on */
+    uint64_t owner;            /* session id: the key transactions pin on; 0: run on any
+                                  free connection, never inside a client's transaction */
 
     /* JOB_EXEC input, owned by the job. */
     struct request req;
@@ -107,6 +110,8 @@ struct bind_status {
     const char *state;         /* "open", "connected", "connecting", "down" */
     int connections;           /* open connections */
     int in_use;                /* connections running or holding a client's work */
+    int64_t snapshot_at;       /* in-memory bind: when its snapshot was last written (unix s), 0: never */
+    int64_t snapshot_bytes;    /* its size */
 };
 
 /* What .stats reports per bind; counted on the loop thread as JOB_EXEC

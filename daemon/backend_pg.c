@@ -27,6 +27,7 @@
 
 #include "daemon/backend.h"
 #include "daemon/log.h"
+#include "daemon/migrate.h"
 #include "daemon/server.h"
 
 #define CHUNK_BYTES (64 * 1024)
@@ -287,6 +288,10 @@ static void conn_poll(struct pgconn *c, int events)
         c->handles++;
         c->fd = fd;
     }
+    /* uv_poll_start() re-registers the fd with the kernel even when
+     * nothing changes: two epoll_ctl calls each time. */
+    if (c->events == events && uv_is_active((uv_handle_t *)c->poll))
+        return;
     c->events = events;
     uv_poll_start(c->poll, events, on_poll);
 }
@@ -683,6 +688,48 @@ static void on_statement_timeout(uv_timer_t *t)
     conn_cancel(c);
 }
 
+/* .migrations: the version table's rows (none when it does not exist:
+ * SQLSTATE 42P01) merged with the bind's migration files, which are read
+ * here on the loop: a few small local files. */
+static void put_migrations(struct pgconn *c, PGresult *res)
+{
+    const struct config *cfg = server_cfg_of(c->job->cfgref);
+    const char *bind = c->pb->bind->conf->name;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    struct migration_rows rows = {0};
+    struct migration_set set;
+    char err[1024];
+
+    if (c->failed)
+        return;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && !(state != NULL && strcmp(state, "42P01") == 0)) {
+        conn_result(c, res);
+        return;
+    }
+    if (cfg->migrations == NULL)
+        return;
+    for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
+        if (migrate_rows_add(&rows, strtoll(PQgetvalue(res, r, 0), NULL, 10), PQgetvalue(res, r, 1),
+                             PQgetvalue(res, r, 2), PQgetvalue(res, r, 3)) != 0) {
+            migrate_rows_free(&rows);
+            reply_error(&c->out, "NOMEM", "out of memory");
+            c->failed = true;
+            return;
+        }
+    }
+    if (migrate_scan(cfg->migrations, bind, &set, err, sizeof err) != 0) {
+        reply_error(&c->out, "MIGRATION", err);
+        c->failed = true;
+    } else {
+        if (migrate_put_status(bind, &set, &rows, &c->out, &c->job->rows) != 0) {
+            reply_error(&c->out, "NOMEM", "out of memory");
+            c->failed = true;
+        }
+        migrate_set_free(&set);
+    }
+    migrate_rows_free(&rows);
+}
+
 /* ---- The I/O state machine ------------------------------------------- */
 
 /* Read what the server sent and process complete results. */
@@ -719,7 +766,9 @@ static void conn_read(struct pgconn *c)
             conn_dispatch(c);
             return;
         }
-        if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        if (c->job->type == JOB_MIGRATIONS) {
+            put_migrations(c, res);
+        } else if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
             const struct config *cfg = server_cfg_of(c->job->cfgref);
             for (int r = 0; r < PQntuples(res); r++) {
                 char lower_schema[256], lower_name[256];
@@ -955,6 +1004,11 @@ static void conn_start(struct pgconn *c, struct job *job)
                          "FROM information_schema.tables "
                          "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
         break;
+    case JOB_MIGRATIONS:
+        c->phase = PHASE_STMT;
+        ok = PQsendQuery(c->conn, "SELECT version, name, checksum, applied_at FROM " MIGRATE_TABLE
+                                  " ORDER BY version");
+        break;
     default:
         if (job->begin_sql != NULL) {
             c->phase = PHASE_BEGIN;
@@ -1065,8 +1119,17 @@ static void on_idle_check(uv_timer_t *t)
 
 static int pg_open(struct bind *b, char *err, size_t errlen)
 {
-    struct pg_bind *pb = calloc(1, sizeof *pb);
+    const struct config *cfg = server_cfg_of(b->cfgref);
+    struct pg_bind *pb;
 
+    /* migrate_on_start: with a blocking connection of its own, before the
+     * daemon serves (no listener yet). A bind added by a reload is not
+     * migrated here: that would block the loop on the network. */
+    if (cfg->migrate_on_start && b->srv->nlisteners == 0 && migrate_startup_pg(cfg, b->conf, err, errlen) != 0)
+        return -1;
+    if (cfg->migrate_on_start && b->srv->nlisteners > 0 && cfg->migrations != NULL)
+        log_warn("bind %s: added by a reload, so not migrated: run sqlmuxd migrate", b->conf->name);
+    pb = calloc(1, sizeof *pb);
     if (pb == NULL) {
         snprintf(err, errlen, "bind %s: out of memory", b->conf->name);
         return -1;
@@ -1092,6 +1155,10 @@ static void pg_submit(struct bind *b, struct job *job)
     char msg[400];
 
     job->next = NULL;
+    if (job->type == JOB_SNAPSHOT) {
+        job_fail(pb, job, "ARGS", "PostgreSQL binds have no snapshots");
+        return;
+    }
     /* The client's transaction lives on one connection. */
     for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
         if (c->pinned == job->owner && c->state == PGC_IDLE) {

@@ -36,7 +36,9 @@
 #include "daemon/backend.h"
 #include "daemon/hash.h"
 #include "daemon/log.h"
+#include "daemon/migrate.h"
 #include "daemon/server.h"
+#include "daemon/snapshot.h"
 
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
@@ -79,6 +81,20 @@ struct sqlite_bind {
     struct worker *workers;
     int nworkers;
     uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
+
+    /* Snapshots (an in-memory bind with a snapshot file): one thread with
+     * its own connection runs JOB_SNAPSHOTs from its queue, so a save
+     * never takes a connection from clients. */
+    bool opened;               /* open succeeded: close saves the snapshot */
+    pthread_t snap_thread;
+    bool snap_started;
+    sqlite3 *snap_db;
+    struct job *snap_head, **snap_tail;   /* guarded by lock */
+    int64_t snap_at, snap_bytes;          /* the last snapshot written (guarded by lock) */
+    atomic_int snap_inflight;  /* JOB_SNAPSHOTs queued or running */
+    atomic_bool snap_failed;   /* the last save failed: the timer retries */
+    uv_timer_t *snap_timer;    /* snapshot_interval */
+    long long snap_version;    /* the anchor's data_version at the last timed save */
 };
 
 /* ---- Errors ----------------------------------------------------------- */
@@ -241,96 +257,11 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     return 0;
 }
 
-/* The 1-based line of byte offset `upto` in s. */
-static int line_at(const char *s, size_t upto)
-{
-    int line = 1;
-    for (size_t i = 0; i < upto; i++)
-        if (s[i] == '\n')
-            line++;
-    return line;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    struct buf b = BUF_INIT;
-    char tmp[8192];
-    size_t n;
-
-    if (f == NULL)
-        return NULL;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
-        if (buf_append(&b, tmp, n) != 0) {
-            buf_free(&b);
-            fclose(f);
-            return NULL;
-        }
-    }
-    if (ferror(f) || buf_reserve(&b, 0) != 0) {
-        buf_free(&b);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *len = b.len;
-    return b.data;
-}
-
 /* Run the bind's schema file on db in one transaction. 0, or -1 with err
  * naming the file and line. */
 static int apply_schema(struct sqlite_bind *sb, sqlite3 *db, char *err, size_t errlen)
 {
-    const char *path = sb->bind->conf->schema;
-    size_t len = 0;
-    char *sql = read_file(path, &len);
-    const char *p, *end, *tail;
-    sqlite3_stmt *stmt;
-    int rc;
-
-    if (sql == NULL) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno ? errno : ENOMEM));
-        return -1;
-    }
-    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    p = sql;
-    end = sql + len;
-    while (p < end) {
-        rc = sqlite3_prepare_v2(db, p, (int)(end - p), &stmt, &tail);
-        if (rc != SQLITE_OK) {
-            int off = sqlite3_error_offset(db);
-            size_t at = off >= 0 ? (size_t)(p - sql) + (size_t)off : (size_t)(p - sql);
-            while (off < 0 && at < len && (sql[at] == ' ' || sql[at] == '\n' || sql[at] == '\t' || sql[at] == '\r'))
-                at++;
-            snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, at), sqlite3_errmsg(db));
-            goto fail;
-        }
-        if (stmt != NULL) {
-            while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-                ;
-            if (rc != SQLITE_DONE) {
-                size_t at = (size_t)(p - sql);
-                while (at < len && (sql[at] == ' ' || sql[at] == '\n' || sql[at] == '\t' || sql[at] == '\r'))
-                    at++;
-                snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, at), sqlite3_errmsg(db));
-                sqlite3_finalize(stmt);
-                goto fail;
-            }
-            sqlite3_finalize(stmt);
-        }
-        p = tail;
-    }
-    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
-        goto fail;
-    }
-    free(sql);
-    return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    free(sql);
-    return -1;
+    return migrate_sqlite_run_file(db, sb->bind->conf->schema, err, errlen);
 }
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -652,6 +583,33 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
     }
 }
 
+/* .migrations: the bind's migration files merged with its version table. */
+static void run_migrations(struct worker *w, struct job *job, struct buf *out)
+{
+    const struct config *cfg = server_cfg_of(job->cfgref);
+    const char *bind_name = w->sb->bind->conf->name;
+    struct migration_rows rows = {0};
+    struct migration_set set;
+    char err[1024];
+
+    if (cfg->migrations == NULL)
+        return;
+    if (migrate_scan(cfg->migrations, bind_name, &set, err, sizeof err) != 0) {
+        reply_error(out, "MIGRATION", err);
+        job->failed = true;
+        return;
+    }
+    if (migrate_sqlite_rows(w->db, &rows, err, sizeof err) != 0) {
+        reply_error(out, "SQL", err);
+        job->failed = true;
+    } else if (migrate_put_status(bind_name, &set, &rows, out, &job->rows) != 0) {
+        reply_error(out, "NOMEM", "out of memory");
+        job->failed = true;
+    }
+    migrate_rows_free(&rows);
+    migrate_set_free(&set);
+}
+
 static void run_job(struct worker *w, struct job *job)
 {
     struct buf out = BUF_INIT;
@@ -666,6 +624,10 @@ static void run_job(struct worker *w, struct job *job)
         case JOB_TABLES:
             run_tables(w, job, &out);
             break;
+        case JOB_MIGRATIONS:
+            run_migrations(w, job, &out);
+            break;
+        case JOB_SNAPSHOT:     /* the snapshot thread's (sqlite_submit) */
         case JOB_RELEASE:
             break;
         }
@@ -717,6 +679,99 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&sb->lock);
     return NULL;
+}
+
+/* ---- Snapshots --------------------------------------------------------- */
+
+/* Pages copied per backup step while clients work, and the pause between
+ * steps, so a large save leaves the disk to others now and then. */
+#define SNAPSHOT_STEP_PAGES 256
+#define SNAPSHOT_PAUSE_MS 1
+
+/* Save the snapshot for one JOB_SNAPSHOT (snapshot thread). Its response
+ * is one .save row, "=bind\tfile\tbytes\tms", or -ERR IOERR. */
+static void run_snapshot(struct sqlite_bind *sb, struct job *job)
+{
+    const struct bind_conf *bc = sb->bind->conf;
+    struct snapshot_info info;
+    struct buf out = BUF_INIT;
+    char err[1024];
+
+    if (snapshot_save(sb->snap_db, bc->snapshot, SNAPSHOT_STEP_PAGES, SNAPSHOT_PAUSE_MS, &info, err,
+                      sizeof err) == 0) {
+        pthread_mutex_lock(&sb->lock);
+        sb->snap_at = info.written_at;
+        sb->snap_bytes = info.bytes;
+        pthread_mutex_unlock(&sb->lock);
+        atomic_store(&sb->snap_failed, false);
+        log_info("bind %s: snapshot %s written: %lld bytes in %.0f ms", bc->name, bc->snapshot,
+                 (long long)info.bytes, info.ms);
+        if (buf_putc(&out, '=') != 0 || codec_put_text(&out, bc->name, strlen(bc->name)) != 0 ||
+            buf_putc(&out, '\t') != 0 || codec_put_text(&out, bc->snapshot, strlen(bc->snapshot)) != 0 ||
+            buf_printf(&out, "\t%lld\t%.0f\n", (long long)info.bytes, info.ms) != 0) {
+            reply_error(&out, "NOMEM", "out of memory");
+            job->failed = true;
+        }
+        job->rows = 1;
+    } else {
+        atomic_store(&sb->snap_failed, true);
+        log_warn("bind %s: %s", bc->name, err);
+        reply_error(&out, "IOERR", err);
+        job->failed = true;
+    }
+    atomic_fetch_sub(&sb->snap_inflight, 1);
+    job_post_done(job, &out);
+}
+
+static void *snapshot_main(void *arg)
+{
+    struct sqlite_bind *sb = arg;
+
+    pthread_mutex_lock(&sb->lock);
+    for (;;) {
+        struct job *job = NULL;
+        if (sb->snap_head != NULL)
+            job = queue_pop(&sb->snap_head, &sb->snap_tail);
+        else if (sb->stopping)
+            break;
+        if (job == NULL) {
+            pthread_cond_wait(&sb->cond, &sb->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&sb->lock);
+        run_snapshot(sb, job);
+        pthread_mutex_lock(&sb->lock);
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return NULL;
+}
+
+static void sqlite_submit(struct bind *b, struct job *job);
+
+/* Every snapshot_interval seconds (loop thread): save the snapshot when
+ * something was committed since the last timed save (or it failed), and
+ * no save is queued or running. */
+static void on_snapshot_tick(uv_timer_t *t)
+{
+    struct sqlite_bind *sb = t->data;
+    sqlite3_stmt *stmt = NULL;
+    long long version = -1;
+    struct job *job;
+
+    if (atomic_load(&sb->snap_inflight) > 0)
+        return;
+    /* The anchor sees data_version change when another connection commits. */
+    if (sqlite3_prepare_v2(sb->anchor, "PRAGMA data_version", -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        version = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (version >= 0 && version == sb->snap_version && !atomic_load(&sb->snap_failed))
+        return;
+    job = job_new(JOB_SNAPSHOT, sb->bind, NULL, 0);
+    if (job == NULL)
+        return;
+    sb->snap_version = version;
+    sqlite_submit(sb->bind, job);
 }
 
 /* ---- backend_ops ------------------------------------------------------- */
@@ -826,6 +881,33 @@ static int memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
 static void sqlite_close(struct bind *b);
 static void on_wait_check(uv_timer_t *t);
 
+/* Start the snapshot thread (with its own connection) and the
+ * snapshot_interval timer of an in-memory bind with a snapshot file. */
+static int snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    const struct bind_conf *bc = sb->bind->conf;
+
+    if (conn_open(sb, &sb->snap_db, err, errlen) != 0)
+        return -1;
+    if (pthread_create(&sb->snap_thread, NULL, snapshot_main, sb) != 0) {
+        snprintf(err, errlen, "bind %s: cannot start the snapshot thread", bc->name);
+        return -1;
+    }
+    sb->snap_started = true;
+    if (bc->snapshot_interval_s > 0) {
+        uint64_t ms = (uint64_t)bc->snapshot_interval_s * 1000;
+        sb->snap_timer = malloc(sizeof *sb->snap_timer);
+        if (sb->snap_timer == NULL) {
+            snprintf(err, errlen, "bind %s: out of memory", bc->name);
+            return -1;
+        }
+        uv_timer_init(sb->bind->srv->loop, sb->snap_timer);
+        sb->snap_timer->data = sb;
+        uv_timer_start(sb->snap_timer, on_snapshot_tick, ms, ms);
+    }
+    return 0;
+}
+
 static int sqlite_open(struct bind *b, char *err, size_t errlen)
 {
     const struct bind_conf *bc = b->conf;
@@ -839,6 +921,10 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     b->impl = sb;
     sb->bind = b;
     sb->tail = &sb->head;
+    sb->snap_tail = &sb->snap_head;
+    sb->snap_version = -1;
+    atomic_init(&sb->snap_inflight, 0);
+    atomic_init(&sb->snap_failed, false);
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->cond, NULL);
     sb->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -859,9 +945,25 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     }
 
     /* The first connection sets the database up; for the in-memory bind it
-     * stays open as the anchor. */
+     * stays open as the anchor. A snapshot is loaded first, into the empty
+     * database; then it is not new: its schema ran before it was saved. */
     if (conn_open(sb, &first, err, errlen) != 0)
         goto fail;
+    if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL) {
+        struct snapshot_info info;
+        int loaded = snapshot_load(first, bc->name, bc->snapshot, bc->snapshot_on_damage, &info, err, errlen);
+        if (loaded < 0)
+            goto fail;
+        if (loaded > 0) {
+            char when[32];
+            is_new = false;
+            sb->snap_at = info.written_at;
+            sb->snap_bytes = info.bytes;
+            snapshot_format_time(info.written_at, when);
+            log_info("bind %s: snapshot %s loaded (%lld bytes, written %s) in %.0f ms", bc->name, bc->snapshot,
+                     (long long)info.bytes, when, info.ms);
+        }
+    }
     {
         sqlite3_stmt *stmt = NULL;
         const char *mode = NULL;
@@ -889,6 +991,11 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     }
     if (is_new && bc->schema != NULL)
         log_info("bind %s: schema %s applied", bc->name, bc->schema);
+    /* The in-memory bind is migrated at every start, a file bind when
+     * migrate_on_start asks for it. */
+    if ((bc->type == BIND_SQLITE_MEMORY || server_cfg_of(b->cfgref)->migrate_on_start) &&
+        migrate_startup_sqlite(server_cfg_of(b->cfgref), bc, first, err, errlen) != 0)
+        goto fail;
     if (bc->type == BIND_SQLITE_MEMORY)
         sb->anchor = first;
     else
@@ -924,6 +1031,9 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     uv_timer_init(b->srv->loop, sb->wait_timer);
     sb->wait_timer->data = sb;
     uv_timer_start(sb->wait_timer, on_wait_check, 100, 100);
+    if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL && snapshot_start(sb, err, errlen) != 0)
+        goto fail;
+    sb->opened = true;
     log_info("bind %s: %s, %d connection%s", bc->name,
              bc->type == BIND_SQLITE_MEMORY ? "sqlite in memory" : bc->path, sb->nworkers,
              sb->nworkers == 1 ? "" : "s");
@@ -979,14 +1089,37 @@ static void on_wait_check(uv_timer_t *t)
     }
 }
 
+/* A JOB_SNAPSHOT goes to the snapshot thread; a bind without a snapshot
+ * file answers it at once. */
+static void submit_snapshot(struct sqlite_bind *sb, struct job *job)
+{
+    if (!sb->snap_started) {
+        struct buf out = BUF_INIT;
+        reply_error(&out, "ARGS", "this bind has no snapshot file");
+        job->failed = true;
+        job_post_done(job, &out);
+        return;
+    }
+    atomic_fetch_add(&sb->snap_inflight, 1);
+    pthread_mutex_lock(&sb->lock);
+    *sb->snap_tail = job;
+    sb->snap_tail = &job->next;
+    pthread_cond_broadcast(&sb->cond);
+    pthread_mutex_unlock(&sb->lock);
+}
+
 static void sqlite_submit(struct bind *b, struct job *job)
 {
     struct sqlite_bind *sb = b->impl;
     struct worker *pinned = NULL;
 
     job->queued_at = uv_now(b->srv->loop);
+    if (job->type == JOB_SNAPSHOT) {
+        submit_snapshot(sb, job);
+        return;
+    }
     pthread_mutex_lock(&sb->lock);
-    for (int i = 0; i < sb->nworkers; i++) {
+    for (int i = 0; job->owner != 0 && i < sb->nworkers; i++) {
         if (sb->workers[i].pinned == job->owner) {
             pinned = &sb->workers[i];
             break;
@@ -1020,6 +1153,8 @@ static void sqlite_close(struct bind *b)
         return;
     if (sb->wait_timer != NULL)
         uv_close((uv_handle_t *)sb->wait_timer, (uv_close_cb)free);
+    if (sb->snap_timer != NULL)
+        uv_close((uv_handle_t *)sb->snap_timer, (uv_close_cb)free);
     pthread_mutex_lock(&sb->lock);
     sb->stopping = true;
     pthread_cond_broadcast(&sb->cond);
@@ -1035,6 +1170,21 @@ static void sqlite_close(struct bind *b)
         free(w->cache);
         if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
             log_warn("bind %s: closing a connection: %s", b->conf->name, sqlite3_errmsg(w->db));
+    }
+    if (sb->snap_started)
+        pthread_join(sb->snap_thread, NULL);   /* after the saves queued before the stop */
+    if (sb->snap_db != NULL)
+        sqlite3_close(sb->snap_db);
+    /* Clean shutdown: every client is gone, so the last snapshot is
+     * written in one go from the anchor before the database goes away. */
+    if (sb->opened && sb->anchor != NULL && b->conf->snapshot != NULL) {
+        struct snapshot_info info;
+        char err[1024];
+        if (snapshot_save(sb->anchor, b->conf->snapshot, -1, 0, &info, err, sizeof err) == 0)
+            log_info("bind %s: snapshot %s written at shutdown: %lld bytes in %.0f ms", b->conf->name,
+                     b->conf->snapshot, (long long)info.bytes, info.ms);
+        else
+            log_error("bind %s: %s", b->conf->name, err);
     }
     if (sb->anchor != NULL)
         sqlite3_close(sb->anchor);
@@ -1063,6 +1213,8 @@ static void sqlite_status(struct bind *b, struct bind_status *st)
     for (int i = 0; i < sb->nworkers; i++)
         if (sb->workers[i].busy || sb->workers[i].pinned != 0)
             st->in_use++;
+    st->snapshot_at = sb->snap_at;
+    st->snapshot_bytes = sb->snap_bytes;
     pthread_mutex_unlock(&sb->lock);
 }
 

@@ -14,6 +14,7 @@
 #include "daemon/routecache.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
+#include "daemon/snapshot.h"
 
 struct command {
     const char *name;
@@ -92,7 +93,8 @@ static void cmd_binds(struct session *s, const char *args)
 {
     static const char *const cols[] = {"name", "", "type", "", "url", "", "location", "",
                                        "state", "", "pool_size", "INTEGER", "connections", "INTEGER",
-                                       "in_use", "INTEGER", NULL};
+                                       "in_use", "INTEGER", "snapshot_at", "", "snapshot_bytes", "INTEGER",
+                                       NULL};
     const struct server *srv = s->srv;
 
     (void)args;
@@ -100,17 +102,19 @@ static void cmd_binds(struct session *s, const char *args)
     for (size_t i = 0; i < srv->nbinds; i++) {
         struct bind *bind = srv->binds[i];
         const struct bind_conf *b = bind->conf;
-        struct bind_status st = {"?", 0, 0};
-        char pool[16], conns[16], in_use[16], where[512];
+        struct bind_status st = {.state = "?"};
+        char pool[16], conns[16], in_use[16], where[512], snap_at[32], snap_bytes[24];
 
         bind->ops->status(bind, &st);
         bind_location(b, where, sizeof where);
         snprintf(pool, sizeof pool, "%d", b->pool_size);
         snprintf(conns, sizeof conns, "%d", st.connections);
         snprintf(in_use, sizeof in_use, "%d", st.in_use);
-        const char *row[] = {b->name, bind_type_name(b->type), b->url_redacted, where,
-                             st.state, pool, conns, in_use};
-        session_reply_row(s, row, 8);
+        snapshot_format_time(st.snapshot_at, snap_at);
+        snprintf(snap_bytes, sizeof snap_bytes, "%lld", (long long)st.snapshot_bytes);
+        const char *row[] = {b->name, bind_type_name(b->type), b->url_redacted, where, st.state, pool, conns,
+                             in_use, st.snapshot_at ? snap_at : NULL, st.snapshot_at ? snap_bytes : NULL};
+        session_reply_row(s, row, 10);
     }
     reply_rows_done(s, srv->nbinds);
 }
@@ -138,19 +142,25 @@ static int arg_bind(struct session *s, const char *args)
     return i;
 }
 
-/* .tables runs one JOB_TABLES per bind, in order; commands_job_done()
- * starts the next and writes the status line after the last. */
-static void tables_next(struct session *s)
+/* .tables, .migrations and .save run one job of `type` per bind, in
+ * order; commands_job_done() starts the next and writes the status line
+ * after the last. (.save skips binds without a snapshot file.) */
+static void tables_next(struct session *s, enum job_type type)
 {
     struct job *job;
 
+    while (type == JOB_SNAPSHOT && s->tables_next < s->tables_end && s->tables_next < s->srv->nbinds &&
+           s->srv->binds[s->tables_next]->conf->snapshot == NULL)
+        s->tables_next++;
     /* A reload may have shortened the table meanwhile. */
     if (s->tables_next >= s->tables_end || s->tables_next >= s->srv->nbinds) {
         s->tables_running = false;
         reply_rows_done(s, (size_t)s->tables_rows);
         return;
     }
-    job = job_new(JOB_TABLES, s->srv->binds[s->tables_next++], s, s->id);
+    /* Only .tables may run inside the client's transaction (owner 0:
+     * any free connection). */
+    job = job_new(type, s->srv->binds[s->tables_next++], s, type == JOB_TABLES ? s->id : 0);
     if (job == NULL) {
         s->tables_running = false;
         session_reply_error(s, "NOMEM", "out of memory");
@@ -159,10 +169,9 @@ static void tables_next(struct session *s)
     (void)session_start_job(s, job);
 }
 
-static void cmd_tables(struct session *s, const char *args)
+/* Start a per-bind command over every bind, or the one named in args. */
+static void tables_start(struct session *s, const char *args, const char *const *cols, enum job_type type)
 {
-    static const char *const cols[] = {"table", "", "type", "", "bind", "", "routed_to", "", NULL};
-
     if (args[0] != '\0') {
         int i = arg_bind(s, args);
         if (i < 0)
@@ -176,7 +185,49 @@ static void cmd_tables(struct session *s, const char *args)
     s->tables_rows = 0;
     s->tables_running = true;
     session_reply_columns(s, cols);
-    tables_next(s);
+    tables_next(s, type);
+}
+
+static void cmd_tables(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"table", "", "type", "", "bind", "", "routed_to", "", NULL};
+
+    tables_start(s, args, cols, JOB_TABLES);
+}
+
+static void cmd_migrations(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"bind", "", "version", "INTEGER", "name", "", "state", "",
+                                       "applied_at", "", NULL};
+
+    if (s->srv->cfg->migrations == NULL) {
+        session_reply_error(s, "ARGS", "no migrations folder is configured (migrations = DIR under [server])");
+        return;
+    }
+    tables_start(s, args, cols, JOB_MIGRATIONS);
+}
+
+static void cmd_save(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"bind", "", "file", "", "bytes", "INTEGER", "ms", "INTEGER", NULL};
+    bool any = false;
+
+    if (args[0] != '\0') {
+        struct bind *b = server_bind_named(s->srv, args);
+        if (b != NULL && b->conf->snapshot == NULL) {
+            session_reply_error(s, "ARGS",
+                                "bind %s has no snapshot file (snapshot = FILE in [bind.%s]; in-memory binds only)",
+                                args, args);
+            return;
+        }
+    }
+    for (size_t i = 0; i < s->srv->nbinds; i++)
+        any |= s->srv->binds[i]->conf->snapshot != NULL;
+    if (!any) {
+        session_reply_error(s, "ARGS", "no bind has a snapshot file (snapshot = FILE in [bind.NAME])");
+        return;
+    }
+    tables_start(s, args, cols, JOB_SNAPSHOT);
 }
 
 void commands_job_done(struct session *s, struct job *job)
@@ -193,7 +244,7 @@ void commands_job_done(struct session *s, struct job *job)
         return;
     }
     s->tables_rows += job->rows;
-    tables_next(s);
+    tables_next(s, job->type);
 }
 
 /* The name of the bind a routed statement runs on for this session. */
@@ -306,7 +357,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
 /* One .stats row for bind b, added to tot. */
 static void stats_bind(struct session *s, struct bind *b, struct stats_total *tot)
 {
-    struct bind_status st = {"?", 0, 0};
+    struct bind_status st = {.state = "?"};
     long long txns = 0, clients = 0;
     char name[96];
 
@@ -428,6 +479,8 @@ static const struct command commands[] = {
     {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages", cmd_clients},
     {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version},
     {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload},
+    {"migrations", "[BIND]", "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at", cmd_migrations},
+    {"save", "[BIND]", "write the snapshot of every in-memory bind with a snapshot file (or of BIND) now", cmd_save},
     {NULL, NULL, NULL, NULL},
 };
 

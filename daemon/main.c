@@ -3,6 +3,7 @@
  *
  *   sqlmuxd CONFIG                  serve in the foreground, log to stderr
  *   sqlmuxd --check-config CONFIG   validate, print the resolved config, exit
+ *   sqlmuxd migrate CONFIG ...      migration status, up, down (migrate_cli.c)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -12,12 +13,14 @@
 
 #include "conf/config.h"
 #include "daemon/log.h"
+#include "daemon/migrate.h"
 #include "daemon/server.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: sqlmuxd [--check-config] CONFIG\n"
+            "       sqlmuxd migrate CONFIG [status | up [VERSION] | down VERSION] [--bind NAME]\n"
             "       sqlmuxd --version\n"
             "\n"
             "  CONFIG               the INI file naming the binds and the table map\n"
@@ -33,6 +36,8 @@ int main(int argc, char **argv)
     char err[1024];
     int rc;
 
+    if (argc > 1 && strcmp(argv[1], "migrate") == 0)
+        return migrate_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--check-config") == 0 || strcmp(argv[i], "-t") == 0) {
             check = true;

@@ -45,7 +45,8 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
 
 void route_clear(struct route *r);
 
-/* SQLite's own tables (sqlite_schema, sqlite_sequence, ...) exist in every
+/* SQLite's own tables (sqlite_schema, sqlite_sequence, ...) and the
+ * migrations' version table (sqlmux_migrations, migrate.h) exist in every
  * bind: they do not decide the route. */
 bool route_is_system_table(const struct route_table *t);
 

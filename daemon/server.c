@@ -147,8 +147,8 @@ static struct bind *bind_open(struct server *srv, struct confref *ref, size_t i,
     b->cfgref = server_cfg_hold(ref);
     b->ops = backend_for(b->conf->type);
     if (b->ops == NULL) {
-        snprintf(err, errlen, "%s:%d: bind %s: this build does not support its type", cfg->path, b->conf->line,
-                 b->conf->name);
+        snprintf(err, errlen, "%s:%d: bind %s: this build does not support its type", cfg->path,
+                 b->conf->line, b->conf->name);
     } else if (b->ops->open(b, err, errlen) == 0) {
         return b;
     }
@@ -275,10 +275,12 @@ static int listen_activated(struct server *srv)
                 char host[INET6_ADDRSTRLEN] = "?";
                 if (ss.ss_family == AF_INET6) {
                     uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-                    snprintf(where, sizeof where, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+                    snprintf(where, sizeof where, "[%s]:%d", host,
+                             ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
                 } else {
                     uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-                    snprintf(where, sizeof where, "%s:%d", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+                    snprintf(where, sizeof where, "%s:%d", host,
+                             ntohs(((struct sockaddr_in *)&ss)->sin_port));
                 }
             }
         }
@@ -288,8 +290,8 @@ static int listen_activated(struct server *srv)
             log_error("socket activation: descriptor %d: %s", fds[i].fd, uv_strerror(rc));
             return -1;
         }
-        log_info("listening on %s (descriptor %d%s%s from systemd)", where, fds[i].fd, fds[i].name[0] ? ", " : "",
-                 fds[i].name);
+        log_info("listening on %s (descriptor %d%s%s from systemd)", where, fds[i].fd,
+                 fds[i].name[0] ? ", " : "", fds[i].name);
     }
     if (n > 0) {
         srv->activated = true;
@@ -606,7 +608,8 @@ int server_reload(struct server *srv, char *err, size_t errlen)
             binds[nnew] = cur;
             continue;
         }
-        if (cur != NULL && cur->conf->type == BIND_SQLITE_MEMORY && config_bind_same_database(cur->conf, bc)) {
+        if (cur != NULL && cur->conf->type == BIND_SQLITE_MEMORY &&
+            config_bind_same_database(cur->conf, bc)) {
             /* Reopening would lose the data. */
             log_warn("bind %s: options of an in-memory bind change at restart only; keeping the running ones",
                      bc->name);

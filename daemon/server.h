@@ -40,41 +40,41 @@ struct listener {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } h;
-    bool open;                   /* h is initialized (close it) */
-    char *path;                  /* a unix socket file this daemon made (removed at stop), or NULL */
+    bool open;  /* h is initialized (close it) */
+    char *path; /* a unix socket file this daemon made (removed at stop), or NULL */
 };
 
 struct server {
     uv_loop_t *loop;
-    struct config *cfg;          /* the current configuration: cfgref->cfg */
+    struct config *cfg; /* the current configuration: cfgref->cfg */
     struct confref *cfgref;
 
-    struct bind **binds;         /* binds[i] serves cfg->binds[i]; each entry holds a reference */
+    struct bind **binds; /* binds[i] serves cfg->binds[i]; each entry holds a reference */
     size_t nbinds;
-    struct bind *retired;        /* dropped by a reload but still referenced (bind.next_retired) */
+    struct bind *retired; /* dropped by a reload but still referenced (bind.next_retired) */
 
     struct listener listeners[SERVER_MAX_LISTENERS];
     size_t nlisteners;
-    bool activated;              /* the listeners came from systemd (LISTEN_FDS) */
+    bool activated; /* the listeners came from systemd (LISTEN_FDS) */
 
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t grace;            /* shutdown_timeout: then running statements are interrupted */
-    struct service svc;          /* systemd notifications and watchdog */
+    uv_timer_t grace;   /* shutdown_timeout: then running statements are interrupted */
+    struct service svc; /* systemd notifications and watchdog */
 
     /* Job events from backends: guarded by ev_lock, drained by ev_async. */
     uv_async_t ev_async;
     pthread_mutex_t ev_lock;
     struct job_event *ev_head, **ev_tail;
 
-    struct session *sessions;    /* doubly linked through session.prev/next */
+    struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
     uint64_t next_session_id;
 
     struct routecache *routes;
     bool stopping;
-    int signals;                 /* SIGTERM/SIGINT received */
-    uint64_t reloads;            /* configurations swapped in since start */
-    uint64_t started_at;         /* uv_now() at start-up */
+    int signals;         /* SIGTERM/SIGINT received */
+    uint64_t reloads;    /* configurations swapped in since start */
+    uint64_t started_at; /* uv_now() at start-up */
 };
 
 /* Open binds and listeners per cfg (the server takes ownership of cfg),

@@ -58,7 +58,9 @@ int service_listen_fds(struct service_fd *out, size_t max, char *err, size_t err
 }
 
 /* Send one notification; failures are logged at debug level only (the
- * manager may be gone during shutdown). */
+ * manager may be gone during shutdown). Like every sd_notify() user this
+ * blocks while the manager's socket queue is full; systemd reads it at
+ * once. */
 static void service_send(const char *msg)
 {
     int rc = sd_notify(0, msg);
@@ -105,7 +107,7 @@ void service_init(struct server *srv)
     svc->watchdog.data = svc->status.data = srv;
     svc->timers = true;
     if (svc->notify && sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
-        uint64_t every = usec / 2000;   /* half the interval, in ms */
+        uint64_t every = usec / 2000; /* half the interval, in ms */
         log_info("systemd watchdog: every %llu ms", (unsigned long long)every);
         uv_timer_start(&svc->watchdog, on_watchdog, every, every);
     }

@@ -15,19 +15,19 @@
 struct server;
 
 struct service {
-    bool notify;               /* NOTIFY_SOCKET is set: someone listens */
-    bool timers;               /* the timers below are initialized */
-    uv_timer_t watchdog;       /* WATCHDOG=1 at half of WatchdogSec= */
-    uv_timer_t status;         /* a delayed STATUS= update */
-    uint64_t status_sent;      /* uv_now() of the last STATUS= */
+    bool notify;          /* NOTIFY_SOCKET is set: someone listens */
+    bool timers;          /* the timers below are initialized */
+    uv_timer_t watchdog;  /* WATCHDOG=1 at half of WatchdogSec= */
+    uv_timer_t status;    /* a delayed STATUS= update */
+    uint64_t status_sent; /* uv_now() of the last STATUS= */
     bool status_armed;
 };
 
 /* A listening socket passed by systemd. */
 struct service_fd {
     int fd;
-    bool is_unix;              /* AF_UNIX stream socket; else TCP */
-    char name[64];             /* FileDescriptorName= of the socket unit */
+    bool is_unix;  /* AF_UNIX stream socket; else TCP */
+    char name[64]; /* FileDescriptorName= of the socket unit */
 };
 
 /* The sockets systemd passed to this process (LISTEN_FDS, LISTEN_PID,

@@ -162,10 +162,12 @@ static void types(void)
         const char *s;
         size_t n;
     } texts[] = {
-        {"", 0},         {"NULL", 4},           {"\\N", 2},
-        {"\\x41", 4},    {"a\tb\nc\rd\\e", 10}, {"a\0b", 3},
-        {"\0", 1},       {"it's", 4},           {"h\xc3\xa9llo \xe2\x98\x83", 12},
-        {"\xff\xfe", 2}, {"trailing\\", 9},     {" lead", 5},
+#define TEXT(s) {s, sizeof s - 1}
+        TEXT(""),         TEXT("NULL"),          TEXT("\\N"),
+        TEXT("\\x41"),    TEXT("a\tb\nc\rd\\e"), TEXT("a\0b"),
+        TEXT("\0"),       TEXT("it's"),          TEXT("h\xc3\xa9llo \xe2\x98\x83"),
+        TEXT("\xff\xfe"), TEXT("trailing\\"),    TEXT(" lead"),
+#undef TEXT
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
         roundtrip(c, sqlmux_val_textn(texts[i].s, texts[i].n), SQLMUX_TEXT, texts[i].s, texts[i].n, "text");

@@ -515,10 +515,16 @@ class Daemon:
     Placeholders {port}, {data_dir}, {dir}, {unix_socket} are filled in.
       env:    dict of environment variables added to (None: removed from)
               the daemon's environment
+      listen_sockets: listening sockets passed as systemd's socket
+              activation does (descriptors 3.., LISTEN_FDS, LISTEN_PID,
+              LISTEN_FDNAMES): sockets, or (socket, name) pairs (unnamed:
+              "sock<i>"); addr is then the first one's address
     """
 
-    def __init__(self, files=None, config=None, start=True, env=None, **cfg):
+    def __init__(self, files=None, config=None, start=True, env=None, listen_sockets=None, **cfg):
         self.env = dict(env or {})
+        self.listen_sockets = [s if isinstance(s, tuple) else (s, "sock%d" % i)
+                               for i, s in enumerate(listen_sockets or [])]
         self.dir = tempfile.mkdtemp(prefix="sqlmux-it-")
         self.data_dir = os.path.join(self.dir, "data")
         self.unix_socket = os.path.join(self.dir, "sqlmux.sock")
@@ -584,8 +590,20 @@ class Daemon:
         return self.config_template.format(port=self.port, data_dir=self.data_dir,
                                            dir=self.dir, unix_socket=self.unix_socket)
 
+    def rewrite_config(self, config=None, **cfg):
+        """Replace the config file (make_config(**cfg), or the text given)
+        without restarting: same port, folders and placeholders, for
+        reload tests. Returns the text written."""
+        self.config_template = config if config is not None else make_config(**cfg)
+        text = self.render_config()
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        return text
+
     @property
     def addr(self):
+        if self.listen_sockets:
+            return self.listen_sockets[0][0].getsockname()
         if self.uses_tcp:
             return ("127.0.0.1", self.port)
         return self.unix_socket
@@ -621,17 +639,34 @@ class Daemon:
         self.starts += 1
         self.stderr_paths.append(path)
         self.exit_status = None
+        argv = [binary, self.config_path]
+        pass_fds = ()
+        env = dict(self.env)
+        if self.listen_sockets:
+            # As systemd does: the sockets become descriptors 3.. of the
+            # daemon, and LISTEN_PID is its own pid (bash execs it).
+            pass_fds = tuple(60 + i for i in range(len(self.listen_sockets)))
+            for fd, (s, _) in zip(pass_fds, self.listen_sockets):
+                os.dup2(s.fileno(), fd, inheritable=False)
+            redirs = " ".join("%d<&%d %d<&-" % (3 + i, fd, fd) for i, fd in enumerate(pass_fds))
+            argv = ["bash", "-c", 'exec %s; export LISTEN_PID=$$; exec "$0" "$@"' % redirs] + argv
+            env["LISTEN_FDS"] = str(len(self.listen_sockets))
+            env["LISTEN_FDNAMES"] = ":".join(name for _, name in self.listen_sockets)
         with open(path, "wb") as err, open(os.path.join(self.dir, "stdout.log"), "ab") as out:
             penv = None
-            if self.env:
+            if env:
                 penv = dict(os.environ)
-                for k, v in self.env.items():
+                for k, v in env.items():
                     if v is None:
                         penv.pop(k, None)
                     else:
                         penv[k] = v
-            self.proc = subprocess.Popen([binary, self.config_path], stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, cwd="/", env=penv)
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                             cwd="/", env=penv, pass_fds=pass_fds)
+            finally:
+                for fd in pass_fds:
+                    os.close(fd)
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.time() + timeout
@@ -754,6 +789,68 @@ class Daemon:
 
     def __exit__(self, *a):
         self.cleanup()
+
+
+class NotifySocket:
+    """systemd's end of sd_notify(): a unix datagram socket to pass to the
+    daemon as NOTIFY_SOCKET (env={"NOTIFY_SOCKET": n.path}). A thread reads
+    it at once, as systemd does (sd_notify() blocks when the socket's queue
+    is full); each datagram is kept as one string in .messages, in arrival
+    order. Context manager."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sqlmux-notify-")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages = []
+        self.closed = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self.closed:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.append(data.decode("utf-8", "replace"))
+
+    def poll(self, wait=0.0):
+        """Let `wait` seconds of messages arrive."""
+        time.sleep(wait)
+
+    def wait_for(self, line, start=0, timeout=IO_TIMEOUT):
+        """Index (>= start) of the first datagram having `line` as one of
+        its lines; waits for it, fails after timeout."""
+        deadline = time.time() + timeout
+        while True:
+            for i in range(start, len(self.messages)):
+                if line in self.messages[i].split("\n"):
+                    return i
+            if time.time() >= deadline:
+                raise TestFailure("no %r from the daemon within %ss; got %r"
+                                  % (line, timeout, self.messages[start:]))
+            time.sleep(0.02)
+
+    def lines(self, start=0):
+        """Every line of the datagrams from index start on."""
+        return [l for m in self.messages[start:] for l in m.split("\n")]
+
+    def close(self):
+        self.closed = True
+        self.thread.join(2)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
 
 
 def run_once(config_text, args=(), files=None, timeout=10.0, check=False):

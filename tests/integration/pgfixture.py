@@ -612,7 +612,8 @@ def start_shared(modules):
     """run.py, parent process: when any of `modules` is a test_pg* module,
     set up a run dir, a template cluster and the shared cluster, and export
     them in the environment. Never raises: a failure is exported in
-    SQLMUX_TEST_PG_ERROR for the PG tests to report. Returns the cluster."""
+    SQLMUX_TEST_PG_ERROR for the PG tests to report (Ctrl-C still stops
+    the run). Returns the cluster."""
     if not any(m.startswith("test_pg") for m in modules):
         return None
     if os.environ.get(ENV_DIR) or os.environ.get(ENV_ERROR):
@@ -642,11 +643,14 @@ def start_shared(modules):
         global _shared_parent
         _shared_parent = cluster
         return cluster
-    except BaseException as e:   # noqa: B902 - reported by every PG test
+    except Exception as e:       # reported by every PG test
         msg = str(e) if isinstance(e, TestFailure) else "%s: %s" % (type(e).__name__, e)
-        os.environ[ENV_ERROR] = msg or type(e).__name__
         stop_shared()
+        os.environ[ENV_ERROR] = msg or type(e).__name__
         return None
+    except BaseException:        # Ctrl-C, SIGTERM: clean up and go
+        stop_shared()
+        raise
 
 
 _shared_parent = None

@@ -41,6 +41,11 @@ class TestTimeout(Exception):
     pass
 
 
+# Set in a test process that got SIGTERM (only when PG tests run): it
+# exits right after cleaning up instead of waiting for more work.
+_TERMINATING = []
+
+
 def discover(filters):
     tests = []
     for fn in sorted(os.listdir(HERE)):
@@ -127,6 +132,8 @@ def run_one(item):
             for cl in pgfix.SHARED_USED:
                 details += ("\nshared PostgreSQL server log, this test's databases "
                             "(last 20 lines):\n%s\n" % cl.log_tail(20, cl.databases))
+    if _TERMINATING:
+        os._exit(128 + _TERMINATING[0])
     return full, ok, details
 
 
@@ -162,10 +169,16 @@ def main(argv):
 
         def _term(signum, frame):
             if os.getpid() != parent:
+                # a test process: end the test like a timeout, so run_one
+                # cleans up its daemons and clusters, then exits
+                _TERMINATING.append(signum)
+                signal.signal(signum, signal.SIG_DFL)
+                raise SystemExit("terminated by signal %d" % signum)
+            try:
+                pgfix.stop_shared()
+            finally:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
-                return
-            raise KeyboardInterrupt
         signal.signal(signal.SIGTERM, _term)
         pgfix.start_shared(set(m for m, _ in tests))
     try:

@@ -331,8 +331,9 @@ def test_pg_binds_route_and_password_hidden():
         create_accounts(pg, db, ["alice"])
         c = d.connect()
         url = pg.url(db=db)
-        b = wait_for(lambda: (lambda bs: bs if bs["pg"].get("state") == "connected" else None)(
-            binds_by_name(c)), 5, ".binds state of pg 'connected'")
+        wait_for(lambda: binds_by_name(c)["pg"].get("state") == "connected", 5,
+                 ".binds state of pg 'connected'")
+        b = binds_by_name(c)
         eq(b["pg"]["type"], "postgresql", ".binds type")
         eq(b["pg"]["url"], url.replace(":%s@" % PASSWORD, ":***@"), ".binds url, redacted")
         eq(b["pg"]["pool_size"], "4", ".binds pool_size")

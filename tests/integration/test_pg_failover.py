@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
+from harness import TestFailure, eq, expect_ok, expect_rows, expect_status
 from pgfixture import (APP_DB, PASSWORD, USER, PgCluster, binds_by_name, create_accounts,
                        pg_daemon, shared, wait_for)
 

@@ -631,6 +631,54 @@ static void test_bind_section_options(void)
     config_free(cfg);
 }
 
+static void test_migrations_and_snapshot_keys(void)
+{
+    write_file("migs/default/0001_a.sql", "CREATE TABLE a (x);\n");
+    struct config *cfg = LOAD_OK("[server]\nmigrations = migs\nmigrate_on_start = on\ndata_dir = d\n"
+                                 "[binds]\ndefault = sqlite:///a.db\nmem = sqlite:///:memory:\n"
+                                 "[bind.mem]\nsnapshot = snaps/mem.db\nsnapshot_interval = 30\n"
+                                 "snapshot_on_damage = move\n");
+    if (cfg != NULL) {
+        CHECK_STR(cfg->migrations, in_tmp("migs"));
+        CHECK(cfg->migrate_on_start);
+        CHECK(cfg->binds[0].snapshot == NULL);
+        CHECK(cfg->binds[0].snapshot_interval_s == 0);
+        CHECK(cfg->binds[0].snapshot_on_damage == SNAPSHOT_DAMAGE_FAIL);
+        CHECK_STR(cfg->binds[1].snapshot, in_tmp("d/snaps/mem.db"));
+        CHECK(cfg->binds[1].snapshot_interval_s == 30);
+        CHECK(cfg->binds[1].snapshot_on_damage == SNAPSHOT_DAMAGE_MOVE);
+        CHECK(cfg->nwarnings == 0);
+        config_free(cfg);
+    }
+    cfg = LOAD_OK(MIN_BINDS);
+    if (cfg != NULL) {
+        CHECK(cfg->migrations == NULL);
+        CHECK(!cfg->migrate_on_start);
+        config_free(cfg);
+    }
+    /* An absolute snapshot path stays as written. */
+    cfg = LOAD_OK(MIN_BINDS "mem = sqlite://\n[bind.mem]\nsnapshot = /var/lib/m.db\n");
+    if (cfg != NULL) {
+        CHECK_STR(cfg->binds[1].snapshot, "/var/lib/m.db");
+        config_free(cfg);
+    }
+    /* Interval and damage policy without a snapshot file: warnings. */
+    cfg = LOAD_OK(MIN_BINDS "mem = sqlite://\n[bind.mem]\nsnapshot_interval = 5\n");
+    if (cfg != NULL) {
+        CHECK(cfg->nwarnings == 1);
+        CHECK(cfg->nwarnings == 1 && strstr(cfg->warnings[0], ":5: warning:") != NULL);
+        config_free(cfg);
+    }
+    EXPECT_ERROR("[server]\nmigrations = nope\n" MIN_BINDS, 2, "migrations: cannot open");
+    write_file("afile", "x\n");
+    EXPECT_ERROR("[server]\nmigrations = afile\n" MIN_BINDS, 2, "is not a folder");
+    EXPECT_ERROR("[server]\nmigrate_on_start = maybe\n" MIN_BINDS, 2, "not a boolean");
+    EXPECT_ERROR(MIN_BINDS "[bind.default]\nsnapshot = a.snap\n", 4, "not an in-memory bind");
+    EXPECT_ERROR(MIN_BINDS "mem = sqlite://\n[bind.mem]\nsnapshot_on_damage = ignore\n", 5,
+                 "not one of fail, move");
+    EXPECT_ERROR(MIN_BINDS "mem = sqlite://\n[bind.mem]\nsnapshot_interval = -1\n", 5, "out of range");
+}
+
 static void test_bind_section_unknown_bind(void)
 {
     EXPECT_ERROR(MIN_BINDS "\n[bind.nope]\npool_size = 2\n", 4, "[bind.nope]: no bind 'nope' in [binds]");
@@ -1247,6 +1295,76 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
+/* Reload: restart-only [server] settings keep their running values. */
+static void test_keep_restart_settings(void)
+{
+    struct config *cur = LOAD_OK("[server]\nlisten = 127.0.0.1:7000\nunix_socket = a.sock\n"
+                                 "stmt_cache = 10\nmax_clients = 5\nlog_connections = on\n" MIN_BINDS);
+    struct config *next = LOAD_OK("[server]\nlisten = [::1]:7001\nunix_socket = b.sock\nunix_socket_mode = 0600\n"
+                                  "stmt_cache = 20\nmax_clients = 6\nshutdown_timeout = 100\n" MIN_BINDS);
+    char changed[256];
+    char want[PATH_MAX];
+
+    if (cur == NULL || next == NULL)
+        goto done;
+    CHECK(cur->log_connections && !next->log_connections);
+    CHECK(cur->shutdown_timeout_ms == 30000 && next->shutdown_timeout_ms == 100);
+    CHECK(config_keep_restart_settings(next, cur, changed, sizeof changed) == 4);
+    CHECK_STR(changed, "listen, unix_socket, unix_socket_mode, stmt_cache");
+    CHECK_STR(next->listen_host, "127.0.0.1");
+    CHECK(next->listen_port == 7000);
+    snprintf(want, sizeof want, "%s/a.sock", tmpdir);
+    CHECK_STR(next->unix_socket, want);
+    CHECK(next->unix_socket_mode == 0660);
+    CHECK(next->stmt_cache == 10);
+    /* Reloadable ones keep the new values. */
+    CHECK(next->max_clients == 6);
+    CHECK(next->shutdown_timeout_ms == 100);
+    /* Nothing left to change the second time; no listener is kept as none. */
+    CHECK(config_keep_restart_settings(next, cur, changed, sizeof changed) == 0);
+    CHECK_STR(changed, "");
+    config_free(next);
+    next = LOAD_OK("[server]\nlisten =\nunix_socket = a.sock\n" MIN_BINDS);
+    if (next == NULL)
+        goto done;
+    CHECK(config_keep_restart_settings(next, cur, NULL, 0) == 2);
+    CHECK(next->listen_host != NULL && next->listen_port == 7000);
+done:
+    config_free(cur);
+    config_free(next);
+}
+
+/* Reload: which binds may stay open. */
+static void test_bind_equal(void)
+{
+    struct config *a = LOAD_OK("[binds]\ndefault = sqlite:///app.db\nm = sqlite://\n"
+                               "pg = postgresql://u:p@127.0.0.1/db\n[bind.default]\npool_size = 2\n");
+    struct config *b = LOAD_OK("[binds]\ndefault = sqlite:///app.db\nm = sqlite://\n"
+                               "pg = postgresql://u:p@127.0.0.1/db\n[bind.default]\npool_size = 3\n"
+                               "[bind.m]\nbusy_timeout = 10\n");
+    struct config *c = LOAD_OK("[server]\ndata_dir = elsewhere\n[binds]\ndefault = sqlite:///app.db\n"
+                               "m = sqlite://\npg = postgresql://u:q@127.0.0.1/db\n[bind.default]\npool_size = 2\n");
+
+    if (a == NULL || b == NULL || c == NULL)
+        goto done;
+    CHECK(config_bind_equal(&a->binds[0], &a->binds[0]));
+    /* Options differ: same database, not equal. */
+    CHECK(!config_bind_equal(&a->binds[0], &b->binds[0]));
+    CHECK(config_bind_same_database(&a->binds[0], &b->binds[0]));
+    CHECK(!config_bind_equal(&a->binds[1], &b->binds[1]));
+    CHECK(config_bind_same_database(&a->binds[1], &b->binds[1]));
+    CHECK(config_bind_equal(&a->binds[2], &b->binds[2]));
+    /* Another data_dir moves the file; another password is another URL. */
+    CHECK(!config_bind_same_database(&a->binds[0], &c->binds[0]));
+    CHECK(config_bind_equal(&a->binds[1], &c->binds[1]));
+    CHECK(!config_bind_same_database(&a->binds[2], &c->binds[2]));
+    CHECK(!config_bind_same_database(&a->binds[0], &a->binds[1]));
+done:
+    config_free(a);
+    config_free(b);
+    config_free(c);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sqlmux-test-config-XXXXXX");
@@ -1285,6 +1403,7 @@ int main(void)
     RUN(test_long_bind_section_name);
     RUN(test_duplicate_bind);
     RUN(test_bind_section_options);
+    RUN(test_migrations_and_snapshot_keys);
     RUN(test_bind_section_unknown_bind);
     RUN(test_bind_section_reopened);
     RUN(test_pg_sqlite_only_options_warn);
@@ -1323,6 +1442,8 @@ int main(void)
     RUN(test_print);
     RUN(test_free_null);
     RUN(test_every_line_broken);
+    RUN(test_keep_restart_settings);
+    RUN(test_bind_equal);
 
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     UNIT_MAIN_END;

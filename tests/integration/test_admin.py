@@ -1,0 +1,224 @@
+"""Operation: the admin commands (.stats, .clients, .version, .reload),
+connection logging (log_connections), and what the log never shows."""
+
+import os
+import re
+import socket
+import subprocess
+import time
+
+from harness import (REPO, Daemon, TestFailure, daemon_binary, eq, expect_err, expect_ok, expect_rows,
+                     expect_status)
+
+STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"), ("rows", "INTEGER"),
+                 ("time_ms", "REAL"), ("avg_ms", "REAL"), ("pool_size", "INTEGER"),
+                 ("connections", "INTEGER"), ("in_use", "INTEGER"), ("transactions", "INTEGER"),
+                 ("clients", "INTEGER")]
+CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
+                   ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER")]
+
+
+def _stats(c):
+    r = expect_ok(c.request(".stats"))
+    eq(r.columns, STATS_COLUMNS, ".stats columns")
+    eq(r.facts["rows"], str(len(r.rows)), "rows=")
+    return r, dict((row[0], dict(zip(r.names, row))) for row in r.rows)
+
+
+def test_stats_counts_per_bind(d):
+    c = d.connect()
+    _, before = _stats(c)
+    eq(list(before), ["default", "second_db", "memory_db", "(all)"], ".stats rows")
+    for b in ("default", "second_db", "memory_db"):
+        eq([before[b][k] for k in ("statements", "errors", "rows")], ["0", "0", "0"], b)
+        eq(before[b]["pool_size"], "4", b + " pool_size")
+    for i in range(5):
+        expect_ok(c.request("INSERT INTO test2 (color) VALUES ('c%d')" % i))
+    expect_rows(c.request("SELECT color FROM test2 WHERE id <= 3 ORDER BY id"), [["c0"], ["c1"], ["c2"]])
+    expect_err(c.request("INSERT INTO test2 (id) VALUES (1)"), "CONSTRAINT")
+    expect_err(c.request("SELECT nosuch FROM test2"), "SQL")
+    expect_ok(c.request("INSERT INTO test3 DEFAULT VALUES"))
+    expect_rows(c.request("SELECT 1 AS a UNION ALL SELECT 2"), [["1"], ["2"]])   # default: no table
+    # Refused before reaching a bind: not counted anywhere.
+    expect_err(c.request("SELECT * FROM test1 JOIN test2 USING (id)"), "CROSSBIND")
+    other = d.connect()
+    expect_status(other.request("BEGIN"), "+OK changes=0")
+    expect_ok(other.request("INSERT INTO test2 (color) VALUES ('txn')"))
+    r, s = _stats(c)
+    eq(r.facts["clients"], "2", "clients=")
+    sec = s["second_db"]
+    eq([sec[k] for k in ("statements", "errors", "rows")], ["9", "2", "3"], "second_db counts")
+    eq([s["memory_db"][k] for k in ("statements", "errors", "rows")], ["1", "0", "0"], "memory_db")
+    eq([s["default"][k] for k in ("statements", "errors", "rows")], ["1", "0", "2"], "default")
+    if not float(sec["time_ms"]) > 0 or abs(float(sec["avg_ms"]) * 9 - float(sec["time_ms"])) > 0.01:
+        raise TestFailure("time_ms/avg_ms: %r" % sec)
+    # The open transaction holds one connection of second_db; clients are
+    # counted on the bind they are on.
+    eq(sec["transactions"], "1", "transactions")
+    eq(sec["in_use"], "1", "in_use")
+    eq(sec["clients"], "1", "second_db clients")
+    eq(s["default"]["clients"], "1", "default clients")
+    al = s["(all)"]
+    eq([al[k] for k in ("statements", "errors", "rows", "pool_size", "transactions", "clients")],
+       ["11", "2", "5", "12", "1", "2"], "(all) row")
+
+
+def test_clients_lists_every_client(d):
+    a = d.connect()
+    b = d.connect()
+    slow = d.connect()
+    expect_status(b.request(".use memory_db"), "+OK bind=memory_db")
+    expect_status(b.request("BEGIN"), "+OK changes=0")
+    expect_ok(b.request("INSERT INTO test2 (color) VALUES ('x')"))
+    expect_ok(a.request("SELECT 1"))
+    slow.send(b"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+              b"SELECT count(*) FROM c\n")
+    time.sleep(0.4)
+    r = expect_ok(a.request(".clients"))
+    eq(r.columns, CLIENTS_COLUMNS, ".clients columns")
+    rows = r.dicts()
+    eq(len(rows), 3, "clients listed")
+    by_peer = dict((row["peer"], row) for row in rows)
+    for conn in (a, b, slow):
+        peer = "%s:%d" % conn.sock.getsockname()
+        if peer not in by_peer:
+            raise TestFailure("peer %s not listed: %r" % (peer, rows))
+    ra = by_peer["%s:%d" % a.sock.getsockname()]
+    rb = by_peer["%s:%d" % b.sock.getsockname()]
+    rs = by_peer["%s:%d" % slow.sock.getsockname()]
+    eq((ra["state"], ra["bind"], ra["in_txn"], ra["statements"], ra["statement_ms"]),
+       ("idle", "default", "no", "1", None), "the asking client")
+    eq((rb["state"], rb["bind"], rb["in_txn"], rb["statements"]), ("idle", "second_db", "yes", "1"),
+       "client in a transaction")
+    eq((rs["state"], rs["bind"], rs["in_txn"]), ("busy", "default", "no"), "busy client")
+    if rs["statement_ms"] is None or int(rs["statement_ms"]) < 200:
+        raise TestFailure("statement age of the busy client: %r" % rs["statement_ms"])
+    ids = sorted(int(row["id"]) for row in rows)
+    eq(len(set(ids)), 3, "distinct ids")
+    if int(ra["connected_ms"]) < int(rs["statement_ms"]):
+        raise TestFailure("connected_ms shorter than the statement age: %r" % rows)
+    expect_status(slow.read_response(), "+OK rows=1")
+
+
+def test_clients_unix_peer():
+    with Daemon(unix=True) as d:
+        c = d.connect(d.unix_socket)
+        rows = expect_ok(c.request(".clients")).dicts()
+        eq([row["peer"] for row in rows], ["unix"], "peer of a unix client")
+
+
+def test_version(d):
+    c = d.connect()
+    r = expect_ok(c.request(".version"))
+    eq(r.columns, [("component", ""), ("version", "")], ".version columns")
+    v = dict(r.rows)
+    eq(sorted(v), ["libpq", "libuv", "protocol", "sqlite", "sqlmuxd"], "components")
+    eq(v["protocol"], "1", "protocol version")
+    out = subprocess.run([daemon_binary(), "--version"], stdout=subprocess.PIPE, timeout=10).stdout.decode()
+    m = re.match(r"sqlmuxd (\S+) \(sqlite (\S+), libuv (\S+)\)", out)
+    if m is None:
+        raise TestFailure("--version: %r" % out)
+    eq((v["sqlmuxd"], v["sqlite"], v["libuv"]), m.groups(), ".version vs --version")
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", v["libpq"]):
+        raise TestFailure("libpq version %r" % v["libpq"])
+
+
+def test_help_lists_admin_commands(d):
+    r = expect_ok(d.connect().request(".help"))
+    names = [row[0] for row in r.rows]
+    for cmd in (".stats", ".clients", ".version", ".reload"):
+        if cmd not in names:
+            raise TestFailure("%s not in .help: %r" % (cmd, names))
+
+
+def test_reload_command(d):
+    c = d.connect()
+    expect_status(c.request(".reload"), "+OK binds=3")
+    expect_status(c.request(".ping"), "+OK")
+    if "c1: .reload" not in d.stderr_text() and not re.search(r"c\d+: \.reload", d.stderr_text()):
+        raise TestFailure("who asked for the reload is not logged")
+
+
+def test_cli_prints_admin_tables(d):
+    cli = os.path.join(os.path.dirname(daemon_binary()), "sqlmux")
+    if not os.path.exists(cli):
+        raise TestFailure("the CLI %s is not built" % cli)
+    p = subprocess.run([cli, "-h", "127.0.0.1", "-p", str(d.port), "-c", ".stats"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20, cwd=REPO)
+    out = p.stdout.decode(errors="replace")
+    if p.returncode != 0 or "statements" not in out or "second_db" not in out or "(all)" not in out:
+        raise TestFailure("sqlmux -c .stats (status %d):\n%s" % (p.returncode, out))
+
+
+# ---------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------
+
+def test_log_connections():
+    with Daemon(server={"log_connections": "on"}) as d:
+        c = d.connect()
+        expect_ok(c.request("SELECT 1"))
+        expect_ok(c.request("INSERT INTO test1 DEFAULT VALUES"))
+        peer = "127.0.0.1:%d" % c.sock.getsockname()[1]
+        m = re.search(r" INFO c(\d+): connected from " + re.escape(peer) + "\n", d.stderr_text())
+        if m is None:
+            raise TestFailure("no connect line with the peer:\n" + d.stderr_text())
+        c.close()
+        want = r" INFO c%s: disconnected \(%s, 2 statements, [0-9.]+ s\)\n" % (m.group(1), re.escape(peer))
+        deadline = time.time() + 5
+        while not re.search(want, d.stderr_text()):
+            if time.time() > deadline:
+                raise TestFailure("no disconnect line with id, peer, statements:\n" + d.stderr_text())
+            time.sleep(0.05)
+    with Daemon() as d:
+        c = d.connect()
+        expect_ok(c.request("SELECT 1"))
+        c.close()
+        time.sleep(0.3)
+        if "connected from" in d.stderr_text():
+            raise TestFailure("connections logged with log_connections off (default)")
+
+
+def test_log_lines_have_level():
+    with Daemon(server={"log_connections": "on"}) as d:
+        c = d.connect()
+        expect_ok(c.request("SELECT 1"))
+        d.stop()
+        for line in d.stderr_text().splitlines():
+            if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (ERROR|WARN|INFO|DEBUG) ", line):
+                raise TestFailure("log line without time and level: %r" % line)
+
+
+def test_no_secrets_in_log():
+    """Parameter values, statement text values and passwords never reach
+    the log at the default level, whatever happens."""
+    secret = "s3cr3t-Value-42"
+    port = _closed_port()
+    cfg_binds = [("default", "sqlite:///app.db"), ("second_db", "sqlite:///second.db"),
+                 ("memory_db", "sqlite:///:memory:"),
+                 ("pg", "postgresql://app:%s@127.0.0.1:%d/db?connect_timeout=1" % (secret, port))]
+    with Daemon(binds=cfg_binds, server={"log_connections": "on"},
+                tables=[("test2", "second_db"), ("test3", "memory_db"), ("pgt", "pg")]) as d:
+        c = d.connect()
+        expect_ok(c.inline("INSERT INTO test1 (color) VALUES (?)", [secret]))
+        expect_err(c.inline("INSERT INTO test1 (id, color) VALUES (1, ?)", [secret]), "CONSTRAINT")
+        expect_err(c.inline("SELECT ? FROM nosuch", [secret]), "SQL")
+        c.request("SELECT * FROM pgt WHERE a = '%s'" % secret)       # the server is down
+        expect_ok(c.request(".binds"))
+        expect_ok(c.request(".reload"))
+        expect_ok(c.request(".stats"))
+        time.sleep(0.5)
+        text = d.stderr_text()
+        if secret in text:
+            lines = [l for l in text.splitlines() if secret in l]
+            raise TestFailure("the secret reached the log:\n" + "\n".join(lines))
+        if "pg" not in text:
+            raise TestFailure("the pg bind left no trace in the log (test not effective?)")
+
+
+def _closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
