@@ -367,6 +367,7 @@ static void server_finish(struct server *srv)
 void server_session_gone(struct server *srv)
 {
     srv->nsessions--;
+    srv->nclosing--;   /* every session closes through SESS_CLOSING */
     if (srv->stopping && srv->nsessions == 0)
         server_finish(srv);
     else

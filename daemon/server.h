@@ -68,6 +68,7 @@ struct server {
 
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
+    size_t nclosing;             /* of those, closing (not counted as clients) */
     uint64_t next_session_id;
 
     struct routecache *routes;

@@ -60,6 +60,8 @@ static void session_set_state(struct session *s, enum sess_state to)
     }
     log_debug("c%llu: %s -> %s", (unsigned long long)s->id, session_state_name(s->state),
               session_state_name(to));
+    if (to == SESS_CLOSING)
+        s->srv->nclosing++;   /* no longer counts against max_clients */
     s->state = to;
 }
 
@@ -400,14 +402,44 @@ static void session_handle_sql(struct session *s, struct request *req)
 
 /* ---- Input ----------------------------------------------------------- */
 
+#define QUEUE_MIN 4
+
 static void queue_drop_all(struct session *s)
 {
     while (s->qcount > 0) {
         struct pending *p = &s->queue[s->qhead];
         codec_request_free(&p->req);
+        free(p->err_msg);
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qcount--;
     }
+}
+
+/* Is there room for one more decoded request? Grows the ring (doubling,
+ * up to max_pipeline) when it is full. */
+static bool queue_room(struct session *s)
+{
+    size_t limit = (size_t)s->srv->cfg->max_pipeline;
+    size_t cap;
+    struct pending *q;
+
+    if (s->qcount < s->qcap)
+        return true;
+    if (s->qcap >= limit)
+        return false;
+    cap = s->qcap ? s->qcap * 2 : QUEUE_MIN;
+    if (cap > limit)
+        cap = limit;
+    q = calloc(cap, sizeof *q);
+    if (q == NULL)
+        return false;   /* treated as full: input waits */
+    for (size_t i = 0; i < s->qcount; i++)
+        q[i] = s->queue[(s->qhead + i) % s->qcap];
+    free(s->queue);
+    s->queue = q;
+    s->qcap = cap;
+    s->qhead = 0;
+    return true;
 }
 
 /* Decode complete requests from inbuf into the queue while it has room. */
@@ -416,7 +448,7 @@ static void session_parse_input(struct session *s)
     const struct config *cfg = s->srv->cfg;
     struct codec_limits lim = {cfg->max_request, (size_t)cfg->max_params};
 
-    while (s->qcount < s->qcap && s->inpos < s->inbuf.len) {
+    while (s->inpos < s->inbuf.len && queue_room(s)) {
         const char *p = s->inbuf.data + s->inpos;
         size_t avail = s->inbuf.len - s->inpos;
         struct pending *slot;
@@ -442,14 +474,15 @@ static void session_parse_input(struct session *s)
         } else {
             slot->is_error = true;
             slot->err_code = err.code;
-            snprintf(slot->err_msg, sizeof slot->err_msg, "%s", err.message);
+            slot->err_msg = strdup(err.message);
         }
         s->qcount++;
     }
-    /* Reclaim consumed input: reset when empty, move the tail down when
-     * the consumed part is most of the buffer. */
+    /* Reclaim consumed input: free it when all is consumed (an idle
+     * client keeps no read buffer), move the tail down when the consumed
+     * part is most of the buffer. */
     if (s->inpos == s->inbuf.len) {
-        buf_reset(&s->inbuf);
+        buf_free(&s->inbuf);
         s->inpos = 0;
     } else if (s->inpos > s->inbuf.cap / 2) {
         buf_consume(&s->inbuf, s->inpos);
@@ -469,13 +502,15 @@ static bool session_advance(struct session *s)
         s->qhead = (s->qhead + 1) % s->qcap;
         s->qcount--;
         any = true;
-        if (p.is_error)
-            session_reply_error(s, p.err_code, "%s", p.err_msg);
-        else if (p.req.type == REQUEST_COMMAND) {
+        if (p.is_error) {
+            session_reply_error(s, p.err_code, "%s", p.err_msg ? p.err_msg : "out of memory");
+            free(p.err_msg);
+        } else if (p.req.type == REQUEST_COMMAND) {
             commands_dispatch(s, p.req.text, p.req.len);
             codec_request_free(&p.req);
-        } else
+        } else {
             session_handle_sql(s, &p.req);
+        }
     }
     return any;
 }
@@ -520,7 +555,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
  * its responses; stop otherwise. */
 static void session_update_reading(struct session *s)
 {
-    bool want = s->state != SESS_CLOSING && s->qcount < s->qcap &&
+    bool want = s->state != SESS_CLOSING && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
                 session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle;
 
     if (want && !s->reading) {
@@ -707,6 +742,7 @@ void session_accept(struct server *srv, uv_stream_t *listener)
     if (uv_accept(listener, &s->h.stream) != 0) {
         s->closed_handle = true;
         s->state = SESS_CLOSING;
+        srv->nclosing++;
         uv_close(&s->h.handle, on_closed);
         return;
     }
@@ -739,15 +775,9 @@ void session_accept(struct server *srv, uv_stream_t *listener)
         session_close(s, false);
         return;
     }
-    if (srv->nsessions > (size_t)srv->cfg->max_clients) {
+    if (srv->nsessions - srv->nclosing > (size_t)srv->cfg->max_clients) {
         session_reply_error(s, "MAXCLIENTS", "too many clients (max_clients = %d)", srv->cfg->max_clients);
         session_close(s, false);
-        return;
-    }
-    s->qcap = (size_t)srv->cfg->max_pipeline;
-    s->queue = calloc(s->qcap, sizeof *s->queue);
-    if (s->queue == NULL) {
-        session_close(s, true);
         return;
     }
     session_update_reading(s);

@@ -37,7 +37,7 @@ struct pending {
     bool is_error;
     struct request req;
     const char *err_code;
-    char err_msg[160];
+    char *err_msg;             /* owned; NULL when out of memory */
 };
 
 struct session {
@@ -62,7 +62,9 @@ struct session {
     size_t inpos;
     struct codec_discard discard;
 
-    /* Decoded requests not yet handled: a ring of cfg->max_pipeline. */
+    /* Decoded requests not yet handled: a ring of qcap slots, allocated at
+     * the first request and grown up to max_pipeline, so an idle client
+     * costs little memory. */
     struct pending *queue;
     size_t qhead, qcount, qcap;
 

@@ -57,9 +57,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PARAMS 8
-#define MAX_CONNECTING 128      /* connection attempts in progress at once */
-#define READ_SIZE (16 * 1024)
+#define MAX_PARAMS       8
+#define MAX_CONNECTING   128 /* connection attempts in progress at once */
+#define READ_SIZE        (16 * 1024)
 #define DRAIN_TIMEOUT_NS (30ull * 1000000000ull)
 
 /* ---- Small helpers ----------------------------------------------------- */
@@ -151,7 +151,7 @@ static size_t hist_index(uint64_t v)
     if (v < 64)
         return (size_t)v;
     int msb = 63 - __builtin_clzll(v);
-    uint64_t top = v >> (msb - 5);          /* 32..63 */
+    uint64_t top = v >> (msb - 5); /* 32..63 */
     return 64 + (size_t)(msb - 6) * 32 + (size_t)(top - 32);
 }
 
@@ -276,9 +276,7 @@ static void tmpl_render(const struct tmpl *t, const struct draw *d, struct bytes
     for (size_t i = 0; i < t->n; i++) {
         const struct piece *pc = &t->pieces[i];
         switch (pc->kind) {
-        case PIECE_TEXT:
-            bytes_append(out, pc->text, pc->len);
-            break;
+        case PIECE_TEXT: bytes_append(out, pc->text, pc->len); break;
         case PIECE_ID:
             n = snprintf(num, sizeof num, "%" PRIu64, d->id);
             bytes_append(out, num, (size_t)n);
@@ -305,7 +303,7 @@ struct options {
     int conns;
     int depth;
     double duration, warmup;
-    uint64_t count;            /* -n: requests to send, 0: run for -d */
+    uint64_t count; /* -n: requests to send, 0: run for -d */
     uint64_t id_min, id_max;
     const char *query, *init, *final;
     const char *params[MAX_PARAMS];
@@ -326,15 +324,15 @@ struct conn {
     int fd;
     PGconn *pg;
     enum cstate state;
-    uint32_t events;           /* epoll interest now */
+    uint32_t events; /* epoll interest now */
     bool registered;
     struct bytes in, out;
     /* In-flight requests, oldest first: a ring of `depth` + 2 entries. */
     uint64_t *sent_at;
     uint8_t *kind;
     size_t head, inflight, ring;
-    int init_step;             /* next step of connecting: see conn_init_next() */
-    bool pg_failed;            /* the current PostgreSQL query had an error result */
+    int init_step;  /* next step of connecting: see conn_init_next() */
+    bool pg_failed; /* the current PostgreSQL query had an error result */
 };
 
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_FINAL, PH_DONE };
@@ -345,15 +343,15 @@ struct run {
     struct tmpl params[MAX_PARAMS];
     int epfd;
     struct conn *conns;
-    int connecting;            /* attempts in progress */
+    int connecting; /* attempts in progress */
     int next_to_open;
-    int ready;                 /* connections done with -i */
-    int finished;              /* connections done with -f */
+    int ready;    /* connections done with -i */
+    int finished; /* connections done with -f */
     enum phase phase;
     uint64_t t_start, t_measure, t_end, t_done;
-    uint64_t drain_deadline;   /* the run fails if answers take longer */
-    uint64_t sent;             /* requests sent (counted kind) */
-    uint64_t completed;        /* responses to counted requests in the window */
+    uint64_t drain_deadline; /* the run fails if answers take longer */
+    uint64_t sent;           /* requests sent (counted kind) */
+    uint64_t completed;      /* responses to counted requests in the window */
     uint64_t completed_all;
     uint64_t errors;
     char first_error[512];
@@ -498,7 +496,7 @@ static void conn_fill(struct conn *c, uint64_t now)
     if (c->state != C_RUN || (R.phase != PH_WARMUP && R.phase != PH_MEASURE))
         return;
     if (R.opt.mode == MODE_PG)
-        depth = 1;   /* one query at a time per libpq connection */
+        depth = 1; /* one query at a time per libpq connection */
     while (c->inflight < depth && (R.opt.count == 0 || R.sent < R.opt.count)) {
         conn_send_tmpl(c, &R.query, REQ_COUNTED, now);
         R.sent++;
@@ -648,8 +646,7 @@ static size_t resp_reply(const char *p, size_t avail, bool *is_error, int depth)
         die("not a Redis reply: %.*s", (int)(head > 200 ? 200 : head), p);
     switch (p[0]) {
     case '+':
-    case ':':
-        return head;
+    case ':': return head;
     case '-':
         if (depth == 0)
             *is_error = true;
@@ -676,8 +673,7 @@ static size_t resp_reply(const char *p, size_t avail, bool *is_error, int depth)
         }
         return used;
     }
-    default:
-        die("not a Redis reply: %.*s", (int)(head > 200 ? 200 : head), p);
+    default: die("not a Redis reply: %.*s", (int)(head > 200 ? 200 : head), p);
     }
 }
 
@@ -706,7 +702,7 @@ static void conn_read(struct conn *c, uint64_t now)
         if (n > 0) {
             c->in.len += (size_t)n;
             if ((size_t)n < room)
-                break;   /* a short read: the socket is drained */
+                break; /* a short read: the socket is drained */
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -740,8 +736,7 @@ static void pg_read(struct conn *c, uint64_t now)
         switch (PQresultStatus(res)) {
         case PGRES_TUPLES_OK:
         case PGRES_COMMAND_OK:
-        case PGRES_EMPTY_QUERY:
-            break;
+        case PGRES_EMPTY_QUERY: break;
         default: {
             const char *msg = PQresultErrorMessage(res);
             note_error(msg, strlen(msg));
@@ -832,20 +827,15 @@ static void pg_connect_step(struct conn *c, uint64_t now)
         c->fd = fd;
     }
     switch (st) {
-    case PGRES_POLLING_READING:
-        conn_watch(c, EPOLLIN);
-        break;
-    case PGRES_POLLING_WRITING:
-        conn_watch(c, EPOLLOUT);
-        break;
+    case PGRES_POLLING_READING: conn_watch(c, EPOLLIN); break;
+    case PGRES_POLLING_WRITING: conn_watch(c, EPOLLOUT); break;
     case PGRES_POLLING_OK:
         if (PQsetnonblocking(c->pg, 1) != 0)
             die("connection %d: PQsetnonblocking failed", c->index);
         conn_watch(c, EPOLLIN);
         conn_ready(c, now);
         break;
-    default:
-        die("connection %d: cannot connect: %s", c->index, PQerrorMessage(c->pg));
+    default: die("connection %d: cannot connect: %s", c->index, PQerrorMessage(c->pg));
     }
 }
 
@@ -1202,13 +1192,12 @@ int main(int argc, char **argv)
                     (unsigned long long)(DRAIN_TIMEOUT_NS / 1000000000ull));
             }
             break;
-        case PH_DONE:
-            break;
+        case PH_DONE: break;
         }
     }
     if (!R.opt.idle) {
         if (R.opt.count > 0)
-            R.t_end = R.t_done;   /* -n: the time includes -f (COMMIT) */
+            R.t_end = R.t_done; /* -n: the time includes -f (COMMIT) */
         report();
     }
     for (int i = 0; i < R.opt.conns; i++) {

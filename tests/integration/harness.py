@@ -853,6 +853,33 @@ class NotifySocket:
         self.close()
 
 
+SLOW_SQL = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
+            "SELECT count(*) AS n FROM c")
+
+
+def start_slow(d, rows=1000000, probe=None, timeout=120.0):
+    """A new connection of daemon d running SLOW_SQL (CPU-bound, counting
+    to `rows`: about 0.5 s per million, far longer under valgrind),
+    returned once .clients (asked on `probe`, else on a connection of its
+    own) shows it busy. Reads on it wait up to `timeout` seconds."""
+    c = d.connect()
+    c.sock.settimeout(timeout)
+    c.send((SLOW_SQL % rows) + "\n")
+    own = probe is None
+    if own:
+        probe = Conn(d.addr)
+    try:
+        deadline = time.time() + timeout
+        while not any(r["state"] == "busy" for r in probe.request(".clients").dicts()):
+            if time.time() > deadline:
+                raise TestFailure("the slow statement never showed as running")
+            time.sleep(0.01)
+    finally:
+        if own:
+            probe.close()
+    return c
+
+
 def run_once(config_text, args=(), files=None, timeout=10.0, check=False):
     """Run the binary once on a config written to a fresh temp dir
     ({dir}, {data_dir}, {port} placeholders filled). With check=True runs
