@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/fsutil.h"
 #include "daemon/backend.h"
 #include "daemon/hash.h"
 #include "daemon/log.h"
@@ -255,13 +256,6 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     }
     sqlite3_set_authorizer(db, authorize, w);
     return 0;
-}
-
-/* Run the bind's schema file on db in one transaction. 0, or -1 with err
- * naming the file and line. */
-static int apply_schema(struct sqlite_bind *sb, sqlite3 *db, char *err, size_t errlen)
-{
-    return migrate_sqlite_run_file(db, sb->bind->conf->schema, err, errlen);
 }
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -776,35 +770,6 @@ static void on_snapshot_tick(uv_timer_t *t)
 
 /* ---- backend_ops ------------------------------------------------------- */
 
-static int mkdir_parents(const char *path)
-{
-    char *dir = strdup(path);
-    int rc = 0;
-
-    if (dir == NULL)
-        return -1;
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-            rc = -1;
-        *p = '/';
-    }
-    free(dir);
-    return rc;
-}
-
-static void remove_db_files(const char *path)
-{
-    char tmp[4096];
-    unlink(path);
-    snprintf(tmp, sizeof tmp, "%s-wal", path);
-    unlink(tmp);
-    snprintf(tmp, sizeof tmp, "%s-shm", path);
-    unlink(tmp);
-}
-
 /* Where in-memory binds live: a RAM file system when there is one. */
 static const char *memory_root(void)
 {
@@ -912,9 +877,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
 {
     const struct bind_conf *bc = b->conf;
     struct sqlite_bind *sb = calloc(1, sizeof *sb);
-    bool is_new = false;
     sqlite3 *first = NULL;
-    struct stat st;
 
     if (sb == NULL)
         goto nomem;
@@ -931,22 +894,20 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     if (bc->type == BIND_SQLITE_MEMORY) {
         if (memory_create(sb, err, errlen) != 0)
             goto fail;
-        is_new = true;
     } else {
         sb->filename = strdup(bc->path);
         if (sb->filename == NULL)
             goto nomem;
-        if (mkdir_parents(bc->path) != 0) {
+        if (fs_mkdir_parents(bc->path) != 0) {
             snprintf(err, errlen, "bind %s: cannot create the folder of %s: %s", bc->name, bc->path,
                      strerror(errno));
             goto fail;
         }
-        is_new = stat(bc->path, &st) != 0;
     }
 
     /* The first connection sets the database up; for the in-memory bind it
      * stays open as the anchor. A snapshot is loaded first, into the empty
-     * database; then it is not new: its schema ran before it was saved. */
+     * database; the schema then finds tables and does not run again. */
     if (conn_open(sb, &first, err, errlen) != 0)
         goto fail;
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL) {
@@ -956,7 +917,6 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
             goto fail;
         if (loaded > 0) {
             char when[32];
-            is_new = false;
             sb->snap_at = info.written_at;
             sb->snap_bytes = info.bytes;
             snapshot_format_time(info.written_at, when);
@@ -965,32 +925,13 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         }
     }
     {
-        sqlite3_stmt *stmt = NULL;
-        const char *mode = NULL;
-        if (sqlite3_prepare_v2(first, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) == SQLITE_OK &&
-            sqlite3_step(stmt) == SQLITE_ROW)
-            mode = (const char *)sqlite3_column_text(stmt, 0);
-        if (mode == NULL || strcasecmp(mode, "wal") != 0) {
-            snprintf(err, errlen, "bind %s: cannot use WAL mode on %s: %s", bc->name, sb->filename,
-                     sqlite3_errmsg(first));
-            sqlite3_finalize(stmt);
-            sqlite3_close(first);
-            first = NULL;
-            if (is_new && bc->type == BIND_SQLITE_FILE)
-                remove_db_files(bc->path);
+        bool applied = false;
+        if (migrate_sqlite_setup(first, bc->name, sb->filename, bc->schema, bc->busy_timeout_ms, &applied, err,
+                                 errlen) != 0)
             goto fail;
-        }
-        sqlite3_finalize(stmt);
+        if (applied)
+            log_info("bind %s: schema %s applied", bc->name, bc->schema);
     }
-    if (is_new && bc->schema != NULL && apply_schema(sb, first, err, errlen) != 0) {
-        sqlite3_close(first);
-        first = NULL;
-        if (bc->type == BIND_SQLITE_FILE)
-            remove_db_files(bc->path);
-        goto fail;
-    }
-    if (is_new && bc->schema != NULL)
-        log_info("bind %s: schema %s applied", bc->name, bc->schema);
     /* The in-memory bind is migrated at every start, a file bind when
      * migrate_on_start asks for it. */
     if ((bc->type == BIND_SQLITE_MEMORY || server_cfg_of(b->cfgref)->migrate_on_start) &&
@@ -1190,7 +1131,7 @@ static void sqlite_close(struct bind *b)
         sqlite3_close(sb->anchor);
     if (sb->memdir != NULL) {
         if (sb->filename != NULL)
-            remove_db_files(sb->filename);
+            fs_remove_db(sb->filename);
         rmdir(sb->memdir);
         free(sb->memdir);
     }

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -629,25 +631,97 @@ static int sq_record(void *h, const struct migration *m, bool add, char *err, si
 
 static const struct mdb_ops sqlite_mdb = {sq_begin, sq_end, sq_in_txn, sq_rows, sq_script, sq_record};
 
+static int sqlite_run_file(sqlite3 *db, const char *path, bool only_if_empty, bool *applied, char *err,
+                           size_t errlen);
+
+/* Has the database no table, view, index or trigger yet? */
+static bool sqlite_empty(sqlite3 *db)
+{
+    sqlite3_stmt *stmt = NULL;
+    bool empty = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema", -1, &stmt, NULL) == SQLITE_OK &&
+                 sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_int(stmt, 0) == 0;
+    sqlite3_finalize(stmt);
+    return empty;
+}
+
 int migrate_sqlite_run_file(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    bool applied;
+    return sqlite_run_file(db, path, false, &applied, err, errlen);
+}
+
+/* Run the SQL file at path in one transaction. only_if_empty: take the
+ * write lock first (BEGIN IMMEDIATE) and run nothing when the database
+ * already has a schema, so that several processes setting up one new
+ * database apply the file exactly once. */
+static int sqlite_run_file(sqlite3 *db, const char *path, bool only_if_empty, bool *applied, char *err,
+                           size_t errlen)
 {
     size_t len = 0;
     char *sql = read_all(path, &len);
     int rc;
 
+    *applied = false;
     if (sql == NULL) {
         snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
-    rc = sq_exec(db, "BEGIN", path, err, errlen);
+    /* A database with a schema is left alone without taking its write
+     * lock (clients may hold it); an empty one is checked again under the
+     * lock. */
+    if (only_if_empty && !sqlite_empty(db)) {
+        free(sql);
+        return 0;
+    }
+    rc = sq_exec(db, only_if_empty ? "BEGIN IMMEDIATE" : "BEGIN", path, err, errlen);
+    if (rc == 0 && only_if_empty && !sqlite_empty(db)) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        free(sql);
+        return 0;
+    }
     if (rc == 0 && sq_script(db, path, sql, len, err, errlen) != 0) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         rc = -1;
     }
     if (rc == 0 && sq_end(db, true, err, errlen) != 0)
         rc = -1;
+    *applied = rc == 0;
     free(sql);
     return rc;
+}
+
+int migrate_sqlite_setup(sqlite3 *db, const char *name, const char *filename, const char *schema,
+                         int busy_timeout_ms, bool *applied, char *err, size_t errlen)
+{
+    int waited = 0;
+
+    *applied = false;
+    for (;;) {
+        sqlite3_stmt *stmt = NULL;
+        const char *mode = NULL;
+        int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(stmt);
+            if (rc == SQLITE_ROW)
+                mode = (const char *)sqlite3_column_text(stmt, 0);
+        }
+        if (mode != NULL && strcasecmp(mode, "wal") == 0) {
+            sqlite3_finalize(stmt);
+            break;
+        }
+        sqlite3_finalize(stmt);
+        /* Another process may be setting the same new database up. */
+        if (((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) && waited < busy_timeout_ms) {
+            usleep(10000);
+            waited += 10;
+            continue;
+        }
+        snprintf(err, errlen, "bind %s: cannot use WAL mode on %s: %s", name, filename, sqlite3_errmsg(db));
+        return -1;
+    }
+    if (schema == NULL)
+        return 0;
+    return sqlite_run_file(db, schema, true, applied, err, errlen);
 }
 
 /* ---- PostgreSQL -------------------------------------------------------- */

@@ -128,6 +128,18 @@ int migrate_pg(PGconn *conn, const char *bind, const struct migration_set *set, 
 __attribute__((warn_unused_result))
 int migrate_sqlite_run_file(sqlite3 *db, const char *path, char *err, size_t errlen);
 
+/* Set up a SQLite bind's database as the daemon and `sqlmuxd migrate` both
+ * need it: WAL mode (waiting up to busy_timeout_ms while another process
+ * holds the database), then the schema file (may be NULL) applied when the
+ * database has no schema yet. The check and the schema run in one
+ * BEGIN IMMEDIATE transaction, so processes setting up one new database at
+ * once apply it exactly once, and a failing schema leaves the database
+ * empty (it is tried again at the next start). *applied tells whether this
+ * call ran the schema. 0, or -1 with err set ("file:line: message" for a
+ * schema error). */
+int migrate_sqlite_setup(sqlite3 *db, const char *name, const char *filename, const char *schema,
+                         int busy_timeout_ms, bool *applied, char *err, size_t errlen);
+
 /* A blocking libpq connection to a PostgreSQL bind (the CLI and start-up
  * only), with notices silenced. NULL with err on failure. */
 PGconn *migrate_pg_connect(const struct bind_conf *bc, char *err, size_t errlen);

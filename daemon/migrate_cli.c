@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/fsutil.h"
 #include "daemon/migrate.h"
 
 static void usage(FILE *f)
@@ -57,35 +58,6 @@ static void print_done(void *arg, const char *bind, const struct migration *m, b
 
 /* ---- Opening binds ---------------------------------------------------- */
 
-static int mkdir_parents(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n >= sizeof tmp)
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return 0;
-}
-
-static void remove_db_files(const char *path)
-{
-    char tmp[PATH_MAX + 8];
-    unlink(path);
-    snprintf(tmp, sizeof tmp, "%s-wal", path);
-    unlink(tmp);
-    snprintf(tmp, sizeof tmp, "%s-shm", path);
-    unlink(tmp);
-}
-
 /* Open a file bind's database. A missing file is NULL with *missing set
  * when !create; with create it is made as the daemon makes it. NULL with
  * err on failure. */
@@ -100,7 +72,7 @@ static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *mi
         *missing = true;
         return NULL;
     }
-    if (is_new && mkdir_parents(bc->path) != 0) {
+    if (is_new && fs_mkdir_parents(bc->path) != 0) {
         snprintf(err, errlen, "bind %s: cannot create the folder of %s: %s", bc->name, bc->path, strerror(errno));
         return NULL;
     }
@@ -114,21 +86,16 @@ static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *mi
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, bc->busy_timeout_ms);
     if (is_new) {
-        if (sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK) {
-            snprintf(err, errlen, "bind %s: cannot use WAL mode on %s: %s", bc->name, bc->path, sqlite3_errmsg(db));
-            goto fail;
+        bool applied = false;
+        if (migrate_sqlite_setup(db, bc->name, bc->path, bc->schema, bc->busy_timeout_ms, &applied, err,
+                                 errlen) != 0) {
+            sqlite3_close(db);
+            return NULL;
         }
-        if (bc->schema != NULL) {
-            if (migrate_sqlite_run_file(db, bc->schema, err, errlen) != 0)
-                goto fail;
+        if (applied)
             printf("bind %s: created %s with schema %s\n", bc->name, bc->path, bc->schema);
-        }
     }
     return db;
-fail:
-    sqlite3_close(db);
-    remove_db_files(bc->path);
-    return NULL;
 }
 
 /* ---- Commands ----------------------------------------------------------- */

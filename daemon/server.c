@@ -22,6 +22,7 @@
  * binds checkpoint on the last close) and the loop ends. A second signal
  * exits at once.
  */
+#include "daemon/fsutil.h"
 #include "daemon/server.h"
 
 #include <errno.h>
@@ -429,27 +430,6 @@ static void on_signal(uv_signal_t *sig, int signum)
 
 /* ---- Start-up ------------------------------------------------------- */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof tmp)
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
 {
     char err[1024];
@@ -483,7 +463,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("out of memory");
         return -1;
     }
-    if (mkdir_p(cfg->data_dir) != 0) {
+    if (fs_mkdir_p(cfg->data_dir) != 0) {
         log_error("data_dir %s: cannot create: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
@@ -586,7 +566,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     if (n > 0)
         log_warn("%s changed: restart to apply (the running value%s stay%s)", changed, n > 1 ? "s" : "",
                  n > 1 ? "" : "s");
-    if (mkdir_p(next->data_dir) != 0) {
+    if (fs_mkdir_p(next->data_dir) != 0) {
         snprintf(why, sizeof why, "data_dir %s: cannot create: %s", next->data_dir, strerror(errno));
         config_free(next);
         goto refuse;

@@ -2,6 +2,7 @@
  * Snapshot files of in-memory binds: atomic saves with the online backup
  * API, and checked loads. See snapshot.h for the guarantees.
  */
+#include "daemon/fsutil.h"
 #include "daemon/snapshot.h"
 
 #include <dirent.h>
@@ -65,37 +66,6 @@ static int fsync_path(const char *path, bool dir)
     rc = fsync(fd);
     close(fd);
     return rc;
-}
-
-static int mkdir_parents(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n >= sizeof tmp)
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return 0;
-}
-
-/* Remove a database file and the journal files SQLite may leave beside it. */
-static void remove_with_journals(const char *path)
-{
-    static const char *const suffixes[] = {"", "-journal", "-wal", "-shm"};
-    char p[PATH_MAX + 64];
-
-    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-        unlink(p);
-    }
 }
 
 /* Remove FILE.tmp-PID* left by saves of daemons that are gone (a crash
@@ -306,8 +276,8 @@ int snapshot_save(sqlite3 *src, const char *path, int step_pages, int pause_ms, 
     int rc;
 
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    remove_with_journals(tmp);
-    if (mkdir_parents(path) != 0) {
+    fs_remove_db(tmp);
+    if (fs_mkdir_parents(path) != 0) {
         snprintf(err, errlen, "snapshot %s: cannot create its folder: %s", path, strerror(errno));
         return -1;
     }
@@ -384,7 +354,7 @@ int snapshot_save(sqlite3 *src, const char *path, int step_pages, int pause_ms, 
     dir_of(path, dir);
     if (fsync_path(dir, true) != 0)
         log_warn("snapshot %s: fsync of its folder: %s", path, strerror(errno));
-    remove_with_journals(tmp);
+    fs_remove_db(tmp);
     if (stat(path, &st) != 0) {
         snprintf(err, errlen, "snapshot %s: %s", path, strerror(errno));
         return -1;
@@ -401,6 +371,6 @@ fail:
         sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
     if (dst != NULL)
         sqlite3_close(dst);
-    remove_with_journals(tmp);
+    fs_remove_db(tmp);
     return -1;
 }
