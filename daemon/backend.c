@@ -56,6 +56,9 @@ void job_unref(struct job *job)
     if (--job->refs > 0)
         return;
     codec_request_free(&job->req);
+    for (size_t i = 0; i < job->nmore; i++)
+        codec_request_free(&job->more[i].req);
+    free(job->more);
     free(job->begin_buf);
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);

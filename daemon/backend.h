@@ -61,6 +61,12 @@ struct job {
     /* JOB_EXEC input, owned by the job. */
     struct request req;
     enum stmt_kind kind;
+    /* Pipelined statements of the same session for the same bind, run in
+     * order after req (only for backends with ops->batches); each gets its
+     * own response. Owned by the job. */
+    struct job_stmt *more;
+    size_t nmore;
+    uint32_t errors;           /* statements answered -ERR (batches) */
     const char *begin_sql;     /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
 
@@ -87,8 +93,15 @@ struct job {
     uint64_t started_ns;       /* uv_hrtime() when the session started it */
 };
 
+struct job_stmt {
+    struct request req;
+    enum stmt_kind kind;
+};
+
 struct backend_ops {
     const char *name;
+    /* Runs a JOB_EXEC's batched statements (job->more). */
+    bool batches;
     /* Open the bind's connections and apply its schema. Runs on the loop
      * thread before the daemon serves. 0, or -1 with err set. */
     int (*open)(struct bind *b, char *err, size_t errlen);

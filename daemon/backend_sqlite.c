@@ -66,6 +66,7 @@ struct worker {
     size_t ncache;
     uint64_t tick;
     const char *denied;        /* why the authorizer refused, for the error */
+    size_t mark;               /* where the running statement's response starts in out */
 };
 
 struct sqlite_bind {
@@ -122,20 +123,33 @@ static const char *sqlite_code(int rc)
     }
 }
 
-/* Replace whatever response was being built with one -ERR line. */
+/* Replace the response being built from out[mark] on (earlier statements
+ * of a batch keep theirs) with one -ERR line. */
+static void reply_error_at(struct buf *out, size_t mark, const char *code, const char *msg)
+{
+    if (mark > out->len)
+        mark = out->len;
+    out->len = mark;
+    if (out->data != NULL)
+        out->data[mark] = '\0';
+    if (codec_put_error(out, code, msg) != 0) {
+        out->len = mark;   /* nothing to say; the session notices an empty reply */
+        if (out->data != NULL)
+            out->data[mark] = '\0';
+    }
+}
+
 static void reply_error(struct buf *out, const char *code, const char *msg)
 {
-    buf_reset(out);
-    if (codec_put_error(out, code, msg) != 0)
-        buf_reset(out);   /* nothing to say; the session notices an empty reply */
+    reply_error_at(out, 0, code, msg);
 }
 
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
     if (w->denied != NULL)
-        reply_error(out, "DENIED", w->denied);
+        reply_error_at(out, w->mark, "DENIED", w->denied);
     else
-        reply_error(out, sqlite_code(rc), sqlite3_errmsg(w->db));
+        reply_error_at(out, w->mark, sqlite_code(rc), sqlite3_errmsg(w->db));
 }
 
 /* ---- Safety ----------------------------------------------------------- */
@@ -341,7 +355,7 @@ static void stmt_done(struct worker *w, sqlite3_stmt *stmt)
 
 /* ---- Running jobs ------------------------------------------------------ */
 
-static int bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf *out)
+static int bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf *out, size_t mark)
 {
     int want = sqlite3_bind_parameter_count(stmt);
     int rc = SQLITE_OK;
@@ -350,7 +364,7 @@ static int bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
         char msg[120];
         snprintf(msg, sizeof msg, "the statement has %d parameter%s, the request sent %zu", want,
                  want == 1 ? "" : "s", req->nparams);
-        reply_error(out, "PARAMS", msg);
+        reply_error_at(out, mark, "PARAMS", msg);
         return -1;
     }
     for (size_t i = 0; i < req->nparams && rc == SQLITE_OK; i++) {
@@ -365,7 +379,7 @@ static int bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
         }
     }
     if (rc != SQLITE_OK) {
-        reply_error(out, sqlite_code(rc), sqlite3_errstr(rc));
+        reply_error_at(out, mark, sqlite_code(rc), sqlite3_errstr(rc));
         return -1;
     }
     return 0;
@@ -461,68 +475,89 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
                 rc = SQLITE_INTERRUPT;
                 break;
             }
+            w->mark = 0;   /* what came before is on its way */
         }
     }
     set_running(job, NULL);
     return rc;
 }
 
-static void run_exec(struct worker *w, struct job *job, struct buf *out)
+/* Run one statement of the job and append its whole response to out.
+ * Returns false when the response is an -ERR. */
+static bool run_stmt(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
+                     const char *begin_sql, struct buf *out)
 {
     sqlite3 *db = w->db;
     sqlite3_int64 before = sqlite3_total_changes64(db);
+    uint64_t rows = 0;
     sqlite3_stmt *stmt;
     int rc;
 
-    if (job->begin_sql != NULL) {
-        rc = sqlite3_exec(db, job->begin_sql, NULL, NULL, NULL);
+    w->mark = out->len;
+    if (begin_sql != NULL) {
+        rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             reply_sqlite_error(w, out, rc);
-            job->failed = true;
-            return;
+            return false;
         }
     }
-    stmt = stmt_get(w, job->req.text, job->req.len, &rc);
+    stmt = stmt_get(w, req->text, req->len, &rc);
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
-            reply_error(out, "MULTI", "one statement per request");
+            reply_error_at(out, w->mark, "MULTI", "one statement per request");
         else if (rc == SQLITE_OK && buf_puts(out, "+OK changes=0\n") != 0)
-            reply_error(out, "NOMEM", "out of memory");
-        else
+            reply_error_at(out, w->mark, "NOMEM", "out of memory");
+        else if (rc != SQLITE_OK)
             reply_sqlite_error(w, out, rc);
-        job->failed = rc != SQLITE_OK;
-        return;
+        return rc == SQLITE_OK;
     }
-    if (bind_params(stmt, &job->req, out) != 0) {
-        job->failed = true;
+    if (bind_params(stmt, req, out, w->mark) != 0) {
         stmt_done(w, stmt);
-        return;
+        return false;
     }
     w->denied = NULL;
-    rc = stream_rows(w, job, stmt, out, &job->rows);
+    rc = stream_rows(w, job, stmt, out, &rows);
+    job->rows += rows;
     if (rc == SQLITE_DONE) {
         /* sqlite3_changes64() counts the statement's own rows (not a
          * trigger's) but keeps the previous statement's count after DDL;
          * the total tells whether this statement changed anything. */
         sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
         if (sqlite3_column_count(stmt) > 0)
-            rc = buf_printf(out, "+OK rows=%llu\n", (unsigned long long)job->rows);
-        else if (job->kind == STMT_INSERT && changes > 0)
+            rc = buf_printf(out, "+OK rows=%llu\n", (unsigned long long)rows);
+        else if (kind == STMT_INSERT && changes > 0)
             rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n", (long long)changes,
                             (long long)sqlite3_last_insert_rowid(db));
         else
             rc = buf_printf(out, "+OK changes=%lld\n", (long long)changes);
         if (rc != 0)
-            reply_error(out, "NOMEM", "out of memory writing the status line");
-    } else {
-        /* Rows already posted stay sent; the response ends with -ERR. */
-        if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled))
-            reply_error(out, "INTERRUPTED", "the client went away");
-        else
-            reply_sqlite_error(w, out, rc);
-        job->failed = true;
+            reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
+        stmt_done(w, stmt);
+        return rc == 0;
     }
+    /* Rows already posted stay sent; the response ends with -ERR. */
+    if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled))
+        reply_error_at(out, w->mark, "INTERRUPTED", "the client went away");
+    else
+        reply_sqlite_error(w, out, rc);
     stmt_done(w, stmt);
+    return false;
+}
+
+/* The job's statement, then the ones batched after it, in order; each
+ * gets its own response. A client that went away stops the batch. */
+static void run_exec(struct worker *w, struct job *job, struct buf *out)
+{
+    job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
+    job->errors = job->failed;
+    for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
+        if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
+            job->errors++;
+        if (out->len >= CHUNK_BYTES) {
+            if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0)
+                break;
+        }
+    }
 }
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
@@ -1160,6 +1195,7 @@ static void sqlite_status(struct bind *b, struct bind_status *st)
 }
 
 const struct backend_ops backend_sqlite_ops = {
+    .batches = true,
     .name = "sqlite",
     .open = sqlite_open,
     .submit = sqlite_submit,

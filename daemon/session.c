@@ -249,11 +249,11 @@ static void session_count(struct session *s, const struct job *job)
 {
     struct bind_stats *st = &job->bind->stats;
 
-    st->statements++;
-    st->errors += job->failed;
+    st->statements += 1 + job->nmore;
+    st->errors += job->nmore ? job->errors : job->failed;
     st->rows += job->rows;
     st->time_us += (uv_hrtime() - job->started_ns) / 1000;
-    s->statements++;
+    s->statements += 1 + job->nmore;
 }
 
 void session_job_event(struct job_event *ev)
@@ -319,6 +319,61 @@ static void session_hold_begin(struct session *s, const struct request *req)
     }
     s->txn_held = true;
     session_reply_ok(s, "changes=0");
+}
+
+/* BEGIN, COMMIT and friends change the session's transaction state, which
+ * decides where later statements go: they end a batch. */
+static bool stmt_changes_txn(enum stmt_kind kind)
+{
+    return kind == STMT_BEGIN || kind == STMT_COMMIT || kind == STMT_ROLLBACK || kind == STMT_SAVEPOINT;
+}
+
+/* Move the queued statements that would run right after job's on the same
+ * bind into job (at most BATCH_MAX), so a pipelining client pays one trip
+ * to the bind's worker per batch instead of per statement. Each keeps its
+ * own response. Anything routed elsewhere, refused by routing, a command
+ * or a framing error ends the batch and is handled as usual. */
+#define BATCH_MAX 64
+
+static void session_batch(struct session *s, struct job *job)
+{
+    struct server *srv = s->srv;
+    size_t cap = 0;
+
+    while (s->qcount > 0 && job->nmore < BATCH_MAX) {
+        struct pending *p = &s->queue[s->qhead];
+        const struct route *r;
+        struct bind *target;
+
+        if (p->is_error || p->req.type != REQUEST_SQL)
+            break;
+        r = routecache_get(srv->routes, srv->cfg, p->req.text, p->req.len);
+        if (r->err_code != NULL || stmt_changes_txn(r->kind))
+            break;
+        if (s->in_txn) {
+            if (r->bind != ROUTE_NO_TABLE && strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0)
+                break;
+            target = s->txn_bind;
+        } else {
+            target = r->bind != ROUTE_NO_TABLE ? srv->binds[r->bind] : s->use_bind;
+        }
+        if (target != job->bind)
+            break;
+        if (job->nmore == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct job_stmt *more = realloc(job->more, ncap * sizeof *more);
+            if (more == NULL)
+                break;
+            job->more = more;
+            cap = ncap;
+        }
+        job->more[job->nmore].req = p->req;
+        job->more[job->nmore].kind = r->kind;
+        job->nmore++;
+        memset(&p->req, 0, sizeof p->req);
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qcount--;
+    }
 }
 
 /* Route one statement and start it. Takes the request's memory. */
@@ -388,6 +443,8 @@ static void session_handle_sql(struct session *s, struct request *req)
     job->req = *req;
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
+    if (begin == NULL && !s->txn_held && target->ops->batches && !stmt_changes_txn(r->kind))
+        session_batch(s, job);
     if (begin != NULL) {
         job->begin_buf = strdup(begin);
         if (job->begin_buf == NULL) {

@@ -496,3 +496,31 @@ def test_max_clients_after_churn():
         conns = [d.connect() for _ in range(4)]
         for c in conns:
             eq(c.request(".ping").raw, [b"+OK"], "ping after churn")
+
+
+def test_pipelined_batch_keeps_every_response():
+    # Pipelined statements for one bind run as a batch on its worker: an
+    # error, a parameter error and a result larger than one 64 KiB chunk in
+    # the middle must not disturb the responses around them.
+    from harness import Daemon
+    with Daemon() as d:
+        c = d.connect()
+        reqs = [b"INSERT INTO test2 (color) VALUES ('a')\n",
+                b"SELECT * FROM nosuch_in_default\n",
+                b"INSERT INTO test2 (color) VALUES ('b')\n",
+                b"?1 SELECT color FROM test2 WHERE id = ?\nta\nnot-a-param-line\n",
+                b"WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000) "
+                b"SELECT x, 'row-' || x FROM n, test2 WHERE test2.id = 1\n",
+                b"INSERT INTO test2 (color) VALUES ('c')\n",
+                b"SELECT count(*) FROM test2\n"]
+        c.send(b"".join(reqs))
+        expect_status(c.read_response(), "+OK changes=1 last_id=1")
+        expect_err(c.read_response(), "SQL")
+        expect_status(c.read_response(), "+OK changes=1 last_id=2")
+        expect_rows(c.read_response(), [])          # 'a' is not an id: no rows
+        expect_err(c.read_response(), "SQL")        # the stray line is a statement
+        big = c.read_response()
+        expect_status(big, "+OK rows=20000")
+        eq(big.rows[-1], ["20000", "row-20000"], "last row of the large result")
+        expect_status(c.read_response(), "+OK changes=1 last_id=3")
+        expect_rows(c.read_response(), [["3"]])
