@@ -110,6 +110,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("log_level", CONFIG_T_LOG_LEVEL, "info", 0, 0, log_level),
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
+    SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
     SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
     SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),
@@ -138,7 +139,6 @@ static bool config_key_pg_only(const struct config_key *key)
     return key->offset == offsetof(struct bind_conf, pool_min) ||
            key->offset == offsetof(struct bind_conf, connect_timeout_ms) ||
            key->offset == offsetof(struct bind_conf, idle_timeout_ms) ||
-           key->offset == offsetof(struct bind_conf, statement_timeout_ms) ||
            key->offset == offsetof(struct bind_conf, max_queue);
 }
 

@@ -79,6 +79,7 @@ struct config {
     enum log_level log_level;
     bool log_connections;   /* log each client's connect and disconnect */
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
+    int client_idle_timeout_ms; /* close clients idle this long; 0: never */
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */

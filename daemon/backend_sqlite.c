@@ -67,6 +67,7 @@ struct worker {
     uint64_t tick;
     const char *denied;        /* why the authorizer refused, for the error */
     size_t mark;               /* where the running statement's response starts in out */
+    uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
 };
 
 struct sqlite_bind {
@@ -233,6 +234,14 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     }
 }
 
+/* Progress handler: stop a statement that ran past statement_timeout
+ * (SQLite then returns SQLITE_INTERRUPT). */
+static int past_deadline(void *arg)
+{
+    struct worker *w = arg;
+    return w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
+}
+
 /* ---- Connections ------------------------------------------------------ */
 
 static int conn_open(struct sqlite_bind *sb, sqlite3 **out, char *err, size_t errlen)
@@ -269,6 +278,7 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
         return -1;
     }
     sqlite3_set_authorizer(db, authorize, w);
+    sqlite3_progress_handler(db, 1000, past_deadline, w);
     return 0;
 }
 
@@ -491,6 +501,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     sqlite3_int64 before = sqlite3_total_changes64(db);
     uint64_t rows = 0;
     sqlite3_stmt *stmt;
+    bool timed_out;
+    int timeout_ms;
     int rc;
 
     w->mark = out->len;
@@ -516,7 +528,11 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         return false;
     }
     w->denied = NULL;
+    timeout_ms = w->sb->bind->conf->statement_timeout_ms;
+    w->deadline_ns = timeout_ms > 0 ? uv_hrtime() + (uint64_t)timeout_ms * 1000000u : 0;
     rc = stream_rows(w, job, stmt, out, &rows);
+    timed_out = w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
+    w->deadline_ns = 0;
     job->rows += rows;
     if (rc == SQLITE_DONE) {
         /* sqlite3_changes64() counts the statement's own rows (not a
@@ -536,10 +552,15 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         return rc == 0;
     }
     /* Rows already posted stay sent; the response ends with -ERR. */
-    if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled))
+    if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled)) {
         reply_error_at(out, w->mark, "INTERRUPTED", "the client went away");
-    else
+    } else if ((rc & 0xff) == SQLITE_INTERRUPT && timed_out) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was interrupted", timeout_ms);
+        reply_error_at(out, w->mark, "TIMEOUT", msg);
+    } else {
         reply_sqlite_error(w, out, rc);
+    }
     stmt_done(w, stmt);
     return false;
 }

@@ -325,6 +325,32 @@ static void close_listeners(struct server *srv)
     }
 }
 
+/* Every IDLE_SWEEP_MS: close clients that sent nothing and were answered
+ * nothing for client_idle_timeout (with -ERR TIMEOUT first; an open
+ * transaction is rolled back as for any departing client). */
+#define IDLE_SWEEP_MS 250
+
+static void on_idle_sweep(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    uint64_t limit = (uint64_t)srv->cfg->client_idle_timeout_ms;
+    uint64_t now = uv_now(srv->loop);
+    struct session *s, *next;
+
+    if (limit == 0 || srv->stopping)
+        return;
+    for (s = srv->sessions; s != NULL; s = next) {
+        next = s->next;
+        if (s->state != SESS_IDLE || s->qcount > 0 || now - s->active_at < limit)
+            continue;
+        log_info("c%llu: idle for more than %llu ms: closing", (unsigned long long)s->id,
+                 (unsigned long long)limit);
+        session_reply_error(s, "TIMEOUT", "idle for more than client_idle_timeout (%llu ms): closing",
+                            (unsigned long long)limit);
+        session_close(s, false);
+    }
+}
+
 static void close_loop_handles(struct server *srv)
 {
     close_handle((uv_handle_t *)&srv->ev_async);
@@ -332,6 +358,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->sig_int);
     close_handle((uv_handle_t *)&srv->sig_hup);
     close_handle((uv_handle_t *)&srv->grace);
+    close_handle((uv_handle_t *)&srv->idle_sweep);
     service_close(srv);
 }
 
@@ -448,7 +475,9 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     uv_signal_init(loop, &srv->sig_int);
     uv_signal_init(loop, &srv->sig_hup);
     uv_timer_init(loop, &srv->grace);
-    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv;
+    uv_timer_init(loop, &srv->idle_sweep);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv->idle_sweep.data = srv;
+    uv_timer_start(&srv->idle_sweep, on_idle_sweep, IDLE_SWEEP_MS, IDLE_SWEEP_MS);
     service_init(srv);
 
     srv->cfgref = confref_new(cfg);

@@ -58,6 +58,7 @@ struct server {
     bool activated; /* the listeners came from systemd (LISTEN_FDS) */
 
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t idle_sweep;  /* client_idle_timeout: closes idle clients */
     uv_timer_t grace;   /* shutdown_timeout: then running statements are interrupted */
     struct service svc; /* systemd notifications and watchdog */
 

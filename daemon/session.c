@@ -278,6 +278,7 @@ void session_job_event(struct job_event *ev)
         return;
     }
     s->job = NULL;
+    s->active_at = uv_now(s->srv->loop);
     if (job->type == JOB_EXEC) {
         session_count(s, job);
         session_exec_done(s, job);
@@ -603,6 +604,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         session_close(s, true);
         return;
     }
+    s->active_at = uv_now(s->srv->loop);
     s->inbuf.len += (size_t)nread;
     s->inbuf.data[s->inbuf.len] = '\0';
     session_pump(s);
@@ -781,6 +783,7 @@ void session_accept(struct server *srv, uv_stream_t *listener)
     s->state = SESS_IDLE;
     s->use_bind = srv->binds[0];
     s->connected_at = uv_now(srv->loop);
+    s->active_at = s->connected_at;
     if (listener->type == UV_TCP)
         rc = uv_tcp_init(srv->loop, &s->h.tcp);
     else

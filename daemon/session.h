@@ -83,6 +83,7 @@ struct session {
 
     /* For .clients. */
     uint64_t connected_at;     /* uv_now() at accept */
+    uint64_t active_at;        /* uv_now() at its last input or answer */
     uint64_t statements;       /* statements run */
     bool logged_connect;       /* log_connections logged the connect: log the disconnect too */
 

@@ -4,7 +4,7 @@ other clients, concurrent writers do not get BUSY, large results stream."""
 import threading
 import time
 
-from harness import TestFailure, eq, expect_ok, expect_rows, expect_status
+from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
 
 SLOW_N = 3000000      # ~2.5 s in the daemon on a 2-core test machine (more under ASan)
 SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
@@ -198,3 +198,25 @@ def test_disconnect_frees_worker_of_slow_statement():
         expect_rows(b.request("SELECT color FROM test2"), [["one"]])
         if time.time() - t0 > 5:
             raise TestFailure("the bind stayed busy %.1fs after the client left" % (time.time() - t0))
+
+
+def test_sqlite_statement_timeout():
+    # statement_timeout applies to SQLite binds too: a runaway statement is
+    # interrupted (progress handler) and answered -ERR TIMEOUT; the client
+    # and the bind go on.
+    from harness import Daemon
+    with Daemon(bind_opts={"second_db": {"statement_timeout": "300", "pool_size": "1"}}) as d:
+        c = d.connect()
+        c.sock.settimeout(30)
+        expect_ok(c.request("INSERT INTO test2 (color) VALUES ('x')"))
+        t0 = time.time()
+        r = c.request("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+                      "SELECT count(*) FROM n, test2")
+        expect_err(r, "TIMEOUT")
+        if time.time() - t0 > 10:
+            raise TestFailure("the timeout took %.1fs" % (time.time() - t0))
+        expect_rows(c.request("SELECT color FROM test2"), [["x"]])
+        # other binds have no timeout
+        expect_rows(c.request("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
+                              "WHERE x < 300000) SELECT count(*) FROM n, test1 UNION ALL SELECT 1"),
+                    [["0"], ["1"]])

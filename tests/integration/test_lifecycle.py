@@ -169,3 +169,22 @@ def test_sighup_does_not_stop_daemon(d):
     if not d.running():
         raise TestFailure("SIGHUP with a broken config stopped the daemon")
     expect_rows(d.connect().request("SELECT color FROM test2"), [["kept"]])
+
+
+def test_client_idle_timeout():
+    # client_idle_timeout closes a client that sent nothing for that long,
+    # telling it why; its open transaction is rolled back; a busy client
+    # stays.
+    from harness import Daemon, expect_err, expect_ok, expect_rows, expect_status
+    with Daemon(server={"client_idle_timeout": "600"}) as d:
+        idle = d.connect()
+        expect_status(idle.request("BEGIN"), "+OK changes=0")
+        expect_ok(idle.request("INSERT INTO test2 (color) VALUES ('ghost')"))
+        busy = d.connect()
+        for _ in range(8):               # 1.6 s of traffic, 200 ms apart
+            time.sleep(0.2)
+            expect_status(busy.request(".ping"), "+OK")
+        expect_err(idle.read_response(), "TIMEOUT")
+        if not idle.wait_closed():
+            raise TestFailure("the idle client was not disconnected")
+        expect_rows(busy.request("SELECT color FROM test2"), [])
