@@ -849,21 +849,10 @@ enum reply_kind codec_reply_kind(const char *line, size_t n, const char **body, 
 
 bool codec_fact_int(const char *facts, size_t n, const char *key, int64_t *v)
 {
-    size_t klen = strlen(key);
-    size_t i = 0;
-    if (klen == 0)
-        return false;
-    while (i < n) {
-        while (i < n && facts[i] == ' ')
-            i++;
-        size_t start = i;
-        while (i < n && facts[i] != ' ')
-            i++;
-        size_t tlen = i - start;
-        if (tlen > klen && facts[start + klen] == '=' && memcmp(facts + start, key, klen) == 0)
-            return codec_parse_int64(facts + start + klen + 1, tlen - klen - 1, v) == 0;
-    }
-    return false;
+    const char *val;
+    size_t vlen;
+
+    return codec_fact_find(facts, n, key, &val, &vlen) && codec_parse_int64(val, vlen, v) == 0;
 }
 
 int codec_put_error(struct buf *out, const char *code, const char *message)
