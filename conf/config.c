@@ -131,7 +131,8 @@ static const struct config_key config_keys[] = {
 static bool config_key_sqlite_only(const struct config_key *key)
 {
     return key->offset == offsetof(struct bind_conf, busy_timeout_ms) ||
-           key->offset == offsetof(struct bind_conf, foreign_keys);
+           key->offset == offsetof(struct bind_conf, foreign_keys) ||
+           key->offset == offsetof(struct bind_conf, schema);   /* PostgreSQL: use migrations */
 }
 
 static bool config_key_pg_only(const struct config_key *key)
