@@ -111,6 +111,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
+    SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
     SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
     SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),
@@ -126,6 +127,22 @@ static const struct config_key config_keys[] = {
     BIND_KEY("snapshot_interval", CONFIG_T_INT, "0", 0, 604800, snapshot_interval_s),
     BIND_KEY("snapshot_on_damage", CONFIG_T_ON_DAMAGE, "fail", 0, 0, snapshot_on_damage),
 };
+
+/* Is host (an IPv4 or IPv6 address as written after listen =) a loopback
+ * address: 127.0.0.0/8, ::1 or ::ffff:127.x.y.z? */
+static bool config_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
 
 /* Options that mean something for one kind of bind only. */
 static bool config_key_sqlite_only(const struct config_key *key)
@@ -1569,6 +1586,14 @@ static bool config_finish(struct config_parse *st)
         /* listen has a default, so it was set empty: point at that line
          * (config_keys[0] is listen). */
         config_fail(st, st->server_seen[0], "no listener: set listen = host:port or unix_socket = path");
+        return false;
+    }
+    if (cfg->protected_mode && cfg->listen_host != NULL && !config_is_loopback(cfg->listen_host)) {
+        config_fail(st, st->server_seen[0] ? st->server_seen[0] : 1,
+                    "listen = %s: protected mode: sqlmuxd has no authentication yet, so it serves only "
+                    "loopback addresses (127.0.0.0/8, ::1) and the unix socket; listen on one of those, "
+                    "or set protected_mode = off to expose every bind to the network",
+                    cfg->listen_host);
         return false;
     }
     return !st->failed;

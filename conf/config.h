@@ -80,6 +80,7 @@ struct config {
     bool log_connections;   /* log each client's connect and disconnect */
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
+    bool protected_mode;    /* listen on loopback addresses only (no authentication yet) */
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */

@@ -214,7 +214,7 @@ static void test_defaults(void)
 
 static void test_all_server_keys_set(void)
 {
-    struct config *cfg = LOAD_OK("[server]\nlisten = 10.1.2.3:99\nunix_socket = s.sock\n"
+    struct config *cfg = LOAD_OK("[server]\nprotected_mode = off\nlisten = 10.1.2.3:99\nunix_socket = s.sock\n"
                                  "unix_socket_mode = 0600\ndata_dir = /var/lib/x\n"
                                  "max_clients = 7\nmax_request = 2k\nmax_params = 0\n"
                                  "max_pipeline = 65536\nmax_output = 4096\nroute_cache = 0\n"
@@ -1003,6 +1003,25 @@ static void test_log_level(void)
                  "log_level: 'verbose' is not one of error, warn, info, debug");
 }
 
+static void test_protected_mode(void)
+{
+    struct config *cfg;
+
+    EXPECT_ERROR("[server]\nlisten = 0.0.0.0:7654\n" MIN_BINDS, 2, "protected mode");
+    EXPECT_ERROR("[server]\nlog_level = info\nlisten = [::]:7654\n" MIN_BINDS, 3, "protected mode");
+    EXPECT_ERROR("[server]\nlisten = 10.0.0.1:7654\n" MIN_BINDS, 2, "protected_mode = off");
+    cfg = LOAD_OK("[server]\nlisten = 127.8.9.10:7654\n" MIN_BINDS);
+    if (cfg != NULL)
+        CHECK(cfg->protected_mode);
+    config_free(cfg);
+    cfg = LOAD_OK("[server]\nlisten = [::ffff:127.0.0.1]:7654\n" MIN_BINDS);
+    config_free(cfg);
+    cfg = LOAD_OK("[server]\nlisten = 0.0.0.0:7654\nprotected_mode = off\n" MIN_BINDS);
+    if (cfg != NULL)
+        CHECK(!cfg->protected_mode);
+    config_free(cfg);
+}
+
 static void test_listen_values(void)
 {
     struct config *cfg = LOAD_OK("[server]\nlisten = [::1]:7654\n" MIN_BINDS);
@@ -1017,7 +1036,7 @@ static void test_listen_values(void)
         CHECK(cfg->listen_port == 65535);
         config_free(cfg);
     }
-    cfg = LOAD_OK("[server]\nlisten = [::]:1\n" MIN_BINDS);
+    cfg = LOAD_OK("[server]\nlisten = [::]:1\nprotected_mode = off\n" MIN_BINDS);
     if (cfg != NULL) {
         CHECK_STR(cfg->listen_host, "::");
         config_free(cfg);
@@ -1427,6 +1446,7 @@ int main(void)
     RUN(test_bool_values);
     RUN(test_log_level);
     RUN(test_listen_values);
+    RUN(test_protected_mode);
     RUN(test_no_listener);
     RUN(test_unix_socket_paths);
     RUN(test_table_unknown_bind);
