@@ -524,3 +524,75 @@ def test_pipelined_batch_keeps_every_response():
         eq(big.rows[-1], ["20000", "row-20000"], "last row of the large result")
         expect_status(c.read_response(), "+OK changes=1 last_id=3")
         expect_rows(c.read_response(), [["3"]])
+
+
+def test_slow_loris_does_not_stall_others():
+    # A client sending its request a byte at a time holds nothing: others
+    # are served meanwhile, and its request is answered once complete.
+    import socket as _socket
+    import time as _time
+    from harness import Daemon
+    with Daemon() as d:
+        slow = _socket.create_connection(d.addr)
+        other = d.connect()
+        line = b"SELECT 'slow' AS who\n"
+        for i, byte in enumerate(line[:-1]):
+            slow.sendall(bytes([byte]))
+            if i % 4 == 0:
+                expect_rows(other.request("SELECT count(*) FROM test1"), [["0"]])
+            _time.sleep(0.02)
+        slow.sendall(line[-1:])
+        slow.settimeout(10)
+        got = b""
+        while not got.endswith(b"+OK rows=1\n"):
+            chunk = slow.recv(4096)
+            if not chunk:
+                raise TestFailure("the slow client was disconnected: %r" % got)
+            got += chunk
+        eq(got.split(b"\n")[1], b"=slow", "the slow client's row")
+        slow.close()
+
+
+def test_thousands_of_connections_leak_nothing():
+    # 5,000 connections opened, used and closed (in waves) leave the
+    # daemon with the descriptors and about the memory it had before.
+    import os as _os
+    import resource
+    import socket as _socket
+    import time as _time
+    from harness import Daemon
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    with Daemon(server={"max_clients": "2000"}) as d:
+        def fds():
+            return len(_os.listdir("/proc/%d/fd" % d.pid))
+
+        def rss_kib():
+            with open("/proc/%d/status" % d.pid) as f:
+                return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+
+        def wave(n):
+            conns = [_socket.create_connection(d.addr) for _ in range(n)]
+            for s in conns:
+                s.sendall(b".ping\n")
+            for s in conns:
+                s.settimeout(10)
+                if not s.recv(16).startswith(b"+OK"):
+                    raise TestFailure("no +OK in a wave")
+            for s in conns:
+                s.close()
+
+        wave(500)                                   # warm the allocator
+        _time.sleep(0.3)
+        fd0, rss0 = fds(), rss_kib()
+        for _ in range(10):
+            wave(500)
+        deadline = _time.time() + 10
+        while fds() > fd0 and _time.time() < deadline:
+            _time.sleep(0.1)
+        eq(fds(), fd0, "open descriptors after 5,000 connections")
+        grew = rss_kib() - rss0
+        sanitized = "build-san" in _os.environ.get("SQLMUXD", "")
+        if grew > 8 * 1024 and not sanitized:
+            raise TestFailure("RSS grew by %d KiB over 5,000 connections" % grew)
