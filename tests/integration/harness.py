@@ -450,6 +450,15 @@ def standard_files():
     return dict(("schema_%s.sql" % name, text) for name, text in DEFAULT_SCHEMAS.items())
 
 
+def rss_kib(pid):
+    """VmRSS of a process in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise TestFailure("no VmRSS for pid %d" % pid)
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))

@@ -766,10 +766,4 @@ def wait_for(fn, timeout, what, interval=0.1):
         time.sleep(interval)
 
 
-def rss_kb(pid):
-    """VmRSS of a process in kB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise TestFailure("no VmRSS for pid %d" % pid)
+rss_kb = harness.rss_kib   # VmRSS of a process in KiB

@@ -196,6 +196,7 @@ def test_idle_connections_cost_little_memory():
     # allocated on demand and released when idle (PgBouncer's figure is
     # about 2 KiB per client).
     import resource
+    from harness import rss_kib
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096
     if soft < want:
@@ -206,16 +207,13 @@ def test_idle_connections_cost_little_memory():
     limit_kib = 2.0
     n = 2000
     with Daemon(server={"max_clients": "5000"}) as d:
-        def rss_kib():
-            with open("/proc/%d/status" % d.pid) as f:
-                return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
         warm = [socket.create_connection(d.addr) for _ in range(50)]
         for s in warm:
             s.sendall(b".ping\n")
             s.recv(16)
             s.close()
         time.sleep(0.3)
-        before = rss_kib()
+        before = rss_kib(d.pid)
         conns = [socket.create_connection(d.addr) for _ in range(n)]
         for s in conns:
             s.sendall(b".ping\n")
@@ -224,7 +222,7 @@ def test_idle_connections_cost_little_memory():
             if not s.recv(16).startswith(b"+OK"):
                 raise TestFailure("a client got no +OK")
         time.sleep(0.3)
-        per = (rss_kib() - before) / n
+        per = (rss_kib(d.pid) - before) / n
         for s in conns:
             s.close()
         if per > limit_kib and not sanitized:

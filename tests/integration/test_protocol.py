@@ -560,17 +560,13 @@ def test_thousands_of_connections_leak_nothing():
     import resource
     import socket as _socket
     import time as _time
-    from harness import Daemon
+    from harness import Daemon, rss_kib
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     with Daemon(server={"max_clients": "2000"}) as d:
         def fds():
             return len(_os.listdir("/proc/%d/fd" % d.pid))
-
-        def rss_kib():
-            with open("/proc/%d/status" % d.pid) as f:
-                return int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
 
         def wave(n):
             conns = [_socket.create_connection(d.addr) for _ in range(n)]
@@ -585,14 +581,14 @@ def test_thousands_of_connections_leak_nothing():
 
         wave(500)                                   # warm the allocator
         _time.sleep(0.3)
-        fd0, rss0 = fds(), rss_kib()
+        fd0, rss0 = fds(), rss_kib(d.pid)
         for _ in range(10):
             wave(500)
         deadline = _time.time() + 10
         while fds() > fd0 and _time.time() < deadline:
             _time.sleep(0.1)
         eq(fds(), fd0, "open descriptors after 5,000 connections")
-        grew = rss_kib() - rss0
+        grew = rss_kib(d.pid) - rss0
         sanitized = "build-san" in _os.environ.get("SQLMUXD", "")
         if grew > 8 * 1024 and not sanitized:
             raise TestFailure("RSS grew by %d KiB over 5,000 connections" % grew)
