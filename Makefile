@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq libcrypto libsystemd
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd
+PKGS    := libuv inih sqlite3 libpq libcrypto libsystemd libxcrypt
+APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -30,7 +30,7 @@ CONF_SRC   := conf/config.c
 ROUTER_SRC := daemon/router.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
               daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/backend_pg.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -251,7 +251,7 @@ build-fuzz/fuzz_router: tests/fuzz/fuzz_router.c daemon/router.c
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
 build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt
 
 fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_router build-fuzz/fuzz_config
 	@for t in request router config; do \

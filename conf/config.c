@@ -16,6 +16,7 @@
 #include "conf/config.h"
 
 #include <arpa/inet.h>
+#include <crypt.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +63,7 @@ enum config_type {
     CONFIG_T_DATA_PATH, /* char *, path relative to data_dir (resolved once
                            the whole file is read); "" = none (NULL) */
     CONFIG_T_ON_DAMAGE, /* enum snapshot_damage: fail or move */
+    CONFIG_T_STRING,    /* char *, as written; "" = none (NULL) */
 };
 
 enum config_scope {
@@ -99,6 +101,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY_RESTART("listen", CONFIG_T_LISTEN, "127.0.0.1:7654", 0, 0, listen_host),
     SERVER_KEY_RESTART("unix_socket", CONFIG_T_SOCKET, "", 0, 0, unix_socket),
     SERVER_KEY_RESTART("unix_socket_mode", CONFIG_T_MODE, "0660", 0, 0777, unix_socket_mode),
+    SERVER_KEY_RESTART("unix_socket_group", CONFIG_T_STRING, "", 0, 0, unix_socket_group),
     SERVER_KEY("data_dir", CONFIG_T_DIR, "", 0, 0, data_dir),
     SERVER_KEY("max_clients", CONFIG_T_INT, "1024", 1, 1000000, max_clients),
     SERVER_KEY("max_request", CONFIG_T_SIZE, "1M", 1024, CONFIG_GIB, max_request),
@@ -112,6 +115,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
     SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
+    SERVER_KEY("auth_fail_delay", CONFIG_T_INT, "1000", 0, 60000, auth_fail_delay_ms),
     SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
     SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),
@@ -192,6 +196,7 @@ enum config_section {
     CONFIG_SEC_BINDS,
     CONFIG_SEC_TABLES,
     CONFIG_SEC_BIND, /* [bind.NAME] */
+    CONFIG_SEC_USER, /* [user.NAME] */
 };
 
 /* One [bind.NAME] section (all headers with the same NAME merged). The bind
@@ -203,6 +208,25 @@ struct config_bind_section {
     struct bind_conf opts;  /* defaults plus what the section set; only
                                schema is owned */
     int seen[CONFIG_NKEYS]; /* line that set each key, 0 = not set */
+};
+
+/* One "grant.BIND = level" line of a [user.NAME] section; BIND may be "*"
+ * (every bind not named). Resolved once the whole file is read. */
+struct config_grant {
+    char *bind;
+    enum grant level;
+    int line;
+};
+
+/* One [user.NAME] section, headers with the same NAME merged. */
+struct config_user_section {
+    char *name;
+    int line;
+    char *password;
+    int password_line, admin_line;
+    bool admin;
+    struct config_grant *grants;
+    size_t ngrants, grants_cap;
 };
 
 struct config_parse {
@@ -224,6 +248,9 @@ struct config_parse {
 
     struct config_bind_section *bind_sections;
     size_t nbind_sections, bind_sections_cap;
+    struct config_user_section *user_sections;
+    size_t nuser_sections, user_sections_cap;
+    size_t user_section; /* index into user_sections (CONFIG_SEC_USER) */
     char **rule_binds; /* bind name written for cfg->rules[i] */
     size_t rules_cap, rule_binds_cap, binds_cap, warnings_cap;
 };
@@ -683,8 +710,10 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
         config_fail(st, line, "%s: '%s' is not one of fail, move", key->name, value);
         return false;
 
+    case CONFIG_T_STRING:
     case CONFIG_T_DATA_PATH: {
-        /* Kept as written: config_finish() resolves it against data_dir. */
+        /* Kept as written (config_finish() resolves a data path against
+         * data_dir). */
         char *copy = NULL;
         if (*value != '\0' && (copy = strdup(value)) == NULL) {
             config_oom(st);
@@ -745,6 +774,7 @@ static void config_key_release(const struct config_key *key, void *base)
     case CONFIG_T_SCHEMA:
     case CONFIG_T_FOLDER:
     case CONFIG_T_DATA_PATH:
+    case CONFIG_T_STRING:
         free(*slot);
         *slot = NULL;
         break;
@@ -786,7 +816,8 @@ static char *config_key_format(const struct config_key *key, const void *base)
     case CONFIG_T_DIR:
     case CONFIG_T_SCHEMA:
     case CONFIG_T_FOLDER:
-    case CONFIG_T_DATA_PATH: {
+    case CONFIG_T_DATA_PATH:
+    case CONFIG_T_STRING: {
         const char *s = *(char *const *)(const void *)field;
         return config_strf("%s", s ? s : "");
     }
@@ -1282,6 +1313,212 @@ static bool config_add_rule(struct config_parse *st, const char *name, const cha
     return true;
 }
 
+/* ------------------------------------------------------------------------
+ * Users
+ * ------------------------------------------------------------------------ */
+
+static const char *const config_grant_names[] = {
+    [GRANT_NONE] = "none",
+    [GRANT_READ] = "read",
+    [GRANT_READ_WRITE] = "read-write",
+};
+
+const char *config_grant_name(enum grant g)
+{
+    if ((unsigned)g < sizeof config_grant_names / sizeof config_grant_names[0])
+        return config_grant_names[g];
+    return "?";
+}
+
+/* Enters [user.NAME]; a second header with the same NAME continues the
+ * first. */
+static bool config_enter_user(struct config_parse *st, const char *name)
+{
+    if (!config_valid_bind_name(name)) {
+        config_fail(st, st->lineno, "bad user name in [user.%s] (letters, digits, '_' and '-', at most %d)", name,
+                    CONFIG_MAX_BIND_NAME);
+        return false;
+    }
+    st->section = CONFIG_SEC_USER;
+    for (size_t i = 0; i < st->nuser_sections; i++) {
+        if (strcmp(st->user_sections[i].name, name) == 0) {
+            st->user_section = i;
+            return true;
+        }
+    }
+    if (!config_reserve(&st->user_sections, &st->user_sections_cap, st->nuser_sections,
+                        sizeof *st->user_sections)) {
+        config_oom(st);
+        return false;
+    }
+    struct config_user_section *us = &st->user_sections[st->nuser_sections++];
+    memset(us, 0, sizeof *us);
+    us->line = st->lineno;
+    us->name = config_strf("%s", name);
+    if (us->name == NULL) {
+        config_oom(st);
+        return false;
+    }
+    st->user_section = st->nuser_sections - 1;
+    return true;
+}
+
+/* Only modern "$id$..." crypt(3) hashes that libcrypt can check (yescrypt,
+ * bcrypt, SHA-512, ...): a plain password, or a DES hash that any word of
+ * two letters would pass as, is refused. */
+static bool config_check_password(struct config_parse *st, const char *user, const char *hash)
+{
+    int ok = hash[0] == '$' ? crypt_checksalt(hash) : CRYPT_SALT_INVALID;
+
+    if (ok == CRYPT_SALT_INVALID || ok == CRYPT_SALT_METHOD_DISABLED) {
+        config_fail(st, st->lineno,
+                    "password of user '%s' is not a crypt(3) hash this system supports; store the hash "
+                    "that `sqlmuxd passwd` prints, never the password itself",
+                    user);
+        return false;
+    }
+    if (ok != CRYPT_SALT_OK)
+        config_warn(st, st->lineno, "password of user '%s' uses a weak hash method; make a new one with `sqlmuxd passwd`",
+                    user);
+    return true;
+}
+
+/* One "key = value" of a [user.NAME] section. */
+static bool config_user_option(struct config_parse *st, const char *name, const char *value)
+{
+    struct config_user_section *us = &st->user_sections[st->user_section];
+
+    if (strcmp(name, "password") == 0) {
+        if (us->password != NULL) {
+            config_fail(st, st->lineno, "duplicate key 'password' in [user.%s] (first set on line %d)", us->name,
+                        us->password_line);
+            return false;
+        }
+        if (!config_check_password(st, us->name, value))
+            return false;
+        us->password = config_strf("%s", value);
+        us->password_line = st->lineno;
+        if (us->password == NULL)
+            config_oom(st);
+        return us->password != NULL;
+    }
+    if (strcmp(name, "admin") == 0) {
+        if (us->admin_line != 0) {
+            config_fail(st, st->lineno, "duplicate key 'admin' in [user.%s] (first set on line %d)", us->name,
+                        us->admin_line);
+            return false;
+        }
+        if (!config_parse_bool(value, &us->admin)) {
+            config_fail(st, st->lineno, "admin: '%s' is not a boolean (on/off, true/false, yes/no, 1/0)", value);
+            return false;
+        }
+        us->admin_line = st->lineno;
+        return true;
+    }
+    if (strncmp(name, "grant.", 6) == 0) {
+        const char *bind = name + 6;
+        size_t level;
+        if (strcmp(bind, "*") != 0 && !config_valid_bind_name(bind)) {
+            config_fail(st, st->lineno, "%s: bad bind name (a bind from [binds], or * for every other bind)",
+                        name);
+            return false;
+        }
+        for (level = 0; level < sizeof config_grant_names / sizeof config_grant_names[0]; level++)
+            if (strcmp(value, config_grant_names[level]) == 0)
+                break;
+        if (level == sizeof config_grant_names / sizeof config_grant_names[0]) {
+            config_fail(st, st->lineno, "%s: '%s' is not one of none, read, read-write", name, value);
+            return false;
+        }
+        for (size_t i = 0; i < us->ngrants; i++) {
+            if (strcmp(us->grants[i].bind, bind) == 0) {
+                config_fail(st, st->lineno, "duplicate key '%s' in [user.%s] (first set on line %d)", name,
+                            us->name, us->grants[i].line);
+                return false;
+            }
+        }
+        if (!config_reserve(&us->grants, &us->grants_cap, us->ngrants, sizeof *us->grants)) {
+            config_oom(st);
+            return false;
+        }
+        struct config_grant *g = &us->grants[us->ngrants];
+        g->bind = config_strf("%s", bind);
+        g->level = (enum grant)level;
+        g->line = st->lineno;
+        if (g->bind == NULL) {
+            config_oom(st);
+            return false;
+        }
+        us->ngrants++;
+        return true;
+    }
+    config_fail(st, st->lineno, "unknown key '%s' in [user.%s] (password, admin, grant.BIND or grant.*)", name,
+                us->name);
+    return false;
+}
+
+/* Turns the [user.NAME] sections into cfg->users, once the binds are known
+ * and in their final order. */
+static bool config_finish_users(struct config_parse *st)
+{
+    struct config *cfg = st->cfg;
+
+    if (st->nuser_sections == 0)
+        return true;
+    cfg->users = calloc(st->nuser_sections, sizeof *cfg->users);
+    if (cfg->users == NULL) {
+        config_oom(st);
+        return false;
+    }
+    for (size_t i = 0; i < st->nuser_sections; i++) {
+        struct config_user_section *us = &st->user_sections[i];
+        struct user_conf *u = &cfg->users[cfg->nusers++];
+        enum grant other = GRANT_NONE;
+
+        u->line = us->line;
+        u->name = us->name;
+        us->name = NULL;
+        u->password = us->password;
+        us->password = NULL;
+        u->admin = us->admin;
+        if (u->password == NULL) {
+            config_fail(st, us->line, "[user.%s] has no password (password = a hash from `sqlmuxd passwd`)",
+                        u->name);
+            return false;
+        }
+        u->grants = calloc(cfg->nbinds, sizeof *u->grants);
+        if (u->grants == NULL) {
+            config_oom(st);
+            return false;
+        }
+        for (size_t g = 0; g < us->ngrants; g++)
+            if (strcmp(us->grants[g].bind, "*") == 0)
+                other = us->grants[g].level;
+        for (size_t b = 0; b < cfg->nbinds; b++)
+            u->grants[b] = other;
+        for (size_t g = 0; g < us->ngrants; g++) {
+            if (strcmp(us->grants[g].bind, "*") == 0)
+                continue;
+            int b = config_bind_index(cfg, us->grants[g].bind);
+            if (b < 0) {
+                config_fail(st, us->grants[g].line, "grant.%s: no bind '%s' in [binds]", us->grants[g].bind,
+                            us->grants[g].bind);
+                return false;
+            }
+            u->grants[b] = us->grants[g].level;
+        }
+    }
+    return true;
+}
+
+const struct user_conf *config_user(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nusers; i++)
+        if (strcmp(cfg->users[i].name, name) == 0)
+            return &cfg->users[i];
+    return NULL;
+}
+
 /* inih's handler: runs for each "name = value" right after config_reader()
  * returned its line, so st->lineno and st->section describe it. inih's own
  * `section` argument is ignored (inih truncates it to 49 bytes). */
@@ -1299,9 +1536,10 @@ static int config_handler(void *user, const char *section, const char *name, con
     case CONFIG_SEC_NONE:
         config_fail(st, st->lineno,
                     "'%s' is outside any section; put it under [server], "
-                    "[binds], [tables] or [bind.NAME]",
+                    "[binds], [tables], [bind.NAME] or [user.NAME]",
                     name);
         break;
+    case CONFIG_SEC_USER: config_user_option(st, name, value); break;
     case CONFIG_SEC_SERVER:
         config_set_option(st, CONFIG_SERVER, st->cfg, st->server_seen, name, value);
         break;
@@ -1337,10 +1575,12 @@ static bool config_enter_section(struct config_parse *st, const char *name)
         st->section = CONFIG_SEC_TABLES;
         return true;
     }
+    if (strncmp(name, "user.", 5) == 0)
+        return config_enter_user(st, name + 5);
     if (strncmp(name, "bind.", 5) != 0) {
         config_fail(st, st->lineno,
                     "unknown section [%s] (expected [server], [binds], "
-                    "[tables] or [bind.NAME])",
+                    "[tables], [bind.NAME] or [user.NAME])",
                     name);
         return false;
     }
@@ -1588,11 +1828,15 @@ static bool config_finish(struct config_parse *st)
         config_fail(st, st->server_seen[0], "no listener: set listen = host:port or unix_socket = path");
         return false;
     }
-    if (cfg->protected_mode && cfg->listen_host != NULL && !config_is_loopback(cfg->listen_host)) {
+    if (!config_finish_users(st))
+        return false;
+    if (cfg->protected_mode && cfg->nusers == 0 && cfg->listen_host != NULL &&
+        !config_is_loopback(cfg->listen_host)) {
         config_fail(st, st->server_seen[0] ? st->server_seen[0] : 1,
-                    "listen = %s: protected mode: sqlmuxd has no authentication yet, so it serves only "
-                    "loopback addresses (127.0.0.0/8, ::1) and the unix socket; listen on one of those, "
-                    "or set protected_mode = off to expose every bind to the network",
+                    "listen = %s: protected mode: no [user.NAME] is configured, so anyone who reaches the "
+                    "port could use every bind; sqlmuxd then serves only loopback addresses (127.0.0.0/8, "
+                    "::1) and the unix socket. Add users (see `sqlmuxd passwd`), listen on loopback, or set "
+                    "protected_mode = off",
                     cfg->listen_host);
         return false;
     }
@@ -1720,6 +1964,15 @@ done:
         free(st.bind_sections[i].opts.snapshot);
     }
     free(st.bind_sections);
+    for (size_t i = 0; i < st.nuser_sections; i++) {
+        struct config_user_section *us = &st.user_sections[i];
+        free(us->name);
+        free(us->password);
+        for (size_t g = 0; g < us->ngrants; g++)
+            free(us->grants[g].bind);
+        free(us->grants);
+    }
+    free(st.user_sections);
     if (cfg != NULL)
         for (size_t i = 0; i < cfg->nrules; i++)
             free(st.rule_binds[i]);
@@ -1747,6 +2000,12 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->nrules; i++)
         free(cfg->rules[i].pattern);
     free(cfg->rules);
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        free(cfg->users[i].name);
+        free(cfg->users[i].password);
+        free(cfg->users[i].grants);
+    }
+    free(cfg->users);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);
@@ -1985,6 +2244,14 @@ void config_print(const struct config *cfg, FILE *out)
                 r->is_pattern ? " (pattern)" : "");
     }
     fprintf(out, "table * (anything else) -> %s\n", cfg->nbinds ? cfg->binds[0].name : "default");
+    if (cfg->nusers == 0)
+        fprintf(out, "users: none (no authentication)\n");
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        const struct user_conf *u = &cfg->users[i];
+        fprintf(out, "user %s: %s\n", u->name, u->admin ? "admin" : "not admin");
+        for (size_t b = 0; b < cfg->nbinds; b++)
+            fprintf(out, "user %s grant %s = %s\n", u->name, cfg->binds[b].name, config_grant_name(u->grants[b]));
+    }
 }
 
 const char *config_log_level_name(enum log_level level)

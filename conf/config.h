@@ -58,6 +58,22 @@ struct table_rule {
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
+/* What a user may do on one bind. */
+enum grant {
+    GRANT_NONE,         /* nothing: statements for the bind get -ERR NOPERM */
+    GRANT_READ,         /* statements that do not write (the backend checks) */
+    GRANT_READ_WRITE,   /* everything */
+};
+
+/* One [user.NAME] section. */
+struct user_conf {
+    char *name;
+    char *password;         /* a crypt(3) hash ("$y$...", "$2b$...", ...) */
+    bool admin;             /* may run the admin commands (.stats, .reload, ...) */
+    enum grant *grants;     /* grants[i]: access to binds[i] */
+    int line;               /* line of its [user.NAME] header */
+};
+
 struct config {
     char *path;             /* absolute path of the file */
     char *dir;              /* its folder */
@@ -67,6 +83,7 @@ struct config {
     int listen_port;
     char *unix_socket;      /* absolute path, or NULL: no unix listener */
     int unix_socket_mode;   /* e.g. 0660 */
+    char *unix_socket_group; /* group given the socket file, or NULL: the daemon's */
     char *data_dir;         /* absolute; relative SQLite paths resolve here */
     int max_clients;
     size_t max_request;     /* bytes in one request line or bulk SQL */
@@ -80,7 +97,8 @@ struct config {
     bool log_connections;   /* log each client's connect and disconnect */
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
-    bool protected_mode;    /* listen on loopback addresses only (no authentication yet) */
+    bool protected_mode;    /* without users: listen on loopback addresses only */
+    int auth_fail_delay_ms; /* a failed .auth is answered after this long */
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */
@@ -92,6 +110,11 @@ struct config {
     /* [tables], in file order. */
     struct table_rule *rules;
     size_t nrules;
+
+    /* [user.NAME] sections, in file order. None: no authentication, every
+     * client may do everything. */
+    struct user_conf *users;
+    size_t nusers;
 
     /* Non-fatal findings, each "file:line: warning: ...". */
     char **warnings;
@@ -111,6 +134,12 @@ void config_free(struct config *cfg);
 
 /* Index of the bind named `name` (case-sensitive), or -1. */
 int config_bind_index(const struct config *cfg, const char *name);
+
+/* The user named `name` (case-sensitive), or NULL. */
+const struct user_conf *config_user(const struct config *cfg, const char *name);
+
+/* "none", "read", "read-write". */
+const char *config_grant_name(enum grant g);
 
 /*
  * The bind for a table. schema and name are already unquoted and lowercased

@@ -61,6 +61,10 @@ struct job {
     /* JOB_EXEC input, owned by the job. */
     struct request req;
     enum stmt_kind kind;
+    /* The session's user may only read this bind: the backend refuses a
+     * statement that would write (-ERR NOPERM), judging by what the
+     * database says, never by the SQL text. Same for every batched one. */
+    bool readonly;
     /* Pipelined statements of the same session for the same bind, run in
      * order after req (only for backends with ops->batches); each gets its
      * own response. Owned by the job. */

@@ -66,6 +66,8 @@ struct worker {
     size_t ncache;
     uint64_t tick;
     const char *denied;        /* why the authorizer refused, for the error */
+    const char *denied_code;   /* and the error code: DENIED, or NOPERM */
+    bool readonly;             /* the running statement's user may only read */
     size_t mark;               /* where the running statement's response starts in out */
     uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
 };
@@ -81,6 +83,7 @@ struct sqlite_bind {
     char *memdir;              /* in-memory bind: its private RAM folder */
     int open_flags;
     size_t stmt_cache;         /* statements cached per connection (fixed at open) */
+    char readonly_msg[128];    /* the error for a read-only user's write */
     struct worker *workers;
     int nworkers;
     uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
@@ -148,7 +151,7 @@ static void reply_error(struct buf *out, const char *code, const char *msg)
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
     if (w->denied != NULL)
-        reply_error_at(out, w->mark, "DENIED", w->denied);
+        reply_error_at(out, w->mark, w->denied_code ? w->denied_code : "DENIED", w->denied);
     else
         reply_error_at(out, w->mark, sqlite_code(rc), sqlite3_errmsg(w->db));
 }
@@ -175,12 +178,46 @@ static const struct {
     {"busy_timeout", false},     {"cache_size", false},
 };
 
+/* Authorizer actions that change the database. */
+static bool authorize_writes(int action)
+{
+    switch (action) {
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_CREATE_VTABLE:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_VIEW:
+    case SQLITE_DROP_VTABLE:
+    case SQLITE_ALTER_TABLE:
+    case SQLITE_REINDEX:
+    case SQLITE_ANALYZE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
                      const char *trigger)
 {
     struct worker *w = arg;
 
     (void)trigger;
+    /* A read-only user's statement may not even be prepared when it
+     * writes; sqlite3_stmt_readonly() checks again before each run (a
+     * cached statement was authorized for whoever prepared it). */
+    if (w->readonly && authorize_writes(action)) {
+        w->denied = w->sb->readonly_msg;
+        w->denied_code = "NOPERM";
+        return SQLITE_DENY;
+    }
     switch (action) {
     case SQLITE_ATTACH:
         /* VACUUM attaches a scratch database with an empty name; the
@@ -284,6 +321,18 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
 
 /* ---- Prepared statement cache ------------------------------------------ */
 
+/* Bring the connection's copy of the schema up to date: running any
+ * statement makes SQLite compare the file's schema cookie with the one it
+ * compiled against and re-read the schema when they differ. */
+static void schema_refresh(sqlite3 *db)
+{
+    sqlite3_stmt *stmt = NULL;
+
+    if (sqlite3_prepare_v2(db, "PRAGMA schema_version", -1, &stmt, NULL) == SQLITE_OK)
+        (void)sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+}
+
 /* A prepared statement for sql[0..len) on w's connection, from the cache
  * or newly prepared (and cached). *rc gets the SQLite result; a NULL return
  * with SQLITE_OK means the text holds no statement. */
@@ -304,7 +353,17 @@ static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, int
         }
     }
     w->denied = NULL;
+    w->denied_code = NULL;
     *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+    if (*rc == SQLITE_ERROR && w->denied == NULL) {
+        /* Prepared against an outdated copy of the schema (another
+         * connection changed it): SQLite re-reads it only when a statement
+         * runs, and some compile errors ("cannot modify v because it is a
+         * view" after an INSTEAD OF trigger was added) do not make it
+         * check. Try once more with the current schema. */
+        schema_refresh(w->db);
+        *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+    }
     if (*rc != SQLITE_OK || stmt == NULL)
         return NULL;
     /* The router allows one statement; make sure SQLite agrees. */
@@ -492,6 +551,22 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
     return rc;
 }
 
+static void reply_readonly(struct worker *w, struct buf *out)
+{
+    reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg);
+}
+
+/* Whether a held BEGIN only reads (BEGIN IMMEDIATE and EXCLUSIVE take the
+ * write lock). */
+static bool begin_readonly(sqlite3 *db, const char *begin_sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    bool ro = sqlite3_prepare_v2(db, begin_sql, -1, &stmt, NULL) == SQLITE_OK && stmt != NULL &&
+              sqlite3_stmt_readonly(stmt);
+    sqlite3_finalize(stmt);
+    return ro;
+}
+
 /* Run one statement of the job and append its whole response to out.
  * Returns false when the response is an -ERR. */
 static bool run_stmt(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
@@ -507,6 +582,10 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
 
     w->mark = out->len;
     if (begin_sql != NULL) {
+        if (job->readonly && !begin_readonly(db, begin_sql)) {
+            reply_readonly(w, out);
+            return false;
+        }
         rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             reply_sqlite_error(w, out, rc);
@@ -523,11 +602,19 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             reply_sqlite_error(w, out, rc);
         return rc == SQLITE_OK;
     }
+    /* SQLite itself says whether the prepared program writes: a write
+     * hidden in a CTE, or done by a trigger, makes it not read-only. */
+    if (job->readonly && !sqlite3_stmt_readonly(stmt)) {
+        reply_readonly(w, out);
+        stmt_done(w, stmt);
+        return false;
+    }
     if (bind_params(stmt, req, out, w->mark) != 0) {
         stmt_done(w, stmt);
         return false;
     }
     w->denied = NULL;
+    w->denied_code = NULL;
     timeout_ms = w->sb->bind->conf->statement_timeout_ms;
     w->deadline_ns = timeout_ms > 0 ? uv_hrtime() + (uint64_t)timeout_ms * 1000000u : 0;
     rc = stream_rows(w, job, stmt, out, &rows);
@@ -569,6 +656,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
  * gets its own response. A client that went away stops the batch. */
 static void run_exec(struct worker *w, struct job *job, struct buf *out)
 {
+    w->readonly = job->readonly;
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
@@ -579,6 +667,7 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
                 break;
         }
     }
+    w->readonly = false;
 }
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
@@ -1004,6 +1093,8 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         goto nomem;
     sb->nworkers = bc->pool_size;
     sb->stmt_cache = (size_t)server_cfg_of(b->cfgref)->stmt_cache;
+    snprintf(sb->readonly_msg, sizeof sb->readonly_msg, "read-only access to bind %s: this statement would write",
+             b->conf->name);
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
         w->sb = sb;

@@ -10,17 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/auth.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/snapshot.h"
 
+/* Who may run a command when the configuration has users (without users,
+ * everyone may run everything). */
+enum command_access {
+    CMD_ANYONE,   /* before .auth too */
+    CMD_USER,     /* any authenticated user */
+    CMD_ADMIN,    /* users with admin = on */
+};
+
 struct command {
     const char *name;
     const char *args;
     const char *help;
     void (*handler)(struct session *s, const char *args);
+    enum command_access access;
 };
 
 static const struct command commands[];
@@ -405,7 +415,7 @@ static void cmd_clients(struct session *s, const char *args)
 {
     static const char *const cols[] = {"id", "INTEGER", "peer", "", "state", "", "bind", "", "in_txn", "",
                                        "statements", "INTEGER", "connected_ms", "INTEGER", "statement_ms", "INTEGER",
-                                       NULL};
+                                       "user", "", NULL};
     const struct server *srv = s->srv;
     uint64_t now_ms = uv_now(srv->loop), now_ns = uv_hrtime();
     size_t n = 0;
@@ -421,8 +431,8 @@ static void cmd_clients(struct session *s, const char *args)
         if (c->job != NULL)
             snprintf(age, sizeof age, "%llu", (unsigned long long)((now_ns - c->job->started_ns) / 1000000));
         const char *row[] = {id, c->peer, session_state_name(c->state), b->conf->name, c->in_txn ? "yes" : "no",
-                             stmts, conn, c->job != NULL ? age : NULL};
-        session_reply_row(s, row, 8);
+                             stmts, conn, c->job != NULL ? age : NULL, c->user != NULL ? c->user->name : NULL};
+        session_reply_row(s, row, 9);
     }
     reply_rows_done(s, n);
 }
@@ -452,6 +462,31 @@ static void cmd_version(struct session *s, const char *args)
     reply_rows_done(s, sizeof rows / sizeof rows[0]);
 }
 
+/* .auth USER PASSWORD: the password is everything after the user name. */
+static void cmd_auth(struct session *s, const char *args)
+{
+    char user[AUTH_MAX_FIELD + 1];
+    size_t n = 0;
+
+    while (args[n] != '\0' && !isspace((unsigned char)args[n]))
+        n++;
+    const char *password = args + n;
+    while (isspace((unsigned char)*password))
+        password++;
+    if (n == 0 || *password == '\0') {
+        session_reply_error(s, "ARGS", "usage: .auth USER PASSWORD");
+        return;
+    }
+    if (n > AUTH_MAX_FIELD) {
+        session_reply_error(s, "ARGS", "user name and password have at most %d bytes each", AUTH_MAX_FIELD);
+        return;
+    }
+    memcpy(user, args, n);
+    user[n] = '\0';
+    session_auth(s, user, password);
+    explicit_bzero(user, sizeof user);
+}
+
 static void cmd_reload(struct session *s, const char *args)
 {
     char err[1024], facts[64];
@@ -467,22 +502,40 @@ static void cmd_reload(struct session *s, const char *args)
 }
 
 static const struct command commands[] = {
-    {"ping", "", "check the connection: answers +OK", cmd_ping},
-    {"help", "", "list the commands", cmd_help},
-    {"binds", "", "list the binds: name, type, URL (password hidden), location, state, pool size and use", cmd_binds},
-    {"tables", "[BIND]", "list the tables and views of every bind (or of BIND) and where the map routes them", cmd_tables},
-    {"map", "", "list the table map: table or pattern, bind", cmd_map},
-    {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it", cmd_route},
-    {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it", cmd_use},
-    {"quit", "", "close the connection", cmd_quit},
-    {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)", cmd_stats},
-    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages", cmd_clients},
-    {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version},
-    {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload},
-    {"migrations", "[BIND]", "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at", cmd_migrations},
-    {"save", "[BIND]", "write the snapshot of every in-memory bind with a snapshot file (or of BIND) now", cmd_save},
-    {NULL, NULL, NULL, NULL},
+    {"ping", "", "check the connection: answers +OK", cmd_ping, CMD_ANYONE},
+    {"help", "", "list the commands", cmd_help, CMD_ANYONE},
+    {"auth", "USER PASSWORD", "log in as USER (when the configuration has users)", cmd_auth, CMD_ANYONE},
+    {"binds", "", "list the binds: name, type, URL (password hidden), location, state, pool size and use", cmd_binds, CMD_USER},
+    {"tables", "[BIND]", "list the tables and views of every bind (or of BIND) and where the map routes them", cmd_tables, CMD_USER},
+    {"map", "", "list the table map: table or pattern, bind", cmd_map, CMD_USER},
+    {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it", cmd_route, CMD_USER},
+    {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it", cmd_use, CMD_USER},
+    {"quit", "", "close the connection", cmd_quit, CMD_ANYONE},
+    {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)", cmd_stats, CMD_ADMIN},
+    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages, user", cmd_clients, CMD_ADMIN},
+    {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version, CMD_USER},
+    {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload, CMD_ADMIN},
+    {"migrations", "[BIND]", "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at", cmd_migrations, CMD_ADMIN},
+    {"save", "[BIND]", "write the snapshot of every in-memory bind with a snapshot file (or of BIND) now", cmd_save, CMD_ADMIN},
+    {NULL, NULL, NULL, NULL, CMD_ANYONE},
 };
+
+/* Whether s may run c; answers -ERR NOAUTH or NOPERM when not. */
+static bool command_allowed(struct session *s, const struct command *c)
+{
+    if (s->srv->cfg->nusers == 0 || c->access == CMD_ANYONE)
+        return true;
+    if (s->user == NULL) {
+        session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
+        return false;
+    }
+    if (c->access == CMD_ADMIN && !s->user->admin) {
+        session_reply_error(s, "NOPERM", ".%s needs an admin user (admin = on in [user.%s])", c->name,
+                            s->user->name);
+        return false;
+    }
+    return true;
+}
 
 void commands_dispatch(struct session *s, const char *line, size_t len)
 {
@@ -503,6 +556,8 @@ void commands_dispatch(struct session *s, const char *line, size_t len)
         args++;
     for (const struct command *c = commands; c->name != NULL; c++) {
         if (strcmp(c->name, name) == 0) {
+            if (!command_allowed(s, c))
+                return;
             /* Trailing spaces are not part of the arguments. */
             char *trimmed = strdup(args);
             size_t tl;
@@ -514,6 +569,7 @@ void commands_dispatch(struct session *s, const char *line, size_t len)
             while (tl > 0 && isspace((unsigned char)trimmed[tl - 1]))
                 trimmed[--tl] = '\0';
             c->handler(s, trimmed);
+            explicit_bzero(trimmed, tl);
             free(trimmed);
             return;
         }

@@ -4,6 +4,7 @@
  *   sqlmuxd CONFIG                  serve in the foreground, log to stderr
  *   sqlmuxd --check-config CONFIG   validate, print the resolved config, exit
  *   sqlmuxd migrate CONFIG ...      migration status, up, down (migrate_cli.c)
+ *   sqlmuxd passwd [USER]           hash a password for the config (passwd_cli.c)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "conf/config.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
+#include "daemon/passwd_cli.h"
 #include "daemon/server.h"
 
 static void usage(FILE *f)
@@ -21,6 +23,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: sqlmuxd [--check-config] CONFIG\n"
             "       sqlmuxd migrate CONFIG [status | up [VERSION] | down VERSION] [--bind NAME]\n"
+            "       sqlmuxd passwd [USER]   (reads a password, prints its hash for [user.USER])\n"
             "       sqlmuxd --version\n"
             "\n"
             "  CONFIG               the INI file naming the binds and the table map\n"
@@ -38,6 +41,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "migrate") == 0)
         return migrate_main(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "passwd") == 0)
+        return passwd_main(argc - 2, argv + 2);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--check-config") == 0 || strcmp(argv[i], "-t") == 0) {
             check = true;

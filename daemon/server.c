@@ -26,6 +26,7 @@
 #include "daemon/server.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,6 +218,31 @@ static int listen_tcp(struct server *srv)
     return 0;
 }
 
+/* Give the socket file to `group` (a name, or a number), so its members
+ * may connect under unix_socket_mode. Start-up only: the group database
+ * may be slow. 0, or -1 after logging why. */
+static int socket_chgrp(const char *path, const char *group)
+{
+    struct group gr, *found = NULL;
+    char buf[4096], *end;
+    gid_t gid;
+    long num = strtol(group, &end, 10);
+
+    if (*end == '\0' && num >= 0) {
+        gid = (gid_t)num;
+    } else if (getgrnam_r(group, &gr, buf, sizeof buf, &found) == 0 && found != NULL) {
+        gid = found->gr_gid;
+    } else {
+        log_error("unix_socket_group = %s: no such group", group);
+        return -1;
+    }
+    if (chown(path, (uid_t)-1, gid) != 0) {
+        log_error("unix_socket_group = %s: cannot give %s to the group: %s", group, path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int listen_unix(struct server *srv)
 {
     const char *path = srv->cfg->unix_socket;
@@ -234,6 +260,8 @@ static int listen_unix(struct server *srv)
         if (l->path == NULL)
             rc = UV_ENOMEM;
     }
+    if (rc == 0 && srv->cfg->unix_socket_group != NULL && socket_chgrp(path, srv->cfg->unix_socket_group) != 0)
+        return -1;
     if (rc == 0 && chmod(path, (mode_t)srv->cfg->unix_socket_mode) != 0)
         rc = uv_translate_sys_error(errno);
     if (rc == 0)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/auth.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/server.h"
@@ -43,6 +44,7 @@ const char *session_state_name(enum sess_state st)
     switch (st) {
     case SESS_IDLE: return "idle";
     case SESS_BUSY: return "busy";
+    case SESS_AUTH: return "auth";
     case SESS_CLOSING: return "closing";
     }
     return "?";
@@ -305,6 +307,167 @@ void session_job_event(struct job_event *ev)
     session_pump(s);
 }
 
+/* ---- Authentication ------------------------------------------------- */
+
+/* One .auth: the check runs on libuv's thread pool (crypt is slow on
+ * purpose), then a wrong answer waits out auth_fail_delay on the timer.
+ * Owned by the session while s->auth points to it; detached (s NULL) when
+ * the session closes during the delay, then freed in the timer's close
+ * callback. */
+struct session_auth {
+    uv_work_t work;
+    uv_timer_t timer;
+    struct session *s;
+    struct confref *cfgref;    /* the configuration checked against */
+    bool ok;
+    bool checking;             /* the work has not reported back yet */
+    bool close_graceful;       /* the session closed meanwhile: how */
+    char user[AUTH_MAX_FIELD + 1];
+    char password[AUTH_MAX_FIELD + 1];
+};
+
+bool session_authenticated(const struct session *s)
+{
+    return s->srv->cfg->nusers == 0 || s->user != NULL;
+}
+
+static void auth_freed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Detach and free a.  Loop thread. */
+static void auth_free(struct session_auth *a)
+{
+    if (a->s != NULL)
+        a->s->auth = NULL;
+    a->s = NULL;
+    server_cfg_drop(a->cfgref);
+    a->cfgref = NULL;
+    explicit_bzero(a->password, sizeof a->password);
+    uv_close((uv_handle_t *)&a->timer, auth_freed);
+}
+
+/* Answer the .auth and go back to serving. */
+static void auth_answer(struct session_auth *a)
+{
+    struct session *s = a->s;
+
+    if (a->ok) {
+        const struct user_conf *u = config_user(s->srv->cfg, a->user);
+        char *name = u != NULL ? strdup(u->name) : NULL;
+        if (u != NULL && name == NULL) {
+            session_reply_error(s, "NOMEM", "out of memory");
+        } else if (u == NULL) {
+            /* A reload removed the user while its password was checked. */
+            session_reply_error(s, "AUTH", "invalid user name or password");
+        } else {
+            free(s->user_name);
+            s->user_name = name;
+            s->user = u;
+            log_info("c%llu: authenticated as %s", (unsigned long long)s->id, name);
+            char facts[AUTH_MAX_FIELD + 16];
+            snprintf(facts, sizeof facts, "user=%s", name);
+            session_reply_ok(s, facts);
+        }
+    } else {
+        session_reply_error(s, "AUTH", "invalid user name or password");
+    }
+    auth_free(a);
+    session_set_state(s, SESS_IDLE);
+    session_pump(s);
+}
+
+static void auth_delay_done(uv_timer_t *t)
+{
+    auth_answer(t->data);
+}
+
+static void auth_work(uv_work_t *w)
+{
+    struct session_auth *a = w->data;
+
+    a->ok = auth_check(server_cfg_of(a->cfgref), a->user, a->password);
+}
+
+static void auth_work_done(uv_work_t *w, int status)
+{
+    struct session_auth *a = w->data;
+    struct session *s = a->s;
+
+    a->checking = false;
+    explicit_bzero(a->password, sizeof a->password);
+    if (status != 0)
+        a->ok = false;
+    if (s->state == SESS_CLOSING) {
+        bool graceful = a->close_graceful;
+        auth_free(a);
+        session_finish_close(s, graceful);
+        return;
+    }
+    if (!a->ok) {
+        log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
+        if (s->srv->cfg->auth_fail_delay_ms > 0) {
+            uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0);
+            return;
+        }
+    }
+    auth_answer(a);
+}
+
+void session_auth(struct session *s, const char *user, const char *password)
+{
+    struct session_auth *a;
+
+    if (s->srv->cfg->nusers == 0) {
+        session_reply_error(s, "AUTH", "authentication is off: the configuration has no [user.NAME] sections");
+        return;
+    }
+    if (s->txn_held || s->in_txn) {
+        session_reply_error(s, "ARGS", "cannot change the user inside a transaction (COMMIT or ROLLBACK first)");
+        return;
+    }
+    if (strlen(user) > AUTH_MAX_FIELD || strlen(password) > AUTH_MAX_FIELD) {
+        session_reply_error(s, "ARGS", "user name and password have at most %d bytes each", AUTH_MAX_FIELD);
+        return;
+    }
+    a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
+    uv_timer_init(s->srv->loop, &a->timer);
+    a->timer.data = a;
+    a->work.data = a;
+    a->s = s;
+    a->cfgref = server_cfg_hold(s->srv->cfgref);
+    a->checking = true;
+    snprintf(a->user, sizeof a->user, "%s", user);
+    snprintf(a->password, sizeof a->password, "%s", password);
+    if (uv_queue_work(s->srv->loop, &a->work, auth_work, auth_work_done) != 0) {
+        auth_free(a);
+        session_reply_error(s, "INTERNAL", "cannot start the password check");
+        return;
+    }
+    s->auth = a;
+    session_set_state(s, SESS_AUTH);
+}
+
+/* The user's access to bind b: read-write for everyone when there are no
+ * users; by name for a bind a reload retired (a transaction ending there). */
+static enum grant session_grant(const struct session *s, const struct bind *b)
+{
+    const struct config *cfg = s->srv->cfg;
+    int i;
+
+    if (cfg->nusers == 0)
+        return GRANT_READ_WRITE;
+    if (s->user == NULL)
+        return GRANT_NONE;
+    i = b->retired ? config_bind_index(cfg, b->conf->name) : (int)b->index;
+    return i < 0 ? GRANT_NONE : s->user->grants[i];
+}
+
 /* ---- Statements ------------------------------------------------------ */
 
 static void session_hold_begin(struct session *s, const struct request *req)
@@ -385,6 +548,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     const char *begin = NULL;
     struct bind *target;
     struct job *job;
+    enum grant grant;
 
     if (r->err_code != NULL) {
         session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
@@ -435,6 +599,13 @@ static void session_handle_sql(struct session *s, struct request *req)
         }
         break;
     }
+    grant = session_grant(s, target);
+    if (grant == GRANT_NONE && r->kind != STMT_COMMIT && r->kind != STMT_ROLLBACK) {
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                            target->conf->name);
+        codec_request_free(req);
+        return;
+    }
     job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {
         session_reply_error(s, "NOMEM", "out of memory");
@@ -444,6 +615,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     job->req = *req;
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
+    job->readonly = grant == GRANT_READ;
     if (begin == NULL && !s->txn_held && target->ops->batches && !stmt_changes_txn(r->kind))
         session_batch(s, job);
     if (begin != NULL) {
@@ -565,6 +737,10 @@ static bool session_advance(struct session *s)
             free(p.err_msg);
         } else if (p.req.type == REQUEST_COMMAND) {
             commands_dispatch(s, p.req.text, p.req.len);
+            explicit_bzero(p.req.text, p.req.len);   /* may hold a password (.auth) */
+            codec_request_free(&p.req);
+        } else if (!session_authenticated(s)) {
+            session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
             codec_request_free(&p.req);
         } else {
             session_handle_sql(s, &p.req);
@@ -669,6 +845,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->inbuf);
     buf_free(&s->out);
     free(s->held_begin);
+    free(s->user_name);
     free(s);
     server_session_gone(srv);
 }
@@ -735,6 +912,13 @@ void session_close(struct session *s, bool cancel)
             job_cancel(s->job);
         return;   /* session_job_event finishes the close */
     }
+    if (s->auth != NULL) {
+        if (s->auth->checking) {
+            s->auth->close_graceful = !cancel;
+            return;   /* auth_work_done finishes the close */
+        }
+        auth_free(s->auth);   /* waiting out the failure delay: no answer */
+    }
     session_finish_close(s, !cancel);
 }
 
@@ -749,6 +933,8 @@ void session_abort(struct session *s)
             job_cancel(s->job);
         return;   /* session_job_event finishes the close */
     }
+    if (s->auth != NULL)
+        return;   /* a password check takes milliseconds; auth_work_done closes */
     /* Waiting for a client that does not read its last response. */
     s->closed_handle = true;
     if (!uv_is_closing(&s->h.handle))
@@ -758,6 +944,14 @@ void session_abort(struct session *s)
 void session_config_changed(struct session *s)
 {
     struct bind *b = server_bind_named(s->srv, s->use_bind->conf->name);
+
+    s->user = s->user_name != NULL ? config_user(s->srv->cfg, s->user_name) : NULL;
+    if (s->user_name != NULL && s->user == NULL && s->srv->cfg->nusers > 0) {
+        log_info("c%llu: user %s was removed by a reload; the client must authenticate again",
+                 (unsigned long long)s->id, s->user_name);
+        free(s->user_name);
+        s->user_name = NULL;
+    }
 
     if (b == NULL) {
         log_info("c%llu: bind %s was removed by a reload; statements naming no table go to default",

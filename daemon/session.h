@@ -6,12 +6,15 @@
  * State machine (every change goes through session_set_state()):
  *
  *   SESS_IDLE ──request needs a backend──▶ SESS_BUSY ──job done──▶ SESS_IDLE
- *       │                                     │
+ *       │  │                                  │
+ *       │  └──.auth──▶ SESS_AUTH ──checked (and, when wrong, delayed)──▶ SESS_IDLE
+ *       │                 │                   │
  *       └────────── client gone / .quit / server stop ─────────▶ SESS_CLOSING
  *
- * SESS_CLOSING waits for the running job (if any) to finish, ends an open
- * transaction with a JOB_RELEASE, then closes the handle; the struct is
- * freed in uv_close's callback, never inside its own callbacks.
+ * SESS_CLOSING waits for the running job or password check (if any) to
+ * finish, ends an open transaction with a JOB_RELEASE, then closes the
+ * handle; the struct is freed in uv_close's callback, never inside its own
+ * callbacks.
  */
 #ifndef SQLMUX_DAEMON_SESSION_H
 #define SQLMUX_DAEMON_SESSION_H
@@ -25,10 +28,13 @@
 #include "proto/codec.h"
 
 struct server;
+struct session_auth;
 
 enum sess_state {
     SESS_IDLE,       /* waiting for or handling requests on the loop */
     SESS_BUSY,       /* a job of this session runs on a backend */
+    SESS_AUTH,       /* its .auth password check runs on the thread pool, or
+                        the answer to a wrong one waits out auth_fail_delay */
     SESS_CLOSING,    /* going away; no more requests are read */
 };
 
@@ -89,6 +95,13 @@ struct session {
 
     struct job *job;           /* the running job (SESS_BUSY) */
 
+    /* Authentication, when the configuration has users: user is the
+     * current configuration's entry for user_name (a reload looks it up
+     * again), NULL until an .auth succeeds. */
+    char *user_name;
+    const struct user_conf *user;
+    struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
+
     /* A multi-bind command in progress (.tables). */
     bool tables_running;
     size_t tables_next, tables_end;
@@ -116,7 +129,15 @@ void session_abort(struct session *s);
  * the old binds are still alive. */
 void session_config_changed(struct session *s);
 
-/* "idle", "busy" or "closing". */
+/* Check USER's PASSWORD off the loop (SESS_AUTH) and answer +OK user=USER,
+ * or -ERR AUTH after the configured delay. Loop thread. */
+void session_auth(struct session *s, const char *user, const char *password);
+
+/* Whether the session may use commands (and SQL): authentication is off,
+ * or it has authenticated. */
+bool session_authenticated(const struct session *s);
+
+/* "idle", "busy", "auth" or "closing". */
 const char *session_state_name(enum sess_state st);
 
 /* Response helpers for command handlers. All append to s->out. */

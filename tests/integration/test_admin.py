@@ -15,7 +15,8 @@ STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"),
                  ("connections", "INTEGER"), ("in_use", "INTEGER"), ("transactions", "INTEGER"),
                  ("clients", "INTEGER")]
 CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
-                   ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER")]
+                   ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER"),
+                   ("user", "")]
 
 
 def _stats(c):
