@@ -42,11 +42,31 @@ enum pgconn_state {
     PGC_CLOSING,
 };
 
+/* The queries one job sends, in order. A read-only user's statement runs
+ * only inside a transaction that PostgreSQL itself keeps read-only:
+ *
+ *   outside a transaction:  BEGIN READ ONLY, statement, COMMIT
+ *   a held BEGIN:           BEGIN..., lock, statement, lock
+ *   inside a transaction:   [lock,] statement, lock
+ *
+ * "lock" is PG_RO_LOCK: it makes the transaction read-only and, being a
+ * query, takes its snapshot, after which PostgreSQL refuses to make it
+ * read-write again (SET TRANSACTION READ WRITE, set_config, savepoints).
+ * It runs again after each statement because COMMIT AND CHAIN starts a new
+ * transaction that could still be switched. Every query is a separate
+ * extended-protocol message, so a statement is exactly one statement. */
 enum pgjob_phase {
+    PHASE_RO_BEGIN,  /* BEGIN READ ONLY around a read-only user's statement */
     PHASE_BEGIN,     /* the held BEGIN is running */
+    PHASE_RO_LOCK,   /* PG_RO_LOCK before the statement */
     PHASE_STMT,      /* the statement is running */
+    PHASE_RO_RELOCK, /* PG_RO_LOCK after it, the transaction still open */
+    PHASE_RO_COMMIT, /* ending the BEGIN READ ONLY */
     PHASE_RELEASE,   /* ROLLBACK of a departed client's transaction */
 };
+
+#define PG_RO_LOCK "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)"
+
 
 struct pg_bind;
 
@@ -69,6 +89,9 @@ struct pgconn {
     bool header_sent;
     bool paused;               /* stopped reading: the client is behind */
     bool timed_out;            /* the statement timer cancelled the statement */
+    bool ro_wrap;              /* this job opened a BEGIN READ ONLY to close */
+    bool ro_locked;            /* the open transaction is locked read-only (PG_RO_LOCK ran
+                                  after the last statement); false outside one */
     bool failed;               /* an error result was seen */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
@@ -144,15 +167,21 @@ static void reply_result_error(struct pgconn *c, const PGresult *res)
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     char msg[1024];
+    bool ro_user = c->job != NULL && c->job->readonly && state != NULL && strcmp(state, "25006") == 0;
 
     if (primary == NULL)
         primary = PQresultErrorMessage(res);
     if (c->timed_out && state != NULL && strcmp(state, "57014") == 0)
         snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was cancelled (SQLSTATE %s)",
                  c->pb->bind->conf->statement_timeout_ms, state);
+    else if (ro_user)
+        snprintf(msg, sizeof msg, "read-only access to bind %s: %s (SQLSTATE %s)", c->pb->bind->conf->name,
+                 primary, state);
     else
         snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state ? state : "?????");
-    reply_error(&c->out, pg_code(state, c->timed_out), msg);
+    /* A read-only user's write is refused by PostgreSQL (the transaction is
+     * read-only): it is a matter of grants, as on SQLite binds. */
+    reply_error(&c->out, ro_user ? "NOPERM" : pg_code(state, c->timed_out), msg);
 }
 
 /* The connection's error without libpq's trailing newline. */
@@ -307,6 +336,8 @@ static void conn_finish_job(struct pgconn *c)
     uv_timer_stop(&c->timer);
     job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
     job->failed = c->failed;
+    if (!job->in_txn)
+        c->ro_locked = false;
     c->pinned = job->in_txn ? job->owner : 0;
     c->job = NULL;
     free(c->types);
@@ -421,8 +452,26 @@ static int put_row(struct pgconn *c, const PGresult *res, int row)
 static void conn_result(struct pgconn *c, PGresult *res)
 {
     struct job *job = c->job;
+    ExecStatusType st = PQresultStatus(res);
 
-    switch (PQresultStatus(res)) {
+    if (c->phase == PHASE_RO_BEGIN || c->phase == PHASE_RO_LOCK) {
+        /* Before the statement: a failure is its answer. */
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (!c->failed)
+                reply_result_error(c, res);
+            c->failed = true;
+        }
+        return;
+    }
+    if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT) {
+        /* After it: the answer is written; the transaction stays safe
+         * (a failed lock leaves it aborted, a failed COMMIT rolled back). */
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            log_warn("bind %s: %s after a read-only statement failed: %s", c->pb->bind->conf->name,
+                     c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock", PQresultErrorMessage(res));
+        return;
+    }
+    switch (st) {
     case PGRES_SINGLE_TUPLE:
         if (c->failed)
             break;
@@ -732,6 +781,75 @@ static void put_migrations(struct pgconn *c, PGresult *res)
 
 /* ---- The I/O state machine ------------------------------------------- */
 
+/* Send one of the queries around a statement (no parameters, results
+ * handled by conn_result's phase checks). 1, or -1 when it could not be
+ * sent (the connection is broken). */
+static int conn_send_guard(struct pgconn *c, enum pgjob_phase phase, const char *sql)
+{
+    c->phase = phase;
+    if (!PQsendQueryParams(c->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
+        return -1;
+    conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    return 1;
+}
+
+/* Send the job's statement. 1 when sent; 0 when it could not be (its
+ * error is written), unless a BEGIN READ ONLY of ours must still end. */
+static int conn_send_stmt(struct pgconn *c)
+{
+    if (conn_send_statement(c) == 0) {
+        conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+        return 1;
+    }
+    return c->ro_wrap ? conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK") : 0;
+}
+
+/* The job's current query is complete: send its next one. Returns 1 when
+ * one was sent, 0 when the job is finished, -1 when the connection broke. */
+static int conn_advance(struct pgconn *c)
+{
+    struct job *job = c->job;
+
+    switch (c->phase) {
+    case PHASE_RO_BEGIN:
+        return c->failed ? 0 : conn_send_stmt(c);
+    case PHASE_BEGIN:
+        if (c->failed)
+            return 0;
+        if (job->readonly)
+            return conn_send_guard(c, PHASE_RO_LOCK, PG_RO_LOCK);
+        return conn_send_stmt(c);
+    case PHASE_RO_LOCK:
+        if (c->failed)
+            return 0;
+        c->ro_locked = true;
+        return conn_send_stmt(c);
+    case PHASE_STMT:
+        if (!c->failed && job->type == JOB_EXEC) {
+            int rc;
+            if (c->tuples)
+                rc = buf_printf(&c->out, "+OK rows=%llu\n", (unsigned long long)job->rows);
+            else
+                rc = buf_printf(&c->out, "+OK changes=%s\n", c->changes[0] ? c->changes : "0");
+            if (rc != 0)
+                reply_error(&c->out, "NOMEM", "out of memory");
+        }
+        c->ro_locked = false;
+        if (c->ro_wrap)
+            return conn_send_guard(c, PHASE_RO_COMMIT, "COMMIT");
+        if (job->type == JOB_EXEC && job->readonly && PQtransactionStatus(c->conn) == PQTRANS_INTRANS)
+            return conn_send_guard(c, PHASE_RO_RELOCK, PG_RO_LOCK);
+        return 0;
+    case PHASE_RO_RELOCK:
+        c->ro_locked = PQtransactionStatus(c->conn) == PQTRANS_INTRANS;
+        return 0;
+    case PHASE_RO_COMMIT:
+    case PHASE_RELEASE:
+        return 0;
+    }
+    return 0;
+}
+
 /* Read what the server sent and process complete results. */
 static void conn_read(struct pgconn *c)
 {
@@ -746,21 +864,12 @@ static void conn_read(struct pgconn *c)
         res = PQgetResult(c->conn);
         if (res == NULL) {
             /* The current query is complete. */
-            if (c->phase == PHASE_BEGIN && !c->failed) {
-                if (conn_send_statement(c) != 0) {
-                    conn_finish_job(c);
-                    return;
-                }
+            int next = conn_advance(c);
+            if (next > 0)
                 continue;
-            }
-            if (!c->failed && c->job->type == JOB_EXEC) {
-                int rc;
-                if (c->tuples)
-                    rc = buf_printf(&c->out, "+OK rows=%llu\n", (unsigned long long)c->job->rows);
-                else
-                    rc = buf_printf(&c->out, "+OK changes=%s\n", c->changes[0] ? c->changes : "0");
-                if (rc != 0)
-                    reply_error(&c->out, "NOMEM", "out of memory");
+            if (next < 0) {
+                conn_lost(c);
+                return;
             }
             conn_finish_job(c);
             conn_dispatch(c);
@@ -976,7 +1085,7 @@ static void conn_start(struct pgconn *c, struct job *job)
 
     c->job = job;
     c->state = PGC_BUSY;
-    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = false;
+    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = false;
     c->changes[0] = '\0';
     buf_reset(&c->out);
     if (atomic_load(&job->cancelled) && job->type == JOB_EXEC) {
@@ -1013,6 +1122,13 @@ static void conn_start(struct pgconn *c, struct job *job)
         if (job->begin_sql != NULL) {
             c->phase = PHASE_BEGIN;
             ok = PQsendQuery(c->conn, pg_begin_text(job->begin_sql));
+        } else if (job->readonly && PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
+            c->phase = PHASE_RO_BEGIN;
+            c->ro_wrap = true;
+            ok = PQsendQueryParams(c->conn, "BEGIN READ ONLY", 0, NULL, NULL, NULL, NULL, 0);
+        } else if (job->readonly && PQtransactionStatus(c->conn) == PQTRANS_INTRANS && !c->ro_locked) {
+            c->phase = PHASE_RO_LOCK;
+            ok = PQsendQueryParams(c->conn, PG_RO_LOCK, 0, NULL, NULL, NULL, NULL, 0);
         } else {
             ok = conn_send_statement(c) == 0;
             if (!ok) {
