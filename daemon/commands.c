@@ -159,8 +159,11 @@ static void tables_next(struct session *s, enum job_type type)
 {
     struct job *job;
 
-    while (type == JOB_SNAPSHOT && s->tables_next < s->tables_end && s->tables_next < s->srv->nbinds &&
-           s->srv->binds[s->tables_next]->conf->snapshot == NULL)
+    /* .save skips binds without a snapshot file, .tables the binds the
+     * user may not read. */
+    while (s->tables_next < s->tables_end && s->tables_next < s->srv->nbinds &&
+           ((type == JOB_SNAPSHOT && s->srv->binds[s->tables_next]->conf->snapshot == NULL) ||
+            (type == JOB_TABLES && session_grant(s, s->srv->binds[s->tables_next]) == GRANT_NONE)))
         s->tables_next++;
     /* A reload may have shortened the table meanwhile. */
     if (s->tables_next >= s->tables_end || s->tables_next >= s->srv->nbinds) {
@@ -186,6 +189,11 @@ static void tables_start(struct session *s, const char *args, const char *const 
         int i = arg_bind(s, args);
         if (i < 0)
             return;
+        if (type == JOB_TABLES && session_grant(s, s->srv->binds[i]) == GRANT_NONE) {
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                                s->srv->binds[i]->conf->name);
+            return;
+        }
         s->tables_next = (size_t)i;
         s->tables_end = (size_t)i + 1;
     } else {

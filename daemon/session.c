@@ -453,9 +453,7 @@ void session_auth(struct session *s, const char *user, const char *password)
     session_set_state(s, SESS_AUTH);
 }
 
-/* The user's access to bind b: read-write for everyone when there are no
- * users; by name for a bind a reload retired (a transaction ending there). */
-static enum grant session_grant(const struct session *s, const struct bind *b)
+enum grant session_grant(const struct session *s, const struct bind *b)
 {
     const struct config *cfg = s->srv->cfg;
     int i;

@@ -137,6 +137,11 @@ void session_auth(struct session *s, const char *user, const char *password);
  * or it has authenticated. */
 bool session_authenticated(const struct session *s);
 
+/* The session's access to bind b: read-write for everyone when the
+ * configuration has no users, none before .auth; looked up by name for a
+ * bind a reload retired (a transaction ending there). */
+enum grant session_grant(const struct session *s, const struct bind *b);
+
 /* "idle", "busy", "auth" or "closing". */
 const char *session_state_name(enum sess_state st);
 

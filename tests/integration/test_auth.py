@@ -391,3 +391,16 @@ def test_read_only_check_covers_cached_statements():
         expect_err(r, "NOPERM")
         expect_ok(alice.request("UPDATE test1 SET color = 'a'"))
         eq(d.file_query("app.db", "SELECT DISTINCT color FROM test1"), [("a",)], "carol wrote nothing")
+
+
+def test_tables_lists_only_readable_binds():
+    with auth_daemon() as d:
+        bob = login(d, "bob")   # second_db: none
+        r = expect_ok(bob.request(".tables"))
+        binds = sorted(set(row[r.names.index("bind")] for row in r.rows))
+        eq(binds, ["default", "memory_db"], ".tables binds for bob")
+        expect_err(bob.request(".tables second_db"), "NOPERM")
+        alice = login(d, "alice")
+        r = expect_ok(alice.request(".tables"))
+        eq(sorted(set(row[r.names.index("bind")] for row in r.rows)), ["default", "memory_db", "second_db"],
+           ".tables binds for alice")
