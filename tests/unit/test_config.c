@@ -1022,6 +1022,55 @@ static void test_protected_mode(void)
     config_free(cfg);
 }
 
+/* A yescrypt hash of "pw" (from sqlmuxd passwd). */
+#define HASH "$y$j9T$SrwKsOP8z0ly4zG.scwuT1$XnOO4tDRvP7KoLIEIQ7x08oLettwHkmfNoosuLUfXN4"
+
+static void test_users(void)
+{
+    struct config *cfg = LOAD_OK("[server]\nlisten = 0.0.0.0:7654\nauth_fail_delay = 250\n"
+                                 "unix_socket_group = sqlmux\n" MIN_BINDS "second = sqlite:///2.db\n"
+                                 "third = sqlite:///:memory:\n"
+                                 "[user.alice]\npassword = " HASH "\nadmin = on\ngrant.* = read-write\n"
+                                 "[user.bob]\npassword = " HASH "\ngrant.second = read\ngrant.* = none\n"
+                                 "grant.third = read-write\n[user.carol]\npassword = " HASH "\n");
+    if (cfg == NULL)
+        return;
+    CHECK(cfg->nusers == 3);
+    CHECK(cfg->auth_fail_delay_ms == 250);
+    CHECK_STR(cfg->unix_socket_group, "sqlmux");
+    const struct user_conf *a = config_user(cfg, "alice"), *b = config_user(cfg, "bob"),
+                           *c = config_user(cfg, "carol");
+    CHECK(a != NULL && b != NULL && c != NULL && config_user(cfg, "Alice") == NULL);
+    if (a != NULL && b != NULL && c != NULL) {
+        CHECK(a->admin && !b->admin && !c->admin);
+        CHECK_STR(a->password, HASH);
+        CHECK(a->line == 9);
+        for (size_t i = 0; i < 3; i++) {
+            CHECK(a->grants[i] == GRANT_READ_WRITE);
+            CHECK(c->grants[i] == GRANT_NONE);   /* nothing granted: no access */
+        }
+        CHECK(b->grants[config_bind_index(cfg, "default")] == GRANT_NONE);
+        CHECK(b->grants[config_bind_index(cfg, "second")] == GRANT_READ);
+        CHECK(b->grants[config_bind_index(cfg, "third")] == GRANT_READ_WRITE);
+    }
+    CHECK_STR(config_grant_name(GRANT_READ), "read");
+    config_free(cfg);
+
+    EXPECT_ERROR(MIN_BINDS "[user.x]\ngrant.* = read\n", 3, "[user.x] has no password");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = secret\n", 4, "not a crypt(3) hash");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = abJnggxhB/yWI\n", 4, "not a crypt(3) hash");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.nope = read\n", 5, "grant.nope: no bind 'nope'");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.default = rw\n", 5,
+                 "not one of none, read, read-write");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.default = read\ngrant.default = none\n", 6,
+                 "duplicate key 'grant.default'");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\nrole = admin\n", 5, "unknown key 'role'");
+    EXPECT_ERROR(MIN_BINDS "[user.a b]\n", 3, "bad user name");
+    EXPECT_ERROR("[server]\nauth_fail_delay = 60001\n" MIN_BINDS, 2, "out of range");
+    /* Users lift protected mode's loopback rule. */
+    EXPECT_ERROR("[server]\nlisten = 0.0.0.0:7654\n" MIN_BINDS, 2, "no [user.NAME] is configured");
+}
+
 static void test_listen_values(void)
 {
     struct config *cfg = LOAD_OK("[server]\nlisten = [::1]:7654\n" MIN_BINDS);
@@ -1447,6 +1496,7 @@ int main(void)
     RUN(test_log_level);
     RUN(test_listen_values);
     RUN(test_protected_mode);
+    RUN(test_users);
     RUN(test_no_listener);
     RUN(test_unix_socket_paths);
     RUN(test_table_unknown_bind);
