@@ -14,6 +14,13 @@
  * not keep up, the connection stops reading from the server until the
  * client has read enough.
  *
+ * A request with parameters runs as a prepared statement once its text has
+ * been prepared on the connection (a per-connection LRU of stmt_cache
+ * entries, named sqlmux_N), so the server parses and plans it once per
+ * connection, not per request. A client's DEALLOCATE or DISCARD, or a
+ * changed table, that makes a cached statement fail is noticed and the
+ * statement re-prepared transparently when no transaction is open.
+ *
  * When the server goes away, the statement in flight gets -ERR CONNLOST,
  * later statements get -ERR UNAVAILABLE at once while a timer reconnects
  * with exponential backoff (100 ms doubling to 5 s).
@@ -26,6 +33,7 @@
 #include <strings.h>
 
 #include "daemon/backend.h"
+#include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
 #include "daemon/server.h"
@@ -59,6 +67,9 @@ enum pgjob_phase {
     PHASE_RO_BEGIN,  /* BEGIN READ ONLY around a read-only user's statement */
     PHASE_BEGIN,     /* the held BEGIN is running */
     PHASE_RO_LOCK,   /* PG_RO_LOCK before the statement */
+    PHASE_DEALLOC,   /* DEALLOCATE of the least used cached statement, to make room */
+    PHASE_PREPARE,   /* PQsendPrepare of the statement, the first time on this connection */
+    PHASE_REPREPARE, /* DEALLOCATE ALL after a cached statement turned out stale */
     PHASE_STMT,      /* the statement is running */
     PHASE_RO_RELOCK, /* PG_RO_LOCK after it, the transaction still open */
     PHASE_RO_COMMIT, /* ending the BEGIN READ ONLY */
@@ -69,6 +80,17 @@ enum pgjob_phase {
 
 
 struct pg_bind;
+
+/* A statement prepared on one connection, for requests with parameters.
+ * Keyed by the rewritten SQL and the parameter types sent with it. */
+struct pg_prepared {
+    uint64_t hash;
+    char *sql;
+    Oid *types;
+    int ntypes;
+    unsigned id;               /* its server-side name is "sqlmux_<id>" */
+    uint64_t used;             /* LRU tick */
+};
 
 struct pgconn {
     struct pg_bind *pb;
@@ -98,6 +120,17 @@ struct pgconn {
     struct buf out;
     Oid *types;                /* column types of the current result set */
     int ncols;
+
+    /* Prepared statements (stmt_cache of them at most). */
+    struct pg_prepared *prep;
+    size_t nprep;
+    struct pg_prepared pending; /* being prepared (PHASE_PREPARE) */
+    unsigned prep_ids;
+    uint64_t prep_tick;
+    bool ran_prepared;          /* the statement ran as a cached prepared statement */
+    bool prep_stale;            /* ... and the server no longer knew it, or its plan */
+    bool reprepared;            /* this job already re-prepared once */
+    size_t stale_mark;          /* where the stale error starts in out */
 };
 
 struct pg_bind {
@@ -114,6 +147,7 @@ struct pg_bind {
     uv_timer_t idle;
     bool stopping;
     int handles;
+    size_t stmt_cache;         /* prepared statements kept per connection (fixed at open) */
 };
 
 static void conn_dispatch(struct pgconn *c);
@@ -250,6 +284,23 @@ static void bind_handle_closed(uv_handle_t *h)
         free(pb);
 }
 
+static void prep_release(struct pg_prepared *p)
+{
+    free(p->sql);
+    free(p->types);
+    p->sql = NULL;
+    p->types = NULL;
+}
+
+/* Forget every cached statement (the server's copies are gone or will be
+ * deallocated). */
+static void prep_clear(struct pgconn *c)
+{
+    for (size_t i = 0; i < c->nprep; i++)
+        prep_release(&c->prep[i]);
+    c->nprep = 0;
+}
+
 static void conn_handle_closed(uv_handle_t *h)
 {
     struct pgconn *c = h->data;
@@ -258,6 +309,9 @@ static void conn_handle_closed(uv_handle_t *h)
     if (--c->handles == 0) {
         buf_free(&c->out);
         free(c->types);
+        prep_clear(c);
+        free(c->prep);
+        prep_release(&c->pending);
         free(c);
     }
 }
@@ -448,12 +502,35 @@ static int put_row(struct pgconn *c, const PGresult *res, int row)
     return rc | buf_putc(&c->out, '\n');
 }
 
+/* Did a cached prepared statement fail because the server dropped it (a
+ * client's DEALLOCATE or DISCARD) or because a table changed under it? */
+static bool prep_is_stale(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+    if (state == NULL)
+        return false;
+    return strcmp(state, "26000") == 0 ||
+           (strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan must not change result type"));
+}
+
 /* Handle one result of the running job. */
 static void conn_result(struct pgconn *c, PGresult *res)
 {
     struct job *job = c->job;
     ExecStatusType st = PQresultStatus(res);
 
+    if (c->phase == PHASE_DEALLOC || c->phase == PHASE_REPREPARE)
+        return;   /* housekeeping; a failure changes nothing for the statement */
+    if (c->phase == PHASE_PREPARE) {
+        if (st != PGRES_COMMAND_OK) {
+            if (!c->failed)
+                reply_result_error(c, res);
+            c->failed = true;
+        }
+        return;
+    }
     if (c->phase == PHASE_RO_BEGIN || c->phase == PHASE_RO_LOCK) {
         /* Before the statement: a failure is its answer. */
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -508,6 +585,10 @@ static void conn_result(struct pgconn *c, PGresult *res)
         c->failed = true;
         break;
     default:
+        if (c->ran_prepared && !c->header_sent && !c->failed && prep_is_stale(res)) {
+            c->prep_stale = true;
+            c->stale_mark = c->out.len;
+        }
         if (!c->failed || c->phase == PHASE_BEGIN)
             reply_result_error(c, res);
         c->failed = true;
@@ -587,6 +668,69 @@ static char *pg_placeholders(const char *sql, size_t len, size_t *count)
     return out.data;
 }
 
+/* Run *sqlp as a prepared statement of this connection: execute it when
+ * the connection has it; otherwise prepare it first (PHASE_PREPARE, after
+ * which conn_advance() comes back here to execute it), after making room
+ * with a DEALLOCATE of the least recently used one (PHASE_DEALLOC) when
+ * stmt_cache are prepared already. May take *sqlp (then NULL). Returns
+ * what libpq's send function returned. */
+static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *types, const char *const *values,
+                              const int *lengths, const int *formats)
+{
+    size_t len = strlen(*sqlp), cap = c->pb->stmt_cache;
+    uint64_t h = hash_bytes(*sqlp, len) ^ (hash_bytes((const char *)types, (size_t)n * sizeof *types) * 31);
+    char name[32];
+    int ok;
+
+    for (size_t i = 0; i < c->nprep; i++) {
+        struct pg_prepared *p = &c->prep[i];
+        if (p->hash == h && p->ntypes == n && strcmp(p->sql, *sqlp) == 0 &&
+            memcmp(p->types, types, (size_t)n * sizeof *types) == 0) {
+            p->used = ++c->prep_tick;
+            snprintf(name, sizeof name, "sqlmux_%u", p->id);
+            c->ran_prepared = true;
+            ok = PQsendQueryPrepared(c->conn, name, n, values, lengths, formats, 0);
+            if (ok)
+                PQsetSingleRowMode(c->conn);
+            return ok;
+        }
+    }
+    if (c->prep == NULL && (c->prep = calloc(cap, sizeof *c->prep)) == NULL) {
+        ok = PQsendQueryParams(c->conn, *sqlp, n, types, values, lengths, formats, 0);   /* unprepared, then */
+        if (ok)
+            PQsetSingleRowMode(c->conn);
+        return ok;
+    }
+    if (c->nprep == cap) {
+        size_t v = 0;
+        char dealloc[48];
+        for (size_t i = 1; i < c->nprep; i++)
+            if (c->prep[i].used < c->prep[v].used)
+                v = i;
+        snprintf(dealloc, sizeof dealloc, "DEALLOCATE sqlmux_%u", c->prep[v].id);
+        prep_release(&c->prep[v]);
+        c->prep[v] = c->prep[--c->nprep];
+        c->phase = PHASE_DEALLOC;
+        return PQsendQueryParams(c->conn, dealloc, 0, NULL, NULL, NULL, NULL, 0);
+    }
+    c->pending.types = malloc((size_t)n * sizeof *types);
+    if (c->pending.types == NULL) {
+        ok = PQsendQueryParams(c->conn, *sqlp, n, types, values, lengths, formats, 0);
+        if (ok)
+            PQsetSingleRowMode(c->conn);
+        return ok;
+    }
+    memcpy(c->pending.types, types, (size_t)n * sizeof *types);
+    c->pending.ntypes = n;
+    c->pending.hash = h;
+    c->pending.sql = *sqlp;
+    *sqlp = NULL;
+    c->pending.id = ++c->prep_ids;
+    snprintf(name, sizeof name, "sqlmux_%u", c->pending.id);
+    c->phase = PHASE_PREPARE;
+    return PQsendPrepare(c->conn, name, c->pending.sql, n, c->pending.types);
+}
+
 /* Send the job's statement (with its parameters). 0 or -1 (error written). */
 static int conn_send_statement(struct pgconn *c)
 {
@@ -601,6 +745,7 @@ static int conn_send_statement(struct pgconn *c)
     int ok = 0;
 
     c->phase = PHASE_STMT;
+    c->ran_prepared = false;
     /* Only a request with parameters has placeholders to rewrite; plain SQL
      * keeps PostgreSQL's own ? operators (jsonb). */
     if (n > 0) {
@@ -656,10 +801,14 @@ static int conn_send_statement(struct pgconn *c)
             break;
         }
     }
-    ok = PQsendQueryParams(c->conn, sql, (int)n, types, values, lengths, formats, 0);
-    if (ok)
-        PQsetSingleRowMode(c->conn);
-    else {
+    if (n > 0 && c->pb->stmt_cache > 0) {
+        ok = conn_send_prepared(c, &sql, (int)n, types, values, lengths, formats);
+    } else {
+        ok = PQsendQueryParams(c->conn, sql, (int)n, types, values, lengths, formats, 0);
+        if (ok)
+            PQsetSingleRowMode(c->conn);
+    }
+    if (!ok) {
         char why[256];
         conn_error_text(c->conn, why, sizeof why);
         reply_error(&c->out, "CONNLOST", why);
@@ -824,7 +973,33 @@ static int conn_advance(struct pgconn *c)
             return 0;
         c->ro_locked = true;
         return conn_send_stmt(c);
+    case PHASE_DEALLOC:
+    case PHASE_REPREPARE:
+        return conn_send_stmt(c);
+    case PHASE_PREPARE:
+        if (c->failed) {
+            prep_release(&c->pending);
+            return c->ro_wrap ? conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK") : 0;
+        }
+        c->pending.used = ++c->prep_tick;
+        c->prep[c->nprep++] = c->pending;
+        memset(&c->pending, 0, sizeof c->pending);
+        return conn_send_stmt(c);
     case PHASE_STMT:
+        if (c->prep_stale) {
+            /* Forget the cache; outside a transaction, drop the server's
+             * copies too and run the statement again, prepared afresh. */
+            c->prep_stale = false;
+            prep_clear(c);
+            if (!c->reprepared && PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
+                c->reprepared = true;
+                c->failed = false;
+                c->out.len = c->stale_mark;
+                if (c->out.data != NULL)
+                    c->out.data[c->out.len] = '\0';
+                return conn_send_guard(c, PHASE_REPREPARE, "DEALLOCATE ALL");
+            }
+        }
         if (!c->failed && job->type == JOB_EXEC) {
             int rc;
             if (c->tuples)
@@ -1086,6 +1261,7 @@ static void conn_start(struct pgconn *c, struct job *job)
     c->job = job;
     c->state = PGC_BUSY;
     c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = false;
+    c->reprepared = c->prep_stale = false;
     c->changes[0] = '\0';
     buf_reset(&c->out);
     if (atomic_load(&job->cancelled) && job->type == JOB_EXEC) {
@@ -1252,6 +1428,7 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     }
     pb->bind = b;
     pb->tail = &pb->head;
+    pb->stmt_cache = (size_t)cfg->stmt_cache;
     uv_timer_init(b->srv->loop, &pb->retry);
     uv_timer_init(b->srv->loop, &pb->idle);
     pb->retry.data = pb->idle.data = pb;
