@@ -17,6 +17,14 @@
  * snapshot while a writer works. A folder left by a crashed daemon is
  * removed at the next start.
  *
+ * A statement that has run for LONG_STATEMENT_MS lowers its worker thread's
+ * scheduling priority (nice LONG_STATEMENT_NICE) until it ends, so on a
+ * machine with few cores the short statements of other clients and binds,
+ * and the loop thread, run first: a long report costs others little
+ * latency and still gets every idle cycle. Only when the process may raise
+ * the priority back (root, CAP_SYS_NICE, or RLIMIT_NICE of 20: the systemd
+ * unit's LimitNICE=+0), checked once.
+ *
  * Clients cannot reach the daemon's files: ATTACH is limited to zero
  * databases, extension loading is off, SQLITE_DBCONFIG_DEFENSIVE is on, and
  * an authorizer refuses ATTACH/DETACH, temporary objects, load_extension
@@ -30,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +49,10 @@
 #include "daemon/migrate.h"
 #include "daemon/server.h"
 #include "daemon/snapshot.h"
+
+/* A statement running this long is lowered to this nice value. */
+#define LONG_STATEMENT_MS 50
+#define LONG_STATEMENT_NICE 10
 
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
@@ -70,6 +83,9 @@ struct worker {
     bool readonly;             /* the running statement's user may only read */
     size_t mark;               /* where the running statement's response starts in out */
     uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
+    uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
+    pid_t tid;                 /* the worker thread, for setpriority() */
+    bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
 };
 
 struct sqlite_bind {
@@ -273,10 +289,43 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
 
 /* Progress handler: stop a statement that ran past statement_timeout
  * (SQLite then returns SQLITE_INTERRUPT). */
-static int past_deadline(void *arg)
+/* Whether this process may lower a thread's priority and raise it back:
+ * tried once on a scratch thread. */
+static pthread_once_t renice_once = PTHREAD_ONCE_INIT;
+static bool renice_ok;
+
+static void *renice_probe(void *arg)
+{
+    (void)arg;
+    renice_ok = setpriority(PRIO_PROCESS, (id_t)gettid(), LONG_STATEMENT_NICE) == 0 &&
+                setpriority(PRIO_PROCESS, (id_t)gettid(), 0) == 0;
+    return NULL;
+}
+
+static void renice_check(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, renice_probe, NULL) == 0)
+        pthread_join(t, NULL);
+    if (!renice_ok)
+        log_info("long statements keep their worker's priority: the process may not raise a thread's "
+                 "priority back (give it RLIMIT_NICE 20, e.g. LimitNICE=+0 in its systemd unit)");
+}
+
+/* Progress handler, every 1000 virtual machine steps: lower the priority
+ * of a statement that has run LONG_STATEMENT_MS, and stop one that ran
+ * past statement_timeout (SQLite then returns SQLITE_INTERRUPT). */
+static int on_progress(void *arg)
 {
     struct worker *w = arg;
-    return w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
+    uint64_t now;
+
+    if (w->started_ns == 0)
+        return 0;
+    now = uv_hrtime();
+    if (!w->lowered && renice_ok && now - w->started_ns > (uint64_t)LONG_STATEMENT_MS * 1000000u)
+        w->lowered = setpriority(PRIO_PROCESS, (id_t)w->tid, LONG_STATEMENT_NICE) == 0;
+    return w->deadline_ns != 0 && now > w->deadline_ns;
 }
 
 /* ---- Connections ------------------------------------------------------ */
@@ -315,7 +364,7 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
         return -1;
     }
     sqlite3_set_authorizer(db, authorize, w);
-    sqlite3_progress_handler(db, 1000, past_deadline, w);
+    sqlite3_progress_handler(db, 1000, on_progress, w);
     return 0;
 }
 
@@ -616,10 +665,14 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     w->denied = NULL;
     w->denied_code = NULL;
     timeout_ms = w->sb->bind->conf->statement_timeout_ms;
-    w->deadline_ns = timeout_ms > 0 ? uv_hrtime() + (uint64_t)timeout_ms * 1000000u : 0;
+    w->started_ns = uv_hrtime();
+    w->deadline_ns = timeout_ms > 0 ? w->started_ns + (uint64_t)timeout_ms * 1000000u : 0;
     rc = stream_rows(w, job, stmt, out, &rows);
     timed_out = w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
     w->deadline_ns = 0;
+    w->started_ns = 0;
+    if (w->lowered)
+        w->lowered = setpriority(PRIO_PROCESS, (id_t)w->tid, 0) != 0;
     job->rows += rows;
     if (rc == SQLITE_DONE) {
         /* sqlite3_changes64() counts the statement's own rows (not a
@@ -797,6 +850,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct sqlite_bind *sb = w->sb;
 
+    w->tid = gettid();
     pthread_mutex_lock(&sb->lock);
     for (;;) {
         struct job *job = NULL;
@@ -1024,6 +1078,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     struct sqlite_bind *sb = calloc(1, sizeof *sb);
     sqlite3 *first = NULL;
 
+    pthread_once(&renice_once, renice_check);
     if (sb == NULL)
         goto nomem;
     b->impl = sb;

@@ -4,7 +4,7 @@ other clients, concurrent writers do not get BUSY, large results stream."""
 import threading
 import time
 
-from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
+from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status, start_slow
 
 SLOW_N = 3000000      # ~2.5 s in the daemon on a 2-core test machine (more under ASan)
 SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
@@ -220,3 +220,43 @@ def test_sqlite_statement_timeout():
         expect_rows(c.request("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n "
                               "WHERE x < 300000) SELECT count(*) FROM n, test1 UNION ALL SELECT 1"),
                     [["0"], ["1"]])
+
+
+def _thread_nices(pid):
+    """{thread id: nice value} of a process (field 19 of /proc/.../stat)."""
+    import os
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = int(fields[16])
+    return out
+
+
+def test_long_statement_yields_the_cpu(d):
+    """A statement running past 50 ms drops its worker thread to nice 10
+    (short statements of others run first on a busy machine) and the
+    thread is back at nice 0 once it ends. Tests run as root, so the
+    daemon may raise the priority back."""
+    before = _thread_nices(d.pid)
+    eq(set(before.values()), {0}, "every thread at nice 0 at first")
+    slow = start_slow(d, rows=6000000)
+    deadline = time.time() + 30
+    while 10 not in _thread_nices(d.pid).values():
+        if time.time() > deadline:
+            raise TestFailure("no thread lowered to nice 10 while the long statement ran: %r"
+                              % _thread_nices(d.pid))
+        time.sleep(0.02)
+    lowered = [t for t, n in _thread_nices(d.pid).items() if n == 10]
+    eq(len(lowered), 1, "one thread lowered")
+    if lowered[0] == d.pid:
+        raise TestFailure("the loop thread was lowered")
+    c = d.connect()
+    expect_rows(c.request("SELECT count(*) FROM test1"), [["0"]])   # others are served meanwhile
+    expect_ok(slow.read_response())
+    # Restored right after the statement, before its answer is sent.
+    eq(set(_thread_nices(d.pid).values()), {0}, "every thread back at nice 0")
+    expect_rows(c.request("SELECT 1"), [["1"]])
