@@ -54,6 +54,12 @@
 #define LONG_STATEMENT_MS 50
 #define LONG_STATEMENT_NICE 10
 
+/* A statement enters a connection's cache the second time its text is
+ * prepared there (a direct-mapped memory of this many recent texts), so a
+ * stream of one-off statements (literal values) neither evicts the useful
+ * ones nor pays for caching. */
+#define STMT_SEEN 256
+
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
 
@@ -74,10 +80,15 @@ struct worker {
     sqlite3 *db;
     uint64_t pinned;           /* session whose transaction is open here, 0: none */
     bool busy;                 /* running a job (guarded by the bind's lock) */
+    bool waiting;              /* asleep on wake (guarded by the bind's lock) */
+    pthread_cond_t wake;       /* signalled when it has a job to take: each
+                                  worker sleeps on its own, so a submit wakes
+                                  one thread, not the whole pool */
     struct job *head, **tail;  /* private queue: jobs of the pinned session */
     struct cached_stmt *cache;
     size_t ncache;
     uint64_t tick;
+    uint64_t seen[STMT_SEEN];  /* hashes of statements prepared once, uncached */
     const char *denied;        /* why the authorizer refused, for the error */
     const char *denied_code;   /* and the error code: DENIED, or NOPERM */
     bool readonly;             /* the running statement's user may only read */
@@ -91,7 +102,7 @@ struct worker {
 struct sqlite_bind {
     struct bind *bind;
     pthread_mutex_t lock;      /* guards the queues, pinned, stopping */
-    pthread_cond_t cond;
+    pthread_cond_t cond;       /* the snapshot thread's */
     struct job *head, **tail;  /* shared queue */
     bool stopping;
     sqlite3 *anchor;           /* in-memory bind: keeps the database alive */
@@ -403,6 +414,10 @@ static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, int
     }
     w->denied = NULL;
     w->denied_code = NULL;
+    if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
+        w->seen[h % STMT_SEEN] = h;
+        cap = 0;   /* first time: run it uncached */
+    }
     *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
     if (*rc == SQLITE_ERROR && w->denied == NULL) {
         /* Prepared against an outdated copy of the schema (another
@@ -861,7 +876,9 @@ static void *worker_main(void *arg)
         else if (sb->stopping)
             break;
         if (job == NULL) {
-            pthread_cond_wait(&sb->cond, &sb->lock);
+            w->waiting = true;
+            pthread_cond_wait(&w->wake, &sb->lock);
+            w->waiting = false;
             continue;
         }
         w->busy = true;
@@ -1147,6 +1164,8 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     if (sb->workers == NULL)
         goto nomem;
     sb->nworkers = bc->pool_size;
+    for (int i = 0; i < sb->nworkers; i++)
+        pthread_cond_init(&sb->workers[i].wake, NULL);
     sb->stmt_cache = (size_t)server_cfg_of(b->cfgref)->stmt_cache;
     snprintf(sb->readonly_msg, sizeof sb->readonly_msg, "read-only access to bind %s: this statement would write",
              b->conf->name);
@@ -1271,11 +1290,21 @@ static void sqlite_submit(struct bind *b, struct job *job)
     if (pinned != NULL) {
         *pinned->tail = job;
         pinned->tail = &job->next;
+        if (pinned->waiting)
+            pthread_cond_signal(&pinned->wake);
     } else {
         *sb->tail = job;
         sb->tail = &job->next;
+        /* One free sleeper takes it; with none, the next worker to finish
+         * its job does. */
+        for (int i = 0; i < sb->nworkers; i++) {
+            struct worker *w = &sb->workers[i];
+            if (w->waiting && w->pinned == 0) {
+                pthread_cond_signal(&w->wake);
+                break;
+            }
+        }
     }
-    pthread_cond_broadcast(&sb->cond);
     pthread_mutex_unlock(&sb->lock);
 }
 
@@ -1301,6 +1330,8 @@ static void sqlite_close(struct bind *b)
     pthread_mutex_lock(&sb->lock);
     sb->stopping = true;
     pthread_cond_broadcast(&sb->cond);
+    for (int i = 0; i < sb->nworkers; i++)
+        pthread_cond_signal(&sb->workers[i].wake);
     pthread_mutex_unlock(&sb->lock);
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
@@ -1311,6 +1342,7 @@ static void sqlite_close(struct bind *b)
             free(w->cache[j].sql);
         }
         free(w->cache);
+        pthread_cond_destroy(&w->wake);
         if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
             log_warn("bind %s: closing a connection: %s", b->conf->name, sqlite3_errmsg(w->db));
     }
