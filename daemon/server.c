@@ -40,9 +40,34 @@
 
 /* ---- Backend events -------------------------------------------------- */
 
+/* Deliver events posted on the loop thread itself (the PostgreSQL
+ * backend's): run from an idle handle, i.e. before the loop next waits,
+ * never inside the backend callback that posted them. */
+static void on_local_events(uv_idle_t *idle)
+{
+    struct server *srv = idle->data;
+    struct job_event *ev = srv->local_head;
+
+    uv_idle_stop(idle);
+    srv->local_head = NULL;
+    srv->local_tail = &srv->local_head;
+    while (ev != NULL) {
+        struct job_event *next = ev->next;
+        session_job_event(ev);
+        ev = next;
+    }
+}
+
 void server_post(struct server *srv, struct job_event *ev)
 {
     ev->next = NULL;
+    if (pthread_equal(pthread_self(), srv->loop_thread)) {
+        /* No lock and no eventfd round trip through the kernel. */
+        *srv->local_tail = ev;
+        srv->local_tail = &ev->next;
+        uv_idle_start(&srv->local_idle, on_local_events);
+        return;
+    }
     pthread_mutex_lock(&srv->ev_lock);
     *srv->ev_tail = ev;
     srv->ev_tail = &ev->next;
@@ -382,6 +407,7 @@ static void on_idle_sweep(uv_timer_t *t)
 static void close_loop_handles(struct server *srv)
 {
     close_handle((uv_handle_t *)&srv->ev_async);
+    close_handle((uv_handle_t *)&srv->local_idle);
     close_handle((uv_handle_t *)&srv->sig_term);
     close_handle((uv_handle_t *)&srv->sig_int);
     close_handle((uv_handle_t *)&srv->sig_hup);
@@ -402,6 +428,7 @@ static void close_binds(struct server *srv)
             b->ops->close(b);
     /* Release jobs posted while the binds drained. */
     on_events(&srv->ev_async);
+    on_local_events(&srv->local_idle);
     for (size_t i = 0; i < srv->nbinds; i++)
         server_bind_drop(srv->binds[i]);
     srv->nbinds = 0;
@@ -494,7 +521,11 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ev_tail = &srv->ev_head;
+    srv->local_tail = &srv->local_head;
+    srv->loop_thread = pthread_self();
     srv->started_at = uv_now(loop);
+    uv_idle_init(loop, &srv->local_idle);
+    srv->local_idle.data = srv;
     pthread_mutex_init(&srv->ev_lock, NULL);
     if (uv_async_init(loop, &srv->ev_async, on_events) != 0)
         return -1;

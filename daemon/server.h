@@ -66,6 +66,10 @@ struct server {
     uv_async_t ev_async;
     pthread_mutex_t ev_lock;
     struct job_event *ev_head, **ev_tail;
+    /* Job events posted on the loop thread: no lock, drained by local_idle. */
+    pthread_t loop_thread;
+    uv_idle_t local_idle;
+    struct job_event *local_head, **local_tail;
 
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
@@ -90,7 +94,8 @@ int server_run(struct server *srv);
  * including the config. */
 void server_free(struct server *srv);
 
-/* Queue an event for the loop thread (any thread). */
+/* Queue an event for the loop thread (any thread; from the loop thread it
+ * is delivered before the loop next waits, not from inside the caller). */
 void server_post(struct server *srv, struct job_event *ev);
 
 /* Begin a graceful stop: no new clients, sessions close after their
