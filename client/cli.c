@@ -2,7 +2,7 @@
  * sqlmux: the command-line shell of sqlmux, in the manner of psql and
  * sqlite3 (README.md, "Client library and CLI").
  *
- *   sqlmux [-h HOST] [-p PORT] [-s SOCKET] [URL] [-c SQL]... [-f FILE]... [FILE]
+ *   sqlmux [-h HOST] [-p PORT] [-s SOCKET] [URL] [-u USER] [-W] [-c SQL]... [-f FILE]... [FILE]
  *
  * Input comes from -c strings and files in the order given, else from
  * stdin: a script when stdin is not a terminal, an interactive session
@@ -18,6 +18,15 @@
  * the statement and roll back an open transaction, and connects again
  * (restoring the bind chosen with .use). At the prompt, Ctrl-C drops the
  * statement being typed. In a script it stops the script (exit 130).
+ *
+ * Logging in, as psql and redis-cli do: the user is -u USER, else the
+ * URL's, else $SQLMUX_USER; the password the URL's, else $SQLMUX_PASSWORD,
+ * else asked on the terminal without echo ("Password for USER: ") when
+ * stdin is one; -W asks even when one is given. libsqlmux sends the .auth.
+ * An interactive session keeps the password (for connecting again after
+ * Ctrl-C or a lost connection) and wipes it at the end; a script wipes it
+ * once connected. The password is never printed, and `.auth` lines never
+ * go to the history; `.auth USER` alone asks for the password.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -32,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "client/format.h"
@@ -59,6 +69,9 @@ struct cli_input {
 
 struct cli {
     const char *url;
+    const char *user; /* -u USER or .auth's; NULL: the URL's or $SQLMUX_USER */
+    char *user_owned; /* user when .auth set it */
+    char *password;   /* asked for (cli_password); NULL: the URL's or $SQLMUX_PASSWORD */
     int connect_timeout_ms;
     int timeout_ms;    /* per wait of a statement; 0: none */
     sqlmux_conn *conn; /* NULL while disconnected */
@@ -79,6 +92,15 @@ struct cli {
 
 static volatile sig_atomic_t cli_interrupted;
 static int cli_cancel_pipe[2] = {-1, -1};
+
+/* The password asked for on the terminal, while it is needed. */
+static char cli_password[SQLMUX_AUTH_MAX + 2];
+
+static void cli_forget_password(struct cli *c)
+{
+    explicit_bzero(cli_password, sizeof cli_password);
+    c->password = NULL;
+}
 
 static void cli_on_sigint(int sig)
 {
@@ -137,6 +159,88 @@ static void cli_error(const struct cli *c, unsigned line, const char *code, cons
             code, message);
 }
 
+/* ---- Passwords ------------------------------------------------------- */
+
+/* Ask for user's password on the terminal (/dev/tty, else stdin when it is
+ * one) without echo, into buf (n bytes). 0; -1 when there is none (said
+ * why); CLI_EXIT_INTERRUPTED for Ctrl-C. */
+static int cli_ask_password(const char *user, char *buf, size_t n)
+{
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int in = tty, out = tty;
+    struct termios old, quiet;
+    size_t len = 0;
+    bool too_long = false, interrupted = false, ended = false;
+    char ch = 0;
+
+    if (tty < 0) {
+        if (!isatty(STDIN_FILENO)) {
+            cli_note("cannot ask for the password of %s: no terminal", user);
+            return -1;
+        }
+        in = STDIN_FILENO;
+        out = STDERR_FILENO;
+    }
+    fflush(stdout);
+    bool restore = tcgetattr(in, &old) == 0;
+    if (restore) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        quiet.c_lflag |= ECHONL;
+        restore = tcsetattr(in, TCSAFLUSH, &quiet) == 0;
+    }
+    dprintf(out, "Password for %s: ", user);
+    for (;;) {
+        ssize_t r = read(in, &ch, 1);
+        if (r < 0 && errno == EINTR) {
+            if (cli_interrupted) {
+                interrupted = true;
+                break;
+            }
+            continue;
+        }
+        if (r <= 0) {
+            ended = true;
+            break;
+        }
+        if (ch == '\n')
+            break;
+        if (len + 1 < n)
+            buf[len++] = ch;
+        else
+            too_long = true;
+    }
+    explicit_bzero(&ch, sizeof ch);
+    if (restore)
+        tcsetattr(in, TCSAFLUSH, &old);
+    if (interrupted || ended || !restore)
+        dprintf(out, "\n"); /* ECHONL echoed the Enter otherwise */
+    if (tty >= 0)
+        close(tty);
+    if (len > 0 && buf[len - 1] == '\r')
+        len--;
+    buf[len] = '\0';
+    if (interrupted || too_long || len == 0) {
+        explicit_bzero(buf, n);
+        if (interrupted)
+            return CLI_EXIT_INTERRUPTED;
+        if (too_long)
+            cli_note("the password is longer than %d bytes", SQLMUX_AUTH_MAX);
+        else
+            cli_note("no password given for %s", user);
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether line (maybe with blanks first) is an .auth command, which holds
+ * a password: never kept in the history, wiped after use. */
+static bool cli_is_auth_line(const char *line)
+{
+    line += strspn(line, " \t");
+    return strncmp(line, ".auth", 5) == 0 && (line[5] == '\0' || line[5] == ' ' || line[5] == '\t');
+}
+
 /* ---- The connection -------------------------------------------------- */
 
 /* Connect (again), restoring the bind chosen with .use. True when
@@ -144,7 +248,7 @@ static void cli_error(const struct cli *c, unsigned line, const char *code, cons
 static bool cli_connect(struct cli *c)
 {
     char *err = NULL;
-    c->conn = sqlmux_connect(c->url, c->connect_timeout_ms, &err);
+    c->conn = sqlmux_connect_auth(c->url, c->user, c->password, c->connect_timeout_ms, &err);
     if (c->conn == NULL) {
         cli_note("%s", err != NULL ? err : "out of memory");
         free(err);
@@ -317,8 +421,61 @@ static void cli_local_help(void)
 {
     printf("Shell commands:\n"
            "  .mode [box|table|csv|tsv|json]  show or set the output mode\n"
+           "  .auth USER [PASSWORD]           log in; without PASSWORD, it is asked without echo\n"
            "  .quit, .exit                    leave\n"
            "SQL statements end with ';' and may span lines; Ctrl-C cancels a running statement.\n");
+}
+
+/* .auth USER [PASSWORD]: log in through libsqlmux (which wipes what it
+ * sent); without PASSWORD, ask for it on the terminal. An interactive
+ * session keeps the login for connecting again. */
+static void cli_auth(struct cli *c, const char *arg, unsigned line)
+{
+    char user[SQLMUX_AUTH_MAX + 2], asked[SQLMUX_AUTH_MAX + 2];
+    size_t ulen = strcspn(arg, " \t");
+    const char *password = arg + ulen + strspn(arg + ulen, " \t");
+
+    if (ulen == 0 || ulen >= sizeof user) {
+        cli_error(c, line, "ARGS", ulen == 0 ? "usage: .auth USER [PASSWORD]" : "user name too long");
+        cli_failed(c);
+        return;
+    }
+    memcpy(user, arg, ulen);
+    user[ulen] = '\0';
+    if (*password == '\0') {
+        if (!isatty(STDIN_FILENO)) {
+            cli_error(c, line, "ARGS", "usage: .auth USER PASSWORD (no terminal to ask for the password)");
+            cli_failed(c);
+            return;
+        }
+        int rc = cli_ask_password(user, asked, sizeof asked);
+        if (rc != 0) {
+            cli_failed(c);
+            if (rc == CLI_EXIT_INTERRUPTED && !c->interactive) {
+                c->status = CLI_EXIT_INTERRUPTED;
+                c->stop = true;
+            }
+            return;
+        }
+        password = asked;
+    }
+    if (cli_ensure_connected(c) && cli_before_request(c)) {
+        sqlmux_result *r = sqlmux_auth(c->conn, user, password);
+        cli_show(c, r, line);
+        if (sqlmux_status(r) == SQLMUX_OK && c->interactive) {
+            char *u = strdup(user);
+            if (u != NULL && strlen(password) < sizeof cli_password) {
+                free(c->user_owned);
+                c->user = c->user_owned = u;
+                memmove(cli_password, password, strlen(password) + 1);
+                c->password = cli_password;
+            } else {
+                free(u);
+            }
+        }
+        sqlmux_free(r);
+    }
+    explicit_bzero(asked, sizeof asked);
 }
 
 /* A dot-command line (NUL-terminated, trimmed). */
@@ -344,6 +501,10 @@ static void cli_command(struct cli *c, const char *cmd, unsigned line)
             cli_error(c, line, "ARGS", "unknown mode (want box, table, csv, tsv or json)");
             cli_failed(c);
         }
+        return;
+    }
+    if (nlen == 5 && strncmp(cmd, ".auth", 5) == 0) {
+        cli_auth(c, arg, line);
         return;
     }
     if (!cli_ensure_connected(c) || !cli_before_request(c))
@@ -383,6 +544,7 @@ static void cli_line(struct cli *c, const char *line, size_t n)
                 return;
             }
             cli_command(c, cmd, at);
+            explicit_bzero(cmd, strlen(cmd)); /* .auth holds a password */
             free(cmd);
             return;
         }
@@ -459,6 +621,8 @@ static void cli_run_stream(struct cli *c, FILE *in, const char *name)
         c->stop = true;
     }
     cli_finish(c);
+    if (line != NULL)
+        explicit_bzero(line, cap); /* an .auth line holds a password */
     free(line);
     split_free(&sp);
     c->sp = NULL;
@@ -544,9 +708,10 @@ static void cli_interactive(struct cli *c)
     el_source(el, NULL);      /* ~/.editrc */
 
     if (!c->quiet)
-        printf("sqlmux %s, connected to %s\n"
+        printf("sqlmux %s, connected to %s%s%s\n"
                "Statements end with \";\". \".help\" lists the commands, \".quit\" leaves.\n",
-               SQLMUX_VERSION, sqlmux_conn_url(c->conn));
+               SQLMUX_VERSION, sqlmux_conn_url(c->conn), sqlmux_conn_user(c->conn) != NULL ? " as " : "",
+               sqlmux_conn_user(c->conn) != NULL ? sqlmux_conn_user(c->conn) : "");
     while (!c->stop) {
         int count = 0;
         cli_clear_interrupt();
@@ -569,9 +734,12 @@ static void cli_interactive(struct cli *c)
             cli_note("out of memory");
             break;
         }
-        if (strspn(copy, " \t") < n)
+        bool secret = cli_is_auth_line(copy);
+        if (strspn(copy, " \t") < n && !secret)
             history(hist, &ev, H_ENTER, copy);
         cli_line(c, copy, n);
+        if (secret)
+            explicit_bzero(copy, n);
         free(copy);
     }
     if (hpath != NULL)
@@ -599,12 +767,18 @@ static void cli_usage(FILE *out)
             "The shell of sqlmux: runs SQL and dot-commands on a sqlmux daemon.\n"
             "\n"
             "Connection (default $SQLMUX_URL, else " SQLMUX_DEFAULT_URL "):\n"
-            "  URL                   sqlmux://HOST:PORT or unix:///PATH/TO/SOCKET\n"
+            "  URL                   sqlmux://[USER[:PASSWORD]@]HOST:PORT or\n"
+            "                        unix:///PATH/TO/SOCKET[?user=USER&password=PASSWORD]\n"
+            "                        (percent-encoded: %%40 for '@', %%3A for ':', %%20 for ' ')\n"
             "  -h, --host HOST       TCP host (port 7654 unless -p)\n"
             "  -p, --port PORT       TCP port (host 127.0.0.1 unless -h)\n"
             "  -s, --socket PATH     unix socket\n"
             "  -t, --timeout SECS    give up connecting, and waiting for a reply, after SECS\n"
             "                        (default: 10 s to connect, no limit for replies)\n"
+            "  -u, --user USER       log in as USER (default: the URL's user, else $SQLMUX_USER)\n"
+            "  -W, --password        ask for the password even when the URL or\n"
+            "                        $SQLMUX_PASSWORD gives one; without -W it is asked (no\n"
+            "                        echo) only when neither does and stdin is a terminal\n"
             "Input (in the order given; stdin when none, interactive on a terminal):\n"
             "  -c, --command SQL     run SQL (statements and dot-command lines); repeatable\n"
             "  -f, --file FILE       run a script; FILE may also be given last; - is stdin\n"
@@ -618,8 +792,11 @@ static void cli_usage(FILE *out)
             "  -q, --quiet           no banner and no status lines\n"
             "  -?, --help            this help;  -V, --version  the version\n"
             "\n"
+            "Environment: SQLMUX_URL, SQLMUX_USER, SQLMUX_PASSWORD (safer than a password in\n"
+            "the URL, which other users may see in the process list), SQLMUX_HISTORY.\n"
             "Exit status: 0 all succeeded, 1 a statement failed, 2 usage error or no\n"
-            "connection (or it was lost), 130 a script interrupted with Ctrl-C.\n");
+            "connection (or it was lost, or the login was refused), 130 a script\n"
+            "interrupted with Ctrl-C.\n");
 }
 
 static bool cli_set_variable(struct cli *c, const char *assignment)
@@ -655,6 +832,8 @@ int main(int argc, char **argv)
         {"file", required_argument, NULL, 'f'},
         {"set", required_argument, NULL, 'v'},
         {"timeout", required_argument, NULL, 't'},
+        {"user", required_argument, NULL, 'u'},
+        {"password", no_argument, NULL, 'W'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, 'V'},
@@ -672,7 +851,7 @@ int main(int argc, char **argv)
     struct cli_input *inputs = calloc((size_t)argc + 1, sizeof *inputs);
     size_t ninputs = 0;
     const char *host = NULL, *port = NULL, *socket_path = NULL, *url = NULL;
-    bool mode_set = false;
+    bool mode_set = false, ask_password = false;
     int opt;
     char urlbuf[512];
 
@@ -686,12 +865,12 @@ int main(int argc, char **argv)
     }
     setlocale(LC_CTYPE, ""); /* for line editing and widths; never LC_NUMERIC */
 
-    while ((opt = getopt_long(argc, argv, "-h:p:s:c:f:v:t:qV?", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "-h:p:s:c:f:v:t:u:WqV?", longopts, NULL)) != -1) {
         switch (opt) {
         case 1: /* a positional argument, in order */
             if (strncmp(optarg, "sqlmux://", 9) == 0 || strncmp(optarg, "unix://", 7) == 0) {
                 if (url != NULL) {
-                    cli_note("more than one URL: %s", optarg);
+                    cli_note("more than one URL"); /* not shown: it may hold a password */
                     goto usage_quiet;
                 }
                 url = optarg;
@@ -702,6 +881,14 @@ int main(int argc, char **argv)
         case 'h': host = optarg; break;
         case 'p': port = optarg; break;
         case 's': socket_path = optarg; break;
+        case 'u':
+            if (*optarg == '\0') {
+                cli_note("empty user name");
+                goto usage_quiet;
+            }
+            c.user = optarg;
+            break;
+        case 'W': ask_password = true; break;
         case 'c': inputs[ninputs++] = (struct cli_input){false, optarg}; break;
         case 'f': inputs[ninputs++] = (struct cli_input){true, optarg}; break;
         case 'v':
@@ -785,7 +972,32 @@ int main(int argc, char **argv)
         free(inputs);
         return CLI_EXIT_FATAL;
     }
-    if (!cli_connect(&c)) {
+    /* The password: asked for with -W, or when a user is known and
+     * neither the URL nor $SQLMUX_PASSWORD gives one (libsqlmux reads
+     * those itself). */
+    bool has_password = false;
+    char *url_user = sqlmux_url_user(c.url, &has_password);
+    const char *login = c.user != NULL ? c.user : url_user;
+    if (ask_password || (login != NULL && !has_password && isatty(STDIN_FILENO))) {
+        int rc = -1;
+        if (login == NULL)
+            cli_note("-W: whose password? Give the user with -u USER, the URL or $SQLMUX_USER");
+        else
+            rc = cli_ask_password(login, cli_password, sizeof cli_password);
+        if (rc != 0) {
+            free(url_user);
+            free(inputs);
+            return rc == CLI_EXIT_INTERRUPTED ? CLI_EXIT_INTERRUPTED : CLI_EXIT_FATAL;
+        }
+        c.password = cli_password;
+    }
+    free(url_user);
+    bool connected = cli_connect(&c);
+    /* Only an interactive session connects again (after Ctrl-C or a lost
+     * connection): a script needs the password no longer. */
+    if (!c.interactive || !connected)
+        cli_forget_password(&c);
+    if (!connected) {
         free(inputs);
         return CLI_EXIT_FATAL;
     }
@@ -802,6 +1014,8 @@ int main(int argc, char **argv)
         }
     }
     cli_disconnect(&c);
+    cli_forget_password(&c);
+    free(c.user_owned);
     free(c.bind);
     free(inputs);
     fflush(stdout);

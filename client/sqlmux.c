@@ -62,10 +62,12 @@ enum {
 /* ---- Connections and results ----------------------------------------- */
 
 struct sqlmux_conn {
-    int fd;         /* -1 once broken or closed */
-    int timeout_ms; /* per wait; <= 0: none */
-    int cancel_fd;  /* -1: none */
-    char *url;
+    int fd;                 /* -1 once broken or closed */
+    int timeout_ms;         /* per wait; <= 0: none */
+    int cancel_fd;          /* -1: none */
+    char *url;              /* as shown: any password is "***" */
+    char *user;             /* logged in as (NULL: not logged in) */
+    bool out_secret;        /* out holds a password: wipe it once sent */
     const char *error_code; /* NULL while usable */
     char *error;            /* why it broke (malloc'd; NULL if that failed) */
     struct buf out;
@@ -340,6 +342,24 @@ static int row_field(void *vctx, const char *f, size_t n, size_t index)
 
 /* ---- Connections: failure -------------------------------------------- */
 
+/* Empty the output buffer (keeping its memory), wiping it first when it
+ * held a password. */
+static void conn_out_reset(sqlmux_conn *c)
+{
+    if (c->out_secret && c->out.data != NULL)
+        explicit_bzero(c->out.data, c->out.cap);
+    c->out_secret = false;
+    buf_reset(&c->out);
+    c->out_done = 0;
+}
+
+/* Free the output buffer, wiping it first when it held a password. */
+static void conn_out_free(sqlmux_conn *c)
+{
+    conn_out_reset(c);
+    buf_free(&c->out);
+}
+
 static void conn_fail(sqlmux_conn *c, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -358,8 +378,7 @@ static void conn_fail(sqlmux_conn *c, const char *code, const char *fmt, ...)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    buf_free(&c->out);
-    c->out_done = 0;
+    conn_out_free(c);
 }
 
 static const char *conn_error_text(const sqlmux_conn *c)
@@ -388,8 +407,7 @@ static void conn_write_some(sqlmux_conn *c)
         c->write_closed = true;
         break;
     }
-    buf_reset(&c->out);
-    c->out_done = 0;
+    conn_out_reset(c);
 }
 
 /* Read what the socket has without blocking. -1 when the connection broke
@@ -492,8 +510,7 @@ static int conn_flush(sqlmux_conn *c)
         if (c->eof) {
             /* The daemon is gone; what it did not read is lost. */
             c->write_closed = true;
-            buf_reset(&c->out);
-            c->out_done = 0;
+            conn_out_reset(c);
             break;
         }
         if (conn_io(c) < 0)
@@ -640,15 +657,97 @@ struct sqlmux_addr {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char host[256];
     char port[8];
+    /* The login the URL gives ("" when none), percent-decoded. Wiped with
+     * explicit_bzero() once used. */
+    char user[SQLMUX_AUTH_MAX + 1];
+    char password[SQLMUX_AUTH_MAX + 1];
 };
 
-/* Parse url into *a. 0, or -1 with *why set to a static message. */
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode a user name or (is_password) a password of the URL,
+ * s[0..n), into out (SQLMUX_AUTH_MAX + 1 bytes, NUL-terminated; "" is
+ * refused). 0, or -1 with *why set to a static message. */
+static int url_decode(const char *s, size_t n, char *out, bool is_password, const char **why)
+{
+    size_t o = 0;
+    if (n == 0) {
+        *why = is_password ? "empty password" : "empty user name";
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                *why = is_password ? "bad %-escape in the password (want %XX, not %00)"
+                                   : "bad %-escape in the user name (want %XX, not %00)";
+                return -1;
+            }
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o == SQLMUX_AUTH_MAX) {
+            *why = is_password ? "password longer than 256 bytes" : "user name longer than 256 bytes";
+            return -1;
+        }
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* The query of a URL, "user=U&password=P" (either, in any order), into
+ * a. 0, or -1 with *why set. */
+static int url_query(const char *q, struct sqlmux_addr *a, const char **why)
+{
+    while (*q != '\0') {
+        size_t n = strcspn(q, "&");
+        if (n > 5 && strncmp(q, "user=", 5) == 0) {
+            if (a->user[0] != '\0') {
+                *why = "the user name is given twice";
+                return -1;
+            }
+            if (url_decode(q + 5, n - 5, a->user, false, why) < 0)
+                return -1;
+        } else if (n > 9 && strncmp(q, "password=", 9) == 0) {
+            if (a->password[0] != '\0') {
+                *why = "the password is given twice";
+                return -1;
+            }
+            if (url_decode(q + 9, n - 9, a->password, true, why) < 0)
+                return -1;
+        } else if (n > 0) {
+            *why = "unknown URL parameter (want ?user=USER&password=PASSWORD, both not empty)";
+            return -1;
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return 0;
+}
+
+/* Parse url into *a. 0, or -1 with *why set to a static message. The
+ * caller wipes *a (explicit_bzero) after either. */
 static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
 {
+    const char *query = NULL;
+
     memset(a, 0, sizeof *a);
     if (strncmp(url, "unix://", 7) == 0) {
         const char *path = url + 7;
-        size_t n = strlen(path);
+        size_t n = strcspn(path, "?");
         if (n == 0) {
             *why = "no socket path (want unix:///path/to/socket)";
             return -1;
@@ -658,14 +757,32 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
             return -1;
         }
         a->is_unix = true;
-        memcpy(a->path, path, n + 1);
-        return 0;
+        memcpy(a->path, path, n);
+        a->path[n] = '\0';
+        if (path[n] == '?')
+            query = path + n + 1;
+        return query != NULL ? url_query(query, a, why) : 0;
     }
     if (strncmp(url, "sqlmux://", 9) != 0) {
         *why = "unsupported URL (want sqlmux://HOST:PORT or unix:///PATH)";
         return -1;
     }
+    /* [USER[:PASSWORD]@]: up to the last '@' before the path or query. */
     const char *h = url + 9, *end;
+    size_t alen = strcspn(h, "/?");
+    const char *at = NULL;
+    for (size_t i = 0; i < alen; i++)
+        if (h[i] == '@')
+            at = h + i;
+    if (at != NULL) {
+        const char *colon = memchr(h, ':', (size_t)(at - h));
+        size_t ulen = (size_t)((colon != NULL ? colon : at) - h);
+        if (ulen > 0 && url_decode(h, ulen, a->user, false, why) < 0)
+            return -1;
+        if (colon != NULL && url_decode(colon + 1, (size_t)(at - colon - 1), a->password, true, why) < 0)
+            return -1;
+        h = at + 1;
+    }
     size_t hlen;
     if (*h == '[') {
         end = strchr(h, ']');
@@ -677,7 +794,7 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
         hlen = (size_t)(end - h);
         end++;
     } else {
-        end = h + strcspn(h, ":/");
+        end = h + strcspn(h, ":/?");
         hlen = (size_t)(end - h);
     }
     if (hlen >= sizeof a->host) {
@@ -695,7 +812,8 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
         char *pe;
         errno = 0;
         port = strtol(end + 1, &pe, 10);
-        if (pe == end + 1 || errno != 0 || port < 1 || port > 65535 || (*pe != '\0' && *pe != '/')) {
+        if (pe == end + 1 || errno != 0 || port < 1 || port > 65535 ||
+            (*pe != '\0' && *pe != '/' && *pe != '?')) {
             *why = "bad port (want 1..65535)";
             return -1;
         }
@@ -703,12 +821,63 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
     }
     if (*end == '/')
         end++;
-    if (*end != '\0') {
+    if (*end == '?')
+        query = end + 1;
+    else if (*end != '\0') {
         *why = "unexpected text after host and port";
         return -1;
     }
     snprintf(a->port, sizeof a->port, "%ld", port);
-    return 0;
+    return query != NULL ? url_query(query, a, why) : 0;
+}
+
+/* url as it may be shown: the password of USER:PASSWORD@ and of
+ * ?password= replaced by "***", also in a URL that does not parse
+ * (malloc'd; NULL when out of memory). */
+static char *url_shown(const char *url)
+{
+    struct buf b = BUF_INIT;
+    const char *rest = url;
+    const char *sep = strstr(url, "://");
+    int rc = 0;
+
+    if (sep != NULL && strncmp(url, "unix://", 7) != 0) {
+        const char *h = sep + 3;
+        size_t alen = strcspn(h, "/?");
+        const char *at = NULL;
+        for (size_t i = 0; i < alen; i++)
+            if (h[i] == '@')
+                at = h + i;
+        const char *colon = at != NULL ? memchr(h, ':', (size_t)(at - h)) : NULL;
+        if (colon != NULL) {
+            rc |= buf_append(&b, url, (size_t)(colon + 1 - url));
+            rc |= buf_puts(&b, "***");
+            rest = at;
+        }
+    }
+    const char *q = strchr(rest, '?');
+    if (q == NULL) {
+        rc |= buf_puts(&b, rest);
+    } else {
+        rc |= buf_append(&b, rest, (size_t)(q + 1 - rest));
+        for (q++; *q != '\0';) {
+            size_t n = strcspn(q, "&");
+            if (n >= 9 && strncmp(q, "password=", 9) == 0)
+                rc |= buf_puts(&b, "password=***");
+            else
+                rc |= buf_append(&b, q, n);
+            q += n;
+            if (*q == '&') {
+                rc |= buf_putc(&b, '&');
+                q++;
+            }
+        }
+    }
+    if (rc != 0 || b.data == NULL) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
 }
 
 /* Wait for a non-blocking connect() on fd to finish. 0, or an errno
@@ -812,57 +981,174 @@ static int connect_addr(const struct sqlmux_addr *a, const char *url, int timeou
     return fd;
 }
 
-sqlmux_conn *sqlmux_connect(const char *url, int timeout_ms, char **errmsg)
+static const char *env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/* Why user and password cannot go in an .auth line, or NULL. The daemon
+ * takes the password as the rest of the line with the blanks at either
+ * end dropped. */
+static const char *auth_args_check(const char *user, const char *password)
+{
+    static const char blanks[] = " \t\n\v\f\r";
+    size_t ul = user != NULL ? strlen(user) : 0, pl = password != NULL ? strlen(password) : 0;
+
+    if (ul == 0)
+        return "no user name";
+    if (pl == 0)
+        return "no password";
+    if (ul > SQLMUX_AUTH_MAX)
+        return "user name longer than 256 bytes";
+    if (pl > SQLMUX_AUTH_MAX)
+        return "password longer than 256 bytes";
+    for (const char *p = user; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return "the user name may not hold blanks or control characters";
+    if (strpbrk(password, "\n\r") != NULL)
+        return "the password may not hold a line break";
+    if (strchr(blanks, password[0]) != NULL || strchr(blanks, password[pl - 1]) != NULL)
+        return "the password may not begin or end with a blank";
+    return NULL;
+}
+
+static sqlmux_conn *connect_impl(const char *url, const char *user, const char *password, int timeout_ms,
+                                 char **errmsg)
 {
     struct sqlmux_addr a;
     const char *why = NULL;
-    char *msg = NULL;
+    char *msg = NULL, *shown = NULL;
+    sqlmux_conn *c = NULL;
 
+    memset(&a, 0, sizeof a);
     if (errmsg != NULL)
         *errmsg = NULL;
     if (url == NULL || *url == '\0')
         url = getenv("SQLMUX_URL");
     if (url == NULL || *url == '\0')
         url = SQLMUX_DEFAULT_URL;
-    if (url_parse(url, &a, &why) < 0) {
-        msg = sqlmux_format("bad URL %s: %s", url, why);
-        goto fail;
-    }
-    sqlmux_conn *c = calloc(1, sizeof *c);
-    if (c == NULL || (c->url = sqlmux_strdup(url)) == NULL) {
-        free(c);
+    shown = url_shown(url);
+    if (shown == NULL) {
         msg = sqlmux_format("out of memory");
         goto fail;
     }
-    c->cancel_fd = -1;
-    c->timeout_ms = timeout_ms;
-    c->fd = connect_addr(&a, url, timeout_ms, &msg);
-    if (c->fd < 0) {
-        sqlmux_close(c);
+    if (url_parse(url, &a, &why) < 0) {
+        msg = sqlmux_format("bad URL %s: %s", shown, why);
         goto fail;
     }
+    /* The login: given, else the URL's, else the environment's. */
+    const char *u = user != NULL && *user != '\0' ? user
+                    : a.user[0] != '\0'           ? a.user
+                                                  : env_nonempty("SQLMUX_USER");
+    const char *p = password != NULL && *password != '\0' ? password
+                    : a.password[0] != '\0'               ? a.password
+                                                          : env_nonempty("SQLMUX_PASSWORD");
+    if (u == NULL && p != NULL) {
+        msg = sqlmux_format("could not connect to %s: a password is given but no user name (name the user in "
+                            "the URL, sqlmux://USER:PASSWORD@HOST, or in $SQLMUX_USER)",
+                            shown);
+        goto fail;
+    }
+    if (u != NULL && p == NULL) {
+        msg = sqlmux_format("could not connect to %s: no password for user %s (give it in the URL, "
+                            "sqlmux://USER:PASSWORD@HOST, or in $SQLMUX_PASSWORD)",
+                            shown, u);
+        goto fail;
+    }
+    if (u != NULL && (why = auth_args_check(u, p)) != NULL) {
+        msg = sqlmux_format("could not connect to %s: %s", shown, why);
+        goto fail;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        msg = sqlmux_format("out of memory");
+        goto fail;
+    }
+    c->url = shown;
+    shown = NULL;
+    c->cancel_fd = -1;
+    c->timeout_ms = timeout_ms;
+    c->fd = connect_addr(&a, c->url, timeout_ms, &msg);
+    if (c->fd < 0)
+        goto fail;
     /* One round trip: the daemon greets a client it refuses with -ERR
-     * (MAXCLIENTS, SHUTDOWN), and a peer that is not sqlmuxd shows here. */
+     * (MAXCLIENTS, SHUTDOWN), and a peer that is not sqlmuxd shows here,
+     * before any password is sent. */
     sqlmux_result *r = sqlmux_command(c, ".ping");
     if (sqlmux_status(r) != SQLMUX_OK) {
         if (c->error_code != NULL && strcmp(c->error_code, "BADREPLY") == 0)
-            msg = sqlmux_format("could not connect to %s: not a sqlmux daemon (%s)", url, sqlmux_errmsg(r));
+            msg =
+                sqlmux_format("could not connect to %s: not a sqlmux daemon (%s)", c->url, sqlmux_errmsg(r));
         else
-            msg = sqlmux_format("could not connect to %s: %s%s%s", url,
+            msg = sqlmux_format("could not connect to %s: %s%s%s", c->url,
                                 c->error_code == NULL ? sqlmux_errcode(r) : "",
                                 c->error_code == NULL ? " " : "", sqlmux_errmsg(r));
         sqlmux_free(r);
-        sqlmux_close(c);
         goto fail;
     }
     sqlmux_free(r);
+    if (u != NULL) {
+        r = sqlmux_auth(c, u, p);
+        const char *code = sqlmux_errcode(r);
+        /* A daemon without users has nothing to log in to: the connection
+         * works as it is. */
+        bool auth_off = code != NULL && c->error_code == NULL && strcmp(code, "AUTH") == 0 &&
+                        strncmp(sqlmux_errmsg(r), "authentication is off", 21) == 0;
+        if (code != NULL && !auth_off) {
+            msg = sqlmux_format("could not connect to %s as %s: %s%s%s", c->url, u,
+                                c->error_code == NULL ? code : "", c->error_code == NULL ? " " : "",
+                                sqlmux_errmsg(r));
+            sqlmux_free(r);
+            goto fail;
+        }
+        sqlmux_free(r);
+    }
+    explicit_bzero(&a, sizeof a);
     return c;
 fail:
+    explicit_bzero(&a, sizeof a);
+    free(shown);
+    sqlmux_close(c);
     if (errmsg != NULL)
         *errmsg = msg;
     else
         free(msg);
     return NULL;
+}
+
+sqlmux_conn *sqlmux_connect(const char *url, int timeout_ms, char **errmsg)
+{
+    return connect_impl(url, NULL, NULL, timeout_ms, errmsg);
+}
+
+sqlmux_conn *sqlmux_connect_auth(const char *url, const char *user, const char *password, int timeout_ms,
+                                 char **errmsg)
+{
+    return connect_impl(url, user, password, timeout_ms, errmsg);
+}
+
+char *sqlmux_url_user(const char *url, bool *has_password)
+{
+    struct sqlmux_addr a;
+    const char *why;
+    char *user = NULL;
+
+    if (has_password != NULL)
+        *has_password = false;
+    if (url == NULL || *url == '\0')
+        url = getenv("SQLMUX_URL");
+    if (url == NULL || *url == '\0')
+        url = SQLMUX_DEFAULT_URL;
+    if (url_parse(url, &a, &why) == 0) {
+        const char *u = a.user[0] != '\0' ? a.user : env_nonempty("SQLMUX_USER");
+        if (u != NULL)
+            user = sqlmux_strdup(u);
+        if (has_password != NULL)
+            *has_password = a.password[0] != '\0' || env_nonempty("SQLMUX_PASSWORD") != NULL;
+    }
+    explicit_bzero(&a, sizeof a);
+    return user;
 }
 
 void sqlmux_close(sqlmux_conn *c)
@@ -875,11 +1161,12 @@ void sqlmux_close(sqlmux_conn *c)
     }
     if (c->fd >= 0)
         close(c->fd);
-    buf_free(&c->out);
+    conn_out_free(c);
     buf_free(&c->in);
     buf_free(&c->scratch);
     free(c->error);
     free(c->url);
+    free(c->user);
     free(c);
 }
 
@@ -901,6 +1188,11 @@ const char *sqlmux_conn_errmsg(const sqlmux_conn *c)
 const char *sqlmux_conn_url(const sqlmux_conn *c)
 {
     return c->url;
+}
+
+const char *sqlmux_conn_user(const sqlmux_conn *c)
+{
+    return c->user;
 }
 
 /* ---- Values ---------------------------------------------------------- */
@@ -991,10 +1283,8 @@ static int conn_queue(sqlmux_conn *c, bool command, const char *sql, size_t len,
     } else if ((*why = params_check(params, n)) != NULL) {
         return SQLMUX_ERROR;
     }
-    if (c->out_done == c->out.len) {
-        buf_reset(&c->out);
-        c->out_done = 0;
-    }
+    if (c->out.len > 0 && c->out_done == c->out.len)
+        conn_out_reset(c);
     int rc;
     if (command) {
         rc = buf_append(&c->out, sql, len) < 0 || buf_putc(&c->out, '\n') < 0 ? -1 : 0;
@@ -1044,8 +1334,7 @@ static int conn_queue(sqlmux_conn *c, bool command, const char *sql, size_t len,
     if (c->write_closed) {
         /* The daemon stopped reading: the request is lost, and its
          * result will say CONNECTION when the answers run out. */
-        buf_reset(&c->out);
-        c->out_done = 0;
+        conn_out_reset(c);
     } else if (c->out.len - c->out_done >= SQLMUX_SEND_BATCH && conn_flush(c) < 0) {
         *code = c->error_code;
         *why = conn_error_text(c);
@@ -1168,6 +1457,36 @@ sqlmux_result *sqlmux_queryn(sqlmux_conn *c, const char *sql, size_t len, const 
 sqlmux_result *sqlmux_command(sqlmux_conn *c, const char *line)
 {
     return conn_run(c, true, line, line != NULL ? strlen(line) : 0, NULL, 0, false);
+}
+
+sqlmux_result *sqlmux_auth(sqlmux_conn *c, const char *user, const char *password)
+{
+    const char *why = auth_args_check(user, password);
+    if (why != NULL)
+        return result_error("MISUSE", why);
+    char line[sizeof ".auth " + 2 * SQLMUX_AUTH_MAX + 1];
+    int n = snprintf(line, sizeof line, ".auth %s %s", user, password);
+    if (c->error_code == NULL && c->stream == NULL && c->pending == 0) {
+        /* Room for the whole line and its '\n' first: the buffer that
+         * holds the password is never moved by realloc(), which would
+         * leave a copy behind. It is wiped once sent (conn_out_reset). */
+        conn_out_reset(c);
+        if (buf_reserve(&c->out, (size_t)n + 1) < 0) {
+            explicit_bzero(line, sizeof line);
+            return result_error("NOMEM", "out of memory");
+        }
+        c->out_secret = true;
+    }
+    sqlmux_result *r = conn_run(c, true, line, (size_t)n, NULL, 0, false);
+    explicit_bzero(line, sizeof line);
+    if (c->out_secret && c->out_done == c->out.len)
+        conn_out_reset(c);
+    if (sqlmux_status(r) == SQLMUX_OK) {
+        const char *name = sqlmux_fact(r, "user");
+        free(c->user);
+        c->user = sqlmux_strdup(name != NULL ? name : user);
+    }
+    return r;
 }
 
 /* ---- Results: reading ------------------------------------------------ */

@@ -43,7 +43,8 @@
  * Errors. A result carries either success (with facts such as changes and
  * last_id) or an error: a stable upper-case code and a message. Codes sent
  * by the daemon are those of PROTOCOL.md ("SQL", "CONSTRAINT", "CROSSBIND",
- * "TIMEOUT" for a bind's statement_timeout, ...). The library adds its own,
+ * "TIMEOUT" for a bind's statement_timeout, "NOAUTH" for a statement sent
+ * before logging in to a daemon with users, ...). The library adds its own,
  * which the daemon never sends:
  *
  *   CONNECTION   the connection could not be used: refused, reset, closed by
@@ -133,15 +134,34 @@ SQLMUX_API sqlmux_value sqlmux_val_blob(const void *p, size_t len);
 /* ---- Connections ----------------------------------------------------- */
 
 /*
- * Connect to a daemon. url is "sqlmux://HOST[:PORT]" (PORT defaults to
- * 7654; an IPv6 HOST is written in brackets: sqlmux://[::1]:7654) or
- * "unix://PATH" (unix:///run/sqlmux.sock; a relative PATH is relative to
- * the current directory). NULL or "" means $SQLMUX_URL, else
+ * Connect to a daemon. url is "sqlmux://[USER[:PASSWORD]@]HOST[:PORT]"
+ * (PORT defaults to 7654; an IPv6 HOST is written in brackets:
+ * sqlmux://[::1]:7654) or "unix://PATH" (unix:///run/sqlmux.sock; a
+ * relative PATH is relative to the current directory). Either form may end
+ * in "?user=USER&password=PASSWORD" (either or both), the way a unix URL
+ * names its user: unix:///run/sqlmux.sock?user=alice. USER and PASSWORD
+ * are percent-decoded, so a password holding ':', '@', '/', '?', '&', '%'
+ * or a blank is written with %3A, %40, %2F, %3F, %26, %25, %20 (a unix
+ * PATH cannot hold '?'). NULL or "" means $SQLMUX_URL, else
  * SQLMUX_DEFAULT_URL.
+ *
+ * Logging in. The user is the URL's, else $SQLMUX_USER; the password the
+ * URL's, else $SQLMUX_PASSWORD (as libpq reads PGUSER and PGPASSWORD).
+ * When there is a user, the connection logs in with sqlmux_auth() before
+ * it is returned, and a refused login fails the connect with the daemon's
+ * answer ("... AUTH invalid user name or password"); a daemon without
+ * users ([user.NAME] sections) accepts the connection as it is. A user
+ * without a password, or a password without a user, fails the connect
+ * before anything is sent. The password is sent only after the .ping below
+ * has shown the peer is sqlmuxd, is never part of an error message or of
+ * sqlmux_conn_url(), and its copies in the library's memory are wiped
+ * (explicit_bzero) once it is sent.
  *
  * timeout_ms bounds the connect and then every wait of the connection (see
  * "Blocking" above); 0 or less waits forever. Host names are resolved with
- * getaddrinfo(), which the timeout does not bound.
+ * getaddrinfo(), which the timeout does not bound. The daemon answers a
+ * refused login after its auth_fail_delay (1 s by default): a shorter
+ * timeout makes that NOREPLY.
  *
  * The daemon's greeting is checked with one .ping round trip, so a daemon
  * that refuses the client (MAXCLIENTS, SHUTDOWN) or something that is not
@@ -152,6 +172,43 @@ SQLMUX_API sqlmux_value sqlmux_val_blob(const void *p, size_t len);
  * allocated).
  */
 SQLMUX_API sqlmux_conn *sqlmux_connect(const char *url, int timeout_ms, char **errmsg);
+
+/* sqlmux_connect() with the login given: user and password, when neither
+ * NULL nor "", take the place of the URL's and the environment's (a
+ * program that asks for the password passes it here). */
+SQLMUX_API sqlmux_conn *sqlmux_connect_auth(const char *url, const char *user, const char *password,
+                                            int timeout_ms, char **errmsg);
+
+/* The longest user name and the longest password the daemon takes, in
+ * bytes. */
+#define SQLMUX_AUTH_MAX 256
+
+/*
+ * Log in as user with password (the .auth command of PROTOCOL.md) and read
+ * the answer: SQLMUX_OK with the fact "user" (sqlmux_fact(r, "user")), or
+ * an error: AUTH (wrong user name or password, answered after the daemon's
+ * auth_fail_delay; also when the daemon has no users), ARGS (e.g. inside a
+ * transaction), MISUSE (an empty user name or one with blanks, an empty
+ * password, one with a line break or with blanks at either end, more than
+ * SQLMUX_AUTH_MAX bytes: nothing is sent). After a refused login the
+ * connection stays usable, logged in as before. The library's copies of
+ * the password are wiped once it is sent. A blocking call like
+ * sqlmux_command(), with its MISUSE rules.
+ */
+SQLMUX_API sqlmux_result *sqlmux_auth(sqlmux_conn *conn, const char *user, const char *password);
+
+/* The user the connection is logged in as; NULL when it is not logged in
+ * (or the daemon has no users). Valid until the next sqlmux_auth() or
+ * sqlmux_close(). */
+SQLMUX_API const char *sqlmux_conn_user(const sqlmux_conn *conn);
+
+/* The user sqlmux_connect(url) would log in as: the URL's, else
+ * $SQLMUX_USER (url NULL or "" as for sqlmux_connect), copied with
+ * malloc() for the caller to free(); NULL when there is none, the URL is
+ * bad, or memory ran out. *has_password (if not NULL) says whether the URL
+ * or $SQLMUX_PASSWORD gives a password, so a program knows whether to ask
+ * for one. */
+SQLMUX_API char *sqlmux_url_user(const char *url, bool *has_password);
 
 /* Close the connection and free it. NULL is fine. Buffered results of the
  * connection stay valid; a streaming result still open fails its next
@@ -175,8 +232,8 @@ SQLMUX_API void sqlmux_set_cancel_fd(sqlmux_conn *conn, int fd);
  * sqlmux_close). */
 SQLMUX_API const char *sqlmux_conn_errmsg(const sqlmux_conn *conn);
 
-/* The URL the connection was made to, as given or defaulted (valid until
- * sqlmux_close). */
+/* The URL the connection was made to, as given or defaulted, with its
+ * password (if any) shown as "***" (valid until sqlmux_close). */
 SQLMUX_API const char *sqlmux_conn_url(const sqlmux_conn *conn);
 
 /* ---- Running statements ---------------------------------------------- */

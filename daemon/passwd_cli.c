@@ -4,6 +4,7 @@
  * USER a ready [user.USER] section, for the configuration file. The file
  * then holds only the hash.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,12 @@ int passwd_main(int argc, char **argv)
     }
     if (strlen(pw) == 0 || strlen(pw) > AUTH_MAX_FIELD) {
         fprintf(stderr, "sqlmuxd passwd: the password must have 1 to %d bytes\n", AUTH_MAX_FIELD);
+        goto done;
+    }
+    /* .auth reads the password as the rest of its line without surrounding
+     * blanks: such a password could never log in. */
+    if (isspace((unsigned char)pw[0]) || isspace((unsigned char)pw[strlen(pw) - 1])) {
+        fprintf(stderr, "sqlmuxd passwd: the password must not begin or end with a blank\n");
         goto done;
     }
     if (auth_hash(pw, hash, sizeof hash) != 0) {

@@ -9,7 +9,8 @@
  * by tests/integration/test_libsqlmux.py (harness.Daemon), which chooses
  * the cases and the daemon's configuration; a few cases read more from
  * the environment: LIBTEST_UNIX_URL (the daemon's unix socket URL),
- * LIBTEST_DAEMON_PID (for the case that kills it).
+ * LIBTEST_DAEMON_PID (for the case that kills it). The auth_* cases want
+ * a daemon with users (see "Logging in").
  *
  * Cases that need a misbehaving peer (silent, closing in the middle of a
  * reply) run a small fake server on a thread of this process.
@@ -969,6 +970,313 @@ static void max_clients(void)
     sqlmux_close(first);
 }
 
+/* ---- Logging in ------------------------------------------------------ */
+
+/* The auth_* cases run against a daemon with the users of test_auth.py
+ * (alice "wonder land": read-write everywhere; bob "b0b-secret": only
+ * reads the default bind) and dave, whose password holds every character
+ * a URL must escape. auth_fail_delay is short. */
+#define DAVE_PASSWORD "p:w@ x/?&%#1"
+#define DAVE_ENCODED  "p%3Aw%40%20x%2F%3F%26%25%231"
+
+/* url (sqlmux://HOST:PORT) with USERINFO@ and ?QUERY (either may be
+ * NULL). */
+static void login_url(char *out, size_t n, const char *userinfo, const char *query)
+{
+    snprintf(out, n, "sqlmux://%s%s%s%s%s", userinfo != NULL ? userinfo : "", userinfo != NULL ? "@" : "",
+             url + strlen("sqlmux://"), query != NULL ? "?" : "", query != NULL ? query : "");
+}
+
+/* connect to u fails with a message holding needle and not secret. */
+static void expect_login_error(const char *u, const char *user, const char *password, const char *needle,
+                               const char *secret)
+{
+    char *err = NULL;
+    sqlmux_conn *c = sqlmux_connect_auth(u, user, password, 10000, &err);
+    CHECK(c == NULL);
+    CHECK(err != NULL);
+    if (err != NULL && (strstr(err, needle) == NULL || (secret != NULL && strstr(err, secret) != NULL)))
+        fprintf(stderr, "  connect %s: message \"%s\": want \"%s\"%s%s\n", u, err, needle,
+                secret != NULL ? ", not " : "", secret != NULL ? secret : "");
+    CHECK(err != NULL && strstr(err, needle) != NULL);
+    CHECK(err == NULL || secret == NULL || strstr(err, secret) == NULL);
+    free(err);
+    sqlmux_close(c);
+}
+
+/* Logged in as alice: reads and writes default. */
+static void check_alice(sqlmux_conn *c)
+{
+    CHECK_STR(sqlmux_conn_user(c), "alice");
+    CHECK(query_int(c, "SELECT 41 + 1") == 42);
+    exec_ok(c, "INSERT INTO test1 (color) VALUES ('by alice')");
+}
+
+/* Logged in as bob: reads default, may not write it. */
+static void check_bob(sqlmux_conn *c)
+{
+    CHECK_STR(sqlmux_conn_user(c), "bob");
+    CHECK(query_int(c, "SELECT count(*) >= 0 FROM test1") == 1);
+    exec_err(c, "INSERT INTO test1 (color) VALUES ('by bob')", NULL, 0, "NOPERM");
+}
+
+/* USER:PASSWORD@ in the URL, ?user=&password=, both on a unix socket; the
+ * URL shown hides the password. */
+static void auth_url(void)
+{
+    char u[512], shown[512];
+
+    login_url(u, sizeof u, "alice:wonder%20land", NULL);
+    sqlmux_conn *c = connect_or_die(u);
+    check_alice(c);
+    login_url(shown, sizeof shown, "alice:***", NULL);
+    CHECK_STR(sqlmux_conn_url(c), shown);
+    sqlmux_close(c);
+
+    login_url(u, sizeof u, NULL, "user=bob&password=b0b-secret");
+    c = connect_or_die(u);
+    check_bob(c);
+    login_url(shown, sizeof shown, NULL, "user=bob&password=***");
+    CHECK_STR(sqlmux_conn_url(c), shown);
+    sqlmux_close(c);
+
+    /* The URL's user, the query's password (and a trailing '/'). */
+    snprintf(u, sizeof u, "sqlmux://bob@%s/?password=b0b-secret", url + strlen("sqlmux://"));
+    c = connect_or_die(u);
+    check_bob(c);
+    sqlmux_close(c);
+
+    const char *unix_url = getenv("LIBTEST_UNIX_URL");
+    CHECK(unix_url != NULL);
+    if (unix_url != NULL) {
+        snprintf(u, sizeof u, "%s?password=wonder%%20land&user=alice", unix_url);
+        c = connect_or_die(u);
+        check_alice(c);
+        snprintf(shown, sizeof shown, "%s?password=***&user=alice", unix_url);
+        CHECK_STR(sqlmux_conn_url(c), shown);
+        sqlmux_close(c);
+    }
+}
+
+/* A password with ':', '@', ' ', '/', '?', '&', '%' and '#', percent-
+ * encoded in the URL; and given to sqlmux_connect_auth() as it is. */
+static void auth_special_password(void)
+{
+    char u[512];
+    login_url(u, sizeof u, "dave:" DAVE_ENCODED, NULL);
+    sqlmux_conn *c = connect_or_die(u);
+    CHECK_STR(sqlmux_conn_user(c), "dave");
+    CHECK(query_int(c, "SELECT 7") == 7);
+    CHECK(strstr(sqlmux_conn_url(c), "p%3A") == NULL && strstr(sqlmux_conn_url(c), ":***@") != NULL);
+    sqlmux_close(c);
+
+    login_url(u, sizeof u, NULL, "user=dave&password=" DAVE_ENCODED);
+    c = connect_or_die(u);
+    CHECK_STR(sqlmux_conn_user(c), "dave");
+    sqlmux_close(c);
+
+    char *err = NULL;
+    c = sqlmux_connect_auth(url, "dave", DAVE_PASSWORD, 10000, &err);
+    CHECK(c != NULL);
+    if (c == NULL)
+        fprintf(stderr, "  sqlmux_connect_auth dave: %s\n", err != NULL ? err : "?");
+    free(err);
+    if (c != NULL) {
+        CHECK_STR(sqlmux_conn_user(c), "dave");
+        CHECK(query_int(c, "SELECT 8") == 8);
+        /* Given arguments win over the URL's login. */
+        sqlmux_close(c);
+    }
+    login_url(u, sizeof u, "bob:wrong", NULL);
+    c = sqlmux_connect_auth(u, "alice", "wonder land", 10000, NULL);
+    CHECK(c != NULL);
+    if (c != NULL)
+        check_alice(c);
+    sqlmux_close(c);
+    /* The raw password in the URL is not the password. */
+    login_url(u, sizeof u, "dave:p:w@ x", NULL);
+    expect_login_error(u, NULL, NULL, "AUTH invalid user name or password", "p:w@");
+}
+
+/* A refused login fails the connect with the daemon's AUTH answer and
+ * never shows the password; logins that cannot be sent fail before. */
+static void auth_refused(void)
+{
+    char u[512];
+
+    login_url(u, sizeof u, "alice:not-the-password", NULL);
+    expect_login_error(u, NULL, NULL, "AUTH invalid user name or password", "not-the-password");
+    login_url(u, sizeof u, "nosuchuser:not-the-password", NULL);
+    expect_login_error(u, NULL, NULL, "AUTH invalid user name or password", "not-the-password");
+    login_url(u, sizeof u, NULL, "user=alice&password=not-the-password");
+    expect_login_error(u, NULL, NULL, "AUTH invalid user name or password", "not-the-password");
+    expect_login_error(url, "alice", "not-the-password", "AUTH invalid user name or password",
+                       "not-the-password");
+    expect_login_error(url, "alice", "not-the-password", " as alice: ", NULL);
+
+    /* A user without a password, a password without a user. */
+    unsetenv("SQLMUX_USER");
+    unsetenv("SQLMUX_PASSWORD");
+    login_url(u, sizeof u, "alice", NULL);
+    expect_login_error(u, NULL, NULL, "no password for user alice", NULL);
+    expect_login_error(url, "alice", NULL, "no password for user alice", NULL);
+    login_url(u, sizeof u, ":wonder%20land", NULL);
+    expect_login_error(u, NULL, NULL, "no user name", "wonder");
+    expect_login_error(url, NULL, "wonder land", "no user name", "wonder");
+
+    /* Bad URLs: the message shows the URL with the password hidden. */
+    login_url(u, sizeof u, "alice:secret%zz", NULL);
+    expect_login_error(u, NULL, NULL, "bad %-escape in the password", "secret");
+    login_url(u, sizeof u, "alice:secret%00x", NULL);
+    expect_login_error(u, NULL, NULL, ":***@", "secret");
+    login_url(u, sizeof u, NULL, "user=alice&password=secret&color=red");
+    expect_login_error(u, NULL, NULL, "unknown URL parameter", "secret");
+    login_url(u, sizeof u, "alice:secret", "user=alice");
+    expect_login_error(u, NULL, NULL, "user name is given twice", "secret");
+    login_url(u, sizeof u, "alice:%20secret", NULL);
+    expect_login_error(u, NULL, NULL, "may not begin or end with a blank", "secret");
+    expect_login_error(url, "alice", "two\nlines", "line break", "lines");
+    expect_login_error(url, "al ice", "wonder land", "user name may not hold blanks", "wonder");
+}
+
+/* $SQLMUX_USER and $SQLMUX_PASSWORD when the URL has no login; the URL's
+ * user and password each win over them. sqlmux_url_user() tells. */
+static void auth_env(void)
+{
+    char u[512];
+    bool has = true;
+
+    unsetenv("SQLMUX_USER");
+    unsetenv("SQLMUX_PASSWORD");
+    CHECK(sqlmux_url_user(url, &has) == NULL && !has);
+
+    setenv("SQLMUX_USER", "alice", 1);
+    setenv("SQLMUX_PASSWORD", "wonder land", 1);
+    sqlmux_conn *c = connect_or_die(url);
+    check_alice(c);
+    sqlmux_close(c);
+    char *user = sqlmux_url_user(url, &has);
+    CHECK_STR(user, "alice");
+    CHECK(has);
+    free(user);
+
+    /* The URL's user with the environment's password. */
+    setenv("SQLMUX_PASSWORD", "b0b-secret", 1);
+    login_url(u, sizeof u, "bob", NULL);
+    c = connect_or_die(u);
+    check_bob(c);
+    sqlmux_close(c);
+    user = sqlmux_url_user(u, &has);
+    CHECK_STR(user, "bob");
+    CHECK(has);
+    free(user);
+
+    /* The URL's password wins over the environment's. */
+    setenv("SQLMUX_PASSWORD", "not-the-password", 1);
+    login_url(u, sizeof u, "bob:b0b-secret", NULL);
+    c = connect_or_die(u);
+    check_bob(c);
+    sqlmux_close(c);
+    expect_login_error(url, NULL, NULL, "AUTH invalid user name or password", "not-the-password");
+
+    /* A user in the environment, no password anywhere. */
+    unsetenv("SQLMUX_PASSWORD");
+    user = sqlmux_url_user(NULL, &has); /* NULL: $SQLMUX_URL, else the default */
+    CHECK_STR(user, "alice");
+    CHECK(!has);
+    free(user);
+    expect_login_error(url, NULL, NULL, "no password for user alice", NULL);
+    unsetenv("SQLMUX_USER");
+}
+
+/* Without a login the daemon answers NOAUTH; sqlmux_auth() logs in on the
+ * open connection; a refused one leaves it as it was; arguments that
+ * cannot be sent are MISUSE. */
+static void auth_explicit(void)
+{
+    unsetenv("SQLMUX_USER");
+    unsetenv("SQLMUX_PASSWORD");
+    sqlmux_conn *c = connect_or_die(url);
+    CHECK(sqlmux_conn_user(c) == NULL);
+    exec_err(c, "SELECT 1", NULL, 0, "NOAUTH");
+    sqlmux_result *r = sqlmux_command(c, ".tables");
+    CHECK_STR(sqlmux_errcode(r), "NOAUTH");
+    sqlmux_free(r);
+
+    r = sqlmux_auth(c, "alice", "not-the-password");
+    CHECK_STR(sqlmux_errcode(r), "AUTH");
+    CHECK_STR(sqlmux_errmsg(r), "invalid user name or password");
+    sqlmux_free(r);
+    CHECK(sqlmux_conn_errmsg(c) == NULL);
+    CHECK(sqlmux_conn_user(c) == NULL);
+    exec_err(c, "SELECT 1", NULL, 0, "NOAUTH");
+
+    const char *misuse[][2] = {
+        {"", "x"},
+        {"alice", ""},
+        {"al ice", "x"},
+        {"alice", " wonder land"},
+        {"alice", "x\n"},
+        {"alice", "a\rb"},
+        {"alice", "wonder land\t"},
+    };
+    for (size_t i = 0; i < sizeof misuse / sizeof misuse[0]; i++) {
+        r = sqlmux_auth(c, misuse[i][0], misuse[i][1]);
+        CHECK_STR(sqlmux_errcode(r), "MISUSE");
+        sqlmux_free(r);
+    }
+    r = sqlmux_auth(c, NULL, NULL);
+    CHECK_STR(sqlmux_errcode(r), "MISUSE");
+    sqlmux_free(r);
+    char longpw[SQLMUX_AUTH_MAX + 2];
+    memset(longpw, 'x', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = '\0';
+    r = sqlmux_auth(c, "alice", longpw);
+    CHECK_STR(sqlmux_errcode(r), "MISUSE");
+    sqlmux_free(r);
+    /* Not while pipelined results wait. */
+    CHECK(sqlmux_send_command(c, ".ping") == SQLMUX_OK);
+    r = sqlmux_auth(c, "alice", "wonder land");
+    CHECK_STR(sqlmux_errcode(r), "MISUSE");
+    sqlmux_free(r);
+    r = sqlmux_recv(c);
+    CHECK(sqlmux_status(r) == SQLMUX_OK);
+    sqlmux_free(r);
+
+    r = sqlmux_auth(c, "alice", "wonder land");
+    CHECK(sqlmux_status(r) == SQLMUX_OK);
+    CHECK_STR(sqlmux_fact(r, "user"), "alice");
+    sqlmux_free(r);
+    check_alice(c);
+    /* A refused second login keeps the first. */
+    r = sqlmux_auth(c, "bob", "wrong");
+    CHECK_STR(sqlmux_errcode(r), "AUTH");
+    sqlmux_free(r);
+    check_alice(c);
+    r = sqlmux_auth(c, "bob", "b0b-secret");
+    CHECK(sqlmux_status(r) == SQLMUX_OK);
+    sqlmux_free(r);
+    check_bob(c);
+    sqlmux_close(c);
+}
+
+/* A daemon without users: a login given with the URL is not needed and
+ * the connection works; sqlmux_auth() says AUTH. */
+static void auth_off(void)
+{
+    char u[512];
+    login_url(u, sizeof u, "alice:whatever", NULL);
+    sqlmux_conn *c = connect_or_die(u);
+    CHECK(sqlmux_conn_user(c) == NULL);
+    CHECK(query_int(c, "SELECT 5") == 5);
+    sqlmux_result *r = sqlmux_auth(c, "alice", "whatever");
+    CHECK_STR(sqlmux_errcode(r), "AUTH");
+    CHECK(strstr(sqlmux_errmsg(r), "authentication is off") != NULL);
+    sqlmux_free(r);
+    CHECK(query_int(c, "SELECT 6") == 6);
+    sqlmux_close(c);
+}
+
 /* ---- The note's scenario through the library ------------------------- */
 
 /* Three binds behind one connection: statements go to the bind of their
@@ -1070,6 +1378,12 @@ static const struct {
     {"max_clients", max_clients},
     {"note_scenario", note_scenario},
     {"threads", threads},
+    {"auth_url", auth_url},
+    {"auth_special_password", auth_special_password},
+    {"auth_refused", auth_refused},
+    {"auth_env", auth_env},
+    {"auth_explicit", auth_explicit},
+    {"auth_off", auth_off},
 };
 
 int main(int argc, char **argv)

@@ -80,6 +80,9 @@ def test_passwd_prints_a_crypt_hash():
         raise TestFailure("want 'password = HASH', got %r" % lines[1])
     p = subprocess.run([daemon_binary(), "passwd", "bad name"], input=b"x\n", capture_output=True)
     eq(p.returncode, 2, "bad user name: usage")
+    p = subprocess.run([daemon_binary(), "passwd"], input=b" padded \n", capture_output=True)
+    if p.returncode == 0 or b"blank" not in p.stderr:
+        raise TestFailure("a password with outer blanks: want a refusal, got %r %r" % (p.returncode, p.stderr))
     p = subprocess.run([daemon_binary(), "passwd"], input=b"", capture_output=True)
     if p.returncode == 0 or b"no password" not in p.stderr:
         raise TestFailure("empty stdin: want an error, got %r %r" % (p.returncode, p.stderr))

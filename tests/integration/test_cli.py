@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Daemon, TestFailure, daemon_binary, eq
+from harness import Daemon, TestFailure, daemon_binary, eq, make_config
 
 IO_TIMEOUT = 30
 
@@ -33,10 +33,12 @@ def cli(d, *args, stdin=b"", env=None, url=True, timeout=IO_TIMEOUT):
     (status, stdout, stderr) as text."""
     argv = [cli_binary()] + ([url_of(d)] if url and d is not None else []) + list(args)
     penv = dict(os.environ)
-    penv.pop("SQLMUX_URL", None)
+    for k in ("SQLMUX_URL", "SQLMUX_USER", "SQLMUX_PASSWORD"):
+        penv.pop(k, None)
     penv.update(env or {})
     p = subprocess.run(argv, input=stdin if isinstance(stdin, bytes) else stdin.encode(),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=penv, timeout=timeout)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=penv, timeout=timeout,
+                       start_new_session=True)   # no controlling terminal to ask a password on
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
@@ -232,6 +234,104 @@ def test_connection_options():
         expect(cli(d, *q, url=False, env={"SQLMUX_URL": url_of(d)}), *want)
         rc, out, err = cli(d, "-s", d.unix_socket, "-p", "1", *q, url=False)
         eq((rc, "give one of" in err), (2, True), "two ways to connect")
+
+
+def login_daemon():
+    """A daemon with test_auth.py's users (alice "wonder land": read-write;
+    bob: reads default only) and a short auth_fail_delay."""
+    from test_auth import users_text
+    return Daemon(config=make_config(server={"auth_fail_delay": "100"}) + users_text())
+
+
+ALICE_PW = "wonder land"
+
+
+def no_password_in(results, *secrets):
+    """No stdout or stderr of results shows a secret (also %-encoded)."""
+    for rc, out, err in results:
+        for secret in secrets:
+            for form in (secret, secret.replace(" ", "%20")):
+                if form in out or form in err:
+                    raise TestFailure("the CLI printed the password %r:\nstdout %r\nstderr %r" % (form, out, err))
+
+
+def test_login_options():
+    """-u/--user with $SQLMUX_PASSWORD, a login in the URL, $SQLMUX_USER:
+    each logs in (bob's grants show which user it is). A refused login
+    exits 2 with the daemon's AUTH message; without a login statements get
+    NOAUTH; a user without a password and no terminal, or -W without one,
+    exit 2. No output shows the password."""
+    with login_daemon() as d:
+        seen = []
+
+        def run(*args, **kw):
+            seen.append(cli(d, *args, **kw))
+            return seen[-1]
+
+        pw = {"SQLMUX_PASSWORD": ALICE_PW}
+        expect(run("-u", "alice", "-c", "SELECT 1 AS one", env=pw), 0, "one\n1\n", "")
+        expect(run("--user", "alice", "-c", "INSERT INTO test1 (color) VALUES ('cli')", env=pw), 0, "", "")
+        rc, out, err = expect(run("-u", "bob", "-c", "INSERT INTO test1 (color) VALUES ('bob')",
+                                  env={"SQLMUX_PASSWORD": "b0b-secret"}), 1, "")
+        if not err.startswith("ERROR NOPERM: "):
+            raise TestFailure("bob's write: %r" % err)
+        url = "sqlmux://alice:wonder%%20land@127.0.0.1:%d" % d.port
+        expect(run(url, "-c", "SELECT 2 AS two", url=False), 0, "two\n2\n", "")
+        expect(run("-c", "SELECT 3 AS three", env={"SQLMUX_USER": "alice", "SQLMUX_PASSWORD": ALICE_PW}),
+               0, "three\n3\n", "")
+        # -u names the user of the URL's password.
+        expect(run("sqlmux://bob:wonder%%20land@127.0.0.1:%d" % d.port, "-u", "alice", "-c", "SELECT 4 AS f",
+                   url=False), 0, "f\n4\n", "")
+        # .auth in a script.
+        expect(run("-c", ".auth alice %s\nSELECT 5 AS five" % ALICE_PW), 0, "five\n5\n", "")
+        eq(d.file_query("app.db", "SELECT color FROM test1"), [("cli",)], "rows written")
+
+        # Refused: exit 2 as for a failed connection, the daemon's message.
+        for args, env in ((["-u", "alice"], {"SQLMUX_PASSWORD": "not-" + ALICE_PW}),
+                          (["-u", "nobody"], pw)):
+            t0 = time.time()
+            rc, out, err = expect(run(*args, "-c", "SELECT 1", env=env), 2, "")
+            if "AUTH invalid user name or password" not in err or not err.startswith("sqlmux: could not connect"):
+                raise TestFailure("stderr: %r" % err)
+            if time.time() - t0 < 0.09:
+                raise TestFailure("answered before the daemon's auth_fail_delay")
+        rc, out, err = expect(run("sqlmux://alice:not-the-password@127.0.0.1:%d" % d.port, "-c", "SELECT 1",
+                                  url=False), 2, "")
+        if "sqlmux://alice:***@127.0.0.1:%d as alice: AUTH invalid" % d.port not in err:
+            raise TestFailure("stderr: %r" % err)
+        if "not-the-password" in err:
+            raise TestFailure("the URL's password is shown: %r" % err)
+
+        # No login: the daemon answers NOAUTH (exit 1, a failed statement).
+        rc, out, err = expect(run("-c", "SELECT 1"), 1, "")
+        if not err.startswith("ERROR NOAUTH: authentication required"):
+            raise TestFailure("stderr: %r" % err)
+        # A user without a password and nothing to ask on; -W without a
+        # terminal; a password without a user.
+        rc, out, err = expect(run("-u", "alice", "-c", "SELECT 1"), 2, "")
+        if "no password for user alice" not in err:
+            raise TestFailure("stderr: %r" % err)
+        rc, out, err = expect(run("-u", "alice", "-W", "-c", "SELECT 1", env=pw), 2, "")
+        if "cannot ask for the password of alice: no terminal" not in err:
+            raise TestFailure("stderr: %r" % err)
+        rc, out, err = expect(run("-c", "SELECT 1", env=pw), 2, "")
+        if "no user name" not in err:
+            raise TestFailure("stderr: %r" % err)
+        rc, out, err = expect(run("-c", ".auth alice"), 1, "")
+        if "ERROR ARGS: usage: .auth USER PASSWORD" not in err:
+            raise TestFailure("stderr: %r" % err)
+        rc, out, err = expect(run("-c", ".auth alice wrong\nSELECT 1"), 1, "")
+        if "ERROR AUTH: invalid user name or password" not in err or "ERROR NOAUTH" not in err:
+            raise TestFailure("stderr: %r" % err)
+        rc, out, err = expect(run("--help"), 0, stderr="")
+        for opt in ("-u, --user USER", "-W, --password", "SQLMUX_USER", "SQLMUX_PASSWORD"):
+            if opt not in out:
+                raise TestFailure("--help does not mention %s:\n%s" % (opt, out))
+        no_password_in(seen, ALICE_PW, "b0b-secret")
+        log = d.stderr_text()
+        if ALICE_PW in log:
+            raise TestFailure("the daemon's log shows the password")
+
 
 
 def test_script_interrupted(d):
@@ -451,3 +551,78 @@ def test_interactive_cancel(d):
     finally:
         t.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_interactive_password_prompt():
+    """-u USER on a terminal without $SQLMUX_PASSWORD asks "Password for
+    USER: " without echo, logs in, and keeps the login when Ctrl-C makes it
+    connect again; `.auth USER` asks too; no .auth line goes to the history;
+    a wrong password at the prompt exits 2."""
+    with login_daemon() as d:
+        tmpdir = tempfile.mkdtemp(prefix="sqlmux-cli-")
+        env = {"LANG": "C.UTF-8", "TERM": "xterm", "NO_COLOR": "1", "HOME": tmpdir,
+               "SQLMUX_HISTORY": os.path.join(tmpdir, "history"), "SQLMUX_PASSWORD": "",
+               "SQLMUX_USER": "", "ASAN_OPTIONS": "log_path=%s/asan" % tmpdir,
+               "UBSAN_OPTIONS": "log_path=%s/ubsan" % tmpdir}
+        t = Terminal([cli_binary(), url_of(d), "-u", "alice"], env)
+        try:
+            t.wait_for("Password for alice: ")
+            t.keys(ALICE_PW)
+            s = t.wait_for("default> ")
+            if "sqlmux 0.1.0, connected to %s as alice" % url_of(d) not in s:
+                raise TestFailure("banner:\n" + s)
+            t.keys("INSERT INTO test1 (color) VALUES ('typed');")
+            t.wait_for("OK changes=1")
+            # Ctrl-C closes the connection; the new one is logged in too.
+            t.keys("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2e9) "
+                   "SELECT count(*) FROM c;")
+            time.sleep(0.5)
+            t.key("C-c")
+            t.wait_for("query cancelled; reconnected")
+            t.keys("SELECT count(*) AS n FROM test1;")
+            t.wait_for("(1 row)")
+            t.keys(".auth bob")
+            t.wait_for("Password for bob: ")
+            t.keys("b0b-secret")
+            t.wait_for("OK user=bob")
+            t.keys("INSERT INTO test1 (color) VALUES ('bob');")
+            t.wait_for("ERROR NOPERM")
+            t.keys(".auth alice " + ALICE_PW)
+            s = t.wait_for("OK user=alice")
+            t.keys(".quit")
+            eq(t.exit_status(), 0, "exit status")
+            if "NOAUTH" in s:
+                raise TestFailure("not logged in after reconnecting:\n" + s)
+            shown = s.replace(".auth alice " + ALICE_PW, "")   # typed in full on purpose
+            if ALICE_PW in shown or "b0b-secret" in shown:
+                raise TestFailure("a password is on the screen:\n" + s)
+            with open(os.path.join(tmpdir, "history")) as f:
+                hist = f.read()
+            for secret in (".auth", "wonder", "b0b-secret"):
+                if secret in hist:
+                    raise TestFailure("%r in the history file:\n%s" % (secret, hist))
+            if "INSERT\\040INTO\\040test1" not in hist:
+                raise TestFailure("the history file lacks the statements:\n" + hist)
+            eq(d.file_query("app.db", "SELECT color FROM test1"), [("typed",)], "rows")
+            no_sanitizer_reports(tmpdir)
+        finally:
+            t.close()
+        # The prompt is on the terminal (not stderr, kept in a file here, as
+        # the screen goes when the program exits).
+        errfile = os.path.join(tmpdir, "stderr")
+        t = Terminal(["sh", "-c", 'exec "$0" "$@" 2>"%s"' % errfile, cli_binary(), url_of(d), "--user", "alice"],
+                     env)
+        try:
+            s = t.wait_for("Password for alice: ")
+            t.keys("wonder lan")
+            eq(t.exit_status(), 2, "exit status after a wrong password")
+            with open(errfile) as f:
+                err = f.read()
+            if "could not connect to %s as alice: AUTH invalid user name or password" % url_of(d) not in err:
+                raise TestFailure("stderr: %r" % err)
+            if "wonder lan" in s + err or "Password" in err:
+                raise TestFailure("stderr %r, screen:\n%s" % (err, s))
+            no_sanitizer_reports(tmpdir)
+        finally:
+            t.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 
-from harness import REPO, Daemon, TestFailure, daemon_binary, eq
+from harness import REPO, Daemon, TestFailure, daemon_binary, eq, make_config
 
 
 def build_dir():
@@ -35,9 +35,16 @@ def tcp_url(d):
 
 def run_cases(d, *cases, url=None, env=None, timeout=45):
     """Run libtest CASES against d; fail with its output unless every case
-    printed "ok - CASE" and it exited 0."""
+    printed "ok - CASE" and it exited 0. env: variables to set (None:
+    remove); $SQLMUX_USER and $SQLMUX_PASSWORD are always removed first."""
     penv = dict(os.environ)
-    penv.update(env or {})
+    penv.pop("SQLMUX_USER", None)
+    penv.pop("SQLMUX_PASSWORD", None)
+    for k, v in (env or {}).items():
+        if v is None:
+            penv.pop(k, None)
+        else:
+            penv[k] = v
     if d.uses_unix:
         penv["LIBTEST_UNIX_URL"] = "unix://" + d.unix_socket
     argv = [libtest_binary(), url or tcp_url(d)] + list(cases)
@@ -235,3 +242,66 @@ def test_pkg_config_install(d):
 
 
 test_pkg_config_install.timeout = 180
+
+
+# ---------------------------------------------------------------------------
+# Logging in (daemon users, .auth)
+# ---------------------------------------------------------------------------
+
+# dave's password holds every character a URL must escape; libtest.c has it
+# too (DAVE_PASSWORD, percent-encoded in DAVE_ENCODED).
+DAVE_PASSWORD = "p:w@ x/?&%#1"
+
+
+def login_daemon(**kw):
+    """A daemon with test_auth.py's users (alice, bob, carol) and dave, a
+    short auth_fail_delay, and a unix socket too."""
+    from test_auth import users_text, passwd
+    dave = passwd(DAVE_PASSWORD, user="dave") + "grant.* = read-write\n"
+    config = make_config(server={"auth_fail_delay": "100"}, unix=True, **kw) + users_text() + dave
+    return Daemon(config=config)
+
+
+def test_login_in_the_url():
+    """USER:PASSWORD@ and ?user=&password= (TCP and unix socket) log in as
+    the connection is made; sqlmux_conn_url() hides the password; a password
+    with ':', '@', ' ' and more works percent-encoded, and given as it is
+    to sqlmux_connect_auth()."""
+    with login_daemon() as d:
+        run_cases(d, "auth_url", "auth_special_password")
+        eq(d.file_query("app.db", "SELECT count(*) FROM test1 WHERE color = 'by alice'"), [(3,)],
+           "rows alice wrote")
+
+
+def test_login_refused():
+    """A wrong password or an unknown user fails sqlmux_connect() with the
+    daemon's "AUTH invalid user name or password"; logins that cannot be
+    sent (no password, no user, bad escapes, blanks at the ends) fail
+    before; no message shows the password, nor does the daemon's log."""
+    with login_daemon() as d:
+        run_cases(d, "auth_refused")
+        log = d.stderr_text()
+        for secret in ("not-the-password", "wonder land", DAVE_PASSWORD):
+            if secret in log:
+                raise TestFailure("the daemon's log shows %r" % secret)
+
+
+def test_login_from_the_environment():
+    """$SQLMUX_USER and $SQLMUX_PASSWORD, and the URL's login winning over
+    them; sqlmux_url_user()."""
+    with login_daemon() as d:
+        run_cases(d, "auth_env")
+
+
+def test_login_explicit_and_noauth():
+    """Without a login every statement answers NOAUTH; sqlmux_auth() logs
+    in on the open connection, a refused one keeps the previous login, and
+    arguments that cannot be sent are MISUSE."""
+    with login_daemon() as d:
+        run_cases(d, "auth_explicit")
+
+
+def test_login_to_a_daemon_without_users(d):
+    """A login in the URL does not stop the connection to a daemon without
+    users; sqlmux_auth() answers AUTH there."""
+    run_cases(d, "auth_off")
