@@ -116,6 +116,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
     SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
     SERVER_KEY("auth_fail_delay", CONFIG_T_INT, "1000", 0, 60000, auth_fail_delay_ms),
+    SERVER_KEY("login_timeout", CONFIG_T_INT, "60000", 0, 86400000, login_timeout_ms),
     SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
     SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),

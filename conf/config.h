@@ -99,6 +99,7 @@ struct config {
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
     bool protected_mode;    /* without users: listen on loopback addresses only */
     int auth_fail_delay_ms; /* a failed .auth is answered after this long */
+    int login_timeout_ms;   /* with users: close clients not logged in after this long; 0: never */
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */

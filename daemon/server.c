@@ -387,14 +387,24 @@ static void on_idle_sweep(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t limit = (uint64_t)srv->cfg->client_idle_timeout_ms;
+    uint64_t login = srv->cfg->nusers > 0 ? (uint64_t)srv->cfg->login_timeout_ms : 0;
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if (limit == 0 || srv->stopping)
+    if ((limit == 0 && login == 0) || srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
-        if (s->state != SESS_IDLE || s->qcount > 0 || now - s->active_at < limit)
+        if (login > 0 && s->user == NULL && s->state == SESS_IDLE && now - s->unauth_since >= login) {
+            /* Connections that never log in would hold max_clients slots. */
+            log_info("c%llu: not logged in within %llu ms: closing", (unsigned long long)s->id,
+                     (unsigned long long)login);
+            session_reply_error(s, "TIMEOUT", "not logged in within login_timeout (%llu ms): closing",
+                                (unsigned long long)login);
+            session_close(s, false);
+            continue;
+        }
+        if (limit == 0 || s->state != SESS_IDLE || s->qcount > 0 || now - s->active_at < limit)
             continue;
         log_info("c%llu: idle for more than %llu ms: closing", (unsigned long long)s->id,
                  (unsigned long long)limit);

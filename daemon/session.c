@@ -944,6 +944,8 @@ void session_config_changed(struct session *s)
     struct bind *b = server_bind_named(s->srv, s->use_bind->conf->name);
 
     s->user = s->user_name != NULL ? config_user(s->srv->cfg, s->user_name) : NULL;
+    if (s->user == NULL)
+        s->unauth_since = uv_now(s->srv->loop);   /* a full login_timeout from the reload on */
     if (s->user_name != NULL && s->user == NULL && s->srv->cfg->nusers > 0) {
         log_info("c%llu: user %s was removed by a reload; the client must authenticate again",
                  (unsigned long long)s->id, s->user_name);
@@ -976,6 +978,7 @@ void session_accept(struct server *srv, uv_stream_t *listener)
     s->use_bind = srv->binds[0];
     s->connected_at = uv_now(srv->loop);
     s->active_at = s->connected_at;
+    s->unauth_since = s->connected_at;
     if (listener->type == UV_TCP)
         rc = uv_tcp_init(srv->loop, &s->h.tcp);
     else

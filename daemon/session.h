@@ -100,6 +100,7 @@ struct session {
      * again), NULL until an .auth succeeds. */
     char *user_name;
     const struct user_conf *user;
+    uint64_t unauth_since;     /* uv_now() since when it lacks a user (login_timeout) */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
     /* A multi-bind command in progress (.tables). */

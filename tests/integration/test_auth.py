@@ -407,3 +407,25 @@ def test_tables_lists_only_readable_binds():
         r = expect_ok(alice.request(".tables"))
         eq(sorted(set(row[r.names.index("bind")] for row in r.rows)), ["default", "memory_db", "second_db"],
            ".tables binds for alice")
+
+
+def test_login_timeout_closes_clients_that_never_log_in():
+    with auth_daemon(server={"login_timeout": "600"}) as d:
+        lurker = d.connect()
+        expect_ok(lurker.request(".ping"))          # commands before .auth do not count
+        alice = login(d, "alice")
+        t0 = time.time()
+        r = lurker.read_response()
+        expect_err(r, "TIMEOUT")
+        if "login_timeout" not in r.err_msg:
+            raise TestFailure("want a message naming login_timeout, got %r" % r.err_msg)
+        if time.time() - t0 > 5:
+            raise TestFailure("closed only after %.1f s" % (time.time() - t0))
+        lurker.wait_closed()
+        time.sleep(0.7)
+        expect_rows(alice.request("SELECT 1"), [["1"]])   # a logged-in client stays
+    # Without users there is nothing to log in to: no login timeout.
+    with Daemon(server={"login_timeout": "300"}) as d:
+        c = d.connect()
+        time.sleep(0.8)
+        expect_rows(c.request("SELECT 1"), [["1"]])

@@ -1037,6 +1037,7 @@ static void test_users(void)
         return;
     CHECK(cfg->nusers == 3);
     CHECK(cfg->auth_fail_delay_ms == 250);
+    CHECK(cfg->login_timeout_ms == 60000);   /* the default */
     CHECK_STR(cfg->unix_socket_group, "sqlmux");
     const struct user_conf *a = config_user(cfg, "alice"), *b = config_user(cfg, "bob"),
                            *c = config_user(cfg, "carol");
@@ -1067,6 +1068,7 @@ static void test_users(void)
     EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\nrole = admin\n", 5, "unknown key 'role'");
     EXPECT_ERROR(MIN_BINDS "[user.a b]\n", 3, "bad user name");
     EXPECT_ERROR("[server]\nauth_fail_delay = 60001\n" MIN_BINDS, 2, "out of range");
+    EXPECT_ERROR("[server]\nlogin_timeout = -1\n" MIN_BINDS, 2, "out of range");
     /* Users lift protected mode's loopback rule. */
     EXPECT_ERROR("[server]\nlisten = 0.0.0.0:7654\n" MIN_BINDS, 2, "no [user.NAME] is configured");
 }
