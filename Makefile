@@ -265,3 +265,31 @@ fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_router build-fuzz/fuzz_config
 	    fi; \
 	    rm -rf $$tmp; \
 	done
+
+# ---- valgrind ------------------------------------------------------------
+# `make valgrind` builds the plain build, then runs tests/run (the unit
+# tests natively, the integration suite with every daemon under valgrind
+# memcheck: tests/tools/valgrind-sqlmuxd, through the link
+# build/sqlmuxd-valgrind). A memory error or a leak makes a daemon exit 99
+# instead of 0 after SIGTERM, which fails its test. The harness multiplies
+# its timeouts by VALGRIND_SCALE and skips the few tests that measure what
+# valgrind changes ("# SKIP"). VALGRIND_JOBS tests at a time; VALGRIND_TESTS
+# selects tests by name as tests/run does. Not part of `make test`.
+VALGRIND_JOBS  ?= 3
+VALGRIND_SCALE ?= 10
+VALGRIND_TESTS ?=
+
+.PHONY: valgrind
+valgrind: deps
+	@command -v valgrind >/dev/null || { \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        echo "installing: valgrind"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null || exit 1; \
+	    else \
+	        echo "valgrind is missing; run: sudo apt-get install -y valgrind"; exit 1; \
+	    fi; }
+	$(MAKE) SANITIZE= all unit
+	ln -sf ../tests/tools/valgrind-sqlmuxd build/sqlmuxd-valgrind
+	SQLMUX_VALGRIND=1 SQLMUX_TIMEOUT_SCALE=$(VALGRIND_SCALE) BUILD=build \
+	    SQLMUXD=$(CURDIR)/build/sqlmuxd-valgrind SQLMUXD_REAL=$(CURDIR)/build/sqlmuxd \
+	    tests/run -j $(VALGRIND_JOBS) $(VALGRIND_TESTS)

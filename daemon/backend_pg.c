@@ -1228,6 +1228,10 @@ static void conn_open(struct pg_bind *pb)
         conn_connect_failed(c, why);
         return;
     }
+    /* At start-up the loop's clock has not moved while earlier binds
+     * opened (schemas, snapshots, migrations): read it now, or the timeout
+     * would count that time too. */
+    uv_update_time(pb->bind->srv->loop);
     uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)bc->connect_timeout_ms, 0);
     conn_poll(c, UV_WRITABLE);
     if (c->poll == NULL)

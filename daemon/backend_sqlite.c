@@ -1093,6 +1093,7 @@ static int snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
         }
         uv_timer_init(sb->bind->srv->loop, sb->snap_timer);
         sb->snap_timer->data = sb;
+        uv_update_time(sb->bind->srv->loop);   /* after a slow snapshot load or schema */
         uv_timer_start(sb->snap_timer, on_snapshot_tick, ms, ms);
     }
     return 0;

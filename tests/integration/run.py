@@ -9,19 +9,23 @@ whose "module.name" contains one of the SUBSTRINGs (all when none). A test
 that takes a parameter named `d` gets a fresh, started Daemon() (the note's
 three binds); others start what they need themselves. Each test runs in its
 own forked process (N at a time, default 3) with a time limit (60 s, or the
-function's `timeout` attribute).
+function's `timeout` attribute; times SQLMUX_TIMEOUT_SCALE).
 
 Output: one line per test, in discovery order, "ok - module.test" or
 "not ok - module.test" followed by indented details (traceback, the last 30
-lines of each daemon's stderr), then a final "# ..." summary line.
+lines of each daemon's stderr), then a final "# ..." summary line. A test
+that does not apply (harness.Skip, e.g. skip_under_valgrind(), or listed
+in harness.VALGRIND_SKIPS) prints "ok - module.test # SKIP reason".
 Exit status 1 when any test failed.
 
 Environment: SQLMUXD (the binary; default build/sqlmuxd from the repo root),
-SQLMUX_KEEP_TMP=1 keeps the temp dirs.
+SQLMUX_KEEP_TMP=1 keeps the temp dirs, SQLMUX_VALGRIND=1 and
+SQLMUX_TIMEOUT_SCALE (see harness.py; `make valgrind` sets both).
 """
 
 import importlib
 import inspect
+import math
 import multiprocessing
 import os
 import signal
@@ -69,11 +73,15 @@ def _alarm(signum, frame):
 
 
 def run_one(item):
-    """Run one test in this (forked) process. Returns (name, ok, details)."""
+    """Run one test in this (forked) process. Returns (name, ok, details,
+    skip reason or None)."""
     modname, fname = item
     full = "%s.%s" % (modname, fname)
+    reason = harness.skip_reason(full)
+    if reason:
+        return full, True, "", reason
     func = getattr(importlib.import_module(modname), fname)
-    limit = getattr(func, "timeout", DEFAULT_TIMEOUT)
+    limit = int(math.ceil(harness.scaled(getattr(func, "timeout", DEFAULT_TIMEOUT))))
     first = len(harness.ALL_DAEMONS)
     pgfix = sys.modules.get("pgfixture")
     first_pg = len(pgfix.ALL_CLUSTERS) if pgfix else 0
@@ -87,6 +95,8 @@ def run_one(item):
         if "d" in params:
             kwargs["d"] = harness.Daemon()
         func(**kwargs)
+    except harness.Skip as e:
+        reason = e.reason
     except BaseException:  # noqa: B902 - report everything, including timeouts
         ok = False
         details = traceback.format_exc()
@@ -134,7 +144,7 @@ def run_one(item):
                             "(last 20 lines):\n%s\n" % cl.log_tail(20, cl.databases))
     if _TERMINATING:
         os._exit(128 + _TERMINATING[0])
-    return full, ok, details
+    return full, ok, details, reason
 
 
 def main(argv):
@@ -190,11 +200,15 @@ def main(argv):
 
 def _run_tests(tests, jobs, start):
     failed = 0
+    skipped = 0
     ctx = multiprocessing.get_context("fork")
     pool = ctx.Pool(min(jobs, max(1, len(tests))), maxtasksperchild=1)
     try:
-        for full, ok, details in pool.imap(run_one, tests, chunksize=1):
-            if ok:
+        for full, ok, details, reason in pool.imap(run_one, tests, chunksize=1):
+            if ok and reason:
+                skipped += 1
+                print("ok - %s # SKIP %s" % (full, reason), flush=True)
+            elif ok:
                 print("ok - %s" % full, flush=True)
             else:
                 failed += 1
@@ -208,8 +222,11 @@ def _run_tests(tests, jobs, start):
         raise
     finally:
         pool.join()
-    print("# %d tests, %d failed, %.1f s, daemon %s"
-          % (len(tests), failed, time.time() - start, harness.daemon_binary()))
+    print("# %d tests, %d failed, %d skipped, %.1f s, daemon %s%s"
+          % (len(tests), failed, skipped, time.time() - start, harness.daemon_binary(),
+             " (valgrind, timeouts x%g)" % harness.TIMEOUT_SCALE if harness.VALGRIND
+             else " (timeouts x%g)" % harness.TIMEOUT_SCALE if harness.TIMEOUT_SCALE != 1
+             else ""))
     return 1 if failed else 0
 
 

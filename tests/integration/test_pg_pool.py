@@ -363,3 +363,26 @@ def test_pg_slow_query_does_not_delay_others():
                               "answered (they took %.1fs)" % took)
         r = a.read_response()
         expect_rows(r, [["", "slow"]])
+
+
+def test_pg_connect_timeout_counts_from_the_attempt():
+    """Opening the binds before the loop runs takes time (here a schema
+    that fills a table for about a second); the PostgreSQL bind's
+    connect_timeout must count from its own connection attempt, not from
+    the daemon's start."""
+    slow = ("CREATE TABLE test1 (id INTEGER PRIMARY KEY, color VARCHAR(64) DEFAULT 'red');\n"
+            "CREATE TABLE filler (x);\n"
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) "
+            "INSERT INTO filler SELECT x FROM c;\n")
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db)
+        with pg_daemon(pg, db, opts={"connect_timeout": "300", "pool_min": "1"},
+                       bind_opts={"default": {"schema": "slow.sql"}}, files={"slow.sql": slow}) as d:
+            log = d.stderr_text()
+            if "applied" not in log:
+                raise TestFailure("the slow schema did not run:\n" + log)
+            if "cannot connect" in log or "timeout after" in log:
+                raise TestFailure("the first connection attempt timed out at once:\n" + log)
+            c = d.connect()
+            expect_rows(c.request("SELECT count(*) FROM accounts WHERE false"), [["0"]])
