@@ -360,6 +360,15 @@ static void conn_out_free(sqlmux_conn *c)
     buf_free(&c->out);
 }
 
+/* Close fd with a reset (SO_LINGER 0) instead of a FIN: to the daemon the
+ * client is gone, so it interrupts what the connection was running. */
+static void conn_abort_fd(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
 static void conn_fail(sqlmux_conn *c, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -376,7 +385,7 @@ static void conn_fail(sqlmux_conn *c, const char *code, const char *fmt, ...)
     va_end(ap);
     c->error_code = code;
     if (c->fd >= 0)
-        close(c->fd);
+        conn_abort_fd(c->fd);
     c->fd = -1;
     conn_out_free(c);
 }
@@ -1159,7 +1168,13 @@ void sqlmux_close(sqlmux_conn *c)
         c->stream->conn = NULL;
         result_fail(c->stream, "CONNECTION", "the connection was closed");
     }
-    if (c->fd >= 0)
+    /* With answers outstanding, reset the connection: the daemon takes a
+     * reset as "the client is gone" and stops the running statement (and
+     * rolls back), while a plain close only ends the client's input and
+     * the daemon would still answer what was sent. */
+    if (c->fd >= 0 && (c->pending > 0 || c->stream != NULL))
+        conn_abort_fd(c->fd);
+    else if (c->fd >= 0)
         close(c->fd);
     conn_out_free(c);
     buf_free(&c->in);

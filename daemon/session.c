@@ -764,17 +764,27 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     struct session *s = stream->data;
 
     (void)b;
+    if (nread == UV_EOF) {
+        /* End of input (FIN): the client has sent everything, as
+         * `printf ... | nc -N` does. Like PostgreSQL and Redis, answer
+         * what it sent, then close (an open transaction is rolled back).
+         * If it has closed for good, the first write fails and the session
+         * is cancelled then. */
+        log_debug("c%llu: end of input", (unsigned long long)s->id);
+        s->input_ended = true;
+        if (s->reading) {
+            uv_read_stop(&s->h.stream);
+            s->reading = false;
+        }
+        session_pump(s);
+        return;
+    }
     if (nread < 0) {
-        /* End of input means the client is gone, as for PgBouncer and
-         * Redis: a half-closed socket cannot be told from a closed one
-         * until a write fails, and a runaway statement of a departed
-         * client must not hold a connection. Its statement is
+        /* A reset (the client aborted: the CLI's Ctrl-C, a dead peer) or
+         * another read error: the client is gone. Its statement is
          * interrupted, unanswered requests are dropped, and an open
          * transaction is rolled back. */
-        if (nread == UV_EOF)
-            log_debug("c%llu: client closed the connection", (unsigned long long)s->id);
-        else
-            log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
+        log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
         session_close(s, true);
         return;
     }
@@ -788,7 +798,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
  * its responses; stop otherwise. */
 static void session_update_reading(struct session *s)
 {
-    bool want = s->state != SESS_CLOSING && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
+    bool want = s->state != SESS_CLOSING && !s->input_ended && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
                 session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle;
 
     if (want && !s->reading) {
@@ -810,7 +820,7 @@ static void session_pump(struct session *s)
     if (s->state == SESS_CLOSING)
         return;
     session_flush(s);
-    if (s->quit_after_flush && s->state == SESS_IDLE) {
+    if ((s->quit_after_flush || (s->input_ended && s->qcount == 0)) && s->state == SESS_IDLE) {
         session_close(s, false);
         return;
     }

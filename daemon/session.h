@@ -61,6 +61,8 @@ struct session {
     bool reading;              /* uv_read_start is active */
     bool closed_handle;        /* uv_close called */
     bool quit_after_flush;     /* .quit: close once the output is written */
+    bool input_ended;          /* the client shut its sending side (EOF): answer
+                                  what it sent, then close */
 
     /* Input: inbuf[0..inpos) is consumed, inbuf[inpos..len) waits to be
      * decoded. */

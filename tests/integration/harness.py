@@ -18,6 +18,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import sqlite3
 import subprocess
 import tempfile
@@ -457,6 +458,17 @@ class Conn:
 
     def close(self):
         try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self):
+        """Close with a reset (SO_LINGER 0), as a client that gives up does
+        (the CLI's Ctrl-C): the daemon interrupts what it runs for us. A
+        plain close() only ends our input: the daemon answers what was
+        sent, then closes."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.sock.close()
         except OSError:
             pass

@@ -400,18 +400,46 @@ def test_errors_do_not_disturb_other_clients(d):
     expect_rows(a.request("SELECT id FROM test2"), [["1"]])
 
 
-def test_end_of_input_ends_the_session(d):
-    # PROTOCOL.md: closing (or half-closing) the connection ends the session
-    # at once, as with PgBouncer and Redis: requests not yet answered are
-    # dropped and an open transaction is rolled back.
+def test_end_of_input_answers_what_was_sent_then_closes(d):
+    # PROTOCOL.md: the end of a client's input (a FIN, `printf ... | nc -N`)
+    # is not the end of the session: everything sent before it is answered,
+    # as PostgreSQL and Redis do; then the daemon closes and an open
+    # transaction is rolled back.
     import socket as _socket
+    c = d.connect()
+    c.send("INSERT INTO test1 (color) VALUES ('kept')\nBEGIN\nINSERT INTO test2 (color) VALUES ('gone')\n"
+           "SELECT count(*) FROM test2\n.ping\nWITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+           "FROM n WHERE x < 300000) SELECT count(*) FROM n\n")
+    c.sock.shutdown(_socket.SHUT_WR)
+    r = c.read_responses(6)
+    expect_status(r[0], "+OK changes=1 last_id=1")
+    expect_status(r[1], "+OK changes=0")
+    expect_ok(r[2])
+    expect_rows(r[3], [["1"]])
+    expect_ok(r[4])
+    expect_rows(r[5], [["300000"]])
+    if not c.wait_closed():
+        raise TestFailure("connection not closed after answering the client's input")
+    b = d.connect()
+    expect_rows(b.request("SELECT color FROM test2"), [])       # rolled back
+    expect_rows(b.request("SELECT color FROM test1"), [["kept"]])
+
+
+def test_reset_drops_the_session_at_once(d):
+    # A reset (a client that gives up: the CLI's Ctrl-C) ends the session at
+    # once: requests not yet answered are dropped and an open transaction
+    # is rolled back.
     c = d.connect()
     expect_status(c.request("BEGIN"), "+OK changes=0")
     expect_ok(c.request("INSERT INTO test2 (color) VALUES ('gone')"))
-    c.sock.shutdown(_socket.SHUT_WR)
-    if not c.wait_closed():
-        raise TestFailure("connection not closed after the client's EOF")
+    c.send("INSERT INTO test1 (color) VALUES ('maybe')\n")
+    c.abort()
     b = d.connect()
+    deadline = time.time() + 10
+    while b.request(".clients").rows.__len__() > 1:
+        if time.time() > deadline:
+            raise TestFailure("the reset session is still listed")
+        time.sleep(0.02)
     expect_rows(b.request("SELECT color FROM test2"), [])
 
 def test_line_split_bytewise(d):
