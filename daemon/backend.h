@@ -111,6 +111,16 @@ struct backend_ops {
     int (*open)(struct bind *b, char *err, size_t errlen);
     /* Queue a job; never blocks. */
     void (*submit)(struct bind *b, struct job *job);
+    /* Answer a read-only statement (STMT_SELECT, outside any transaction)
+     * right here on the loop thread, when that is quick and cannot wait:
+     * the bind's storage is memory or a page cache read that cannot block,
+     * no lock is waited for, and the statement stays within a small time
+     * and size budget. Appends the whole response to out, sets *rows and
+     * returns true; otherwise returns false with out as it was, and the
+     * statement goes to submit() (which also gives every error). start_ns:
+     * uv_hrtime() now. NULL: the backend never does. */
+    bool (*read_inline)(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                        uint64_t *rows);
     /* Ask a running job to stop (the client went away). */
     void (*interrupt)(struct bind *b, struct job *job);
     /* The client read some of a job's output (loop thread): a backend that
@@ -138,6 +148,7 @@ struct bind_stats {
     uint64_t errors;           /* statements whose response ended with -ERR */
     uint64_t rows;             /* rows returned */
     uint64_t time_us;          /* from start to last byte, summed */
+    uint64_t on_loop;          /* statements answered by read_inline */
 };
 
 /*

@@ -2,8 +2,7 @@
  * The SQLite backend: file binds (WAL) and the in-memory bind.
  *
  * Each bind owns `pool_size` worker threads, each with its own connection,
- * so a slow statement on one bind never delays another bind, and the loop
- * thread never calls into SQLite. Jobs wait in the bind's shared queue; a
+ * so a slow statement on one bind never delays another bind. Jobs wait in the bind's shared queue; a
  * worker whose connection is inside a client's transaction is pinned to
  * that client and takes only that client's jobs (from its private queue)
  * until the transaction ends, which isolates concurrent transactions.
@@ -16,6 +15,17 @@
  * transaction would stall all others; WAL gives readers a consistent
  * snapshot while a writer works. A folder left by a crashed daemon is
  * removed at the next start.
+ *
+ * Quick reads skip the trip to a worker: a SELECT outside a transaction is
+ * first tried on the loop thread's own connection to the bind, which can
+ * neither wait for a lock (busy timeout 0) nor for the disk (the in-memory
+ * bind's pages are RAM; a file bind's are read only when the page cache
+ * has them, see the "nowait" VFS below), and is stopped when it runs past
+ * QUICK_BUDGET_NS or its answer grows past QUICK_MAX_OUTPUT. Anything that
+ * does not finish that way, and every error, goes to a worker as usual, so
+ * the answer is the same; a statement stopped for time or size is sent
+ * straight to the workers for its next QUICK_SKIP_RUNS runs. A point query
+ * then costs no thread hand-off, and the loop never waits.
  *
  * A statement that has run for LONG_STATEMENT_MS lowers its worker thread's
  * scheduling priority (nice LONG_STATEMENT_NICE) until it ends, so on a
@@ -47,6 +57,7 @@
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
+#include "daemon/nowait_vfs.h"
 #include "daemon/server.h"
 #include "daemon/snapshot.h"
 
@@ -66,6 +77,22 @@
 
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
+
+/* Quick reads on the loop thread: the time and answer size past which a
+ * statement is handed to a worker instead, the longest text tried, the
+ * largest string or blob it may touch (SQLITE_LIMIT_LENGTH: bounds the
+ * work of any single step), how often the budget is checked (virtual
+ * machine steps), and for how many runs a statement that overran goes
+ * straight to the workers (remembered in QUICK_SKIP_SLOTS slots). */
+#define QUICK_BUDGET_NS (200 * 1000)
+#define QUICK_MAX_OUTPUT (16 * 1024)
+#define QUICK_MAX_SQL 4096
+#define QUICK_MAX_LENGTH (256 * 1024)
+#define QUICK_MAX_PATTERN 256
+#define QUICK_PROGRESS_STEPS 100
+#define QUICK_SKIP_RUNS 64
+#define QUICK_SKIP_SLOTS 256
+#define QUICK_CACHE_KIB "-16384"
 
 struct cached_stmt {
     uint64_t hash;
@@ -101,6 +128,7 @@ struct worker {
     uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
     pid_t tid;                 /* the worker thread, for setpriority() */
     bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
+    bool quick;                /* the loop thread's quick-read connection */
 };
 
 struct sqlite_bind {
@@ -118,6 +146,25 @@ struct sqlite_bind {
     struct worker *workers;
     int nworkers;
     uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
+
+    /* Quick reads (loop thread only): a connection without a thread, NULL
+     * when the bind's storage could make a read wait; and statements that
+     * overran the budget lately. On the in-memory bind, which only this
+     * daemon's workers write, the reads of one loop turn share one read
+     * transaction (quick_begin ... quick_commit, ended by quick_turn after
+     * the turn's I/O callbacks), which saves taking and dropping SQLite's
+     * WAL read lock (two fcntl calls) per statement; a job that may have
+     * written (workers count them in `writes`) ends it early, so a read
+     * received after a write was answered always sees that write. */
+    struct worker *quick;
+    sqlite3_stmt *quick_begin, *quick_commit;
+    uv_check_t *quick_turn;
+    uint64_t quick_gen;        /* `writes` when the read transaction began */
+    atomic_uint_fast64_t writes;
+    struct {
+        uint64_t hash;
+        uint32_t left;         /* runs still sent straight to the workers */
+    } quick_skip[QUICK_SKIP_SLOTS];
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
      * its own connection runs JOB_SNAPSHOTs from its queue, so a save
@@ -162,16 +209,9 @@ static const char *sqlite_code(int rc)
  * of a batch keep theirs) with one -ERR line. */
 static void reply_error_at(struct buf *out, size_t mark, const char *code, const char *msg)
 {
-    if (mark > out->len)
-        mark = out->len;
-    out->len = mark;
-    if (out->data != NULL)
-        out->data[mark] = '\0';
-    if (codec_put_error(out, code, msg) != 0) {
-        out->len = mark;   /* nothing to say; the session notices an empty reply */
-        if (out->data != NULL)
-            out->data[mark] = '\0';
-    }
+    buf_truncate(out, mark);
+    if (codec_put_error(out, code, msg) != 0)
+        buf_truncate(out, mark);   /* nothing to say; the session notices an empty reply */
 }
 
 static void reply_error(struct buf *out, const char *code, const char *msg)
@@ -273,6 +313,12 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
             w->denied = "load_extension() is not allowed";
             return SQLITE_DENY;
         }
+        /* The quick-read connection's SQLITE_LIMIT_LENGTH turns every
+         * oversized value into an error, so a worker runs that statement,
+         * except that printf() and format() answer NULL instead (SQLite
+         * 3.40): statements using them run on workers. */
+        if (w->quick && a2 != NULL && (strcasecmp(a2, "printf") == 0 || strcasecmp(a2, "format") == 0))
+            return SQLITE_DENY;
         return SQLITE_OK;
     case SQLITE_PRAGMA:
         for (size_t i = 0; i < sizeof pragma_allowed / sizeof pragma_allowed[0]; i++) {
@@ -343,12 +389,22 @@ static int on_progress(void *arg)
     return w->deadline_ns != 0 && now > w->deadline_ns;
 }
 
+/* Progress handler of the quick-read connection: stop a statement that
+ * ran past its budget. */
+static int on_quick_progress(void *arg)
+{
+    const struct worker *w = arg;
+    return uv_hrtime() > w->deadline_ns;
+}
+
 /* ---- Connections ------------------------------------------------------ */
 
-static int conn_open(struct sqlite_bind *sb, sqlite3 **out, char *err, size_t errlen)
+/* Open a connection to the bind's database through the named VFS (NULL:
+ * the default). */
+static int conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(sb->filename, &db, sb->open_flags, NULL);
+    int rc = sqlite3_open_v2(sb->filename, &db, sb->open_flags, vfs);
 
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "bind %s: cannot open %s: %s", sb->bind->conf->name,
@@ -573,6 +629,12 @@ static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
     return rc | buf_putc(out, '\n');
 }
 
+/* The status line after a result's rows: +OK rows=N. */
+static int put_rows_status(struct buf *out, uint64_t rows)
+{
+    return buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n');
+}
+
 static void set_running(struct job *job, sqlite3 *db)
 {
     pthread_mutex_lock(&job->lock);
@@ -582,7 +644,8 @@ static void set_running(struct job *job, sqlite3 *db)
 
 /* Step stmt to the end, streaming the header and rows into out. Returns the
  * final SQLite code (SQLITE_INTERRUPT when the client went away); *rows
- * counts the rows. */
+ * counts the rows. job NULL: a quick read on the loop thread, stopped with
+ * SQLITE_TOOBIG when its answer grows past QUICK_MAX_OUTPUT. */
 static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
                        uint64_t *rows)
 {
@@ -590,7 +653,8 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
     int ncol = 0;
     int rc;
 
-    set_running(job, w->db);
+    if (job != NULL)
+        set_running(job, w->db);
     for (;;) {
         rc = sqlite3_step(stmt);
         if (first) {
@@ -612,7 +676,12 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
             break;
         }
         (*rows)++;
-        if (out->len >= CHUNK_BYTES) {
+        if (job == NULL) {
+            if (out->len - w->mark > QUICK_MAX_OUTPUT) {
+                rc = SQLITE_TOOBIG;
+                break;
+            }
+        } else if (out->len >= CHUNK_BYTES) {
             if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0) {
                 rc = SQLITE_INTERRUPT;
                 break;
@@ -620,7 +689,8 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
             w->mark = 0;   /* what came before is on its way */
         }
     }
-    set_running(job, NULL);
+    if (job != NULL)
+        set_running(job, NULL);
     return rc;
 }
 
@@ -704,7 +774,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
          * the total tells whether this statement changed anything. */
         sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
         if (sqlite3_column_count(stmt) > 0)
-            rc = buf_printf(out, "+OK rows=%llu\n", (unsigned long long)rows);
+            rc = put_rows_status(out, rows);
         else if (kind == STMT_INSERT && changes > 0)
             rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n", (long long)changes,
                             (long long)sqlite3_last_insert_rowid(db));
@@ -733,6 +803,10 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
  * gets its own response. A client that went away stops the batch. */
 static void run_exec(struct worker *w, struct job *job, struct buf *out)
 {
+    bool writes = job->kind != STMT_SELECT;
+
+    for (size_t i = 0; i < job->nmore; i++)
+        writes |= job->more[i].kind != STMT_SELECT;
     w->readonly = job->readonly;
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
@@ -745,6 +819,10 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
         }
     }
     w->readonly = false;
+    /* Before the answer is posted: a quick read that comes after it must
+     * take a fresh snapshot. */
+    if (writes)
+        atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
 }
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
@@ -1069,6 +1147,7 @@ static int memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
 }
 
 static void sqlite_close(struct bind *b);
+static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
 static void on_wait_check(uv_timer_t *t);
 
 /* Start the snapshot thread (with its own connection) and the
@@ -1077,7 +1156,7 @@ static int snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
 {
     const struct bind_conf *bc = sb->bind->conf;
 
-    if (conn_open(sb, &sb->snap_db, err, errlen) != 0)
+    if (conn_open(sb, &sb->snap_db, NULL, err, errlen) != 0)
         return -1;
     if (pthread_create(&sb->snap_thread, NULL, snapshot_main, sb) != 0) {
         snprintf(err, errlen, "bind %s: cannot start the snapshot thread", bc->name);
@@ -1115,6 +1194,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     sb->snap_version = -1;
     atomic_init(&sb->snap_inflight, 0);
     atomic_init(&sb->snap_failed, false);
+    atomic_init(&sb->writes, 0);
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->cond, NULL);
     sb->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -1135,7 +1215,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     /* The first connection sets the database up; for the in-memory bind it
      * stays open as the anchor. A snapshot is loaded first, into the empty
      * database; the schema then finds tables and does not run again. */
-    if (conn_open(sb, &first, err, errlen) != 0)
+    if (conn_open(sb, &first, NULL, err, errlen) != 0)
         goto fail;
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL) {
         struct snapshot_info info;
@@ -1186,8 +1266,9 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache);
         if (w->cache == NULL)
             goto nomem;
-        if (conn_open(sb, &w->db, err, errlen) != 0 || conn_harden(w, err, errlen) != 0)
+        if (conn_open(sb, &w->db, NULL, err, errlen) != 0 || conn_harden(w, err, errlen) != 0)
             goto fail;
+        schema_refresh(w->db);   /* opens the WAL now: no file is opened while serving */
     }
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
@@ -1197,6 +1278,8 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         }
         w->started = true;
     }
+    if (quick_open(sb, err, errlen) != 0)
+        goto fail;
     sb->wait_timer = malloc(sizeof *sb->wait_timer);
     if (sb->wait_timer == NULL)
         goto nomem;
@@ -1216,6 +1299,157 @@ fail:
     sqlite3_close(first);
     sqlite_close(b);
     return -1;
+}
+
+/* ---- Quick reads on the loop thread ------------------------------------ */
+
+/* End the quick connection's read transaction, if one is open. */
+static void quick_end(struct sqlite_bind *sb)
+{
+    sqlite3 *db = sb->quick->db;
+
+    if (sqlite3_get_autocommit(db))
+        return;
+    if (sb->quick_commit == NULL || sqlite3_step(sb->quick_commit) != SQLITE_DONE)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    if (sb->quick_commit != NULL)
+        sqlite3_reset(sb->quick_commit);
+}
+
+static void on_quick_turn(uv_check_t *h)
+{
+    struct sqlite_bind *sb = h->data;
+
+    quick_end(sb);
+    uv_check_stop(h);
+}
+
+/* Make sure a read transaction is open that began after every write the
+ * workers reported. 0, or -1 when none could be opened. */
+static int quick_snapshot(struct sqlite_bind *sb)
+{
+    sqlite3 *db = sb->quick->db;
+    uint64_t gen = atomic_load_explicit(&sb->writes, memory_order_acquire);
+    int rc;
+
+    if (!sqlite3_get_autocommit(db)) {
+        if (gen == sb->quick_gen)
+            return 0;
+        quick_end(sb);
+    }
+    sb->quick_gen = gen;
+    rc = sqlite3_step(sb->quick_begin);
+    sqlite3_reset(sb->quick_begin);
+    if (rc != SQLITE_DONE)
+        return -1;
+    uv_check_start(sb->quick_turn, on_quick_turn);
+    return 0;
+}
+
+static bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                               uint64_t *rows)
+{
+    struct sqlite_bind *sb = b->impl;
+    struct worker *w = sb->quick;
+    sqlite3_stmt *stmt;
+    uint64_t h;
+    size_t slot;
+    bool ok;
+    int rc;
+
+    if (w == NULL || req->len > QUICK_MAX_SQL)
+        return false;
+    h = hash_bytes(req->text, req->len);
+    slot = h % QUICK_SKIP_SLOTS;
+    if (sb->quick_skip[slot].hash == h && sb->quick_skip[slot].left > 0) {
+        sb->quick_skip[slot].left--;
+        return false;
+    }
+    w->mark = out->len;
+    *rows = 0;
+    if (quick_snapshot(sb) != 0)
+        return false;
+    stmt = stmt_get(w, req->text, req->len, &rc);
+    ok = stmt != NULL;
+    if (ok) {
+        ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
+             bind_params(stmt, req, out, w->mark) == 0;
+        if (ok) {
+            w->deadline_ns = start_ns + QUICK_BUDGET_NS;
+            rc = stream_rows(w, NULL, stmt, out, rows);
+            ok = rc == SQLITE_DONE && put_rows_status(out, *rows) == 0;
+        }
+        stmt_done(w, stmt);
+    }
+    if (ok)
+        return true;
+    buf_truncate(out, w->mark);
+    *rows = 0;
+    log_debug("bind %s: a read goes to a worker: %s", b->conf->name,
+              rc == SQLITE_OK || rc == SQLITE_DONE ? "not a plain read" : sqlite3_errstr(rc));
+    quick_end(sb);
+    if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG || (rc & 0xff) == SQLITE_AUTH) {
+        sb->quick_skip[slot].hash = h;
+        sb->quick_skip[slot].left = QUICK_SKIP_RUNS;
+    }
+    return false;
+}
+
+/* Open the quick-read connection. It reads only: the authorizer refuses
+ * writes, it never waits for a lock, and its limits make any one step
+ * short (a longer string, pattern or text is an error, so a worker runs
+ * that statement instead). */
+static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    bool memory = sb->bind->conf->type == BIND_SQLITE_MEMORY;
+    struct worker *w;
+    char why[300];
+
+    /* A file bind's pages come from the disk unless cached: its quick
+     * connection reads through the nowait VFS, where the file system
+     * supports that. */
+    if (!memory && nowait_vfs_check(sb->filename, why, sizeof why) != 0) {
+        log_info("bind %s: every statement runs on a worker thread: %s", sb->bind->conf->name, why);
+        return 0;
+    }
+    w = calloc(1, sizeof *w);
+    if (w == NULL || (w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache)) == NULL) {
+        free(w);
+        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+        return -1;
+    }
+    w->sb = sb;
+    w->tail = &w->head;
+    w->readonly = true;
+    w->quick = true;
+    sb->quick = w;
+    if (conn_open(sb, &w->db, memory ? NULL : NOWAIT_VFS_NAME, err, errlen) != 0 || conn_harden(w, err, errlen) != 0)
+        return -1;
+    /* A file bind's pages: every read through xRead (not mapped), kept in
+     * a cache larger than the default 2 MB, since the loop answers most
+     * reads. */
+    if (!memory)
+        sqlite3_exec(w->db, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB, NULL, NULL, NULL);
+    sqlite3_exec(w->db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
+    sqlite3_busy_timeout(w->db, 0);
+    sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, QUICK_MAX_LENGTH);
+    sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
+    sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
+    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
+    schema_refresh(w->db);   /* opens the WAL now: no file is opened while serving */
+    sb->quick_turn = malloc(sizeof *sb->quick_turn);
+    if (sb->quick_turn == NULL) {
+        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+        return -1;
+    }
+    uv_check_init(sb->bind->srv->loop, sb->quick_turn);
+    sb->quick_turn->data = sb;
+    if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(w->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_commit, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "bind %s: %s", sb->bind->conf->name, sqlite3_errmsg(w->db));
+        return -1;
+    }
+    return 0;
 }
 
 /* Every 100 ms: a statement that waited longer than busy_timeout for a
@@ -1327,6 +1561,18 @@ static void sqlite_interrupt(struct bind *b, struct job *job)
     pthread_mutex_unlock(&job->lock);
 }
 
+/* Free a worker's statements and close its connection. */
+static void worker_close(struct worker *w)
+{
+    for (size_t j = 0; j < w->ncache; j++) {
+        sqlite3_finalize(w->cache[j].stmt);
+        free(w->cache[j].sql);
+    }
+    free(w->cache);
+    if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
+        log_warn("bind %s: closing a connection: %s", w->sb->bind->conf->name, sqlite3_errmsg(w->db));
+}
+
 static void sqlite_close(struct bind *b)
 {
     struct sqlite_bind *sb = b->impl;
@@ -1347,14 +1593,16 @@ static void sqlite_close(struct bind *b)
         struct worker *w = &sb->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
-        for (size_t j = 0; j < w->ncache; j++) {
-            sqlite3_finalize(w->cache[j].stmt);
-            free(w->cache[j].sql);
-        }
-        free(w->cache);
+        worker_close(w);
         pthread_cond_destroy(&w->wake);
-        if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
-            log_warn("bind %s: closing a connection: %s", b->conf->name, sqlite3_errmsg(w->db));
+    }
+    if (sb->quick_turn != NULL)
+        uv_close((uv_handle_t *)sb->quick_turn, (uv_close_cb)free);
+    sqlite3_finalize(sb->quick_begin);
+    sqlite3_finalize(sb->quick_commit);
+    if (sb->quick != NULL) {
+        worker_close(sb->quick);
+        free(sb->quick);
     }
     if (sb->snap_started)
         pthread_join(sb->snap_thread, NULL);   /* after the saves queued before the stop */
@@ -1408,6 +1656,7 @@ const struct backend_ops backend_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
     .submit = sqlite_submit,
+    .read_inline = sqlite_read_inline,
     .interrupt = sqlite_interrupt,
     .status = sqlite_status,
     .close = sqlite_close,

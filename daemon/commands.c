@@ -355,7 +355,7 @@ struct stats_total {
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
                       long long conns, long long in_use, long long txns, long long clients)
 {
-    char f[10][32];
+    char f[11][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -368,8 +368,9 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[7], sizeof f[7], "%lld", in_use);
     snprintf(f[8], sizeof f[8], "%lld", txns);
     snprintf(f[9], sizeof f[9], "%lld", clients);
-    const char *row[] = {name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]};
-    session_reply_row(s, row, 11);
+    snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
+    const char *row[] = {name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]};
+    session_reply_row(s, row, 12);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -390,6 +391,7 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
     tot->st.errors += b->stats.errors;
     tot->st.rows += b->stats.rows;
     tot->st.time_us += b->stats.time_us;
+    tot->st.on_loop += b->stats.on_loop;
     tot->pool += b->conf->pool_size;
     tot->conns += st.connections;
     tot->in_use += st.in_use;
@@ -402,7 +404,7 @@ static void cmd_stats(struct session *s, const char *args)
     static const char *const cols[] = {"bind", "", "statements", "INTEGER", "errors", "INTEGER", "rows", "INTEGER",
                                        "time_ms", "REAL", "avg_ms", "REAL", "pool_size", "INTEGER",
                                        "connections", "INTEGER", "in_use", "INTEGER", "transactions", "INTEGER",
-                                       "clients", "INTEGER", NULL};
+                                       "clients", "INTEGER", "on_loop", "INTEGER", NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
     size_t n = 0;

@@ -71,6 +71,13 @@ struct server {
     uv_idle_t local_idle;
     struct job_event *local_head, **local_tail;
 
+    /* Sessions with answers to write once the loop turn's I/O callbacks
+     * are done (linked through session.flush_next), written by flush_turn:
+     * as with Redis's beforeSleep, a turn's answers leave in one burst
+     * instead of one by one between statements. */
+    uv_check_t flush_turn;
+    struct session *flush_head;
+
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
     size_t nclosing;             /* of those, closing (not counted as clients) */

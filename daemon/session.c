@@ -164,6 +164,54 @@ static void session_flush(struct session *s)
         session_write(s, &s->out, NULL);
 }
 
+/* End of the loop turn: write what the turn's statements answered. */
+static void on_flush_turn(uv_check_t *h)
+{
+    struct server *srv = h->data;
+
+    uv_check_stop(h);
+    while (srv->flush_head != NULL) {
+        struct session *s = srv->flush_head;
+        srv->flush_head = s->flush_next;
+        s->flush_next = NULL;
+        s->flush_queued = false;
+        if (s->state == SESS_CLOSING)
+            continue;
+        session_flush(s);
+        /* The unwritten answers may have held back its requests or its
+         * reading (max_output); go on now that they are written. */
+        if (s->state != SESS_CLOSING)
+            session_pump(s);
+    }
+}
+
+/* Write s->out at the end of this loop turn. */
+static void session_flush_soon(struct session *s)
+{
+    struct server *srv = s->srv;
+
+    if (s->out.len == 0 || s->flush_queued)
+        return;
+    if (srv->flush_head == NULL)
+        uv_check_start(&srv->flush_turn, on_flush_turn);
+    s->flush_queued = true;
+    s->flush_next = srv->flush_head;
+    srv->flush_head = s;
+}
+
+/* A session about to be freed leaves the flush list. */
+static void session_flush_forget(struct session *s)
+{
+    struct session **pp = &s->srv->flush_head;
+
+    if (!s->flush_queued)
+        return;
+    while (*pp != s)
+        pp = &(*pp)->flush_next;
+    *pp = s->flush_next;
+    s->flush_queued = false;
+}
+
 void session_reply_ok(struct session *s, const char *facts)
 {
     int rc = buf_puts(&s->out, "+OK");
@@ -538,6 +586,25 @@ static void session_batch(struct session *s, struct job *job)
     }
 }
 
+/* A read the bind answers on the loop thread (read_inline): no job and no
+ * trip to another thread. Takes the request's memory when it answered. */
+static bool session_read_inline(struct session *s, struct bind *b, struct request *req)
+{
+    struct bind_stats *st = &b->stats;
+    uint64_t start = uv_hrtime(), rows = 0;
+
+    if (!b->ops->read_inline(b, req, start, &s->out, &rows))
+        return false;
+    st->statements++;
+    st->on_loop++;
+    st->rows += rows;
+    st->time_us += (uv_hrtime() - start) / 1000;
+    s->statements++;
+    s->active_at = uv_now(s->srv->loop);
+    codec_request_free(req);
+    return true;
+}
+
 /* Route one statement and start it. Takes the request's memory. */
 static void session_handle_sql(struct session *s, struct request *req)
 {
@@ -604,6 +671,12 @@ static void session_handle_sql(struct session *s, struct request *req)
         codec_request_free(req);
         return;
     }
+    /* Outside a transaction, earlier statements of this session have all
+     * been answered (the session is idle), so a read may be answered here
+     * and now without changing what it sees or the order of answers. */
+    if (r->kind == STMT_SELECT && !s->in_txn && !s->txn_held && target->ops->read_inline != NULL &&
+        session_read_inline(s, target, req))
+        return;
     job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {
         session_reply_error(s, "NOMEM", "out of memory");
@@ -819,7 +892,7 @@ static void session_pump(struct session *s)
     } while (session_advance(s) && s->state != SESS_CLOSING);
     if (s->state == SESS_CLOSING)
         return;
-    session_flush(s);
+    session_flush_soon(s);
     if ((s->quit_after_flush || (s->input_ended && s->qcount == 0)) && s->state == SESS_IDLE) {
         session_close(s, false);
         return;
@@ -842,6 +915,7 @@ static void on_closed(uv_handle_t *h)
         log_debug("c%llu: closed", (unsigned long long)s->id);
     if (s->txn_bind != NULL)
         session_set_txn(s, NULL);
+    session_flush_forget(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else

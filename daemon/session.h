@@ -76,8 +76,11 @@ struct session {
     struct pending *queue;
     size_t qhead, qcount, qcap;
 
-    /* Output not yet handed to libuv. */
+    /* Output not yet handed to libuv; flush_queued: on srv->flush_head to
+     * be written at the end of the loop turn. */
     struct buf out;
+    bool flush_queued;
+    struct session *flush_next;
 
     /* Routing and transactions. use_bind is always one of srv->binds (a
      * reload moves it to the bind of the same name, or to default);

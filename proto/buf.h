@@ -33,6 +33,8 @@ __attribute__((warn_unused_result)) int buf_puts(struct buf *b, const char *s);
 __attribute__((warn_unused_result, format(printf, 2, 3))) int buf_printf(struct buf *b, const char *fmt, ...);
 /* Drop the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);
+/* Cut the content back to its first len bytes (len <= b->len). */
+void buf_truncate(struct buf *b, size_t len);
 /* Empty the buffer but keep its memory. */
 void buf_reset(struct buf *b);
 /* Free the memory; the buffer is BUF_INIT afterwards. */
