@@ -78,6 +78,9 @@
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
 
+/* A batch of more statements than this posts its answers in two parts. */
+#define BATCH_SPLIT 8
+
 /* Quick reads on the loop thread: the time and answer size past which a
  * statement is handed to a worker instead, the longest text tried, the
  * largest string or blob it may touch (SQLITE_LIMIT_LENGTH: bounds the
@@ -635,6 +638,17 @@ static int put_rows_status(struct buf *out, uint64_t rows)
     return buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n');
 }
 
+/* The status line of a statement without rows: +OK changes=N, and
+ * last_id=ID after an INSERT that added rows. */
+static int put_changes_status(struct buf *out, sqlite3_int64 changes, bool inserted, sqlite3_int64 last_id)
+{
+    int rc = buf_append(out, "+OK changes=", 12) | codec_put_int(out, changes);
+    if (inserted)
+        rc |= buf_append(out, " last_id=", 9) | codec_put_int(out, last_id);
+    return rc | buf_putc(out, '\n');
+}
+
+/* The connection a job runs on, for sqlite_interrupt(). */
 static void set_running(struct job *job, sqlite3 *db)
 {
     pthread_mutex_lock(&job->lock);
@@ -653,8 +667,6 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
     int ncol = 0;
     int rc;
 
-    if (job != NULL)
-        set_running(job, w->db);
     for (;;) {
         rc = sqlite3_step(stmt);
         if (first) {
@@ -689,8 +701,6 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
             w->mark = 0;   /* what came before is on its way */
         }
     }
-    if (job != NULL)
-        set_running(job, NULL);
     return rc;
 }
 
@@ -775,11 +785,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
         if (sqlite3_column_count(stmt) > 0)
             rc = put_rows_status(out, rows);
-        else if (kind == STMT_INSERT && changes > 0)
-            rc = buf_printf(out, "+OK changes=%lld last_id=%lld\n", (long long)changes,
-                            (long long)sqlite3_last_insert_rowid(db));
         else
-            rc = buf_printf(out, "+OK changes=%lld\n", (long long)changes);
+            rc = put_changes_status(out, changes, kind == STMT_INSERT && changes > 0, sqlite3_last_insert_rowid(db));
         if (rc != 0)
             reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
         stmt_done(w, stmt);
@@ -800,28 +807,36 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
 }
 
 /* The job's statement, then the ones batched after it, in order; each
- * gets its own response. A client that went away stops the batch. */
+ * gets its own response. A client that went away stops the batch. The
+ * answers of a long batch go out in two parts, so that a pipelining
+ * client sends its next statements (and the loop reads and routes them)
+ * while the second half runs. Before any answer to a statement that may
+ * have written is posted, the bind's write count moves on: a quick read
+ * sent after that answer arrived must take a fresh snapshot. */
 static void run_exec(struct worker *w, struct job *job, struct buf *out)
 {
-    bool writes = job->kind != STMT_SELECT;
+    size_t half = job->nmore >= BATCH_SPLIT ? job->nmore / 2 : SIZE_MAX;
+    bool wrote = job->kind != STMT_SELECT;
 
-    for (size_t i = 0; i < job->nmore; i++)
-        writes |= job->more[i].kind != STMT_SELECT;
     w->readonly = job->readonly;
+    set_running(job, w->db);
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
         if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
             job->errors++;
-        if (out->len >= CHUNK_BYTES) {
+        wrote |= job->more[i].kind != STMT_SELECT;
+        if (out->len >= CHUNK_BYTES || i == half) {
+            if (wrote)
+                atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+            wrote = false;
             if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0)
                 break;
         }
     }
+    set_running(job, NULL);
     w->readonly = false;
-    /* Before the answer is posted: a quick read that comes after it must
-     * take a fresh snapshot. */
-    if (writes)
+    if (wrote)
         atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
 }
 
