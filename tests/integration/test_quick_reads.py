@@ -46,7 +46,8 @@ def test_reads_are_answered_on_the_loop(d):
 def test_reads_while_every_worker_is_busy():
     """With the bind's only worker running a long statement, a point read
     on the same bind is answered at once, and a write waits its turn."""
-    with Daemon(bind_opts=ONE_WORKER) as d:
+    opts = dict(ONE_WORKER, memory_db={"pool_size": "1", "busy_timeout": "600000"})
+    with Daemon(bind_opts=opts) as d:
         c = d.connect()
         expect_ok(c.request("INSERT INTO test3 (color) VALUES ('one')"))
         slow = d.connect()
