@@ -81,6 +81,9 @@
 /* A batch of more statements than this posts its answers in two parts. */
 #define BATCH_SPLIT 8
 
+/* Writes of different clients committed together, at most. */
+#define GROUP_MAX 64
+
 /* Quick reads on the loop thread: the time and answer size past which a
  * statement is handed to a worker instead, the longest text tried, the
  * largest string or blob it may touch (SQLITE_LIMIT_LENGTH: bounds the
@@ -114,6 +117,7 @@ struct worker {
     sqlite3 *db;
     uint64_t pinned;           /* session whose transaction is open here, 0: none */
     bool busy;                 /* running a job (guarded by the bind's lock) */
+    bool writing;              /* that job may write (guarded by the bind's lock) */
     bool waiting;              /* asleep on wake (guarded by the bind's lock) */
     pthread_cond_t wake;       /* signalled when it has a job to take: each
                                   worker sleeps on its own, so a submit wakes
@@ -129,9 +133,12 @@ struct worker {
     size_t mark;               /* where the running statement's response starts in out */
     uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
+    uint64_t busy_since_ns;    /* uv_hrtime() when its wait for a lock began (on_busy) */
     pid_t tid;                 /* the worker thread, for setpriority() */
     bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
     bool quick;                /* the loop thread's quick-read connection */
+    bool grouping;             /* running jobs of a group commit (run_group) */
+    bool group_overflow;       /* one of them answered more than fits in memory */
 };
 
 struct sqlite_bind {
@@ -400,6 +407,34 @@ static int on_quick_progress(void *arg)
     return uv_hrtime() > w->deadline_ns;
 }
 
+/* Busy handler of the workers' connections: wait for a lock another
+ * connection holds, up to busy_timeout. SQLite's own handler sleeps 1, 2,
+ * 5, 10 ms and more between tries; the bind's workers hold the write lock
+ * for microseconds per statement, so with several writers most of their
+ * time went to those naps. This one naps BUSY_NAP_MIN_US at first,
+ * doubling up to BUSY_NAP_MAX_US. */
+#define BUSY_NAP_MIN_US 20
+#define BUSY_NAP_MAX_US 2000
+
+static int on_busy(void *arg, int count)
+{
+    struct worker *w = arg;
+    uint64_t now = uv_hrtime();
+    uint64_t limit = (uint64_t)w->sb->bind->conf->busy_timeout_ms * 1000000u;
+    unsigned nap = BUSY_NAP_MIN_US;
+
+    if (count == 0)
+        w->busy_since_ns = now;
+    if (now - w->busy_since_ns >= limit)
+        return 0;
+    for (int i = 0; i < count && nap < BUSY_NAP_MAX_US; i++)
+        nap *= 2;
+    if (nap > BUSY_NAP_MAX_US)
+        nap = BUSY_NAP_MAX_US;
+    usleep(nap);
+    return 1;
+}
+
 /* ---- Connections ------------------------------------------------------ */
 
 /* Open a connection to the bind's database through the named VFS (NULL:
@@ -420,9 +455,10 @@ static int conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
     sqlite3_busy_timeout(db, sb->bind->conf->busy_timeout_ms);
     /* The in-memory bind's file lives in RAM: map it, so a lookup reads
      * the page where it is instead of copying it with a pread() per page
-     * that is not in this connection's cache. */
+     * that is not in this connection's cache; and do not sync it (a
+     * commit's fdatasync() buys nothing there). */
     if (sb->bind->conf->type == BIND_SQLITE_MEMORY)
-        sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE, NULL, NULL, NULL);
+        sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA synchronous = OFF", NULL, NULL, NULL);
     *out = db;
     return 0;
 }
@@ -444,6 +480,7 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     }
     sqlite3_set_authorizer(db, authorize, w);
     sqlite3_progress_handler(db, 1000, on_progress, w);
+    sqlite3_busy_handler(db, on_busy, w);
     return 0;
 }
 
@@ -693,6 +730,11 @@ static int stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
                 rc = SQLITE_TOOBIG;
                 break;
             }
+        } else if (w->grouping && out->len >= CHUNK_BYTES) {
+            /* Nothing may be posted before the group commits. */
+            w->group_overflow = true;
+            rc = SQLITE_TOOBIG;
+            break;
         } else if (out->len >= CHUNK_BYTES) {
             if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0) {
                 rc = SQLITE_INTERRUPT;
@@ -836,7 +878,7 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
     }
     set_running(job, NULL);
     w->readonly = false;
-    if (wrote)
+    if (wrote && !w->grouping)
         atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
 }
 
@@ -919,6 +961,61 @@ static void run_migrations(struct worker *w, struct job *job, struct buf *out)
     migrate_set_free(&set);
 }
 
+static struct job *queue_pop(struct job **head, struct job ***tail)
+{
+    struct job *job = *head;
+    *head = job->next;
+    if (*head == NULL)
+        *tail = head;
+    job->next = NULL;
+    return job;
+}
+
+/* Whether a job may write: it holds a statement other than a SELECT. */
+static bool job_writes(const struct job *job)
+{
+    if (job->type != JOB_EXEC)
+        return false;
+    for (size_t i = 0; i < job->nmore; i++)
+        if (job->more[i].kind != STMT_SELECT)
+            return true;
+    return job->kind != STMT_SELECT;
+}
+
+/* w's connection is inside its pinned session's transaction now: writes of
+ * other sessions queued for it (see sqlite_submit) go back to the front of
+ * the shared queue, and a free worker takes them. Bind's lock held. */
+static void writer_requeue(struct sqlite_bind *sb, struct worker *w)
+{
+    struct job *mine = NULL, **mine_tail = &mine, *others = NULL, **others_tail = &others;
+
+    while (w->head != NULL) {
+        struct job *job = queue_pop(&w->head, &w->tail);
+        if (job->owner == w->pinned) {
+            *mine_tail = job;
+            mine_tail = &job->next;
+        } else {
+            *others_tail = job;
+            others_tail = &job->next;
+        }
+    }
+    w->head = mine;
+    w->tail = mine != NULL ? mine_tail : &w->head;
+    if (others == NULL)
+        return;
+    *others_tail = sb->head;
+    if (sb->head == NULL)
+        sb->tail = others_tail;
+    sb->head = others;
+    for (int i = 0; i < sb->nworkers; i++) {
+        struct worker *o = &sb->workers[i];
+        if (o->waiting && o->pinned == 0) {
+            pthread_cond_signal(&o->wake);
+            break;
+        }
+    }
+}
+
 static void run_job(struct worker *w, struct job *job)
 {
     struct buf out = BUF_INIT;
@@ -948,18 +1045,102 @@ static void run_job(struct worker *w, struct job *job)
 
     pthread_mutex_lock(&w->sb->lock);
     w->pinned = job->in_txn ? job->owner : 0;
+    if (w->pinned != 0 && w->head != NULL)
+        writer_requeue(w->sb, w);
     pthread_mutex_unlock(&w->sb->lock);
     job_post_done(job, &out);
 }
 
-static struct job *queue_pop(struct job **head, struct job ***tail)
+/* ---- Group commit ------------------------------------------------------ */
+
+/* Whether a job may share a transaction with other sessions' jobs: one
+ * INSERT, UPDATE or DELETE outside any transaction. */
+static bool job_groupable(const struct job *job)
 {
-    struct job *job = *head;
-    *head = job->next;
-    if (*head == NULL)
-        *tail = head;
-    job->next = NULL;
-    return job;
+    return job->type == JOB_EXEC && job->owner != 0 && job->begin_sql == NULL && job->nmore == 0 &&
+           !job->readonly && (job->kind == STMT_INSERT || job->kind == STMT_UPDATE || job->kind == STMT_DELETE);
+}
+
+/* Whether an error (the connection's last) undid only its statement and
+ * leaves the transaction sound: SQLite says to roll back after the others
+ * (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, SQLITE_BUSY, SQLITE_INTERRUPT,
+ * ...). SQLITE_OK: the error was the daemon's own (parameters). */
+static bool statement_error(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ERROR:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_AUTH:
+    case SQLITE_TOOBIG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Run the writes queued for the writer (see sqlite_submit) in one
+ * transaction: one commit, with its locks and WAL frames, for the group
+ * instead of one each. Each statement keeps its own answer, errors
+ * included (a failed statement is rolled back alone, as in autocommit),
+ * and the answers are posted only once the group has committed. When the
+ * transaction itself is lost (a statement's ON CONFLICT ROLLBACK, a
+ * statement_timeout, a failed COMMIT) or an answer is too large to hold,
+ * everything is rolled back and each job runs alone, as it would have
+ * without grouping. */
+static void run_group(struct worker *w, struct job **jobs, size_t n)
+{
+    struct buf outs[GROUP_MAX];
+    bool ok;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        outs[i] = (struct buf)BUF_INIT;
+    rc = sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if ((rc & 0xff) == SQLITE_BUSY) {
+        /* Another client's transaction kept the write lock for all of
+         * busy_timeout: each of these would have waited as long and got
+         * the same answer. */
+        for (size_t i = 0; i < n; i++) {
+            reply_error(&outs[i], sqlite_code(rc), sqlite3_errmsg(w->db));
+            jobs[i]->failed = true;
+            job_post_done(jobs[i], &outs[i]);
+        }
+        return;
+    }
+    w->grouping = true;
+    w->group_overflow = false;
+    ok = rc == SQLITE_OK;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (atomic_load(&jobs[i]->cancelled)) {
+            jobs[i]->failed = true;
+            continue;
+        }
+        run_exec(w, jobs[i], &outs[i]);
+        ok = !w->group_overflow && !sqlite3_get_autocommit(w->db) &&
+             (!jobs[i]->failed || statement_error(sqlite3_errcode(w->db)));
+    }
+    ok = ok && sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    w->grouping = false;
+    if (!ok) {
+        if (!sqlite3_get_autocommit(w->db))
+            sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+        for (size_t i = 0; i < n; i++) {
+            buf_free(&outs[i]);
+            jobs[i]->failed = false;
+            jobs[i]->errors = 0;
+            jobs[i]->rows = 0;
+            run_job(w, jobs[i]);
+        }
+        return;
+    }
+    atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->in_txn = false;
+        job_post_done(jobs[i], &outs[i]);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -984,10 +1165,22 @@ static void *worker_main(void *arg)
             continue;
         }
         w->busy = true;
-        pthread_mutex_unlock(&sb->lock);
-        run_job(w, job);
+        w->writing = job_writes(job);
+        if (w->pinned == 0 && w->head != NULL && job_groupable(job) && job_groupable(w->head)) {
+            struct job *group[GROUP_MAX];
+            size_t n = 0;
+            group[n++] = job;
+            while (n < GROUP_MAX && w->head != NULL && job_groupable(w->head))
+                group[n++] = queue_pop(&w->head, &w->tail);
+            pthread_mutex_unlock(&sb->lock);
+            run_group(w, group, n);
+        } else {
+            pthread_mutex_unlock(&sb->lock);
+            run_job(w, job);
+        }
         pthread_mutex_lock(&sb->lock);
         w->busy = false;
+        w->writing = false;
     }
     pthread_mutex_unlock(&sb->lock);
     return NULL;
@@ -1467,6 +1660,27 @@ static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     return 0;
 }
 
+/* Move the jobs of a queue that were queued limit ms or more before now
+ * to *expired. */
+static void expire_queue(struct job **head, struct job ***tail, uint64_t now, uint64_t limit, struct job **expired)
+{
+    struct job **pp = head;
+
+    while (*pp != NULL) {
+        struct job *job = *pp;
+        if (now - job->queued_at < limit) {
+            pp = &job->next;
+            continue;
+        }
+        *pp = job->next;
+        job->next = *expired;
+        *expired = job;
+    }
+    *tail = head;
+    while (**tail != NULL)
+        *tail = &(**tail)->next;
+}
+
 /* Every 100 ms: a statement that waited longer than busy_timeout for a
  * free connection (all are busy, or held by clients' open transactions)
  * gets -ERR BUSY rather than waiting without end. Loop thread. */
@@ -1475,23 +1689,14 @@ static void on_wait_check(uv_timer_t *t)
     struct sqlite_bind *sb = t->data;
     uint64_t now = uv_now(t->loop);
     uint64_t limit = (uint64_t)sb->bind->conf->busy_timeout_ms;
-    struct job *expired = NULL, **pp;
+    struct job *expired = NULL;
 
     pthread_mutex_lock(&sb->lock);
-    pp = &sb->head;
-    while (*pp != NULL) {
-        struct job *job = *pp;
-        if (now - job->queued_at < limit) {
-            pp = &job->next;
-            continue;
-        }
-        *pp = job->next;
-        job->next = expired;
-        expired = job;
-    }
-    sb->tail = &sb->head;
-    while (*sb->tail != NULL)
-        sb->tail = &(*sb->tail)->next;
+    expire_queue(&sb->head, &sb->tail, now, limit, &expired);
+    /* The first worker's queue holds other sessions' writes while it is
+     * not inside a transaction (see sqlite_submit). */
+    if (sb->nworkers > 0 && sb->workers[0].pinned == 0)
+        expire_queue(&sb->workers[0].head, &sb->workers[0].tail, now, limit, &expired);
     pthread_mutex_unlock(&sb->lock);
 
     while (expired != NULL) {
@@ -1532,7 +1737,7 @@ static void submit_snapshot(struct sqlite_bind *sb, struct job *job)
 static void sqlite_submit(struct bind *b, struct job *job)
 {
     struct sqlite_bind *sb = b->impl;
-    struct worker *pinned = NULL;
+    struct worker *target = NULL;   /* a worker's own queue, else the shared one */
 
     job->queued_at = uv_now(b->srv->loop);
     if (job->type == JOB_SNAPSHOT) {
@@ -1542,22 +1747,30 @@ static void sqlite_submit(struct bind *b, struct job *job)
     pthread_mutex_lock(&sb->lock);
     for (int i = 0; job->owner != 0 && i < sb->nworkers; i++) {
         if (sb->workers[i].pinned == job->owner) {
-            pinned = &sb->workers[i];
+            target = &sb->workers[i];
             break;
         }
     }
-    if (pinned != NULL) {
-        *pinned->tail = job;
-        pinned->tail = &job->next;
-        if (pinned->waiting)
-            pthread_cond_signal(&pinned->wake);
+    /* Writes outside transactions go to the first worker while it is free
+     * or writing: SQLite lets one connection write at a time anyway, and
+     * one writer keeps its page cache and never waits for another's lock
+     * (several writers took turns through SQLite's busy handler, sleeping
+     * in between, each re-reading the pages the others changed). */
+    if (target == NULL && job->owner != 0 && job->begin_sql == NULL && sb->workers[0].pinned == 0 &&
+        (!sb->workers[0].busy || sb->workers[0].writing) && job_writes(job))
+        target = &sb->workers[0];
+    if (target != NULL) {
+        *target->tail = job;
+        target->tail = &job->next;
+        if (target->waiting)
+            pthread_cond_signal(&target->wake);
     } else {
         *sb->tail = job;
         sb->tail = &job->next;
-        /* One free sleeper takes it; with none, the next worker to finish
-         * its job does. */
-        for (int i = 0; i < sb->nworkers; i++) {
-            struct worker *w = &sb->workers[i];
+        /* One free sleeper takes it, the writer last (it is kept for
+         * writes); with none, the next worker to finish its job does. */
+        for (int k = 1; k <= sb->nworkers; k++) {
+            struct worker *w = &sb->workers[k % sb->nworkers];
             if (w->waiting && w->pinned == 0) {
                 pthread_cond_signal(&w->wake);
                 break;
