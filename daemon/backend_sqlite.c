@@ -67,7 +67,7 @@
 
 /* A statement running this long is lowered to this nice value. */
 #define LONG_STATEMENT_MS 50
-#define LONG_STATEMENT_NICE 10
+#define LONG_STATEMENT_NICE 19
 
 /* A statement enters a connection's cache the second time its text is
  * prepared there (a direct-mapped memory of this many recent texts), so a

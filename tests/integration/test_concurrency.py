@@ -237,7 +237,7 @@ def _thread_nices(pid):
 
 
 def test_long_statement_yields_the_cpu(d):
-    """A statement running past 50 ms drops its worker thread to nice 10
+    """A statement running past 50 ms drops its worker thread to nice 19
     (short statements of others run first on a busy machine) and the
     thread is back at nice 0 once it ends. Tests run as root, so the
     daemon may raise the priority back."""
@@ -245,12 +245,12 @@ def test_long_statement_yields_the_cpu(d):
     eq(set(before.values()), {0}, "every thread at nice 0 at first")
     slow = start_slow(d, rows=6000000)
     deadline = time.time() + 30
-    while 10 not in _thread_nices(d.pid).values():
+    while 19 not in _thread_nices(d.pid).values():
         if time.time() > deadline:
-            raise TestFailure("no thread lowered to nice 10 while the long statement ran: %r"
+            raise TestFailure("no thread lowered to nice 19 while the long statement ran: %r"
                               % _thread_nices(d.pid))
         time.sleep(0.02)
-    lowered = [t for t, n in _thread_nices(d.pid).items() if n == 10]
+    lowered = [t for t, n in _thread_nices(d.pid).items() if n == 19]
     eq(len(lowered), 1, "one thread lowered")
     if lowered[0] == d.pid:
         raise TestFailure("the loop thread was lowered")
