@@ -2,10 +2,14 @@
  * The SQLite backend: file binds (WAL) and the in-memory bind.
  *
  * Each bind owns `pool_size` worker threads, each with its own connection,
- * so a slow statement on one bind never delays another bind. Jobs wait in the bind's shared queue; a
- * worker whose connection is inside a client's transaction is pinned to
- * that client and takes only that client's jobs (from its private queue)
- * until the transaction ends, which isolates concurrent transactions.
+ * so a slow statement on one bind never delays another bind. Jobs wait in
+ * the bind's shared queue; a worker whose connection is inside a client's
+ * transaction is pinned to that client and takes only that client's jobs
+ * (from its private queue) until the transaction ends, which isolates
+ * concurrent transactions. Writes outside transactions go to the first
+ * worker (the writer) while it is free or writing, and the writer commits
+ * those queued together as one transaction (run_group): SQLite lets one
+ * connection write at a time anyway.
  *
  * The in-memory bind is a WAL database in a private folder on a RAM file
  * system (/dev/shm), made fresh at every start and removed at exit; an
@@ -159,13 +163,14 @@ struct sqlite_bind {
 
     /* Quick reads (loop thread only): a connection without a thread, NULL
      * when the bind's storage could make a read wait; and statements that
-     * overran the budget lately. On the in-memory bind, which only this
-     * daemon's workers write, the reads of one loop turn share one read
+     * overran the budget lately. The reads of one loop turn share one read
      * transaction (quick_begin ... quick_commit, ended by quick_turn after
      * the turn's I/O callbacks), which saves taking and dropping SQLite's
      * WAL read lock (two fcntl calls) per statement; a job that may have
      * written (workers count them in `writes`) ends it early, so a read
-     * received after a write was answered always sees that write. */
+     * received after a write was answered always sees that write. (A
+     * change another program makes to a file bind shows from the next
+     * turn.) */
     struct worker *quick;
     sqlite3_stmt *quick_begin, *quick_commit;
     uv_check_t *quick_turn;
@@ -971,6 +976,20 @@ static struct job *queue_pop(struct job **head, struct job ***tail)
     return job;
 }
 
+/* Wake one free sleeping worker for a job of the shared queue, the writer
+ * last (it is kept for writes); with none, the next worker to finish its
+ * job takes it. Bind's lock held. */
+static void wake_free_worker(struct sqlite_bind *sb)
+{
+    for (int k = 1; k <= sb->nworkers; k++) {
+        struct worker *w = &sb->workers[k % sb->nworkers];
+        if (w->waiting && w->pinned == 0) {
+            pthread_cond_signal(&w->wake);
+            return;
+        }
+    }
+}
+
 /* Whether a job may write: it holds a statement other than a SELECT. */
 static bool job_writes(const struct job *job)
 {
@@ -1007,13 +1026,7 @@ static void writer_requeue(struct sqlite_bind *sb, struct worker *w)
     if (sb->head == NULL)
         sb->tail = others_tail;
     sb->head = others;
-    for (int i = 0; i < sb->nworkers; i++) {
-        struct worker *o = &sb->workers[i];
-        if (o->waiting && o->pinned == 0) {
-            pthread_cond_signal(&o->wake);
-            break;
-        }
-    }
+    wake_free_worker(sb);
 }
 
 static void run_job(struct worker *w, struct job *job)
@@ -1767,15 +1780,7 @@ static void sqlite_submit(struct bind *b, struct job *job)
     } else {
         *sb->tail = job;
         sb->tail = &job->next;
-        /* One free sleeper takes it, the writer last (it is kept for
-         * writes); with none, the next worker to finish its job does. */
-        for (int k = 1; k <= sb->nworkers; k++) {
-            struct worker *w = &sb->workers[k % sb->nworkers];
-            if (w->waiting && w->pinned == 0) {
-                pthread_cond_signal(&w->wake);
-                break;
-            }
-        }
+        wake_free_worker(sb);
     }
     pthread_mutex_unlock(&sb->lock);
 }
