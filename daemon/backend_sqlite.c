@@ -503,13 +503,13 @@ static void schema_refresh(sqlite3 *db)
     sqlite3_finalize(stmt);
 }
 
-/* A prepared statement for sql[0..len) on w's connection, from the cache
- * or newly prepared (and cached). *rc gets the SQLite result; a NULL return
- * with SQLITE_OK means the text holds no statement. */
-static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, int *rc)
+/* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
+ * connection, from the cache or newly prepared (and cached). *rc gets the
+ * SQLite result; a NULL return with SQLITE_OK means the text holds no
+ * statement. */
+static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, uint64_t h, int *rc)
 {
     size_t cap = w->sb->stmt_cache;
-    uint64_t h = hash_bytes(sql, len);
     struct cached_stmt *victim = NULL;
     sqlite3_stmt *stmt = NULL;
     const char *tail = NULL;
@@ -792,7 +792,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             return false;
         }
     }
-    stmt = stmt_get(w, req->text, req->len, &rc);
+    stmt = stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
             reply_error_at(out, w->mark, "MULTI", "one statement per request");
@@ -1590,7 +1590,7 @@ static bool sqlite_read_inline(struct bind *b, const struct request *req, uint64
     *rows = 0;
     if (quick_snapshot(sb) != 0)
         return false;
-    stmt = stmt_get(w, req->text, req->len, &rc);
+    stmt = stmt_get(w, req->text, req->len, h, &rc);
     ok = stmt != NULL;
     if (ok) {
         ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
