@@ -1156,6 +1156,19 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
     }
 }
 
+/* Whether the writer should leave the shared queue's next job to another
+ * worker: one that sleeps free (and was woken for it, wake_free_worker),
+ * so the writer stays ready for writes. Bind's lock held. */
+static bool leave_to_others(const struct sqlite_bind *sb, const struct worker *w)
+{
+    if (w != &sb->workers[0])
+        return false;
+    for (int i = 1; i < sb->nworkers; i++)
+        if (sb->workers[i].waiting && sb->workers[i].pinned == 0)
+            return true;
+    return false;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -1167,7 +1180,7 @@ static void *worker_main(void *arg)
         struct job *job = NULL;
         if (w->head != NULL)
             job = queue_pop(&w->head, &w->tail);
-        else if (w->pinned == 0 && sb->head != NULL)
+        else if (w->pinned == 0 && sb->head != NULL && !leave_to_others(sb, w))
             job = queue_pop(&sb->head, &sb->tail);
         else if (sb->stopping)
             break;
