@@ -565,6 +565,18 @@ def standard_files():
     return dict(("schema_%s.sql" % name, text) for name, text in DEFAULT_SCHEMAS.items())
 
 
+def recv_until(sock, end, what):
+    """Bytes read from a raw socket until they end with `end`; TestFailure
+    (naming `what`) when the peer closes first."""
+    got = b""
+    while not got.endswith(end):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise TestFailure("%s: %r" % (what, got))
+        got += chunk
+    return got
+
+
 def rss_kib(pid):
     """VmRSS of a process in KiB."""
     with open("/proc/%d/status" % pid) as f:

@@ -10,7 +10,7 @@ import socket
 import time
 
 from harness import (VALGRIND, Daemon, Skip, TestFailure, eq, expect_ok,
-                     expect_rows, expect_status, rss_kib, scaled)
+                     expect_rows, expect_status, recv_until, rss_kib, scaled)
 
 
 def _fds(d):
@@ -106,12 +106,7 @@ def test_thousands_of_half_open_connections():
             for s, rest, row in halves[::25]:
                 s.sendall(rest)
             for s, rest, row in halves[::25]:
-                got = b""
-                while not got.endswith(b"+OK rows=1\n"):
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        raise TestFailure("a completed half request got no answer: %r" % got)
-                    got += chunk
+                got = recv_until(s, b"+OK rows=1\n", "a completed half request got no answer")
                 eq(got.split(b"\n")[1], row, "answer to a completed half request")
         finally:
             for s in socks:

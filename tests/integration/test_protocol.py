@@ -6,7 +6,7 @@ import random
 import time
 
 from harness import (Daemon, TestFailure, encode_bulk, encode_inline, eq, expect_err,
-                     expect_ok, expect_rows, expect_status, send_async)
+                     expect_ok, expect_rows, expect_status, recv_until, send_async)
 
 
 def _report(problems):
@@ -571,12 +571,7 @@ def test_slow_loris_does_not_stall_others():
             _time.sleep(0.02)
         slow.sendall(line[-1:])
         slow.settimeout(10)
-        got = b""
-        while not got.endswith(b"+OK rows=1\n"):
-            chunk = slow.recv(4096)
-            if not chunk:
-                raise TestFailure("the slow client was disconnected: %r" % got)
-            got += chunk
+        got = recv_until(slow, b"+OK rows=1\n", "the slow client was disconnected")
         eq(got.split(b"\n")[1], b"=slow", "the slow client's row")
         slow.close()
 
