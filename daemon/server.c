@@ -419,6 +419,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->ev_async);
     close_handle((uv_handle_t *)&srv->local_idle);
     close_handle((uv_handle_t *)&srv->flush_turn);
+    close_handle((uv_handle_t *)&srv->flush_awake);
     close_handle((uv_handle_t *)&srv->sig_term);
     close_handle((uv_handle_t *)&srv->sig_int);
     close_handle((uv_handle_t *)&srv->sig_hup);
@@ -539,6 +540,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     srv->local_idle.data = srv;
     uv_check_init(loop, &srv->flush_turn);
     srv->flush_turn.data = srv;
+    uv_idle_init(loop, &srv->flush_awake);
     pthread_mutex_init(&srv->ev_lock, NULL);
     if (uv_async_init(loop, &srv->ev_async, on_events) != 0)
         return -1;

@@ -74,8 +74,12 @@ struct server {
     /* Sessions with answers to write once the loop turn's I/O callbacks
      * are done (linked through session.flush_next), written by flush_turn:
      * as with Redis's beforeSleep, a turn's answers leave in one burst
-     * instead of one by one between statements. */
+     * instead of one by one between statements. flush_awake runs while
+     * flush_turn is armed: an active idle handle makes the loop poll
+     * without sleeping, so answers queued before the poll phase (timers,
+     * local events, a previous check) never wait for an unrelated timer. */
     uv_check_t flush_turn;
+    uv_idle_t flush_awake;
     struct session *flush_head;
 
     struct session *sessions; /* doubly linked through session.prev/next */

@@ -164,12 +164,19 @@ static void session_flush(struct session *s)
         session_write(s, &s->out, NULL);
 }
 
+/* Does nothing: while active, it only keeps the loop from sleeping. */
+static void on_flush_awake(uv_idle_t *h)
+{
+    (void)h;
+}
+
 /* End of the loop turn: write what the turn's statements answered. */
 static void on_flush_turn(uv_check_t *h)
 {
     struct server *srv = h->data;
 
     uv_check_stop(h);
+    uv_idle_stop(&srv->flush_awake);
     while (srv->flush_head != NULL) {
         struct session *s = srv->flush_head;
         srv->flush_head = s->flush_next;
@@ -185,15 +192,21 @@ static void on_flush_turn(uv_check_t *h)
     }
 }
 
-/* Write s->out at the end of this loop turn. */
+/* Write s->out at the end of this loop turn. libuv runs check handles
+ * after the poll phase, and only idle handles (not check handles) keep the
+ * poll from sleeping: an answer queued before the poll (a timer, a local
+ * event delivered by local_idle, a session pumped by flush_turn itself)
+ * would otherwise wait until some other timer woke the loop. */
 static void session_flush_soon(struct session *s)
 {
     struct server *srv = s->srv;
 
     if (s->out.len == 0 || s->flush_queued)
         return;
-    if (srv->flush_head == NULL)
+    if (srv->flush_head == NULL) {
         uv_check_start(&srv->flush_turn, on_flush_turn);
+        uv_idle_start(&srv->flush_awake, on_flush_awake);
+    }
     s->flush_queued = true;
     s->flush_next = srv->flush_head;
     srv->flush_head = s;
