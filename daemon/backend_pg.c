@@ -72,11 +72,31 @@ enum pgjob_phase {
     PHASE_REPREPARE, /* DEALLOCATE ALL after a cached statement turned out stale */
     PHASE_STMT,      /* the statement is running */
     PHASE_RO_RELOCK, /* PG_RO_LOCK after it, the transaction still open */
-    PHASE_RO_COMMIT, /* ending the BEGIN READ ONLY */
+    PHASE_RO_COMMIT, /* ending the BEGIN READ ONLY (PG_RO_END, or ROLLBACK) */
     PHASE_RELEASE,   /* ROLLBACK of a departed client's transaction */
+    PHASE_RESET,     /* DISCARD ALL: the session state a client changed goes */
 };
 
 #define PG_RO_LOCK "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)"
+/* PG_RO_LOCK after a read-only user's statement inside a transaction, which
+ * also fails (division by zero, answered as NOPERM) when the statement
+ * wrote although the transaction is read-only (a transaction id was
+ * assigned: large objects are written that way) or holds a lock a reader
+ * never needs (anything but ACCESS SHARE on a relation, any advisory lock):
+ * one that blocks writers until the client ends its transaction. */
+#define PG_RO_CHECK                                                                                              \
+    "SELECT pg_catalog.set_config('transaction_read_only', 'on', true), 1 / (pg_catalog.txid_current_if_assigned() " \
+    "IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() AND granted " \
+    "AND (locktype = 'advisory' OR (locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> "           \
+    "'AccessShareLock'))))::int"
+/* The end of a BEGIN READ ONLY around a read-only user's statement: did it
+ * write (a transaction id was assigned), then undo everything it did. A
+ * read-only transaction has nothing to commit, and ROLLBACK also undoes
+ * what it changed in the session (SET, set_config, SET ROLE, LISTEN,
+ * cursors); session-level advisory locks survive a rollback, so they are
+ * released first. Sent as one simple query: one round trip, as COMMIT was. */
+#define PG_RO_END                                                                                                \
+    "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL, pg_catalog.pg_advisory_unlock_all(); ROLLBACK"
 
 
 struct pg_bind;
@@ -115,6 +135,8 @@ struct pgconn {
     bool ro_locked;            /* the open transaction is locked read-only (PG_RO_LOCK ran
                                   after the last statement); false outside one */
     bool failed;               /* an error result was seen */
+    bool dirty;                /* the session state may have changed: DISCARD ALL
+                                  before the connection serves anyone again */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
     struct buf out;
@@ -515,6 +537,36 @@ static bool prep_is_stale(const PGresult *res)
            (strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan must not change result type"));
 }
 
+/* Does a command tag say that the statement may have changed the session
+ * (settings, roles, prepared statements, listeners, cursors, temporary
+ * objects, loaded libraries, or anything a DO block or procedure does)?
+ * A SELECT that completes as a command is SELECT INTO. */
+static bool pg_tag_touches_session(const char *tag)
+{
+    static const char *const words[] = {"SET",  "RESET", "DISCARD", "PREPARE", "DEALLOCATE", "LISTEN",
+                                        "DECLARE", "LOAD", "CREATE", "SELECT", "DO", "CALL"};
+    size_t n = strcspn(tag, " ");
+
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strlen(words[i]) == n && strncmp(tag, words[i], n) == 0)
+            return true;
+    return false;
+}
+
+/* Does the statement text call a function that changes the session for
+ * later statements (a session setting, a session advisory lock, the random
+ * seed, a dblink connection)? A cheap, conservative look: a false match
+ * only costs a DISCARD ALL. */
+static bool pg_text_touches_session(const char *sql)
+{
+    static const char *const names[] = {"set_config", "advisory", "setseed", "dblink"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasestr(sql, names[i]) != NULL)
+            return true;
+    return false;
+}
+
 /* Handle one result of the running job. */
 static void conn_result(struct pgconn *c, PGresult *res)
 {
@@ -540,10 +592,35 @@ static void conn_result(struct pgconn *c, PGresult *res)
         }
         return;
     }
-    if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT) {
+    if (c->phase == PHASE_RO_COMMIT && st == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "read-only access to bind %s: the statement wrote (large objects, or a function that writes "
+                 "although the transaction is read-only); it was rolled back",
+                 c->pb->bind->conf->name);
+        reply_error(&c->out, "NOPERM", msg);
+        c->failed = true;
+        return;
+    }
+    if (c->phase == PHASE_RO_RELOCK && st == PGRES_FATAL_ERROR &&
+        strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "", "22012") == 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "read-only access to bind %s: the statement wrote or took a lock that blocks writers (LOCK TABLE, "
+                 "advisory locks, large objects); the transaction is aborted: ROLLBACK",
+                 c->pb->bind->conf->name);
+        reply_error(&c->out, "NOPERM", msg);
+        c->failed = true;
+        return;
+    }
+    if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT || c->phase == PHASE_RESET) {
         /* After it: the answer is written; the transaction stays safe
          * (a failed lock leaves it aborted, a failed COMMIT rolled back). */
-        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        if (c->phase == PHASE_RESET && st != PGRES_COMMAND_OK)
+            log_warn("bind %s: DISCARD ALL after a client changed the session failed: %s", c->pb->bind->conf->name,
+                     PQresultErrorMessage(res));
+        else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
             log_warn("bind %s: %s after a read-only statement failed: %s", c->pb->bind->conf->name,
                      c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock", PQresultErrorMessage(res));
         return;
@@ -574,6 +651,8 @@ static void conn_result(struct pgconn *c, PGresult *res)
     case PGRES_COMMAND_OK:
     case PGRES_EMPTY_QUERY:
         snprintf(c->changes, sizeof c->changes, "%s", PQcmdTuples(res));
+        if (pg_tag_touches_session(PQcmdStatus(res)))
+            c->dirty = true;
         break;
     case PGRES_COPY_IN:
         PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
@@ -936,7 +1015,10 @@ static void put_migrations(struct pgconn *c, PGresult *res)
 static int conn_send_guard(struct pgconn *c, enum pgjob_phase phase, const char *sql)
 {
     c->phase = phase;
-    if (!PQsendQueryParams(c->conn, sql, 0, NULL, NULL, NULL, NULL, 0))
+    /* Ours, so it may be several statements (PG_RO_END): then the simple
+     * protocol, which allows that. */
+    if (!(strchr(sql, ';') != NULL ? PQsendQuery(c->conn, sql)
+                                   : PQsendQueryParams(c->conn, sql, 0, NULL, NULL, NULL, NULL, 0)))
         return -1;
     conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
     return 1;
@@ -1010,19 +1092,45 @@ static int conn_advance(struct pgconn *c)
                 reply_error(&c->out, "NOMEM", "out of memory");
         }
         c->ro_locked = false;
+        /* Session state: what a read-only user changes inside its own
+         * transaction is committed with it; other changes show in the
+         * statement's text or its command tag (conn_result). */
+        if (job->type == JOB_EXEC && ((job->readonly && !c->ro_wrap) || pg_text_touches_session(job->req.text)))
+            c->dirty = true;
         if (c->ro_wrap)
-            return conn_send_guard(c, PHASE_RO_COMMIT, "COMMIT");
+            return conn_send_guard(c, PHASE_RO_COMMIT, c->failed ? "ROLLBACK" : PG_RO_END);
         if (job->type == JOB_EXEC && job->readonly && PQtransactionStatus(c->conn) == PQTRANS_INTRANS)
-            return conn_send_guard(c, PHASE_RO_RELOCK, PG_RO_LOCK);
+            return conn_send_guard(c, PHASE_RO_RELOCK, PG_RO_CHECK);
         return 0;
     case PHASE_RO_RELOCK:
         c->ro_locked = PQtransactionStatus(c->conn) == PQTRANS_INTRANS;
         return 0;
     case PHASE_RO_COMMIT:
+        if (c->ro_wrap && PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
+            /* PG_RO_END stopped at an error before its ROLLBACK. */
+            c->ro_wrap = false;
+            return conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK");
+        }
+        return 0;
     case PHASE_RELEASE:
+    case PHASE_RESET:
         return 0;
     }
     return 0;
+}
+
+/* The job's queries are done. 0, unless its client may have changed the
+ * session state and the connection is outside a transaction: then
+ * DISCARD ALL runs first (1; -1 when it could not be sent), so that nothing
+ * a client set, prepared, locked or listened to serves anyone else. The
+ * client waits for that one round trip; a clean connection costs nothing. */
+static int conn_job_end(struct pgconn *c)
+{
+    if (!c->dirty || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        return 0;
+    c->dirty = false;
+    prep_clear(c);   /* DISCARD ALL deallocates our prepared statements too */
+    return conn_send_guard(c, PHASE_RESET, "DISCARD ALL");
 }
 
 /* Read what the server sent and process complete results. */
@@ -1040,6 +1148,8 @@ static void conn_read(struct pgconn *c)
         if (res == NULL) {
             /* The current query is complete. */
             int next = conn_advance(c);
+            if (next == 0)
+                next = conn_job_end(c);
             if (next > 0)
                 continue;
             if (next < 0) {
