@@ -870,6 +870,15 @@ static int conn_send_statement(struct pgconn *c)
             types[i] = 701;  /* float8 */
             break;
         case VALUE_TEXT:
+            /* libpq sends text up to its first NUL: refuse, rather than
+             * store a cut value. */
+            if (memchr(v->p, '\0', v->len) != NULL) {
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "parameter %zu: PostgreSQL text cannot hold a NUL byte (send bytes as a blob)", i + 1);
+                reply_error(&c->out, "MISMATCH", msg);
+                goto done;
+            }
             values[i] = v->p;   /* type left to the server (unknown) */
             break;
         case VALUE_BLOB:

@@ -168,3 +168,29 @@ def test_pg_read_only_user_cannot_lock_out_writers():
         expect_rows(carol.request("SELECT balance FROM accounts"), [["10.00"]], None)
         expect_ok(carol.request("COMMIT"))
 
+
+
+def test_pg_text_parameter_with_nul_is_refused():
+    """Item 16: PostgreSQL text cannot hold a NUL byte; libpq would cut the
+    value there and store the rest silently. The request gets -ERR
+    MISMATCH and nothing is stored; a blob parameter keeps its NULs."""
+    pg = shared()
+    with pg.database() as db, _daemon(pg, db) as d:
+        create_accounts(pg, db)
+        alice = login(d, "alice")
+        expect_ok(alice.request(".use pg"))
+        for send in (alice.bulk, alice.inline):
+            r = expect_err(send("INSERT INTO accounts (name) VALUES (?)", ["abc\0SECRET"]), "MISMATCH")
+            if "NUL" not in r.err_msg or "parameter 1" not in r.err_msg:
+                raise TestFailure("want a message naming parameter 1 and NUL, got %r" % r.err_msg)
+            r = expect_err(send("SELECT ?::int AS a, ?::text AS b", [1, "\0"]), "MISMATCH")
+            if "parameter 2" not in r.err_msg:
+                raise TestFailure("want a message naming parameter 2, got %r" % r.err_msg)
+        eq(pg.psql("SELECT count(*) FROM accounts", db=db), [["0"]], "rows stored")
+        # The connection and its transaction go on; blobs keep their NULs.
+        expect_ok(alice.request("BEGIN"))
+        expect_status(alice.bulk("INSERT INTO accounts (name, data) VALUES (?, ?)", ["blob", b"a\0b"]),
+                      "+OK changes=1")
+        expect_err(alice.bulk("UPDATE accounts SET name = ?", ["x\0y"]), "MISMATCH")
+        expect_ok(alice.request("COMMIT"))
+        eq(pg.psql("SELECT name, length(data) FROM accounts", db=db), [["blob", "3"]], "the blob row")
