@@ -680,7 +680,7 @@ nomem:
 }
 
 /* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$
- * ones), quoted names and comments, and count the placeholders: *count
+ * ones), quoted names and comments (nested block comments too), and count the placeholders: *count
  * gets the number of ?s, or the highest $N when the SQL uses PostgreSQL's
  * own. Returns a new string (caller frees) or NULL on ENOMEM. */
 static char *pg_placeholders(const char *sql, size_t len, size_t *count)
@@ -707,12 +707,20 @@ static char *pg_placeholders(const char *sql, size_t len, size_t *count)
             while (stop < len && sql[stop] != '\n')
                 stop++;
         } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') {
-            stop = len;
-            for (size_t j = i + 2; j + 1 < len; j++)
-                if (sql[j] == '*' && sql[j + 1] == '/') {
-                    stop = j + 2;
-                    break;
+            /* PostgreSQL's block comments nest (SQLite's do not). */
+            size_t depth = 1, j = i + 2;
+            while (j + 1 < len && depth > 0) {
+                if (sql[j] == '/' && sql[j + 1] == '*') {
+                    depth++;
+                    j += 2;
+                } else if (sql[j] == '*' && sql[j + 1] == '/') {
+                    depth--;
+                    j += 2;
+                } else {
+                    j++;
                 }
+            }
+            stop = depth == 0 ? j : len;
         } else if (ch == '$' && i + 1 < len && isdigit((unsigned char)sql[i + 1])) {
             size_t v = 0, j = i + 1;
             while (j < len && isdigit((unsigned char)sql[j]) && v < 100000)

@@ -194,3 +194,23 @@ def test_pg_text_parameter_with_nul_is_refused():
         expect_err(alice.bulk("UPDATE accounts SET name = ?", ["x\0y"]), "MISMATCH")
         expect_ok(alice.request("COMMIT"))
         eq(pg.psql("SELECT name, length(data) FROM accounts", db=db), [["blob", "3"]], "the blob row")
+
+
+def test_pg_nested_comments_hide_placeholders():
+    """Item 19: PostgreSQL block comments nest, so a ? inside an inner or
+    outer comment is no placeholder, and the statement is sent as is."""
+    pg = shared()
+    with pg.database() as db, _daemon(pg, db) as d:
+        create_accounts(pg, db, rows=("ann",))
+        alice = login(d, "alice")
+        expect_ok(alice.request(".use pg"))
+        for send in (alice.bulk, alice.inline):
+            expect_rows(send("SELECT ?::text AS b /* /* ? */ ? */", ["x"]), [["x"]], None)
+            expect_rows(send("SELECT /* a /* b /* ? */ ? */ ? */ ?::text AS b, ?::int AS c", ["y", 2]),
+                        [["y", "2"]], None)
+            expect_rows(send("SELECT name FROM accounts /* /* */ WHERE name = ? */ WHERE name = ?",
+                             ["ann"]), [["ann"]], None)
+            # The comment ends where PostgreSQL ends it, not at the first */.
+            r = expect_err(send("SELECT ?::text /* /* */ ? */, ?::text", ["a"]), "PARAMS")
+            if "2 parameters" not in r.err_msg:
+                raise TestFailure("want 2 parameters counted, got %r" % r.err_msg)
