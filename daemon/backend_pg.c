@@ -84,20 +84,20 @@ enum pgjob_phase {
  * assigned: large objects are written that way) or holds a lock a reader
  * never needs (anything but ACCESS SHARE on a relation, any advisory lock):
  * one that blocks writers until the client ends its transaction. */
-#define PG_RO_CHECK                                                                                              \
-    "SELECT pg_catalog.set_config('transaction_read_only', 'on', true), 1 / (pg_catalog.txid_current_if_assigned() " \
-    "IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid() AND granted " \
-    "AND (locktype = 'advisory' OR (locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> "           \
-    "'AccessShareLock'))))::int"
+#define PG_RO_CHECK                                                                                          \
+    "SELECT pg_catalog.set_config('transaction_read_only', 'on', true), "                                    \
+    "1 / (pg_catalog.txid_current_if_assigned() IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks "    \
+    "WHERE pid = pg_catalog.pg_backend_pid() AND granted AND (locktype = 'advisory' OR "                     \
+    "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock'))))::int"
 /* The end of a BEGIN READ ONLY around a read-only user's statement: did it
  * write (a transaction id was assigned), then undo everything it did. A
  * read-only transaction has nothing to commit, and ROLLBACK also undoes
  * what it changed in the session (SET, set_config, SET ROLE, LISTEN,
  * cursors); session-level advisory locks survive a rollback, so they are
  * released first. Sent as one simple query: one round trip, as COMMIT was. */
-#define PG_RO_END                                                                                                \
-    "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL, pg_catalog.pg_advisory_unlock_all(); ROLLBACK"
-
+#define PG_RO_END                                                                                            \
+    "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL, pg_catalog.pg_advisory_unlock_all(); "        \
+    "ROLLBACK"
 
 struct pg_bind;
 
@@ -543,8 +543,8 @@ static bool prep_is_stale(const PGresult *res)
  * A SELECT that completes as a command is SELECT INTO. */
 static bool pg_tag_touches_session(const char *tag)
 {
-    static const char *const words[] = {"SET",  "RESET", "DISCARD", "PREPARE", "DEALLOCATE", "LISTEN",
-                                        "DECLARE", "LOAD", "CREATE", "SELECT", "DO", "CALL"};
+    static const char *const words[] = {"SET",     "RESET", "DISCARD", "PREPARE", "DEALLOCATE", "LISTEN",
+                                        "DECLARE", "LOAD",  "CREATE",  "SELECT",  "DO",         "CALL"};
     size_t n = strcspn(tag, " ");
 
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
@@ -603,12 +603,12 @@ static void conn_result(struct pgconn *c, PGresult *res)
         c->failed = true;
         return;
     }
-    if (c->phase == PHASE_RO_RELOCK && st == PGRES_FATAL_ERROR &&
-        strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE) ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "", "22012") == 0) {
+    if (c->phase == PHASE_RO_RELOCK && st == PGRES_FATAL_ERROR && PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
+        strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "22012") == 0) {
         char msg[300];
         snprintf(msg, sizeof msg,
-                 "read-only access to bind %s: the statement wrote or took a lock that blocks writers (LOCK TABLE, "
-                 "advisory locks, large objects); the transaction is aborted: ROLLBACK",
+                 "read-only access to bind %s: the statement wrote or took a lock that blocks writers "
+                 "(LOCK TABLE, advisory locks, large objects); the transaction is aborted: ROLLBACK",
                  c->pb->bind->conf->name);
         reply_error(&c->out, "NOPERM", msg);
         c->failed = true;
@@ -618,8 +618,8 @@ static void conn_result(struct pgconn *c, PGresult *res)
         /* After it: the answer is written; the transaction stays safe
          * (a failed lock leaves it aborted, a failed COMMIT rolled back). */
         if (c->phase == PHASE_RESET && st != PGRES_COMMAND_OK)
-            log_warn("bind %s: DISCARD ALL after a client changed the session failed: %s", c->pb->bind->conf->name,
-                     PQresultErrorMessage(res));
+            log_warn("bind %s: DISCARD ALL after a client changed the session failed: %s",
+                     c->pb->bind->conf->name, PQresultErrorMessage(res));
         else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
             log_warn("bind %s: %s after a read-only statement failed: %s", c->pb->bind->conf->name,
                      c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock", PQresultErrorMessage(res));
@@ -680,9 +680,9 @@ nomem:
 }
 
 /* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$
- * ones), quoted names and comments (nested block comments too), and count the placeholders: *count
- * gets the number of ?s, or the highest $N when the SQL uses PostgreSQL's
- * own. Returns a new string (caller frees) or NULL on ENOMEM. */
+ * ones), quoted names and comments (block comments nest), and count the
+ * placeholders: *count gets the number of ?s, or the highest $N when the
+ * SQL uses PostgreSQL's own. Returns a new string (caller frees) or NULL on ENOMEM. */
 static char *pg_placeholders(const char *sql, size_t len, size_t *count)
 {
     struct buf out = BUF_INIT;
@@ -882,8 +882,8 @@ static int conn_send_statement(struct pgconn *c)
              * store a cut value. */
             if (memchr(v->p, '\0', v->len) != NULL) {
                 char msg[160];
-                snprintf(msg, sizeof msg,
-                         "parameter %zu: PostgreSQL text cannot hold a NUL byte (send bytes as a blob)", i + 1);
+                snprintf(msg, sizeof msg, "parameter %zu: PostgreSQL text cannot hold a NUL byte "
+                                          "(send bytes as a blob)", i + 1);
                 reply_error(&c->out, "MISMATCH", msg);
                 goto done;
             }
@@ -1112,7 +1112,8 @@ static int conn_advance(struct pgconn *c)
         /* Session state: what a read-only user changes inside its own
          * transaction is committed with it; other changes show in the
          * statement's text or its command tag (conn_result). */
-        if (job->type == JOB_EXEC && ((job->readonly && !c->ro_wrap) || pg_text_touches_session(job->req.text)))
+        if (job->type == JOB_EXEC &&
+            ((job->readonly && !c->ro_wrap) || pg_text_touches_session(job->req.text)))
             c->dirty = true;
         if (c->ro_wrap)
             return conn_send_guard(c, PHASE_RO_COMMIT, c->failed ? "ROLLBACK" : PG_RO_END);
