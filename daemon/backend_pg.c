@@ -1331,6 +1331,32 @@ static void on_connect_timeout(uv_timer_t *t)
     conn_connect_failed(c, why);
 }
 
+/* libpq's notice receiver: a server's NOTICE, WARNING, ... goes to the
+ * daemon's log with the bind and the client whose statement caused it,
+ * instead of libpq's default of printing it raw on stderr. WARNINGs are
+ * logged at warn; the rest (a client's RAISE NOTICE, "skipping") is chatter
+ * for the debug level. Runs on the loop thread, inside libpq calls. */
+static void conn_notice(void *arg, const PGresult *res)
+{
+    const struct pgconn *c = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    bool warning = severity != NULL && strcmp(severity, "WARNING") == 0;
+    char client[32] = "", msg[512];
+
+    if (!log_enabled(warning ? LOG_WARN : LOG_DEBUG))
+        return;
+    snprintf(msg, sizeof msg, "%s", primary != NULL ? primary : PQresultErrorMessage(res));
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    if (c->job != NULL && c->job->owner != 0)
+        snprintf(client, sizeof client, "c%llu: ", (unsigned long long)c->job->owner);
+    log_msg(warning ? LOG_WARN : LOG_DEBUG, "bind %s: %s%s: %s (SQLSTATE %s)", c->pb->bind->conf->name, client,
+            severity != NULL ? severity : "NOTICE", msg, state != NULL ? state : "?????");
+}
+
 /* Start one new connection. */
 static void conn_open(struct pg_bind *pb)
 {
@@ -1356,6 +1382,7 @@ static void conn_open(struct pg_bind *pb)
         conn_connect_failed(c, why);
         return;
     }
+    PQsetNoticeReceiver(c->conn, conn_notice, c);
     /* At start-up the loop's clock has not moved while earlier binds
      * opened (schemas, snapshots, migrations): read it now, or the timeout
      * would count that time too. */

@@ -9,6 +9,7 @@ rolled back, and a connection whose session state may have changed is
 reset before it serves another client (README, Safety)."""
 
 import os
+import re
 
 import harness
 from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
@@ -214,3 +215,37 @@ def test_pg_nested_comments_hide_placeholders():
             r = expect_err(send("SELECT ?::text /* /* */ ? */, ?::text", ["a"]), "PARAMS")
             if "2 parameters" not in r.err_msg:
                 raise TestFailure("want 2 parameters counted, got %r" % r.err_msg)
+
+
+def _log_lines(d, text):
+    return [l for l in d.stderr_text().splitlines() if text in l]
+
+
+def test_pg_notices_go_through_the_log():
+    """Item 20: PostgreSQL's notices and warnings reach the daemon's log as
+    log lines naming the bind and the client (WARNING at warn, the rest at
+    debug), never as libpq's raw stderr text."""
+    pg = shared()
+    for level in ("info", "debug"):
+        with pg.database() as db, _daemon(pg, db, server={"log_level": level}) as d:
+            alice = login(d, "alice")
+            expect_ok(alice.request(".use pg"))
+            expect_ok(alice.request("DO $$ BEGIN RAISE WARNING 'careful now'; END $$"))
+            expect_ok(alice.request("DO $$ BEGIN RAISE NOTICE 'just saying'; END $$"))
+            expect_ok(alice.request("ROLLBACK"))   # WARNING: there is no transaction in progress
+            expect_ok(alice.request(".ping"))
+            cid = "c" + alice.request(".clients").rows[-1][0]
+            warn = _log_lines(d, "careful now")
+            if len(warn) != 1 or not re.search(r"^\S+ \S+ WARN bind pg: %s: WARNING: careful now "
+                                               r"\(SQLSTATE 01000\)$" % cid, warn[0]):
+                raise TestFailure("want one WARN log line for the warning, got %r" % warn)
+            if len(_log_lines(d, "there is no transaction in progress")) != 1:
+                raise TestFailure("want the ROLLBACK warning logged once:\n%s" % d.stderr_text())
+            notice = _log_lines(d, "just saying")
+            if level == "info" and notice:
+                raise TestFailure("a NOTICE logged at info level: %r" % notice)
+            if level == "debug" and (len(notice) != 1 or " DEBUG bind pg: " not in notice[0]):
+                raise TestFailure("want one DEBUG line for the notice, got %r" % notice)
+            raw = [l for l in d.stderr_text().splitlines() if l.startswith(("WARNING:", "NOTICE:"))]
+            if raw:
+                raise TestFailure("libpq's raw notice text on stderr: %r" % raw)
