@@ -614,13 +614,10 @@ static void conn_result(struct pgconn *c, PGresult *res)
         c->failed = true;
         return;
     }
-    if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT || c->phase == PHASE_RESET) {
+    if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT) {
         /* After it: the answer is written; the transaction stays safe
          * (a failed lock leaves it aborted, a failed COMMIT rolled back). */
-        if (c->phase == PHASE_RESET && st != PGRES_COMMAND_OK)
-            log_warn("bind %s: DISCARD ALL after a client changed the session failed: %s",
-                     c->pb->bind->conf->name, PQresultErrorMessage(res));
-        else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
             log_warn("bind %s: %s after a read-only statement failed: %s", c->pb->bind->conf->name,
                      c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock", PQresultErrorMessage(res));
         return;
@@ -1125,8 +1122,10 @@ static int conn_advance(struct pgconn *c)
         return 0;
     case PHASE_RO_COMMIT:
         if (c->ro_wrap && PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
-            /* PG_RO_END stopped at an error before its ROLLBACK. */
+            /* PG_RO_END stopped at an error before its ROLLBACK (and the
+             * release of advisory locks: DISCARD ALL does that then). */
             c->ro_wrap = false;
+            c->dirty = true;
             return conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK");
         }
         return 0;
@@ -1144,7 +1143,7 @@ static int conn_advance(struct pgconn *c)
  * client waits for that one round trip; a clean connection costs nothing. */
 static int conn_job_end(struct pgconn *c)
 {
-    if (!c->dirty || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+    if (!c->dirty || c->phase == PHASE_RESET || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
         return 0;
     c->dirty = false;
     prep_clear(c);   /* DISCARD ALL deallocates our prepared statements too */
@@ -1175,10 +1174,26 @@ static void conn_read(struct pgconn *c)
                 return;
             }
             conn_finish_job(c);
+            if (c->dirty && c->phase == PHASE_RESET) {
+                /* DISCARD ALL failed (a cancel hit it): the session may
+                 * still hold what a client changed, so nobody else uses it. */
+                struct pg_bind *pb = c->pb;
+                conn_destroy(c);
+                bind_kick(pb);
+                return;
+            }
             conn_dispatch(c);
             return;
         }
-        if (c->job->type == JOB_MIGRATIONS) {
+        if (c->phase == PHASE_RESET) {
+            /* After any kind of job. */
+            if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+                log_warn("bind %s: DISCARD ALL after a client changed the session failed, closing the "
+                         "connection: %s",
+                         c->pb->bind->conf->name, PQresultErrorMessage(res));
+                c->dirty = true;   /* closed below, once the job is finished */
+            }
+        } else if (c->job->type == JOB_MIGRATIONS) {
             put_migrations(c, res);
         } else if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
             const struct config *cfg = server_cfg_of(c->job->cfgref);

@@ -13,7 +13,7 @@ import crypt
 import time
 
 import harness
-from harness import TestFailure, expect_ok, expect_status
+from harness import TestFailure, expect_err, expect_ok, expect_status
 from pgfixture import create_accounts, shared
 
 PASSWORD = "quick word"
@@ -42,13 +42,20 @@ def _latencies(c, send, check):
     return sorted(times)
 
 
-def _expect_quick(what, times):
-    median, worst = times[len(times) // 2], times[-1]
-    if median > harness.scaled(1) * MEDIAN_MS or worst > harness.scaled(1) * WORST_MS:
-        raise TestFailure("%s: %d sequential requests took median %.1f ms, worst %.1f ms "
-                          "(want < %.0f / %.0f ms); all: %s"
-                          % (what, ROUNDS, median, worst, MEDIAN_MS, WORST_MS,
-                             " ".join("%.1f" % t for t in times)))
+def _expect_quick(what, measure):
+    """measure() -> sorted latencies; their median and worst must be
+    within MEDIAN_MS / WORST_MS. A failing run is measured once more
+    before it counts: the bug fails every run, a burst of load on a shared
+    machine seldom hits two in a row."""
+    for attempt in (1, 2):
+        times = measure()
+        median, worst = times[len(times) // 2], times[-1]
+        if median <= harness.scaled(1) * MEDIAN_MS and worst <= harness.scaled(1) * WORST_MS:
+            return
+    raise TestFailure("%s: %d sequential requests took median %.1f ms, worst %.1f ms "
+                      "(want < %.0f / %.0f ms), twice; the second run: %s"
+                      % (what, ROUNDS, median, worst, MEDIAN_MS, WORST_MS,
+                         " ".join("%.1f" % t for t in times)))
 
 
 def _rows(resp):
@@ -73,29 +80,29 @@ def _on_loop(c, bind):
 def _check_paths(d, c, pg_bind=None):
     """Every path a one-at-a-time client can take, each measured alone."""
     ping = lambda c: c.request(".ping")
-    _expect_quick(".ping", _latencies(c, ping, expect_ok))
-    _expect_quick(".binds", _latencies(c, lambda c: c.request(".binds"), _rows))
+    _expect_quick(".ping", lambda: _latencies(c, ping, expect_ok))
+    _expect_quick(".binds", lambda: _latencies(c, lambda c: c.request(".binds"), _rows))
     for bind, table in (("default", "test1"), ("memory_db", "test3")):
         if bind == pg_bind:
             continue
         before = _on_loop(c, bind)
         _expect_quick("%s quick read" % bind,
-                      _latencies(c, lambda c: c.request("SELECT count(*) FROM %s" % table), _rows))
+                      lambda: _latencies(c, lambda c: c.request("SELECT count(*) FROM %s" % table), _rows))
         if _on_loop(c, bind) - before < ROUNDS:
             raise TestFailure("%s: the reads were not answered on the loop (quick reads)" % bind)
         before = _on_loop(c, bind)
         _expect_quick("%s worker write" % bind,
-                      _latencies(c, lambda c: c.bulk("INSERT INTO %s (color) VALUES (?)" % table,
+                      lambda: _latencies(c, lambda c: c.bulk("INSERT INTO %s (color) VALUES (?)" % table,
                                                      ["x"]), _changed))
-        _expect_quick("%s worker read in a transaction" % bind, _txn_reads(c, table))
+        _expect_quick("%s worker read in a transaction" % bind, lambda: _txn_reads(c, table))
         if _on_loop(c, bind) != before:
             raise TestFailure("%s: worker statements were answered on the loop" % bind)
     if pg_bind is not None:
-        _expect_quick("PostgreSQL SELECT 1", _latencies(c, lambda c: c.request("SELECT 1"), _rows))
+        _expect_quick("PostgreSQL SELECT 1", lambda: _latencies(c, lambda c: c.request("SELECT 1"), _rows))
         _expect_quick("PostgreSQL write",
-                      _latencies(c, lambda c: c.bulk("INSERT INTO accounts (name) VALUES (?)",
+                      lambda: _latencies(c, lambda c: c.bulk("INSERT INTO accounts (name) VALUES (?)",
                                                      [None]), _changed))
-        _expect_quick("PostgreSQL read in a transaction", _txn_reads(c, "accounts"))
+        _expect_quick("PostgreSQL read in a transaction", lambda: _txn_reads(c, "accounts"))
 
 
 def _txn_reads(c, table):
@@ -120,13 +127,14 @@ def test_sqlite_binds_with_users_answer_sequential_requests_at_once():
     with harness.Daemon(config=cfg) as d:
         c = d.connect()
         auth = lambda c: c.request(".auth alice %s" % PASSWORD)
-        _expect_quick(".auth", _latencies(c, auth, lambda r: expect_status(r, "+OK user=alice")))
+        _expect_quick(".auth", lambda: _latencies(c, auth, lambda r: expect_status(r, "+OK user=alice")))
         _check_paths(d, c)
         # A refused password answers after auth_fail_delay (20 ms), not at
         # some later timer.
         bad = d.connect()
-        times = _latencies(bad, lambda c: c.request(".auth alice wrong"), lambda r: None)
-        _expect_quick(".auth refused (less its 20 ms delay)", [t - 20.0 for t in times])
+        refused = lambda: [t - 20.0 for t in _latencies(bad, lambda c: c.request(".auth alice wrong"),
+                                                        lambda r: expect_err(r, "AUTH"))]
+        _expect_quick(".auth refused (less its 20 ms delay)", refused)
         c.close()
         bad.close()
 
