@@ -23,7 +23,9 @@ USERS = ("[user.alice]\npassword = %s\nadmin = on\ngrant.* = read-write\n"
          % crypt.crypt(PASSWORD, "$6$rounds=1000$latency0$"))
 
 ROUNDS = 20
-# Generous for ASan on a loaded 2-core machine; the bug gives 100-250 ms.
+# Generous for ASan on a loaded 2-core machine; the bug gives 100-250 ms
+# to most requests. The second worst of the 20 is held to WORST_MS: one
+# request that a burst of load on the machine delays is not the bug.
 MEDIAN_MS = 15.0
 WORST_MS = 50.0
 
@@ -43,16 +45,16 @@ def _latencies(c, send, check):
 
 
 def _expect_quick(what, measure):
-    """measure() -> sorted latencies; their median and worst must be
+    """measure() -> sorted latencies; their median and second worst must be
     within MEDIAN_MS / WORST_MS. A failing run is measured once more
     before it counts: the bug fails every run, a burst of load on a shared
     machine seldom hits two in a row."""
     for attempt in (1, 2):
         times = measure()
-        median, worst = times[len(times) // 2], times[-1]
+        median, worst = times[len(times) // 2], times[-2]
         if median <= harness.scaled(1) * MEDIAN_MS and worst <= harness.scaled(1) * WORST_MS:
             return
-    raise TestFailure("%s: %d sequential requests took median %.1f ms, worst %.1f ms "
+    raise TestFailure("%s: %d sequential requests took median %.1f ms, second worst %.1f ms "
                       "(want < %.0f / %.0f ms), twice; the second run: %s"
                       % (what, ROUNDS, median, worst, MEDIAN_MS, WORST_MS,
                          " ".join("%.1f" % t for t in times)))
