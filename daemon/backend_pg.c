@@ -567,6 +567,17 @@ static bool pg_text_touches_session(const char *sql)
     return false;
 }
 
+/* What PostgreSQL let a read-only user's statement do although it must
+ * not (PG_RO_END, PG_RO_CHECK found it) replaces its answer. */
+static void reply_ro_refused(struct pgconn *c, const char *what)
+{
+    char msg[300];
+
+    snprintf(msg, sizeof msg, "read-only access to bind %s: the statement %s", c->pb->bind->conf->name, what);
+    reply_error(&c->out, "NOPERM", msg);
+    c->failed = true;
+}
+
 /* Handle one result of the running job. */
 static void conn_result(struct pgconn *c, PGresult *res)
 {
@@ -594,24 +605,14 @@ static void conn_result(struct pgconn *c, PGresult *res)
     }
     if (c->phase == PHASE_RO_COMMIT && st == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg,
-                 "read-only access to bind %s: the statement wrote (large objects, or a function that writes "
-                 "although the transaction is read-only); it was rolled back",
-                 c->pb->bind->conf->name);
-        reply_error(&c->out, "NOPERM", msg);
-        c->failed = true;
+        reply_ro_refused(c, "wrote (large objects, or a function that writes although the transaction is "
+                            "read-only); it was rolled back");
         return;
     }
     if (c->phase == PHASE_RO_RELOCK && st == PGRES_FATAL_ERROR && PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
         strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "22012") == 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg,
-                 "read-only access to bind %s: the statement wrote or took a lock that blocks writers "
-                 "(LOCK TABLE, advisory locks, large objects); the transaction is aborted: ROLLBACK",
-                 c->pb->bind->conf->name);
-        reply_error(&c->out, "NOPERM", msg);
-        c->failed = true;
+        reply_ro_refused(c, "wrote or took a lock that blocks writers (LOCK TABLE, advisory locks, large "
+                            "objects); the transaction is aborted: ROLLBACK");
         return;
     }
     if (c->phase == PHASE_RO_RELOCK || c->phase == PHASE_RO_COMMIT) {

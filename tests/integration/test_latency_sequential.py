@@ -141,26 +141,28 @@ def test_sqlite_binds_with_users_answer_sequential_requests_at_once():
         bad.close()
 
 
+def _pg_default_daemon(pg, db, users=""):
+    """A daemon whose `default` bind is PostgreSQL database db (accounts
+    lives there), next to the memory bind."""
+    env = dict((k, None) for k in harness.os.environ if k.startswith("PG"))
+    cfg = harness.make_config(binds=_pg_binds(pg, db),
+                              tables=[("test3", "memory_db"), ("accounts", "default")],
+                              schemas={"memory_db": "schema_memory_db.sql"})
+    return harness.Daemon(config=cfg + users, env=env)
+
+
 def test_pg_default_bind_answers_sequential_requests_at_once():
     pg = shared()
-    env = dict((k, None) for k in harness.os.environ if k.startswith("PG"))
     with pg.database() as db:
         create_accounts(pg, db)
-        cfg = harness.make_config(binds=_pg_binds(pg, db),
-                                  tables=[("test3", "memory_db"), ("accounts", "default")],
-                                  schemas={"memory_db": "schema_memory_db.sql"})
-        with harness.Daemon(config=cfg, env=env) as d, d.connect() as c:
+        with _pg_default_daemon(pg, db) as d, d.connect() as c:
             _check_paths(d, c, pg_bind="default")
 
 
 def test_pg_default_bind_with_users_answers_sequential_requests_at_once():
     pg = shared()
-    env = dict((k, None) for k in harness.os.environ if k.startswith("PG"))
     with pg.database() as db:
         create_accounts(pg, db)
-        cfg = harness.make_config(binds=_pg_binds(pg, db),
-                                  tables=[("test3", "memory_db"), ("accounts", "default")],
-                                  schemas={"memory_db": "schema_memory_db.sql"})
-        with harness.Daemon(config=cfg + USERS, env=env) as d, d.connect() as c:
+        with _pg_default_daemon(pg, db, USERS) as d, d.connect() as c:
             expect_status(c.request(".auth alice %s" % PASSWORD), "+OK user=alice")
             _check_paths(d, c, pg_bind="default")
