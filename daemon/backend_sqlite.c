@@ -41,8 +41,10 @@
  *
  * Clients cannot reach the daemon's files: ATTACH is limited to zero
  * databases, extension loading is off, SQLITE_DBCONFIG_DEFENSIVE is on, and
- * an authorizer refuses ATTACH/DETACH, temporary objects, load_extension
- * and every PRAGMA not known to be harmless.
+ * an authorizer refuses ATTACH/DETACH, temporary objects, the functions and
+ * virtual tables that expose memory or other clients' statements
+ * (function_denied, module_denied) and every PRAGMA not known to be
+ * harmless. A read-only user's statements run with PRAGMA query_only on.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -133,7 +135,10 @@ struct worker {
     uint64_t seen[STMT_SEEN];  /* hashes of statements prepared once, uncached */
     const char *denied;        /* why the authorizer refused, for the error */
     const char *denied_code;   /* and the error code: DENIED, or NOPERM */
+    bool altering;             /* the statement being prepared is an ALTER TABLE */
     bool readonly;             /* the running statement's user may only read */
+    bool query_only;           /* PRAGMA query_only is on (set_query_only) */
+    bool internal;             /* the daemon's own statement: not authorized */
     size_t mark;               /* where the running statement's response starts in out */
     uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
@@ -236,7 +241,9 @@ static void reply_error(struct buf *out, const char *code, const char *msg)
 
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
-    if (w->denied != NULL)
+    if (w->readonly && (rc & 0xff) == SQLITE_READONLY)
+        reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg);   /* PRAGMA query_only */
+    else if (w->denied != NULL)
         reply_error_at(out, w->mark, w->denied_code ? w->denied_code : "DENIED", w->denied);
     else
         reply_error_at(out, w->mark, sqlite_code(rc), sqlite3_errmsg(w->db));
@@ -263,6 +270,63 @@ static const struct {
     {"journal_mode", false},     {"synchronous", false},    {"auto_vacuum", false},
     {"busy_timeout", false},     {"cache_size", false},
 };
+
+/* A function or virtual table module no client may use, and why. */
+struct denial {
+    const char *name;
+    const char *why;
+};
+
+/* Functions no client may call. */
+static const struct denial function_denied[] = {
+    {"load_extension", "load_extension() is not allowed"},
+    /* With one argument it answers the address of a tokenizer in the
+     * daemon's memory; with two it installs one from a blob, and the next
+     * full-text query jumps there. */
+    {"fts3_tokenizer", "fts3_tokenizer() is not allowed: it reads and sets addresses in the daemon's memory"},
+    /* Debugging aids that decode any blob as an r-tree node. */
+    {"rtreenode", "rtreenode() is not allowed: it is a debugging function"},
+    {"rtreedepth", "rtreedepth() is not allowed: it is a debugging function"},
+};
+
+/* Virtual table modules no client may read or create a table of. */
+static const struct denial module_denied[] = {
+    /* The statements prepared on the connection: other clients' SQL text,
+     * literals included. */
+    {"sqlite_stmt", "sqlite_stmt is not allowed: it shows other clients' statements"},
+};
+
+#define DENIED_IN(list, name) denied_why((list), sizeof(list) / sizeof((list)[0]), (name))
+
+/* Why `name` (may be NULL) is in list[0..n), or NULL when it is not. */
+static const char *denied_why(const struct denial *list, size_t n, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < n; i++)
+        if (strcasecmp(list[i].name, name) == 0)
+            return list[i].why;
+    return NULL;
+}
+
+/* Whether an authorizer call is SQLite's own bookkeeping for a statement
+ * being prepared, not a change the client asked for:
+ * - ALTER TABLE ... RENAME and DROP COLUMN also rewrite the temporary
+ *   schema's triggers and views that name the table (an UPDATE of
+ *   sqlite_temp_master, which holds nothing here: clients cannot create
+ *   temporary objects);
+ * - a table-valued function or eponymous virtual table (json_each,
+ *   pragma_table_info, ...) makes SQLite code an UPDATE of sqlite_master
+ *   that never runs.
+ * Clients cannot write either table themselves (SQLITE_DBCONFIG_DEFENSIVE),
+ * and a statement that would write anything is refused to a read-only user
+ * by sqlite3_stmt_readonly() before it runs. */
+static bool authorize_internal(const struct worker *w, int action, const char *table, const char *db)
+{
+    if (action != SQLITE_UPDATE || table == NULL || db == NULL)
+        return false;
+    if (strcmp(db, "temp") == 0)
+        return w->altering && strcmp(table, "sqlite_temp_master") == 0;
+    return strcmp(db, "main") == 0 && strcmp(table, "sqlite_master") == 0;
+}
 
 /* Authorizer actions that change the database. */
 static bool authorize_writes(int action)
@@ -296,6 +360,12 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     struct worker *w = arg;
 
     (void)trigger;
+    if (w->internal)
+        return SQLITE_OK;
+    if (action == SQLITE_ALTER_TABLE)
+        w->altering = true;
+    if (authorize_internal(w, action, a1, db))
+        return SQLITE_OK;
     /* A read-only user's statement may not even be prepared when it
      * writes; sqlite3_stmt_readonly() checks again before each run (a
      * cached statement was authorized for whoever prepared it). */
@@ -324,15 +394,21 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
         w->denied = "temporary objects are not allowed: connections are shared between clients";
         return SQLITE_DENY;
     case SQLITE_FUNCTION:
-        if (a2 != NULL && strcasecmp(a2, "load_extension") == 0) {
-            w->denied = "load_extension() is not allowed";
+        if ((w->denied = DENIED_IN(function_denied, a2)) != NULL)
             return SQLITE_DENY;
-        }
         /* The quick-read connection's SQLITE_LIMIT_LENGTH turns every
          * oversized value into an error, so a worker runs that statement,
          * except that printf() and format() answer NULL instead (SQLite
          * 3.40): statements using them run on workers. */
         if (w->quick && a2 != NULL && (strcasecmp(a2, "printf") == 0 || strcasecmp(a2, "format") == 0))
+            return SQLITE_DENY;
+        return SQLITE_OK;
+    case SQLITE_READ:
+        if ((w->denied = DENIED_IN(module_denied, a1)) != NULL)
+            return SQLITE_DENY;
+        return SQLITE_OK;
+    case SQLITE_CREATE_VTABLE:
+        if ((w->denied = DENIED_IN(module_denied, a2)) != NULL)
             return SQLITE_DENY;
         return SQLITE_OK;
     case SQLITE_PRAGMA:
@@ -477,6 +553,7 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, (int *)NULL);
     /* One: VACUUM's scratch database; the authorizer refuses real ATTACHes. */
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 1);
     if (bc->foreign_keys && sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
@@ -487,6 +564,31 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     sqlite3_progress_handler(db, 1000, on_progress, w);
     sqlite3_busy_handler(db, on_busy, w);
     return 0;
+}
+
+/* Run the daemon's own SQL on w's connection, past the authorizer. */
+static int conn_exec_internal(struct worker *w, const char *sql)
+{
+    int rc;
+
+    w->internal = true;
+    rc = sqlite3_exec(w->db, sql, NULL, NULL, NULL);
+    w->internal = false;
+    return rc;
+}
+
+/* Turn PRAGMA query_only on for a read-only user's statements, off for
+ * the others. The authorizer and sqlite3_stmt_readonly() judge the
+ * statement a client sent; query_only also stops the writes a read runs
+ * on the side: the statements a virtual table prepares for itself, once
+ * cached, are not authorized again (FTS4's optimize() in a SELECT merges
+ * the index). */
+static void set_query_only(struct worker *w, bool on)
+{
+    if (w->query_only == on)
+        return;
+    if (conn_exec_internal(w, on ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0") == SQLITE_OK)
+        w->query_only = on;
 }
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -524,6 +626,7 @@ static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, uin
     }
     w->denied = NULL;
     w->denied_code = NULL;
+    w->altering = false;
     if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
         w->seen[h % STMT_SEEN] = h;
         cap = 0;   /* first time: run it uncached */
@@ -815,6 +918,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     }
     w->denied = NULL;
     w->denied_code = NULL;
+    w->altering = false;
     timeout_ms = w->sb->bind->conf->statement_timeout_ms;
     w->started_ns = uv_hrtime();
     w->deadline_ns = timeout_ms > 0 ? w->started_ns + (uint64_t)timeout_ms * 1000000u : 0;
@@ -866,6 +970,7 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
     bool wrote = job->kind != STMT_SELECT;
 
     w->readonly = job->readonly;
+    set_query_only(w, job->readonly);
     set_running(job, w->db);
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
@@ -1111,6 +1216,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
 
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
+    set_query_only(w, false);
     rc = sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if ((rc & 0xff) == SQLITE_BUSY) {
         /* Another client's transaction kept the write lock for all of
@@ -1663,8 +1769,9 @@ static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
      * a cache larger than the default 2 MB, since the loop answers most
      * reads. */
     if (!memory)
-        sqlite3_exec(w->db, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB, NULL, NULL, NULL);
-    sqlite3_exec(w->db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
+        conn_exec_internal(w, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB);
+    conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
+    set_query_only(w, true);
     sqlite3_busy_timeout(w->db, 0);
     sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, QUICK_MAX_LENGTH);
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
