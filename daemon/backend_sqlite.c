@@ -46,6 +46,7 @@
  * (function_denied, module_denied) and every PRAGMA not known to be
  * harmless. A read-only user's statements run with PRAGMA query_only on.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -1650,6 +1651,7 @@ static void quick_end(struct sqlite_bind *sb)
 
     if (sqlite3_get_autocommit(db))
         return;
+    sb->quick->deadline_ns = UINT64_MAX;   /* see quick_snapshot */
     if (sb->quick_commit == NULL || sqlite3_step(sb->quick_commit) != SQLITE_DONE)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     if (sb->quick_commit != NULL)
@@ -1673,15 +1675,25 @@ static int quick_snapshot(struct sqlite_bind *sb)
     int rc;
 
     if (!sqlite3_get_autocommit(db)) {
+        /* A transaction open here always ends with the turn. */
+        assert(uv_is_active((uv_handle_t *)sb->quick_turn));
         if (gen == sb->quick_gen)
             return 0;
         quick_end(sb);
     }
     sb->quick_gen = gen;
+    /* BEGIN is not a client's read: no budget. The progress handler,
+     * still holding the last read's deadline, used to interrupt it after
+     * it had opened the transaction; that transaction then outlived the
+     * turn and held its WAL snapshot until the next read (no checkpoint
+     * could restart the WAL meanwhile, which grew without bound). */
+    sb->quick->deadline_ns = UINT64_MAX;
     rc = sqlite3_step(sb->quick_begin);
     sqlite3_reset(sb->quick_begin);
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_DONE) {
+        quick_end(sb);
         return -1;
+    }
     uv_check_start(sb->quick_turn, on_quick_turn);
     return 0;
 }
