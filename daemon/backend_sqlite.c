@@ -31,6 +31,10 @@
  * straight to the workers for its next QUICK_SKIP_RUNS runs. A point query
  * then costs no thread hand-off, and the loop never waits.
  *
+ * Each bind's checkpoint thread keeps the write-ahead log bounded when
+ * SQLite's own checkpoints cannot (readers that always overlap), and
+ * empties it when the bind is idle (see WAL_CHECK_MS).
+ *
  * A statement that has run for LONG_STATEMENT_MS lowers its worker thread's
  * scheduling priority (nice LONG_STATEMENT_NICE) until it ends, so on a
  * machine with few cores the short statements of other clients and binds,
@@ -106,6 +110,22 @@
 #define QUICK_SKIP_RUNS 64
 #define QUICK_SKIP_SLOTS 256
 #define QUICK_CACHE_KIB "-16384"
+
+/* Checkpoints. SQLite's automatic checkpoint (at commit, past 1000 pages)
+ * copies the log into the database and lets the next writer restart the
+ * log from its beginning, but only when no reader still needs its frames:
+ * readers that always overlap, or one that stays open, starve it. Each
+ * bind's checkpoint thread looks at the log every WAL_CHECK_MS. Past
+ * WAL_LIMIT_BYTES it runs a RESTART checkpoint, which holds new writers
+ * back while it waits (at most WAL_WAIT_MS, else it tries again at the
+ * next look) for the readers of old frames to finish; a writer restarting
+ * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
+ * After WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
+#define WAL_CHECK_MS 200
+#define WAL_LIMIT_BYTES (16 * 1024 * 1024)
+#define WAL_LIMIT_TEXT "16777216"
+#define WAL_WAIT_MS 50
+#define WAL_IDLE_MS 1000
 
 struct cached_stmt {
     uint64_t hash;
@@ -200,6 +220,13 @@ struct sqlite_bind {
     atomic_bool snap_failed;   /* the last save failed: the timer retries */
     uv_timer_t *snap_timer;    /* snapshot_interval */
     long long snap_version;    /* the anchor's data_version at the last timed save */
+    uint64_t snap_writes;      /* and `writes` then */
+
+    /* Checkpoints: a thread with its own connection (see WAL_CHECK_MS). */
+    pthread_t wal_thread;
+    bool wal_started;
+    sqlite3 *wal_db;
+    atomic_int_fast64_t wal_bytes;   /* the log's size at the last look; -1: not yet */
 };
 
 /* ---- Errors ----------------------------------------------------------- */
@@ -541,6 +568,7 @@ static int conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
      * commit's fdatasync() buys nothing there). */
     if (sb->bind->conf->type == BIND_SQLITE_MEMORY)
         sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA synchronous = OFF", NULL, NULL, NULL);
+    sqlite3_exec(db, "PRAGMA journal_size_limit = " WAL_LIMIT_TEXT, NULL, NULL, NULL);
     *out = db;
     return 0;
 }
@@ -1394,6 +1422,7 @@ static void on_snapshot_tick(uv_timer_t *t)
     struct sqlite_bind *sb = t->data;
     sqlite3_stmt *stmt = NULL;
     long long version = -1;
+    uint64_t writes = atomic_load_explicit(&sb->writes, memory_order_acquire);
     struct job *job;
 
     if (atomic_load(&sb->snap_inflight) > 0)
@@ -1403,13 +1432,93 @@ static void on_snapshot_tick(uv_timer_t *t)
         sqlite3_step(stmt) == SQLITE_ROW)
         version = sqlite3_column_int64(stmt, 0);
     sqlite3_finalize(stmt);
-    if (version >= 0 && version == sb->snap_version && !atomic_load(&sb->snap_failed))
+    /* data_version also moves when the checkpoint thread restarts or
+     * empties the log: a change without a write job since the last save
+     * (the first one covers what the start applied) is no new data. */
+    if (version >= 0 && !atomic_load(&sb->snap_failed) &&
+        (version == sb->snap_version || (sb->snap_version >= 0 && writes == sb->snap_writes)))
         return;
     job = job_new(JOB_SNAPSHOT, sb->bind, NULL, 0);
     if (job == NULL)
         return;
     sb->snap_version = version;
+    sb->snap_writes = writes;
     sqlite_submit(sb->bind, job);
+}
+
+/* ---- Checkpoints -------------------------------------------------------- */
+
+/* One look at the log (checkpoint thread): measure it, and checkpoint when
+ * it is past WAL_LIMIT_BYTES or the bind has been idle. *seen and
+ * *quiet_since: the write count at the last look and since when it has
+ * not moved (uv_hrtime()). */
+static void wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen, uint64_t *quiet_since)
+{
+    uint64_t writes = atomic_load_explicit(&sb->writes, memory_order_acquire);
+    uint64_t now = uv_hrtime();
+    struct stat st;
+    int64_t size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
+    int mode = -1;
+
+    if (writes != *seen) {
+        *seen = writes;
+        *quiet_since = now;
+    }
+    if (size > WAL_LIMIT_BYTES)
+        mode = SQLITE_CHECKPOINT_RESTART;
+    else if (size > 0 && now - *quiet_since >= (uint64_t)WAL_IDLE_MS * 1000000u)
+        mode = SQLITE_CHECKPOINT_TRUNCATE;
+    if (mode >= 0) {
+        int frames = 0, copied = 0;
+        int rc = sqlite3_wal_checkpoint_v2(sb->wal_db, NULL, mode, &frames, &copied);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+            log_warn("bind %s: checkpoint: %s", sb->bind->conf->name, sqlite3_errmsg(sb->wal_db));
+        log_debug("bind %s: %s checkpoint of a %lld-byte log: %s, %d of %d frames copied", sb->bind->conf->name,
+                  mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "truncate", (long long)size,
+                  sqlite3_errstr(rc), copied, frames);
+        size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
+    }
+    atomic_store(&sb->wal_bytes, size);
+}
+
+static void *wal_main(void *arg)
+{
+    struct sqlite_bind *sb = arg;
+    const char *wal = sqlite3_filename_wal(sqlite3_db_filename(sb->wal_db, "main"));
+    uint64_t seen = atomic_load(&sb->writes), quiet_since = uv_hrtime();
+
+    pthread_mutex_lock(&sb->lock);
+    while (!sb->stopping) {
+        struct timespec until;
+        pthread_mutex_unlock(&sb->lock);
+        wal_check(sb, wal, &seen, &quiet_since);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)WAL_CHECK_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&sb->lock);
+        /* sb->cond is shared with the snapshot thread: an early wake-up
+         * only means an early look. */
+        if (!sb->stopping)
+            pthread_cond_timedwait(&sb->cond, &sb->lock, &until);
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return NULL;
+}
+
+/* Open the checkpoint connection and start its thread. */
+static int wal_start(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    if (conn_open(sb, &sb->wal_db, NULL, err, errlen) != 0)
+        return -1;
+    sqlite3_busy_timeout(sb->wal_db, WAL_WAIT_MS);
+    schema_refresh(sb->wal_db);   /* reads the file: a checkpoint needs to know it is in WAL mode */
+    if (pthread_create(&sb->wal_thread, NULL, wal_main, sb) != 0) {
+        snprintf(err, errlen, "bind %s: cannot start the checkpoint thread", sb->bind->conf->name);
+        return -1;
+    }
+    sb->wal_started = true;
+    return 0;
 }
 
 /* ---- backend_ops ------------------------------------------------------- */
@@ -1536,6 +1645,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     atomic_init(&sb->snap_inflight, 0);
     atomic_init(&sb->snap_failed, false);
     atomic_init(&sb->writes, 0);
+    atomic_init(&sb->wal_bytes, -1);
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->cond, NULL);
     sb->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -1619,7 +1729,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         }
         w->started = true;
     }
-    if (quick_open(sb, err, errlen) != 0)
+    if (quick_open(sb, err, errlen) != 0 || wal_start(sb, err, errlen) != 0)
         goto fail;
     sb->wait_timer = malloc(sizeof *sb->wait_timer);
     if (sb->wait_timer == NULL)
@@ -1969,6 +2079,10 @@ static void sqlite_close(struct bind *b)
         worker_close(sb->quick);
         free(sb->quick);
     }
+    if (sb->wal_started)
+        pthread_join(sb->wal_thread, NULL);
+    if (sb->wal_db != NULL)
+        sqlite3_close(sb->wal_db);
     if (sb->snap_started)
         pthread_join(sb->snap_thread, NULL);   /* after the saves queued before the stop */
     if (sb->snap_db != NULL)
@@ -2014,6 +2128,7 @@ static void sqlite_status(struct bind *b, struct bind_status *st)
     st->snapshot_at = sb->snap_at;
     st->snapshot_bytes = sb->snap_bytes;
     pthread_mutex_unlock(&sb->lock);
+    st->wal_bytes = atomic_load(&sb->wal_bytes);
 }
 
 const struct backend_ops backend_sqlite_ops = {

@@ -7,12 +7,16 @@ long as the daemon ran: RAM on the in-memory bind, disk on file binds."""
 import glob
 import os
 import subprocess
+import threading
+import time
 
 from harness import REPO, Daemon, Skip, TestFailure, daemon_binary, expect_ok, expect_rows, scaled
 
 PAGE = 4096
 # SQLite's automatic checkpoint restarts the WAL past 1000 pages.
 WAL_BOUND = 1500 * PAGE
+# Past this the daemon's own checkpoint restarts the log (WAL_LIMIT_BYTES).
+WAL_LIMIT = 16 * 1024 * 1024
 
 
 def wal_path(d, bind):
@@ -101,3 +105,89 @@ def test_wal_bounded_after_reads_then_writes_file_bind():
 
 def test_wal_bounded_after_reads_then_writes_memory_bind():
     _bounded_after_reads_then_writes("memory_db", "test3")
+
+
+def _emptied_when_idle(bind, table):
+    with Daemon() as d:
+        c = d.connect()
+        write_phase(c, table, 500)
+        if wal_size(d, bind) < 500 * PAGE:
+            raise TestFailure("%s: 500 commits left only %d bytes of WAL" % (bind, wal_size(d, bind)))
+        # The checkpoint thread empties the log about a second after the
+        # last write, and .stats says so.
+        deadline = time.time() + scaled(5)
+        while wal_size(d, bind) > 0 or int(stats_row(c, bind)["wal_bytes"]) != 0:
+            if time.time() > deadline:
+                raise TestFailure("%s: the WAL is still %d bytes (.stats: %s) after 5 s without writes"
+                                  % (bind, wal_size(d, bind), stats_row(c, bind)["wal_bytes"]))
+            time.sleep(0.1)
+        expect_rows(c.request("SELECT count(*) FROM %s" % table), [["500"]])
+        # Writes go on after a truncation.
+        write_phase(c, table, 10)
+        expect_rows(d.connect().request("SELECT count(*) FROM %s" % table), [["510"]])
+
+
+def test_wal_emptied_when_idle_file_bind():
+    _emptied_when_idle("default", "test1")
+
+
+def test_wal_emptied_when_idle_memory_bind():
+    _emptied_when_idle("memory_db", "test3")
+
+
+def _restarted_under_overlapping_readers(bind, table, inserts=6000):
+    """Two clients take turns holding a read transaction, so at every
+    moment one of them has a snapshot that still needs frames of the log:
+    SQLite's own checkpoint never gets to restart the log. The daemon's
+    does, past 16 MiB: it holds writers back until the older reader is
+    done."""
+    with Daemon() as d:
+        c = d.connect()
+        expect_ok(c.request("INSERT INTO %s (color) VALUES ('seed')" % table))
+        readers = [d.connect(), d.connect()]
+        stop = threading.Event()
+        failures = []
+        biggest = [0]
+
+        def read_in_turns():
+            try:
+                held = None
+                i = 0
+                while not stop.is_set():
+                    r = readers[i % 2]
+                    expect_ok(r.request("BEGIN"))
+                    expect_rows(r.request("SELECT color FROM %s WHERE id = 1" % table), [["seed"]])
+                    if held is not None:
+                        expect_ok(held.request("COMMIT"))
+                    held = r
+                    i += 1
+                    biggest[0] = max(biggest[0], wal_size(d, bind))
+                    time.sleep(0.005)
+                expect_ok(held.request("COMMIT"))
+            except Exception as e:   # reported by the main thread
+                failures.append(e)
+
+        t = threading.Thread(target=read_in_turns)
+        t.start()
+        try:
+            for i in range(inserts):
+                expect_ok(c.inline("INSERT INTO %s (color) VALUES (?)" % table, ["c%d" % i]))
+                if i % 100 == 0:
+                    biggest[0] = max(biggest[0], wal_size(d, bind))
+        finally:
+            stop.set()
+            t.join()
+        if failures:
+            raise failures[0]
+        if biggest[0] > WAL_LIMIT + 4 * 1024 * 1024:
+            raise TestFailure("%s: the WAL reached %d bytes with readers taking turns (the daemon "
+                              "restarts it past %d)" % (bind, biggest[0], WAL_LIMIT))
+        expect_rows(c.request("SELECT count(*) FROM %s" % table), [[str(inserts + 1)]])
+
+
+def test_wal_restarted_under_overlapping_readers_file_bind():
+    _restarted_under_overlapping_readers("default", "test1")
+
+
+def test_wal_restarted_under_overlapping_readers_memory_bind():
+    _restarted_under_overlapping_readers("memory_db", "test3")
