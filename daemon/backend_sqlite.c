@@ -121,11 +121,11 @@
  * next look) for the readers of old frames to finish; a writer restarting
  * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
  * After WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
-#define WAL_CHECK_MS 200
+#define WAL_CHECK_MS    200
 #define WAL_LIMIT_BYTES (16 * 1024 * 1024)
-#define WAL_LIMIT_TEXT "16777216"
-#define WAL_WAIT_MS 50
-#define WAL_IDLE_MS 1000
+#define WAL_LIMIT_TEXT  "16777216"
+#define WAL_WAIT_MS     50
+#define WAL_IDLE_MS     1000
 
 struct cached_stmt {
     uint64_t hash;
@@ -226,7 +226,7 @@ struct sqlite_bind {
     pthread_t wal_thread;
     bool wal_started;
     sqlite3 *wal_db;
-    atomic_int_fast64_t wal_bytes;   /* the log's size at the last look; -1: not yet */
+    atomic_int_fast64_t wal_bytes; /* the log's size at the last look; -1: not yet */
 };
 
 /* ---- Errors ----------------------------------------------------------- */
@@ -270,7 +270,7 @@ static void reply_error(struct buf *out, const char *code, const char *msg)
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
     if (w->readonly && (rc & 0xff) == SQLITE_READONLY)
-        reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg);   /* PRAGMA query_only */
+        reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg); /* PRAGMA query_only */
     else if (w->denied != NULL)
         reply_error_at(out, w->mark, w->denied_code ? w->denied_code : "DENIED", w->denied);
     else
@@ -1473,9 +1473,9 @@ static void wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen, u
         int rc = sqlite3_wal_checkpoint_v2(sb->wal_db, NULL, mode, &frames, &copied);
         if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
             log_warn("bind %s: checkpoint: %s", sb->bind->conf->name, sqlite3_errmsg(sb->wal_db));
-        log_debug("bind %s: %s checkpoint of a %lld-byte log: %s, %d of %d frames copied", sb->bind->conf->name,
-                  mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "truncate", (long long)size,
-                  sqlite3_errstr(rc), copied, frames);
+        log_debug("bind %s: %s checkpoint of a %lld-byte log: %s, %d of %d frames copied",
+                  sb->bind->conf->name, mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "truncate",
+                  (long long)size, sqlite3_errstr(rc), copied, frames);
         size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
     }
     atomic_store(&sb->wal_bytes, size);
@@ -1512,7 +1512,7 @@ static int wal_start(struct sqlite_bind *sb, char *err, size_t errlen)
     if (conn_open(sb, &sb->wal_db, NULL, err, errlen) != 0)
         return -1;
     sqlite3_busy_timeout(sb->wal_db, WAL_WAIT_MS);
-    schema_refresh(sb->wal_db);   /* reads the file: a checkpoint needs to know it is in WAL mode */
+    schema_refresh(sb->wal_db); /* reads the file: a checkpoint needs to know it is in WAL mode */
     if (pthread_create(&sb->wal_thread, NULL, wal_main, sb) != 0) {
         snprintf(err, errlen, "bind %s: cannot start the checkpoint thread", sb->bind->conf->name);
         return -1;
@@ -1761,7 +1761,7 @@ static void quick_end(struct sqlite_bind *sb)
 
     if (sqlite3_get_autocommit(db))
         return;
-    sb->quick->deadline_ns = UINT64_MAX;   /* see quick_snapshot */
+    sb->quick->deadline_ns = UINT64_MAX; /* see quick_snapshot */
     if (sb->quick_commit == NULL || sqlite3_step(sb->quick_commit) != SQLITE_DONE)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     if (sb->quick_commit != NULL)

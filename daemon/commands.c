@@ -370,8 +370,8 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[] = {name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
-                         wal >= 0 ? f[11] : NULL};
+    const char *row[] = {
+        name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
     session_reply_row(s, row, 13);
 }
 
@@ -404,10 +404,11 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
 
 static void cmd_stats(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"bind", "", "statements", "INTEGER", "errors", "INTEGER", "rows", "INTEGER",
-                                       "time_ms", "REAL", "avg_ms", "REAL", "pool_size", "INTEGER",
-                                       "connections", "INTEGER", "in_use", "INTEGER", "transactions", "INTEGER",
-                                       "clients", "INTEGER", "on_loop", "INTEGER", "wal_bytes", "INTEGER", NULL};
+    static const char *const cols[] = {
+        "bind",        "",        "statements", "INTEGER",   "errors",       "INTEGER",   "rows",
+        "INTEGER",     "time_ms", "REAL",       "avg_ms",    "REAL",         "pool_size", "INTEGER",
+        "connections", "INTEGER", "in_use",     "INTEGER",   "transactions", "INTEGER",   "clients",
+        "INTEGER",     "on_loop", "INTEGER",    "wal_bytes", "INTEGER",      NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
     size_t n = 0;
@@ -419,7 +420,8 @@ static void cmd_stats(struct session *s, const char *args)
         stats_bind(s, srv->binds[i], &tot);
     for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
-    stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions, tot.wal);
+    stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
+              tot.wal);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

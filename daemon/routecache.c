@@ -97,8 +97,8 @@ static void route_crossbind(const struct config *cfg, const struct route_info *r
 
     if ((ri->flags & ROUTE_RENAME) && ri->ntables == 2)
         rc = buf_printf(&msg, "cannot rename %s (bind %s) to %s: the table map routes %s to bind %s",
-                        ri->tables[0].name, cfg->binds[binds[0]].name, ri->tables[1].name,
-                        ri->tables[1].name, cfg->binds[binds[1]].name);
+                        ri->tables[0].name, cfg->binds[binds[0]].name, ri->tables[1].name, ri->tables[1].name,
+                        cfg->binds[binds[1]].name);
     else
         rc = buf_puts(&msg, "statement references tables of more than one bind:");
     for (size_t i = 0; rc == 0 && !(ri->flags & ROUTE_RENAME) && i < ri->ntables; i++) {
