@@ -432,6 +432,8 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
             return SQLITE_DENY;
         return SQLITE_OK;
     case SQLITE_READ:
+        /* a1 is the table: an eponymous virtual table is named after its
+         * module, and no other table of one can be created (below). */
         if ((w->denied = DENIED_IN(module_denied, a1)) != NULL)
             return SQLITE_DENY;
         return SQLITE_OK;
