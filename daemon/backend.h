@@ -139,6 +139,7 @@ struct bind_status {
     int in_use;                /* connections running or holding a client's work */
     int64_t snapshot_at;       /* in-memory bind: when its snapshot was last written (unix s), 0: never */
     int64_t snapshot_bytes;    /* its size */
+    int64_t wal_bytes;         /* SQLite: the write-ahead log's size as last measured; -1: none */
 };
 
 /* What .stats reports per bind; counted on the loop thread as JOB_EXEC

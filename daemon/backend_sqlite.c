@@ -31,6 +31,10 @@
  * straight to the workers for its next QUICK_SKIP_RUNS runs. A point query
  * then costs no thread hand-off, and the loop never waits.
  *
+ * Each bind's checkpoint thread keeps the write-ahead log bounded when
+ * SQLite's own checkpoints cannot (readers that always overlap), and
+ * empties it when the bind is idle (see WAL_CHECK_MS).
+ *
  * A statement that has run for LONG_STATEMENT_MS lowers its worker thread's
  * scheduling priority (nice LONG_STATEMENT_NICE) until it ends, so on a
  * machine with few cores the short statements of other clients and binds,
@@ -41,9 +45,12 @@
  *
  * Clients cannot reach the daemon's files: ATTACH is limited to zero
  * databases, extension loading is off, SQLITE_DBCONFIG_DEFENSIVE is on, and
- * an authorizer refuses ATTACH/DETACH, temporary objects, load_extension
- * and every PRAGMA not known to be harmless.
+ * an authorizer refuses ATTACH/DETACH, temporary objects, the functions and
+ * virtual tables that expose memory or other clients' statements
+ * (function_denied, module_denied) and every PRAGMA not known to be
+ * harmless. A read-only user's statements run with PRAGMA query_only on.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -104,6 +111,22 @@
 #define QUICK_SKIP_SLOTS 256
 #define QUICK_CACHE_KIB "-16384"
 
+/* Checkpoints. SQLite's automatic checkpoint (at commit, past 1000 pages)
+ * copies the log into the database and lets the next writer restart the
+ * log from its beginning, but only when no reader still needs its frames:
+ * readers that always overlap, or one that stays open, starve it. Each
+ * bind's checkpoint thread looks at the log every WAL_CHECK_MS. Past
+ * WAL_LIMIT_BYTES it runs a RESTART checkpoint, which holds new writers
+ * back while it waits (at most WAL_WAIT_MS, else it tries again at the
+ * next look) for the readers of old frames to finish; a writer restarting
+ * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
+ * After WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
+#define WAL_CHECK_MS    200
+#define WAL_LIMIT_BYTES (16 * 1024 * 1024)
+#define WAL_LIMIT_TEXT  "16777216"
+#define WAL_WAIT_MS     50
+#define WAL_IDLE_MS     1000
+
 struct cached_stmt {
     uint64_t hash;
     char *sql;
@@ -133,7 +156,10 @@ struct worker {
     uint64_t seen[STMT_SEEN];  /* hashes of statements prepared once, uncached */
     const char *denied;        /* why the authorizer refused, for the error */
     const char *denied_code;   /* and the error code: DENIED, or NOPERM */
+    bool altering;             /* the statement being prepared is an ALTER TABLE */
     bool readonly;             /* the running statement's user may only read */
+    bool query_only;           /* PRAGMA query_only is on (set_query_only) */
+    bool internal;             /* the daemon's own statement: not authorized */
     size_t mark;               /* where the running statement's response starts in out */
     uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
@@ -194,6 +220,13 @@ struct sqlite_bind {
     atomic_bool snap_failed;   /* the last save failed: the timer retries */
     uv_timer_t *snap_timer;    /* snapshot_interval */
     long long snap_version;    /* the anchor's data_version at the last timed save */
+    uint64_t snap_writes;      /* and `writes` then */
+
+    /* Checkpoints: a thread with its own connection (see WAL_CHECK_MS). */
+    pthread_t wal_thread;
+    bool wal_started;
+    sqlite3 *wal_db;
+    atomic_int_fast64_t wal_bytes; /* the log's size at the last look; -1: not yet */
 };
 
 /* ---- Errors ----------------------------------------------------------- */
@@ -236,7 +269,9 @@ static void reply_error(struct buf *out, const char *code, const char *msg)
 
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
-    if (w->denied != NULL)
+    if (w->readonly && (rc & 0xff) == SQLITE_READONLY)
+        reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg); /* PRAGMA query_only */
+    else if (w->denied != NULL)
         reply_error_at(out, w->mark, w->denied_code ? w->denied_code : "DENIED", w->denied);
     else
         reply_error_at(out, w->mark, sqlite_code(rc), sqlite3_errmsg(w->db));
@@ -263,6 +298,63 @@ static const struct {
     {"journal_mode", false},     {"synchronous", false},    {"auto_vacuum", false},
     {"busy_timeout", false},     {"cache_size", false},
 };
+
+/* A function or virtual table module no client may use, and why. */
+struct denial {
+    const char *name;
+    const char *why;
+};
+
+/* Functions no client may call. */
+static const struct denial function_denied[] = {
+    {"load_extension", "load_extension() is not allowed"},
+    /* With one argument it answers the address of a tokenizer in the
+     * daemon's memory; with two it installs one from a blob, and the next
+     * full-text query jumps there. */
+    {"fts3_tokenizer", "fts3_tokenizer() is not allowed: it reads and sets addresses in the daemon's memory"},
+    /* Debugging aids that decode any blob as an r-tree node. */
+    {"rtreenode", "rtreenode() is not allowed: it is a debugging function"},
+    {"rtreedepth", "rtreedepth() is not allowed: it is a debugging function"},
+};
+
+/* Virtual table modules no client may read or create a table of. */
+static const struct denial module_denied[] = {
+    /* The statements prepared on the connection: other clients' SQL text,
+     * literals included. */
+    {"sqlite_stmt", "sqlite_stmt is not allowed: it shows other clients' statements"},
+};
+
+#define DENIED_IN(list, name) denied_why((list), sizeof(list) / sizeof((list)[0]), (name))
+
+/* Why `name` (may be NULL) is in list[0..n), or NULL when it is not. */
+static const char *denied_why(const struct denial *list, size_t n, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < n; i++)
+        if (strcasecmp(list[i].name, name) == 0)
+            return list[i].why;
+    return NULL;
+}
+
+/* Whether an authorizer call is SQLite's own bookkeeping for a statement
+ * being prepared, not a change the client asked for:
+ * - ALTER TABLE ... RENAME and DROP COLUMN also rewrite the temporary
+ *   schema's triggers and views that name the table (an UPDATE of
+ *   sqlite_temp_master, which holds nothing here: clients cannot create
+ *   temporary objects);
+ * - a table-valued function or eponymous virtual table (json_each,
+ *   pragma_table_info, ...) makes SQLite code an UPDATE of sqlite_master
+ *   that never runs.
+ * Clients cannot write either table themselves (SQLITE_DBCONFIG_DEFENSIVE),
+ * and a statement that would write anything is refused to a read-only user
+ * by sqlite3_stmt_readonly() before it runs. */
+static bool authorize_internal(const struct worker *w, int action, const char *table, const char *db)
+{
+    if (action != SQLITE_UPDATE || table == NULL || db == NULL)
+        return false;
+    if (strcmp(db, "temp") == 0)
+        return w->altering && strcmp(table, "sqlite_temp_master") == 0;
+    return strcmp(db, "main") == 0 && strcmp(table, "sqlite_master") == 0;
+}
 
 /* Authorizer actions that change the database. */
 static bool authorize_writes(int action)
@@ -296,6 +388,12 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     struct worker *w = arg;
 
     (void)trigger;
+    if (w->internal)
+        return SQLITE_OK;
+    if (action == SQLITE_ALTER_TABLE)
+        w->altering = true;
+    if (authorize_internal(w, action, a1, db))
+        return SQLITE_OK;
     /* A read-only user's statement may not even be prepared when it
      * writes; sqlite3_stmt_readonly() checks again before each run (a
      * cached statement was authorized for whoever prepared it). */
@@ -324,15 +422,23 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
         w->denied = "temporary objects are not allowed: connections are shared between clients";
         return SQLITE_DENY;
     case SQLITE_FUNCTION:
-        if (a2 != NULL && strcasecmp(a2, "load_extension") == 0) {
-            w->denied = "load_extension() is not allowed";
+        if ((w->denied = DENIED_IN(function_denied, a2)) != NULL)
             return SQLITE_DENY;
-        }
         /* The quick-read connection's SQLITE_LIMIT_LENGTH turns every
          * oversized value into an error, so a worker runs that statement,
          * except that printf() and format() answer NULL instead (SQLite
          * 3.40): statements using them run on workers. */
         if (w->quick && a2 != NULL && (strcasecmp(a2, "printf") == 0 || strcasecmp(a2, "format") == 0))
+            return SQLITE_DENY;
+        return SQLITE_OK;
+    case SQLITE_READ:
+        /* a1 is the table: an eponymous virtual table is named after its
+         * module, and no other table of one can be created (below). */
+        if ((w->denied = DENIED_IN(module_denied, a1)) != NULL)
+            return SQLITE_DENY;
+        return SQLITE_OK;
+    case SQLITE_CREATE_VTABLE:
+        if ((w->denied = DENIED_IN(module_denied, a2)) != NULL)
             return SQLITE_DENY;
         return SQLITE_OK;
     case SQLITE_PRAGMA:
@@ -464,6 +570,7 @@ static int conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
      * commit's fdatasync() buys nothing there). */
     if (sb->bind->conf->type == BIND_SQLITE_MEMORY)
         sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA synchronous = OFF", NULL, NULL, NULL);
+    sqlite3_exec(db, "PRAGMA journal_size_limit = " WAL_LIMIT_TEXT, NULL, NULL, NULL);
     *out = db;
     return 0;
 }
@@ -477,6 +584,7 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, (int *)NULL);
     /* One: VACUUM's scratch database; the authorizer refuses real ATTACHes. */
     sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 1);
     if (bc->foreign_keys && sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
@@ -487,6 +595,31 @@ static int conn_harden(struct worker *w, char *err, size_t errlen)
     sqlite3_progress_handler(db, 1000, on_progress, w);
     sqlite3_busy_handler(db, on_busy, w);
     return 0;
+}
+
+/* Run the daemon's own SQL on w's connection, past the authorizer. */
+static int conn_exec_internal(struct worker *w, const char *sql)
+{
+    int rc;
+
+    w->internal = true;
+    rc = sqlite3_exec(w->db, sql, NULL, NULL, NULL);
+    w->internal = false;
+    return rc;
+}
+
+/* Turn PRAGMA query_only on for a read-only user's statements, off for
+ * the others. The authorizer and sqlite3_stmt_readonly() judge the
+ * statement a client sent; query_only also stops the writes a read runs
+ * on the side: the statements a virtual table prepares for itself, once
+ * cached, are not authorized again (FTS4's optimize() in a SELECT merges
+ * the index). */
+static void set_query_only(struct worker *w, bool on)
+{
+    if (w->query_only == on)
+        return;
+    if (conn_exec_internal(w, on ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0") == SQLITE_OK)
+        w->query_only = on;
 }
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -524,6 +657,7 @@ static sqlite3_stmt *stmt_get(struct worker *w, const char *sql, size_t len, uin
     }
     w->denied = NULL;
     w->denied_code = NULL;
+    w->altering = false;
     if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
         w->seen[h % STMT_SEEN] = h;
         cap = 0;   /* first time: run it uncached */
@@ -815,6 +949,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     }
     w->denied = NULL;
     w->denied_code = NULL;
+    w->altering = false;
     timeout_ms = w->sb->bind->conf->statement_timeout_ms;
     w->started_ns = uv_hrtime();
     w->deadline_ns = timeout_ms > 0 ? w->started_ns + (uint64_t)timeout_ms * 1000000u : 0;
@@ -866,6 +1001,7 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
     bool wrote = job->kind != STMT_SELECT;
 
     w->readonly = job->readonly;
+    set_query_only(w, job->readonly);
     set_running(job, w->db);
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
@@ -1111,6 +1247,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
 
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
+    set_query_only(w, false);
     rc = sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if ((rc & 0xff) == SQLITE_BUSY) {
         /* Another client's transaction kept the write lock for all of
@@ -1287,6 +1424,7 @@ static void on_snapshot_tick(uv_timer_t *t)
     struct sqlite_bind *sb = t->data;
     sqlite3_stmt *stmt = NULL;
     long long version = -1;
+    uint64_t writes = atomic_load_explicit(&sb->writes, memory_order_acquire);
     struct job *job;
 
     if (atomic_load(&sb->snap_inflight) > 0)
@@ -1296,13 +1434,93 @@ static void on_snapshot_tick(uv_timer_t *t)
         sqlite3_step(stmt) == SQLITE_ROW)
         version = sqlite3_column_int64(stmt, 0);
     sqlite3_finalize(stmt);
-    if (version >= 0 && version == sb->snap_version && !atomic_load(&sb->snap_failed))
+    /* data_version also moves when the checkpoint thread restarts or
+     * empties the log: a change without a write job since the last save
+     * (the first one covers what the start applied) is no new data. */
+    if (version >= 0 && !atomic_load(&sb->snap_failed) &&
+        (version == sb->snap_version || (sb->snap_version >= 0 && writes == sb->snap_writes)))
         return;
     job = job_new(JOB_SNAPSHOT, sb->bind, NULL, 0);
     if (job == NULL)
         return;
     sb->snap_version = version;
+    sb->snap_writes = writes;
     sqlite_submit(sb->bind, job);
+}
+
+/* ---- Checkpoints -------------------------------------------------------- */
+
+/* One look at the log (checkpoint thread): measure it, and checkpoint when
+ * it is past WAL_LIMIT_BYTES or the bind has been idle. *seen and
+ * *quiet_since: the write count at the last look and since when it has
+ * not moved (uv_hrtime()). */
+static void wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen, uint64_t *quiet_since)
+{
+    uint64_t writes = atomic_load_explicit(&sb->writes, memory_order_acquire);
+    uint64_t now = uv_hrtime();
+    struct stat st;
+    int64_t size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
+    int mode = -1;
+
+    if (writes != *seen) {
+        *seen = writes;
+        *quiet_since = now;
+    }
+    if (size > WAL_LIMIT_BYTES)
+        mode = SQLITE_CHECKPOINT_RESTART;
+    else if (size > 0 && now - *quiet_since >= (uint64_t)WAL_IDLE_MS * 1000000u)
+        mode = SQLITE_CHECKPOINT_TRUNCATE;
+    if (mode >= 0) {
+        int frames = 0, copied = 0;
+        int rc = sqlite3_wal_checkpoint_v2(sb->wal_db, NULL, mode, &frames, &copied);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+            log_warn("bind %s: checkpoint: %s", sb->bind->conf->name, sqlite3_errmsg(sb->wal_db));
+        log_debug("bind %s: %s checkpoint of a %lld-byte log: %s, %d of %d frames copied",
+                  sb->bind->conf->name, mode == SQLITE_CHECKPOINT_RESTART ? "restart" : "truncate",
+                  (long long)size, sqlite3_errstr(rc), copied, frames);
+        size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
+    }
+    atomic_store(&sb->wal_bytes, size);
+}
+
+static void *wal_main(void *arg)
+{
+    struct sqlite_bind *sb = arg;
+    const char *wal = sqlite3_filename_wal(sqlite3_db_filename(sb->wal_db, "main"));
+    uint64_t seen = atomic_load(&sb->writes), quiet_since = uv_hrtime();
+
+    pthread_mutex_lock(&sb->lock);
+    while (!sb->stopping) {
+        struct timespec until;
+        pthread_mutex_unlock(&sb->lock);
+        wal_check(sb, wal, &seen, &quiet_since);
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)WAL_CHECK_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&sb->lock);
+        /* sb->cond is shared with the snapshot thread: an early wake-up
+         * only means an early look. */
+        if (!sb->stopping)
+            pthread_cond_timedwait(&sb->cond, &sb->lock, &until);
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return NULL;
+}
+
+/* Open the checkpoint connection and start its thread. */
+static int wal_start(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    if (conn_open(sb, &sb->wal_db, NULL, err, errlen) != 0)
+        return -1;
+    sqlite3_busy_timeout(sb->wal_db, WAL_WAIT_MS);
+    schema_refresh(sb->wal_db); /* reads the file: a checkpoint needs to know it is in WAL mode */
+    if (pthread_create(&sb->wal_thread, NULL, wal_main, sb) != 0) {
+        snprintf(err, errlen, "bind %s: cannot start the checkpoint thread", sb->bind->conf->name);
+        return -1;
+    }
+    sb->wal_started = true;
+    return 0;
 }
 
 /* ---- backend_ops ------------------------------------------------------- */
@@ -1429,6 +1647,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     atomic_init(&sb->snap_inflight, 0);
     atomic_init(&sb->snap_failed, false);
     atomic_init(&sb->writes, 0);
+    atomic_init(&sb->wal_bytes, -1);
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->cond, NULL);
     sb->open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -1512,7 +1731,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         }
         w->started = true;
     }
-    if (quick_open(sb, err, errlen) != 0)
+    if (quick_open(sb, err, errlen) != 0 || wal_start(sb, err, errlen) != 0)
         goto fail;
     sb->wait_timer = malloc(sizeof *sb->wait_timer);
     if (sb->wait_timer == NULL)
@@ -1544,6 +1763,7 @@ static void quick_end(struct sqlite_bind *sb)
 
     if (sqlite3_get_autocommit(db))
         return;
+    sb->quick->deadline_ns = UINT64_MAX; /* see quick_snapshot */
     if (sb->quick_commit == NULL || sqlite3_step(sb->quick_commit) != SQLITE_DONE)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     if (sb->quick_commit != NULL)
@@ -1567,15 +1787,25 @@ static int quick_snapshot(struct sqlite_bind *sb)
     int rc;
 
     if (!sqlite3_get_autocommit(db)) {
+        /* A transaction open here always ends with the turn. */
+        assert(uv_is_active((uv_handle_t *)sb->quick_turn));
         if (gen == sb->quick_gen)
             return 0;
         quick_end(sb);
     }
     sb->quick_gen = gen;
+    /* BEGIN is not a client's read: no budget. The progress handler,
+     * still holding the last read's deadline, used to interrupt it after
+     * it had opened the transaction; that transaction then outlived the
+     * turn and held its WAL snapshot until the next read (no checkpoint
+     * could restart the WAL meanwhile, which grew without bound). */
+    sb->quick->deadline_ns = UINT64_MAX;
     rc = sqlite3_step(sb->quick_begin);
     sqlite3_reset(sb->quick_begin);
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_DONE) {
+        quick_end(sb);
         return -1;
+    }
     uv_check_start(sb->quick_turn, on_quick_turn);
     return 0;
 }
@@ -1663,8 +1893,9 @@ static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
      * a cache larger than the default 2 MB, since the loop answers most
      * reads. */
     if (!memory)
-        sqlite3_exec(w->db, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB, NULL, NULL, NULL);
-    sqlite3_exec(w->db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL);
+        conn_exec_internal(w, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB);
+    conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
+    set_query_only(w, true);
     sqlite3_busy_timeout(w->db, 0);
     sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, QUICK_MAX_LENGTH);
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
@@ -1850,6 +2081,10 @@ static void sqlite_close(struct bind *b)
         worker_close(sb->quick);
         free(sb->quick);
     }
+    if (sb->wal_started)
+        pthread_join(sb->wal_thread, NULL);
+    if (sb->wal_db != NULL)
+        sqlite3_close(sb->wal_db);
     if (sb->snap_started)
         pthread_join(sb->snap_thread, NULL);   /* after the saves queued before the stop */
     if (sb->snap_db != NULL)
@@ -1895,6 +2130,7 @@ static void sqlite_status(struct bind *b, struct bind_status *st)
     st->snapshot_at = sb->snap_at;
     st->snapshot_bytes = sb->snap_bytes;
     pthread_mutex_unlock(&sb->lock);
+    st->wal_bytes = atomic_load(&sb->wal_bytes);
 }
 
 const struct backend_ops backend_sqlite_ops = {

@@ -349,13 +349,13 @@ static const struct bind *session_bind(const struct session *s)
 /* Sums for the (all) row of .stats. */
 struct stats_total {
     struct bind_stats st;
-    long long pool, conns, in_use, txns, clients;
+    long long pool, conns, in_use, txns, clients, wal;
 };
 
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
-                      long long conns, long long in_use, long long txns, long long clients)
+                      long long conns, long long in_use, long long txns, long long clients, long long wal)
 {
-    char f[11][32];
+    char f[12][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -369,14 +369,16 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[8], sizeof f[8], "%lld", txns);
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
-    const char *row[] = {name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10]};
-    session_reply_row(s, row, 12);
+    snprintf(f[11], sizeof f[11], "%lld", wal);
+    const char *row[] = {
+        name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
+    session_reply_row(s, row, 13);
 }
 
 /* One .stats row for bind b, added to tot. */
 static void stats_bind(struct session *s, struct bind *b, struct stats_total *tot)
 {
-    struct bind_status st = {.state = "?"};
+    struct bind_status st = {.state = "?", .wal_bytes = -1};
     long long txns = 0, clients = 0;
     char name[96];
 
@@ -386,7 +388,7 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
         clients += session_bind(c) == b;
     }
     snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
-    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients);
+    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes);
     tot->st.statements += b->stats.statements;
     tot->st.errors += b->stats.errors;
     tot->st.rows += b->stats.rows;
@@ -397,14 +399,16 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
     tot->in_use += st.in_use;
     tot->txns += txns;
     tot->clients += clients;
+    tot->wal += st.wal_bytes > 0 ? st.wal_bytes : 0;
 }
 
 static void cmd_stats(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"bind", "", "statements", "INTEGER", "errors", "INTEGER", "rows", "INTEGER",
-                                       "time_ms", "REAL", "avg_ms", "REAL", "pool_size", "INTEGER",
-                                       "connections", "INTEGER", "in_use", "INTEGER", "transactions", "INTEGER",
-                                       "clients", "INTEGER", "on_loop", "INTEGER", NULL};
+    static const char *const cols[] = {
+        "bind",        "",        "statements", "INTEGER",   "errors",       "INTEGER",   "rows",
+        "INTEGER",     "time_ms", "REAL",       "avg_ms",    "REAL",         "pool_size", "INTEGER",
+        "connections", "INTEGER", "in_use",     "INTEGER",   "transactions", "INTEGER",   "clients",
+        "INTEGER",     "on_loop", "INTEGER",    "wal_bytes", "INTEGER",      NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
     size_t n = 0;
@@ -416,7 +420,8 @@ static void cmd_stats(struct session *s, const char *args)
         stats_bind(s, srv->binds[i], &tot);
     for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
-    stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions);
+    stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
+              tot.wal);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

@@ -87,14 +87,21 @@ static void route_fail(struct route *out, const char *code, const char *msg)
         out->err_code = "NOMEM";
 }
 
-/* The CROSSBIND message: every table with its bind, in statement order. */
+/* The CROSSBIND message: every table with its bind, in statement order;
+ * for a rename, the two names. */
 static void route_crossbind(const struct config *cfg, const struct route_info *ri,
                             const size_t *binds, struct route *out)
 {
     struct buf msg = BUF_INIT;
-    int rc = buf_puts(&msg, "statement references tables of more than one bind:");
+    int rc;
 
-    for (size_t i = 0; rc == 0 && i < ri->ntables; i++) {
+    if ((ri->flags & ROUTE_RENAME) && ri->ntables == 2)
+        rc = buf_printf(&msg, "cannot rename %s (bind %s) to %s: the table map routes %s to bind %s",
+                        ri->tables[0].name, cfg->binds[binds[0]].name, ri->tables[1].name, ri->tables[1].name,
+                        cfg->binds[binds[1]].name);
+    else
+        rc = buf_puts(&msg, "statement references tables of more than one bind:");
+    for (size_t i = 0; rc == 0 && !(ri->flags & ROUTE_RENAME) && i < ri->ntables; i++) {
         const struct route_table *t = &ri->tables[i];
         rc = buf_printf(&msg, "%s %s%s%s (%s)", i ? "," : "", t->schema,
                         t->schema[0] ? "." : "", t->name, cfg->binds[binds[i]].name);

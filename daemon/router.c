@@ -1037,8 +1037,9 @@ static void head_drop(struct parser *p)
 }
 
 /* ALTER TABLE|VIEW [IF EXISTS] [ONLY] name ..., ALTER consumed. The rest
- * (ADD COLUMN ... REFERENCES p) is left to the state machine; the new name
- * of RENAME TO is not a table the statement reads. */
+ * (ADD COLUMN ... REFERENCES p) is left to the state machine. The new name
+ * of RENAME TO is recorded too, in the old name's schema, flagged
+ * ROUTE_RENAME: the table must stay where the map routes that name. */
 static void head_alter(struct parser *p)
 {
     struct token t = peek(p, 0);
@@ -1051,8 +1052,19 @@ static void head_alter(struct parser *p)
     next(p);
     skip_if_exists(p);
     struct qname qn;
-    if (take_table(p, &qn))
+    if (!take_table(p, &qn))
+        return;
+    record(p, &qn);
+    t = peek(p, 0);
+    struct token to = peek(p, 1), name = peek(p, 2);
+    if (tok_text_is(p, &t, "rename") && tok_is(&to, KW_TO) && is_name(p, &name)) {
+        next(p);
+        next(p);
+        next(p);
+        qn.name = name;
         record(p, &qn);
+        p->flags |= ROUTE_RENAME;
+    }
 }
 
 /* PRAGMA [schema.]name[(arg) | = arg], PRAGMA consumed. The pragmas that

@@ -467,7 +467,10 @@ static void drop_statements(void)
 
 static void alter_table(void)
 {
-    EXPECT("ALTER TABLE t RENAME TO u", STMT_DDL, "t");
+    /* The new name counts: the map must route it to the same bind. */
+    EXPECT("ALTER TABLE t RENAME TO u", STMT_DDL, "t,u");
+    EXPECT("ALTER TABLE main.t RENAME TO \"U\"", STMT_DDL, "main.t,main.u");
+    EXPECT("ALTER TABLE t RENAME a TO b", STMT_DDL, "t");
     EXPECT("ALTER TABLE main.t ADD COLUMN c INTEGER REFERENCES p(id)", STMT_DDL, "main.t,p");
     EXPECT("ALTER TABLE t RENAME COLUMN a TO b", STMT_DDL, "t");
     EXPECT("ALTER TABLE t DROP COLUMN c", STMT_DDL, "t");
