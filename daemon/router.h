@@ -32,6 +32,7 @@ enum stmt_kind {
 enum {
     ROUTE_VACUUM_INTO = 1u << 0,  /* VACUUM ... INTO 'file' */
     ROUTE_TEMP        = 1u << 1,  /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
+    ROUTE_BEGIN_WRITE = 1u << 2,  /* BEGIN IMMEDIATE or EXCLUSIVE: asks for the write lock */
 };
 
 /* One referenced table. Names are unquoted and ASCII-lowercased; schema is
