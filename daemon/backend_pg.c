@@ -115,6 +115,7 @@ struct pgconn {
     bool ro_locked;            /* the open transaction is locked read-only (PG_RO_LOCK ran
                                   after the last statement); false outside one */
     bool failed;               /* an error result was seen */
+    bool lost_txn;             /* the connection broke inside the job's client's transaction */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
     struct buf out;
@@ -388,7 +389,10 @@ static void conn_finish_job(struct pgconn *c)
     PGTransactionStatusType ts = c->conn ? PQtransactionStatus(c->conn) : PQTRANS_UNKNOWN;
 
     uv_timer_stop(&c->timer);
-    job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    /* A connection that broke inside the client's transaction took the
+     * transaction with it: the client stays in it, broken (see
+     * txn_lost()), until its ROLLBACK. */
+    job->in_txn = c->conn != NULL ? ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR : c->lost_txn;
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;
@@ -419,6 +423,33 @@ static void job_fail(struct pg_bind *pb, struct job *job, const char *code, cons
     job_post_done(job, &out);
 }
 
+/* A statement of a transaction whose connection broke: the transaction
+ * is gone with it, so nothing of it may run on another connection (a
+ * COMMIT there would answer +OK for nothing). Every statement gets -ERR
+ * CONNLOST and the client stays in its broken transaction, until its
+ * ROLLBACK, answered +OK, ends it (as a disconnect does). */
+static void txn_lost(struct pg_bind *pb, struct job *job)
+{
+    struct buf out = BUF_INIT;
+    char msg[300];
+    int rc;
+
+    job->in_txn = job->kind != STMT_ROLLBACK;
+    job->failed = job->in_txn;
+    if (job->in_txn) {
+        snprintf(msg, sizeof msg,
+                 "bind %s: the connection of this transaction to the server was lost, and the transaction "
+                 "with it: ROLLBACK to end it",
+                 pb->bind->conf->name);
+        rc = codec_put_error(&out, "CONNLOST", msg);
+    } else {
+        rc = buf_puts(&out, "+OK changes=0\n");
+    }
+    if (rc != 0)
+        buf_reset(&out);
+    job_post_done(job, &out);
+}
+
 static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
 {
     while (pb->head != NULL) {
@@ -431,7 +462,9 @@ static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
     pb->tail = &pb->head;
 }
 
-/* The server connection broke: end its job and drop it. */
+/* The server connection broke: end its job and drop it. A client whose
+ * transaction was open there (or was being opened by its held BEGIN) is
+ * told so by txn_lost() from now on. */
 static void conn_lost(struct pgconn *c)
 {
     struct pg_bind *pb = c->pb;
@@ -439,9 +472,13 @@ static void conn_lost(struct pgconn *c)
 
     conn_error_text(c->conn, why, sizeof why);
     log_warn("bind %s: connection to the server lost: %s", pb->bind->conf->name, why);
+    if (c->pinned != 0)
+        log_warn("bind %s: the open transaction of client c%llu was lost with it", pb->bind->conf->name,
+                 (unsigned long long)c->pinned);
     conn_destroy(c);   /* the struct lives until its handles close */
     if (c->job != NULL) {
         char msg[400];
+        c->lost_txn = c->job->type == JOB_EXEC && (c->job->txn_open || c->job->begin_sql != NULL);
         snprintf(msg, sizeof msg,
                  "bind %s: connection to the server was lost (%s); the statement may or may not have run",
                  pb->bind->conf->name, why);
@@ -1462,6 +1499,10 @@ static void pg_submit(struct bind *b, struct job *job)
             conn_start(c, job);
             return;
         }
+    }
+    if (job->txn_open && job->type == JOB_EXEC) {
+        txn_lost(pb, job);
+        return;
     }
     if (job->type == JOB_RELEASE) {
         job_fail(pb, job, "CONNLOST", "the transaction's connection is gone");

@@ -724,6 +724,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
     job->readonly = grant == GRANT_READ;
+    job->txn_open = s->in_txn;
     if (begin == NULL && !s->txn_held && target->ops->batches && !stmt_changes_txn(r->kind))
         session_batch(s, job);
     if (begin != NULL) {
@@ -988,8 +989,10 @@ static void session_finish_close(struct session *s, bool graceful)
 
     if (s->in_txn) {
         struct job *job = job_new(JOB_RELEASE, s->txn_bind, NULL, s->id);
-        if (job != NULL)
+        if (job != NULL) {
+            job->txn_open = true;
             job->bind->ops->submit(job->bind, job);
+        }
         else
             log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
         session_set_txn(s, NULL);

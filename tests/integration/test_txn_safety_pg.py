@@ -1,0 +1,154 @@
+"""Transaction safety on PostgreSQL binds (issue 13): the session's
+transaction state comes from PQtransactionStatus() after every statement;
+a transaction whose server connection broke is never continued on another
+connection (every later statement gets -ERR CONNLOST until ROLLBACK);
+query_wait_timeout and idle_transaction_timeout bound waits for a pool
+that open transactions hold; COPY leaves the loop and the connection
+usable. The SQLite side is in test_txn_safety.py."""
+
+import socket
+import threading
+import time
+
+from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
+from pgfixture import APP_DB, PgCluster, create_accounts, pg_daemon, shared, wait_for
+from test_txn_safety import clients_row, expect_in_txn
+
+
+def names(pg, db):
+    return [r[0] for r in pg.psql("SELECT name FROM accounts ORDER BY id", db=db)]
+
+
+def test_pg_savepoint_transactions():
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db)
+        with pg_daemon(pg, db) as d:
+            a, admin = d.connect(), d.connect()
+            expect_ok(a.request(".use pg"))
+            # BEGIN; SAVEPOINT; COMMIT, then an autocommit INSERT
+            expect_status(a.request("BEGIN"), "+OK changes=0")
+            expect_ok(a.request("SAVEPOINT sp"))
+            expect_in_txn(admin, a, True, "BEGIN; SAVEPOINT")
+            expect_ok(a.request("COMMIT"))
+            expect_in_txn(admin, a, False, "COMMIT")
+            expect_ok(a.request("INSERT INTO accounts (name) VALUES ('lost?')"))
+            expect_in_txn(admin, a, False, "INSERT after COMMIT")
+            eq(names(pg, db), ["lost?"], "rows after BEGIN; SAVEPOINT; COMMIT; INSERT")
+            # BEGIN; SAVEPOINT; INSERT; ROLLBACK TO; COMMIT
+            expect_status(a.request("BEGIN"), "+OK changes=0")
+            expect_ok(a.request("SAVEPOINT sp"))
+            expect_ok(a.request("INSERT INTO accounts (name) VALUES ('undone')"))
+            expect_ok(a.request("ROLLBACK TO sp"))
+            expect_ok(a.request("INSERT INTO accounts (name) VALUES ('kept')"))
+            expect_ok(a.request("RELEASE sp"))
+            expect_in_txn(admin, a, True, "RELEASE inside BEGIN")
+            eq(names(pg, db), ["lost?"], "uncommitted rows seen")
+            expect_ok(a.request("COMMIT TRANSACTION"))
+            expect_in_txn(admin, a, False, "COMMIT TRANSACTION")
+            expect_ok(a.request("INSERT INTO accounts (name) VALUES ('after')"))
+            eq(names(pg, db), ["lost?", "kept", "after"], "rows after ROLLBACK TO; COMMIT")
+            # SAVEPOINT outside a transaction: PostgreSQL refuses it, nothing stays open
+            expect_err(a.request("SAVEPOINT outside"), "SQL")
+            expect_in_txn(admin, a, False, "SAVEPOINT outside a transaction")
+            # BEGIN spellings (SQLite's DEFERRED/IMMEDIATE/EXCLUSIVE mean BEGIN here)
+            forms = [("BEGIN IMMEDIATE", "END"), ("BEGIN EXCLUSIVE", "COMMIT"), ("BEGIN DEFERRED", "END"),
+                     ("START TRANSACTION", "COMMIT TRANSACTION"), ("BEGIN TRANSACTION", "ROLLBACK")]
+            for i, (begin, end) in enumerate(forms):
+                expect_status(a.request(begin), "+OK changes=0")
+                expect_ok(a.request("INSERT INTO accounts (name) VALUES ('f%d')" % i))
+                expect_in_txn(admin, a, True, begin)
+                expect_ok(a.request(end))
+                expect_in_txn(admin, a, False, end)
+            eq(names(pg, db)[3:], ["f0", "f1", "f2", "f3"], "rows of the BEGIN spellings")
+test_pg_savepoint_transactions.timeout = 60
+
+
+def _backend_in_txn(pg, db):
+    """The pid of the one server backend idle in a transaction."""
+    rows = wait_for(lambda: [p for p, state, _ in pg.backends(db) if state == "idle in transaction"], 5,
+                    "a backend idle in transaction")
+    eq(len(rows), 1, "backends idle in transaction")
+    return rows[0]
+
+
+def _expect_lost_until_rollback(x, admin, what):
+    for sql in ("INSERT INTO accounts (name) VALUES ('x2')", "SELECT 1", "COMMIT", "COMMIT"):
+        r = x.request(sql)
+        expect_err(r, "CONNLOST")
+        expect_in_txn(admin, x, True, "%s: after %s" % (what, sql))
+    expect_status(x.request("ROLLBACK"), "+OK changes=0")
+    expect_in_txn(admin, x, False, "%s: after ROLLBACK" % what)
+
+
+def test_pg_commit_after_connection_reset_is_refused():
+    """The pinned connection is terminated (reset) while the client is idle
+    in its transaction, or while one of its statements runs: its COMMIT must
+    not be run on another connection."""
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db)
+        with pg_daemon(pg, db, opts={"pool_size": "4", "pool_min": "2"}) as d:
+            x, admin = d.connect(), d.connect()
+            # idle in the transaction
+            expect_status(x.request("BEGIN"), "+OK changes=0")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('x1')"))
+            pid = _backend_in_txn(pg, db)
+            pg.psql("SELECT pg_terminate_backend(%d)" % pid, db="postgres")
+            time.sleep(0.5)
+            _expect_lost_until_rollback(x, admin, "idle")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('auto')"))
+            eq(names(pg, db), ["auto"], "rows: the lost transaction's row must not be there")
+            # a statement in flight
+            expect_status(x.request("BEGIN"), "+OK changes=0")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('x3')"))
+            pid = _backend_in_txn(pg, db)
+            x.send("SELECT pg_sleep(3)\n")
+            time.sleep(0.5)
+            pg.psql("SELECT pg_terminate_backend(%d)" % pid, db="postgres")
+            expect_err(x.read_response(), "CONNLOST")
+            _expect_lost_until_rollback(x, admin, "in flight")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('auto2')"))
+            eq(names(pg, db), ["auto", "auto2"], "rows after the second lost transaction")
+            # another client's transaction on the same bind is not affected
+            y = d.connect()
+            expect_status(y.request("BEGIN"), "+OK changes=0")
+            expect_ok(y.request("INSERT INTO accounts (name) VALUES ('y')"))
+            expect_ok(y.request("COMMIT"))
+            eq(names(pg, db), ["auto", "auto2", "y"], "rows after another client's transaction")
+test_pg_commit_after_connection_reset_is_refused.timeout = 60
+
+
+def test_pg_commit_after_server_restart_is_refused():
+    """Issue 13 item 2's reproducer: X in a transaction, Y holds a connection
+    with a large unread result, the server stops (immediate) and restarts;
+    X's COMMIT gets -ERR CONNLOST, never +OK, and the row is not there."""
+    with PgCluster() as pg:
+        create_accounts(pg, APP_DB)
+        pg.psql("CREATE TABLE big AS SELECT g AS n FROM generate_series(1, 300000) g", db=APP_DB, user="sqlmux")
+        with pg_daemon(pg, APP_DB, tables=(("accounts", None), ("big", None)),
+                       opts={"pool_size": "4", "connect_timeout": "2000"}) as d:
+            x, admin = d.connect(), d.connect()
+            expect_status(x.request("BEGIN"), "+OK changes=0")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('x')"))
+            y = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            y.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            y.connect(d.addr)
+            y.sendall(b"SELECT n, repeat('y', 100) FROM big\n")
+            time.sleep(0.5)
+            pg.stop(mode="immediate")
+            time.sleep(0.3)
+            t0 = time.time()
+            expect_err(x.request("COMMIT"), "CONNLOST")
+            if time.time() - t0 > 3:
+                raise TestFailure("COMMIT's -ERR CONNLOST took %.1fs" % (time.time() - t0))
+            pg.start()
+            # the pool reconnects; the broken transaction stays broken
+            wait_for(lambda: d.connect().request("SELECT count(*) FROM accounts").ok, 20, "bind back")
+            expect_err(x.request("COMMIT"), "CONNLOST")
+            expect_in_txn(admin, x, True, "after the restart")
+            expect_status(x.request("ROLLBACK"), "+OK changes=0")
+            expect_ok(x.request("INSERT INTO accounts (name) VALUES ('after')"))
+            eq(names(pg, APP_DB), ["after"], "rows: X's lost transaction must not be there")
+            y.close()
+test_pg_commit_after_server_restart_is_refused.timeout = 120
