@@ -146,6 +146,7 @@ struct pg_bind {
     uv_timer_t retry;          /* reconnect (backoff) and idle checks */
     bool retry_armed;
     uv_timer_t idle;
+    uv_timer_t wait;           /* query_wait_timeout of the oldest queued job */
     bool stopping;
     int handles;
     size_t stmt_cache;         /* prepared statements kept per connection (fixed at open) */
@@ -1448,6 +1449,35 @@ static void on_idle_check(uv_timer_t *t)
     }
 }
 
+/* query_wait_timeout: the jobs that waited that long for a connection
+ * (every one is busy or pinned to an open transaction) get -ERR BUSY, as
+ * a SQLite bind's do after busy_timeout; then the timer waits for the
+ * next oldest. The queue is in arrival order. */
+static void on_query_wait(uv_timer_t *t)
+{
+    struct pg_bind *pb = t->data;
+    const struct bind_conf *bc = pb->bind->conf;
+    uint64_t limit = (uint64_t)bc->query_wait_timeout_ms;
+    uint64_t now = uv_now(pb->bind->srv->loop);
+    char msg[300];
+
+    while (pb->head != NULL && now - pb->head->queued_at >= limit) {
+        struct job *job = pb->head;
+        pb->head = job->next;
+        if (pb->head == NULL)
+            pb->tail = &pb->head;
+        job->next = NULL;
+        pb->queued--;
+        snprintf(msg, sizeof msg,
+                 "bind %s: no server connection became free within query_wait_timeout (%d ms): all %d are "
+                 "busy or held by open transactions; the statement did not run",
+                 bc->name, bc->query_wait_timeout_ms, pb->nconns);
+        job_fail(pb, job, "BUSY", msg);
+    }
+    if (pb->head != NULL)
+        uv_timer_start(&pb->wait, on_query_wait, pb->head->queued_at + limit - now, 0);
+}
+
 /* ---- backend_ops ----------------------------------------------------- */
 
 static int pg_open(struct bind *b, char *err, size_t errlen)
@@ -1472,8 +1502,9 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     pb->stmt_cache = (size_t)cfg->stmt_cache;
     uv_timer_init(b->srv->loop, &pb->retry);
     uv_timer_init(b->srv->loop, &pb->idle);
-    pb->retry.data = pb->idle.data = pb;
-    pb->handles = 2;
+    uv_timer_init(b->srv->loop, &pb->wait);
+    pb->retry.data = pb->idle.data = pb->wait.data = pb;
+    pb->handles = 3;
     uv_timer_start(&pb->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
     b->impl = pb;
     log_info("bind %s: postgresql %s, pool %d..%d", b->conf->name, b->conf->url_redacted, b->conf->pool_min,
@@ -1525,9 +1556,12 @@ static void pg_submit(struct bind *b, struct job *job)
         job_fail(pb, job, "QUEUEFULL", msg);
         return;
     }
+    job->queued_at = uv_now(b->srv->loop);
     *pb->tail = job;
     pb->tail = &job->next;
     pb->queued++;
+    if (bc->query_wait_timeout_ms > 0 && !uv_is_active((uv_handle_t *)&pb->wait))
+        uv_timer_start(&pb->wait, on_query_wait, (uint64_t)bc->query_wait_timeout_ms, 0);
     bind_kick(pb);
 }
 
@@ -1613,8 +1647,10 @@ static void pg_close(struct bind *b)
     }
     uv_timer_stop(&pb->retry);
     uv_timer_stop(&pb->idle);
+    uv_timer_stop(&pb->wait);
     uv_close((uv_handle_t *)&pb->retry, bind_handle_closed);
     uv_close((uv_handle_t *)&pb->idle, bind_handle_closed);
+    uv_close((uv_handle_t *)&pb->wait, bind_handle_closed);
     b->impl = NULL;
 }
 

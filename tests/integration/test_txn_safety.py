@@ -213,3 +213,43 @@ def test_readonly_begin_immediate():
         expect_rows(alice.request("SELECT count(*) FROM test3"), [["0"]])
         expect_status(bob.request("COMMIT"), "+OK changes=0")
         expect_rows(alice.request("SELECT count(*) FROM test3"), [["1"]])
+
+
+def test_idle_transaction_timeout_sqlite():
+    """Item 10 on SQLite binds: a client idle inside a transaction for
+    idle_transaction_timeout gets -ERR TIMEOUT and is disconnected, its
+    transaction rolled back (the write lock is free again); a client that
+    keeps working inside its transaction, one idle outside any and one
+    with a BEGIN still held are left alone."""
+    with Daemon(server={"idle_transaction_timeout": "1000"}) as d:
+        admin = d.connect()
+        a, worker, idle, held = d.connect(), d.connect(), d.connect(), d.connect()
+        expect_status(a.request("BEGIN IMMEDIATE"), "+OK changes=0")
+        expect_ok(a.request("INSERT INTO test1 (color) VALUES ('idle-txn')"))
+        expect_ok(worker.request(".use memory_db"))
+        expect_ok(worker.request("SAVEPOINT w"))
+        expect_ok(worker.request("INSERT INTO test3 (color) VALUES ('w')"))
+        expect_status(held.request("BEGIN"), "+OK changes=0")
+        t0 = time.time()
+        for _ in range(6):
+            time.sleep(0.3)
+            expect_ok(worker.request("INSERT INTO test3 (color) VALUES ('w')"))
+        r = a.read_response()
+        expect_err(r, "TIMEOUT")
+        took = time.time() - t0
+        if not 0.9 <= took <= 3.0:
+            raise TestFailure("-ERR TIMEOUT after %.2fs, want about 1 s" % took)
+        if not a.wait_closed(3):
+            raise TestFailure("the client idle in its transaction was not disconnected")
+        expect_in_txn(admin, worker, True, "a client working inside its transaction")
+        expect_ok(worker.request("RELEASE w"))
+        eq(count(admin, "test1", "idle-txn"), 0, "the timed-out transaction's row")
+        t0 = time.time()
+        expect_ok(admin.request("INSERT INTO test1 (color) VALUES ('free')"))
+        if time.time() - t0 > 0.5:
+            raise TestFailure("the write lock was still held")
+        eq(count(admin, "test3", "w"), 7, "the working client's rows")
+        time.sleep(1.5)
+        expect_ok(idle.request(".ping"))
+        expect_ok(held.request("INSERT INTO test1 (color) VALUES ('held')"))
+        expect_ok(held.request("COMMIT"))

@@ -152,3 +152,82 @@ def test_pg_commit_after_server_restart_is_refused():
             eq(names(pg, APP_DB), ["after"], "rows: X's lost transaction must not be there")
             y.close()
 test_pg_commit_after_server_restart_is_refused.timeout = 120
+
+
+def _hold_pool(d, n):
+    """n clients, each with a transaction holding one server connection."""
+    holders = []
+    for i in range(n):
+        h = d.connect()
+        expect_status(h.request("BEGIN"), "+OK changes=0")
+        expect_ok(h.request("INSERT INTO accounts (name) VALUES ('h%d')" % i))
+        holders.append(h)
+    return holders
+
+
+def test_pg_query_wait_timeout():
+    """Item 10: every connection of the pool is held by an idle transaction:
+    a statement waiting for one gets -ERR BUSY after query_wait_timeout,
+    not silence for ever; once one is free, statements run again."""
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db)
+        with pg_daemon(pg, db, opts={"pool_size": "2", "pool_min": "2", "query_wait_timeout": "1000"}) as d:
+            holders = _hold_pool(d, 2)
+            c = d.connect()
+            for sql in ("SELECT count(*) FROM accounts", "INSERT INTO accounts (name) VALUES ('c')"):
+                t0 = time.time()
+                c.send(sql + "\n")
+                if not c.readable_now(4.0):
+                    raise TestFailure("%r: no answer within 4 s while the pool is held (query_wait_timeout 1000)"
+                                      % sql)
+                r = c.read_response()
+                took = time.time() - t0
+                expect_err(r, "BUSY")
+                if not 0.9 <= took <= 2.5:
+                    raise TestFailure("%r: -ERR BUSY after %.2fs, want about 1 s" % (sql, took))
+                if "query_wait_timeout" not in r.err_msg:
+                    raise TestFailure("the message should name query_wait_timeout: %r" % r.err_msg)
+            expect_ok(d.connect().request(".ping"))
+            expect_status(holders[0].request("ROLLBACK"), "+OK changes=0")
+            expect_rows(c.request("SELECT count(*) FROM accounts"), [["0"]])
+            # the holder still in its transaction is untouched
+            expect_ok(holders[1].request("INSERT INTO accounts (name) VALUES ('h1b')"))
+            expect_ok(holders[1].request("COMMIT"))
+            eq(names(pg, db), ["h1", "h1b"], "rows")
+test_pg_query_wait_timeout.timeout = 60
+
+
+def test_pg_idle_transaction_timeout():
+    """Item 10: clients idle inside a transaction for idle_transaction_timeout
+    are told -ERR TIMEOUT and disconnected, their transactions rolled back
+    and their connections free for the waiting client."""
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db)
+        with pg_daemon(pg, db, server={"idle_transaction_timeout": "1500"},
+                       opts={"pool_size": "2", "pool_min": "2", "query_wait_timeout": "10000"}) as d:
+            busy = d.connect()
+            expect_status(busy.request("BEGIN"), "+OK changes=0")
+            holders = _hold_pool(d, 2)
+            idle = d.connect()   # idle outside a transaction: stays
+            c = d.connect()
+            t0 = time.time()
+            expect_rows(c.request("SELECT count(*) FROM accounts"), [["0"]])
+            took = time.time() - t0
+            if not 1.2 <= took <= 4.0:
+                raise TestFailure("the waiting SELECT was answered after %.2fs, want about 1.5 s" % took)
+            for h in holders:
+                r = h.read_response()
+                expect_err(r, "TIMEOUT")
+                if "idle_transaction_timeout" not in r.err_msg:
+                    raise TestFailure("the message should name idle_transaction_timeout: %r" % r.err_msg)
+                if not h.wait_closed(3):
+                    raise TestFailure("a client idle in its transaction was not disconnected")
+            eq(names(pg, db), [], "rows of the rolled back transactions")
+            # a held BEGIN holds nothing: not cut off; nor is a client idle outside a transaction
+            expect_ok(idle.request(".ping"))
+            expect_ok(busy.request("INSERT INTO accounts (name) VALUES ('b')"))
+            expect_ok(busy.request("COMMIT"))
+            eq(names(pg, db), ["b"], "rows")
+test_pg_idle_transaction_timeout.timeout = 60
