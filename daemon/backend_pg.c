@@ -116,6 +116,7 @@ struct pgconn {
                                   after the last statement); false outside one */
     bool failed;               /* an error result was seen */
     bool lost_txn;             /* the connection broke inside the job's client's transaction */
+    bool copy_out;             /* a refused COPY ... TO STDOUT: its data is read and dropped */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
     struct buf out;
@@ -553,6 +554,48 @@ static bool prep_is_stale(const PGresult *res)
            (strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan must not change result type"));
 }
 
+/* A statement put the connection into a COPY state, which the protocol
+ * has no way to carry: answer -ERR and bring the connection back to
+ * where it takes queries. COPY FROM STDIN is ended with a CopyFail (the
+ * server aborts it, copying nothing); COPY TO STDOUT (and the sending
+ * half of COPY BOTH, ended with CopyDone) runs to its end while
+ * conn_read() drops its data (statement_timeout bounds it), so the
+ * connection, and the transaction it may be in, stay usable. */
+static void conn_refuse_copy(struct pgconn *c, ExecStatusType st)
+{
+    const char *msg = st == PGRES_COPY_IN
+                          ? "COPY ... FROM STDIN is not supported through sqlmux (nothing was copied): use INSERT"
+                          : "COPY ... TO STDOUT is not supported through sqlmux (its rows were dropped): use SELECT";
+    int sent = 1;
+
+    if (st == PGRES_COPY_IN)
+        sent = PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
+    else if (st == PGRES_COPY_BOTH)
+        sent = PQputCopyEnd(c->conn, NULL);
+    c->copy_out = st != PGRES_COPY_IN;
+    if (sent == 1 && PQflush(c->conn) == 1)
+        conn_poll(c, UV_READABLE | UV_WRITABLE);
+    if (!c->failed)
+        reply_error(&c->out, "SQL", msg);
+    c->failed = true;
+}
+
+/* Drop the data of a refused COPY TO STDOUT that libpq has buffered.
+ * Returns false while more must come from the server, true when the COPY
+ * has ended (its final result follows). */
+static bool conn_drain_copy(struct pgconn *c)
+{
+    char *data;
+    int n;
+
+    while ((n = PQgetCopyData(c->conn, &data, 1)) > 0)
+        PQfreemem(data);
+    if (n == 0)
+        return false;
+    c->copy_out = false;   /* -1: the COPY ended; -2: an error result follows */
+    return true;
+}
+
 /* Handle one result of the running job. */
 static void conn_result(struct pgconn *c, PGresult *res)
 {
@@ -614,13 +657,9 @@ static void conn_result(struct pgconn *c, PGresult *res)
         snprintf(c->changes, sizeof c->changes, "%s", PQcmdTuples(res));
         break;
     case PGRES_COPY_IN:
-        PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
-        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
-        c->failed = true;
-        break;
     case PGRES_COPY_OUT:
-        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
-        c->failed = true;
+    case PGRES_COPY_BOTH:
+        conn_refuse_copy(c, st);
         break;
     default:
         if (c->ran_prepared && !c->header_sent && !c->failed && prep_is_stale(res)) {
@@ -1072,6 +1111,8 @@ static void conn_read(struct pgconn *c)
     }
     while (c->job != NULL && !c->paused) {
         PGresult *res;
+        if (c->copy_out && !conn_drain_copy(c))
+            return;
         if (PQisBusy(c->conn))
             return;
         res = PQgetResult(c->conn);
@@ -1302,7 +1343,7 @@ static void conn_start(struct pgconn *c, struct job *job)
 
     c->job = job;
     c->state = PGC_BUSY;
-    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = false;
+    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = c->copy_out = false;
     c->reprepared = c->prep_stale = false;
     c->changes[0] = '\0';
     buf_reset(&c->out);

@@ -231,3 +231,69 @@ def test_pg_idle_transaction_timeout():
             expect_ok(busy.request("COMMIT"))
             eq(names(pg, db), ["b"], "rows")
 test_pg_idle_transaction_timeout.timeout = 60
+
+
+def _ping_during(d, sql_conn, sql, limit):
+    """Send sql on sql_conn, then check the daemon answers .ping on another
+    connection while it runs (within `limit` s); return sql's response."""
+    sql_conn.send(sql + "\n")
+    p = d.connect()
+    p.sock.settimeout(limit + 1)
+    t0 = time.time()
+    expect_ok(p.request(".ping"))
+    if time.time() - t0 > limit:
+        raise TestFailure(".ping took %.2fs while %r ran" % (time.time() - t0, sql))
+    return sql_conn.read_response()
+
+
+def test_pg_copy_is_refused_and_the_connection_stays_usable():
+    """Item 4: COPY TO STDOUT / FROM STDIN get a clear -ERR, the loop keeps
+    serving meanwhile (.ping, other binds), and the pool's one connection
+    serves the next statements, inside a transaction too."""
+    pg = shared()
+    with pg.database() as db:
+        create_accounts(pg, db, ["alice", "bob"])
+        pg.psql("CREATE TABLE big AS SELECT g AS n, repeat('x', 200) AS pad FROM generate_series(1, 200000) g",
+                db=db, user="sqlmux")
+        with pg_daemon(pg, db, tables=(("accounts", None), ("big", None)),
+                       opts={"pool_size": "1", "pool_min": "1", "statement_timeout": "20000"}) as d:
+            c, admin = d.connect(), d.connect()
+            c.sock.settimeout(10)
+            expect_ok(c.request(".use pg"))
+            pid_before = [p for p, _, _ in pg.backends(db)]
+            for sql in ("COPY accounts TO STDOUT", "COPY (SELECT name FROM accounts) TO STDOUT WITH (FORMAT csv)",
+                        "COPY big TO STDOUT"):
+                r = _ping_during(d, c, sql, 1.0)
+                expect_err(r, "SQL")
+                if "COPY" not in r.err_msg or "not supported" not in r.err_msg:
+                    raise TestFailure("unclear message for %r: %r" % (sql, r.err_msg))
+                expect_rows(c.request("SELECT name FROM accounts ORDER BY id"), [["alice"], ["bob"]])
+                expect_ok(d.connect().request("INSERT INTO test1 (color) VALUES ('sqlite')"))
+            r = _ping_during(d, c, "COPY accounts (name) FROM STDIN", 1.0)
+            expect_err(r, "SQL")
+            if "FROM STDIN" not in r.err_msg:
+                raise TestFailure("unclear message for COPY FROM STDIN: %r" % r.err_msg)
+            expect_rows(c.request("SELECT count(*) FROM accounts"), [["2"]])
+            # inside a transaction: COPY TO leaves it going; COPY FROM aborts it, as PostgreSQL does
+            expect_status(c.request("BEGIN"), "+OK changes=0")
+            expect_ok(c.request("INSERT INTO accounts (name) VALUES ('carol')"))
+            expect_err(c.request("COPY accounts TO STDOUT"), "SQL")
+            expect_ok(c.request("INSERT INTO accounts (name) VALUES ('dave')"))
+            expect_in_txn(admin, c, True, "after COPY TO STDOUT in a transaction")
+            expect_ok(c.request("COMMIT"))
+            expect_status(c.request("BEGIN"), "+OK changes=0")
+            expect_ok(c.request("INSERT INTO accounts (name) VALUES ('eve')"))
+            expect_err(c.request("COPY accounts FROM STDIN"), "SQL")
+            expect_in_txn(admin, c, True, "after COPY FROM STDIN in a transaction")
+            expect_status(c.request("ROLLBACK"), "+OK changes=0")
+            eq(names(pg, db), ["alice", "bob", "carol", "dave"], "rows")
+            # parameters (a prepared statement) too
+            r = c.inline("COPY (SELECT ?::text) TO STDOUT", ["p"])
+            expect_err(r, "SQL")
+            if "SQLSTATE" not in r.err_msg and "not supported" not in r.err_msg:
+                raise TestFailure("COPY with a parameter did not reach PostgreSQL: %r" % r.err_msg)
+            expect_rows(c.inline("SELECT ?::text AS v", ["after"]), [["after"]])
+            # still the one pool connection: it was never thrown away
+            eq([p for p, _, _ in pg.backends(db)], pid_before, "server backends")
+            eq(d.stop(), 0, "daemon exit status after SIGTERM")
+test_pg_copy_is_refused_and_the_connection_stays_usable.timeout = 90
