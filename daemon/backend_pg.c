@@ -1407,6 +1407,19 @@ static void conn_start(struct pgconn *c, struct job *job)
     conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
+/* Take the oldest job off the bind's queue, which is not empty. */
+static struct job *queue_shift(struct pg_bind *pb)
+{
+    struct job *job = pb->head;
+
+    pb->head = job->next;
+    if (pb->head == NULL)
+        pb->tail = &pb->head;
+    job->next = NULL;
+    pb->queued--;
+    return job;
+}
+
 /* Give an idle connection the next job it may take. */
 static void conn_dispatch(struct pgconn *c)
 {
@@ -1414,15 +1427,8 @@ static void conn_dispatch(struct pgconn *c)
 
     if (c->state != PGC_IDLE || c->pinned != 0)
         return;   /* a pinned connection waits for its client's next job */
-    if (pb->head != NULL) {
-        struct job *job = pb->head;
-        pb->head = job->next;
-        if (pb->head == NULL)
-            pb->tail = &pb->head;
-        job->next = NULL;
-        pb->queued--;
-        conn_start(c, job);
-    }
+    if (pb->head != NULL)
+        conn_start(c, queue_shift(pb));
 }
 
 /* Reconnect after backoff, keep pool_min connections, open more while
@@ -1503,12 +1509,7 @@ static void on_query_wait(uv_timer_t *t)
     char msg[300];
 
     while (pb->head != NULL && now - pb->head->queued_at >= limit) {
-        struct job *job = pb->head;
-        pb->head = job->next;
-        if (pb->head == NULL)
-            pb->tail = &pb->head;
-        job->next = NULL;
-        pb->queued--;
+        struct job *job = queue_shift(pb);
         snprintf(msg, sizeof msg,
                  "bind %s: no server connection became free within query_wait_timeout (%d ms): all %d are "
                  "busy or held by open transactions; the statement did not run",
