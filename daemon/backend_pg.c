@@ -115,7 +115,6 @@ struct pgconn {
     bool ro_locked;            /* the open transaction is locked read-only (PG_RO_LOCK ran
                                   after the last statement); false outside one */
     bool failed;               /* an error result was seen */
-    bool lost_txn;             /* the connection broke inside the job's client's transaction */
     bool copy_out;             /* a refused COPY ... TO STDOUT: its data is read and dropped */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
@@ -391,10 +390,12 @@ static void conn_finish_job(struct pgconn *c)
     PGTransactionStatusType ts = c->conn ? PQtransactionStatus(c->conn) : PQTRANS_UNKNOWN;
 
     uv_timer_stop(&c->timer);
-    /* A connection that broke inside the client's transaction took the
-     * transaction with it: the client stays in it, broken (see
-     * txn_lost()), until its ROLLBACK. */
-    job->in_txn = c->conn != NULL ? ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR : c->lost_txn;
+    /* A connection that broke (its status unknown) inside the client's
+     * transaction, or while its held BEGIN ran, took the transaction with
+     * it: the client stays in it, broken (see txn_lost()), until its
+     * ROLLBACK. */
+    job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
+                  (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;
@@ -480,7 +481,6 @@ static void conn_lost(struct pgconn *c)
     conn_destroy(c);   /* the struct lives until its handles close */
     if (c->job != NULL) {
         char msg[400];
-        c->lost_txn = c->job->type == JOB_EXEC && (c->job->txn_open || c->job->begin_sql != NULL);
         snprintf(msg, sizeof msg,
                  "bind %s: connection to the server was lost (%s); the statement may or may not have run",
                  pb->bind->conf->name, why);
