@@ -8,7 +8,8 @@ is in test_txn_safety_pg.py."""
 
 import time
 
-from harness import Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status, make_config
+from harness import (Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status, make_config,
+                     scaled)
 
 # (bind, table) pairs: a file bind, the in-memory bind. `.use BIND` first, so
 # statements naming no table (SAVEPOINT, RELEASE) go to the same bind.
@@ -49,7 +50,7 @@ def _savepoint_then_commit(d, bind, table):
     # the other client can write (no lock left behind)
     t0 = time.time()
     expect_ok(b.request("INSERT INTO %s (color) VALUES ('other')" % table))
-    if time.time() - t0 > 1.0:
+    if time.time() - t0 > scaled(1.0):
         raise TestFailure("%s: the other client's INSERT waited %.1fs for a lock" % (bind, time.time() - t0))
     # and a new transaction may begin
     expect_status(a.request("BEGIN"), "+OK changes=0")
@@ -237,7 +238,7 @@ def test_idle_transaction_timeout_sqlite():
         r = a.read_response()
         expect_err(r, "TIMEOUT")
         took = time.time() - t0
-        if not 0.9 <= took <= 3.0:
+        if not 0.9 <= took <= scaled(3.0):
             raise TestFailure("-ERR TIMEOUT after %.2fs, want about 1 s" % took)
         if not a.wait_closed(3):
             raise TestFailure("the client idle in its transaction was not disconnected")
@@ -246,7 +247,7 @@ def test_idle_transaction_timeout_sqlite():
         eq(count(admin, "test1", "idle-txn"), 0, "the timed-out transaction's row")
         t0 = time.time()
         expect_ok(admin.request("INSERT INTO test1 (color) VALUES ('free')"))
-        if time.time() - t0 > 0.5:
+        if time.time() - t0 > scaled(0.5):
             raise TestFailure("the write lock was still held")
         eq(count(admin, "test3", "w"), 7, "the working client's rows")
         time.sleep(1.5)
