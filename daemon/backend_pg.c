@@ -394,8 +394,9 @@ static void conn_finish_job(struct pgconn *c)
      * transaction, or while its held BEGIN ran, took the transaction with
      * it: the client stays in it, broken (see txn_lost()), until its
      * ROLLBACK. */
-    job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
-                  (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
+    job->in_txn =
+        ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
+        (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;
@@ -563,9 +564,10 @@ static bool prep_is_stale(const PGresult *res)
  * connection, and the transaction it may be in, stay usable. */
 static void conn_refuse_copy(struct pgconn *c, ExecStatusType st)
 {
-    const char *msg = st == PGRES_COPY_IN
-                          ? "COPY ... FROM STDIN is not supported through sqlmux (nothing was copied): use INSERT"
-                          : "COPY ... TO STDOUT is not supported through sqlmux (its rows were dropped): use SELECT";
+    const char *msg =
+        st == PGRES_COPY_IN
+            ? "COPY ... FROM STDIN is not supported through sqlmux (nothing was copied): use INSERT"
+            : "COPY ... TO STDOUT is not supported through sqlmux (its rows were dropped): use SELECT";
     int sent = 1;
 
     if (st == PGRES_COPY_IN)

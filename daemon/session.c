@@ -550,9 +550,9 @@ static void session_hold_begin(struct session *s, const struct request *req, con
         return;
     }
     if ((r->flags & ROUTE_BEGIN_WRITE) && !session_writes_somewhere(s)) {
-        session_reply_error(s, "NOPERM",
-                            "user %s may write no bind: BEGIN IMMEDIATE and BEGIN EXCLUSIVE take the write lock",
-                            s->user_name ? s->user_name : "?");
+        session_reply_error(
+            s, "NOPERM", "user %s may write no bind: BEGIN IMMEDIATE and BEGIN EXCLUSIVE take the write lock",
+            s->user_name ? s->user_name : "?");
         return;
     }
     s->held_begin = strdup(req->text);
@@ -992,9 +992,9 @@ static void session_finish_close(struct session *s, bool graceful)
         if (job != NULL) {
             job->txn_open = true;
             job->bind->ops->submit(job->bind, job);
-        }
-        else
+        } else {
             log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
+        }
         session_set_txn(s, NULL);
     }
     if (s->closed_handle)
