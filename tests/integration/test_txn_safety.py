@@ -254,3 +254,21 @@ def test_idle_transaction_timeout_sqlite():
         expect_ok(idle.request(".ping"))
         expect_ok(held.request("INSERT INTO test1 (color) VALUES ('held')"))
         expect_ok(held.request("COMMIT"))
+
+
+def test_timeout_keys_bounds():
+    """The new keys: bounds checked with file:line, defaults shown by
+    --check-config."""
+    from harness import run_once, standard_files
+    base = make_config()
+    rc, out, err, _, _ = run_once(base, files=standard_files(), check=True)
+    eq(rc, 0, "--check-config: " + err)
+    for want in ("server idle_transaction_timeout = 0", "query_wait_timeout = 30000"):
+        if want not in out:
+            raise TestFailure("--check-config does not show %r:\n%s" % (want, out))
+    for text in (base.replace("[server]", "[server]\nidle_transaction_timeout = -1"),
+                 base.replace("[server]", "[server]\nidle_transaction_timeout = 86400001"),
+                 base + "[bind.default]\nquery_wait_timeout = -5\n"):
+        rc, out, err, path, _ = run_once(text, files=standard_files(), check=True)
+        if rc == 0 or "sqlmux.ini:" not in err or "timeout: " not in err or "out of range" not in err:
+            raise TestFailure("want a file:line error for an out-of-range timeout, got %d %r" % (rc, err))
