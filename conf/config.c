@@ -114,6 +114,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
+    SERVER_KEY("idle_transaction_timeout", CONFIG_T_INT, "0", 0, 86400000, idle_transaction_timeout_ms),
     SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
     SERVER_KEY("auth_fail_delay", CONFIG_T_INT, "1000", 0, 60000, auth_fail_delay_ms),
     SERVER_KEY("login_timeout", CONFIG_T_INT, "60000", 0, 86400000, login_timeout_ms),
@@ -128,6 +129,7 @@ static const struct config_key config_keys[] = {
     BIND_KEY("idle_timeout", CONFIG_T_INT, "60000", 0, 86400000, idle_timeout_ms),
     BIND_KEY("statement_timeout", CONFIG_T_INT, "0", 0, 86400000, statement_timeout_ms),
     BIND_KEY("max_queue", CONFIG_T_INT, "1024", 0, 1000000, max_queue),
+    BIND_KEY("query_wait_timeout", CONFIG_T_INT, "30000", 0, 86400000, query_wait_timeout_ms),
     BIND_KEY("snapshot", CONFIG_T_DATA_PATH, "", 0, 0, snapshot),
     BIND_KEY("snapshot_interval", CONFIG_T_INT, "0", 0, 604800, snapshot_interval_s),
     BIND_KEY("snapshot_on_damage", CONFIG_T_ON_DAMAGE, "fail", 0, 0, snapshot_on_damage),
@@ -162,7 +164,8 @@ static bool config_key_pg_only(const struct config_key *key)
     return key->offset == offsetof(struct bind_conf, pool_min) ||
            key->offset == offsetof(struct bind_conf, connect_timeout_ms) ||
            key->offset == offsetof(struct bind_conf, idle_timeout_ms) ||
-           key->offset == offsetof(struct bind_conf, max_queue);
+           key->offset == offsetof(struct bind_conf, max_queue) ||
+           key->offset == offsetof(struct bind_conf, query_wait_timeout_ms);
 }
 
 /* Options of in-memory SQLite binds only (their snapshot file). */
@@ -1758,6 +1761,7 @@ static bool config_finish(struct config_parse *st)
         b->idle_timeout_ms = bs->opts.idle_timeout_ms;
         b->statement_timeout_ms = bs->opts.statement_timeout_ms;
         b->max_queue = bs->opts.max_queue;
+        b->query_wait_timeout_ms = bs->opts.query_wait_timeout_ms;
         free(b->schema);
         b->schema = bs->opts.schema;
         bs->opts.schema = NULL;

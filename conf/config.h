@@ -43,6 +43,8 @@ struct bind_conf {
     int idle_timeout_ms;    /* PostgreSQL: close idle connections above pool_min after this; 0: never */
     int statement_timeout_ms; /* PostgreSQL: cancel a statement running longer; 0: never */
     int max_queue;          /* PostgreSQL: requests waiting for a server connection */
+    int query_wait_timeout_ms; /* PostgreSQL: -ERR BUSY for a request that waited this long
+                                  for a server connection; 0: never */
     char *snapshot;         /* in-memory bind: absolute path of its snapshot file, or NULL */
     int snapshot_interval_s; /* in-memory bind: save the snapshot this often; 0: never */
     enum snapshot_damage snapshot_on_damage;
@@ -97,6 +99,7 @@ struct config {
     bool log_connections;   /* log each client's connect and disconnect */
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
+    int idle_transaction_timeout_ms; /* close clients idle this long inside a transaction; 0: never */
     bool protected_mode;    /* without users: listen on loopback addresses only */
     int auth_fail_delay_ms; /* a failed .auth is answered after this long */
     int login_timeout_ms;   /* with users: close clients not logged in after this long; 0: never */

@@ -57,6 +57,11 @@ struct job {
     struct session *sess;      /* NULL once the session is gone (loop thread) */
     uint64_t owner;            /* session id: the key transactions pin on; 0: run on any
                                   free connection, never inside a client's transaction */
+    bool txn_open;             /* the owner's transaction is open on this bind, as the
+                                  database reported after its last statement: the job
+                                  belongs inside it, on the connection pinned to it (a
+                                  backend that lost that connection must not run it
+                                  anywhere else) */
 
     /* JOB_EXEC input, owned by the job. */
     struct request req;

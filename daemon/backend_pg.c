@@ -137,6 +137,7 @@ struct pgconn {
     bool failed;               /* an error result was seen */
     bool dirty;                /* the session state may have changed: DISCARD ALL
                                   before the connection serves anyone again */
+    bool copy_out;             /* a refused COPY ... TO STDOUT: its data is read and dropped */
     bool tuples;               /* the statement returned rows (a result set) */
     char changes[32];          /* PQcmdTuples of the last command */
     struct buf out;
@@ -167,6 +168,7 @@ struct pg_bind {
     uv_timer_t retry;          /* reconnect (backoff) and idle checks */
     bool retry_armed;
     uv_timer_t idle;
+    uv_timer_t wait;           /* query_wait_timeout of the oldest queued job */
     bool stopping;
     int handles;
     size_t stmt_cache;         /* prepared statements kept per connection (fixed at open) */
@@ -410,7 +412,13 @@ static void conn_finish_job(struct pgconn *c)
     PGTransactionStatusType ts = c->conn ? PQtransactionStatus(c->conn) : PQTRANS_UNKNOWN;
 
     uv_timer_stop(&c->timer);
-    job->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    /* A connection that broke (its status unknown) inside the client's
+     * transaction, or while its held BEGIN ran, took the transaction with
+     * it: the client stays in it, broken (see txn_lost()), until its
+     * ROLLBACK. */
+    job->in_txn =
+        ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
+        (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;
@@ -441,6 +449,33 @@ static void job_fail(struct pg_bind *pb, struct job *job, const char *code, cons
     job_post_done(job, &out);
 }
 
+/* A statement of a transaction whose connection broke: the transaction
+ * is gone with it, so nothing of it may run on another connection (a
+ * COMMIT there would answer +OK for nothing). Every statement gets -ERR
+ * CONNLOST and the client stays in its broken transaction, until its
+ * ROLLBACK, answered +OK, ends it (as a disconnect does). */
+static void txn_lost(struct pg_bind *pb, struct job *job)
+{
+    struct buf out = BUF_INIT;
+    char msg[300];
+    int rc;
+
+    job->in_txn = job->kind != STMT_ROLLBACK;
+    job->failed = job->in_txn;
+    if (job->in_txn) {
+        snprintf(msg, sizeof msg,
+                 "bind %s: the connection of this transaction to the server was lost, and the transaction "
+                 "with it: ROLLBACK to end it",
+                 pb->bind->conf->name);
+        rc = codec_put_error(&out, "CONNLOST", msg);
+    } else {
+        rc = buf_puts(&out, "+OK changes=0\n");
+    }
+    if (rc != 0)
+        buf_reset(&out);
+    job_post_done(job, &out);
+}
+
 static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
 {
     while (pb->head != NULL) {
@@ -453,7 +488,9 @@ static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
     pb->tail = &pb->head;
 }
 
-/* The server connection broke: end its job and drop it. */
+/* The server connection broke: end its job and drop it. A client whose
+ * transaction was open there (or was being opened by its held BEGIN) is
+ * told so by txn_lost() from now on. */
 static void conn_lost(struct pgconn *c)
 {
     struct pg_bind *pb = c->pb;
@@ -461,6 +498,9 @@ static void conn_lost(struct pgconn *c)
 
     conn_error_text(c->conn, why, sizeof why);
     log_warn("bind %s: connection to the server lost: %s", pb->bind->conf->name, why);
+    if (c->pinned != 0)
+        log_warn("bind %s: the open transaction of client c%llu was lost with it", pb->bind->conf->name,
+                 (unsigned long long)c->pinned);
     conn_destroy(c);   /* the struct lives until its handles close */
     if (c->job != NULL) {
         char msg[400];
@@ -578,6 +618,49 @@ static void reply_ro_refused(struct pgconn *c, const char *what)
     c->failed = true;
 }
 
+/* A statement put the connection into a COPY state, which the protocol
+ * has no way to carry: answer -ERR and bring the connection back to
+ * where it takes queries. COPY FROM STDIN is ended with a CopyFail (the
+ * server aborts it, copying nothing); COPY TO STDOUT (and the sending
+ * half of COPY BOTH, ended with CopyDone) runs to its end while
+ * conn_read() drops its data (statement_timeout bounds it), so the
+ * connection, and the transaction it may be in, stay usable. */
+static void conn_refuse_copy(struct pgconn *c, ExecStatusType st)
+{
+    const char *msg =
+        st == PGRES_COPY_IN
+            ? "COPY ... FROM STDIN is not supported through sqlmux (nothing was copied): use INSERT"
+            : "COPY ... TO STDOUT is not supported through sqlmux (its rows were dropped): use SELECT";
+    int sent = 1;
+
+    if (st == PGRES_COPY_IN)
+        sent = PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
+    else if (st == PGRES_COPY_BOTH)
+        sent = PQputCopyEnd(c->conn, NULL);
+    c->copy_out = st != PGRES_COPY_IN;
+    if (sent == 1 && PQflush(c->conn) == 1)
+        conn_poll(c, UV_READABLE | UV_WRITABLE);
+    if (!c->failed)
+        reply_error(&c->out, "SQL", msg);
+    c->failed = true;
+}
+
+/* Drop the data of a refused COPY TO STDOUT that libpq has buffered.
+ * Returns false while more must come from the server, true when the COPY
+ * has ended (its final result follows). */
+static bool conn_drain_copy(struct pgconn *c)
+{
+    char *data;
+    int n;
+
+    while ((n = PQgetCopyData(c->conn, &data, 1)) > 0)
+        PQfreemem(data);
+    if (n == 0)
+        return false;
+    c->copy_out = false;   /* -1: the COPY ended; -2: an error result follows */
+    return true;
+}
+
 /* Handle one result of the running job. */
 static void conn_result(struct pgconn *c, PGresult *res)
 {
@@ -653,13 +736,9 @@ static void conn_result(struct pgconn *c, PGresult *res)
             c->dirty = true;
         break;
     case PGRES_COPY_IN:
-        PQputCopyEnd(c->conn, "COPY is not supported through sqlmux");
-        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
-        c->failed = true;
-        break;
     case PGRES_COPY_OUT:
-        reply_error(&c->out, "SQL", "COPY is not supported through sqlmux");
-        c->failed = true;
+    case PGRES_COPY_BOTH:
+        conn_refuse_copy(c, st);
         break;
     default:
         if (c->ran_prepared && !c->header_sent && !c->failed && prep_is_stale(res)) {
@@ -1160,6 +1239,8 @@ static void conn_read(struct pgconn *c)
     }
     while (c->job != NULL && !c->paused) {
         PGresult *res;
+        if (c->copy_out && !conn_drain_copy(c))
+            return;
         if (PQisBusy(c->conn))
             return;
         res = PQgetResult(c->conn);
@@ -1435,7 +1516,7 @@ static void conn_start(struct pgconn *c, struct job *job)
 
     c->job = job;
     c->state = PGC_BUSY;
-    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = false;
+    c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = c->copy_out = false;
     c->reprepared = c->prep_stale = false;
     c->changes[0] = '\0';
     buf_reset(&c->out);
@@ -1499,6 +1580,19 @@ static void conn_start(struct pgconn *c, struct job *job)
     conn_poll(c, PQflush(c->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
+/* Take the oldest job off the bind's queue, which is not empty. */
+static struct job *queue_shift(struct pg_bind *pb)
+{
+    struct job *job = pb->head;
+
+    pb->head = job->next;
+    if (pb->head == NULL)
+        pb->tail = &pb->head;
+    job->next = NULL;
+    pb->queued--;
+    return job;
+}
+
 /* Give an idle connection the next job it may take. */
 static void conn_dispatch(struct pgconn *c)
 {
@@ -1506,15 +1600,8 @@ static void conn_dispatch(struct pgconn *c)
 
     if (c->state != PGC_IDLE || c->pinned != 0)
         return;   /* a pinned connection waits for its client's next job */
-    if (pb->head != NULL) {
-        struct job *job = pb->head;
-        pb->head = job->next;
-        if (pb->head == NULL)
-            pb->tail = &pb->head;
-        job->next = NULL;
-        pb->queued--;
-        conn_start(c, job);
-    }
+    if (pb->head != NULL)
+        conn_start(c, queue_shift(pb));
 }
 
 /* Reconnect after backoff, keep pool_min connections, open more while
@@ -1582,6 +1669,30 @@ static void on_idle_check(uv_timer_t *t)
     }
 }
 
+/* query_wait_timeout: the jobs that waited that long for a connection
+ * (every one is busy or pinned to an open transaction) get -ERR BUSY, as
+ * a SQLite bind's do after busy_timeout; then the timer waits for the
+ * next oldest. The queue is in arrival order. */
+static void on_query_wait(uv_timer_t *t)
+{
+    struct pg_bind *pb = t->data;
+    const struct bind_conf *bc = pb->bind->conf;
+    uint64_t limit = (uint64_t)bc->query_wait_timeout_ms;
+    uint64_t now = uv_now(pb->bind->srv->loop);
+    char msg[300];
+
+    while (pb->head != NULL && now - pb->head->queued_at >= limit) {
+        struct job *job = queue_shift(pb);
+        snprintf(msg, sizeof msg,
+                 "bind %s: no server connection became free within query_wait_timeout (%d ms): all %d are "
+                 "busy or held by open transactions; the statement did not run",
+                 bc->name, bc->query_wait_timeout_ms, pb->nconns);
+        job_fail(pb, job, "BUSY", msg);
+    }
+    if (pb->head != NULL)
+        uv_timer_start(&pb->wait, on_query_wait, pb->head->queued_at + limit - now, 0);
+}
+
 /* ---- backend_ops ----------------------------------------------------- */
 
 static int pg_open(struct bind *b, char *err, size_t errlen)
@@ -1606,8 +1717,9 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     pb->stmt_cache = (size_t)cfg->stmt_cache;
     uv_timer_init(b->srv->loop, &pb->retry);
     uv_timer_init(b->srv->loop, &pb->idle);
-    pb->retry.data = pb->idle.data = pb;
-    pb->handles = 2;
+    uv_timer_init(b->srv->loop, &pb->wait);
+    pb->retry.data = pb->idle.data = pb->wait.data = pb;
+    pb->handles = 3;
     uv_timer_start(&pb->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
     b->impl = pb;
     log_info("bind %s: postgresql %s, pool %d..%d", b->conf->name, b->conf->url_redacted, b->conf->pool_min,
@@ -1634,6 +1746,10 @@ static void pg_submit(struct bind *b, struct job *job)
             return;
         }
     }
+    if (job->txn_open && job->type == JOB_EXEC) {
+        txn_lost(pb, job);
+        return;
+    }
     if (job->type == JOB_RELEASE) {
         job_fail(pb, job, "CONNLOST", "the transaction's connection is gone");
         return;
@@ -1655,9 +1771,12 @@ static void pg_submit(struct bind *b, struct job *job)
         job_fail(pb, job, "QUEUEFULL", msg);
         return;
     }
+    job->queued_at = uv_now(b->srv->loop);
     *pb->tail = job;
     pb->tail = &job->next;
     pb->queued++;
+    if (bc->query_wait_timeout_ms > 0 && !uv_is_active((uv_handle_t *)&pb->wait))
+        uv_timer_start(&pb->wait, on_query_wait, (uint64_t)bc->query_wait_timeout_ms, 0);
     bind_kick(pb);
 }
 
@@ -1743,8 +1862,10 @@ static void pg_close(struct bind *b)
     }
     uv_timer_stop(&pb->retry);
     uv_timer_stop(&pb->idle);
+    uv_timer_stop(&pb->wait);
     uv_close((uv_handle_t *)&pb->retry, bind_handle_closed);
     uv_close((uv_handle_t *)&pb->idle, bind_handle_closed);
+    uv_close((uv_handle_t *)&pb->wait, bind_handle_closed);
     b->impl = NULL;
 }
 

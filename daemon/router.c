@@ -1219,6 +1219,9 @@ static void head(struct parser *p, bool inner)
     case KW_BEGIN:
         next(p);
         kind = STMT_BEGIN;
+        after = peek(p, 0);
+        if (tok_text_is(p, &after, "immediate") || tok_text_is(p, &after, "exclusive"))
+            p->flags |= ROUTE_BEGIN_WRITE;
         break;
     case KW_START:
         next(p);

@@ -33,6 +33,7 @@ enum {
     ROUTE_VACUUM_INTO = 1u << 0,  /* VACUUM ... INTO 'file' */
     ROUTE_TEMP        = 1u << 1,  /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
     ROUTE_RENAME      = 1u << 2,  /* ALTER TABLE|VIEW old RENAME TO new: tables[] has both */
+    ROUTE_BEGIN_WRITE = 1u << 3,  /* BEGIN IMMEDIATE or EXCLUSIVE: asks for the write lock */
 };
 
 /* One referenced table. Names are unquoted and ASCII-lowercased; schema is

@@ -379,7 +379,8 @@ static void close_listeners(struct server *srv)
 }
 
 /* Every IDLE_SWEEP_MS: close clients that sent nothing and were answered
- * nothing for client_idle_timeout (with -ERR TIMEOUT first; an open
+ * nothing for client_idle_timeout, or for idle_transaction_timeout while a
+ * transaction of theirs is open on a bind (with -ERR TIMEOUT first; the
  * transaction is rolled back as for any departing client). */
 #define IDLE_SWEEP_MS 250
 
@@ -387,11 +388,12 @@ static void on_idle_sweep(uv_timer_t *t)
 {
     struct server *srv = t->data;
     uint64_t limit = (uint64_t)srv->cfg->client_idle_timeout_ms;
+    uint64_t txn_limit = (uint64_t)srv->cfg->idle_transaction_timeout_ms;
     uint64_t login = srv->cfg->nusers > 0 ? (uint64_t)srv->cfg->login_timeout_ms : 0;
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if ((limit == 0 && login == 0) || srv->stopping)
+    if ((limit == 0 && login == 0 && txn_limit == 0) || srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
@@ -404,7 +406,19 @@ static void on_idle_sweep(uv_timer_t *t)
             session_close(s, false);
             continue;
         }
-        if (limit == 0 || s->state != SESS_IDLE || s->qcount > 0 || now - s->active_at < limit)
+        if (s->state != SESS_IDLE || s->qcount > 0)
+            continue;
+        if (txn_limit > 0 && s->in_txn && now - s->active_at >= txn_limit) {
+            log_info("c%llu: idle inside a transaction for more than %llu ms: rolling back and closing",
+                     (unsigned long long)s->id, (unsigned long long)txn_limit);
+            session_reply_error(s, "TIMEOUT",
+                                "idle inside a transaction for more than idle_transaction_timeout (%llu ms): "
+                                "rolled back, closing",
+                                (unsigned long long)txn_limit);
+            session_close(s, false);
+            continue;
+        }
+        if (limit == 0 || now - s->active_at < limit)
             continue;
         log_info("c%llu: idle for more than %llu ms: closing", (unsigned long long)s->id,
                  (unsigned long long)limit);

@@ -296,10 +296,17 @@ static void session_set_txn(struct session *s, struct bind *b)
     s->in_txn = b != NULL;
 }
 
-/* The session's transaction bookkeeping after a statement ran. */
+/* The session's transaction bookkeeping after a statement ran: whether a
+ * transaction is open is what the database reported with the job
+ * (job->in_txn), whatever the SQL said. A held BEGIN is used up once a
+ * transaction is open; one that ran without leaving a transaction open
+ * (it failed, or was refused) stays held, so the client, which was told
+ * +OK, is still in its transaction: its ROLLBACK answers +OK and its next
+ * statement tries the BEGIN again, and nothing runs in autocommit that
+ * the client meant for a transaction. */
 static void session_exec_done(struct session *s, struct job *job)
 {
-    if (job->begin_sql != NULL) {
+    if (job->in_txn && s->txn_held) {
         s->txn_held = false;
         free(s->held_begin);
         s->held_begin = NULL;
@@ -529,10 +536,36 @@ enum grant session_grant(const struct session *s, const struct bind *b)
 
 /* ---- Statements ------------------------------------------------------ */
 
-static void session_hold_begin(struct session *s, const struct request *req)
+/* Whether the session's user may write at least one bind. */
+static bool session_writes_somewhere(const struct session *s)
+{
+    const struct config *cfg = s->srv->cfg;
+
+    if (cfg->nusers == 0)
+        return true;
+    for (size_t i = 0; s->user != NULL && i < cfg->nbinds; i++)
+        if (s->user->grants[i] == GRANT_READ_WRITE)
+            return true;
+    return false;
+}
+
+/* A BEGIN waits for the statement that decides its bind (README,
+ * Routing), so the grant of that bind cannot be checked yet. A BEGIN that
+ * asks for the write lock (IMMEDIATE, EXCLUSIVE) from a user who may write
+ * no bind can never succeed: it is refused here, on the BEGIN itself.
+ * Otherwise the bind's backend checks the BEGIN with the first statement
+ * (SQLite: sqlite3_stmt_readonly() of the BEGIN), and a refused BEGIN
+ * stays held (session_exec_done). */
+static void session_hold_begin(struct session *s, const struct request *req, const struct route *r)
 {
     if (s->txn_held) {
         session_reply_error(s, "SQL", "cannot start a transaction within a transaction");
+        return;
+    }
+    if ((r->flags & ROUTE_BEGIN_WRITE) && !session_writes_somewhere(s)) {
+        session_reply_error(
+            s, "NOPERM", "user %s may write no bind: BEGIN IMMEDIATE and BEGIN EXCLUSIVE take the write lock",
+            s->user_name ? s->user_name : "?");
         return;
     }
     s->held_begin = strdup(req->text);
@@ -636,7 +669,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     switch (r->kind) {
     case STMT_BEGIN:
         if (!s->in_txn) {
-            session_hold_begin(s, req);
+            session_hold_begin(s, req, r);
             codec_request_free(req);
             return;
         }
@@ -674,6 +707,10 @@ static void session_handle_sql(struct session *s, struct request *req)
                 begin = s->held_begin;
         } else {
             target = s->use_bind;
+            /* SAVEPOINT, RELEASE and ROLLBACK TO belong to the held
+             * transaction: it starts here, on the session's bind. */
+            if (s->txn_held && r->kind == STMT_SAVEPOINT)
+                begin = s->held_begin;
         }
         break;
     }
@@ -700,6 +737,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
     job->readonly = grant == GRANT_READ;
+    job->txn_open = s->in_txn;
     if (begin == NULL && !s->txn_held && target->ops->batches && !stmt_changes_txn(r->kind))
         session_batch(s, job);
     if (begin != NULL) {
@@ -964,10 +1002,12 @@ static void session_finish_close(struct session *s, bool graceful)
 
     if (s->in_txn) {
         struct job *job = job_new(JOB_RELEASE, s->txn_bind, NULL, s->id);
-        if (job != NULL)
+        if (job != NULL) {
+            job->txn_open = true;
             job->bind->ops->submit(job->bind, job);
-        else
+        } else {
             log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
+        }
         session_set_txn(s, NULL);
     }
     if (s->closed_handle)

@@ -17,7 +17,7 @@ socket, scram-sha-256 over TCP, so a TCP URL really authenticates), and a
 database `app` owned by `sqlmux`.
 
 The shared cluster: run.py calls start_shared() in its parent process when
-a selected module is a test_pg* one; it exports SQLMUX_TEST_PG_DIR and
+a selected module is a test_pg* (or *_pg) one; it exports SQLMUX_TEST_PG_DIR and
 SQLMUX_TEST_PG_PORT (or SQLMUX_TEST_PG_ERROR when PostgreSQL cannot be set
 up) before forking the test processes, and calls stop_shared() at the end.
 shared() in a test process returns a handle to it (a test run outside
@@ -614,7 +614,7 @@ def start_shared(modules):
     them in the environment. Never raises: a failure is exported in
     SQLMUX_TEST_PG_ERROR for the PG tests to report (Ctrl-C still stops
     the run). Returns the cluster."""
-    if not any(m.startswith("test_pg") for m in modules):
+    if not any(m.startswith("test_pg") or m.endswith("_pg") for m in modules):
         return None
     if os.environ.get(ENV_DIR) or os.environ.get(ENV_ERROR):
         return None          # someone above us runs it

@@ -171,7 +171,7 @@ def main(argv):
     # One PostgreSQL cluster shared by the test_pg* tests, started here so
     # the forked test processes inherit its coordinates (pgfixture.shared()).
     pgfix = None
-    if any(m.startswith("test_pg") for m, _ in tests):
+    if any(m.startswith("test_pg") or m.endswith("_pg") for m, _ in tests):
         import pgfixture as pgfix
         # SIGTERM (e.g. from `timeout`) must still stop the shared server
         # (the finally below); forked test processes keep the default.

@@ -455,6 +455,17 @@ static void temp_flags(void)
     EXPECT("CREATE TEMP TABLE t AS SELECT * FROM u", STMT_DDL, "t,u");
 }
 
+static void begin_write_flags(void)
+{
+    EXPECT_FLAGS("BEGIN IMMEDIATE", ROUTE_BEGIN_WRITE);
+    EXPECT_FLAGS("begin exclusive transaction;", ROUTE_BEGIN_WRITE);
+    EXPECT_FLAGS("/* c */ BEGIN  Immediate", ROUTE_BEGIN_WRITE);
+    EXPECT_FLAGS("BEGIN", 0);
+    EXPECT_FLAGS("BEGIN DEFERRED", 0);
+    EXPECT_FLAGS("BEGIN TRANSACTION", 0);
+    EXPECT_FLAGS("START TRANSACTION", 0);
+}
+
 static void drop_statements(void)
 {
     EXPECT("DROP TABLE t", STMT_DDL, "t");
@@ -1013,6 +1024,7 @@ int main(void)
     RUN(create_virtual_table);
     RUN(create_other_objects);
     RUN(temp_flags);
+    RUN(begin_write_flags);
     RUN(drop_statements);
     RUN(alter_table);
     RUN(pragma_table_pragmas);
