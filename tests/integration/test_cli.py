@@ -164,7 +164,7 @@ def test_output_modes(d):
     # .mode switches inside a script. A '.' line inside an unfinished
     # statement is part of the statement.
     expect(cli(d, "--csv", "-c", "SELECT 1 AS a;\n.mode json\nSELECT 2 AS a;\n.mode\n"), 0,
-           'a\n1\n[{"a":2}]\njson\n', "")
+           'a\n1\n[{"a":"2"}]\njson\n', "")
     expect(cli(d, "--csv", "-c", "SELECT 1 AS a\n.mode json\n"), 1, "",
            'ERROR SQL: near ".": syntax error\n')
 
