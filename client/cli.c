@@ -91,6 +91,7 @@ struct cli {
     FILE *out_file;    /* .output FILE, NULL for stdout */
     enum format_mode unexpanded; /* the mode \x off goes back to */
     int read_depth;    /* .read nesting */
+    sqlmux_conn *asked; /* the connection a ".use" is queued on (cli_send) */
     bool interactive;
     bool err_color;
     bool stop;         /* stop reading input: .quit, bail, fatal */
@@ -295,6 +296,7 @@ static bool cli_connect(struct cli *c)
 
 static void cli_disconnect(struct cli *c)
 {
+    c->asked = NULL;
     sqlmux_close(c->conn);
     c->conn = NULL;
 }
@@ -423,19 +425,44 @@ static double cli_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Send a statement (text[0..len)) or a command line (command), and in an
+ * interactive session queue ".use" behind it: its answer (the session's
+ * bind, and whether a transaction is open) comes with the request's, so
+ * the prompt costs no round trip of its own. Returns the request's result,
+ * a stream when asked for one. */
+static sqlmux_result *cli_send(struct cli *c, const char *text, size_t len, bool command, bool stream)
+{
+    sqlmux_conn *conn = c->conn;
+    if (c->interactive) {
+        int rc = command ? sqlmux_send_command(conn, text) : sqlmux_sendn(conn, text, len, NULL, 0);
+        if (rc == SQLMUX_OK) {
+            if (sqlmux_send_command(conn, ".use") == SQLMUX_OK)
+                c->asked = conn;
+            return stream ? sqlmux_recv_stream(conn) : sqlmux_recv(conn);
+        }
+        /* Not sent: the calls below fail with the connection's error. */
+    }
+    if (command)
+        return sqlmux_command(conn, text);
+    return stream ? sqlmux_queryn(conn, text, len, NULL, 0) : sqlmux_execn(conn, text, len, NULL, 0);
+}
+
 /* After a request: .timer's line (from before sending to the end of the
  * output), and in an interactive session the daemon's word on the session
- * (".use": its bind and whether a transaction is open) for the prompt. */
+ * (".use": its bind and whether a transaction is open) for the prompt:
+ * the answer cli_send() queued for, else one round trip. */
 static void cli_after_request(struct cli *c, double started_ms)
 {
     if (c->timer) {
         fprintf(c->fmt.out, "Time: %.3f ms\n", cli_now_ms() - started_ms);
         fflush(c->fmt.out);
     }
+    bool asked = c->asked != NULL && c->asked == c->conn && sqlmux_pending(c->conn) > 0;
+    c->asked = NULL;
     c->in_txn = false;
-    if (!c->interactive || c->conn == NULL)
+    if (!c->interactive || c->conn == NULL || sqlmux_conn_errmsg(c->conn) != NULL)
         return;
-    sqlmux_result *r = sqlmux_command(c->conn, ".use");
+    sqlmux_result *r = asked ? sqlmux_recv(c->conn) : sqlmux_command(c->conn, ".use");
     const char *txn = sqlmux_fact(r, "txn"), *bind = sqlmux_fact(r, "bind");
     if (sqlmux_status(r) == SQLMUX_OK && bind != NULL) {
         c->in_txn = txn != NULL && strcmp(txn, "1") == 0;
@@ -468,8 +495,7 @@ static void cli_statement(struct cli *c, const char *sql, size_t len, unsigned l
     if (!cli_ensure_connected(c) || !cli_before_request(c))
         return;
     double started = cli_now_ms();
-    sqlmux_result *r = format_is_table(c->fmt.mode) ? sqlmux_execn(c->conn, sql, len, NULL, 0)
-                                                    : sqlmux_queryn(c->conn, sql, len, NULL, 0);
+    sqlmux_result *r = cli_send(c, sql, len, false, !format_is_table(c->fmt.mode));
     cli_show(c, r, line);
     sqlmux_free(r);
     cli_after_request(c, started);
@@ -769,7 +795,7 @@ static void cli_daemon_command(struct cli *c, const char *cmd, unsigned line)
         return;
     double started = cli_now_ms();
     size_t nlen = strcspn(cmd, " \t");
-    sqlmux_result *r = sqlmux_command(c->conn, cmd);
+    sqlmux_result *r = cli_send(c, cmd, strlen(cmd), true, false);
     cli_show(c, r, line);
     const char *bind = sqlmux_fact(r, "bind");
     if (nlen == 4 && strncmp(cmd, ".use", 4) == 0 && sqlmux_status(r) == SQLMUX_OK && bind != NULL) {
