@@ -156,6 +156,29 @@ static bool sql_number(const char *s, size_t n)
     return digits > 0;
 }
 
+/* Run query sql[0..len) as a stream and write an INSERT per row: head,
+ * then nvalues values (-1: one per column) each written by put(out, r, k),
+ * then ");". 0, or -1 with *err set. */
+static int insert_rows(sqlmux_conn *c, const char *sql, size_t len, const char *head, int nvalues,
+                       void (*put)(FILE *, const sqlmux_result *, int), FILE *out, struct dump_error *err)
+{
+    sqlmux_result *r = sqlmux_queryn(c, sql, len, NULL, 0);
+    while (sqlmux_step(r) == SQLMUX_ROW) {
+        int n = nvalues >= 0 ? nvalues : sqlmux_ncols(r);
+        fputs(head, out);
+        for (int k = 0; k < n; k++) {
+            if (k > 0)
+                fputc(',', out);
+            put(out, r, k);
+        }
+        fputs(");\n", out);
+    }
+    if (sqlmux_status(r) != SQLMUX_OK)
+        return fail_result(err, r);
+    sqlmux_free(r);
+    return 0;
+}
+
 /* ---- SQLite ---------------------------------------------------------- */
 
 /* The daemon's own tables, in every bind: not the user's schema. */
@@ -195,7 +218,7 @@ static void sqlite_value(FILE *out, const sqlmux_result *r, int k)
 /* INSERTs of table `name`'s rows. */
 static int sqlite_rows(sqlmux_conn *c, const char *name, FILE *out, struct dump_error *err)
 {
-    struct buf table = BUF_INIT, sql = BUF_INIT;
+    struct buf table = BUF_INIT, sql = BUF_INIT, head = BUF_INIT;
     int rc = -1;
 
     if (put_ident(&table, name) != 0 || buf_puts(&sql, "SELECT * FROM ") != 0 ||
@@ -220,25 +243,17 @@ static int sqlite_rows(sqlmux_conn *c, const char *name, FILE *out, struct dump_
         fail(err, "NOMEM", "out of memory");
         goto done;
     }
-    sqlmux_result *r = sqlmux_queryn(c, sql.data, sql.len, NULL, 0);
-    while (sqlmux_step(r) == SQLMUX_ROW) {
-        fprintf(out, "INSERT INTO %.*s VALUES(", (int)table.len, table.data);
-        for (int k = 0; k < ncols; k++) {
-            if (k > 0)
-                fputc(',', out);
-            sqlite_value(out, r, k);
-        }
-        fputs(");\n", out);
-    }
-    if (sqlmux_status(r) != SQLMUX_OK) {
-        fail_result(err, r);
+    buf_reset(&head);
+    if (buf_puts(&head, "INSERT INTO ") != 0 || buf_append(&head, table.data, table.len) != 0 ||
+        buf_puts(&head, " VALUES(") != 0 || buf_putc(&head, '\0') != 0) {
+        fail(err, "NOMEM", "out of memory");
         goto done;
     }
-    sqlmux_free(r);
-    rc = 0;
+    rc = insert_rows(c, sql.data, sql.len, head.data, ncols, sqlite_value, out, err);
 done:
     buf_free(&table);
     buf_free(&sql);
+    buf_free(&head);
     return rc;
 }
 
@@ -459,26 +474,17 @@ static int pg_table(sqlmux_conn *c, const struct dump_request *q, const char *oi
             fprintf(out, "-- the rows of %s are not dumped: the table map sends it to bind %s\n", name,
                     bind[0] != '\0' ? bind : "(none)");
         } else if (select.len > 1) {
-            if (buf_printf(&insert, "SELECT %s FROM %s", select.data, name) != 0) {
+            /* The INSERT's head, its NUL, then the query. */
+            int hrc = buf_printf(&insert, "INSERT INTO %s (%s)%s VALUES(", name, select.data,
+                                 always ? " OVERRIDING SYSTEM VALUE" : "") |
+                      buf_putc(&insert, '\0');
+            size_t at = insert.len;
+            if ((hrc | buf_printf(&insert, "SELECT %s FROM %s", select.data, name)) != 0) {
                 fail(err, "NOMEM", "out of memory");
                 goto done;
             }
-            sqlmux_result *r = sqlmux_queryn(c, insert.data, insert.len, NULL, 0);
-            while (sqlmux_step(r) == SQLMUX_ROW) {
-                fprintf(out, "INSERT INTO %s (%s)%s VALUES (", name, select.data,
-                        always ? " OVERRIDING SYSTEM VALUE" : "");
-                for (int i = 0; i < sqlmux_ncols(r); i++) {
-                    if (i > 0)
-                        fputs(", ", out);
-                    pg_value(out, r, i);
-                }
-                fputs(");\n", out);
-            }
-            if (sqlmux_status(r) != SQLMUX_OK) {
-                fail_result(err, r);
+            if (insert_rows(c, insert.data + at, insert.len - at, insert.data, -1, pg_value, out, err) < 0)
                 goto done;
-            }
-            sqlmux_free(r);
         }
         /* The sequences go on from where they were. */
         (void)sqlmux_seek(cols, -1);

@@ -3,6 +3,7 @@ and bind, both as the daemon reports them; history written as each line is
 entered; psql's \\x and \\timing; a login asked for only when the daemon
 wants one."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,15 +15,34 @@ from harness import TestFailure, eq
 from test_cli import Terminal, cli_binary, interactive, login_daemon, no_sanitizer_reports, screen_lines, url_of
 
 
+@contextlib.contextmanager
+def scratch_dir():
+    tmpdir = tempfile.mkdtemp(prefix="sqlmux-cli-")
+    try:
+        yield tmpdir
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def session(d, tmpdir):
+    """The CLI on a terminal (test_cli.interactive) with HOME and history in
+    tmpdir; closed at the end, with no sanitizer report allowed."""
+    t = interactive(d, tmpdir)
+    try:
+        yield t
+        no_sanitizer_reports(tmpdir)
+    finally:
+        t.close()
+
+
 def test_cli_prompt_shows_transaction_and_bind(d):
     """psql's '*' while a transaction is open: from BEGIN (held by the
     daemon until a table is named) through statements and a failed one, up
     to COMMIT or ROLLBACK; after .use the bind's name; a transaction begun
     by SAVEPOINT shows too (what the daemon says, not what the SQL looks
     like)."""
-    tmpdir = tempfile.mkdtemp(prefix="sqlmux-cli-")
-    t = interactive(d, tmpdir)
-    try:
+    with scratch_dir() as tmpdir, session(d, tmpdir) as t:
         t.wait_for("default> ")
         t.keys("BEGIN;")
         t.wait_for("default*> ")
@@ -50,58 +70,44 @@ def test_cli_prompt_shows_transaction_and_bind(d):
                      "second_db*>", "second_db*>", "second_db>"], "prompts:\n" + s)
         eq(d.file_query("app.db", "SELECT color FROM test1"), [("in txn",)], "committed row")
         eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)], "rolled back row")
-        no_sanitizer_reports(tmpdir)
-    finally:
-        t.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def test_cli_history_written_per_entry(d):
     """Each line goes to the history file as it is entered: a shell killed
     with SIGKILL loses nothing; the next session finds the lines (Up)."""
-    tmpdir = tempfile.mkdtemp(prefix="sqlmux-cli-")
-    hist = os.path.join(tmpdir, "history")
-    t = interactive(d, tmpdir)
-    try:
-        t.wait_for("default> ")
-        t.keys("SELECT 'one' AS a;")
-        t.wait_for("(1 row)")
-        t.keys("SELECT 'two' AS a;")
-        t.wait_for("(1 row)", count=2)
-        with open(hist) as f:
-            text = f.read()
-        eq(text, "_HiStOrY_V2_\nSELECT\\040'one'\\040AS\\040a;\nSELECT\\040'two'\\040AS\\040a;\n",
-           "history file while the shell runs")
-        pane = t._tmux("list-panes", "-F", "#{pane_pid}").stdout.decode().split()[0]
-        pids = subprocess.run(["pgrep", "-P", pane], stdout=subprocess.PIPE).stdout.decode().split()
-        for pid in pids:
-            os.kill(int(pid), 9)
-        t.exit_status()
-    finally:
-        t.close()
-    t = interactive(d, tmpdir)
-    try:
-        t.wait_for("default> ")
-        t.key("Up")
-        t.wait_for("default> SELECT 'two' AS a;")
-        t.key("C-u")
-        t.keys("SELECT 'three' AS a;")
-        t.wait_for("(1 row)")
-        t.keys(".quit")
-        eq(t.exit_status(), 0, "exit status")
-        with open(hist) as f:
-            eq(f.read().count("\n"), 5, "history lines (header, four entries)")
-        no_sanitizer_reports(tmpdir)
-    finally:
-        t.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with scratch_dir() as tmpdir:
+        hist = os.path.join(tmpdir, "history")
+        with session(d, tmpdir) as t:
+            t.wait_for("default> ")
+            t.keys("SELECT 'one' AS a;")
+            t.wait_for("(1 row)")
+            t.keys("SELECT 'two' AS a;")
+            t.wait_for("(1 row)", count=2)
+            with open(hist) as f:
+                text = f.read()
+            eq(text, "_HiStOrY_V2_\nSELECT\\040'one'\\040AS\\040a;\nSELECT\\040'two'\\040AS\\040a;\n",
+               "history file while the shell runs")
+            pane = t._tmux("list-panes", "-F", "#{pane_pid}").stdout.decode().split()[0]
+            pids = subprocess.run(["pgrep", "-P", pane], stdout=subprocess.PIPE).stdout.decode().split()
+            for pid in pids:
+                os.kill(int(pid), 9)
+            t.exit_status()
+        with session(d, tmpdir) as t:
+            t.wait_for("default> ")
+            t.key("Up")
+            t.wait_for("default> SELECT 'two' AS a;")
+            t.key("C-u")
+            t.keys("SELECT 'three' AS a;")
+            t.wait_for("(1 row)")
+            t.keys(".quit")
+            eq(t.exit_status(), 0, "exit status")
+            with open(hist) as f:
+                eq(f.read().count("\n"), 5, "history lines (header, four entries)")
 
 
 def test_cli_expanded_and_timing_on_a_terminal(d):
     """\\x and \\timing typed at the prompt."""
-    tmpdir = tempfile.mkdtemp(prefix="sqlmux-cli-")
-    t = interactive(d, tmpdir)
-    try:
+    with scratch_dir() as tmpdir, session(d, tmpdir) as t:
         t.wait_for("default> ")
         t.keys("\\x")
         t.wait_for("Expanded display is on.")
@@ -116,10 +122,6 @@ def test_cli_expanded_and_timing_on_a_terminal(d):
             raise TestFailure("timing line: %r" % lines[i + 5])
         t.keys("\\q")
         eq(t.exit_status(), 0, "exit status")
-        no_sanitizer_reports(tmpdir)
-    finally:
-        t.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def test_cli_password_asked_only_when_the_daemon_wants_a_login(d):
