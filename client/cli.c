@@ -82,16 +82,16 @@ struct cli {
     sqlmux_conn *conn; /* NULL while disconnected */
     char *bind;        /* the bind chosen with .use, NULL for default */
     struct format fmt;
-    bool bail;         /* stop a script at the first failure */
-    bool quiet;        /* no banner, no status lines */
-    bool status_lines; /* --status: status lines in every mode */
-    bool timer;        /* .timer on: the time of each request */
-    bool in_txn;       /* the daemon said a transaction is open (.use) */
-    bool out_color;    /* colour for stdout, when it is the output */
-    FILE *out_file;    /* .output FILE, NULL for stdout */
+    bool bail;                   /* stop a script at the first failure */
+    bool quiet;                  /* no banner, no status lines */
+    bool status_lines;           /* --status: status lines in every mode */
+    bool timer;                  /* .timer on: the time of each request */
+    bool in_txn;                 /* the daemon said a transaction is open (.use) */
+    bool out_color;              /* colour for stdout, when it is the output */
+    FILE *out_file;              /* .output FILE, NULL for stdout */
     enum format_mode unexpanded; /* the mode \x off goes back to */
-    int read_depth;    /* .read nesting */
-    sqlmux_conn *asked; /* the connection a ".use" is queued on (cli_send) */
+    int read_depth;              /* .read nesting */
+    sqlmux_conn *asked;          /* the connection a ".use" is queued on (cli_send) */
     bool interactive;
     bool err_color;
     bool stop;         /* stop reading input: .quit, bail, fatal */
@@ -585,7 +585,8 @@ static void cli_cmd_quit(struct cli *c, const char *arg, unsigned line)
 static void cli_set_mode(struct cli *c, enum format_mode m)
 {
     c->fmt.mode = m;
-    if (c->fmt.null_text == NULL || strcmp(c->fmt.null_text, "∅") == 0 || strcmp(c->fmt.null_text, "NULL") == 0)
+    if (c->fmt.null_text == NULL || strcmp(c->fmt.null_text, "∅") == 0 ||
+        strcmp(c->fmt.null_text, "NULL") == 0)
         c->fmt.null_text = m == FORMAT_BOX ? "∅" : "NULL";
 }
 
@@ -859,7 +860,8 @@ static const struct cli_command {
     const char *help;
 } cli_commands[] = {
     {".auth", "USER [PASSWORD]", cli_auth, "log in; without PASSWORD it is asked without echo"},
-    {".dump", "[TABLE...]", cli_cmd_dump, "SQL that recreates the tables (all, or those named) and their rows"},
+    {".dump", "[TABLE...]", cli_cmd_dump,
+     "SQL that recreates the tables (all, or those named) and their rows"},
     {".exit", "", cli_cmd_quit, "leave"},
     {".headers", "on|off", cli_cmd_headers, "column names above the rows (box, table, csv, tsv)"},
     {".help", "", cli_cmd_help, "the shell's commands, then the daemon's"},
@@ -912,7 +914,8 @@ static void cli_command(struct cli *c, const char *cmd, unsigned line)
     }
     if (cmd[0] == '\\') {
         char msg[200];
-        snprintf(msg, sizeof msg, "unknown command %.*s (.help lists them)", (int)(nlen < 60 ? nlen : 60), cmd);
+        snprintf(msg, sizeof msg, "unknown command %.*s (.help lists them)", (int)(nlen < 60 ? nlen : 60),
+                 cmd);
         cli_error(c, line, "UNKNOWN", msg);
         cli_failed(c);
         return;
@@ -1249,8 +1252,17 @@ static bool cli_locale_utf8(void)
 int main(int argc, char **argv)
 {
     enum {
-        OPT_CSV = 256, OPT_TSV, OPT_JSON, OPT_BOX, OPT_TABLE, OPT_EXPANDED, OPT_BAIL, OPT_NOHEADER, OPT_NULL,
-        OPT_HELP, OPT_STATUS,
+        OPT_CSV = 256,
+        OPT_TSV,
+        OPT_JSON,
+        OPT_BOX,
+        OPT_TABLE,
+        OPT_EXPANDED,
+        OPT_BAIL,
+        OPT_NOHEADER,
+        OPT_NULL,
+        OPT_HELP,
+        OPT_STATUS,
     };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'h'},

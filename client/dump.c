@@ -260,7 +260,8 @@ done:
 /* Rows of table `name` when the table map sends it to this bind (else a
  * comment saying why not). */
 static int rows_if_routed(sqlmux_conn *c, const struct dump_request *q, const char *name, const char *from,
-                          FILE *out, int (*dump_rows)(sqlmux_conn *, const char *, FILE *, struct dump_error *),
+                          FILE *out,
+                          int (*dump_rows)(sqlmux_conn *, const char *, FILE *, struct dump_error *),
                           struct dump_error *err)
 {
     char bind[256];
@@ -276,8 +277,8 @@ static int rows_if_routed(sqlmux_conn *c, const struct dump_request *q, const ch
 
 static int sqlite_dump(sqlmux_conn *c, const struct dump_request *q, FILE *out, struct dump_error *err)
 {
-    sqlmux_result *schema =
-        run(c, "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid", err);
+    sqlmux_result *schema = run(
+        c, "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid", err);
     int n = 0;
     struct buf from = BUF_INIT;
 
@@ -291,8 +292,7 @@ static int sqlite_dump(sqlmux_conn *c, const struct dump_request *q, FILE *out, 
             const char *type = sqlmux_text(schema, 0), *name = sqlmux_text(schema, 1);
             const char *table = sqlmux_text(schema, 2), *sql = sqlmux_text(schema, 3);
             bool is_table = strcmp(type, "table") == 0;
-            if (is_table != (pass == 0) || sqlite_internal(table) ||
-                !(wanted(q, name) || wanted(q, table)))
+            if (is_table != (pass == 0) || sqlite_internal(table) || !(wanted(q, name) || wanted(q, table)))
                 continue;
             if (n++ == 0 && q->rows)
                 fputs("BEGIN;\n", out);
@@ -402,8 +402,8 @@ static void pg_value(FILE *out, const sqlmux_result *r, int col)
 
 /* One PostgreSQL table: CREATE TABLE, its rows, its sequences' values; its
  * indexes and foreign keys go to `later`. */
-static int pg_table(sqlmux_conn *c, const struct dump_request *q, const char *oid, const char *name, FILE *out,
-                    struct buf *later, struct dump_error *err)
+static int pg_table(sqlmux_conn *c, const struct dump_request *q, const char *oid, const char *name,
+                    FILE *out, struct buf *later, struct dump_error *err)
 {
     sqlmux_result *cols = pg_catalog_run(c, pg_columns_sql, oid, err), *cons = NULL, *idx = NULL;
     struct buf insert = BUF_INIT, select = BUF_INIT;
@@ -508,7 +508,8 @@ done:
     return rc;
 }
 
-static int pg_view(sqlmux_conn *c, const char *oid, const char *name, struct buf *later, struct dump_error *err)
+static int pg_view(sqlmux_conn *c, const char *oid, const char *name, struct buf *later,
+                   struct dump_error *err)
 {
     sqlmux_result *r = pg_catalog_run(c, pg_view_sql, oid, err);
     if (r == NULL)

@@ -26,11 +26,11 @@ bool dump_name_matches(const char *pattern, const char *name);
 
 /* What to write for one bind. */
 struct dump_request {
-    const char *bind;              /* its name, as .binds shows it */
-    const char *type;              /* .binds' type: sqlite, sqlite-memory or postgresql */
-    const char *const *patterns;   /* objects whose names match one of these; all when none */
+    const char *bind;            /* its name, as .binds shows it */
+    const char *type;            /* .binds' type: sqlite, sqlite-memory or postgresql */
+    const char *const *patterns; /* objects whose names match one of these; all when none */
     size_t npatterns;
-    bool rows;                     /* .dump: rows too, in BEGIN ... COMMIT */
+    bool rows; /* .dump: rows too, in BEGIN ... COMMIT */
 };
 
 /*

@@ -20,7 +20,7 @@ static const struct {
     enum format_mode mode;
 } format_modes[] = {
     {"box", FORMAT_BOX}, {"table", FORMAT_TABLE}, {"csv", FORMAT_CSV},
-    {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON}, {"expanded", FORMAT_EXPANDED},
+    {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON},   {"expanded", FORMAT_EXPANDED},
 };
 
 bool format_mode_parse(const char *name, enum format_mode *mode)
@@ -410,10 +410,12 @@ enum format_kind format_value_kind(const char *type)
 {
     /* PostgreSQL's names, as the daemon sends them (PROTOCOL.md): exact,
      * lower case. */
-    static const char *const pg_numbers[] = {"int2", "int4", "int8", "float4", "float8", "numeric", "oid", NULL};
-    static const char *const pg_others[] = {
-        "bytea", "char", "name", "text", "json", "xml", "money", "inet", "bpchar", "varchar", "date", "time",
-        "timestamp", "timestamptz", "interval", "timetz", "uuid", "jsonb", NULL};
+    static const char *const pg_numbers[] = {"int2",   "int4",    "int8", "float4",
+                                             "float8", "numeric", "oid",  NULL};
+    static const char *const pg_others[] = {"bytea",  "char",  "name",      "text",        "json",
+                                            "xml",    "money", "inet",      "bpchar",      "varchar",
+                                            "date",   "time",  "timestamp", "timestamptz", "interval",
+                                            "timetz", "uuid",  "jsonb",     NULL};
     static const char *const sqlite_text[] = {"CHAR", "CLOB", "TEXT", "BLOB", NULL};
     char up[64];
     size_t n = strlen(type);

@@ -1104,8 +1104,9 @@ static sqlmux_conn *connect_impl(const char *url, const char *user, const char *
                                     "sqlmux://USER:PASSWORD@HOST, or in $SQLMUX_PASSWORD)",
                                     c->url, u, u);
             else
-                msg = sqlmux_format("could not connect to %s: %s%s%s", c->url, c->error_code == NULL ? code : "",
-                                    c->error_code == NULL ? " " : "", sqlmux_errmsg(r));
+                msg = sqlmux_format("could not connect to %s: %s%s%s", c->url,
+                                    c->error_code == NULL ? code : "", c->error_code == NULL ? " " : "",
+                                    sqlmux_errmsg(r));
             sqlmux_free(r);
             goto fail;
         }
