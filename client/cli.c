@@ -92,6 +92,7 @@ struct cli {
     enum format_mode unexpanded; /* the mode \x off goes back to */
     int read_depth;              /* .read nesting */
     sqlmux_conn *asked;          /* the connection a ".use" is queued on (cli_send) */
+    bool session_read;           /* its answer was read for this request */
     bool interactive;
     bool err_color;
     bool stop;         /* stop reading input: .quit, bail, fatal */
@@ -297,6 +298,7 @@ static bool cli_connect(struct cli *c)
 static void cli_disconnect(struct cli *c)
 {
     c->asked = NULL;
+    c->in_txn = false;
     sqlmux_close(c->conn);
     c->conn = NULL;
 }
@@ -364,7 +366,33 @@ static void cli_failed(struct cli *c)
         c->stop = true;
 }
 
-/* Print result r (already run) and what became of it. */
+/* In an interactive session, the daemon's word on the session (".use":
+ * its bind, and whether a transaction is open) for the prompt: the answer
+ * cli_send() queued behind the request, read once the request's result
+ * is, or else, when round_trip, one round trip of its own. */
+static void cli_read_session(struct cli *c, bool round_trip)
+{
+    bool queued = c->asked != NULL && c->asked == c->conn && c->conn != NULL && sqlmux_pending(c->conn) > 0;
+    if (!c->interactive || c->conn == NULL || sqlmux_conn_errmsg(c->conn) != NULL || (!queued && !round_trip))
+        return;
+    c->asked = NULL;
+    sqlmux_result *r = queued ? sqlmux_recv(c->conn) : sqlmux_command(c->conn, ".use");
+    const char *txn = sqlmux_fact(r, "txn"), *bind = sqlmux_fact(r, "bind");
+    c->in_txn = false;
+    if (sqlmux_status(r) == SQLMUX_OK && bind != NULL) {
+        c->in_txn = txn != NULL && strcmp(txn, "1") == 0;
+        if (c->bind == NULL || strcmp(c->bind, bind) != 0) {
+            free(c->bind);
+            c->bind = strcmp(bind, "default") == 0 ? NULL : strdup(bind);
+        }
+    }
+    sqlmux_free(r);
+    c->session_read = true;
+}
+
+/* Print result r (already run) and what became of it. The session's state
+ * is read before the last line (an error or a status line) is printed,
+ * so the prompt follows that line at once. */
 static void cli_show(struct cli *c, sqlmux_result *r, unsigned line)
 {
     const struct format *f = &c->fmt;
@@ -394,6 +422,8 @@ static void cli_show(struct cli *c, sqlmux_result *r, unsigned line)
         }
     }
     fflush(f->out);
+    if (!cancelled)
+        cli_read_session(c, false);
     const char *code = sqlmux_errcode(r);
     if (cancelled || (code != NULL && strcmp(code, "CANCELLED") == 0)) {
         cli_failed(c);
@@ -448,30 +478,18 @@ static sqlmux_result *cli_send(struct cli *c, const char *text, size_t len, bool
 }
 
 /* After a request: .timer's line (from before sending to the end of the
- * output), and in an interactive session the daemon's word on the session
- * (".use": its bind and whether a transaction is open) for the prompt:
- * the answer cli_send() queued for, else one round trip. */
+ * output), and the session's state for the prompt when the result did not
+ * bring it (cli_read_session). */
 static void cli_after_request(struct cli *c, double started_ms)
 {
     if (c->timer) {
         fprintf(c->fmt.out, "Time: %.3f ms\n", cli_now_ms() - started_ms);
         fflush(c->fmt.out);
     }
-    bool asked = c->asked != NULL && c->asked == c->conn && sqlmux_pending(c->conn) > 0;
+    if (!c->session_read)
+        cli_read_session(c, true);
+    c->session_read = false;
     c->asked = NULL;
-    c->in_txn = false;
-    if (!c->interactive || c->conn == NULL || sqlmux_conn_errmsg(c->conn) != NULL)
-        return;
-    sqlmux_result *r = asked ? sqlmux_recv(c->conn) : sqlmux_command(c->conn, ".use");
-    const char *txn = sqlmux_fact(r, "txn"), *bind = sqlmux_fact(r, "bind");
-    if (sqlmux_status(r) == SQLMUX_OK && bind != NULL) {
-        c->in_txn = txn != NULL && strcmp(txn, "1") == 0;
-        if (c->bind == NULL || strcmp(c->bind, bind) != 0) {
-            free(c->bind);
-            c->bind = strcmp(bind, "default") == 0 ? NULL : strdup(bind);
-        }
-    }
-    sqlmux_free(r);
 }
 
 /* Make sure there is a connection; false (and the failure noted) when
