@@ -468,6 +468,7 @@ def test_interactive_session(d):
         t.keys(".use second_db")
         t.wait_for("second_db> ")
         t.keys("SELECT 'never run'", enter=False)
+        t.wait_for("second_db> SELECT 'never run'")   # typed, not still in the tty's queue (^C flushes it)
         t.key("C-c")
         t.wait_for("^C")
         t.keys("INSERT INTO test2 (color) VALUES ('from the terminal');")
