@@ -93,6 +93,7 @@ struct cli {
     int read_depth;              /* .read nesting */
     sqlmux_conn *asked;          /* the connection a ".use" is queued on (cli_send) */
     bool session_read;           /* its answer was read for this request */
+    bool read_stopped;           /* Ctrl-C during an interactive .read: the files stop */
     bool interactive;
     bool err_color;
     bool stop;         /* stop reading input: .quit, bail, fatal */
@@ -316,6 +317,7 @@ static void cli_cancelled(struct cli *c)
         return;
     }
     cli_clear_interrupt();
+    c->read_stopped |= c->read_depth > 0;
     fputc('\n', stderr); /* after the "^C" the terminal echoed */
     if (cli_connect(c))
         cli_note("query cancelled; reconnected (the daemon stopped the statement and rolled back any open "
@@ -346,8 +348,10 @@ static void cli_lost(struct cli *c)
 static bool cli_before_request(struct cli *c)
 {
     if (c->interactive) {
+        /* A Ctrl-C while .read runs a file stops the file. */
+        c->read_stopped |= c->read_depth > 0 && cli_interrupted;
         cli_clear_interrupt();
-        return true;
+        return !c->read_stopped;
     }
     if (cli_interrupted) {
         cli_note("interrupted; script stopped");
@@ -708,6 +712,12 @@ static void cli_cmd_read(struct cli *c, const char *arg, unsigned line)
     c->sp = sp;
     c->where = where;
     fclose(in);
+    if (c->read_depth == 0 && c->read_stopped) {
+        c->read_stopped = false;
+        cli_clear_interrupt();
+        cli_note("%s: interrupted; the rest of the file did not run", arg);
+        cli_failed(c);
+    }
 }
 
 /* Make the session's bind the one .use chose again, after .schema or
@@ -976,7 +986,7 @@ static void cli_line(struct cli *c, const char *line, size_t n)
     const char *stmt;
     size_t len;
     unsigned at;
-    while (!c->stop && split_next(sp, &stmt, &len, &at))
+    while (!c->stop && !c->read_stopped && split_next(sp, &stmt, &len, &at))
         cli_statement(c, stmt, len, at);
 }
 
@@ -986,7 +996,7 @@ static void cli_finish(struct cli *c)
     const char *stmt;
     size_t len;
     unsigned at;
-    if (!c->stop && split_finish(c->sp, &stmt, &len, &at))
+    if (!c->stop && !c->read_stopped && split_finish(c->sp, &stmt, &len, &at))
         cli_statement(c, stmt, len, at);
 }
 
@@ -1021,7 +1031,7 @@ static void cli_run_stream(struct cli *c, FILE *in, const char *name)
     split_init(&sp);
     c->sp = &sp;
     c->where = name;
-    while (!c->stop && (n = getline(&line, &cap, in)) >= 0) {
+    while (!c->stop && !c->read_stopped && (n = getline(&line, &cap, in)) >= 0) {
         size_t len = (size_t)n;
         if (len > 0 && line[len - 1] == '\n')
             len--;
@@ -1029,7 +1039,9 @@ static void cli_run_stream(struct cli *c, FILE *in, const char *name)
             len--;
         cli_line(c, line, len);
     }
-    if (!c->stop && cli_interrupted) {
+    if (c->interactive && c->read_depth > 0 && cli_interrupted) {
+        c->read_stopped = true;
+    } else if (!c->stop && cli_interrupted) {
         cli_note("interrupted; script stopped");
         c->status = CLI_EXIT_INTERRUPTED;
         c->stop = true;

@@ -148,3 +148,28 @@ def test_cli_password_asked_only_when_the_daemon_wants_a_login(d):
         finally:
             t.close()
     shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_cli_read_stops_at_ctrl_c(d):
+    """Ctrl-C during a statement of a file run with .read cancels it (the
+    daemon rolls back) and stops the file, as psql's \\i does; the session
+    goes on."""
+    with scratch_dir() as tmpdir, session(d, tmpdir) as t:
+        path = os.path.join(tmpdir, "slow.sql")
+        with open(path, "w") as f:
+            f.write("INSERT INTO test1 (color) VALUES ('before');\n"
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2e9) "
+                    "SELECT count(*) FROM c;\n"
+                    "INSERT INTO test1 (color) VALUES ('after');\n")
+        t.wait_for("default> ")
+        t.keys(".read " + path)
+        t.wait_for("OK changes=1")
+        time.sleep(0.5)
+        t.key("C-c")
+        t.wait_for("%s: interrupted; the rest of the file did not run" % path)
+        t.wait_for("default> ", count=2)
+        t.keys("SELECT count(*) AS n FROM test1;")
+        t.wait_for("(1 row)")
+        t.keys(".quit")
+        eq(t.exit_status(), 0, "exit status")
+        eq(d.file_query("app.db", "SELECT color FROM test1"), [("before",)], "rows")
