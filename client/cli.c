@@ -639,7 +639,7 @@ static void cli_cmd_expanded(struct cli *c, const char *arg, unsigned line)
     } else if (!on && c->fmt.mode == FORMAT_EXPANDED) {
         cli_set_mode(c, c->unexpanded);
     }
-    fprintf(c->fmt.out, "Expanded display is %s.\n", on ? "on" : "off");
+    printf("Expanded display is %s.\n", on ? "on" : "off"); /* the shell speaking: not to .output */
 }
 
 static void cli_cmd_headers(struct cli *c, const char *arg, unsigned line)
@@ -663,7 +663,7 @@ static void cli_cmd_timing(struct cli *c, const char *arg, unsigned line)
         return;
     }
     c->timer = on;
-    fprintf(c->fmt.out, "Timing is %s.\n", on ? "on" : "off");
+    printf("Timing is %s.\n", on ? "on" : "off");
 }
 
 /* .output [FILE]: results (and status lines) to FILE, or to stdout again. */
