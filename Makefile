@@ -156,7 +156,7 @@ EDIT_LIBS  = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
 CLIENT_LIB_SRC := client/sqlmux.c $(PROTO_SRC)
 CLIENT_PIC_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,$(CLIENT_LIB_SRC))
-CLI_SRC        := client/cli.c client/format.c client/split.c
+CLI_SRC        := client/cli.c client/dump.c client/format.c client/split.c
 CLI_OBJ        := $(call obj,$(CLI_SRC))
 CLIENT_TESTS   := $(BUILD)/tests/test_client_split $(BUILD)/tests/client/libtest
 

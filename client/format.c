@@ -20,7 +20,7 @@ static const struct {
     enum format_mode mode;
 } format_modes[] = {
     {"box", FORMAT_BOX}, {"table", FORMAT_TABLE}, {"csv", FORMAT_CSV},
-    {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON},
+    {"tsv", FORMAT_TSV}, {"json", FORMAT_JSON},   {"expanded", FORMAT_EXPANDED},
 };
 
 bool format_mode_parse(const char *name, enum format_mode *mode)
@@ -44,6 +44,16 @@ const char *format_mode_name(enum format_mode mode)
 bool format_is_table(enum format_mode mode)
 {
     return mode == FORMAT_BOX || mode == FORMAT_TABLE;
+}
+
+bool format_for_people(enum format_mode mode)
+{
+    return format_is_table(mode) || mode == FORMAT_EXPANDED;
+}
+
+bool format_keep(const struct format *f, const sqlmux_result *res)
+{
+    return f->keep == NULL || f->keep(res, f->keep_arg);
 }
 
 /* ---- UTF-8 ----------------------------------------------------------- */
@@ -99,19 +109,12 @@ static size_t display_width(const char *s, size_t n, bool utf8)
 
 /* ---- Tables ---------------------------------------------------------- */
 
-/* Append the table form of field col of the current row to out: text with
- * control bytes and invalid UTF-8 escaped, a blob in hex, or nothing for
- * NULL (the caller prints null_text). 0 or -1. */
-static int table_cell(struct buf *out, const sqlmux_result *res, int col)
+/* Append text s[0..n) to out in the table form: control bytes and
+ * invalid UTF-8 escaped (\n, \t, \r, \xHH), so nothing can break a line
+ * or a border. Column names and values alike. 0 or -1. */
+static int escape_text(struct buf *out, const char *text, size_t n)
 {
-    buf_reset(out);
-    switch (sqlmux_type(res, col)) {
-    case SQLMUX_NULL: return 0;
-    case SQLMUX_BLOB: return codec_put_blob(out, sqlmux_blob(res, col), sqlmux_len(res, col));
-    default: break;
-    }
-    const unsigned char *s = (const unsigned char *)sqlmux_text(res, col);
-    size_t n = sqlmux_len(res, col);
+    const unsigned char *s = (const unsigned char *)text;
     for (size_t i = 0; i < n;) {
         unsigned cp;
         size_t len = utf8_decode(s + i, n - i, &cp);
@@ -132,6 +135,27 @@ static int table_cell(struct buf *out, const sqlmux_result *res, int col)
         i += len;
     }
     return 0;
+}
+
+/* Append the table form of field col of the current row to out: text
+ * escaped (escape_text), a blob in hex, or nothing for NULL (the caller
+ * prints null_text). 0 or -1. */
+static int table_cell(struct buf *out, const sqlmux_result *res, int col)
+{
+    buf_reset(out);
+    switch (sqlmux_type(res, col)) {
+    case SQLMUX_NULL: return 0;
+    case SQLMUX_BLOB: return codec_put_blob(out, sqlmux_blob(res, col), sqlmux_len(res, col));
+    default: return escape_text(out, sqlmux_text(res, col), sqlmux_len(res, col));
+    }
+}
+
+/* The table form of column col's name in out (escape_text). 0 or -1. */
+static int table_name(struct buf *out, const sqlmux_result *res, int col)
+{
+    const char *name = sqlmux_colname(res, col);
+    buf_reset(out);
+    return escape_text(out, name, strlen(name));
 }
 
 /* Does text look like a number (right-aligned in tables)? */
@@ -204,13 +228,18 @@ int format_table(const struct format *f, sqlmux_result *res)
     if (width == NULL || numeric == NULL || seen == NULL)
         goto done;
     for (int c = 0; c < ncols; c++) {
-        const char *name = sqlmux_colname(res, c);
-        width[c] = display_width(name, strlen(name), f->utf8);
+        if (f->header) {
+            if (table_name(&cell, res, c) < 0)
+                goto done;
+            width[c] = display_width(cell.data, cell.len, f->utf8);
+        }
         numeric[c] = true;
     }
     /* Pass 1: widths, and which columns hold only numbers. */
     (void)sqlmux_seek(res, -1);
     while (sqlmux_step(res) == SQLMUX_ROW) {
+        if (!format_keep(f, res))
+            continue;
         for (int c = 0; c < ncols; c++) {
             size_t w = null_width;
             if (!sqlmux_isnull(res, c)) {
@@ -228,20 +257,25 @@ int format_table(const struct format *f, sqlmux_result *res)
     /* Pass 2: draw. Headers are centered, numbers right-aligned. */
     FILE *out = f->out;
     table_rule(out, l, width, ncols, l->tl, l->tm, l->tr);
-    fputs(l->v, out);
-    for (int c = 0; c < ncols; c++) {
-        const char *name = sqlmux_colname(res, c);
-        size_t w = display_width(name, strlen(name), f->utf8);
-        size_t left = (width[c] - w) / 2;
-        pad(out, 1 + left);
-        fputs(name, out);
-        pad(out, width[c] - w - left + 1);
+    if (f->header) {
         fputs(l->v, out);
+        for (int c = 0; c < ncols; c++) {
+            if (table_name(&cell, res, c) < 0)
+                goto done;
+            size_t w = display_width(cell.data, cell.len, f->utf8);
+            size_t left = (width[c] - w) / 2;
+            pad(out, 1 + left);
+            fwrite(cell.data, 1, cell.len, out);
+            pad(out, width[c] - w - left + 1);
+            fputs(l->v, out);
+        }
+        fputc('\n', out);
+        table_rule(out, l, width, ncols, l->ml, l->mm, l->mr);
     }
-    fputc('\n', out);
-    table_rule(out, l, width, ncols, l->ml, l->mm, l->mr);
     (void)sqlmux_seek(res, -1);
     while (sqlmux_step(res) == SQLMUX_ROW) {
+        if (!format_keep(f, res))
+            continue;
         fputs(l->v, out);
         for (int c = 0; c < ncols; c++) {
             bool null = sqlmux_isnull(res, c);
@@ -363,20 +397,115 @@ static bool json_number(const char *s, size_t n)
     return i == n;
 }
 
-/* SQLite's affinity rules: a declared type with INT is an integer; else
- * one with CHAR, CLOB or TEXT is text. */
-static bool text_affinity(const char *type)
+/* Does type (in upper case) name one of words[]? */
+static bool type_has(const char *up, const char *const *words)
 {
+    for (size_t i = 0; words[i] != NULL; i++)
+        if (strstr(up, words[i]) != NULL)
+            return true;
+    return false;
+}
+
+enum format_kind format_value_kind(const char *type)
+{
+    /* PostgreSQL's names, as the daemon sends them (PROTOCOL.md): exact,
+     * lower case. */
+    static const char *const pg_numbers[] = {"int2",   "int4",    "int8", "float4",
+                                             "float8", "numeric", "oid",  NULL};
+    static const char *const pg_others[] = {"bytea",  "char",  "name",      "text",        "json",
+                                            "xml",    "money", "inet",      "bpchar",      "varchar",
+                                            "date",   "time",  "timestamp", "timestamptz", "interval",
+                                            "timetz", "uuid",  "jsonb",     NULL};
+    static const char *const sqlite_text[] = {"CHAR", "CLOB", "TEXT", "BLOB", NULL};
     char up[64];
     size_t n = strlen(type);
+
+    if (n == 0 || type[0] == '_' || strncmp(type, "oid:", 4) == 0)
+        return FORMAT_KIND_TEXT; /* an expression, an array, an unknown type */
+    if (strcmp(type, "bool") == 0)
+        return FORMAT_KIND_BOOL;
+    for (size_t i = 0; pg_numbers[i] != NULL; i++)
+        if (strcmp(type, pg_numbers[i]) == 0)
+            return FORMAT_KIND_NUMBER;
+    for (size_t i = 0; pg_others[i] != NULL; i++)
+        if (strcmp(type, pg_others[i]) == 0)
+            return FORMAT_KIND_TEXT;
+    /* A SQLite declared type: its affinity (sqlite.org/datatype3.html,
+     * 3.1). INTEGER, REAL and NUMERIC affinity store a value that reads as
+     * a number as a number. */
     if (n >= sizeof up)
         n = sizeof up - 1;
     for (size_t i = 0; i < n; i++)
         up[i] = (char)toupper((unsigned char)type[i]);
     up[n] = '\0';
     if (strstr(up, "INT") != NULL)
-        return false;
-    return strstr(up, "CHAR") != NULL || strstr(up, "CLOB") != NULL || strstr(up, "TEXT") != NULL;
+        return FORMAT_KIND_NUMBER;
+    return type_has(up, sqlite_text) ? FORMAT_KIND_TEXT : FORMAT_KIND_NUMBER;
+}
+
+/* The JSON form of a text field of a column of declared type `type`: a
+ * number or a boolean when the type says the column holds those and the
+ * text is one (a SQLite column of numeric affinity may still hold text
+ * that is not a number, PostgreSQL's numeric may be NaN); else a string. */
+static void json_text(FILE *out, const char *type, const char *s, size_t n)
+{
+    switch (format_value_kind(type)) {
+    case FORMAT_KIND_NUMBER:
+        if (json_number(s, n)) {
+            fwrite(s, 1, n, out);
+            return;
+        }
+        break;
+    case FORMAT_KIND_BOOL:
+        if (n == 1 && (s[0] == 't' || s[0] == 'f')) {
+            fputs(s[0] == 't' ? "true" : "false", out);
+            return;
+        }
+        break;
+    default: break;
+    }
+    json_string(out, s, n);
+}
+
+/* ---- Expanded ---------------------------------------------------------- */
+
+/* One record of the expanded mode, psql's \x:
+ *
+ *   -[ RECORD 1 ]-
+ *   id    | 1
+ *   color | red
+ */
+static void expanded_row(const struct format *f, const sqlmux_result *res, int64_t index)
+{
+    int ncols = sqlmux_ncols(res);
+    size_t wide = 0;
+    struct buf b = BUF_INIT;
+
+    for (int c = 0; c < ncols; c++) {
+        if (table_name(&b, res, c) < 0)
+            goto done;
+        size_t w = display_width(b.data, b.len, f->utf8);
+        if (w > wide)
+            wide = w;
+    }
+    fprintf(f->out, "-[ RECORD %lld ]-\n", (long long)index + 1);
+    for (int c = 0; c < ncols; c++) {
+        if (table_name(&b, res, c) < 0)
+            goto done;
+        fwrite(b.data, 1, b.len, f->out);
+        pad(f->out, wide - display_width(b.data, b.len, f->utf8));
+        fputs(" | ", f->out);
+        if (sqlmux_isnull(res, c)) {
+            fputs(f->null_text, f->out);
+        } else {
+            if (table_cell(&b, res, c) < 0)
+                goto done;
+            fwrite(b.data, 1, b.len, f->out);
+        }
+        fputc('\n', f->out);
+    }
+done:
+    buf_free(&b);
 }
 
 /* ---- Streaming modes ------------------------------------------------- */
@@ -416,6 +545,10 @@ void format_row(const struct format *f, const sqlmux_result *res, int64_t index)
     FILE *out = f->out;
     struct buf b = BUF_INIT;
 
+    if (f->mode == FORMAT_EXPANDED) {
+        expanded_row(f, res, index);
+        return;
+    }
     if (f->mode == FORMAT_JSON)
         fputs(index > 0 ? ",\n{" : "{", out);
     for (int c = 0; c < ncols; c++) {
@@ -452,10 +585,8 @@ void format_row(const struct format *f, const sqlmux_result *res, int64_t index)
                 fputs("null", out);
             else if (t == SQLMUX_BLOB && codec_put_blob(&b, s, n) == 0)
                 json_string(out, b.data, b.len);
-            else if (t == SQLMUX_TEXT && json_number(s, n) && !text_affinity(sqlmux_coltype(res, c)))
-                fwrite(s, 1, n, out);
             else
-                json_string(out, s, n);
+                json_text(out, sqlmux_coltype(res, c), s, n);
             break;
         }
         default: break;

@@ -1059,13 +1059,7 @@ static sqlmux_conn *connect_impl(const char *url, const char *user, const char *
                             shown);
         goto fail;
     }
-    if (u != NULL && p == NULL) {
-        msg = sqlmux_format("could not connect to %s: no password for user %s (give it in the URL, "
-                            "sqlmux://USER:PASSWORD@HOST, or in $SQLMUX_PASSWORD)",
-                            shown, u);
-        goto fail;
-    }
-    if (u != NULL && (why = auth_args_check(u, p)) != NULL) {
+    if (u != NULL && p != NULL && (why = auth_args_check(u, p)) != NULL) {
         msg = sqlmux_format("could not connect to %s: %s", shown, why);
         goto fail;
     }
@@ -1097,7 +1091,27 @@ static sqlmux_conn *connect_impl(const char *url, const char *user, const char *
         goto fail;
     }
     sqlmux_free(r);
-    if (u != NULL) {
+    if (u != NULL && p == NULL) {
+        /* A user without a password: a daemon without users ignores the
+         * login; one with users answers a command that needs one with
+         * NOAUTH (".use" alone changes nothing). */
+        r = sqlmux_command(c, ".use");
+        const char *code = sqlmux_errcode(r);
+        if (code != NULL) {
+            if (c->error_code == NULL && strcmp(code, "NOAUTH") == 0)
+                msg = sqlmux_format("could not connect to %s as %s: NOAUTH the daemon asks for a login and "
+                                    "there is no password for user %s (give it in the URL, "
+                                    "sqlmux://USER:PASSWORD@HOST, or in $SQLMUX_PASSWORD)",
+                                    c->url, u, u);
+            else
+                msg = sqlmux_format("could not connect to %s: %s%s%s", c->url,
+                                    c->error_code == NULL ? code : "", c->error_code == NULL ? " " : "",
+                                    sqlmux_errmsg(r));
+            sqlmux_free(r);
+            goto fail;
+        }
+        sqlmux_free(r);
+    } else if (u != NULL) {
         r = sqlmux_auth(c, u, p);
         const char *code = sqlmux_errcode(r);
         /* A daemon without users has nothing to log in to: the connection

@@ -151,8 +151,10 @@ SQLMUX_API sqlmux_value sqlmux_val_blob(const void *p, size_t len);
  * it is returned, and a refused login fails the connect with the daemon's
  * answer ("... AUTH invalid user name or password"); a daemon without
  * users ([user.NAME] sections) accepts the connection as it is. A user
- * without a password, or a password without a user, fails the connect
- * before anything is sent. The password is sent only after the .ping below
+ * without a password is fine with a daemon without users too; a daemon
+ * with users fails that connect with "NOAUTH ... no password for user
+ * USER" (it is asked with ".use", which needs a login there). A password
+ * without a user fails the connect before anything is sent. The password is sent only after the .ping below
  * has shown the peer is sqlmuxd, is never part of an error message or of
  * sqlmux_conn_url(), and its copies in the library's memory are wiped
  * (explicit_bzero) once it is sent.

@@ -312,17 +312,20 @@ static void cmd_route(struct session *s, const char *args)
     router_info_free(&ri);
 }
 
+/* .use BIND: +OK bind=NAME. .use alone: +OK bind=NAME txn=0|1, txn=1
+ * while the session has a transaction open (its BEGIN held, or begun on a
+ * bind as the backend reported after the last statement), so a shell can
+ * show it in its prompt. */
 static void cmd_use(struct session *s, const char *args)
 {
-    char facts[128];
-    int i;
+    char facts[160];
 
     if (args[0] == '\0') {
-        snprintf(facts, sizeof facts, "bind=%s", s->use_bind->conf->name);
+        snprintf(facts, sizeof facts, "bind=%s txn=%d", s->use_bind->conf->name, s->in_txn || s->txn_held);
         session_reply_ok(s, facts);
         return;
     }
-    i = arg_bind(s, args);
+    int i = arg_bind(s, args);
     if (i < 0)
         return;
     s->use_bind = s->srv->binds[i];

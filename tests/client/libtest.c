@@ -1275,6 +1275,13 @@ static void auth_off(void)
     sqlmux_free(r);
     CHECK(query_int(c, "SELECT 6") == 6);
     sqlmux_close(c);
+    /* A user without a password: nothing to log in to, no error. */
+    unsetenv("SQLMUX_PASSWORD");
+    login_url(u, sizeof u, "bob", NULL);
+    c = connect_or_die(u);
+    CHECK(sqlmux_conn_user(c) == NULL);
+    CHECK(query_int(c, "SELECT 7") == 7);
+    sqlmux_close(c);
 }
 
 /* ---- The note's scenario through the library ------------------------- */

@@ -127,14 +127,15 @@ def test_output_modes(d):
     # One JSON array per result, rows one per line.
     first = json.loads("\n".join(docs[:2]))
     eq(first, [
-        {"i": 1, "r": 2.5, "n": None, "e": "", "t": "NULL", "q": 'a,b"c', "tb": "tab\there",
+        {"i": "1", "r": "2.5", "n": None, "e": "", "t": "NULL", "q": 'a,b"c', "tb": "tab\there",
          "nl": "two\nlines", "b": "\\x00ff", "u": "h\u00e9 \u2603", "bs": "\\N"},
-        {"i": -3, "r": -1e300, "n": "x", "e": " ", "t": "y", "q": "z", "tb": "", "nl": "", "b": "\\x",
+        {"i": "-3", "r": "-1e+300", "n": "x", "e": " ", "t": "y", "q": "z", "tb": "", "nl": "", "b": "\\x",
          "u": "007", "bs": ""},
     ], "json")
     eq(docs[2:], ["[]"], "empty result")
-    # Declared text columns stay strings in JSON even when they look like
-    # numbers.
+    # Expression columns (no declared type) above are strings: the protocol
+    # sends 1 and '1' alike. Declared text columns stay strings in JSON even
+    # when they look like numbers; declared INTEGER columns are numbers.
     d.connect().request("INSERT INTO test1 (id, color) VALUES (1, '42')")
     expect(cli(d, "--json", "-c", "SELECT id, color FROM test1"), 0, '[{"id":1,"color":"42"}]\n', "")
     # Tables, forced without a terminal: NULL as NULL (table) or \u2205 (box),
@@ -163,7 +164,7 @@ def test_output_modes(d):
     # .mode switches inside a script. A '.' line inside an unfinished
     # statement is part of the statement.
     expect(cli(d, "--csv", "-c", "SELECT 1 AS a;\n.mode json\nSELECT 2 AS a;\n.mode\n"), 0,
-           'a\n1\n[{"a":2}]\njson\n', "")
+           'a\n1\n[{"a":"2"}]\njson\n', "")
     expect(cli(d, "--csv", "-c", "SELECT 1 AS a\n.mode json\n"), 1, "",
            'ERROR SQL: near ".": syntax error\n')
 
@@ -199,7 +200,7 @@ def test_exit_status_and_errors(d):
     rc, out, err = expect(cli(d, "-c", ".nosuch"), 1, "")
     if not err.startswith("ERROR UNKNOWN: ") or ".nosuch" not in err:
         raise TestFailure("stderr: %r" % err)
-    expect(cli(d, "-c", ".mode bogus"), 1, "", "ERROR ARGS: unknown mode (want box, table, csv, tsv or json)\n")
+    expect(cli(d, "-c", ".mode bogus"), 1, "", "ERROR ARGS: unknown mode (want box, table, csv, tsv, json or expanded)\n")
     # Usage and connection problems: 2.
     rc, out, err = cli(d, "--no-such-option")
     eq(rc, 2, "status for a bad option")
@@ -467,6 +468,7 @@ def test_interactive_session(d):
         t.keys(".use second_db")
         t.wait_for("second_db> ")
         t.keys("SELECT 'never run'", enter=False)
+        t.wait_for("second_db> SELECT 'never run'")   # typed, not still in the tty's queue (^C flushes it)
         t.key("C-c")
         t.wait_for("^C")
         t.keys("INSERT INTO test2 (color) VALUES ('from the terminal');")
@@ -534,7 +536,9 @@ def test_interactive_cancel(d):
                        "any open transaction)")
         if time.time() - start > 3:
             raise TestFailure("Ctrl-C took %.1f s" % (time.time() - start))
-        t.wait_for("second_db> ", count=4)
+        t.wait_for("second_db> ", count=2)   # the prompt had "*" while the transaction was open
+        if "second_db*> INSERT INTO test2" not in t.screen():
+            raise TestFailure("no open-transaction mark in the prompt:\n" + t.screen())
         # The reconnected session is on second_db again, the row is gone.
         t.keys("SELECT count(*) AS n FROM test2;")
         s = t.wait_for("(1 row)")

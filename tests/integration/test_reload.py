@@ -211,7 +211,7 @@ def test_reload_adds_and_removes_binds():
         names = [row[0] for row in c.request(".binds").rows]
         eq(names, ["default", "second_db", "memory_db", "fresh", "mem2"], ".binds after reload")
         # The removed bind this client had chosen: back to default.
-        expect_status(c.request(".use"), "+OK bind=default")
+        expect_status(c.request(".use"), "+OK bind=default txn=0")
         expect_ok(c.request("INSERT INTO f VALUES (1)"))
         expect_ok(c.request("INSERT INTO m2 VALUES (2)"))
         eq(d.file_query("fresh.db", "SELECT a FROM f"), [(1,)], "fresh.db")
