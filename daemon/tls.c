@@ -99,7 +99,8 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
     }
     if (SSL_CTX_use_PrivateKey_file(ts->ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1) {
         tls_last_error(why, sizeof why);
-        snprintf(err, errlen, "tls_key_file %s: cannot load a PEM private key: %s", cfg->tls_key_file, why);
+        snprintf(err, errlen, "tls_key_file %s: cannot load it as the PEM private key of %s: %s", cfg->tls_key_file,
+                 cfg->tls_cert_file, why);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ts->ctx) != 1) {
