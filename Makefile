@@ -154,7 +154,9 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 EDIT_LIBS  = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
-CLIENT_LIB_SRC := client/sqlmux.c $(PROTO_SRC)
+CLIENT_LIB_SRC := client/sqlmux.c client/tls.c $(PROTO_SRC)
+# OpenSSL, for sqlmuxs:// connections (client/tls.c).
+TLS_LIBS       = $(shell pkg-config --libs libssl libcrypto 2>/dev/null || echo -lssl -lcrypto)
 CLIENT_PIC_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,$(CLIENT_LIB_SRC))
 CLI_SRC        := client/cli.c client/format.c client/split.c
 CLI_OBJ        := $(call obj,$(CLI_SRC))
@@ -174,7 +176,7 @@ $(BUILD)/libsqlmux.a: $(CLIENT_PIC_OBJ)
 	$(AR) rcs $@ $(BUILD)/pic/libsqlmux-all.o
 
 $(BUILD)/libsqlmux.so.0: $(CLIENT_PIC_OBJ)
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libsqlmux.so.0 -o $@ $^ -lpthread
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libsqlmux.so.0 -o $@ $^ $(TLS_LIBS) -lpthread
 
 $(BUILD)/libsqlmux.so: $(BUILD)/libsqlmux.so.0
 	ln -sf libsqlmux.so.0 $@
@@ -188,7 +190,7 @@ $(BUILD)/sqlmux.pc: client/sqlmux.pc.in client/sqlmux.h
 	    -e 's|@INCLUDEDIR@|$${prefix}/include|' -e 's|@VERSION@|$(CLIENT_VERSION)|' $< > $@
 
 $(BUILD)/sqlmux: $(CLI_OBJ) $(BUILD)/libsqlmux.a $(BUILD)/proto/buf.o $(BUILD)/proto/codec.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) $(TLS_LIBS) -lpthread -lm
 
 # The README's example, linked against the shared library; it includes
 # <sqlmux.h> as an installed program would.
@@ -203,7 +205,7 @@ $(BUILD)/tests/test_client_split: $(BUILD)/tests/client/test_split.o $(BUILD)/cl
 # Driven by tests/integration/test_libsqlmux.py against a real daemon.
 $(BUILD)/tests/client/libtest: $(BUILD)/tests/client/libtest.o $(BUILD)/libsqlmux.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(TLS_LIBS) -lpthread -lm
 
 .PHONY: install install-client
 install: install-client
