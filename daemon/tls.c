@@ -49,6 +49,15 @@ static void tls_last_error(char *out, size_t n)
         e = next;
 }
 
+/* Empty the thread's error queue before an SSL call, so SSL_get_error()
+ * reads that call's result (peeking first: clearing costs more and the
+ * queue is nearly always empty). */
+static void tls_clear_errors(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* Describe ctx's certificate for the log; warns in about when it is not
  * valid today. */
 static void tls_describe_cert(struct tls_server *ts)
@@ -261,7 +270,7 @@ int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *
 {
     int flags = 0, rc, err;
 
-    ERR_clear_error();
+    tls_clear_errors();
     if (n > 0 && BIO_write(tc->rbio, data, (int)n) != (int)n) {
         snprintf(tc->error, sizeof tc->error, "out of memory");
         return -1;
@@ -334,7 +343,7 @@ int tls_conn_encrypt(struct tls_conn *tc, struct buf *data)
         buf_reset(data);
         return rc;
     }
-    ERR_clear_error();
+    tls_clear_errors();
     /* A memory BIO takes everything: SSL_write writes it all or fails. */
     rc = SSL_write_ex(tc->ssl, data->data, data->len, &done);
     buf_reset(data);
