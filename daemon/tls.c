@@ -29,7 +29,6 @@ struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio;  /* owned by ssl */
     bool ready;        /* the handshake is done */
-    struct buf early;  /* plaintext written before the handshake was done */
     char *subject;     /* the client certificate's subject, or NULL */
     char *cn;          /* its common name, when it verified */
     char desc[96];
@@ -189,7 +188,6 @@ void tls_conn_free(struct tls_conn *tc)
     if (tc == NULL)
         return;
     SSL_free(tc->ssl);
-    buf_free(&tc->early);
     free(tc->subject);
     free(tc->cn);
     free(tc);
@@ -291,16 +289,6 @@ int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *
             snprintf(tc->error, sizeof tc->error, "out of memory");
             return -1;
         }
-        if (tc->early.len > 0) {
-            /* Answers written before the handshake was done. */
-            size_t done = 0;
-            rc = SSL_write_ex(tc->ssl, tc->early.data, tc->early.len, &done);
-            buf_free(&tc->early);
-            if (rc != 1) {
-                tls_fail(tc, SSL_get_error(tc->ssl, rc));
-                return -1;
-            }
-        }
     }
     for (;;) {
         if (buf_reserve(in, TLS_READ_CHUNK) != 0) {
@@ -339,9 +327,11 @@ int tls_conn_encrypt(struct tls_conn *tc, struct buf *data)
     if (data->len == 0)
         return 0;
     if (!tc->ready) {
-        rc = buf_append(&tc->early, data->data, data->len);
+        /* Only a refusal at accept (MAXCLIENTS, SHUTDOWN) writes this
+         * early, and the connection closes right after: nothing can reach
+         * the client before the handshake. */
         buf_reset(data);
-        return rc;
+        return 0;
     }
     tls_clear_errors();
     /* A memory BIO takes everything: SSL_write writes it all or fails. */

@@ -56,8 +56,8 @@ __attribute__((warn_unused_result)) int tls_conn_input(struct tls_conn *tc, cons
                                                        struct buf *in, struct buf *out);
 
 /* Replace data's plaintext by its ciphertext. Before the handshake is
- * done the plaintext is kept and sent once it is (data is left empty).
- * 0, or -1 when out of memory. */
+ * done nothing can be sent: data is emptied. 0, or -1 when out of
+ * memory. */
 __attribute__((warn_unused_result)) int tls_conn_encrypt(struct tls_conn *tc, struct buf *data);
 
 /* Append a close_notify alert to out (best effort; nothing before the

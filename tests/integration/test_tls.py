@@ -121,6 +121,15 @@ def test_tls_queries_and_clients():
         eq(tls_rows[0]["tls"].split(" ")[0], "TLSv1.3", ".clients tls column")
         eq(tls_rows[0]["tls_subject"], None, "no client certificate")
         eq([r["tls"] for r in rows.values() if r["tls"] is None].__len__(), 1, "the plain client's tls is \\N")
+        # A client that reads late: the daemon's writes wait in libuv, and
+        # each is counted against the statement's output when written
+        # (max_output), so the statement goes on once the client reads.
+        slow = d.tls()
+        slow.send("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
+                  "SELECT i, printf('%060d', i) FROM n\n")
+        time.sleep(1.0)
+        r = slow.read_response()
+        eq(len(r.rows), 200000, "rows read late")
         # .quit over TLS: answered, then close_notify and the close.
         c.send(b".quit\n")
         eq(c.readline(), b"+OK", ".quit answer")
