@@ -198,33 +198,32 @@ static ssize_t tls_io_error(struct client_tls *t, int rc)
     return -1;
 }
 
-ssize_t client_tls_send(struct client_tls *t, const void *p, size_t n)
+/* One SSL_write_ex() or SSL_read_ex(), with send()'s and recv()'s
+ * results. */
+static ssize_t tls_io(struct client_tls *t, bool writing, void *p, size_t n)
 {
     size_t done = 0;
-    int rc;
+    ssize_t r;
 
     errno = 0;
-    rc = SSL_write_ex(t->ssl, p, n, &done);
-    if (rc == 1)
+    if ((writing ? SSL_write_ex(t->ssl, p, n, &done) : SSL_read_ex(t->ssl, p, n, &done)) == 1)
         return (ssize_t)done;
-    ssize_t r = tls_io_error(t, 0);
-    if (r == 0) {
+    r = tls_io_error(t, 0);
+    if (r == 0 && writing) {
         errno = EPIPE;   /* the server sent close_notify: no more writes */
         return -1;
     }
     return r;
 }
 
+ssize_t client_tls_send(struct client_tls *t, const void *p, size_t n)
+{
+    return tls_io(t, true, (void *)p, n);
+}
+
 ssize_t client_tls_recv(struct client_tls *t, void *p, size_t n)
 {
-    size_t got = 0;
-    int rc;
-
-    errno = 0;
-    rc = SSL_read_ex(t->ssl, p, n, &got);
-    if (rc == 1)
-        return (ssize_t)got;
-    return tls_io_error(t, 0);
+    return tls_io(t, false, p, n);
 }
 
 bool client_tls_pending(const struct client_tls *t)

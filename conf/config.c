@@ -663,6 +663,25 @@ static bool config_check_folder(struct config_parse *st, const struct config_key
     return true;
 }
 
+/* Sets an enum field to the index of value among names[0..n) (any case);
+ * otherwise records "key: 'value' is not one of a, b, c" and returns
+ * false. */
+static bool config_set_enum(struct config_parse *st, const struct config_key *key, int *field,
+                            const char *const *names, size_t n, const char *value, int line)
+{
+    char list[128] = "";
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(value, names[i]) == 0) {
+            *field = (int)i;
+            return true;
+        }
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+    }
+    config_fail(st, line, "%s: '%s' is not one of %s", key->name, value, list);
+    return false;
+}
+
 /* Sets the field of `key` in `base` (a struct config or struct bind_conf,
  * per key->scope) from the text `value`. Relative paths resolve against
  * st->cfg->dir. On a bad value records "file:line: key: why" and returns
@@ -723,24 +742,12 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
     }
 
     case CONFIG_T_LOG_LEVEL:
-        for (size_t i = 0; i < sizeof config_level_names / sizeof config_level_names[0]; i++) {
-            if (strcasecmp(value, config_level_names[i]) == 0) {
-                *(enum log_level *)(void *)field = (enum log_level)i;
-                return true;
-            }
-        }
-        config_fail(st, line, "%s: '%s' is not one of error, warn, info, debug", key->name, value);
-        return false;
+        return config_set_enum(st, key, (int *)(void *)field, config_level_names,
+                               sizeof config_level_names / sizeof config_level_names[0], value, line);
 
     case CONFIG_T_ON_DAMAGE:
-        for (size_t i = 0; i < sizeof config_damage_names / sizeof config_damage_names[0]; i++) {
-            if (strcasecmp(value, config_damage_names[i]) == 0) {
-                *(enum snapshot_damage *)(void *)field = (enum snapshot_damage)i;
-                return true;
-            }
-        }
-        config_fail(st, line, "%s: '%s' is not one of fail, move", key->name, value);
-        return false;
+        return config_set_enum(st, key, (int *)(void *)field, config_damage_names,
+                               sizeof config_damage_names / sizeof config_damage_names[0], value, line);
 
     case CONFIG_T_STRING:
     case CONFIG_T_DATA_PATH: {
@@ -760,14 +767,8 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
     case CONFIG_T_LISTEN: return config_set_listen(st, key, base, value, line);
 
     case CONFIG_T_CLIENT_AUTH:
-        for (size_t i = 0; i < sizeof config_client_auth_names / sizeof config_client_auth_names[0]; i++) {
-            if (strcasecmp(value, config_client_auth_names[i]) == 0) {
-                *(enum tls_client_auth *)(void *)field = (enum tls_client_auth)i;
-                return true;
-            }
-        }
-        config_fail(st, line, "%s: '%s' is not one of off, optional, require", key->name, value);
-        return false;
+        return config_set_enum(st, key, (int *)(void *)field, config_client_auth_names,
+                               sizeof config_client_auth_names / sizeof config_client_auth_names[0], value, line);
 
     case CONFIG_T_TLS_PROTOCOLS: {
         int bits = 0;

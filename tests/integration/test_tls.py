@@ -502,11 +502,18 @@ def _non_loopback_address():
     return None if addr.startswith("127.") else addr
 
 
-def test_require_tls_refuses_remote_plain_text():
+def _remote_address():
+    """A non-loopback address of this machine (a client connecting to it
+    is "remote" to the daemon), or Skip."""
     addr = _non_loopback_address()
     if addr is None:
         from harness import Skip
         raise Skip("this machine has no non-loopback address")
+    return addr
+
+
+def test_require_tls_refuses_remote_plain_text():
+    addr = _remote_address()
     with TlsDaemon(server={"listen": "0.0.0.0:{port}", "require_tls": "on", "auth_fail_delay": "0"},
                    users=users_text()) as d:
         remote = Conn((addr, d.port))
@@ -514,7 +521,7 @@ def test_require_tls_refuses_remote_plain_text():
         expect_err(remote.request(".auth alice wonder land"), "TLSREQUIRED")
         expect_err(remote.request("SELECT 1"), "TLSREQUIRED")
         expect_err(remote.request("SELECT 1"), "TLSREQUIRED")
-        # Loopback plain text is fine, and so is TLS from the same address.
+        # Plain text over loopback is fine.
         local = d.connect()
         expect_ok(local.request(".auth alice wonder land"))
         expect_rows(local.request("SELECT 1"), [["1"]])
@@ -528,10 +535,7 @@ def test_require_tls_refuses_remote_plain_text():
 
 
 def test_require_tls_over_tls_from_remote():
-    addr = _non_loopback_address()
-    if addr is None:
-        from harness import Skip
-        raise Skip("this machine has no non-loopback address")
+    addr = _remote_address()
     with TlsDaemon(server={"listen": "0.0.0.0:{port}", "require_tls": "on", "auth_fail_delay": "0"},
                    users=users_text()) as d:
         d.rewrite_config(config=d.config_template.replace("tls_listen = 127.0.0.1:", "tls_listen = 0.0.0.0:"))
