@@ -29,6 +29,7 @@ struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio;  /* owned by ssl */
     bool ready;        /* the handshake is done */
+    bool failed;       /* a fatal error: OpenSSL must not be called again */
     char *subject;     /* the client certificate's subject, or NULL */
     char *cn;          /* its common name, when it verified */
     char desc[96];
@@ -254,6 +255,7 @@ static void tls_fail(struct tls_conn *tc, int sslerr)
     char why[200];
     long v = SSL_get_verify_result(tc->ssl);
 
+    tc->failed = true;
     tls_last_error(why, sizeof why);
     if (v != X509_V_OK && !tc->ready)
         snprintf(tc->error, sizeof tc->error, "client certificate: %s", X509_verify_cert_error_string(v));
@@ -269,6 +271,10 @@ int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *
     int flags = 0, rc, err;
 
     tls_clear_errors();
+    if (tc->failed) {
+        snprintf(tc->error, sizeof tc->error, "input after a TLS error");
+        return -1;
+    }
     if (n > 0 && BIO_write(tc->rbio, data, (int)n) != (int)n) {
         snprintf(tc->error, sizeof tc->error, "out of memory");
         return -1;
@@ -326,10 +332,10 @@ int tls_conn_encrypt(struct tls_conn *tc, struct buf *data)
 
     if (data->len == 0)
         return 0;
-    if (!tc->ready) {
-        /* Only a refusal at accept (MAXCLIENTS, SHUTDOWN) writes this
-         * early, and the connection closes right after: nothing can reach
-         * the client before the handshake. */
+    if (!tc->ready || tc->failed) {
+        /* Only a refusal at accept (MAXCLIENTS, SHUTDOWN) writes before
+         * the handshake, and the connection closes right after: nothing
+         * can reach the client then, nor after a fatal error. */
         buf_reset(data);
         return 0;
     }
@@ -338,6 +344,7 @@ int tls_conn_encrypt(struct tls_conn *tc, struct buf *data)
     rc = SSL_write_ex(tc->ssl, data->data, data->len, &done);
     buf_reset(data);
     if (rc != 1) {
+        tc->failed = true;
         ERR_clear_error();
         return -1;
     }
@@ -346,7 +353,7 @@ int tls_conn_encrypt(struct tls_conn *tc, struct buf *data)
 
 void tls_conn_shutdown(struct tls_conn *tc, struct buf *out)
 {
-    if (!tc->ready)
+    if (!tc->ready || tc->failed)
         return;
     ERR_clear_error();
     (void)SSL_shutdown(tc->ssl);
