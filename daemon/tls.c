@@ -88,6 +88,14 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
     int mode = SSL_VERIFY_NONE;
 
     *out = NULL;
+    if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL) {
+        /* A reload that dropped them while the TLS port (restart only)
+         * stays open. */
+        snprintf(err, errlen, "tls_listen is open: tls_cert_file and tls_key_file are needed (remove tls_listen "
+                              "and restart to stop serving TLS)");
+        free(ts);
+        return -1;
+    }
     ERR_clear_error();
     if (ts == NULL || (ts->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
         snprintf(err, errlen, "TLS: out of memory");

@@ -288,6 +288,15 @@ def test_tls_reload_bad_certificate_keeps_old():
         if "tls_key_file" not in r.status or "mismatch" not in r.status:
             raise TestFailure("unexpected refusal: %r" % r.status)
         expect_rows(d.tls().request("SELECT 2"), [["2"]])
+        # Dropping every TLS key: tls_listen needs a restart, so the port
+        # stays, and without a certificate the reload is refused.
+        text = d.config_template
+        d.rewrite_config(config="\n".join(l for l in text.split("\n") if not l.startswith("tls_")) + "\n")
+        r = d.connect().request(".reload")
+        expect_err(r, "CONFIG")
+        if "tls_cert_file and tls_key_file are needed" not in r.status:
+            raise TestFailure("unexpected refusal: %r" % r.status)
+        expect_rows(d.tls().request("SELECT 3"), [["3"]])
 
 
 # ---- bad clients -----------------------------------------------------------
