@@ -713,7 +713,8 @@ static void cli_interactive(struct cli *c)
                SQLMUX_VERSION, sqlmux_conn_url(c->conn), sqlmux_conn_user(c->conn) != NULL ? " as " : "",
                sqlmux_conn_user(c->conn) != NULL ? sqlmux_conn_user(c->conn) : "",
                sqlmux_conn_tls(c->conn) != NULL ? " (TLS: " : "",
-               sqlmux_conn_tls(c->conn) != NULL ? sqlmux_conn_tls(c->conn) : "", sqlmux_conn_tls(c->conn) ? ")" : "");
+               sqlmux_conn_tls(c->conn) != NULL ? sqlmux_conn_tls(c->conn) : "",
+               sqlmux_conn_tls(c->conn) ? ")" : "");
     while (!c->stop) {
         int count = 0;
         cli_clear_interrupt();

@@ -407,7 +407,8 @@ static void conn_write_some(sqlmux_conn *c)
     while (c->out_done < c->out.len) {
         ssize_t n = c->tls != NULL
                         ? client_tls_send(c->tls, c->out.data + c->out_done, c->out.len - c->out_done)
-                        : send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        : send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_done += (size_t)n;
             continue;
@@ -439,8 +440,9 @@ static int conn_read_some(sqlmux_conn *c)
         return -1;
     }
     for (;;) {
-        ssize_t n = c->tls != NULL ? client_tls_recv(c->tls, c->in.data + c->in.len, c->in.cap - c->in.len - 1)
-                                   : recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, MSG_DONTWAIT);
+        ssize_t n = c->tls != NULL
+                        ? client_tls_recv(c->tls, c->in.data + c->in.len, c->in.cap - c->in.len - 1)
+                        : recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, MSG_DONTWAIT);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->in.data[c->in.len] = '\0';
@@ -736,7 +738,8 @@ static bool url_tls_path(const char *q, size_t n, const char *name, char *out, c
         return false;
     *why = NULL;
     if (n == k || n - k >= CLIENT_TLS_PATH_MAX)
-        *why = n == k ? "empty tls_ca=, tls_cert= or tls_key=" : "tls_ca=, tls_cert= or tls_key= path too long";
+        *why =
+            n == k ? "empty tls_ca=, tls_cert= or tls_key=" : "tls_ca=, tls_cert= or tls_key= path too long";
     else
         memcpy(out, q + k, n - k), out[n - k] = '\0';
     return true;
@@ -773,13 +776,15 @@ static int url_query(const char *q, struct sqlmux_addr *a, const char **why)
                 *why = "bad tls= (want tls=require, tls=insecure or tls=off)";
                 return -1;
             }
-        } else if (url_tls_path(q, n, "tls_ca=", a->tls.ca, why) || url_tls_path(q, n, "tls_cert=", a->tls.cert, why) ||
+        } else if (url_tls_path(q, n, "tls_ca=", a->tls.ca, why) ||
+                   url_tls_path(q, n, "tls_cert=", a->tls.cert, why) ||
                    url_tls_path(q, n, "tls_key=", a->tls.key, why)) {
             if (*why != NULL)
                 return -1;
         } else if (n > 0) {
-            *why = "unknown URL parameter (want ?user=USER&password=PASSWORD, both not empty, or tls=, tls_ca=, "
-                   "tls_cert=, tls_key=)";
+            *why =
+                "unknown URL parameter (want ?user=USER&password=PASSWORD, both not empty, or tls=, tls_ca=, "
+                "tls_cert=, tls_key=)";
             return -1;
         }
         q += n;
@@ -825,7 +830,7 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
         h = url + 9;
     } else if (strncmp(url, "sqlmuxs://", 10) == 0) {
         h = url + 10;
-        a->tls.mode = CLIENT_TLS_REQUIRE;   /* ?tls=insecure may weaken it */
+        a->tls.mode = CLIENT_TLS_REQUIRE; /* ?tls=insecure may weaken it */
     } else {
         *why = "unsupported URL (want sqlmux://HOST:PORT, sqlmuxs://HOST:PORT or unix:///PATH)";
         return -1;
@@ -1069,7 +1074,8 @@ static int conn_start_tls(sqlmux_conn *c, struct sqlmux_addr *a, int timeout_ms,
         if (paths[i][0] == '\0' && v != NULL)
             snprintf(paths[i], CLIENT_TLS_PATH_MAX, "%s", v);
     }
-    c->tls = client_tls_start(c->fd, a->host, &a->tls, timeout_ms > 0 ? sqlmux_now_ms() + timeout_ms : 0, &why);
+    c->tls =
+        client_tls_start(c->fd, a->host, &a->tls, timeout_ms > 0 ? sqlmux_now_ms() + timeout_ms : 0, &why);
     if (c->tls == NULL) {
         *msg = sqlmux_format("could not connect to %s: %s", c->url, why != NULL ? why : "out of memory");
         free(why);

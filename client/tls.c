@@ -71,7 +71,8 @@ static char *tls_handshake_error(struct client_tls *t, const char *host)
     if (v != X509_V_OK)
         return tls_format("the server's certificate does not verify: %s%s", X509_verify_cert_error_string(v),
                           v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH
-                              ? " (it does not name the host of the URL)" : "");
+                              ? " (it does not name the host of the URL)"
+                              : "");
     tls_error_text(why, sizeof why);
     (void)host;
     return tls_format("TLS handshake failed: %s", why);
@@ -99,8 +100,9 @@ struct client_tls *client_tls_start(int fd, const char *host, const struct clien
      * one is seen anyway. */
     SSL_CTX_set_options(t->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (opts->mode == CLIENT_TLS_INSECURE) {
-        fprintf(stderr, "sqlmux: warning: tls=insecure: the server's certificate is not checked; anyone on the "
-                        "way can read and change this connection\n");
+        fprintf(stderr,
+                "sqlmux: warning: tls=insecure: the server's certificate is not checked; anyone on the "
+                "way can read and change this connection\n");
         SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
     } else {
         int ok = opts->ca[0] != '\0' ? SSL_CTX_load_verify_locations(t->ctx, opts->ca, NULL)
@@ -138,8 +140,8 @@ struct client_tls *client_tls_start(int fd, const char *host, const struct clien
     if (opts->mode == CLIENT_TLS_REQUIRE) {
         X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) !=
-            1) {
+        if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host)
+                   : X509_VERIFY_PARAM_set1_host(param, host, 0)) != 1) {
             *errmsg = tls_format("cannot check the server's name %s", host);
             goto fail;
         }
@@ -191,7 +193,7 @@ static ssize_t tls_io_error(struct client_tls *t, int rc)
         return 0;
     if (err == SSL_ERROR_SYSCALL && errno != 0) {
         ERR_clear_error();
-        return -1;   /* errno from the socket: ECONNRESET, EPIPE */
+        return -1; /* errno from the socket: ECONNRESET, EPIPE */
     }
     ERR_clear_error();
     errno = err == SSL_ERROR_SYSCALL ? ECONNRESET : EPROTO;
@@ -210,7 +212,7 @@ static ssize_t tls_io(struct client_tls *t, bool writing, void *p, size_t n)
         return (ssize_t)done;
     r = tls_io_error(t, 0);
     if (r == 0 && writing) {
-        errno = EPIPE;   /* the server sent close_notify: no more writes */
+        errno = EPIPE; /* the server sent close_notify: no more writes */
         return -1;
     }
     return r;
@@ -241,7 +243,7 @@ void client_tls_free(struct client_tls *t, bool notify)
     if (t == NULL)
         return;
     if (notify && t->ssl != NULL && SSL_is_init_finished(t->ssl))
-        (void)SSL_shutdown(t->ssl);   /* non-blocking socket: one try */
+        (void)SSL_shutdown(t->ssl); /* non-blocking socket: one try */
     ERR_clear_error();
     SSL_free(t->ssl);
     SSL_CTX_free(t->ctx);

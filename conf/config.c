@@ -63,8 +63,10 @@ enum config_type {
     CONFIG_T_DATA_PATH, /* char *, path relative to data_dir (resolved once
                            the whole file is read); "" = none (NULL) */
     CONFIG_T_ON_DAMAGE, /* enum snapshot_damage: fail or move */
-    CONFIG_T_CLIENT_AUTH, /* enum tls_client_auth: off, optional or require */
-    CONFIG_T_TLS_PROTOCOLS, /* int, CONFIG_TLS_* bits: "TLSv1.2 TLSv1.3" */
+    /* enum tls_client_auth: off, optional or require */
+    CONFIG_T_CLIENT_AUTH,
+    /* int, CONFIG_TLS_* bits: "TLSv1.2 TLSv1.3" */
+    CONFIG_T_TLS_PROTOCOLS,
     CONFIG_T_STRING,    /* char *, as written; "" = none (NULL) */
 };
 
@@ -543,7 +545,7 @@ static int *config_listen_port(const struct config_key *key, const void *base)
 {
     const struct config *cfg = base;
     return (int *)(key->offset == offsetof(struct config, tls_listen_host) ? &cfg->tls_listen_port
-                                                                          : &cfg->listen_port);
+                                                                           : &cfg->listen_port);
 }
 
 /* Parses "host:port" or "[v6]:port" (or "" = no listener) into the host
@@ -599,7 +601,8 @@ static bool config_set_listen(struct config_parse *st, const struct config_key *
         if (hostlen == 0) {
             config_fail(st, line,
                         "%s: missing host (0.0.0.0:PORT or [::]:PORT listen on "
-                        "every interface)", kname);
+                        "every interface)",
+                        kname);
             return false;
         }
         for (size_t i = 0; i < hostlen; i++) {
@@ -768,7 +771,8 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
 
     case CONFIG_T_CLIENT_AUTH:
         return config_set_enum(st, key, (int *)(void *)field, config_client_auth_names,
-                               sizeof config_client_auth_names / sizeof config_client_auth_names[0], value, line);
+                               sizeof config_client_auth_names / sizeof config_client_auth_names[0], value,
+                               line);
 
     case CONFIG_T_TLS_PROTOCOLS: {
         int bits = 0;
@@ -813,7 +817,8 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
             free(path);
             return false;
         }
-        if (path != NULL && key->type == CONFIG_T_SCHEMA && !config_check_readable(st, key->name, path, line)) {
+        if (path != NULL && key->type == CONFIG_T_SCHEMA &&
+            !config_check_readable(st, key->name, path, line)) {
             free(path);
             return false;
         }
@@ -882,12 +887,14 @@ static char *config_key_format(const struct config_key *key, const void *base)
     case CONFIG_T_CLIENT_AUTH: {
         unsigned a = (unsigned)*(const enum tls_client_auth *)(const void *)field;
         return config_strf("%s", a < sizeof config_client_auth_names / sizeof config_client_auth_names[0]
-                                     ? config_client_auth_names[a] : "?");
+                                     ? config_client_auth_names[a]
+                                     : "?");
     }
     case CONFIG_T_TLS_PROTOCOLS: {
         int bits = *(const int *)(const void *)field;
         return config_strf("%s%s%s", bits & CONFIG_TLS_1_2 ? "TLSv1.2" : "",
-                           bits == (CONFIG_TLS_1_2 | CONFIG_TLS_1_3) ? " " : "", bits & CONFIG_TLS_1_3 ? "TLSv1.3" : "");
+                           bits == (CONFIG_TLS_1_2 | CONFIG_TLS_1_3) ? " " : "",
+                           bits & CONFIG_TLS_1_3 ? "TLSv1.3" : "");
     }
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
@@ -1494,8 +1501,8 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
     }
     if (strcmp(name, "cert_cn") == 0) {
         if (us->cert_cn != NULL) {
-            config_fail(st, st->lineno, "duplicate key 'cert_cn' in [user.%s] (first set on line %d)", us->name,
-                        us->cert_cn_line);
+            config_fail(st, st->lineno, "duplicate key 'cert_cn' in [user.%s] (first set on line %d)",
+                        us->name, us->cert_cn_line);
             return false;
         }
         if (*value == '\0') {
@@ -1553,7 +1560,8 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
         us->ngrants++;
         return true;
     }
-    config_fail(st, st->lineno, "unknown key '%s' in [user.%s] (password, admin, cert_cn, grant.BIND or grant.*)", name,
+    config_fail(st, st->lineno,
+                "unknown key '%s' in [user.%s] (password, admin, cert_cn, grant.BIND or grant.*)", name,
                 us->name);
     return false;
 }
@@ -1585,7 +1593,9 @@ static bool config_finish_users(struct config_parse *st)
         u->cert_cn = us->cert_cn;
         us->cert_cn = NULL;
         if (u->password == NULL && u->cert_cn == NULL) {
-            config_fail(st, us->line, "[user.%s] has no password (password = a hash from `sqlmuxd passwd`, or cert_cn = a client certificate's name)",
+            config_fail(st, us->line,
+                        "[user.%s] has no password (password = a hash from `sqlmuxd passwd`, or cert_cn = a "
+                        "client certificate's name)",
                         u->name);
             return false;
         }
@@ -1847,18 +1857,21 @@ static bool config_finish_tls(struct config_parse *st)
     }
     if (cfg->protected_mode && cfg->nusers == 0 && tls && !config_is_loopback(cfg->tls_listen_host) &&
         cfg->tls_client_auth != TLS_CLIENT_AUTH_REQUIRE) {
-        config_fail(st, config_server_line(st, "tls_listen"),
-                    "tls_listen = %s: protected mode: no [user.NAME] is configured and tls_client_auth is not "
-                    "require, so anyone who reaches the port could use every bind. Add users, require client "
-                    "certificates, listen on loopback, or set protected_mode = off",
-                    cfg->tls_listen_host);
+        config_fail(
+            st, config_server_line(st, "tls_listen"),
+            "tls_listen = %s: protected mode: no [user.NAME] is configured and tls_client_auth is not "
+            "require, so anyone who reaches the port could use every bind. Add users, require client "
+            "certificates, listen on loopback, or set protected_mode = off",
+            cfg->tls_listen_host);
         return false;
     }
-    if (cfg->nusers > 0 && !cfg->require_tls && cfg->listen_host != NULL && !config_is_loopback(cfg->listen_host))
-        config_warn(st, config_server_line(st, "listen"),
-                    "listen = %s is not a loopback address and is not encrypted: .auth passwords and every row "
-                    "cross the network in the clear; serve remote clients on tls_listen (and set require_tls = on)",
-                    cfg->listen_host);
+    if (cfg->nusers > 0 && !cfg->require_tls && cfg->listen_host != NULL &&
+        !config_is_loopback(cfg->listen_host))
+        config_warn(
+            st, config_server_line(st, "listen"),
+            "listen = %s is not a loopback address and is not encrypted: .auth passwords and every row "
+            "cross the network in the clear; serve remote clients on tls_listen (and set require_tls = on)",
+            cfg->listen_host);
     for (size_t i = 0; i < cfg->nusers; i++)
         if (cfg->users[i].cert_cn != NULL && !tls)
             config_warn(st, cfg->users[i].line, "[user.%s] cert_cn has no effect without tls_listen",

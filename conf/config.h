@@ -119,15 +119,15 @@ struct config {
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */
 
     /* TLS (daemon/tls.c). The files are absolute paths, NULL when unset. */
-    char *tls_listen_host;  /* NULL: no TLS listener */
+    char *tls_listen_host; /* NULL: no TLS listener */
     int tls_listen_port;
-    char *tls_cert_file;    /* PEM chain of the server's certificate */
-    char *tls_key_file;     /* its private key */
-    char *tls_ca_file;      /* CAs that sign client certificates */
+    char *tls_cert_file; /* PEM chain of the server's certificate */
+    char *tls_key_file;  /* its private key */
+    char *tls_ca_file;   /* CAs that sign client certificates */
     enum tls_client_auth tls_client_auth;
-    int tls_protocols;      /* CONFIG_TLS_* bits */
-    char *tls_ciphers;      /* OpenSSL cipher list (TLS 1.2), or NULL: OpenSSL's */
-    bool require_tls;       /* refuse .auth and SQL on plain TCP from non-loopback peers */
+    int tls_protocols; /* CONFIG_TLS_* bits */
+    char *tls_ciphers; /* OpenSSL cipher list (TLS 1.2), or NULL: OpenSSL's */
+    bool require_tls;  /* refuse .auth and SQL on plain TCP from non-loopback peers */
 
     /* [binds]; binds[0] is always "default". */
     struct bind_conf *binds;

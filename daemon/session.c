@@ -500,8 +500,9 @@ void session_auth(struct session *s, const char *user, const char *password)
     struct session_auth *a;
 
     if (session_tls_required(s)) {
-        session_reply_error(s, "TLSREQUIRED", "require_tls is on: remote clients log in over TLS only "
-                                              "(the tls_listen port); this password crossed the network in the clear");
+        session_reply_error(s, "TLSREQUIRED",
+                            "require_tls is on: remote clients log in over TLS only "
+                            "(the tls_listen port); this password crossed the network in the clear");
         return;
     }
     if (s->srv->cfg->nusers == 0) {
@@ -848,8 +849,9 @@ static bool session_advance(struct session *s)
             explicit_bzero(p.req.text, p.req.len);   /* may hold a password (.auth) */
             codec_request_free(&p.req);
         } else if (session_tls_required(s)) {
-            session_reply_error(s, "TLSREQUIRED", "require_tls is on: remote clients send SQL over TLS only "
-                                                  "(the tls_listen port)");
+            session_reply_error(s, "TLSREQUIRED",
+                                "require_tls is on: remote clients send SQL over TLS only "
+                                "(the tls_listen port)");
             codec_request_free(&p.req);
         } else if (!session_authenticated(s)) {
             session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
@@ -888,7 +890,7 @@ static void session_tls_login(struct session *s)
             continue;
         name = strdup(cfg->users[i].name);
         if (name == NULL)
-            return;   /* the client can still log in with .auth */
+            return; /* the client can still log in with .auth */
         free(s->user_name);
         s->user_name = name;
         s->user = &cfg->users[i];
@@ -916,7 +918,7 @@ static void session_tls_input(struct session *s, size_t n)
     if (rc & TLS_IN_READY)
         session_tls_login(s);
     if (rc & TLS_IN_EOF) {
-        s->input_ended = true;   /* close_notify: as a FIN on plain TCP */
+        s->input_ended = true; /* close_notify: as a FIN on plain TCP */
         if (s->reading) {
             uv_read_stop(&s->h.stream);
             s->reading = false;
@@ -1066,7 +1068,7 @@ static void session_finish_close(struct session *s, bool graceful)
         session_flush(s);
     if (graceful && s->tls != NULL) {
         struct buf notify = BUF_INIT;
-        tls_conn_shutdown(s->tls, &notify);   /* close_notify, best effort */
+        tls_conn_shutdown(s->tls, &notify); /* close_notify, best effort */
         session_write_raw(s, &notify, NULL, 0);
         buf_free(&notify);
     }

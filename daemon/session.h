@@ -63,7 +63,7 @@ struct session {
      * read are decrypted before the codec sees them, bytes written are
      * encrypted after it made them. */
     struct tls_conn *tls;
-    bool plain_remote;         /* plain TCP from a non-loopback peer (require_tls) */
+    bool plain_remote; /* plain TCP from a non-loopback peer (require_tls) */
     enum sess_state state;
     bool reading;              /* uv_read_start is active */
     bool closed_handle;        /* uv_close called */

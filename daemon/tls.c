@@ -27,11 +27,11 @@ struct tls_server {
 
 struct tls_conn {
     SSL *ssl;
-    BIO *rbio, *wbio;  /* owned by ssl */
-    bool ready;        /* the handshake is done */
-    bool failed;       /* a fatal error: OpenSSL must not be called again */
-    char *subject;     /* the client certificate's subject, or NULL */
-    char *cn;          /* its common name, when it verified */
+    BIO *rbio, *wbio; /* owned by ssl */
+    bool ready;       /* the handshake is done */
+    bool failed;      /* a fatal error: OpenSSL must not be called again */
+    char *subject;    /* the client certificate's subject, or NULL */
+    char *cn;         /* its common name, when it verified */
     char desc[96];
     char error[256];
 };
@@ -76,9 +76,10 @@ static void tls_describe_cert(struct tls_server *ts)
     }
     BIO_free(mem);
     snprintf(ts->about, sizeof ts->about, "certificate %s, valid until %s%s", subject, until,
-             X509_cmp_current_time(X509_get0_notAfter(cert)) < 0       ? " (EXPIRED: clients will refuse it)"
-             : X509_cmp_current_time(X509_get0_notBefore(cert)) > 0 ? " (NOT YET VALID: clients will refuse it)"
-                                                                      : "");
+             X509_cmp_current_time(X509_get0_notAfter(cert)) < 0 ? " (EXPIRED: clients will refuse it)"
+             : X509_cmp_current_time(X509_get0_notBefore(cert)) > 0
+                 ? " (NOT YET VALID: clients will refuse it)"
+                 : "");
 }
 
 int tls_server_new(const struct config *cfg, struct tls_server **out, char *err, size_t errlen)
@@ -91,8 +92,9 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
     if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL) {
         /* A reload that dropped them while the TLS port (restart only)
          * stays open. */
-        snprintf(err, errlen, "tls_listen is open: tls_cert_file and tls_key_file are needed (remove tls_listen "
-                              "and restart to stop serving TLS)");
+        snprintf(err, errlen,
+                 "tls_listen is open: tls_cert_file and tls_key_file are needed (remove tls_listen "
+                 "and restart to stop serving TLS)");
         free(ts);
         return -1;
     }
@@ -102,8 +104,10 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
         free(ts);
         return -1;
     }
-    SSL_CTX_set_min_proto_version(ts->ctx, cfg->tls_protocols & CONFIG_TLS_1_2 ? TLS1_2_VERSION : TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(ts->ctx, cfg->tls_protocols & CONFIG_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ts->ctx,
+                                  cfg->tls_protocols & CONFIG_TLS_1_2 ? TLS1_2_VERSION : TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(ts->ctx,
+                                  cfg->tls_protocols & CONFIG_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(ts->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     /* Idle connections give their record buffers back (1,000 clients). */
     SSL_CTX_set_mode(ts->ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -116,8 +120,8 @@ int tls_server_new(const struct config *cfg, struct tls_server **out, char *err,
     }
     if (SSL_CTX_use_PrivateKey_file(ts->ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1) {
         tls_last_error(why, sizeof why);
-        snprintf(err, errlen, "tls_key_file %s: cannot load it as the PEM private key of %s: %s", cfg->tls_key_file,
-                 cfg->tls_cert_file, why);
+        snprintf(err, errlen, "tls_key_file %s: cannot load it as the PEM private key of %s: %s",
+                 cfg->tls_key_file, cfg->tls_cert_file, why);
         goto fail;
     }
     if (SSL_CTX_check_private_key(ts->ctx) != 1) {
@@ -160,7 +164,7 @@ void tls_server_free(struct tls_server *ts)
 {
     if (ts == NULL)
         return;
-    SSL_CTX_free(ts->ctx);   /* SSL objects still hold their own reference */
+    SSL_CTX_free(ts->ctx); /* SSL objects still hold their own reference */
     free(ts);
 }
 
@@ -248,7 +252,8 @@ static int tls_on_ready(struct tls_conn *tc)
     if (i < 0)
         return 0;
     unsigned char *utf8 = NULL;
-    int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(X509_get_subject_name(peer), i)));
+    int len = ASN1_STRING_to_UTF8(
+        &utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(X509_get_subject_name(peer), i)));
     /* A name with a NUL inside would compare equal to its prefix. */
     if (len > 0 && memchr(utf8, '\0', (size_t)len) == NULL)
         tc->cn = strndup((const char *)utf8, (size_t)len);
@@ -270,8 +275,8 @@ static void tls_fail(struct tls_conn *tc, int sslerr)
     else if (why[0] != '\0')
         snprintf(tc->error, sizeof tc->error, "%s", why);
     else
-        snprintf(tc->error, sizeof tc->error, "%s", sslerr == SSL_ERROR_SYSCALL ? "unexpected end of the stream"
-                                                                                 : "TLS error");
+        snprintf(tc->error, sizeof tc->error, "%s",
+                 sslerr == SSL_ERROR_SYSCALL ? "unexpected end of the stream" : "TLS error");
 }
 
 int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *in, struct buf *out)
@@ -293,7 +298,7 @@ int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *
             err = SSL_get_error(tc->ssl, rc);
             if (err != SSL_ERROR_WANT_READ) {
                 tls_fail(tc, err);
-                (void)tls_drain(tc, out);   /* the alert, if any */
+                (void)tls_drain(tc, out); /* the alert, if any */
                 return -1;
             }
             return tls_drain(tc, out) == 0 ? 0 : -1;

@@ -43,7 +43,7 @@ void tls_conn_free(struct tls_conn *tc);
 
 /* What tls_conn_input() saw, besides plaintext (bits). */
 #define TLS_IN_READY 1 /* the handshake finished during this call */
-#define TLS_IN_EOF 2   /* the client sent close_notify: no more input */
+#define TLS_IN_EOF   2 /* the client sent close_notify: no more input */
 
 /*
  * Take n bytes of ciphertext from the client, run the handshake or decrypt
