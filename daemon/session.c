@@ -907,6 +907,7 @@ static void session_tls_input(struct session *s, size_t n)
     struct buf out = BUF_INIT;
     int rc = tls_conn_input(s->tls, s->inbuf.data + s->inbuf.len, n, &s->inbuf, &out);
 
+    s->inbuf.data[s->inbuf.len] = '\0';   /* over the ciphertext when no plaintext came */
     if (out.len > 0)
         session_write_raw(s, &out, NULL, 0);
     buf_free(&out);
