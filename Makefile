@@ -4,7 +4,7 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq libcrypto libsystemd libxcrypt
+PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt
 APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd
 
 ifeq ($(SANITIZE),1)
@@ -30,7 +30,7 @@ CONF_SRC   := conf/config.c
 ROUTER_SRC := daemon/router.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
               daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/nowait_vfs.c daemon/backend_pg.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -154,7 +154,9 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 EDIT_LIBS  = $(shell pkg-config --libs libedit 2>/dev/null || echo -ledit)
 
-CLIENT_LIB_SRC := client/sqlmux.c $(PROTO_SRC)
+CLIENT_LIB_SRC := client/sqlmux.c client/tls.c $(PROTO_SRC)
+# OpenSSL, for sqlmuxs:// connections (client/tls.c).
+TLS_LIBS       = $(shell pkg-config --libs libssl libcrypto 2>/dev/null || echo -lssl -lcrypto)
 CLIENT_PIC_OBJ := $(patsubst %.c,$(BUILD)/pic/%.o,$(CLIENT_LIB_SRC))
 CLI_SRC        := client/cli.c client/dump.c client/format.c client/split.c
 CLI_OBJ        := $(call obj,$(CLI_SRC))
@@ -174,7 +176,7 @@ $(BUILD)/libsqlmux.a: $(CLIENT_PIC_OBJ)
 	$(AR) rcs $@ $(BUILD)/pic/libsqlmux-all.o
 
 $(BUILD)/libsqlmux.so.0: $(CLIENT_PIC_OBJ)
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libsqlmux.so.0 -o $@ $^ -lpthread
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libsqlmux.so.0 -o $@ $^ $(TLS_LIBS) -lpthread
 
 $(BUILD)/libsqlmux.so: $(BUILD)/libsqlmux.so.0
 	ln -sf libsqlmux.so.0 $@
@@ -188,7 +190,7 @@ $(BUILD)/sqlmux.pc: client/sqlmux.pc.in client/sqlmux.h
 	    -e 's|@INCLUDEDIR@|$${prefix}/include|' -e 's|@VERSION@|$(CLIENT_VERSION)|' $< > $@
 
 $(BUILD)/sqlmux: $(CLI_OBJ) $(BUILD)/libsqlmux.a $(BUILD)/proto/buf.o $(BUILD)/proto/codec.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(EDIT_LIBS) $(TLS_LIBS) -lpthread -lm
 
 # The README's example, linked against the shared library; it includes
 # <sqlmux.h> as an installed program would.
@@ -203,7 +205,7 @@ $(BUILD)/tests/test_client_split: $(BUILD)/tests/client/test_split.o $(BUILD)/cl
 # Driven by tests/integration/test_libsqlmux.py against a real daemon.
 $(BUILD)/tests/client/libtest: $(BUILD)/tests/client/libtest.o $(BUILD)/libsqlmux.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(TLS_LIBS) -lpthread -lm
 
 .PHONY: install install-client
 install: install-client

@@ -1160,10 +1160,13 @@ static void cli_interactive(struct cli *c)
     el_source(el, NULL);      /* ~/.editrc */
 
     if (!c->quiet)
-        printf("sqlmux %s, connected to %s%s%s\n"
+        printf("sqlmux %s, connected to %s%s%s%s%s%s\n"
                "Statements end with \";\". \".help\" lists the commands, \".quit\" leaves.\n",
                SQLMUX_VERSION, sqlmux_conn_url(c->conn), sqlmux_conn_user(c->conn) != NULL ? " as " : "",
-               sqlmux_conn_user(c->conn) != NULL ? sqlmux_conn_user(c->conn) : "");
+               sqlmux_conn_user(c->conn) != NULL ? sqlmux_conn_user(c->conn) : "",
+               sqlmux_conn_tls(c->conn) != NULL ? " (TLS: " : "",
+               sqlmux_conn_tls(c->conn) != NULL ? sqlmux_conn_tls(c->conn) : "",
+               sqlmux_conn_tls(c->conn) ? ")" : "");
     while (!c->stop) {
         int count = 0;
         cli_clear_interrupt();
@@ -1223,6 +1226,9 @@ static void cli_usage(FILE *out)
             "Connection (default $SQLMUX_URL, else " SQLMUX_DEFAULT_URL "):\n"
             "  URL                   sqlmux://[USER[:PASSWORD]@]HOST:PORT or\n"
             "                        unix:///PATH/TO/SOCKET[?user=USER&password=PASSWORD]\n"
+            "                        sqlmuxs://HOST:PORT for TLS (checks the certificate and\n"
+            "                        the host name; ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE,\n"
+            "                        ?tls=insecure skips the checks)\n"
             "                        (percent-encoded: %%40 for '@', %%3A for ':', %%20 for ' ')\n"
             "  -h, --host HOST       TCP host (port 7654 unless -p)\n"
             "  -p, --port PORT       TCP port (host 127.0.0.1 unless -h)\n"
@@ -1251,7 +1257,8 @@ static void cli_usage(FILE *out)
             "  -?, --help            this help;  -V, --version  the version\n"
             "\n"
             "Environment: SQLMUX_URL, SQLMUX_USER, SQLMUX_PASSWORD (safer than a password in\n"
-            "the URL, which other users may see in the process list), SQLMUX_HISTORY.\n"
+            "the URL, which other users may see in the process list), SQLMUX_HISTORY,\n"
+            "SQLMUX_TLS_CA, SQLMUX_TLS_CERT, SQLMUX_TLS_KEY.\n"
             "Exit status: 0 all succeeded, 1 a statement failed, 2 usage error or no\n"
             "connection (or it was lost, or the login was refused), 130 a script\n"
             "interrupted with Ctrl-C.\n");
@@ -1340,7 +1347,8 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "-h:p:s:c:f:v:t:u:WqV?", longopts, NULL)) != -1) {
         switch (opt) {
         case 1: /* a positional argument, in order */
-            if (strncmp(optarg, "sqlmux://", 9) == 0 || strncmp(optarg, "unix://", 7) == 0) {
+            if (strncmp(optarg, "sqlmux://", 9) == 0 || strncmp(optarg, "sqlmuxs://", 10) == 0 ||
+                strncmp(optarg, "unix://", 7) == 0) {
                 if (url != NULL) {
                     cli_note("more than one URL"); /* not shown: it may hold a password */
                     goto usage_quiet;

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/tls.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
@@ -63,6 +64,7 @@ enum {
 
 struct sqlmux_conn {
     int fd;                 /* -1 once broken or closed */
+    struct client_tls *tls; /* sqlmuxs://: all bytes go through it; NULL: plain */
     int timeout_ms;         /* per wait; <= 0: none */
     int cancel_fd;          /* -1: none */
     char *url;              /* as shown: any password is "***" */
@@ -403,8 +405,10 @@ static const char *conn_error_text(const sqlmux_conn *c)
 static void conn_write_some(sqlmux_conn *c)
 {
     while (c->out_done < c->out.len) {
-        ssize_t n =
-            send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = c->tls != NULL
+                        ? client_tls_send(c->tls, c->out.data + c->out_done, c->out.len - c->out_done)
+                        : send(c->fd, c->out.data + c->out_done, c->out.len - c->out_done,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_done += (size_t)n;
             continue;
@@ -436,7 +440,9 @@ static int conn_read_some(sqlmux_conn *c)
         return -1;
     }
     for (;;) {
-        ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, MSG_DONTWAIT);
+        ssize_t n = c->tls != NULL
+                        ? client_tls_recv(c->tls, c->in.data + c->in.len, c->in.cap - c->in.len - 1)
+                        : recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, MSG_DONTWAIT);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->in.data[c->in.len] = '\0';
@@ -466,6 +472,10 @@ static int conn_io(sqlmux_conn *c)
     nfds_t n = 1;
     bool want_write = c->out_done < c->out.len && !c->write_closed;
 
+    /* The TLS layer may hold bytes already read from the socket: poll()
+     * would not see them. */
+    if (c->tls != NULL && !c->eof && client_tls_pending(c->tls))
+        return conn_read_some(c);
     p[0].fd = c->fd;
     p[0].events = (short)((c->eof ? 0 : POLLIN) | (want_write ? POLLOUT : 0));
     p[0].revents = 0;
@@ -670,6 +680,7 @@ struct sqlmux_addr {
      * explicit_bzero() once used. */
     char user[SQLMUX_AUTH_MAX + 1];
     char password[SQLMUX_AUTH_MAX + 1];
+    struct client_tls_opts tls; /* sqlmuxs://, ?tls=, ?tls_ca=, ... */
 };
 
 static int hex_digit(char ch)
@@ -716,8 +727,26 @@ static int url_decode(const char *s, size_t n, char *out, bool is_password, cons
     return 0;
 }
 
-/* The query of a URL, "user=U&password=P" (either, in any order), into
- * a. 0, or -1 with *why set. */
+/* When q[0..n) is NAME=PATH (name "tls_ca=" ...): copy PATH, as written,
+ * into out (CLIENT_TLS_PATH_MAX bytes) and return true; *why is set when
+ * it is empty or too long. */
+static bool url_tls_path(const char *q, size_t n, const char *name, char *out, const char **why)
+{
+    size_t k = strlen(name);
+
+    if (n < k || strncmp(q, name, k) != 0)
+        return false;
+    *why = NULL;
+    if (n == k || n - k >= CLIENT_TLS_PATH_MAX)
+        *why =
+            n == k ? "empty tls_ca=, tls_cert= or tls_key=" : "tls_ca=, tls_cert= or tls_key= path too long";
+    else
+        memcpy(out, q + k, n - k), out[n - k] = '\0';
+    return true;
+}
+
+/* The query of a URL, "user=U&password=P" (either, in any order) and the
+ * tls options, into a. 0, or -1 with *why set. */
 static int url_query(const char *q, struct sqlmux_addr *a, const char **why)
 {
     while (*q != '\0') {
@@ -736,8 +765,26 @@ static int url_query(const char *q, struct sqlmux_addr *a, const char **why)
             }
             if (url_decode(q + 9, n - 9, a->password, true, why) < 0)
                 return -1;
+        } else if (n > 4 && strncmp(q, "tls=", 4) == 0) {
+            if (n == 7 && strncmp(q + 4, "off", 3) == 0)
+                a->tls.mode = CLIENT_TLS_OFF;
+            else if (n == 11 && strncmp(q + 4, "require", 7) == 0)
+                a->tls.mode = CLIENT_TLS_REQUIRE;
+            else if (n == 12 && strncmp(q + 4, "insecure", 8) == 0)
+                a->tls.mode = CLIENT_TLS_INSECURE;
+            else {
+                *why = "bad tls= (want tls=require, tls=insecure or tls=off)";
+                return -1;
+            }
+        } else if (url_tls_path(q, n, "tls_ca=", a->tls.ca, why) ||
+                   url_tls_path(q, n, "tls_cert=", a->tls.cert, why) ||
+                   url_tls_path(q, n, "tls_key=", a->tls.key, why)) {
+            if (*why != NULL)
+                return -1;
         } else if (n > 0) {
-            *why = "unknown URL parameter (want ?user=USER&password=PASSWORD, both not empty)";
+            *why =
+                "unknown URL parameter (want ?user=USER&password=PASSWORD, both not empty, or tls=, tls_ca=, "
+                "tls_cert=, tls_key=)";
             return -1;
         }
         q += n;
@@ -770,14 +817,25 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
         a->path[n] = '\0';
         if (path[n] == '?')
             query = path + n + 1;
-        return query != NULL ? url_query(query, a, why) : 0;
+        if (query != NULL && url_query(query, a, why) < 0)
+            return -1;
+        if (a->tls.mode != CLIENT_TLS_OFF) {
+            *why = "TLS is for TCP (sqlmuxs://HOST:PORT): the unix socket is plain text";
+            return -1;
+        }
+        return 0;
     }
-    if (strncmp(url, "sqlmux://", 9) != 0) {
-        *why = "unsupported URL (want sqlmux://HOST:PORT or unix:///PATH)";
+    const char *h, *end;
+    if (strncmp(url, "sqlmux://", 9) == 0) {
+        h = url + 9;
+    } else if (strncmp(url, "sqlmuxs://", 10) == 0) {
+        h = url + 10;
+        a->tls.mode = CLIENT_TLS_REQUIRE; /* ?tls=insecure may weaken it */
+    } else {
+        *why = "unsupported URL (want sqlmux://HOST:PORT, sqlmuxs://HOST:PORT or unix:///PATH)";
         return -1;
     }
     /* [USER[:PASSWORD]@]: up to the last '@' before the path or query. */
-    const char *h = url + 9, *end;
     size_t alen = strcspn(h, "/?");
     const char *at = NULL;
     for (size_t i = 0; i < alen; i++)
@@ -837,7 +895,13 @@ static int url_parse(const char *url, struct sqlmux_addr *a, const char **why)
         return -1;
     }
     snprintf(a->port, sizeof a->port, "%ld", port);
-    return query != NULL ? url_query(query, a, why) : 0;
+    if (query != NULL && url_query(query, a, why) < 0)
+        return -1;
+    if (a->tls.mode == CLIENT_TLS_OFF && (a->tls.ca[0] || a->tls.cert[0] || a->tls.key[0])) {
+        *why = "tls_ca=, tls_cert= and tls_key= need TLS (sqlmuxs:// or tls=require)";
+        return -1;
+    }
+    return 0;
 }
 
 /* url as it may be shown: the password of USER:PASSWORD@ and of
@@ -996,6 +1060,30 @@ static const char *env_nonempty(const char *name)
     return v != NULL && *v != '\0' ? v : NULL;
 }
 
+/* The TLS handshake on c's new socket, with the files the URL names, else
+ * $SQLMUX_TLS_CA, $SQLMUX_TLS_CERT and $SQLMUX_TLS_KEY. 0, or -1 with
+ * *msg set (malloc'd). */
+static int conn_start_tls(sqlmux_conn *c, struct sqlmux_addr *a, int timeout_ms, char **msg)
+{
+    static const char *const env[] = {"SQLMUX_TLS_CA", "SQLMUX_TLS_CERT", "SQLMUX_TLS_KEY"};
+    char *paths[] = {a->tls.ca, a->tls.cert, a->tls.key};
+    char *why = NULL;
+
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = env_nonempty(env[i]);
+        if (paths[i][0] == '\0' && v != NULL)
+            snprintf(paths[i], CLIENT_TLS_PATH_MAX, "%s", v);
+    }
+    c->tls =
+        client_tls_start(c->fd, a->host, &a->tls, timeout_ms > 0 ? sqlmux_now_ms() + timeout_ms : 0, &why);
+    if (c->tls == NULL) {
+        *msg = sqlmux_format("could not connect to %s: %s", c->url, why != NULL ? why : "out of memory");
+        free(why);
+        return -1;
+    }
+    return 0;
+}
+
 /* Why user and password cannot go in an .auth line, or NULL. The daemon
  * takes the password as the rest of the line with the blanks at either
  * end dropped. */
@@ -1074,6 +1162,8 @@ static sqlmux_conn *connect_impl(const char *url, const char *user, const char *
     c->timeout_ms = timeout_ms;
     c->fd = connect_addr(&a, c->url, timeout_ms, &msg);
     if (c->fd < 0)
+        goto fail;
+    if (a.tls.mode != CLIENT_TLS_OFF && conn_start_tls(c, &a, timeout_ms, &msg) < 0)
         goto fail;
     /* One round trip: the daemon greets a client it refuses with -ERR
      * (MAXCLIENTS, SHUTDOWN), and a peer that is not sqlmuxd shows here,
@@ -1186,7 +1276,9 @@ void sqlmux_close(sqlmux_conn *c)
      * reset as "the client is gone" and stops the running statement (and
      * rolls back), while a plain close only ends the client's input and
      * the daemon would still answer what was sent. */
-    if (c->fd >= 0 && (c->pending > 0 || c->stream != NULL))
+    bool reset = c->fd >= 0 && (c->pending > 0 || c->stream != NULL);
+    client_tls_free(c->tls, c->fd >= 0 && !reset);
+    if (reset)
         conn_abort_fd(c->fd);
     else if (c->fd >= 0)
         close(c->fd);
@@ -1217,6 +1309,11 @@ const char *sqlmux_conn_errmsg(const sqlmux_conn *c)
 const char *sqlmux_conn_url(const sqlmux_conn *c)
 {
     return c->url;
+}
+
+const char *sqlmux_conn_tls(const sqlmux_conn *c)
+{
+    return c->tls != NULL ? client_tls_describe(c->tls) : NULL;
 }
 
 const char *sqlmux_conn_user(const sqlmux_conn *c)

@@ -204,6 +204,11 @@ SQLMUX_API sqlmux_result *sqlmux_auth(sqlmux_conn *conn, const char *user, const
  * sqlmux_close(). */
 SQLMUX_API const char *sqlmux_conn_user(const sqlmux_conn *conn);
 
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and cipher) on a TLS
+ * connection (sqlmuxs://), NULL on a plain one. Valid until
+ * sqlmux_close(). */
+SQLMUX_API const char *sqlmux_conn_tls(const sqlmux_conn *conn);
+
 /* The user sqlmux_connect(url) would log in as: the URL's, else
  * $SQLMUX_USER (url NULL or "" as for sqlmux_connect), copied with
  * malloc() for the caller to free(); NULL when there is none, the URL is

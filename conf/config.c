@@ -63,6 +63,10 @@ enum config_type {
     CONFIG_T_DATA_PATH, /* char *, path relative to data_dir (resolved once
                            the whole file is read); "" = none (NULL) */
     CONFIG_T_ON_DAMAGE, /* enum snapshot_damage: fail or move */
+    /* enum tls_client_auth: off, optional or require */
+    CONFIG_T_CLIENT_AUTH,
+    /* int, CONFIG_TLS_* bits: "TLSv1.2 TLSv1.3" */
+    CONFIG_T_TLS_PROTOCOLS,
     CONFIG_T_STRING,    /* char *, as written; "" = none (NULL) */
 };
 
@@ -120,6 +124,14 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("login_timeout", CONFIG_T_INT, "60000", 0, 86400000, login_timeout_ms),
     SERVER_KEY("migrations", CONFIG_T_FOLDER, "", 0, 0, migrations),
     SERVER_KEY("migrate_on_start", CONFIG_T_BOOL, "off", 0, 0, migrate_on_start),
+    SERVER_KEY_RESTART("tls_listen", CONFIG_T_LISTEN, "", 0, 0, tls_listen_host),
+    SERVER_KEY("tls_cert_file", CONFIG_T_SCHEMA, "", 0, 0, tls_cert_file),
+    SERVER_KEY("tls_key_file", CONFIG_T_SCHEMA, "", 0, 0, tls_key_file),
+    SERVER_KEY("tls_ca_file", CONFIG_T_SCHEMA, "", 0, 0, tls_ca_file),
+    SERVER_KEY("tls_client_auth", CONFIG_T_CLIENT_AUTH, "off", 0, 0, tls_client_auth),
+    SERVER_KEY("tls_protocols", CONFIG_T_TLS_PROTOCOLS, "TLSv1.2 TLSv1.3", 0, 0, tls_protocols),
+    SERVER_KEY("tls_ciphers", CONFIG_T_STRING, "", 0, 0, tls_ciphers),
+    SERVER_KEY("require_tls", CONFIG_T_BOOL, "off", 0, 0, require_tls),
     BIND_KEY("schema", CONFIG_T_SCHEMA, "", 0, 0, schema),
     BIND_KEY("pool_size", CONFIG_T_INT, "4", 1, 64, pool_size),
     BIND_KEY("busy_timeout", CONFIG_T_INT, "5000", 0, 3600000, busy_timeout_ms),
@@ -190,6 +202,12 @@ static const char *const config_damage_names[] = {
     [SNAPSHOT_DAMAGE_MOVE] = "move",
 };
 
+static const char *const config_client_auth_names[] = {
+    [TLS_CLIENT_AUTH_OFF] = "off",
+    [TLS_CLIENT_AUTH_OPTIONAL] = "optional",
+    [TLS_CLIENT_AUTH_REQUIRE] = "require",
+};
+
 /* ------------------------------------------------------------------------
  * Parse state
  * ------------------------------------------------------------------------ */
@@ -229,6 +247,8 @@ struct config_user_section {
     char *password;
     int password_line, admin_line;
     bool admin;
+    char *cert_cn;
+    int cert_cn_line;
     struct config_grant *grants;
     size_t ngrants, grants_cap;
 };
@@ -523,21 +543,34 @@ static void config_format_number(enum config_type type, long long v, char *buf, 
         snprintf(buf, len, "%lld", v);
 }
 
-/* Parses "host:port" or "[v6]:port" (or "" = no listener) into cfg. */
-static bool config_set_listen(struct config_parse *st, struct config *cfg, const char *value, int line)
+/* The port field that goes with a CONFIG_T_LISTEN key's host field. */
+static int *config_listen_port(const struct config_key *key, const void *base)
+{
+    const struct config *cfg = base;
+    return (int *)(key->offset == offsetof(struct config, tls_listen_host) ? &cfg->tls_listen_port
+                                                                           : &cfg->listen_port);
+}
+
+/* Parses "host:port" or "[v6]:port" (or "" = no listener) into the host
+ * and port fields of `key` (listen, tls_listen) in cfg. */
+static bool config_set_listen(struct config_parse *st, const struct config_key *key, struct config *cfg,
+                              const char *value, int line)
 {
     const char *host, *port;
+    const char *kname = key->name;
+    char **hostp = (char **)(void *)((char *)cfg + key->offset);
+    int *portp = config_listen_port(key, cfg);
     size_t hostlen;
     if (*value == '\0') {
-        free(cfg->listen_host);
-        cfg->listen_host = NULL;
-        cfg->listen_port = 0;
+        free(*hostp);
+        *hostp = NULL;
+        *portp = 0;
         return true;
     }
     if (*value == '[') {
         const char *close = strchr(value, ']');
         if (close == NULL) {
-            config_fail(st, line, "listen: missing ']' after the IPv6 address");
+            config_fail(st, line, "%s: missing ']' after the IPv6 address", kname);
             return false;
         }
         host = value + 1;
@@ -551,18 +584,18 @@ static bool config_set_listen(struct config_parse *st, struct config *cfg, const
         memcpy(addr, host, alen);
         addr[alen] = '\0';
         if (hostlen == 0 || inet_pton(AF_INET6, addr, &a6) != 1) {
-            config_fail(st, line, "listen: '%.*s' is not an IPv6 address", (int)hostlen, host);
+            config_fail(st, line, "%s: '%.*s' is not an IPv6 address", kname, (int)hostlen, host);
             return false;
         }
         if (close[1] != ':') {
-            config_fail(st, line, "listen: expected [address]:port, e.g. [::1]:7654");
+            config_fail(st, line, "%s: expected [address]:port, e.g. [::1]:7654", kname);
             return false;
         }
         port = close + 2;
     } else {
         const char *colon = strrchr(value, ':');
         if (colon == NULL) {
-            config_fail(st, line, "listen: expected host:port, e.g. 127.0.0.1:7654 or [::1]:7654");
+            config_fail(st, line, "%s: expected host:port, e.g. 127.0.0.1:7654 or [::1]:7654", kname);
             return false;
         }
         host = value;
@@ -570,25 +603,26 @@ static bool config_set_listen(struct config_parse *st, struct config *cfg, const
         port = colon + 1;
         if (hostlen == 0) {
             config_fail(st, line,
-                        "listen: missing host (0.0.0.0:PORT or [::]:PORT listen on "
-                        "every interface)");
+                        "%s: missing host (0.0.0.0:PORT or [::]:PORT listen on "
+                        "every interface)",
+                        kname);
             return false;
         }
         for (size_t i = 0; i < hostlen; i++) {
             unsigned char c = (unsigned char)host[i];
             if (c == ':') {
-                config_fail(st, line, "listen: put an IPv6 address in brackets, e.g. [::1]:7654");
+                config_fail(st, line, "%s: put an IPv6 address in brackets, e.g. [::1]:7654", kname);
                 return false;
             }
             if (!isalnum(c) && c != '.' && c != '-' && c != '_') {
-                config_fail(st, line, "listen: bad host '%.*s'", (int)hostlen, host);
+                config_fail(st, line, "%s: bad host '%.*s'", kname, (int)hostlen, host);
                 return false;
             }
         }
     }
     int p;
     if (!config_parse_port(port, strlen(port), &p)) {
-        config_fail(st, line, "listen: bad port '%s' (1..65535)", port);
+        config_fail(st, line, "%s: bad port '%s' (1..65535)", kname, port);
         return false;
     }
     char *h = config_strndup(host, hostlen);
@@ -596,26 +630,26 @@ static bool config_set_listen(struct config_parse *st, struct config *cfg, const
         config_oom(st);
         return false;
     }
-    free(cfg->listen_host);
-    cfg->listen_host = h;
-    cfg->listen_port = p;
+    free(*hostp);
+    *hostp = h;
+    *portp = p;
     return true;
 }
 
 /* Checks that the schema file can be opened for reading now, so a typo is
  * a config error rather than a start-up failure later. */
-static bool config_check_readable(struct config_parse *st, const char *path, int line)
+static bool config_check_readable(struct config_parse *st, const char *name, const char *path, int line)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        config_fail(st, line, "schema: cannot read %s: %s", path, strerror(errno));
+        config_fail(st, line, "%s: cannot read %s: %s", name, path, strerror(errno));
         return false;
     }
     struct stat sb;
     bool ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode);
     close(fd);
     if (!ok)
-        config_fail(st, line, "schema: %s is not a regular file", path);
+        config_fail(st, line, "%s: %s is not a regular file", name, path);
     return ok;
 }
 
@@ -633,6 +667,25 @@ static bool config_check_folder(struct config_parse *st, const struct config_key
         return false;
     }
     return true;
+}
+
+/* Sets an enum field to the index of value among names[0..n) (any case);
+ * otherwise records "key: 'value' is not one of a, b, c" and returns
+ * false. */
+static bool config_set_enum(struct config_parse *st, const struct config_key *key, int *field,
+                            const char *const *names, size_t n, const char *value, int line)
+{
+    char list[128] = "";
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(value, names[i]) == 0) {
+            *field = (int)i;
+            return true;
+        }
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+    }
+    config_fail(st, line, "%s: '%s' is not one of %s", key->name, value, list);
+    return false;
 }
 
 /* Sets the field of `key` in `base` (a struct config or struct bind_conf,
@@ -695,24 +748,12 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
     }
 
     case CONFIG_T_LOG_LEVEL:
-        for (size_t i = 0; i < sizeof config_level_names / sizeof config_level_names[0]; i++) {
-            if (strcasecmp(value, config_level_names[i]) == 0) {
-                *(enum log_level *)(void *)field = (enum log_level)i;
-                return true;
-            }
-        }
-        config_fail(st, line, "%s: '%s' is not one of error, warn, info, debug", key->name, value);
-        return false;
+        return config_set_enum(st, key, (int *)(void *)field, config_level_names,
+                               sizeof config_level_names / sizeof config_level_names[0], value, line);
 
     case CONFIG_T_ON_DAMAGE:
-        for (size_t i = 0; i < sizeof config_damage_names / sizeof config_damage_names[0]; i++) {
-            if (strcasecmp(value, config_damage_names[i]) == 0) {
-                *(enum snapshot_damage *)(void *)field = (enum snapshot_damage)i;
-                return true;
-            }
-        }
-        config_fail(st, line, "%s: '%s' is not one of fail, move", key->name, value);
-        return false;
+        return config_set_enum(st, key, (int *)(void *)field, config_damage_names,
+                               sizeof config_damage_names / sizeof config_damage_names[0], value, line);
 
     case CONFIG_T_STRING:
     case CONFIG_T_DATA_PATH: {
@@ -729,7 +770,36 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
         return true;
     }
 
-    case CONFIG_T_LISTEN: return config_set_listen(st, base, value, line);
+    case CONFIG_T_LISTEN: return config_set_listen(st, key, base, value, line);
+
+    case CONFIG_T_CLIENT_AUTH:
+        return config_set_enum(st, key, (int *)(void *)field, config_client_auth_names,
+                               sizeof config_client_auth_names / sizeof config_client_auth_names[0], value,
+                               line);
+
+    case CONFIG_T_TLS_PROTOCOLS: {
+        int bits = 0;
+        for (const char *w = value; *w != '\0';) {
+            size_t n = strcspn(w, " \t,");
+            if (n == 7 && strncasecmp(w, "TLSv1.2", 7) == 0)
+                bits |= CONFIG_TLS_1_2;
+            else if (n == 7 && strncasecmp(w, "TLSv1.3", 7) == 0)
+                bits |= CONFIG_TLS_1_3;
+            else if (n > 0) {
+                config_fail(st, line, "%s: '%.*s' is not TLSv1.2 or TLSv1.3 (older versions are not offered)",
+                            key->name, (int)n, w);
+                return false;
+            }
+            w += n;
+            w += strspn(w, " \t,");
+        }
+        if (bits == 0) {
+            config_fail(st, line, "%s: name TLSv1.2, TLSv1.3 or both", key->name);
+            return false;
+        }
+        *(int *)(void *)field = bits;
+        return true;
+    }
 
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
@@ -750,7 +820,8 @@ static bool config_key_set(struct config_parse *st, const struct config_key *key
             free(path);
             return false;
         }
-        if (path != NULL && key->type == CONFIG_T_SCHEMA && !config_check_readable(st, path, line)) {
+        if (path != NULL && key->type == CONFIG_T_SCHEMA &&
+            !config_check_readable(st, key->name, path, line)) {
             free(path);
             return false;
         }
@@ -810,11 +881,23 @@ static char *config_key_format(const struct config_key *key, const void *base)
                                      ? config_damage_names[d] : "?");
     }
     case CONFIG_T_LISTEN: {
-        const struct config *cfg = base;
-        if (cfg->listen_host == NULL)
+        const char *host = *(char *const *)(const void *)field;
+        if (host == NULL)
             return config_strf("%s", "");
-        bool v6 = strchr(cfg->listen_host, ':') != NULL;
-        return config_strf("%s%s%s:%d", v6 ? "[" : "", cfg->listen_host, v6 ? "]" : "", cfg->listen_port);
+        bool v6 = strchr(host, ':') != NULL;
+        return config_strf("%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", *config_listen_port(key, base));
+    }
+    case CONFIG_T_CLIENT_AUTH: {
+        unsigned a = (unsigned)*(const enum tls_client_auth *)(const void *)field;
+        return config_strf("%s", a < sizeof config_client_auth_names / sizeof config_client_auth_names[0]
+                                     ? config_client_auth_names[a]
+                                     : "?");
+    }
+    case CONFIG_T_TLS_PROTOCOLS: {
+        int bits = *(const int *)(const void *)field;
+        return config_strf("%s%s%s", bits & CONFIG_TLS_1_2 ? "TLSv1.2" : "",
+                           bits == (CONFIG_TLS_1_2 | CONFIG_TLS_1_3) ? " " : "",
+                           bits & CONFIG_TLS_1_3 ? "TLSv1.3" : "");
     }
     case CONFIG_T_SOCKET:
     case CONFIG_T_DIR:
@@ -1419,6 +1502,30 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
         us->admin_line = st->lineno;
         return true;
     }
+    if (strcmp(name, "cert_cn") == 0) {
+        if (us->cert_cn != NULL) {
+            config_fail(st, st->lineno, "duplicate key 'cert_cn' in [user.%s] (first set on line %d)",
+                        us->name, us->cert_cn_line);
+            return false;
+        }
+        if (*value == '\0') {
+            config_fail(st, st->lineno, "cert_cn: empty (the common name of the client certificate)");
+            return false;
+        }
+        for (size_t i = 0; i < st->nuser_sections; i++) {
+            const struct config_user_section *o = &st->user_sections[i];
+            if (o != us && o->cert_cn != NULL && strcmp(o->cert_cn, value) == 0) {
+                config_fail(st, st->lineno, "cert_cn = %s is also the cert_cn of [user.%s] (line %d)", value,
+                            o->name, o->cert_cn_line);
+                return false;
+            }
+        }
+        us->cert_cn = config_strf("%s", value);
+        us->cert_cn_line = st->lineno;
+        if (us->cert_cn == NULL)
+            config_oom(st);
+        return us->cert_cn != NULL;
+    }
     if (strncmp(name, "grant.", 6) == 0) {
         const char *bind = name + 6;
         size_t level;
@@ -1456,7 +1563,8 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
         us->ngrants++;
         return true;
     }
-    config_fail(st, st->lineno, "unknown key '%s' in [user.%s] (password, admin, grant.BIND or grant.*)", name,
+    config_fail(st, st->lineno,
+                "unknown key '%s' in [user.%s] (password, admin, cert_cn, grant.BIND or grant.*)", name,
                 us->name);
     return false;
 }
@@ -1485,8 +1593,12 @@ static bool config_finish_users(struct config_parse *st)
         u->password = us->password;
         us->password = NULL;
         u->admin = us->admin;
-        if (u->password == NULL) {
-            config_fail(st, us->line, "[user.%s] has no password (password = a hash from `sqlmuxd passwd`)",
+        u->cert_cn = us->cert_cn;
+        us->cert_cn = NULL;
+        if (u->password == NULL && u->cert_cn == NULL) {
+            config_fail(st, us->line,
+                        "[user.%s] has no password (password = a hash from `sqlmuxd passwd`, or cert_cn = a "
+                        "client certificate's name)",
                         u->name);
             return false;
         }
@@ -1712,6 +1824,64 @@ __attribute__((format(printf, 3, 4))) static void config_late(struct config_late
     va_end(ap);
 }
 
+/* The line that set the [server] key `name`, or 1 when it was not set. */
+static int config_server_line(const struct config_parse *st, const char *name)
+{
+    for (size_t i = 0; i < CONFIG_NKEYS; i++)
+        if (config_keys[i].scope == CONFIG_SERVER && strcmp(config_keys[i].name, name) == 0)
+            return st->server_seen[i] ? st->server_seen[i] : 1;
+    return 1;
+}
+
+/* The TLS keys agree with each other and with the listeners and users
+ * (whether the files hold a usable certificate and key is checked by
+ * daemon/tls.c, at start, --check-config and reload). */
+static bool config_finish_tls(struct config_parse *st)
+{
+    struct config *cfg = st->cfg;
+    bool tls = cfg->tls_listen_host != NULL;
+
+    if (tls && (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)) {
+        config_fail(st, config_server_line(st, "tls_listen"),
+                    "tls_listen = %s needs tls_cert_file and tls_key_file (the server's certificate and key)",
+                    cfg->tls_listen_host);
+        return false;
+    }
+    if (tls && cfg->tls_client_auth != TLS_CLIENT_AUTH_OFF && cfg->tls_ca_file == NULL) {
+        config_fail(st, config_server_line(st, "tls_client_auth"),
+                    "tls_client_auth = %s needs tls_ca_file (the CAs that sign client certificates)",
+                    config_client_auth_names[cfg->tls_client_auth]);
+        return false;
+    }
+    if (cfg->require_tls && !tls) {
+        config_fail(st, config_server_line(st, "require_tls"),
+                    "require_tls = on needs tls_listen: remote clients would have no way in");
+        return false;
+    }
+    if (cfg->protected_mode && cfg->nusers == 0 && tls && !config_is_loopback(cfg->tls_listen_host) &&
+        cfg->tls_client_auth != TLS_CLIENT_AUTH_REQUIRE) {
+        config_fail(
+            st, config_server_line(st, "tls_listen"),
+            "tls_listen = %s: protected mode: no [user.NAME] is configured and tls_client_auth is not "
+            "require, so anyone who reaches the port could use every bind. Add users, require client "
+            "certificates, listen on loopback, or set protected_mode = off",
+            cfg->tls_listen_host);
+        return false;
+    }
+    if (cfg->nusers > 0 && !cfg->require_tls && cfg->listen_host != NULL &&
+        !config_is_loopback(cfg->listen_host))
+        config_warn(
+            st, config_server_line(st, "listen"),
+            "listen = %s is not a loopback address and is not encrypted: .auth passwords and every row "
+            "cross the network in the clear; serve remote clients on tls_listen (and set require_tls = on)",
+            cfg->listen_host);
+    for (size_t i = 0; i < cfg->nusers; i++)
+        if (cfg->users[i].cert_cn != NULL && !tls)
+            config_warn(st, cfg->users[i].line, "[user.%s] cert_cn has no effect without tls_listen",
+                        cfg->users[i].name);
+    return true;
+}
+
 /* Checks what needs the whole file (binds named by [tables] and
  * [bind.NAME] exist, a default bind exists), moves "default" to index 0,
  * resolves table rules to bind indexes and SQLite paths against data_dir,
@@ -1845,6 +2015,8 @@ static bool config_finish(struct config_parse *st)
                     cfg->listen_host);
         return false;
     }
+    if (!config_finish_tls(st))
+        return false;
     return !st->failed;
 }
 
@@ -1973,6 +2145,7 @@ done:
         struct config_user_section *us = &st.user_sections[i];
         free(us->name);
         free(us->password);
+        free(us->cert_cn);
         for (size_t g = 0; g < us->ngrants; g++)
             free(us->grants[g].bind);
         free(us->grants);
@@ -2008,6 +2181,7 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->nusers; i++) {
         free(cfg->users[i].name);
         free(cfg->users[i].password);
+        free(cfg->users[i].cert_cn);
         free(cfg->users[i].grants);
     }
     free(cfg->users);
@@ -2254,6 +2428,8 @@ void config_print(const struct config *cfg, FILE *out)
     for (size_t i = 0; i < cfg->nusers; i++) {
         const struct user_conf *u = &cfg->users[i];
         fprintf(out, "user %s: %s\n", u->name, u->admin ? "admin" : "not admin");
+        if (u->cert_cn != NULL)
+            fprintf(out, "user %s cert_cn = %s\n", u->name, u->cert_cn);
         for (size_t b = 0; b < cfg->nbinds; b++)
             fprintf(out, "user %s grant %s = %s\n", u->name, cfg->binds[b].name, config_grant_name(u->grants[b]));
     }

@@ -17,6 +17,17 @@ enum bind_type {
     BIND_POSTGRES,
 };
 
+/* Whether TLS clients must show a certificate (tls_client_auth). */
+enum tls_client_auth {
+    TLS_CLIENT_AUTH_OFF,      /* none is asked for */
+    TLS_CLIENT_AUTH_OPTIONAL, /* asked for; one that is shown must verify */
+    TLS_CLIENT_AUTH_REQUIRE,  /* a client without a valid one is refused */
+};
+
+/* TLS versions of tls_protocols (bit mask). */
+#define CONFIG_TLS_1_2 1
+#define CONFIG_TLS_1_3 2
+
 /* What start-up does with a snapshot file that fails its checks. */
 enum snapshot_damage {
     SNAPSHOT_DAMAGE_FAIL,   /* stop with an error naming the file */
@@ -73,6 +84,9 @@ struct user_conf {
     char *password;         /* a crypt(3) hash ("$y$...", "$2b$...", ...) */
     bool admin;             /* may run the admin commands (.stats, .reload, ...) */
     enum grant *grants;     /* grants[i]: access to binds[i] */
+    char *cert_cn;          /* a TLS client whose verified certificate has
+                               this common name is logged in as the user;
+                               NULL: none */
     int line;               /* line of its [user.NAME] header */
 };
 
@@ -106,6 +120,17 @@ struct config {
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */
+
+    /* TLS (daemon/tls.c). The files are absolute paths, NULL when unset. */
+    char *tls_listen_host; /* NULL: no TLS listener */
+    int tls_listen_port;
+    char *tls_cert_file; /* PEM chain of the server's certificate */
+    char *tls_key_file;  /* its private key */
+    char *tls_ca_file;   /* CAs that sign client certificates */
+    enum tls_client_auth tls_client_auth;
+    int tls_protocols; /* CONFIG_TLS_* bits */
+    char *tls_ciphers; /* OpenSSL cipher list (TLS 1.2), or NULL: OpenSSL's */
+    bool require_tls;  /* refuse .auth and SQL on plain TCP from non-loopback peers */
 
     /* [binds]; binds[0] is always "default". */
     struct bind_conf *binds;

@@ -16,6 +16,7 @@
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/snapshot.h"
+#include "daemon/tls.h"
 
 /* Who may run a command when the configuration has users (without users,
  * everyone may run everything). */
@@ -433,7 +434,7 @@ static void cmd_clients(struct session *s, const char *args)
 {
     static const char *const cols[] = {"id", "INTEGER", "peer", "", "state", "", "bind", "", "in_txn", "",
                                        "statements", "INTEGER", "connected_ms", "INTEGER", "statement_ms", "INTEGER",
-                                       "user", "", NULL};
+                                       "user", "", "tls", "", "tls_subject", "", NULL};
     const struct server *srv = s->srv;
     uint64_t now_ms = uv_now(srv->loop), now_ns = uv_hrtime();
     size_t n = 0;
@@ -449,8 +450,10 @@ static void cmd_clients(struct session *s, const char *args)
         if (c->job != NULL)
             snprintf(age, sizeof age, "%llu", (unsigned long long)((now_ns - c->job->started_ns) / 1000000));
         const char *row[] = {id, c->peer, session_state_name(c->state), b->conf->name, c->in_txn ? "yes" : "no",
-                             stmts, conn, c->job != NULL ? age : NULL, c->user != NULL ? c->user->name : NULL};
-        session_reply_row(s, row, 9);
+                             stmts, conn, c->job != NULL ? age : NULL, c->user != NULL ? c->user->name : NULL,
+                             c->tls != NULL ? tls_conn_describe(c->tls) : NULL,
+                             c->tls != NULL ? tls_conn_subject(c->tls) : NULL};
+        session_reply_row(s, row, 11);
     }
     reply_rows_done(s, n);
 }
@@ -530,7 +533,7 @@ static const struct command commands[] = {
     {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it", cmd_use, CMD_USER},
     {"quit", "", "close the connection", cmd_quit, CMD_ANYONE},
     {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)", cmd_stats, CMD_ADMIN},
-    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages, user", cmd_clients, CMD_ADMIN},
+    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages, user, TLS", cmd_clients, CMD_ADMIN},
     {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version, CMD_USER},
     {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload, CMD_ADMIN},
     {"migrations", "[BIND]", "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at", cmd_migrations, CMD_ADMIN},

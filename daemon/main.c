@@ -17,6 +17,7 @@
 #include "daemon/migrate.h"
 #include "daemon/passwd_cli.h"
 #include "daemon/server.h"
+#include "daemon/tls.h"
 
 static void usage(FILE *f)
 {
@@ -70,6 +71,17 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < cfg->nwarnings; i++)
         fprintf(stderr, "%s\n", cfg->warnings[i]);
+    if (check && cfg->tls_listen_host != NULL) {
+        /* The certificate, key and CAs must load, not only be readable. */
+        struct tls_server *tls = NULL;
+        if (tls_server_new(cfg, &tls, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s\n", cfg->path, err);
+            config_free(cfg);
+            return 1;
+        }
+        printf("tls: %s\n", tls_server_describe(tls));
+        tls_server_free(tls);
+    }
     if (check) {
         config_print(cfg, stdout);
         printf("configuration ok\n");

@@ -37,6 +37,7 @@
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/session.h"
+#include "daemon/tls.h"
 
 /* ---- Backend events -------------------------------------------------- */
 
@@ -194,7 +195,8 @@ static void on_connection(uv_stream_t *listener, int status)
         log_warn("accept: %s", uv_strerror(status));
         return;
     }
-    session_accept(srv, listener);
+    /* The handle is the first member of its struct listener. */
+    session_accept(srv, listener, ((struct listener *)listener)->tls ? srv->tls : NULL);
     service_status(srv);
 }
 
@@ -216,30 +218,36 @@ static struct listener *listener_new(struct server *srv, bool is_unix)
     return l;
 }
 
-static int listen_tcp(struct server *srv)
+/* Listen on host:port; tls: its clients speak TLS. 0, or -1 after logging
+ * why. */
+static int listen_tcp(struct server *srv, const char *host, int port, bool tls)
 {
-    const struct config *cfg = srv->cfg;
     struct sockaddr_storage addr;
     struct listener *l;
     int rc;
 
-    if (strchr(cfg->listen_host, ':') != NULL)
-        rc = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr);
+    if (strchr(host, ':') != NULL)
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
     else
-        rc = uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr);
+        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
     if (rc != 0) {
-        log_error("listen %s:%d: not an IP address", cfg->listen_host, cfg->listen_port);
+        log_error("listen %s:%d: not an IP address", host, port);
         return -1;
     }
     l = listener_new(srv, false);
+    if (l == NULL) {
+        log_error("listen %s:%d: more than %d listeners", host, port, SERVER_MAX_LISTENERS);
+        return -1;
+    }
+    l->tls = tls;
     rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen(&l->h.stream, 511, on_connection);
     if (rc != 0) {
-        log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(rc));
+        log_error("listen %s:%d: %s", host, port, uv_strerror(rc));
         return -1;
     }
-    log_info("listening on %s:%d", cfg->listen_host, cfg->listen_port);
+    log_info("listening on %s:%d%s", host, port, tls ? " (TLS)" : "");
     return 0;
 }
 
@@ -390,13 +398,23 @@ static void on_idle_sweep(uv_timer_t *t)
     uint64_t limit = (uint64_t)srv->cfg->client_idle_timeout_ms;
     uint64_t txn_limit = (uint64_t)srv->cfg->idle_transaction_timeout_ms;
     uint64_t login = srv->cfg->nusers > 0 ? (uint64_t)srv->cfg->login_timeout_ms : 0;
+    /* A TLS handshake must finish within login_timeout, users or not. */
+    uint64_t handshake = srv->tls != NULL ? (uint64_t)srv->cfg->login_timeout_ms : 0;
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if ((limit == 0 && login == 0 && txn_limit == 0) || srv->stopping)
+    if ((limit == 0 && login == 0 && txn_limit == 0 && handshake == 0) || srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
+        if (handshake > 0 && s->tls != NULL && !tls_conn_ready(s->tls) && s->state == SESS_IDLE &&
+            now - s->connected_at >= handshake) {
+            /* No way to send it an -ERR: the handshake is not done. */
+            log_info("c%llu: TLS handshake not done within login_timeout (%llu ms): closing",
+                     (unsigned long long)s->id, (unsigned long long)handshake);
+            session_close(s, true);
+            continue;
+        }
         if (login > 0 && s->user == NULL && s->state == SESS_IDLE && now - s->unauth_since >= login) {
             /* Connections that never log in would hold max_clients slots. */
             log_info("c%llu: not logged in within %llu ms: closing", (unsigned long long)s->id,
@@ -596,9 +614,20 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     if (activated < 0)
         return -1;
     if (activated == 0) {
-        if (cfg->listen_host != NULL && listen_tcp(srv) != 0)
+        if (cfg->listen_host != NULL && listen_tcp(srv, cfg->listen_host, cfg->listen_port, false) != 0)
             return -1;
         if (cfg->unix_socket != NULL && listen_unix(srv) != 0)
+            return -1;
+    }
+    /* Bound here even under socket activation: systemd cannot tell which
+     * of its sockets would speak TLS. */
+    if (cfg->tls_listen_host != NULL) {
+        if (tls_server_new(cfg, &srv->tls, err, sizeof err) != 0) {
+            log_error("%s", err);
+            return -1;
+        }
+        log_info("TLS: %s", tls_server_describe(srv->tls));
+        if (listen_tcp(srv, cfg->tls_listen_host, cfg->tls_listen_port, true) != 0)
             return -1;
     }
     if (srv->nlisteners == 0) {
@@ -634,6 +663,8 @@ void server_free(struct server *srv)
     for (size_t i = 0; i < srv->nlisteners; i++)
         free(srv->listeners[i].path);
     routecache_free(srv->routes);
+    tls_server_free(srv->tls);
+    srv->tls = NULL;
     free(srv->binds);
     pthread_mutex_destroy(&srv->ev_lock);
     if (srv->cfgref != NULL)
@@ -659,6 +690,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     struct confref *ref = NULL;
     struct routecache *routes = NULL;
     struct bind **binds = NULL, **old;
+    struct tls_server *tls = NULL;
     size_t nnew = 0, nold;
     char why[1024], changed[512];
     char added[512] = "", removed[512] = "", replaced[512] = "";
@@ -685,6 +717,12 @@ int server_reload(struct server *srv, char *err, size_t errlen)
                  n > 1 ? "" : "s");
     if (fs_mkdir_p(next->data_dir) != 0) {
         snprintf(why, sizeof why, "data_dir %s: cannot create: %s", next->data_dir, strerror(errno));
+        config_free(next);
+        goto refuse;
+    }
+    /* A new TLS context (certificate, key, CAs, ...) for new clients;
+     * connected ones keep theirs. A bad one refuses the whole reload. */
+    if (srv->tls != NULL && tls_server_new(next, &tls, why, sizeof why) != 0) {
         config_free(next);
         goto refuse;
     }
@@ -738,6 +776,11 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     srv->cfg = next;
     routecache_free(srv->routes);
     srv->routes = routes;
+    if (tls != NULL) {
+        tls_server_free(srv->tls);
+        srv->tls = tls;
+        log_info("TLS: %s", tls_server_describe(tls));
+    }
     log_set_level(next->log_level);
     for (struct session *s = srv->sessions; s != NULL; s = s->next)
         session_config_changed(s);
@@ -764,6 +807,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     return 0;
 
 undo:
+    tls_server_free(tls);
     for (size_t i = 0; i < nnew; i++)
         server_bind_drop(binds[i]);
     free(binds);

@@ -24,6 +24,7 @@
 
 struct session;
 struct routecache;
+struct tls_server;
 
 /* A loaded configuration and the number of holders pointing into it: the
  * server while it is current, each bind opened from it, each job. Loop
@@ -41,6 +42,7 @@ struct listener {
         uv_pipe_t pipe;
     } h;
     bool open;  /* h is initialized (close it) */
+    bool tls;   /* tls_listen: its clients speak TLS (srv->tls) */
     char *path; /* a unix socket file this daemon made (removed at stop), or NULL */
 };
 
@@ -88,6 +90,7 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
+    struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */

@@ -26,6 +26,7 @@
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/server.h"
+#include "daemon/tls.h"
 
 #define READ_CHUNK (64 * 1024)
 
@@ -33,6 +34,7 @@ struct write_req {
     uv_write_t req;
     struct session *s;
     struct job *job;           /* acknowledged when written, or NULL */
+    size_t ack;                /* bytes to acknowledge then (of its plaintext) */
     struct buf data;
 };
 
@@ -80,7 +82,7 @@ static void on_write(uv_write_t *req, int status)
     struct session *s = wr->s;
 
     if (wr->job != NULL) {
-        job_ack(wr->job, wr->data.len);
+        job_ack(wr->job, wr->ack);
         job_unref(wr->job);
     }
     buf_free(&wr->data);
@@ -95,9 +97,10 @@ static void on_write(uv_write_t *req, int status)
         session_pump(s);
 }
 
-/* Write data (taking its memory) after everything already queued. When
- * job is given, it is acknowledged n bytes as they are written. */
-static void session_write(struct session *s, struct buf *data, struct job *job)
+/* Write data (taking its memory) to the socket after everything already
+ * queued. When job is given, it is acknowledged `ack` bytes (data's
+ * plaintext) as data is written. */
+static void session_write_raw(struct session *s, struct buf *data, struct job *job, size_t ack)
 {
     struct write_req *wr;
     size_t done = 0;
@@ -106,7 +109,7 @@ static void session_write(struct session *s, struct buf *data, struct job *job)
 
     if (data->len == 0 || s->closed_handle) {
         if (job != NULL)
-            job_ack(job, data->len);
+            job_ack(job, ack);
         buf_free(data);
         return;
     }
@@ -117,22 +120,28 @@ static void session_write(struct session *s, struct buf *data, struct job *job)
             done = (size_t)rc;
         else if (rc < 0 && rc != UV_EAGAIN) {
             if (job != NULL)
-                job_ack(job, data->len);
+                job_ack(job, ack);
             buf_free(data);
             session_close(s, true);
             return;
         }
     }
-    if (job != NULL && done > 0)
-        job_ack(job, done);
+    if (job != NULL && done > 0) {
+        /* TLS adds a little to every record: count what was written
+         * against the plaintext, the rest when the write completes. */
+        job_ack(job, done < ack ? done : ack);
+        ack -= done < ack ? done : ack;
+    }
     if (done == data->len) {
+        if (job != NULL && ack > 0)
+            job_ack(job, ack);
         buf_free(data);
         return;
     }
     wr = malloc(sizeof *wr);
     if (wr == NULL) {
         if (job != NULL)
-            job_ack(job, data->len - done);
+            job_ack(job, ack);
         buf_free(data);
         session_close(s, true);   /* a torn response: the client cannot go on */
         return;
@@ -141,6 +150,7 @@ static void session_write(struct session *s, struct buf *data, struct job *job)
         buf_consume(data, done);
     wr->s = s;
     wr->job = job;
+    wr->ack = ack;
     wr->data = *data;
     *data = (struct buf)BUF_INIT;
     if (job != NULL)
@@ -149,13 +159,30 @@ static void session_write(struct session *s, struct buf *data, struct job *job)
     rc = uv_write(&wr->req, &s->h.stream, &ub, 1, on_write);
     if (rc < 0) {
         if (job != NULL) {
-            job_ack(job, wr->data.len);
+            job_ack(job, ack);
             job_unref(job);
         }
         buf_free(&wr->data);
         free(wr);
         session_close(s, true);
     }
+}
+
+/* Write data (taking its memory) after everything already queued,
+ * encrypted first on a TLS connection. When job is given, it is
+ * acknowledged data's length as it is written. */
+static void session_write(struct session *s, struct buf *data, struct job *job)
+{
+    size_t plain = data->len;
+
+    if (s->tls != NULL && !s->closed_handle && tls_conn_encrypt(s->tls, data) != 0) {
+        if (job != NULL)
+            job_ack(job, plain);
+        buf_free(data);
+        session_close(s, true);
+        return;
+    }
+    session_write_raw(s, data, job, plain);
 }
 
 static void session_flush(struct session *s)
@@ -394,6 +421,11 @@ struct session_auth {
     char password[AUTH_MAX_FIELD + 1];
 };
 
+bool session_tls_required(const struct session *s)
+{
+    return s->plain_remote && s->srv->cfg->require_tls;
+}
+
 bool session_authenticated(const struct session *s)
 {
     return s->srv->cfg->nusers == 0 || s->user != NULL;
@@ -487,6 +519,12 @@ void session_auth(struct session *s, const char *user, const char *password)
 {
     struct session_auth *a;
 
+    if (session_tls_required(s)) {
+        session_reply_error(s, "TLSREQUIRED",
+                            "require_tls is on: remote clients log in over TLS only "
+                            "(the tls_listen port); this password crossed the network in the clear");
+        return;
+    }
     if (s->srv->cfg->nusers == 0) {
         session_reply_error(s, "AUTH", "authentication is off: the configuration has no [user.NAME] sections");
         return;
@@ -861,6 +899,11 @@ static bool session_advance(struct session *s)
             commands_dispatch(s, p.req.text, p.req.len);
             explicit_bzero(p.req.text, p.req.len);   /* may hold a password (.auth) */
             codec_request_free(&p.req);
+        } else if (session_tls_required(s)) {
+            session_reply_error(s, "TLSREQUIRED",
+                                "require_tls is on: remote clients send SQL over TLS only "
+                                "(the tls_listen port)");
+            codec_request_free(&p.req);
         } else if (!session_authenticated(s)) {
             session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
             codec_request_free(&p.req);
@@ -881,6 +924,60 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         return;
     }
     *out = uv_buf_init(s->inbuf.data + s->inbuf.len, (unsigned)(s->inbuf.cap - s->inbuf.len - 1));
+}
+
+/* The handshake is done: a client whose verified certificate names a
+ * user's cert_cn is logged in as that user. */
+static void session_tls_login(struct session *s)
+{
+    const struct config *cfg = s->srv->cfg;
+    const char *cn = tls_conn_verified_cn(s->tls);
+
+    log_debug("c%llu: TLS %s, client certificate %s", (unsigned long long)s->id, tls_conn_describe(s->tls),
+              tls_conn_subject(s->tls) ? tls_conn_subject(s->tls) : "none");
+    for (size_t i = 0; cn != NULL && i < cfg->nusers; i++) {
+        char *name;
+        if (cfg->users[i].cert_cn == NULL || strcmp(cfg->users[i].cert_cn, cn) != 0)
+            continue;
+        name = strdup(cfg->users[i].name);
+        if (name == NULL)
+            return; /* the client can still log in with .auth */
+        free(s->user_name);
+        s->user_name = name;
+        s->user = &cfg->users[i];
+        log_info("c%llu: logged in as %s by its certificate (CN=%s)", (unsigned long long)s->id, name, cn);
+        return;
+    }
+}
+
+/* On a TLS connection, inbuf[len..len+n) holds ciphertext just read:
+ * decrypt it into inbuf, send what the TLS layer answers (handshake
+ * records), and go on as with plain input. */
+static void session_tls_input(struct session *s, size_t n)
+{
+    struct buf out = BUF_INIT;
+    int rc = tls_conn_input(s->tls, s->inbuf.data + s->inbuf.len, n, &s->inbuf, &out);
+
+    s->inbuf.data[s->inbuf.len] = '\0';   /* over the ciphertext when no plaintext came */
+    if (out.len > 0)
+        session_write_raw(s, &out, NULL, 0);
+    buf_free(&out);
+    if (rc < 0) {
+        log_info("c%llu: TLS: %s: closing", (unsigned long long)s->id, tls_conn_error(s->tls));
+        session_close(s, false);
+        return;
+    }
+    if (rc & TLS_IN_READY)
+        session_tls_login(s);
+    if (rc & TLS_IN_EOF) {
+        s->input_ended = true; /* close_notify: as a FIN on plain TCP */
+        if (s->reading) {
+            uv_read_stop(&s->h.stream);
+            s->reading = false;
+        }
+    }
+    if (s->state != SESS_CLOSING)
+        session_pump(s);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
@@ -913,6 +1010,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         return;
     }
     s->active_at = uv_now(s->srv->loop);
+    if (s->tls != NULL) {
+        session_tls_input(s, (size_t)nread);
+        return;
+    }
     s->inbuf.len += (size_t)nread;
     s->inbuf.data[s->inbuf.len] = '\0';
     session_pump(s);
@@ -979,6 +1080,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->out);
     free(s->held_begin);
     free(s->user_name);
+    tls_conn_free(s->tls);
     free(s);
     server_session_gone(srv);
 }
@@ -1018,6 +1120,12 @@ static void session_finish_close(struct session *s, bool graceful)
     }
     if (graceful)
         session_flush(s);
+    if (graceful && s->tls != NULL) {
+        struct buf notify = BUF_INIT;
+        tls_conn_shutdown(s->tls, &notify); /* close_notify, best effort */
+        session_write_raw(s, &notify, NULL, 0);
+        buf_free(&notify);
+    }
     s->closed_handle = true;
     req = graceful ? malloc(sizeof *req) : NULL;
     if (req != NULL) {
@@ -1098,7 +1206,19 @@ void session_config_changed(struct session *s)
     s->use_bind = b;
 }
 
-void session_accept(struct server *srv, uv_stream_t *listener)
+/* Is the peer a loopback address (127.0.0.0/8, ::1, ::ffff:127.x.y.z)? */
+static bool session_peer_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+void session_accept(struct server *srv, uv_stream_t *listener, struct tls_server *tls)
 {
     struct session *s = calloc(1, sizeof *s);
     struct sockaddr_storage ss;
@@ -1151,6 +1271,7 @@ void session_accept(struct server *srv, uv_stream_t *listener)
                 port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
             }
             snprintf(s->peer, sizeof s->peer, "%s:%d", host, port);
+            s->plain_remote = tls == NULL && !session_peer_is_loopback(&ss);
         }
     } else {
         snprintf(s->peer, sizeof s->peer, "unix");
@@ -1162,6 +1283,11 @@ void session_accept(struct server *srv, uv_stream_t *listener)
         log_debug("c%llu: connected from %s", (unsigned long long)s->id, s->peer);
     }
 
+    if (tls != NULL && (s->tls = tls_conn_new(tls)) == NULL) {
+        log_error("c%llu: out of memory starting TLS", (unsigned long long)s->id);
+        session_close(s, true);
+        return;
+    }
     if (srv->stopping) {
         session_reply_error(s, "SHUTDOWN", "the server is shutting down");
         session_close(s, false);

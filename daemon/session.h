@@ -29,6 +29,8 @@
 
 struct server;
 struct session_auth;
+struct tls_conn;
+struct tls_server;
 
 enum sess_state {
     SESS_IDLE,       /* waiting for or handling requests on the loop */
@@ -57,6 +59,11 @@ struct session {
         uv_pipe_t pipe;
     } h;
     char peer[64];
+    /* TLS (daemon/tls.c) of a client of tls_listen; NULL: plain text. Bytes
+     * read are decrypted before the codec sees them, bytes written are
+     * encrypted after it made them. */
+    struct tls_conn *tls;
+    bool plain_remote; /* plain TCP from a non-loopback peer (require_tls) */
     enum sess_state state;
     bool reading;              /* uv_read_start is active */
     bool closed_handle;        /* uv_close called */
@@ -115,8 +122,9 @@ struct session {
 };
 
 /* Accept a connection from `server_handle` (a listening uv_tcp_t or
- * uv_pipe_t). Loop thread. */
-void session_accept(struct server *srv, uv_stream_t *server_handle);
+ * uv_pipe_t); tls: the context of a TLS listener, or NULL for plain text.
+ * Loop thread. */
+void session_accept(struct server *srv, uv_stream_t *server_handle, struct tls_server *tls);
 
 /* Deliver a job event (loop thread; called by the server's event drain). */
 void session_job_event(struct job_event *ev);
@@ -138,6 +146,10 @@ void session_config_changed(struct session *s);
 /* Check USER's PASSWORD off the loop (SESS_AUTH) and answer +OK user=USER,
  * or -ERR AUTH after the configured delay. Loop thread. */
 void session_auth(struct session *s, const char *user, const char *password);
+
+/* Whether require_tls refuses this session .auth and SQL: it is plain TCP
+ * from a non-loopback peer. */
+bool session_tls_required(const struct session *s);
 
 /* Whether the session may use commands (and SQL): authentication is off,
  * or it has authenticated. */

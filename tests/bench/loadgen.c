@@ -27,6 +27,9 @@
  * (BEGIN, .use x), `-f` once after it (COMMIT); neither is counted. `-I`
  * only opens the connections (after `-i`), prints "ready", and holds them
  * until stdin closes or `-d` seconds pass: the idle-memory measurement.
+ * `-T` speaks TLS (OpenSSL, the server's certificate not checked: a
+ * benchmark, not a client) to sqlmux's tls_listen port or Redis's
+ * tls-port; "ready" then says how fast the handshakes went (connect_s).
  *
  * The result is one line on stdout, `key=value` pairs, for the runner;
  * a human summary goes to stderr. Error replies (-ERR, Redis errors,
@@ -39,6 +42,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -312,6 +317,7 @@ struct options {
     bool idle;
     bool allow_errors;
     bool quiet;
+    bool tls;
 };
 
 enum cstate { C_CONNECTING, C_INIT, C_WAITING, C_RUN, C_FINAL, C_DONE };
@@ -332,6 +338,8 @@ struct conn {
     uint8_t *kind;
     size_t head, inflight, ring;
     int init_step;  /* next step of connecting: see conn_init_next() */
+    SSL *ssl;       /* -T: every byte goes through it */
+    bool handshaking;
     bool pg_failed; /* the current PostgreSQL query had an error result */
 };
 
@@ -359,6 +367,7 @@ struct run {
     struct hist hist;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    SSL_CTX *tls; /* -T */
 };
 
 static struct run R;
@@ -416,11 +425,36 @@ static void conn_push(struct conn *c, enum req_kind kind, uint64_t t)
     c->inflight++;
 }
 
+/* read() and write() of a connection, through TLS with -T: -1 with errno
+ * EAGAIN when TLS must wait for the socket. */
+static ssize_t conn_io(struct conn *c, bool writing, void *p, size_t n)
+{
+    size_t done = 0;
+    int rc, err;
+
+    if (c->ssl == NULL)
+        return writing ? write(c->fd, p, n) : read(c->fd, p, n);
+    rc = writing ? SSL_write_ex(c->ssl, p, n, &done) : SSL_read_ex(c->ssl, p, n, &done);
+    if (rc == 1)
+        return (ssize_t)done;
+    err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    if (err != SSL_ERROR_SYSCALL)
+        errno = EPROTO;
+    ERR_clear_error();
+    return -1;
+}
+
 /* Write pending output; watch for writability while some is left. */
 static void conn_flush(struct conn *c)
 {
     while (c->out.pos < c->out.len) {
-        ssize_t n = write(c->fd, c->out.data + c->out.pos, c->out.len - c->out.pos);
+        ssize_t n = conn_io(c, true, c->out.data + c->out.pos, c->out.len - c->out.pos);
         if (n > 0) {
             c->out.pos += (size_t)n;
             continue;
@@ -698,11 +732,11 @@ static void conn_read(struct conn *c, uint64_t now)
         ssize_t n;
         bytes_reserve(&c->in, READ_SIZE);
         size_t room = c->in.cap - c->in.len;
-        n = read(c->fd, c->in.data + c->in.len, room);
+        n = conn_io(c, false, c->in.data + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
-            if ((size_t)n < room)
-                break; /* a short read: the socket is drained */
+            if ((size_t)n < room && c->ssl == NULL)
+                break; /* a short read: the socket is drained (TLS reads one record at a time) */
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -864,6 +898,28 @@ static void open_more(void)
     }
 }
 
+/* -T: one step of the TLS handshake; the connection is ready once it is
+ * done. */
+static void tls_step(struct conn *c, uint64_t now)
+{
+    int rc = SSL_do_handshake(c->ssl), err;
+    char why[256];
+
+    if (rc == 1) {
+        c->handshaking = false;
+        conn_watch(c, EPOLLIN);
+        conn_ready(c, now);
+        return;
+    }
+    err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        conn_watch(c, err == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT);
+        return;
+    }
+    ERR_error_string_n(ERR_get_error(), why, sizeof why);
+    die("connection %d: TLS handshake: %s", c->index, why);
+}
+
 static void socket_connected(struct conn *c, uint64_t now)
 {
     int err = 0;
@@ -871,6 +927,15 @@ static void socket_connected(struct conn *c, uint64_t now)
 
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
         die("connection %d: connect: %s", c->index, strerror(err ? err : errno));
+    if (R.tls != NULL) {
+        c->ssl = SSL_new(R.tls);
+        if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+            die("connection %d: out of memory for TLS", c->index);
+        SSL_set_connect_state(c->ssl);
+        c->handshaking = true;
+        tls_step(c, now);
+        return;
+    }
     conn_watch(c, EPOLLIN);
     conn_ready(c, now);
 }
@@ -879,6 +944,10 @@ static void socket_connected(struct conn *c, uint64_t now)
 
 static void on_event(struct conn *c, uint32_t events, uint64_t now)
 {
+    if (c->handshaking) {
+        tls_step(c, now);
+        return;
+    }
     if (c->state == C_CONNECTING) {
         if (R.opt.mode == MODE_PG)
             pg_connect_step(c, now);
@@ -910,7 +979,7 @@ static void idle_hold(void)
     uint64_t until = now_ns() + (uint64_t)(R.opt.duration * 1e9);
     char tmp[256];
 
-    printf("ready conns=%d\n", R.opt.conns);
+    printf("ready conns=%d connect_s=%.3f\n", R.opt.conns, (double)(now_ns() - R.t_start) / 1e9);
     fflush(stdout);
     for (;;) {
         uint64_t now = now_ns();
@@ -932,7 +1001,7 @@ static void usage(void)
     fputs("usage: loadgen -m sqlmux|redis|pg [-h HOST] [-p PORT] [-u UNIX_PATH] [-D CONNINFO]\n"
           "               [-c CONNS] [-P DEPTH] [-d SECONDS] [-w SECONDS] [-n REQUESTS]\n"
           "               [-r MIN:MAX] [-s SEED] -q TEMPLATE [-a PARAM]... [-M params|prepared|simple]\n"
-          "               [-i INIT] [-f FINAL] [-I] [-E] [-Q]\n",
+          "               [-i INIT] [-f FINAL] [-I] [-E] [-Q] [-T]\n",
           stderr);
     exit(2);
 }
@@ -968,7 +1037,7 @@ static void parse_args(int argc, char **argv, struct options *o)
     o->duration = 5;
     o->id_min = o->id_max = 1;
     o->mode = MODE_SQLMUX;
-    while ((ch = getopt(argc, argv, "m:h:p:u:D:c:P:d:w:n:r:s:q:a:M:i:f:IEQ")) != -1) {
+    while ((ch = getopt(argc, argv, "m:h:p:u:D:c:P:d:w:n:r:s:q:a:M:i:f:IEQT")) != -1) {
         switch (ch) {
         case 'm':
             if (strcmp(optarg, "sqlmux") == 0)
@@ -1022,6 +1091,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         case 'I': o->idle = true; break;
         case 'E': o->allow_errors = true; break;
         case 'Q': o->quiet = true; break;
+        case 'T': o->tls = true; break;
         default: usage();
         }
     }
@@ -1037,6 +1107,8 @@ static void parse_args(int argc, char **argv, struct options *o)
         die("-m pg sends one query at a time per connection (-P 1)");
     if (o->mode != MODE_PG && (o->nparams > 0 || o->pg_style != PG_PARAMS))
         die("-a and -M are for -m pg");
+    if (o->tls && (o->mode == MODE_PG || o->unix_path != NULL))
+        die("-T is for -m sqlmux and -m redis over TCP");
 }
 
 static void resolve_address(const struct options *o)
@@ -1140,7 +1212,15 @@ int main(int argc, char **argv)
         c->sent_at = xrealloc(NULL, c->ring * sizeof *c->sent_at);
         c->kind = xrealloc(NULL, c->ring);
     }
+    if (R.opt.tls) {
+        R.tls = SSL_CTX_new(TLS_client_method());
+        if (R.tls == NULL)
+            die("out of memory for TLS");
+        SSL_CTX_set_verify(R.tls, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(R.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
     R.phase = PH_CONNECT;
+    R.t_start = now_ns();
     open_more();
 
     while (R.phase != PH_DONE) {
@@ -1201,6 +1281,7 @@ int main(int argc, char **argv)
         report();
     }
     for (int i = 0; i < R.opt.conns; i++) {
+        SSL_free(R.conns[i].ssl);
         if (R.conns[i].pg != NULL)
             PQfinish(R.conns[i].pg);
         else if (R.conns[i].fd >= 0)

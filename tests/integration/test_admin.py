@@ -16,7 +16,7 @@ STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"),
                  ("clients", "INTEGER"), ("on_loop", "INTEGER"), ("wal_bytes", "INTEGER")]
 CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
                    ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER"),
-                   ("user", "")]
+                   ("user", ""), ("tls", ""), ("tls_subject", "")]
 
 
 def _stats(c):

@@ -218,8 +218,12 @@ def test_pkg_config_install(d):
             exe = os.path.join(dest, "example-" + kind)
             link = (["-Wl,-Bstatic", "-lsqlmux", "-Wl,-Bdynamic"] if kind == "static" else
                     ["-lsqlmux", "-Wl,-rpath," + os.path.join(root, "lib")])
+            # A static link takes the private libraries too (OpenSSL).
+            private = [] if kind == "shared" else subprocess.run(
+                ["pkg-config", "--static", "--libs-only-l", "sqlmux"], stdout=subprocess.PIPE, env=penv,
+                check=True).stdout.decode().split()
             cmd = ["cc", "-std=c11", "-Wall", "-Werror"] + san + ["-o", exe, src] + \
-                [f for f in flags if f != "-lsqlmux"] + link + ["-lpthread"]
+                [f for f in flags if f != "-lsqlmux"] + link + [f for f in private if f != "-lsqlmux"] + ["-lpthread"]
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
             if p.returncode != 0:
                 raise TestFailure("%s\n%s" % (" ".join(cmd), p.stdout.decode(errors="replace")))
