@@ -9,7 +9,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 enum bind_type {
     BIND_SQLITE_FILE,
@@ -47,6 +49,7 @@ struct bind_conf {
     int snapshot_interval_s; /* in-memory bind: save the snapshot this often; 0: never */
     enum snapshot_damage snapshot_on_damage;
     int line;               /* line of the file that defined the bind */
+    uint64_t keys_written;  /* bit i: the file wrote [bind.NAME] key i (for --check-config) */
 };
 
 struct table_rule {
@@ -103,6 +106,7 @@ struct config {
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */
+    uint64_t keys_written;  /* bit i: the file wrote [server] key i (for --check-config) */
 
     /* [binds]; binds[0] is always "default". */
     struct bind_conf *binds;
@@ -170,6 +174,11 @@ bool config_bind_equal(const struct bind_conf *a, const struct bind_conf *b);
 /* Whether two binds differ only in their [bind.NAME] options (same name,
  * type, URL and path). */
 bool config_bind_same_database(const struct bind_conf *a, const struct bind_conf *b);
+
+/* The group id of `group`, a group name or number (unix_socket_group).
+ * 0, or -1 when there is no such group. May block on the group database
+ * (NSS): start-up, --check-config and reloads only. */
+__attribute__((warn_unused_result)) int config_group_id(const char *group, gid_t *gid);
 
 /* Print the resolved binds, options and table map, for --check-config. */
 void config_print(const struct config *cfg, FILE *out);

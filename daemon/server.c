@@ -26,7 +26,6 @@
 #include "daemon/server.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,16 +247,9 @@ static int listen_tcp(struct server *srv)
  * may be slow. 0, or -1 after logging why. */
 static int socket_chgrp(const char *path, const char *group)
 {
-    struct group gr, *found = NULL;
-    char buf[4096], *end;
     gid_t gid;
-    long num = strtol(group, &end, 10);
 
-    if (*end == '\0' && num >= 0) {
-        gid = (gid_t)num;
-    } else if (getgrnam_r(group, &gr, buf, sizeof buf, &found) == 0 && found != NULL) {
-        gid = found->gr_gid;
-    } else {
+    if (config_group_id(group, &gid) != 0) {
         log_error("unix_socket_group = %s: no such group", group);
         return -1;
     }
