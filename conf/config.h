@@ -94,6 +94,9 @@ struct config {
     int max_pipeline;       /* requests read ahead per client */
     size_t max_output;      /* bytes of output buffered per client before the
                                daemon stops producing more for it */
+    size_t max_value;       /* largest string or blob a statement may make or
+                               return (SQLite's SQLITE_LIMIT_LENGTH; checked on
+                               each PostgreSQL field) */
     int route_cache;        /* routing decisions cached (entries) */
     int stmt_cache;         /* prepared statements cached per connection */
     enum log_level log_level;

@@ -1,0 +1,34 @@
+"""Resource limits on PostgreSQL binds: max_value is checked on every field
+(PQgetlength, before anything is copied or encoded); a larger value is
+answered -ERR TOOBIG and the statement's later rows are dropped, the
+connection and the pool stay usable."""
+
+from harness import TestFailure, eq, expect_err, expect_ok, expect_rows
+from pgfixture import pg_daemon, shared
+
+
+def test_pg_max_value_is_checked_on_fields():
+    pg = shared()
+    with pg.database() as db, pg_daemon(pg, db, server={"max_value": "100k"}, opts={"pool_size": "1"},
+                                        tables=(("big", None),)) as d:
+        c = d.connect()
+        expect_ok(c.request("CREATE TABLE big (id int, t text, b bytea)"))
+        expect_ok(c.request("INSERT INTO big SELECT g, repeat('x', g * 1000), decode(repeat('ab', g * 1000), 'hex') "
+                            "FROM generate_series(1, 200) g"))
+        # Up to max_value (102,400 bytes): answered; bytea counts its bytes,
+        # not its hex text.
+        expect_rows(c.request("SELECT length(t) AS n FROM big WHERE id = 100"), [["100000"]])
+        r = expect_ok(c.request("SELECT b FROM big WHERE id = 100"))
+        eq(len(r.rows[0][0]), 100000, "a 100,000-byte bytea (200,002 bytes of hex text)")
+        # Over it: TOOBIG, naming max_value, after the rows that fit.
+        r = c.request("SELECT id, t FROM big ORDER BY id")
+        expect_err(r, "TOOBIG")
+        if "max_value" not in r.err_msg:
+            raise TestFailure("the message does not name max_value: %r" % r.status)
+        eq(len(r.rows), 102, "rows sent before the too big one")
+        expect_err(c.request("SELECT b FROM big WHERE id = 103"), "TOOBIG")
+        expect_ok(c.request(".use pg"))
+        expect_err(c.request("SELECT repeat('y', 1000000) AS y"), "TOOBIG")
+        # The bind's only connection serves the next statements.
+        expect_rows(c.request("SELECT count(*) FROM big"), [["200"]])
+        expect_rows(d.connect().request("SELECT max(id) FROM big"), [["200"]])
