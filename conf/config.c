@@ -106,6 +106,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("data_dir", CONFIG_T_DIR, "", 0, 0, data_dir),
     SERVER_KEY("max_clients", CONFIG_T_INT, "1024", 1, 1000000, max_clients),
     SERVER_KEY("max_request", CONFIG_T_SIZE, "1M", 1024, CONFIG_GIB, max_request),
+    SERVER_KEY("max_request_total", CONFIG_T_SIZE, "64M", 1024, 16 * CONFIG_GIB, max_request_total),
     SERVER_KEY("max_params", CONFIG_T_INT, "1000", 0, 32766, max_params),
     SERVER_KEY("max_pipeline", CONFIG_T_INT, "128", 1, 65536, max_pipeline),
     SERVER_KEY("max_output", CONFIG_T_SIZE, "1M", 4096, CONFIG_GIB, max_output),

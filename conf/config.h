@@ -90,6 +90,7 @@ struct config {
     char *data_dir;         /* absolute; relative SQLite paths resolve here */
     int max_clients;
     size_t max_request;     /* bytes in one request line or bulk SQL */
+    size_t max_request_total; /* bytes of one whole request: SQL and parameters */
     int max_params;
     int max_pipeline;       /* requests read ahead per client */
     size_t max_output;      /* bytes of output buffered per client before the

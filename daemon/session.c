@@ -29,6 +29,12 @@
 
 #define READ_CHUNK (64 * 1024)
 
+/* Before .auth, when the configuration has users, one request may hold at
+ * most this many bytes (an .auth line and some room), and requests are
+ * decoded one at a time: a connection that has not logged in holds a few
+ * KiB of input, not max_request_total. */
+#define PRELOGIN_MAX_REQUEST 4096
+
 struct write_req {
     uv_write_t req;
     struct session *s;
@@ -747,9 +753,13 @@ static bool queue_room(struct session *s)
 static void session_parse_input(struct session *s)
 {
     const struct config *cfg = s->srv->cfg;
-    struct codec_limits lim = {cfg->max_request, (size_t)cfg->max_params};
+    bool prelogin = !session_authenticated(s);
+    struct codec_limits lim = {cfg->max_request < cfg->max_request_total ? cfg->max_request : cfg->max_request_total,
+                               (size_t)cfg->max_params, cfg->max_request_total};
 
-    while (s->inpos < s->inbuf.len && queue_room(s)) {
+    if (prelogin)
+        lim.max_request = lim.max_total = PRELOGIN_MAX_REQUEST;
+    while (s->inpos < s->inbuf.len && queue_room(s) && !(prelogin && (s->qcount > 0 || s->state != SESS_IDLE))) {
         const char *p = s->inbuf.data + s->inpos;
         size_t avail = s->inbuf.len - s->inpos;
         struct pending *slot;
@@ -775,6 +785,10 @@ static void session_parse_input(struct session *s)
         } else {
             slot->is_error = true;
             slot->err_code = err.code;
+            if (prelogin && strcmp(err.code, "TOOLONG") == 0)
+                snprintf(err.message, sizeof err.message,
+                         "request too long before login: at most %d bytes until .auth succeeds",
+                         PRELOGIN_MAX_REQUEST);
             slot->err_msg = strdup(err.message);
         }
         s->qcount++;
@@ -872,7 +886,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 static void session_update_reading(struct session *s)
 {
     bool want = s->state != SESS_CLOSING && !s->input_ended && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
-                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle;
+                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
+                (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
 
     if (want && !s->reading) {
         if (uv_read_start(&s->h.stream, on_alloc, on_read) == 0)
