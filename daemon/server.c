@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/authq.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/session.h"
@@ -552,7 +553,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     }
     srv->routes = routecache_new((size_t)cfg->route_cache);
     srv->binds = calloc(cfg->nbinds, sizeof *srv->binds);
-    if (srv->routes == NULL || srv->binds == NULL) {
+    srv->authq = authq_new(loop);
+    if (srv->routes == NULL || srv->binds == NULL || srv->authq == NULL) {
         log_error("out of memory");
         return -1;
     }
@@ -610,6 +612,7 @@ void server_free(struct server *srv)
     for (size_t i = 0; i < srv->nlisteners; i++)
         free(srv->listeners[i].path);
     routecache_free(srv->routes);
+    authq_free(srv->authq);
     free(srv->binds);
     pthread_mutex_destroy(&srv->ev_lock);
     if (srv->cfgref != NULL)

@@ -84,6 +84,7 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
+    struct authq *authq;     /* password checks (.auth) waiting for the thread pool */
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */

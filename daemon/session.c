@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "daemon/auth.h"
+#include "daemon/authq.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/server.h"
@@ -34,6 +35,9 @@
  * decoded one at a time: a connection that has not logged in holds a few
  * KiB of input, not max_request_total. */
 #define PRELOGIN_MAX_REQUEST 4096
+
+/* A connection is closed after this many failed .auth. */
+#define AUTH_MAX_FAILURES 5
 
 struct write_req {
     uv_write_t req;
@@ -369,7 +373,7 @@ void session_job_event(struct job_event *ev)
  * the session closes during the delay, then freed in the timer's close
  * callback. */
 struct session_auth {
-    uv_work_t work;
+    struct authq_check check;  /* waits in srv->authq, then runs on the pool */
     uv_timer_t timer;
     struct session *s;
     struct confref *cfgref;    /* the configuration checked against */
@@ -424,6 +428,14 @@ static void auth_answer(struct session_auth *a)
             snprintf(facts, sizeof facts, "user=%s", name);
             session_reply_ok(s, facts);
         }
+    } else if (++s->auth_failures >= AUTH_MAX_FAILURES) {
+        /* Its failures cost the connection: it starts again with a new one. */
+        log_info("c%llu: %u failed .auth: closing", (unsigned long long)s->id, s->auth_failures);
+        session_reply_error(s, "AUTH", "invalid user name or password; too many failed .auth (%d): closing",
+                            AUTH_MAX_FAILURES);
+        auth_free(a);
+        session_close(s, false);
+        return;
     } else {
         session_reply_error(s, "AUTH", "invalid user name or password");
     }
@@ -460,6 +472,7 @@ static void auth_work_done(uv_work_t *w, int status)
         return;
     }
     if (!a->ok) {
+        authq_failed(&a->check);
         log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
         if (s->srv->cfg->auth_fail_delay_ms > 0) {
             uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0);
@@ -492,19 +505,15 @@ void session_auth(struct session *s, const char *user, const char *password)
     }
     uv_timer_init(s->srv->loop, &a->timer);
     a->timer.data = a;
-    a->work.data = a;
+    a->check.work.data = a;
     a->s = s;
     a->cfgref = server_cfg_hold(s->srv->cfgref);
     a->checking = true;
     snprintf(a->user, sizeof a->user, "%s", user);
     snprintf(a->password, sizeof a->password, "%s", password);
-    if (uv_queue_work(s->srv->loop, &a->work, auth_work, auth_work_done) != 0) {
-        auth_free(a);
-        session_reply_error(s, "INTERNAL", "cannot start the password check");
-        return;
-    }
     s->auth = a;
     session_set_state(s, SESS_AUTH);
+    authq_submit(s->srv->authq, &a->check, s->peer, auth_work, auth_work_done);
 }
 
 enum grant session_grant(const struct session *s, const struct bind *b)
@@ -1010,11 +1019,13 @@ void session_close(struct session *s, bool cancel)
         return;   /* session_job_event finishes the close */
     }
     if (s->auth != NULL) {
-        if (s->auth->checking) {
+        if (s->auth->checking && !authq_cancel(&s->auth->check)) {
             s->auth->close_graceful = !cancel;
             return;   /* auth_work_done finishes the close */
         }
-        auth_free(s->auth);   /* waiting out the failure delay: no answer */
+        /* Still waiting for its turn, or waiting out the failure delay:
+         * no answer. */
+        auth_free(s->auth);
     }
     session_finish_close(s, !cancel);
 }

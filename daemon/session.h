@@ -106,6 +106,7 @@ struct session {
     char *user_name;
     const struct user_conf *user;
     uint64_t unauth_since;     /* uv_now() since when it lacks a user (login_timeout) */
+    unsigned auth_failures;    /* failed .auth on this connection */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
     /* A multi-bind command in progress (.tables). */
