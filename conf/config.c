@@ -117,6 +117,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
+    SERVER_KEY("client_output_timeout", CONFIG_T_INT, "60000", 0, 86400000, client_output_timeout_ms),
     SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
     SERVER_KEY("auth_fail_delay", CONFIG_T_INT, "1000", 0, 60000, auth_fail_delay_ms),
     SERVER_KEY("login_timeout", CONFIG_T_INT, "60000", 0, 86400000, login_timeout_ms),

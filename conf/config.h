@@ -104,6 +104,8 @@ struct config {
     bool log_connections;   /* log each client's connect and disconnect */
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
+    int client_output_timeout_ms; /* close clients that read none of their answers this long
+                                     while they hold a backend connection; 0: never */
     bool protected_mode;    /* without users: listen on loopback addresses only */
     int auth_fail_delay_ms; /* a failed .auth is answered after this long */
     int login_timeout_ms;   /* with users: close clients not logged in after this long; 0: never */

@@ -373,7 +373,9 @@ static void close_listeners(struct server *srv)
 
 /* Every IDLE_SWEEP_MS: close clients that sent nothing and were answered
  * nothing for client_idle_timeout (with -ERR TIMEOUT first; an open
- * transaction is rolled back as for any departing client). */
+ * transaction is rolled back as for any departing client), and clients
+ * that hold a backend connection but read none of their answers for
+ * client_output_timeout. */
 #define IDLE_SWEEP_MS 250
 
 static void on_idle_sweep(uv_timer_t *t)
@@ -381,13 +383,25 @@ static void on_idle_sweep(uv_timer_t *t)
     struct server *srv = t->data;
     uint64_t limit = (uint64_t)srv->cfg->client_idle_timeout_ms;
     uint64_t login = srv->cfg->nusers > 0 ? (uint64_t)srv->cfg->login_timeout_ms : 0;
+    uint64_t output = (uint64_t)srv->cfg->client_output_timeout_ms;
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if ((limit == 0 && login == 0) || srv->stopping)
+    if ((limit == 0 && login == 0 && output == 0) || srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
+        if (output > 0 && session_output_stalled(s, now, output)) {
+            /* It holds a connection others wait for and reads nothing: no
+             * answer could reach it; its statement is cancelled and its
+             * transaction rolled back. */
+            log_warn("c%llu: read none of its answers for %llu ms (client_output_timeout) while holding a "
+                     "connection of bind %s: disconnecting",
+                     (unsigned long long)s->id, (unsigned long long)output,
+                     s->job != NULL ? s->job->bind->conf->name : s->txn_bind->conf->name);
+            session_close(s, true);
+            continue;
+        }
         if (login > 0 && s->user == NULL && s->state == SESS_IDLE && now - s->unauth_since >= login) {
             /* Connections that never log in would hold max_clients slots. */
             log_info("c%llu: not logged in within %llu ms: closing", (unsigned long long)s->id,

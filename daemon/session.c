@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 #include "daemon/auth.h"
 #include "daemon/authq.h"
@@ -1028,6 +1030,27 @@ void session_close(struct session *s, bool cancel)
         auth_free(s->auth);
     }
     session_finish_close(s, !cancel);
+}
+
+bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit)
+{
+    size_t queued = s->h.stream.write_queue_size;
+    uv_os_fd_t fd;
+    int sent = 0;
+
+    /* libuv's queue moves only when the kernel's send buffer has room for
+     * a good part of it; the bytes still in that buffer (SIOCOUTQ) shrink
+     * as soon as the client reads any. */
+    if (queued > 0 && uv_fileno(&s->h.handle, &fd) == 0 && ioctl(fd, SIOCOUTQ, &sent) == 0 && sent > 0)
+        queued += (size_t)sent;
+
+    if (s->state == SESS_CLOSING || queued == 0 || queued != s->stall_queued) {
+        /* Nothing waits for the client, or it read some since last time. */
+        s->stall_queued = s->state == SESS_CLOSING ? 0 : queued;
+        s->stall_since = now;
+        return false;
+    }
+    return (s->job != NULL || s->in_txn) && now - s->stall_since >= limit;
 }
 
 void session_abort(struct session *s)

@@ -81,6 +81,10 @@ struct session {
     struct buf out;
     bool flush_queued;
     struct session *flush_next;
+    /* client_output_timeout: libuv's write queue as last seen, and since
+     * when it has been that size (not shrinking: the client reads none). */
+    size_t stall_queued;
+    uint64_t stall_since;
 
     /* Routing and transactions. use_bind is always one of srv->binds (a
      * reload moves it to the bind of the same name, or to default);
@@ -127,6 +131,12 @@ void session_job_event(struct job_event *ev);
  * stop) the running statement finishes and its response is flushed
  * before the connection closes. */
 void session_close(struct session *s, bool cancel);
+
+/* Whether the client has read none of its answers for `limit` ms while
+ * it holds a backend connection (a statement runs, or a transaction is
+ * open). Call it now and then (the server's sweep): it notes whether the
+ * output moved since the last call. Loop thread. */
+bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit);
 
 /* shutdown_timeout passed: interrupt the running statement, drop what is
  * not yet written, and close now (idempotent). Loop thread. */

@@ -32,3 +32,36 @@ def test_pg_max_value_is_checked_on_fields():
         # The bind's only connection serves the next statements.
         expect_rows(c.request("SELECT count(*) FROM big"), [["200"]])
         expect_rows(d.connect().request("SELECT max(id) FROM big"), [["200"]])
+
+
+def test_pg_client_that_does_not_read_loses_its_connection():
+    import time
+    from harness import TestFailure, scaled
+    from test_resources_output import closed_by_daemon, non_reader
+    pg = shared()
+    with pg.database() as db, pg_daemon(pg, db, server={"client_output_timeout": "1000"},
+                                        opts={"pool_size": "1", "statement_timeout": "0"},
+                                        tables=(("big", None),)) as d:
+        c = d.connect()
+        expect_ok(c.request("CREATE TABLE big AS SELECT g AS id, repeat('x', 200) AS pad "
+                            "FROM generate_series(1, 2000) g"))
+        # The bind's only server connection: held by a client that asked
+        # for 10 million rows and reads none; then by one in a transaction.
+        hog = non_reader(d, "SELECT a.id, a.pad FROM big a, big b\n")
+        time.sleep(0.3)
+        t0 = time.time()
+        expect_rows(c.request("SELECT count(*) FROM big"), [["2000"]])
+        took = time.time() - t0
+        if took > scaled(3.0):
+            raise TestFailure("a statement waited %.2f s for the connection of a client that does not read"
+                              % took)
+        if not closed_by_daemon(hog, 5):
+            raise TestFailure("the client that does not read is still connected")
+        txn = non_reader(d, "BEGIN\nINSERT INTO big VALUES (0, 'rolled back')\n"
+                         "SELECT a.id, a.pad FROM big a, big b\n")
+        t0 = time.time()
+        expect_rows(c.request("SELECT count(*) FROM big"), [["2000"]])
+        if time.time() - t0 > scaled(3.0):
+            raise TestFailure("a statement waited for the connection of a transaction that does not read")
+        txn.close()
+        eq(d.stderr_text().count("client_output_timeout"), 2, "log lines of the disconnects")
