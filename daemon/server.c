@@ -371,7 +371,9 @@ static void close_listeners(struct server *srv)
     }
 }
 
-/* Every IDLE_SWEEP_MS: close clients that sent nothing and were answered
+/* Every IDLE_SWEEP_MS: cancel the statements of clients that are gone
+ * though their sessions do not read (session_peer_gone); close clients
+ * that sent nothing and were answered
  * nothing for client_idle_timeout (with -ERR TIMEOUT first; an open
  * transaction is rolled back as for any departing client), and clients
  * that hold a backend connection but read none of their answers for
@@ -387,10 +389,17 @@ static void on_idle_sweep(uv_timer_t *t)
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if ((limit == 0 && login == 0 && output == 0) || srv->stopping)
+    if (srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
+        if (session_peer_gone(s)) {
+            /* Reset, or a unix socket closed: nobody reads the answer. */
+            log_info("c%llu: the client closed its connection during a statement: cancelling it",
+                     (unsigned long long)s->id);
+            session_close(s, true);
+            continue;
+        }
         if (output > 0 && session_output_stalled(s, now, output)) {
             /* It holds a connection others wait for and reads nothing: no
              * answer could reach it; its statement is cancelled and its

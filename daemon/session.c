@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 
@@ -1030,6 +1031,16 @@ void session_close(struct session *s, bool cancel)
         auth_free(s->auth);
     }
     session_finish_close(s, !cancel);
+}
+
+bool session_peer_gone(struct session *s)
+{
+    struct pollfd p = {.events = POLLRDHUP};
+
+    /* While the session reads, libuv reports a reset itself (on_read). */
+    if (s->state != SESS_BUSY || s->reading || s->closed_handle || uv_fileno(&s->h.handle, &p.fd) != 0)
+        return false;
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit)

@@ -138,6 +138,14 @@ void session_close(struct session *s, bool cancel);
  * output moved since the last call. Loop thread. */
 bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit);
 
+/* Whether the client of a running statement is gone for good, though the
+ * session does not read its socket (it ended its input, or its pipeline
+ * is full): the connection was reset, or a unix socket's peer closed it
+ * fully. A TCP client that closed normally (FIN) cannot be told from one
+ * that only ended its input and waits for its answers (nc -N): that one
+ * is found out when its answer is written. Loop thread; does not block. */
+bool session_peer_gone(struct session *s);
+
 /* shutdown_timeout passed: interrupt the running statement, drop what is
  * not yet written, and close now (idempotent). Loop thread. */
 void session_abort(struct session *s);
