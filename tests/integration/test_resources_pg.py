@@ -65,3 +65,42 @@ def test_pg_client_that_does_not_read_loses_its_connection():
             raise TestFailure("a statement waited for the connection of a transaction that does not read")
         txn.close()
         eq(d.stderr_text().count("client_output_timeout"), 2, "log lines of the disconnects")
+
+
+def test_pg_statement_timeout_cancel_is_not_delayed_by_an_auth_storm():
+    # PostgreSQL cancel requests run on libuv's thread pool, as password
+    # checks do: a storm of wrong .auth must not hold every thread.
+    import os
+    import socket
+    import time
+    import harness
+    from harness import TestFailure, expect_status, make_config, scaled
+    from test_auth import PASSWORDS, users_text
+    pg = shared()
+    with pg.database() as db:
+        binds = list(harness.DEFAULT_BINDS) + [("pg", pg.url(db=db))]
+        cfg = make_config(binds=binds, tables=list(harness.DEFAULT_TABLES),
+                          bind_opts={"pg": {"statement_timeout": "300"}}) + users_text()
+        env = dict((k, None) for k in os.environ if k.startswith("PG"))
+        with harness.Daemon(config=cfg, env=env) as d:
+            c = d.connect()
+            expect_status(c.request(".auth alice %s" % PASSWORDS["alice"]), "+OK user=alice")
+            expect_ok(c.request(".use pg"))
+            storm = []
+            for _ in range(200):
+                s = socket.create_connection(d.addr, timeout=10)
+                s.sendall(b".auth alice wrong\n" * 20)
+                storm.append(s)
+            time.sleep(0.5)
+            t0 = time.time()
+            r = c.request("SELECT pg_sleep(5)")
+            took = time.time() - t0
+            expect_err(r, "TIMEOUT")
+            if took > scaled(1.5):
+                raise TestFailure("statement_timeout (300 ms) cancelled the statement after %.2f s "
+                                  "during an .auth storm" % took)
+            for s in storm:
+                s.close()
+
+
+test_pg_statement_timeout_cancel_is_not_delayed_by_an_auth_storm.timeout = 90
