@@ -59,6 +59,11 @@ def test_pg_client_that_does_not_read_loses_its_connection():
             raise TestFailure("the client that does not read is still connected")
         txn = non_reader(d, "BEGIN\nINSERT INTO big VALUES (0, 'rolled back')\n"
                          "SELECT a.id, a.pad FROM big a, big b\n")
+        deadline = time.time() + scaled(10)
+        while not any(r["in_txn"] == "yes" for r in c.request(".clients").dicts()):
+            if time.time() > deadline:
+                raise TestFailure("the transaction never started")
+            time.sleep(0.02)
         t0 = time.time()
         expect_rows(c.request("SELECT count(*) FROM big"), [["2000"]])
         if time.time() - t0 > scaled(3.0):
