@@ -9,10 +9,9 @@ one that half-closed and waits: its statement runs (statement_timeout
 bounds it) and the session ends when the answer cannot be written."""
 
 import socket
-import struct
 import time
 
-from harness import SLOW_SQL, Daemon, TestFailure, eq, expect_rows, expect_status, scaled
+from harness import SLOW_SQL, Daemon, TestFailure, eq, expect_status, recv_until, scaled
 
 FOREVER = SLOW_SQL % 10 ** 12
 
@@ -75,11 +74,6 @@ def test_half_close_still_gets_its_answer():
         s = socket.create_connection(d.addr, timeout=30)
         s.sendall((SLOW_SQL % 3000000).encode() + b"\nSELECT 2 AS two\n")
         s.shutdown(socket.SHUT_WR)
-        got = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
+        got = recv_until(s, b"=2\n+OK rows=1\n", "answers after a half-close")
         eq(got, b"*n\t\n=3000000\n+OK rows=1\n*two\t\n=2\n+OK rows=1\n", "answers after a half-close")
         s.close()

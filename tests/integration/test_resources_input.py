@@ -8,9 +8,8 @@ announced parameter lines are skipped, and the connection stays usable."""
 
 import os
 import threading
-import time
 
-from harness import (Conn, Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows,
+from harness import (Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows,
                      expect_status, make_config, rss_kib)
 from test_auth import PASSWORDS, users_text
 

@@ -37,7 +37,7 @@ def test_pg_max_value_is_checked_on_fields():
 def test_pg_client_that_does_not_read_loses_its_connection():
     import time
     from harness import TestFailure, scaled
-    from test_resources_output import closed_by_daemon, non_reader
+    from test_resources_output import answered_once_cut_off, non_reader
     pg = shared()
     with pg.database() as db, pg_daemon(pg, db, server={"client_output_timeout": "1000"},
                                         opts={"pool_size": "1", "statement_timeout": "0"},
@@ -49,14 +49,8 @@ def test_pg_client_that_does_not_read_loses_its_connection():
         # for 10 million rows and reads none; then by one in a transaction.
         hog = non_reader(d, "SELECT a.id, a.pad FROM big a, big b\n")
         time.sleep(0.3)
-        t0 = time.time()
-        expect_rows(c.request("SELECT count(*) FROM big"), [["2000"]])
-        took = time.time() - t0
-        if took > scaled(3.0):
-            raise TestFailure("a statement waited %.2f s for the connection of a client that does not read"
-                              % took)
-        if not closed_by_daemon(hog, 5):
-            raise TestFailure("the client that does not read is still connected")
+        expect_rows(answered_once_cut_off(lambda: c.request("SELECT count(*) FROM big"), hog, "a statement"),
+                    [["2000"]])
         txn = non_reader(d, "BEGIN\nINSERT INTO big VALUES (0, 'rolled back')\n"
                          "SELECT a.id, a.pad FROM big a, big b\n")
         deadline = time.time() + scaled(10)

@@ -5,7 +5,6 @@ SQLite refuses such a value before allocating it (SQLITE_LIMIT_LENGTH on
 every connection, the quick-read connection's own smaller limit kept) and
 the client gets -ERR TOOBIG."""
 
-import socket
 import threading
 import time
 
