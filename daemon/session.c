@@ -80,6 +80,18 @@ static void session_set_state(struct session *s, enum sess_state to)
     s->state = to;
 }
 
+/* Take the oldest queued input off the ring; the slot stays valid until
+ * the next decode. */
+static struct pending *queue_pop(struct session *s)
+{
+    struct pending *p = &s->queue[s->qhead];
+
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qcount--;
+    s->queued_bytes -= p->bytes;
+    return p;
+}
+
 /* ---- Output ---------------------------------------------------------- */
 
 static size_t session_unsent(const struct session *s)
@@ -599,8 +611,7 @@ static void session_batch(struct session *s, struct job *job)
         job->more[job->nmore].kind = r->kind;
         job->nmore++;
         memset(&p->req, 0, sizeof p->req);
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
+        queue_pop(s);
     }
 }
 
@@ -726,11 +737,9 @@ static void session_handle_sql(struct session *s, struct request *req)
 static void queue_drop_all(struct session *s)
 {
     while (s->qcount > 0) {
-        struct pending *p = &s->queue[s->qhead];
+        struct pending *p = queue_pop(s);
         codec_request_free(&p->req);
         free(p->err_msg);
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
     }
 }
 
@@ -771,7 +780,8 @@ static void session_parse_input(struct session *s)
 
     if (prelogin)
         lim.max_request = lim.max_total = PRELOGIN_MAX_REQUEST;
-    while (s->inpos < s->inbuf.len && queue_room(s) && !(prelogin && (s->qcount > 0 || s->state != SESS_IDLE))) {
+    while (s->inpos < s->inbuf.len && queue_room(s) && s->queued_bytes < cfg->max_request_total &&
+           !(prelogin && (s->qcount > 0 || s->state != SESS_IDLE))) {
         const char *p = s->inbuf.data + s->inpos;
         size_t avail = s->inbuf.len - s->inpos;
         struct pending *slot;
@@ -794,6 +804,10 @@ static void session_parse_input(struct session *s)
         memset(slot, 0, sizeof *slot);
         if (rc == CODEC_OK) {
             slot->req = req;
+            slot->bytes = req.len;
+            for (size_t i = 0; i < req.nparams; i++)
+                slot->bytes += req.params[i].len;
+            s->queued_bytes += slot->bytes;
         } else {
             slot->is_error = true;
             slot->err_code = err.code;
@@ -825,9 +839,7 @@ static bool session_advance(struct session *s)
 
     while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush &&
            session_unsent(s) <= s->srv->cfg->max_output) {
-        struct pending p = s->queue[s->qhead];
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
+        struct pending p = *queue_pop(s);
         any = true;
         if (p.is_error) {
             session_reply_error(s, p.err_code, "%s", p.err_msg ? p.err_msg : "out of memory");
@@ -899,6 +911,7 @@ static void session_update_reading(struct session *s)
 {
     bool want = s->state != SESS_CLOSING && !s->input_ended && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
                 session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
+                s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
                 (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
 
     if (want && !s->reading) {

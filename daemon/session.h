@@ -44,6 +44,7 @@ struct pending {
     struct request req;
     const char *err_code;
     char *err_msg;             /* owned; NULL when out of memory */
+    size_t bytes;              /* its SQL and parameter bytes (queued_bytes) */
 };
 
 struct session {
@@ -75,6 +76,8 @@ struct session {
      * costs little memory. */
     struct pending *queue;
     size_t qhead, qcount, qcap;
+    size_t queued_bytes;       /* of the queued requests: decoding waits while
+                                  they hold max_request_total */
 
     /* Output not yet handed to libuv; flush_queued: on srv->flush_head to
      * be written at the end of the loop turn. */

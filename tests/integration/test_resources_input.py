@@ -81,3 +81,32 @@ def test_request_total_bound_after_login_and_without_users():
             c.send(b"$%d 1\n" % (2 * MIB) + b"-" * (2 * MIB) + b"\nn\n")
             expect_err(c.read_response(), "TOOLONG")
             expect_rows(c.request("SELECT 2 AS two"), [["2"]])
+
+
+def test_pipelined_requests_hold_at_most_max_request_total():
+    # Requests read ahead behind a running statement are decoded only
+    # while the queued ones hold less than max_request_total: 100
+    # pipelined requests of 1.9 MB each behind a 2-second statement no
+    # longer take 128 x 1.9 MB.
+    from harness import SLOW_SQL, encode_inline
+    with Daemon(server={"max_request": "2M", "max_request_total": "2M"},
+                bind_opts={"default": {"pool_size": "1"}}) as d:
+        c = d.connect()
+        c.sock.settimeout(120)
+        base = rss_kib(d.pid)
+        one = encode_inline("SELECT length(?) AS n", ["y" * (1900 * 1024)])
+        data = (SLOW_SQL % 4000000).encode() + b"\n" + one * 100
+        sender = threading.Thread(target=c.send, args=(data,), daemon=True)
+        sender.start()
+        peak = base
+        while sender.is_alive():
+            peak = max(peak, rss_kib(d.pid))
+            sender.join(0.01)
+        r = c.read_responses(101)
+        eq(r[0].rows, [["4000000"]], "the slow statement")
+        for x in r[1:]:
+            eq((x.status, x.rows), ("+OK rows=1", [[str(1900 * 1024)]]), "a pipelined request")
+        grew = peak - base
+        if grew > 48 * 1024:
+            raise TestFailure("RSS grew by %d KiB for 100 pipelined requests of 1.9 MB behind a running "
+                              "statement (max_request_total = 2M)" % grew)
