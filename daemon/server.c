@@ -372,11 +372,11 @@ static void close_listeners(struct server *srv)
 }
 
 /* Every IDLE_SWEEP_MS: cancel the statements of clients that are gone
- * though their sessions do not read (session_peer_gone); close clients
- * that sent nothing and were answered
- * nothing for client_idle_timeout (with -ERR TIMEOUT first; an open
- * transaction is rolled back as for any departing client), and clients
- * that hold a backend connection but read none of their answers for
+ * though their sessions no longer read them (session_peer_gone); close
+ * clients that sent nothing and were answered nothing for
+ * client_idle_timeout (with -ERR TIMEOUT first; an open transaction is
+ * rolled back as for any departing client), and clients that hold a
+ * backend connection but read none of their answers for
  * client_output_timeout. */
 #define IDLE_SWEEP_MS 250
 
