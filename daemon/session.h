@@ -33,8 +33,9 @@ struct session_auth;
 enum sess_state {
     SESS_IDLE,       /* waiting for or handling requests on the loop */
     SESS_BUSY,       /* a job of this session runs on a backend */
-    SESS_AUTH,       /* its .auth password check runs on the thread pool, or
-                        the answer to a wrong one waits out auth_fail_delay */
+    SESS_AUTH,       /* its .auth password check waits its turn (authq) or
+                        runs on the thread pool, or the answer to a wrong
+                        one waits out auth_fail_delay */
     SESS_CLOSING,    /* going away; no more requests are read */
 };
 
