@@ -20,6 +20,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -109,9 +110,11 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("data_dir", CONFIG_T_DIR, "", 0, 0, data_dir),
     SERVER_KEY("max_clients", CONFIG_T_INT, "1024", 1, 1000000, max_clients),
     SERVER_KEY("max_request", CONFIG_T_SIZE, "1M", 1024, CONFIG_GIB, max_request),
+    SERVER_KEY("max_request_total", CONFIG_T_SIZE, "64M", 1024, 16 * CONFIG_GIB, max_request_total),
     SERVER_KEY("max_params", CONFIG_T_INT, "1000", 0, 32766, max_params),
     SERVER_KEY("max_pipeline", CONFIG_T_INT, "128", 1, 65536, max_pipeline),
     SERVER_KEY("max_output", CONFIG_T_SIZE, "1M", 4096, CONFIG_GIB, max_output),
+    SERVER_KEY("max_value", CONFIG_T_SIZE, "64M", 1024, CONFIG_GIB, max_value),
     SERVER_KEY("route_cache", CONFIG_T_INT, "1024", 0, 1000000, route_cache),
     SERVER_KEY_RESTART("stmt_cache", CONFIG_T_INT, "64", 0, 10000, stmt_cache),
     SERVER_KEY("log_level", CONFIG_T_LOG_LEVEL, "info", 0, 0, log_level),
@@ -119,6 +122,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
     SERVER_KEY("idle_transaction_timeout", CONFIG_T_INT, "0", 0, 86400000, idle_transaction_timeout_ms),
+    SERVER_KEY("client_output_timeout", CONFIG_T_INT, "60000", 0, 86400000, client_output_timeout_ms),
     SERVER_KEY("protected_mode", CONFIG_T_BOOL, "on", 0, 0, protected_mode),
     SERVER_KEY("auth_fail_delay", CONFIG_T_INT, "1000", 0, 60000, auth_fail_delay_ms),
     SERVER_KEY("login_timeout", CONFIG_T_INT, "60000", 0, 86400000, login_timeout_ms),
@@ -189,6 +193,18 @@ static bool config_key_memory_only(const struct config_key *key)
 }
 
 #define CONFIG_NKEYS (sizeof config_keys / sizeof config_keys[0])
+
+/* keys_written has a bit per key. */
+_Static_assert(CONFIG_NKEYS <= 64, "config_keys outgrew keys_written");
+
+/* The index of the key that sets `offset` in scope. */
+static size_t config_key_index(enum config_scope scope, size_t offset)
+{
+    size_t i = 0;
+    while (i < CONFIG_NKEYS && !(config_keys[i].scope == scope && config_keys[i].offset == offset))
+        i++;
+    return i;
+}
 
 static const char *const config_level_names[] = {
     [LOG_ERROR] = "error",
@@ -1940,6 +1956,9 @@ static bool config_finish(struct config_parse *st)
         free(b->snapshot);
         b->snapshot = bs->opts.snapshot;
         bs->opts.snapshot = NULL;
+        for (size_t k = 0; k < CONFIG_NKEYS; k++)
+            if (bs->seen[k] != 0)
+                b->keys_written |= UINT64_C(1) << k;
         for (size_t k = 0; k < CONFIG_NKEYS; k++) {
             const struct config_key *key = &config_keys[k];
             bool pg = b->type == BIND_POSTGRES;
@@ -2002,6 +2021,17 @@ static bool config_finish(struct config_parse *st)
          * (config_keys[0] is listen). */
         config_fail(st, st->server_seen[0], "no listener: set listen = host:port or unix_socket = path");
         return false;
+    }
+    for (size_t k = 0; k < CONFIG_NKEYS; k++)
+        if (st->server_seen[k] != 0)
+            cfg->keys_written |= UINT64_C(1) << k;
+    if (cfg->unix_socket_group != NULL) {
+        gid_t gid;
+        if (config_group_id(cfg->unix_socket_group, &gid) != 0) {
+            config_fail(st, st->server_seen[config_key_index(CONFIG_SERVER, offsetof(struct config, unix_socket_group))],
+                        "unix_socket_group = %s: no such group", cfg->unix_socket_group);
+            return false;
+        }
     }
     if (!config_finish_users(st))
         return false;
@@ -2293,6 +2323,22 @@ size_t config_route_table(const struct config *cfg, const char *schema, const ch
     return 0;
 }
 
+int config_group_id(const char *group, gid_t *gid)
+{
+    struct group gr, *found = NULL;
+    char buf[4096], *end;
+    long num = strtol(group, &end, 10);
+
+    if (end != group && *end == '\0' && num >= 0) {
+        *gid = (gid_t)num;
+        return 0;
+    }
+    if (getgrnam_r(group, &gr, buf, sizeof buf, &found) != 0 || found == NULL)
+        return -1;
+    *gid = found->gr_gid;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------
  * Reload support
  * ------------------------------------------------------------------------ */
@@ -2361,10 +2407,11 @@ bool config_bind_equal(const struct bind_conf *a, const struct bind_conf *b)
  * Printing
  * ------------------------------------------------------------------------ */
 
-/* Prints "<prefix> <key> = <value>", with "(default)" when the value is
- * the built-in default. */
+/* Prints "<prefix> <key> = <value>", with "(default)" when the file did
+ * not write the key (written: it did) and the value is the built-in
+ * default. */
 static void config_print_key(const struct config *cfg, const struct config_key *key, const void *base,
-                             const char *prefix, FILE *out)
+                             bool written, const char *prefix, FILE *out)
 {
     char *value = config_key_format(key, base);
     /* The default, resolved the same way (data_dir's depends on cfg->dir). */
@@ -2381,7 +2428,7 @@ static void config_print_key(const struct config *cfg, const struct config_key *
     if (*shown == '\0')
         shown = "(none)";
     fprintf(out, "%s %s = %s%s\n", prefix, key->name, shown,
-            value && def && strcmp(value, def) == 0 ? " (default)" : "");
+            !written && value && def && strcmp(value, def) == 0 ? " (default)" : "");
     free(value);
     free(def);
 }
@@ -2396,7 +2443,7 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "config %s\n", cfg->path ? cfg->path : "(none)");
     for (size_t i = 0; i < CONFIG_NKEYS; i++)
         if (config_keys[i].scope == CONFIG_SERVER)
-            config_print_key(cfg, &config_keys[i], cfg, "server", out);
+            config_print_key(cfg, &config_keys[i], cfg, (cfg->keys_written >> i) & 1, "server", out);
 
     for (size_t b = 0; b < cfg->nbinds; b++) {
         const struct bind_conf *bc = &cfg->binds[b];
@@ -2412,9 +2459,15 @@ void config_print(const struct config *cfg, FILE *out)
             bool secret = strcmp(bc->pg_keywords[k], "password") == 0;
             fprintf(out, "%s pg %s = %s\n", prefix, bc->pg_keywords[k], secret ? "***" : bc->pg_values[k]);
         }
-        for (size_t i = 0; i < CONFIG_NKEYS; i++)
-            if (config_keys[i].scope == CONFIG_BIND)
-                config_print_key(cfg, &config_keys[i], bc, prefix, out);
+        for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+            const struct config_key *key = &config_keys[i];
+            /* Only the keys that apply to this kind of bind. */
+            if (key->scope != CONFIG_BIND ||
+                (bc->type == BIND_POSTGRES ? config_key_sqlite_only(key) : config_key_pg_only(key)) ||
+                (config_key_memory_only(key) && bc->type != BIND_SQLITE_MEMORY))
+                continue;
+            config_print_key(cfg, key, bc, (bc->keys_written >> i) & 1, prefix, out);
+        }
     }
 
     for (size_t i = 0; i < cfg->nrules; i++) {

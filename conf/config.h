@@ -9,7 +9,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 enum bind_type {
     BIND_SQLITE_FILE,
@@ -60,6 +62,7 @@ struct bind_conf {
     int snapshot_interval_s; /* in-memory bind: save the snapshot this often; 0: never */
     enum snapshot_damage snapshot_on_damage;
     int line;               /* line of the file that defined the bind */
+    uint64_t keys_written;  /* bit i: the file wrote [bind.NAME] key i (for --check-config) */
 };
 
 struct table_rule {
@@ -103,10 +106,14 @@ struct config {
     char *data_dir;         /* absolute; relative SQLite paths resolve here */
     int max_clients;
     size_t max_request;     /* bytes in one request line or bulk SQL */
+    size_t max_request_total; /* bytes of one whole request: SQL and parameters */
     int max_params;
     int max_pipeline;       /* requests read ahead per client */
     size_t max_output;      /* bytes of output buffered per client before the
                                daemon stops producing more for it */
+    size_t max_value;       /* largest string or blob a statement may make or
+                               return (SQLite's SQLITE_LIMIT_LENGTH; checked on
+                               each PostgreSQL field) */
     int route_cache;        /* routing decisions cached (entries) */
     int stmt_cache;         /* prepared statements cached per connection */
     enum log_level log_level;
@@ -114,12 +121,15 @@ struct config {
     int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms; /* close clients idle this long; 0: never */
     int idle_transaction_timeout_ms; /* close clients idle this long inside a transaction; 0: never */
+    int client_output_timeout_ms; /* close clients that read none of their answers this long
+                                     while they hold a backend connection; 0: never */
     bool protected_mode;    /* without users: listen on loopback addresses only */
     int auth_fail_delay_ms; /* a failed .auth is answered after this long */
     int login_timeout_ms;   /* with users: close clients not logged in after this long; 0: never */
     char *migrations;       /* absolute path of the migrations folder (a
                                sub-folder per bind), or NULL */
     bool migrate_on_start;  /* apply pending migrations when the daemon starts */
+    uint64_t keys_written;  /* bit i: the file wrote [server] key i (for --check-config) */
 
     /* TLS (daemon/tls.c). The files are absolute paths, NULL when unset. */
     char *tls_listen_host; /* NULL: no TLS listener */
@@ -198,6 +208,11 @@ bool config_bind_equal(const struct bind_conf *a, const struct bind_conf *b);
 /* Whether two binds differ only in their [bind.NAME] options (same name,
  * type, URL and path). */
 bool config_bind_same_database(const struct bind_conf *a, const struct bind_conf *b);
+
+/* The group id of `group`, a group name or number (unix_socket_group).
+ * 0, or -1 when there is no such group. May block on the group database
+ * (NSS): start-up, --check-config and reloads only. */
+__attribute__((warn_unused_result)) int config_group_id(const char *group, gid_t *gid);
 
 /* Print the resolved binds, options and table map, for --check-config. */
 void config_print(const struct config *cfg, FILE *out);

@@ -545,6 +545,29 @@ static int put_header(struct pgconn *c, const PGresult *res)
     return rc | buf_putc(&c->out, '\n');
 }
 
+/* Whether a field of the row is larger than max_value (bytea: its bytes,
+ * not its hex text), looked at before anything is copied; then the answer
+ * is -ERR TOOBIG, and the statement's later rows are dropped as they
+ * arrive. */
+static bool row_too_big(struct pgconn *c, const PGresult *res, int row)
+{
+    size_t max = server_cfg_of(c->job->cfgref)->max_value;
+
+    for (int i = 0; i < c->ncols; i++) {
+        size_t n = (size_t)PQgetlength(res, row, i);
+        size_t bytes = c->types[i] == 17 && n >= 2 ? (n - 2) / 2 : n;
+        if (bytes > max) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "column %s: a value of %zu bytes; a value may have at most max_value = %zu bytes",
+                     PQfname(res, i), bytes, max);
+            reply_error(&c->out, "TOOBIG", msg);
+            c->failed = true;
+            return true;
+        }
+    }
+    return false;
+}
+
 static int put_row(struct pgconn *c, const PGresult *res, int row)
 {
     int rc = buf_putc(&c->out, '=');
@@ -712,6 +735,8 @@ static void conn_result(struct pgconn *c, PGresult *res)
             break;
         if (!c->header_sent && put_header(c, res) != 0)
             goto nomem;
+        if (row_too_big(c, res, 0))
+            break;
         if (put_row(c, res, 0) != 0)
             goto nomem;
         job->rows++;
@@ -723,6 +748,8 @@ static void conn_result(struct pgconn *c, PGresult *res)
         if (!c->header_sent && put_header(c, res) != 0)
             goto nomem;
         for (int r = 0; r < PQntuples(res); r++) {
+            if (row_too_big(c, res, r))
+                break;
             if (put_row(c, res, r) != 0)
                 goto nomem;
             job->rows++;

@@ -53,6 +53,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -169,6 +170,7 @@ struct worker {
     bool quick;                /* the loop thread's quick-read connection */
     bool grouping;             /* running jobs of a group commit (run_group) */
     bool group_overflow;       /* one of them answered more than fits in memory */
+    int max_length;            /* its SQLITE_LIMIT_LENGTH now (max_value) */
 };
 
 struct sqlite_bind {
@@ -269,12 +271,32 @@ static void reply_error(struct buf *out, const char *code, const char *msg)
 
 static void reply_sqlite_error(struct worker *w, struct buf *out, int rc)
 {
-    if (w->readonly && (rc & 0xff) == SQLITE_READONLY)
+    char msg[160];
+
+    if (w->readonly && (rc & 0xff) == SQLITE_READONLY) {
         reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg); /* PRAGMA query_only */
-    else if (w->denied != NULL)
+    } else if (w->denied != NULL) {
         reply_error_at(out, w->mark, w->denied_code ? w->denied_code : "DENIED", w->denied);
-    else
+    } else if ((rc & 0xff) == SQLITE_TOOBIG) {
+        snprintf(msg, sizeof msg, "%s: a string or blob may have at most max_value = %d bytes",
+                 sqlite3_errmsg(w->db), w->max_length);
+        reply_error_at(out, w->mark, "TOOBIG", msg);
+    } else {
         reply_error_at(out, w->mark, sqlite_code(rc), sqlite3_errmsg(w->db));
+    }
+}
+
+/* Bound every string and blob the connection makes or returns by
+ * max_value (at most `cap`): SQLite refuses a larger one with
+ * SQLITE_TOOBIG before allocating it. The thread that uses w->db. */
+static void conn_max_value(struct worker *w, size_t max_value, size_t cap)
+{
+    int limit = (int)(max_value < cap ? max_value : cap);
+
+    if (w->max_length != limit) {
+        sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, limit);
+        w->max_length = sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, -1);
+    }
 }
 
 /* ---- Safety ----------------------------------------------------------- */
@@ -1002,6 +1024,7 @@ static void run_exec(struct worker *w, struct job *job, struct buf *out)
 
     w->readonly = job->readonly;
     set_query_only(w, job->readonly);
+    conn_max_value(w, server_cfg_of(job->cfgref)->max_value, INT_MAX);
     set_running(job, w->db);
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;
@@ -1831,6 +1854,7 @@ static bool sqlite_read_inline(struct bind *b, const struct request *req, uint64
     }
     w->mark = out->len;
     *rows = 0;
+    conn_max_value(w, b->srv->cfg->max_value, QUICK_MAX_LENGTH);
     if (quick_snapshot(sb) != 0)
         return false;
     stmt = stmt_get(w, req->text, req->len, h, &rc);
@@ -1897,7 +1921,7 @@ static int quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
     set_query_only(w, true);
     sqlite3_busy_timeout(w->db, 0);
-    sqlite3_limit(w->db, SQLITE_LIMIT_LENGTH, QUICK_MAX_LENGTH);
+    conn_max_value(w, sb->bind->srv->cfg->max_value, QUICK_MAX_LENGTH);
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
     sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
     sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);

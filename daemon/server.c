@@ -26,7 +26,6 @@
 #include "daemon/server.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/authq.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/session.h"
@@ -256,16 +256,9 @@ static int listen_tcp(struct server *srv, const char *host, int port, bool tls)
  * may be slow. 0, or -1 after logging why. */
 static int socket_chgrp(const char *path, const char *group)
 {
-    struct group gr, *found = NULL;
-    char buf[4096], *end;
     gid_t gid;
-    long num = strtol(group, &end, 10);
 
-    if (*end == '\0' && num >= 0) {
-        gid = (gid_t)num;
-    } else if (getgrnam_r(group, &gr, buf, sizeof buf, &found) == 0 && found != NULL) {
-        gid = found->gr_gid;
-    } else {
+    if (config_group_id(group, &gid) != 0) {
         log_error("unix_socket_group = %s: no such group", group);
         return -1;
     }
@@ -386,10 +379,15 @@ static void close_listeners(struct server *srv)
     }
 }
 
-/* Every IDLE_SWEEP_MS: close clients that sent nothing and were answered
- * nothing for client_idle_timeout, or for idle_transaction_timeout while a
- * transaction of theirs is open on a bind (with -ERR TIMEOUT first; the
- * transaction is rolled back as for any departing client). */
+/* Every IDLE_SWEEP_MS: cancel the statements of clients that are gone
+ * though their sessions no longer read them (session_peer_gone); close
+ * clients whose TLS handshake did not finish within login_timeout; close
+ * clients that sent nothing and were answered nothing for
+ * client_idle_timeout, or for idle_transaction_timeout while a transaction
+ * of theirs is open on a bind (with -ERR TIMEOUT first; an open transaction
+ * is rolled back as for any departing client), and clients that hold a
+ * backend connection but read none of their answers for
+ * client_output_timeout. */
 #define IDLE_SWEEP_MS 250
 
 static void on_idle_sweep(uv_timer_t *t)
@@ -400,10 +398,11 @@ static void on_idle_sweep(uv_timer_t *t)
     uint64_t login = srv->cfg->nusers > 0 ? (uint64_t)srv->cfg->login_timeout_ms : 0;
     /* A TLS handshake must finish within login_timeout, users or not. */
     uint64_t handshake = srv->tls != NULL ? (uint64_t)srv->cfg->login_timeout_ms : 0;
+    uint64_t output = (uint64_t)srv->cfg->client_output_timeout_ms;
     uint64_t now = uv_now(srv->loop);
     struct session *s, *next;
 
-    if ((limit == 0 && login == 0 && txn_limit == 0 && handshake == 0) || srv->stopping)
+    if (srv->stopping)
         return;
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
@@ -412,6 +411,24 @@ static void on_idle_sweep(uv_timer_t *t)
             /* No way to send it an -ERR: the handshake is not done. */
             log_info("c%llu: TLS handshake not done within login_timeout (%llu ms): closing",
                      (unsigned long long)s->id, (unsigned long long)handshake);
+            session_close(s, true);
+            continue;
+        }
+        if (session_peer_gone(s)) {
+            /* Reset, or a unix socket closed: nobody reads the answer. */
+            log_info("c%llu: the client closed its connection during a statement: cancelling it",
+                     (unsigned long long)s->id);
+            session_close(s, true);
+            continue;
+        }
+        if (output > 0 && session_output_stalled(s, now, output)) {
+            /* It holds a connection others wait for and reads nothing: no
+             * answer could reach it; its statement is cancelled and its
+             * transaction rolled back. */
+            log_warn("c%llu: read none of its answers for %llu ms (client_output_timeout) while holding a "
+                     "connection of bind %s: disconnecting",
+                     (unsigned long long)s->id, (unsigned long long)output,
+                     s->job != NULL ? s->job->bind->conf->name : s->txn_bind->conf->name);
             session_close(s, true);
             continue;
         }
@@ -594,7 +611,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     }
     srv->routes = routecache_new((size_t)cfg->route_cache);
     srv->binds = calloc(cfg->nbinds, sizeof *srv->binds);
-    if (srv->routes == NULL || srv->binds == NULL) {
+    srv->authq = authq_new(loop);
+    if (srv->routes == NULL || srv->binds == NULL || srv->authq == NULL) {
         log_error("out of memory");
         return -1;
     }
@@ -665,6 +683,7 @@ void server_free(struct server *srv)
     routecache_free(srv->routes);
     tls_server_free(srv->tls);
     srv->tls = NULL;
+    authq_free(srv->authq);
     free(srv->binds);
     pthread_mutex_destroy(&srv->ev_lock);
     if (srv->cfgref != NULL)

@@ -91,6 +91,7 @@ struct server {
 
     struct routecache *routes;
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
+    struct authq *authq;     /* password checks (.auth) waiting for the thread pool */
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */

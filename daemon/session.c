@@ -21,14 +21,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 
 #include "daemon/auth.h"
+#include "daemon/authq.h"
 #include "daemon/log.h"
 #include "daemon/routecache.h"
 #include "daemon/server.h"
 #include "daemon/tls.h"
 
 #define READ_CHUNK (64 * 1024)
+
+/* Before .auth, when the configuration has users, one request may hold at
+ * most this many bytes (an .auth line and some room), and requests are
+ * decoded one at a time: a connection that has not logged in holds a few
+ * KiB of input, not max_request_total. */
+#define PRELOGIN_MAX_REQUEST 4096
+
+/* A connection is closed after this many failed .auth. */
+#define AUTH_MAX_FAILURES 5
 
 struct write_req {
     uv_write_t req;
@@ -67,6 +80,18 @@ static void session_set_state(struct session *s, enum sess_state to)
     if (to == SESS_CLOSING)
         s->srv->nclosing++;   /* no longer counts against max_clients */
     s->state = to;
+}
+
+/* Take the oldest queued input off the ring; the slot stays valid until
+ * the next decode. */
+static struct pending *queue_pop(struct session *s)
+{
+    struct pending *p = &s->queue[s->qhead];
+
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qcount--;
+    s->queued_bytes -= p->bytes;
+    return p;
 }
 
 /* ---- Output ---------------------------------------------------------- */
@@ -410,7 +435,7 @@ void session_job_event(struct job_event *ev)
  * the session closes during the delay, then freed in the timer's close
  * callback. */
 struct session_auth {
-    uv_work_t work;
+    struct authq_check check;  /* waits in srv->authq, then runs on the pool */
     uv_timer_t timer;
     struct session *s;
     struct confref *cfgref;    /* the configuration checked against */
@@ -470,6 +495,14 @@ static void auth_answer(struct session_auth *a)
             snprintf(facts, sizeof facts, "user=%s", name);
             session_reply_ok(s, facts);
         }
+    } else if (++s->auth_failures >= AUTH_MAX_FAILURES) {
+        /* Its failures cost the connection: it starts again with a new one. */
+        log_info("c%llu: %u failed .auth: closing", (unsigned long long)s->id, s->auth_failures);
+        session_reply_error(s, "AUTH", "invalid user name or password; too many failed .auth (%d): closing",
+                            AUTH_MAX_FAILURES);
+        auth_free(a);
+        session_close(s, false);
+        return;
     } else {
         session_reply_error(s, "AUTH", "invalid user name or password");
     }
@@ -506,6 +539,7 @@ static void auth_work_done(uv_work_t *w, int status)
         return;
     }
     if (!a->ok) {
+        authq_failed(&a->check);
         log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
         if (s->srv->cfg->auth_fail_delay_ms > 0) {
             uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0);
@@ -544,19 +578,15 @@ void session_auth(struct session *s, const char *user, const char *password)
     }
     uv_timer_init(s->srv->loop, &a->timer);
     a->timer.data = a;
-    a->work.data = a;
+    a->check.work.data = a;
     a->s = s;
     a->cfgref = server_cfg_hold(s->srv->cfgref);
     a->checking = true;
     snprintf(a->user, sizeof a->user, "%s", user);
     snprintf(a->password, sizeof a->password, "%s", password);
-    if (uv_queue_work(s->srv->loop, &a->work, auth_work, auth_work_done) != 0) {
-        auth_free(a);
-        session_reply_error(s, "INTERNAL", "cannot start the password check");
-        return;
-    }
     s->auth = a;
     session_set_state(s, SESS_AUTH);
+    authq_submit(s->srv->authq, &a->check, s->peer, auth_work, auth_work_done);
 }
 
 enum grant session_grant(const struct session *s, const struct bind *b)
@@ -665,8 +695,7 @@ static void session_batch(struct session *s, struct job *job)
         job->more[job->nmore].kind = r->kind;
         job->nmore++;
         memset(&p->req, 0, sizeof p->req);
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
+        queue_pop(s);
     }
 }
 
@@ -797,11 +826,9 @@ static void session_handle_sql(struct session *s, struct request *req)
 static void queue_drop_all(struct session *s)
 {
     while (s->qcount > 0) {
-        struct pending *p = &s->queue[s->qhead];
+        struct pending *p = queue_pop(s);
         codec_request_free(&p->req);
         free(p->err_msg);
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
     }
 }
 
@@ -836,9 +863,14 @@ static bool queue_room(struct session *s)
 static void session_parse_input(struct session *s)
 {
     const struct config *cfg = s->srv->cfg;
-    struct codec_limits lim = {cfg->max_request, (size_t)cfg->max_params};
+    bool prelogin = !session_authenticated(s);
+    struct codec_limits lim = {cfg->max_request < cfg->max_request_total ? cfg->max_request : cfg->max_request_total,
+                               (size_t)cfg->max_params, cfg->max_request_total};
 
-    while (s->inpos < s->inbuf.len && queue_room(s)) {
+    if (prelogin)
+        lim.max_request = lim.max_total = PRELOGIN_MAX_REQUEST;
+    while (s->inpos < s->inbuf.len && queue_room(s) && s->queued_bytes < cfg->max_request_total &&
+           !(prelogin && (s->qcount > 0 || s->state != SESS_IDLE))) {
         const char *p = s->inbuf.data + s->inpos;
         size_t avail = s->inbuf.len - s->inpos;
         struct pending *slot;
@@ -861,9 +893,17 @@ static void session_parse_input(struct session *s)
         memset(slot, 0, sizeof *slot);
         if (rc == CODEC_OK) {
             slot->req = req;
+            slot->bytes = req.len;
+            for (size_t i = 0; i < req.nparams; i++)
+                slot->bytes += req.params[i].len;
+            s->queued_bytes += slot->bytes;
         } else {
             slot->is_error = true;
             slot->err_code = err.code;
+            if (prelogin && strcmp(err.code, "TOOLONG") == 0)
+                snprintf(err.message, sizeof err.message,
+                         "request too long before login: at most %d bytes until .auth succeeds",
+                         PRELOGIN_MAX_REQUEST);
             slot->err_msg = strdup(err.message);
         }
         s->qcount++;
@@ -888,9 +928,7 @@ static bool session_advance(struct session *s)
 
     while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush &&
            session_unsent(s) <= s->srv->cfg->max_output) {
-        struct pending p = s->queue[s->qhead];
-        s->qhead = (s->qhead + 1) % s->qcap;
-        s->qcount--;
+        struct pending p = *queue_pop(s);
         any = true;
         if (p.is_error) {
             session_reply_error(s, p.err_code, "%s", p.err_msg ? p.err_msg : "out of memory");
@@ -1024,7 +1062,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 static void session_update_reading(struct session *s)
 {
     bool want = s->state != SESS_CLOSING && !s->input_ended && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
-                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle;
+                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
+                s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
+                (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
 
     if (want && !s->reading) {
         if (uv_read_start(&s->h.stream, on_alloc, on_read) == 0)
@@ -1156,13 +1196,46 @@ void session_close(struct session *s, bool cancel)
         return;   /* session_job_event finishes the close */
     }
     if (s->auth != NULL) {
-        if (s->auth->checking) {
+        if (s->auth->checking && !authq_cancel(&s->auth->check)) {
             s->auth->close_graceful = !cancel;
             return;   /* auth_work_done finishes the close */
         }
-        auth_free(s->auth);   /* waiting out the failure delay: no answer */
+        /* Still waiting for its turn, or waiting out the failure delay:
+         * no answer. */
+        auth_free(s->auth);
     }
     session_finish_close(s, !cancel);
+}
+
+bool session_peer_gone(struct session *s)
+{
+    struct pollfd p = {.events = POLLRDHUP};
+
+    /* While the session reads, libuv reports a reset itself (on_read). */
+    if (s->state != SESS_BUSY || s->reading || s->closed_handle || uv_fileno(&s->h.handle, &p.fd) != 0)
+        return false;
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit)
+{
+    size_t queued = s->h.stream.write_queue_size;
+    uv_os_fd_t fd;
+    int sent = 0;
+
+    /* libuv's queue moves only when the kernel's send buffer has room for
+     * a good part of it; the bytes still in that buffer (SIOCOUTQ) shrink
+     * as soon as the client reads any. */
+    if (queued > 0 && uv_fileno(&s->h.handle, &fd) == 0 && ioctl(fd, SIOCOUTQ, &sent) == 0 && sent > 0)
+        queued += (size_t)sent;
+
+    if (s->state == SESS_CLOSING || queued == 0 || queued != s->stall_queued) {
+        /* Nothing waits for the client, or it read some since last time. */
+        s->stall_queued = s->state == SESS_CLOSING ? 0 : queued;
+        s->stall_since = now;
+        return false;
+    }
+    return (s->job != NULL || s->in_txn) && now - s->stall_since >= limit;
 }
 
 void session_abort(struct session *s)

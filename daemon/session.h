@@ -35,8 +35,9 @@ struct tls_server;
 enum sess_state {
     SESS_IDLE,       /* waiting for or handling requests on the loop */
     SESS_BUSY,       /* a job of this session runs on a backend */
-    SESS_AUTH,       /* its .auth password check runs on the thread pool, or
-                        the answer to a wrong one waits out auth_fail_delay */
+    SESS_AUTH,       /* its .auth password check waits its turn (authq) or
+                        runs on the thread pool, or the answer to a wrong
+                        one waits out auth_fail_delay */
     SESS_CLOSING,    /* going away; no more requests are read */
 };
 
@@ -46,6 +47,7 @@ struct pending {
     struct request req;
     const char *err_code;
     char *err_msg;             /* owned; NULL when out of memory */
+    size_t bytes;              /* its SQL and parameter bytes (queued_bytes) */
 };
 
 struct session {
@@ -82,12 +84,18 @@ struct session {
      * costs little memory. */
     struct pending *queue;
     size_t qhead, qcount, qcap;
+    size_t queued_bytes;       /* of the queued requests: decoding waits while
+                                  they hold max_request_total */
 
     /* Output not yet handed to libuv; flush_queued: on srv->flush_head to
      * be written at the end of the loop turn. */
     struct buf out;
     bool flush_queued;
     struct session *flush_next;
+    /* client_output_timeout: libuv's write queue as last seen, and since
+     * when it has been that size (not shrinking: the client reads none). */
+    size_t stall_queued;
+    uint64_t stall_since;
 
     /* Routing and transactions. use_bind is always one of srv->binds (a
      * reload moves it to the bind of the same name, or to default);
@@ -113,6 +121,7 @@ struct session {
     char *user_name;
     const struct user_conf *user;
     uint64_t unauth_since;     /* uv_now() since when it lacks a user (login_timeout) */
+    unsigned auth_failures;    /* failed .auth on this connection */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
     /* A multi-bind command in progress (.tables). */
@@ -134,6 +143,20 @@ void session_job_event(struct job_event *ev);
  * stop) the running statement finishes and its response is flushed
  * before the connection closes. */
 void session_close(struct session *s, bool cancel);
+
+/* Whether the client has read none of its answers for `limit` ms while
+ * it holds a backend connection (a statement runs, or a transaction is
+ * open). Call it now and then (the server's sweep): it notes whether the
+ * output moved since the last call. Loop thread. */
+bool session_output_stalled(struct session *s, uint64_t now, uint64_t limit);
+
+/* Whether the client of a running statement is gone for good, though the
+ * session does not read its socket (it ended its input, or its pipeline
+ * is full): the connection was reset, or a unix socket's peer closed it
+ * fully. A TCP client that closed normally (FIN) cannot be told from one
+ * that only ended its input and waits for its answers (nc -N): that one
+ * is found out when its answer is written. Loop thread; does not block. */
+bool session_peer_gone(struct session *s);
 
 /* shutdown_timeout passed: interrupt the running statement, drop what is
  * not yet written, and close now (idempotent). Loop thread. */

@@ -10,8 +10,9 @@
  * is there, and only then decodes and allocates. After a refused request
  * it says how many bytes consumed belong to it and what to skip next
  * (struct codec_discard) so that the client's later requests still parse.
- * Every line is bounded by max_request, so a session never holds more
- * than (max_params + 2) lines of max_request bytes for one request.
+ * Every line is bounded by max_request and a whole request by max_total,
+ * so a session never holds more than max_total (+ a line end) bytes for
+ * one request, however many parameter lines it announces.
  *
  * Reals are written and read in the C locale form; the daemon and the
  * client library never call setlocale() with LC_NUMERIC.
@@ -379,9 +380,19 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
                                 struct codec_discard *discard, struct codec_error *err)
 {
     const size_t first = pos;
+    const size_t total = lim->max_total ? lim->max_total : SIZE_MAX;
     struct codec_line l;
     for (size_t i = 0; i < nparams; i++) {
         int found = codec_line_find(buf, pos, len, lim->max_request, &l);
+        if ((found == CODEC_LINE_NEED_MORE && len > total) || (found == CODEC_LINE_FOUND && l.next > total)) {
+            /* buf[0..len) holds this request only while it is incomplete,
+             * so either way the whole request is longer than total. */
+            *consumed = found == CODEC_LINE_FOUND ? l.next : len;
+            discard->to_eol = found != CODEC_LINE_FOUND;
+            discard->lines = nparams - i - 1;
+            return codec_fail(err, "TOOLONG", "request too long: more than %zu bytes with its parameters",
+                              total);
+        }
         if (found == CODEC_LINE_NEED_MORE)
             return CODEC_NEED_MORE;
         if (found == CODEC_LINE_OPEN || l.clen > lim->max_request) {
@@ -446,13 +457,17 @@ static int codec_parse_bulk(const char *buf, size_t len, const struct codec_limi
             return codec_fail(err, "PROTO", "bad bulk header: bad parameter count");
         }
     }
-    if (body > lim->max_request || nparams > lim->max_params) {
+    if (body > lim->max_request || nparams > lim->max_params ||
+        (lim->max_total && (l->next >= lim->max_total || body >= lim->max_total - l->next))) {
         discard->bytes = body;
         discard->to_eol = true;
         discard->lines = nparams;
         if (body > lim->max_request)
             return codec_fail(err, "TOOLONG", "bulk statement too long: %zu bytes, max %zu", body,
                               lim->max_request);
+        if (nparams <= lim->max_params)
+            return codec_fail(err, "TOOLONG", "request too long: more than %zu bytes with its parameters",
+                              lim->max_total);
         return codec_fail(err, "PARAMS", "too many parameters: %zu, max %zu", nparams, lim->max_params);
     }
 

@@ -56,6 +56,9 @@ struct request {
 struct codec_limits {
     size_t max_request;   /* longest line or bulk SQL, in bytes */
     size_t max_params;    /* most parameters in one request */
+    size_t max_total;     /* most bytes of one whole request (header, SQL,
+                             parameter lines, line ends); 0: no bound but
+                             the ones above */
 };
 
 /* What the decoder tells the caller to skip after a refused request so the
@@ -87,7 +90,9 @@ struct codec_error {
  * It never reads past len and never consumes a partial request, except that
  * a line longer than lim->max_request without a '\n' is an error at once
  * (consumed = len, discard->to_eol = true) so the caller never buffers more
- * than max_request + a little.
+ * than max_request + a little; and a request past lim->max_total bytes is
+ * refused (TOOLONG) as soon as that many of its bytes are there, so the
+ * caller never buffers more than max_total + a little for one request.
  * On CODEC_OK the caller owns *req. On CODEC_ERROR *req is untouched.
  */
 __attribute__((warn_unused_result))

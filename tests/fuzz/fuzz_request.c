@@ -28,10 +28,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct codec_limits fuzz_lim = {256, 8};
+static const struct codec_limits fuzz_lim = {256, 8, 0};
 
 /* Re-decoding an encoded request: escapes may double a text's length. */
-static const struct codec_limits fuzz_wide_lim = {4096, 8};
+static const struct codec_limits fuzz_wide_lim = {4096, 8, 0};
 
 #define FUZZ_CHECK(cond)                                                                                     \
     do {                                                                                                     \

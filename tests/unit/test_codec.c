@@ -22,7 +22,7 @@
 
 #define LIT(s) (s), (sizeof(s) - 1)
 
-static struct codec_limits test_lim = {1000, 16};
+static struct codec_limits test_lim = {1000, 16, 0};
 
 /* ---- Session emulation ----------------------------------------------- */
 
@@ -792,6 +792,32 @@ static void test_limits_huge(void)
     test_lim = saved;
 }
 
+/* max_total bounds a whole request, SQL and parameter lines together,
+ * however it is split; its parameter lines are skipped after it. */
+static void test_toolong_total(void)
+{
+    struct codec_limits saved = test_lim;
+    const char *want = "S[SELECT ?, ?] t0123456789 t0123456789;!TOOLONG;!TOOLONG;!TOOLONG;C[ping];";
+    struct buf in = BUF_INIT;
+
+    test_lim.max_total = 40;
+    /* 39 bytes: fine. */
+    CHECK(buf_puts(&in, "?2 SELECT ?, ?\nt0123456789\nt0123456789\n") == 0);
+    /* 41 and more: too long, at a parameter line or while one is open. */
+    CHECK(buf_puts(&in, "?3 SELECT ?, ?, ?\nt0123456789\nt0123456789\nn\n") == 0);
+    CHECK(buf_puts(&in, "?2 SELECT ?, ?\nt0123456789\nt0123456789012345678901234567890123456789\n") == 0);
+    /* A bulk body that cannot fit with its header. */
+    CHECK(buf_puts(&in, "$37 1\nSELECT 1 AS a, 2 AS b, 3 AS c, 4 AS d\nn\n.ping\n") == 0);
+    CHECK_STR(run(in.data, in.len), want);
+    CHECK_STR(run_bytewise(in.data, in.len), want);
+    for (size_t k = 0; k <= in.len; k++)
+        CHECK_STR(run_split(in.data, in.len, k), want);
+    CHECK_STR(first_error(in.data + 39, in.len - 39),
+              "TOOLONG request too long: more than 40 bytes with its parameters");
+    buf_free(&in);
+    test_lim = saved;
+}
+
 static void test_request_free_zeroes(void)
 {
     struct request req;
@@ -1289,6 +1315,7 @@ int main(void)
     RUN(test_toolong_inline_header);
     RUN(test_discard_incremental);
     RUN(test_limits_huge);
+    RUN(test_toolong_total);
     RUN(test_request_free_zeroes);
     RUN(test_encode_request);
     RUN(test_encode_request_roundtrip);

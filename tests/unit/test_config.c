@@ -1028,7 +1028,7 @@ static void test_protected_mode(void)
 static void test_users(void)
 {
     struct config *cfg = LOAD_OK("[server]\nlisten = 0.0.0.0:7654\nauth_fail_delay = 250\n"
-                                 "unix_socket_group = sqlmux\n" MIN_BINDS "second = sqlite:///2.db\n"
+                                 "unix_socket_group = root\n" MIN_BINDS "second = sqlite:///2.db\n"
                                  "third = sqlite:///:memory:\n"
                                  "[user.alice]\npassword = " HASH "\nadmin = on\ngrant.* = read-write\n"
                                  "[user.bob]\npassword = " HASH "\ngrant.second = read\ngrant.* = none\n"
@@ -1038,7 +1038,7 @@ static void test_users(void)
     CHECK(cfg->nusers == 3);
     CHECK(cfg->auth_fail_delay_ms == 250);
     CHECK(cfg->login_timeout_ms == 60000);   /* the default */
-    CHECK_STR(cfg->unix_socket_group, "sqlmux");
+    CHECK_STR(cfg->unix_socket_group, "root");   /* a group that exists: unknown ones are refused */
     const struct user_conf *a = config_user(cfg, "alice"), *b = config_user(cfg, "bob"),
                            *c = config_user(cfg, "carol");
     CHECK(a != NULL && b != NULL && c != NULL && config_user(cfg, "Alice") == NULL);
