@@ -324,7 +324,9 @@ $(BUILD)/pic/python/sqlmux/_sqlmux.o: python/sqlmux/_sqlmux.c client/sqlmux.h
 	@test -f "$(PY_INCLUDE)/Python.h" || { echo "Python.h missing: apt-get install python3-dev"; exit 1; }
 	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -isystem $(PY_INCLUDE) -c -o $@ $<
 
-$(PY_EXT): $(BUILD)/pic/python/sqlmux/_sqlmux.o $(BUILD)/libsqlmux.a
+# Linked with libsqlmux's objects rather than libsqlmux.a, whose codec is
+# made local: the extension decodes reals with the codec's own formatter.
+$(PY_EXT): $(BUILD)/pic/python/sqlmux/_sqlmux.o $(CLIENT_PIC_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ -lpthread
 
@@ -335,7 +337,7 @@ $(PY_OUT)/%.py: python/sqlmux/%.py
 $(PY_DISTINFO)/entry_points.txt: Makefile
 	@mkdir -p $(dir $@)
 	printf 'Metadata-Version: 2.1\nName: sqlmux\nVersion: $(CLIENT_VERSION)\nSummary: DB-API driver and SQLAlchemy dialect for sqlmux\n' > $(PY_DISTINFO)/METADATA
-	printf '[sqlalchemy.dialects]\nsqlmux = sqlmux.dialect:SQLmuxDialect\n' > $@
+	printf '[sqlalchemy.dialects]\nsqlmux = sqlmux.dialect:SQLmuxDialect\nsqlmux.sqlmux = sqlmux.dialect:SQLmuxDialect\n' > $@
 
 install: install-python
 install-python: python

@@ -620,6 +620,7 @@ def _register_dialect():
         return  # the dist-info's entry point registers it (see the Makefile)
     from sqlalchemy.dialects import registry
     registry.register("sqlmux", "sqlmux.dialect", "SQLmuxDialect")
+    registry.register("sqlmux.sqlmux", "sqlmux.dialect", "SQLmuxDialect")
 
 
 _register_dialect()

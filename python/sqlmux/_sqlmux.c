@@ -33,6 +33,8 @@
 #include <string.h>
 
 #include "client/sqlmux.h"
+#include "proto/buf.h"
+#include "proto/codec.h"
 
 /* Row converters: what a column's text field becomes. A column may also
  * have a Python callable (dates, Decimal), applied to the field's str. */
@@ -114,13 +116,13 @@ static bool is_int_text(const char *s, size_t n)
     return !(s[0] == '-' && s[1] == '0');
 }
 
-/* A real as the daemon writes one: with '.' or 'e', or inf/-inf, and
- * nothing left over. */
+/* The float of s, or NULL (no exception) when s is not one. Unless
+ * any_form, only the text the daemon writes for a real (codec_put_real:
+ * "1.0", "0.1", "1e+300", "inf") counts, so a text such as "1.10" or
+ * "1e3" in a column without a declared type stays a str. */
 static PyObject *float_or_null(const char *s, size_t n, bool any_form)
 {
-    if (!any_form && strpbrk(s, ".eE") == NULL && strcmp(s, "inf") != 0 && strcmp(s, "-inf") != 0)
-        return NULL;
-    if (n == 0 || s[0] == ' ')
+    if (n == 0 || s[0] == ' ' || (!any_form && strpbrk(s, ".ei") == NULL))
         return NULL;
     char *end = NULL;
     double d = PyOS_string_to_double(s, &end, NULL);
@@ -130,6 +132,13 @@ static PyObject *float_or_null(const char *s, size_t n, bool any_form)
     }
     if (end != s + n)
         return NULL;
+    if (!any_form) {
+        struct buf canon = BUF_INIT;
+        bool same = codec_put_real(&canon, d) == 0 && canon.len == n && memcmp(canon.data, s, n) == 0;
+        buf_free(&canon);
+        if (!same)
+            return NULL;
+    }
     return PyFloat_FromDouble(d);
 }
 
