@@ -82,6 +82,7 @@ class _DBAPI:
 class SQLmuxDialect_sqlite(_SQLmuxMixin, SQLiteDialect):
     """A SQLite bind behind sqlmux."""
 
+    supports_statement_cache = True  # SQLAlchemy wants it on each class
     default_paramstyle = "qmark"
 
     def _get_server_version_info(self, connection):
@@ -142,6 +143,7 @@ class _PGFloat(_PGNumeric, sqltypes.Float):
 class SQLmuxDialect_postgresql(_SQLmuxMixin, PGDialect):
     """A PostgreSQL bind behind sqlmux."""
 
+    supports_statement_cache = True
     default_paramstyle = "qmark"
     colspecs = dict(PGDialect.colspecs)
     colspecs.update({sqltypes.Numeric: _PGNumeric, sqltypes.Float: _PGFloat})
@@ -168,6 +170,8 @@ _SQLITE_CLASSES = {}  # SQLite version -> dialect class
 class SQLmuxDialect(SQLmuxDialect_sqlite):
     """The entry point: get_dialect_cls() asks the daemon what the URL's
     bind is and returns the SQLite or PostgreSQL dialect."""
+
+    supports_statement_cache = True
 
     @classmethod
     def get_dialect_cls(cls, url):
