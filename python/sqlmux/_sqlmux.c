@@ -339,16 +339,7 @@ static PyObject *result_close(PyObject *op, PyObject *unused)
     (void)unused;
     result_object *self = (result_object *)op;
     Py_CLEAR(self->rows);
-    if (self->res != NULL) {
-        sqlmux_free(self->res);
-        self->res = NULL;
-    }
-    self->done = 1;
-    if (self->owner != NULL) {
-        if (self->owner->stream == self)
-            self->owner->stream = NULL;
-        Py_CLEAR(self->owner);
-    }
+    result_finish(self);
     Py_RETURN_NONE;
 }
 
@@ -506,9 +497,7 @@ static int conn_ready(conn_object *self)
     if (self->stream != NULL) {
         result_object *s = self->stream;
         Py_INCREF(s);
-        Py_ssize_t pos = s->rowpos;
         int rc = result_drain(s);
-        s->rowpos = pos;
         Py_DECREF(s);
         if (rc < 0)
             return -1;
