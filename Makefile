@@ -313,8 +313,12 @@ PY_OUT        := $(BUILD)/python/sqlmux
 PY_EXT         = $(PY_OUT)/_sqlmux$(PY_EXT_SUFFIX)
 PY_DISTINFO   := $(BUILD)/python/sqlmux-$(CLIENT_VERSION).dist-info
 
-.PHONY: python install-python uninstall-python
-all: python
+.PHONY: python install-python uninstall-python python-missing
+# `make` builds it when python3-dev is there; `make python` (and `make
+# test`, which installs python3-dev first) always do.
+all: $(if $(wildcard $(PY_INCLUDE)/Python.h),python,python-missing)
+python-missing:
+	@echo "note: the Python driver is not built: apt-get install python3-dev (or make deps), then make python"
 python: $(PY_EXT) $(patsubst python/sqlmux/%,$(PY_OUT)/%,$(PY_SRC)) $(PY_DISTINFO)/entry_points.txt
 
 # CPython's headers are system headers (-isystem), so the project's
