@@ -257,3 +257,25 @@ def test_login_from_url_and_environment(tmp_path):
         assert "AUTH" in str(e.value)
     finally:
         d.cleanup()
+
+
+def test_a_busy_connection_refuses_a_second_thread(daemon, url):
+    """The GIL is released while a statement runs, so another thread runs
+    meanwhile; using the same connection from it is refused (INUSE), not a
+    corrupted connection."""
+    import threading
+    import time
+    con = sqlmux.connect(url, autocommit=True)
+    out = []
+    t = threading.Thread(target=lambda: out.append(con.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000000) "
+        "SELECT count(*) FROM n").fetchone()))
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()  # the main thread runs while the statement does
+    with pytest.raises(sqlmux.ProgrammingError) as e:
+        con.execute("SELECT 1")
+    assert e.value.code == "INUSE"
+    t.join(60)
+    assert out == [(5000000,)]
+    assert con.execute("SELECT 1").fetchone() == (1,)
