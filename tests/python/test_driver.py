@@ -279,3 +279,23 @@ def test_a_busy_connection_refuses_a_second_thread(daemon, url):
     t.join(60)
     assert out == [(5000000,)]
     assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_savepoint_as_first_statement_then_commits_land(daemon, url):
+    """SQLAlchemy's session.begin_nested() on a fresh session: SAVEPOINT is
+    the transaction's first statement. Every later commit must land (the
+    daemon's SAVEPOINT tracking, issue 13 item 1)."""
+    a = sqlmux.connect(url)
+    b = sqlmux.connect(url, autocommit=True)
+    a.execute("SAVEPOINT sp")
+    a.execute("INSERT INTO test1 (color) VALUES ('in-sp')")
+    a.execute("ROLLBACK TO sp")
+    a.execute("RELEASE sp")
+    a.execute("INSERT INTO test1 (color) VALUES ('kept')")
+    a.commit()
+    assert b.execute("SELECT color FROM test1").fetchall() == [("kept",)]
+    a.execute("INSERT INTO test1 (color) VALUES ('second')")
+    a.commit()
+    assert b.execute("SELECT color FROM test1 ORDER BY id").fetchall() == [("kept",), ("second",)]
+    a.close()
+    assert daemon.file_query("app.db", "SELECT color FROM test1 ORDER BY id") == [("kept",), ("second",)]
