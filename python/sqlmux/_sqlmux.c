@@ -149,8 +149,14 @@ static PyObject *decode_text(const char *s, size_t n)
 
 static PyObject *decode_auto(const char *s, size_t n, bool any_float)
 {
-    if (n > 0 && is_int_text(s, n))
-        return PyLong_FromString(s, NULL, 10);
+    if (n > 0 && is_int_text(s, n)) {
+        if (n > 18) /* may not fit a long long: let Python parse it */
+            return PyLong_FromString(s, NULL, 10);
+        long long v = 0;
+        for (size_t i = s[0] == '-'; i < n; i++)
+            v = v * 10 + (s[i] - '0');
+        return PyLong_FromLongLong(s[0] == '-' ? -v : v);
+    }
     PyObject *f = n > 0 ? float_or_null(s, n, any_float) : NULL;
     return f != NULL ? f : decode_text(s, n);
 }
