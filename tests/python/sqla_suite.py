@@ -18,6 +18,7 @@ PostgreSQL default bind against psycopg2 directly on the same server.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,14 @@ SUITE = os.path.join(HERE, "sqla")
 
 def run_suite(dburi, xml_path, env):
     """Run the suite against dburi; {test id: outcome} from its JUnit XML
-    (outcome: passed, failed, skipped)."""
+    (outcome: passed, failed, skipped). It runs in a copy of tests/python/sqla
+    next to xml_path, since SQLAlchemy's plugin reads setup.cfg from, and its
+    SQLite provisioning writes files into, the current folder."""
+    cwd = os.path.join(os.path.dirname(xml_path), "suite-" + os.path.basename(xml_path)[:-4])
+    shutil.copytree(SUITE, cwd)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--dburi", dburi,
             "--junitxml", xml_path]
-    p = subprocess.run(argv, cwd=SUITE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    p = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=900)
     out = p.stdout.decode(errors="replace")
     if not os.path.exists(xml_path):
@@ -109,6 +114,7 @@ def main(argv):
                   % (backend, name, mux.get(name, "not run"), mux_details.get(name, "")))
     print("# SQLAlchemy compliance suite, %s: %s" % (ref_name, counts(ref)))
     print("# SQLAlchemy compliance suite, %s: %s" % (mux_name, counts(mux)))
+    shutil.rmtree(tmp, ignore_errors=True)
     return 1 if bad else 0
 
 
