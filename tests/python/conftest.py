@@ -16,6 +16,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
 
+# Under SANITIZE=1, tests/run preloads ASan's runtime for the sanitized
+# extension. Only the Python processes that import sqlmux need it (tests
+# pass child_env() to them); other programs, initdb among them, must not
+# get it.
+_PRELOAD = os.environ.pop("LD_PRELOAD", None)
+if _PRELOAD:
+    os.environ["SQLMUX_TEST_PRELOAD"] = _PRELOAD
+
+
+def child_env(env):
+    """env for a child /usr/bin/python3 that imports sqlmux."""
+    if os.environ.get("SQLMUX_TEST_PRELOAD"):
+        env["LD_PRELOAD"] = os.environ["SQLMUX_TEST_PRELOAD"]
+    return env
+
 
 def pytest_runtest_logreport(report):
     name = "python.%s" % report.nodeid.split("/")[-1].replace(".py::", ".")

@@ -14,6 +14,7 @@ import pytest
 
 import harness
 import sqlmux
+from conftest import child_env
 
 
 def test_module_globals():
@@ -242,8 +243,8 @@ def test_login_from_url_and_environment(tmp_path):
         con = sqlmux.connect(base % "app:s3cret@")
         con.execute("INSERT INTO test1 (color) VALUES ('auth')")
         con.commit()
-        env = dict(os.environ, SQLMUX_USER="ro", SQLMUX_PASSWORD="s3cret",
-                   PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+        env = child_env(dict(os.environ, SQLMUX_USER="ro", SQLMUX_PASSWORD="s3cret",
+                             PYTHONPATH=os.environ.get("PYTHONPATH", "")))
         script = ("import sqlmux, sys\n"
                   "c = sqlmux.connect(sys.argv[1])\n"
                   "print(c.execute('SELECT count(*) FROM test1').fetchone()[0])\n"

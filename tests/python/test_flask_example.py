@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import harness
+from conftest import child_env
 
 EXAMPLE = os.path.join(harness.REPO, "examples", "flask")
 
@@ -26,6 +27,7 @@ def run_app(d, code, cwd=EXAMPLE, args=None, timeout=120):
     importable; its stdout, failing the test when it fails."""
     env = dict(os.environ, SQLMUX_URL="sqlmux://127.0.0.1:%d" % d.port, FLASK_APP=os.path.join(EXAMPLE, "app.py"))
     env["PYTHONPATH"] = EXAMPLE + os.pathsep + env.get("PYTHONPATH", "")
+    child_env(env)
     argv = [sys.executable, "-m", "flask"] + args if args else [sys.executable, "-c", code]
     p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=timeout)
     out, err = p.stdout.decode(), p.stderr.decode()
