@@ -5,7 +5,7 @@
 
 CC      ?= cc
 PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd
+APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -295,3 +295,64 @@ valgrind: deps
 	SQLMUX_VALGRIND=1 SQLMUX_TIMEOUT_SCALE=$(VALGRIND_SCALE) BUILD=build \
 	    SQLMUXD=$(CURDIR)/build/sqlmuxd-valgrind SQLMUXD_REAL=$(CURDIR)/build/sqlmuxd \
 	    tests/run -j $(VALGRIND_JOBS) $(VALGRIND_TESTS)
+
+# ---- python: the DB-API driver and the SQLAlchemy dialect -----------------
+# `make python` builds the sqlmux package for the system's /usr/bin/python3
+# (Debian's, where apt's python3-sqlalchemy lives; a python3 earlier on PATH
+# is not used) into $(BUILD)/python/: the C extension sqlmux/_sqlmux*.so,
+# linked with libsqlmux.a, and the Python files of python/sqlmux/, plus a
+# dist-info whose entry point registers the sqlmux:// dialect with
+# SQLAlchemy. PYTHONPATH=$(BUILD)/python /usr/bin/python3 -c 'import sqlmux'
+# then works. `make install` copies the same tree into PYTHON_SITEDIR.
+SYS_PYTHON    ?= /usr/bin/python3
+PY_INCLUDE     = $(shell $(SYS_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+PY_EXT_SUFFIX  = $(shell $(SYS_PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+PY_VERSION     = $(shell $(SYS_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# Debian's python3 reads /usr/local/lib/python3.X/dist-packages.
+PYTHON_SITEDIR ?= $(PREFIX)/lib/python$(PY_VERSION)/dist-packages
+PY_SRC        := $(wildcard python/sqlmux/*.py)
+PY_OUT        := $(BUILD)/python/sqlmux
+PY_EXT         = $(PY_OUT)/_sqlmux$(PY_EXT_SUFFIX)
+PY_DISTINFO   := $(BUILD)/python/sqlmux-$(CLIENT_VERSION).dist-info
+
+.PHONY: python install-python uninstall-python python-missing
+# `make` builds it when python3-dev is there; `make python` (and `make
+# test`, which installs python3-dev first) always do.
+all: $(if $(wildcard $(PY_INCLUDE)/Python.h),python,python-missing)
+python-missing:
+	@echo "note: the Python driver is not built: apt-get install python3-dev (or make deps), then make python"
+python: $(PY_EXT) $(patsubst python/sqlmux/%,$(PY_OUT)/%,$(PY_SRC)) $(PY_DISTINFO)/entry_points.txt
+
+# CPython's headers are system headers (-isystem), so the project's
+# warnings apply to our code and not to theirs.
+$(BUILD)/pic/python/sqlmux/_sqlmux.o: python/sqlmux/_sqlmux.c client/sqlmux.h
+	@mkdir -p $(dir $@)
+	@test -f "$(PY_INCLUDE)/Python.h" || { echo "Python.h missing: apt-get install python3-dev"; exit 1; }
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -isystem $(PY_INCLUDE) -c -o $@ $<
+
+# Linked with libsqlmux's objects rather than libsqlmux.a, whose codec is
+# made local: the extension decodes reals with the codec's own formatter.
+$(PY_EXT): $(BUILD)/pic/python/sqlmux/_sqlmux.o $(CLIENT_PIC_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(TLS_LIBS) -lpthread
+
+$(PY_OUT)/%.py: python/sqlmux/%.py
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+$(PY_DISTINFO)/entry_points.txt: Makefile
+	@mkdir -p $(dir $@)
+	printf 'Metadata-Version: 2.1\nName: sqlmux\nVersion: $(CLIENT_VERSION)\nSummary: DB-API driver and SQLAlchemy dialect for sqlmux\n' > $(PY_DISTINFO)/METADATA
+	printf '[sqlalchemy.dialects]\nsqlmux = sqlmux.dialect:SQLmuxDialect\nsqlmux.sqlmux = sqlmux.dialect:SQLmuxDialect\n' > $@
+
+install: install-python
+install-python: python
+	install -d $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux-$(CLIENT_VERSION).dist-info
+	install -m 644 $(PY_OUT)/*.py $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux/
+	install -m 755 $(PY_EXT) $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux/
+	install -m 644 $(PY_DISTINFO)/METADATA $(PY_DISTINFO)/entry_points.txt \
+	    $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux-$(CLIENT_VERSION).dist-info/
+
+uninstall: uninstall-python
+uninstall-python:
+	rm -rf $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux $(DESTDIR)$(PYTHON_SITEDIR)/sqlmux-$(CLIENT_VERSION).dist-info
