@@ -307,19 +307,26 @@ def parse_url(url):
     """Split a driver URL into (libsqlmux URL, bind or None, options).
 
     sqlmux://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?OPTIONS]
+    sqlmuxs://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?OPTIONS]  (TLS)
     sqlmux://[USER[:PASSWORD]@]/[BIND]?socket=PATH[&OPTIONS]   (unix socket)
     unix://PATH[?user=USER&password=PASSWORD]                 (libsqlmux's)
 
     OPTIONS: user, password (percent-encoded, as in libsqlmux), socket,
-    bind, timeout (seconds). Other options are returned for the caller.
+    bind, timeout (seconds), and libsqlmux's TLS options: tls=require,
+    tls=insecure or tls=off, tls_ca=, tls_cert=, tls_key= (file paths,
+    percent-decoded here; $SQLMUX_TLS_CA, $SQLMUX_TLS_CERT and
+    $SQLMUX_TLS_KEY stand in for the paths not given). Other options are
+    returned for the caller.
     """
     if url is None or url == "":
         url = os.environ.get("SQLMUX_URL") or "sqlmux://127.0.0.1:%d" % DEFAULT_PORT
     if url.startswith("unix://"):
         return url, None, {}
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme.split("+")[0] != "sqlmux":
-        raise InterfaceError("not a sqlmux URL: %r (want sqlmux://HOST:PORT/BIND)" % url, "MISUSE")
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in ("sqlmux", "sqlmuxs"):
+        raise InterfaceError("not a sqlmux URL: %r (want sqlmux://HOST:PORT/BIND or sqlmuxs://...)" % url,
+                             "MISUSE")
     opts = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     bind = parts.path.strip("/") or opts.pop("bind", None) or None
     if bind is not None:
@@ -338,6 +345,17 @@ def parse_url(url):
         opts.pop(k, None)
         if k in raw_q:
             auth.append("%s=%s" % (k, raw_q[k]))
+    # TLS options go to libsqlmux, which takes paths as written (no %XX).
+    # On a unix socket they reach libsqlmux too, which refuses them there.
+    if scheme == "sqlmuxs" and "tls" not in opts:
+        opts["tls"] = "require"
+    for k in _TLS_OPTIONS:
+        v = opts.pop(k, None)
+        if v is None:
+            continue
+        if "&" in v:
+            raise InterfaceError("%s=%r: libsqlmux takes no '&' in a TLS option" % (k, v), "MISUSE")
+        auth.append("%s=%s" % (k, v))
     socket = opts.pop("socket", None)
     if socket is not None:
         lib = "unix://" + socket
@@ -346,6 +364,9 @@ def parse_url(url):
     if auth:
         lib += "?" + "&".join(auth)
     return lib, bind, opts
+
+
+_TLS_OPTIONS = ("tls", "tls_ca", "tls_cert", "tls_key")
 
 
 # ---- Connections and cursors ---------------------------------------------
@@ -420,6 +441,12 @@ class Connection:
         if value and not self._autocommit and self.in_transaction:
             self.commit()
         self._autocommit = value
+
+    @property
+    def tls(self):
+        """"TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and cipher) on a TLS
+        connection (sqlmuxs://, ?tls=require), None on plain text."""
+        return self._check().tls
 
     @property
     def closed(self):
@@ -621,6 +648,8 @@ def _register_dialect():
     from sqlalchemy.dialects import registry
     registry.register("sqlmux", "sqlmux.dialect", "SQLmuxDialect")
     registry.register("sqlmux.sqlmux", "sqlmux.dialect", "SQLmuxDialect")
+    registry.register("sqlmuxs", "sqlmux.dialect", "SQLmuxDialect")
+    registry.register("sqlmuxs.sqlmux", "sqlmux.dialect", "SQLmuxDialect")
 
 
 _register_dialect()

@@ -10,8 +10,10 @@ them. `?backend=sqlite` or `?backend=postgresql` in the URL skips the
 question (no connection at create_engine() time).
 
 URL: sqlmux://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?socket=PATH&timeout=SECONDS]
-(without a BIND the connection uses the daemon's default bind). USER and
-PASSWORD may also come from $SQLMUX_USER and $SQLMUX_PASSWORD.
+(without a BIND the connection uses the daemon's default bind), or
+sqlmuxs://... for TLS, with the driver's tls=, tls_ca=, tls_cert= and
+tls_key= options in the query. USER and PASSWORD may also come from
+$SQLMUX_USER and $SQLMUX_PASSWORD.
 """
 
 import decimal
@@ -40,7 +42,8 @@ def _driver_url(url):
         kwargs["user"] = url.username
     if url.password is not None:
         kwargs["password"] = str(url.password)
-    return "sqlmux://%s%s%s" % (netloc, path, "?" + qs if qs else ""), kwargs
+    scheme = "sqlmuxs" if url.drivername.split("+")[0] == "sqlmuxs" else "sqlmux"
+    return "%s://%s%s%s" % (scheme, netloc, path, "?" + qs if qs else ""), kwargs
 
 
 class _SQLmuxMixin:
