@@ -259,12 +259,67 @@ def _pg_numeric(s):
     return decimal.Decimal(s)
 
 
+def _pg_array_parse(s, elem):
+    """PostgreSQL's text form of an array, "{1,2}", "{{a,"b c"},{NULL,\\"}}",
+    as nested lists (as psycopg2 gives them), each element through elem;
+    None for NULL. Text it does not read (bounds "[0:1]={...}") stays
+    text."""
+    if not s.startswith("{"):
+        return s
+    stack = [[]]
+    i, n = 1, len(s)
+    while i < n:
+        ch = s[i]
+        if ch == "{":
+            stack.append([])
+            i += 1
+        elif ch == "}":
+            done = stack.pop()
+            if not stack:
+                return done if i == n - 1 else s
+            stack[-1].append(done)
+            i += 1
+        elif ch == ",":
+            i += 1
+        elif ch == '"':
+            out = []
+            i += 1
+            while i < n and s[i] != '"':
+                if s[i] == "\\":
+                    i += 1
+                out.append(s[i:i + 1])
+                i += 1
+            stack[-1].append(elem("".join(out)))
+            i += 1
+        else:
+            j = i
+            while j < n and s[j] not in ",}":
+                j += 1
+            tok = s[i:j].strip()
+            stack[-1].append(None if tok == "NULL" else elem(tok))
+            i = j
+    return s
+
+
+def _pg_array(elem):
+    return lambda s: _pg_array_parse(s, elem)
+
+
+def _pg_bool(s):
+    return s == "t"
+
+
+_PG_ARRAYS = {"_int2": int, "_int4": int, "_int8": int, "_oid": int, "_float4": float, "_float8": float,
+              "_bool": _pg_bool, "_numeric": _pg_numeric, "_text": str, "_varchar": str, "_bpchar": str,
+              "_name": str, "_char": str}
+
 _PG_CONV = {
     "int2": _sqlmux.CONV_INT, "int4": _sqlmux.CONV_INT, "int8": _sqlmux.CONV_INT, "oid": _sqlmux.CONV_INT,
     "float4": _sqlmux.CONV_FLOAT, "float8": _sqlmux.CONV_FLOAT, "bool": _sqlmux.CONV_BOOL,
     "numeric": _pg_numeric, "date": _pg_date, "timestamp": _pg_timestamp,
     "timestamptz": _pg_timestamp, "time": _pg_time, "timetz": _pg_time, "interval": _pg_interval,
 }
+_PG_CONV.update((name, _pg_array(elem)) for name, elem in _PG_ARRAYS.items())
 
 
 def _sqlite_conv(decl):
@@ -527,8 +582,39 @@ class Connection:
             pass
 
 
+def _returns_changes(sql):
+    m = _FIRST_WORDS_RE.match(sql)
+    return m is not None and m.group(1).upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class _Rows:
+    """Rows read ahead, with a streaming Result's fetch methods."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.pos = 0
+
+    def fetchone(self):
+        if self.pos >= len(self.rows):
+            return None
+        self.pos += 1
+        return self.rows[self.pos - 1]
+
+    def fetchmany(self, n):
+        end = len(self.rows) if n < 0 else self.pos + n
+        out = self.rows[self.pos:end]
+        self.pos += len(out)
+        return out
+
+    def close(self):
+        self.rows = []
+        self.pos = 0
+
+
 class Cursor:
-    """A PEP 249 cursor. Iterating over it streams the rows."""
+    """A PEP 249 cursor. Iterating over it streams the rows (the rows of
+    INSERT, UPDATE or DELETE ... RETURNING are read at execute(), to count
+    them)."""
 
     def __init__(self, connection):
         self.connection = connection
@@ -566,6 +652,11 @@ class Cursor:
         if r.last_id is not None:
             self.lastrowid = r.last_id
         self._result = r if cols else None
+        if cols and _returns_changes(sql):
+            # INSERT/UPDATE/DELETE ... RETURNING: rowcount is the rows
+            # changed, known once they are read (as psycopg2 has them).
+            self._result = _Rows(r.fetchmany(-1))
+            self.rowcount = len(self._result.rows)
         return self
 
     def executemany(self, sql, seq_of_params):

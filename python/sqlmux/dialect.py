@@ -20,9 +20,10 @@ import decimal
 import urllib.parse
 
 from sqlalchemy import types as sqltypes
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.postgresql.base import INTERVAL, PGDialect, _ColonCast
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import default
+from sqlalchemy.sql.elements import TypeClause
 
 import sqlmux
 
@@ -143,13 +144,53 @@ class _PGFloat(_PGNumeric, sqltypes.Float):
     pass
 
 
+# Parameters reach PostgreSQL as text of unknown type (psycopg2 writes
+# literals into the SQL instead, asyncpg and pg8000 cast): a parameter
+# whose type PostgreSQL cannot infer ("SELECT ?", "? IS NULL") would be
+# text or SQLSTATE 42P18. The types whose values travel as text are
+# rendered with a cast, ?::date, as pg8000's dialect does for arrays.
+class _BindCast:
+    def bind_expression(self, bindvalue):
+        return _ColonCast(bindvalue, self)
+
+
+class _PGNumericCast(_PGNumeric):
+    """?::numeric, without the column's precision and scale (a parameter
+    is not rounded or refused before it reaches the column)."""
+
+    def bind_expression(self, bindvalue):
+        cast = _ColonCast(bindvalue, self)
+        cast.typeclause = TypeClause(sqltypes.NUMERIC())
+        return cast
+
+
+class _PGDate(_BindCast, sqltypes.Date):
+    pass
+
+
+class _PGDateTime(_BindCast, sqltypes.DateTime):
+    pass
+
+
+class _PGTime(_BindCast, sqltypes.Time):
+    pass
+
+
+class _PGInterval(_BindCast, INTERVAL):
+    @classmethod
+    def adapt_emulated_to_native(cls, interval, **kw):
+        return cls(precision=interval.second_precision)
+
+
 class SQLmuxDialect_postgresql(_SQLmuxMixin, PGDialect):
     """A PostgreSQL bind behind sqlmux."""
 
     supports_statement_cache = True
     default_paramstyle = "qmark"
     colspecs = dict(PGDialect.colspecs)
-    colspecs.update({sqltypes.Numeric: _PGNumeric, sqltypes.Float: _PGFloat})
+    colspecs.update({sqltypes.Numeric: _PGNumericCast, sqltypes.Float: _PGFloat, sqltypes.Date: _PGDate,
+                     sqltypes.DateTime: _PGDateTime, sqltypes.Time: _PGTime, sqltypes.Interval: _PGInterval,
+                     INTERVAL: _PGInterval})
 
     def set_isolation_level(self, connection, level):
         if not self._set_autocommit(connection, level):
