@@ -28,6 +28,7 @@ followed too, so in_transaction stays true to the daemon; SAVEPOINT,
 RELEASE and ROLLBACK TO work inside the transaction.
 """
 
+import collections.abc
 import datetime
 import decimal
 import os
@@ -582,6 +583,40 @@ class Connection:
             pass
 
 
+# Named parameters (:name, as the sqlite3 module takes them with a
+# mapping): the ones outside string literals, quoted identifiers, comments,
+# PostgreSQL's $$ strings and :: casts.
+_NAMED_RE = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$\$.*?\$\$|::"""
+                       r"""|:([A-Za-z_][A-Za-z0-9_]*)""", re.S)
+_named_cache = {}
+
+
+def _named_to_qmark(sql, mapping):
+    """(qmark SQL, parameter tuple) for SQL with :name parameters and a
+    mapping of their values."""
+    conv = _named_cache.get(sql)
+    if conv is None:
+        names = []
+
+        def sub(m):
+            if m.group(1) is None:
+                return m.group(0)
+            names.append(m.group(1))
+            return "?"
+
+        conv = (_NAMED_RE.sub(sub, sql), tuple(names))
+        if len(_named_cache) > 1024:
+            _named_cache.clear()
+        _named_cache[sql] = conv
+    qsql, names = conv
+    if not names and mapping and "?" in qsql:
+        raise ProgrammingError("parameters given as a mapping, but the SQL has ? (pass a sequence)", "TYPE")
+    try:
+        return qsql, tuple(mapping[n] for n in names)
+    except KeyError as e:
+        raise ProgrammingError("no value for the parameter :%s" % e.args[0], "PARAMS") from None
+
+
 def _returns_changes(sql):
     m = _FIRST_WORDS_RE.match(sql)
     return m is not None and m.group(1).upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -641,9 +676,10 @@ class Cursor:
         self._check()
         self._reset()
         if params is not None and not isinstance(params, (tuple, list)):
-            if isinstance(params, dict):
-                raise ProgrammingError("paramstyle is qmark: pass a sequence, not a mapping", "TYPE")
-            params = tuple(params)
+            if isinstance(params, collections.abc.Mapping):
+                sql, params = _named_to_qmark(sql, params)
+            else:
+                params = tuple(params)
         r = self.connection._run(sql, params)
         cols = r.columns
         if cols:

@@ -77,6 +77,8 @@ def test_pg_rowcount_of_returning(pg):
         assert cur.rowcount == 2 and sorted(cur.fetchall()) == [(2, 3), (3, 4)]
         cur = con.execute("DELETE FROM rc RETURNING id")
         assert cur.rowcount == 3 and cur.fetchmany(2) == [(1,), (2,)] and cur.fetchmany(5) == [(3,)]
+        # Named parameters beside PostgreSQL's :: casts.
+        assert con.execute("SELECT :a::int4 + 1, ':a'::text", {"a": "41"}).fetchone() == (42, ":a")
         # A SELECT still streams: rowcount -1 as before.
         assert con.execute("SELECT 1").rowcount == -1
         con.close()
