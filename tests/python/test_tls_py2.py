@@ -3,22 +3,41 @@ URLs and the tls=, tls_ca=, tls_cert=, tls_key= options reach libsqlmux,
 $SQLMUX_TLS_* too, a wrong CA is refused with libsqlmux's clear error, and
 Connection.tls says what the connection runs on. Against the real daemon
 with a TLS listener and a private CA (tests/integration/tlspki.py)."""
-import os
+import subprocess
 import urllib.parse
 
 import pytest
 import sqlalchemy as sa
 
+import harness
 import sqlmux
-from test_auth import users_text
-from test_tls import TlsDaemon
+import tlspki
 
 
 @pytest.fixture
 def tlsd():
-    users = users_text() + "[user.app]\ncert_cn = app1\ngrant.* = read-write\n"
-    with TlsDaemon(client_auth="optional", users=users, make=lambda p: p.make_ca("other", "another CA")) as d:
+    """The daemon with a TLS port (tls_port) and a private PKI (pki: ca,
+    server, client app1, another CA); users alice (password "wonder land",
+    admin) and app (its certificate's CN app1). Not test_tls's TlsDaemon:
+    its module imports crypt, which crashes under ASan's preload."""
+    pw = subprocess.run([harness.daemon_binary(), "passwd"], input=b"wonder land\n", stdout=subprocess.PIPE,
+                        check=True, timeout=30).stdout.decode().strip()
+    users = ("[user.alice]\npassword = %s\nadmin = on\ngrant.* = read-write\n"
+             "[user.app]\ncert_cn = app1\ngrant.* = read-write\n" % pw)
+    port = harness.free_port()
+    srv = {"tls_listen": "127.0.0.1:%d" % port, "tls_cert_file": "pki/server.crt", "tls_key_file": "pki/server.key",
+           "tls_ca_file": "pki/ca.crt", "tls_client_auth": "optional"}
+    d = harness.Daemon(config=harness.make_config(server=srv) + users, start=False)
+    try:
+        d.tls_port = port
+        d.pki = tlspki.PKI(d.dir)
+        d.pki.make_cert("server", "localhost")
+        d.pki.make_cert("app1", "app1", server=False)
+        d.pki.make_ca("other", "another CA")
+        d.start()
         yield d
+    finally:
+        d.cleanup()
 
 
 @pytest.fixture(autouse=True)
