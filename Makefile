@@ -343,7 +343,7 @@ $(PY_OUT)/%.py: python/sqlmux/%.py
 $(PY_DISTINFO)/entry_points.txt: Makefile
 	@mkdir -p $(dir $@)
 	printf 'Metadata-Version: 2.1\nName: sqlmux\nVersion: $(CLIENT_VERSION)\nSummary: DB-API driver and SQLAlchemy dialect for sqlmux\n' > $(PY_DISTINFO)/METADATA
-	printf '[sqlalchemy.dialects]\nsqlmux = sqlmux.dialect:SQLmuxDialect\nsqlmux.sqlmux = sqlmux.dialect:SQLmuxDialect\n' > $@
+	printf '[sqlalchemy.dialects]\nsqlmux = sqlmux.dialect:SQLmuxDialect\nsqlmux.sqlmux = sqlmux.dialect:SQLmuxDialect\nsqlmuxs = sqlmux.dialect:SQLmuxDialect\nsqlmuxs.sqlmux = sqlmux.dialect:SQLmuxDialect\n' > $@
 
 install: install-python
 install-python: python

@@ -28,6 +28,7 @@ followed too, so in_transaction stays true to the daemon; SAVEPOINT,
 RELEASE and ROLLBACK TO work inside the transaction.
 """
 
+import collections.abc
 import datetime
 import decimal
 import os
@@ -259,12 +260,67 @@ def _pg_numeric(s):
     return decimal.Decimal(s)
 
 
+def _pg_array_parse(s, elem):
+    """PostgreSQL's text form of an array, "{1,2}", "{{a,"b c"},{NULL,\\"}}",
+    as nested lists (as psycopg2 gives them), each element through elem;
+    None for NULL. Text it does not read (bounds "[0:1]={...}") stays
+    text."""
+    if not s.startswith("{"):
+        return s
+    stack = [[]]
+    i, n = 1, len(s)
+    while i < n:
+        ch = s[i]
+        if ch == "{":
+            stack.append([])
+            i += 1
+        elif ch == "}":
+            done = stack.pop()
+            if not stack:
+                return done if i == n - 1 else s
+            stack[-1].append(done)
+            i += 1
+        elif ch == ",":
+            i += 1
+        elif ch == '"':
+            out = []
+            i += 1
+            while i < n and s[i] != '"':
+                if s[i] == "\\":
+                    i += 1
+                out.append(s[i:i + 1])
+                i += 1
+            stack[-1].append(elem("".join(out)))
+            i += 1
+        else:
+            j = i
+            while j < n and s[j] not in ",}":
+                j += 1
+            tok = s[i:j].strip()
+            stack[-1].append(None if tok == "NULL" else elem(tok))
+            i = j
+    return s
+
+
+def _pg_array(elem):
+    return lambda s: _pg_array_parse(s, elem)
+
+
+def _pg_bool(s):
+    return s == "t"
+
+
+_PG_ARRAYS = {"_int2": int, "_int4": int, "_int8": int, "_oid": int, "_float4": float, "_float8": float,
+              "_bool": _pg_bool, "_numeric": _pg_numeric, "_text": str, "_varchar": str, "_bpchar": str,
+              "_name": str, "_char": str}
+
 _PG_CONV = {
     "int2": _sqlmux.CONV_INT, "int4": _sqlmux.CONV_INT, "int8": _sqlmux.CONV_INT, "oid": _sqlmux.CONV_INT,
     "float4": _sqlmux.CONV_FLOAT, "float8": _sqlmux.CONV_FLOAT, "bool": _sqlmux.CONV_BOOL,
     "numeric": _pg_numeric, "date": _pg_date, "timestamp": _pg_timestamp,
     "timestamptz": _pg_timestamp, "time": _pg_time, "timetz": _pg_time, "interval": _pg_interval,
 }
+_PG_CONV.update((name, _pg_array(elem)) for name, elem in _PG_ARRAYS.items())
 
 
 def _sqlite_conv(decl):
@@ -307,19 +363,26 @@ def parse_url(url):
     """Split a driver URL into (libsqlmux URL, bind or None, options).
 
     sqlmux://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?OPTIONS]
+    sqlmuxs://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?OPTIONS]  (TLS)
     sqlmux://[USER[:PASSWORD]@]/[BIND]?socket=PATH[&OPTIONS]   (unix socket)
     unix://PATH[?user=USER&password=PASSWORD]                 (libsqlmux's)
 
     OPTIONS: user, password (percent-encoded, as in libsqlmux), socket,
-    bind, timeout (seconds). Other options are returned for the caller.
+    bind, timeout (seconds), and libsqlmux's TLS options: tls=require,
+    tls=insecure or tls=off, tls_ca=, tls_cert=, tls_key= (file paths,
+    percent-decoded here; $SQLMUX_TLS_CA, $SQLMUX_TLS_CERT and
+    $SQLMUX_TLS_KEY stand in for the paths not given). Other options are
+    returned for the caller.
     """
     if url is None or url == "":
         url = os.environ.get("SQLMUX_URL") or "sqlmux://127.0.0.1:%d" % DEFAULT_PORT
     if url.startswith("unix://"):
         return url, None, {}
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme.split("+")[0] != "sqlmux":
-        raise InterfaceError("not a sqlmux URL: %r (want sqlmux://HOST:PORT/BIND)" % url, "MISUSE")
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in ("sqlmux", "sqlmuxs"):
+        raise InterfaceError("not a sqlmux URL: %r (want sqlmux://HOST:PORT/BIND or sqlmuxs://...)" % url,
+                             "MISUSE")
     opts = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     bind = parts.path.strip("/") or opts.pop("bind", None) or None
     if bind is not None:
@@ -338,6 +401,17 @@ def parse_url(url):
         opts.pop(k, None)
         if k in raw_q:
             auth.append("%s=%s" % (k, raw_q[k]))
+    # TLS options go to libsqlmux, which takes paths as written (no %XX).
+    # On a unix socket they reach libsqlmux too, which refuses them there.
+    if scheme == "sqlmuxs" and "tls" not in opts:
+        opts["tls"] = "require"
+    for k in _TLS_OPTIONS:
+        v = opts.pop(k, None)
+        if v is None:
+            continue
+        if "&" in v:
+            raise InterfaceError("%s=%r: libsqlmux takes no '&' in a TLS option" % (k, v), "MISUSE")
+        auth.append("%s=%s" % (k, v))
     socket = opts.pop("socket", None)
     if socket is not None:
         lib = "unix://" + socket
@@ -346,6 +420,9 @@ def parse_url(url):
     if auth:
         lib += "?" + "&".join(auth)
     return lib, bind, opts
+
+
+_TLS_OPTIONS = ("tls", "tls_ca", "tls_cert", "tls_key")
 
 
 # ---- Connections and cursors ---------------------------------------------
@@ -420,6 +497,12 @@ class Connection:
         if value and not self._autocommit and self.in_transaction:
             self.commit()
         self._autocommit = value
+
+    @property
+    def tls(self):
+        """"TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and cipher) on a TLS
+        connection (sqlmuxs://, ?tls=require), None on plain text."""
+        return self._check().tls
 
     @property
     def closed(self):
@@ -500,8 +583,73 @@ class Connection:
             pass
 
 
+# Named parameters (:name, as the sqlite3 module takes them with a
+# mapping): the ones outside string literals, quoted identifiers, comments,
+# PostgreSQL's $$ strings and :: casts.
+_NAMED_RE = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$\$.*?\$\$|::"""
+                       r"""|:([A-Za-z_][A-Za-z0-9_]*)""", re.S)
+_named_cache = {}
+
+
+def _named_to_qmark(sql, mapping):
+    """(qmark SQL, parameter tuple) for SQL with :name parameters and a
+    mapping of their values."""
+    conv = _named_cache.get(sql)
+    if conv is None:
+        names = []
+
+        def sub(m):
+            if m.group(1) is None:
+                return m.group(0)
+            names.append(m.group(1))
+            return "?"
+
+        conv = (_NAMED_RE.sub(sub, sql), tuple(names))
+        if len(_named_cache) > 1024:
+            _named_cache.clear()
+        _named_cache[sql] = conv
+    qsql, names = conv
+    if not names and mapping and "?" in qsql:
+        raise ProgrammingError("parameters given as a mapping, but the SQL has ? (pass a sequence)", "TYPE")
+    try:
+        return qsql, tuple(mapping[n] for n in names)
+    except KeyError as e:
+        raise ProgrammingError("no value for the parameter :%s" % e.args[0], "PARAMS") from None
+
+
+def _returns_changes(sql):
+    m = _FIRST_WORDS_RE.match(sql)
+    return m is not None and m.group(1).upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class _Rows:
+    """Rows read ahead, with a streaming Result's fetch methods."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.pos = 0
+
+    def fetchone(self):
+        if self.pos >= len(self.rows):
+            return None
+        self.pos += 1
+        return self.rows[self.pos - 1]
+
+    def fetchmany(self, n):
+        end = len(self.rows) if n < 0 else self.pos + n
+        out = self.rows[self.pos:end]
+        self.pos += len(out)
+        return out
+
+    def close(self):
+        self.rows = []
+        self.pos = 0
+
+
 class Cursor:
-    """A PEP 249 cursor. Iterating over it streams the rows."""
+    """A PEP 249 cursor. Iterating over it streams the rows (the rows of
+    INSERT, UPDATE or DELETE ... RETURNING are read at execute(), to count
+    them)."""
 
     def __init__(self, connection):
         self.connection = connection
@@ -528,9 +676,10 @@ class Cursor:
         self._check()
         self._reset()
         if params is not None and not isinstance(params, (tuple, list)):
-            if isinstance(params, dict):
-                raise ProgrammingError("paramstyle is qmark: pass a sequence, not a mapping", "TYPE")
-            params = tuple(params)
+            if isinstance(params, collections.abc.Mapping):
+                sql, params = _named_to_qmark(sql, params)
+            else:
+                params = tuple(params)
         r = self.connection._run(sql, params)
         cols = r.columns
         if cols:
@@ -539,6 +688,11 @@ class Cursor:
         if r.last_id is not None:
             self.lastrowid = r.last_id
         self._result = r if cols else None
+        if cols and _returns_changes(sql):
+            # INSERT/UPDATE/DELETE ... RETURNING: rowcount is the rows
+            # changed, known once they are read (as psycopg2 has them).
+            self._result = _Rows(r.fetchmany(-1))
+            self.rowcount = len(self._result.rows)
         return self
 
     def executemany(self, sql, seq_of_params):
@@ -621,6 +775,8 @@ def _register_dialect():
     from sqlalchemy.dialects import registry
     registry.register("sqlmux", "sqlmux.dialect", "SQLmuxDialect")
     registry.register("sqlmux.sqlmux", "sqlmux.dialect", "SQLmuxDialect")
+    registry.register("sqlmuxs", "sqlmux.dialect", "SQLmuxDialect")
+    registry.register("sqlmuxs.sqlmux", "sqlmux.dialect", "SQLmuxDialect")
 
 
 _register_dialect()

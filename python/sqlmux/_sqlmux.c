@@ -757,6 +757,16 @@ static PyObject *conn_get_url(PyObject *op, void *unused)
     return PyUnicode_FromString(sqlmux_conn_url(self->conn));
 }
 
+static PyObject *conn_get_tls(PyObject *op, void *unused)
+{
+    (void)unused;
+    conn_object *self = (conn_object *)op;
+    const char *tls = self->conn != NULL ? sqlmux_conn_tls(self->conn) : NULL;
+    if (tls == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(tls);
+}
+
 static PyObject *conn_set_timeout(PyObject *op, PyObject *arg)
 {
     conn_object *self = (conn_object *)op;
@@ -780,6 +790,7 @@ static PyGetSetDef conn_getset[] = {
     {"closed", conn_get_closed, NULL, "closed or broken", NULL},
     {"kind", conn_get_kind, conn_set_kind, "backend kind used to decode rows", NULL},
     {"url", conn_get_url, NULL, "the URL, password shown as ***", NULL},
+    {"tls", conn_get_tls, NULL, "TLS protocol and cipher, None on plain text", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

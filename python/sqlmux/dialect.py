@@ -10,17 +10,20 @@ them. `?backend=sqlite` or `?backend=postgresql` in the URL skips the
 question (no connection at create_engine() time).
 
 URL: sqlmux://[USER[:PASSWORD]@]HOST[:PORT][/BIND][?socket=PATH&timeout=SECONDS]
-(without a BIND the connection uses the daemon's default bind). USER and
-PASSWORD may also come from $SQLMUX_USER and $SQLMUX_PASSWORD.
+(without a BIND the connection uses the daemon's default bind), or
+sqlmuxs://... for TLS, with the driver's tls=, tls_ca=, tls_cert= and
+tls_key= options in the query. USER and PASSWORD may also come from
+$SQLMUX_USER and $SQLMUX_PASSWORD.
 """
 
 import decimal
 import urllib.parse
 
 from sqlalchemy import types as sqltypes
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.postgresql.base import INTERVAL, PGDialect, _ColonCast
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import default
+from sqlalchemy.sql.elements import TypeClause
 
 import sqlmux
 
@@ -40,7 +43,8 @@ def _driver_url(url):
         kwargs["user"] = url.username
     if url.password is not None:
         kwargs["password"] = str(url.password)
-    return "sqlmux://%s%s%s" % (netloc, path, "?" + qs if qs else ""), kwargs
+    scheme = "sqlmuxs" if url.drivername.split("+")[0] == "sqlmuxs" else "sqlmux"
+    return "%s://%s%s%s" % (scheme, netloc, path, "?" + qs if qs else ""), kwargs
 
 
 class _SQLmuxMixin:
@@ -140,13 +144,53 @@ class _PGFloat(_PGNumeric, sqltypes.Float):
     pass
 
 
+# Parameters reach PostgreSQL as text of unknown type (psycopg2 writes
+# literals into the SQL instead, asyncpg and pg8000 cast): a parameter
+# whose type PostgreSQL cannot infer ("SELECT ?", "? IS NULL") would be
+# text or SQLSTATE 42P18. The types whose values travel as text are
+# rendered with a cast, ?::date, as pg8000's dialect does for arrays.
+class _BindCast:
+    def bind_expression(self, bindvalue):
+        return _ColonCast(bindvalue, self)
+
+
+class _PGNumericCast(_PGNumeric):
+    """?::numeric, without the column's precision and scale (a parameter
+    is not rounded or refused before it reaches the column)."""
+
+    def bind_expression(self, bindvalue):
+        cast = _ColonCast(bindvalue, self)
+        cast.typeclause = TypeClause(sqltypes.NUMERIC())
+        return cast
+
+
+class _PGDate(_BindCast, sqltypes.Date):
+    pass
+
+
+class _PGDateTime(_BindCast, sqltypes.DateTime):
+    pass
+
+
+class _PGTime(_BindCast, sqltypes.Time):
+    pass
+
+
+class _PGInterval(_BindCast, INTERVAL):
+    @classmethod
+    def adapt_emulated_to_native(cls, interval, **kw):
+        return cls(precision=interval.second_precision)
+
+
 class SQLmuxDialect_postgresql(_SQLmuxMixin, PGDialect):
     """A PostgreSQL bind behind sqlmux."""
 
     supports_statement_cache = True
     default_paramstyle = "qmark"
     colspecs = dict(PGDialect.colspecs)
-    colspecs.update({sqltypes.Numeric: _PGNumeric, sqltypes.Float: _PGFloat})
+    colspecs.update({sqltypes.Numeric: _PGNumericCast, sqltypes.Float: _PGFloat, sqltypes.Date: _PGDate,
+                     sqltypes.DateTime: _PGDateTime, sqltypes.Time: _PGTime, sqltypes.Interval: _PGInterval,
+                     INTERVAL: _PGInterval})
 
     def set_isolation_level(self, connection, level):
         if not self._set_autocommit(connection, level):

@@ -2,7 +2,7 @@
 """SQLAlchemy's dialect compliance suite through sqlmux, against its own
 pysqlite dialect as the reference.
 
-    /usr/bin/python3 tests/python/sqla_suite.py [sqlite | postgresql]
+    /usr/bin/python3 tests/python/sqla_suite.py [sqlite | postgresql | alembic]
 
 Starts sqlmuxd (SQLMUXD, else build/sqlmuxd) on a temp config whose default
 bind is a SQLite file, runs the suite (tests/python/sqla) once with
@@ -13,7 +13,9 @@ passes through sqlmux too, else "not ok - ...". Tests that pysqlite fails
 or skips are only counted. Ends with both counts; exits 1 on any "not ok".
 The sqlmux package comes from PYTHONPATH (tests/run sets build/python).
 With `postgresql`, the same with a private PostgreSQL cluster: a
-PostgreSQL default bind against psycopg2 directly on the same server.
+PostgreSQL default bind against psycopg2 directly on the same server. With
+`alembic`, Alembic's suite (alembic.testing.suite, tests/python/alembic_suite)
+the same way as `sqlite`.
 """
 
 import os
@@ -31,13 +33,13 @@ import harness  # noqa: E402
 SUITE = os.path.join(HERE, "sqla")
 
 
-def run_suite(dburi, xml_path, env):
+def run_suite(dburi, xml_path, env, suite=SUITE):
     """Run the suite against dburi; {test id: outcome} from its JUnit XML
     (outcome: passed, failed, skipped). It runs in a copy of tests/python/sqla
     next to xml_path, since SQLAlchemy's plugin reads setup.cfg from, and its
     SQLite provisioning writes files into, the current folder."""
     cwd = os.path.join(os.path.dirname(xml_path), "suite-" + os.path.basename(xml_path)[:-4])
-    shutil.copytree(SUITE, cwd)
+    shutil.copytree(suite, cwd)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--dburi", dburi,
             "--junitxml", xml_path]
     p = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -70,12 +72,17 @@ def counts(results):
     return "%(passed)d passed, %(failed)d failed, %(skipped)d skipped" % c
 
 
-def run_sqlite(tmp, env):
+def run_sqlite(tmp, env, suite=SUITE):
     cfg = harness.make_config(binds=[("default", "sqlite:///suite.db")], tables=[], schemas=False)
     with harness.Daemon(config=cfg) as d:
-        mux = run_suite("sqlmux://127.0.0.1:%d/" % d.port, os.path.join(tmp, "sqlmux.xml"), env)
-    ref = run_suite("sqlite:///" + os.path.join(tmp, "reference.db"), os.path.join(tmp, "pysqlite.xml"), env)
+        mux = run_suite("sqlmux://127.0.0.1:%d/" % d.port, os.path.join(tmp, "sqlmux.xml"), env, suite)
+    ref = run_suite("sqlite:///" + os.path.join(tmp, "reference.db"), os.path.join(tmp, "pysqlite.xml"), env,
+                    suite)
     return mux, ref, "pysqlite on a file", "sqlmux SQLite bind"
+
+
+def run_alembic(tmp, env):
+    return run_sqlite(tmp, env, os.path.join(HERE, "alembic_suite"))
 
 
 def run_postgresql(tmp, env):
@@ -100,7 +107,8 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="sqlmux-sqla-")
     env = dict(os.environ)
     backend = argv[1] if len(argv) > 1 else "sqlite"
-    run = run_postgresql if backend == "postgresql" else run_sqlite
+    run = {"postgresql": run_postgresql, "alembic": run_alembic}.get(backend, run_sqlite)
+    suite_name = "Alembic's suite" if backend == "alembic" else "SQLAlchemy compliance suite"
     (mux, mux_details), (ref, _), ref_name, mux_name = run(tmp, env)
     bad = 0
     for name in sorted(ref):
@@ -112,8 +120,8 @@ def main(argv):
             bad += 1
             print("not ok - sqla_suite_%s.%s (through sqlmux: %s) %s"
                   % (backend, name, mux.get(name, "not run"), mux_details.get(name, "")))
-    print("# SQLAlchemy compliance suite, %s: %s" % (ref_name, counts(ref)))
-    print("# SQLAlchemy compliance suite, %s: %s" % (mux_name, counts(mux)))
+    print("# %s, %s: %s" % (suite_name, ref_name, counts(ref)))
+    print("# %s, %s: %s" % (suite_name, mux_name, counts(mux)))
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if bad else 0
 
