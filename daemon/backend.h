@@ -201,6 +201,11 @@ int job_post_chunk(struct job *job, struct buf *data);
  * this the backend must not touch the job. */
 void job_post_done(struct job *job, struct buf *data);
 
+/* Finish a job with one -ERR line and no transaction open: a job that
+ * never ran (its queue expired, its bind is closing or cannot take it).
+ * Any thread, as job_post_done(). */
+void job_fail(struct job *job, const char *code, const char *msg);
+
 /* Block (worker threads only) while more than max_unacked bytes are
  * waiting for the client, unless cancelled. Returns -1 when cancelled. */
 int job_wait_credit(struct job *job);

@@ -436,19 +436,6 @@ static void conn_finish_job(struct pgconn *c)
     }
 }
 
-/* Fail a job that never reached a connection. */
-static void job_fail(struct pg_bind *pb, struct job *job, const char *code, const char *msg)
-{
-    struct buf out = BUF_INIT;
-
-    (void)pb;
-    if (codec_put_error(&out, code, msg) != 0)
-        buf_reset(&out);
-    job->failed = true;
-    job->in_txn = false;
-    job_post_done(job, &out);
-}
-
 /* A statement of a transaction whose connection broke: the transaction
  * is gone with it, so nothing of it may run on another connection (a
  * COMMIT there would answer +OK for nothing). Every statement gets -ERR
@@ -483,7 +470,7 @@ static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
         pb->head = job->next;
         job->next = NULL;
         pb->queued--;
-        job_fail(pb, job, code, msg);
+        job_fail(job, code, msg);
     }
     pb->tail = &pb->head;
 }
@@ -1714,7 +1701,7 @@ static void on_query_wait(uv_timer_t *t)
                  "bind %s: no server connection became free within query_wait_timeout (%d ms): all %d are "
                  "busy or held by open transactions; the statement did not run",
                  bc->name, bc->query_wait_timeout_ms, pb->nconns);
-        job_fail(pb, job, "BUSY", msg);
+        job_fail(job, "BUSY", msg);
     }
     if (pb->head != NULL)
         uv_timer_start(&pb->wait, on_query_wait, pb->head->queued_at + limit - now, 0);
@@ -1763,7 +1750,7 @@ static void pg_submit(struct bind *b, struct job *job)
 
     job->next = NULL;
     if (job->type == JOB_SNAPSHOT) {
-        job_fail(pb, job, "ARGS", "PostgreSQL binds have no snapshots");
+        job_fail(job, "ARGS", "PostgreSQL binds have no snapshots");
         return;
     }
     /* The client's transaction lives on one connection. */
@@ -1778,12 +1765,12 @@ static void pg_submit(struct bind *b, struct job *job)
         return;
     }
     if (job->type == JOB_RELEASE) {
-        job_fail(pb, job, "CONNLOST", "the transaction's connection is gone");
+        job_fail(job, "CONNLOST", "the transaction's connection is gone");
         return;
     }
     if (pb->down) {
         snprintf(msg, sizeof msg, "bind %s: the server is unavailable: %s", bc->name, pb->last_error);
-        job_fail(pb, job, "UNAVAILABLE", msg);
+        job_fail(job, "UNAVAILABLE", msg);
         return;
     }
     for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
@@ -1795,7 +1782,7 @@ static void pg_submit(struct bind *b, struct job *job)
     if (pb->queued >= (size_t)bc->max_queue) {
         snprintf(msg, sizeof msg, "bind %s: %zu requests already wait for a server connection (max_queue)",
                  bc->name, pb->queued);
-        job_fail(pb, job, "QUEUEFULL", msg);
+        job_fail(job, "QUEUEFULL", msg);
         return;
     }
     job->queued_at = uv_now(b->srv->loop);
@@ -1828,7 +1815,7 @@ static void pg_interrupt(struct bind *b, struct job *job)
                 if (*pp == NULL)
                     pb->tail = pp;
                 pb->queued--;
-                job_fail(pb, job, "INTERRUPTED", "the client went away");
+                job_fail(job, "INTERRUPTED", "the client went away");
                 return;
             }
         }

@@ -267,11 +267,8 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
         /* Another client's transaction kept the write lock for all of
          * busy_timeout: each of these would have waited as long and got
          * the same answer. */
-        for (size_t i = 0; i < n; i++) {
-            sqlite_reply_error(&outs[i], sqlite_code(rc), sqlite3_errmsg(w->db));
-            jobs[i]->failed = true;
-            job_post_done(jobs[i], &outs[i]);
-        }
+        for (size_t i = 0; i < n; i++)
+            job_fail(jobs[i], sqlite_code(rc), sqlite3_errmsg(w->db));
         return;
     }
     w->grouping = true;
@@ -610,7 +607,6 @@ static void on_wait_check(uv_timer_t *t)
 
     while (expired != NULL) {
         struct job *job = expired;
-        struct buf out = BUF_INIT;
         char msg[200];
         expired = job->next;
         job->next = NULL;
@@ -618,9 +614,7 @@ static void on_wait_check(uv_timer_t *t)
                  "bind %s: no connection became free within busy_timeout (%d ms): all %d are busy "
                  "or held by open transactions",
                  sb->bind->conf->name, sb->bind->conf->busy_timeout_ms, sb->nworkers);
-        sqlite_reply_error(&out, "BUSY", msg);
-        job->failed = true;
-        job_post_done(job, &out);
+        job_fail(job, "BUSY", msg);
     }
 }
 

@@ -236,10 +236,7 @@ int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
 void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job)
 {
     if (!sb->snap_started) {
-        struct buf out = BUF_INIT;
-        sqlite_reply_error(&out, "ARGS", "this bind has no snapshot file");
-        job->failed = true;
-        job_post_done(job, &out);
+        job_fail(job, "ARGS", "this bind has no snapshot file");
         return;
     }
     atomic_fetch_add(&sb->snap_inflight, 1);
