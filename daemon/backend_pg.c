@@ -1289,9 +1289,9 @@ static void conn_read(struct pgconn *c)
                          c->pb->bind->conf->name, PQresultErrorMessage(res));
                 c->dirty = true;   /* closed below, once the job is finished */
             }
-        } else if (c->job->type == JOB_MIGRATIONS) {
+        } else if (c->job->type == JOB_MIGRATION_STATE) {
             put_migrations(c, res);
-        } else if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        } else if (c->job->type == JOB_LIST_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
             const struct config *cfg = server_cfg_of(c->job->cfgref);
             for (int r = 0; r < PQntuples(res); r++) {
                 char lower_schema[256], lower_name[256];
@@ -1550,7 +1550,7 @@ static void conn_start(struct pgconn *c, struct job *job)
         }
         ok = PQsendQuery(c->conn, "ROLLBACK");
         break;
-    case JOB_TABLES:
+    case JOB_LIST_TABLES:
         c->phase = PHASE_STMT;
         ok = PQsendQuery(c->conn,
                          "SELECT CASE WHEN table_schema = 'public' THEN table_name "
@@ -1559,7 +1559,7 @@ static void conn_start(struct pgconn *c, struct job *job)
                          "FROM information_schema.tables "
                          "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
         break;
-    case JOB_MIGRATIONS:
+    case JOB_MIGRATION_STATE:
         c->phase = PHASE_STMT;
         ok = PQsendQuery(c->conn, "SELECT version, name, checksum, applied_at FROM " MIGRATE_TABLE
                                   " ORDER BY version");
@@ -1749,7 +1749,7 @@ static void pg_submit(struct bind *b, struct job *job)
     char msg[400];
 
     job->next = NULL;
-    if (job->type == JOB_SNAPSHOT) {
+    if (job->type == JOB_SAVE_SNAPSHOT) {
         job_fail(job, "ARGS", "PostgreSQL binds have no snapshots");
         return;
     }
@@ -1857,6 +1857,34 @@ static void pg_status(struct bind *b, struct bind_status *st)
     st->in_use = in_use;
 }
 
+/* The server's host, port and database (never the password). */
+static void pg_describe(const struct bind_conf *bc, const char **type, char *where, size_t n)
+{
+    const char *host = "", *port = "", *db = "";
+
+    *type = "postgresql";
+    for (size_t i = 0; bc->pg_keywords != NULL && bc->pg_keywords[i] != NULL; i++) {
+        if (strcmp(bc->pg_keywords[i], "host") == 0)
+            host = bc->pg_values[i];
+        else if (strcmp(bc->pg_keywords[i], "port") == 0)
+            port = bc->pg_values[i];
+        else if (strcmp(bc->pg_keywords[i], "dbname") == 0)
+            db = bc->pg_values[i];
+    }
+    snprintf(where, n, "%s%s%s/%s", host, port[0] ? ":" : "", port, db);
+}
+
+static void pg_library_version(char *dst, size_t n)
+{
+    int v = PQlibVersion();
+
+    /* 15.10 is 150010; before 10, 9.6.3 was 90603. */
+    if (v >= 100000)
+        snprintf(dst, n, "%d.%d", v / 10000, v % 10000);
+    else
+        snprintf(dst, n, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+}
+
 static void pg_close(struct bind *b)
 {
     struct pg_bind *pb = b->impl;
@@ -1890,5 +1918,8 @@ const struct backend_ops backend_pg_ops = {
     .interrupt = pg_interrupt,
     .credit = pg_credit,
     .status = pg_status,
+    .describe = pg_describe,
+    .library = "libpq",
+    .library_version = pg_library_version,
     .close = pg_close,
 };

@@ -190,13 +190,13 @@ static void run_job(struct worker *w, struct job *job)
         case JOB_EXEC:
             sqlite_exec_job(w, job, &out);
             break;
-        case JOB_TABLES:
+        case JOB_LIST_TABLES:
             run_tables(w, job, &out);
             break;
-        case JOB_MIGRATIONS:
+        case JOB_MIGRATION_STATE:
             run_migrations(w, job, &out);
             break;
-        case JOB_SNAPSHOT:     /* the snapshot thread's (sqlite_submit) */
+        case JOB_SAVE_SNAPSHOT:     /* the snapshot thread's (sqlite_submit) */
         case JOB_RELEASE:
             break;
         }
@@ -625,7 +625,7 @@ static void sqlite_submit(struct bind *b, struct job *job)
     struct worker *target = NULL;   /* a worker's own queue, else the shared one */
 
     job->queued_at = uv_now(b->srv->loop);
-    if (job->type == JOB_SNAPSHOT) {
+    if (job->type == JOB_SAVE_SNAPSHOT) {
         sqlite_snapshot_submit(sb, job);
         return;
     }
@@ -761,6 +761,20 @@ static void sqlite_status(struct bind *b, struct bind_status *st)
     st->wal_bytes = atomic_load(&sb->wal_bytes);
 }
 
+/* A file bind's path, or "memory". */
+static void sqlite_describe(const struct bind_conf *bc, const char **type, char *where, size_t n)
+{
+    bool memory = bc->type == BIND_SQLITE_MEMORY;
+
+    *type = memory ? "sqlite-memory" : "sqlite";
+    snprintf(where, n, "%s", memory ? "memory" : bc->path);
+}
+
+static void sqlite_library_version(char *dst, size_t n)
+{
+    snprintf(dst, n, "%s", sqlite3_libversion());
+}
+
 const struct backend_ops backend_sqlite_ops = {
     .batches = true,
     .name = "sqlite",
@@ -769,6 +783,9 @@ const struct backend_ops backend_sqlite_ops = {
     .read_inline = sqlite_read_inline,
     .interrupt = sqlite_interrupt,
     .status = sqlite_status,
+    .describe = sqlite_describe,
+    .library = "sqlite",
+    .library_version = sqlite_library_version,
     .close = sqlite_close,
 };
 

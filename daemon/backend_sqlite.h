@@ -166,7 +166,7 @@ struct sqlite_bind {
     } quick_skip[QUICK_SKIP_SLOTS];
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
-     * its own connection runs JOB_SNAPSHOTs from its queue, so a save
+     * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
      * never takes a connection from clients. */
     bool opened;               /* open succeeded: close saves the snapshot */
     pthread_t snap_thread;
@@ -174,7 +174,7 @@ struct sqlite_bind {
     sqlite3 *snap_db;
     struct job *snap_head, **snap_tail;   /* guarded by lock */
     int64_t snap_at, snap_bytes;          /* the last snapshot written (guarded by lock) */
-    atomic_int snap_inflight;  /* JOB_SNAPSHOTs queued or running */
+    atomic_int snap_inflight;  /* JOB_SAVE_SNAPSHOTs queued or running */
     atomic_bool snap_failed;   /* the last save failed: the timer retries */
     uv_timer_t *snap_timer;    /* snapshot_interval */
     long long snap_version;    /* the anchor's data_version at the last timed save */
@@ -274,7 +274,7 @@ int sqlite_memory_create(struct sqlite_bind *sb, char *err, size_t errlen);
  * snapshot file (loop thread, at open). 0, or -1 with err set. */
 int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen);
 
-/* Queue a JOB_SNAPSHOT for the snapshot thread, or answer it at once
+/* Queue a JOB_SAVE_SNAPSHOT for the snapshot thread, or answer it at once
  * when the bind has none (loop thread). */
 void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job);
 

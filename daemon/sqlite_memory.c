@@ -11,7 +11,7 @@
  * removed at the next start.
  *
  * A bind with a snapshot file has a snapshot thread with its own
- * connection: it runs the JOB_SNAPSHOTs of .save and of the
+ * connection: it runs the JOB_SAVE_SNAPSHOTs of .save and of the
  * snapshot_interval timer, so a save never takes a connection from
  * clients (snapshot.c does the copying).
  */
@@ -112,7 +112,7 @@ int sqlite_memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
 #define SNAPSHOT_STEP_PAGES 256
 #define SNAPSHOT_PAUSE_MS 1
 
-/* Save the snapshot for one JOB_SNAPSHOT (snapshot thread). Its response
+/* Save the snapshot for one JOB_SAVE_SNAPSHOT (snapshot thread). Its response
  * is one .save row, "=bind\tfile\tbytes\tms", or -ERR IOERR. */
 static void run_snapshot(struct sqlite_bind *sb, struct job *job)
 {
@@ -194,7 +194,7 @@ static void on_snapshot_tick(uv_timer_t *t)
     if (version >= 0 && !atomic_load(&sb->snap_failed) &&
         (version == sb->snap_version || (sb->snap_version >= 0 && writes == sb->snap_writes)))
         return;
-    job = job_new(JOB_SNAPSHOT, sb->bind, NULL, 0);
+    job = job_new(JOB_SAVE_SNAPSHOT, sb->bind, NULL, 0);
     if (job == NULL)
         return;
     sb->snap_version = version;
@@ -231,7 +231,7 @@ int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
     return 0;
 }
 
-/* A JOB_SNAPSHOT goes to the snapshot thread; a bind without a snapshot
+/* A JOB_SAVE_SNAPSHOT goes to the snapshot thread; a bind without a snapshot
  * file answers it at once. */
 void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job)
 {
