@@ -307,7 +307,9 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
 }
 
 /* Whether this process may lower a thread's priority and raise it back:
- * tried once on a scratch thread. */
+ * tried once on a scratch thread. A fact about the process, not about a
+ * bind (one of the globals server.h lists): written once under
+ * pthread_once, read by every worker after. */
 static pthread_once_t renice_once = PTHREAD_ONCE_INIT;
 static bool renice_ok;
 
