@@ -124,7 +124,7 @@ struct worker {
     pid_t tid;                 /* the worker thread, for setpriority() */
     bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
     bool quick;                /* the loop thread's quick-read connection */
-    bool grouping;             /* running jobs of a group commit (run_group) */
+    bool grouping;             /* running jobs of a group commit (run_group, backend_sqlite.c) */
     bool group_overflow;       /* one of them answered more than fits in memory */
     int max_length;            /* its SQLITE_LIMIT_LENGTH now (max_value) */
 };

@@ -217,7 +217,7 @@ static int put_changes_status(struct buf *out, sqlite3_int64 changes, bool inser
     return rc | buf_putc(out, '\n');
 }
 
-/* The connection a job runs on, for sqlite_interrupt(). */
+/* The connection a job runs on, for sqlite_interrupt() (backend_sqlite.c). */
 static void set_running(struct job *job, sqlite3 *db)
 {
     pthread_mutex_lock(&job->lock);

@@ -5,7 +5,7 @@
  * first tried on the loop thread's own connection to the bind, which can
  * neither wait for a lock (busy timeout 0) nor for the disk (the in-memory
  * bind's pages are RAM; a file bind's are read only when the page cache
- * has them, see the "nowait" VFS below), and is stopped when it runs past
+ * has them, see nowait_vfs.h), and is stopped when it runs past
  * QUICK_BUDGET_NS or its answer grows past QUICK_MAX_OUTPUT. Anything that
  * does not finish that way, and every error, goes to a worker as usual, so
  * the answer is the same; a statement stopped for time or size is sent
