@@ -100,6 +100,17 @@ void job_post_done(struct job *job, struct buf *data)
     server_post(job->bind->srv, ev);
 }
 
+void job_fail(struct job *job, const char *code, const char *msg)
+{
+    struct buf out = BUF_INIT;
+
+    if (codec_put_error(&out, code, msg) != 0)
+        buf_reset(&out);   /* nothing to say; the session notices an empty reply */
+    job->failed = true;
+    job->in_txn = false;
+    job_post_done(job, &out);
+}
+
 int job_wait_credit(struct job *job)
 {
     int rc = 0;

@@ -31,12 +31,14 @@ struct bind;
 struct bind_status;
 struct confref;
 
+/* What a job asks of its bind's database. Each answers rows only (no
+ * header, no status line) unless it says otherwise, or one -ERR line. */
 enum job_type {
-    JOB_EXEC,      /* run one statement and stream its response */
-    JOB_RELEASE,   /* end the session's open transaction (ROLLBACK) and unpin */
-    JOB_TABLES,    /* list the bind's tables as rows of .tables (no header, no status) */
-    JOB_MIGRATIONS, /* the bind's migrations as rows of .migrations (no header, no status) */
-    JOB_SNAPSHOT,  /* save an in-memory bind's snapshot: one row of .save */
+    JOB_EXEC,            /* run one statement and stream its whole response */
+    JOB_RELEASE,         /* end the session's open transaction (ROLLBACK) and unpin */
+    JOB_LIST_TABLES,     /* the tables and views: "=name\ttype\tbind\trouted_to" */
+    JOB_MIGRATION_STATE, /* the migrations, files and version table merged (migrate_put_status) */
+    JOB_SAVE_SNAPSHOT,   /* save an in-memory bind's snapshot: "=bind\tfile\tbytes\tms" */
 };
 
 /* Posted by a backend to the loop thread. */
@@ -55,6 +57,11 @@ struct job {
                                   table map from here, never from srv->cfg,
                                   which a reload may swap */
     struct session *sess;      /* NULL once the session is gone (loop thread) */
+    /* Called when the job is done and its session still waits for it (it
+     * is not closing), with the session back in SESS_IDLE: the response
+     * (job->done_event.data) is the callback's to use. The job is unref'd
+     * after it returns. NULL: the response goes to the client as it is. */
+    void (*on_done)(struct session *s, struct job *job);
     uint64_t owner;            /* session id: the key transactions pin on; 0: run on any
                                   free connection, never inside a client's transaction */
     bool txn_open;             /* the owner's transaction is open on this bind, as the
@@ -82,7 +89,7 @@ struct job {
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;               /* the connection is inside a transaction afterwards */
     bool failed;               /* the response ended with -ERR */
-    uint64_t rows;             /* rows sent (JOB_TABLES: rows listed) */
+    uint64_t rows;             /* rows sent (or listed) */
 
     /* Streaming and flow control. `unacked` counts bytes posted but not yet
      * written to the client's socket; a backend that produces faster than
@@ -134,6 +141,14 @@ struct backend_ops {
     void (*credit)(struct bind *b, struct job *job);
     /* Fill in the bind's state for .binds (loop thread). */
     void (*status)(struct bind *b, struct bind_status *st);
+    /* What .binds shows of a bind's settings: *type gets its type's name
+     * (static), where[0..n) where its data lives (never a password). Any
+     * thread. */
+    void (*describe)(const struct bind_conf *bc, const char **type, char *where, size_t n);
+    /* The database library the backend runs on, and its version into
+     * dst[0..n), for .version. */
+    const char *library;
+    void (*library_version)(char *dst, size_t n);
     /* Stop the bind: finish queued jobs, close connections, free impl. */
     void (*close)(struct bind *b);
 };
@@ -200,6 +215,11 @@ int job_post_chunk(struct job *job, struct buf *data);
 /* Finish the job: data (may be empty) is the end of its response. After
  * this the backend must not touch the job. */
 void job_post_done(struct job *job, struct buf *data);
+
+/* Finish a job with one -ERR line and no transaction open: a job that
+ * never ran (its queue expired, its bind is closing or cannot take it).
+ * Any thread, as job_post_done(). */
+void job_fail(struct job *job, const char *code, const char *msg);
 
 /* Block (worker threads only) while more than max_unacked bytes are
  * waiting for the client, unless cancelled. Returns -1 when cancelled. */

@@ -436,19 +436,6 @@ static void conn_finish_job(struct pgconn *c)
     }
 }
 
-/* Fail a job that never reached a connection. */
-static void job_fail(struct pg_bind *pb, struct job *job, const char *code, const char *msg)
-{
-    struct buf out = BUF_INIT;
-
-    (void)pb;
-    if (codec_put_error(&out, code, msg) != 0)
-        buf_reset(&out);
-    job->failed = true;
-    job->in_txn = false;
-    job_post_done(job, &out);
-}
-
 /* A statement of a transaction whose connection broke: the transaction
  * is gone with it, so nothing of it may run on another connection (a
  * COMMIT there would answer +OK for nothing). Every statement gets -ERR
@@ -483,7 +470,7 @@ static void fail_queue(struct pg_bind *pb, const char *code, const char *msg)
         pb->head = job->next;
         job->next = NULL;
         pb->queued--;
-        job_fail(pb, job, code, msg);
+        job_fail(job, code, msg);
     }
     pb->tail = &pb->head;
 }
@@ -1302,9 +1289,9 @@ static void conn_read(struct pgconn *c)
                          c->pb->bind->conf->name, PQresultErrorMessage(res));
                 c->dirty = true;   /* closed below, once the job is finished */
             }
-        } else if (c->job->type == JOB_MIGRATIONS) {
+        } else if (c->job->type == JOB_MIGRATION_STATE) {
             put_migrations(c, res);
-        } else if (c->job->type == JOB_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        } else if (c->job->type == JOB_LIST_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
             const struct config *cfg = server_cfg_of(c->job->cfgref);
             for (int r = 0; r < PQntuples(res); r++) {
                 char lower_schema[256], lower_name[256];
@@ -1563,7 +1550,7 @@ static void conn_start(struct pgconn *c, struct job *job)
         }
         ok = PQsendQuery(c->conn, "ROLLBACK");
         break;
-    case JOB_TABLES:
+    case JOB_LIST_TABLES:
         c->phase = PHASE_STMT;
         ok = PQsendQuery(c->conn,
                          "SELECT CASE WHEN table_schema = 'public' THEN table_name "
@@ -1572,7 +1559,7 @@ static void conn_start(struct pgconn *c, struct job *job)
                          "FROM information_schema.tables "
                          "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
         break;
-    case JOB_MIGRATIONS:
+    case JOB_MIGRATION_STATE:
         c->phase = PHASE_STMT;
         ok = PQsendQuery(c->conn, "SELECT version, name, checksum, applied_at FROM " MIGRATE_TABLE
                                   " ORDER BY version");
@@ -1714,7 +1701,7 @@ static void on_query_wait(uv_timer_t *t)
                  "bind %s: no server connection became free within query_wait_timeout (%d ms): all %d are "
                  "busy or held by open transactions; the statement did not run",
                  bc->name, bc->query_wait_timeout_ms, pb->nconns);
-        job_fail(pb, job, "BUSY", msg);
+        job_fail(job, "BUSY", msg);
     }
     if (pb->head != NULL)
         uv_timer_start(&pb->wait, on_query_wait, pb->head->queued_at + limit - now, 0);
@@ -1762,8 +1749,8 @@ static void pg_submit(struct bind *b, struct job *job)
     char msg[400];
 
     job->next = NULL;
-    if (job->type == JOB_SNAPSHOT) {
-        job_fail(pb, job, "ARGS", "PostgreSQL binds have no snapshots");
+    if (job->type == JOB_SAVE_SNAPSHOT) {
+        job_fail(job, "ARGS", "PostgreSQL binds have no snapshots");
         return;
     }
     /* The client's transaction lives on one connection. */
@@ -1778,12 +1765,12 @@ static void pg_submit(struct bind *b, struct job *job)
         return;
     }
     if (job->type == JOB_RELEASE) {
-        job_fail(pb, job, "CONNLOST", "the transaction's connection is gone");
+        job_fail(job, "CONNLOST", "the transaction's connection is gone");
         return;
     }
     if (pb->down) {
         snprintf(msg, sizeof msg, "bind %s: the server is unavailable: %s", bc->name, pb->last_error);
-        job_fail(pb, job, "UNAVAILABLE", msg);
+        job_fail(job, "UNAVAILABLE", msg);
         return;
     }
     for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
@@ -1795,7 +1782,7 @@ static void pg_submit(struct bind *b, struct job *job)
     if (pb->queued >= (size_t)bc->max_queue) {
         snprintf(msg, sizeof msg, "bind %s: %zu requests already wait for a server connection (max_queue)",
                  bc->name, pb->queued);
-        job_fail(pb, job, "QUEUEFULL", msg);
+        job_fail(job, "QUEUEFULL", msg);
         return;
     }
     job->queued_at = uv_now(b->srv->loop);
@@ -1828,7 +1815,7 @@ static void pg_interrupt(struct bind *b, struct job *job)
                 if (*pp == NULL)
                     pb->tail = pp;
                 pb->queued--;
-                job_fail(pb, job, "INTERRUPTED", "the client went away");
+                job_fail(job, "INTERRUPTED", "the client went away");
                 return;
             }
         }
@@ -1870,6 +1857,34 @@ static void pg_status(struct bind *b, struct bind_status *st)
     st->in_use = in_use;
 }
 
+/* The server's host, port and database (never the password). */
+static void pg_describe(const struct bind_conf *bc, const char **type, char *where, size_t n)
+{
+    const char *host = "", *port = "", *db = "";
+
+    *type = "postgresql";
+    for (size_t i = 0; bc->pg_keywords != NULL && bc->pg_keywords[i] != NULL; i++) {
+        if (strcmp(bc->pg_keywords[i], "host") == 0)
+            host = bc->pg_values[i];
+        else if (strcmp(bc->pg_keywords[i], "port") == 0)
+            port = bc->pg_values[i];
+        else if (strcmp(bc->pg_keywords[i], "dbname") == 0)
+            db = bc->pg_values[i];
+    }
+    snprintf(where, n, "%s%s%s/%s", host, port[0] ? ":" : "", port, db);
+}
+
+static void pg_library_version(char *dst, size_t n)
+{
+    int v = PQlibVersion();
+
+    /* 15.10 is 150010; before 10, 9.6.3 was 90603. */
+    if (v >= 100000)
+        snprintf(dst, n, "%d.%d", v / 10000, v % 10000);
+    else
+        snprintf(dst, n, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+}
+
 static void pg_close(struct bind *b)
 {
     struct pg_bind *pb = b->impl;
@@ -1903,5 +1918,8 @@ const struct backend_ops backend_pg_ops = {
     .interrupt = pg_interrupt,
     .credit = pg_credit,
     .status = pg_status,
+    .describe = pg_describe,
+    .library = "libpq",
+    .library_version = pg_library_version,
     .close = pg_close,
 };

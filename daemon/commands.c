@@ -4,8 +4,6 @@
  * client libraries show them like any query.
  */
 #include <ctype.h>
-#include <libpq-fe.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,41 +63,6 @@ static void cmd_help(struct session *s, const char *args)
     reply_rows_done(s, n);
 }
 
-static const char *bind_type_name(enum bind_type t)
-{
-    switch (t) {
-    case BIND_SQLITE_FILE: return "sqlite";
-    case BIND_SQLITE_MEMORY: return "sqlite-memory";
-    case BIND_POSTGRES: return "postgresql";
-    }
-    return "?";
-}
-
-/* Where a bind's data lives, for .binds: a file, "memory", or the
- * PostgreSQL server's host, port and database (never the password). */
-static void bind_location(const struct bind_conf *b, char *dst, size_t n)
-{
-    const char *host = "", *port = "", *db = "";
-
-    if (b->type == BIND_SQLITE_FILE) {
-        snprintf(dst, n, "%s", b->path);
-        return;
-    }
-    if (b->type == BIND_SQLITE_MEMORY) {
-        snprintf(dst, n, "memory");
-        return;
-    }
-    for (size_t i = 0; b->pg_keywords != NULL && b->pg_keywords[i] != NULL; i++) {
-        if (strcmp(b->pg_keywords[i], "host") == 0)
-            host = b->pg_values[i];
-        else if (strcmp(b->pg_keywords[i], "port") == 0)
-            port = b->pg_values[i];
-        else if (strcmp(b->pg_keywords[i], "dbname") == 0)
-            db = b->pg_values[i];
-    }
-    snprintf(dst, n, "%s%s%s/%s", host, port[0] ? ":" : "", port, db);
-}
-
 static void cmd_binds(struct session *s, const char *args)
 {
     static const char *const cols[] = {"name", "", "type", "", "url", "", "location", "",
@@ -115,15 +78,16 @@ static void cmd_binds(struct session *s, const char *args)
         const struct bind_conf *b = bind->conf;
         struct bind_status st = {.state = "?"};
         char pool[16], conns[16], in_use[16], where[512], snap_at[32], snap_bytes[24];
+        const char *type = "?";
 
         bind->ops->status(bind, &st);
-        bind_location(b, where, sizeof where);
+        bind->ops->describe(b, &type, where, sizeof where);
         snprintf(pool, sizeof pool, "%d", b->pool_size);
         snprintf(conns, sizeof conns, "%d", st.connections);
         snprintf(in_use, sizeof in_use, "%d", st.in_use);
         snapshot_format_time(st.snapshot_at, snap_at);
         snprintf(snap_bytes, sizeof snap_bytes, "%lld", (long long)st.snapshot_bytes);
-        const char *row[] = {b->name, bind_type_name(b->type), b->url_redacted, where, st.state, pool, conns,
+        const char *row[] = {b->name, type, b->url_redacted, where, st.state, pool, conns,
                              in_use, st.snapshot_at ? snap_at : NULL, st.snapshot_at ? snap_bytes : NULL};
         session_reply_row(s, row, 10);
     }
@@ -154,64 +118,71 @@ static int arg_bind(struct session *s, const char *args)
 }
 
 /* .tables, .migrations and .save run one job of `type` per bind, in
- * order; commands_job_done() starts the next and writes the status line
- * after the last. (.save skips binds without a snapshot file.) */
-static void tables_next(struct session *s, enum job_type type)
+ * order: fanout_done() starts the next and writes the status line after
+ * the last. */
+static void fanout_done(struct session *s, struct job *job);
+
+static void fanout_next(struct session *s)
 {
+    struct command_fanout *f = &s->fanout;
     struct job *job;
 
     /* .save skips binds without a snapshot file, .tables the binds the
      * user may not read. */
-    while (s->tables_next < s->tables_end && s->tables_next < s->srv->nbinds &&
-           ((type == JOB_SNAPSHOT && s->srv->binds[s->tables_next]->conf->snapshot == NULL) ||
-            (type == JOB_TABLES && session_grant(s, s->srv->binds[s->tables_next]) == GRANT_NONE)))
-        s->tables_next++;
+    while (f->next < f->end && f->next < s->srv->nbinds &&
+           ((f->type == JOB_SAVE_SNAPSHOT && s->srv->binds[f->next]->conf->snapshot == NULL) ||
+            (f->type == JOB_LIST_TABLES && session_grant(s, s->srv->binds[f->next]) == GRANT_NONE)))
+        f->next++;
     /* A reload may have shortened the table meanwhile. */
-    if (s->tables_next >= s->tables_end || s->tables_next >= s->srv->nbinds) {
-        s->tables_running = false;
-        reply_rows_done(s, (size_t)s->tables_rows);
+    if (f->next >= f->end || f->next >= s->srv->nbinds) {
+        f->running = false;
+        reply_rows_done(s, (size_t)f->rows);
         return;
     }
     /* Only .tables may run inside the client's transaction (owner 0:
      * any free connection). */
-    job = job_new(type, s->srv->binds[s->tables_next++], s, type == JOB_TABLES ? s->id : 0);
+    job = job_new(f->type, s->srv->binds[f->next++], s, f->type == JOB_LIST_TABLES ? s->id : 0);
     if (job == NULL) {
-        s->tables_running = false;
+        f->running = false;
         session_reply_error(s, "NOMEM", "out of memory");
         return;
     }
+    job->on_done = fanout_done;
     (void)session_start_job(s, job);
 }
 
 /* Start a per-bind command over every bind, or the one named in args. */
-static void tables_start(struct session *s, const char *args, const char *const *cols, enum job_type type)
+static void fanout_start(struct session *s, const char *args, const char *const *cols, enum job_type type)
 {
+    struct command_fanout *f = &s->fanout;
+
     if (args[0] != '\0') {
         int i = arg_bind(s, args);
         if (i < 0)
             return;
-        if (type == JOB_TABLES && session_grant(s, s->srv->binds[i]) == GRANT_NONE) {
+        if (type == JOB_LIST_TABLES && session_grant(s, s->srv->binds[i]) == GRANT_NONE) {
             session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
                                 s->srv->binds[i]->conf->name);
             return;
         }
-        s->tables_next = (size_t)i;
-        s->tables_end = (size_t)i + 1;
+        f->next = (size_t)i;
+        f->end = (size_t)i + 1;
     } else {
-        s->tables_next = 0;
-        s->tables_end = s->srv->nbinds;
+        f->next = 0;
+        f->end = s->srv->nbinds;
     }
-    s->tables_rows = 0;
-    s->tables_running = true;
+    f->type = type;
+    f->rows = 0;
+    f->running = true;
     session_reply_columns(s, cols);
-    tables_next(s, type);
+    fanout_next(s);
 }
 
 static void cmd_tables(struct session *s, const char *args)
 {
     static const char *const cols[] = {"table", "", "type", "", "bind", "", "routed_to", "", NULL};
 
-    tables_start(s, args, cols, JOB_TABLES);
+    fanout_start(s, args, cols, JOB_LIST_TABLES);
 }
 
 static void cmd_migrations(struct session *s, const char *args)
@@ -223,7 +194,7 @@ static void cmd_migrations(struct session *s, const char *args)
         session_reply_error(s, "ARGS", "no migrations folder is configured (migrations = DIR under [server])");
         return;
     }
-    tables_start(s, args, cols, JOB_MIGRATIONS);
+    fanout_start(s, args, cols, JOB_MIGRATION_STATE);
 }
 
 static void cmd_save(struct session *s, const char *args)
@@ -246,24 +217,24 @@ static void cmd_save(struct session *s, const char *args)
         session_reply_error(s, "ARGS", "no bind has a snapshot file (snapshot = FILE in [bind.NAME])");
         return;
     }
-    tables_start(s, args, cols, JOB_SNAPSHOT);
+    fanout_start(s, args, cols, JOB_SAVE_SNAPSHOT);
 }
 
-void commands_job_done(struct session *s, struct job *job)
+/* A fan-out job finished (job->on_done). */
+static void fanout_done(struct session *s, struct job *job)
 {
-    if (job->failed) {
-        /* The job's data is the -ERR line; it ends the response. */
-        s->tables_running = false;
-        if (buf_append(&s->out, job->done_event.data.data, job->done_event.data.len) != 0)
-            session_close(s, true);
-        return;
-    }
     if (buf_append(&s->out, job->done_event.data.data, job->done_event.data.len) != 0) {
+        s->fanout.running = false;
         session_close(s, true);
         return;
     }
-    s->tables_rows += job->rows;
-    tables_next(s, job->type);
+    if (job->failed) {
+        /* The job's data is the -ERR line; it ends the response. */
+        s->fanout.running = false;
+        return;
+    }
+    s->fanout.rows += job->rows;
+    fanout_next(s);
 }
 
 /* The name of the bind a routed statement runs on for this session. */
@@ -461,21 +432,17 @@ static void cmd_clients(struct session *s, const char *args)
 static void cmd_version(struct session *s, const char *args)
 {
     static const char *const cols[] = {"component", "", "version", "", NULL};
-    char pq[32];
-    int v = PQlibVersion();
+    char sqlite[32], pq[32];
 
     (void)args;
-    /* 15.10 is 150010; before 10, 9.6.3 was 90603. */
-    if (v >= 100000)
-        snprintf(pq, sizeof pq, "%d.%d", v / 10000, v % 10000);
-    else
-        snprintf(pq, sizeof pq, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+    backend_sqlite_ops.library_version(sqlite, sizeof sqlite);
+    backend_pg_ops.library_version(pq, sizeof pq);
     const char *rows[][2] = {
         {"sqlmuxd", SQLMUXD_VERSION},
         {"protocol", "1"},
-        {"sqlite", sqlite3_libversion()},
+        {backend_sqlite_ops.library, sqlite},
         {"libuv", uv_version_string()},
-        {"libpq", pq},
+        {backend_pg_ops.library, pq},
     };
     session_reply_columns(s, cols);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)

@@ -38,6 +38,10 @@ struct extra {
     const sqlite3_io_methods *orig;     /* the default VFS's methods */
 };
 
+/* The VFS's state is process-wide on purpose (server.h): SQLite keeps
+ * one list of VFSes per process, and a file's descriptor must be kept
+ * once per process, whatever binds or servers open it, because the locks
+ * that closing one would drop are the process's. Loop thread only. */
 static struct held held[HELD_MAX];
 static size_t nheld;
 static sqlite3_vfs vfs;

@@ -2,8 +2,12 @@
  * The server: the libuv loop, the listeners (TCP and unix sockets, bound
  * here or handed over by systemd), the binds, the client list, signals,
  * configuration reloads, and the queue on which backends post job events
- * to the loop thread. One struct server is passed to every module; there
- * is no global state besides the log level.
+ * to the loop thread. One struct server is passed to every module. The
+ * only global state is what belongs to the process rather than to a
+ * server: the log level (log.c); the nowait VFS (nowait_vfs.c: SQLite's
+ * list of VFSes is process-wide, and so must be the descriptors it keeps,
+ * since POSIX record locks belong to the process); and whether the
+ * process may raise a thread's priority back (sqlite_conn.c, probed once).
  */
 #ifndef SQLMUX_DAEMON_SERVER_H
 #define SQLMUX_DAEMON_SERVER_H

@@ -414,8 +414,8 @@ void session_job_event(struct job_event *ev)
         return;
     }
     session_set_state(s, SESS_IDLE);
-    if (job->type == JOB_TABLES || job->type == JOB_MIGRATIONS || job->type == JOB_SNAPSHOT) {
-        commands_job_done(s, job);
+    if (job->on_done != NULL) {
+        job->on_done(s, job);
     } else if (ev->data.len == 0) {
         session_reply_error(s, "NOMEM", "out of memory building the response");
     } else if (buf_append(&s->out, ev->data.data, ev->data.len) != 0) {

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "daemon/backend.h"
+#include "daemon/commands.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
@@ -124,10 +125,8 @@ struct session {
     unsigned auth_failures;    /* failed .auth on this connection */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
-    /* A multi-bind command in progress (.tables). */
-    bool tables_running;
-    size_t tables_next, tables_end;
-    uint64_t tables_rows;
+    /* A command over every bind in progress (.tables; commands.c's). */
+    struct command_fanout fanout;
 };
 
 /* Accept a connection from `server_handle` (a listening uv_tcp_t or
@@ -199,10 +198,5 @@ void session_reply_row(struct session *s, const char *const *fields, size_t n);
  * the session's until its done event. Returns -1 (after replying -ERR
  * NOMEM) on failure. */
 int session_start_job(struct session *s, struct job *job);
-
-/* Commands (commands.c): handle one dot-command line. */
-void commands_dispatch(struct session *s, const char *line, size_t len);
-/* Continue a multi-job command after its job finished (commands.c). */
-void commands_job_done(struct session *s, struct job *job);
 
 #endif

@@ -1,0 +1,286 @@
+/*
+ * The SQLite backend's parts, shared by its files (nothing outside the
+ * backend includes this; the rest of the daemon sees backend_sqlite_ops):
+ *
+ *   backend_sqlite.c  the bind: open and close, the worker pool and its
+ *                     queues, group commit, the checkpoint thread
+ *   sqlite_conn.c     a connection: open, settings, the authorizer, the
+ *                     progress and busy handlers, error replies
+ *   sqlite_exec.c     running statements: the statement cache, parameter
+ *                     binding, row encoding and streaming, one JOB_EXEC
+ *   sqlite_quick.c    quick reads on the loop thread (nowait VFS)
+ *   sqlite_memory.c   the in-memory bind's folder and its snapshots
+ *
+ * Threads: a struct worker's connection is used by one thread at a time
+ * (its worker thread, or the loop thread for the quick connection); the
+ * functions below run on that thread unless they say otherwise.
+ */
+#ifndef SQLMUX_DAEMON_BACKEND_SQLITE_H
+#define SQLMUX_DAEMON_BACKEND_SQLITE_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "daemon/backend.h"
+
+/* How much of the in-memory bind's file each connection maps (bytes; the
+ * address space is reserved, memory is what the file holds). */
+#define MEMORY_MMAP_SIZE "1073741824"
+
+/* A statement running this long is lowered to this nice value. */
+#define LONG_STATEMENT_MS 50
+#define LONG_STATEMENT_NICE 19
+
+/* A statement enters a connection's cache the second time its text is
+ * prepared there (a direct-mapped memory of this many recent texts), so a
+ * stream of one-off statements (literal values) neither evicts the useful
+ * ones nor pays for caching. */
+#define STMT_SEEN 256
+
+/* Rows are posted to the loop in chunks of about this many bytes. */
+#define CHUNK_BYTES (64 * 1024)
+
+/* A batch of more statements than this posts its answers in two parts. */
+#define BATCH_SPLIT 8
+
+/* Writes of different clients committed together, at most. */
+#define GROUP_MAX 64
+
+/* Quick reads on the loop thread: the time and answer size past which a
+ * statement is handed to a worker instead, the longest text tried, the
+ * largest string or blob it may touch (SQLITE_LIMIT_LENGTH: bounds the
+ * work of any single step), how often the budget is checked (virtual
+ * machine steps), and for how many runs a statement that overran goes
+ * straight to the workers (remembered in QUICK_SKIP_SLOTS slots). */
+#define QUICK_BUDGET_NS (200 * 1000)
+#define QUICK_MAX_OUTPUT (16 * 1024)
+#define QUICK_MAX_SQL 4096
+#define QUICK_MAX_LENGTH (256 * 1024)
+#define QUICK_MAX_PATTERN 256
+#define QUICK_PROGRESS_STEPS 100
+#define QUICK_SKIP_RUNS 64
+#define QUICK_SKIP_SLOTS 256
+#define QUICK_CACHE_KIB "-16384"
+
+/* Checkpoints. SQLite's automatic checkpoint (at commit, past 1000 pages)
+ * copies the log into the database and lets the next writer restart the
+ * log from its beginning, but only when no reader still needs its frames:
+ * readers that always overlap, or one that stays open, starve it. Each
+ * bind's checkpoint thread looks at the log every WAL_CHECK_MS. Past
+ * WAL_LIMIT_BYTES it runs a RESTART checkpoint, which holds new writers
+ * back while it waits (at most WAL_WAIT_MS, else it tries again at the
+ * next look) for the readers of old frames to finish; a writer restarting
+ * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
+ * After WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
+#define WAL_CHECK_MS    200
+#define WAL_LIMIT_BYTES (16 * 1024 * 1024)
+#define WAL_LIMIT_TEXT  "16777216"
+#define WAL_WAIT_MS     50
+#define WAL_IDLE_MS     1000
+
+struct cached_stmt {
+    uint64_t hash;
+    char *sql;
+    size_t len;
+    sqlite3_stmt *stmt;
+    uint64_t used;             /* tick of last use, for eviction */
+};
+
+struct sqlite_bind;
+
+struct worker {
+    struct sqlite_bind *sb;
+    pthread_t thread;
+    bool started;
+    sqlite3 *db;
+    uint64_t pinned;           /* session whose transaction is open here, 0: none */
+    bool busy;                 /* running a job (guarded by the bind's lock) */
+    bool writing;              /* that job may write (guarded by the bind's lock) */
+    bool waiting;              /* asleep on wake (guarded by the bind's lock) */
+    pthread_cond_t wake;       /* signalled when it has a job to take: each
+                                  worker sleeps on its own, so a submit wakes
+                                  one thread, not the whole pool */
+    struct job *head, **tail;  /* private queue: jobs of the pinned session */
+    struct cached_stmt *cache;
+    size_t ncache;
+    uint64_t tick;
+    uint64_t seen[STMT_SEEN];  /* hashes of statements prepared once, uncached */
+    const char *denied;        /* why the authorizer refused, for the error */
+    const char *denied_code;   /* and the error code: DENIED, or NOPERM */
+    bool altering;             /* the statement being prepared is an ALTER TABLE */
+    bool readonly;             /* the running statement's user may only read */
+    bool query_only;           /* PRAGMA query_only is on (sqlite_conn_query_only) */
+    bool internal;             /* the daemon's own statement: not authorized */
+    const char *const *schemas; /* databases besides main its statements may use
+                                   (sqlite_conn_harden), NULL-terminated; NULL: none */
+    size_t mark;               /* where the running statement's response starts in out */
+    uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
+    uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
+    uint64_t busy_since_ns;    /* uv_hrtime() when its wait for a lock began (on_busy) */
+    pid_t tid;                 /* the worker thread, for setpriority() */
+    bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
+    bool quick;                /* the loop thread's quick-read connection */
+    bool grouping;             /* running jobs of a group commit (run_group, backend_sqlite.c) */
+    bool group_overflow;       /* one of them answered more than fits in memory */
+    int max_length;            /* its SQLITE_LIMIT_LENGTH now (max_value) */
+};
+
+struct sqlite_bind {
+    struct bind *bind;
+    pthread_mutex_t lock;      /* guards the queues, pinned, stopping */
+    pthread_cond_t cond;       /* the snapshot thread's */
+    struct job *head, **tail;  /* shared queue */
+    bool stopping;
+    sqlite3 *anchor;           /* in-memory bind: keeps the database alive */
+    char *filename;            /* what sqlite3_open_v2 gets */
+    char *memdir;              /* in-memory bind: its private RAM folder */
+    int open_flags;
+    size_t stmt_cache;         /* statements cached per connection (fixed at open) */
+    char readonly_msg[128];    /* the error for a read-only user's write */
+    struct worker *workers;
+    int nworkers;
+    uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
+
+    /* Quick reads (loop thread only): a connection without a thread, NULL
+     * when the bind's storage could make a read wait; and statements that
+     * overran the budget lately. The reads of one loop turn share one read
+     * transaction (quick_begin ... quick_commit, ended by quick_turn after
+     * the turn's I/O callbacks), which saves taking and dropping SQLite's
+     * WAL read lock (two fcntl calls) per statement; a job that may have
+     * written (workers count them in `writes`) ends it early, so a read
+     * received after a write was answered always sees that write. (A
+     * change another program makes to a file bind shows from the next
+     * turn.) */
+    struct worker *quick;
+    sqlite3_stmt *quick_begin, *quick_commit;
+    uv_check_t *quick_turn;
+    uint64_t quick_gen;        /* `writes` when the read transaction began */
+    atomic_uint_fast64_t writes;
+    struct {
+        uint64_t hash;
+        uint32_t left;         /* runs still sent straight to the workers */
+    } quick_skip[QUICK_SKIP_SLOTS];
+
+    /* Snapshots (an in-memory bind with a snapshot file): one thread with
+     * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
+     * never takes a connection from clients. */
+    bool opened;               /* open succeeded: close saves the snapshot */
+    pthread_t snap_thread;
+    bool snap_started;
+    sqlite3 *snap_db;
+    struct job *snap_head, **snap_tail;   /* guarded by lock */
+    int64_t snap_at, snap_bytes;          /* the last snapshot written (guarded by lock) */
+    atomic_int snap_inflight;  /* JOB_SAVE_SNAPSHOTs queued or running */
+    atomic_bool snap_failed;   /* the last save failed: the timer retries */
+    uv_timer_t *snap_timer;    /* snapshot_interval */
+    long long snap_version;    /* the anchor's data_version at the last timed save */
+    uint64_t snap_writes;      /* and `writes` then */
+
+    /* Checkpoints: a thread with its own connection (see WAL_CHECK_MS). */
+    pthread_t wal_thread;
+    bool wal_started;
+    sqlite3 *wal_db;
+    atomic_int_fast64_t wal_bytes; /* the log's size at the last look; -1: not yet */
+};
+
+/* ---- sqlite_conn.c ----------------------------------------------------- */
+
+/* The protocol's error code for an SQLite result code. */
+const char *sqlite_code(int rc);
+
+/* Replace the response being built from out[mark] on (earlier statements
+ * of a batch keep theirs) with one -ERR line; sqlite_reply_error: the
+ * whole of out. */
+void sqlite_reply_error_at(struct buf *out, size_t mark, const char *code, const char *msg);
+void sqlite_reply_error(struct buf *out, const char *code, const char *msg);
+
+/* The -ERR for w's last error rc, from w->mark on: the authorizer's
+ * reason when it refused, NOPERM for a read-only user's write. */
+void sqlite_reply_db_error(struct worker *w, struct buf *out, int rc);
+
+/* Bound every string and blob w's connection makes or returns by
+ * max_value (at most cap). */
+void sqlite_conn_max_value(struct worker *w, size_t max_value, size_t cap);
+
+/* Check once whether long statements may lower their thread's priority
+ * (any thread; later calls return at once). */
+void sqlite_renice_init(void);
+
+/* Open a connection to the bind's database through the named VFS (NULL:
+ * the default). 0, or -1 with err set. */
+int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, char *err, size_t errlen);
+
+/* Settings of a connection that serves clients: defensive mode, limits,
+ * the authorizer and the handlers, all bound to w. schemas: the names of
+ * the databases besides "main" its statements may use (attached by the
+ * daemon, never by a client), NULL-terminated; NULL: none. w keeps the
+ * pointer. 0, or -1 with err set. */
+int sqlite_conn_harden(struct worker *w, const char *const *schemas, char *err, size_t errlen);
+
+/* Run the daemon's own SQL on w's connection, past the authorizer. */
+int sqlite_conn_exec_internal(struct worker *w, const char *sql);
+
+/* PRAGMA query_only on for a read-only user's statements, off otherwise. */
+void sqlite_conn_query_only(struct worker *w, bool on);
+
+/* ---- sqlite_exec.c ----------------------------------------------------- */
+
+/* Bring the connection's copy of the schema up to date. */
+void sqlite_schema_refresh(sqlite3 *db);
+
+/* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
+ * connection, cached or new; give it back with sqlite_stmt_done(). *rc:
+ * the SQLite result; NULL with SQLITE_OK: the text holds no statement;
+ * SQLITE_MISUSE: it holds more than one. */
+sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uint64_t h, int *rc);
+void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt);
+
+/* Bind the request's parameters; on error the -ERR replaces out[mark..]
+ * and the result is -1. */
+int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf *out, size_t mark);
+
+/* Step stmt to the end, streaming the header and rows into out (job NULL:
+ * a quick read, stopped with SQLITE_TOOBIG past QUICK_MAX_OUTPUT). The
+ * final SQLite code; *rows counts the rows. */
+int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out, uint64_t *rows);
+
+/* The status line after a result's rows: +OK rows=N. */
+int sqlite_put_rows_status(struct buf *out, uint64_t rows);
+
+/* Run a JOB_EXEC (its statement and the batched ones) on w, appending
+ * the responses to out and posting them in chunks. */
+void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out);
+
+/* ---- sqlite_quick.c ---------------------------------------------------- */
+
+/* Open the bind's quick-read connection, when its storage allows (loop
+ * thread, at open). 0, or -1 with err set. */
+int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
+
+/* backend_ops.read_inline (loop thread). */
+bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                        uint64_t *rows);
+
+/* ---- sqlite_memory.c --------------------------------------------------- */
+
+/* Make the private folder and file name of an in-memory bind. */
+int sqlite_memory_create(struct sqlite_bind *sb, char *err, size_t errlen);
+
+/* Start the snapshot thread and timer of an in-memory bind with a
+ * snapshot file (loop thread, at open). 0, or -1 with err set. */
+int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen);
+
+/* Queue a JOB_SAVE_SNAPSHOT for the snapshot thread, or answer it at once
+ * when the bind has none (loop thread). */
+void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job);
+
+/* ---- backend_sqlite.c -------------------------------------------------- */
+
+/* Take the first job of a queue (the bind's lock held). */
+struct job *sqlite_queue_pop(struct job **head, struct job ***tail);
+
+#endif

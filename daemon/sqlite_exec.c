@@ -1,0 +1,419 @@
+/*
+ * Running statements on an SQLite connection: the per-connection cache of
+ * prepared statements, binding a request's parameters, encoding the
+ * header, rows and status line, streaming them to the loop under flow
+ * control, and one JOB_EXEC with its batched statements. Any kind of
+ * SQLite execution (the workers, the quick reads) runs through here.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "daemon/backend_sqlite.h"
+#include "daemon/hash.h"
+#include "daemon/server.h"
+
+/* ---- Prepared statement cache ------------------------------------------ */
+
+/* Bring the connection's copy of the schema up to date: running any
+ * statement makes SQLite compare the file's schema cookie with the one it
+ * compiled against and re-read the schema when they differ. */
+void sqlite_schema_refresh(sqlite3 *db)
+{
+    sqlite3_stmt *stmt = NULL;
+
+    if (sqlite3_prepare_v2(db, "PRAGMA schema_version", -1, &stmt, NULL) == SQLITE_OK)
+        (void)sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+}
+
+/* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
+ * connection, from the cache or newly prepared (and cached). *rc gets the
+ * SQLite result; a NULL return with SQLITE_OK means the text holds no
+ * statement. */
+sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uint64_t h, int *rc)
+{
+    size_t cap = w->sb->stmt_cache;
+    struct cached_stmt *victim = NULL;
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+
+    for (size_t i = 0; i < w->ncache; i++) {
+        struct cached_stmt *c = &w->cache[i];
+        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
+            c->used = ++w->tick;
+            *rc = SQLITE_OK;
+            return c->stmt;
+        }
+    }
+    w->denied = NULL;
+    w->denied_code = NULL;
+    w->altering = false;
+    if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
+        w->seen[h % STMT_SEEN] = h;
+        cap = 0;   /* first time: run it uncached */
+    }
+    *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+    if (*rc == SQLITE_ERROR && w->denied == NULL) {
+        /* Prepared against an outdated copy of the schema (another
+         * connection changed it): SQLite re-reads it only when a statement
+         * runs, and some compile errors ("cannot modify v because it is a
+         * view" after an INSTEAD OF trigger was added) do not make it
+         * check. Try once more with the current schema. */
+        sqlite_schema_refresh(w->db);
+        *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
+    }
+    if (*rc != SQLITE_OK || stmt == NULL)
+        return NULL;
+    /* The router allows one statement; make sure SQLite agrees. */
+    if (tail != NULL && tail < sql + len) {
+        sqlite3_stmt *next = NULL;
+        if (sqlite3_prepare_v2(w->db, tail, (int)(sql + len - tail), &next, NULL) == SQLITE_OK && next != NULL) {
+            sqlite3_finalize(next);
+            sqlite3_finalize(stmt);
+            *rc = SQLITE_MISUSE;
+            return NULL;
+        }
+    }
+    if (cap == 0)
+        return stmt;
+    if (w->ncache < cap) {
+        victim = &w->cache[w->ncache++];
+    } else {
+        victim = &w->cache[0];
+        for (size_t i = 1; i < w->ncache; i++)
+            if (w->cache[i].used < victim->used)
+                victim = &w->cache[i];
+        sqlite3_finalize(victim->stmt);
+        free(victim->sql);
+    }
+    victim->sql = malloc(len);
+    if (victim->sql == NULL) {
+        /* Run it uncached: mark the slot empty. */
+        w->ncache--;
+        *victim = w->cache[w->ncache];
+        return stmt;
+    }
+    memcpy(victim->sql, sql, len);
+    victim->len = len;
+    victim->hash = h;
+    victim->stmt = stmt;
+    victim->used = ++w->tick;
+    return stmt;
+}
+
+/* Is stmt owned by the cache (and so must be reset, not finalized)? */
+static bool stmt_cached(const struct worker *w, const sqlite3_stmt *stmt)
+{
+    for (size_t i = 0; i < w->ncache; i++)
+        if (w->cache[i].stmt == stmt)
+            return true;
+    return false;
+}
+
+void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt)
+{
+    if (stmt_cached(w, stmt)) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+    } else {
+        sqlite3_finalize(stmt);
+    }
+}
+
+/* ---- Running jobs ------------------------------------------------------ */
+
+int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf *out, size_t mark)
+{
+    int want = sqlite3_bind_parameter_count(stmt);
+    int rc = SQLITE_OK;
+
+    if ((size_t)want != req->nparams) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "the statement has %d parameter%s, the request sent %zu", want,
+                 want == 1 ? "" : "s", req->nparams);
+        sqlite_reply_error_at(out, mark, "PARAMS", msg);
+        return -1;
+    }
+    for (size_t i = 0; i < req->nparams && rc == SQLITE_OK; i++) {
+        const struct value *v = &req->params[i];
+        int idx = (int)i + 1;
+        switch (v->type) {
+        case VALUE_NULL: rc = sqlite3_bind_null(stmt, idx); break;
+        case VALUE_INT:  rc = sqlite3_bind_int64(stmt, idx, v->i); break;
+        case VALUE_REAL: rc = sqlite3_bind_double(stmt, idx, v->r); break;
+        case VALUE_TEXT: rc = sqlite3_bind_text64(stmt, idx, v->p, v->len, SQLITE_STATIC, SQLITE_UTF8); break;
+        case VALUE_BLOB: rc = sqlite3_bind_blob64(stmt, idx, v->p, v->len, SQLITE_STATIC); break;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        sqlite_reply_error_at(out, mark, sqlite_code(rc), sqlite3_errstr(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static int put_header(struct buf *out, sqlite3_stmt *stmt, int ncol)
+{
+    int rc = buf_putc(out, '*');
+    for (int i = 0; rc == 0 && i < ncol; i++) {
+        const char *name = sqlite3_column_name(stmt, i);
+        const char *type = sqlite3_column_decltype(stmt, i);
+        if (i > 0)
+            rc |= buf_putc(out, '\t');
+        rc |= codec_put_text(out, name ? name : "", name ? strlen(name) : 0);
+        rc |= buf_putc(out, '\t');
+        rc |= codec_put_text(out, type ? type : "", type ? strlen(type) : 0);
+    }
+    return rc | buf_putc(out, '\n');
+}
+
+static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
+{
+    int rc = buf_putc(out, '=');
+    for (int i = 0; rc == 0 && i < ncol; i++) {
+        if (i > 0)
+            rc |= buf_putc(out, '\t');
+        switch (sqlite3_column_type(stmt, i)) {
+        case SQLITE_INTEGER:
+            rc |= codec_put_int(out, sqlite3_column_int64(stmt, i));
+            break;
+        case SQLITE_FLOAT:
+            rc |= codec_put_real(out, sqlite3_column_double(stmt, i));
+            break;
+        case SQLITE_TEXT: {
+            const char *t = (const char *)sqlite3_column_text(stmt, i);
+            rc |= codec_put_text(out, t, (size_t)sqlite3_column_bytes(stmt, i));
+            break;
+        }
+        case SQLITE_BLOB: {
+            const void *p = sqlite3_column_blob(stmt, i);
+            rc |= codec_put_blob(out, p, (size_t)sqlite3_column_bytes(stmt, i));
+            break;
+        }
+        default:
+            rc |= codec_put_null(out);
+            break;
+        }
+    }
+    return rc | buf_putc(out, '\n');
+}
+
+/* The status line after a result's rows: +OK rows=N. */
+int sqlite_put_rows_status(struct buf *out, uint64_t rows)
+{
+    return buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n');
+}
+
+/* The status line of a statement without rows: +OK changes=N, and
+ * last_id=ID after an INSERT that added rows. */
+static int put_changes_status(struct buf *out, sqlite3_int64 changes, bool inserted, sqlite3_int64 last_id)
+{
+    int rc = buf_append(out, "+OK changes=", 12) | codec_put_int(out, changes);
+    if (inserted)
+        rc |= buf_append(out, " last_id=", 9) | codec_put_int(out, last_id);
+    return rc | buf_putc(out, '\n');
+}
+
+/* The connection a job runs on, for sqlite_interrupt() (backend_sqlite.c). */
+static void set_running(struct job *job, sqlite3 *db)
+{
+    pthread_mutex_lock(&job->lock);
+    job->running = db;
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Step stmt to the end, streaming the header and rows into out. Returns the
+ * final SQLite code (SQLITE_INTERRUPT when the client went away); *rows
+ * counts the rows. job NULL: a quick read on the loop thread, stopped with
+ * SQLITE_TOOBIG when its answer grows past QUICK_MAX_OUTPUT. */
+int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
+                       uint64_t *rows)
+{
+    bool first = true;
+    int ncol = 0;
+    int rc;
+
+    for (;;) {
+        rc = sqlite3_step(stmt);
+        if (first) {
+            /* Only now are the columns known for sure: the first step
+             * re-prepares a statement whose schema changed (SELECT *). */
+            first = false;
+            ncol = sqlite3_column_count(stmt);
+            if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && ncol > 0 && put_header(out, stmt, ncol) != 0) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        }
+        if (rc != SQLITE_ROW)
+            break;
+        if (ncol == 0)
+            continue;
+        if (put_row(out, stmt, ncol) != 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        (*rows)++;
+        if (job == NULL) {
+            if (out->len - w->mark > QUICK_MAX_OUTPUT) {
+                rc = SQLITE_TOOBIG;
+                break;
+            }
+        } else if (w->grouping && out->len >= CHUNK_BYTES) {
+            /* Nothing may be posted before the group commits. */
+            w->group_overflow = true;
+            rc = SQLITE_TOOBIG;
+            break;
+        } else if (out->len >= CHUNK_BYTES) {
+            if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0) {
+                rc = SQLITE_INTERRUPT;
+                break;
+            }
+            w->mark = 0;   /* what came before is on its way */
+        }
+    }
+    return rc;
+}
+
+static void reply_readonly(struct worker *w, struct buf *out)
+{
+    sqlite_reply_error_at(out, w->mark, "NOPERM", w->sb->readonly_msg);
+}
+
+/* Whether a held BEGIN only reads (BEGIN IMMEDIATE and EXCLUSIVE take the
+ * write lock). */
+static bool begin_readonly(sqlite3 *db, const char *begin_sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    bool ro = sqlite3_prepare_v2(db, begin_sql, -1, &stmt, NULL) == SQLITE_OK && stmt != NULL &&
+              sqlite3_stmt_readonly(stmt);
+    sqlite3_finalize(stmt);
+    return ro;
+}
+
+/* Run one statement of the job and append its whole response to out.
+ * Returns false when the response is an -ERR. */
+static bool run_stmt(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
+                     const char *begin_sql, struct buf *out)
+{
+    sqlite3 *db = w->db;
+    sqlite3_int64 before = sqlite3_total_changes64(db);
+    uint64_t rows = 0;
+    sqlite3_stmt *stmt;
+    bool timed_out;
+    int timeout_ms;
+    int rc;
+
+    w->mark = out->len;
+    if (begin_sql != NULL) {
+        if (job->readonly && !begin_readonly(db, begin_sql)) {
+            reply_readonly(w, out);
+            return false;
+        }
+        rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            sqlite_reply_db_error(w, out, rc);
+            return false;
+        }
+    }
+    stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
+    if (stmt == NULL) {
+        if (rc == SQLITE_MISUSE)
+            sqlite_reply_error_at(out, w->mark, "MULTI", "one statement per request");
+        else if (rc == SQLITE_OK && buf_puts(out, "+OK changes=0\n") != 0)
+            sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory");
+        else if (rc != SQLITE_OK)
+            sqlite_reply_db_error(w, out, rc);
+        return rc == SQLITE_OK;
+    }
+    /* SQLite itself says whether the prepared program writes: a write
+     * hidden in a CTE, or done by a trigger, makes it not read-only. */
+    if (job->readonly && !sqlite3_stmt_readonly(stmt)) {
+        reply_readonly(w, out);
+        sqlite_stmt_done(w, stmt);
+        return false;
+    }
+    if (sqlite_bind_params(stmt, req, out, w->mark) != 0) {
+        sqlite_stmt_done(w, stmt);
+        return false;
+    }
+    w->denied = NULL;
+    w->denied_code = NULL;
+    w->altering = false;
+    timeout_ms = w->sb->bind->conf->statement_timeout_ms;
+    w->started_ns = uv_hrtime();
+    w->deadline_ns = timeout_ms > 0 ? w->started_ns + (uint64_t)timeout_ms * 1000000u : 0;
+    rc = sqlite_stream_rows(w, job, stmt, out, &rows);
+    timed_out = w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
+    w->deadline_ns = 0;
+    w->started_ns = 0;
+    if (w->lowered)
+        w->lowered = setpriority(PRIO_PROCESS, (id_t)w->tid, 0) != 0;
+    job->rows += rows;
+    if (rc == SQLITE_DONE) {
+        /* sqlite3_changes64() counts the statement's own rows (not a
+         * trigger's) but keeps the previous statement's count after DDL;
+         * the total tells whether this statement changed anything. */
+        sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+        if (sqlite3_column_count(stmt) > 0)
+            rc = sqlite_put_rows_status(out, rows);
+        else
+            rc = put_changes_status(out, changes, kind == STMT_INSERT && changes > 0, sqlite3_last_insert_rowid(db));
+        if (rc != 0)
+            sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
+        sqlite_stmt_done(w, stmt);
+        return rc == 0;
+    }
+    /* Rows already posted stay sent; the response ends with -ERR. */
+    if ((rc & 0xff) == SQLITE_INTERRUPT && atomic_load(&job->cancelled)) {
+        sqlite_reply_error_at(out, w->mark, "INTERRUPTED", "the client went away");
+    } else if ((rc & 0xff) == SQLITE_INTERRUPT && timed_out) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was interrupted", timeout_ms);
+        sqlite_reply_error_at(out, w->mark, "TIMEOUT", msg);
+    } else {
+        sqlite_reply_db_error(w, out, rc);
+    }
+    sqlite_stmt_done(w, stmt);
+    return false;
+}
+
+/* The job's statement, then the ones batched after it, in order; each
+ * gets its own response. A client that went away stops the batch. The
+ * answers of a long batch go out in two parts, so that a pipelining
+ * client sends its next statements (and the loop reads and routes them)
+ * while the second half runs. Before any answer to a statement that may
+ * have written is posted, the bind's write count moves on: a quick read
+ * sent after that answer arrived must take a fresh snapshot. */
+void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
+{
+    size_t half = job->nmore >= BATCH_SPLIT ? job->nmore / 2 : SIZE_MAX;
+    bool wrote = job->kind != STMT_SELECT;
+
+    w->readonly = job->readonly;
+    sqlite_conn_query_only(w, job->readonly);
+    sqlite_conn_max_value(w, server_cfg_of(job->cfgref)->max_value, INT_MAX);
+    set_running(job, w->db);
+    job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
+    job->errors = job->failed;
+    for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
+        if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
+            job->errors++;
+        wrote |= job->more[i].kind != STMT_SELECT;
+        if (out->len >= CHUNK_BYTES || i == half) {
+            if (wrote)
+                atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+            wrote = false;
+            if (job_post_chunk(job, out) != 0 || job_wait_credit(job) != 0)
+                break;
+        }
+    }
+    set_running(job, NULL);
+    w->readonly = false;
+    if (wrote && !w->grouping)
+        atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+}
+

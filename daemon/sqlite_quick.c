@@ -1,0 +1,195 @@
+/*
+ * Quick reads on the loop thread.
+ *
+ * Quick reads skip the trip to a worker: a SELECT outside a transaction is
+ * first tried on the loop thread's own connection to the bind, which can
+ * neither wait for a lock (busy timeout 0) nor for the disk (the in-memory
+ * bind's pages are RAM; a file bind's are read only when the page cache
+ * has them, see nowait_vfs.h), and is stopped when it runs past
+ * QUICK_BUDGET_NS or its answer grows past QUICK_MAX_OUTPUT. Anything that
+ * does not finish that way, and every error, goes to a worker as usual, so
+ * the answer is the same; a statement stopped for time or size is sent
+ * straight to the workers for its next QUICK_SKIP_RUNS runs. A point query
+ * then costs no thread hand-off, and the loop never waits.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "daemon/backend_sqlite.h"
+#include "daemon/hash.h"
+#include "daemon/log.h"
+#include "daemon/nowait_vfs.h"
+#include "daemon/server.h"
+
+/* ---- Quick reads on the loop thread ------------------------------------ */
+
+/* Progress handler of the quick-read connection: stop a statement that
+ * ran past its budget. */
+static int on_quick_progress(void *arg)
+{
+    const struct worker *w = arg;
+    return uv_hrtime() > w->deadline_ns;
+}
+
+/* End the quick connection's read transaction, if one is open. */
+static void quick_end(struct sqlite_bind *sb)
+{
+    sqlite3 *db = sb->quick->db;
+
+    if (sqlite3_get_autocommit(db))
+        return;
+    sb->quick->deadline_ns = UINT64_MAX; /* see quick_snapshot */
+    if (sb->quick_commit == NULL || sqlite3_step(sb->quick_commit) != SQLITE_DONE)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    if (sb->quick_commit != NULL)
+        sqlite3_reset(sb->quick_commit);
+}
+
+static void on_quick_turn(uv_check_t *h)
+{
+    struct sqlite_bind *sb = h->data;
+
+    quick_end(sb);
+    uv_check_stop(h);
+}
+
+/* Make sure a read transaction is open that began after every write the
+ * workers reported. 0, or -1 when none could be opened. */
+static int quick_snapshot(struct sqlite_bind *sb)
+{
+    sqlite3 *db = sb->quick->db;
+    uint64_t gen = atomic_load_explicit(&sb->writes, memory_order_acquire);
+    int rc;
+
+    if (!sqlite3_get_autocommit(db)) {
+        /* A transaction open here always ends with the turn. */
+        assert(uv_is_active((uv_handle_t *)sb->quick_turn));
+        if (gen == sb->quick_gen)
+            return 0;
+        quick_end(sb);
+    }
+    sb->quick_gen = gen;
+    /* BEGIN is not a client's read: no budget. The progress handler,
+     * still holding the last read's deadline, used to interrupt it after
+     * it had opened the transaction; that transaction then outlived the
+     * turn and held its WAL snapshot until the next read (no checkpoint
+     * could restart the WAL meanwhile, which grew without bound). */
+    sb->quick->deadline_ns = UINT64_MAX;
+    rc = sqlite3_step(sb->quick_begin);
+    sqlite3_reset(sb->quick_begin);
+    if (rc != SQLITE_DONE) {
+        quick_end(sb);
+        return -1;
+    }
+    uv_check_start(sb->quick_turn, on_quick_turn);
+    return 0;
+}
+
+bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                               uint64_t *rows)
+{
+    struct sqlite_bind *sb = b->impl;
+    struct worker *w = sb->quick;
+    sqlite3_stmt *stmt;
+    uint64_t h;
+    size_t slot;
+    bool ok;
+    int rc;
+
+    if (w == NULL || req->len > QUICK_MAX_SQL)
+        return false;
+    h = hash_bytes(req->text, req->len);
+    slot = h % QUICK_SKIP_SLOTS;
+    if (sb->quick_skip[slot].hash == h && sb->quick_skip[slot].left > 0) {
+        sb->quick_skip[slot].left--;
+        return false;
+    }
+    w->mark = out->len;
+    *rows = 0;
+    sqlite_conn_max_value(w, b->srv->cfg->max_value, QUICK_MAX_LENGTH);
+    if (quick_snapshot(sb) != 0)
+        return false;
+    stmt = sqlite_stmt_get(w, req->text, req->len, h, &rc);
+    ok = stmt != NULL;
+    if (ok) {
+        ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
+             sqlite_bind_params(stmt, req, out, w->mark) == 0;
+        if (ok) {
+            w->deadline_ns = start_ns + QUICK_BUDGET_NS;
+            rc = sqlite_stream_rows(w, NULL, stmt, out, rows);
+            ok = rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
+        }
+        sqlite_stmt_done(w, stmt);
+    }
+    if (ok)
+        return true;
+    buf_truncate(out, w->mark);
+    *rows = 0;
+    log_debug("bind %s: a read goes to a worker: %s", b->conf->name,
+              rc == SQLITE_OK || rc == SQLITE_DONE ? "not a plain read" : sqlite3_errstr(rc));
+    quick_end(sb);
+    if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG || (rc & 0xff) == SQLITE_AUTH) {
+        sb->quick_skip[slot].hash = h;
+        sb->quick_skip[slot].left = QUICK_SKIP_RUNS;
+    }
+    return false;
+}
+
+/* Open the quick-read connection. It reads only: the authorizer refuses
+ * writes, it never waits for a lock, and its limits make any one step
+ * short (a longer string, pattern or text is an error, so a worker runs
+ * that statement instead). */
+int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
+{
+    bool memory = sb->bind->conf->type == BIND_SQLITE_MEMORY;
+    struct worker *w;
+    char why[300];
+
+    /* A file bind's pages come from the disk unless cached: its quick
+     * connection reads through the nowait VFS, where the file system
+     * supports that. */
+    if (!memory && nowait_vfs_check(sb->filename, why, sizeof why) != 0) {
+        log_info("bind %s: every statement runs on a worker thread: %s", sb->bind->conf->name, why);
+        return 0;
+    }
+    w = calloc(1, sizeof *w);
+    if (w == NULL || (w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache)) == NULL) {
+        free(w);
+        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+        return -1;
+    }
+    w->sb = sb;
+    w->tail = &w->head;
+    w->readonly = true;
+    w->quick = true;
+    sb->quick = w;
+    if (sqlite_conn_open(sb, &w->db, memory ? NULL : NOWAIT_VFS_NAME, err, errlen) != 0 || sqlite_conn_harden(w, NULL, err, errlen) != 0)
+        return -1;
+    /* A file bind's pages: every read through xRead (not mapped), kept in
+     * a cache larger than the default 2 MB, since the loop answers most
+     * reads. */
+    if (!memory)
+        sqlite_conn_exec_internal(w, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB);
+    sqlite_conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
+    sqlite_conn_query_only(w, true);
+    sqlite3_busy_timeout(w->db, 0);
+    sqlite_conn_max_value(w, sb->bind->srv->cfg->max_value, QUICK_MAX_LENGTH);
+    sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
+    sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
+    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
+    sqlite_schema_refresh(w->db);   /* opens the WAL now: no file is opened while serving */
+    sb->quick_turn = malloc(sizeof *sb->quick_turn);
+    if (sb->quick_turn == NULL) {
+        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+        return -1;
+    }
+    uv_check_init(sb->bind->srv->loop, sb->quick_turn);
+    sb->quick_turn->data = sb;
+    if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(w->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_commit, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "bind %s: %s", sb->bind->conf->name, sqlite3_errmsg(w->db));
+        return -1;
+    }
+    return 0;
+}
