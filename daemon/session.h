@@ -195,10 +195,11 @@ void session_reply_columns(struct session *s, const char *const *names_types);
 /* One row of text fields (NULL → \N). */
 void session_reply_row(struct session *s, const char *const *fields, size_t n);
 
-/* Submit a job on bind b for this session and enter SESS_BUSY. The job is
- * the session's until its done event. Returns -1 (after replying -ERR
- * NOMEM) on failure. */
-int session_start_job(struct session *s, struct job *job);
+/* Submit a job on its bind (job->bind) for this idle session and enter
+ * SESS_BUSY. The job is the session's until its done event. It cannot
+ * fail: a backend reports every error, out of memory included, through
+ * that done event. Loop thread. */
+void session_start_job(struct session *s, struct job *job);
 
 /* Commands (commands.c): handle one dot-command line. */
 void commands_dispatch(struct session *s, const char *line, size_t len);
