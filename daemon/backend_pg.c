@@ -85,12 +85,19 @@ enum pgjob_phase {
  * wrote although the transaction is read-only (a transaction id was
  * assigned: large objects are written that way) or holds a lock a reader
  * never needs (anything but ACCESS SHARE on a relation, any advisory lock):
- * one that blocks writers until the client ends its transaction. */
+ * one that blocks writers until the client ends its transaction. Reading a
+ * large object (lo_get, loread) takes ROW EXCLUSIVE on pg_largeobject and
+ * its index whatever the mode (PostgreSQL's open_lo_relation): a reader
+ * needs that one, and it blocks no writer (only LOCK, VACUUM FULL, CREATE
+ * INDEX of that catalog). */
 #define PG_RO_CHECK                                                                                          \
     "SELECT pg_catalog.set_config('transaction_read_only', 'on', true), "                                    \
     "1 / (pg_catalog.txid_current_if_assigned() IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks "    \
     "WHERE pid = pg_catalog.pg_backend_pid() AND granted AND (locktype = 'advisory' OR "                     \
-    "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock'))))::int"
+    "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock' AND NOT "            \
+    "(locktype = 'relation' AND mode = 'RowExclusiveLock' AND relation IN "                                  \
+    "('pg_catalog.pg_largeobject'::pg_catalog.regclass, "                                                   \
+    "'pg_catalog.pg_largeobject_loid_pn_index'::pg_catalog.regclass))))))::int"
 /* The end of a BEGIN READ ONLY around a read-only user's statement: did it
  * write (a transaction id was assigned), then undo everything it did. A
  * read-only transaction has nothing to commit, and ROLLBACK also undoes

@@ -789,9 +789,11 @@ static void session_handle_sql(struct session *s, struct request *req)
                 begin = s->held_begin;
         } else {
             target = s->use_bind;
-            /* SAVEPOINT, RELEASE and ROLLBACK TO belong to the held
-             * transaction: it starts here, on the session's bind. */
-            if (s->txn_held && r->kind == STMT_SAVEPOINT)
+            /* Whatever follows a BEGIN belongs to its transaction: a
+             * statement naming no table (SELECT now(), a SAVEPOINT, a
+             * transaction-scoped lock) starts the held transaction here,
+             * on the session's bind, rather than run outside it. */
+            if (s->txn_held)
                 begin = s->held_begin;
         }
         break;

@@ -102,7 +102,7 @@ struct session {
      * txn_bind holds a reference while in_txn, so a transaction ends on
      * the bind it began on even when a reload replaces that bind. */
     struct bind *use_bind;     /* bind for statements naming no table */
-    bool txn_held;             /* a BEGIN waits for its first table */
+    bool txn_held;             /* a BEGIN waits for its next statement */
     char *held_begin;          /* its text */
     bool in_txn;               /* a transaction is open on txn_bind */
     struct bind *txn_bind;
