@@ -36,39 +36,43 @@ def test_slow_bind_does_not_stall_other_binds(d):
     expect_rows(a.read_response(), [[str(SLOW_N)]])
 
 
-def _bind_stats(c, bind):
-    return dict((row["bind"], row) for row in expect_ok(c.request(".stats")).dicts())[bind]
+def _read_beside_slow(d, sql, what):
+    """Run `sql` (a read of test2: one row, 'one') on a second connection
+    while the slow statement runs on second_db; it must be answered first.
+    Returns second_db's .stats counters (on_loop, statements) it added."""
+    a = _start_slow(d)
+    b = d.connect()
+
+    def counters():
+        rows = expect_ok(b.request(".stats")).dicts()
+        row = [r for r in rows if r["bind"] == "second_db"][0]
+        return int(row["on_loop"]), int(row["statements"])
+
+    before = counters()
+    expect_rows(b.request(sql), [["one"]])
+    if a.readable_now():
+        raise TestFailure(what)
+    after = counters()
+    expect_rows(a.read_response(), [[str(SLOW_N)]])
+    return after[0] - before[0], after[1] - before[1]
 
 
 def test_slow_statement_does_not_block_same_bind_reader(d):
     # The reader must run on a second worker of the bind: printf() keeps a
     # statement off the loop's quick reads (README, Design notes), which
     # would answer it without any worker. With pool_size = 1 it waits.
-    a = _start_slow(d)
-    b = d.connect()
-    before = _bind_stats(b, "second_db")
-    expect_rows(b.request("SELECT printf('%s', color) AS color FROM test2"), [["one"]])
-    if a.readable_now():
-        raise TestFailure("the reader was answered only after the slow statement (one worker?)")
-    after = _bind_stats(b, "second_db")
-    eq(int(after["on_loop"]), int(before["on_loop"]), "second_db statements answered on the loop")
-    eq(int(after["statements"]) - int(before["statements"]), 1, "second_db statements run")
-    expect_rows(a.read_response(), [[str(SLOW_N)]])
+    eq(_read_beside_slow(d, "SELECT printf('%s', color) AS color FROM test2",
+                         "the reader was answered only after the slow statement (one worker?)"),
+       (0, 1), "second_db statements (on the loop, run)")
 
 
 def test_slow_statement_does_not_block_same_bind_quick_read():
     """The bind's only worker runs the slow statement: a plain read of the
     same bind is answered by a quick read on the loop meanwhile."""
     with Daemon(bind_opts={"second_db": {"pool_size": "1"}}) as d:
-        a = _start_slow(d)
-        b = d.connect()
-        before = _bind_stats(b, "second_db")
-        expect_rows(b.request("SELECT color FROM test2"), [["one"]])
-        if a.readable_now():
-            raise TestFailure("the slow statement finished first; cannot tell (raise SLOW_N)")
-        eq(int(_bind_stats(b, "second_db")["on_loop"]) - int(before["on_loop"]), 1,
-           "second_db statements answered on the loop")
-        expect_rows(a.read_response(), [[str(SLOW_N)]])
+        eq(_read_beside_slow(d, "SELECT color FROM test2",
+                             "the slow statement finished first; cannot tell (raise SLOW_N)"),
+           (1, 1), "second_db statements (on the loop, run)")
 
 
 def test_pipeline_order_across_binds(d):
