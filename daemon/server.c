@@ -535,6 +535,8 @@ static void server_finish(struct server *srv)
 
 void server_session_gone(struct server *srv)
 {
+    assert(server_on_loop(srv));
+    assert(srv->nsessions > 0 && srv->nclosing > 0);
     srv->nsessions--;
     srv->nclosing--;   /* every session closes through SESS_CLOSING */
     if (srv->stopping && srv->nsessions == 0)

@@ -399,6 +399,8 @@ void session_job_event(struct job_event *ev)
     struct job *job = ev->job;
     struct session *s = job->sess;
 
+    assert(server_on_loop(job->bind->srv));
+    assert(s == NULL || s->job == job);
     if (!ev->done) {
         if (s == NULL || s->state == SESS_CLOSING) {
             job_ack(job, ev->data.len);
