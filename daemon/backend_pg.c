@@ -25,6 +25,7 @@
  * later statements get -ERR UNAVAILABLE at once while a timer reconnects
  * with exponential backoff (100 ms doubling to 5 s).
  */
+#include <assert.h>
 #include <ctype.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -64,6 +65,7 @@ enum pgconn_state {
  * transaction that could still be switched. Every query is a separate
  * extended-protocol message, so a statement is exactly one statement. */
 enum pgjob_phase {
+    PHASE_NONE,      /* the job has sent nothing yet (set on entering PGC_BUSY) */
     PHASE_RO_BEGIN,  /* BEGIN READ ONLY around a read-only user's statement */
     PHASE_BEGIN,     /* the held BEGIN is running */
     PHASE_RO_LOCK,   /* PG_RO_LOCK before the statement */
@@ -83,12 +85,19 @@ enum pgjob_phase {
  * wrote although the transaction is read-only (a transaction id was
  * assigned: large objects are written that way) or holds a lock a reader
  * never needs (anything but ACCESS SHARE on a relation, any advisory lock):
- * one that blocks writers until the client ends its transaction. */
+ * one that blocks writers until the client ends its transaction. Reading a
+ * large object (lo_get, loread) takes ROW EXCLUSIVE on pg_largeobject and
+ * its index whatever the mode (PostgreSQL's open_lo_relation): a reader
+ * needs that one, and it blocks no writer (only LOCK, VACUUM FULL, CREATE
+ * INDEX of that catalog). */
 #define PG_RO_CHECK                                                                                          \
     "SELECT pg_catalog.set_config('transaction_read_only', 'on', true), "                                    \
     "1 / (pg_catalog.txid_current_if_assigned() IS NULL AND NOT EXISTS (SELECT FROM pg_catalog.pg_locks "    \
     "WHERE pid = pg_catalog.pg_backend_pid() AND granted AND (locktype = 'advisory' OR "                     \
-    "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock'))))::int"
+    "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock' AND NOT "            \
+    "(locktype = 'relation' AND mode = 'RowExclusiveLock' AND relation IN "                                  \
+    "('pg_catalog.pg_largeobject'::pg_catalog.regclass, "                                                   \
+    "'pg_catalog.pg_largeobject_loid_pn_index'::pg_catalog.regclass))))))::int"
 /* The end of a BEGIN READ ONLY around a read-only user's statement: did it
  * write (a transaction id was assigned), then undo everything it did. A
  * read-only transaction has nothing to commit, and ROLLBACK also undoes
@@ -352,12 +361,78 @@ static void conn_unlink(struct pgconn *c)
     }
 }
 
+/* ---- Connection state and job phase ---------------------------------- */
+
+/* The legal changes of a connection's state, legal[from][to]:
+ *
+ *   PGC_CONNECTING ──ready──▶ PGC_IDLE ◀──job done── PGC_BUSY
+ *                                 └────conn_start─────▲
+ *   any of them ──failed, lost, idle too long, bind closed──▶ PGC_CLOSING (final)
+ */
+static const bool pgc_legal[PGC_CLOSING + 1][PGC_CLOSING + 1] = {
+    [PGC_CONNECTING] = {[PGC_IDLE] = true, [PGC_CLOSING] = true},
+    [PGC_IDLE] = {[PGC_BUSY] = true, [PGC_CLOSING] = true},
+    [PGC_BUSY] = {[PGC_IDLE] = true, [PGC_CLOSING] = true},
+    [PGC_CLOSING] = {false},
+};
+
+/* Which query of a job may follow which, legal[from][to] (the queries
+ * around a statement: the comment above enum pgjob_phase). Every job ends
+ * in any phase, or in PHASE_RESET when DISCARD ALL follows. */
+#define PH(...) {__VA_ARGS__, [PHASE_RESET] = true}
+static const bool phase_legal[PHASE_RESET + 1][PHASE_RESET + 1] = {
+    [PHASE_NONE] = {[PHASE_RELEASE] = true, [PHASE_STMT] = true, [PHASE_BEGIN] = true, [PHASE_RO_BEGIN] = true,
+                    [PHASE_RO_LOCK] = true},
+    [PHASE_RO_BEGIN] = PH([PHASE_STMT] = true),
+    [PHASE_BEGIN] = PH([PHASE_RO_LOCK] = true, [PHASE_STMT] = true),
+    [PHASE_RO_LOCK] = PH([PHASE_STMT] = true),
+    [PHASE_DEALLOC] = PH([PHASE_STMT] = true),
+    [PHASE_PREPARE] = PH([PHASE_STMT] = true, [PHASE_RO_COMMIT] = true),
+    [PHASE_REPREPARE] = PH([PHASE_STMT] = true),
+    [PHASE_STMT] = PH([PHASE_DEALLOC] = true, [PHASE_PREPARE] = true, [PHASE_REPREPARE] = true,
+                      [PHASE_RO_COMMIT] = true, [PHASE_RO_RELOCK] = true),
+    [PHASE_RO_RELOCK] = {[PHASE_RESET] = true},
+    [PHASE_RO_COMMIT] = PH([PHASE_RO_COMMIT] = true),
+    [PHASE_RELEASE] = {[PHASE_RESET] = true},
+    [PHASE_RESET] = {false},
+};
+#undef PH
+
+/* Every change of c->state goes through here; an illegal one is a bug in
+ * this file (asserted; logged and ignored when asserts are off). Entering
+ * PGC_BUSY starts a job's phases at PHASE_NONE. Loop thread. */
+static void conn_set_state(struct pgconn *c, enum pgconn_state to)
+{
+    assert(server_on_loop(c->pb->bind->srv));
+    if (!pgc_legal[c->state][to]) {
+        log_error("bind %s: illegal connection state change %d -> %d", c->pb->bind->conf->name, (int)c->state,
+                  (int)to);
+        assert(!"illegal connection state change");
+        return;
+    }
+    c->state = to;
+    if (to == PGC_BUSY)
+        c->phase = PHASE_NONE;
+}
+
+/* Every change of c->phase goes through here: only while a job runs, and
+ * only along phase_legal (asserted; logged when asserts are off). */
+static void conn_set_phase(struct pgconn *c, enum pgjob_phase to)
+{
+    assert(c->state == PGC_BUSY && c->job != NULL);
+    if (!phase_legal[c->phase][to]) {
+        log_error("bind %s: illegal job phase change %d -> %d", c->pb->bind->conf->name, (int)c->phase, (int)to);
+        assert(!"illegal job phase change");
+    }
+    c->phase = to;
+}
+
 /* Close a connection for good: its job (if any) must be finished first. */
 static void conn_destroy(struct pgconn *c)
 {
     if (c->state == PGC_CLOSING)
         return;
-    c->state = PGC_CLOSING;
+    conn_set_state(c, PGC_CLOSING);
     conn_unlink(c);
     if (c->poll != NULL) {
         uv_poll_stop(c->poll);
@@ -371,11 +446,31 @@ static void conn_destroy(struct pgconn *c)
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);
+static void conn_connect_failed(struct pgconn *c, const char *why);
+static void conn_lost(struct pgconn *c);
 
-/* Watch the connection's socket for `events`, following a changed fd. */
+/* The connection's socket could not be watched (conn_poll): it would wait
+ * forever, so it fails on the next loop turn, outside its caller. */
+static void on_unwatched(uv_timer_t *t)
+{
+    struct pgconn *c = t->data;
+
+    if (c->state == PGC_CLOSING || c->poll != NULL)
+        return;   /* closed meanwhile, or a later conn_poll succeeded */
+    if (c->state == PGC_CONNECTING)
+        conn_connect_failed(c, "cannot watch the connection's socket");
+    else
+        conn_lost(c);
+}
+
+/* Watch the connection's socket for `events`, following a changed fd. When
+ * libuv refuses (out of memory, the fd still watched by a handle being
+ * closed), c->poll stays NULL and the connection fails soon after
+ * (on_unwatched). */
 static void conn_poll(struct pgconn *c, int events)
 {
     int fd = PQsocket(c->conn);
+    int rc = UV_ENOMEM;
 
     if (fd != c->fd && c->poll != NULL) {
         uv_poll_stop(c->poll);
@@ -386,10 +481,10 @@ static void conn_poll(struct pgconn *c, int events)
         return;
     if (c->poll == NULL) {
         c->poll = malloc(sizeof *c->poll);
-        if (c->poll == NULL || uv_poll_init(c->pb->bind->srv->loop, c->poll, fd) != 0) {
+        if (c->poll == NULL || (rc = uv_poll_init(c->pb->bind->srv->loop, c->poll, fd)) != 0) {
             free(c->poll);
             c->poll = NULL;
-            return;
+            goto unwatched;
         }
         c->poll->data = c;
         c->handles++;
@@ -400,7 +495,15 @@ static void conn_poll(struct pgconn *c, int events)
     if (c->events == events && uv_is_active((uv_handle_t *)c->poll))
         return;
     c->events = events;
-    uv_poll_start(c->poll, events, on_poll);
+    rc = uv_poll_start(c->poll, events, on_poll);
+    if (rc == 0)
+        return;
+    uv_close((uv_handle_t *)c->poll, conn_handle_closed);
+    c->poll = NULL;
+unwatched:
+    log_warn("bind %s: cannot watch a connection's socket: %s", c->pb->bind->conf->name, uv_strerror(rc));
+    if (c->state != PGC_CLOSING)
+        (void)uv_timer_start(&c->timer, on_unwatched, 0, 0);   /* replaces a timeout: it fails first */
 }
 
 /* ---- Finishing jobs -------------------------------------------------- */
@@ -430,7 +533,7 @@ static void conn_finish_job(struct pgconn *c)
     job_post_done(job, &c->out);
     buf_free(&c->out);
     if (c->state == PGC_BUSY) {
-        c->state = PGC_IDLE;
+        conn_set_state(c, PGC_IDLE);
         c->idle_since = uv_now(c->pb->bind->srv->loop);
         conn_poll(c, UV_READABLE);   /* notice a server that goes away */
     }
@@ -888,7 +991,7 @@ static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *t
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE sqlmux_%u", c->prep[v].id);
         prep_release(&c->prep[v]);
         c->prep[v] = c->prep[--c->nprep];
-        c->phase = PHASE_DEALLOC;
+        conn_set_phase(c, PHASE_DEALLOC);
         return PQsendQueryParams(c->conn, dealloc, 0, NULL, NULL, NULL, NULL, 0);
     }
     c->pending.types = malloc((size_t)n * sizeof *types);
@@ -905,7 +1008,7 @@ static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *t
     *sqlp = NULL;
     c->pending.id = ++c->prep_ids;
     snprintf(name, sizeof name, "sqlmux_%u", c->pending.id);
-    c->phase = PHASE_PREPARE;
+    conn_set_phase(c, PHASE_PREPARE);
     return PQsendPrepare(c->conn, name, c->pending.sql, n, c->pending.types);
 }
 
@@ -922,7 +1025,7 @@ static int conn_send_statement(struct pgconn *c)
     char *sql = NULL;
     int ok = 0;
 
-    c->phase = PHASE_STMT;
+    conn_set_phase(c, PHASE_STMT);
     c->ran_prepared = false;
     /* Only a request with parameters has placeholders to rewrite; plain SQL
      * keeps PostgreSQL's own ? operators (jsonb). */
@@ -1122,7 +1225,7 @@ static void put_migrations(struct pgconn *c, PGresult *res)
  * sent (the connection is broken). */
 static int conn_send_guard(struct pgconn *c, enum pgjob_phase phase, const char *sql)
 {
-    c->phase = phase;
+    conn_set_phase(c, phase);
     /* Ours, so it may be several statements (PG_RO_END): then the simple
      * protocol, which allows that. */
     if (!(strchr(sql, ';') != NULL ? PQsendQuery(c->conn, sql)
@@ -1223,6 +1326,7 @@ static int conn_advance(struct pgconn *c)
             return conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK");
         }
         return 0;
+    case PHASE_NONE:   /* not reached: a job sends a query first */
     case PHASE_RELEASE:
     case PHASE_RESET:
         return 0;
@@ -1345,7 +1449,7 @@ static void conn_connected(struct pgconn *c)
     struct pg_bind *pb = c->pb;
 
     uv_timer_stop(&c->timer);
-    c->state = PGC_IDLE;
+    conn_set_state(c, PGC_IDLE);
     c->idle_since = uv_now(pb->bind->srv->loop);
     if (PQsetnonblocking(c->conn, 1) != 0) {
         conn_lost(c);
@@ -1479,8 +1583,8 @@ static void conn_open(struct pg_bind *pb)
         return;
     c->pb = pb;
     c->fd = -1;
-    c->state = PGC_CONNECTING;
-    uv_timer_init(pb->bind->srv->loop, &c->timer);
+    static_assert(PGC_CONNECTING == 0, "a new connection (calloc) is connecting");
+    (void)uv_timer_init(pb->bind->srv->loop, &c->timer);   /* cannot fail: it fills in the struct */
     c->timer.data = c;
     c->handles = 1;
     c->next = pb->conns;
@@ -1529,7 +1633,7 @@ static void conn_start(struct pgconn *c, struct job *job)
     int ok;
 
     c->job = job;
-    c->state = PGC_BUSY;
+    conn_set_state(c, PGC_BUSY);
     c->header_sent = c->paused = c->timed_out = c->failed = c->tuples = c->ro_wrap = c->copy_out = false;
     c->reprepared = c->prep_stale = false;
     c->changes[0] = '\0';
@@ -1542,7 +1646,7 @@ static void conn_start(struct pgconn *c, struct job *job)
     }
     switch (job->type) {
     case JOB_RELEASE:
-        c->phase = PHASE_RELEASE;
+        conn_set_phase(c, PHASE_RELEASE);
         if (PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
             conn_finish_job(c);
             conn_dispatch(c);
@@ -1551,7 +1655,7 @@ static void conn_start(struct pgconn *c, struct job *job)
         ok = PQsendQuery(c->conn, "ROLLBACK");
         break;
     case JOB_LIST_TABLES:
-        c->phase = PHASE_STMT;
+        conn_set_phase(c, PHASE_STMT);
         ok = PQsendQuery(c->conn,
                          "SELECT CASE WHEN table_schema = 'public' THEN table_name "
                          "ELSE table_schema || '.' || table_name END, "
@@ -1560,20 +1664,20 @@ static void conn_start(struct pgconn *c, struct job *job)
                          "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
         break;
     case JOB_MIGRATION_STATE:
-        c->phase = PHASE_STMT;
+        conn_set_phase(c, PHASE_STMT);
         ok = PQsendQuery(c->conn, "SELECT version, name, checksum, applied_at FROM " MIGRATE_TABLE
                                   " ORDER BY version");
         break;
     default:
         if (job->begin_sql != NULL) {
-            c->phase = PHASE_BEGIN;
+            conn_set_phase(c, PHASE_BEGIN);
             ok = PQsendQuery(c->conn, pg_begin_text(job->begin_sql));
         } else if (job->readonly && PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
-            c->phase = PHASE_RO_BEGIN;
+            conn_set_phase(c, PHASE_RO_BEGIN);
             c->ro_wrap = true;
             ok = PQsendQueryParams(c->conn, "BEGIN READ ONLY", 0, NULL, NULL, NULL, NULL, 0);
         } else if (job->readonly && PQtransactionStatus(c->conn) == PQTRANS_INTRANS && !c->ro_locked) {
-            c->phase = PHASE_RO_LOCK;
+            conn_set_phase(c, PHASE_RO_LOCK);
             ok = PQsendQueryParams(c->conn, PG_RO_LOCK, 0, NULL, NULL, NULL, NULL, 0);
         } else {
             ok = conn_send_statement(c) == 0;
@@ -1729,9 +1833,11 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     pb->bind = b;
     pb->tail = &pb->head;
     pb->stmt_cache = (size_t)cfg->stmt_cache;
-    uv_timer_init(b->srv->loop, &pb->retry);
-    uv_timer_init(b->srv->loop, &pb->idle);
-    uv_timer_init(b->srv->loop, &pb->wait);
+    /* Neither uv_timer_init nor uv_timer_start (of an open timer, with a
+     * callback) can fail: their results are not checked here or below. */
+    (void)uv_timer_init(b->srv->loop, &pb->retry);
+    (void)uv_timer_init(b->srv->loop, &pb->idle);
+    (void)uv_timer_init(b->srv->loop, &pb->wait);
     pb->retry.data = pb->idle.data = pb->wait.data = pb;
     pb->handles = 3;
     uv_timer_start(&pb->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);

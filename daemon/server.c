@@ -25,6 +25,7 @@
 #include "daemon/fsutil.h"
 #include "daemon/server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,11 +63,11 @@ static void on_local_events(uv_idle_t *idle)
 void server_post(struct server *srv, struct job_event *ev)
 {
     ev->next = NULL;
-    if (pthread_equal(pthread_self(), srv->loop_thread)) {
+    if (server_on_loop(srv)) {
         /* No lock and no eventfd round trip through the kernel. */
         *srv->local_tail = ev;
         srv->local_tail = &ev->next;
-        uv_idle_start(&srv->local_idle, on_local_events);
+        (void)uv_idle_start(&srv->local_idle, on_local_events); /* fails only without a callback */
         return;
     }
     pthread_mutex_lock(&srv->ev_lock);
@@ -97,13 +98,17 @@ static void on_events(uv_async_t *async)
 
 struct confref *server_cfg_hold(struct confref *r)
 {
+    assert(r->refs > 0);
     r->refs++;
     return r;
 }
 
 void server_cfg_drop(struct confref *r)
 {
-    if (r == NULL || --r->refs > 0)
+    if (r == NULL)
+        return;
+    assert(r->refs > 0);
+    if (--r->refs > 0)
         return;
     config_free(r->cfg);
     free(r);
@@ -125,6 +130,8 @@ static struct confref *confref_new(struct config *cfg)
 
 void server_bind_hold(struct bind *b)
 {
+    assert(server_on_loop(b->srv));
+    assert(b->refs > 0);
     b->refs++;
 }
 
@@ -132,6 +139,8 @@ void server_bind_drop(struct bind *b)
 {
     struct server *srv = b->srv;
 
+    assert(server_on_loop(srv));
+    assert(b->refs > 0);
     if (--b->refs > 0)
         return;
     if (b->retired) {
@@ -200,19 +209,24 @@ static void on_connection(uv_stream_t *listener, int status)
     service_status(srv);
 }
 
-/* The next free listener slot, initialized for TCP or a unix socket. */
+/* The next free listener slot, initialized for TCP or a unix socket; NULL
+ * when all are taken or libuv refused the handle. */
 static struct listener *listener_new(struct server *srv, bool is_unix)
 {
     struct listener *l;
+    int rc;
 
     if (srv->nlisteners >= SERVER_MAX_LISTENERS)
         return NULL;
-    l = &srv->listeners[srv->nlisteners++];
+    l = &srv->listeners[srv->nlisteners];
     memset(l, 0, sizeof *l);
     if (is_unix)
-        uv_pipe_init(srv->loop, &l->h.pipe, 0);
+        rc = uv_pipe_init(srv->loop, &l->h.pipe, 0);
     else
-        uv_tcp_init(srv->loop, &l->h.tcp);
+        rc = uv_tcp_init(srv->loop, &l->h.tcp);
+    if (rc != 0)
+        return NULL;
+    srv->nlisteners++;
     l->h.handle.data = srv;
     l->open = true;
     return l;
@@ -236,7 +250,7 @@ static int listen_tcp(struct server *srv, const char *host, int port, bool tls)
     }
     l = listener_new(srv, false);
     if (l == NULL) {
-        log_error("listen %s:%d: more than %d listeners", host, port, SERVER_MAX_LISTENERS);
+        log_error("listen %s:%d: more than %d listeners, or out of memory", host, port, SERVER_MAX_LISTENERS);
         return -1;
     }
     l->tls = tls;
@@ -280,6 +294,10 @@ static int listen_unix(struct server *srv)
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
     l = listener_new(srv, true);
+    if (l == NULL) {
+        log_error("listen %s: more than %d listeners, or out of memory", path, SERVER_MAX_LISTENERS);
+        return -1;
+    }
     rc = uv_pipe_bind(&l->h.pipe, path);
     if (rc == 0) {
         l->path = strdup(path);
@@ -318,6 +336,11 @@ static int listen_activated(struct server *srv)
         size_t len = sizeof where;
         int rc;
 
+        if (l == NULL) {
+            log_error("socket activation: descriptor %d: more than %d listeners, or out of memory", fds[i].fd,
+                      SERVER_MAX_LISTENERS);
+            return -1;
+        }
         if (fds[i].is_unix) {
             rc = uv_pipe_open(&l->h.pipe, fds[i].fd);
             if (rc == 0 && uv_pipe_getsockname(&l->h.pipe, where, &len) != 0)
@@ -357,9 +380,11 @@ static int listen_activated(struct server *srv)
 
 /* ---- Signals and shutdown ------------------------------------------- */
 
+/* Close a handle of struct server unless it is closing already or was
+ * never initialized (a start-up that failed before it: still zeroed). */
 static void close_handle(uv_handle_t *h)
 {
-    if (!uv_is_closing(h))
+    if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h))
         uv_close(h, NULL);
 }
 
@@ -510,6 +535,8 @@ static void server_finish(struct server *srv)
 
 void server_session_gone(struct server *srv)
 {
+    assert(server_on_loop(srv));
+    assert(srv->nsessions > 0 && srv->nclosing > 0);
     srv->nsessions--;
     srv->nclosing--;   /* every session closes through SESS_CLOSING */
     if (srv->stopping && srv->nsessions == 0)
@@ -550,7 +577,7 @@ void server_stop(struct server *srv)
         server_finish(srv);
         return;
     }
-    uv_timer_start(&srv->grace, on_grace, (uint64_t)srv->cfg->shutdown_timeout_ms, 0);
+    (void)uv_timer_start(&srv->grace, on_grace, (uint64_t)srv->cfg->shutdown_timeout_ms, 0); /* cannot fail: open, with a callback */
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -576,7 +603,7 @@ static void on_signal(uv_signal_t *sig, int signum)
 int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
 {
     char err[1024];
-    int activated;
+    int activated, rc;
 
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
@@ -585,22 +612,20 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     srv->local_tail = &srv->local_head;
     srv->loop_thread = pthread_self();
     srv->started_at = uv_now(loop);
-    uv_idle_init(loop, &srv->local_idle);
-    srv->local_idle.data = srv;
-    uv_check_init(loop, &srv->flush_turn);
-    srv->flush_turn.data = srv;
-    uv_idle_init(loop, &srv->flush_awake);
     pthread_mutex_init(&srv->ev_lock, NULL);
-    if (uv_async_init(loop, &srv->ev_async, on_events) != 0)
+    /* A handle whose init fails stays zeroed, so server_free skips it. */
+    if ((rc = uv_idle_init(loop, &srv->local_idle)) != 0 || (rc = uv_check_init(loop, &srv->flush_turn)) != 0 ||
+        (rc = uv_idle_init(loop, &srv->flush_awake)) != 0 ||
+        (rc = uv_async_init(loop, &srv->ev_async, on_events)) != 0 ||
+        (rc = uv_signal_init(loop, &srv->sig_term)) != 0 || (rc = uv_signal_init(loop, &srv->sig_int)) != 0 ||
+        (rc = uv_signal_init(loop, &srv->sig_hup)) != 0 || (rc = uv_timer_init(loop, &srv->grace)) != 0 ||
+        (rc = uv_timer_init(loop, &srv->idle_sweep)) != 0 ||
+        (rc = uv_timer_start(&srv->idle_sweep, on_idle_sweep, IDLE_SWEEP_MS, IDLE_SWEEP_MS)) != 0) {
+        log_error("cannot set up the event loop: %s", uv_strerror(rc));
         return -1;
-    srv->ev_async.data = srv;
-    uv_signal_init(loop, &srv->sig_term);
-    uv_signal_init(loop, &srv->sig_int);
-    uv_signal_init(loop, &srv->sig_hup);
-    uv_timer_init(loop, &srv->grace);
-    uv_timer_init(loop, &srv->idle_sweep);
+    }
+    srv->local_idle.data = srv->flush_turn.data = srv->ev_async.data = srv;
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv->idle_sweep.data = srv;
-    uv_timer_start(&srv->idle_sweep, on_idle_sweep, IDLE_SWEEP_MS, IDLE_SWEEP_MS);
     service_init(srv);
 
     srv->cfgref = confref_new(cfg);
@@ -652,9 +677,12 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("%s: no listener: set listen or unix_socket under [server]", cfg->path);
         return -1;
     }
-    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    if ((rc = uv_signal_start(&srv->sig_term, on_signal, SIGTERM)) != 0 ||
+        (rc = uv_signal_start(&srv->sig_int, on_signal, SIGINT)) != 0 ||
+        (rc = uv_signal_start(&srv->sig_hup, on_signal, SIGHUP)) != 0) {
+        log_error("cannot handle signals: %s", uv_strerror(rc));
+        return -1;
+    }
     log_info("ready: %zu bind%s", srv->nbinds, srv->nbinds == 1 ? "" : "s");
     service_ready(srv);
     return 0;

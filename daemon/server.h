@@ -149,6 +149,13 @@ void server_bind_drop(struct bind *b);
 struct confref *server_cfg_hold(struct confref *r);
 void server_cfg_drop(struct confref *r);
 
+/* Whether the caller runs on the loop thread: the rule most functions
+ * here and in session.h state, asserted where it matters. */
+static inline bool server_on_loop(const struct server *srv)
+{
+    return pthread_equal(pthread_self(), srv->loop_thread) != 0;
+}
+
 /* The configuration a reference holds; any thread, while the reference is
  * held. */
 static inline const struct config *server_cfg_of(const struct confref *r)

@@ -17,6 +17,7 @@
  */
 #include "daemon/session.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,16 +66,30 @@ const char *session_state_name(enum sess_state st)
     return "?";
 }
 
-/* Every state change goes through here. CLOSING is final. */
+/* The legal state changes (session.h draws them): legal[from][to]. A
+ * change to the state a session is already in is no change (allowed for
+ * IDLE only: session_pump may settle an idle session again). CLOSING is
+ * final. */
+static const bool sess_legal[SESS_CLOSING + 1][SESS_CLOSING + 1] = {
+    [SESS_IDLE] = {[SESS_IDLE] = true, [SESS_BUSY] = true, [SESS_AUTH] = true, [SESS_CLOSING] = true},
+    [SESS_BUSY] = {[SESS_IDLE] = true, [SESS_CLOSING] = true},
+    [SESS_AUTH] = {[SESS_IDLE] = true, [SESS_CLOSING] = true},
+    [SESS_CLOSING] = {false},
+};
+
+/* Every state change goes through here; an illegal one is a bug in this
+ * file (asserted; logged and ignored when asserts are off). Loop thread. */
 static void session_set_state(struct session *s, enum sess_state to)
 {
-    if (s->state == to)
-        return;
-    if (s->state == SESS_CLOSING) {
+    assert(server_on_loop(s->srv));
+    if (!sess_legal[s->state][to]) {
         log_error("c%llu: illegal state change %s -> %s", (unsigned long long)s->id,
                   session_state_name(s->state), session_state_name(to));
+        assert(!"illegal session state change");
         return;
     }
+    if (s->state == to)
+        return;
     log_debug("c%llu: %s -> %s", (unsigned long long)s->id, session_state_name(s->state),
               session_state_name(to));
     if (to == SESS_CLOSING)
@@ -256,8 +271,9 @@ static void session_flush_soon(struct session *s)
     if (s->out.len == 0 || s->flush_queued)
         return;
     if (srv->flush_head == NULL) {
-        uv_check_start(&srv->flush_turn, on_flush_turn);
-        uv_idle_start(&srv->flush_awake, on_flush_awake);
+        /* Fail only without a callback. */
+        (void)uv_check_start(&srv->flush_turn, on_flush_turn);
+        (void)uv_idle_start(&srv->flush_awake, on_flush_awake);
     }
     s->flush_queued = true;
     s->flush_next = srv->flush_head;
@@ -327,13 +343,13 @@ void session_reply_row(struct session *s, const char *const *fields, size_t n)
 
 /* ---- Jobs ------------------------------------------------------------ */
 
-int session_start_job(struct session *s, struct job *job)
+void session_start_job(struct session *s, struct job *job)
 {
+    assert(s->state == SESS_IDLE && s->job == NULL && job->sess == s);
     s->job = job;
     job->started_ns = uv_hrtime();
     session_set_state(s, SESS_BUSY);
     job->bind->ops->submit(job->bind, job);
-    return 0;
 }
 
 /* The transaction is open on b now, or on none (b NULL); the session
@@ -383,6 +399,8 @@ void session_job_event(struct job_event *ev)
     struct job *job = ev->job;
     struct session *s = job->sess;
 
+    assert(server_on_loop(job->bind->srv));
+    assert(s == NULL || s->job == job);
     if (!ev->done) {
         if (s == NULL || s->state == SESS_CLOSING) {
             job_ack(job, ev->data.len);
@@ -541,10 +559,9 @@ static void auth_work_done(uv_work_t *w, int status)
     if (!a->ok) {
         authq_failed(&a->check);
         log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
-        if (s->srv->cfg->auth_fail_delay_ms > 0) {
-            uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0);
-            return;
-        }
+        if (s->srv->cfg->auth_fail_delay_ms > 0 &&
+            uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0) == 0)
+            return;   /* else (it cannot fail: open, with a callback) answer now */
     }
     auth_answer(a);
 }
@@ -572,11 +589,11 @@ void session_auth(struct session *s, const char *user, const char *password)
         return;
     }
     a = calloc(1, sizeof *a);
-    if (a == NULL) {
+    if (a == NULL || uv_timer_init(s->srv->loop, &a->timer) != 0) {
+        free(a);
         session_reply_error(s, "NOMEM", "out of memory");
         return;
     }
-    uv_timer_init(s->srv->loop, &a->timer);
     a->timer.data = a;
     a->check.work.data = a;
     a->s = s;
@@ -774,9 +791,11 @@ static void session_handle_sql(struct session *s, struct request *req)
                 begin = s->held_begin;
         } else {
             target = s->use_bind;
-            /* SAVEPOINT, RELEASE and ROLLBACK TO belong to the held
-             * transaction: it starts here, on the session's bind. */
-            if (s->txn_held && r->kind == STMT_SAVEPOINT)
+            /* Whatever follows a BEGIN belongs to its transaction: a
+             * statement naming no table (SELECT now(), a SAVEPOINT, a
+             * transaction-scoped lock) starts the held transaction here,
+             * on the session's bind, rather than run outside it. */
+            if (s->txn_held)
                 begin = s->held_begin;
         }
         break;
@@ -816,7 +835,7 @@ static void session_handle_sql(struct session *s, struct request *req)
         }
         job->begin_sql = job->begin_buf;
     }
-    (void)session_start_job(s, job);
+    session_start_job(s, job);
 }
 
 /* ---- Input ----------------------------------------------------------- */
@@ -1067,8 +1086,14 @@ static void session_update_reading(struct session *s)
                 (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
 
     if (want && !s->reading) {
-        if (uv_read_start(&s->h.stream, on_alloc, on_read) == 0)
-            s->reading = true;
+        int rc = uv_read_start(&s->h.stream, on_alloc, on_read);
+        if (rc != 0) {
+            /* It would wait forever for input it cannot read. */
+            log_warn("c%llu: cannot read: %s", (unsigned long long)s->id, uv_strerror(rc));
+            session_close(s, true);
+            return;
+        }
+        s->reading = true;
     } else if (!want && s->reading) {
         uv_read_stop(&s->h.stream);
         s->reading = false;
@@ -1304,7 +1329,7 @@ void session_accept(struct server *srv, uv_stream_t *listener, struct tls_server
     }
     s->srv = srv;
     s->id = ++srv->next_session_id;
-    s->state = SESS_IDLE;
+    static_assert(SESS_IDLE == 0, "a new session (calloc) starts idle");
     s->use_bind = srv->binds[0];
     s->connected_at = uv_now(srv->loop);
     s->active_at = s->connected_at;
@@ -1326,8 +1351,7 @@ void session_accept(struct server *srv, uv_stream_t *listener, struct tls_server
     srv->nsessions++;
     if (uv_accept(listener, &s->h.stream) != 0) {
         s->closed_handle = true;
-        s->state = SESS_CLOSING;
-        srv->nclosing++;
+        session_set_state(s, SESS_CLOSING);
         uv_close(&s->h.handle, on_closed);
         return;
     }

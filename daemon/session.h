@@ -103,7 +103,7 @@ struct session {
      * txn_bind holds a reference while in_txn, so a transaction ends on
      * the bind it began on even when a reload replaces that bind. */
     struct bind *use_bind;     /* bind for statements naming no table */
-    bool txn_held;             /* a BEGIN waits for its first table */
+    bool txn_held;             /* a BEGIN waits for its next statement */
     char *held_begin;          /* its text */
     bool in_txn;               /* a transaction is open on txn_bind */
     struct bind *txn_bind;
@@ -194,9 +194,10 @@ void session_reply_columns(struct session *s, const char *const *names_types);
 /* One row of text fields (NULL → \N). */
 void session_reply_row(struct session *s, const char *const *fields, size_t n);
 
-/* Submit a job on bind b for this session and enter SESS_BUSY. The job is
- * the session's until its done event. Returns -1 (after replying -ERR
- * NOMEM) on failure. */
-int session_start_job(struct session *s, struct job *job);
+/* Submit a job on its bind (job->bind) for this idle session and enter
+ * SESS_BUSY. The job is the session's until its done event. It cannot
+ * fail: a backend reports every error, out of memory included, through
+ * that done event. Loop thread. */
+void session_start_job(struct session *s, struct job *job);
 
 #endif

@@ -4,7 +4,7 @@ other clients, concurrent writers do not get BUSY, large results stream."""
 import threading
 import time
 
-from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status, start_slow
+from harness import Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status, start_slow
 
 SLOW_N = 3000000      # ~2.5 s in the daemon on a 2-core test machine (more under ASan)
 SLOW = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
@@ -36,13 +36,43 @@ def test_slow_bind_does_not_stall_other_binds(d):
     expect_rows(a.read_response(), [[str(SLOW_N)]])
 
 
-def test_slow_statement_does_not_block_same_bind_reader(d):
+def _read_beside_slow(d, sql, what):
+    """Run `sql` (a read of test2: one row, 'one') on a second connection
+    while the slow statement runs on second_db; it must be answered first.
+    Returns second_db's .stats counters (on_loop, statements) it added."""
     a = _start_slow(d)
     b = d.connect()
-    expect_rows(b.request("SELECT color FROM test2"), [["one"]])
+
+    def counters():
+        rows = expect_ok(b.request(".stats")).dicts()
+        row = [r for r in rows if r["bind"] == "second_db"][0]
+        return int(row["on_loop"]), int(row["statements"])
+
+    before = counters()
+    expect_rows(b.request(sql), [["one"]])
     if a.readable_now():
-        raise TestFailure("the slow statement finished first; cannot tell (raise SLOW_N)")
+        raise TestFailure(what)
+    after = counters()
     expect_rows(a.read_response(), [[str(SLOW_N)]])
+    return after[0] - before[0], after[1] - before[1]
+
+
+def test_slow_statement_does_not_block_same_bind_reader(d):
+    # The reader must run on a second worker of the bind: printf() keeps a
+    # statement off the loop's quick reads (README, Design notes), which
+    # would answer it without any worker. With pool_size = 1 it waits.
+    eq(_read_beside_slow(d, "SELECT printf('%s', color) AS color FROM test2",
+                         "the reader was answered only after the slow statement (one worker?)"),
+       (0, 1), "second_db statements (on the loop, run)")
+
+
+def test_slow_statement_does_not_block_same_bind_quick_read():
+    """The bind's only worker runs the slow statement: a plain read of the
+    same bind is answered by a quick read on the loop meanwhile."""
+    with Daemon(bind_opts={"second_db": {"pool_size": "1"}}) as d:
+        eq(_read_beside_slow(d, "SELECT color FROM test2",
+                             "the slow statement finished first; cannot tell (raise SLOW_N)"),
+           (1, 1), "second_db statements (on the loop, run)")
 
 
 def test_pipeline_order_across_binds(d):
