@@ -469,7 +469,7 @@ static void txn_lost(struct pg_bind *pb, struct job *job)
                  pb->bind->conf->name);
         rc = codec_put_error(&out, "CONNLOST", msg);
     } else {
-        rc = buf_puts(&out, "+OK changes=0\n");
+        rc = codec_put_ok_changes(&out, 0, NULL);
     }
     if (rc != 0)
         buf_reset(&out);
@@ -519,13 +519,14 @@ static void conn_lost(struct pgconn *c)
 static int put_header(struct pgconn *c, const PGresult *res)
 {
     int n = PQnfields(res);
-    int rc = buf_putc(&c->out, '*');
+    struct codec_row r;
 
     free(c->types);
     c->types = malloc((size_t)(n ? n : 1) * sizeof *c->types);
     if (c->types == NULL)
         return -1;
     c->ncols = n;
+    codec_header_begin(&r, &c->out);
     for (int i = 0; i < n; i++) {
         const char *name = PQfname(res, i);
         const char *type = pg_type_name(PQftype(res, i));
@@ -535,14 +536,11 @@ static int put_header(struct pgconn *c, const PGresult *res)
             snprintf(num, sizeof num, "oid:%u", (unsigned)PQftype(res, i));
             type = num;
         }
-        if (i > 0)
-            rc |= buf_putc(&c->out, '\t');
-        rc |= codec_put_text(&c->out, name, strlen(name));
-        rc |= buf_putc(&c->out, '\t');
-        rc |= codec_put_text(&c->out, type, strlen(type));
+        codec_field_str(&r, name);
+        codec_field_str(&r, type);
     }
     c->header_sent = true;
-    return rc | buf_putc(&c->out, '\n');
+    return codec_row_end(&r);
 }
 
 /* Whether a field of the row is larger than max_value (bytea: its bytes,
@@ -570,21 +568,20 @@ static bool row_too_big(struct pgconn *c, const PGresult *res, int row)
 
 static int put_row(struct pgconn *c, const PGresult *res, int row)
 {
-    int rc = buf_putc(&c->out, '=');
+    struct codec_row r;
 
+    codec_row_begin(&r, &c->out);
     for (int i = 0; i < c->ncols; i++) {
         const char *v = PQgetvalue(res, row, i);
         size_t n = (size_t)PQgetlength(res, row, i);
-        if (i > 0)
-            rc |= buf_putc(&c->out, '\t');
         if (PQgetisnull(res, row, i))
-            rc |= codec_put_null(&c->out);
+            codec_field_null(&r);
         else if (c->types[i] == 17 && n >= 2 && v[0] == '\\' && v[1] == 'x')
-            rc |= buf_append(&c->out, v, n);   /* bytea hex is our blob form */
+            codec_field_raw(&r, v, n);   /* bytea hex is our blob form */
         else
-            rc |= codec_put_text(&c->out, v, n);
+            codec_field_text(&r, v, n);
     }
-    return rc | buf_putc(&c->out, '\n');
+    return codec_row_end(&r);
 }
 
 /* Did a cached prepared statement fail because the server dropped it (a
@@ -1206,9 +1203,9 @@ static int conn_advance(struct pgconn *c)
         if (!c->failed && job->type == JOB_EXEC) {
             int rc;
             if (c->tuples)
-                rc = buf_printf(&c->out, "+OK rows=%llu\n", (unsigned long long)job->rows);
+                rc = codec_put_ok_rows(&c->out, job->rows);
             else
-                rc = buf_printf(&c->out, "+OK changes=%s\n", c->changes[0] ? c->changes : "0");
+                rc = codec_put_ok_changes(&c->out, strtoll(c->changes, NULL, 10), NULL);
             if (rc != 0)
                 reply_error(&c->out, "NOMEM", "out of memory");
         }
@@ -1317,10 +1314,13 @@ static void conn_read(struct pgconn *c)
                     *p = (char)tolower((unsigned char)*p);
                 size_t to = config_route_table(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
                                                lower_name);
-                int rc = buf_putc(&c->out, '=') | codec_put_text(&c->out, shown, strlen(shown)) |
-                         buf_printf(&c->out, "\t%s\t%s\t%s\n", PQgetvalue(res, r, 1),
-                                    c->pb->bind->conf->name, cfg->binds[to].name);
-                if (rc != 0) {
+                struct codec_row line;
+                codec_row_begin(&line, &c->out);
+                codec_field_str(&line, shown);
+                codec_field_str(&line, PQgetvalue(res, r, 1));
+                codec_field_str(&line, c->pb->bind->conf->name);
+                codec_field_str(&line, cfg->binds[to].name);
+                if (codec_row_end(&line) != 0) {
                     reply_error(&c->out, "NOMEM", "out of memory");
                     c->failed = true;
                     break;

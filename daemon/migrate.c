@@ -435,15 +435,15 @@ static int put_status_row(void *arg, long long version, const char *name, const 
 {
     struct status_out *so = arg;
     struct buf *out = so->out;
-    int rc = buf_putc(out, '=');
+    struct codec_row r;
 
-    rc |= codec_put_text(out, so->bind, strlen(so->bind));
-    rc |= buf_printf(out, "\t%lld\t", version);
-    rc |= codec_put_text(out, name, strlen(name));
-    rc |= buf_printf(out, "\t%s\t", state);
-    rc |= applied_at ? codec_put_text(out, applied_at, strlen(applied_at)) : codec_put_null(out);
-    rc |= buf_putc(out, '\n');
-    if (rc != 0)
+    codec_row_begin(&r, out);
+    codec_field_str(&r, so->bind);
+    codec_field_int(&r, version);
+    codec_field_str(&r, name);
+    codec_field_str(&r, state);
+    codec_field_str(&r, applied_at);
+    if (codec_row_end(&r) != 0)
         return -1;
     (*so->count)++;
     return 0;
