@@ -14,6 +14,7 @@
  * the struct and may be called from any thread.
  */
 #include "conf/config.h"
+#include "proto/codec.h"
 
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -952,41 +953,19 @@ static bool config_valid_bind_name(const char *s)
     return true;
 }
 
-static int config_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX escapes in s[0..n). Returns 0 and a new string in *out, -1
  * on a bad escape (or %00, which libpq could not take), -2 when out of
  * memory. */
 static int config_pct_decode(const char *s, size_t n, char **out)
 {
+    size_t len;
     char *d = malloc(n + 1);
     if (d == NULL)
         return -2;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            d[o++] = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? config_hexval(s[i + 1]) : -1;
-        int lo = hi >= 0 ? config_hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(d);
-            return -1;
-        }
-        d[o++] = (char)(hi * 16 + lo);
-        i += 2;
+    if (codec_pct_decode(s, n, d, n, &len) != 0) {
+        free(d);
+        return -1;
     }
-    d[o] = '\0';
     *out = d;
     return 0;
 }

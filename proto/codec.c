@@ -60,6 +60,28 @@ static int codec_hex_value(unsigned char c)
     return -1;
 }
 
+int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi = i + 2 < n ? codec_hex_value((unsigned char)s[i + 1]) : -1;
+            int lo = hi >= 0 ? codec_hex_value((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return CODEC_PCT_BAD;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o == cap)
+            return CODEC_PCT_TOOLONG;
+        dst[o++] = ch;
+    }
+    dst[o] = '\0';
+    *out_len = o;
+    return 0;
+}
+
 enum {
     CODEC_HEX_ODD = -1,
     CODEC_HEX_BAD = -2,

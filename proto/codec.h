@@ -138,6 +138,21 @@ __attribute__((warn_unused_result)) int codec_put_real(struct buf *out, double v
 __attribute__((warn_unused_result))
 int codec_decode_field(const char *f, size_t n, struct buf *scratch, struct value *v);
 
+/* ---- URL parts (both sides) ------------------------------------------ */
+
+enum {
+    CODEC_PCT_BAD = -1,      /* a '%' not followed by two hex digits, or %00 */
+    CODEC_PCT_TOOLONG = -2,  /* more than cap bytes once decoded */
+};
+
+/* Percent-decode s[0..n) (a URL's user name, password, path or query
+ * value) into dst[0..cap], NUL-terminated; *out_len gets the decoded
+ * length. %00 is refused: neither libpq nor a C string can hold it. 0,
+ * CODEC_PCT_BAD or CODEC_PCT_TOOLONG, whichever comes first in s; dst is
+ * then unspecified. dst needs cap + 1 bytes; cap = n always suffices. */
+__attribute__((warn_unused_result))
+int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *out_len);
+
 /* ---- Response lines (client side) ------------------------------------ */
 
 enum reply_kind {

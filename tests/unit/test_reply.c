@@ -1,6 +1,7 @@
 /*
  * Unit tests of the reply encoder in proto/codec.c (issue 21): the '*'
- * header and '=' row lines built field by field, and the +OK status lines.
+ * header and '=' row lines built field by field, and the +OK status lines;
+ * and the one percent-decoder of URL parts.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,11 +76,30 @@ static void test_failed_row_is_cut(void)
     buf_free(&out);
 }
 
+static void test_pct_decode(void)
+{
+    char d[8];
+    size_t n = 99;
+
+    CHECK(codec_pct_decode("a%41b%2f", 8, d, 7, &n) == 0);
+    CHECK_STR(d, "aAb/");
+    CHECK(n == 4);
+    CHECK(codec_pct_decode("", 0, d, 7, &n) == 0 && n == 0 && d[0] == '\0');
+    CHECK(codec_pct_decode("%00", 3, d, 7, &n) == CODEC_PCT_BAD);
+    CHECK(codec_pct_decode("%4", 2, d, 7, &n) == CODEC_PCT_BAD);
+    CHECK(codec_pct_decode("%g1", 3, d, 7, &n) == CODEC_PCT_BAD);
+    CHECK(codec_pct_decode("ab%", 3, d, 7, &n) == CODEC_PCT_BAD);
+    CHECK(codec_pct_decode("abc", 3, d, 3, &n) == 0 && n == 3);
+    CHECK(codec_pct_decode("abcd", 4, d, 3, &n) == CODEC_PCT_TOOLONG);
+    CHECK(codec_pct_decode("abcd%zz", 7, d, 3, &n) == CODEC_PCT_TOOLONG);   /* first error wins */
+}
+
 int main(void)
 {
     RUN(test_header_and_row);
     RUN(test_empty_row);
     RUN(test_status_lines);
     RUN(test_failed_row_is_cut);
+    RUN(test_pct_decode);
     UNIT_MAIN_END;
 }
