@@ -1021,8 +1021,10 @@ static void head_create(struct parser *p)
     }
 }
 
-/* DROP ..., DROP consumed: only tables and views are tables. */
-static void head_drop(struct parser *p)
+/* "[MATERIALIZED] TABLE|VIEW [IF EXISTS]" after DROP or ALTER: consumes it
+ * and returns true, or consumes nothing and returns false when the object
+ * is not a table or view. */
+static bool take_table_kind(struct parser *p)
 {
     struct token t = peek(p, 0);
     if (tok_is(&t, KW_MATERIALIZED)) {
@@ -1030,10 +1032,17 @@ static void head_drop(struct parser *p)
         t = peek(p, 0);
     }
     if (!tok_is(&t, KW_TABLE) && !tok_is(&t, KW_VIEW))
-        return;
+        return false;
     next(p);
     skip_if_exists(p);
-    take_table_list(p);
+    return true;
+}
+
+/* DROP ..., DROP consumed: only tables and views are tables. */
+static void head_drop(struct parser *p)
+{
+    if (take_table_kind(p))
+        take_table_list(p);
 }
 
 /* ALTER TABLE|VIEW [IF EXISTS] [ONLY] name ..., ALTER consumed. The rest
@@ -1042,20 +1051,11 @@ static void head_drop(struct parser *p)
  * ROUTE_RENAME: the table must stay where the map routes that name. */
 static void head_alter(struct parser *p)
 {
-    struct token t = peek(p, 0);
-    if (tok_is(&t, KW_MATERIALIZED)) {
-        next(p);
-        t = peek(p, 0);
-    }
-    if (!tok_is(&t, KW_TABLE) && !tok_is(&t, KW_VIEW))
-        return;
-    next(p);
-    skip_if_exists(p);
     struct qname qn;
-    if (!take_table(p, &qn))
+    if (!take_table_kind(p) || !take_table(p, &qn))
         return;
     record(p, &qn);
-    t = peek(p, 0);
+    struct token t = peek(p, 0);
     struct token to = peek(p, 1), name = peek(p, 2);
     if (tok_text_is(p, &t, "rename") && tok_is(&to, KW_TO) && is_name(p, &name)) {
         next(p);
