@@ -27,7 +27,7 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-ROUTER_SRC := daemon/router.c
+ROUTER_SRC := daemon/router.c daemon/sqllex.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
               daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/nowait_vfs.c daemon/backend_pg.c \
               daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c

@@ -37,6 +37,7 @@
 #include "daemon/log.h"
 #include "daemon/migrate.h"
 #include "daemon/server.h"
+#include "daemon/sqllex.h"
 
 #define CHUNK_BYTES (64 * 1024)
 #define BACKOFF_MIN_MS 100
@@ -781,73 +782,36 @@ nomem:
 }
 
 /* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$
- * ones), quoted names and comments (block comments nest), and count the
- * placeholders: *count gets the number of ?s, or the highest $N when the
- * SQL uses PostgreSQL's own. Returns a new string (caller frees) or NULL on ENOMEM. */
+ * ones), quoted names and comments (block comments nest: sqllex.c's
+ * PostgreSQL dialect), and count the placeholders: *count gets the number
+ * of ?s, or the highest $N when the SQL uses PostgreSQL's own. Returns a
+ * new string (caller frees) or NULL on ENOMEM. */
 static char *pg_placeholders(const char *sql, size_t len, size_t *count)
 {
     struct buf out = BUF_INIT;
-    size_t n = 0, dollar_max = 0;
+    size_t n = 0, dollar_max = 0, copied = 0, at = 0;
     int rc = 0;
 
-    for (size_t i = 0; i < len && rc == 0; i++) {
-        char ch = sql[i];
-        size_t stop = i + 1;   /* end of the piece copied as is */
-
-        if (ch == '\'' || ch == '"') {
-            bool escapes = ch == '\'' && i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
-                           (i < 2 || !(isalnum((unsigned char)sql[i - 2]) || sql[i - 2] == '_'));
-            size_t j = i + 1;
-            while (j < len && sql[j] != ch) {
-                if (escapes && sql[j] == '\\' && j + 1 < len)
-                    j++;
-                j++;
-            }
-            stop = j < len ? j + 1 : len;
-        } else if (ch == '-' && i + 1 < len && sql[i + 1] == '-') {
-            while (stop < len && sql[stop] != '\n')
-                stop++;
-        } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') {
-            /* PostgreSQL's block comments nest (SQLite's do not). */
-            size_t depth = 1, j = i + 2;
-            while (j + 1 < len && depth > 0) {
-                if (sql[j] == '/' && sql[j + 1] == '*') {
-                    depth++;
-                    j += 2;
-                } else if (sql[j] == '*' && sql[j + 1] == '/') {
-                    depth--;
-                    j += 2;
-                } else {
-                    j++;
-                }
-            }
-            stop = depth == 0 ? j : len;
-        } else if (ch == '$' && i + 1 < len && isdigit((unsigned char)sql[i + 1])) {
-            size_t v = 0, j = i + 1;
-            while (j < len && isdigit((unsigned char)sql[j]) && v < 100000)
-                v = v * 10 + (size_t)(sql[j++] - '0');
+    for (;;) {
+        struct sqltok t = sqllex_next(sql, len, at, SQLLEX_POSTGRES);
+        if (t.type == SQLTOK_EOF || t.type == SQLTOK_ERROR)
+            break;   /* an unterminated literal goes as is: the server reports it */
+        at = t.pos + t.len;
+        if (t.type != SQLTOK_PARAM)
+            continue;
+        if (sql[t.pos] == '?') {
+            rc |= buf_append(&out, sql + copied, t.pos - copied);
+            rc |= buf_printf(&out, "$%zu", ++n);
+            copied = t.pos + 1;
+        } else if (sql[t.pos] == '$' && t.len > 1 && isdigit((unsigned char)sql[t.pos + 1])) {
+            size_t v = 0;
+            for (size_t j = t.pos + 1; j < at && v < 100000; j++)
+                v = v * 10 + (size_t)(sql[j] - '0');
             if (v > dollar_max)
                 dollar_max = v;
-            stop = j;
-        } else if (ch == '$' && i + 1 < len &&
-                   (sql[i + 1] == '$' || isalpha((unsigned char)sql[i + 1]) || sql[i + 1] == '_')) {
-            /* A dollar-quoted string: $tag$ ... $tag$. */
-            size_t t = i + 1;
-            while (t < len && sql[t] != '$' && (isalnum((unsigned char)sql[t]) || sql[t] == '_'))
-                t++;
-            if (t < len && sql[t] == '$') {
-                size_t taglen = t - i + 1, j = t + 1;
-                while (j + taglen <= len && memcmp(sql + j, sql + i, taglen) != 0)
-                    j++;
-                stop = j + taglen <= len ? j + taglen : len;
-            }
-        } else if (ch == '?') {
-            rc |= buf_printf(&out, "$%zu", ++n);
-            continue;
         }
-        rc |= buf_append(&out, sql + i, stop - i);
-        i = stop - 1;
     }
+    rc |= buf_append(&out, sql + copied, len - copied);
     if (rc != 0 || buf_reserve(&out, 0) != 0) {
         buf_free(&out);
         return NULL;

@@ -2,11 +2,9 @@
  * The router's SQL analysis: what kind of statement a request is, which
  * tables it references and how many parameters it takes (router.h).
  *
- * This is a lexer plus a small state machine, not a full SQL parser. The
- * lexer knows SQLite's lexical rules (and PostgreSQL's common additions:
- * $1 parameters, :: casts, E'' strings, $tag$ dollar quoting) and hands
- * tokens to a state machine that keeps one frame per open parenthesis and
- * recognizes the places where a table name can stand: FROM and JOIN lists,
+ * This is a small state machine over the tokens of sqllex.c (SQLite's
+ * lexical rules and PostgreSQL's common additions), not a full SQL parser.
+ * It keeps one frame per open parenthesis and recognizes the places where a table name can stand: FROM and JOIN lists,
  * INTO, the UPDATE target, REFERENCES, "x IN table", the heads of DDL
  * statements, PRAGMA arguments. A statement SQLite would reject may still be
  * analyzed; the backend reports its error when it runs.
@@ -35,13 +33,12 @@
  * a hash index, at most MAX_NAMES of them. A typical statement costs two
  * allocations: the names string block and the tables array of the result.
  *
- * Dialect notes. Comments do not nest (SQLite). "?" is always a parameter,
- * so PostgreSQL's jsonb "?" operator counts as one. A letter directly
- * followed by a quote (E'..', X'..', B'..') is one literal, and $$..$$ or
- * $tag$..$tag$ is a dollar-quoted string: where SQLite would read an
- * identifier and a string, or a $-parameter, the PostgreSQL reading wins.
+ * Dialect notes. The analysis lexes with sqllex.c's flags 0: comments do
+ * not nest (SQLite), and "?" is always a parameter, so PostgreSQL's jsonb
+ * "?" operator counts as one (sqllex.c says more).
  */
 #include "daemon/router.h"
+#include "daemon/sqllex.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -116,11 +113,6 @@ static const struct {
 #undef KW_ENUM
 #undef KW_ENTRY
 
-static inline unsigned char ascii_lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
-}
-
 /* Returns the KW_* of the word s[0..len), or KW_NONE. */
 static enum keyword keyword_lookup(const unsigned char *s, size_t len)
 {
@@ -152,25 +144,10 @@ static enum keyword keyword_lookup(const unsigned char *s, size_t len)
 /* Parser state                                                       */
 /* ------------------------------------------------------------------ */
 
-enum tok_type {
-    TK_EOF,
-    TK_WORD,      /* bare identifier or keyword; kw says which keyword */
-    TK_QUOTED,    /* "x", [x] or `x` */
-    TK_STRING,    /* 'x', E'x' or $tag$x$tag$ */
-    TK_BLOB,      /* X'..' or B'..' */
-    TK_NUMBER,
-    TK_PARAM,     /* ?, ?N, :x, @x, $x, $N */
-    TK_LPAREN,
-    TK_RPAREN,
-    TK_COMMA,
-    TK_DOT,
-    TK_SEMI,
-    TK_OP,        /* any other punctuation */
-};
 
 /* A token is sql[pos..pos+len). Quoted tokens include their quotes. */
 struct token {
-    enum tok_type type;
+    enum sqltok_type type;
     enum keyword kw;
     size_t pos, len;
 };
@@ -392,18 +369,18 @@ static size_t copy_name(const char *sql, const struct token *t, char *dst, bool 
 {
     const unsigned char *s = (const unsigned char *)sql + t->pos;
     size_t n = t->len, o = 0;
-    if (t->type == TK_QUOTED || t->type == TK_STRING) {
+    if (t->type == SQLTOK_QUOTED || t->type == SQLTOK_STRING) {
         unsigned char close = s[0] == '[' ? ']' : s[0];
         bool doubled = s[0] != '[';
         for (size_t i = 1; i + 1 < n; i++) {
             if (doubled && s[i] == close)
                 i++;    /* the lexer guarantees quotes come in pairs */
-            dst[o++] = (char)(fold ? ascii_lower(s[i]) : s[i]);
+            dst[o++] = (char)(fold ? sqllex_lower(s[i]) : s[i]);
         }
         return o;
     }
     for (size_t i = 0; i < n; i++)
-        dst[o++] = (char)(fold ? ascii_lower(s[i]) : s[i]);
+        dst[o++] = (char)(fold ? sqllex_lower(s[i]) : s[i]);
     return o;
 }
 
@@ -447,33 +424,8 @@ static int names_add(struct parser *p, enum name_kind kind,
 }
 
 /* ------------------------------------------------------------------ */
-/* Lexer                                                              */
+/* Tokens (sqllex.c) and parameters                                   */
 /* ------------------------------------------------------------------ */
-
-static inline bool is_space(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
-static inline bool is_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static inline bool is_xdigit(unsigned char c)
-{
-    return is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'f');
-}
-
-static inline bool is_id_start(unsigned char c)
-{
-    return (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '_' || c >= 0x80;
-}
-
-static inline bool is_id_char(unsigned char c)
-{
-    return is_id_start(c) || is_digit(c) || c == '$';
-}
 
 /* Next parameter index for "?" and first-seen named parameters. */
 static void param_next(struct parser *p, size_t at)
@@ -501,230 +453,50 @@ static void param_number(struct parser *p, size_t at, size_t digits, size_t end)
 /* A named parameter gets a new index the first time its name appears. */
 static void param_named(struct parser *p, size_t at, size_t end)
 {
-    struct token t = {.type = TK_PARAM, .kw = KW_NONE, .pos = at, .len = end - at};
+    struct token t = {.type = SQLTOK_PARAM, .kw = KW_NONE, .pos = at, .len = end - at};
     if (names_add(p, NAME_PARAM, NULL, &t) == 1)
         param_next(p, at);
 }
 
-/* Scans a quoted token opened by s[at] whose quote character doubles to
- * escape itself; backslash escapes too when backslash is set (E'..').
- * Returns the offset just past the closing quote, or fails. */
-static size_t scan_quoted(struct parser *p, size_t at, unsigned char q,
-                          bool backslash, const char *what)
+/* Numbers the parameter token t: ?, ?NNN, $NNN, or a named one. */
+static void param_of(struct parser *p, const struct token *t)
 {
     const unsigned char *s = (const unsigned char *)p->sql;
-    size_t i = at + 1;
-    if (s[at] != q)
-        i++;    /* the prefix letter of E'..' / X'..' */
-    for (;;) {
-        if (backslash) {
-            while (i < p->len && s[i] != q)
-                i += s[i] == '\\' ? 2 : 1;
-        } else {
-            const void *hit = memchr(s + i, q, p->len - i);
-            i = hit ? (size_t)((const unsigned char *)hit - s) : p->len;
-        }
-        if (i >= p->len) {
-            fail(p, ROUTER_ESYNTAX, "unterminated %s at offset %zu", what, at);
-            return p->len;
-        }
-        if (i + 1 < p->len && s[i + 1] == q) {
-            i += 2;
-            continue;
-        }
-        return i + 1;
-    }
+    size_t i = t->pos, end = t->pos + t->len;
+    if (s[i] == '?' && end > i + 1)
+        param_number(p, i, i + 1, end);
+    else if (s[i] == '?')
+        param_next(p, i);
+    else if (s[i] == '$' && end > i + 1 && s[i + 1] >= '0' && s[i + 1] <= '9')
+        param_number(p, i, i + 1, end);
+    else
+        param_named(p, i, end);
 }
 
-/* Scans a number at s[i]: 123, 1_000, 1.5e10, .5, 0x1F. Trailing
- * identifier characters are taken along (SQLite rejects "12abc" anyway). */
-static size_t scan_number(const unsigned char *s, size_t n, size_t i)
-{
-    if (s[i] == '0' && i + 2 < n && ascii_lower(s[i + 1]) == 'x' && is_xdigit(s[i + 2])) {
-        i += 2;
-        while (i < n && (is_xdigit(s[i]) || s[i] == '_'))
-            i++;
-    } else {
-        while (i < n && (is_digit(s[i]) || s[i] == '_'))
-            i++;
-        if (i < n && s[i] == '.') {
-            i++;
-            while (i < n && (is_digit(s[i]) || s[i] == '_'))
-                i++;
-        }
-        if (i < n && ascii_lower(s[i]) == 'e') {
-            size_t k = i + 1;
-            if (k < n && (s[k] == '+' || s[k] == '-'))
-                k++;
-            if (k < n && is_digit(s[k])) {
-                i = k;
-                while (i < n && is_digit(s[i]))
-                    i++;
-            }
-        }
-    }
-    while (i < n && is_id_char(s[i]))
-        i++;
-    return i;
-}
-
-/* Scans what follows '$' at s[at]: $N, $$..$$, $tag$..$tag$ or $name. */
-static size_t scan_dollar(struct parser *p, size_t at, enum tok_type *type)
-{
-    const unsigned char *s = (const unsigned char *)p->sql;
-    size_t n = p->len, i = at + 1;
-    *type = TK_PARAM;
-    if (i < n && is_digit(s[i])) {
-        while (i < n && is_digit(s[i]))
-            i++;
-        param_number(p, at, at + 1, i);
-        return i;
-    }
-    if (i < n && (s[i] == '$' || is_id_start(s[i]))) {
-        size_t k = i;
-        while (k < n && s[k] != '$' && is_id_char(s[k]))
-            k++;
-        if (k < n && s[k] == '$') {
-            /* Dollar quote: the tag is s[at..k]. */
-            size_t taglen = k - at + 1;
-            const void *end = memmem(s + k + 1, n - k - 1, s + at, taglen);
-            *type = TK_STRING;
-            if (end == NULL) {
-                fail(p, ROUTER_ESYNTAX, "unterminated dollar-quoted string at offset %zu", at);
-                return n;
-            }
-            return (size_t)((const unsigned char *)end - s) + taglen;
-        }
-        while (k < n && is_id_char(s[k]))
-            k++;
-        param_named(p, at, k);
-        return k;
-    }
-    *type = TK_OP;
-    return i;
-}
-
-/* Returns the next token, skipping whitespace and comments: TK_EOF at the
- * end of input or after an error. */
+/* Returns the next token, skipping whitespace and comments: SQLTOK_EOF at
+ * the end of input or after an error. */
 static struct token lex(struct parser *p)
 {
-    const unsigned char *s = (const unsigned char *)p->sql;
-    size_t n = p->len, i = p->pos;
-    struct token t = {.type = TK_EOF, .kw = KW_NONE, .pos = n, .len = 0};
+    struct token t = {.type = SQLTOK_EOF, .kw = KW_NONE, .pos = p->len, .len = 0};
     if (p->err)
         return t;
-    while (i < n) {
-        if (is_space(s[i])) {
-            i++;
-        } else if (s[i] == '-' && i + 1 < n && s[i + 1] == '-') {
-            const void *nl = memchr(s + i, '\n', n - i);
-            i = nl ? (size_t)((const unsigned char *)nl - s) + 1 : n;
-        } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
-            const void *end = memmem(s + i + 2, n - i - 2, "*/", 2);
-            if (end == NULL) {
-                fail(p, ROUTER_ESYNTAX, "unterminated /* comment at offset %zu", i);
-                return t;
-            }
-            i = (size_t)((const unsigned char *)end - s) + 2;
-        } else {
-            break;
-        }
-    }
-    p->pos = i;
-    if (i >= n)
-        return t;
-
-    unsigned char c = s[i];
-    size_t j = i + 1;    /* end of the token */
-    enum tok_type type = TK_OP;
-    switch (c) {
-    case '(': type = TK_LPAREN; break;
-    case ')': type = TK_RPAREN; break;
-    case ',': type = TK_COMMA; break;
-    case ';': type = TK_SEMI; break;
-    case '.':
-        if (j < n && is_digit(s[j])) {
-            type = TK_NUMBER;
-            j = scan_number(s, n, i);
-        } else {
-            type = TK_DOT;
-        }
-        break;
-    case '\'':
-        type = TK_STRING;
-        j = scan_quoted(p, i, '\'', false, "string literal");
-        break;
-    case '"':
-    case '`':
-        type = TK_QUOTED;
-        j = scan_quoted(p, i, c, false, "quoted identifier");
-        break;
-    case '[': {
-        const void *end = memchr(s + i, ']', n - i);
-        type = TK_QUOTED;
-        if (end == NULL)
-            fail(p, ROUTER_ESYNTAX, "unterminated [identifier] at offset %zu", i);
-        else
-            j = (size_t)((const unsigned char *)end - s) + 1;
-        break;
-    }
-    case '?':
-        type = TK_PARAM;
-        while (j < n && is_digit(s[j]))
-            j++;
-        if (j > i + 1)
-            param_number(p, i, i + 1, j);
-        else
-            param_next(p, i);
-        break;
-    case ':':
-        if (j < n && (s[j] == ':' || s[j] == '=')) {
-            j++;    /* PostgreSQL cast "::" or named argument ":=" */
-        } else if (j < n && is_id_char(s[j])) {
-            type = TK_PARAM;
-            while (j < n && is_id_char(s[j]))
-                j++;
-            param_named(p, i, j);
-        }
-        break;
-    case '@':
-        if (j < n && is_id_char(s[j])) {
-            type = TK_PARAM;
-            while (j < n && is_id_char(s[j]))
-                j++;
-            param_named(p, i, j);
-        }
-        break;
-    case '$':
-        j = scan_dollar(p, i, &type);
-        break;
-    default:
-        if (is_digit(c)) {
-            type = TK_NUMBER;
-            j = scan_number(s, n, i);
-        } else if (is_id_start(c)) {
-            unsigned char lc = ascii_lower(c);
-            if (j < n && s[j] == '\'' && (lc == 'x' || lc == 'b' || lc == 'e')) {
-                type = lc == 'e' ? TK_STRING : TK_BLOB;
-                j = scan_quoted(p, i, '\'', lc == 'e', "string literal");
-                break;
-            }
-            while (j < n && is_id_char(s[j]))
-                j++;
-            type = TK_WORD;
-            t.kw = keyword_lookup(s + i, j - i);
-        }
-        break;
-    }
-    if (p->err) {
-        t.kw = KW_NONE;
+    struct sqltok k = sqllex_next(p->sql, p->len, p->pos, 0);
+    if (k.type == SQLTOK_ERROR) {
+        fail(p, ROUTER_ESYNTAX, "unterminated %s at offset %zu", k.what, k.pos);
         return t;
     }
-    t.type = type;
-    t.pos = i;
-    t.len = j - i;
-    p->pos = j;
-    return t;
+    p->pos = k.pos;
+    if (k.type == SQLTOK_EOF)
+        return t;
+    struct token got = {.type = k.type, .kw = KW_NONE, .pos = k.pos, .len = k.len};
+    if (k.type == SQLTOK_PARAM)
+        param_of(p, &got);
+    else if (k.type == SQLTOK_WORD)
+        got.kw = keyword_lookup((const unsigned char *)p->sql + k.pos, k.len);
+    if (p->err)
+        return t;
+    p->pos = k.pos + k.len;
+    return got;
 }
 
 /* Returns the k-th token not yet consumed (k < LOOKAHEAD). */
@@ -759,49 +531,49 @@ static struct token next(struct parser *p)
 
 static bool tok_is(const struct token *t, enum keyword kw)
 {
-    return t->type == TK_WORD && t->kw == kw;
+    return t->type == SQLTOK_WORD && t->kw == kw;
 }
 
 static bool is_plain_string(const struct parser *p, const struct token *t)
 {
-    return t->type == TK_STRING && p->sql[t->pos] == '\'';
+    return t->type == SQLTOK_STRING && p->sql[t->pos] == '\'';
 }
 
 /* Can t stand for a table name? SQLite also accepts 'string' names. */
 static bool is_name(const struct parser *p, const struct token *t)
 {
-    return t->type == TK_QUOTED || is_plain_string(p, t) ||
-           (t->type == TK_WORD && !(keywords[t->kw].flags & KF_RESERVED));
+    return t->type == SQLTOK_QUOTED || is_plain_string(p, t) ||
+           (t->type == SQLTOK_WORD && !(keywords[t->kw].flags & KF_RESERVED));
 }
 
 /* Can t be the alias after a table reference? */
 static bool is_alias(const struct parser *p, const struct token *t)
 {
     return is_name(p, t) &&
-           !(t->type == TK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
+           !(t->type == SQLTOK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
 }
 
 /* Does '(' after t open a function call's arguments? */
 static bool is_call(const struct token *t)
 {
-    return t->type == TK_QUOTED ||
-           (t->type == TK_WORD && (t->kw == KW_NONE || (keywords[t->kw].flags & KF_FUNC)));
+    return t->type == SQLTOK_QUOTED ||
+           (t->type == SQLTOK_WORD && (t->kw == KW_NONE || (keywords[t->kw].flags & KF_FUNC)));
 }
 
 /* Is the (unquoted, case-folded) text of t equal to lit (lowercase)? */
 static bool tok_text_is(const struct parser *p, const struct token *t, const char *lit)
 {
     size_t n = strlen(lit), start = t->pos, len = t->len;
-    if (t->type == TK_QUOTED || is_plain_string(p, t)) {
+    if (t->type == SQLTOK_QUOTED || is_plain_string(p, t)) {
         start++;
         len -= 2;
-    } else if (t->type != TK_WORD) {
+    } else if (t->type != SQLTOK_WORD) {
         return false;
     }
     if (len != n)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (ascii_lower((unsigned char)p->sql[start + i]) != (unsigned char)lit[i])
+        if (sqllex_lower((unsigned char)p->sql[start + i]) != (unsigned char)lit[i])
             return false;
     return true;
 }
@@ -822,8 +594,8 @@ static struct qname take_qname(struct parser *p, struct token first)
     struct qname qn = {.schema = first, .name = first, .qualified = false};
     for (;;) {
         struct token dot = peek(p, 0), part = peek(p, 1);
-        if (dot.type != TK_DOT ||
-            !(part.type == TK_WORD || part.type == TK_QUOTED || is_plain_string(p, &part)))
+        if (dot.type != SQLTOK_DOT ||
+            !(part.type == SQLTOK_WORD || part.type == SQLTOK_QUOTED || is_plain_string(p, &part)))
             return qn;
         next(p);
         next(p);
@@ -869,7 +641,7 @@ static void take_table_list(struct parser *p)
     while (take_table(p, &qn)) {
         record(p, &qn);
         struct token t = peek(p, 0);
-        if (t.type != TK_COMMA)
+        if (t.type != SQLTOK_COMMA)
             return;
         next(p);
     }
@@ -898,11 +670,11 @@ static void skip_group(struct parser *p)
     size_t open = 0;
     do {
         struct token t = next(p);
-        if (t.type == TK_LPAREN) {
+        if (t.type == SQLTOK_LPAREN) {
             open++;
-        } else if (t.type == TK_RPAREN) {
+        } else if (t.type == SQLTOK_RPAREN) {
             open--;
-        } else if (t.type == TK_EOF || t.type == TK_SEMI) {
+        } else if (t.type == SQLTOK_EOF || t.type == SQLTOK_SEMI) {
             fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: '(' not closed");
             return;
         }
@@ -951,7 +723,7 @@ static void head_create(struct parser *p)
         next(p);
     }
     struct token obj = peek(p, 0);
-    if (obj.type != TK_WORD)
+    if (obj.type != SQLTOK_WORD)
         return;
     struct qname qn = {.qualified = false};
     switch (obj.kw) {
@@ -999,8 +771,8 @@ static void head_create(struct parser *p)
         /* BEFORE|AFTER|INSTEAD OF, INSERT|DELETE|UPDATE [OF cols], ON */
         for (;;) {
             t = peek(p, 0);
-            if (t.type == TK_EOF || t.type == TK_LPAREN || t.type == TK_RPAREN ||
-                t.type == TK_SEMI)
+            if (t.type == SQLTOK_EOF || t.type == SQLTOK_LPAREN || t.type == SQLTOK_RPAREN ||
+                t.type == SQLTOK_SEMI)
                 break;
             next(p);
             if (tok_is(&t, KW_ON)) {
@@ -1076,7 +848,7 @@ static void head_pragma(struct parser *p)
         "foreign_key_list", "foreign_key_check",
     };
     struct token t = peek(p, 0);
-    if (t.type != TK_WORD && t.type != TK_QUOTED)
+    if (t.type != SQLTOK_WORD && t.type != SQLTOK_QUOTED)
         return;
     next(p);
     struct qname pragma = take_qname(p, t);
@@ -1088,12 +860,12 @@ static void head_pragma(struct parser *p)
         return;
     struct token a = peek(p, 0), b = peek(p, 1), c = peek(p, 2);
     struct qname qn = {.schema = pragma.schema, .name = b, .qualified = pragma.qualified};
-    if (a.type == TK_LPAREN && is_name(p, &b) && c.type == TK_RPAREN) {
+    if (a.type == SQLTOK_LPAREN && is_name(p, &b) && c.type == SQLTOK_RPAREN) {
         next(p);
         next(p);
         next(p);
         record(p, &qn);
-    } else if (a.type == TK_OP && a.len == 1 && p->sql[a.pos] == '=' && is_name(p, &b)) {
+    } else if (a.type == SQLTOK_OP && a.len == 1 && p->sql[a.pos] == '=' && is_name(p, &b)) {
         next(p);
         next(p);
         record(p, &qn);
@@ -1128,7 +900,7 @@ static void head_explain(struct parser *p)
         for (;;) {
             t = peek(p, 0);
             after = peek(p, 1);
-            if (t.type == TK_LPAREN) {
+            if (t.type == SQLTOK_LPAREN) {
                 skip_group(p);
                 if (p->err)
                     return;
@@ -1147,7 +919,7 @@ static void head_explain(struct parser *p)
 static void head_reindex(struct parser *p)
 {
     struct token t = peek(p, 0);
-    if (t.type == TK_LPAREN) {
+    if (t.type == SQLTOK_LPAREN) {
         skip_group(p);
         t = peek(p, 0);
     }
@@ -1188,7 +960,7 @@ static enum stmt_kind kind_of(enum keyword kw)
 static void head(struct parser *p, bool inner)
 {
     struct token t = peek(p, 0), after;
-    enum keyword kw = t.type == TK_WORD ? t.kw : KW_NONE;
+    enum keyword kw = t.type == SQLTOK_WORD ? t.kw : KW_NONE;
     enum stmt_kind kind = kind_of(kw);
     bool consumed = true;    /* the generic pass starts in S_NONE */
     switch (kw) {
@@ -1289,7 +1061,7 @@ static void head(struct parser *p, bool inner)
         if (tok_is(&after, KW_VERBOSE))
             next(p);
         after = peek(p, 0);
-        if (after.type == TK_LPAREN)
+        if (after.type == SQLTOK_LPAREN)
             skip_group(p);
         take_table_list(p);
         break;
@@ -1310,7 +1082,7 @@ static void head(struct parser *p, bool inner)
     case KW_COPY:
         next(p);
         after = peek(p, 0);
-        if (after.type == TK_LPAREN) {    /* COPY (query) TO ... */
+        if (after.type == SQLTOK_LPAREN) {    /* COPY (query) TO ... */
             consumed = false;
             break;
         }
@@ -1341,7 +1113,7 @@ static void head(struct parser *p, bool inner)
 static void begin_update(struct parser *p, struct frame *f)
 {
     struct token a = peek(p, 0), b = peek(p, 1);
-    if (tok_is(&a, KW_OR) && b.type == TK_WORD) {
+    if (tok_is(&a, KW_OR) && b.type == SQLTOK_WORD) {
         next(p);
         next(p);
     }
@@ -1357,7 +1129,7 @@ static void begin_with(struct parser *p, struct frame *f)
     struct token r = peek(p, 0);
     unsigned k = tok_is(&r, KW_RECURSIVE) ? 1 : 0;
     struct token name = peek(p, k), after = peek(p, k + 1);
-    if (!is_name(p, &name) || !(tok_is(&after, KW_AS) || after.type == TK_LPAREN))
+    if (!is_name(p, &name) || !(tok_is(&after, KW_AS) || after.type == SQLTOK_LPAREN))
         return;
     if (k)
         next(p);
@@ -1372,7 +1144,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
     bool call_args = (f->flags & (F_FUNC | F_QUERY)) == F_FUNC;
     bool position_args = (f->flags & (F_POSITION | F_QUERY)) == F_POSITION;
     struct token after;
-    if (t->type != TK_WORD)
+    if (t->type != SQLTOK_WORD)
         return;
     switch (t->kw) {
     case KW_FROM:
@@ -1495,17 +1267,17 @@ static void step(struct parser *p, const struct token *t)
     struct frame *f = &p->frames[p->depth];
     struct token after;
     switch (t->type) {
-    case TK_LPAREN:
+    case SQLTOK_LPAREN:
         open_paren(p, f);
         return;
-    case TK_RPAREN:
+    case SQLTOK_RPAREN:
         if (p->depth == 0)
             fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu",
                  t->pos);
         else
             p->depth--;
         return;
-    case TK_SEMI:
+    case SQLTOK_SEMI:
         if (p->depth > 0) {
             fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu",
                  t->pos);
@@ -1515,7 +1287,7 @@ static void step(struct parser *p, const struct token *t)
         f->flags &= (unsigned char)~(F_FROM | F_QUERY);
         f->case_depth = 0;
         return;
-    case TK_COMMA:
+    case SQLTOK_COMMA:
         if (f->state == S_CTE_AFTER_BODY)
             f->state = S_CTE_NAME;
         else
@@ -1530,7 +1302,7 @@ static void step(struct parser *p, const struct token *t)
         switch ((enum state)f->state) {
         case S_STMT_START:
             f->state = S_NONE;
-            if (t->type != TK_WORD)
+            if (t->type != SQLTOK_WORD)
                 continue;
             if (p->kind_pending && p->depth == 0 && t->kw != KW_WITH) {
                 p->kind = kind_of(t->kw);
@@ -1544,14 +1316,14 @@ static void step(struct parser *p, const struct token *t)
         case S_TABLE:
             if (tok_is(t, KW_ONLY) || tok_is(t, KW_LATERAL)) {
                 after = peek(p, 0);
-                if (after.type == TK_LPAREN || is_name(p, &after))
+                if (after.type == SQLTOK_LPAREN || is_name(p, &after))
                     return;
             }
             if (is_name(p, t) && !tok_is(t, KW_WITH)) {    /* FROM (WITH ... */
                 struct qname qn = take_qname(p, *t);
                 f->state = S_AFTER_TABLE;
                 after = peek(p, 0);
-                if (after.type != TK_LPAREN)    /* else json_each(...) */
+                if (after.type != SQLTOK_LPAREN)    /* else json_each(...) */
                     record(p, &qn);
                 return;
             }
@@ -1577,7 +1349,7 @@ static void step(struct parser *p, const struct token *t)
             }
             if (tok_is(t, KW_USING)) {
                 /* JOIN ... USING (cols); PostgreSQL DELETE ... USING t */
-                f->state = after.type == TK_LPAREN ? S_NONE : S_TABLE;
+                f->state = after.type == SQLTOK_LPAREN ? S_NONE : S_TABLE;
                 return;
             }
             if (is_alias(p, t))
@@ -1608,7 +1380,7 @@ static void step(struct parser *p, const struct token *t)
             if (is_name(p, t)) {
                 struct qname qn = take_qname(p, *t);
                 after = peek(p, 0);
-                if (after.type != TK_LPAREN)    /* else x IN tvf(...) */
+                if (after.type != SQLTOK_LPAREN)    /* else x IN tvf(...) */
                     record(p, &qn);
                 return;
             }
@@ -1703,27 +1475,27 @@ static bool build_result(struct parser *p)
 static void analyze(struct parser *p)
 {
     struct token t = peek(p, 0);
-    if (t.type == TK_SEMI) {
-        while (t.type == TK_SEMI) {
+    if (t.type == SQLTOK_SEMI) {
+        while (t.type == SQLTOK_SEMI) {
             next(p);
             t = peek(p, 0);
         }
-        if (t.type != TK_EOF)
+        if (t.type != SQLTOK_EOF)
             fail(p, ROUTER_EMULTI, "more than one statement (empty statement before offset %zu)",
                  t.pos);
     }
-    if (t.type == TK_EOF) {
+    if (t.type == SQLTOK_EOF) {
         fail(p, ROUTER_ESYNTAX, "empty statement");
         return;
     }
     head(p, false);
     while (!p->err) {
         t = next(p);
-        if (t.type == TK_EOF)
+        if (t.type == SQLTOK_EOF)
             break;
-        if (t.type == TK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
+        if (t.type == SQLTOK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
             struct token rest = next(p);
-            if (rest.type != TK_EOF)
+            if (rest.type != SQLTOK_EOF)
                 fail(p, ROUTER_EMULTI, "more than one statement (text after ';' at offset %zu)",
                      rest.pos);
             return;
@@ -1755,7 +1527,7 @@ int router_analyze(const char *sql, size_t len, struct route_info *out)
     p.len = len;
     p.pos = 0;
     p.la_head = p.la_n = 0;
-    p.cur = p.prev = (struct token){.type = TK_EOF, .kw = KW_NONE, .pos = 0, .len = 0};
+    p.cur = p.prev = (struct token){.type = SQLTOK_EOF, .kw = KW_NONE, .pos = 0, .len = 0};
     p.out = out;
     p.err = 0;
     p.kind = STMT_OTHER;
