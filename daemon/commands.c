@@ -310,7 +310,7 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_ok(s, facts);
     }
     route_clear(&r);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
 }
 
 /* .use BIND: +OK bind=NAME. .use alone: +OK bind=NAME txn=0|1, txn=1

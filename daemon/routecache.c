@@ -148,18 +148,18 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
 
     memset(out, 0, sizeof *out);
     out->bind = ROUTE_NO_TABLE;
-    rc = router_analyze(sql, len, ri);
+    rc = sqlparse_analyze(sql, len, ri);
     out->kind = ri->kind;
     out->flags = ri->flags;
-    if (rc == ROUTER_EMULTI) {
+    if (rc == SQLPARSE_EMULTI) {
         route_fail(out, "MULTI", "one statement per request: split the statements, or send them one by one");
         return;
     }
-    if (rc == ROUTER_ENOMEM) {
+    if (rc == SQLPARSE_ENOMEM) {
         out->err_code = "NOMEM";
         return;
     }
-    if (rc != ROUTER_OK) {
+    if (rc != SQLPARSE_OK) {
         route_fail(out, "SYNTAX", ri->error);
         return;
     }
@@ -203,7 +203,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     if (rc->slots == NULL) {
         route_clear(&rc->scratch);
         route_compute(cfg, sql, len, &rc->scratch, &ri);
-        router_info_free(&ri);
+        sqlparse_info_free(&ri);
         return &rc->scratch;
     }
     h = hash_bytes(sql, len);
@@ -212,7 +212,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         return &sl->route;
     slot_clear(sl);
     route_compute(cfg, sql, len, &sl->route, &ri);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
         return &sl->route;   /* not cached: sql stays NULL */
     sl->sql = malloc(len + 1);

@@ -1,6 +1,6 @@
 /*
  * Routing decisions: from a statement's text to the bind it runs on (or the
- * error it gets), combining router_analyze() with the config's table map,
+ * error it gets), combining sqlparse_analyze() with the config's table map,
  * and a bounded cache of those decisions keyed by the statement text, so a
  * repeated statement is not tokenized again.
  */
@@ -11,7 +11,7 @@
 #include <stddef.h>
 
 #include "conf/config.h"
-#include "daemon/router.h"
+#include "daemon/sqlparse.h"
 
 #define ROUTE_NO_TABLE (-1)
 
@@ -39,7 +39,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
                                    const char *sql, size_t len);
 
 /* Compute a decision without the cache into *out (free with route_clear()),
- * and leave the analysis in *ri (free with router_info_free()). */
+ * and leave the analysis in *ri (free with sqlparse_info_free()). */
 void route_compute(const struct config *cfg, const char *sql, size_t len, struct route *out,
                    struct route_info *ri);
 

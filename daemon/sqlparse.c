@@ -1,6 +1,6 @@
 /*
- * The router's SQL analysis: what kind of statement a request is, which
- * tables it references and how many parameters it takes (router.h).
+ * The SQL analysis behind routing: what kind of statement a request is, which
+ * tables it references and how many parameters it takes (sqlparse.h).
  *
  * This is a small state machine over the tokens of sqllex.c (SQLite's
  * lexical rules and PostgreSQL's common additions), not a full SQL parser.
@@ -20,10 +20,10 @@
  *   highest index.
  * - A ';' outside parentheses and trigger bodies ends the statement; after
  *   it only whitespace and comments may follow (even a second ';' is
- *   ROUTER_EMULTI). Input of only whitespace, comments and ';' is
- *   ROUTER_ESYNTAX "empty statement". NUL bytes, unterminated literals or
+ *   SQLPARSE_EMULTI). Input of only whitespace, comments and ';' is
+ *   SQLPARSE_ESYNTAX "empty statement". NUL bytes, unterminated literals or
  *   comments, unbalanced parentheses and more than MAX_DEPTH nested ones
- *   are ROUTER_ESYNTAX.
+ *   are SQLPARSE_ESYNTAX.
  * - On failure the result holds only the error message (kind STMT_OTHER,
  *   no tables, no flags, nparams 0).
  *
@@ -37,7 +37,7 @@
  * not nest (SQLite), and "?" is always a parameter, so PostgreSQL's jsonb
  * "?" operator counts as one (sqllex.c says more).
  */
-#include "daemon/router.h"
+#include "daemon/sqlparse.h"
 #include "daemon/sqllex.h"
 
 #include <limits.h>
@@ -288,7 +288,7 @@ static void *grow(struct parser *p, void *ptr, size_t *cap, size_t need,
         }
     }
     if (np == NULL) {
-        fail(p, ROUTER_ENOMEM, "out of memory");
+        fail(p, SQLPARSE_ENOMEM, "out of memory");
         return NULL;
     }
     *cap = ncap;
@@ -352,7 +352,7 @@ static bool names_index_last(struct parser *p)
     size_t nslots = nm->nslots ? nm->nslots * 2 : 64;
     uint32_t *slots = calloc(nslots, sizeof *slots);
     if (slots == NULL) {
-        fail(p, ROUTER_ENOMEM, "out of memory");
+        fail(p, SQLPARSE_ENOMEM, "out of memory");
         return false;
     }
     for (size_t i = 0; i < nm->n; i++)
@@ -406,7 +406,7 @@ static int names_add(struct parser *p, enum name_kind kind,
     if (names_find(nm, kind, dst, slen, nlen, hash) != SIZE_MAX)
         return 0;
     if (nm->n >= MAX_NAMES) {
-        fail(p, ROUTER_ESYNTAX, "too many distinct names (more than %d)", MAX_NAMES);
+        fail(p, SQLPARSE_ESYNTAX, "too many distinct names (more than %d)", MAX_NAMES);
         return -1;
     }
     struct name_entry *ent = grow(p, nm->ent, &nm->ent_cap, nm->n + 1, sizeof *nm->ent,
@@ -431,7 +431,7 @@ static int names_add(struct parser *p, enum name_kind kind,
 static void param_next(struct parser *p, size_t at)
 {
     if (p->nvar >= MAX_PARAM)
-        fail(p, ROUTER_ESYNTAX, "too many parameters at offset %zu (limit %d)",
+        fail(p, SQLPARSE_ESYNTAX, "too many parameters at offset %zu (limit %d)",
              at, MAX_PARAM);
     else
         p->nvar++;
@@ -444,7 +444,7 @@ static void param_number(struct parser *p, size_t at, size_t digits, size_t end)
     for (size_t i = digits; i < end && v <= MAX_PARAM; i++)
         v = v * 10 + (size_t)(p->sql[i] - '0');
     if (v == 0 || v > MAX_PARAM)
-        fail(p, ROUTER_ESYNTAX, "parameter number out of range (1..%d) at offset %zu",
+        fail(p, SQLPARSE_ESYNTAX, "parameter number out of range (1..%d) at offset %zu",
              MAX_PARAM, at);
     else if (v > p->nvar)
         p->nvar = v;
@@ -482,7 +482,7 @@ static struct token lex(struct parser *p)
         return t;
     struct sqltok k = sqllex_next(p->sql, p->len, p->pos, 0);
     if (k.type == SQLTOK_ERROR) {
-        fail(p, ROUTER_ESYNTAX, "unterminated %s at offset %zu", k.what, k.pos);
+        fail(p, SQLPARSE_ESYNTAX, "unterminated %s at offset %zu", k.what, k.pos);
         return t;
     }
     p->pos = k.pos;
@@ -675,7 +675,7 @@ static void skip_group(struct parser *p)
         } else if (t.type == SQLTOK_RPAREN) {
             open--;
         } else if (t.type == SQLTOK_EOF || t.type == SQLTOK_SEMI) {
-            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: '(' not closed");
+            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: '(' not closed");
             return;
         }
     } while (open > 0);
@@ -1229,7 +1229,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
 static void open_paren(struct parser *p, struct frame *f)
 {
     if (p->depth >= MAX_DEPTH) {
-        fail(p, ROUTER_ESYNTAX, "too deeply nested (more than %d parentheses)", MAX_DEPTH);
+        fail(p, SQLPARSE_ESYNTAX, "too deeply nested (more than %d parentheses)", MAX_DEPTH);
         return;
     }
     struct frame child = {.state = S_STMT_START, .flags = 0, .case_depth = 0};
@@ -1272,14 +1272,14 @@ static void step(struct parser *p, const struct token *t)
         return;
     case SQLTOK_RPAREN:
         if (p->depth == 0)
-            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu",
+            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu",
                  t->pos);
         else
             p->depth--;
         return;
     case SQLTOK_SEMI:
         if (p->depth > 0) {
-            fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu",
+            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu",
                  t->pos);
             return;
         }
@@ -1481,11 +1481,11 @@ static void analyze(struct parser *p)
             t = peek(p, 0);
         }
         if (t.type != SQLTOK_EOF)
-            fail(p, ROUTER_EMULTI, "more than one statement (empty statement before offset %zu)",
+            fail(p, SQLPARSE_EMULTI, "more than one statement (empty statement before offset %zu)",
                  t.pos);
     }
     if (t.type == SQLTOK_EOF) {
-        fail(p, ROUTER_ESYNTAX, "empty statement");
+        fail(p, SQLPARSE_ESYNTAX, "empty statement");
         return;
     }
     head(p, false);
@@ -1496,7 +1496,7 @@ static void analyze(struct parser *p)
         if (t.type == SQLTOK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
             struct token rest = next(p);
             if (rest.type != SQLTOK_EOF)
-                fail(p, ROUTER_EMULTI, "more than one statement (text after ';' at offset %zu)",
+                fail(p, SQLPARSE_EMULTI, "more than one statement (text after ';' at offset %zu)",
                      rest.pos);
             return;
         }
@@ -1505,12 +1505,12 @@ static void analyze(struct parser *p)
     if (p->err)
         return;
     if (p->depth > 0)
-        fail(p, ROUTER_ESYNTAX, "unbalanced parentheses: %zu '(' not closed", p->depth);
+        fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: %zu '(' not closed", p->depth);
     else if (p->frames[0].flags & F_BODY)
-        fail(p, ROUTER_ESYNTAX, "unterminated CREATE TRIGGER body (missing END)");
+        fail(p, SQLPARSE_ESYNTAX, "unterminated CREATE TRIGGER body (missing END)");
 }
 
-int router_analyze(const char *sql, size_t len, struct route_info *out)
+int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
 {
     memset(out, 0, sizeof *out);
     if (sql == NULL)
@@ -1519,7 +1519,7 @@ int router_analyze(const char *sql, size_t len, struct route_info *out)
     if (nul != NULL) {
         snprintf(out->error, sizeof out->error, "NUL byte at offset %zu",
                  (size_t)((const char *)nul - sql));
-        return ROUTER_ESYNTAX;
+        return SQLPARSE_ESYNTAX;
     }
 
     struct parser p;
@@ -1541,17 +1541,17 @@ int router_analyze(const char *sql, size_t len, struct route_info *out)
 
     analyze(&p);
     if (!p.err && !build_result(&p))
-        fail(&p, ROUTER_ENOMEM, "out of memory");
+        fail(&p, SQLPARSE_ENOMEM, "out of memory");
     names_free(&p.names);
     if (p.err)
         return p.err;
     out->kind = p.kind;
     out->flags = p.flags;
     out->nparams = p.nvar;
-    return ROUTER_OK;
+    return SQLPARSE_OK;
 }
 
-void router_info_free(struct route_info *ri)
+void sqlparse_info_free(struct route_info *ri)
 {
     if (ri == NULL)
         return;
@@ -1562,7 +1562,7 @@ void router_info_free(struct route_info *ri)
     ri->ntables = 0;
 }
 
-const char *router_kind_name(enum stmt_kind kind)
+const char *sqlparse_kind_name(enum stmt_kind kind)
 {
     switch (kind) {
     case STMT_SELECT: return "select";
