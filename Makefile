@@ -27,14 +27,14 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-SQLPARSE_SRC := daemon/sqlparse.c daemon/sqllex.c
+ROUTE_SRC  := daemon/route.c daemon/sqlparse.c daemon/sqllex.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
-              daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/nowait_vfs.c daemon/backend_pg.c \
+              daemon/backend.c daemon/backend_sqlite.c daemon/nowait_vfs.c daemon/backend_pg.c \
               daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(SQLPARSE_SRC))
+LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(ROUTE_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 
 UNIT_TESTS := $(basename $(notdir $(wildcard tests/unit/test_*.c)))
@@ -251,7 +251,7 @@ build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c proto/buf.c proto/codec.c
 build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
-build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c
+build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/sqlparse.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt -lm
 

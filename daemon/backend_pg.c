@@ -36,6 +36,7 @@
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/sqllex.h"
 
@@ -1276,7 +1277,7 @@ static void conn_read(struct pgconn *c)
                     *p = (char)tolower((unsigned char)*p);
                 for (char *p = lower_name; *p; p++)
                     *p = (char)tolower((unsigned char)*p);
-                size_t to = config_route_table(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
+                size_t to = route_table_bind(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
                                                lower_name);
                 struct codec_row line;
                 codec_row_begin(&line, &c->out);

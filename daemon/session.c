@@ -28,7 +28,7 @@
 #include "daemon/auth.h"
 #include "daemon/authq.h"
 #include "daemon/log.h"
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/tls.h"
 

@@ -2,7 +2,7 @@
  * The SQL analysis behind routing: which tables a statement references and what
  * kind of statement it is. It is pure (no I/O, no config, no globals) so
  * the daemon, the fuzzers and the unit tests share it. Mapping tables to
- * binds is config_route_table() in conf/config.h; the daemon combines both.
+ * binds is route_table_bind() in route.h, which combines both.
  */
 #ifndef SQLMUX_DAEMON_SQLPARSE_H
 #define SQLMUX_DAEMON_SQLPARSE_H

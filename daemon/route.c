@@ -1,12 +1,17 @@
 /*
- * Routing decisions and their cache.
+ * Routing (route.h): the table map's lookup, the decision for a statement
+ * and the cache of decisions.
+ *
+ * The table map is looked up without allocating: exact rules first, then
+ * patterns in file order, over the name in two pieces (struct
+ * route_subject).
  *
  * The cache is direct-mapped: a power-of-two array of slots indexed by a
  * hash of the statement text, each slot holding one decision; a collision
  * replaces the older one. That bounds memory by `route_cache` entries,
  * costs one hash and one memcmp per hit, and needs no LRU bookkeeping.
  */
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +20,100 @@
 
 #include "daemon/hash.h"
 #include "proto/buf.h"
+
+/* ---- The table map ---------------------------------------------------- */
+
+/* The name being looked up: "schema.name", or "name" when schema is NULL,
+ * kept in two pieces so that lookups never allocate. */
+struct route_subject {
+    const char *schema;
+    size_t schema_len;
+    const char *name;
+    size_t len; /* total */
+};
+
+static char route_subject_at(const struct route_subject *s, size_t i)
+{
+    if (s->schema == NULL)
+        return s->name[i];
+    if (i < s->schema_len)
+        return s->schema[i];
+    if (i == s->schema_len)
+        return '.';
+    return s->name[i - s->schema_len - 1];
+}
+
+static bool route_exact(const char *pattern, const struct route_subject *s)
+{
+    size_t i = 0;
+    for (; pattern[i] != '\0'; i++)
+        if (i >= s->len || pattern[i] != route_subject_at(s, i))
+            return false;
+    return i == s->len;
+}
+
+/* Glob match where '*' matches any run of characters except '.', so
+ * "audit_*" never matches a schema-qualified name. Linear backtracking to
+ * the last '*' keeps it O(pattern * name). */
+static bool route_glob(const char *pattern, const struct route_subject *s)
+{
+    size_t p = 0, i = 0;
+    size_t star_p = SIZE_MAX, star_i = 0;
+    while (i < s->len) {
+        char c = route_subject_at(s, i);
+        if (pattern[p] == '*') {
+            star_p = p++;
+            star_i = i;
+        } else if (pattern[p] != '\0' && pattern[p] == c) {
+            p++;
+            i++;
+        } else if (star_p != SIZE_MAX && route_subject_at(s, star_i) != '.') {
+            p = star_p + 1;
+            i = ++star_i;
+        } else {
+            return false;
+        }
+    }
+    while (pattern[p] == '*')
+        p++;
+    return pattern[p] == '\0';
+}
+
+/* Exact rules first, then patterns in file order. */
+static bool route_lookup(const struct config *cfg, const struct route_subject *s, size_t *bind)
+{
+    for (size_t i = 0; i < cfg->nrules; i++) {
+        if (!cfg->rules[i].is_pattern && route_exact(cfg->rules[i].pattern, s)) {
+            *bind = cfg->rules[i].bind;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < cfg->nrules; i++) {
+        if (cfg->rules[i].is_pattern && route_glob(cfg->rules[i].pattern, s)) {
+            *bind = cfg->rules[i].bind;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t route_table_bind(const struct config *cfg, const char *schema, const char *name)
+{
+    size_t bind = 0;
+    size_t len = strlen(name);
+    if (schema != NULL && schema[0] != '\0') {
+        size_t slen = strlen(schema);
+        struct route_subject q = {schema, slen, name, slen + 1 + len};
+        if (route_lookup(cfg, &q, &bind))
+            return bind;
+    }
+    struct route_subject bare = {NULL, 0, name, len};
+    if (route_lookup(cfg, &bare, &bind))
+        return bind;
+    return 0;
+}
+
+/* ---- Decisions and their cache ----------------------------------------- */
 
 struct slot {
     uint64_t hash;
@@ -176,7 +275,7 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
     for (size_t i = 0; i < ri->ntables; i++) {
         if (route_is_system_table(&ri->tables[i]))
             continue;
-        binds[i] = config_route_table(cfg, ri->tables[i].schema, ri->tables[i].name);
+        binds[i] = route_table_bind(cfg, ri->tables[i].schema, ri->tables[i].name);
         if (first == ROUTE_NO_TABLE)
             first = (int)binds[i];
         else if (binds[i] != (size_t)first)

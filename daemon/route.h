@@ -1,17 +1,27 @@
 /*
- * Routing decisions: from a statement's text to the bind it runs on (or the
- * error it gets), combining sqlparse_analyze() with the config's table map,
- * and a bounded cache of those decisions keyed by the statement text, so a
- * repeated statement is not tokenized again.
+ * Routing, in one place: the table map's lookup (which bind a table lives
+ * in, from the config's [tables] rules), the decision for a statement (the
+ * binds it touches, or the error it gets), combining sqlparse_analyze()
+ * with that lookup, and a bounded cache of those decisions keyed by the
+ * statement text, so a repeated statement is not analysed again.
  */
-#ifndef SQLMUX_DAEMON_ROUTECACHE_H
-#define SQLMUX_DAEMON_ROUTECACHE_H
+#ifndef SQLMUX_DAEMON_ROUTE_H
+#define SQLMUX_DAEMON_ROUTE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "conf/config.h"
 #include "daemon/sqlparse.h"
+
+/*
+ * The bind for a table. schema and name are already unquoted and lowercased
+ * (schema "" when unqualified). A qualified name is looked up as
+ * "schema.name" first (exact, then patterns), then as the bare name. An
+ * exact rule wins over any pattern; among patterns the first in the file
+ * wins. Unmapped tables go to bind 0, "default".
+ */
+size_t route_table_bind(const struct config *cfg, const char *schema, const char *name);
 
 #define ROUTE_NO_TABLE (-1)
 
