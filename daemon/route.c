@@ -151,6 +151,7 @@ struct routecache *routecache_new(size_t entries)
 void route_clear(struct route *r)
 {
     free(r->err_msg);
+    free(r->binds);
     memset(r, 0, sizeof *r);
 }
 
@@ -237,6 +238,18 @@ static bool route_denied(const struct route_info *ri, struct route *out)
     return true;
 }
 
+/* Adds bind index b to out->binds (room for it is there) unless it is
+ * there already. */
+static void route_add_bind(struct route *out, size_t b)
+{
+    for (size_t i = 0; i < out->nbinds; i++)
+        if (out->binds[i].index == b)
+            return;
+    out->binds[out->nbinds].index = b;
+    out->binds[out->nbinds].writes = out->kind != STMT_SELECT;
+    out->nbinds++;
+}
+
 void route_compute(const struct config *cfg, const char *sql, size_t len, struct route *out,
                    struct route_info *ri)
 {
@@ -271,11 +284,18 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
         out->err_code = "NOMEM";
         return;
     }
+    out->binds = malloc(ri->ntables * sizeof *out->binds);
+    if (out->binds == NULL) {
+        free(binds);
+        out->err_code = "NOMEM";
+        return;
+    }
     /* System tables exist in every bind: they follow the others. */
     for (size_t i = 0; i < ri->ntables; i++) {
         if (route_is_system_table(&ri->tables[i]))
             continue;
         binds[i] = route_table_bind(cfg, ri->tables[i].schema, ri->tables[i].name);
+        route_add_bind(out, binds[i]);
         if (first == ROUTE_NO_TABLE)
             first = (int)binds[i];
         else if (binds[i] != (size_t)first)

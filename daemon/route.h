@@ -25,13 +25,30 @@ size_t route_table_bind(const struct config *cfg, const char *schema, const char
 
 #define ROUTE_NO_TABLE (-1)
 
+/* One bind a statement touches. */
+struct route_bind {
+    size_t index;           /* into config.binds */
+    bool writes;            /* the statement may change data there: true for
+                               every bind of a statement that is not a
+                               SELECT (the analysis does not yet tell an
+                               INSERT's target from the tables it reads) */
+};
+
+/* The decision for one statement. binds[] is the set of binds its tables
+ * live in, in order of first use (system tables, which every bind has,
+ * add none). A statement over more than one bind carries err_code
+ * CROSSBIND as well, so the session refuses it as it always has; the set
+ * is there for the work that runs such statements. */
 struct route {
     const char *err_code;   /* NULL when the statement can run; else "SYNTAX",
                                "MULTI", "CROSSBIND", "DENIED", "NOMEM" */
     char *err_msg;          /* with err_code: the message (owned by the route) */
     enum stmt_kind kind;
     unsigned flags;
-    int bind;               /* bind index, or ROUTE_NO_TABLE */
+    size_t nbinds;          /* 0: the statement names no table of a bind */
+    struct route_bind *binds; /* [nbinds], owned by the route */
+    int bind;               /* binds[0].index when nbinds == 1, else
+                               ROUTE_NO_TABLE */
 };
 
 struct routecache;
