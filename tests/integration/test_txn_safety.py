@@ -259,9 +259,16 @@ def test_idle_transaction_timeout_sqlite():
 def test_timeout_keys_bounds():
     """The new keys: bounds checked with file:line, defaults shown by
     --check-config."""
+    import harness
     from harness import run_once, standard_files
     base = make_config()
     rc, out, err, _, _ = run_once(base, files=standard_files(), check=True)
+    eq(rc, 0, "--check-config: " + err)
+    if "query_wait_timeout" in out:
+        raise TestFailure("--check-config shows the PostgreSQL-only query_wait_timeout for SQLite binds:\n" + out)
+    # A PostgreSQL bind (--check-config does not connect to it) shows it.
+    pg_binds = harness.DEFAULT_BINDS + [("reports", "postgresql://sqlmux@127.0.0.1:1/app")]
+    rc, out, err, _, _ = run_once(make_config(binds=pg_binds), files=standard_files(), check=True)
     eq(rc, 0, "--check-config: " + err)
     for want in ("server idle_transaction_timeout = 0", "query_wait_timeout = 30000"):
         if want not in out:
