@@ -4,6 +4,8 @@
  *
  * This is a small state machine over the tokens of sqllex.c (SQLite's
  * lexical rules and PostgreSQL's common additions), not a full SQL parser.
+ * The heads of DDL and other statements are read by sqlparse_heads.c;
+ * sqlparse_int.h holds the parser state both files share.
  * It keeps one frame per open parenthesis and recognizes the places where a table name can stand: FROM and JOIN lists,
  * INTO, the UPDATE target, REFERENCES, "x IN table", the heads of DDL
  * statements, PRAGMA arguments. A statement SQLite would reject may still be
@@ -37,8 +39,7 @@
  * not nest (SQLite), and "?" is always a parameter, so PostgreSQL's jsonb
  * "?" operator counts as one (sqllex.c says more).
  */
-#include "daemon/sqlparse.h"
-#include "daemon/sqllex.h"
+#include "daemon/sqlparse_int.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -47,57 +48,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-    MAX_DEPTH = 1000,     /* nested parentheses */
-    MAX_PARAM = 65535,    /* highest parameter number (PostgreSQL's limit) */
-    MAX_NAMES = 16384,    /* distinct tables + CTE names + named parameters */
-    LOOKAHEAD = 4,        /* tokens the state machine may peek at */
-    LINEAR_NAMES = 8,     /* name lookups scan linearly up to this many */
-};
-
 /* ------------------------------------------------------------------ */
 /* Keywords                                                           */
 /* ------------------------------------------------------------------ */
 
-/* Keyword properties. KF_RESERVED: never a bare table name or alias.
- * KF_NOALIAS: may name a table but cannot be an alias, because it can
- * follow a table reference. KF_FUNC: "kw(" is a function call. */
-enum { KF_RESERVED = 1, KF_NOALIAS = 2, KF_FUNC = 4 };
-
-/* Only the words the analysis reacts to, in ASCII order (binary search). */
+/* The keyword table: KEYWORDS(X) is in sqlparse_int.h. */
 #define R KF_RESERVED
 #define A KF_NOALIAS
 #define F KF_FUNC
-#define KEYWORDS(X)                                                          \
-    X(ABORT, 0) X(AFTER, 0) X(ALL, R) X(ALTER, R) X(ANALYZE, 0) X(AND, R)    \
-    X(ANY, R) X(AS, R) X(ATTACH, 0) X(BEFORE, 0) X(BEGIN, A)                 \
-    X(BETWEEN, R) X(BY, A) X(CASE, R) X(CAST, A | F) X(COLLATE, R)           \
-    X(COMMIT, 0) X(CONCURRENTLY, 0) X(CONSTRAINT, R) X(COPY, 0)              \
-    X(CREATE, R) X(CROSS, R) X(DEFAULT, R) X(DELETE, R) X(DETACH, 0)         \
-    X(DISTINCT, R) X(DO, A) X(DROP, R) X(ELSE, R) X(END, A) X(ESCAPE, R)     \
-    X(EXCEPT, R) X(EXISTS, R) X(EXPLAIN, 0) X(FETCH, A) X(FOR, A)            \
-    X(FOREIGN, R) X(FROM, R) X(FULL, R) X(FUNCTION, 0) X(GLOB, A)            \
-    X(GLOBAL, 0) X(GRANT, 0) X(GROUP, R) X(HAVING, R) X(IF, 0) X(IN, R)      \
-    X(INDEX, R) X(INDEXED, R) X(INNER, R) X(INSERT, R) X(INTERSECT, R)       \
-    X(INTO, R) X(IS, R) X(ISNULL, R) X(JOIN, R) X(LATERAL, A)                \
-    X(LEFT, R | F) X(LIKE, A | F) X(LIMIT, R) X(LOCAL, 0) X(LOCK, 0)         \
-    X(MATCH, A) X(MATERIALIZED, 0) X(MOVE, 0) X(NATURAL, R) X(NOT, R)        \
-    X(NOTNULL, R) X(NULL, R) X(OF, 0) X(OFFSET, A) X(ON, R) X(ONLY, 0)       \
-    X(OR, R) X(ORDER, R) X(ORDINALITY, R) X(OUTER, R) X(PLAN, 0)             \
-    X(PRAGMA, 0) X(PRIMARY, R) X(PROCEDURE, 0) X(QUERY, 0) X(RECURSIVE, 0)   \
-    X(REFERENCES, R) X(REGEXP, A) X(REINDEX, 0) X(RELEASE, 0)                \
-    X(REPLACE, F) X(RETURNING, R) X(REVOKE, 0) X(RIGHT, R | F)               \
-    X(ROLLBACK, 0) X(SAVEPOINT, 0) X(SELECT, R) X(SET, R) X(SOME, R)         \
-    X(START, 0) X(TABLE, R) X(TABLESAMPLE, A) X(TEMP, 0) X(TEMPORARY, 0)     \
-    X(THEN, R) X(TO, R) X(TRANSACTION, 0) X(TRIGGER, 0) X(TRUNCATE, 0)       \
-    X(UNION, R) X(UNIQUE, R) X(UNLOGGED, 0) X(UPDATE, R) X(USING, R)         \
-    X(VACUUM, 0) X(VALUES, R) X(VERBOSE, 0) X(VIEW, 0) X(VIRTUAL, 0)         \
-    X(WHEN, R) X(WHERE, R) X(WINDOW, A) X(WITH, A) X(WITHOUT, A) X(WORK, 0)
-
-#define KW_ENUM(name, flags) KW_##name,
 #define KW_ENTRY(name, flags) {#name, sizeof(#name) - 1, flags},
-
-enum keyword { KW_NONE, KEYWORDS(KW_ENUM) KW_COUNT };
 
 enum { KW_MAXLEN = 12 };
 
@@ -110,7 +69,6 @@ static const struct {
 #undef R
 #undef A
 #undef F
-#undef KW_ENUM
 #undef KW_ENTRY
 
 /* Returns the KW_* of the word s[0..len), or KW_NONE. */
@@ -139,91 +97,6 @@ static enum keyword keyword_lookup(const unsigned char *s, size_t len)
     }
     return KW_NONE;
 }
-
-/* ------------------------------------------------------------------ */
-/* Parser state                                                       */
-/* ------------------------------------------------------------------ */
-
-
-/* A token is sql[pos..pos+len). Quoted tokens include their quotes. */
-struct token {
-    enum sqltok_type type;
-    enum keyword kw;
-    size_t pos, len;
-};
-
-/* What the state machine expects next in one parenthesis frame. */
-enum state {
-    S_NONE,            /* expressions and clauses of no interest */
-    S_STMT_START,      /* a statement may begin here (UPDATE has a target) */
-    S_TABLE,           /* FROM/JOIN/',': a table, subquery or function */
-    S_AFTER_TABLE,     /* after a table: alias, INDEXED BY, USING, ... */
-    S_ALIAS,           /* after AS of a table */
-    S_TARGET,          /* INTO, UPDATE, REFERENCES: one table */
-    S_IN_TABLE,        /* "x IN name" (SQLite) */
-    S_CTE_NAME,        /* WITH [RECURSIVE] or ',' between CTEs */
-    S_CTE_AFTER_NAME,  /* name [(cols)], expecting AS */
-    S_CTE_AS,          /* AS [NOT] [MATERIALIZED], expecting '(' */
-    S_CTE_AFTER_BODY,  /* ',' for another CTE, or the main statement */
-};
-
-/* Frame facts. F_FUNC: the '(' of a function call, where FROM is part of
- * an argument (substring(x FROM 2)) unless a SELECT made it a query.
- * F_POSITION: the '(' of position(a IN b), where IN is no "IN table".
- * F_QUERY: SELECT/DML seen directly in this frame. F_FROM: inside a FROM
- * list, where ',' introduces another table. F_BODY: inside the BEGIN..END
- * body of CREATE TRIGGER (outermost frame only). */
-enum { F_FUNC = 1, F_QUERY = 2, F_FROM = 4, F_BODY = 8, F_POSITION = 16 };
-
-struct frame {
-    unsigned char state;    /* enum state */
-    unsigned char flags;    /* F_* */
-    unsigned case_depth;    /* open CASE ... END in this frame */
-};
-
-enum name_kind { NAME_TABLE, NAME_CTE, NAME_PARAM };
-
-/* One distinct name: buf[off..] holds "schema\0name\0" (schema may be ""). */
-struct name_entry {
-    size_t off, schema_len, name_len;
-    uint32_t hash;
-    unsigned char kind;     /* enum name_kind */
-};
-
-/* The distinct names seen so far. Storage starts inline and moves to the
- * heap when it outgrows it; slots, the open-addressing hash index over ent
- * (entry index + 1, 0 = empty), exists only once n > LINEAR_NAMES. */
-struct names {
-    char *buf;
-    size_t len, cap;
-    struct name_entry *ent;
-    size_t n, ent_cap;
-    uint32_t *slots;
-    size_t nslots;
-    uint32_t seed;
-    char inline_buf[512];
-    struct name_entry inline_ent[16];
-};
-
-struct parser {
-    const char *sql;
-    size_t len;
-    size_t pos;                         /* lexer position */
-    struct token la[LOOKAHEAD];         /* lexed but not consumed */
-    unsigned la_head, la_n;
-    struct token cur, prev;             /* last two consumed tokens */
-    struct route_info *out;
-    int err;                            /* first ROUTER_E*, 0 while fine */
-    enum stmt_kind kind;
-    unsigned flags;                     /* ROUTE_* */
-    bool kind_pending;                  /* top WITH: kind from main stmt */
-    bool body_pending;                  /* CREATE TRIGGER: BEGIN opens body */
-    bool suppress;                      /* record no tables (FETCH, ...) */
-    size_t nvar;                        /* highest parameter index */
-    size_t depth;                       /* frames[depth] is current */
-    struct frame frames[MAX_DEPTH + 1];
-    struct names names;
-};
 
 /* Records the first error; later ones are consequences and are dropped. */
 __attribute__((format(printf, 3, 4)))
@@ -500,7 +373,7 @@ static struct token lex(struct parser *p)
 }
 
 /* Returns the k-th token not yet consumed (k < LOOKAHEAD). */
-static struct token peek(struct parser *p, unsigned k)
+struct token sp_peek(struct parser *p, unsigned k)
 {
     while (p->la_n <= k) {
         p->la[(p->la_head + p->la_n) % LOOKAHEAD] = lex(p);
@@ -510,7 +383,7 @@ static struct token peek(struct parser *p, unsigned k)
 }
 
 /* Consumes and returns the next token; it becomes p->cur. */
-static struct token next(struct parser *p)
+struct token sp_next(struct parser *p)
 {
     struct token t;
     if (p->la_n > 0) {
@@ -529,7 +402,7 @@ static struct token next(struct parser *p)
 /* Token classes                                                      */
 /* ------------------------------------------------------------------ */
 
-static bool tok_is(const struct token *t, enum keyword kw)
+bool sp_tok_is(const struct token *t, enum keyword kw)
 {
     return t->type == SQLTOK_WORD && t->kw == kw;
 }
@@ -540,7 +413,7 @@ static bool is_plain_string(const struct parser *p, const struct token *t)
 }
 
 /* Can t stand for a table name? SQLite also accepts 'string' names. */
-static bool is_name(const struct parser *p, const struct token *t)
+bool sp_is_name(const struct parser *p, const struct token *t)
 {
     return t->type == SQLTOK_QUOTED || is_plain_string(p, t) ||
            (t->type == SQLTOK_WORD && !(keywords[t->kw].flags & KF_RESERVED));
@@ -549,7 +422,7 @@ static bool is_name(const struct parser *p, const struct token *t)
 /* Can t be the alias after a table reference? */
 static bool is_alias(const struct parser *p, const struct token *t)
 {
-    return is_name(p, t) &&
+    return sp_is_name(p, t) &&
            !(t->type == SQLTOK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
 }
 
@@ -561,7 +434,7 @@ static bool is_call(const struct token *t)
 }
 
 /* Is the (unquoted, case-folded) text of t equal to lit (lowercase)? */
-static bool tok_text_is(const struct parser *p, const struct token *t, const char *lit)
+bool sp_tok_text_is(const struct parser *p, const struct token *t, const char *lit)
 {
     size_t n = strlen(lit), start = t->pos, len = t->len;
     if (t->type == SQLTOK_QUOTED || is_plain_string(p, t)) {
@@ -582,94 +455,88 @@ static bool tok_text_is(const struct parser *p, const struct token *t, const cha
 /* Names                                                              */
 /* ------------------------------------------------------------------ */
 
-/* A possibly qualified name; of db.schema.table the last two parts. */
-struct qname {
-    struct token schema, name;
-    bool qualified;
-};
-
 /* Completes the name whose first part, first, was just consumed. */
-static struct qname take_qname(struct parser *p, struct token first)
+struct qname sp_take_qname(struct parser *p, struct token first)
 {
     struct qname qn = {.schema = first, .name = first, .qualified = false};
     for (;;) {
-        struct token dot = peek(p, 0), part = peek(p, 1);
+        struct token dot = sp_peek(p, 0), part = sp_peek(p, 1);
         if (dot.type != SQLTOK_DOT ||
             !(part.type == SQLTOK_WORD || part.type == SQLTOK_QUOTED || is_plain_string(p, &part)))
             return qn;
-        next(p);
-        next(p);
+        sp_next(p);
+        sp_next(p);
         qn.schema = qn.name;
         qn.name = part;
         qn.qualified = true;
     }
 }
 
-static void record(struct parser *p, const struct qname *qn)
+void sp_record(struct parser *p, const struct qname *qn)
 {
     if (!p->suppress)
         names_add(p, NAME_TABLE, qn->qualified ? &qn->schema : NULL, &qn->name);
 }
 
-static bool in_temp_schema(const struct parser *p, const struct qname *qn)
+bool sp_in_temp_schema(const struct parser *p, const struct qname *qn)
 {
-    return qn->qualified && tok_text_is(p, &qn->schema, "temp");
+    return qn->qualified && sp_tok_text_is(p, &qn->schema, "temp");
 }
 
 /* Consumes "[ONLY] name" if present and returns whether it did. */
-static bool take_table(struct parser *p, struct qname *qn)
+bool sp_take_table(struct parser *p, struct qname *qn)
 {
-    struct token t = peek(p, 0);
-    if (tok_is(&t, KW_ONLY)) {
-        struct token after = peek(p, 1);
-        if (is_name(p, &after)) {
-            next(p);
+    struct token t = sp_peek(p, 0);
+    if (sp_tok_is(&t, KW_ONLY)) {
+        struct token after = sp_peek(p, 1);
+        if (sp_is_name(p, &after)) {
+            sp_next(p);
             t = after;
         }
     }
-    if (!is_name(p, &t))
+    if (!sp_is_name(p, &t))
         return false;
-    next(p);
-    *qn = take_qname(p, t);
+    sp_next(p);
+    *qn = sp_take_qname(p, t);
     return true;
 }
 
 /* Consumes and records "[ONLY] name [, [ONLY] name ...]". */
-static void take_table_list(struct parser *p)
+void sp_take_table_list(struct parser *p)
 {
     struct qname qn;
-    while (take_table(p, &qn)) {
-        record(p, &qn);
-        struct token t = peek(p, 0);
+    while (sp_take_table(p, &qn)) {
+        sp_record(p, &qn);
+        struct token t = sp_peek(p, 0);
         if (t.type != SQLTOK_COMMA)
             return;
-        next(p);
+        sp_next(p);
     }
 }
 
 /* Consumes IF [NOT] EXISTS. */
-static void skip_if_exists(struct parser *p)
+void sp_skip_if_exists(struct parser *p)
 {
-    struct token a = peek(p, 0), b = peek(p, 1), c = peek(p, 2);
-    if (!tok_is(&a, KW_IF))
+    struct token a = sp_peek(p, 0), b = sp_peek(p, 1), c = sp_peek(p, 2);
+    if (!sp_tok_is(&a, KW_IF))
         return;
-    if (tok_is(&b, KW_EXISTS)) {
-        next(p);
-        next(p);
-    } else if (tok_is(&b, KW_NOT) && tok_is(&c, KW_EXISTS)) {
-        next(p);
-        next(p);
-        next(p);
+    if (sp_tok_is(&b, KW_EXISTS)) {
+        sp_next(p);
+        sp_next(p);
+    } else if (sp_tok_is(&b, KW_NOT) && sp_tok_is(&c, KW_EXISTS)) {
+        sp_next(p);
+        sp_next(p);
+        sp_next(p);
     }
 }
 
 /* Consumes a balanced parenthesized group starting at the next token, which
  * is '(' (PostgreSQL option lists). */
-static void skip_group(struct parser *p)
+void sp_skip_group(struct parser *p)
 {
     size_t open = 0;
     do {
-        struct token t = next(p);
+        struct token t = sp_next(p);
         if (t.type == SQLTOK_LPAREN) {
             open++;
         } else if (t.type == SQLTOK_RPAREN) {
@@ -682,440 +549,16 @@ static void skip_group(struct parser *p)
 }
 
 /* ------------------------------------------------------------------ */
-/* Statement heads                                                    */
-/* ------------------------------------------------------------------ */
-
-/* "ON [ONLY] table" of CREATE INDEX/TRIGGER, ON already consumed. A
- * qualified owner (index/trigger name) qualifies an unqualified table:
- * SQLite keeps both in one schema, except that a temp trigger may watch
- * a table in any schema. */
-static void take_on_table(struct parser *p, const struct qname *owner, bool inherit)
-{
-    struct qname qn;
-    if (!take_table(p, &qn))
-        return;
-    if (!qn.qualified && owner->qualified && inherit) {
-        qn.schema = owner->schema;
-        qn.qualified = true;
-    }
-    record(p, &qn);
-}
-
-/* CREATE ..., CREATE consumed. */
-static void head_create(struct parser *p)
-{
-    bool temp = false;
-    for (;;) {
-        struct token t = peek(p, 0), after = peek(p, 1);
-        if (tok_is(&t, KW_OR) && tok_is(&after, KW_REPLACE)) {
-            next(p);
-            next(p);
-            continue;
-        }
-        if (tok_is(&t, KW_TEMP) || tok_is(&t, KW_TEMPORARY)) {
-            temp = true;
-        } else if (!(tok_is(&t, KW_UNIQUE) || tok_is(&t, KW_VIRTUAL) ||
-                     tok_is(&t, KW_MATERIALIZED) || tok_is(&t, KW_GLOBAL) ||
-                     tok_is(&t, KW_LOCAL) || tok_is(&t, KW_UNLOGGED) ||
-                     tok_is(&t, KW_CONSTRAINT))) {
-            break;
-        }
-        next(p);
-    }
-    struct token obj = peek(p, 0);
-    if (obj.type != SQLTOK_WORD)
-        return;
-    struct qname qn = {.qualified = false};
-    switch (obj.kw) {
-    case KW_TABLE:
-    case KW_VIEW:
-        next(p);
-        skip_if_exists(p);
-        if (!take_table(p, &qn))
-            break;
-        if (temp || in_temp_schema(p, &qn))
-            p->flags |= ROUTE_TEMP;
-        record(p, &qn);
-        break;
-    case KW_INDEX: {
-        next(p);
-        struct token t = peek(p, 0);
-        if (tok_is(&t, KW_CONCURRENTLY))
-            next(p);
-        skip_if_exists(p);
-        t = peek(p, 0);
-        if (is_name(p, &t)) {    /* PostgreSQL may omit the index name */
-            next(p);
-            qn = take_qname(p, t);
-        }
-        if (temp || in_temp_schema(p, &qn))
-            p->flags |= ROUTE_TEMP;
-        t = peek(p, 0);
-        if (tok_is(&t, KW_ON)) {
-            next(p);
-            take_on_table(p, &qn, true);
-        }
-        break;
-    }
-    case KW_TRIGGER: {
-        next(p);
-        skip_if_exists(p);
-        struct token t = peek(p, 0);
-        if (is_name(p, &t)) {
-            next(p);
-            qn = take_qname(p, t);
-        }
-        bool in_temp = temp || in_temp_schema(p, &qn);
-        if (in_temp)
-            p->flags |= ROUTE_TEMP;
-        /* BEFORE|AFTER|INSTEAD OF, INSERT|DELETE|UPDATE [OF cols], ON */
-        for (;;) {
-            t = peek(p, 0);
-            if (t.type == SQLTOK_EOF || t.type == SQLTOK_LPAREN || t.type == SQLTOK_RPAREN ||
-                t.type == SQLTOK_SEMI)
-                break;
-            next(p);
-            if (tok_is(&t, KW_ON)) {
-                take_on_table(p, &qn, !in_temp);
-                break;
-            }
-        }
-        p->body_pending = true;
-        break;
-    }
-    case KW_FUNCTION:
-    case KW_PROCEDURE:
-        next(p);
-        p->body_pending = true;    /* PostgreSQL BEGIN ATOMIC ... END */
-        break;
-    default:
-        break;
-    }
-}
-
-/* "[MATERIALIZED] TABLE|VIEW [IF EXISTS]" after DROP or ALTER: consumes it
- * and returns true, or consumes nothing and returns false when the object
- * is not a table or view. */
-static bool take_table_kind(struct parser *p)
-{
-    struct token t = peek(p, 0);
-    if (tok_is(&t, KW_MATERIALIZED)) {
-        next(p);
-        t = peek(p, 0);
-    }
-    if (!tok_is(&t, KW_TABLE) && !tok_is(&t, KW_VIEW))
-        return false;
-    next(p);
-    skip_if_exists(p);
-    return true;
-}
-
-/* DROP ..., DROP consumed: only tables and views are tables. */
-static void head_drop(struct parser *p)
-{
-    if (take_table_kind(p))
-        take_table_list(p);
-}
-
-/* ALTER TABLE|VIEW [IF EXISTS] [ONLY] name ..., ALTER consumed. The rest
- * (ADD COLUMN ... REFERENCES p) is left to the state machine. The new name
- * of RENAME TO is recorded too, in the old name's schema, flagged
- * ROUTE_RENAME: the table must stay where the map routes that name. */
-static void head_alter(struct parser *p)
-{
-    struct qname qn;
-    if (!take_table_kind(p) || !take_table(p, &qn))
-        return;
-    record(p, &qn);
-    struct token t = peek(p, 0);
-    struct token to = peek(p, 1), name = peek(p, 2);
-    if (tok_text_is(p, &t, "rename") && tok_is(&to, KW_TO) && is_name(p, &name)) {
-        next(p);
-        next(p);
-        next(p);
-        qn.name = name;
-        record(p, &qn);
-        p->flags |= ROUTE_RENAME;
-    }
-}
-
-/* PRAGMA [schema.]name[(arg) | = arg], PRAGMA consumed. The pragmas that
- * take a table name reference that table, in the pragma's schema. */
-static void head_pragma(struct parser *p)
-{
-    static const char *const table_pragmas[] = {
-        "table_info", "table_xinfo", "table_list", "index_list",
-        "foreign_key_list", "foreign_key_check",
-    };
-    struct token t = peek(p, 0);
-    if (t.type != SQLTOK_WORD && t.type != SQLTOK_QUOTED)
-        return;
-    next(p);
-    struct qname pragma = take_qname(p, t);
-    bool takes_table = false;
-    for (size_t i = 0; i < sizeof table_pragmas / sizeof table_pragmas[0]; i++)
-        if (tok_text_is(p, &pragma.name, table_pragmas[i]))
-            takes_table = true;
-    if (!takes_table)
-        return;
-    struct token a = peek(p, 0), b = peek(p, 1), c = peek(p, 2);
-    struct qname qn = {.schema = pragma.schema, .name = b, .qualified = pragma.qualified};
-    if (a.type == SQLTOK_LPAREN && is_name(p, &b) && c.type == SQLTOK_RPAREN) {
-        next(p);
-        next(p);
-        next(p);
-        record(p, &qn);
-    } else if (a.type == SQLTOK_OP && a.len == 1 && p->sql[a.pos] == '=' && is_name(p, &b)) {
-        next(p);
-        next(p);
-        record(p, &qn);
-    }
-}
-
-/* Does t begin a statement that EXPLAIN can wrap (PostgreSQL's
- * EXPLAIN ANALYZE SELECT vs SQLite's EXPLAIN ANALYZE t)? */
-static bool begins_statement(const struct token *t)
-{
-    static const enum keyword kws[] = {
-        KW_SELECT, KW_VALUES, KW_WITH, KW_INSERT, KW_REPLACE, KW_UPDATE,
-        KW_DELETE, KW_CREATE, KW_ANALYZE, KW_VERBOSE,
-    };
-    for (size_t i = 0; i < sizeof kws / sizeof kws[0]; i++)
-        if (tok_is(t, kws[i]))
-            return true;
-    return false;
-}
-
-static void head(struct parser *p, bool inner);
-
-/* EXPLAIN [QUERY PLAN | ANALYZE | VERBOSE | (options)] stmt, EXPLAIN
- * consumed: the tables are the inner statement's. */
-static void head_explain(struct parser *p)
-{
-    struct token t = peek(p, 0), after = peek(p, 1);
-    if (tok_is(&t, KW_QUERY) && tok_is(&after, KW_PLAN)) {
-        next(p);
-        next(p);
-    } else {
-        for (;;) {
-            t = peek(p, 0);
-            after = peek(p, 1);
-            if (t.type == SQLTOK_LPAREN) {
-                skip_group(p);
-                if (p->err)
-                    return;
-            } else if ((tok_is(&t, KW_ANALYZE) || tok_is(&t, KW_VERBOSE)) &&
-                       begins_statement(&after)) {
-                next(p);
-            } else {
-                break;
-            }
-        }
-    }
-    head(p, true);
-}
-
-/* REINDEX: SQLite [name]; PostgreSQL [(opts)] TABLE|INDEX|... name. */
-static void head_reindex(struct parser *p)
-{
-    struct token t = peek(p, 0);
-    if (t.type == SQLTOK_LPAREN) {
-        skip_group(p);
-        t = peek(p, 0);
-    }
-    if (tok_is(&t, KW_TABLE)) {
-        next(p);
-        t = peek(p, 0);
-        if (tok_is(&t, KW_CONCURRENTLY))
-            next(p);
-    } else if (tok_is(&t, KW_INDEX) || tok_text_is(p, &t, "schema") ||
-               tok_text_is(p, &t, "database") || tok_text_is(p, &t, "system")) {
-        return;
-    }
-    struct qname qn;
-    if (take_table(p, &qn))
-        record(p, &qn);
-}
-
-static enum stmt_kind kind_of(enum keyword kw)
-{
-    switch (kw) {
-    case KW_SELECT:
-    case KW_VALUES: return STMT_SELECT;
-    case KW_INSERT:
-    case KW_REPLACE: return STMT_INSERT;
-    case KW_UPDATE: return STMT_UPDATE;
-    case KW_DELETE: return STMT_DELETE;
-    default: return STMT_OTHER;
-    }
-}
-
-/*
- * Determines the statement kind from its leading keywords and consumes the
- * heads of statements whose table names are positional (DDL, PRAGMA, ...).
- * SELECT/INSERT/UPDATE/DELETE/WITH are left to the state machine, which
- * starts in S_STMT_START. inner is set for the statement EXPLAIN wraps: its
- * kind does not replace STMT_EXPLAIN.
- */
-static void head(struct parser *p, bool inner)
-{
-    struct token t = peek(p, 0), after;
-    enum keyword kw = t.type == SQLTOK_WORD ? t.kw : KW_NONE;
-    enum stmt_kind kind = kind_of(kw);
-    bool consumed = true;    /* the generic pass starts in S_NONE */
-    switch (kw) {
-    case KW_SELECT:
-    case KW_VALUES:
-    case KW_INSERT:
-    case KW_REPLACE:
-    case KW_UPDATE:
-    case KW_DELETE:
-        consumed = false;
-        break;
-    case KW_WITH:
-        p->kind_pending = !inner;
-        consumed = false;
-        break;
-    case KW_CREATE:
-    case KW_DROP:
-    case KW_ALTER:
-        next(p);
-        kind = STMT_DDL;
-        if (kw == KW_CREATE)
-            head_create(p);
-        else if (kw == KW_DROP)
-            head_drop(p);
-        else
-            head_alter(p);
-        break;
-    case KW_BEGIN:
-        next(p);
-        kind = STMT_BEGIN;
-        after = peek(p, 0);
-        if (tok_text_is(p, &after, "immediate") || tok_text_is(p, &after, "exclusive"))
-            p->flags |= ROUTE_BEGIN_WRITE;
-        break;
-    case KW_START:
-        next(p);
-        after = peek(p, 0);
-        if (tok_is(&after, KW_TRANSACTION))
-            kind = STMT_BEGIN;
-        break;
-    case KW_COMMIT:
-    case KW_END:
-        next(p);
-        kind = STMT_COMMIT;
-        break;
-    case KW_ROLLBACK:
-    case KW_ABORT:
-        next(p);
-        after = peek(p, 0);
-        if (tok_is(&after, KW_TRANSACTION) || tok_is(&after, KW_WORK)) {
-            next(p);
-            after = peek(p, 0);
-        }
-        kind = tok_is(&after, KW_TO) ? STMT_SAVEPOINT : STMT_ROLLBACK;
-        break;
-    case KW_SAVEPOINT:
-    case KW_RELEASE:
-        next(p);
-        kind = STMT_SAVEPOINT;
-        break;
-    case KW_PRAGMA:
-        next(p);
-        kind = STMT_PRAGMA;
-        head_pragma(p);
-        break;
-    case KW_ATTACH:
-        next(p);
-        kind = STMT_ATTACH;
-        break;
-    case KW_DETACH:
-        next(p);
-        kind = STMT_DETACH;
-        break;
-    case KW_VACUUM:
-        next(p);
-        kind = STMT_VACUUM;
-        /* VACUUM [schema] INTO expr: INTO is the first or second token
-         * (a schema SQLite would not accept still sets the flag). */
-        after = peek(p, 0);
-        if (!tok_is(&after, KW_INTO)) {
-            struct token second = peek(p, 1);
-            if (!tok_is(&second, KW_INTO))
-                break;
-            next(p);
-        }
-        next(p);
-        p->flags |= ROUTE_VACUUM_INTO;
-        break;
-    case KW_EXPLAIN:
-        next(p);
-        kind = STMT_EXPLAIN;
-        head_explain(p);
-        consumed = false;    /* the inner head set the frame state */
-        break;
-    case KW_ANALYZE:
-        next(p);
-        after = peek(p, 0);
-        if (tok_is(&after, KW_VERBOSE))
-            next(p);
-        after = peek(p, 0);
-        if (after.type == SQLTOK_LPAREN)
-            skip_group(p);
-        take_table_list(p);
-        break;
-    case KW_REINDEX:
-        next(p);
-        head_reindex(p);
-        break;
-    case KW_TRUNCATE:
-    case KW_LOCK:
-        next(p);
-        after = peek(p, 0);
-        if (tok_is(&after, KW_TABLE))
-            next(p);
-        take_table_list(p);
-        if (kw == KW_LOCK)
-            p->suppress = true;    /* IN ... MODE is no table */
-        break;
-    case KW_COPY:
-        next(p);
-        after = peek(p, 0);
-        if (after.type == SQLTOK_LPAREN) {    /* COPY (query) TO ... */
-            consumed = false;
-            break;
-        }
-        take_table_list(p);
-        p->suppress = true;    /* FROM STDIN is no table */
-        break;
-    case KW_FETCH:
-    case KW_MOVE:
-    case KW_GRANT:
-    case KW_REVOKE:
-        p->suppress = true;    /* FETCH ... FROM cursor, REVOKE ... FROM role */
-        break;
-    default:
-        consumed = false;
-        break;
-    }
-    if (!inner)
-        p->kind = kind;
-    if (consumed)
-        p->frames[0].state = S_NONE;
-}
-
-/* ------------------------------------------------------------------ */
 /* The state machine                                                  */
 /* ------------------------------------------------------------------ */
 
 /* After UPDATE: [OR conflict-action], then the target table. */
 static void begin_update(struct parser *p, struct frame *f)
 {
-    struct token a = peek(p, 0), b = peek(p, 1);
-    if (tok_is(&a, KW_OR) && b.type == SQLTOK_WORD) {
-        next(p);
-        next(p);
+    struct token a = sp_peek(p, 0), b = sp_peek(p, 1);
+    if (sp_tok_is(&a, KW_OR) && b.type == SQLTOK_WORD) {
+        sp_next(p);
+        sp_next(p);
     }
     f->flags |= F_QUERY;
     f->flags &= (unsigned char)~F_FROM;
@@ -1126,13 +569,13 @@ static void begin_update(struct parser *p, struct frame *f)
  * WITH TIME ZONE, WITH ORDINALITY, WITH (options), WITH CHECK OPTION. */
 static void begin_with(struct parser *p, struct frame *f)
 {
-    struct token r = peek(p, 0);
-    unsigned k = tok_is(&r, KW_RECURSIVE) ? 1 : 0;
-    struct token name = peek(p, k), after = peek(p, k + 1);
-    if (!is_name(p, &name) || !(tok_is(&after, KW_AS) || after.type == SQLTOK_LPAREN))
+    struct token r = sp_peek(p, 0);
+    unsigned k = sp_tok_is(&r, KW_RECURSIVE) ? 1 : 0;
+    struct token name = sp_peek(p, k), after = sp_peek(p, k + 1);
+    if (!sp_is_name(p, &name) || !(sp_tok_is(&after, KW_AS) || after.type == SQLTOK_LPAREN))
         return;
     if (k)
-        next(p);
+        sp_next(p);
     f->state = S_CTE_NAME;
     f->flags |= F_QUERY;
     f->flags &= (unsigned char)~F_FROM;
@@ -1162,8 +605,8 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         f->state = S_TARGET;
         return;
     case KW_IN:
-        after = peek(p, 0);
-        if (!position_args && is_name(p, &after))
+        after = sp_peek(p, 0);
+        if (!position_args && sp_is_name(p, &after))
             f->state = S_IN_TABLE;
         return;
     case KW_SELECT:
@@ -1180,9 +623,9 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         begin_with(p, f);
         return;
     case KW_DISTINCT:    /* IS [NOT] DISTINCT FROM */
-        after = peek(p, 0);
-        if ((tok_is(&p->prev, KW_IS) || tok_is(&p->prev, KW_NOT)) && tok_is(&after, KW_FROM))
-            next(p);
+        after = sp_peek(p, 0);
+        if ((sp_tok_is(&p->prev, KW_IS) || sp_tok_is(&p->prev, KW_NOT)) && sp_tok_is(&after, KW_FROM))
+            sp_next(p);
         return;
     case KW_WHERE:
     case KW_GROUP:
@@ -1250,7 +693,7 @@ static void open_paren(struct parser *p, struct frame *f)
         if (is_call(&p->prev)) {
             child.state = S_NONE;
             child.flags = F_FUNC;
-            if (tok_text_is(p, &p->prev, "position"))
+            if (sp_tok_text_is(p, &p->prev, "position"))
                 child.flags |= F_POSITION;
         }
         if (f->state != S_AFTER_TABLE)    /* keep: json_each(x) AS j */
@@ -1305,7 +748,7 @@ static void step(struct parser *p, const struct token *t)
             if (t->type != SQLTOK_WORD)
                 continue;
             if (p->kind_pending && p->depth == 0 && t->kw != KW_WITH) {
-                p->kind = kind_of(t->kw);
+                p->kind = sp_kind_of(t->kw);
                 p->kind_pending = false;
             }
             if (t->kw == KW_UPDATE) {
@@ -1314,40 +757,40 @@ static void step(struct parser *p, const struct token *t)
             }
             continue;
         case S_TABLE:
-            if (tok_is(t, KW_ONLY) || tok_is(t, KW_LATERAL)) {
-                after = peek(p, 0);
-                if (after.type == SQLTOK_LPAREN || is_name(p, &after))
+            if (sp_tok_is(t, KW_ONLY) || sp_tok_is(t, KW_LATERAL)) {
+                after = sp_peek(p, 0);
+                if (after.type == SQLTOK_LPAREN || sp_is_name(p, &after))
                     return;
             }
-            if (is_name(p, t) && !tok_is(t, KW_WITH)) {    /* FROM (WITH ... */
-                struct qname qn = take_qname(p, *t);
+            if (sp_is_name(p, t) && !sp_tok_is(t, KW_WITH)) {    /* FROM (WITH ... */
+                struct qname qn = sp_take_qname(p, *t);
                 f->state = S_AFTER_TABLE;
-                after = peek(p, 0);
+                after = sp_peek(p, 0);
                 if (after.type != SQLTOK_LPAREN)    /* else json_each(...) */
-                    record(p, &qn);
+                    sp_record(p, &qn);
                 return;
             }
             f->state = S_NONE;
             continue;
         case S_AFTER_TABLE:
-            after = peek(p, 0);
-            if (tok_is(t, KW_AS)) {
+            after = sp_peek(p, 0);
+            if (sp_tok_is(t, KW_AS)) {
                 f->state = S_ALIAS;
                 return;
             }
-            if (tok_is(t, KW_INDEXED)) {    /* INDEXED BY index */
-                struct token index = peek(p, 1);
-                if (tok_is(&after, KW_BY) && is_name(p, &index)) {
-                    next(p);
-                    next(p);
+            if (sp_tok_is(t, KW_INDEXED)) {    /* INDEXED BY index */
+                struct token index = sp_peek(p, 1);
+                if (sp_tok_is(&after, KW_BY) && sp_is_name(p, &index)) {
+                    sp_next(p);
+                    sp_next(p);
                 }
                 return;
             }
-            if (tok_is(t, KW_NOT) && tok_is(&after, KW_INDEXED)) {
-                next(p);
+            if (sp_tok_is(t, KW_NOT) && sp_tok_is(&after, KW_INDEXED)) {
+                sp_next(p);
                 return;
             }
-            if (tok_is(t, KW_USING)) {
+            if (sp_tok_is(t, KW_USING)) {
                 /* JOIN ... USING (cols); PostgreSQL DELETE ... USING t */
                 f->state = after.type == SQLTOK_LPAREN ? S_NONE : S_TABLE;
                 return;
@@ -1358,35 +801,35 @@ static void step(struct parser *p, const struct token *t)
             continue;
         case S_ALIAS:
             f->state = S_AFTER_TABLE;
-            if (is_name(p, t))
+            if (sp_is_name(p, t))
                 return;
             f->state = S_NONE;
             continue;
         case S_TARGET:
-            if (tok_is(t, KW_ONLY)) {
-                after = peek(p, 0);
-                if (is_name(p, &after))
+            if (sp_tok_is(t, KW_ONLY)) {
+                after = sp_peek(p, 0);
+                if (sp_is_name(p, &after))
                     return;
             }
             f->state = S_NONE;
-            if (is_name(p, t)) {
-                struct qname qn = take_qname(p, *t);
-                record(p, &qn);
+            if (sp_is_name(p, t)) {
+                struct qname qn = sp_take_qname(p, *t);
+                sp_record(p, &qn);
                 return;
             }
             continue;
         case S_IN_TABLE:
             f->state = S_NONE;
-            if (is_name(p, t)) {
-                struct qname qn = take_qname(p, *t);
-                after = peek(p, 0);
+            if (sp_is_name(p, t)) {
+                struct qname qn = sp_take_qname(p, *t);
+                after = sp_peek(p, 0);
                 if (after.type != SQLTOK_LPAREN)    /* else x IN tvf(...) */
-                    record(p, &qn);
+                    sp_record(p, &qn);
                 return;
             }
             continue;
         case S_CTE_NAME:
-            if (is_name(p, t)) {
+            if (sp_is_name(p, t)) {
                 f->state = S_CTE_AFTER_NAME;
                 names_add(p, NAME_CTE, NULL, t);
                 return;
@@ -1394,14 +837,14 @@ static void step(struct parser *p, const struct token *t)
             f->state = S_NONE;
             continue;
         case S_CTE_AFTER_NAME:
-            if (tok_is(t, KW_AS)) {
+            if (sp_tok_is(t, KW_AS)) {
                 f->state = S_CTE_AS;
                 return;
             }
             f->state = S_NONE;
             continue;
         case S_CTE_AS:
-            if (tok_is(t, KW_NOT) || tok_is(t, KW_MATERIALIZED))
+            if (sp_tok_is(t, KW_NOT) || sp_tok_is(t, KW_MATERIALIZED))
                 return;
             f->state = S_NONE;
             continue;
@@ -1474,11 +917,11 @@ static bool build_result(struct parser *p)
  * follow. */
 static void analyze(struct parser *p)
 {
-    struct token t = peek(p, 0);
+    struct token t = sp_peek(p, 0);
     if (t.type == SQLTOK_SEMI) {
         while (t.type == SQLTOK_SEMI) {
-            next(p);
-            t = peek(p, 0);
+            sp_next(p);
+            t = sp_peek(p, 0);
         }
         if (t.type != SQLTOK_EOF)
             fail(p, SQLPARSE_EMULTI, "more than one statement (empty statement before offset %zu)",
@@ -1488,13 +931,13 @@ static void analyze(struct parser *p)
         fail(p, SQLPARSE_ESYNTAX, "empty statement");
         return;
     }
-    head(p, false);
+    sp_head(p, false);
     while (!p->err) {
-        t = next(p);
+        t = sp_next(p);
         if (t.type == SQLTOK_EOF)
             break;
         if (t.type == SQLTOK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
-            struct token rest = next(p);
+            struct token rest = sp_next(p);
             if (rest.type != SQLTOK_EOF)
                 fail(p, SQLPARSE_EMULTI, "more than one statement (text after ';' at offset %zu)",
                      rest.pos);
