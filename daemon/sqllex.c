@@ -213,17 +213,14 @@ struct sqltok sqllex_next(const char *sql, size_t len, size_t at, unsigned flags
         j = scan_quoted(s, n, i, '\'', false);
         what = "string literal";
         break;
+    case '`':
+        if (flags & SQLLEX_NO_BRACKETS)
+            break;
+        /* fall through */
     case '"':
         type = SQLTOK_QUOTED;
         j = scan_quoted(s, n, i, c, false);
         what = "quoted identifier";
-        break;
-    case '`':
-        if (!(flags & SQLLEX_NO_BRACKETS)) {
-            type = SQLTOK_QUOTED;
-            j = scan_quoted(s, n, i, c, false);
-            what = "quoted identifier";
-        }
         break;
     case '[':
         if (!(flags & SQLLEX_NO_BRACKETS)) {
