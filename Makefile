@@ -27,14 +27,14 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-ROUTER_SRC := daemon/router.c
+ROUTE_SRC  := daemon/route.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/commands.c \
-              daemon/routecache.c daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c \
+              daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c \
               daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(ROUTER_SRC))
+LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(ROUTE_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 
 UNIT_TESTS := $(basename $(notdir $(wildcard tests/unit/test_*.c)))
@@ -236,7 +236,7 @@ bench: all
 	BUILD=$(BUILD) tests/bench/run
 
 # ---- fuzz ----------------------------------------------------------------
-# libFuzzer targets (clang) for the request codec, the SQL router and the
+# libFuzzer targets (clang) for the request codec, the SQL analysis and the
 # config loader, with ASan+UBSan. `make fuzz` runs each for FUZZ_SECONDS
 # on its committed seed corpus (new inputs go to a temp folder; crashes are
 # written to build-fuzz/). Not part of `make test`.
@@ -248,15 +248,15 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -I. -fsanitize=fuzzer,address,unde
 build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c proto/buf.c proto/codec.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -lm
-build-fuzz/fuzz_router: tests/fuzz/fuzz_router.c daemon/router.c
+build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
-build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c
+build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 	@mkdir -p build-fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt -lm
 
-fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_router build-fuzz/fuzz_config
-	@for t in request router config; do \
+fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_sqlparse build-fuzz/fuzz_config
+	@for t in request sqlparse config; do \
 	    tmp=$$(mktemp -d); \
 	    echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	    if (cd build-fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

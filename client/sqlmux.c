@@ -683,48 +683,27 @@ struct sqlmux_addr {
     struct client_tls_opts tls; /* sqlmuxs://, ?tls=, ?tls_ca=, ... */
 };
 
-static int hex_digit(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode a user name or (is_password) a password of the URL,
  * s[0..n), into out (SQLMUX_AUTH_MAX + 1 bytes, NUL-terminated; "" is
  * refused). 0, or -1 with *why set to a static message. */
 static int url_decode(const char *s, size_t n, char *out, bool is_password, const char **why)
 {
-    size_t o = 0;
+    size_t len;
     if (n == 0) {
         *why = is_password ? "empty password" : "empty user name";
         return -1;
     }
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                *why = is_password ? "bad %-escape in the password (want %XX, not %00)"
-                                   : "bad %-escape in the user name (want %XX, not %00)";
-                return -1;
-            }
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o == SQLMUX_AUTH_MAX) {
-            *why = is_password ? "password longer than 256 bytes" : "user name longer than 256 bytes";
-            return -1;
-        }
-        out[o++] = ch;
+    switch (codec_pct_decode(s, n, out, SQLMUX_AUTH_MAX, &len)) {
+    case 0:
+        return 0;
+    case CODEC_PCT_BAD:
+        *why = is_password ? "bad %-escape in the password (want %XX, not %00)"
+                           : "bad %-escape in the user name (want %XX, not %00)";
+        return -1;
+    default:
+        *why = is_password ? "password longer than 256 bytes" : "user name longer than 256 bytes";
+        return -1;
     }
-    out[o] = '\0';
-    return 0;
 }
 
 /* When q[0..n) is NAME=PATH (name "tls_ca=" ...): copy PATH, as written,

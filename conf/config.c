@@ -10,10 +10,11 @@
  * all of it. Nothing here keeps global state, except that config_load()
  * sets inih's option globals for the duration of one parse and restores
  * them afterwards, so config_load() must not run on two threads at once.
- * The lookup functions (config_route_table, config_bind_index) only read
+ * The lookup functions (config_bind_index, config_user) only read
  * the struct and may be called from any thread.
  */
 #include "conf/config.h"
+#include "proto/codec.h"
 
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -952,41 +953,19 @@ static bool config_valid_bind_name(const char *s)
     return true;
 }
 
-static int config_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX escapes in s[0..n). Returns 0 and a new string in *out, -1
  * on a bad escape (or %00, which libpq could not take), -2 when out of
  * memory. */
 static int config_pct_decode(const char *s, size_t n, char **out)
 {
+    size_t len;
     char *d = malloc(n + 1);
     if (d == NULL)
         return -2;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            d[o++] = s[i];
-            continue;
-        }
-        int hi = i + 2 < n ? config_hexval(s[i + 1]) : -1;
-        int lo = hi >= 0 ? config_hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(d);
-            return -1;
-        }
-        d[o++] = (char)(hi * 16 + lo);
-        i += 2;
+    if (codec_pct_decode(s, n, d, n, &len) != 0) {
+        free(d);
+        return -1;
     }
-    d[o] = '\0';
     *out = d;
     return 0;
 }
@@ -2227,100 +2206,6 @@ int config_bind_index(const struct config *cfg, const char *name)
         if (strcmp(cfg->binds[i].name, name) == 0)
             return (int)i;
     return -1;
-}
-
-/* ------------------------------------------------------------------------
- * Table routing
- * ------------------------------------------------------------------------ */
-
-/* The name being looked up: "schema.name", or "name" when schema is NULL,
- * kept in two pieces so that lookups never allocate. */
-struct config_subject {
-    const char *schema;
-    size_t schema_len;
-    const char *name;
-    size_t len; /* total */
-};
-
-static char config_subject_at(const struct config_subject *s, size_t i)
-{
-    if (s->schema == NULL)
-        return s->name[i];
-    if (i < s->schema_len)
-        return s->schema[i];
-    if (i == s->schema_len)
-        return '.';
-    return s->name[i - s->schema_len - 1];
-}
-
-static bool config_exact(const char *pattern, const struct config_subject *s)
-{
-    size_t i = 0;
-    for (; pattern[i] != '\0'; i++)
-        if (i >= s->len || pattern[i] != config_subject_at(s, i))
-            return false;
-    return i == s->len;
-}
-
-/* Glob match where '*' matches any run of characters except '.', so
- * "audit_*" never matches a schema-qualified name. Linear backtracking to
- * the last '*' keeps it O(pattern * name). */
-static bool config_glob(const char *pattern, const struct config_subject *s)
-{
-    size_t p = 0, i = 0;
-    size_t star_p = SIZE_MAX, star_i = 0;
-    while (i < s->len) {
-        char c = config_subject_at(s, i);
-        if (pattern[p] == '*') {
-            star_p = p++;
-            star_i = i;
-        } else if (pattern[p] != '\0' && pattern[p] == c) {
-            p++;
-            i++;
-        } else if (star_p != SIZE_MAX && config_subject_at(s, star_i) != '.') {
-            p = star_p + 1;
-            i = ++star_i;
-        } else {
-            return false;
-        }
-    }
-    while (pattern[p] == '*')
-        p++;
-    return pattern[p] == '\0';
-}
-
-/* Exact rules first, then patterns in file order. */
-static bool config_lookup(const struct config *cfg, const struct config_subject *s, size_t *bind)
-{
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (!cfg->rules[i].is_pattern && config_exact(cfg->rules[i].pattern, s)) {
-            *bind = cfg->rules[i].bind;
-            return true;
-        }
-    }
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (cfg->rules[i].is_pattern && config_glob(cfg->rules[i].pattern, s)) {
-            *bind = cfg->rules[i].bind;
-            return true;
-        }
-    }
-    return false;
-}
-
-size_t config_route_table(const struct config *cfg, const char *schema, const char *name)
-{
-    size_t bind = 0;
-    size_t len = strlen(name);
-    if (schema != NULL && schema[0] != '\0') {
-        size_t slen = strlen(schema);
-        struct config_subject q = {schema, slen, name, slen + 1 + len};
-        if (config_lookup(cfg, &q, &bind))
-            return bind;
-    }
-    struct config_subject bare = {NULL, 0, name, len};
-    if (config_lookup(cfg, &bare, &bind))
-        return bind;
-    return 0;
 }
 
 int config_group_id(const char *group, gid_t *gid)

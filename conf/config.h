@@ -181,15 +181,6 @@ const struct user_conf *config_user(const struct config *cfg, const char *name);
 const char *config_grant_name(enum grant g);
 
 /*
- * The bind for a table. schema and name are already unquoted and lowercased
- * (schema "" when unqualified). A qualified name is looked up as
- * "schema.name" first (exact, then patterns), then as the bare name. An
- * exact rule wins over any pattern; among patterns the first in the file
- * wins. Unmapped tables go to bind 0, "default".
- */
-size_t config_route_table(const struct config *cfg, const char *schema, const char *name);
-
-/*
  * For a reload: the [server] settings that need a restart keep their
  * current values. Every such key whose value differs between `cur` and
  * `next` is copied from cur into next and its name appended to `changed`

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "conf/config.h"
-#include "daemon/router.h"
+#include "daemon/sqlparse.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 

@@ -37,7 +37,9 @@
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
+#include "daemon/sqllex.h"
 
 #define CHUNK_BYTES (64 * 1024)
 #define BACKOFF_MIN_MS 100
@@ -559,7 +561,7 @@ static void txn_lost(struct pg_bind *pb, struct job *job)
                  pb->bind->conf->name);
         rc = codec_put_error(&out, "CONNLOST", msg);
     } else {
-        rc = buf_puts(&out, "+OK changes=0\n");
+        rc = codec_put_ok_changes(&out, 0, NULL);
     }
     if (rc != 0)
         buf_reset(&out);
@@ -609,13 +611,14 @@ static void conn_lost(struct pgconn *c)
 static int put_header(struct pgconn *c, const PGresult *res)
 {
     int n = PQnfields(res);
-    int rc = buf_putc(&c->out, '*');
+    struct codec_row r;
 
     free(c->types);
     c->types = malloc((size_t)(n ? n : 1) * sizeof *c->types);
     if (c->types == NULL)
         return -1;
     c->ncols = n;
+    codec_header_begin(&r, &c->out);
     for (int i = 0; i < n; i++) {
         const char *name = PQfname(res, i);
         const char *type = pg_type_name(PQftype(res, i));
@@ -625,14 +628,11 @@ static int put_header(struct pgconn *c, const PGresult *res)
             snprintf(num, sizeof num, "oid:%u", (unsigned)PQftype(res, i));
             type = num;
         }
-        if (i > 0)
-            rc |= buf_putc(&c->out, '\t');
-        rc |= codec_put_text(&c->out, name, strlen(name));
-        rc |= buf_putc(&c->out, '\t');
-        rc |= codec_put_text(&c->out, type, strlen(type));
+        codec_field_str(&r, name);
+        codec_field_str(&r, type);
     }
     c->header_sent = true;
-    return rc | buf_putc(&c->out, '\n');
+    return codec_row_end(&r);
 }
 
 /* Whether a field of the row is larger than max_value (bytea: its bytes,
@@ -660,21 +660,20 @@ static bool row_too_big(struct pgconn *c, const PGresult *res, int row)
 
 static int put_row(struct pgconn *c, const PGresult *res, int row)
 {
-    int rc = buf_putc(&c->out, '=');
+    struct codec_row r;
 
+    codec_row_begin(&r, &c->out);
     for (int i = 0; i < c->ncols; i++) {
         const char *v = PQgetvalue(res, row, i);
         size_t n = (size_t)PQgetlength(res, row, i);
-        if (i > 0)
-            rc |= buf_putc(&c->out, '\t');
         if (PQgetisnull(res, row, i))
-            rc |= codec_put_null(&c->out);
+            codec_field_null(&r);
         else if (c->types[i] == 17 && n >= 2 && v[0] == '\\' && v[1] == 'x')
-            rc |= buf_append(&c->out, v, n);   /* bytea hex is our blob form */
+            codec_field_raw(&r, v, n);   /* bytea hex is our blob form */
         else
-            rc |= codec_put_text(&c->out, v, n);
+            codec_field_text(&r, v, n);
     }
-    return rc | buf_putc(&c->out, '\n');
+    return codec_row_end(&r);
 }
 
 /* Did a cached prepared statement fail because the server dropped it (a
@@ -874,73 +873,36 @@ nomem:
 }
 
 /* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$
- * ones), quoted names and comments (block comments nest), and count the
- * placeholders: *count gets the number of ?s, or the highest $N when the
- * SQL uses PostgreSQL's own. Returns a new string (caller frees) or NULL on ENOMEM. */
+ * ones), quoted names and comments (block comments nest: sqllex.c's
+ * PostgreSQL dialect), and count the placeholders: *count gets the number
+ * of ?s, or the highest $N when the SQL uses PostgreSQL's own. Returns a
+ * new string (caller frees) or NULL on ENOMEM. */
 static char *pg_placeholders(const char *sql, size_t len, size_t *count)
 {
     struct buf out = BUF_INIT;
-    size_t n = 0, dollar_max = 0;
+    size_t n = 0, dollar_max = 0, copied = 0, at = 0;
     int rc = 0;
 
-    for (size_t i = 0; i < len && rc == 0; i++) {
-        char ch = sql[i];
-        size_t stop = i + 1;   /* end of the piece copied as is */
-
-        if (ch == '\'' || ch == '"') {
-            bool escapes = ch == '\'' && i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
-                           (i < 2 || !(isalnum((unsigned char)sql[i - 2]) || sql[i - 2] == '_'));
-            size_t j = i + 1;
-            while (j < len && sql[j] != ch) {
-                if (escapes && sql[j] == '\\' && j + 1 < len)
-                    j++;
-                j++;
-            }
-            stop = j < len ? j + 1 : len;
-        } else if (ch == '-' && i + 1 < len && sql[i + 1] == '-') {
-            while (stop < len && sql[stop] != '\n')
-                stop++;
-        } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') {
-            /* PostgreSQL's block comments nest (SQLite's do not). */
-            size_t depth = 1, j = i + 2;
-            while (j + 1 < len && depth > 0) {
-                if (sql[j] == '/' && sql[j + 1] == '*') {
-                    depth++;
-                    j += 2;
-                } else if (sql[j] == '*' && sql[j + 1] == '/') {
-                    depth--;
-                    j += 2;
-                } else {
-                    j++;
-                }
-            }
-            stop = depth == 0 ? j : len;
-        } else if (ch == '$' && i + 1 < len && isdigit((unsigned char)sql[i + 1])) {
-            size_t v = 0, j = i + 1;
-            while (j < len && isdigit((unsigned char)sql[j]) && v < 100000)
-                v = v * 10 + (size_t)(sql[j++] - '0');
+    for (;;) {
+        struct sqltok t = sqllex_next(sql, len, at, SQLLEX_POSTGRES);
+        if (t.type == SQLTOK_EOF || t.type == SQLTOK_ERROR)
+            break;   /* an unterminated literal goes as is: the server reports it */
+        at = t.pos + t.len;
+        if (t.type != SQLTOK_PARAM)
+            continue;
+        if (sql[t.pos] == '?') {
+            rc |= buf_append(&out, sql + copied, t.pos - copied);
+            rc |= buf_printf(&out, "$%zu", ++n);
+            copied = t.pos + 1;
+        } else if (sql[t.pos] == '$' && t.len > 1 && isdigit((unsigned char)sql[t.pos + 1])) {
+            size_t v = 0;
+            for (size_t j = t.pos + 1; j < at && v < 100000; j++)
+                v = v * 10 + (size_t)(sql[j] - '0');
             if (v > dollar_max)
                 dollar_max = v;
-            stop = j;
-        } else if (ch == '$' && i + 1 < len &&
-                   (sql[i + 1] == '$' || isalpha((unsigned char)sql[i + 1]) || sql[i + 1] == '_')) {
-            /* A dollar-quoted string: $tag$ ... $tag$. */
-            size_t t = i + 1;
-            while (t < len && sql[t] != '$' && (isalnum((unsigned char)sql[t]) || sql[t] == '_'))
-                t++;
-            if (t < len && sql[t] == '$') {
-                size_t taglen = t - i + 1, j = t + 1;
-                while (j + taglen <= len && memcmp(sql + j, sql + i, taglen) != 0)
-                    j++;
-                stop = j + taglen <= len ? j + taglen : len;
-            }
-        } else if (ch == '?') {
-            rc |= buf_printf(&out, "$%zu", ++n);
-            continue;
         }
-        rc |= buf_append(&out, sql + i, stop - i);
-        i = stop - 1;
     }
+    rc |= buf_append(&out, sql + copied, len - copied);
     if (rc != 0 || buf_reserve(&out, 0) != 0) {
         buf_free(&out);
         return NULL;
@@ -1296,9 +1258,9 @@ static int conn_advance(struct pgconn *c)
         if (!c->failed && job->type == JOB_EXEC) {
             int rc;
             if (c->tuples)
-                rc = buf_printf(&c->out, "+OK rows=%llu\n", (unsigned long long)job->rows);
+                rc = codec_put_ok_rows(&c->out, job->rows);
             else
-                rc = buf_printf(&c->out, "+OK changes=%s\n", c->changes[0] ? c->changes : "0");
+                rc = codec_put_ok_changes(&c->out, strtoll(c->changes, NULL, 10), NULL);
             if (rc != 0)
                 reply_error(&c->out, "NOMEM", "out of memory");
         }
@@ -1406,12 +1368,15 @@ static void conn_read(struct pgconn *c)
                     *p = (char)tolower((unsigned char)*p);
                 for (char *p = lower_name; *p; p++)
                     *p = (char)tolower((unsigned char)*p);
-                size_t to = config_route_table(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
+                size_t to = route_table_bind(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
                                                lower_name);
-                int rc = buf_putc(&c->out, '=') | codec_put_text(&c->out, shown, strlen(shown)) |
-                         buf_printf(&c->out, "\t%s\t%s\t%s\n", PQgetvalue(res, r, 1),
-                                    c->pb->bind->conf->name, cfg->binds[to].name);
-                if (rc != 0) {
+                struct codec_row line;
+                codec_row_begin(&line, &c->out);
+                codec_field_str(&line, shown);
+                codec_field_str(&line, PQgetvalue(res, r, 1));
+                codec_field_str(&line, c->pb->bind->conf->name);
+                codec_field_str(&line, cfg->binds[to].name);
+                if (codec_row_end(&line) != 0) {
                     reply_error(&c->out, "NOMEM", "out of memory");
                     c->failed = true;
                     break;

@@ -33,6 +33,7 @@
 #include "daemon/fsutil.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/snapshot.h"
 
@@ -72,7 +73,7 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         prc |= buf_printf(out, "\t%s\t", type);
         prc |= codec_put_text(out, bind_name, strlen(bind_name));
         prc |= buf_putc(out, '\t');
-        prc |= buf_puts(out, cfg->binds[config_route_table(cfg, "", lower)].name);
+        prc |= buf_puts(out, cfg->binds[route_table_bind(cfg, "", lower)].name);
         prc |= buf_putc(out, '\n');
         free(lower);
         if (prc != 0) {

@@ -10,7 +10,7 @@
 
 #include "daemon/auth.h"
 #include "daemon/log.h"
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/snapshot.h"
@@ -266,7 +266,7 @@ static void cmd_route(struct session *s, const char *args)
             snprintf(name, sizeof name, "%s%s%s", t->schema, t->schema[0] ? "." : "", t->name);
             const char *bind = route_is_system_table(t)
                                    ? route_session_bind(s, &r)
-                                   : cfg->binds[config_route_table(cfg, t->schema, t->name)].name;
+                                   : cfg->binds[route_table_bind(cfg, t->schema, t->name)].name;
             const char *row[] = {name, bind};
             session_reply_row(s, row, 2);
         }
@@ -281,7 +281,7 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_ok(s, facts);
     }
     route_clear(&r);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
 }
 
 /* .use BIND: +OK bind=NAME. .use alone: +OK bind=NAME txn=0|1, txn=1

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "daemon/log.h"
+#include "daemon/sqllex.h"
 #include "proto/codec.h"
 
 /* pg_advisory_xact_lock key of migration runs: "sqlmux" as a number. */
@@ -90,28 +91,6 @@ static int line_at(const char *s, size_t at)
         if (s[i] == '\n')
             line++;
     return line;
-}
-
-/* The offset of the first token at or after `at`: blanks and SQL comments
- * ("--" lines, C-style blocks) skipped. */
-static size_t skip_blank(const char *s, size_t len, size_t at)
-{
-    while (at < len) {
-        if (isspace((unsigned char)s[at])) {
-            at++;
-        } else if (s[at] == '-' && at + 1 < len && s[at + 1] == '-') {
-            while (at < len && s[at] != '\n')
-                at++;
-        } else if (s[at] == '/' && at + 1 < len && s[at + 1] == '*') {
-            const char *end = strstr(s + at + 2, "*/");
-            if (end == NULL || (size_t)(end - s) >= len)
-                return at;
-            at = (size_t)(end - s) + 2;
-        } else {
-            break;
-        }
-    }
-    return at;
 }
 
 static void iso_now(char out[32])
@@ -435,15 +414,15 @@ static int put_status_row(void *arg, long long version, const char *name, const 
 {
     struct status_out *so = arg;
     struct buf *out = so->out;
-    int rc = buf_putc(out, '=');
+    struct codec_row r;
 
-    rc |= codec_put_text(out, so->bind, strlen(so->bind));
-    rc |= buf_printf(out, "\t%lld\t", version);
-    rc |= codec_put_text(out, name, strlen(name));
-    rc |= buf_printf(out, "\t%s\t", state);
-    rc |= applied_at ? codec_put_text(out, applied_at, strlen(applied_at)) : codec_put_null(out);
-    rc |= buf_putc(out, '\n');
-    if (rc != 0)
+    codec_row_begin(&r, out);
+    codec_field_str(&r, so->bind);
+    codec_field_int(&r, version);
+    codec_field_str(&r, name);
+    codec_field_str(&r, state);
+    codec_field_str(&r, applied_at);
+    if (codec_row_end(&r) != 0)
         return -1;
     (*so->count)++;
     return 0;
@@ -577,7 +556,7 @@ static int sq_script(void *h, const char *path, const char *sql, size_t len, cha
 
         if (rc != SQLITE_OK) {
             int off = sqlite3_error_offset(db);
-            size_t at = off >= 0 ? pos + (size_t)off : skip_blank(sql, len, pos);
+            size_t at = off >= 0 ? pos + (size_t)off : sqllex_skip(sql, len, pos, 0);
             snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, at), sqlite3_errmsg(db));
             return -1;
         }
@@ -585,7 +564,7 @@ static int sq_script(void *h, const char *path, const char *sql, size_t len, cha
             while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
                 ;
             if (rc != SQLITE_DONE) {
-                snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, skip_blank(sql, len, pos)),
+                snprintf(err, errlen, "%s:%d: %s", path, line_at(sql, sqllex_skip(sql, len, pos, 0)),
                          sqlite3_errmsg(db));
                 sqlite3_finalize(stmt);
                 return -1;
@@ -849,70 +828,27 @@ static int pg_rows(void *h, struct migration_rows *rows, char *err, size_t errle
 /* The offset of the first token of the index-th (from 0) non-empty
  * statement of sql, as PostgreSQL splits a simple query: at ';' outside
  * quotes ('' and E'' strings, "" names, $tag$ bodies) and comments (--,
- * nested C-style). `len` when there is no such statement. */
+ * nested C-style), read by sqllex.c's PostgreSQL dialect. `len` when
+ * there is no such statement. */
 static size_t pg_statement_start(const char *sql, size_t len, int index)
 {
-    size_t i = 0;
+    size_t at = 0;
+    bool in_statement = false;
 
     for (;;) {
-        size_t start = skip_blank(sql, len, i);
-        bool empty = true;
-        if (start >= len)
+        struct sqltok t = sqllex_next(sql, len, at, SQLLEX_POSTGRES);
+        if (t.type == SQLTOK_EOF)
             return len;
-        i = start;
-        while (i < len && sql[i] != ';') {
-            char c = sql[i];
-            empty = false;
-            if (c == '\'' || c == '"') {
-                bool escapes = c == '\'' && i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e');
-                for (i++; i < len; i++) {
-                    if (escapes && sql[i] == '\\') {
-                        i++;
-                    } else if (sql[i] == c) {
-                        if (i + 1 < len && sql[i + 1] == c)
-                            i++;
-                        else
-                            break;
-                    }
-                }
-                i++;
-            } else if (c == '-' && i + 1 < len && sql[i + 1] == '-') {
-                while (i < len && sql[i] != '\n')
-                    i++;
-            } else if (c == '/' && i + 1 < len && sql[i + 1] == '*') {
-                int depth = 1;
-                for (i += 2; i < len && depth > 0; i++) {
-                    if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*')
-                        depth++, i++;
-                    else if (sql[i] == '*' && i + 1 < len && sql[i + 1] == '/')
-                        depth--, i++;
-                }
-            } else if (c == '$' && (i == 0 || !(isalnum((unsigned char)sql[i - 1]) || sql[i - 1] == '_'))) {
-                /* $tag$ ... $tag$; $1 is a parameter, not a quote. */
-                size_t t = i + 1;
-                while (t < len && (isalnum((unsigned char)sql[t]) || sql[t] == '_'))
-                    t++;
-                if (t < len && sql[t] == '$' && !isdigit((unsigned char)sql[i + 1])) {
-                    size_t taglen = t - i + 1;
-                    const char *end = NULL;
-                    for (size_t k = t + 1; k + taglen <= len; k++) {
-                        if (memcmp(sql + k, sql + i, taglen) == 0) {
-                            end = sql + k;
-                            break;
-                        }
-                    }
-                    i = end ? (size_t)(end - sql) + taglen : len;
-                } else {
-                    i++;
-                }
-            } else {
-                i++;
-            }
+        if (t.type == SQLTOK_SEMI) {
+            in_statement = false;
+        } else if (!in_statement) {
+            if (index-- == 0)
+                return t.pos;
+            in_statement = true;
         }
-        if (!empty && index-- == 0)
-            return start;
-        if (i < len)
-            i++;   /* the ';' */
+        if (t.type == SQLTOK_ERROR)
+            return len;   /* the rest is one unterminated literal */
+        at = t.pos + t.len;
     }
 }
 

@@ -36,7 +36,7 @@
 
 #include "daemon/authq.h"
 #include "daemon/log.h"
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 #include "daemon/session.h"
 #include "daemon/tls.h"
 

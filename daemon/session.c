@@ -29,7 +29,7 @@
 #include "daemon/auth.h"
 #include "daemon/authq.h"
 #include "daemon/log.h"
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/tls.h"
 
@@ -295,10 +295,7 @@ static void session_flush_forget(struct session *s)
 
 void session_reply_ok(struct session *s, const char *facts)
 {
-    int rc = buf_puts(&s->out, "+OK");
-    if (facts != NULL && facts[0] != '\0')
-        rc |= buf_putc(&s->out, ' ') | buf_puts(&s->out, facts);
-    if ((rc | buf_putc(&s->out, '\n')) != 0)
+    if (codec_put_ok(&s->out, facts) != 0)
         session_close(s, true);
 }
 
@@ -316,28 +313,23 @@ void session_reply_error(struct session *s, const char *code, const char *fmt, .
 
 void session_reply_columns(struct session *s, const char *const *names_types)
 {
-    int rc = buf_putc(&s->out, '*');
-    for (size_t i = 0; names_types[i] != NULL; i++) {
-        if (i > 0)
-            rc |= buf_putc(&s->out, '\t');
-        rc |= codec_put_text(&s->out, names_types[i], strlen(names_types[i]));
-    }
-    if ((rc | buf_putc(&s->out, '\n')) != 0)
+    struct codec_row r;
+
+    codec_header_begin(&r, &s->out);
+    for (size_t i = 0; names_types[i] != NULL; i++)
+        codec_field_str(&r, names_types[i]);
+    if (codec_row_end(&r) != 0)
         session_close(s, true);
 }
 
 void session_reply_row(struct session *s, const char *const *fields, size_t n)
 {
-    int rc = buf_putc(&s->out, '=');
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0)
-            rc |= buf_putc(&s->out, '\t');
-        if (fields[i] == NULL)
-            rc |= codec_put_null(&s->out);
-        else
-            rc |= codec_put_text(&s->out, fields[i], strlen(fields[i]));
-    }
-    if ((rc | buf_putc(&s->out, '\n')) != 0)
+    struct codec_row r;
+
+    codec_row_begin(&r, &s->out);
+    for (size_t i = 0; i < n; i++)
+        codec_field_str(&r, fields[i]);
+    if (codec_row_end(&r) != 0)
         session_close(s, true);
 }
 

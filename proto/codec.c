@@ -60,6 +60,28 @@ static int codec_hex_value(unsigned char c)
     return -1;
 }
 
+int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi = i + 2 < n ? codec_hex_value((unsigned char)s[i + 1]) : -1;
+            int lo = hi >= 0 ? codec_hex_value((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return CODEC_PCT_BAD;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o == cap)
+            return CODEC_PCT_TOOLONG;
+        dst[o++] = ch;
+    }
+    dst[o] = '\0';
+    *out_len = o;
+    return 0;
+}
+
 enum {
     CODEC_HEX_ODD = -1,
     CODEC_HEX_BAD = -2,
@@ -897,6 +919,119 @@ int codec_put_error(struct buf *out, const char *code, const char *message)
     *d++ = '\n';
     *d = '\0';
     out->len = (size_t)(d - out->data);
+    return 0;
+}
+
+static void codec_row_start(struct codec_row *r, struct buf *out, char marker)
+{
+    r->out = out;
+    r->mark = out->len;
+    r->nfields = 0;
+    r->rc = buf_putc(out, marker);
+}
+
+void codec_header_begin(struct codec_row *r, struct buf *out)
+{
+    codec_row_start(r, out, '*');
+}
+
+void codec_row_begin(struct codec_row *r, struct buf *out)
+{
+    codec_row_start(r, out, '=');
+}
+
+/* The tab before every field but the first; false once the line failed. */
+static bool codec_field_next(struct codec_row *r)
+{
+    if (r->nfields++ > 0 && r->rc == 0)
+        r->rc = buf_putc(r->out, '\t');
+    return r->rc == 0;
+}
+
+void codec_field_text(struct codec_row *r, const char *s, size_t n)
+{
+    if (codec_field_next(r))
+        r->rc = codec_put_text(r->out, s, n);
+}
+
+void codec_field_str(struct codec_row *r, const char *s)
+{
+    if (codec_field_next(r))
+        r->rc = s != NULL ? codec_put_text(r->out, s, strlen(s)) : codec_put_null(r->out);
+}
+
+void codec_field_null(struct codec_row *r)
+{
+    if (codec_field_next(r))
+        r->rc = codec_put_null(r->out);
+}
+
+void codec_field_int(struct codec_row *r, int64_t v)
+{
+    if (codec_field_next(r))
+        r->rc = codec_put_int(r->out, v);
+}
+
+void codec_field_real(struct codec_row *r, double v)
+{
+    if (codec_field_next(r))
+        r->rc = codec_put_real(r->out, v);
+}
+
+void codec_field_blob(struct codec_row *r, const void *p, size_t n)
+{
+    if (codec_field_next(r))
+        r->rc = codec_put_blob(r->out, p, n);
+}
+
+void codec_field_raw(struct codec_row *r, const char *s, size_t n)
+{
+    if (codec_field_next(r))
+        r->rc = buf_append(r->out, s, n);
+}
+
+int codec_row_end(struct codec_row *r)
+{
+    if (r->rc == 0)
+        r->rc = buf_putc(r->out, '\n');
+    if (r->rc != 0)
+        buf_truncate(r->out, r->mark);
+    return r->rc;
+}
+
+int codec_put_ok_rows(struct buf *out, uint64_t rows)
+{
+    size_t mark = out->len;
+    if ((buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n')) != 0) {
+        buf_truncate(out, mark);
+        return -1;
+    }
+    return 0;
+}
+
+int codec_put_ok_changes(struct buf *out, int64_t changes, const int64_t *last_id)
+{
+    size_t mark = out->len;
+    int rc = buf_append(out, "+OK changes=", 12) | codec_put_int(out, changes);
+    if (last_id != NULL)
+        rc |= buf_append(out, " last_id=", 9) | codec_put_int(out, *last_id);
+    if ((rc | buf_putc(out, '\n')) != 0) {
+        buf_truncate(out, mark);
+        return -1;
+    }
+    return 0;
+}
+
+int codec_put_ok(struct buf *out, const char *facts)
+{
+    size_t mark = out->len;
+    int rc = buf_append(out, "+OK", 3);
+    if (facts != NULL && facts[0] != '\0')
+        rc |= buf_putc(out, ' ') | buf_puts(out, facts);
+    if ((rc | buf_putc(out, '\n')) != 0) {
+        buf_truncate(out, mark);
+        return -1;
+    }
     return 0;
 }
 

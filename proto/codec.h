@@ -138,6 +138,21 @@ __attribute__((warn_unused_result)) int codec_put_real(struct buf *out, double v
 __attribute__((warn_unused_result))
 int codec_decode_field(const char *f, size_t n, struct buf *scratch, struct value *v);
 
+/* ---- URL parts (both sides) ------------------------------------------ */
+
+enum {
+    CODEC_PCT_BAD = -1,      /* a '%' not followed by two hex digits, or %00 */
+    CODEC_PCT_TOOLONG = -2,  /* more than cap bytes once decoded */
+};
+
+/* Percent-decode s[0..n) (a URL's user name, password, path or query
+ * value) into dst[0..cap], NUL-terminated; *out_len gets the decoded
+ * length. %00 is refused: neither libpq nor a C string can hold it. 0,
+ * CODEC_PCT_BAD or CODEC_PCT_TOOLONG, whichever comes first in s; dst is
+ * then unspecified. dst needs cap + 1 bytes; cap = n always suffices. */
+__attribute__((warn_unused_result))
+int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *out_len);
+
 /* ---- Response lines (client side) ------------------------------------ */
 
 enum reply_kind {
@@ -170,6 +185,62 @@ bool codec_fact_int(const char *facts, size_t n, const char *key, int64_t *v);
  * upper-case word from PROTOCOL.md. 0 or -1 (ENOMEM; out is unchanged). */
 __attribute__((warn_unused_result))
 int codec_put_error(struct buf *out, const char *code, const char *message);
+
+/* The reply lines of a statement, the only place they are formatted:
+ * a '*' header line of name/type pairs, '=' row lines, then one status
+ * line ("+OK rows=N", "+OK changes=N [last_id=ID]", "+OK facts" or
+ * "-ERR CODE message" above).
+ *
+ * A header or row line is built field by field into a struct codec_row:
+ *
+ *     struct codec_row r;
+ *     codec_row_begin(&r, out);
+ *     codec_field_int(&r, 42);
+ *     codec_field_str(&r, name);
+ *     if (codec_row_end(&r) != 0) ...   (out is as before the begin)
+ *
+ * The field calls put the '\t' between fields and remember a failed
+ * allocation; codec_row_end() adds the '\n' and reports it, cutting out
+ * back to where the line began, so a failed line never leaves half a line.
+ * Nothing else may be appended to out between begin and end. */
+struct codec_row {
+    struct buf *out;
+    size_t mark;           /* out->len at the begin */
+    size_t nfields;
+    int rc;                /* 0, or -1 once an append failed */
+};
+
+/* Start a '*' header line (fields: name, type, name, type, ...). */
+void codec_header_begin(struct codec_row *r, struct buf *out);
+/* Start a '=' row line. */
+void codec_row_begin(struct codec_row *r, struct buf *out);
+/* Append one field: text s[0..n) (escaped). */
+void codec_field_text(struct codec_row *r, const char *s, size_t n);
+/* Append one field: the NUL-terminated text s, or \N when s is NULL. */
+void codec_field_str(struct codec_row *r, const char *s);
+void codec_field_null(struct codec_row *r);
+void codec_field_int(struct codec_row *r, int64_t v);
+void codec_field_real(struct codec_row *r, double v);
+/* Append one field: a blob p[0..n), as \x and hex. */
+void codec_field_blob(struct codec_row *r, const void *p, size_t n);
+/* Append one field that is already in its wire form s[0..n) (e.g. a
+ * PostgreSQL bytea's "\x..." hex text); the caller vouches that it holds
+ * no tab, newline or stray backslash escape. */
+void codec_field_raw(struct codec_row *r, const char *s, size_t n);
+/* Finish the line with '\n'. 0, or -1 when an append failed (ENOMEM):
+ * then out is cut back to its length at the begin. */
+__attribute__((warn_unused_result)) int codec_row_end(struct codec_row *r);
+
+/* Append "+OK rows=N\n", the status line after a result's rows. 0 or -1. */
+__attribute__((warn_unused_result)) int codec_put_ok_rows(struct buf *out, uint64_t rows);
+/* Append "+OK changes=N\n", or "+OK changes=N last_id=ID\n" when last_id
+ * is not NULL: the status line of a statement without rows. 0 or -1. */
+__attribute__((warn_unused_result))
+int codec_put_ok_changes(struct buf *out, int64_t changes, const int64_t *last_id);
+/* Append "+OK\n", or "+OK facts\n" when facts is neither NULL nor empty
+ * (facts: "key=value" words separated by spaces, no line end). 0 or -1;
+ * on -1 out is as before. */
+__attribute__((warn_unused_result)) int codec_put_ok(struct buf *out, const char *facts);
 
 /* ---- Facts as text (client side; added for libsqlmux) ---------------- */
 

@@ -13,6 +13,7 @@
  * program that runs the files named on its command line once each.
  */
 #include "conf/config.h"
+#include "daemon/route.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -83,8 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < cfg->nrules; i++)
             if (cfg->rules[i].bind >= cfg->nbinds)
                 abort();
-        if (config_route_table(cfg, "main", "test2") >= cfg->nbinds ||
-            config_route_table(cfg, "", "audit_log") >= cfg->nbinds)
+        if (route_table_bind(cfg, "main", "test2") >= cfg->nbinds ||
+            route_table_bind(cfg, "", "audit_log") >= cfg->nbinds)
             abort();
         FILE *out = fopen("/dev/null", "w");
         if (out != NULL) {

@@ -5,6 +5,7 @@
  * prefix and a recognizable part of the message.
  */
 #include "conf/config.h"
+#include "daemon/route.h"
 #include "tests/unit/unit.h"
 
 #include <errno.h>
@@ -166,10 +167,10 @@ static void test_example_file(void)
         }
     }
     CHECK(cfg->nrules == 2);
-    CHECK(config_route_table(cfg, "", "test1") == 0);
-    CHECK(config_route_table(cfg, "", "test2") == 1);
-    CHECK(config_route_table(cfg, "", "test3") == 2);
-    CHECK(config_route_table(cfg, "main", "test2") == 1);
+    CHECK(route_table_bind(cfg, "", "test1") == 0);
+    CHECK(route_table_bind(cfg, "", "test2") == 1);
+    CHECK(route_table_bind(cfg, "", "test3") == 2);
+    CHECK(route_table_bind(cfg, "main", "test2") == 1);
     config_free(cfg);
 }
 
@@ -251,9 +252,9 @@ static void test_default_moved_to_front(void)
     CHECK_STR(cfg->binds[2].name, "b");
     CHECK(cfg->binds[0].line == 8);
     CHECK_STR(cfg->binds[0].path, in_tmp("d.db"));
-    CHECK(config_route_table(cfg, "", "t_a") == 1);
-    CHECK(config_route_table(cfg, "", "t_b") == 2);
-    CHECK(config_route_table(cfg, "", "t_def") == 0);
+    CHECK(route_table_bind(cfg, "", "t_a") == 1);
+    CHECK(route_table_bind(cfg, "", "t_b") == 2);
+    CHECK(route_table_bind(cfg, "", "t_def") == 0);
     CHECK(cfg->rules[0].bind == 1 && cfg->rules[2].bind == 2);
     config_free(cfg);
 }
@@ -1144,7 +1145,7 @@ static void test_table_bind_defined_later(void)
                                  "second_db = sqlite:///s.db\ndefault = sqlite:///a.db\n");
     if (cfg == NULL)
         return;
-    CHECK(config_route_table(cfg, "", "test2") == 1);
+    CHECK(route_table_bind(cfg, "", "test2") == 1);
     CHECK(cfg->rules[0].line == 2);
     config_free(cfg);
 }
@@ -1164,9 +1165,9 @@ static void test_route_exact_beats_pattern(void)
     if (cfg == NULL)
         return;
     CHECK(cfg->rules[0].is_pattern && cfg->rules[1].is_pattern && !cfg->rules[2].is_pattern);
-    CHECK(config_route_table(cfg, "", "audit_log") == 2);
-    CHECK(config_route_table(cfg, "", "audit_x") == 1);
-    CHECK(config_route_table(cfg, "", "anything") == 1);
+    CHECK(route_table_bind(cfg, "", "audit_log") == 2);
+    CHECK(route_table_bind(cfg, "", "audit_x") == 1);
+    CHECK(route_table_bind(cfg, "", "anything") == 1);
     config_free(cfg);
 }
 
@@ -1176,10 +1177,10 @@ static void test_route_first_pattern_wins(void)
                                  "[tables]\n*_log = b\naudit_* = a\n");
     if (cfg == NULL)
         return;
-    CHECK(config_route_table(cfg, "", "audit_log") == 2);
-    CHECK(config_route_table(cfg, "", "audit_x") == 1);
-    CHECK(config_route_table(cfg, "", "x_log") == 2);
-    CHECK(config_route_table(cfg, "", "other") == 0);
+    CHECK(route_table_bind(cfg, "", "audit_log") == 2);
+    CHECK(route_table_bind(cfg, "", "audit_x") == 1);
+    CHECK(route_table_bind(cfg, "", "x_log") == 2);
+    CHECK(route_table_bind(cfg, "", "other") == 0);
     config_free(cfg);
 }
 
@@ -1189,14 +1190,14 @@ static void test_route_wildcards(void)
                                  "[tables]\na*b*c = a\n**x** = a\n");
     if (cfg == NULL)
         return;
-    CHECK(config_route_table(cfg, "", "abc") == 1);
-    CHECK(config_route_table(cfg, "", "Abc") == 0); /* names arrive lowercased */
-    CHECK(config_route_table(cfg, "", "axbyyc") == 1);
-    CHECK(config_route_table(cfg, "", "abcbc") == 1);
-    CHECK(config_route_table(cfg, "", "acb") == 0);
-    CHECK(config_route_table(cfg, "", "abcd") == 0);
-    CHECK(config_route_table(cfg, "", "x") == 1);
-    CHECK(config_route_table(cfg, "", "") == 0);
+    CHECK(route_table_bind(cfg, "", "abc") == 1);
+    CHECK(route_table_bind(cfg, "", "Abc") == 0); /* names arrive lowercased */
+    CHECK(route_table_bind(cfg, "", "axbyyc") == 1);
+    CHECK(route_table_bind(cfg, "", "abcbc") == 1);
+    CHECK(route_table_bind(cfg, "", "acb") == 0);
+    CHECK(route_table_bind(cfg, "", "abcd") == 0);
+    CHECK(route_table_bind(cfg, "", "x") == 1);
+    CHECK(route_table_bind(cfg, "", "") == 0);
     config_free(cfg);
 }
 
@@ -1207,15 +1208,15 @@ static void test_route_qualified(void)
                                  "aux.* = c\ntest3 = b\n");
     if (cfg == NULL)
         return;
-    CHECK(config_route_table(cfg, "main", "test2") == 1);
-    CHECK(config_route_table(cfg, "", "test2") == 2);
-    CHECK(config_route_table(cfg, NULL, "test2") == 2);
-    CHECK(config_route_table(cfg, "temp", "test2") == 2); /* falls back to the bare name */
-    CHECK(config_route_table(cfg, "aux", "test2") == 3);  /* schema.name, patterns first */
-    CHECK(config_route_table(cfg, "aux", "zzz") == 3);
-    CHECK(config_route_table(cfg, "main", "test3") == 2);
-    CHECK(config_route_table(cfg, "", "main.test2") == 1); /* a dotted bare name */
-    CHECK(config_route_table(cfg, "main", "other") == 0);
+    CHECK(route_table_bind(cfg, "main", "test2") == 1);
+    CHECK(route_table_bind(cfg, "", "test2") == 2);
+    CHECK(route_table_bind(cfg, NULL, "test2") == 2);
+    CHECK(route_table_bind(cfg, "temp", "test2") == 2); /* falls back to the bare name */
+    CHECK(route_table_bind(cfg, "aux", "test2") == 3);  /* schema.name, patterns first */
+    CHECK(route_table_bind(cfg, "aux", "zzz") == 3);
+    CHECK(route_table_bind(cfg, "main", "test3") == 2);
+    CHECK(route_table_bind(cfg, "", "main.test2") == 1); /* a dotted bare name */
+    CHECK(route_table_bind(cfg, "main", "other") == 0);
     config_free(cfg);
 }
 
@@ -1226,14 +1227,14 @@ static void test_route_star_stops_at_dot(void)
     if (cfg == NULL)
         return;
     /* "main.t" does not match "*", but the bare "t" does. */
-    CHECK(config_route_table(cfg, "main", "t") == 1);
+    CHECK(route_table_bind(cfg, "main", "t") == 1);
     config_free(cfg);
     cfg = LOAD_OK("[binds]\ndefault = sqlite://\na = sqlite://\n[tables]\nm*t = a\n");
     if (cfg == NULL)
         return;
-    CHECK(config_route_table(cfg, "", "mat") == 1);
-    CHECK(config_route_table(cfg, "main", "t") == 0);
-    CHECK(config_route_table(cfg, "", "m.t") == 0);
+    CHECK(route_table_bind(cfg, "", "mat") == 1);
+    CHECK(route_table_bind(cfg, "main", "t") == 0);
+    CHECK(route_table_bind(cfg, "", "m.t") == 0);
     config_free(cfg);
 }
 
@@ -1245,9 +1246,9 @@ static void test_route_lowercased_keys(void)
         return;
     CHECK_STR(cfg->rules[0].pattern, "test2");
     CHECK_STR(cfg->rules[1].pattern, "audit_*");
-    CHECK(config_route_table(cfg, "", "test2") == 1);
-    CHECK(config_route_table(cfg, "", "audit_trail") == 1);
-    CHECK(config_route_table(cfg, "", "test1") == 0);
+    CHECK(route_table_bind(cfg, "", "test2") == 1);
+    CHECK(route_table_bind(cfg, "", "audit_trail") == 1);
+    CHECK(route_table_bind(cfg, "", "test1") == 0);
     config_free(cfg);
 }
 

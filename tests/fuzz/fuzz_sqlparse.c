@@ -1,6 +1,6 @@
 /*
- * libFuzzer target for daemon/router.c: each input is one SQL request,
- * analyzed with router_analyze() straight from the fuzzer's buffer (not
+ * libFuzzer target for daemon/sqlparse.c: each input is one SQL request,
+ * analyzed with sqlparse_analyze() straight from the fuzzer's buffer (not
  * NUL-terminated, so reads past the end show up under ASan). Beyond not
  * crashing, the result must be self-consistent: a return code from the
  * list, an error message exactly on failure, and on success table names
@@ -9,12 +9,12 @@
  *
  * Build: clang -std=c11 -D_GNU_SOURCE -I. -g -O1 \
  *          -fsanitize=fuzzer,address,undefined \
- *          tests/fuzz/fuzz_router.c daemon/router.c -o build/fuzz_router
- * Run:   build/fuzz_router tests/fuzz/corpus/router
+ *          tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqllex.c -o build/fuzz_sqlparse
+ * Run:   build/fuzz_sqlparse tests/fuzz/corpus/sqlparse
  * With -DSQLMUX_FUZZ_MAIN (and no -fsanitize=fuzzer) it builds a plain
  * program that runs the files named on its command line once each.
  */
-#include "daemon/router.h"
+#include "daemon/sqlparse.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -44,12 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(sql, data, size);
 
     struct route_info ri;
-    int rc = router_analyze(sql, size, &ri);
+    int rc = sqlparse_analyze(sql, size, &ri);
     switch (rc) {
-    case ROUTER_OK:
+    case SQLPARSE_OK:
         if (ri.error[0] != '\0' || (ri.ntables == 0) != (ri.tables == NULL))
             abort();
-        if (router_kind_name(ri.kind) == NULL)
+        if (sqlparse_kind_name(ri.kind) == NULL)
             abort();
         if (ri.ntables > 0) {
             /* Names use at most two bytes per input byte plus terminators. */
@@ -64,9 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
         break;
-    case ROUTER_ESYNTAX:
-    case ROUTER_EMULTI:
-    case ROUTER_ENOMEM:
+    case SQLPARSE_ESYNTAX:
+    case SQLPARSE_EMULTI:
+    case SQLPARSE_ENOMEM:
         if (ri.error[0] == '\0' || memchr(ri.error, '\0', sizeof ri.error) == NULL ||
             ri.ntables != 0 || ri.tables != NULL || ri.names != NULL)
             abort();
@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default:
         abort();
     }
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     free(sql);
     return 0;
 }

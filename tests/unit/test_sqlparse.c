@@ -1,10 +1,10 @@
 /*
- * Unit tests of daemon/router.c: statement kinds, the tables each statement
+ * Unit tests of daemon/sqlparse.c: statement kinds, the tables each statement
  * shape references, parameter counts, statement boundaries and the errors
  * for input that cannot be tokenized. EXPECT() compares the tables as one
  * string, "schema.name" or "name" joined by commas, in result order.
  */
-#include "daemon/router.h"
+#include "daemon/sqlparse.h"
 #include "tests/unit/unit.h"
 
 #include <stdint.h>
@@ -26,7 +26,7 @@ static const char *tables_str(const struct route_info *ri, char *buf, size_t siz
 /* Analyzes a NUL-terminated statement. */
 static int analyze(const char *sql, struct route_info *ri)
 {
-    return router_analyze(sql, strlen(sql), ri);
+    return sqlparse_analyze(sql, strlen(sql), ri);
 }
 
 /* sql must analyze to kind_ with exactly the tables tables_. */
@@ -35,12 +35,12 @@ static int analyze(const char *sql, struct route_info *ri)
         struct route_info ri_;                                                 \
         char buf_[2048];                                                       \
         int rc_ = analyze((sql), &ri_);                                        \
-        CHECK(rc_ == ROUTER_OK);                                               \
-        if (rc_ != ROUTER_OK)                                                  \
+        CHECK(rc_ == SQLPARSE_OK);                                               \
+        if (rc_ != SQLPARSE_OK)                                                  \
             fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                 \
-        CHECK_STR(router_kind_name(ri_.kind), router_kind_name(kind_));        \
+        CHECK_STR(sqlparse_kind_name(ri_.kind), sqlparse_kind_name(kind_));        \
         CHECK_STR(tables_str(&ri_, buf_, sizeof buf_), (tables_));             \
-        router_info_free(&ri_);                                                \
+        sqlparse_info_free(&ri_);                                                \
     } while (0)
 
 /* sql must fail with code_ and an error message containing msg_. */
@@ -55,7 +55,7 @@ static int analyze(const char *sql, struct route_info *ri)
                     __LINE__, ri_.error, (msg_));                              \
         }                                                                      \
         CHECK(ri_.ntables == 0 && ri_.tables == NULL && ri_.names == NULL);    \
-        router_info_free(&ri_);                                                \
+        sqlparse_info_free(&ri_);                                                \
     } while (0)
 
 /* sql must analyze with nparams == n_. */
@@ -63,22 +63,22 @@ static int analyze(const char *sql, struct route_info *ri)
     do {                                                                       \
         struct route_info ri_;                                                 \
         int rc_ = analyze((sql), &ri_);                                        \
-        CHECK(rc_ == ROUTER_OK);                                               \
-        if (rc_ != ROUTER_OK)                                                  \
+        CHECK(rc_ == SQLPARSE_OK);                                               \
+        if (rc_ != SQLPARSE_OK)                                                  \
             fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                 \
         CHECK(ri_.nparams == (size_t)(n_));                                    \
         if (ri_.nparams != (size_t)(n_))                                       \
             fprintf(stderr, "    %s: nparams %zu\n", (sql), ri_.nparams);      \
-        router_info_free(&ri_);                                                \
+        sqlparse_info_free(&ri_);                                                \
     } while (0)
 
 /* sql must analyze with route flags == flags_. */
 #define EXPECT_FLAGS(sql, flags_)                                              \
     do {                                                                       \
         struct route_info ri_;                                                 \
-        CHECK(analyze((sql), &ri_) == ROUTER_OK);                              \
+        CHECK(analyze((sql), &ri_) == SQLPARSE_OK);                              \
         CHECK(ri_.flags == (unsigned)(flags_));                                \
-        router_info_free(&ri_);                                                \
+        sqlparse_info_free(&ri_);                                                \
     } while (0)
 
 /* ---- SELECT: FROM lists and joins ---- */
@@ -588,7 +588,7 @@ static void quoted_keywords_are_names(void)
 static void names_storage(void)
 {
     struct route_info ri;
-    CHECK(analyze("SELECT * FROM a, main.b", &ri) == ROUTER_OK);
+    CHECK(analyze("SELECT * FROM a, main.b", &ri) == SQLPARSE_OK);
     CHECK(ri.ntables == 2);
     if (ri.ntables == 2) {
         CHECK_STR(ri.tables[0].schema, "");
@@ -600,10 +600,10 @@ static void names_storage(void)
             CHECK(ri.tables[i].name >= ri.names && ri.tables[i].name < ri.names + 16);
         }
     }
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     CHECK(ri.tables == NULL && ri.names == NULL && ri.ntables == 0);
-    router_info_free(&ri);    /* a second free is harmless */
-    router_info_free(NULL);
+    sqlparse_info_free(&ri);    /* a second free is harmless */
+    sqlparse_info_free(NULL);
 }
 
 static void not_nul_terminated(void)
@@ -611,12 +611,12 @@ static void not_nul_terminated(void)
     char buf[32];
     memcpy(buf, "SELECT * FROM abcdefXXXXXXXXXXXXXXXXXXXXXXXX", sizeof buf);
     struct route_info ri;
-    CHECK(router_analyze(buf, 17, &ri) == ROUTER_OK);
+    CHECK(sqlparse_analyze(buf, 17, &ri) == SQLPARSE_OK);
     CHECK(ri.ntables == 1 && ri.ntables == 1 && strcmp(ri.tables[0].name, "abc") == 0);
-    router_info_free(&ri);
-    CHECK(router_analyze(buf, 14, &ri) == ROUTER_OK);    /* "SELECT * FROM " */
+    sqlparse_info_free(&ri);
+    CHECK(sqlparse_analyze(buf, 14, &ri) == SQLPARSE_OK);    /* "SELECT * FROM " */
     CHECK(ri.ntables == 0);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
 }
 
 /* ---- kinds ---- */
@@ -681,22 +681,22 @@ static void explain(void)
 
 static void kind_names(void)
 {
-    CHECK_STR(router_kind_name(STMT_OTHER), "other");
-    CHECK_STR(router_kind_name(STMT_SELECT), "select");
-    CHECK_STR(router_kind_name(STMT_INSERT), "insert");
-    CHECK_STR(router_kind_name(STMT_UPDATE), "update");
-    CHECK_STR(router_kind_name(STMT_DELETE), "delete");
-    CHECK_STR(router_kind_name(STMT_DDL), "ddl");
-    CHECK_STR(router_kind_name(STMT_BEGIN), "begin");
-    CHECK_STR(router_kind_name(STMT_COMMIT), "commit");
-    CHECK_STR(router_kind_name(STMT_ROLLBACK), "rollback");
-    CHECK_STR(router_kind_name(STMT_SAVEPOINT), "savepoint");
-    CHECK_STR(router_kind_name(STMT_PRAGMA), "pragma");
-    CHECK_STR(router_kind_name(STMT_ATTACH), "attach");
-    CHECK_STR(router_kind_name(STMT_DETACH), "detach");
-    CHECK_STR(router_kind_name(STMT_VACUUM), "vacuum");
-    CHECK_STR(router_kind_name(STMT_EXPLAIN), "explain");
-    CHECK_STR(router_kind_name((enum stmt_kind)999), "other");
+    CHECK_STR(sqlparse_kind_name(STMT_OTHER), "other");
+    CHECK_STR(sqlparse_kind_name(STMT_SELECT), "select");
+    CHECK_STR(sqlparse_kind_name(STMT_INSERT), "insert");
+    CHECK_STR(sqlparse_kind_name(STMT_UPDATE), "update");
+    CHECK_STR(sqlparse_kind_name(STMT_DELETE), "delete");
+    CHECK_STR(sqlparse_kind_name(STMT_DDL), "ddl");
+    CHECK_STR(sqlparse_kind_name(STMT_BEGIN), "begin");
+    CHECK_STR(sqlparse_kind_name(STMT_COMMIT), "commit");
+    CHECK_STR(sqlparse_kind_name(STMT_ROLLBACK), "rollback");
+    CHECK_STR(sqlparse_kind_name(STMT_SAVEPOINT), "savepoint");
+    CHECK_STR(sqlparse_kind_name(STMT_PRAGMA), "pragma");
+    CHECK_STR(sqlparse_kind_name(STMT_ATTACH), "attach");
+    CHECK_STR(sqlparse_kind_name(STMT_DETACH), "detach");
+    CHECK_STR(sqlparse_kind_name(STMT_VACUUM), "vacuum");
+    CHECK_STR(sqlparse_kind_name(STMT_EXPLAIN), "explain");
+    CHECK_STR(sqlparse_kind_name((enum stmt_kind)999), "other");
 }
 
 /* ---- boundaries and errors ---- */
@@ -711,59 +711,59 @@ static void trailing_semicolon_and_comments(void)
 
 static void multi_statements(void)
 {
-    EXPECT_ERR("SELECT 1; SELECT 2", ROUTER_EMULTI, "more than one statement");
-    EXPECT_ERR("SELECT * FROM t; DROP TABLE t", ROUTER_EMULTI, "more than one statement");
-    EXPECT_ERR("SELECT 1;;", ROUTER_EMULTI, "more than one statement");
-    EXPECT_ERR("; SELECT 1", ROUTER_EMULTI, "more than one statement");
+    EXPECT_ERR("SELECT 1; SELECT 2", SQLPARSE_EMULTI, "more than one statement");
+    EXPECT_ERR("SELECT * FROM t; DROP TABLE t", SQLPARSE_EMULTI, "more than one statement");
+    EXPECT_ERR("SELECT 1;;", SQLPARSE_EMULTI, "more than one statement");
+    EXPECT_ERR("; SELECT 1", SQLPARSE_EMULTI, "more than one statement");
     EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END; SELECT 2",
-               ROUTER_EMULTI, "more than one statement");
-    EXPECT_ERR("SELECT 'a;b'; x", ROUTER_EMULTI, "offset 14");
+               SQLPARSE_EMULTI, "more than one statement");
+    EXPECT_ERR("SELECT 'a;b'; x", SQLPARSE_EMULTI, "offset 14");
 }
 
 static void empty_statements(void)
 {
-    EXPECT_ERR("", ROUTER_ESYNTAX, "empty statement");
-    EXPECT_ERR("   \n\t", ROUTER_ESYNTAX, "empty statement");
-    EXPECT_ERR("-- only a comment", ROUTER_ESYNTAX, "empty statement");
-    EXPECT_ERR("/* c */ -- d\n", ROUTER_ESYNTAX, "empty statement");
-    EXPECT_ERR(";", ROUTER_ESYNTAX, "empty statement");
-    EXPECT_ERR(" ; ; /**/ ;", ROUTER_ESYNTAX, "empty statement");
+    EXPECT_ERR("", SQLPARSE_ESYNTAX, "empty statement");
+    EXPECT_ERR("   \n\t", SQLPARSE_ESYNTAX, "empty statement");
+    EXPECT_ERR("-- only a comment", SQLPARSE_ESYNTAX, "empty statement");
+    EXPECT_ERR("/* c */ -- d\n", SQLPARSE_ESYNTAX, "empty statement");
+    EXPECT_ERR(";", SQLPARSE_ESYNTAX, "empty statement");
+    EXPECT_ERR(" ; ; /**/ ;", SQLPARSE_ESYNTAX, "empty statement");
     struct route_info ri;
-    CHECK(router_analyze(NULL, 0, &ri) == ROUTER_ESYNTAX);
-    router_info_free(&ri);
+    CHECK(sqlparse_analyze(NULL, 0, &ri) == SQLPARSE_ESYNTAX);
+    sqlparse_info_free(&ri);
 }
 
 static void unterminated_tokens(void)
 {
-    EXPECT_ERR("SELECT * FROM t WHERE a = 'abc", ROUTER_ESYNTAX,
+    EXPECT_ERR("SELECT * FROM t WHERE a = 'abc", SQLPARSE_ESYNTAX,
                "unterminated string literal at offset 26");
-    EXPECT_ERR("SELECT 'it''s", ROUTER_ESYNTAX, "unterminated string literal");
-    EXPECT_ERR("SELECT * FROM \"t", ROUTER_ESYNTAX, "unterminated quoted identifier at offset 14");
-    EXPECT_ERR("SELECT * FROM `t``", ROUTER_ESYNTAX, "unterminated quoted identifier");
-    EXPECT_ERR("SELECT * FROM [t", ROUTER_ESYNTAX, "unterminated [identifier]");
-    EXPECT_ERR("SELECT 1 /* open", ROUTER_ESYNTAX, "unterminated /* comment at offset 9");
-    EXPECT_ERR("SELECT 1 /*/", ROUTER_ESYNTAX, "unterminated /* comment");
-    EXPECT_ERR("SELECT X'AB", ROUTER_ESYNTAX, "unterminated string literal");
-    EXPECT_ERR("SELECT $$abc", ROUTER_ESYNTAX, "unterminated dollar-quoted string");
-    EXPECT_ERR("SELECT $x$abc$y$", ROUTER_ESYNTAX, "unterminated dollar-quoted string");
-    EXPECT_ERR("SELECT E'abc\\'", ROUTER_ESYNTAX, "unterminated string literal");
+    EXPECT_ERR("SELECT 'it''s", SQLPARSE_ESYNTAX, "unterminated string literal");
+    EXPECT_ERR("SELECT * FROM \"t", SQLPARSE_ESYNTAX, "unterminated quoted identifier at offset 14");
+    EXPECT_ERR("SELECT * FROM `t``", SQLPARSE_ESYNTAX, "unterminated quoted identifier");
+    EXPECT_ERR("SELECT * FROM [t", SQLPARSE_ESYNTAX, "unterminated [identifier]");
+    EXPECT_ERR("SELECT 1 /* open", SQLPARSE_ESYNTAX, "unterminated /* comment at offset 9");
+    EXPECT_ERR("SELECT 1 /*/", SQLPARSE_ESYNTAX, "unterminated /* comment");
+    EXPECT_ERR("SELECT X'AB", SQLPARSE_ESYNTAX, "unterminated string literal");
+    EXPECT_ERR("SELECT $$abc", SQLPARSE_ESYNTAX, "unterminated dollar-quoted string");
+    EXPECT_ERR("SELECT $x$abc$y$", SQLPARSE_ESYNTAX, "unterminated dollar-quoted string");
+    EXPECT_ERR("SELECT E'abc\\'", SQLPARSE_ESYNTAX, "unterminated string literal");
 }
 
 static void unbalanced_parentheses(void)
 {
-    EXPECT_ERR("SELECT (1", ROUTER_ESYNTAX, "unbalanced parentheses");
-    EXPECT_ERR("SELECT 1)", ROUTER_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset 8");
-    EXPECT_ERR("SELECT * FROM (SELECT * FROM t", ROUTER_ESYNTAX, "unbalanced parentheses");
-    EXPECT_ERR("SELECT (1; SELECT 2)", ROUTER_ESYNTAX, "unbalanced parentheses");
-    EXPECT_ERR("EXPLAIN (ANALYZE SELECT 1", ROUTER_ESYNTAX, "unbalanced parentheses");
+    EXPECT_ERR("SELECT (1", SQLPARSE_ESYNTAX, "unbalanced parentheses");
+    EXPECT_ERR("SELECT 1)", SQLPARSE_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset 8");
+    EXPECT_ERR("SELECT * FROM (SELECT * FROM t", SQLPARSE_ESYNTAX, "unbalanced parentheses");
+    EXPECT_ERR("SELECT (1; SELECT 2)", SQLPARSE_ESYNTAX, "unbalanced parentheses");
+    EXPECT_ERR("EXPLAIN (ANALYZE SELECT 1", SQLPARSE_ESYNTAX, "unbalanced parentheses");
 }
 
 static void unterminated_trigger_body(void)
 {
-    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2;", ROUTER_ESYNTAX,
+    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2;", SQLPARSE_ESYNTAX,
                "missing END");
     EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT CASE WHEN 1 THEN 2 END;",
-               ROUTER_ESYNTAX, "missing END");
+               SQLPARSE_ESYNTAX, "missing END");
 }
 
 /* Builds "SELECT " + n '(' + "1" + n ')' (balanced when close). */
@@ -788,8 +788,8 @@ static void depth_limit(void)
 {
     char *ok = nested(1000, true), *deep = nested(1001, true), *huge = nested(200000, false);
     EXPECT(ok, STMT_SELECT, "");
-    EXPECT_ERR(deep, ROUTER_ESYNTAX, "too deeply nested");
-    EXPECT_ERR(huge, ROUTER_ESYNTAX, "too deeply nested");
+    EXPECT_ERR(deep, SQLPARSE_ESYNTAX, "too deeply nested");
+    EXPECT_ERR(huge, SQLPARSE_ESYNTAX, "too deeply nested");
     free(ok);
     free(deep);
     free(huge);
@@ -799,24 +799,24 @@ static void nul_bytes(void)
 {
     static const char sql[] = "SELECT * FROM a\0; DROP TABLE b";
     struct route_info ri;
-    CHECK(router_analyze(sql, sizeof sql - 1, &ri) == ROUTER_ESYNTAX);
+    CHECK(sqlparse_analyze(sql, sizeof sql - 1, &ri) == SQLPARSE_ESYNTAX);
     CHECK(strstr(ri.error, "NUL byte at offset 15") != NULL);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     static const char in_string[] = "SELECT 'a\0b'";
-    CHECK(router_analyze(in_string, sizeof in_string - 1, &ri) == ROUTER_ESYNTAX);
-    router_info_free(&ri);
+    CHECK(sqlparse_analyze(in_string, sizeof in_string - 1, &ri) == SQLPARSE_ESYNTAX);
+    sqlparse_info_free(&ri);
 }
 
 static void error_leaves_result_empty(void)
 {
     struct route_info ri;
-    CHECK(analyze("SELECT * FROM a, b; SELECT 2", &ri) == ROUTER_EMULTI);
+    CHECK(analyze("SELECT * FROM a, b; SELECT 2", &ri) == SQLPARSE_EMULTI);
     CHECK(ri.kind == STMT_OTHER && ri.ntables == 0 && ri.tables == NULL && ri.names == NULL);
     CHECK(ri.nparams == 0 && ri.flags == 0);
-    router_info_free(&ri);
-    CHECK(analyze("SELECT 1", &ri) == ROUTER_OK);
+    sqlparse_info_free(&ri);
+    CHECK(analyze("SELECT 1", &ri) == SQLPARSE_OK);
     CHECK(ri.error[0] == '\0' && ri.tables == NULL && ri.names == NULL);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
 }
 
 /* ---- parameters ---- */
@@ -833,8 +833,8 @@ static void params_numbered(void)
     EXPECT_PARAMS("SELECT ?1, ?1, ?2", 2);
     EXPECT_PARAMS("SELECT ?5", 5);
     EXPECT_PARAMS("SELECT ?2, ?", 3);    /* "?" takes the next after the highest */
-    EXPECT_ERR("SELECT ?0", ROUTER_ESYNTAX, "parameter number out of range");
-    EXPECT_ERR("SELECT ?99999999999999999999999", ROUTER_ESYNTAX, "out of range");
+    EXPECT_ERR("SELECT ?0", SQLPARSE_ESYNTAX, "parameter number out of range");
+    EXPECT_ERR("SELECT ?99999999999999999999999", SQLPARSE_ESYNTAX, "out of range");
     EXPECT_PARAMS("SELECT ?65535", 65535);
 }
 
@@ -915,13 +915,13 @@ static void many_tables_and_dedup(void)
     for (size_t i = 1; i < n; i++)
         o += sprintf(o, ", t%zu", i % 3000);
     struct route_info ri;
-    CHECK(analyze(s, &ri) == ROUTER_OK);
+    CHECK(analyze(s, &ri) == SQLPARSE_OK);
     CHECK(ri.ntables == 3000);
     if (ri.ntables == 3000) {
         CHECK_STR(ri.tables[0].name, "t0");
         CHECK_STR(ri.tables[2999].name, "t2999");
     }
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     free(s);
 }
 
@@ -947,7 +947,7 @@ static void too_many_names(void)
     o += sprintf(o, "SELECT * FROM t0");
     for (size_t i = 1; i < n; i++)
         o += sprintf(o, ",t%zu", i);
-    EXPECT_ERR(s, ROUTER_ESYNTAX, "too many distinct names");
+    EXPECT_ERR(s, SQLPARSE_ESYNTAX, "too many distinct names");
     free(s);
 }
 
@@ -964,14 +964,14 @@ static void garbage_does_not_crash(void)
             buf[len++] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
         }
         struct route_info ri;
-        int rc = router_analyze(buf, len, &ri);
-        CHECK(rc == ROUTER_OK || rc == ROUTER_ESYNTAX || rc == ROUTER_EMULTI);
-        if (rc == ROUTER_OK)
+        int rc = sqlparse_analyze(buf, len, &ri);
+        CHECK(rc == SQLPARSE_OK || rc == SQLPARSE_ESYNTAX || rc == SQLPARSE_EMULTI);
+        if (rc == SQLPARSE_OK)
             for (size_t i = 0; i < ri.ntables; i++)
                 CHECK(ri.tables[i].schema != NULL && ri.tables[i].name != NULL);
         else
             CHECK(ri.error[0] != '\0' && ri.ntables == 0);
-        router_info_free(&ri);
+        sqlparse_info_free(&ri);
     }
 }
 

@@ -1,12 +1,17 @@
 /*
- * Routing decisions and their cache.
+ * Routing (route.h): the table map's lookup, the decision for a statement
+ * and the cache of decisions.
+ *
+ * The table map is looked up without allocating: exact rules first, then
+ * patterns in file order, over the name in two pieces (struct
+ * route_subject).
  *
  * The cache is direct-mapped: a power-of-two array of slots indexed by a
  * hash of the statement text, each slot holding one decision; a collision
  * replaces the older one. That bounds memory by `route_cache` entries,
  * costs one hash and one memcmp per hit, and needs no LRU bookkeeping.
  */
-#include "daemon/routecache.h"
+#include "daemon/route.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +20,100 @@
 
 #include "daemon/hash.h"
 #include "proto/buf.h"
+
+/* ---- The table map ---------------------------------------------------- */
+
+/* The name being looked up: "schema.name", or "name" when schema is NULL,
+ * kept in two pieces so that lookups never allocate. */
+struct route_subject {
+    const char *schema;
+    size_t schema_len;
+    const char *name;
+    size_t len; /* total */
+};
+
+static char route_subject_at(const struct route_subject *s, size_t i)
+{
+    if (s->schema == NULL)
+        return s->name[i];
+    if (i < s->schema_len)
+        return s->schema[i];
+    if (i == s->schema_len)
+        return '.';
+    return s->name[i - s->schema_len - 1];
+}
+
+static bool route_exact(const char *pattern, const struct route_subject *s)
+{
+    size_t i = 0;
+    for (; pattern[i] != '\0'; i++)
+        if (i >= s->len || pattern[i] != route_subject_at(s, i))
+            return false;
+    return i == s->len;
+}
+
+/* Glob match where '*' matches any run of characters except '.', so
+ * "audit_*" never matches a schema-qualified name. Linear backtracking to
+ * the last '*' keeps it O(pattern * name). */
+static bool route_glob(const char *pattern, const struct route_subject *s)
+{
+    size_t p = 0, i = 0;
+    size_t star_p = SIZE_MAX, star_i = 0;
+    while (i < s->len) {
+        char c = route_subject_at(s, i);
+        if (pattern[p] == '*') {
+            star_p = p++;
+            star_i = i;
+        } else if (pattern[p] != '\0' && pattern[p] == c) {
+            p++;
+            i++;
+        } else if (star_p != SIZE_MAX && route_subject_at(s, star_i) != '.') {
+            p = star_p + 1;
+            i = ++star_i;
+        } else {
+            return false;
+        }
+    }
+    while (pattern[p] == '*')
+        p++;
+    return pattern[p] == '\0';
+}
+
+/* Exact rules first, then patterns in file order. */
+static bool route_lookup(const struct config *cfg, const struct route_subject *s, size_t *bind)
+{
+    for (size_t i = 0; i < cfg->nrules; i++) {
+        if (!cfg->rules[i].is_pattern && route_exact(cfg->rules[i].pattern, s)) {
+            *bind = cfg->rules[i].bind;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < cfg->nrules; i++) {
+        if (cfg->rules[i].is_pattern && route_glob(cfg->rules[i].pattern, s)) {
+            *bind = cfg->rules[i].bind;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t route_table_bind(const struct config *cfg, const char *schema, const char *name)
+{
+    size_t bind = 0;
+    size_t len = strlen(name);
+    if (schema != NULL && schema[0] != '\0') {
+        size_t slen = strlen(schema);
+        struct route_subject q = {schema, slen, name, slen + 1 + len};
+        if (route_lookup(cfg, &q, &bind))
+            return bind;
+    }
+    struct route_subject bare = {NULL, 0, name, len};
+    if (route_lookup(cfg, &bare, &bind))
+        return bind;
+    return 0;
+}
+
+/* ---- Decisions and their cache ----------------------------------------- */
 
 struct slot {
     uint64_t hash;
@@ -52,6 +151,7 @@ struct routecache *routecache_new(size_t entries)
 void route_clear(struct route *r)
 {
     free(r->err_msg);
+    free(r->binds);
     memset(r, 0, sizeof *r);
 }
 
@@ -138,6 +238,18 @@ static bool route_denied(const struct route_info *ri, struct route *out)
     return true;
 }
 
+/* Adds bind index b to out->binds (room for it is there) unless it is
+ * there already. */
+static void route_add_bind(struct route *out, size_t b)
+{
+    for (size_t i = 0; i < out->nbinds; i++)
+        if (out->binds[i].index == b)
+            return;
+    out->binds[out->nbinds].index = b;
+    out->binds[out->nbinds].writes = out->kind != STMT_SELECT;
+    out->nbinds++;
+}
+
 void route_compute(const struct config *cfg, const char *sql, size_t len, struct route *out,
                    struct route_info *ri)
 {
@@ -148,18 +260,18 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
 
     memset(out, 0, sizeof *out);
     out->bind = ROUTE_NO_TABLE;
-    rc = router_analyze(sql, len, ri);
+    rc = sqlparse_analyze(sql, len, ri);
     out->kind = ri->kind;
     out->flags = ri->flags;
-    if (rc == ROUTER_EMULTI) {
+    if (rc == SQLPARSE_EMULTI) {
         route_fail(out, "MULTI", "one statement per request: split the statements, or send them one by one");
         return;
     }
-    if (rc == ROUTER_ENOMEM) {
+    if (rc == SQLPARSE_ENOMEM) {
         out->err_code = "NOMEM";
         return;
     }
-    if (rc != ROUTER_OK) {
+    if (rc != SQLPARSE_OK) {
         route_fail(out, "SYNTAX", ri->error);
         return;
     }
@@ -172,11 +284,18 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
         out->err_code = "NOMEM";
         return;
     }
+    out->binds = malloc(ri->ntables * sizeof *out->binds);
+    if (out->binds == NULL) {
+        free(binds);
+        out->err_code = "NOMEM";
+        return;
+    }
     /* System tables exist in every bind: they follow the others. */
     for (size_t i = 0; i < ri->ntables; i++) {
         if (route_is_system_table(&ri->tables[i]))
             continue;
-        binds[i] = config_route_table(cfg, ri->tables[i].schema, ri->tables[i].name);
+        binds[i] = route_table_bind(cfg, ri->tables[i].schema, ri->tables[i].name);
+        route_add_bind(out, binds[i]);
         if (first == ROUTE_NO_TABLE)
             first = (int)binds[i];
         else if (binds[i] != (size_t)first)
@@ -203,7 +322,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     if (rc->slots == NULL) {
         route_clear(&rc->scratch);
         route_compute(cfg, sql, len, &rc->scratch, &ri);
-        router_info_free(&ri);
+        sqlparse_info_free(&ri);
         return &rc->scratch;
     }
     h = hash_bytes(sql, len);
@@ -212,7 +331,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         return &sl->route;
     slot_clear(sl);
     route_compute(cfg, sql, len, &sl->route, &ri);
-    router_info_free(&ri);
+    sqlparse_info_free(&ri);
     if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
         return &sl->route;   /* not cached: sql stays NULL */
     sl->sql = malloc(len + 1);

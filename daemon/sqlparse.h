@@ -1,11 +1,11 @@
 /*
- * The router's SQL analysis: which tables a statement references and what
+ * The SQL analysis behind routing: which tables a statement references and what
  * kind of statement it is. It is pure (no I/O, no config, no globals) so
  * the daemon, the fuzzers and the unit tests share it. Mapping tables to
- * binds is config_route_table() in conf/config.h; the daemon combines both.
+ * binds is route_table_bind() in route.h, which combines both.
  */
-#ifndef SQLMUX_DAEMON_ROUTER_H
-#define SQLMUX_DAEMON_ROUTER_H
+#ifndef SQLMUX_DAEMON_SQLPARSE_H
+#define SQLMUX_DAEMON_SQLPARSE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,8 +43,8 @@ struct route_table {
     const char *name;
 };
 
-/* The result of router_analyze(). Owned by the caller; release with
- * router_info_free(). */
+/* The result of sqlparse_analyze(). Owned by the caller; release with
+ * sqlparse_info_free(). */
 struct route_info {
     enum stmt_kind kind;
     unsigned flags;
@@ -52,14 +52,14 @@ struct route_info {
     struct route_table *tables;
     char *names;                  /* storage for the strings in tables[] */
     size_t nparams;               /* placeholders seen (?, ?NNN, :x, @x, $x) */
-    char error[200];              /* message when router_analyze() fails */
+    char error[200];              /* message when sqlparse_analyze() fails */
 };
 
 enum {
-    ROUTER_OK = 0,
-    ROUTER_ESYNTAX = -1,  /* cannot be tokenized / no statement; error[] says why */
-    ROUTER_EMULTI = -2,   /* more than one statement */
-    ROUTER_ENOMEM = -3,
+    SQLPARSE_OK = 0,
+    SQLPARSE_ESYNTAX = -1,  /* cannot be tokenized / no statement; error[] says why */
+    SQLPARSE_EMULTI = -2,   /* more than one statement */
+    SQLPARSE_ENOMEM = -3,
 };
 
 /*
@@ -69,16 +69,16 @@ enum {
  * FROM), DELETE, CREATE/DROP/ALTER TABLE and VIEW, CREATE INDEX ... ON,
  * REFERENCES, trigger bodies, PRAGMA table_info(t) and friends. CTE names
  * (WITH, WITH RECURSIVE) and table-valued functions are not tables.
- * A trailing ';' and comments are fine. Returns ROUTER_OK or a negative
- * ROUTER_E* code with out->error set. out is always initialized and must
- * be freed with router_info_free().
+ * A trailing ';' and comments are fine. Returns SQLPARSE_OK or a negative
+ * SQLPARSE_E* code with out->error set. out is always initialized and must
+ * be freed with sqlparse_info_free().
  */
 __attribute__((warn_unused_result))
-int router_analyze(const char *sql, size_t len, struct route_info *out);
+int sqlparse_analyze(const char *sql, size_t len, struct route_info *out);
 
-void router_info_free(struct route_info *ri);
+void sqlparse_info_free(struct route_info *ri);
 
 /* Name of a statement kind, for logs and tests: "select", "begin", ... */
-const char *router_kind_name(enum stmt_kind kind);
+const char *sqlparse_kind_name(enum stmt_kind kind);
 
 #endif
