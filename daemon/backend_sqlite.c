@@ -58,7 +58,7 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         const char *type = (const char *)sqlite3_column_text(stmt, 1);
         size_t n = (size_t)sqlite3_column_bytes(stmt, 0);
         char *lower = malloc(n + 1);
-        int prc;
+        struct codec_row r;
 
         if (lower == NULL || name == NULL || type == NULL) {
             free(lower);
@@ -68,15 +68,13 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         for (size_t i = 0; i < n; i++)
             lower[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
         lower[n] = '\0';
-        prc = buf_putc(out, '=');
-        prc |= codec_put_text(out, name, n);
-        prc |= buf_printf(out, "\t%s\t", type);
-        prc |= codec_put_text(out, bind_name, strlen(bind_name));
-        prc |= buf_putc(out, '\t');
-        prc |= buf_puts(out, cfg->binds[route_table_bind(cfg, "", lower)].name);
-        prc |= buf_putc(out, '\n');
+        codec_row_begin(&r, out);
+        codec_field_text(&r, name, n);
+        codec_field_str(&r, type);
+        codec_field_str(&r, bind_name);
+        codec_field_str(&r, cfg->binds[route_table_bind(cfg, "", lower)].name);
         free(lower);
-        if (prc != 0) {
+        if (codec_row_end(&r) != 0) {
             rc = SQLITE_NOMEM;
             break;
         }

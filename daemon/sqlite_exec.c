@@ -157,64 +157,58 @@ int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
 
 static int put_header(struct buf *out, sqlite3_stmt *stmt, int ncol)
 {
-    int rc = buf_putc(out, '*');
-    for (int i = 0; rc == 0 && i < ncol; i++) {
+    struct codec_row r;
+
+    codec_header_begin(&r, out);
+    for (int i = 0; i < ncol; i++) {
         const char *name = sqlite3_column_name(stmt, i);
         const char *type = sqlite3_column_decltype(stmt, i);
-        if (i > 0)
-            rc |= buf_putc(out, '\t');
-        rc |= codec_put_text(out, name ? name : "", name ? strlen(name) : 0);
-        rc |= buf_putc(out, '\t');
-        rc |= codec_put_text(out, type ? type : "", type ? strlen(type) : 0);
+        codec_field_text(&r, name ? name : "", name ? strlen(name) : 0);
+        codec_field_text(&r, type ? type : "", type ? strlen(type) : 0);
     }
-    return rc | buf_putc(out, '\n');
+    return codec_row_end(&r);
 }
 
 static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
 {
-    int rc = buf_putc(out, '=');
-    for (int i = 0; rc == 0 && i < ncol; i++) {
-        if (i > 0)
-            rc |= buf_putc(out, '\t');
+    struct codec_row r;
+
+    codec_row_begin(&r, out);
+    for (int i = 0; i < ncol; i++) {
         switch (sqlite3_column_type(stmt, i)) {
         case SQLITE_INTEGER:
-            rc |= codec_put_int(out, sqlite3_column_int64(stmt, i));
+            codec_field_int(&r, sqlite3_column_int64(stmt, i));
             break;
         case SQLITE_FLOAT:
-            rc |= codec_put_real(out, sqlite3_column_double(stmt, i));
+            codec_field_real(&r, sqlite3_column_double(stmt, i));
             break;
-        case SQLITE_TEXT: {
-            const char *t = (const char *)sqlite3_column_text(stmt, i);
-            rc |= codec_put_text(out, t, (size_t)sqlite3_column_bytes(stmt, i));
+        case SQLITE_TEXT:
+            codec_field_text(&r, (const char *)sqlite3_column_text(stmt, i), (size_t)sqlite3_column_bytes(stmt, i));
             break;
-        }
-        case SQLITE_BLOB: {
-            const void *p = sqlite3_column_blob(stmt, i);
-            rc |= codec_put_blob(out, p, (size_t)sqlite3_column_bytes(stmt, i));
+        case SQLITE_BLOB:
+            codec_field_blob(&r, sqlite3_column_blob(stmt, i), (size_t)sqlite3_column_bytes(stmt, i));
             break;
-        }
         default:
-            rc |= codec_put_null(out);
+            codec_field_null(&r);
             break;
         }
     }
-    return rc | buf_putc(out, '\n');
+    return codec_row_end(&r);
 }
 
 /* The status line after a result's rows: +OK rows=N. */
 int sqlite_put_rows_status(struct buf *out, uint64_t rows)
 {
-    return buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n');
+    return codec_put_ok_rows(out, rows);
 }
 
 /* The status line of a statement without rows: +OK changes=N, and
  * last_id=ID after an INSERT that added rows. */
 static int put_changes_status(struct buf *out, sqlite3_int64 changes, bool inserted, sqlite3_int64 last_id)
 {
-    int rc = buf_append(out, "+OK changes=", 12) | codec_put_int(out, changes);
-    if (inserted)
-        rc |= buf_append(out, " last_id=", 9) | codec_put_int(out, last_id);
-    return rc | buf_putc(out, '\n');
+    int64_t id = last_id;
+
+    return codec_put_ok_changes(out, changes, inserted ? &id : NULL);
 }
 
 /* The connection a job runs on, for sqlite_interrupt() (backend_sqlite.c). */
@@ -323,7 +317,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
             sqlite_reply_error_at(out, w->mark, "MULTI", "one statement per request");
-        else if (rc == SQLITE_OK && buf_puts(out, "+OK changes=0\n") != 0)
+        else if (rc == SQLITE_OK && put_changes_status(out, 0, false, 0) != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory");
         else if (rc != SQLITE_OK)
             sqlite_reply_db_error(w, out, rc);

@@ -130,9 +130,16 @@ static void run_snapshot(struct sqlite_bind *sb, struct job *job)
         atomic_store(&sb->snap_failed, false);
         log_info("bind %s: snapshot %s written: %lld bytes in %.0f ms", bc->name, bc->snapshot,
                  (long long)info.bytes, info.ms);
-        if (buf_putc(&out, '=') != 0 || codec_put_text(&out, bc->name, strlen(bc->name)) != 0 ||
-            buf_putc(&out, '\t') != 0 || codec_put_text(&out, bc->snapshot, strlen(bc->snapshot)) != 0 ||
-            buf_printf(&out, "\t%lld\t%.0f\n", (long long)info.bytes, info.ms) != 0) {
+        struct codec_row r;
+        char ms[32];
+
+        snprintf(ms, sizeof ms, "%.0f", info.ms);
+        codec_row_begin(&r, &out);
+        codec_field_str(&r, bc->name);
+        codec_field_str(&r, bc->snapshot);
+        codec_field_int(&r, info.bytes);
+        codec_field_raw(&r, ms, strlen(ms));
+        if (codec_row_end(&r) != 0) {
             sqlite_reply_error(&out, "NOMEM", "out of memory");
             job->failed = true;
         }
