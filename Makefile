@@ -40,7 +40,7 @@ DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 UNIT_TESTS := $(basename $(notdir $(wildcard tests/unit/test_*.c)))
 UNIT_BINS  := $(addprefix $(BUILD)/tests/,$(UNIT_TESTS))
 
-.PHONY: all deps run test unit integration clean check-config
+.PHONY: all deps run test unit integration clean check-config lint
 all: $(BUILD)/sqlmuxd
 
 # Install what the build and tests need: as root with apt, otherwise print
@@ -82,6 +82,18 @@ integration: all
 test: deps
 	$(MAKE) all unit
 	BUILD=$(BUILD) tests/run
+
+# `make lint`: every tracked C file formatted as .clang-format says
+# (clang-format --dry-run; `clang-format -i FILE` fixes one), and cppcheck's
+# warning and portability checks clean on the daemon, the protocol and the
+# config loader. Installs clang-format and cppcheck with apt as root.
+LINT_PKGS := clang-format cppcheck
+lint:
+	@$(MAKE) --no-print-directory deps APT_PKGS="$(LINT_PKGS)"
+	@git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+	@cppcheck --quiet --std=c11 --enable=warning,portability --inline-suppr -D_GNU_SOURCE -I. \
+	    --error-exitcode=1 daemon/ proto/ conf/
+	@echo "lint: clean"
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -694,8 +694,7 @@ static int url_decode(const char *s, size_t n, char *out, bool is_password, cons
         return -1;
     }
     switch (codec_pct_decode(s, n, out, SQLMUX_AUTH_MAX, &len)) {
-    case 0:
-        return 0;
+    case 0: return 0;
     case CODEC_PCT_BAD:
         *why = is_password ? "bad %-escape in the password (want %XX, not %00)"
                            : "bad %-escape in the user name (want %XX, not %00)";

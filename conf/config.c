@@ -69,7 +69,7 @@ enum config_type {
     CONFIG_T_CLIENT_AUTH,
     /* int, CONFIG_TLS_* bits: "TLSv1.2 TLSv1.3" */
     CONFIG_T_TLS_PROTOCOLS,
-    CONFIG_T_STRING,    /* char *, as written; "" = none (NULL) */
+    CONFIG_T_STRING, /* char *, as written; "" = none (NULL) */
 };
 
 enum config_scope {
@@ -173,7 +173,7 @@ static bool config_key_sqlite_only(const struct config_key *key)
 {
     return key->offset == offsetof(struct bind_conf, busy_timeout_ms) ||
            key->offset == offsetof(struct bind_conf, foreign_keys) ||
-           key->offset == offsetof(struct bind_conf, schema);   /* PostgreSQL: use migrations */
+           key->offset == offsetof(struct bind_conf, schema); /* PostgreSQL: use migrations */
 }
 
 static bool config_key_pg_only(const struct config_key *key)
@@ -292,7 +292,7 @@ struct config_parse {
     struct config_user_section *user_sections;
     size_t nuser_sections, user_sections_cap;
     size_t user_section; /* index into user_sections (CONFIG_SEC_USER) */
-    char **rule_binds; /* bind name written for cfg->rules[i] */
+    char **rule_binds;   /* bind name written for cfg->rules[i] */
     size_t rules_cap, rule_binds_cap, binds_cap, warnings_cap;
 };
 
@@ -895,7 +895,8 @@ static char *config_key_format(const struct config_key *key, const void *base)
     case CONFIG_T_ON_DAMAGE: {
         unsigned d = (unsigned)*(const enum snapshot_damage *)(const void *)field;
         return config_strf("%s", d < sizeof config_damage_names / sizeof config_damage_names[0]
-                                     ? config_damage_names[d] : "?");
+                                     ? config_damage_names[d]
+                                     : "?");
     }
     case CONFIG_T_LISTEN: {
         const char *host = *(char *const *)(const void *)field;
@@ -1417,8 +1418,8 @@ const char *config_grant_name(enum grant g)
 static bool config_enter_user(struct config_parse *st, const char *name)
 {
     if (!config_valid_bind_name(name)) {
-        config_fail(st, st->lineno, "bad user name in [user.%s] (letters, digits, '_' and '-', at most %d)", name,
-                    CONFIG_MAX_BIND_NAME);
+        config_fail(st, st->lineno, "bad user name in [user.%s] (letters, digits, '_' and '-', at most %d)",
+                    name, CONFIG_MAX_BIND_NAME);
         return false;
     }
     st->section = CONFIG_SEC_USER;
@@ -1460,7 +1461,8 @@ static bool config_check_password(struct config_parse *st, const char *user, con
         return false;
     }
     if (ok != CRYPT_SALT_OK)
-        config_warn(st, st->lineno, "password of user '%s' uses a weak hash method; make a new one with `sqlmuxd passwd`",
+        config_warn(st, st->lineno,
+                    "password of user '%s' uses a weak hash method; make a new one with `sqlmuxd passwd`",
                     user);
     return true;
 }
@@ -1472,8 +1474,8 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
 
     if (strcmp(name, "password") == 0) {
         if (us->password != NULL) {
-            config_fail(st, st->lineno, "duplicate key 'password' in [user.%s] (first set on line %d)", us->name,
-                        us->password_line);
+            config_fail(st, st->lineno, "duplicate key 'password' in [user.%s] (first set on line %d)",
+                        us->name, us->password_line);
             return false;
         }
         if (!config_check_password(st, us->name, value))
@@ -1491,7 +1493,8 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
             return false;
         }
         if (!config_parse_bool(value, &us->admin)) {
-            config_fail(st, st->lineno, "admin: '%s' is not a boolean (on/off, true/false, yes/no, 1/0)", value);
+            config_fail(st, st->lineno, "admin: '%s' is not a boolean (on/off, true/false, yes/no, 1/0)",
+                        value);
             return false;
         }
         us->admin_line = st->lineno;
@@ -1955,8 +1958,9 @@ static bool config_finish(struct config_parse *st)
             }
             if (bs->seen[k] != 0 && config_key_memory_only(key) && b->snapshot == NULL &&
                 key->offset != offsetof(struct bind_conf, snapshot)) {
-                config_warn(st, bs->seen[k], "%s has no effect without snapshot = FILE; ignored for bind '%s'",
-                            key->name, b->name);
+                config_warn(st, bs->seen[k],
+                            "%s has no effect without snapshot = FILE; ignored for bind '%s'", key->name,
+                            b->name);
                 continue;
             }
             if (bs->seen[k] == 0 || !(pg ? config_key_sqlite_only(key) : config_key_pg_only(key)))
@@ -2007,8 +2011,10 @@ static bool config_finish(struct config_parse *st)
     if (cfg->unix_socket_group != NULL) {
         gid_t gid;
         if (config_group_id(cfg->unix_socket_group, &gid) != 0) {
-            config_fail(st, st->server_seen[config_key_index(CONFIG_SERVER, offsetof(struct config, unix_socket_group))],
-                        "unix_socket_group = %s: no such group", cfg->unix_socket_group);
+            config_fail(
+                st,
+                st->server_seen[config_key_index(CONFIG_SERVER, offsetof(struct config, unix_socket_group))],
+                "unix_socket_group = %s: no such group", cfg->unix_socket_group);
             return false;
         }
     }
@@ -2369,7 +2375,8 @@ void config_print(const struct config *cfg, FILE *out)
         if (u->cert_cn != NULL)
             fprintf(out, "user %s cert_cn = %s\n", u->name, u->cert_cn);
         for (size_t b = 0; b < cfg->nbinds; b++)
-            fprintf(out, "user %s grant %s = %s\n", u->name, cfg->binds[b].name, config_grant_name(u->grants[b]));
+            fprintf(out, "user %s grant %s = %s\n", u->name, cfg->binds[b].name,
+                    config_grant_name(u->grants[b]));
     }
 }
 

@@ -32,43 +32,43 @@ enum tls_client_auth {
 
 /* What start-up does with a snapshot file that fails its checks. */
 enum snapshot_damage {
-    SNAPSHOT_DAMAGE_FAIL,   /* stop with an error naming the file */
-    SNAPSHOT_DAMAGE_MOVE,   /* rename it to FILE.damaged-TIME and start empty */
+    SNAPSHOT_DAMAGE_FAIL, /* stop with an error naming the file */
+    SNAPSHOT_DAMAGE_MOVE, /* rename it to FILE.damaged-TIME and start empty */
 };
 
 struct bind_conf {
-    char *name;             /* the bind key: "default", "second_db" */
-    char *url;              /* as written in the file */
-    char *url_redacted;     /* url with any password replaced by "***" */
+    char *name;         /* the bind key: "default", "second_db" */
+    char *url;          /* as written in the file */
+    char *url_redacted; /* url with any password replaced by "***" */
     enum bind_type type;
-    char *path;             /* SQLITE_FILE: absolute path of the database file */
+    char *path; /* SQLITE_FILE: absolute path of the database file */
     /* POSTGRES: libpq keyword/value pairs, NULL-terminated arrays for
      * PQconnectStartParams ("host", "port", "user", "password", "dbname",
      * and any ?key=value options). */
     char **pg_keywords;
     char **pg_values;
-    char *schema;           /* absolute path of the schema SQL file, or NULL */
-    int pool_size;          /* connections (worker threads) for this bind */
-    int busy_timeout_ms;    /* SQLite busy timeout */
-    bool foreign_keys;      /* SQLite PRAGMA foreign_keys on every connection */
-    int pool_min;           /* PostgreSQL: server connections kept open */
-    int connect_timeout_ms; /* PostgreSQL: one connection attempt */
-    int idle_timeout_ms;    /* PostgreSQL: close idle connections above pool_min after this; 0: never */
-    int statement_timeout_ms; /* PostgreSQL: cancel a statement running longer; 0: never */
-    int max_queue;          /* PostgreSQL: requests waiting for a server connection */
+    char *schema;              /* absolute path of the schema SQL file, or NULL */
+    int pool_size;             /* connections (worker threads) for this bind */
+    int busy_timeout_ms;       /* SQLite busy timeout */
+    bool foreign_keys;         /* SQLite PRAGMA foreign_keys on every connection */
+    int pool_min;              /* PostgreSQL: server connections kept open */
+    int connect_timeout_ms;    /* PostgreSQL: one connection attempt */
+    int idle_timeout_ms;       /* PostgreSQL: close idle connections above pool_min after this; 0: never */
+    int statement_timeout_ms;  /* PostgreSQL: cancel a statement running longer; 0: never */
+    int max_queue;             /* PostgreSQL: requests waiting for a server connection */
     int query_wait_timeout_ms; /* PostgreSQL: -ERR BUSY for a request that waited this long
                                   for a server connection; 0: never */
-    char *snapshot;         /* in-memory bind: absolute path of its snapshot file, or NULL */
-    int snapshot_interval_s; /* in-memory bind: save the snapshot this often; 0: never */
+    char *snapshot;            /* in-memory bind: absolute path of its snapshot file, or NULL */
+    int snapshot_interval_s;   /* in-memory bind: save the snapshot this often; 0: never */
     enum snapshot_damage snapshot_on_damage;
-    int line;               /* line of the file that defined the bind */
-    uint64_t keys_written;  /* bit i: the file wrote [bind.NAME] key i (for --check-config) */
+    int line;              /* line of the file that defined the bind */
+    uint64_t keys_written; /* bit i: the file wrote [bind.NAME] key i (for --check-config) */
 };
 
 struct table_rule {
-    char *pattern;          /* lowercased; may hold '*' wildcards */
-    bool is_pattern;        /* contains '*' */
-    size_t bind;            /* index into config.binds */
+    char *pattern;   /* lowercased; may hold '*' wildcards */
+    bool is_pattern; /* contains '*' */
+    size_t bind;     /* index into config.binds */
     int line;
 };
 
@@ -76,60 +76,60 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* What a user may do on one bind. */
 enum grant {
-    GRANT_NONE,         /* nothing: statements for the bind get -ERR NOPERM */
-    GRANT_READ,         /* statements that do not write (the backend checks) */
-    GRANT_READ_WRITE,   /* everything */
+    GRANT_NONE,       /* nothing: statements for the bind get -ERR NOPERM */
+    GRANT_READ,       /* statements that do not write (the backend checks) */
+    GRANT_READ_WRITE, /* everything */
 };
 
 /* One [user.NAME] section. */
 struct user_conf {
     char *name;
-    char *password;         /* a crypt(3) hash ("$y$...", "$2b$...", ...) */
-    bool admin;             /* may run the admin commands (.stats, .reload, ...) */
-    enum grant *grants;     /* grants[i]: access to binds[i] */
-    char *cert_cn;          /* a TLS client whose verified certificate has
-                               this common name is logged in as the user;
-                               NULL: none */
-    int line;               /* line of its [user.NAME] header */
+    char *password;     /* a crypt(3) hash ("$y$...", "$2b$...", ...) */
+    bool admin;         /* may run the admin commands (.stats, .reload, ...) */
+    enum grant *grants; /* grants[i]: access to binds[i] */
+    char *cert_cn;      /* a TLS client whose verified certificate has
+                           this common name is logged in as the user;
+                           NULL: none */
+    int line;           /* line of its [user.NAME] header */
 };
 
 struct config {
-    char *path;             /* absolute path of the file */
-    char *dir;              /* its folder */
+    char *path; /* absolute path of the file */
+    char *dir;  /* its folder */
 
     /* [server] */
-    char *listen_host;      /* NULL: no TCP listener */
+    char *listen_host; /* NULL: no TCP listener */
     int listen_port;
-    char *unix_socket;      /* absolute path, or NULL: no unix listener */
-    int unix_socket_mode;   /* e.g. 0660 */
+    char *unix_socket;       /* absolute path, or NULL: no unix listener */
+    int unix_socket_mode;    /* e.g. 0660 */
     char *unix_socket_group; /* group given the socket file, or NULL: the daemon's */
-    char *data_dir;         /* absolute; relative SQLite paths resolve here */
+    char *data_dir;          /* absolute; relative SQLite paths resolve here */
     int max_clients;
-    size_t max_request;     /* bytes in one request line or bulk SQL */
+    size_t max_request;       /* bytes in one request line or bulk SQL */
     size_t max_request_total; /* bytes of one whole request: SQL and parameters */
     int max_params;
-    int max_pipeline;       /* requests read ahead per client */
-    size_t max_output;      /* bytes of output buffered per client before the
-                               daemon stops producing more for it */
-    size_t max_value;       /* largest string or blob a statement may make or
-                               return (SQLite's SQLITE_LIMIT_LENGTH; checked on
-                               each PostgreSQL field) */
-    int route_cache;        /* routing decisions cached (entries) */
-    int stmt_cache;         /* prepared statements cached per connection */
+    int max_pipeline;  /* requests read ahead per client */
+    size_t max_output; /* bytes of output buffered per client before the
+                          daemon stops producing more for it */
+    size_t max_value;  /* largest string or blob a statement may make or
+                          return (SQLite's SQLITE_LIMIT_LENGTH; checked on
+                          each PostgreSQL field) */
+    int route_cache;   /* routing decisions cached (entries) */
+    int stmt_cache;    /* prepared statements cached per connection */
     enum log_level log_level;
-    bool log_connections;   /* log each client's connect and disconnect */
-    int shutdown_timeout_ms; /* SIGTERM: ms running statements get to finish */
-    int client_idle_timeout_ms; /* close clients idle this long; 0: never */
+    bool log_connections;            /* log each client's connect and disconnect */
+    int shutdown_timeout_ms;         /* SIGTERM: ms running statements get to finish */
+    int client_idle_timeout_ms;      /* close clients idle this long; 0: never */
     int idle_transaction_timeout_ms; /* close clients idle this long inside a transaction; 0: never */
-    int client_output_timeout_ms; /* close clients that read none of their answers this long
-                                     while they hold a backend connection; 0: never */
-    bool protected_mode;    /* without users: listen on loopback addresses only */
-    int auth_fail_delay_ms; /* a failed .auth is answered after this long */
-    int login_timeout_ms;   /* with users: close clients not logged in after this long; 0: never */
-    char *migrations;       /* absolute path of the migrations folder (a
-                               sub-folder per bind), or NULL */
-    bool migrate_on_start;  /* apply pending migrations when the daemon starts */
-    uint64_t keys_written;  /* bit i: the file wrote [server] key i (for --check-config) */
+    int client_output_timeout_ms;    /* close clients that read none of their answers this long
+                                        while they hold a backend connection; 0: never */
+    bool protected_mode;             /* without users: listen on loopback addresses only */
+    int auth_fail_delay_ms;          /* a failed .auth is answered after this long */
+    int login_timeout_ms;            /* with users: close clients not logged in after this long; 0: never */
+    char *migrations;                /* absolute path of the migrations folder (a
+                                        sub-folder per bind), or NULL */
+    bool migrate_on_start;           /* apply pending migrations when the daemon starts */
+    uint64_t keys_written;           /* bit i: the file wrote [server] key i (for --check-config) */
 
     /* TLS (daemon/tls.c). The files are absolute paths, NULL when unset. */
     char *tls_listen_host; /* NULL: no TLS listener */
@@ -166,8 +166,8 @@ struct config {
  * NULL, and err holds "file:line: message" (line omitted when the file
  * cannot be read).
  */
-__attribute__((warn_unused_result))
-int config_load(const char *path, struct config **out, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int config_load(const char *path, struct config **out, char *err,
+                                                    size_t errlen);
 
 void config_free(struct config *cfg);
 
@@ -187,9 +187,8 @@ const char *config_grant_name(enum grant g);
  * (", "-separated; may be NULL). Returns how many differed, or -1 when out
  * of memory (next is then unusable).
  */
-__attribute__((warn_unused_result))
-int config_keep_restart_settings(struct config *next, const struct config *cur, char *changed,
-                                 size_t changedlen);
+__attribute__((warn_unused_result)) int
+config_keep_restart_settings(struct config *next, const struct config *cur, char *changed, size_t changedlen);
 
 /* Whether two binds are the same database with the same options (name,
  * URL, resolved path and every [bind.NAME] key), so a reload can keep the

@@ -13,7 +13,8 @@
 /* Hashed against when the user does not exist and no user has a hash to
  * borrow the cost from (cannot happen while auth is on, kept for safety).
  * A yescrypt hash of a random password nobody knows. */
-static const char auth_dummy_hash[] = "$y$j9T$Hxe7uC1LMyeHNQe3LqTbp.$9b7EZm6ORO2bZgHsoHfe3mwyS2lrL8UwIdvQeA2OoW1";
+static const char auth_dummy_hash[] =
+    "$y$j9T$Hxe7uC1LMyeHNQe3LqTbp.$9b7EZm6ORO2bZgHsoHfe3mwyS2lrL8UwIdvQeA2OoW1";
 
 int auth_hash(const char *password, char *out, size_t outlen)
 {

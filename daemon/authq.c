@@ -20,20 +20,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AUTHQ_RUNNING 2
-#define AUTHQ_PEERS 256
+#define AUTHQ_RUNNING   2
+#define AUTHQ_PEERS     256
 #define AUTHQ_FORGET_MS (60 * 1000)
 
 struct authq_peer {
     char host[64];
     uint32_t failures;
-    uint64_t last_ms;          /* uv_now() of its last failure; 0: unused */
+    uint64_t last_ms; /* uv_now() of its last failure; 0: unused */
 };
 
 struct authq {
     uv_loop_t *loop;
     int running, max_running;
-    struct authq_check *head;  /* waiting, in arrival order */
+    struct authq_check *head; /* waiting, in arrival order */
     struct authq_peer peers[AUTHQ_PEERS];
 };
 
@@ -41,7 +41,7 @@ struct authq *authq_new(uv_loop_t *loop)
 {
     struct authq *q = calloc(1, sizeof *q);
     const char *env = getenv("UV_THREADPOOL_SIZE");
-    int threads = env != NULL && atoi(env) > 0 ? atoi(env) : 4;   /* libuv's default */
+    int threads = env != NULL && atoi(env) > 0 ? atoi(env) : 4; /* libuv's default */
 
     if (q == NULL)
         return NULL;
@@ -79,7 +79,7 @@ void authq_failed(const struct authq_check *c)
 {
     struct authq *q = c->q;
     struct authq_peer *p = peer_find(q, c->peer);
-    uint64_t now = uv_now(q->loop) | 1;   /* never 0: that marks a free entry */
+    uint64_t now = uv_now(q->loop) | 1; /* never 0: that marks a free entry */
 
     if (p == NULL) {
         p = &q->peers[0];
@@ -115,7 +115,7 @@ static void authq_dispatch(struct authq *q)
         *best = c->next;
         c->next = NULL;
         if (uv_queue_work(q->loop, &c->work, c->run, check_done) != 0) {
-            c->done(&c->work, UV_ECANCELED);   /* the owner answers "failed" */
+            c->done(&c->work, UV_ECANCELED); /* the owner answers "failed" */
             continue;
         }
         q->running++;
@@ -128,7 +128,7 @@ static void check_done(uv_work_t *w, int status)
     struct authq *q = c->q;
 
     q->running--;
-    c->done(w, status);   /* may free c */
+    c->done(w, status); /* may free c */
     authq_dispatch(q);
 }
 

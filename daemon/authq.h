@@ -17,12 +17,12 @@ struct authq;
 /* One check: embedded in its owner's struct, which must stay alive until
  * done runs or authq_cancel() took it back. */
 struct authq_check {
-    uv_work_t work;            /* work.data is the owner's */
-    uv_work_cb run;            /* runs on the pool */
-    uv_after_work_cb done;     /* runs on the loop; may free the check */
+    uv_work_t work;        /* work.data is the owner's */
+    uv_work_cb run;        /* runs on the pool */
+    uv_after_work_cb done; /* runs on the loop; may free the check */
     struct authq *q;
-    struct authq_check *next;  /* the waiting list */
-    char peer[64];             /* the peer's address without its port */
+    struct authq_check *next; /* the waiting list */
+    char peer[64];            /* the peer's address without its port */
 };
 
 /* A new queue for loop; NULL on ENOMEM. */

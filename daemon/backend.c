@@ -14,10 +14,8 @@ const struct backend_ops *backend_for(enum bind_type type)
 {
     switch (type) {
     case BIND_SQLITE_FILE:
-    case BIND_SQLITE_MEMORY:
-        return &backend_sqlite_ops;
-    case BIND_POSTGRES:
-        return &backend_pg_ops;
+    case BIND_SQLITE_MEMORY: return &backend_sqlite_ops;
+    case BIND_POSTGRES: return &backend_pg_ops;
     }
     return NULL;
 }
@@ -78,7 +76,7 @@ int job_post_chunk(struct job *job, struct buf *data)
         return 0;
     ev = calloc(1, sizeof *ev);
     if (ev == NULL)
-        return 0;   /* keep the bytes; they go out with the next post */
+        return 0; /* keep the bytes; they go out with the next post */
     ev->job = job;
     ev->data = *data;
     *data = (struct buf)BUF_INIT;
@@ -105,7 +103,7 @@ void job_fail(struct job *job, const char *code, const char *msg)
     struct buf out = BUF_INIT;
 
     if (codec_put_error(&out, code, msg) != 0)
-        buf_reset(&out);   /* nothing to say; the session notices an empty reply */
+        buf_reset(&out); /* nothing to say; the session notices an empty reply */
     job->failed = true;
     job->in_txn = false;
     job_post_done(job, &out);

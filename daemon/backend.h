@@ -45,30 +45,30 @@ enum job_type {
 struct job_event {
     struct job_event *next;
     struct job *job;
-    bool done;            /* last event of the job */
-    struct buf data;      /* encoded response bytes, owned by the event */
+    bool done;       /* last event of the job */
+    struct buf data; /* encoded response bytes, owned by the event */
 };
 
 struct job {
     enum job_type type;
-    struct bind *bind;         /* holds a reference (server_bind_hold) */
-    struct confref *cfgref;    /* the configuration current when the job was
-                                  made, held for its life: backends read the
-                                  table map from here, never from srv->cfg,
-                                  which a reload may swap */
-    struct session *sess;      /* NULL once the session is gone (loop thread) */
+    struct bind *bind;      /* holds a reference (server_bind_hold) */
+    struct confref *cfgref; /* the configuration current when the job was
+                               made, held for its life: backends read the
+                               table map from here, never from srv->cfg,
+                               which a reload may swap */
+    struct session *sess;   /* NULL once the session is gone (loop thread) */
     /* Called when the job is done and its session still waits for it (it
      * is not closing), with the session back in SESS_IDLE: the response
      * (job->done_event.data) is the callback's to use. The job is unref'd
      * after it returns. NULL: the response goes to the client as it is. */
     void (*on_done)(struct session *s, struct job *job);
-    uint64_t owner;            /* session id: the key transactions pin on; 0: run on any
-                                  free connection, never inside a client's transaction */
-    bool txn_open;             /* the owner's transaction is open on this bind, as the
-                                  database reported after its last statement: the job
-                                  belongs inside it, on the connection pinned to it (a
-                                  backend that lost that connection must not run it
-                                  anywhere else) */
+    uint64_t owner; /* session id: the key transactions pin on; 0: run on any
+                       free connection, never inside a client's transaction */
+    bool txn_open;  /* the owner's transaction is open on this bind, as the
+                       database reported after its last statement: the job
+                       belongs inside it, on the connection pinned to it (a
+                       backend that lost that connection must not run it
+                       anywhere else) */
 
     /* JOB_EXEC input, owned by the job. */
     struct request req;
@@ -82,14 +82,14 @@ struct job {
      * own response. Owned by the job. */
     struct job_stmt *more;
     size_t nmore;
-    uint32_t errors;           /* statements answered -ERR (batches) */
-    const char *begin_sql;     /* a held BEGIN to run first, or NULL (static or in begin_buf) */
+    uint32_t errors;       /* statements answered -ERR (batches) */
+    const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
 
     /* Results, written by the backend before job_post_done(). */
-    bool in_txn;               /* the connection is inside a transaction afterwards */
-    bool failed;               /* the response ended with -ERR */
-    uint64_t rows;             /* rows sent (or listed) */
+    bool in_txn;   /* the connection is inside a transaction afterwards */
+    bool failed;   /* the response ended with -ERR */
+    uint64_t rows; /* rows sent (or listed) */
 
     /* Streaming and flow control. `unacked` counts bytes posted but not yet
      * written to the client's socket; a backend that produces faster than
@@ -98,15 +98,15 @@ struct job {
     pthread_cond_t cond;
     size_t unacked;
     size_t max_unacked;
-    atomic_bool cancelled;     /* the client is gone: stop producing */
-    void *running;             /* backend handle to interrupt (guarded by lock) */
+    atomic_bool cancelled; /* the client is gone: stop producing */
+    void *running;         /* backend handle to interrupt (guarded by lock) */
 
     /* Loop-thread bookkeeping. */
-    int refs;                  /* 1 for the backend until done, +1 per write in flight */
+    int refs; /* 1 for the backend until done, +1 per write in flight */
     struct job_event done_event;
-    struct job *next;          /* backend queues */
-    uint64_t queued_at;        /* uv_now() when it was submitted */
-    uint64_t started_ns;       /* uv_hrtime() when the session started it */
+    struct job *next;    /* backend queues */
+    uint64_t queued_at;  /* uv_now() when it was submitted */
+    uint64_t started_ns; /* uv_hrtime() when the session started it */
 };
 
 struct job_stmt {
@@ -154,22 +154,22 @@ struct backend_ops {
 };
 
 struct bind_status {
-    const char *state;         /* "open", "connected", "connecting", "down" */
-    int connections;           /* open connections */
-    int in_use;                /* connections running or holding a client's work */
-    int64_t snapshot_at;       /* in-memory bind: when its snapshot was last written (unix s), 0: never */
-    int64_t snapshot_bytes;    /* its size */
-    int64_t wal_bytes;         /* SQLite: the write-ahead log's size as last measured; -1: none */
+    const char *state;      /* "open", "connected", "connecting", "down" */
+    int connections;        /* open connections */
+    int in_use;             /* connections running or holding a client's work */
+    int64_t snapshot_at;    /* in-memory bind: when its snapshot was last written (unix s), 0: never */
+    int64_t snapshot_bytes; /* its size */
+    int64_t wal_bytes;      /* SQLite: the write-ahead log's size as last measured; -1: none */
 };
 
 /* What .stats reports per bind; counted on the loop thread as JOB_EXEC
  * jobs finish. */
 struct bind_stats {
     uint64_t statements;
-    uint64_t errors;           /* statements whose response ended with -ERR */
-    uint64_t rows;             /* rows returned */
-    uint64_t time_us;          /* from start to last byte, summed */
-    uint64_t on_loop;          /* statements answered by read_inline */
+    uint64_t errors;  /* statements whose response ended with -ERR */
+    uint64_t rows;    /* rows returned */
+    uint64_t time_us; /* from start to last byte, summed */
+    uint64_t on_loop; /* statements answered by read_inline */
 };
 
 /*
@@ -184,7 +184,7 @@ struct bind_stats {
 struct bind {
     struct server *srv;
     const struct bind_conf *conf;
-    size_t index;              /* position in srv->binds (stale once retired) */
+    size_t index; /* position in srv->binds (stale once retired) */
     const struct backend_ops *ops;
     void *impl;
 

@@ -41,10 +41,10 @@
 #include "daemon/server.h"
 #include "daemon/sqllex.h"
 
-#define CHUNK_BYTES (64 * 1024)
+#define CHUNK_BYTES    (64 * 1024)
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define IDLE_CHECK_MS 1000
+#define IDLE_CHECK_MS  1000
 
 enum pgconn_state {
     PGC_CONNECTING,
@@ -98,7 +98,7 @@ enum pgjob_phase {
     "WHERE pid = pg_catalog.pg_backend_pid() AND granted AND (locktype = 'advisory' OR "                     \
     "(locktype IN ('relation', 'object', 'page', 'tuple') AND mode <> 'AccessShareLock' AND NOT "            \
     "(locktype = 'relation' AND mode = 'RowExclusiveLock' AND relation IN "                                  \
-    "('pg_catalog.pg_largeobject'::pg_catalog.regclass, "                                                   \
+    "('pg_catalog.pg_largeobject'::pg_catalog.regclass, "                                                    \
     "'pg_catalog.pg_largeobject_loid_pn_index'::pg_catalog.regclass))))))::int"
 /* The end of a BEGIN READ ONLY around a read-only user's statement: did it
  * write (a transaction id was assigned), then undo everything it did. A
@@ -119,40 +119,40 @@ struct pg_prepared {
     char *sql;
     Oid *types;
     int ntypes;
-    unsigned id;               /* its server-side name is "sqlmux_<id>" */
-    uint64_t used;             /* LRU tick */
+    unsigned id;   /* its server-side name is "sqlmux_<id>" */
+    uint64_t used; /* LRU tick */
 };
 
 struct pgconn {
     struct pg_bind *pb;
     PGconn *conn;
     enum pgconn_state state;
-    uv_poll_t *poll;           /* watches fd; replaced when the socket changes */
+    uv_poll_t *poll; /* watches fd; replaced when the socket changes */
     int fd;
-    int events;                /* what poll waits for now */
-    uv_timer_t timer;          /* connect timeout, then statement timeout */
-    int handles;               /* open libuv handles; freed at zero */
-    uint64_t pinned;           /* client whose transaction is open here, 0: none */
-    uint64_t idle_since;       /* uv_now() when it became idle */
-    struct pgconn *next;       /* the bind's list */
+    int events;          /* what poll waits for now */
+    uv_timer_t timer;    /* connect timeout, then statement timeout */
+    int handles;         /* open libuv handles; freed at zero */
+    uint64_t pinned;     /* client whose transaction is open here, 0: none */
+    uint64_t idle_since; /* uv_now() when it became idle */
+    struct pgconn *next; /* the bind's list */
 
     /* The job running here. */
     struct job *job;
     enum pgjob_phase phase;
     bool header_sent;
-    bool paused;               /* stopped reading: the client is behind */
-    bool timed_out;            /* the statement timer cancelled the statement */
-    bool ro_wrap;              /* this job opened a BEGIN READ ONLY to close */
-    bool ro_locked;            /* the open transaction is locked read-only (PG_RO_LOCK ran
-                                  after the last statement); false outside one */
-    bool failed;               /* an error result was seen */
-    bool dirty;                /* the session state may have changed: DISCARD ALL
-                                  before the connection serves anyone again */
-    bool copy_out;             /* a refused COPY ... TO STDOUT: its data is read and dropped */
-    bool tuples;               /* the statement returned rows (a result set) */
-    char changes[32];          /* PQcmdTuples of the last command */
+    bool paused;      /* stopped reading: the client is behind */
+    bool timed_out;   /* the statement timer cancelled the statement */
+    bool ro_wrap;     /* this job opened a BEGIN READ ONLY to close */
+    bool ro_locked;   /* the open transaction is locked read-only (PG_RO_LOCK ran
+                         after the last statement); false outside one */
+    bool failed;      /* an error result was seen */
+    bool dirty;       /* the session state may have changed: DISCARD ALL
+                         before the connection serves anyone again */
+    bool copy_out;    /* a refused COPY ... TO STDOUT: its data is read and dropped */
+    bool tuples;      /* the statement returned rows (a result set) */
+    char changes[32]; /* PQcmdTuples of the last command */
     struct buf out;
-    Oid *types;                /* column types of the current result set */
+    Oid *types; /* column types of the current result set */
     int ncols;
 
     /* Prepared statements (stmt_cache of them at most). */
@@ -161,28 +161,28 @@ struct pgconn {
     struct pg_prepared pending; /* being prepared (PHASE_PREPARE) */
     unsigned prep_ids;
     uint64_t prep_tick;
-    bool ran_prepared;          /* the statement ran as a cached prepared statement */
-    bool prep_stale;            /* ... and the server no longer knew it, or its plan */
-    bool reprepared;            /* this job already re-prepared once */
-    size_t stale_mark;          /* where the stale error starts in out */
+    bool ran_prepared; /* the statement ran as a cached prepared statement */
+    bool prep_stale;   /* ... and the server no longer knew it, or its plan */
+    bool reprepared;   /* this job already re-prepared once */
+    size_t stale_mark; /* where the stale error starts in out */
 };
 
 struct pg_bind {
     struct bind *bind;
-    struct pgconn *conns;      /* every connection, any state */
+    struct pgconn *conns; /* every connection, any state */
     int nconns;
-    struct job *head, **tail;  /* jobs waiting for a connection */
+    struct job *head, **tail; /* jobs waiting for a connection */
     size_t queued;
-    bool down;                 /* the last connection attempt failed */
+    bool down; /* the last connection attempt failed */
     char last_error[256];
     uint64_t backoff_ms;
-    uv_timer_t retry;          /* reconnect (backoff) and idle checks */
+    uv_timer_t retry; /* reconnect (backoff) and idle checks */
     bool retry_armed;
     uv_timer_t idle;
-    uv_timer_t wait;           /* query_wait_timeout of the oldest queued job */
+    uv_timer_t wait; /* query_wait_timeout of the oldest queued job */
     bool stopping;
     int handles;
-    size_t stmt_cache;         /* prepared statements kept per connection (fixed at open) */
+    size_t stmt_cache; /* prepared statements kept per connection (fixed at open) */
 };
 
 static void conn_dispatch(struct pgconn *c);
@@ -241,7 +241,8 @@ static void reply_result_error(struct pgconn *c, const PGresult *res)
     if (primary == NULL)
         primary = PQresultErrorMessage(res);
     if (c->timed_out && state != NULL && strcmp(state, "57014") == 0)
-        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was cancelled (SQLSTATE %s)",
+        snprintf(msg, sizeof msg,
+                 "statement exceeded statement_timeout (%d ms) and was cancelled (SQLSTATE %s)",
                  c->pb->bind->conf->statement_timeout_ms, state);
     else if (ro_user)
         snprintf(msg, sizeof msg, "read-only access to bind %s: %s (SQLSTATE %s)", c->pb->bind->conf->name,
@@ -381,9 +382,15 @@ static const bool pgc_legal[PGC_CLOSING + 1][PGC_CLOSING + 1] = {
 /* Which query of a job may follow which, legal[from][to] (the queries
  * around a statement: the comment above enum pgjob_phase). Every job ends
  * in any phase, or in PHASE_RESET when DISCARD ALL follows. */
-#define PH(...) {__VA_ARGS__, [PHASE_RESET] = true}
+#define PH(...)                                                                                              \
+    {                                                                                                        \
+        __VA_ARGS__, [PHASE_RESET] = true                                                                    \
+    }
 static const bool phase_legal[PHASE_RESET + 1][PHASE_RESET + 1] = {
-    [PHASE_NONE] = {[PHASE_RELEASE] = true, [PHASE_STMT] = true, [PHASE_BEGIN] = true, [PHASE_RO_BEGIN] = true,
+    [PHASE_NONE] = {[PHASE_RELEASE] = true,
+                    [PHASE_STMT] = true,
+                    [PHASE_BEGIN] = true,
+                    [PHASE_RO_BEGIN] = true,
                     [PHASE_RO_LOCK] = true},
     [PHASE_RO_BEGIN] = PH([PHASE_STMT] = true),
     [PHASE_BEGIN] = PH([PHASE_RO_LOCK] = true, [PHASE_STMT] = true),
@@ -423,7 +430,8 @@ static void conn_set_phase(struct pgconn *c, enum pgjob_phase to)
 {
     assert(c->state == PGC_BUSY && c->job != NULL);
     if (!phase_legal[c->phase][to]) {
-        log_error("bind %s: illegal job phase change %d -> %d", c->pb->bind->conf->name, (int)c->phase, (int)to);
+        log_error("bind %s: illegal job phase change %d -> %d", c->pb->bind->conf->name, (int)c->phase,
+                  (int)to);
         assert(!"illegal job phase change");
     }
     c->phase = to;
@@ -458,7 +466,7 @@ static void on_unwatched(uv_timer_t *t)
     struct pgconn *c = t->data;
 
     if (c->state == PGC_CLOSING || c->poll != NULL)
-        return;   /* closed meanwhile, or a later conn_poll succeeded */
+        return; /* closed meanwhile, or a later conn_poll succeeded */
     if (c->state == PGC_CONNECTING)
         conn_connect_failed(c, "cannot watch the connection's socket");
     else
@@ -505,7 +513,7 @@ static void conn_poll(struct pgconn *c, int events)
 unwatched:
     log_warn("bind %s: cannot watch a connection's socket: %s", c->pb->bind->conf->name, uv_strerror(rc));
     if (c->state != PGC_CLOSING)
-        (void)uv_timer_start(&c->timer, on_unwatched, 0, 0);   /* replaces a timeout: it fails first */
+        (void)uv_timer_start(&c->timer, on_unwatched, 0, 0); /* replaces a timeout: it fails first */
 }
 
 /* ---- Finishing jobs -------------------------------------------------- */
@@ -537,7 +545,7 @@ static void conn_finish_job(struct pgconn *c)
     if (c->state == PGC_BUSY) {
         conn_set_state(c, PGC_IDLE);
         c->idle_since = uv_now(c->pb->bind->srv->loop);
-        conn_poll(c, UV_READABLE);   /* notice a server that goes away */
+        conn_poll(c, UV_READABLE); /* notice a server that goes away */
     }
 }
 
@@ -593,7 +601,7 @@ static void conn_lost(struct pgconn *c)
     if (c->pinned != 0)
         log_warn("bind %s: the open transaction of client c%llu was lost with it", pb->bind->conf->name,
                  (unsigned long long)c->pinned);
-    conn_destroy(c);   /* the struct lives until its handles close */
+    conn_destroy(c); /* the struct lives until its handles close */
     if (c->job != NULL) {
         char msg[400];
         snprintf(msg, sizeof msg,
@@ -648,7 +656,8 @@ static bool row_too_big(struct pgconn *c, const PGresult *res, int row)
         size_t bytes = c->types[i] == 17 && n >= 2 ? (n - 2) / 2 : n;
         if (bytes > max) {
             char msg[200];
-            snprintf(msg, sizeof msg, "column %s: a value of %zu bytes; a value may have at most max_value = %zu bytes",
+            snprintf(msg, sizeof msg,
+                     "column %s: a value of %zu bytes; a value may have at most max_value = %zu bytes",
                      PQfname(res, i), bytes, max);
             reply_error(&c->out, "TOOBIG", msg);
             c->failed = true;
@@ -669,7 +678,7 @@ static int put_row(struct pgconn *c, const PGresult *res, int row)
         if (PQgetisnull(res, row, i))
             codec_field_null(&r);
         else if (c->types[i] == 17 && n >= 2 && v[0] == '\\' && v[1] == 'x')
-            codec_field_raw(&r, v, n);   /* bytea hex is our blob form */
+            codec_field_raw(&r, v, n); /* bytea hex is our blob form */
         else
             codec_field_text(&r, v, n);
     }
@@ -685,8 +694,8 @@ static bool prep_is_stale(const PGresult *res)
 
     if (state == NULL)
         return false;
-    return strcmp(state, "26000") == 0 ||
-           (strcmp(state, "0A000") == 0 && msg != NULL && strstr(msg, "cached plan must not change result type"));
+    return strcmp(state, "26000") == 0 || (strcmp(state, "0A000") == 0 && msg != NULL &&
+                                           strstr(msg, "cached plan must not change result type"));
 }
 
 /* Does a command tag say that the statement may have changed the session
@@ -769,7 +778,7 @@ static bool conn_drain_copy(struct pgconn *c)
         PQfreemem(data);
     if (n == 0)
         return false;
-    c->copy_out = false;   /* -1: the COPY ended; -2: an error result follows */
+    c->copy_out = false; /* -1: the COPY ended; -2: an error result follows */
     return true;
 }
 
@@ -780,7 +789,7 @@ static void conn_result(struct pgconn *c, PGresult *res)
     ExecStatusType st = PQresultStatus(res);
 
     if (c->phase == PHASE_DEALLOC || c->phase == PHASE_REPREPARE)
-        return;   /* housekeeping; a failure changes nothing for the statement */
+        return; /* housekeeping; a failure changes nothing for the statement */
     if (c->phase == PHASE_PREPARE) {
         if (st != PGRES_COMMAND_OK) {
             if (!c->failed)
@@ -815,7 +824,8 @@ static void conn_result(struct pgconn *c, PGresult *res)
          * (a failed lock leaves it aborted, a failed COMMIT rolled back). */
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
             log_warn("bind %s: %s after a read-only statement failed: %s", c->pb->bind->conf->name,
-                     c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock", PQresultErrorMessage(res));
+                     c->phase == PHASE_RO_COMMIT ? "COMMIT" : "the read-only lock",
+                     PQresultErrorMessage(res));
         return;
     }
     switch (st) {
@@ -853,9 +863,7 @@ static void conn_result(struct pgconn *c, PGresult *res)
         break;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
-    case PGRES_COPY_BOTH:
-        conn_refuse_copy(c, st);
-        break;
+    case PGRES_COPY_BOTH: conn_refuse_copy(c, st); break;
     default:
         if (c->ran_prepared && !c->header_sent && !c->failed && prep_is_stale(res)) {
             c->prep_stale = true;
@@ -886,7 +894,7 @@ static char *pg_placeholders(const char *sql, size_t len, size_t *count)
     for (;;) {
         struct sqltok t = sqllex_next(sql, len, at, SQLLEX_POSTGRES);
         if (t.type == SQLTOK_EOF || t.type == SQLTOK_ERROR)
-            break;   /* an unterminated literal goes as is: the server reports it */
+            break; /* an unterminated literal goes as is: the server reports it */
         at = t.pos + t.len;
         if (t.type != SQLTOK_PARAM)
             continue;
@@ -917,8 +925,8 @@ static char *pg_placeholders(const char *sql, size_t len, size_t *count)
  * with a DEALLOCATE of the least recently used one (PHASE_DEALLOC) when
  * stmt_cache are prepared already. May take *sqlp (then NULL). Returns
  * what libpq's send function returned. */
-static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *types, const char *const *values,
-                              const int *lengths, const int *formats)
+static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *types,
+                              const char *const *values, const int *lengths, const int *formats)
 {
     size_t len = strlen(*sqlp), cap = c->pb->stmt_cache;
     uint64_t h = hash_bytes(*sqlp, len) ^ (hash_bytes((const char *)types, (size_t)n * sizeof *types) * 31);
@@ -939,7 +947,7 @@ static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *t
         }
     }
     if (c->prep == NULL && (c->prep = calloc(cap, sizeof *c->prep)) == NULL) {
-        ok = PQsendQueryParams(c->conn, *sqlp, n, types, values, lengths, formats, 0);   /* unprepared, then */
+        ok = PQsendQueryParams(c->conn, *sqlp, n, types, values, lengths, formats, 0); /* unprepared, then */
         if (ok)
             PQsetSingleRowMode(c->conn);
         return ok;
@@ -983,7 +991,7 @@ static int conn_send_statement(struct pgconn *c)
     const char **values = NULL;
     int *lengths = NULL, *formats = NULL;
     Oid *types = NULL;
-    char (*ints)[32] = NULL;
+    char(*ints)[32] = NULL;
     char *sql = NULL;
     int ok = 0;
 
@@ -1020,36 +1028,36 @@ static int conn_send_statement(struct pgconn *c)
     for (size_t i = 0; i < n; i++) {
         const struct value *v = &req->params[i];
         switch (v->type) {
-        case VALUE_NULL:
-            values[i] = NULL;
-            break;
+        case VALUE_NULL: values[i] = NULL; break;
         case VALUE_INT:
             snprintf(ints[i], sizeof ints[i], "%lld", (long long)v->i);
             values[i] = ints[i];
-            types[i] = 20;   /* int8 */
+            types[i] = 20; /* int8 */
             break;
         case VALUE_REAL:
             snprintf(ints[i], sizeof ints[i], "%.17g", v->r);
             values[i] = ints[i];
-            types[i] = 701;  /* float8 */
+            types[i] = 701; /* float8 */
             break;
         case VALUE_TEXT:
             /* libpq sends text up to its first NUL: refuse, rather than
              * store a cut value. */
             if (memchr(v->p, '\0', v->len) != NULL) {
                 char msg[160];
-                snprintf(msg, sizeof msg, "parameter %zu: PostgreSQL text cannot hold a NUL byte "
-                                          "(send bytes as a blob)", i + 1);
+                snprintf(msg, sizeof msg,
+                         "parameter %zu: PostgreSQL text cannot hold a NUL byte "
+                         "(send bytes as a blob)",
+                         i + 1);
                 reply_error(&c->out, "MISMATCH", msg);
                 goto done;
             }
-            values[i] = v->p;   /* type left to the server (unknown) */
+            values[i] = v->p; /* type left to the server (unknown) */
             break;
         case VALUE_BLOB:
             values[i] = v->p;
             lengths[i] = (int)v->len;
             formats[i] = 1;
-            types[i] = 17;   /* bytea, sent binary */
+            types[i] = 17; /* bytea, sent binary */
             break;
         }
     }
@@ -1215,8 +1223,7 @@ static int conn_advance(struct pgconn *c)
     struct job *job = c->job;
 
     switch (c->phase) {
-    case PHASE_RO_BEGIN:
-        return c->failed ? 0 : conn_send_stmt(c);
+    case PHASE_RO_BEGIN: return c->failed ? 0 : conn_send_stmt(c);
     case PHASE_BEGIN:
         if (c->failed)
             return 0;
@@ -1229,8 +1236,7 @@ static int conn_advance(struct pgconn *c)
         c->ro_locked = true;
         return conn_send_stmt(c);
     case PHASE_DEALLOC:
-    case PHASE_REPREPARE:
-        return conn_send_stmt(c);
+    case PHASE_REPREPARE: return conn_send_stmt(c);
     case PHASE_PREPARE:
         if (c->failed) {
             prep_release(&c->pending);
@@ -1276,9 +1282,7 @@ static int conn_advance(struct pgconn *c)
         if (job->type == JOB_EXEC && job->readonly && PQtransactionStatus(c->conn) == PQTRANS_INTRANS)
             return conn_send_guard(c, PHASE_RO_RELOCK, PG_RO_CHECK);
         return 0;
-    case PHASE_RO_RELOCK:
-        c->ro_locked = PQtransactionStatus(c->conn) == PQTRANS_INTRANS;
-        return 0;
+    case PHASE_RO_RELOCK: c->ro_locked = PQtransactionStatus(c->conn) == PQTRANS_INTRANS; return 0;
     case PHASE_RO_COMMIT:
         if (c->ro_wrap && PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
             /* PG_RO_END stopped at an error before its ROLLBACK (and the
@@ -1288,10 +1292,9 @@ static int conn_advance(struct pgconn *c)
             return conn_send_guard(c, PHASE_RO_COMMIT, "ROLLBACK");
         }
         return 0;
-    case PHASE_NONE:   /* not reached: a job sends a query first */
+    case PHASE_NONE: /* not reached: a job sends a query first */
     case PHASE_RELEASE:
-    case PHASE_RESET:
-        return 0;
+    case PHASE_RESET: return 0;
     }
     return 0;
 }
@@ -1306,7 +1309,7 @@ static int conn_job_end(struct pgconn *c)
     if (!c->dirty || c->phase == PHASE_RESET || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
         return 0;
     c->dirty = false;
-    prep_clear(c);   /* DISCARD ALL deallocates our prepared statements too */
+    prep_clear(c); /* DISCARD ALL deallocates our prepared statements too */
     return conn_send_guard(c, PHASE_RESET, "DISCARD ALL");
 }
 
@@ -1353,7 +1356,7 @@ static void conn_read(struct pgconn *c)
                 log_warn("bind %s: DISCARD ALL after a client changed the session failed, closing the "
                          "connection: %s",
                          c->pb->bind->conf->name, PQresultErrorMessage(res));
-                c->dirty = true;   /* closed below, once the job is finished */
+                c->dirty = true; /* closed below, once the job is finished */
             }
         } else if (c->job->type == JOB_MIGRATION_STATE) {
             put_migrations(c, res);
@@ -1369,7 +1372,7 @@ static void conn_read(struct pgconn *c)
                 for (char *p = lower_name; *p; p++)
                     *p = (char)tolower((unsigned char)*p);
                 size_t to = route_table_bind(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
-                                               lower_name);
+                                             lower_name);
                 struct codec_row line;
                 codec_row_begin(&line, &c->out);
                 codec_field_str(&line, shown);
@@ -1454,15 +1457,9 @@ static void conn_connect_step(struct pgconn *c)
     char why[256];
 
     switch (PQconnectPoll(c->conn)) {
-    case PGRES_POLLING_READING:
-        conn_poll(c, UV_READABLE);
-        break;
-    case PGRES_POLLING_WRITING:
-        conn_poll(c, UV_WRITABLE);
-        break;
-    case PGRES_POLLING_OK:
-        conn_connected(c);
-        break;
+    case PGRES_POLLING_READING: conn_poll(c, UV_READABLE); break;
+    case PGRES_POLLING_WRITING: conn_poll(c, UV_WRITABLE); break;
+    case PGRES_POLLING_OK: conn_connected(c); break;
     default:
         conn_error_text(c->conn, why, sizeof why);
         conn_connect_failed(c, why);
@@ -1483,7 +1480,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     if (status < 0) {
         /* libuv reports a socket error (a reset) without events. */
         if (c->conn != NULL && PQerrorMessage(c->conn)[0] == '\0')
-            (void)PQconsumeInput(c->conn);   /* lets libpq say what happened */
+            (void)PQconsumeInput(c->conn); /* lets libpq say what happened */
         conn_lost(c);
         return;
     }
@@ -1533,8 +1530,8 @@ static void conn_notice(void *arg, const PGresult *res)
             *p = ' ';
     if (c->job != NULL && c->job->owner != 0)
         snprintf(client, sizeof client, "c%llu: ", (unsigned long long)c->job->owner);
-    log_msg(warning ? LOG_WARN : LOG_DEBUG, "bind %s: %s%s: %s (SQLSTATE %s)", c->pb->bind->conf->name, client,
-            severity != NULL ? severity : "NOTICE", msg, state != NULL ? state : "?????");
+    log_msg(warning ? LOG_WARN : LOG_DEBUG, "bind %s: %s%s: %s (SQLSTATE %s)", c->pb->bind->conf->name,
+            client, severity != NULL ? severity : "NOTICE", msg, state != NULL ? state : "?????");
 }
 
 /* Start one new connection. */
@@ -1549,14 +1546,14 @@ static void conn_open(struct pg_bind *pb)
     c->pb = pb;
     c->fd = -1;
     static_assert(PGC_CONNECTING == 0, "a new connection (calloc) is connecting");
-    (void)uv_timer_init(pb->bind->srv->loop, &c->timer);   /* cannot fail: it fills in the struct */
+    (void)uv_timer_init(pb->bind->srv->loop, &c->timer); /* cannot fail: it fills in the struct */
     c->timer.data = c;
     c->handles = 1;
     c->next = pb->conns;
     pb->conns = c;
     pb->nconns++;
-    c->conn = PQconnectStartParams((const char *const *)bc->pg_keywords,
-                                   (const char *const *)bc->pg_values, 0);
+    c->conn =
+        PQconnectStartParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
     if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD) {
         conn_error_text(c->conn, why, sizeof why);
         conn_connect_failed(c, why);
@@ -1682,7 +1679,7 @@ static void conn_dispatch(struct pgconn *c)
     struct pg_bind *pb = c->pb;
 
     if (c->state != PGC_IDLE || c->pinned != 0)
-        return;   /* a pinned connection waits for its client's next job */
+        return; /* a pinned connection waits for its client's next job */
     if (pb->head != NULL)
         conn_start(c, queue_shift(pb));
 }
@@ -1695,7 +1692,7 @@ static void on_retry(uv_timer_t *t)
 
     pb->retry_armed = false;
     if (pb->down && !pb->stopping)
-        conn_open(pb);   /* on failure, conn_connect_failed() arms the next try */
+        conn_open(pb); /* on failure, conn_connect_failed() arms the next try */
     else
         bind_kick(pb);
 }
@@ -1717,8 +1714,9 @@ static void bind_kick(struct pg_bind *pb)
         /* One attempt at a time, after the backoff. */
         if (connecting > 0 || pb->retry_armed)
             return;
-        pb->backoff_ms = pb->backoff_ms == 0 ? BACKOFF_MIN_MS
-                         : pb->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : pb->backoff_ms * 2;
+        pb->backoff_ms = pb->backoff_ms == 0                   ? BACKOFF_MIN_MS
+                         : pb->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                               : pb->backoff_ms * 2;
         pb->retry_armed = true;
         uv_timer_start(&pb->retry, on_retry, pb->backoff_ms, 0);
         return;
@@ -1786,7 +1784,8 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     /* migrate_on_start: with a blocking connection of its own, before the
      * daemon serves (no listener yet). A bind added by a reload is not
      * migrated here: that would block the loop on the network. */
-    if (cfg->migrate_on_start && b->srv->nlisteners == 0 && migrate_startup_pg(cfg, b->conf, err, errlen) != 0)
+    if (cfg->migrate_on_start && b->srv->nlisteners == 0 &&
+        migrate_startup_pg(cfg, b->conf, err, errlen) != 0)
         return -1;
     if (cfg->migrate_on_start && b->srv->nlisteners > 0 && cfg->migrations != NULL)
         log_warn("bind %s: added by a reload, so not migrated: run sqlmuxd migrate", b->conf->name);
@@ -1907,7 +1906,7 @@ static void pg_credit(struct bind *b, struct job *job)
         return;
     c->paused = false;
     conn_poll(c, UV_READABLE);
-    conn_read(c);   /* results may already be buffered in libpq */
+    conn_read(c); /* results may already be buffered in libpq */
 }
 
 static void pg_status(struct bind *b, struct bind_status *st)

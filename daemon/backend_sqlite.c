@@ -40,9 +40,8 @@
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
 static void run_tables(struct worker *w, struct job *job, struct buf *out)
 {
-    static const char sql[] =
-        "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
-        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+    static const char sql[] = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
+                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
     const struct config *cfg = server_cfg_of(job->cfgref);
     const char *bind_name = w->sb->bind->conf->name;
     sqlite3_stmt *stmt;
@@ -113,7 +112,6 @@ static void run_migrations(struct worker *w, struct job *job, struct buf *out)
     migrate_rows_free(&rows);
     migrate_set_free(&set);
 }
-
 
 struct job *sqlite_queue_pop(struct job **head, struct job ***tail)
 {
@@ -186,18 +184,11 @@ static void run_job(struct worker *w, struct job *job)
         job->failed = true;
     } else {
         switch (job->type) {
-        case JOB_EXEC:
-            sqlite_exec_job(w, job, &out);
-            break;
-        case JOB_LIST_TABLES:
-            run_tables(w, job, &out);
-            break;
-        case JOB_MIGRATION_STATE:
-            run_migrations(w, job, &out);
-            break;
-        case JOB_SAVE_SNAPSHOT:     /* the snapshot thread's (sqlite_submit) */
-        case JOB_RELEASE:
-            break;
+        case JOB_EXEC: sqlite_exec_job(w, job, &out); break;
+        case JOB_LIST_TABLES: run_tables(w, job, &out); break;
+        case JOB_MIGRATION_STATE: run_migrations(w, job, &out); break;
+        case JOB_SAVE_SNAPSHOT: /* the snapshot thread's (sqlite_submit) */
+        case JOB_RELEASE: break;
         }
     }
     /* A client that is gone, or a release, leaves no transaction behind. */
@@ -220,7 +211,8 @@ static void run_job(struct worker *w, struct job *job)
 static bool job_groupable(const struct job *job)
 {
     return job->type == JOB_EXEC && job->owner != 0 && job->begin_sql == NULL && job->nmore == 0 &&
-           !job->readonly && (job->kind == STMT_INSERT || job->kind == STMT_UPDATE || job->kind == STMT_DELETE);
+           !job->readonly &&
+           (job->kind == STMT_INSERT || job->kind == STMT_UPDATE || job->kind == STMT_DELETE);
 }
 
 /* Whether an error (the connection's last) undid only its statement and
@@ -236,10 +228,8 @@ static bool statement_error(int rc)
     case SQLITE_MISMATCH:
     case SQLITE_RANGE:
     case SQLITE_AUTH:
-    case SQLITE_TOOBIG:
-        return true;
-    default:
-        return false;
+    case SQLITE_TOOBIG: return true;
+    default: return false;
     }
 }
 
@@ -359,7 +349,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-
 /* ---- Checkpoints -------------------------------------------------------- */
 
 /* One look at the log (checkpoint thread): measure it, and checkpoint when
@@ -435,7 +424,6 @@ static int wal_start(struct sqlite_bind *sb, char *err, size_t errlen)
     return 0;
 }
 
-
 /* ---- backend_ops ------------------------------------------------------- */
 
 static void sqlite_close(struct bind *b);
@@ -491,14 +479,14 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
             sb->snap_at = info.written_at;
             sb->snap_bytes = info.bytes;
             snapshot_format_time(info.written_at, when);
-            log_info("bind %s: snapshot %s loaded (%lld bytes, written %s) in %.0f ms", bc->name, bc->snapshot,
-                     (long long)info.bytes, when, info.ms);
+            log_info("bind %s: snapshot %s loaded (%lld bytes, written %s) in %.0f ms", bc->name,
+                     bc->snapshot, (long long)info.bytes, when, info.ms);
         }
     }
     {
         bool applied = false;
-        if (migrate_sqlite_setup(first, bc->name, sb->filename, bc->schema, bc->busy_timeout_ms, &applied, err,
-                                 errlen) != 0)
+        if (migrate_sqlite_setup(first, bc->name, sb->filename, bc->schema, bc->busy_timeout_ms, &applied,
+                                 err, errlen) != 0)
             goto fail;
         if (applied)
             log_info("bind %s: schema %s applied", bc->name, bc->schema);
@@ -521,8 +509,8 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     for (int i = 0; i < sb->nworkers; i++)
         pthread_cond_init(&sb->workers[i].wake, NULL);
     sb->stmt_cache = (size_t)server_cfg_of(b->cfgref)->stmt_cache;
-    snprintf(sb->readonly_msg, sizeof sb->readonly_msg, "read-only access to bind %s: this statement would write",
-             b->conf->name);
+    snprintf(sb->readonly_msg, sizeof sb->readonly_msg,
+             "read-only access to bind %s: this statement would write", b->conf->name);
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
         w->sb = sb;
@@ -530,9 +518,10 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache);
         if (w->cache == NULL)
             goto nomem;
-        if (sqlite_conn_open(sb, &w->db, NULL, err, errlen) != 0 || sqlite_conn_harden(w, NULL, err, errlen) != 0)
+        if (sqlite_conn_open(sb, &w->db, NULL, err, errlen) != 0 ||
+            sqlite_conn_harden(w, NULL, err, errlen) != 0)
             goto fail;
-        sqlite_schema_refresh(w->db);   /* opens the WAL now: no file is opened while serving */
+        sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
     }
     for (int i = 0; i < sb->nworkers; i++) {
         struct worker *w = &sb->workers[i];
@@ -567,7 +556,8 @@ fail:
 
 /* Move the jobs of a queue that were queued limit ms or more before now
  * to *expired. */
-static void expire_queue(struct job **head, struct job ***tail, uint64_t now, uint64_t limit, struct job **expired)
+static void expire_queue(struct job **head, struct job ***tail, uint64_t now, uint64_t limit,
+                         struct job **expired)
 {
     struct job **pp = head;
 
@@ -617,11 +607,10 @@ static void on_wait_check(uv_timer_t *t)
     }
 }
 
-
 static void sqlite_submit(struct bind *b, struct job *job)
 {
     struct sqlite_bind *sb = b->impl;
-    struct worker *target = NULL;   /* a worker's own queue, else the shared one */
+    struct worker *target = NULL; /* a worker's own queue, else the shared one */
 
     job->queued_at = uv_now(b->srv->loop);
     if (job->type == JOB_SAVE_SNAPSHOT) {
@@ -713,7 +702,7 @@ static void sqlite_close(struct bind *b)
     if (sb->wal_db != NULL)
         sqlite3_close(sb->wal_db);
     if (sb->snap_started)
-        pthread_join(sb->snap_thread, NULL);   /* after the saves queued before the stop */
+        pthread_join(sb->snap_thread, NULL); /* after the saves queued before the stop */
     if (sb->snap_db != NULL)
         sqlite3_close(sb->snap_db);
     /* Clean shutdown: every client is gone, so the last snapshot is
@@ -787,4 +776,3 @@ const struct backend_ops backend_sqlite_ops = {
     .library_version = sqlite_library_version,
     .close = sqlite_close,
 };
-

@@ -32,7 +32,7 @@
 #define MEMORY_MMAP_SIZE "1073741824"
 
 /* A statement running this long is lowered to this nice value. */
-#define LONG_STATEMENT_MS 50
+#define LONG_STATEMENT_MS   50
 #define LONG_STATEMENT_NICE 19
 
 /* A statement enters a connection's cache the second time its text is
@@ -56,15 +56,15 @@
  * work of any single step), how often the budget is checked (virtual
  * machine steps), and for how many runs a statement that overran goes
  * straight to the workers (remembered in QUICK_SKIP_SLOTS slots). */
-#define QUICK_BUDGET_NS (200 * 1000)
-#define QUICK_MAX_OUTPUT (16 * 1024)
-#define QUICK_MAX_SQL 4096
-#define QUICK_MAX_LENGTH (256 * 1024)
-#define QUICK_MAX_PATTERN 256
+#define QUICK_BUDGET_NS      (200 * 1000)
+#define QUICK_MAX_OUTPUT     (16 * 1024)
+#define QUICK_MAX_SQL        4096
+#define QUICK_MAX_LENGTH     (256 * 1024)
+#define QUICK_MAX_PATTERN    256
 #define QUICK_PROGRESS_STEPS 100
-#define QUICK_SKIP_RUNS 64
-#define QUICK_SKIP_SLOTS 256
-#define QUICK_CACHE_KIB "-16384"
+#define QUICK_SKIP_RUNS      64
+#define QUICK_SKIP_SLOTS     256
+#define QUICK_CACHE_KIB      "-16384"
 
 /* Checkpoints. SQLite's automatic checkpoint (at commit, past 1000 pages)
  * copies the log into the database and lets the next writer restart the
@@ -87,7 +87,7 @@ struct cached_stmt {
     char *sql;
     size_t len;
     sqlite3_stmt *stmt;
-    uint64_t used;             /* tick of last use, for eviction */
+    uint64_t used; /* tick of last use, for eviction */
 };
 
 struct sqlite_bind;
@@ -97,53 +97,53 @@ struct worker {
     pthread_t thread;
     bool started;
     sqlite3 *db;
-    uint64_t pinned;           /* session whose transaction is open here, 0: none */
-    bool busy;                 /* running a job (guarded by the bind's lock) */
-    bool writing;              /* that job may write (guarded by the bind's lock) */
-    bool waiting;              /* asleep on wake (guarded by the bind's lock) */
-    pthread_cond_t wake;       /* signalled when it has a job to take: each
-                                  worker sleeps on its own, so a submit wakes
-                                  one thread, not the whole pool */
-    struct job *head, **tail;  /* private queue: jobs of the pinned session */
+    uint64_t pinned;          /* session whose transaction is open here, 0: none */
+    bool busy;                /* running a job (guarded by the bind's lock) */
+    bool writing;             /* that job may write (guarded by the bind's lock) */
+    bool waiting;             /* asleep on wake (guarded by the bind's lock) */
+    pthread_cond_t wake;      /* signalled when it has a job to take: each
+                                 worker sleeps on its own, so a submit wakes
+                                 one thread, not the whole pool */
+    struct job *head, **tail; /* private queue: jobs of the pinned session */
     struct cached_stmt *cache;
     size_t ncache;
     uint64_t tick;
-    uint64_t seen[STMT_SEEN];  /* hashes of statements prepared once, uncached */
-    const char *denied;        /* why the authorizer refused, for the error */
-    const char *denied_code;   /* and the error code: DENIED, or NOPERM */
-    bool altering;             /* the statement being prepared is an ALTER TABLE */
-    bool readonly;             /* the running statement's user may only read */
-    bool query_only;           /* PRAGMA query_only is on (sqlite_conn_query_only) */
-    bool internal;             /* the daemon's own statement: not authorized */
+    uint64_t seen[STMT_SEEN];   /* hashes of statements prepared once, uncached */
+    const char *denied;         /* why the authorizer refused, for the error */
+    const char *denied_code;    /* and the error code: DENIED, or NOPERM */
+    bool altering;              /* the statement being prepared is an ALTER TABLE */
+    bool readonly;              /* the running statement's user may only read */
+    bool query_only;            /* PRAGMA query_only is on (sqlite_conn_query_only) */
+    bool internal;              /* the daemon's own statement: not authorized */
     const char *const *schemas; /* databases besides main its statements may use
                                    (sqlite_conn_harden), NULL-terminated; NULL: none */
-    size_t mark;               /* where the running statement's response starts in out */
-    uint64_t deadline_ns;      /* statement_timeout: uv_hrtime() past which it stops; 0: none */
-    uint64_t started_ns;       /* uv_hrtime() when the running statement started; 0: none */
-    uint64_t busy_since_ns;    /* uv_hrtime() when its wait for a lock began (on_busy) */
-    pid_t tid;                 /* the worker thread, for setpriority() */
-    bool lowered;              /* the thread runs at LONG_STATEMENT_NICE */
-    bool quick;                /* the loop thread's quick-read connection */
-    bool grouping;             /* running jobs of a group commit (run_group, backend_sqlite.c) */
-    bool group_overflow;       /* one of them answered more than fits in memory */
-    int max_length;            /* its SQLITE_LIMIT_LENGTH now (max_value) */
+    size_t mark;                /* where the running statement's response starts in out */
+    uint64_t deadline_ns;       /* statement_timeout: uv_hrtime() past which it stops; 0: none */
+    uint64_t started_ns;        /* uv_hrtime() when the running statement started; 0: none */
+    uint64_t busy_since_ns;     /* uv_hrtime() when its wait for a lock began (on_busy) */
+    pid_t tid;                  /* the worker thread, for setpriority() */
+    bool lowered;               /* the thread runs at LONG_STATEMENT_NICE */
+    bool quick;                 /* the loop thread's quick-read connection */
+    bool grouping;              /* running jobs of a group commit (run_group, backend_sqlite.c) */
+    bool group_overflow;        /* one of them answered more than fits in memory */
+    int max_length;             /* its SQLITE_LIMIT_LENGTH now (max_value) */
 };
 
 struct sqlite_bind {
     struct bind *bind;
-    pthread_mutex_t lock;      /* guards the queues, pinned, stopping */
-    pthread_cond_t cond;       /* the snapshot thread's */
-    struct job *head, **tail;  /* shared queue */
+    pthread_mutex_t lock;     /* guards the queues, pinned, stopping */
+    pthread_cond_t cond;      /* the snapshot thread's */
+    struct job *head, **tail; /* shared queue */
     bool stopping;
-    sqlite3 *anchor;           /* in-memory bind: keeps the database alive */
-    char *filename;            /* what sqlite3_open_v2 gets */
-    char *memdir;              /* in-memory bind: its private RAM folder */
+    sqlite3 *anchor; /* in-memory bind: keeps the database alive */
+    char *filename;  /* what sqlite3_open_v2 gets */
+    char *memdir;    /* in-memory bind: its private RAM folder */
     int open_flags;
-    size_t stmt_cache;         /* statements cached per connection (fixed at open) */
-    char readonly_msg[128];    /* the error for a read-only user's write */
+    size_t stmt_cache;      /* statements cached per connection (fixed at open) */
+    char readonly_msg[128]; /* the error for a read-only user's write */
     struct worker *workers;
     int nworkers;
-    uv_timer_t *wait_timer;    /* fails jobs that wait too long for a connection */
+    uv_timer_t *wait_timer; /* fails jobs that wait too long for a connection */
 
     /* Quick reads (loop thread only): a connection without a thread, NULL
      * when the bind's storage could make a read wait; and statements that
@@ -158,27 +158,27 @@ struct sqlite_bind {
     struct worker *quick;
     sqlite3_stmt *quick_begin, *quick_commit;
     uv_check_t *quick_turn;
-    uint64_t quick_gen;        /* `writes` when the read transaction began */
+    uint64_t quick_gen; /* `writes` when the read transaction began */
     atomic_uint_fast64_t writes;
     struct {
         uint64_t hash;
-        uint32_t left;         /* runs still sent straight to the workers */
+        uint32_t left; /* runs still sent straight to the workers */
     } quick_skip[QUICK_SKIP_SLOTS];
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
      * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
      * never takes a connection from clients. */
-    bool opened;               /* open succeeded: close saves the snapshot */
+    bool opened; /* open succeeded: close saves the snapshot */
     pthread_t snap_thread;
     bool snap_started;
     sqlite3 *snap_db;
-    struct job *snap_head, **snap_tail;   /* guarded by lock */
-    int64_t snap_at, snap_bytes;          /* the last snapshot written (guarded by lock) */
-    atomic_int snap_inflight;  /* JOB_SAVE_SNAPSHOTs queued or running */
-    atomic_bool snap_failed;   /* the last save failed: the timer retries */
-    uv_timer_t *snap_timer;    /* snapshot_interval */
-    long long snap_version;    /* the anchor's data_version at the last timed save */
-    uint64_t snap_writes;      /* and `writes` then */
+    struct job *snap_head, **snap_tail; /* guarded by lock */
+    int64_t snap_at, snap_bytes;        /* the last snapshot written (guarded by lock) */
+    atomic_int snap_inflight;           /* JOB_SAVE_SNAPSHOTs queued or running */
+    atomic_bool snap_failed;            /* the last save failed: the timer retries */
+    uv_timer_t *snap_timer;             /* snapshot_interval */
+    long long snap_version;             /* the anchor's data_version at the last timed save */
+    uint64_t snap_writes;               /* and `writes` then */
 
     /* Checkpoints: a thread with its own connection (see WAL_CHECK_MS). */
     pthread_t wal_thread;
@@ -246,7 +246,8 @@ int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
 /* Step stmt to the end, streaming the header and rows into out (job NULL:
  * a quick read, stopped with SQLITE_TOOBIG past QUICK_MAX_OUTPUT). The
  * final SQLite code; *rows counts the rows. */
-int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out, uint64_t *rows);
+int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
+                       uint64_t *rows);
 
 /* The status line after a result's rows: +OK rows=N. */
 int sqlite_put_rows_status(struct buf *out, uint64_t rows);

@@ -19,9 +19,9 @@
 /* Who may run a command when the configuration has users (without users,
  * everyone may run everything). */
 enum command_access {
-    CMD_ANYONE,   /* before .auth too */
-    CMD_USER,     /* any authenticated user */
-    CMD_ADMIN,    /* users with admin = on */
+    CMD_ANYONE, /* before .auth too */
+    CMD_USER,   /* any authenticated user */
+    CMD_ADMIN,  /* users with admin = on */
 };
 
 struct command {
@@ -65,10 +65,10 @@ static void cmd_help(struct session *s, const char *args)
 
 static void cmd_binds(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"name", "", "type", "", "url", "", "location", "",
-                                       "state", "", "pool_size", "INTEGER", "connections", "INTEGER",
-                                       "in_use", "INTEGER", "snapshot_at", "", "snapshot_bytes", "INTEGER",
-                                       NULL};
+    static const char *const cols[] = {
+        "name",        "", "type",           "",        "url",         "",        "location", "",
+        "state",       "", "pool_size",      "INTEGER", "connections", "INTEGER", "in_use",   "INTEGER",
+        "snapshot_at", "", "snapshot_bytes", "INTEGER", NULL};
     const struct server *srv = s->srv;
 
     (void)args;
@@ -87,8 +87,16 @@ static void cmd_binds(struct session *s, const char *args)
         snprintf(in_use, sizeof in_use, "%d", st.in_use);
         snapshot_format_time(st.snapshot_at, snap_at);
         snprintf(snap_bytes, sizeof snap_bytes, "%lld", (long long)st.snapshot_bytes);
-        const char *row[] = {b->name, type, b->url_redacted, where, st.state, pool, conns,
-                             in_use, st.snapshot_at ? snap_at : NULL, st.snapshot_at ? snap_bytes : NULL};
+        const char *row[] = {b->name,
+                             type,
+                             b->url_redacted,
+                             where,
+                             st.state,
+                             pool,
+                             conns,
+                             in_use,
+                             st.snapshot_at ? snap_at : NULL,
+                             st.snapshot_at ? snap_bytes : NULL};
         session_reply_row(s, row, 10);
     }
     reply_rows_done(s, srv->nbinds);
@@ -161,8 +169,8 @@ static void fanout_start(struct session *s, const char *args, const char *const 
         if (i < 0)
             return;
         if (type == JOB_LIST_TABLES && session_grant(s, s->srv->binds[i]) == GRANT_NONE) {
-            session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                                s->srv->binds[i]->conf->name);
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                                s->user_name ? s->user_name : "?", s->srv->binds[i]->conf->name);
             return;
         }
         f->next = (size_t)i;
@@ -187,11 +195,12 @@ static void cmd_tables(struct session *s, const char *args)
 
 static void cmd_migrations(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"bind", "", "version", "INTEGER", "name", "", "state", "",
-                                       "applied_at", "", NULL};
+    static const char *const cols[] = {"bind",  "", "version",    "INTEGER", "name", "",
+                                       "state", "", "applied_at", "",        NULL};
 
     if (s->srv->cfg->migrations == NULL) {
-        session_reply_error(s, "ARGS", "no migrations folder is configured (migrations = DIR under [server])");
+        session_reply_error(s, "ARGS",
+                            "no migrations folder is configured (migrations = DIR under [server])");
         return;
     }
     fanout_start(s, args, cols, JOB_MIGRATION_STATE);
@@ -205,9 +214,10 @@ static void cmd_save(struct session *s, const char *args)
     if (args[0] != '\0') {
         struct bind *b = server_bind_named(s->srv, args);
         if (b != NULL && b->conf->snapshot == NULL) {
-            session_reply_error(s, "ARGS",
-                                "bind %s has no snapshot file (snapshot = FILE in [bind.%s]; in-memory binds only)",
-                                args, args);
+            session_reply_error(
+                s, "ARGS",
+                "bind %s has no snapshot file (snapshot = FILE in [bind.%s]; in-memory binds only)", args,
+                args);
             return;
         }
     }
@@ -273,7 +283,8 @@ static void cmd_route(struct session *s, const char *args)
     }
     if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
-    } else if (s->in_txn && r.bind != ROUTE_NO_TABLE && strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {
+    } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
+               strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
                             s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
@@ -403,9 +414,11 @@ static void cmd_stats(struct session *s, const char *args)
 
 static void cmd_clients(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"id", "INTEGER", "peer", "", "state", "", "bind", "", "in_txn", "",
-                                       "statements", "INTEGER", "connected_ms", "INTEGER", "statement_ms", "INTEGER",
-                                       "user", "", "tls", "", "tls_subject", "", NULL};
+    static const char *const cols[] = {
+        "id",           "INTEGER", "peer",         "",        "state",      "",
+        "bind",         "",        "in_txn",       "",        "statements", "INTEGER",
+        "connected_ms", "INTEGER", "statement_ms", "INTEGER", "user",       "",
+        "tls",          "",        "tls_subject",  "",        NULL};
     const struct server *srv = s->srv;
     uint64_t now_ms = uv_now(srv->loop), now_ns = uv_hrtime();
     size_t n = 0;
@@ -420,8 +433,15 @@ static void cmd_clients(struct session *s, const char *args)
         snprintf(conn, sizeof conn, "%llu", (unsigned long long)(now_ms - c->connected_at));
         if (c->job != NULL)
             snprintf(age, sizeof age, "%llu", (unsigned long long)((now_ns - c->job->started_ns) / 1000000));
-        const char *row[] = {id, c->peer, session_state_name(c->state), b->conf->name, c->in_txn ? "yes" : "no",
-                             stmts, conn, c->job != NULL ? age : NULL, c->user != NULL ? c->user->name : NULL,
+        const char *row[] = {id,
+                             c->peer,
+                             session_state_name(c->state),
+                             b->conf->name,
+                             c->in_txn ? "yes" : "no",
+                             stmts,
+                             conn,
+                             c->job != NULL ? age : NULL,
+                             c->user != NULL ? c->user->name : NULL,
                              c->tls != NULL ? tls_conn_describe(c->tls) : NULL,
                              c->tls != NULL ? tls_conn_subject(c->tls) : NULL};
         session_reply_row(s, row, 11);
@@ -438,10 +458,8 @@ static void cmd_version(struct session *s, const char *args)
     backend_sqlite_ops.library_version(sqlite, sizeof sqlite);
     backend_pg_ops.library_version(pq, sizeof pq);
     const char *rows[][2] = {
-        {"sqlmuxd", SQLMUXD_VERSION},
-        {"protocol", "1"},
-        {backend_sqlite_ops.library, sqlite},
-        {"libuv", uv_version_string()},
+        {"sqlmuxd", SQLMUXD_VERSION},         {"protocol", "1"},
+        {backend_sqlite_ops.library, sqlite}, {"libuv", uv_version_string()},
         {backend_pg_ops.library, pq},
     };
     session_reply_columns(s, cols);
@@ -493,18 +511,28 @@ static const struct command commands[] = {
     {"ping", "", "check the connection: answers +OK", cmd_ping, CMD_ANYONE},
     {"help", "", "list the commands", cmd_help, CMD_ANYONE},
     {"auth", "USER PASSWORD", "log in as USER (when the configuration has users)", cmd_auth, CMD_ANYONE},
-    {"binds", "", "list the binds: name, type, URL (password hidden), location, state, pool size and use", cmd_binds, CMD_USER},
-    {"tables", "[BIND]", "list the tables and views of every bind (or of BIND) and where the map routes them", cmd_tables, CMD_USER},
+    {"binds", "", "list the binds: name, type, URL (password hidden), location, state, pool size and use",
+     cmd_binds, CMD_USER},
+    {"tables", "[BIND]", "list the tables and views of every bind (or of BIND) and where the map routes them",
+     cmd_tables, CMD_USER},
     {"map", "", "list the table map: table or pattern, bind", cmd_map, CMD_USER},
-    {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it", cmd_route, CMD_USER},
-    {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it", cmd_use, CMD_USER},
+    {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it",
+     cmd_route, CMD_USER},
+    {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it",
+     cmd_use, CMD_USER},
     {"quit", "", "close the connection", cmd_quit, CMD_ANYONE},
-    {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)", cmd_stats, CMD_ADMIN},
-    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages, user, TLS", cmd_clients, CMD_ADMIN},
+    {"stats", "", "per bind: statements, errors, rows, time, pool use, transactions and clients; then (all)",
+     cmd_stats, CMD_ADMIN},
+    {"clients", "", "one row per client: id, peer, state, bind, transaction, statements, ages, user, TLS",
+     cmd_clients, CMD_ADMIN},
     {"version", "", "versions of sqlmuxd, the protocol and the libraries", cmd_version, CMD_USER},
-    {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused", cmd_reload, CMD_ADMIN},
-    {"migrations", "[BIND]", "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at", cmd_migrations, CMD_ADMIN},
-    {"save", "[BIND]", "write the snapshot of every in-memory bind with a snapshot file (or of BIND) now", cmd_save, CMD_ADMIN},
+    {"reload", "", "reload the configuration file, as SIGHUP does; -ERR CONFIG when it is refused",
+     cmd_reload, CMD_ADMIN},
+    {"migrations", "[BIND]",
+     "per bind and migration file: version, name, state (applied, pending, changed, missing), applied_at",
+     cmd_migrations, CMD_ADMIN},
+    {"save", "[BIND]", "write the snapshot of every in-memory bind with a snapshot file (or of BIND) now",
+     cmd_save, CMD_ADMIN},
     {NULL, NULL, NULL, NULL, CMD_ANYONE},
 };
 
@@ -534,7 +562,8 @@ void commands_dispatch(struct session *s, const char *line, size_t len)
     while (n < len && !isspace((unsigned char)line[n]))
         n++;
     if (n == 0 || n >= sizeof name) {
-        session_reply_error(s, "UNKNOWN", "unknown command '.%.*s' (.help lists them)", (int)(n < 40 ? n : 40), line);
+        session_reply_error(s, "UNKNOWN", "unknown command '.%.*s' (.help lists them)",
+                            (int)(n < 40 ? n : 40), line);
         return;
     }
     memcpy(name, line, n);

@@ -21,9 +21,9 @@ struct session;
  * session (the session holds it; only commands.c reads or writes it). */
 struct command_fanout {
     bool running;
-    enum job_type type;        /* what each bind's job does */
-    size_t next, end;          /* the binds still to do: srv->binds[next..end) */
-    uint64_t rows;             /* rows answered so far */
+    enum job_type type; /* what each bind's job does */
+    size_t next, end;   /* the binds still to do: srv->binds[next..end) */
+    uint64_t rows;      /* rows answered so far */
 };
 
 /* Handle one dot-command line (without its dot; not NUL-terminated). */

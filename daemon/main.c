@@ -21,14 +21,13 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sqlmuxd [--check-config] CONFIG\n"
-            "       sqlmuxd migrate CONFIG [status | up [VERSION] | down VERSION] [--bind NAME]\n"
-            "       sqlmuxd passwd [USER]   (reads a password, prints its hash for [user.USER])\n"
-            "       sqlmuxd --version\n"
-            "\n"
-            "  CONFIG               the INI file naming the binds and the table map\n"
-            "  --check-config, -t   validate CONFIG, print the resolved binds and table map, exit\n");
+    fprintf(f, "usage: sqlmuxd [--check-config] CONFIG\n"
+               "       sqlmuxd migrate CONFIG [status | up [VERSION] | down VERSION] [--bind NAME]\n"
+               "       sqlmuxd passwd [USER]   (reads a password, prints its hash for [user.USER])\n"
+               "       sqlmuxd --version\n"
+               "\n"
+               "  CONFIG               the INI file naming the binds and the table map\n"
+               "  --check-config, -t   validate CONFIG, print the resolved binds and table map, exit\n");
 }
 
 int main(int argc, char **argv)

@@ -130,7 +130,8 @@ void migrate_set_free(struct migration_set *set)
 
 /* Split "NNNN_name.sql" / "NNNN_name.down.sql". False when fname is not a
  * migration name; *name_len is the length of "name". */
-static bool parse_file_name(const char *fname, long long *version, size_t *name_off, size_t *name_len, bool *down)
+static bool parse_file_name(const char *fname, long long *version, size_t *name_off, size_t *name_len,
+                            bool *down)
 {
     size_t digits = 0, rest;
     const char *tail;
@@ -204,7 +205,7 @@ int migrate_scan(const char *root, const char *bind, struct migration_set *set, 
         bool down;
 
         if (e->d_name[0] == '.' || flen < 4 || strcmp(e->d_name + flen - 4, ".sql") != 0)
-            continue;   /* README files and the like */
+            continue; /* README files and the like */
         if (!parse_file_name(e->d_name, &version, &name_off, &name_len, &down)) {
             snprintf(err, errlen, "%s/%s: not a migration file name (NNNN_name.sql or NNNN_name.down.sql)",
                      set->dir, e->d_name);
@@ -260,18 +261,19 @@ int migrate_scan(const char *root, const char *bind, struct migration_set *set, 
         qsort(set->items, set->n, sizeof *set->items, cmp_migration);
     for (size_t i = 1; i < set->n; i++) {
         if (set->items[i].version == set->items[i - 1].version) {
-            snprintf(err, errlen, "%s: %s and %s have the same version %lld", set->dir, set->items[i - 1].file,
-                     set->items[i].file, set->items[i].version);
+            snprintf(err, errlen, "%s: %s and %s have the same version %lld", set->dir,
+                     set->items[i - 1].file, set->items[i].file, set->items[i].version);
             goto out;
         }
     }
     for (size_t i = 0; i < ndowns; i++) {
         struct migration key = {.version = downs[i].version};
-        struct migration *m = set->n ? bsearch(&key, set->items, set->n, sizeof *set->items, cmp_migration) : NULL;
+        struct migration *m =
+            set->n ? bsearch(&key, set->items, set->n, sizeof *set->items, cmp_migration) : NULL;
         size_t base = m ? strlen(m->file) - 4 : 0;
         if (m == NULL) {
-            snprintf(err, errlen, "%s/%s: no migration %lld to go with this down file", set->dir, downs[i].fname,
-                     downs[i].version);
+            snprintf(err, errlen, "%s/%s: no migration %lld to go with this down file", set->dir,
+                     downs[i].fname, downs[i].version);
             goto out;
         }
         if (strncmp(downs[i].fname, m->file, base) != 0 || strcmp(downs[i].fname + base, ".down.sql") != 0) {
@@ -428,8 +430,8 @@ static int put_status_row(void *arg, long long version, const char *name, const 
     return 0;
 }
 
-int migrate_put_status(const char *bind, const struct migration_set *set, const struct migration_rows *applied,
-                       struct buf *out, uint64_t *count)
+int migrate_put_status(const char *bind, const struct migration_set *set,
+                       const struct migration_rows *applied, struct buf *out, uint64_t *count)
 {
     struct status_out so = {bind, out, count};
     return migrate_status_each(set, applied, put_status_row, &so);
@@ -502,7 +504,8 @@ int migrate_sqlite_rows(sqlite3 *db, struct migration_rows *rows, char *err, siz
     bool exists;
     int rc;
 
-    rc = sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '" MIGRATE_TABLE "'",
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '" MIGRATE_TABLE "'",
                             -1, &stmt, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "reading " MIGRATE_TABLE ": %s", sqlite3_errmsg(db));
@@ -717,7 +720,8 @@ static void pg_error_text(PGconn *conn, const PGresult *res, char *dst, size_t n
         snprintf(dst, n, "%s (SQLSTATE %s)", primary, state);
         return;
     }
-    snprintf(dst, n, "%s", res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+    snprintf(dst, n, "%s",
+             res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(conn));
     len = strlen(dst);
     while (len > 0 && (dst[len - 1] == '\n' || dst[len - 1] == ' '))
         dst[--len] = '\0';
@@ -745,8 +749,8 @@ static int pg_begin(void *h, char *err, size_t errlen)
     PGconn *conn = h;
     if (pg_exec(conn, "BEGIN", "BEGIN", err, errlen) != 0)
         return -1;
-    if (pg_exec(conn, "SELECT pg_advisory_xact_lock(" MIGRATE_PG_LOCK ")", "cannot take the migration lock", err,
-                errlen) != 0 ||
+    if (pg_exec(conn, "SELECT pg_advisory_xact_lock(" MIGRATE_PG_LOCK ")", "cannot take the migration lock",
+                err, errlen) != 0 ||
         pg_exec(conn, MIGRATE_PG_TABLE_DDL, "cannot create " MIGRATE_TABLE, err, errlen) != 0) {
         PQclear(PQexec(conn, "ROLLBACK"));
         return -1;
@@ -847,7 +851,7 @@ static size_t pg_statement_start(const char *sql, size_t len, int index)
             in_statement = true;
         }
         if (t.type == SQLTOK_ERROR)
-            return len;   /* the rest is one unterminated literal */
+            return len; /* the rest is one unterminated literal */
         at = t.pos + t.len;
     }
 }
@@ -867,7 +871,7 @@ static int pg_script(void *h, const char *path, const char *sql, size_t len, cha
 {
     PGconn *conn = h;
     PGresult *res;
-    int done = 0;   /* statements that succeeded */
+    int done = 0; /* statements that succeeded */
     bool failed = false;
     char msg[512] = "";
     size_t at = 0;
@@ -886,12 +890,8 @@ static int pg_script(void *h, const char *path, const char *sql, size_t len, cha
         switch (st) {
         case PGRES_COMMAND_OK:
         case PGRES_TUPLES_OK:
-        case PGRES_EMPTY_QUERY:
-            done++;
-            break;
-        case PGRES_COPY_IN:
-            PQputCopyEnd(conn, "COPY FROM STDIN is not supported in migrations");
-            break;
+        case PGRES_EMPTY_QUERY: done++; break;
+        case PGRES_COPY_IN: PQputCopyEnd(conn, "COPY FROM STDIN is not supported in migrations"); break;
         case PGRES_COPY_OUT: {
             char *row = NULL;
             while (PQgetCopyData(conn, &row, 0) > 0)
@@ -905,7 +905,8 @@ static int pg_script(void *h, const char *path, const char *sql, size_t len, cha
             const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
             failed = true;
             pg_error_text(conn, res, msg, sizeof msg);
-            at = pos != NULL ? utf8_offset(sql, len, strtol(pos, NULL, 10)) : pg_statement_start(sql, len, done);
+            at = pos != NULL ? utf8_offset(sql, len, strtol(pos, NULL, 10))
+                             : pg_statement_start(sql, len, done);
             break;
         }
         }
@@ -1060,8 +1061,8 @@ static int run_one(const struct mdb_ops *ops, void *h, const char *bind, const s
     if (!down && row != NULL) {
         /* Another run applied it while we waited for the lock. */
         if (strcmp(row->checksum, m->checksum) != 0) {
-            snprintf(err, errlen, "%s: applied to bind %s by another run with a different checksum", m->up_path,
-                     bind);
+            snprintf(err, errlen, "%s: applied to bind %s by another run with a different checksum",
+                     m->up_path, bind);
             goto rollback;
         }
         rc = ops->end(h, false, err, errlen);
@@ -1124,7 +1125,8 @@ static int engine(const struct mdb_ops *ops, void *h, const char *bind, const st
             const struct migration *m = &set->items[i];
             if (m->version > target)
                 break;
-            if (rows_find(&rows, m->version) == NULL && run_one(ops, h, bind, m, false, notify, err, errlen) != 0)
+            if (rows_find(&rows, m->version) == NULL &&
+                run_one(ops, h, bind, m, false, notify, err, errlen) != 0)
                 goto out;
         }
     } else {

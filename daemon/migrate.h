@@ -34,19 +34,19 @@
 
 /* One migration file (and its optional down file). */
 struct migration {
-    long long version;         /* the file name's number */
-    char *name;                /* between "NNNN_" and ".sql" */
-    char *file;                /* "NNNN_name.sql", for messages */
-    char *up_path;             /* absolute paths; down_path may be NULL */
+    long long version; /* the file name's number */
+    char *name;        /* between "NNNN_" and ".sql" */
+    char *file;        /* "NNNN_name.sql", for messages */
+    char *up_path;     /* absolute paths; down_path may be NULL */
     char *down_path;
-    char *sql;                 /* the up file's text, NUL-terminated */
+    char *sql; /* the up file's text, NUL-terminated */
     size_t len;
-    char checksum[65];         /* SHA-256 of the up file, lowercase hex */
+    char checksum[65]; /* SHA-256 of the up file, lowercase hex */
 };
 
 /* A bind's migration files, by version ascending. */
 struct migration_set {
-    char *dir;                 /* the bind's folder (it may not exist) */
+    char *dir; /* the bind's folder (it may not exist) */
     struct migration *items;
     size_t n;
 };
@@ -58,13 +58,13 @@ struct migration_row {
 };
 
 struct migration_rows {
-    struct migration_row *items;   /* by version ascending */
+    struct migration_row *items; /* by version ascending */
     size_t n, cap;
 };
 
 enum migrate_op {
-    MIGRATE_UP,                /* apply pending migrations up to target */
-    MIGRATE_DOWN,              /* revert applied migrations above target */
+    MIGRATE_UP,   /* apply pending migrations up to target */
+    MIGRATE_DOWN, /* revert applied migrations above target */
 };
 
 /* Called after each migration applied or reverted (for logs and the CLI). */
@@ -76,14 +76,14 @@ struct migrate_notify {
 /* Read the files of bind `bind` under root (root/bind/). A missing folder
  * is an empty set. 0, or -1 with err naming the file that is wrong (bad
  * name, duplicate version, unreadable). Free with migrate_set_free(). */
-__attribute__((warn_unused_result))
-int migrate_scan(const char *root, const char *bind, struct migration_set *set, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_scan(const char *root, const char *bind,
+                                                     struct migration_set *set, char *err, size_t errlen);
 void migrate_set_free(struct migration_set *set);
 
 /* Append a row (strings copied). 0, or -1 when out of memory. */
-__attribute__((warn_unused_result))
-int migrate_rows_add(struct migration_rows *rows, long long version, const char *name, const char *checksum,
-                     const char *applied_at);
+__attribute__((warn_unused_result)) int migrate_rows_add(struct migration_rows *rows, long long version,
+                                                         const char *name, const char *checksum,
+                                                         const char *applied_at);
 void migrate_rows_free(struct migration_rows *rows);
 
 /* Called for each migration of a bind in version order: every file, and
@@ -99,16 +99,16 @@ int migrate_status_each(const struct migration_set *set, const struct migration_
 /* The .migrations rows of one bind ("=bind\tversion\tname\tstate\tapplied_at\n"
  * per file and per applied version without a file), added to out; *count
  * is increased by the rows written. 0, or -1 when out of memory. */
-__attribute__((warn_unused_result))
-int migrate_put_status(const char *bind, const struct migration_set *set, const struct migration_rows *applied,
-                       struct buf *out, uint64_t *count);
+__attribute__((warn_unused_result)) int migrate_put_status(const char *bind, const struct migration_set *set,
+                                                           const struct migration_rows *applied,
+                                                           struct buf *out, uint64_t *count);
 
 /* The version table of a SQLite or PostgreSQL database (empty when it does
  * not exist). 0, or -1 with err. */
-__attribute__((warn_unused_result))
-int migrate_sqlite_rows(sqlite3 *db, struct migration_rows *rows, char *err, size_t errlen);
-__attribute__((warn_unused_result))
-int migrate_pg_rows(PGconn *conn, struct migration_rows *rows, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_sqlite_rows(sqlite3 *db, struct migration_rows *rows,
+                                                            char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_pg_rows(PGconn *conn, struct migration_rows *rows, char *err,
+                                                        size_t errlen);
 
 /* Apply (MIGRATE_UP: every pending migration with version <= target) or
  * revert (MIGRATE_DOWN: every applied one above target, newest first,
@@ -116,17 +116,19 @@ int migrate_pg_rows(PGconn *conn, struct migration_rows *rows, char *err, size_t
  * that changed, or an applied version without a file, refuses the whole
  * run. 0, or -1 with err ("file:line: message" for a failing
  * migration); migrations finished before the error stay applied. */
-__attribute__((warn_unused_result))
-int migrate_sqlite(sqlite3 *db, const char *bind, const struct migration_set *set, enum migrate_op op,
-                   long long target, const struct migrate_notify *notify, char *err, size_t errlen);
-__attribute__((warn_unused_result))
-int migrate_pg(PGconn *conn, const char *bind, const struct migration_set *set, enum migrate_op op,
-               long long target, const struct migrate_notify *notify, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_sqlite(sqlite3 *db, const char *bind,
+                                                       const struct migration_set *set, enum migrate_op op,
+                                                       long long target, const struct migrate_notify *notify,
+                                                       char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_pg(PGconn *conn, const char *bind,
+                                                   const struct migration_set *set, enum migrate_op op,
+                                                   long long target, const struct migrate_notify *notify,
+                                                   char *err, size_t errlen);
 
 /* Run the SQL file at path on db in one transaction (a bind's schema
  * file). 0, or -1 with err as "path:line: message". */
-__attribute__((warn_unused_result))
-int migrate_sqlite_run_file(sqlite3 *db, const char *path, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_sqlite_run_file(sqlite3 *db, const char *path, char *err,
+                                                                size_t errlen);
 
 /* Set up a SQLite bind's database as the daemon and `sqlmuxd migrate` both
  * need it: WAL mode (waiting up to busy_timeout_ms while another process
@@ -148,11 +150,11 @@ PGconn *migrate_pg_connect(const struct bind_conf *bc, char *err, size_t errlen)
  * connection of its own (PostgreSQL), logging each. Does nothing when the
  * config names no migrations folder or the bind has no sub-folder.
  * 0, or -1 with err. */
-__attribute__((warn_unused_result))
-int migrate_startup_sqlite(const struct config *cfg, const struct bind_conf *bc, sqlite3 *db, char *err,
-                           size_t errlen);
-__attribute__((warn_unused_result))
-int migrate_startup_pg(const struct config *cfg, const struct bind_conf *bc, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int migrate_startup_sqlite(const struct config *cfg,
+                                                               const struct bind_conf *bc, sqlite3 *db,
+                                                               char *err, size_t errlen);
+__attribute__((warn_unused_result)) int
+migrate_startup_pg(const struct config *cfg, const struct bind_conf *bc, char *err, size_t errlen);
 
 /* `sqlmuxd migrate CONFIG [status | up [VERSION] | down VERSION] [--bind NAME]`
  * (migrate_cli.c): argv holds the words after "migrate". Returns the exit

@@ -61,7 +61,8 @@ static void print_done(void *arg, const char *bind, const struct migration *m, b
 /* Open a file bind's database. A missing file is NULL with *missing set
  * when !create; with create it is made as the daemon makes it. NULL with
  * err on failure. */
-static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *missing, char *err, size_t errlen)
+static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *missing, char *err,
+                               size_t errlen)
 {
     struct stat st;
     bool is_new = stat(bc->path, &st) != 0;
@@ -73,7 +74,8 @@ static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *mi
         return NULL;
     }
     if (is_new && fs_mkdir_parents(bc->path) != 0) {
-        snprintf(err, errlen, "bind %s: cannot create the folder of %s: %s", bc->name, bc->path, strerror(errno));
+        snprintf(err, errlen, "bind %s: cannot create the folder of %s: %s", bc->name, bc->path,
+                 strerror(errno));
         return NULL;
     }
     if (sqlite3_open_v2(bc->path, &db, SQLITE_OPEN_READWRITE | (is_new ? SQLITE_OPEN_CREATE : 0), NULL) !=
@@ -101,11 +103,12 @@ static sqlite3 *open_file_bind(const struct bind_conf *bc, bool create, bool *mi
 /* ---- Commands ----------------------------------------------------------- */
 
 struct print_state {
-    int changed;     /* files applied and changed since, or missing */
+    int changed; /* files applied and changed since, or missing */
     int pending;
 };
 
-static int print_row(void *arg, long long version, const char *name, const char *state, const char *applied_at)
+static int print_row(void *arg, long long version, const char *name, const char *state,
+                     const char *applied_at)
 {
     struct print_state *ps = arg;
     printf("  %04lld  %-32s %-8s %s\n", version, name, state, applied_at ? applied_at : "");
@@ -294,7 +297,7 @@ int migrate_main(int argc, char **argv)
             if (run_bind(cfg, &cfg->binds[i], op, target, false) != 0) {
                 rc = 1;
                 if (op != CLI_STATUS)
-                    break;   /* later binds are left as they are */
+                    break; /* later binds are left as they are */
             }
         }
     }

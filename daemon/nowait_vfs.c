@@ -33,9 +33,9 @@ struct held {
 
 /* What the VFS keeps after the default VFS's file struct. */
 struct extra {
-    int fd;                             /* -1: not a database or WAL file */
+    int fd; /* -1: not a database or WAL file */
     bool ram;
-    const sqlite3_io_methods *orig;     /* the default VFS's methods */
+    const sqlite3_io_methods *orig; /* the default VFS's methods */
 };
 
 /* The VFS's state is process-wide on purpose (server.h): SQLite keeps
@@ -46,7 +46,7 @@ static struct held held[HELD_MAX];
 static size_t nheld;
 static sqlite3_vfs vfs;
 static sqlite3_vfs *root;
-static size_t extra_at;                 /* offset of struct extra in a file */
+static size_t extra_at; /* offset of struct extra in a file */
 static bool registered;
 
 /* The default VFS has a few method tables (by locking style); each gets a
@@ -81,7 +81,7 @@ static const struct held *held_for(const char *path)
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    h = &held[nheld++];    /* kept even if fstat fails: it is never closed */
+    h = &held[nheld++]; /* kept even if fstat fails: it is never closed */
     h->fd = fd;
     if (fstat(fd, &st) != 0)
         return NULL;
@@ -106,7 +106,7 @@ static int nowait_read(sqlite3_file *f, void *buf, int amt, sqlite3_int64 off)
     if (n == amt)
         return SQLITE_OK;
     if (n < 0)
-        return SQLITE_IOERR_READ;   /* EAGAIN: not in the page cache */
+        return SQLITE_IOERR_READ; /* EAGAIN: not in the page cache */
     /* Short: past the end of the file (as the default VFS: zero-fill), or
      * only part of it is cached. */
     if (fstat(x->fd, &st) == 0 && off + n >= st.st_size) {

@@ -27,7 +27,7 @@ static int passwd_read_line(FILE *f, char *buf, size_t n)
     if (len > 0 && buf[len - 1] == '\n')
         buf[--len] = '\0';
     else if (!feof(f))
-        return -1;   /* longer than the buffer */
+        return -1; /* longer than the buffer */
     if (len > 0 && buf[len - 1] == '\r')
         buf[--len] = '\0';
     return 0;
@@ -79,7 +79,8 @@ int passwd_main(int argc, char **argv)
     if (argc == 1)
         user = argv[0];
     if (isatty(STDIN_FILENO)) {
-        if (passwd_prompt("password: ", pw, sizeof pw) != 0 || passwd_prompt("again: ", again, sizeof again) != 0) {
+        if (passwd_prompt("password: ", pw, sizeof pw) != 0 ||
+            passwd_prompt("again: ", again, sizeof again) != 0) {
             fprintf(stderr, "sqlmuxd passwd: no password read\n");
             goto done;
         }

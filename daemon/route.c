@@ -117,15 +117,15 @@ size_t route_table_bind(const struct config *cfg, const char *schema, const char
 
 struct slot {
     uint64_t hash;
-    char *sql;              /* NULL: empty slot */
+    char *sql; /* NULL: empty slot */
     size_t len;
     struct route route;
 };
 
 struct routecache {
     struct slot *slots;
-    size_t mask;            /* nslots - 1 */
-    struct route scratch;   /* the answer when caching is off or fails */
+    size_t mask;          /* nslots - 1 */
+    struct route scratch; /* the answer when caching is off or fails */
 };
 
 struct routecache *routecache_new(size_t entries)
@@ -189,8 +189,8 @@ static void route_fail(struct route *out, const char *code, const char *msg)
 
 /* The CROSSBIND message: every table with its bind, in statement order;
  * for a rename, the two names. */
-static void route_crossbind(const struct config *cfg, const struct route_info *ri,
-                            const size_t *binds, struct route *out)
+static void route_crossbind(const struct config *cfg, const struct route_info *ri, const size_t *binds,
+                            struct route *out)
 {
     struct buf msg = BUF_INIT;
     int rc;
@@ -203,8 +203,8 @@ static void route_crossbind(const struct config *cfg, const struct route_info *r
         rc = buf_puts(&msg, "statement references tables of more than one bind:");
     for (size_t i = 0; rc == 0 && !(ri->flags & ROUTE_RENAME) && i < ri->ntables; i++) {
         const struct route_table *t = &ri->tables[i];
-        rc = buf_printf(&msg, "%s %s%s%s (%s)", i ? "," : "", t->schema,
-                        t->schema[0] ? "." : "", t->name, cfg->binds[binds[i]].name);
+        rc = buf_printf(&msg, "%s %s%s%s (%s)", i ? "," : "", t->schema, t->schema[0] ? "." : "", t->name,
+                        cfg->binds[binds[i]].name);
     }
     if (rc == 0) {
         out->err_code = "CROSSBIND";
@@ -312,8 +312,8 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
     free(binds);
 }
 
-const struct route *routecache_get(struct routecache *rc, const struct config *cfg,
-                                   const char *sql, size_t len)
+const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
+                                   size_t len)
 {
     struct route_info ri;
     uint64_t h;
@@ -333,7 +333,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     route_compute(cfg, sql, len, &sl->route, &ri);
     sqlparse_info_free(&ri);
     if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
-        return &sl->route;   /* not cached: sql stays NULL */
+        return &sl->route; /* not cached: sql stays NULL */
     sl->sql = malloc(len + 1);
     if (sl->sql != NULL) {
         memcpy(sl->sql, sql, len);

@@ -27,11 +27,11 @@ size_t route_table_bind(const struct config *cfg, const char *schema, const char
 
 /* One bind a statement touches. */
 struct route_bind {
-    size_t index;           /* into config.binds */
-    bool writes;            /* the statement may change data there: true for
-                               every bind of a statement that is not a
-                               SELECT (the analysis does not yet tell an
-                               INSERT's target from the tables it reads) */
+    size_t index; /* into config.binds */
+    bool writes;  /* the statement may change data there: true for
+                     every bind of a statement that is not a
+                     SELECT (the analysis does not yet tell an
+                     INSERT's target from the tables it reads) */
 };
 
 /* The decision for one statement. binds[] is the set of binds its tables
@@ -40,15 +40,15 @@ struct route_bind {
  * CROSSBIND as well, so the session refuses it as it always has; the set
  * is there for the work that runs such statements. */
 struct route {
-    const char *err_code;   /* NULL when the statement can run; else "SYNTAX",
-                               "MULTI", "CROSSBIND", "DENIED", "NOMEM" */
-    char *err_msg;          /* with err_code: the message (owned by the route) */
+    const char *err_code; /* NULL when the statement can run; else "SYNTAX",
+                             "MULTI", "CROSSBIND", "DENIED", "NOMEM" */
+    char *err_msg;        /* with err_code: the message (owned by the route) */
     enum stmt_kind kind;
     unsigned flags;
-    size_t nbinds;          /* 0: the statement names no table of a bind */
+    size_t nbinds;            /* 0: the statement names no table of a bind */
     struct route_bind *binds; /* [nbinds], owned by the route */
-    int bind;               /* binds[0].index when nbinds == 1, else
-                               ROUTE_NO_TABLE */
+    int bind;                 /* binds[0].index when nbinds == 1, else
+                                 ROUTE_NO_TABLE */
 };
 
 struct routecache;
@@ -62,8 +62,8 @@ void routecache_clear(struct routecache *rc);
 
 /* The decision for sql[0..len) under cfg. The result stays valid until the
  * next call on rc. Never NULL: failures come back as err_code "NOMEM". */
-const struct route *routecache_get(struct routecache *rc, const struct config *cfg,
-                                   const char *sql, size_t len);
+const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
+                                   size_t len);
 
 /* Compute a decision without the cache into *out (free with route_clear()),
  * and leave the analysis in *ri (free with sqlparse_info_free()). */

@@ -304,7 +304,8 @@ static int listen_unix(struct server *srv)
         if (l->path == NULL)
             rc = UV_ENOMEM;
     }
-    if (rc == 0 && srv->cfg->unix_socket_group != NULL && socket_chgrp(path, srv->cfg->unix_socket_group) != 0)
+    if (rc == 0 && srv->cfg->unix_socket_group != NULL &&
+        socket_chgrp(path, srv->cfg->unix_socket_group) != 0)
         return -1;
     if (rc == 0 && chmod(path, (mode_t)srv->cfg->unix_socket_mode) != 0)
         rc = uv_translate_sys_error(errno);
@@ -538,7 +539,7 @@ void server_session_gone(struct server *srv)
     assert(server_on_loop(srv));
     assert(srv->nsessions > 0 && srv->nclosing > 0);
     srv->nsessions--;
-    srv->nclosing--;   /* every session closes through SESS_CLOSING */
+    srv->nclosing--; /* every session closes through SESS_CLOSING */
     if (srv->stopping && srv->nsessions == 0)
         server_finish(srv);
     else
@@ -577,7 +578,8 @@ void server_stop(struct server *srv)
         server_finish(srv);
         return;
     }
-    (void)uv_timer_start(&srv->grace, on_grace, (uint64_t)srv->cfg->shutdown_timeout_ms, 0); /* cannot fail: open, with a callback */
+    (void)uv_timer_start(&srv->grace, on_grace, (uint64_t)srv->cfg->shutdown_timeout_ms,
+                         0); /* cannot fail: open, with a callback */
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -614,7 +616,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     srv->started_at = uv_now(loop);
     pthread_mutex_init(&srv->ev_lock, NULL);
     /* A handle whose init fails stays zeroed, so server_free skips it. */
-    if ((rc = uv_idle_init(loop, &srv->local_idle)) != 0 || (rc = uv_check_init(loop, &srv->flush_turn)) != 0 ||
+    if ((rc = uv_idle_init(loop, &srv->local_idle)) != 0 ||
+        (rc = uv_check_init(loop, &srv->flush_turn)) != 0 ||
         (rc = uv_idle_init(loop, &srv->flush_awake)) != 0 ||
         (rc = uv_async_init(loop, &srv->ev_async, on_events)) != 0 ||
         (rc = uv_signal_init(loop, &srv->sig_term)) != 0 || (rc = uv_signal_init(loop, &srv->sig_int)) != 0 ||

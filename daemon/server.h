@@ -64,9 +64,9 @@ struct server {
     bool activated; /* the listeners came from systemd (LISTEN_FDS) */
 
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t idle_sweep;  /* client_idle_timeout: closes idle clients */
-    uv_timer_t grace;   /* shutdown_timeout: then running statements are interrupted */
-    struct service svc; /* systemd notifications and watchdog */
+    uv_timer_t idle_sweep; /* client_idle_timeout: closes idle clients */
+    uv_timer_t grace;      /* shutdown_timeout: then running statements are interrupted */
+    struct service svc;    /* systemd notifications and watchdog */
 
     /* Job events from backends: guarded by ev_lock, drained by ev_async. */
     uv_async_t ev_async;
@@ -90,12 +90,12 @@ struct server {
 
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
-    size_t nclosing;             /* of those, closing (not counted as clients) */
+    size_t nclosing; /* of those, closing (not counted as clients) */
     uint64_t next_session_id;
 
     struct routecache *routes;
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
-    struct authq *authq;     /* password checks (.auth) waiting for the thread pool */
+    struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */

@@ -47,8 +47,8 @@
 struct write_req {
     uv_write_t req;
     struct session *s;
-    struct job *job;           /* acknowledged when written, or NULL */
-    size_t ack;                /* bytes to acknowledge then (of its plaintext) */
+    struct job *job; /* acknowledged when written, or NULL */
+    size_t ack;      /* bytes to acknowledge then (of its plaintext) */
     struct buf data;
 };
 
@@ -93,7 +93,7 @@ static void session_set_state(struct session *s, enum sess_state to)
     log_debug("c%llu: %s -> %s", (unsigned long long)s->id, session_state_name(s->state),
               session_state_name(to));
     if (to == SESS_CLOSING)
-        s->srv->nclosing++;   /* no longer counts against max_clients */
+        s->srv->nclosing++; /* no longer counts against max_clients */
     s->state = to;
 }
 
@@ -183,7 +183,7 @@ static void session_write_raw(struct session *s, struct buf *data, struct job *j
         if (job != NULL)
             job_ack(job, ack);
         buf_free(data);
-        session_close(s, true);   /* a torn response: the client cannot go on */
+        session_close(s, true); /* a torn response: the client cannot go on */
         return;
     }
     if (done > 0)
@@ -445,13 +445,13 @@ void session_job_event(struct job_event *ev)
  * the session closes during the delay, then freed in the timer's close
  * callback. */
 struct session_auth {
-    struct authq_check check;  /* waits in srv->authq, then runs on the pool */
+    struct authq_check check; /* waits in srv->authq, then runs on the pool */
     uv_timer_t timer;
     struct session *s;
-    struct confref *cfgref;    /* the configuration checked against */
+    struct confref *cfgref; /* the configuration checked against */
     bool ok;
-    bool checking;             /* the work has not reported back yet */
-    bool close_graceful;       /* the session closed meanwhile: how */
+    bool checking;       /* the work has not reported back yet */
+    bool close_graceful; /* the session closed meanwhile: how */
     char user[AUTH_MAX_FIELD + 1];
     char password[AUTH_MAX_FIELD + 1];
 };
@@ -553,7 +553,7 @@ static void auth_work_done(uv_work_t *w, int status)
         log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
         if (s->srv->cfg->auth_fail_delay_ms > 0 &&
             uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0) == 0)
-            return;   /* else (it cannot fail: open, with a callback) answer now */
+            return; /* else (it cannot fail: open, with a callback) answer now */
     }
     auth_answer(a);
 }
@@ -569,11 +569,13 @@ void session_auth(struct session *s, const char *user, const char *password)
         return;
     }
     if (s->srv->cfg->nusers == 0) {
-        session_reply_error(s, "AUTH", "authentication is off: the configuration has no [user.NAME] sections");
+        session_reply_error(s, "AUTH",
+                            "authentication is off: the configuration has no [user.NAME] sections");
         return;
     }
     if (s->txn_held || s->in_txn) {
-        session_reply_error(s, "ARGS", "cannot change the user inside a transaction (COMMIT or ROLLBACK first)");
+        session_reply_error(s, "ARGS",
+                            "cannot change the user inside a transaction (COMMIT or ROLLBACK first)");
         return;
     }
     if (strlen(user) > AUTH_MAX_FIELD || strlen(password) > AUTH_MAX_FIELD) {
@@ -684,7 +686,8 @@ static void session_batch(struct session *s, struct job *job)
         if (r->err_code != NULL || stmt_changes_txn(r->kind))
             break;
         if (s->in_txn) {
-            if (r->bind != ROUTE_NO_TABLE && strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0)
+            if (r->bind != ROUTE_NO_TABLE &&
+                strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0)
                 break;
             target = s->txn_bind;
         } else {
@@ -749,7 +752,7 @@ static void session_handle_sql(struct session *s, struct request *req)
             codec_request_free(req);
             return;
         }
-        target = s->txn_bind;   /* SQLite explains the nesting error */
+        target = s->txn_bind; /* SQLite explains the nesting error */
         break;
     case STMT_COMMIT:
     case STMT_ROLLBACK:
@@ -768,7 +771,8 @@ static void session_handle_sql(struct session *s, struct request *req)
         if (s->in_txn) {
             /* By name: a reload may have replaced the bind the transaction
              * runs on; it still ends there. */
-            if (r->bind != ROUTE_NO_TABLE && strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0) {
+            if (r->bind != ROUTE_NO_TABLE &&
+                strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0) {
                 session_reply_error(s, "TXNBIND",
                                     "the open transaction is on bind %s; this statement is for bind %s "
                                     "(COMMIT or ROLLBACK first)",
@@ -794,8 +798,8 @@ static void session_handle_sql(struct session *s, struct request *req)
     }
     grant = session_grant(s, target);
     if (grant == GRANT_NONE && r->kind != STMT_COMMIT && r->kind != STMT_ROLLBACK) {
-        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                            target->conf->name);
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                            s->user_name ? s->user_name : "?", target->conf->name);
         codec_request_free(req);
         return;
     }
@@ -860,7 +864,7 @@ static bool queue_room(struct session *s)
         cap = limit;
     q = calloc(cap, sizeof *q);
     if (q == NULL)
-        return false;   /* treated as full: input waits */
+        return false; /* treated as full: input waits */
     for (size_t i = 0; i < s->qcount; i++)
         q[i] = s->queue[(s->qhead + i) % s->qcap];
     free(s->queue);
@@ -875,7 +879,8 @@ static void session_parse_input(struct session *s)
 {
     const struct config *cfg = s->srv->cfg;
     bool prelogin = !session_authenticated(s);
-    struct codec_limits lim = {cfg->max_request < cfg->max_request_total ? cfg->max_request : cfg->max_request_total,
+    struct codec_limits lim = {cfg->max_request < cfg->max_request_total ? cfg->max_request
+                                                                         : cfg->max_request_total,
                                (size_t)cfg->max_params, cfg->max_request_total};
 
     if (prelogin)
@@ -946,7 +951,7 @@ static bool session_advance(struct session *s)
             free(p.err_msg);
         } else if (p.req.type == REQUEST_COMMAND) {
             commands_dispatch(s, p.req.text, p.req.len);
-            explicit_bzero(p.req.text, p.req.len);   /* may hold a password (.auth) */
+            explicit_bzero(p.req.text, p.req.len); /* may hold a password (.auth) */
             codec_request_free(&p.req);
         } else if (session_tls_required(s)) {
             session_reply_error(s, "TLSREQUIRED",
@@ -969,7 +974,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
     (void)suggested;
     if (buf_reserve(&s->inbuf, READ_CHUNK) != 0) {
-        *out = uv_buf_init(NULL, 0);   /* libuv reports UV_ENOBUFS */
+        *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
     *out = uv_buf_init(s->inbuf.data + s->inbuf.len, (unsigned)(s->inbuf.cap - s->inbuf.len - 1));
@@ -1007,7 +1012,7 @@ static void session_tls_input(struct session *s, size_t n)
     struct buf out = BUF_INIT;
     int rc = tls_conn_input(s->tls, s->inbuf.data + s->inbuf.len, n, &s->inbuf, &out);
 
-    s->inbuf.data[s->inbuf.len] = '\0';   /* over the ciphertext when no plaintext came */
+    s->inbuf.data[s->inbuf.len] = '\0'; /* over the ciphertext when no plaintext came */
     if (out.len > 0)
         session_write_raw(s, &out, NULL, 0);
     buf_free(&out);
@@ -1072,7 +1077,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
  * its responses; stop otherwise. */
 static void session_update_reading(struct session *s)
 {
-    bool want = s->state != SESS_CLOSING && !s->input_ended && s->qcount < (size_t)s->srv->cfg->max_pipeline &&
+    bool want = s->state != SESS_CLOSING && !s->input_ended &&
+                s->qcount < (size_t)s->srv->cfg->max_pipeline &&
                 session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
                 s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
                 (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
@@ -1210,12 +1216,12 @@ void session_close(struct session *s, bool cancel)
     if (s->job != NULL) {
         if (cancel)
             job_cancel(s->job);
-        return;   /* session_job_event finishes the close */
+        return; /* session_job_event finishes the close */
     }
     if (s->auth != NULL) {
         if (s->auth->checking && !authq_cancel(&s->auth->check)) {
             s->auth->close_graceful = !cancel;
-            return;   /* auth_work_done finishes the close */
+            return; /* auth_work_done finishes the close */
         }
         /* Still waiting for its turn, or waiting out the failure delay:
          * no answer. */
@@ -1264,10 +1270,10 @@ void session_abort(struct session *s)
     if (s->job != NULL) {
         if (!atomic_load(&s->job->cancelled))
             job_cancel(s->job);
-        return;   /* session_job_event finishes the close */
+        return; /* session_job_event finishes the close */
     }
     if (s->auth != NULL)
-        return;   /* a password check takes milliseconds; auth_work_done closes */
+        return; /* a password check takes milliseconds; auth_work_done closes */
     /* Waiting for a client that does not read its last response. */
     s->closed_handle = true;
     if (!uv_is_closing(&s->h.handle))
@@ -1280,7 +1286,7 @@ void session_config_changed(struct session *s)
 
     s->user = s->user_name != NULL ? config_user(s->srv->cfg, s->user_name) : NULL;
     if (s->user == NULL)
-        s->unauth_since = uv_now(s->srv->loop);   /* a full login_timeout from the reload on */
+        s->unauth_since = uv_now(s->srv->loop); /* a full login_timeout from the reload on */
     if (s->user_name != NULL && s->user == NULL && s->srv->cfg->nusers > 0) {
         log_info("c%llu: user %s was removed by a reload; the client must authenticate again",
                  (unsigned long long)s->id, s->user_name);

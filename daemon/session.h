@@ -34,12 +34,12 @@ struct tls_conn;
 struct tls_server;
 
 enum sess_state {
-    SESS_IDLE,       /* waiting for or handling requests on the loop */
-    SESS_BUSY,       /* a job of this session runs on a backend */
-    SESS_AUTH,       /* its .auth password check waits its turn (authq) or
-                        runs on the thread pool, or the answer to a wrong
-                        one waits out auth_fail_delay */
-    SESS_CLOSING,    /* going away; no more requests are read */
+    SESS_IDLE,    /* waiting for or handling requests on the loop */
+    SESS_BUSY,    /* a job of this session runs on a backend */
+    SESS_AUTH,    /* its .auth password check waits its turn (authq) or
+                     runs on the thread pool, or the answer to a wrong
+                     one waits out auth_fail_delay */
+    SESS_CLOSING, /* going away; no more requests are read */
 };
 
 /* One queued input: a request, or a framing error to answer in order. */
@@ -47,8 +47,8 @@ struct pending {
     bool is_error;
     struct request req;
     const char *err_code;
-    char *err_msg;             /* owned; NULL when out of memory */
-    size_t bytes;              /* its SQL and parameter bytes (queued_bytes) */
+    char *err_msg; /* owned; NULL when out of memory */
+    size_t bytes;  /* its SQL and parameter bytes (queued_bytes) */
 };
 
 struct session {
@@ -68,11 +68,11 @@ struct session {
     struct tls_conn *tls;
     bool plain_remote; /* plain TCP from a non-loopback peer (require_tls) */
     enum sess_state state;
-    bool reading;              /* uv_read_start is active */
-    bool closed_handle;        /* uv_close called */
-    bool quit_after_flush;     /* .quit: close once the output is written */
-    bool input_ended;          /* the client shut its sending side (EOF): answer
-                                  what it sent, then close */
+    bool reading;          /* uv_read_start is active */
+    bool closed_handle;    /* uv_close called */
+    bool quit_after_flush; /* .quit: close once the output is written */
+    bool input_ended;      /* the client shut its sending side (EOF): answer
+                              what it sent, then close */
 
     /* Input: inbuf[0..inpos) is consumed, inbuf[inpos..len) waits to be
      * decoded. */
@@ -85,8 +85,8 @@ struct session {
      * costs little memory. */
     struct pending *queue;
     size_t qhead, qcount, qcap;
-    size_t queued_bytes;       /* of the queued requests: decoding waits while
-                                  they hold max_request_total */
+    size_t queued_bytes; /* of the queued requests: decoding waits while
+                            they hold max_request_total */
 
     /* Output not yet handed to libuv; flush_queued: on srv->flush_head to
      * be written at the end of the loop turn. */
@@ -102,19 +102,19 @@ struct session {
      * reload moves it to the bind of the same name, or to default);
      * txn_bind holds a reference while in_txn, so a transaction ends on
      * the bind it began on even when a reload replaces that bind. */
-    struct bind *use_bind;     /* bind for statements naming no table */
-    bool txn_held;             /* a BEGIN waits for its next statement */
-    char *held_begin;          /* its text */
-    bool in_txn;               /* a transaction is open on txn_bind */
+    struct bind *use_bind; /* bind for statements naming no table */
+    bool txn_held;         /* a BEGIN waits for its next statement */
+    char *held_begin;      /* its text */
+    bool in_txn;           /* a transaction is open on txn_bind */
     struct bind *txn_bind;
 
     /* For .clients. */
-    uint64_t connected_at;     /* uv_now() at accept */
-    uint64_t active_at;        /* uv_now() at its last input or answer */
-    uint64_t statements;       /* statements run */
-    bool logged_connect;       /* log_connections logged the connect: log the disconnect too */
+    uint64_t connected_at; /* uv_now() at accept */
+    uint64_t active_at;    /* uv_now() at its last input or answer */
+    uint64_t statements;   /* statements run */
+    bool logged_connect;   /* log_connections logged the connect: log the disconnect too */
 
-    struct job *job;           /* the running job (SESS_BUSY) */
+    struct job *job; /* the running job (SESS_BUSY) */
 
     /* Authentication, when the configuration has users: user is the
      * current configuration's entry for user_name (a reload looks it up

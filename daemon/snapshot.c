@@ -91,7 +91,7 @@ static void remove_stale_temps(const char *path)
         if (end == e->d_name + blen + 5 || pid <= 0)
             continue;
         if (pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
-            continue;   /* a live daemon's save in progress */
+            continue; /* a live daemon's save in progress */
         snprintf(file, sizeof file, "%s/%s", dir, e->d_name);
         if (unlink(file) == 0)
             log_info("removed %s, left by an interrupted snapshot save", file);
@@ -146,7 +146,8 @@ static int check_header(const char *path, long long size, char *why, size_t n)
     /* The page count is valid when "version-valid-for" matches the change
      * counter, as it always does in files SQLite 3.7+ wrote. */
     if (be32(h + 92) == be32(h + 24) && (long long)pages * page_size != size) {
-        snprintf(why, n, "its header says %u pages of %u bytes (%lld bytes) but the file has %lld: it was "
+        snprintf(why, n,
+                 "its header says %u pages of %u bytes (%lld bytes) but the file has %lld: it was "
                  "truncated or overwritten",
                  pages, page_size, (long long)pages * page_size, size);
         return -1;
@@ -252,8 +253,8 @@ damaged:
         strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
         snprintf(aside, sizeof aside, "%s.damaged-%s", path, stamp);
         if (rename(path, aside) != 0) {
-            snprintf(err, errlen, "bind %s: snapshot %s is damaged (%s) and cannot be moved to %s: %s", bind, path,
-                     why, aside, strerror(errno));
+            snprintf(err, errlen, "bind %s: snapshot %s is damaged (%s) and cannot be moved to %s: %s", bind,
+                     path, why, aside, strerror(errno));
             return -1;
         }
         log_warn("bind %s: snapshot %s is damaged: %s; moved to %s, starting empty", bind, path, why, aside);
@@ -322,7 +323,7 @@ int snapshot_save(sqlite3 *src, const char *path, int step_pages, int pause_ms, 
     }
     sqlite3_backup_finish(b);
     b = NULL;
-    sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);   /* end the read transaction */
+    sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL); /* end the read transaction */
     if (rc != SQLITE_DONE) {
         snprintf(err, errlen, "snapshot %s: copying: %s", path, sqlite3_errstr(rc));
         goto fail;

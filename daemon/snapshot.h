@@ -22,9 +22,9 @@
 #include "conf/config.h"
 
 struct snapshot_info {
-    int64_t bytes;        /* size of the file */
-    int64_t written_at;   /* when it was written (unix seconds) */
-    double ms;            /* how long the save or load took */
+    int64_t bytes;      /* size of the file */
+    int64_t written_at; /* when it was written (unix seconds) */
+    double ms;          /* how long the save or load took */
 };
 
 /*
@@ -34,9 +34,9 @@ struct snapshot_info {
  * or -1 with err naming the file (damaged under SNAPSHOT_DAMAGE_FAIL, or
  * unreadable). Leftover temporary files of crashed saves are removed.
  */
-__attribute__((warn_unused_result))
-int snapshot_load(sqlite3 *dest, const char *bind, const char *path, enum snapshot_damage on_damage,
-                  struct snapshot_info *info, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int snapshot_load(sqlite3 *dest, const char *bind, const char *path,
+                                                      enum snapshot_damage on_damage,
+                                                      struct snapshot_info *info, char *err, size_t errlen);
 
 /*
  * Write src's main database to path, atomically. step_pages pages are
@@ -44,9 +44,9 @@ int snapshot_load(sqlite3 *dest, const char *bind, const char *path, enum snapsh
  * between steps. src must not be inside a transaction. 0 (info filled),
  * or -1 with err; the old snapshot is then untouched.
  */
-__attribute__((warn_unused_result))
-int snapshot_save(sqlite3 *src, const char *path, int step_pages, int pause_ms, struct snapshot_info *info,
-                  char *err, size_t errlen);
+__attribute__((warn_unused_result)) int snapshot_save(sqlite3 *src, const char *path, int step_pages,
+                                                      int pause_ms, struct snapshot_info *info, char *err,
+                                                      size_t errlen);
 
 /* "2024-05-01T12:00:00Z" for unix seconds t, into out[32]. */
 void snapshot_format_time(int64_t t, char out[32]);

@@ -36,19 +36,19 @@ const char *sqlite_code(int rc)
     switch (rc & 0xff) {
     case SQLITE_CONSTRAINT: return "CONSTRAINT";
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:     return "BUSY";
-    case SQLITE_READONLY:   return "READONLY";
-    case SQLITE_TOOBIG:     return "TOOBIG";
-    case SQLITE_MISMATCH:   return "MISMATCH";
-    case SQLITE_RANGE:      return "PARAMS";
-    case SQLITE_AUTH:       return "DENIED";
-    case SQLITE_FULL:       return "FULL";
+    case SQLITE_LOCKED: return "BUSY";
+    case SQLITE_READONLY: return "READONLY";
+    case SQLITE_TOOBIG: return "TOOBIG";
+    case SQLITE_MISMATCH: return "MISMATCH";
+    case SQLITE_RANGE: return "PARAMS";
+    case SQLITE_AUTH: return "DENIED";
+    case SQLITE_FULL: return "FULL";
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:     return "CORRUPT";
-    case SQLITE_IOERR:      return "IOERR";
-    case SQLITE_NOMEM:      return "NOMEM";
-    case SQLITE_INTERRUPT:  return "INTERRUPTED";
-    default:                return "SQL";
+    case SQLITE_NOTADB: return "CORRUPT";
+    case SQLITE_IOERR: return "IOERR";
+    case SQLITE_NOMEM: return "NOMEM";
+    case SQLITE_INTERRUPT: return "INTERRUPTED";
+    default: return "SQL";
     }
 }
 
@@ -58,7 +58,7 @@ void sqlite_reply_error_at(struct buf *out, size_t mark, const char *code, const
 {
     buf_truncate(out, mark);
     if (codec_put_error(out, code, msg) != 0)
-        buf_truncate(out, mark);   /* nothing to say; the session notices an empty reply */
+        buf_truncate(out, mark); /* nothing to say; the session notices an empty reply */
 }
 
 void sqlite_reply_error(struct buf *out, const char *code, const char *msg)
@@ -105,17 +105,16 @@ static const struct {
     const char *name;
     bool arg;
 } pragma_allowed[] = {
-    {"table_info", true},        {"table_xinfo", true},     {"table_list", true},
-    {"index_list", true},        {"index_info", true},      {"index_xinfo", true},
-    {"foreign_key_list", true},  {"foreign_key_check", true},
-    {"integrity_check", true},   {"quick_check", true},     {"user_version", true},
-    {"application_id", true},    {"optimize", true},
-    {"schema_version", false},   {"page_count", false},     {"page_size", false},
-    {"freelist_count", false},   {"compile_options", false}, {"function_list", false},
-    {"pragma_list", false},      {"collation_list", false}, {"module_list", false},
-    {"data_version", false},     {"encoding", false},       {"foreign_keys", false},
-    {"journal_mode", false},     {"synchronous", false},    {"auto_vacuum", false},
-    {"busy_timeout", false},     {"cache_size", false},
+    {"table_info", true},       {"table_xinfo", true},       {"table_list", true},
+    {"index_list", true},       {"index_info", true},        {"index_xinfo", true},
+    {"foreign_key_list", true}, {"foreign_key_check", true}, {"integrity_check", true},
+    {"quick_check", true},      {"user_version", true},      {"application_id", true},
+    {"optimize", true},         {"schema_version", false},   {"page_count", false},
+    {"page_size", false},       {"freelist_count", false},   {"compile_options", false},
+    {"function_list", false},   {"pragma_list", false},      {"collation_list", false},
+    {"module_list", false},     {"data_version", false},     {"encoding", false},
+    {"foreign_keys", false},    {"journal_mode", false},     {"synchronous", false},
+    {"auto_vacuum", false},     {"busy_timeout", false},     {"cache_size", false},
 };
 
 /* A function or virtual table module no client may use, and why. */
@@ -207,10 +206,8 @@ static bool authorize_writes(int action)
     case SQLITE_DROP_VTABLE:
     case SQLITE_ALTER_TABLE:
     case SQLITE_REINDEX:
-    case SQLITE_ANALYZE:
-        return true;
-    default:
-        return false;
+    case SQLITE_ANALYZE: return true;
+    default: return false;
     }
 }
 
@@ -301,8 +298,7 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
             return SQLITE_DENY;
         }
         return SQLITE_OK;
-    default:
-        return SQLITE_OK;
+    default: return SQLITE_OK;
     }
 }
 
@@ -403,7 +399,8 @@ int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
      * that is not in this connection's cache; and do not sync it (a
      * commit's fdatasync() buys nothing there). */
     if (sb->bind->conf->type == BIND_SQLITE_MEMORY)
-        sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA synchronous = OFF", NULL, NULL, NULL);
+        sqlite3_exec(db, "PRAGMA mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA synchronous = OFF", NULL, NULL,
+                     NULL);
     sqlite3_exec(db, "PRAGMA journal_size_limit = " WAL_LIMIT_TEXT, NULL, NULL, NULL);
     *out = db;
     return 0;
@@ -461,4 +458,3 @@ void sqlite_conn_query_only(struct worker *w, bool on)
     if (sqlite_conn_exec_internal(w, on ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0") == SQLITE_OK)
         w->query_only = on;
 }
-

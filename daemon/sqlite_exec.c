@@ -53,7 +53,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     w->altering = false;
     if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
         w->seen[h % STMT_SEEN] = h;
-        cap = 0;   /* first time: run it uncached */
+        cap = 0; /* first time: run it uncached */
     }
     *rc = sqlite3_prepare_v3(w->db, sql, (int)len, cap ? SQLITE_PREPARE_PERSISTENT : 0, &stmt, &tail);
     if (*rc == SQLITE_ERROR && w->denied == NULL) {
@@ -70,7 +70,8 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     /* The router allows one statement; make sure SQLite agrees. */
     if (tail != NULL && tail < sql + len) {
         sqlite3_stmt *next = NULL;
-        if (sqlite3_prepare_v2(w->db, tail, (int)(sql + len - tail), &next, NULL) == SQLITE_OK && next != NULL) {
+        if (sqlite3_prepare_v2(w->db, tail, (int)(sql + len - tail), &next, NULL) == SQLITE_OK &&
+            next != NULL) {
             sqlite3_finalize(next);
             sqlite3_finalize(stmt);
             *rc = SQLITE_MISUSE;
@@ -142,7 +143,7 @@ int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
         int idx = (int)i + 1;
         switch (v->type) {
         case VALUE_NULL: rc = sqlite3_bind_null(stmt, idx); break;
-        case VALUE_INT:  rc = sqlite3_bind_int64(stmt, idx, v->i); break;
+        case VALUE_INT: rc = sqlite3_bind_int64(stmt, idx, v->i); break;
         case VALUE_REAL: rc = sqlite3_bind_double(stmt, idx, v->r); break;
         case VALUE_TEXT: rc = sqlite3_bind_text64(stmt, idx, v->p, v->len, SQLITE_STATIC, SQLITE_UTF8); break;
         case VALUE_BLOB: rc = sqlite3_bind_blob64(stmt, idx, v->p, v->len, SQLITE_STATIC); break;
@@ -176,21 +177,16 @@ static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
     codec_row_begin(&r, out);
     for (int i = 0; i < ncol; i++) {
         switch (sqlite3_column_type(stmt, i)) {
-        case SQLITE_INTEGER:
-            codec_field_int(&r, sqlite3_column_int64(stmt, i));
-            break;
-        case SQLITE_FLOAT:
-            codec_field_real(&r, sqlite3_column_double(stmt, i));
-            break;
+        case SQLITE_INTEGER: codec_field_int(&r, sqlite3_column_int64(stmt, i)); break;
+        case SQLITE_FLOAT: codec_field_real(&r, sqlite3_column_double(stmt, i)); break;
         case SQLITE_TEXT:
-            codec_field_text(&r, (const char *)sqlite3_column_text(stmt, i), (size_t)sqlite3_column_bytes(stmt, i));
+            codec_field_text(&r, (const char *)sqlite3_column_text(stmt, i),
+                             (size_t)sqlite3_column_bytes(stmt, i));
             break;
         case SQLITE_BLOB:
             codec_field_blob(&r, sqlite3_column_blob(stmt, i), (size_t)sqlite3_column_bytes(stmt, i));
             break;
-        default:
-            codec_field_null(&r);
-            break;
+        default: codec_field_null(&r); break;
         }
     }
     return codec_row_end(&r);
@@ -223,8 +219,7 @@ static void set_running(struct job *job, sqlite3 *db)
  * final SQLite code (SQLITE_INTERRUPT when the client went away); *rows
  * counts the rows. job NULL: a quick read on the loop thread, stopped with
  * SQLITE_TOOBIG when its answer grows past QUICK_MAX_OUTPUT. */
-int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out,
-                       uint64_t *rows)
+int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out, uint64_t *rows)
 {
     bool first = true;
     int ncol = 0;
@@ -266,7 +261,7 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
                 rc = SQLITE_INTERRUPT;
                 break;
             }
-            w->mark = 0;   /* what came before is on its way */
+            w->mark = 0; /* what came before is on its way */
         }
     }
     return rc;
@@ -355,7 +350,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         if (sqlite3_column_count(stmt) > 0)
             rc = sqlite_put_rows_status(out, rows);
         else
-            rc = put_changes_status(out, changes, kind == STMT_INSERT && changes > 0, sqlite3_last_insert_rowid(db));
+            rc = put_changes_status(out, changes, kind == STMT_INSERT && changes > 0,
+                                    sqlite3_last_insert_rowid(db));
         if (rc != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
         sqlite_stmt_done(w, stmt);
@@ -366,7 +362,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         sqlite_reply_error_at(out, w->mark, "INTERRUPTED", "the client went away");
     } else if ((rc & 0xff) == SQLITE_INTERRUPT && timed_out) {
         char msg[120];
-        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was interrupted", timeout_ms);
+        snprintf(msg, sizeof msg, "statement exceeded statement_timeout (%d ms) and was interrupted",
+                 timeout_ms);
         sqlite_reply_error_at(out, w->mark, "TIMEOUT", msg);
     } else {
         sqlite_reply_db_error(w, out, rc);
@@ -410,4 +407,3 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     if (wrote && !w->grouping)
         atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
 }
-

@@ -31,7 +31,6 @@
 
 /* ---- Folder ------------------------------------------------------------ */
 
-
 /* Where in-memory binds live: a RAM file system when there is one. */
 static const char *memory_root(void)
 {
@@ -62,7 +61,7 @@ static void memory_reap(const char *root)
         if (end == e->d_name + 7 || *end != '-' || pid <= 0)
             continue;
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;   /* alive, or not ours to judge */
+            continue; /* alive, or not ours to judge */
         snprintf(path, sizeof path, "%s/%s", root, e->d_name);
         sub = opendir(path);
         if (sub == NULL)
@@ -110,7 +109,7 @@ int sqlite_memory_create(struct sqlite_bind *sb, char *err, size_t errlen)
 /* Pages copied per backup step while clients work, and the pause between
  * steps, so a large save leaves the disk to others now and then. */
 #define SNAPSHOT_STEP_PAGES 256
-#define SNAPSHOT_PAUSE_MS 1
+#define SNAPSHOT_PAUSE_MS   1
 
 /* Save the snapshot for one JOB_SAVE_SNAPSHOT (snapshot thread). Its response
  * is one .save row, "=bind\tfile\tbytes\tms", or -ERR IOERR. */
@@ -232,7 +231,7 @@ int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
         }
         uv_timer_init(sb->bind->srv->loop, sb->snap_timer);
         sb->snap_timer->data = sb;
-        uv_update_time(sb->bind->srv->loop);   /* after a slow snapshot load or schema */
+        uv_update_time(sb->bind->srv->loop); /* after a slow snapshot load or schema */
         uv_timer_start(sb->snap_timer, on_snapshot_tick, ms, ms);
     }
     return 0;

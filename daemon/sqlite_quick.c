@@ -87,7 +87,7 @@ static int quick_snapshot(struct sqlite_bind *sb)
 }
 
 bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
-                               uint64_t *rows)
+                        uint64_t *rows)
 {
     struct sqlite_bind *sb = b->impl;
     struct worker *w = sb->quick;
@@ -164,7 +164,8 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     w->readonly = true;
     w->quick = true;
     sb->quick = w;
-    if (sqlite_conn_open(sb, &w->db, memory ? NULL : NOWAIT_VFS_NAME, err, errlen) != 0 || sqlite_conn_harden(w, NULL, err, errlen) != 0)
+    if (sqlite_conn_open(sb, &w->db, memory ? NULL : NOWAIT_VFS_NAME, err, errlen) != 0 ||
+        sqlite_conn_harden(w, NULL, err, errlen) != 0)
         return -1;
     /* A file bind's pages: every read through xRead (not mapped), kept in
      * a cache larger than the default 2 MB, since the loop answers most
@@ -178,7 +179,7 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
     sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
     sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
-    sqlite_schema_refresh(w->db);   /* opens the WAL now: no file is opened while serving */
+    sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
     sb->quick_turn = malloc(sizeof *sb->quick_turn);
     if (sb->quick_turn == NULL) {
         snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
@@ -186,8 +187,10 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     }
     uv_check_init(sb->bind->srv->loop, sb->quick_turn);
     sb->quick_turn->data = sb;
-    if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v3(w->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_commit, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v3(w->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_commit, NULL) !=
+            SQLITE_OK) {
         snprintf(err, errlen, "bind %s: %s", sb->bind->conf->name, sqlite3_errmsg(w->db));
         return -1;
     }

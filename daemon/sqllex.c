@@ -96,7 +96,7 @@ static size_t scan_quoted(const unsigned char *s, size_t n, size_t at, unsigned 
 {
     size_t i = at + 1;
     if (s[at] != q)
-        i++;    /* the prefix letter of E'..' / X'..' */
+        i++; /* the prefix letter of E'..' / X'..' */
     for (;;) {
         if (backslash) {
             while (i < n && s[i] != q)
@@ -186,7 +186,7 @@ struct sqltok sqllex_next(const char *sql, size_t len, size_t at, unsigned flags
         return t;
 
     unsigned char c = s[i];
-    size_t j = i + 1;    /* end of the token; 0: unterminated */
+    size_t j = i + 1; /* end of the token; 0: unterminated */
     enum sqltok_type type = SQLTOK_OP;
     const char *what = NULL;
     switch (c) {
@@ -195,7 +195,7 @@ struct sqltok sqllex_next(const char *sql, size_t len, size_t at, unsigned flags
     case ',': type = SQLTOK_COMMA; break;
     case ';': type = SQLTOK_SEMI; break;
     case '/':
-        if (j < n && s[j] == '*') {   /* sqllex_skip() stopped at it */
+        if (j < n && s[j] == '*') { /* sqllex_skip() stopped at it */
             j = 0;
             what = "/* comment";
         }
@@ -237,7 +237,7 @@ struct sqltok sqllex_next(const char *sql, size_t len, size_t at, unsigned flags
         break;
     case ':':
         if (j < n && (s[j] == ':' || s[j] == '=')) {
-            j++;    /* PostgreSQL cast "::" or named argument ":=" */
+            j++; /* PostgreSQL cast "::" or named argument ":=" */
         } else if (j < n && is_id_char(s[j])) {
             type = SQLTOK_PARAM;
             while (j < n && is_id_char(s[j]))

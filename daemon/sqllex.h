@@ -17,25 +17,25 @@
 
 enum sqltok_type {
     SQLTOK_EOF,
-    SQLTOK_WORD,      /* bare identifier or keyword */
-    SQLTOK_QUOTED,    /* "x", [x] or `x` */
-    SQLTOK_STRING,    /* 'x', E'x' or $tag$x$tag$ */
-    SQLTOK_BLOB,      /* X'..' or B'..' */
+    SQLTOK_WORD,   /* bare identifier or keyword */
+    SQLTOK_QUOTED, /* "x", [x] or `x` */
+    SQLTOK_STRING, /* 'x', E'x' or $tag$x$tag$ */
+    SQLTOK_BLOB,   /* X'..' or B'..' */
     SQLTOK_NUMBER,
-    SQLTOK_PARAM,     /* ?, ?N, :x, @x, $x, $N */
+    SQLTOK_PARAM, /* ?, ?N, :x, @x, $x, $N */
     SQLTOK_LPAREN,
     SQLTOK_RPAREN,
     SQLTOK_COMMA,
     SQLTOK_DOT,
     SQLTOK_SEMI,
-    SQLTOK_OP,        /* any other punctuation */
-    SQLTOK_ERROR,     /* an unterminated literal or comment starts at pos */
+    SQLTOK_OP,    /* any other punctuation */
+    SQLTOK_ERROR, /* an unterminated literal or comment starts at pos */
 };
 
 /* Dialect flags; 0 reads as SQLite does (plus the common additions). */
 enum {
-    SQLLEX_NESTED_COMMENTS = 1,   /* block comments nest (PostgreSQL) */
-    SQLLEX_NO_BRACKETS = 2,       /* [ and ` are operators, not quotes */
+    SQLLEX_NESTED_COMMENTS = 1, /* block comments nest (PostgreSQL) */
+    SQLLEX_NO_BRACKETS = 2,     /* [ and ` are operators, not quotes */
     SQLLEX_POSTGRES = SQLLEX_NESTED_COMMENTS | SQLLEX_NO_BRACKETS,
 };
 

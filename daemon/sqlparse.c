@@ -6,10 +6,10 @@
  * lexical rules and PostgreSQL's common additions), not a full SQL parser.
  * The heads of DDL and other statements are read by sqlparse_heads.c;
  * sqlparse_int.h holds the parser state both files share.
- * It keeps one frame per open parenthesis and recognizes the places where a table name can stand: FROM and JOIN lists,
- * INTO, the UPDATE target, REFERENCES, "x IN table", the heads of DDL
- * statements, PRAGMA arguments. A statement SQLite would reject may still be
- * analyzed; the backend reports its error when it runs.
+ * It keeps one frame per open parenthesis and recognizes the places where a table name can stand: FROM and
+ * JOIN lists, INTO, the UPDATE target, REFERENCES, "x IN table", the heads of DDL statements, PRAGMA
+ * arguments. A statement SQLite would reject may still be analyzed; the backend reports its error when it
+ * runs.
  *
  * What callers can rely on:
  * - Tables are deduplicated by (schema, name) after unquoting and ASCII
@@ -53,9 +53,9 @@
 /* ------------------------------------------------------------------ */
 
 /* The keyword table: KEYWORDS(X) is in sqlparse_int.h. */
-#define R KF_RESERVED
-#define A KF_NOALIAS
-#define F KF_FUNC
+#define R                     KF_RESERVED
+#define A                     KF_NOALIAS
+#define F                     KF_FUNC
 #define KW_ENTRY(name, flags) {#name, sizeof(#name) - 1, flags},
 
 enum { KW_MAXLEN = 12 };
@@ -86,8 +86,7 @@ static enum keyword keyword_lookup(const unsigned char *s, size_t len)
         size_t klen = keywords[mid].len, i = 0;
         while (i < len && i < klen && up[i] == k[i])
             i++;
-        int c = i < len && i < klen ? (unsigned char)up[i] - (unsigned char)k[i]
-                                    : (int)len - (int)klen;
+        int c = i < len && i < klen ? (unsigned char)up[i] - (unsigned char)k[i] : (int)len - (int)klen;
         if (c == 0)
             return (enum keyword)mid;
         if (c < 0)
@@ -99,8 +98,7 @@ static enum keyword keyword_lookup(const unsigned char *s, size_t len)
 }
 
 /* Records the first error; later ones are consequences and are dropped. */
-__attribute__((format(printf, 3, 4)))
-static void fail(struct parser *p, int code, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void fail(struct parser *p, int code, const char *fmt, ...)
 {
     if (p->err)
         return;
@@ -142,8 +140,8 @@ static void names_free(struct names *nm)
  * elements of size elem, of which used are kept: ptr itself when it is
  * big enough, a new block otherwise. Returns NULL, with the error set,
  * when out of memory; ptr is then unchanged. */
-static void *grow(struct parser *p, void *ptr, size_t *cap, size_t need,
-                  size_t elem, const void *inline_ptr, size_t used)
+static void *grow(struct parser *p, void *ptr, size_t *cap, size_t need, size_t elem, const void *inline_ptr,
+                  size_t used)
 {
     if (need <= *cap)
         return ptr;
@@ -179,12 +177,11 @@ static uint32_t name_hash(uint32_t seed, unsigned kind, const char *s, size_t n)
 
 /* Returns the index of the entry equal to key ("schema\0name"), or
  * SIZE_MAX. */
-static size_t names_find(const struct names *nm, unsigned kind, const char *key,
-                         size_t schema_len, size_t name_len, uint32_t hash)
+static size_t names_find(const struct names *nm, unsigned kind, const char *key, size_t schema_len,
+                         size_t name_len, uint32_t hash)
 {
-#define NAME_MATCHES(e)                                                       \
-    ((e)->hash == hash && (e)->kind == kind &&                                \
-     (e)->schema_len == schema_len && (e)->name_len == name_len &&            \
+#define NAME_MATCHES(e)                                                                                      \
+    ((e)->hash == hash && (e)->kind == kind && (e)->schema_len == schema_len && (e)->name_len == name_len && \
      memcmp(nm->buf + (e)->off, key, schema_len + 1 + name_len) == 0)
     if (nm->slots == NULL) {
         for (size_t i = 0; i < nm->n; i++)
@@ -247,7 +244,7 @@ static size_t copy_name(const char *sql, const struct token *t, char *dst, bool 
         bool doubled = s[0] != '[';
         for (size_t i = 1; i + 1 < n; i++) {
             if (doubled && s[i] == close)
-                i++;    /* the lexer guarantees quotes come in pairs */
+                i++; /* the lexer guarantees quotes come in pairs */
             dst[o++] = (char)(fold ? sqllex_lower(s[i]) : s[i]);
         }
         return o;
@@ -260,8 +257,8 @@ static size_t copy_name(const char *sql, const struct token *t, char *dst, bool 
 /* Adds a name (schema may be NULL) unless it is already there. Table and
  * CTE names are normalized; parameter names are kept as written. Returns 1
  * when added, 0 when already present, -1 on error (p->err set). */
-static int names_add(struct parser *p, enum name_kind kind,
-                     const struct token *schema, const struct token *name)
+static int names_add(struct parser *p, enum name_kind kind, const struct token *schema,
+                     const struct token *name)
 {
     struct names *nm = &p->names;
     size_t need = (schema ? schema->len : 0) + name->len + 2;
@@ -282,14 +279,17 @@ static int names_add(struct parser *p, enum name_kind kind,
         fail(p, SQLPARSE_ESYNTAX, "too many distinct names (more than %d)", MAX_NAMES);
         return -1;
     }
-    struct name_entry *ent = grow(p, nm->ent, &nm->ent_cap, nm->n + 1, sizeof *nm->ent,
-                                  nm->inline_ent, nm->n);
+    struct name_entry *ent =
+        grow(p, nm->ent, &nm->ent_cap, nm->n + 1, sizeof *nm->ent, nm->inline_ent, nm->n);
     if (ent == NULL)
         return -1;
     nm->ent = ent;
     nm->ent[nm->n] = (struct name_entry){
-        .off = nm->len, .schema_len = slen, .name_len = nlen,
-        .hash = hash, .kind = (unsigned char)kind,
+        .off = nm->len,
+        .schema_len = slen,
+        .name_len = nlen,
+        .hash = hash,
+        .kind = (unsigned char)kind,
     };
     nm->len += slen + nlen + 2;
     nm->n++;
@@ -304,8 +304,7 @@ static int names_add(struct parser *p, enum name_kind kind,
 static void param_next(struct parser *p, size_t at)
 {
     if (p->nvar >= MAX_PARAM)
-        fail(p, SQLPARSE_ESYNTAX, "too many parameters at offset %zu (limit %d)",
-             at, MAX_PARAM);
+        fail(p, SQLPARSE_ESYNTAX, "too many parameters at offset %zu (limit %d)", at, MAX_PARAM);
     else
         p->nvar++;
 }
@@ -317,8 +316,7 @@ static void param_number(struct parser *p, size_t at, size_t digits, size_t end)
     for (size_t i = digits; i < end && v <= MAX_PARAM; i++)
         v = v * 10 + (size_t)(p->sql[i] - '0');
     if (v == 0 || v > MAX_PARAM)
-        fail(p, SQLPARSE_ESYNTAX, "parameter number out of range (1..%d) at offset %zu",
-             MAX_PARAM, at);
+        fail(p, SQLPARSE_ESYNTAX, "parameter number out of range (1..%d) at offset %zu", MAX_PARAM, at);
     else if (v > p->nvar)
         p->nvar = v;
 }
@@ -422,8 +420,7 @@ bool sp_is_name(const struct parser *p, const struct token *t)
 /* Can t be the alias after a table reference? */
 static bool is_alias(const struct parser *p, const struct token *t)
 {
-    return sp_is_name(p, t) &&
-           !(t->type == SQLTOK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
+    return sp_is_name(p, t) && !(t->type == SQLTOK_WORD && (keywords[t->kw].flags & KF_NOALIAS));
 }
 
 /* Does '(' after t open a function call's arguments? */
@@ -591,7 +588,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         return;
     switch (t->kw) {
     case KW_FROM:
-        if (call_args)    /* substring(x FROM 2), EXTRACT(year FROM d) */
+        if (call_args) /* substring(x FROM 2), EXTRACT(year FROM d) */
             return;
         f->flags |= F_FROM;
         f->state = S_TABLE;
@@ -601,9 +598,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         f->state = S_TABLE;
         return;
     case KW_INTO:
-    case KW_REFERENCES:
-        f->state = S_TARGET;
-        return;
+    case KW_REFERENCES: f->state = S_TARGET; return;
     case KW_IN:
         after = sp_peek(p, 0);
         if (!position_args && sp_is_name(p, &after))
@@ -616,13 +611,9 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         return;
     case KW_INSERT:
     case KW_DELETE:
-    case KW_UPDATE:
-        f->flags |= F_QUERY;
-        return;
-    case KW_WITH:
-        begin_with(p, f);
-        return;
-    case KW_DISTINCT:    /* IS [NOT] DISTINCT FROM */
+    case KW_UPDATE: f->flags |= F_QUERY; return;
+    case KW_WITH: begin_with(p, f); return;
+    case KW_DISTINCT: /* IS [NOT] DISTINCT FROM */
         after = sp_peek(p, 0);
         if ((sp_tok_is(&p->prev, KW_IS) || sp_tok_is(&p->prev, KW_NOT)) && sp_tok_is(&after, KW_FROM))
             sp_next(p);
@@ -641,9 +632,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
     case KW_RETURNING:
     case KW_FOR:
     case KW_FETCH:
-    case KW_DO:
-        f->flags &= (unsigned char)~F_FROM;
-        return;
+    case KW_DO: f->flags &= (unsigned char)~F_FROM; return;
     case KW_CASE:
         if (f->case_depth < UINT_MAX)
             f->case_depth++;
@@ -664,8 +653,7 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
             f->state = S_STMT_START;
         }
         return;
-    default:
-        return;
+    default: return;
     }
 }
 
@@ -677,15 +665,13 @@ static void open_paren(struct parser *p, struct frame *f)
     }
     struct frame child = {.state = S_STMT_START, .flags = 0, .case_depth = 0};
     switch (f->state) {
-    case S_TABLE:    /* a subquery or a parenthesized join */
+    case S_TABLE: /* a subquery or a parenthesized join */
         child.state = S_TABLE;
         child.flags = F_FROM;
         f->state = S_AFTER_TABLE;
         break;
-    case S_CTE_AS:    /* the CTE body */
-        f->state = S_CTE_AFTER_BODY;
-        break;
-    case S_CTE_AFTER_NAME:    /* the CTE's column names */
+    case S_CTE_AS: /* the CTE body */ f->state = S_CTE_AFTER_BODY; break;
+    case S_CTE_AFTER_NAME: /* the CTE's column names */
         child.state = S_NONE;
         child.flags = F_FUNC;
         break;
@@ -696,7 +682,7 @@ static void open_paren(struct parser *p, struct frame *f)
             if (sp_tok_text_is(p, &p->prev, "position"))
                 child.flags |= F_POSITION;
         }
-        if (f->state != S_AFTER_TABLE)    /* keep: json_each(x) AS j */
+        if (f->state != S_AFTER_TABLE) /* keep: json_each(x) AS j */
             f->state = S_NONE;
         break;
     }
@@ -710,23 +696,19 @@ static void step(struct parser *p, const struct token *t)
     struct frame *f = &p->frames[p->depth];
     struct token after;
     switch (t->type) {
-    case SQLTOK_LPAREN:
-        open_paren(p, f);
-        return;
+    case SQLTOK_LPAREN: open_paren(p, f); return;
     case SQLTOK_RPAREN:
         if (p->depth == 0)
-            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu",
-                 t->pos);
+            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: unexpected ')' at offset %zu", t->pos);
         else
             p->depth--;
         return;
     case SQLTOK_SEMI:
         if (p->depth > 0) {
-            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu",
-                 t->pos);
+            fail(p, SQLPARSE_ESYNTAX, "unbalanced parentheses: ';' inside parentheses at offset %zu", t->pos);
             return;
         }
-        f->state = S_STMT_START;    /* next statement of a trigger body */
+        f->state = S_STMT_START; /* next statement of a trigger body */
         f->flags &= (unsigned char)~(F_FROM | F_QUERY);
         f->case_depth = 0;
         return;
@@ -736,8 +718,7 @@ static void step(struct parser *p, const struct token *t)
         else
             f->state = (f->flags & F_FROM) ? S_TABLE : S_NONE;
         return;
-    default:
-        break;
+    default: break;
     }
 
     /* A state either takes the token or hands it on to the next one. */
@@ -762,11 +743,11 @@ static void step(struct parser *p, const struct token *t)
                 if (after.type == SQLTOK_LPAREN || sp_is_name(p, &after))
                     return;
             }
-            if (sp_is_name(p, t) && !sp_tok_is(t, KW_WITH)) {    /* FROM (WITH ... */
+            if (sp_is_name(p, t) && !sp_tok_is(t, KW_WITH)) { /* FROM (WITH ... */
                 struct qname qn = sp_take_qname(p, *t);
                 f->state = S_AFTER_TABLE;
                 after = sp_peek(p, 0);
-                if (after.type != SQLTOK_LPAREN)    /* else json_each(...) */
+                if (after.type != SQLTOK_LPAREN) /* else json_each(...) */
                     sp_record(p, &qn);
                 return;
             }
@@ -778,7 +759,7 @@ static void step(struct parser *p, const struct token *t)
                 f->state = S_ALIAS;
                 return;
             }
-            if (sp_tok_is(t, KW_INDEXED)) {    /* INDEXED BY index */
+            if (sp_tok_is(t, KW_INDEXED)) { /* INDEXED BY index */
                 struct token index = sp_peek(p, 1);
                 if (sp_tok_is(&after, KW_BY) && sp_is_name(p, &index)) {
                     sp_next(p);
@@ -823,7 +804,7 @@ static void step(struct parser *p, const struct token *t)
             if (sp_is_name(p, t)) {
                 struct qname qn = sp_take_qname(p, *t);
                 after = sp_peek(p, 0);
-                if (after.type != SQLTOK_LPAREN)    /* else x IN tvf(...) */
+                if (after.type != SQLTOK_LPAREN) /* else x IN tvf(...) */
                     sp_record(p, &qn);
                 return;
             }
@@ -849,12 +830,10 @@ static void step(struct parser *p, const struct token *t)
             f->state = S_NONE;
             continue;
         case S_CTE_AFTER_BODY:
-            f->state = S_STMT_START;    /* the main statement */
+            f->state = S_STMT_START; /* the main statement */
             continue;
         case S_NONE:
-        default:
-            on_keyword(p, f, t);
-            return;
+        default: on_keyword(p, f, t); return;
         }
     }
 }
@@ -924,8 +903,7 @@ static void analyze(struct parser *p)
             t = sp_peek(p, 0);
         }
         if (t.type != SQLTOK_EOF)
-            fail(p, SQLPARSE_EMULTI, "more than one statement (empty statement before offset %zu)",
-                 t.pos);
+            fail(p, SQLPARSE_EMULTI, "more than one statement (empty statement before offset %zu)", t.pos);
     }
     if (t.type == SQLTOK_EOF) {
         fail(p, SQLPARSE_ESYNTAX, "empty statement");
@@ -939,8 +917,7 @@ static void analyze(struct parser *p)
         if (t.type == SQLTOK_SEMI && p->depth == 0 && !(p->frames[0].flags & F_BODY)) {
             struct token rest = sp_next(p);
             if (rest.type != SQLTOK_EOF)
-                fail(p, SQLPARSE_EMULTI, "more than one statement (text after ';' at offset %zu)",
-                     rest.pos);
+                fail(p, SQLPARSE_EMULTI, "more than one statement (text after ';' at offset %zu)", rest.pos);
             return;
         }
         step(p, &t);
@@ -960,8 +937,7 @@ int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
         len = 0;
     const void *nul = len ? memchr(sql, '\0', len) : NULL;
     if (nul != NULL) {
-        snprintf(out->error, sizeof out->error, "NUL byte at offset %zu",
-                 (size_t)((const char *)nul - sql));
+        snprintf(out->error, sizeof out->error, "NUL byte at offset %zu", (size_t)((const char *)nul - sql));
         return SQLPARSE_ESYNTAX;
     }
 

@@ -11,29 +11,29 @@
 #include <stddef.h>
 
 enum stmt_kind {
-    STMT_OTHER,        /* anything not listed below */
-    STMT_SELECT,       /* SELECT, VALUES, WITH ... SELECT */
-    STMT_INSERT,       /* INSERT, REPLACE, WITH ... INSERT */
+    STMT_OTHER,  /* anything not listed below */
+    STMT_SELECT, /* SELECT, VALUES, WITH ... SELECT */
+    STMT_INSERT, /* INSERT, REPLACE, WITH ... INSERT */
     STMT_UPDATE,
     STMT_DELETE,
-    STMT_DDL,          /* CREATE, DROP, ALTER */
-    STMT_BEGIN,        /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION], START TRANSACTION */
-    STMT_COMMIT,       /* COMMIT, END [TRANSACTION] */
-    STMT_ROLLBACK,     /* ROLLBACK [TRANSACTION] (not ROLLBACK TO) */
-    STMT_SAVEPOINT,    /* SAVEPOINT, RELEASE, ROLLBACK TO */
+    STMT_DDL,       /* CREATE, DROP, ALTER */
+    STMT_BEGIN,     /* BEGIN [DEFERRED|IMMEDIATE|EXCLUSIVE] [TRANSACTION], START TRANSACTION */
+    STMT_COMMIT,    /* COMMIT, END [TRANSACTION] */
+    STMT_ROLLBACK,  /* ROLLBACK [TRANSACTION] (not ROLLBACK TO) */
+    STMT_SAVEPOINT, /* SAVEPOINT, RELEASE, ROLLBACK TO */
     STMT_PRAGMA,
     STMT_ATTACH,
     STMT_DETACH,
     STMT_VACUUM,
-    STMT_EXPLAIN,      /* EXPLAIN [QUERY PLAN] <stmt>: tables are the inner statement's */
+    STMT_EXPLAIN, /* EXPLAIN [QUERY PLAN] <stmt>: tables are the inner statement's */
 };
 
 /* Facts about a statement, or-ed into route_info.flags. */
 enum {
-    ROUTE_VACUUM_INTO = 1u << 0,  /* VACUUM ... INTO 'file' */
-    ROUTE_TEMP        = 1u << 1,  /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
-    ROUTE_RENAME      = 1u << 2,  /* ALTER TABLE|VIEW old RENAME TO new: tables[] has both */
-    ROUTE_BEGIN_WRITE = 1u << 3,  /* BEGIN IMMEDIATE or EXCLUSIVE: asks for the write lock */
+    ROUTE_VACUUM_INTO = 1u << 0, /* VACUUM ... INTO 'file' */
+    ROUTE_TEMP = 1u << 1,        /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
+    ROUTE_RENAME = 1u << 2,      /* ALTER TABLE|VIEW old RENAME TO new: tables[] has both */
+    ROUTE_BEGIN_WRITE = 1u << 3, /* BEGIN IMMEDIATE or EXCLUSIVE: asks for the write lock */
 };
 
 /* One referenced table. Names are unquoted and ASCII-lowercased; schema is
@@ -48,17 +48,17 @@ struct route_table {
 struct route_info {
     enum stmt_kind kind;
     unsigned flags;
-    size_t ntables;               /* distinct tables, in order of first use */
+    size_t ntables; /* distinct tables, in order of first use */
     struct route_table *tables;
-    char *names;                  /* storage for the strings in tables[] */
-    size_t nparams;               /* placeholders seen (?, ?NNN, :x, @x, $x) */
-    char error[200];              /* message when sqlparse_analyze() fails */
+    char *names;     /* storage for the strings in tables[] */
+    size_t nparams;  /* placeholders seen (?, ?NNN, :x, @x, $x) */
+    char error[200]; /* message when sqlparse_analyze() fails */
 };
 
 enum {
     SQLPARSE_OK = 0,
-    SQLPARSE_ESYNTAX = -1,  /* cannot be tokenized / no statement; error[] says why */
-    SQLPARSE_EMULTI = -2,   /* more than one statement */
+    SQLPARSE_ESYNTAX = -1, /* cannot be tokenized / no statement; error[] says why */
+    SQLPARSE_EMULTI = -2,  /* more than one statement */
     SQLPARSE_ENOMEM = -3,
 };
 
@@ -73,8 +73,7 @@ enum {
  * SQLPARSE_E* code with out->error set. out is always initialized and must
  * be freed with sqlparse_info_free().
  */
-__attribute__((warn_unused_result))
-int sqlparse_analyze(const char *sql, size_t len, struct route_info *out);
+__attribute__((warn_unused_result)) int sqlparse_analyze(const char *sql, size_t len, struct route_info *out);
 
 void sqlparse_info_free(struct route_info *ri);
 

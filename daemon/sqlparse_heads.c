@@ -38,9 +38,8 @@ static void head_create(struct parser *p)
         if (sp_tok_is(&t, KW_TEMP) || sp_tok_is(&t, KW_TEMPORARY)) {
             temp = true;
         } else if (!(sp_tok_is(&t, KW_UNIQUE) || sp_tok_is(&t, KW_VIRTUAL) ||
-                     sp_tok_is(&t, KW_MATERIALIZED) || sp_tok_is(&t, KW_GLOBAL) ||
-                     sp_tok_is(&t, KW_LOCAL) || sp_tok_is(&t, KW_UNLOGGED) ||
-                     sp_tok_is(&t, KW_CONSTRAINT))) {
+                     sp_tok_is(&t, KW_MATERIALIZED) || sp_tok_is(&t, KW_GLOBAL) || sp_tok_is(&t, KW_LOCAL) ||
+                     sp_tok_is(&t, KW_UNLOGGED) || sp_tok_is(&t, KW_CONSTRAINT))) {
             break;
         }
         sp_next(p);
@@ -67,7 +66,7 @@ static void head_create(struct parser *p)
             sp_next(p);
         sp_skip_if_exists(p);
         t = sp_peek(p, 0);
-        if (sp_is_name(p, &t)) {    /* PostgreSQL may omit the index name */
+        if (sp_is_name(p, &t)) { /* PostgreSQL may omit the index name */
             sp_next(p);
             qn = sp_take_qname(p, t);
         }
@@ -109,10 +108,9 @@ static void head_create(struct parser *p)
     case KW_FUNCTION:
     case KW_PROCEDURE:
         sp_next(p);
-        p->body_pending = true;    /* PostgreSQL BEGIN ATOMIC ... END */
+        p->body_pending = true; /* PostgreSQL BEGIN ATOMIC ... END */
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -167,8 +165,7 @@ static void head_alter(struct parser *p)
 static void head_pragma(struct parser *p)
 {
     static const char *const table_pragmas[] = {
-        "table_info", "table_xinfo", "table_list", "index_list",
-        "foreign_key_list", "foreign_key_check",
+        "table_info", "table_xinfo", "table_list", "index_list", "foreign_key_list", "foreign_key_check",
     };
     struct token t = sp_peek(p, 0);
     if (t.type != SQLTOK_WORD && t.type != SQLTOK_QUOTED)
@@ -200,8 +197,8 @@ static void head_pragma(struct parser *p)
 static bool begins_statement(const struct token *t)
 {
     static const enum keyword kws[] = {
-        KW_SELECT, KW_VALUES, KW_WITH, KW_INSERT, KW_REPLACE, KW_UPDATE,
-        KW_DELETE, KW_CREATE, KW_ANALYZE, KW_VERBOSE,
+        KW_SELECT, KW_VALUES, KW_WITH,   KW_INSERT,  KW_REPLACE,
+        KW_UPDATE, KW_DELETE, KW_CREATE, KW_ANALYZE, KW_VERBOSE,
     };
     for (size_t i = 0; i < sizeof kws / sizeof kws[0]; i++)
         if (sp_tok_is(t, kws[i]))
@@ -225,8 +222,7 @@ static void head_explain(struct parser *p)
                 sp_skip_group(p);
                 if (p->err)
                     return;
-            } else if ((sp_tok_is(&t, KW_ANALYZE) || sp_tok_is(&t, KW_VERBOSE)) &&
-                       begins_statement(&after)) {
+            } else if ((sp_tok_is(&t, KW_ANALYZE) || sp_tok_is(&t, KW_VERBOSE)) && begins_statement(&after)) {
                 sp_next(p);
             } else {
                 break;
@@ -283,16 +279,14 @@ void sp_head(struct parser *p, bool inner)
     struct token t = sp_peek(p, 0), after;
     enum keyword kw = t.type == SQLTOK_WORD ? t.kw : KW_NONE;
     enum stmt_kind kind = sp_kind_of(kw);
-    bool consumed = true;    /* the generic pass starts in S_NONE */
+    bool consumed = true; /* the generic pass starts in S_NONE */
     switch (kw) {
     case KW_SELECT:
     case KW_VALUES:
     case KW_INSERT:
     case KW_REPLACE:
     case KW_UPDATE:
-    case KW_DELETE:
-        consumed = false;
-        break;
+    case KW_DELETE: consumed = false; break;
     case KW_WITH:
         p->kind_pending = !inner;
         consumed = false;
@@ -374,7 +368,7 @@ void sp_head(struct parser *p, bool inner)
         sp_next(p);
         kind = STMT_EXPLAIN;
         head_explain(p);
-        consumed = false;    /* the inner head set the frame state */
+        consumed = false; /* the inner head set the frame state */
         break;
     case KW_ANALYZE:
         sp_next(p);
@@ -398,31 +392,28 @@ void sp_head(struct parser *p, bool inner)
             sp_next(p);
         sp_take_table_list(p);
         if (kw == KW_LOCK)
-            p->suppress = true;    /* IN ... MODE is no table */
+            p->suppress = true; /* IN ... MODE is no table */
         break;
     case KW_COPY:
         sp_next(p);
         after = sp_peek(p, 0);
-        if (after.type == SQLTOK_LPAREN) {    /* COPY (query) TO ... */
+        if (after.type == SQLTOK_LPAREN) { /* COPY (query) TO ... */
             consumed = false;
             break;
         }
         sp_take_table_list(p);
-        p->suppress = true;    /* FROM STDIN is no table */
+        p->suppress = true; /* FROM STDIN is no table */
         break;
     case KW_FETCH:
     case KW_MOVE:
     case KW_GRANT:
     case KW_REVOKE:
-        p->suppress = true;    /* FETCH ... FROM cursor, REVOKE ... FROM role */
+        p->suppress = true; /* FETCH ... FROM cursor, REVOKE ... FROM role */
         break;
-    default:
-        consumed = false;
-        break;
+    default: consumed = false; break;
     }
     if (!inner)
         p->kind = kind;
     if (consumed)
         p->frames[0].state = S_NONE;
 }
-

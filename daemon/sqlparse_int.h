@@ -15,11 +15,11 @@
 #include "daemon/sqlparse.h"
 
 enum {
-    MAX_DEPTH = 1000,     /* nested parentheses */
-    MAX_PARAM = 65535,    /* highest parameter number (PostgreSQL's limit) */
-    MAX_NAMES = 16384,    /* distinct tables + CTE names + named parameters */
-    LOOKAHEAD = 4,        /* tokens the state machine may peek at */
-    LINEAR_NAMES = 8,     /* name lookups scan linearly up to this many */
+    MAX_DEPTH = 1000,  /* nested parentheses */
+    MAX_PARAM = 65535, /* highest parameter number (PostgreSQL's limit) */
+    MAX_NAMES = 16384, /* distinct tables + CTE names + named parameters */
+    LOOKAHEAD = 4,     /* tokens the state machine may peek at */
+    LINEAR_NAMES = 8,  /* name lookups scan linearly up to this many */
 };
 
 /* Keyword properties. KF_RESERVED: never a bare table name or alias.
@@ -27,6 +27,8 @@ enum {
  * follow a table reference. KF_FUNC: "kw(" is a function call. */
 enum { KF_RESERVED = 1, KF_NOALIAS = 2, KF_FUNC = 4 };
 
+/* The table is laid out by hand. */
+// clang-format off
 /* Only the words the analysis reacts to, in ASCII order (binary search). */
 #define KEYWORDS(X)                                                          \
     X(ABORT, 0) X(AFTER, 0) X(ALL, R) X(ALTER, R) X(ANALYZE, 0) X(AND, R)    \
@@ -53,6 +55,7 @@ enum { KF_RESERVED = 1, KF_NOALIAS = 2, KF_FUNC = 4 };
     X(UNION, R) X(UNIQUE, R) X(UNLOGGED, 0) X(UPDATE, R) X(USING, R)         \
     X(VACUUM, 0) X(VALUES, R) X(VERBOSE, 0) X(VIEW, 0) X(VIRTUAL, 0)         \
     X(WHEN, R) X(WHERE, R) X(WINDOW, A) X(WITH, A) X(WITHOUT, A) X(WORK, 0)
+// clang-format on
 
 #define KW_ENUM(name, flags) KW_##name,
 enum keyword { KW_NONE, KEYWORDS(KW_ENUM) KW_COUNT };
@@ -61,7 +64,6 @@ enum keyword { KW_NONE, KEYWORDS(KW_ENUM) KW_COUNT };
 /* ------------------------------------------------------------------ */
 /* Parser state                                                       */
 /* ------------------------------------------------------------------ */
-
 
 /* A token is sql[pos..pos+len). Quoted tokens include their quotes. */
 struct token {
@@ -72,17 +74,17 @@ struct token {
 
 /* What the state machine expects next in one parenthesis frame. */
 enum state {
-    S_NONE,            /* expressions and clauses of no interest */
-    S_STMT_START,      /* a statement may begin here (UPDATE has a target) */
-    S_TABLE,           /* FROM/JOIN/',': a table, subquery or function */
-    S_AFTER_TABLE,     /* after a table: alias, INDEXED BY, USING, ... */
-    S_ALIAS,           /* after AS of a table */
-    S_TARGET,          /* INTO, UPDATE, REFERENCES: one table */
-    S_IN_TABLE,        /* "x IN name" (SQLite) */
-    S_CTE_NAME,        /* WITH [RECURSIVE] or ',' between CTEs */
-    S_CTE_AFTER_NAME,  /* name [(cols)], expecting AS */
-    S_CTE_AS,          /* AS [NOT] [MATERIALIZED], expecting '(' */
-    S_CTE_AFTER_BODY,  /* ',' for another CTE, or the main statement */
+    S_NONE,           /* expressions and clauses of no interest */
+    S_STMT_START,     /* a statement may begin here (UPDATE has a target) */
+    S_TABLE,          /* FROM/JOIN/',': a table, subquery or function */
+    S_AFTER_TABLE,    /* after a table: alias, INDEXED BY, USING, ... */
+    S_ALIAS,          /* after AS of a table */
+    S_TARGET,         /* INTO, UPDATE, REFERENCES: one table */
+    S_IN_TABLE,       /* "x IN name" (SQLite) */
+    S_CTE_NAME,       /* WITH [RECURSIVE] or ',' between CTEs */
+    S_CTE_AFTER_NAME, /* name [(cols)], expecting AS */
+    S_CTE_AS,         /* AS [NOT] [MATERIALIZED], expecting '(' */
+    S_CTE_AFTER_BODY, /* ',' for another CTE, or the main statement */
 };
 
 /* Frame facts. F_FUNC: the '(' of a function call, where FROM is part of
@@ -94,9 +96,9 @@ enum state {
 enum { F_FUNC = 1, F_QUERY = 2, F_FROM = 4, F_BODY = 8, F_POSITION = 16 };
 
 struct frame {
-    unsigned char state;    /* enum state */
-    unsigned char flags;    /* F_* */
-    unsigned case_depth;    /* open CASE ... END in this frame */
+    unsigned char state; /* enum state */
+    unsigned char flags; /* F_* */
+    unsigned case_depth; /* open CASE ... END in this frame */
 };
 
 enum name_kind { NAME_TABLE, NAME_CTE, NAME_PARAM };
@@ -105,7 +107,7 @@ enum name_kind { NAME_TABLE, NAME_CTE, NAME_PARAM };
 struct name_entry {
     size_t off, schema_len, name_len;
     uint32_t hash;
-    unsigned char kind;     /* enum name_kind */
+    unsigned char kind; /* enum name_kind */
 };
 
 /* The distinct names seen so far. Storage starts inline and moves to the
@@ -126,19 +128,19 @@ struct names {
 struct parser {
     const char *sql;
     size_t len;
-    size_t pos;                         /* lexer position */
-    struct token la[LOOKAHEAD];         /* lexed but not consumed */
+    size_t pos;                 /* lexer position */
+    struct token la[LOOKAHEAD]; /* lexed but not consumed */
     unsigned la_head, la_n;
-    struct token cur, prev;             /* last two consumed tokens */
+    struct token cur, prev; /* last two consumed tokens */
     struct route_info *out;
-    int err;                            /* first SQLPARSE_E*, 0 while fine */
+    int err; /* first SQLPARSE_E*, 0 while fine */
     enum stmt_kind kind;
-    unsigned flags;                     /* ROUTE_* */
-    bool kind_pending;                  /* top WITH: kind from main stmt */
-    bool body_pending;                  /* CREATE TRIGGER: BEGIN opens body */
-    bool suppress;                      /* record no tables (FETCH, ...) */
-    size_t nvar;                        /* highest parameter index */
-    size_t depth;                       /* frames[depth] is current */
+    unsigned flags;    /* ROUTE_* */
+    bool kind_pending; /* top WITH: kind from main stmt */
+    bool body_pending; /* CREATE TRIGGER: BEGIN opens body */
+    bool suppress;     /* record no tables (FETCH, ...) */
+    size_t nvar;       /* highest parameter index */
+    size_t depth;      /* frames[depth] is current */
     struct frame frames[MAX_DEPTH + 1];
     struct names names;
 };

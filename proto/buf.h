@@ -19,7 +19,10 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                             \
+    {                                                                                                        \
+        NULL, 0, 0                                                                                           \
+    }
 
 /* Make room for `more` bytes past len (plus the NUL). 0 or -1. */
 __attribute__((warn_unused_result)) int buf_reserve(struct buf *b, size_t more);

@@ -37,9 +37,9 @@ struct value {
 /* ---- Requests (decoding: daemon side) -------------------------------- */
 
 enum request_type {
-    REQUEST_SQL,      /* one statement: text[0..len), params[0..nparams) */
-    REQUEST_COMMAND,  /* a dot-command line: text is the line without the
-                         leading '.' and without the line end */
+    REQUEST_SQL,     /* one statement: text[0..len), params[0..nparams) */
+    REQUEST_COMMAND, /* a dot-command line: text is the line without the
+                        leading '.' and without the line end */
 };
 
 /* One decoded request. text, params and every TEXT/BLOB params[i].p are
@@ -54,33 +54,33 @@ struct request {
 };
 
 struct codec_limits {
-    size_t max_request;   /* longest line or bulk SQL, in bytes */
-    size_t max_params;    /* most parameters in one request */
-    size_t max_total;     /* most bytes of one whole request (header, SQL,
-                             parameter lines, line ends); 0: no bound but
-                             the ones above */
+    size_t max_request; /* longest line or bulk SQL, in bytes */
+    size_t max_params;  /* most parameters in one request */
+    size_t max_total;   /* most bytes of one whole request (header, SQL,
+                           parameter lines, line ends); 0: no bound but
+                           the ones above */
 };
 
 /* What the decoder tells the caller to skip after a refused request so the
  * stream stays in step with the client's framing. The session feeds later
  * input to codec_discard() until it returns true. */
 struct codec_discard {
-    size_t bytes;          /* raw bytes still to skip */
-    size_t lines;          /* then whole lines (parameter lines) to skip */
-    bool to_eol;           /* skip through the next '\n' first */
+    size_t bytes; /* raw bytes still to skip */
+    size_t lines; /* then whole lines (parameter lines) to skip */
+    bool to_eol;  /* skip through the next '\n' first */
 };
 
 enum {
-    CODEC_NEED_MORE = 0,   /* not a whole request yet; nothing consumed */
-    CODEC_OK = 1,          /* *req holds a request; *consumed bytes used */
-    CODEC_EMPTY = 2,       /* an empty/blank line; *consumed bytes used, no response */
-    CODEC_ERROR = -1,      /* refused: code/message set, *consumed bytes used,
-                              *discard says what to skip after them */
+    CODEC_NEED_MORE = 0, /* not a whole request yet; nothing consumed */
+    CODEC_OK = 1,        /* *req holds a request; *consumed bytes used */
+    CODEC_EMPTY = 2,     /* an empty/blank line; *consumed bytes used, no response */
+    CODEC_ERROR = -1,    /* refused: code/message set, *consumed bytes used,
+                          *discard says what to skip after them */
 };
 
 struct codec_error {
-    const char *code;      /* static string: "PROTO", "TOOLONG", "PARAMS"
-                              (more parameters than max_params), "NOMEM" */
+    const char *code; /* static string: "PROTO", "TOOLONG", "PARAMS"
+                         (more parameters than max_params), "NOMEM" */
     char message[160];
 };
 
@@ -95,10 +95,9 @@ struct codec_error {
  * caller never buffers more than max_total + a little for one request.
  * On CODEC_OK the caller owns *req. On CODEC_ERROR *req is untouched.
  */
-__attribute__((warn_unused_result))
-int codec_parse_request(const char *buf, size_t len, const struct codec_limits *lim,
-                        struct request *req, size_t *consumed,
-                        struct codec_discard *discard, struct codec_error *err);
+__attribute__((warn_unused_result)) int
+codec_parse_request(const char *buf, size_t len, const struct codec_limits *lim, struct request *req,
+                    size_t *consumed, struct codec_discard *discard, struct codec_error *err);
 
 /* Skip input per *d. Returns the number of bytes of buf[0..len) skipped;
  * when d is all zero/false afterwards, the stream is in step again. */
@@ -113,9 +112,8 @@ void codec_request_free(struct request *req);
 
 /* Append a bulk request "$len n\n<sql>\n<param lines>" for sql[0..len) and
  * params[0..n). 0 or -1 (ENOMEM, or a REAL that is NaN). */
-__attribute__((warn_unused_result))
-int codec_encode_request(struct buf *out, const char *sql, size_t len,
-                         const struct value *params, size_t n);
+__attribute__((warn_unused_result)) int codec_encode_request(struct buf *out, const char *sql, size_t len,
+                                                             const struct value *params, size_t n);
 
 /* ---- Fields (both sides) --------------------------------------------- */
 
@@ -135,14 +133,14 @@ __attribute__((warn_unused_result)) int codec_put_real(struct buf *out, double v
  * "\N" → VALUE_NULL; "\x…" → VALUE_BLOB (hex decoded); anything else →
  * VALUE_TEXT (unescaped). The bytes go to `scratch`, which is reset first;
  * v->p points into scratch->data. 0, or -1 on a bad escape/hex/ENOMEM. */
-__attribute__((warn_unused_result))
-int codec_decode_field(const char *f, size_t n, struct buf *scratch, struct value *v);
+__attribute__((warn_unused_result)) int codec_decode_field(const char *f, size_t n, struct buf *scratch,
+                                                           struct value *v);
 
 /* ---- URL parts (both sides) ------------------------------------------ */
 
 enum {
-    CODEC_PCT_BAD = -1,      /* a '%' not followed by two hex digits, or %00 */
-    CODEC_PCT_TOOLONG = -2,  /* more than cap bytes once decoded */
+    CODEC_PCT_BAD = -1,     /* a '%' not followed by two hex digits, or %00 */
+    CODEC_PCT_TOOLONG = -2, /* more than cap bytes once decoded */
 };
 
 /* Percent-decode s[0..n) (a URL's user name, password, path or query
@@ -150,17 +148,17 @@ enum {
  * length. %00 is refused: neither libpq nor a C string can hold it. 0,
  * CODEC_PCT_BAD or CODEC_PCT_TOOLONG, whichever comes first in s; dst is
  * then unspecified. dst needs cap + 1 bytes; cap = n always suffices. */
-__attribute__((warn_unused_result))
-int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap, size_t *out_len);
+__attribute__((warn_unused_result)) int codec_pct_decode(const char *s, size_t n, char *dst, size_t cap,
+                                                         size_t *out_len);
 
 /* ---- Response lines (client side) ------------------------------------ */
 
 enum reply_kind {
-    REPLY_COLUMNS,   /* '*' line */
-    REPLY_ROW,       /* '=' line */
-    REPLY_OK,        /* "+OK ..." */
-    REPLY_ERR,       /* "-ERR CODE message" */
-    REPLY_BAD,       /* not a protocol line */
+    REPLY_COLUMNS, /* '*' line */
+    REPLY_ROW,     /* '=' line */
+    REPLY_OK,      /* "+OK ..." */
+    REPLY_ERR,     /* "-ERR CODE message" */
+    REPLY_BAD,     /* not a protocol line */
 };
 
 /* Classify one response line (without its '\n'). For COLUMNS and ROW,
@@ -183,8 +181,8 @@ bool codec_fact_int(const char *facts, size_t n, const char *key, int64_t *v);
  * and a message longer than CODEC_ERROR_MESSAGE_MAX bytes is cut there (at
  * a UTF-8 character boundary), so the reply is always one line. code is an
  * upper-case word from PROTOCOL.md. 0 or -1 (ENOMEM; out is unchanged). */
-__attribute__((warn_unused_result))
-int codec_put_error(struct buf *out, const char *code, const char *message);
+__attribute__((warn_unused_result)) int codec_put_error(struct buf *out, const char *code,
+                                                        const char *message);
 
 /* The reply lines of a statement, the only place they are formatted:
  * a '*' header line of name/type pairs, '=' row lines, then one status
@@ -205,9 +203,9 @@ int codec_put_error(struct buf *out, const char *code, const char *message);
  * Nothing else may be appended to out between begin and end. */
 struct codec_row {
     struct buf *out;
-    size_t mark;           /* out->len at the begin */
+    size_t mark; /* out->len at the begin */
     size_t nfields;
-    int rc;                /* 0, or -1 once an append failed */
+    int rc; /* 0, or -1 once an append failed */
 };
 
 /* Start a '*' header line (fields: name, type, name, type, ...). */
@@ -235,8 +233,8 @@ __attribute__((warn_unused_result)) int codec_row_end(struct codec_row *r);
 __attribute__((warn_unused_result)) int codec_put_ok_rows(struct buf *out, uint64_t rows);
 /* Append "+OK changes=N\n", or "+OK changes=N last_id=ID\n" when last_id
  * is not NULL: the status line of a statement without rows. 0 or -1. */
-__attribute__((warn_unused_result))
-int codec_put_ok_changes(struct buf *out, int64_t changes, const int64_t *last_id);
+__attribute__((warn_unused_result)) int codec_put_ok_changes(struct buf *out, int64_t changes,
+                                                             const int64_t *last_id);
 /* Append "+OK\n", or "+OK facts\n" when facts is neither NULL nor empty
  * (facts: "key=value" words separated by spaces, no line end). 0 or -1;
  * on -1 out is as before. */

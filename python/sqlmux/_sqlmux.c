@@ -180,18 +180,15 @@ static PyObject *decode_field(sqlmux_result *r, int col, PyObject *conv)
         return v;
     }
     switch ((enum conv_kind)PyLong_AsLong(conv)) {
-    case CONV_TEXT:
-        return decode_text(s, n);
-    case CONV_FLOAT:
-        return decode_auto(s, n, true);
+    case CONV_TEXT: return decode_text(s, n);
+    case CONV_FLOAT: return decode_auto(s, n, true);
     case CONV_BOOL:
         if (n == 1 && (s[0] == 't' || s[0] == 'f'))
             return PyBool_FromLong(s[0] == 't');
         return decode_text(s, n);
     case CONV_INT:
     case CONV_AUTO:
-    default:
-        return decode_auto(s, n, false);
+    default: return decode_auto(s, n, false);
     }
 }
 
@@ -826,9 +823,11 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, .m_name = "sqlmux._sqlmux",
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sqlmux._sqlmux",
     .m_doc = "The C core of the sqlmux DB-API driver, over libsqlmux.",
-    .m_size = -1, .m_methods = module_methods,
+    .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__sqlmux(void);

@@ -337,8 +337,8 @@ struct conn {
     uint64_t *sent_at;
     uint8_t *kind;
     size_t head, inflight, ring;
-    int init_step;  /* next step of connecting: see conn_init_next() */
-    SSL *ssl;       /* -T: every byte goes through it */
+    int init_step; /* next step of connecting: see conn_init_next() */
+    SSL *ssl;      /* -T: every byte goes through it */
     bool handshaking;
     bool pg_failed; /* the current PostgreSQL query had an error result */
 };

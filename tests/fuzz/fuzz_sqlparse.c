@@ -67,12 +67,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case SQLPARSE_ESYNTAX:
     case SQLPARSE_EMULTI:
     case SQLPARSE_ENOMEM:
-        if (ri.error[0] == '\0' || memchr(ri.error, '\0', sizeof ri.error) == NULL ||
-            ri.ntables != 0 || ri.tables != NULL || ri.names != NULL)
+        if (ri.error[0] == '\0' || memchr(ri.error, '\0', sizeof ri.error) == NULL || ri.ntables != 0 ||
+            ri.tables != NULL || ri.names != NULL)
             abort();
         break;
-    default:
-        abort();
+    default: abort();
     }
     sqlparse_info_free(&ri);
     free(sql);

@@ -215,11 +215,12 @@ static void test_defaults(void)
 
 static void test_all_server_keys_set(void)
 {
-    struct config *cfg = LOAD_OK("[server]\nprotected_mode = off\nlisten = 10.1.2.3:99\nunix_socket = s.sock\n"
-                                 "unix_socket_mode = 0600\ndata_dir = /var/lib/x\n"
-                                 "max_clients = 7\nmax_request = 2k\nmax_params = 0\n"
-                                 "max_pipeline = 65536\nmax_output = 4096\nroute_cache = 0\n"
-                                 "stmt_cache = 10000\nlog_level = debug\n" MIN_BINDS);
+    struct config *cfg =
+        LOAD_OK("[server]\nprotected_mode = off\nlisten = 10.1.2.3:99\nunix_socket = s.sock\n"
+                "unix_socket_mode = 0600\ndata_dir = /var/lib/x\n"
+                "max_clients = 7\nmax_request = 2k\nmax_params = 0\n"
+                "max_pipeline = 65536\nmax_output = 4096\nroute_cache = 0\n"
+                "stmt_cache = 10000\nlog_level = debug\n" MIN_BINDS);
     if (cfg == NULL)
         return;
     CHECK_STR(cfg->listen_host, "10.1.2.3");
@@ -1038,8 +1039,8 @@ static void test_users(void)
         return;
     CHECK(cfg->nusers == 3);
     CHECK(cfg->auth_fail_delay_ms == 250);
-    CHECK(cfg->login_timeout_ms == 60000);   /* the default */
-    CHECK_STR(cfg->unix_socket_group, "root");   /* a group that exists: unknown ones are refused */
+    CHECK(cfg->login_timeout_ms == 60000);     /* the default */
+    CHECK_STR(cfg->unix_socket_group, "root"); /* a group that exists: unknown ones are refused */
     const struct user_conf *a = config_user(cfg, "alice"), *b = config_user(cfg, "bob"),
                            *c = config_user(cfg, "carol");
     CHECK(a != NULL && b != NULL && c != NULL && config_user(cfg, "Alice") == NULL);
@@ -1049,7 +1050,7 @@ static void test_users(void)
         CHECK(a->line == 9);
         for (size_t i = 0; i < 3; i++) {
             CHECK(a->grants[i] == GRANT_READ_WRITE);
-            CHECK(c->grants[i] == GRANT_NONE);   /* nothing granted: no access */
+            CHECK(c->grants[i] == GRANT_NONE); /* nothing granted: no access */
         }
         CHECK(b->grants[config_bind_index(cfg, "default")] == GRANT_NONE);
         CHECK(b->grants[config_bind_index(cfg, "second")] == GRANT_READ);
@@ -1061,7 +1062,8 @@ static void test_users(void)
     EXPECT_ERROR(MIN_BINDS "[user.x]\ngrant.* = read\n", 3, "[user.x] has no password");
     EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = secret\n", 4, "not a crypt(3) hash");
     EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = abJnggxhB/yWI\n", 4, "not a crypt(3) hash");
-    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.nope = read\n", 5, "grant.nope: no bind 'nope'");
+    EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.nope = read\n", 5,
+                 "grant.nope: no bind 'nope'");
     EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.default = rw\n", 5,
                  "not one of none, read, read-write");
     EXPECT_ERROR(MIN_BINDS "[user.x]\npassword = " HASH "\ngrant.default = read\ngrant.default = none\n", 6,
@@ -1371,8 +1373,9 @@ static void test_keep_restart_settings(void)
 {
     struct config *cur = LOAD_OK("[server]\nlisten = 127.0.0.1:7000\nunix_socket = a.sock\n"
                                  "stmt_cache = 10\nmax_clients = 5\nlog_connections = on\n" MIN_BINDS);
-    struct config *next = LOAD_OK("[server]\nlisten = [::1]:7001\nunix_socket = b.sock\nunix_socket_mode = 0600\n"
-                                  "stmt_cache = 20\nmax_clients = 6\nshutdown_timeout = 100\n" MIN_BINDS);
+    struct config *next =
+        LOAD_OK("[server]\nlisten = [::1]:7001\nunix_socket = b.sock\nunix_socket_mode = 0600\n"
+                "stmt_cache = 20\nmax_clients = 6\nshutdown_timeout = 100\n" MIN_BINDS);
     char changed[256];
     char want[PATH_MAX];
 
@@ -1413,8 +1416,9 @@ static void test_bind_equal(void)
     struct config *b = LOAD_OK("[binds]\ndefault = sqlite:///app.db\nm = sqlite://\n"
                                "pg = postgresql://u:p@127.0.0.1/db\n[bind.default]\npool_size = 3\n"
                                "[bind.m]\nbusy_timeout = 10\n");
-    struct config *c = LOAD_OK("[server]\ndata_dir = elsewhere\n[binds]\ndefault = sqlite:///app.db\n"
-                               "m = sqlite://\npg = postgresql://u:q@127.0.0.1/db\n[bind.default]\npool_size = 2\n");
+    struct config *c =
+        LOAD_OK("[server]\ndata_dir = elsewhere\n[binds]\ndefault = sqlite:///app.db\n"
+                "m = sqlite://\npg = postgresql://u:q@127.0.0.1/db\n[bind.default]\npool_size = 2\n");
 
     if (a == NULL || b == NULL || c == NULL)
         goto done;

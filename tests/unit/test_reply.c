@@ -68,7 +68,7 @@ static void test_failed_row_is_cut(void)
     CHECK(buf_puts(&out, "+OK\n") == 0);
     codec_row_begin(&r, &out);
     codec_field_str(&r, "kept?");
-    r.rc = -1;   /* as after an allocation failure */
+    r.rc = -1; /* as after an allocation failure */
     codec_field_str(&r, "no");
     CHECK(codec_row_end(&r) == -1);
     CHECK_STR(out.data, "+OK\n");
@@ -91,7 +91,7 @@ static void test_pct_decode(void)
     CHECK(codec_pct_decode("ab%", 3, d, 7, &n) == CODEC_PCT_BAD);
     CHECK(codec_pct_decode("abc", 3, d, 3, &n) == 0 && n == 3);
     CHECK(codec_pct_decode("abcd", 4, d, 3, &n) == CODEC_PCT_TOOLONG);
-    CHECK(codec_pct_decode("abcd%zz", 7, d, 3, &n) == CODEC_PCT_TOOLONG);   /* first error wins */
+    CHECK(codec_pct_decode("abcd%zz", 7, d, 3, &n) == CODEC_PCT_TOOLONG); /* first error wins */
 }
 
 int main(void)

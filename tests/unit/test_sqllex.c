@@ -40,7 +40,7 @@ static void test_comments_by_dialect(void)
 {
     const char *sql = "/* a /* b */ c */ ?";
     char got[16];
-    types_of(sql, 0, got, sizeof got);          /* SQLite: the comment ends at the first close */
+    types_of(sql, 0, got, sizeof got); /* SQLite: the comment ends at the first close */
     CHECK_STR(got, "WOOPE");
     types_of(sql, SQLLEX_POSTGRES, got, sizeof got);
     CHECK_STR(got, "PE");
@@ -60,8 +60,8 @@ static void test_brackets_by_dialect(void)
 static void test_unterminated(void)
 {
     const char *cases[] = {"'abc", "\"abc", "[abc", "$q$ abc", "/* abc", "E'\\'"};
-    const char *whats[] = {"string literal", "quoted identifier", "[identifier]", "dollar-quoted string",
-                           "/* comment", "string literal"};
+    const char *whats[] = {"string literal",       "quoted identifier", "[identifier]",
+                           "dollar-quoted string", "/* comment",        "string literal"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len = strlen(cases[i]);
         struct sqltok t = sqllex_next(cases[i], len, 0, 0);

@@ -17,8 +17,8 @@ static const char *tables_str(const struct route_info *ri, char *buf, size_t siz
     buf[0] = '\0';
     for (size_t i = 0; i < ri->ntables && o < size; i++) {
         const struct route_table *t = &ri->tables[i];
-        o += (size_t)snprintf(buf + o, size - o, "%s%s%s%s", i ? "," : "", t->schema,
-                              t->schema[0] ? "." : "", t->name);
+        o += (size_t)snprintf(buf + o, size - o, "%s%s%s%s", i ? "," : "", t->schema, t->schema[0] ? "." : "",
+                              t->name);
     }
     return buf;
 }
@@ -30,55 +30,54 @@ static int analyze(const char *sql, struct route_info *ri)
 }
 
 /* sql must analyze to kind_ with exactly the tables tables_. */
-#define EXPECT(sql, kind_, tables_)                                            \
-    do {                                                                       \
-        struct route_info ri_;                                                 \
-        char buf_[2048];                                                       \
-        int rc_ = analyze((sql), &ri_);                                        \
-        CHECK(rc_ == SQLPARSE_OK);                                               \
-        if (rc_ != SQLPARSE_OK)                                                  \
-            fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                 \
-        CHECK_STR(sqlparse_kind_name(ri_.kind), sqlparse_kind_name(kind_));        \
-        CHECK_STR(tables_str(&ri_, buf_, sizeof buf_), (tables_));             \
-        sqlparse_info_free(&ri_);                                                \
+#define EXPECT(sql, kind_, tables_)                                                                          \
+    do {                                                                                                     \
+        struct route_info ri_;                                                                               \
+        char buf_[2048];                                                                                     \
+        int rc_ = analyze((sql), &ri_);                                                                      \
+        CHECK(rc_ == SQLPARSE_OK);                                                                           \
+        if (rc_ != SQLPARSE_OK)                                                                              \
+            fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                                               \
+        CHECK_STR(sqlparse_kind_name(ri_.kind), sqlparse_kind_name(kind_));                                  \
+        CHECK_STR(tables_str(&ri_, buf_, sizeof buf_), (tables_));                                           \
+        sqlparse_info_free(&ri_);                                                                            \
     } while (0)
 
 /* sql must fail with code_ and an error message containing msg_. */
-#define EXPECT_ERR(sql, code_, msg_)                                           \
-    do {                                                                       \
-        struct route_info ri_;                                                 \
-        int rc_ = analyze((sql), &ri_);                                        \
-        CHECK(rc_ == (code_));                                                 \
-        if (strstr(ri_.error, (msg_)) == NULL) {                               \
-            unit_failed_checks++;                                              \
-            fprintf(stderr, "  %s:%d: error \"%s\" lacks \"%s\"\n", __FILE__,  \
-                    __LINE__, ri_.error, (msg_));                              \
-        }                                                                      \
-        CHECK(ri_.ntables == 0 && ri_.tables == NULL && ri_.names == NULL);    \
-        sqlparse_info_free(&ri_);                                                \
+#define EXPECT_ERR(sql, code_, msg_)                                                                         \
+    do {                                                                                                     \
+        struct route_info ri_;                                                                               \
+        int rc_ = analyze((sql), &ri_);                                                                      \
+        CHECK(rc_ == (code_));                                                                               \
+        if (strstr(ri_.error, (msg_)) == NULL) {                                                             \
+            unit_failed_checks++;                                                                            \
+            fprintf(stderr, "  %s:%d: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, ri_.error, (msg_));  \
+        }                                                                                                    \
+        CHECK(ri_.ntables == 0 && ri_.tables == NULL && ri_.names == NULL);                                  \
+        sqlparse_info_free(&ri_);                                                                            \
     } while (0)
 
 /* sql must analyze with nparams == n_. */
-#define EXPECT_PARAMS(sql, n_)                                                 \
-    do {                                                                       \
-        struct route_info ri_;                                                 \
-        int rc_ = analyze((sql), &ri_);                                        \
-        CHECK(rc_ == SQLPARSE_OK);                                               \
-        if (rc_ != SQLPARSE_OK)                                                  \
-            fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                 \
-        CHECK(ri_.nparams == (size_t)(n_));                                    \
-        if (ri_.nparams != (size_t)(n_))                                       \
-            fprintf(stderr, "    %s: nparams %zu\n", (sql), ri_.nparams);      \
-        sqlparse_info_free(&ri_);                                                \
+#define EXPECT_PARAMS(sql, n_)                                                                               \
+    do {                                                                                                     \
+        struct route_info ri_;                                                                               \
+        int rc_ = analyze((sql), &ri_);                                                                      \
+        CHECK(rc_ == SQLPARSE_OK);                                                                           \
+        if (rc_ != SQLPARSE_OK)                                                                              \
+            fprintf(stderr, "    %s: %s\n", (sql), ri_.error);                                               \
+        CHECK(ri_.nparams == (size_t)(n_));                                                                  \
+        if (ri_.nparams != (size_t)(n_))                                                                     \
+            fprintf(stderr, "    %s: nparams %zu\n", (sql), ri_.nparams);                                    \
+        sqlparse_info_free(&ri_);                                                                            \
     } while (0)
 
 /* sql must analyze with route flags == flags_. */
-#define EXPECT_FLAGS(sql, flags_)                                              \
-    do {                                                                       \
-        struct route_info ri_;                                                 \
-        CHECK(analyze((sql), &ri_) == SQLPARSE_OK);                              \
-        CHECK(ri_.flags == (unsigned)(flags_));                                \
-        sqlparse_info_free(&ri_);                                                \
+#define EXPECT_FLAGS(sql, flags_)                                                                            \
+    do {                                                                                                     \
+        struct route_info ri_;                                                                               \
+        CHECK(analyze((sql), &ri_) == SQLPARSE_OK);                                                          \
+        CHECK(ri_.flags == (unsigned)(flags_));                                                              \
+        sqlparse_info_free(&ri_);                                                                            \
     } while (0)
 
 /* ---- SELECT: FROM lists and joins ---- */
@@ -109,8 +108,7 @@ static void select_join_kinds(void)
 
 static void select_join_on_then_comma(void)
 {
-    EXPECT("SELECT * FROM a JOIN b ON a.id = b.id AND b.x IN (1, 2), c WHERE c.z", STMT_SELECT,
-           "a,b,c");
+    EXPECT("SELECT * FROM a JOIN b ON a.id = b.id AND b.x IN (1, 2), c WHERE c.z", STMT_SELECT, "a,b,c");
     EXPECT("SELECT * FROM a JOIN b USING (x, y), c", STMT_SELECT, "a,b,c");
 }
 
@@ -132,8 +130,7 @@ static void select_parenthesized_join(void)
 static void subquery_in_from(void)
 {
     EXPECT("SELECT s.x FROM (SELECT x FROM h) AS s, t", STMT_SELECT, "h,t");
-    EXPECT("SELECT * FROM (SELECT * FROM a UNION SELECT * FROM b) s JOIN c", STMT_SELECT,
-           "a,b,c");
+    EXPECT("SELECT * FROM (SELECT * FROM a UNION SELECT * FROM b) s JOIN c", STMT_SELECT, "a,b,c");
     EXPECT("SELECT * FROM (VALUES (1, 2), (3, 4)) AS v(a, b)", STMT_SELECT, "");
 }
 
@@ -143,8 +140,8 @@ static void subquery_in_where(void)
     EXPECT("SELECT * FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id) "
            "AND NOT EXISTS(SELECT 1 FROM v)",
            STMT_SELECT, "t,u,v");
-    EXPECT("SELECT * FROM t WHERE x = ANY(SELECT y FROM u) AND z > ALL (SELECT w FROM v)",
-           STMT_SELECT, "t,u,v");
+    EXPECT("SELECT * FROM t WHERE x = ANY(SELECT y FROM u) AND z > ALL (SELECT w FROM v)", STMT_SELECT,
+           "t,u,v");
 }
 
 static void subquery_scalar(void)
@@ -155,8 +152,7 @@ static void subquery_scalar(void)
 
 static void subquery_order_by_and_case(void)
 {
-    EXPECT("SELECT a FROM t ORDER BY (SELECT count(*) FROM u WHERE u.a = t.a)", STMT_SELECT,
-           "t,u");
+    EXPECT("SELECT a FROM t ORDER BY (SELECT count(*) FROM u WHERE u.a = t.a)", STMT_SELECT, "t,u");
     EXPECT("SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN (SELECT b FROM v) ELSE 0 END "
            "FROM t GROUP BY 1 HAVING count(*) > (SELECT 1 FROM w)",
            STMT_SELECT, "u,v,t,w");
@@ -167,8 +163,7 @@ static void subquery_three_deep(void)
     EXPECT("SELECT * FROM a WHERE x IN (SELECT x FROM b WHERE y IN "
            "(SELECT y FROM c WHERE z IN (SELECT z FROM d JOIN e)))",
            STMT_SELECT, "a,b,c,d,e");
-    EXPECT("SELECT * FROM (SELECT * FROM (SELECT * FROM (SELECT * FROM deep) x) y) z",
-           STMT_SELECT, "deep");
+    EXPECT("SELECT * FROM (SELECT * FROM (SELECT * FROM (SELECT * FROM deep) x) y) z", STMT_SELECT, "deep");
 }
 
 static void compound_selects(void)
@@ -212,24 +207,21 @@ static void cte_multiple_materialized(void)
 static void cte_shadows_table(void)
 {
     EXPECT("WITH t AS (SELECT 1) SELECT * FROM t, main.t", STMT_SELECT, "main.t");
-    EXPECT("WITH \"T\" AS (SELECT 1) SELECT * FROM u WHERE x IN (SELECT * FROM t)", STMT_SELECT,
-           "u");
+    EXPECT("WITH \"T\" AS (SELECT 1) SELECT * FROM u WHERE x IN (SELECT * FROM t)", STMT_SELECT, "u");
 }
 
 static void cte_main_statement_kinds(void)
 {
     EXPECT("WITH c AS (SELECT * FROM a) INSERT INTO t SELECT * FROM c", STMT_INSERT, "a,t");
     EXPECT("WITH c AS (SELECT id FROM a) UPDATE t SET x = 1 WHERE id IN c", STMT_UPDATE, "a,t");
-    EXPECT("WITH c AS (SELECT id FROM a) DELETE FROM t WHERE id IN (SELECT id FROM c)",
-           STMT_DELETE, "a,t");
+    EXPECT("WITH c AS (SELECT id FROM a) DELETE FROM t WHERE id IN (SELECT id FROM c)", STMT_DELETE, "a,t");
     EXPECT("WITH c AS (SELECT 1) VALUES (2)", STMT_SELECT, "");
     EXPECT("WITH c AS (SELECT 1) REPLACE INTO t VALUES (1)", STMT_INSERT, "t");
 }
 
 static void cte_nested(void)
 {
-    EXPECT("SELECT * FROM (WITH x AS (SELECT * FROM a) SELECT * FROM x) s JOIN b", STMT_SELECT,
-           "a,b");
+    EXPECT("SELECT * FROM (WITH x AS (SELECT * FROM a) SELECT * FROM x) s JOIN b", STMT_SELECT, "a,b");
     EXPECT("INSERT INTO t WITH x AS (SELECT * FROM a) SELECT * FROM x", STMT_INSERT, "t,a");
 }
 
@@ -238,8 +230,7 @@ static void cte_pg_data_modifying(void)
     EXPECT("WITH moved AS (DELETE FROM src WHERE old RETURNING *) "
            "INSERT INTO dst SELECT * FROM moved",
            STMT_INSERT, "src,dst");
-    EXPECT("WITH u AS (UPDATE acc SET n = n + 1 RETURNING id) SELECT * FROM u", STMT_SELECT,
-           "acc");
+    EXPECT("WITH u AS (UPDATE acc SET n = n + 1 RETURNING id) SELECT * FROM u", STMT_SELECT, "acc");
 }
 
 /* ---- things that are not tables ---- */
@@ -357,16 +348,14 @@ static void update_basic(void)
 
 static void update_from(void)
 {
-    EXPECT("UPDATE t SET x = u.y FROM u, v AS w WHERE t.id = u.id AND w.k = 1", STMT_UPDATE,
-           "t,u,v");
+    EXPECT("UPDATE t SET x = u.y FROM u, v AS w WHERE t.id = u.id AND w.k = 1", STMT_UPDATE, "t,u,v");
     EXPECT("UPDATE t SET x = s.y FROM (SELECT y FROM src) AS s", STMT_UPDATE, "t,src");
 }
 
 static void delete_basic(void)
 {
     EXPECT("DELETE FROM t", STMT_DELETE, "t");
-    EXPECT("DELETE FROM main.t WHERE id IN (SELECT id FROM u) LIMIT 5", STMT_DELETE,
-           "main.t,u");
+    EXPECT("DELETE FROM main.t WHERE id IN (SELECT id FROM u) LIMIT 5", STMT_DELETE, "main.t,u");
 }
 
 /* ---- DDL ---- */
@@ -397,8 +386,7 @@ static void create_index(void)
 static void create_view(void)
 {
     EXPECT("CREATE VIEW v AS SELECT a FROM u WHERE b IN (SELECT b FROM w)", STMT_DDL, "v,u,w");
-    EXPECT("CREATE VIEW IF NOT EXISTS v(x) AS WITH c AS (SELECT 1) SELECT * FROM c", STMT_DDL,
-           "v");
+    EXPECT("CREATE VIEW IF NOT EXISTS v(x) AS WITH c AS (SELECT 1) SELECT * FROM c", STMT_DDL, "v");
     EXPECT("CREATE OR REPLACE VIEW v AS SELECT 1", STMT_DDL, "v");
 }
 
@@ -423,10 +411,8 @@ static void create_trigger_header_forms(void)
     EXPECT("CREATE TRIGGER IF NOT EXISTS main.tr INSTEAD OF UPDATE OF a, b ON vw "
            "WHEN new.a IN (SELECT a FROM allowed) BEGIN SELECT 1; END",
            STMT_DDL, "main.vw,allowed");
-    EXPECT("CREATE TEMP TRIGGER tr DELETE ON main.t BEGIN DELETE FROM u; END", STMT_DDL,
-           "main.t,u");
-    EXPECT("CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION f()",
-           STMT_DDL, "t");
+    EXPECT("CREATE TEMP TRIGGER tr DELETE ON main.t BEGIN DELETE FROM u; END", STMT_DDL, "main.t,u");
+    EXPECT("CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION f()", STMT_DDL, "t");
 }
 
 static void create_virtual_table(void)
@@ -437,10 +423,8 @@ static void create_virtual_table(void)
 static void create_other_objects(void)
 {
     EXPECT("CREATE SEQUENCE s START 1", STMT_DDL, "");
-    EXPECT("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 FROM t; $$ LANGUAGE sql", STMT_DDL,
-           "");
-    EXPECT("CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1 FROM t; SELECT 2; END",
-           STMT_DDL, "t");
+    EXPECT("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 FROM t; $$ LANGUAGE sql", STMT_DDL, "");
+    EXPECT("CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1 FROM t; SELECT 2; END", STMT_DDL, "t");
 }
 
 static void temp_flags(void)
@@ -485,8 +469,8 @@ static void alter_table(void)
     EXPECT("ALTER TABLE main.t ADD COLUMN c INTEGER REFERENCES p(id)", STMT_DDL, "main.t,p");
     EXPECT("ALTER TABLE t RENAME COLUMN a TO b", STMT_DDL, "t");
     EXPECT("ALTER TABLE t DROP COLUMN c", STMT_DDL, "t");
-    EXPECT("ALTER TABLE IF EXISTS ONLY t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p (b)",
-           STMT_DDL, "t,p");
+    EXPECT("ALTER TABLE IF EXISTS ONLY t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES p (b)", STMT_DDL,
+           "t,p");
 }
 
 /* ---- PRAGMA and maintenance ---- */
@@ -555,8 +539,7 @@ static void schema_qualified_forms(void)
     EXPECT("SELECT * FROM \"main\".\"test1\"", STMT_SELECT, "main.test1");
     EXPECT("SELECT * FROM [main].[test1]", STMT_SELECT, "main.test1");
     EXPECT("SELECT * FROM `main`.`test1`", STMT_SELECT, "main.test1");
-    EXPECT("SELECT * FROM reports.daily d JOIN Reports.Weekly", STMT_SELECT,
-           "reports.daily,reports.weekly");
+    EXPECT("SELECT * FROM reports.daily d JOIN Reports.Weekly", STMT_SELECT, "reports.daily,reports.weekly");
     EXPECT("SELECT * FROM db.sch.tbl", STMT_SELECT, "sch.tbl");
     EXPECT("SELECT * FROM main . test1", STMT_SELECT, "main.test1");
 }
@@ -579,8 +562,7 @@ static void keywords_case_insensitive(void)
 
 static void quoted_keywords_are_names(void)
 {
-    EXPECT("SELECT * FROM \"select\" JOIN [from] JOIN `where`", STMT_SELECT,
-           "select,from,where");
+    EXPECT("SELECT * FROM \"select\" JOIN [from] JOIN `where`", STMT_SELECT, "select,from,where");
     EXPECT("INSERT INTO \"order\" VALUES (1)", STMT_INSERT, "order");
     EXPECT("SELECT * FROM key, temp.data, replace", STMT_SELECT, "key,temp.data,replace");
 }
@@ -602,7 +584,7 @@ static void names_storage(void)
     }
     sqlparse_info_free(&ri);
     CHECK(ri.tables == NULL && ri.names == NULL && ri.ntables == 0);
-    sqlparse_info_free(&ri);    /* a second free is harmless */
+    sqlparse_info_free(&ri); /* a second free is harmless */
     sqlparse_info_free(NULL);
 }
 
@@ -614,7 +596,7 @@ static void not_nul_terminated(void)
     CHECK(sqlparse_analyze(buf, 17, &ri) == SQLPARSE_OK);
     CHECK(ri.ntables == 1 && ri.ntables == 1 && strcmp(ri.tables[0].name, "abc") == 0);
     sqlparse_info_free(&ri);
-    CHECK(sqlparse_analyze(buf, 14, &ri) == SQLPARSE_OK);    /* "SELECT * FROM " */
+    CHECK(sqlparse_analyze(buf, 14, &ri) == SQLPARSE_OK); /* "SELECT * FROM " */
     CHECK(ri.ntables == 0);
     sqlparse_info_free(&ri);
 }
@@ -715,8 +697,8 @@ static void multi_statements(void)
     EXPECT_ERR("SELECT * FROM t; DROP TABLE t", SQLPARSE_EMULTI, "more than one statement");
     EXPECT_ERR("SELECT 1;;", SQLPARSE_EMULTI, "more than one statement");
     EXPECT_ERR("; SELECT 1", SQLPARSE_EMULTI, "more than one statement");
-    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END; SELECT 2",
-               SQLPARSE_EMULTI, "more than one statement");
+    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END; SELECT 2", SQLPARSE_EMULTI,
+               "more than one statement");
     EXPECT_ERR("SELECT 'a;b'; x", SQLPARSE_EMULTI, "offset 14");
 }
 
@@ -762,8 +744,8 @@ static void unterminated_trigger_body(void)
 {
     EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2;", SQLPARSE_ESYNTAX,
                "missing END");
-    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT CASE WHEN 1 THEN 2 END;",
-               SQLPARSE_ESYNTAX, "missing END");
+    EXPECT_ERR("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT CASE WHEN 1 THEN 2 END;", SQLPARSE_ESYNTAX,
+               "missing END");
 }
 
 /* Builds "SELECT " + n '(' + "1" + n ')' (balanced when close). */
@@ -832,7 +814,7 @@ static void params_numbered(void)
 {
     EXPECT_PARAMS("SELECT ?1, ?1, ?2", 2);
     EXPECT_PARAMS("SELECT ?5", 5);
-    EXPECT_PARAMS("SELECT ?2, ?", 3);    /* "?" takes the next after the highest */
+    EXPECT_PARAMS("SELECT ?2, ?", 3); /* "?" takes the next after the highest */
     EXPECT_ERR("SELECT ?0", SQLPARSE_ESYNTAX, "parameter number out of range");
     EXPECT_ERR("SELECT ?99999999999999999999999", SQLPARSE_ESYNTAX, "out of range");
     EXPECT_PARAMS("SELECT ?65535", 65535);
@@ -841,9 +823,9 @@ static void params_numbered(void)
 static void params_named(void)
 {
     EXPECT_PARAMS("SELECT :a, :b, :a", 2);
-    EXPECT_PARAMS("SELECT :a, @a, $a", 3);    /* the prefix is part of the name */
+    EXPECT_PARAMS("SELECT :a, @a, $a", 3); /* the prefix is part of the name */
     EXPECT_PARAMS("SELECT :a, ?, :a, ?", 3);
-    EXPECT_PARAMS("SELECT :A, :a", 2);        /* names are case-sensitive */
+    EXPECT_PARAMS("SELECT :A, :a", 2); /* names are case-sensitive */
     EXPECT_PARAMS("SELECT @x1, @x1, @x_2", 2);
 }
 
@@ -898,8 +880,7 @@ static void numbers(void)
 
 static void operators_and_punctuation(void)
 {
-    EXPECT("SELECT a||b, a->>'x', a<>b, ~a, a%b, a<<2, a!=b FROM t WHERE a>=1", STMT_SELECT,
-           "t");
+    EXPECT("SELECT a||b, a->>'x', a<>b, ~a, a%b, a<<2, a!=b FROM t WHERE a>=1", STMT_SELECT, "t");
     EXPECT("SELECT {x} # ! \\ FROM t", STMT_SELECT, "t");
 }
 
