@@ -1,24 +1,20 @@
 /*
- * Client sessions: reading and decoding requests, routing statements to
- * binds, holding transaction state, and writing responses back in request
- * order with bounded memory.
+ * Client sessions: the session state machine (session_set_state is the one
+ * way to change state), decoding requests and dispatching them, routing
+ * statements to binds, holding transaction state, the backend's job events,
+ * and a session's life from accept to close. The client I/O (reading, TLS
+ * input, the write path with its flow control) is in session_io.c, .auth
+ * and certificate logins in session_auth.c; session_int.h holds what the
+ * three files share.
  *
  * Input: bytes land in inbuf; inbuf[0..inpos) is decoded, inbuf[inpos..len)
  * waits. Decoded requests (and framing errors, which must be answered in
  * order too) wait in a ring of max_pipeline entries; when it is full the
  * session stops reading its socket until requests have been answered.
- *
- * Output: small responses collect in `out` and go to libuv in one write per
- * loop turn; the rows of a large result arrive as chunks from the backend
- * and are written as they come, each acknowledged to the job when written
- * so the backend produces no faster than the client reads. While more than
- * max_output bytes wait for the client, the session neither starts new
- * requests nor reads more input.
  */
 #include "daemon/session.h"
 
 #include <assert.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,34 +22,12 @@
 #include <sys/ioctl.h>
 #include <linux/sockios.h>
 
-#include "daemon/auth.h"
 #include "daemon/authq.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
+#include "daemon/session_int.h"
 #include "daemon/tls.h"
-
-#define READ_CHUNK (64 * 1024)
-
-/* Before .auth, when the configuration has users, one request may hold at
- * most this many bytes (an .auth line and some room), and requests are
- * decoded one at a time: a connection that has not logged in holds a few
- * KiB of input, not max_request_total. */
-#define PRELOGIN_MAX_REQUEST 4096
-
-/* A connection is closed after this many failed .auth. */
-#define AUTH_MAX_FAILURES 5
-
-struct write_req {
-    uv_write_t req;
-    struct session *s;
-    struct job *job; /* acknowledged when written, or NULL */
-    size_t ack;      /* bytes to acknowledge then (of its plaintext) */
-    struct buf data;
-};
-
-static void session_pump(struct session *s);
-static void session_finish_close(struct session *s, bool graceful);
 
 const char *session_state_name(enum sess_state st)
 {
@@ -77,9 +51,9 @@ static const bool sess_legal[SESS_CLOSING + 1][SESS_CLOSING + 1] = {
     [SESS_CLOSING] = {false},
 };
 
-/* Every state change goes through here; an illegal one is a bug in this
- * file (asserted; logged and ignored when asserts are off). Loop thread. */
-static void session_set_state(struct session *s, enum sess_state to)
+/* Every state change goes through here; an illegal one is a bug in the
+ * session files (asserted; logged and ignored when asserts are off). Loop thread. */
+void session_set_state(struct session *s, enum sess_state to)
 {
     assert(server_on_loop(s->srv));
     if (!sess_legal[s->state][to]) {
@@ -107,230 +81,6 @@ static struct pending *queue_pop(struct session *s)
     s->qcount--;
     s->queued_bytes -= p->bytes;
     return p;
-}
-
-/* ---- Output ---------------------------------------------------------- */
-
-static size_t session_unsent(const struct session *s)
-{
-    return s->out.len + s->h.stream.write_queue_size;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct write_req *wr = (struct write_req *)req;
-    struct session *s = wr->s;
-
-    if (wr->job != NULL) {
-        job_ack(wr->job, wr->ack);
-        job_unref(wr->job);
-    }
-    buf_free(&wr->data);
-    free(wr);
-    if (status < 0) {
-        if (status != UV_ECANCELED)
-            log_debug("c%llu: write failed: %s", (unsigned long long)s->id, uv_strerror(status));
-        session_close(s, true);
-        return;
-    }
-    if (s->state != SESS_CLOSING)
-        session_pump(s);
-}
-
-/* Write data (taking its memory) to the socket after everything already
- * queued. When job is given, it is acknowledged `ack` bytes (data's
- * plaintext) as data is written. */
-static void session_write_raw(struct session *s, struct buf *data, struct job *job, size_t ack)
-{
-    struct write_req *wr;
-    size_t done = 0;
-    uv_buf_t ub;
-    int rc;
-
-    if (data->len == 0 || s->closed_handle) {
-        if (job != NULL)
-            job_ack(job, ack);
-        buf_free(data);
-        return;
-    }
-    if (s->h.stream.write_queue_size == 0) {
-        ub = uv_buf_init(data->data, (unsigned)data->len);
-        rc = uv_try_write(&s->h.stream, &ub, 1);
-        if (rc > 0)
-            done = (size_t)rc;
-        else if (rc < 0 && rc != UV_EAGAIN) {
-            if (job != NULL)
-                job_ack(job, ack);
-            buf_free(data);
-            session_close(s, true);
-            return;
-        }
-    }
-    if (job != NULL && done > 0) {
-        /* TLS adds a little to every record: count what was written
-         * against the plaintext, the rest when the write completes. */
-        job_ack(job, done < ack ? done : ack);
-        ack -= done < ack ? done : ack;
-    }
-    if (done == data->len) {
-        if (job != NULL && ack > 0)
-            job_ack(job, ack);
-        buf_free(data);
-        return;
-    }
-    wr = malloc(sizeof *wr);
-    if (wr == NULL) {
-        if (job != NULL)
-            job_ack(job, ack);
-        buf_free(data);
-        session_close(s, true); /* a torn response: the client cannot go on */
-        return;
-    }
-    if (done > 0)
-        buf_consume(data, done);
-    wr->s = s;
-    wr->job = job;
-    wr->ack = ack;
-    wr->data = *data;
-    *data = (struct buf)BUF_INIT;
-    if (job != NULL)
-        job->refs++;
-    ub = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
-    rc = uv_write(&wr->req, &s->h.stream, &ub, 1, on_write);
-    if (rc < 0) {
-        if (job != NULL) {
-            job_ack(job, ack);
-            job_unref(job);
-        }
-        buf_free(&wr->data);
-        free(wr);
-        session_close(s, true);
-    }
-}
-
-/* Write data (taking its memory) after everything already queued,
- * encrypted first on a TLS connection. When job is given, it is
- * acknowledged data's length as it is written. */
-static void session_write(struct session *s, struct buf *data, struct job *job)
-{
-    size_t plain = data->len;
-
-    if (s->tls != NULL && !s->closed_handle && tls_conn_encrypt(s->tls, data) != 0) {
-        if (job != NULL)
-            job_ack(job, plain);
-        buf_free(data);
-        session_close(s, true);
-        return;
-    }
-    session_write_raw(s, data, job, plain);
-}
-
-static void session_flush(struct session *s)
-{
-    if (s->out.len > 0)
-        session_write(s, &s->out, NULL);
-}
-
-/* Does nothing: while active, it only keeps the loop from sleeping. */
-static void on_flush_awake(uv_idle_t *h)
-{
-    (void)h;
-}
-
-/* End of the loop turn: write what the turn's statements answered. */
-static void on_flush_turn(uv_check_t *h)
-{
-    struct server *srv = h->data;
-
-    uv_check_stop(h);
-    uv_idle_stop(&srv->flush_awake);
-    while (srv->flush_head != NULL) {
-        struct session *s = srv->flush_head;
-        srv->flush_head = s->flush_next;
-        s->flush_next = NULL;
-        s->flush_queued = false;
-        if (s->state == SESS_CLOSING)
-            continue;
-        session_flush(s);
-        /* The unwritten answers may have held back its requests or its
-         * reading (max_output); go on now that they are written. */
-        if (s->state != SESS_CLOSING)
-            session_pump(s);
-    }
-}
-
-/* Write s->out at the end of this loop turn. libuv runs check handles
- * after the poll phase, and only idle handles (not check handles) keep the
- * poll from sleeping: an answer queued before the poll (a timer, a local
- * event delivered by local_idle, a session pumped by flush_turn itself)
- * would otherwise wait until some other timer woke the loop. */
-static void session_flush_soon(struct session *s)
-{
-    struct server *srv = s->srv;
-
-    if (s->out.len == 0 || s->flush_queued)
-        return;
-    if (srv->flush_head == NULL) {
-        /* Fail only without a callback. */
-        (void)uv_check_start(&srv->flush_turn, on_flush_turn);
-        (void)uv_idle_start(&srv->flush_awake, on_flush_awake);
-    }
-    s->flush_queued = true;
-    s->flush_next = srv->flush_head;
-    srv->flush_head = s;
-}
-
-/* A session about to be freed leaves the flush list. */
-static void session_flush_forget(struct session *s)
-{
-    struct session **pp = &s->srv->flush_head;
-
-    if (!s->flush_queued)
-        return;
-    while (*pp != s)
-        pp = &(*pp)->flush_next;
-    *pp = s->flush_next;
-    s->flush_queued = false;
-}
-
-void session_reply_ok(struct session *s, const char *facts)
-{
-    if (codec_put_ok(&s->out, facts) != 0)
-        session_close(s, true);
-}
-
-void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (codec_put_error(&s->out, code, msg) != 0)
-        session_close(s, true);
-}
-
-void session_reply_columns(struct session *s, const char *const *names_types)
-{
-    struct codec_row r;
-
-    codec_header_begin(&r, &s->out);
-    for (size_t i = 0; names_types[i] != NULL; i++)
-        codec_field_str(&r, names_types[i]);
-    if (codec_row_end(&r) != 0)
-        session_close(s, true);
-}
-
-void session_reply_row(struct session *s, const char *const *fields, size_t n)
-{
-    struct codec_row r;
-
-    codec_row_begin(&r, &s->out);
-    for (size_t i = 0; i < n; i++)
-        codec_field_str(&r, fields[i]);
-    if (codec_row_end(&r) != 0)
-        session_close(s, true);
 }
 
 /* ---- Jobs ------------------------------------------------------------ */
@@ -435,182 +185,6 @@ void session_job_event(struct job_event *ev)
     }
     job_unref(job);
     session_pump(s);
-}
-
-/* ---- Authentication ------------------------------------------------- */
-
-/* One .auth: the check runs on libuv's thread pool (crypt is slow on
- * purpose), then a wrong answer waits out auth_fail_delay on the timer.
- * Owned by the session while s->auth points to it; detached (s NULL) when
- * the session closes during the delay, then freed in the timer's close
- * callback. */
-struct session_auth {
-    struct authq_check check; /* waits in srv->authq, then runs on the pool */
-    uv_timer_t timer;
-    struct session *s;
-    struct confref *cfgref; /* the configuration checked against */
-    bool ok;
-    bool checking;       /* the work has not reported back yet */
-    bool close_graceful; /* the session closed meanwhile: how */
-    char user[AUTH_MAX_FIELD + 1];
-    char password[AUTH_MAX_FIELD + 1];
-};
-
-bool session_tls_required(const struct session *s)
-{
-    return s->plain_remote && s->srv->cfg->require_tls;
-}
-
-bool session_authenticated(const struct session *s)
-{
-    return s->srv->cfg->nusers == 0 || s->user != NULL;
-}
-
-static void auth_freed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* Detach and free a.  Loop thread. */
-static void auth_free(struct session_auth *a)
-{
-    if (a->s != NULL)
-        a->s->auth = NULL;
-    a->s = NULL;
-    server_cfg_drop(a->cfgref);
-    a->cfgref = NULL;
-    explicit_bzero(a->password, sizeof a->password);
-    uv_close((uv_handle_t *)&a->timer, auth_freed);
-}
-
-/* Answer the .auth and go back to serving. */
-static void auth_answer(struct session_auth *a)
-{
-    struct session *s = a->s;
-
-    if (a->ok) {
-        const struct user_conf *u = config_user(s->srv->cfg, a->user);
-        char *name = u != NULL ? strdup(u->name) : NULL;
-        if (u != NULL && name == NULL) {
-            session_reply_error(s, "NOMEM", "out of memory");
-        } else if (u == NULL) {
-            /* A reload removed the user while its password was checked. */
-            session_reply_error(s, "AUTH", "invalid user name or password");
-        } else {
-            free(s->user_name);
-            s->user_name = name;
-            s->user = u;
-            log_info("c%llu: authenticated as %s", (unsigned long long)s->id, name);
-            char facts[AUTH_MAX_FIELD + 16];
-            snprintf(facts, sizeof facts, "user=%s", name);
-            session_reply_ok(s, facts);
-        }
-    } else if (++s->auth_failures >= AUTH_MAX_FAILURES) {
-        /* Its failures cost the connection: it starts again with a new one. */
-        log_info("c%llu: %u failed .auth: closing", (unsigned long long)s->id, s->auth_failures);
-        session_reply_error(s, "AUTH", "invalid user name or password; too many failed .auth (%d): closing",
-                            AUTH_MAX_FAILURES);
-        auth_free(a);
-        session_close(s, false);
-        return;
-    } else {
-        session_reply_error(s, "AUTH", "invalid user name or password");
-    }
-    auth_free(a);
-    session_set_state(s, SESS_IDLE);
-    session_pump(s);
-}
-
-static void auth_delay_done(uv_timer_t *t)
-{
-    auth_answer(t->data);
-}
-
-static void auth_work(uv_work_t *w)
-{
-    struct session_auth *a = w->data;
-
-    a->ok = auth_check(server_cfg_of(a->cfgref), a->user, a->password);
-}
-
-static void auth_work_done(uv_work_t *w, int status)
-{
-    struct session_auth *a = w->data;
-    struct session *s = a->s;
-
-    a->checking = false;
-    explicit_bzero(a->password, sizeof a->password);
-    if (status != 0)
-        a->ok = false;
-    if (s->state == SESS_CLOSING) {
-        bool graceful = a->close_graceful;
-        auth_free(a);
-        session_finish_close(s, graceful);
-        return;
-    }
-    if (!a->ok) {
-        authq_failed(&a->check);
-        log_info("c%llu: authentication as %s failed", (unsigned long long)s->id, a->user);
-        if (s->srv->cfg->auth_fail_delay_ms > 0 &&
-            uv_timer_start(&a->timer, auth_delay_done, (uint64_t)s->srv->cfg->auth_fail_delay_ms, 0) == 0)
-            return; /* else (it cannot fail: open, with a callback) answer now */
-    }
-    auth_answer(a);
-}
-
-void session_auth(struct session *s, const char *user, const char *password)
-{
-    struct session_auth *a;
-
-    if (session_tls_required(s)) {
-        session_reply_error(s, "TLSREQUIRED",
-                            "require_tls is on: remote clients log in over TLS only "
-                            "(the tls_listen port); this password crossed the network in the clear");
-        return;
-    }
-    if (s->srv->cfg->nusers == 0) {
-        session_reply_error(s, "AUTH",
-                            "authentication is off: the configuration has no [user.NAME] sections");
-        return;
-    }
-    if (s->txn_held || s->in_txn) {
-        session_reply_error(s, "ARGS",
-                            "cannot change the user inside a transaction (COMMIT or ROLLBACK first)");
-        return;
-    }
-    if (strlen(user) > AUTH_MAX_FIELD || strlen(password) > AUTH_MAX_FIELD) {
-        session_reply_error(s, "ARGS", "user name and password have at most %d bytes each", AUTH_MAX_FIELD);
-        return;
-    }
-    a = calloc(1, sizeof *a);
-    if (a == NULL || uv_timer_init(s->srv->loop, &a->timer) != 0) {
-        free(a);
-        session_reply_error(s, "NOMEM", "out of memory");
-        return;
-    }
-    a->timer.data = a;
-    a->check.work.data = a;
-    a->s = s;
-    a->cfgref = server_cfg_hold(s->srv->cfgref);
-    a->checking = true;
-    snprintf(a->user, sizeof a->user, "%s", user);
-    snprintf(a->password, sizeof a->password, "%s", password);
-    s->auth = a;
-    session_set_state(s, SESS_AUTH);
-    authq_submit(s->srv->authq, &a->check, s->peer, auth_work, auth_work_done);
-}
-
-enum grant session_grant(const struct session *s, const struct bind *b)
-{
-    const struct config *cfg = s->srv->cfg;
-    int i;
-
-    if (cfg->nusers == 0)
-        return GRANT_READ_WRITE;
-    if (s->user == NULL)
-        return GRANT_NONE;
-    i = b->retired ? config_bind_index(cfg, b->conf->name) : (int)b->index;
-    return i < 0 ? GRANT_NONE : s->user->grants[i];
 }
 
 /* ---- Statements ------------------------------------------------------ */
@@ -968,137 +542,7 @@ static bool session_advance(struct session *s)
     return any;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
-{
-    struct session *s = h->data;
-
-    (void)suggested;
-    if (buf_reserve(&s->inbuf, READ_CHUNK) != 0) {
-        *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-        return;
-    }
-    *out = uv_buf_init(s->inbuf.data + s->inbuf.len, (unsigned)(s->inbuf.cap - s->inbuf.len - 1));
-}
-
-/* The handshake is done: a client whose verified certificate names a
- * user's cert_cn is logged in as that user. */
-static void session_tls_login(struct session *s)
-{
-    const struct config *cfg = s->srv->cfg;
-    const char *cn = tls_conn_verified_cn(s->tls);
-
-    log_debug("c%llu: TLS %s, client certificate %s", (unsigned long long)s->id, tls_conn_describe(s->tls),
-              tls_conn_subject(s->tls) ? tls_conn_subject(s->tls) : "none");
-    for (size_t i = 0; cn != NULL && i < cfg->nusers; i++) {
-        char *name;
-        if (cfg->users[i].cert_cn == NULL || strcmp(cfg->users[i].cert_cn, cn) != 0)
-            continue;
-        name = strdup(cfg->users[i].name);
-        if (name == NULL)
-            return; /* the client can still log in with .auth */
-        free(s->user_name);
-        s->user_name = name;
-        s->user = &cfg->users[i];
-        log_info("c%llu: logged in as %s by its certificate (CN=%s)", (unsigned long long)s->id, name, cn);
-        return;
-    }
-}
-
-/* On a TLS connection, inbuf[len..len+n) holds ciphertext just read:
- * decrypt it into inbuf, send what the TLS layer answers (handshake
- * records), and go on as with plain input. */
-static void session_tls_input(struct session *s, size_t n)
-{
-    struct buf out = BUF_INIT;
-    int rc = tls_conn_input(s->tls, s->inbuf.data + s->inbuf.len, n, &s->inbuf, &out);
-
-    s->inbuf.data[s->inbuf.len] = '\0'; /* over the ciphertext when no plaintext came */
-    if (out.len > 0)
-        session_write_raw(s, &out, NULL, 0);
-    buf_free(&out);
-    if (rc < 0) {
-        log_info("c%llu: TLS: %s: closing", (unsigned long long)s->id, tls_conn_error(s->tls));
-        session_close(s, false);
-        return;
-    }
-    if (rc & TLS_IN_READY)
-        session_tls_login(s);
-    if (rc & TLS_IN_EOF) {
-        s->input_ended = true; /* close_notify: as a FIN on plain TCP */
-        if (s->reading) {
-            uv_read_stop(&s->h.stream);
-            s->reading = false;
-        }
-    }
-    if (s->state != SESS_CLOSING)
-        session_pump(s);
-}
-
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
-{
-    struct session *s = stream->data;
-
-    (void)b;
-    if (nread == UV_EOF) {
-        /* End of input (FIN): the client has sent everything, as
-         * `printf ... | nc -N` does. Like PostgreSQL and Redis, answer
-         * what it sent, then close (an open transaction is rolled back).
-         * If it has closed for good, the first write fails and the session
-         * is cancelled then. */
-        log_debug("c%llu: end of input", (unsigned long long)s->id);
-        s->input_ended = true;
-        if (s->reading) {
-            uv_read_stop(&s->h.stream);
-            s->reading = false;
-        }
-        session_pump(s);
-        return;
-    }
-    if (nread < 0) {
-        /* A reset (the client aborted: the CLI's Ctrl-C, a dead peer) or
-         * another read error: the client is gone. Its statement is
-         * interrupted, unanswered requests are dropped, and an open
-         * transaction is rolled back. */
-        log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
-        session_close(s, true);
-        return;
-    }
-    s->active_at = uv_now(s->srv->loop);
-    if (s->tls != NULL) {
-        session_tls_input(s, (size_t)nread);
-        return;
-    }
-    s->inbuf.len += (size_t)nread;
-    s->inbuf.data[s->inbuf.len] = '\0';
-    session_pump(s);
-}
-
-/* Read when there is room for more requests and the client keeps up with
- * its responses; stop otherwise. */
-static void session_update_reading(struct session *s)
-{
-    bool want = s->state != SESS_CLOSING && !s->input_ended &&
-                s->qcount < (size_t)s->srv->cfg->max_pipeline &&
-                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
-                s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
-                (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
-
-    if (want && !s->reading) {
-        int rc = uv_read_start(&s->h.stream, on_alloc, on_read);
-        if (rc != 0) {
-            /* It would wait forever for input it cannot read. */
-            log_warn("c%llu: cannot read: %s", (unsigned long long)s->id, uv_strerror(rc));
-            session_close(s, true);
-            return;
-        }
-        s->reading = true;
-    } else if (!want && s->reading) {
-        uv_read_stop(&s->h.stream);
-        s->reading = false;
-    }
-}
-
-static void session_pump(struct session *s)
+void session_pump(struct session *s)
 {
     if (s->state == SESS_CLOSING)
         return;
@@ -1161,7 +605,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 /* No job runs any more: end the transaction and close the handle, after
  * flushing the output when graceful. */
-static void session_finish_close(struct session *s, bool graceful)
+void session_finish_close(struct session *s, bool graceful)
 {
     uv_shutdown_t *req;
 
@@ -1225,7 +669,7 @@ void session_close(struct session *s, bool cancel)
         }
         /* Still waiting for its turn, or waiting out the failure delay:
          * no answer. */
-        auth_free(s->auth);
+        session_auth_free(s->auth);
     }
     session_finish_close(s, !cancel);
 }

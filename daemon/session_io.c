@@ -1,0 +1,368 @@
+/*
+ * Client I/O of a session: the socket's read and alloc callbacks, TLS
+ * input (decrypting, handshake answers), whether the session reads at all
+ * (session_update_reading), and the write path: writing responses in
+ * request order with flow control against the backend, the end-of-turn
+ * flush of s->out, and the reply encoders. It owns the write requests,
+ * the read buffer's growth and the server's flush list; the state and the
+ * requests are session.c's.
+ *
+ * Output: small responses collect in `out` and go to libuv in one write per
+ * loop turn; the rows of a large result arrive as chunks from the backend
+ * and are written as they come, each acknowledged to the job when written
+ * so the backend produces no faster than the client reads. While more than
+ * max_output bytes wait for the client, the session neither starts new
+ * requests nor reads more input.
+ */
+#include "daemon/session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "daemon/log.h"
+#include "daemon/server.h"
+#include "daemon/session_int.h"
+#include "daemon/tls.h"
+
+#define READ_CHUNK (64 * 1024)
+
+struct write_req {
+    uv_write_t req;
+    struct session *s;
+    struct job *job; /* acknowledged when written, or NULL */
+    size_t ack;      /* bytes to acknowledge then (of its plaintext) */
+    struct buf data;
+};
+
+/* ---- Output ---------------------------------------------------------- */
+
+size_t session_unsent(const struct session *s)
+{
+    return s->out.len + s->h.stream.write_queue_size;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *wr = (struct write_req *)req;
+    struct session *s = wr->s;
+
+    if (wr->job != NULL) {
+        job_ack(wr->job, wr->ack);
+        job_unref(wr->job);
+    }
+    buf_free(&wr->data);
+    free(wr);
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            log_debug("c%llu: write failed: %s", (unsigned long long)s->id, uv_strerror(status));
+        session_close(s, true);
+        return;
+    }
+    if (s->state != SESS_CLOSING)
+        session_pump(s);
+}
+
+/* Write data (taking its memory) to the socket after everything already
+ * queued. When job is given, it is acknowledged `ack` bytes (data's
+ * plaintext) as data is written. */
+void session_write_raw(struct session *s, struct buf *data, struct job *job, size_t ack)
+{
+    struct write_req *wr;
+    size_t done = 0;
+    uv_buf_t ub;
+    int rc;
+
+    if (data->len == 0 || s->closed_handle) {
+        if (job != NULL)
+            job_ack(job, ack);
+        buf_free(data);
+        return;
+    }
+    if (s->h.stream.write_queue_size == 0) {
+        ub = uv_buf_init(data->data, (unsigned)data->len);
+        rc = uv_try_write(&s->h.stream, &ub, 1);
+        if (rc > 0)
+            done = (size_t)rc;
+        else if (rc < 0 && rc != UV_EAGAIN) {
+            if (job != NULL)
+                job_ack(job, ack);
+            buf_free(data);
+            session_close(s, true);
+            return;
+        }
+    }
+    if (job != NULL && done > 0) {
+        /* TLS adds a little to every record: count what was written
+         * against the plaintext, the rest when the write completes. */
+        job_ack(job, done < ack ? done : ack);
+        ack -= done < ack ? done : ack;
+    }
+    if (done == data->len) {
+        if (job != NULL && ack > 0)
+            job_ack(job, ack);
+        buf_free(data);
+        return;
+    }
+    wr = malloc(sizeof *wr);
+    if (wr == NULL) {
+        if (job != NULL)
+            job_ack(job, ack);
+        buf_free(data);
+        session_close(s, true); /* a torn response: the client cannot go on */
+        return;
+    }
+    if (done > 0)
+        buf_consume(data, done);
+    wr->s = s;
+    wr->job = job;
+    wr->ack = ack;
+    wr->data = *data;
+    *data = (struct buf)BUF_INIT;
+    if (job != NULL)
+        job->refs++;
+    ub = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
+    rc = uv_write(&wr->req, &s->h.stream, &ub, 1, on_write);
+    if (rc < 0) {
+        if (job != NULL) {
+            job_ack(job, ack);
+            job_unref(job);
+        }
+        buf_free(&wr->data);
+        free(wr);
+        session_close(s, true);
+    }
+}
+
+/* Write data (taking its memory) after everything already queued,
+ * encrypted first on a TLS connection. When job is given, it is
+ * acknowledged data's length as it is written. */
+void session_write(struct session *s, struct buf *data, struct job *job)
+{
+    size_t plain = data->len;
+
+    if (s->tls != NULL && !s->closed_handle && tls_conn_encrypt(s->tls, data) != 0) {
+        if (job != NULL)
+            job_ack(job, plain);
+        buf_free(data);
+        session_close(s, true);
+        return;
+    }
+    session_write_raw(s, data, job, plain);
+}
+
+void session_flush(struct session *s)
+{
+    if (s->out.len > 0)
+        session_write(s, &s->out, NULL);
+}
+
+/* Does nothing: while active, it only keeps the loop from sleeping. */
+static void on_flush_awake(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/* End of the loop turn: write what the turn's statements answered. */
+static void on_flush_turn(uv_check_t *h)
+{
+    struct server *srv = h->data;
+
+    uv_check_stop(h);
+    uv_idle_stop(&srv->flush_awake);
+    while (srv->flush_head != NULL) {
+        struct session *s = srv->flush_head;
+        srv->flush_head = s->flush_next;
+        s->flush_next = NULL;
+        s->flush_queued = false;
+        if (s->state == SESS_CLOSING)
+            continue;
+        session_flush(s);
+        /* The unwritten answers may have held back its requests or its
+         * reading (max_output); go on now that they are written. */
+        if (s->state != SESS_CLOSING)
+            session_pump(s);
+    }
+}
+
+/* Write s->out at the end of this loop turn. libuv runs check handles
+ * after the poll phase, and only idle handles (not check handles) keep the
+ * poll from sleeping: an answer queued before the poll (a timer, a local
+ * event delivered by local_idle, a session pumped by flush_turn itself)
+ * would otherwise wait until some other timer woke the loop. */
+void session_flush_soon(struct session *s)
+{
+    struct server *srv = s->srv;
+
+    if (s->out.len == 0 || s->flush_queued)
+        return;
+    if (srv->flush_head == NULL) {
+        /* Fail only without a callback. */
+        (void)uv_check_start(&srv->flush_turn, on_flush_turn);
+        (void)uv_idle_start(&srv->flush_awake, on_flush_awake);
+    }
+    s->flush_queued = true;
+    s->flush_next = srv->flush_head;
+    srv->flush_head = s;
+}
+
+/* A session about to be freed leaves the flush list. */
+void session_flush_forget(struct session *s)
+{
+    struct session **pp = &s->srv->flush_head;
+
+    if (!s->flush_queued)
+        return;
+    while (*pp != s)
+        pp = &(*pp)->flush_next;
+    *pp = s->flush_next;
+    s->flush_queued = false;
+}
+
+void session_reply_ok(struct session *s, const char *facts)
+{
+    if (codec_put_ok(&s->out, facts) != 0)
+        session_close(s, true);
+}
+
+void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (codec_put_error(&s->out, code, msg) != 0)
+        session_close(s, true);
+}
+
+void session_reply_columns(struct session *s, const char *const *names_types)
+{
+    struct codec_row r;
+
+    codec_header_begin(&r, &s->out);
+    for (size_t i = 0; names_types[i] != NULL; i++)
+        codec_field_str(&r, names_types[i]);
+    if (codec_row_end(&r) != 0)
+        session_close(s, true);
+}
+
+void session_reply_row(struct session *s, const char *const *fields, size_t n)
+{
+    struct codec_row r;
+
+    codec_row_begin(&r, &s->out);
+    for (size_t i = 0; i < n; i++)
+        codec_field_str(&r, fields[i]);
+    if (codec_row_end(&r) != 0)
+        session_close(s, true);
+}
+
+/* ---- Input ----------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    struct session *s = h->data;
+
+    (void)suggested;
+    if (buf_reserve(&s->inbuf, READ_CHUNK) != 0) {
+        *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    *out = uv_buf_init(s->inbuf.data + s->inbuf.len, (unsigned)(s->inbuf.cap - s->inbuf.len - 1));
+}
+
+/* On a TLS connection, inbuf[len..len+n) holds ciphertext just read:
+ * decrypt it into inbuf, send what the TLS layer answers (handshake
+ * records), and go on as with plain input. */
+static void session_tls_input(struct session *s, size_t n)
+{
+    struct buf out = BUF_INIT;
+    int rc = tls_conn_input(s->tls, s->inbuf.data + s->inbuf.len, n, &s->inbuf, &out);
+
+    s->inbuf.data[s->inbuf.len] = '\0'; /* over the ciphertext when no plaintext came */
+    if (out.len > 0)
+        session_write_raw(s, &out, NULL, 0);
+    buf_free(&out);
+    if (rc < 0) {
+        log_info("c%llu: TLS: %s: closing", (unsigned long long)s->id, tls_conn_error(s->tls));
+        session_close(s, false);
+        return;
+    }
+    if (rc & TLS_IN_READY)
+        session_tls_login(s);
+    if (rc & TLS_IN_EOF) {
+        s->input_ended = true; /* close_notify: as a FIN on plain TCP */
+        if (s->reading) {
+            uv_read_stop(&s->h.stream);
+            s->reading = false;
+        }
+    }
+    if (s->state != SESS_CLOSING)
+        session_pump(s);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+    struct session *s = stream->data;
+
+    (void)b;
+    if (nread == UV_EOF) {
+        /* End of input (FIN): the client has sent everything, as
+         * `printf ... | nc -N` does. Like PostgreSQL and Redis, answer
+         * what it sent, then close (an open transaction is rolled back).
+         * If it has closed for good, the first write fails and the session
+         * is cancelled then. */
+        log_debug("c%llu: end of input", (unsigned long long)s->id);
+        s->input_ended = true;
+        if (s->reading) {
+            uv_read_stop(&s->h.stream);
+            s->reading = false;
+        }
+        session_pump(s);
+        return;
+    }
+    if (nread < 0) {
+        /* A reset (the client aborted: the CLI's Ctrl-C, a dead peer) or
+         * another read error: the client is gone. Its statement is
+         * interrupted, unanswered requests are dropped, and an open
+         * transaction is rolled back. */
+        log_debug("c%llu: read: %s", (unsigned long long)s->id, uv_strerror((int)nread));
+        session_close(s, true);
+        return;
+    }
+    s->active_at = uv_now(s->srv->loop);
+    if (s->tls != NULL) {
+        session_tls_input(s, (size_t)nread);
+        return;
+    }
+    s->inbuf.len += (size_t)nread;
+    s->inbuf.data[s->inbuf.len] = '\0';
+    session_pump(s);
+}
+
+/* Read when there is room for more requests and the client keeps up with
+ * its responses; stop otherwise. */
+void session_update_reading(struct session *s)
+{
+    bool want = s->state != SESS_CLOSING && !s->input_ended &&
+                s->qcount < (size_t)s->srv->cfg->max_pipeline &&
+                session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
+                s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
+                (session_authenticated(s) || s->inbuf.len - s->inpos <= PRELOGIN_MAX_REQUEST);
+
+    if (want && !s->reading) {
+        int rc = uv_read_start(&s->h.stream, on_alloc, on_read);
+        if (rc != 0) {
+            /* It would wait forever for input it cannot read. */
+            log_warn("c%llu: cannot read: %s", (unsigned long long)s->id, uv_strerror(rc));
+            session_close(s, true);
+            return;
+        }
+        s->reading = true;
+    } else if (!want && s->reading) {
+        uv_read_stop(&s->h.stream);
+        s->reading = false;
+    }
+}
