@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/catalog.h"
 #include "daemon/server.h"
 
 const struct backend_ops *backend_for(enum bind_type type)
@@ -43,6 +44,7 @@ struct job *job_new(enum job_type type, struct bind *b, struct session *sess, ui
     job->owner = owner;
     job->refs = 1;
     job->max_unacked = b->srv->cfg->max_output;
+    job->catalog_version = b->catalog.cur != NULL ? b->catalog.cur->version : -1;
     atomic_init(&job->cancelled, false);
     return job;
 }
@@ -58,6 +60,8 @@ void job_unref(struct job *job)
         codec_request_free(&job->more[i].req);
     free(job->more);
     free(job->begin_buf);
+    catalog_drop(job->catalog);
+    catset_drop(job->catset);
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);

@@ -27,6 +27,8 @@
 
 struct server;
 struct session;
+struct catalog;
+struct catset;
 struct bind;
 struct bind_status;
 struct confref;
@@ -36,9 +38,12 @@ struct confref;
 enum job_type {
     JOB_EXEC,            /* run one statement and stream its whole response */
     JOB_RELEASE,         /* end the session's open transaction (ROLLBACK) and unpin */
-    JOB_LIST_TABLES,     /* the tables and views: "=name\ttype\tbind\trouted_to" */
+    JOB_LIST_TABLES,     /* the tables and views: "=name\ttype\tbind\trouted_to\trule\twarning"
+                            (route_table_rule() over job->catset) */
     JOB_MIGRATION_STATE, /* the migrations, files and version table merged (migrate_put_status) */
     JOB_SAVE_SNAPSHOT,   /* save an in-memory bind's snapshot: "=bind\tfile\tbytes\tms" */
+    JOB_CATALOG,         /* read the bind's catalog into job->catalog, unless
+                            it is still catalog_version (SQLite); no output */
 };
 
 /* Posted by a backend to the loop thread. */
@@ -85,6 +90,15 @@ struct job {
     uint32_t errors;       /* statements answered -ERR (batches) */
     const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
+
+    /* Catalogs (catalog_refresh.h). In: the version of the bind's
+     * installed catalog when the job was made (-1: none), and for
+     * JOB_LIST_TABLES every bind's catalogs (held). Out: a catalog the
+     * backend read because it changed (JOB_CATALOG, or after a JOB_EXEC
+     * that changed the schema), owned by the job until installed. */
+    int64_t catalog_version;
+    struct catset *catset;
+    struct catalog *catalog;
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */
@@ -164,6 +178,14 @@ struct bind_status {
 
 /* What .stats reports per bind; counted on the loop thread as JOB_EXEC
  * jobs finish. */
+/* A bind's catalog and its reading (catalog_refresh.c). Loop thread. */
+struct bind_catalog {
+    struct catalog *cur; /* installed: what routing uses, or NULL */
+    int64_t next_seq;    /* PostgreSQL: the version of the next read */
+    bool reading;        /* a JOB_CATALOG is out */
+    bool warned;         /* pinned tables found elsewhere were logged */
+};
+
 struct bind_stats {
     uint64_t statements;
     uint64_t errors;  /* statements whose response ended with -ERR */
@@ -193,6 +215,7 @@ struct bind {
     bool retired;              /* no longer in srv->binds */
     struct bind *next_retired; /* srv->retired list */
     struct bind_stats stats;
+    struct bind_catalog catalog;
 };
 
 extern const struct backend_ops backend_sqlite_ops;

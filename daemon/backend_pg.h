@@ -57,6 +57,8 @@ enum pgjob_phase {
     PHASE_RO_RELOCK, /* PG_RO_LOCK after it, the transaction still open */
     PHASE_RO_COMMIT, /* ending the BEGIN READ ONLY (PG_RO_END, or ROLLBACK) */
     PHASE_RELEASE,   /* ROLLBACK of a departed client's transaction */
+    PHASE_CATALOG,   /* PG_CATALOG_SQL: a JOB_CATALOG, or after a statement that
+                        changed the schema (catalog_refresh.h) */
     PHASE_RESET,     /* DISCARD ALL: the session state a client changed goes */
 };
 
@@ -143,6 +145,8 @@ struct pgconn {
     bool ran_prepared; /* the statement ran as a cached prepared statement */
     bool prep_stale;   /* ... and the server no longer knew it, or its plan */
     bool reprepared;   /* this job already re-prepared once */
+    bool ddl_in_txn;     /* DDL ran in the open transaction: read the catalog when it ends */
+    int64_t catalog_seq; /* the version of the catalog being read (PHASE_CATALOG) */
     size_t stale_mark; /* where the stale error starts in out */
 };
 
@@ -216,6 +220,18 @@ void pg_conn_result(struct pgconn *c, PGresult *res);
 /* The answers of .migrations and .tables from their query's result. */
 void pg_put_migrations(struct pgconn *c, PGresult *res);
 void pg_put_tables(struct pgconn *c, const PGresult *res);
+
+/* The tables and views of every schema but the server's own: each as
+ * "schema.name", and as "name" too when the schema is on the search_path. */
+#define PG_CATALOG_SQL                                                                                       \
+    "SELECT n.nspname, c.relname, n.nspname = ANY (pg_catalog.current_schemas(false)) "                      \
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "                   \
+    "WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND n.nspname <> 'information_schema' "                    \
+    "AND n.nspname NOT LIKE 'pg\\_%'"
+
+/* The result of PG_CATALOG_SQL into c->job->catalog (version
+ * c->catalog_seq); an error result is logged and leaves it NULL. */
+void pg_put_catalog(struct pgconn *c, const PGresult *res);
 
 /* Send the job's statement (with its parameters). 0 or -1 (error written). */
 int pg_conn_send_statement(struct pgconn *c);

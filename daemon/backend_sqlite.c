@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "daemon/backend_sqlite.h"
+#include "daemon/catalog.h"
 #include "daemon/fsutil.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
@@ -37,13 +38,12 @@
 #include "daemon/server.h"
 #include "daemon/snapshot.h"
 
-/* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
+/* .tables: one row per table or view, "=name\ttype\tbind\trouted_to\trule\twarning",
+ * routed by job->catset. */
 static void run_tables(struct worker *w, struct job *job, struct buf *out)
 {
     static const char sql[] = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
                               "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
-    const struct config *cfg = server_cfg_of(job->cfgref);
-    const char *bind_name = w->sb->bind->conf->name;
     sqlite3_stmt *stmt;
     int rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
 
@@ -57,7 +57,6 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         const char *type = (const char *)sqlite3_column_text(stmt, 1);
         size_t n = (size_t)sqlite3_column_bytes(stmt, 0);
         char *lower = malloc(n + 1);
-        struct codec_row r;
 
         if (lower == NULL || name == NULL || type == NULL) {
             free(lower);
@@ -67,13 +66,10 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         for (size_t i = 0; i < n; i++)
             lower[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
         lower[n] = '\0';
-        codec_row_begin(&r, out);
-        codec_field_text(&r, name, n);
-        codec_field_str(&r, type);
-        codec_field_str(&r, bind_name);
-        codec_field_str(&r, cfg->binds[route_table_bind(cfg, "", lower)].name);
+        rc = route_put_table_row(out, server_cfg_of(job->cfgref), job->catset, w->sb->bind->index, name, n,
+                                 type, "", lower);
         free(lower);
-        if (codec_row_end(&r) != 0) {
+        if (rc != 0) {
             rc = SQLITE_NOMEM;
             break;
         }
@@ -84,6 +80,65 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         sqlite_reply_db_error(w, out, rc);
         job->failed = true;
     }
+}
+
+/* Read the bind's catalog on w's connection into *out, unless its
+ * schema_version is still `known` (-1: read anyway): every table and view
+ * of main, by its bare and its main. name. Outside a transaction only.
+ * *out stays NULL when nothing changed or on an error (logged: the next
+ * read tries again). */
+static void read_catalog(struct worker *w, int64_t known, struct catalog **out)
+{
+    static const char names[] = "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') "
+                                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'";
+    sqlite3_stmt *stmt = NULL;
+    struct catalog *c = NULL;
+    int64_t version = -1;
+    int rc;
+
+    w->internal = true;
+    /* One read transaction: the version read first labels names no older
+     * than it. */
+    rc = sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(w->db, "PRAGMA schema_version", -1, &stmt, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        version = sqlite3_column_int64(stmt, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (rc == SQLITE_OK && version != known) {
+        c = catalog_new(version);
+        rc = c == NULL ? SQLITE_NOMEM : sqlite3_prepare_v2(w->db, names, -1, &stmt, NULL);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+            const char *name = (const char *)sqlite3_column_text(stmt, 0);
+            rc = name == NULL || catalog_add(c, "main", name, true) != 0 ? SQLITE_NOMEM : SQLITE_OK;
+        }
+        if (rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+        sqlite3_finalize(stmt);
+    }
+    if (rc != SQLITE_OK)
+        log_warn("bind %s: reading its catalog: %s", w->sb->bind->conf->name, sqlite3_errstr(rc));
+    if (!sqlite3_get_autocommit(w->db))
+        sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
+    w->internal = false;
+    if (rc != SQLITE_OK) {
+        catalog_drop(c);
+        return;
+    }
+    if (c != NULL)
+        catalog_seal(c);
+    *out = c;
+}
+
+/* Statements after which the schema may differ from the catalog: DDL, and
+ * the end of a transaction that may have run some (outside one, the
+ * schema_version check that follows is cheap). */
+static bool schema_may_change(enum stmt_kind kind)
+{
+    return kind == STMT_DDL || kind == STMT_COMMIT || kind == STMT_SAVEPOINT || kind == STMT_OTHER;
 }
 
 /* .migrations: the bind's migration files merged with its version table. */
@@ -186,6 +241,7 @@ static void run_job(struct worker *w, struct job *job)
         switch (job->type) {
         case JOB_EXEC: sqlite_exec_job(w, job, &out); break;
         case JOB_LIST_TABLES: run_tables(w, job, &out); break;
+        case JOB_CATALOG: read_catalog(w, job->catalog_version, &job->catalog); break;
         case JOB_MIGRATION_STATE: run_migrations(w, job, &out); break;
         case JOB_SAVE_SNAPSHOT: /* the snapshot thread's (sqlite_submit) */
         case JOB_RELEASE: break;
@@ -195,6 +251,10 @@ static void run_job(struct worker *w, struct job *job)
     if ((job->type == JOB_RELEASE || atomic_load(&job->cancelled)) && !sqlite3_get_autocommit(w->db))
         sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     job->in_txn = !sqlite3_get_autocommit(w->db);
+    /* A schema change comes back with its statement (catalog_refresh.h). */
+    if (job->type == JOB_EXEC && !job->in_txn && schema_may_change(job->kind) &&
+        !atomic_load(&job->cancelled))
+        read_catalog(w, job->catalog_version, &job->catalog);
 
     pthread_mutex_lock(&w->sb->lock);
     w->pinned = job->in_txn ? job->owner : 0;

@@ -156,6 +156,8 @@ static void fanout_next(struct session *s)
         return;
     }
     job->on_done = fanout_done;
+    if (f->type == JOB_LIST_TABLES)
+        job->catset = catset_hold(s->srv->catset);
     (void)session_start_job(s, job);
 }
 
@@ -188,7 +190,8 @@ static void fanout_start(struct session *s, const char *args, const char *const 
 
 static void cmd_tables(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"table", "", "type", "", "bind", "", "routed_to", "", NULL};
+    static const char *const cols[] = {"table",     "", "type", "", "bind",    "",
+                                       "routed_to", "", "rule", "", "warning", "", NULL};
 
     fanout_start(s, args, cols, JOB_LIST_TABLES);
 }
@@ -257,28 +260,33 @@ static const char *route_session_bind(const struct session *s, const struct rout
 
 static void cmd_route(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"table", "", "bind", "", NULL};
+    static const char *const cols[] = {"table", "", "bind", "", "rule", "", NULL};
     const struct config *cfg = s->srv->cfg;
     struct route_info ri;
     struct route r;
-    char facts[128];
+    char facts[160];
 
     if (args[0] == '\0') {
         session_reply_error(s, "ARGS", "usage: .route SQL");
         return;
     }
-    route_compute(cfg, args, strlen(args), &r, &ri);
-    if (r.err_code == NULL || strcmp(r.err_code, "CROSSBIND") == 0) {
+    route_compute(cfg, s->srv->catset, args, strlen(args), &r, &ri);
+    if (r.err_code == NULL || strcmp(r.err_code, "CROSSBIND") == 0 || strcmp(r.err_code, "AMBIGUOUS") == 0) {
         session_reply_columns(s, cols);
         for (size_t i = 0; i < ri.ntables; i++) {
             const struct route_table *t = &ri.tables[i];
             char name[512];
+            size_t to = 0;
+            enum route_rule rule = route_table_rule(cfg, s->srv->catset, t, &to);
             snprintf(name, sizeof name, "%s%s%s", t->schema, t->schema[0] ? "." : "", t->name);
-            const char *bind = route_is_system_table(t)
+            /* System tables and names no bind holds go where the
+             * statement goes; an ambiguous name goes nowhere. */
+            const char *bind = rule == ROUTE_RULE_AMBIGUOUS ? NULL
+                               : rule == ROUTE_RULE_SYSTEM || rule == ROUTE_RULE_NONE
                                    ? route_session_bind(s, &r)
-                                   : cfg->binds[route_table_bind(cfg, t->schema, t->name)].name;
-            const char *row[] = {name, bind};
-            session_reply_row(s, row, 2);
+                                   : cfg->binds[to].name;
+            const char *row[] = {name, bind, route_rule_name(rule)};
+            session_reply_row(s, row, 3);
         }
     }
     if (r.err_code != NULL) {
@@ -288,7 +296,8 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
                             s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
-        snprintf(facts, sizeof facts, "bind=%s", route_session_bind(s, &r));
+        snprintf(facts, sizeof facts, "bind=%s rule=%s", route_session_bind(s, &r),
+                 r.bind != ROUTE_NO_TABLE ? route_rule_name(r.rule) : s->in_txn ? "transaction" : "session");
         session_reply_ok(s, facts);
     }
     route_clear(&r);

@@ -105,6 +105,7 @@ static const bool pgc_legal[PGC_CLOSING + 1][PGC_CLOSING + 1] = {
     }
 static const bool phase_legal[PHASE_RESET + 1][PHASE_RESET + 1] = {
     [PHASE_NONE] = {[PHASE_RELEASE] = true,
+                    [PHASE_CATALOG] = true,
                     [PHASE_STMT] = true,
                     [PHASE_BEGIN] = true,
                     [PHASE_RO_BEGIN] = true,
@@ -116,10 +117,11 @@ static const bool phase_legal[PHASE_RESET + 1][PHASE_RESET + 1] = {
     [PHASE_PREPARE] = PH([PHASE_STMT] = true, [PHASE_RO_COMMIT] = true),
     [PHASE_REPREPARE] = PH([PHASE_STMT] = true),
     [PHASE_STMT] = PH([PHASE_DEALLOC] = true, [PHASE_PREPARE] = true, [PHASE_REPREPARE] = true,
-                      [PHASE_RO_COMMIT] = true, [PHASE_RO_RELOCK] = true),
+                      [PHASE_RO_COMMIT] = true, [PHASE_RO_RELOCK] = true, [PHASE_CATALOG] = true),
     [PHASE_RO_RELOCK] = {[PHASE_RESET] = true},
     [PHASE_RO_COMMIT] = PH([PHASE_RO_COMMIT] = true),
     [PHASE_RELEASE] = {[PHASE_RESET] = true},
+    [PHASE_CATALOG] = {[PHASE_RESET] = true},
     [PHASE_RESET] = {false},
 };
 #undef PH
@@ -497,6 +499,7 @@ static int conn_advance(struct pgconn *c)
         }
         return 0;
     case PHASE_NONE: /* not reached: a job sends a query first */
+    case PHASE_CATALOG:
     case PHASE_RELEASE:
     case PHASE_RESET: return 0;
     }
@@ -510,6 +513,23 @@ static int conn_advance(struct pgconn *c)
  * client waits for that one round trip; a clean connection costs nothing. */
 static int conn_job_end(struct pgconn *c)
 {
+    const struct job *job = c->job;
+
+    /* A schema change comes back with its statement (catalog_refresh.h):
+     * the catalog is read on this connection once it is outside a
+     * transaction, so the read sees the change. */
+    if (job->type == JOB_EXEC && c->phase == PHASE_STMT && !c->failed) {
+        bool idle = PQtransactionStatus(c->conn) == PQTRANS_IDLE;
+        if (job->kind == STMT_DDL && !idle)
+            c->ddl_in_txn = true;
+        else if (idle && (job->kind == STMT_DDL || c->ddl_in_txn) && !atomic_load(&job->cancelled)) {
+            c->ddl_in_txn = false;
+            c->catalog_seq = ++c->pb->bind->catalog.next_seq;
+            return conn_send_guard(c, PHASE_CATALOG, PG_CATALOG_SQL);
+        }
+    }
+    if (PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        c->ddl_in_txn = false;
     if (!c->dirty || c->phase == PHASE_RESET || PQtransactionStatus(c->conn) != PQTRANS_IDLE)
         return 0;
     c->dirty = false;
@@ -562,6 +582,8 @@ void pg_conn_read(struct pgconn *c)
                          c->pb->bind->conf->name, PQresultErrorMessage(res));
                 c->dirty = true; /* closed below, once the job is finished */
             }
+        } else if (c->phase == PHASE_CATALOG) {
+            pg_put_catalog(c, res);
         } else if (c->job->type == JOB_MIGRATION_STATE) {
             pg_put_migrations(c, res);
         } else if (c->job->type == JOB_LIST_TABLES && PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -804,6 +826,11 @@ void pg_conn_start(struct pgconn *c, struct job *job)
                          "CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END, table_schema, table_name "
                          "FROM information_schema.tables "
                          "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1");
+        break;
+    case JOB_CATALOG:
+        pg_conn_set_phase(c, PHASE_CATALOG);
+        c->catalog_seq = ++c->pb->bind->catalog.next_seq;
+        ok = PQsendQuery(c->conn, PG_CATALOG_SQL);
         break;
     case JOB_MIGRATION_STATE:
         pg_conn_set_phase(c, PHASE_STMT);

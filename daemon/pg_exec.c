@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "daemon/backend_pg.h"
+#include "daemon/catalog.h"
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
@@ -423,7 +424,7 @@ void pg_put_migrations(struct pgconn *c, PGresult *res)
 }
 
 /* .tables: one row per table or view of the server (its catalogs left out),
- * "=name\ttype\tbind\trouted_to", as on SQLite binds. */
+ * "=name\ttype\tbind\trouted_to\trule\twarning", as on SQLite binds. */
 void pg_put_tables(struct pgconn *c, const PGresult *res)
 {
     const struct config *cfg = server_cfg_of(c->job->cfgref);
@@ -436,21 +437,40 @@ void pg_put_tables(struct pgconn *c, const PGresult *res)
             *p = (char)tolower((unsigned char)*p);
         for (char *p = lower_name; *p; p++)
             *p = (char)tolower((unsigned char)*p);
-        size_t to =
-            route_table_bind(cfg, strcmp(lower_schema, "public") == 0 ? "" : lower_schema, lower_name);
-        struct codec_row line;
-        codec_row_begin(&line, &c->out);
-        codec_field_str(&line, shown);
-        codec_field_str(&line, PQgetvalue(res, r, 1));
-        codec_field_str(&line, c->pb->bind->conf->name);
-        codec_field_str(&line, cfg->binds[to].name);
-        if (codec_row_end(&line) != 0) {
+        if (route_put_table_row(&c->out, cfg, c->job->catset, c->pb->bind->index, shown, strlen(shown),
+                                PQgetvalue(res, r, 1), strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
+                                lower_name) != 0) {
             pg_reply_error(&c->out, "NOMEM", "out of memory");
             c->failed = true;
             break;
         }
         c->job->rows++;
     }
+}
+
+void pg_put_catalog(struct pgconn *c, const PGresult *res)
+{
+    struct catalog *cat;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_warn("bind %s: reading its catalog: %s", c->pb->bind->conf->name, PQresultErrorMessage(res));
+        return;
+    }
+    cat = catalog_new(c->catalog_seq);
+    for (int r = 0; cat != NULL && r < PQntuples(res); r++) {
+        if (catalog_add(cat, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2)[0] == 't') !=
+            0) {
+            catalog_drop(cat);
+            cat = NULL;
+        }
+    }
+    if (cat == NULL) {
+        log_warn("bind %s: out of memory reading its catalog", c->pb->bind->conf->name);
+        return;
+    }
+    catalog_seal(cat);
+    catalog_drop(c->job->catalog);
+    c->job->catalog = cat;
 }
 
 /* Rewrite ? placeholders to $1..$n outside strings (also E'' and $tag$

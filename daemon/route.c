@@ -1,6 +1,6 @@
 /*
  * Routing (route.h): the table map's lookup, the decision for a statement
- * and the cache of decisions.
+ * (the map, then the catalogs) and the cache of decisions.
  *
  * The table map is looked up without allocating: exact rules first, then
  * patterns in file order, over the name in two pieces (struct
@@ -20,6 +20,7 @@
 
 #include "daemon/hash.h"
 #include "proto/buf.h"
+#include "proto/codec.h"
 
 /* ---- The table map ---------------------------------------------------- */
 
@@ -79,38 +80,82 @@ static bool route_glob(const char *pattern, const struct route_subject *s)
     return pattern[p] == '\0';
 }
 
-/* Exact rules first, then patterns in file order. */
-static bool route_lookup(const struct config *cfg, const struct route_subject *s, size_t *bind)
+/* Exact rules first, then patterns in file order. The rule that matched
+ * goes to *rule. */
+static bool route_lookup(const struct config *cfg, const struct route_subject *s, size_t *bind,
+                         enum route_rule *rule)
 {
     for (size_t i = 0; i < cfg->nrules; i++) {
         if (!cfg->rules[i].is_pattern && route_exact(cfg->rules[i].pattern, s)) {
             *bind = cfg->rules[i].bind;
+            *rule = ROUTE_RULE_MAP;
             return true;
         }
     }
     for (size_t i = 0; i < cfg->nrules; i++) {
         if (cfg->rules[i].is_pattern && route_glob(cfg->rules[i].pattern, s)) {
             *bind = cfg->rules[i].bind;
+            *rule = ROUTE_RULE_PATTERN;
             return true;
         }
     }
     return false;
 }
 
-size_t route_table_bind(const struct config *cfg, const char *schema, const char *name)
+/* The table map alone: the qualified name, then the bare one. */
+static bool route_mapped(const struct config *cfg, const char *schema, const char *name, size_t *bind,
+                         enum route_rule *rule)
 {
-    size_t bind = 0;
     size_t len = strlen(name);
     if (schema != NULL && schema[0] != '\0') {
         size_t slen = strlen(schema);
         struct route_subject q = {schema, slen, name, slen + 1 + len};
-        if (route_lookup(cfg, &q, &bind))
-            return bind;
+        if (route_lookup(cfg, &q, bind, rule))
+            return true;
     }
     struct route_subject bare = {NULL, 0, name, len};
-    if (route_lookup(cfg, &bare, &bind))
-        return bind;
-    return 0;
+    return route_lookup(cfg, &bare, bind, rule);
+}
+
+size_t route_table_bind(const struct config *cfg, const char *schema, const char *name)
+{
+    size_t bind = 0;
+    enum route_rule rule;
+    return route_mapped(cfg, schema, name, &bind, &rule) ? bind : 0;
+}
+
+const char *route_rule_name(enum route_rule rule)
+{
+    switch (rule) {
+    case ROUTE_RULE_SYSTEM: return "system";
+    case ROUTE_RULE_MAP: return "map";
+    case ROUTE_RULE_PATTERN: return "pattern";
+    case ROUTE_RULE_CATALOG: return "catalog";
+    case ROUTE_RULE_AMBIGUOUS: return "ambiguous";
+    case ROUTE_RULE_NONE: return "session";
+    }
+    return "?";
+}
+
+enum route_rule route_table_rule(const struct config *cfg, const struct catset *cs,
+                                 const struct route_table *t, size_t *bind)
+{
+    enum route_rule rule = ROUTE_RULE_NONE;
+    size_t holders = 0;
+
+    if (route_is_system_table(t))
+        return ROUTE_RULE_SYSTEM;
+    if (route_mapped(cfg, t->schema, t->name, bind, &rule))
+        return rule;
+    for (size_t i = 0; cs != NULL && i < cs->n && i < cfg->nbinds; i++) {
+        if (catalog_has(cs->cats[i], t->schema, t->name)) {
+            if (holders++ == 0)
+                *bind = i;
+        }
+    }
+    if (holders == 0)
+        return ROUTE_RULE_NONE;
+    return holders == 1 ? ROUTE_RULE_CATALOG : ROUTE_RULE_AMBIGUOUS;
 }
 
 /* ---- Decisions and their cache ----------------------------------------- */
@@ -123,6 +168,7 @@ struct slot {
 };
 
 struct routecache {
+    const struct catset *cs; /* the catalogs decisions are made with */
     struct slot *slots;
     size_t mask;          /* nslots - 1 */
     struct route scratch; /* the answer when caching is off or fails */
@@ -168,6 +214,12 @@ void routecache_clear(struct routecache *rc)
         for (size_t i = 0; i <= rc->mask; i++)
             slot_clear(&rc->slots[i]);
     route_clear(&rc->scratch);
+}
+
+void routecache_set_catalogs(struct routecache *rc, const struct catset *cs)
+{
+    routecache_clear(rc);
+    rc->cs = cs;
 }
 
 void routecache_free(struct routecache *rc)
@@ -217,7 +269,84 @@ static void route_crossbind(const struct config *cfg, const struct route_info *r
 
 bool route_is_system_table(const struct route_table *t)
 {
-    return strncmp(t->name, "sqlite_", 7) == 0 || strcmp(t->name, "sqlmux_migrations") == 0;
+    return strncmp(t->name, "sqlite_", 7) == 0 || strcmp(t->name, "sqlmux_migrations") == 0 ||
+           strcmp(t->name, "alembic_version") == 0 || strcmp(t->schema, "pg_catalog") == 0 ||
+           strcmp(t->schema, "information_schema") == 0;
+}
+
+enum route_rule route_explain(const struct config *cfg, const struct catset *cs, const struct route_table *t,
+                              size_t in, size_t *to, char *warn, size_t n)
+{
+    enum route_rule rule = route_table_rule(cfg, cs, t, to);
+    size_t used = 0;
+
+    warn[0] = '\0';
+    if (rule == ROUTE_RULE_MAP || rule == ROUTE_RULE_PATTERN) {
+        if (*to != in && *to < cfg->nbinds)
+            snprintf(warn, n, "[tables] routes it to bind %s: this one is not used", cfg->binds[*to].name);
+        return rule;
+    }
+    *to = in;
+    if (rule != ROUTE_RULE_AMBIGUOUS)
+        return rule;
+    used = (size_t)snprintf(warn, n, "also in bind");
+    for (size_t i = 0; cs != NULL && i < cs->n && i < cfg->nbinds && used < n; i++)
+        if (i != in && catalog_has(cs->cats[i], t->schema, t->name))
+            used += (size_t)snprintf(warn + used, n - used, " %s", cfg->binds[i].name);
+    if (used < n)
+        snprintf(warn + used, n - used, ": statements naming it get -ERR AMBIGUOUS");
+    return rule;
+}
+
+int route_put_table_row(struct buf *out, const struct config *cfg, const struct catset *cs, size_t in,
+                        const char *shown, size_t shown_len, const char *type, const char *schema,
+                        const char *name)
+{
+    struct route_table t = {schema, name};
+    struct codec_row r;
+    char warn[512];
+    size_t to = in;
+    enum route_rule rule = route_explain(cfg, cs, &t, in, &to, warn, sizeof warn);
+
+    codec_row_begin(&r, out);
+    codec_field_text(&r, shown, shown_len);
+    codec_field_str(&r, type);
+    codec_field_str(&r, in < cfg->nbinds ? cfg->binds[in].name : "?");
+    if (rule == ROUTE_RULE_AMBIGUOUS)
+        codec_field_null(&r);
+    else
+        codec_field_str(&r, to < cfg->nbinds ? cfg->binds[to].name : "?");
+    codec_field_str(&r, route_rule_name(rule));
+    if (warn[0] != '\0')
+        codec_field_str(&r, warn);
+    else
+        codec_field_null(&r);
+    return codec_row_end(&r);
+}
+
+/* The AMBIGUOUS message for table t: the binds whose catalogs hold it. */
+static void route_ambiguous(const struct config *cfg, const struct catset *cs, const struct route_table *t,
+                            struct route *out)
+{
+    struct buf msg = BUF_INIT;
+    int rc = buf_printf(&msg, "table %s%s%s exists in binds", t->schema, t->schema[0] ? "." : "", t->name);
+    const char *sep = " ";
+
+    for (size_t i = 0; rc == 0 && i < cs->n && i < cfg->nbinds; i++) {
+        if (catalog_has(cs->cats[i], t->schema, t->name)) {
+            rc = buf_printf(&msg, "%s%s", sep, cfg->binds[i].name);
+            sep = ", ";
+        }
+    }
+    if (rc == 0)
+        rc = buf_puts(&msg, " and no [tables] entry says which: pin it there, or drop all but one");
+    if (rc == 0) {
+        out->err_code = "AMBIGUOUS";
+        out->err_msg = msg.data;
+    } else {
+        buf_free(&msg);
+        out->err_code = "NOMEM";
+    }
 }
 
 /* Statements refused from their text alone: they would reach the daemon's
@@ -250,8 +379,8 @@ static void route_add_bind(struct route *out, size_t b)
     out->nbinds++;
 }
 
-void route_compute(const struct config *cfg, const char *sql, size_t len, struct route *out,
-                   struct route_info *ri)
+void route_compute(const struct config *cfg, const struct catset *cs, const char *sql, size_t len,
+                   struct route *out, struct route_info *ri)
 {
     size_t *binds;
     int first = ROUTE_NO_TABLE;
@@ -260,6 +389,7 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
 
     memset(out, 0, sizeof *out);
     out->bind = ROUTE_NO_TABLE;
+    out->rule = ROUTE_RULE_NONE;
     rc = sqlparse_analyze(sql, len, ri);
     out->kind = ri->kind;
     out->flags = ri->flags;
@@ -290,20 +420,32 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
         out->err_code = "NOMEM";
         return;
     }
-    /* System tables exist in every bind: they follow the others. */
+    /* System tables exist in every bind, and a name no bind holds is
+     * created or reported missing where the statement runs: both follow
+     * the others. */
+    out->rule = ROUTE_RULE_NONE;
     for (size_t i = 0; i < ri->ntables; i++) {
-        if (route_is_system_table(&ri->tables[i]))
+        enum route_rule rule = route_table_rule(cfg, cs, &ri->tables[i], &binds[i]);
+        if (rule == ROUTE_RULE_AMBIGUOUS) {
+            route_ambiguous(cfg, cs, &ri->tables[i], out);
+            free(binds);
+            return;
+        }
+        if (rule == ROUTE_RULE_SYSTEM || rule == ROUTE_RULE_NONE) {
+            binds[i] = SIZE_MAX;
             continue;
-        binds[i] = route_table_bind(cfg, ri->tables[i].schema, ri->tables[i].name);
+        }
         route_add_bind(out, binds[i]);
-        if (first == ROUTE_NO_TABLE)
+        if (first == ROUTE_NO_TABLE) {
             first = (int)binds[i];
-        else if (binds[i] != (size_t)first)
+            out->rule = rule;
+        } else if (binds[i] != (size_t)first) {
             mixed = true;
+        }
     }
     if (mixed) {
         for (size_t i = 0; i < ri->ntables; i++)
-            if (route_is_system_table(&ri->tables[i]))
+            if (binds[i] == SIZE_MAX)
                 binds[i] = (size_t)first;
         route_crossbind(cfg, ri, binds, out);
     } else {
@@ -321,7 +463,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
 
     if (rc->slots == NULL) {
         route_clear(&rc->scratch);
-        route_compute(cfg, sql, len, &rc->scratch, &ri);
+        route_compute(cfg, rc->cs, sql, len, &rc->scratch, &ri);
         sqlparse_info_free(&ri);
         return &rc->scratch;
     }
@@ -330,7 +472,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     if (sl->sql != NULL && sl->hash == h && sl->len == len && memcmp(sl->sql, sql, len) == 0)
         return &sl->route;
     slot_clear(sl);
-    route_compute(cfg, sql, len, &sl->route, &ri);
+    route_compute(cfg, rc->cs, sql, len, &sl->route, &ri);
     sqlparse_info_free(&ri);
     if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
         return &sl->route; /* not cached: sql stays NULL */

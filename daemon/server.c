@@ -35,12 +35,24 @@
 #include <unistd.h>
 
 #include "daemon/authq.h"
+#include "daemon/catalog.h"
+#include "daemon/catalog_refresh.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/session.h"
 #include "daemon/tls.h"
 
 /* ---- Backend events -------------------------------------------------- */
+
+/* A job's event to whoever waits for it: the catalog reader, or the
+ * session. */
+static void server_deliver(struct job_event *ev)
+{
+    if (ev->job->type == JOB_CATALOG)
+        catalog_job_done(ev->job); /* its only event */
+    else
+        session_job_event(ev);
+}
 
 /* Deliver events posted on the loop thread itself (the PostgreSQL
  * backend's): run from an idle handle, i.e. before the loop next waits,
@@ -55,7 +67,7 @@ static void on_local_events(uv_idle_t *idle)
     srv->local_tail = &srv->local_head;
     while (ev != NULL) {
         struct job_event *next = ev->next;
-        session_job_event(ev);
+        server_deliver(ev);
         ev = next;
     }
 }
@@ -89,7 +101,7 @@ static void on_events(uv_async_t *async)
     pthread_mutex_unlock(&srv->ev_lock);
     while (ev != NULL) {
         struct job_event *next = ev->next;
-        session_job_event(ev);
+        server_deliver(ev);
         ev = next;
     }
 }
@@ -154,6 +166,7 @@ void server_bind_drop(struct bind *b)
     }
     if (b->impl != NULL)
         b->ops->close(b);
+    catalog_drop(b->catalog.cur);
     server_cfg_drop(b->cfgref);
     free(b);
 }
@@ -415,6 +428,9 @@ static void close_listeners(struct server *srv)
  * backend connection but read none of their answers for
  * client_output_timeout. */
 #define IDLE_SWEEP_MS 250
+/* At start, how long the daemon waits for the binds' catalogs before it
+ * listens anyway (a PostgreSQL bind that answers nothing). */
+#define CATALOG_LOAD_MS 5000
 
 static void on_idle_sweep(uv_timer_t *t)
 {
@@ -500,6 +516,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->sig_hup);
     close_handle((uv_handle_t *)&srv->grace);
     close_handle((uv_handle_t *)&srv->idle_sweep);
+    close_handle((uv_handle_t *)&srv->catalog_timer);
     service_close(srv);
 }
 
@@ -570,6 +587,7 @@ void server_stop(struct server *srv)
     log_info("shutting down: %zu client%s", srv->nsessions, srv->nsessions == 1 ? "" : "s");
     service_stopping(srv);
     close_listeners(srv);
+    catalog_stop(srv);
     for (s = srv->sessions; s != NULL; s = next) {
         next = s->next;
         session_close(s, false);
@@ -656,6 +674,10 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         }
         srv->nbinds = i + 1;
     }
+    if (catalog_load_all(srv, CATALOG_LOAD_MS) != 0) {
+        log_error("out of memory");
+        return -1;
+    }
     activated = listen_activated(srv);
     if (activated < 0)
         return -1;
@@ -712,6 +734,8 @@ void server_free(struct server *srv)
     for (size_t i = 0; i < srv->nlisteners; i++)
         free(srv->listeners[i].path);
     routecache_free(srv->routes);
+    catset_drop(srv->catset);
+    srv->catset = NULL;
     tls_server_free(srv->tls);
     srv->tls = NULL;
     authq_free(srv->authq);
@@ -826,6 +850,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     srv->cfg = next;
     routecache_free(srv->routes);
     srv->routes = routes;
+    catalog_reloaded(srv);
     if (tls != NULL) {
         tls_server_free(srv->tls);
         srv->tls = tls;

@@ -94,6 +94,9 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
+    struct catset *catset;     /* every bind's catalog, as routes uses them (catalog_refresh.c) */
+    uv_timer_t catalog_timer;  /* catalog_interval; at start, the load's time limit */
+    size_t catalog_loading;    /* catalog reads catalog_load_all() still waits for */
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
     bool stopping;

@@ -23,6 +23,7 @@
 #include <linux/sockios.h>
 
 #include "daemon/authq.h"
+#include "daemon/catalog_refresh.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -154,6 +155,12 @@ void session_job_event(struct job_event *ev)
         free(ev);
         return;
     }
+    /* A statement that changed the schema brought the new catalog: it
+     * routes everyone's next statements before this answer goes out. */
+    if (job->catalog != NULL) {
+        catalog_install(job->bind, job->catalog);
+        job->catalog = NULL;
+    }
     if (s == NULL) {
         /* A release job: nobody waits for it. */
         job_unref(job);
@@ -230,11 +237,13 @@ static void session_hold_begin(struct session *s, const struct request *req, con
     session_reply_ok(s, "changes=0");
 }
 
-/* BEGIN, COMMIT and friends change the session's transaction state, which
- * decides where later statements go: they end a batch. */
+/* BEGIN, COMMIT and friends change the session's transaction state, and
+ * DDL the catalogs (catalog_refresh.h), which decide where later
+ * statements go: they end a batch. */
 static bool stmt_changes_txn(enum stmt_kind kind)
 {
-    return kind == STMT_BEGIN || kind == STMT_COMMIT || kind == STMT_ROLLBACK || kind == STMT_SAVEPOINT;
+    return kind == STMT_BEGIN || kind == STMT_COMMIT || kind == STMT_ROLLBACK || kind == STMT_SAVEPOINT ||
+           kind == STMT_DDL;
 }
 
 /* Move the queued statements that would run right after job's on the same
