@@ -296,8 +296,7 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
                             s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
-        snprintf(facts, sizeof facts, "bind=%s rule=%s", route_session_bind(s, &r),
-                 r.bind != ROUTE_NO_TABLE ? route_rule_name(r.rule) : s->in_txn ? "transaction" : "session");
+        snprintf(facts, sizeof facts, "bind=%s", route_session_bind(s, &r));
         session_reply_ok(s, facts);
     }
     route_clear(&r);

@@ -426,7 +426,7 @@ static void commands(void)
     r = sqlmux_command(c, ".route SELECT * FROM test1 JOIN test2 USING (id)");
     CHECK(sqlmux_status(r) == SQLMUX_ERROR);
     CHECK_STR(sqlmux_errcode(r), "CROSSBIND");
-    CHECK(sqlmux_ncols(r) == 2 && sqlmux_rows(r) == 2);
+    CHECK(sqlmux_ncols(r) == 3 && sqlmux_rows(r) == 2);
     CHECK(sqlmux_step(r) == SQLMUX_ROW);
     CHECK_STR(sqlmux_text(r, 0), "test1");
     CHECK_STR(sqlmux_text(r, 1), "default");

@@ -88,17 +88,19 @@ def test_cli_schema_tables_and_describe(d):
     expect(cli(d, "-c", ".schema nothing*"), 0, "", "")
     expect(cli(d, "-c", "\\d nothing"), 1, "", "ERROR NOTFOUND: did not find any table named nothing\n")
     # .tables: all, a bind's, a pattern's; \dt and \d alike.
-    all_tables = "table\ttype\tbind\trouted_to\n"
-    expect(cli(d, "-c", ".tables second_db"), 0, all_tables + "test2\ttable\tsecond_db\tsecond_db\n", "")
-    expect(cli(d, "-c", ".tables test*"), 0, all_tables + "test1\ttable\tdefault\tdefault\n"
-           "test2\ttable\tsecond_db\tsecond_db\ntest3\ttable\tmemory_db\tmemory_db\n", "")
-    expect(cli(d, "-c", "\\dt %view"), 0, all_tables + "vals_view\tview\tdefault\tdefault\n", "")
+    all_tables = "table\ttype\tbind\trouted_to\trule\twarning\n"
+    expect(cli(d, "-c", ".tables second_db"), 0,
+           all_tables + "test2\ttable\tsecond_db\tsecond_db\tmap\t\\N\n", "")
+    expect(cli(d, "-c", ".tables test*"), 0, all_tables + "test1\ttable\tdefault\tdefault\tcatalog\t\\N\n"
+           "test2\ttable\tsecond_db\tsecond_db\tmap\t\\N\ntest3\ttable\tmemory_db\tmemory_db\tmap\t\\N\n", "")
+    expect(cli(d, "-c", "\\dt %view"), 0,
+           all_tables + "vals_view\tview\tdefault\tdefault\tcatalog\t\\N\n", "")
     expect(cli(d, "--table", "-c", ".tables v?ls"), 0,
-           "+-------+-------+---------+-----------+\n"
-           "| table | type  |  bind   | routed_to |\n"
-           "+-------+-------+---------+-----------+\n"
-           "| vals  | table | default | default   |\n"
-           "+-------+-------+---------+-----------+\n"
+           "+-------+-------+---------+-----------+---------+---------+\n"
+           "| table | type  |  bind   | routed_to |  rule   | warning |\n"
+           "+-------+-------+---------+-----------+---------+---------+\n"
+           "| vals  | table | default | default   | catalog | NULL    |\n"
+           "+-------+-------+---------+-----------+---------+---------+\n"
            "(1 row)\n", "")
     rc, out, err = expect(cli(d, "-c", "\\d"), 0, stderr="")
     eq(len(out.splitlines()), 7, "\\d lists every table and view:\n" + out)

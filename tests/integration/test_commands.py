@@ -73,32 +73,32 @@ def test_binds(d):
 def test_tables_all_and_per_bind(d):
     c = d.connect()
     r = c.request(".tables")
-    _expect_table(r, ["table", "type", "bind", "routed_to"])
-    eq(sorted(r.rows), [["test1", "table", "default", "default"],
-                        ["test2", "table", "second_db", "second_db"],
-                        ["test3", "table", "memory_db", "memory_db"]], ".tables rows")
+    _expect_table(r, ["table", "type", "bind", "routed_to", "rule", "warning"])
+    eq(sorted(r.rows), [["test1", "table", "default", "default", "catalog", None],
+                        ["test2", "table", "second_db", "second_db", "map", None],
+                        ["test3", "table", "memory_db", "memory_db", "map", None]], ".tables rows")
     r = c.request(".tables second_db")
-    _expect_table(r, ["table", "type", "bind", "routed_to"])
-    eq(r.rows, [["test2", "table", "second_db", "second_db"]], ".tables second_db")
+    _expect_table(r, ["table", "type", "bind", "routed_to", "rule", "warning"])
+    eq(r.rows, [["test2", "table", "second_db", "second_db", "map", None]], ".tables second_db")
     r = c.request(".tables memory_db")
-    eq(r.rows, [["test3", "table", "memory_db", "memory_db"]], ".tables memory_db")
+    eq(r.rows, [["test3", "table", "memory_db", "memory_db", "map", None]], ".tables memory_db")
     expect_err(c.request(".tables nosuch"), "NOBIND")
     expect_status(c.request(".ping"), "+OK")
 
 
 def test_tables_views_and_routed_to():
-    # A table the map sends elsewhere shows where it is and where it routes.
+    # A table no entry maps routes to the bind whose catalog holds it.
     schema = ("CREATE TABLE test3 (id INTEGER PRIMARY KEY, color VARCHAR(64) DEFAULT 'blue');\n"
               "CREATE TABLE stray (x);\n")
     with Daemon(files={"schema_memory_db.sql": schema}) as d:
         c = d.connect()
         expect_status(c.request("CREATE VIEW audit_view AS SELECT color FROM test2"), "+OK changes=0")
         rows = sorted(c.request(".tables").rows)
-        eq(rows, [["audit_view", "view", "second_db", "second_db"],
-                  ["stray", "table", "memory_db", "default"],
-                  ["test1", "table", "default", "default"],
-                  ["test2", "table", "second_db", "second_db"],
-                  ["test3", "table", "memory_db", "memory_db"]], ".tables")
+        eq(rows, [["audit_view", "view", "second_db", "second_db", "pattern", None],
+                  ["stray", "table", "memory_db", "memory_db", "catalog", None],
+                  ["test1", "table", "default", "default", "catalog", None],
+                  ["test2", "table", "second_db", "second_db", "map", None],
+                  ["test3", "table", "memory_db", "memory_db", "map", None]], ".tables")
         expect_rows(c.request("SELECT * FROM audit_view"), [])
 
 
@@ -107,12 +107,12 @@ def test_tables_new_table_appears(d):
     expect_status(c.request("CREATE TABLE audit_log (id INTEGER PRIMARY KEY, msg TEXT)"),
                   "+OK changes=0")
     expect_status(c.request("CREATE TABLE plain (x)"), "+OK changes=0")
-    eq(sorted(c.request(".tables second_db").rows),
+    eq(sorted(r[:4] for r in c.request(".tables second_db").rows),
        [["audit_log", "table", "second_db", "second_db"],
         ["test2", "table", "second_db", "second_db"]], ".tables second_db")
-    eq(sorted(c.request(".tables default").rows),
-       [["plain", "table", "default", "default"],
-        ["test1", "table", "default", "default"]], ".tables default")
+    eq(sorted(r[:5] for r in c.request(".tables default").rows),
+       [["plain", "table", "default", "default", "catalog"],
+        ["test1", "table", "default", "default", "catalog"]], ".tables default")
 
 
 def test_map(d):

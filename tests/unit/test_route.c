@@ -2,8 +2,9 @@
  * Unit tests of daemon/route.c (issue 21): a route holds the set of binds
  * a statement touches and which of them it writes, while a statement over
  * two binds still carries CROSSBIND; the cache gives back the same
- * decision. Uses the example config (conf/sqlmux.ini: test1 -> default,
- * test2 -> second_db).
+ * decision. Uses the example config (conf/sqlmux.ini: test2 -> second_db)
+ * and catalogs (issue 14): default holds test1 and shared, second_db holds
+ * test2, shared and s.only_s2.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -15,12 +16,62 @@
 #include "tests/unit/unit.h"
 
 static struct config *cfg;
+static struct catset *cats;
 
 static void route_of(const char *sql, struct route *r)
 {
     struct route_info ri;
-    route_compute(cfg, sql, strlen(sql), r, &ri);
+    route_compute(cfg, cats, sql, strlen(sql), r, &ri);
     sqlparse_info_free(&ri);
+}
+
+/* The catalogs the tests route with. */
+static struct catset *make_catalogs(void)
+{
+    struct catset *cs = catset_new(cfg->nbinds);
+    struct catalog *c0 = catalog_new(1), *c1 = catalog_new(1);
+    if (cs == NULL || c0 == NULL || c1 == NULL || catalog_add(c0, "main", "Test1", true) != 0 ||
+        catalog_add(c0, "main", "shared", true) != 0 || catalog_add(c1, "main", "test2", true) != 0 ||
+        catalog_add(c1, "main", "shared", true) != 0 || catalog_add(c1, "s", "only_s2", false) != 0)
+        return NULL;
+    catalog_seal(c0);
+    catalog_seal(c1);
+    cs->cats[0] = c0;
+    cs->cats[1] = c1;
+    return cs;
+}
+
+static void test_catalog_rules(void)
+{
+    struct route r;
+    route_of("SELECT * FROM main.test1", &r);
+    CHECK(r.err_code == NULL && r.bind == 0 && r.rule == ROUTE_RULE_CATALOG);
+    route_clear(&r);
+    route_of("SELECT * FROM test2", &r); /* mapped and held: the map decides */
+    CHECK(r.err_code == NULL && r.bind == 1 && r.rule == ROUTE_RULE_MAP);
+    route_clear(&r);
+    route_of("SELECT * FROM s.only_s2", &r);
+    CHECK(r.err_code == NULL && r.bind == 1 && r.rule == ROUTE_RULE_CATALOG);
+    route_clear(&r);
+    route_of("SELECT * FROM only_s2", &r); /* not on the search path */
+    CHECK(r.err_code == NULL && r.bind == ROUTE_NO_TABLE && r.rule == ROUTE_RULE_NONE);
+    route_clear(&r);
+    route_of("SELECT * FROM test1 JOIN shared USING (id)", &r);
+    CHECK(r.err_code != NULL && strcmp(r.err_code, "AMBIGUOUS") == 0);
+    CHECK(r.err_msg != NULL && strstr(r.err_msg, "binds default, second_db") != NULL);
+    route_clear(&r);
+    /* A name no bind holds follows the others; alone, the session's bind. */
+    route_of("CREATE VIEW v AS SELECT * FROM test2", &r);
+    CHECK(r.err_code == NULL && r.bind == 1);
+    route_clear(&r);
+    route_of("CREATE TABLE brand_new (x)", &r);
+    CHECK(r.err_code == NULL && r.bind == ROUTE_NO_TABLE && r.nbinds == 0);
+    route_clear(&r);
+    /* PostgreSQL's catalogs and the version tables of every bind. */
+    route_of("SELECT * FROM information_schema.tables JOIN pg_catalog.pg_class ON 1 JOIN alembic_version ON 1",
+             &r);
+    CHECK(r.err_code == NULL && r.bind == ROUTE_NO_TABLE);
+    route_clear(&r);
 }
 
 static void test_one_bind(void)
@@ -64,6 +115,7 @@ static void test_two_binds_still_refused(void)
 static void test_cache_keeps_the_set(void)
 {
     struct routecache *rc = routecache_new(16);
+    routecache_set_catalogs(rc, cats);
     const char *sql = "SELECT * FROM test1, test2";
     const struct route *a = routecache_get(rc, cfg, sql, strlen(sql));
     CHECK(a->nbinds == 2 && strcmp(a->err_code, "CROSSBIND") == 0);
@@ -87,10 +139,17 @@ int main(void)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    cats = make_catalogs();
+    if (cats == NULL) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     RUN(test_one_bind);
+    RUN(test_catalog_rules);
     RUN(test_no_bind);
     RUN(test_two_binds_still_refused);
     RUN(test_cache_keeps_the_set);
+    catset_drop(cats);
     config_free(cfg);
     UNIT_MAIN_END;
 }
