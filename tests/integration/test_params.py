@@ -141,7 +141,7 @@ def test_injection_attempt_is_data(d):
                   "+OK changes=1 last_id=1")
     expect_rows(c.inline("SELECT id FROM test1 WHERE color = ?", [evil]), [["1"]])
     expect_rows(c.request("SELECT color FROM test1"), [[evil]])
-    eq(sorted(c.request(".tables default").rows), [["test1", "table", "default", "default"]])
+    eq(sorted(r[:4] for r in c.request(".tables default").rows), [["test1", "table", "default", "default"]])
     eq(d.file_query("app.db", "SELECT color FROM test1"), [(evil,)])
     # A parameter naming another bind's table does not change routing.
     expect_rows(c.inline("SELECT count(*) FROM test1 WHERE color = ?", ["x FROM test2"]), [["0"]])

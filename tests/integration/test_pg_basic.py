@@ -356,7 +356,7 @@ def test_pg_binds_route_and_password_hidden():
         # .route
         r = c.request(".route SELECT * FROM accounts WHERE id = 1")
         expect_status(r, "+OK bind=pg")
-        eq(r.rows, [["accounts", "pg"]], ".route rows")
+        eq(r.rows, [["accounts", "pg", "map"]], ".route rows")
         expect_status(c.request(".route INSERT INTO accounts (name) VALUES ('x')"), "+OK bind=pg")
         expect_status(c.request(".route SELECT * FROM test1"), "+OK bind=default")
         join = "SELECT * FROM accounts a JOIN test1 t ON t.id = a.id"

@@ -18,7 +18,10 @@ BINDS_EXTRA = DEFAULT_BINDS + [("extra", "sqlite:///extra.db")]
 def _cfg(tables=(), binds=BINDS_EXTRA, base_tables=DEFAULT_TABLES, **kw):
     """make_config() arguments: the standard binds plus extra (whose schema
     makes table `moved`, as default's does), the standard table map plus
-    `tables`."""
+    `tables`. Both default and extra hold `moved`: unless `tables` says
+    otherwise it is pinned to default (else it would be AMBIGUOUS)."""
+    if any(n == "extra" for n, _ in binds) and not any(t == "moved" for t, _ in tables):
+        tables = list(tables) + [("moved", "default")]
     schemas = {"default": "schema_default.sql", "second_db": "schema_second_db.sql",
                "memory_db": "schema_memory_db.sql", "extra": "moved.sql"}
     kw.setdefault("schemas", dict((n, schemas[n]) for n, _ in binds if n in schemas))
