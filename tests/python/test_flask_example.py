@@ -1,5 +1,7 @@
 """examples/flask: the note's app with Flask-SQLAlchemy and Flask-Migrate
-through sqlmux, on the example's own sqlmux.ini. The app runs in child
+through sqlmux, on the example's own sqlmux.ini, which has no [tables]
+entry: each bind's tables are created through that bind's URL and the
+daemon routes them by its catalogs (issue 14). The app runs in child
 processes of /usr/bin/python3 (cwd examples/flask, SQLMUX_URL set), as a
 user runs it; the databases are checked with the sqlite3 module."""
 import os
@@ -17,6 +19,7 @@ def example_daemon():
     """The example's sqlmux.ini, on a free port and a temp data_dir."""
     with open(os.path.join(EXAMPLE, "sqlmux.ini")) as f:
         text = f.read()
+    assert not re.search(r"(?m)^\[tables\]", text), "the example needs no [tables] section"
     text = re.sub(r"(?m)^listen = .*$", "listen = 127.0.0.1:{port}", text)
     text = re.sub(r"(?m)^data_dir = .*$", "data_dir = {data_dir}", text)
     return harness.Daemon(config=text)
@@ -102,19 +105,10 @@ def test_flask_begin_nested_savepoint():
         d.cleanup()
 
 
-ENV_PATCH = ("context.configure(\n                connection=rec['connection'],",
-             "context.configure(\n                connection=rec['connection'],\n"
-             "                version_table='alembic_version_' + name if name else 'alembic_version',")
-
-
 def test_flask_migrate_multidb_through_sqlmux(tmp_path):
     d = example_daemon()
     try:
         run_app(d, None, cwd=str(tmp_path), args=["db", "init", "--multidb"])
-        env_py = tmp_path / "migrations" / "env.py"
-        text = env_py.read_text()
-        assert ENV_PATCH[0] in text
-        env_py.write_text(text.replace(ENV_PATCH[0], ENV_PATCH[1]))
         out = run_app(d, None, cwd=str(tmp_path), args=["db", "migrate", "-m", "tests"])
         versions = list((tmp_path / "migrations" / "versions").glob("*.py"))
         assert len(versions) == 1, out
@@ -123,12 +117,13 @@ def test_flask_migrate_multidb_through_sqlmux(tmp_path):
             assert "op.create_table('%s'" % table in script, script
         run_app(d, None, cwd=str(tmp_path), args=["db", "upgrade"])
         rev = re.search(r"^revision = '(\w+)'", script, re.M).group(1)
-        # each bind has its tables and its own version table
+        # each bind has its tables and its own version table, alembic_version
         assert d.file_query("app.db", "SELECT version_num FROM alembic_version") == [(rev,)]
-        assert d.file_query("second.db", "SELECT version_num FROM alembic_version_second_db") == [(rev,)]
-        assert "test2" in d.file_tables("second.db") and "test1" in d.file_tables("app.db")
+        assert d.file_query("second.db", "SELECT version_num FROM alembic_version") == [(rev,)]
+        assert d.file_tables("app.db") == ["alembic_version", "test1"], d.file_tables("app.db")
+        assert d.file_tables("second.db") == ["alembic_version", "test2"], d.file_tables("second.db")
         out = run_app(d, "import sqlmux, os\nc = sqlmux.connect(os.environ['SQLMUX_URL'] + '/memory_db')\n"
-                         "print(c.execute('SELECT version_num FROM alembic_version_memory_db').fetchall())\n"
+                         "print(c.execute('SELECT version_num FROM alembic_version').fetchall())\n"
                          "print(c.execute(\"SELECT name FROM sqlite_master WHERE name = 'test3'\").fetchall())")
         assert out.split("\n")[:2] == ["[('%s',)]" % rev, "[('test3',)]"], out
         # a second upgrade has nothing to do
