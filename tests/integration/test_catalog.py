@@ -39,6 +39,18 @@ def _create_note_tables(d):
     c.close()
 
 
+FILES = {"default": "app.db", "second_db": "second.db", "memory_db": None}
+
+
+def _expect_in(d, bind, table):
+    """table is in bind's database and in no other file (the in-memory
+    bind has none: then in neither file)."""
+    for b, fn in FILES.items():
+        if fn is not None and (table in d.file_tables(fn)) != (b == bind):
+            raise TestFailure("%s %s in %s: %r" % (table, "not" if b == bind else "also", fn,
+                                                   d.file_tables(fn)))
+
+
 def _route(c, sql):
     """(rows, status) of .route SQL."""
     r = c.request(".route " + sql)
@@ -108,6 +120,7 @@ def test_ddl_updates_the_route_before_its_answer():
         a, b = d.connect(), d.connect()
         _use(a, "second_db")
         expect_status(a.request("CREATE TABLE mover (v TEXT)"), "+OK changes=0")
+        _expect_in(d, "second_db", "mover")
         expect_status(a.request("INSERT INTO mover VALUES ('second')"), "+OK changes=1 last_id=1")
         expect_rows(b.request("SELECT v FROM mover"), [["second"]])
         expect_status(a.request("ALTER TABLE mover RENAME TO moved"), "+OK changes=0")
@@ -116,6 +129,7 @@ def test_ddl_updates_the_route_before_its_answer():
         expect_status(a.request("DROP TABLE moved"), "+OK changes=0")
         _use(a, "memory_db")
         expect_status(a.request("CREATE TABLE mover (v TEXT)"), "+OK changes=0")
+        _expect_in(d, "memory_db", "mover")
         expect_status(a.request("INSERT INTO mover VALUES ('memory')"), "+OK changes=1 last_id=1")
         expect_rows(b.request("SELECT v FROM mover"), [["memory"]])
         # DDL inside a transaction takes effect for others at COMMIT.
@@ -264,6 +278,7 @@ def test_many_clients_never_reach_a_stale_bind():
                     expect_ok(w.request("ALTER TABLE hot RENAME TO cold_%d" % n))
                 _use(w, new)
                 expect_ok(w.request("CREATE TABLE hot (p INTEGER, bind TEXT)"))
+                _expect_in(d, new, "hot")
                 expect_ok(w.request("INSERT INTO hot VALUES (%d, '%s')" % (2 * n, new)))
                 expect_ok(w.request("DROP TABLE IF EXISTS side_%d" % (n - 1)))
                 phase[0] = 2 * n
