@@ -115,8 +115,10 @@ struct config {
                           return (SQLite's SQLITE_LIMIT_LENGTH; checked on
                           each PostgreSQL field) */
     int route_cache;   /* routing decisions cached (entries) */
-    int catalog_interval_ms; /* read every bind's catalog this often; 0: never */
     int stmt_cache;    /* prepared statements cached per connection */
+
+    int catalog_interval_ms; /* read every bind's catalog this often; 0: never */
+
     enum log_level log_level;
     bool log_connections;            /* log each client's connect and disconnect */
     int shutdown_timeout_ms;         /* SIGTERM: ms running statements get to finish */

@@ -145,9 +145,10 @@ struct pgconn {
     bool ran_prepared; /* the statement ran as a cached prepared statement */
     bool prep_stale;   /* ... and the server no longer knew it, or its plan */
     bool reprepared;   /* this job already re-prepared once */
+    size_t stale_mark; /* where the stale error starts in out */
+
     bool ddl_in_txn;     /* DDL ran in the open transaction: read the catalog when it ends */
     int64_t catalog_seq; /* the version of the catalog being read (PHASE_CATALOG) */
-    size_t stale_mark; /* where the stale error starts in out */
 };
 
 struct pg_bind {

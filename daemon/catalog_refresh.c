@@ -63,8 +63,9 @@ static void catalog_warn_pinned(struct bind *b, const struct catalog *before)
             name = dot + 1;
         }
         if (catalog_has(b->catalog.cur, schema, name) && !catalog_has(before, schema, name))
-            log_warn("table %s is pinned to bind %s by [tables], but bind %s has one too: that one is not used",
-                     r->pattern, cfg->binds[r->bind].name, b->conf->name);
+            log_warn(
+                "table %s is pinned to bind %s by [tables], but bind %s has one too: that one is not used",
+                r->pattern, cfg->binds[r->bind].name, b->conf->name);
     }
 }
 
@@ -146,8 +147,9 @@ int catalog_load_all(struct server *srv, uint64_t timeout_ms)
         uv_run(srv->loop, UV_RUN_ONCE);
     for (size_t i = 0; i < srv->nbinds; i++)
         if (srv->binds[i]->catalog.cur == NULL)
-            log_warn("bind %s: its catalog could not be read at start: its tables route as unknown until it is",
-                     srv->binds[i]->conf->name);
+            log_warn(
+                "bind %s: its catalog could not be read at start: its tables route as unknown until it is",
+                srv->binds[i]->conf->name);
     if (srv->catset == NULL)
         catalog_publish(srv);
     catalog_timer_set(srv);

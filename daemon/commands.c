@@ -190,8 +190,8 @@ static void fanout_start(struct session *s, const char *args, const char *const 
 
 static void cmd_tables(struct session *s, const char *args)
 {
-    static const char *const cols[] = {"table",     "", "type", "", "bind",    "",
-                                       "routed_to", "", "rule", "", "warning", "", NULL};
+    static const char *const cols[] = {"table", "",     "type", "",        "bind", "",  "routed_to",
+                                       "",      "rule", "",     "warning", "",     NULL};
 
     fanout_start(s, args, cols, JOB_LIST_TABLES);
 }

@@ -438,8 +438,8 @@ void pg_put_tables(struct pgconn *c, const PGresult *res)
         for (char *p = lower_name; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         if (route_put_table_row(&c->out, cfg, c->job->catset, c->pb->bind->index, shown, strlen(shown),
-                                PQgetvalue(res, r, 1), strcmp(lower_schema, "public") == 0 ? "" : lower_schema,
-                                lower_name) != 0) {
+                                PQgetvalue(res, r, 1),
+                                strcmp(lower_schema, "public") == 0 ? "" : lower_schema, lower_name) != 0) {
             pg_reply_error(&c->out, "NOMEM", "out of memory");
             c->failed = true;
             break;

@@ -94,15 +94,16 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
-    struct catset *catset;     /* every bind's catalog, as routes uses them (catalog_refresh.c) */
-    uv_timer_t catalog_timer;  /* catalog_interval; at start, the load's time limit */
-    size_t catalog_loading;    /* catalog reads catalog_load_all() still waits for */
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */
     uint64_t started_at; /* uv_now() at start-up */
+
+    struct catset *catset;    /* every bind's catalog, as routes uses them (catalog_refresh.c) */
+    uv_timer_t catalog_timer; /* catalog_interval; at start, the load's time limit */
+    size_t catalog_loading;   /* catalog reads catalog_load_all() still waits for */
 };
 
 /* Open binds and listeners per cfg (the server takes ownership of cfg),

@@ -68,8 +68,9 @@ static void test_catalog_rules(void)
     CHECK(r.err_code == NULL && r.bind == ROUTE_NO_TABLE && r.nbinds == 0);
     route_clear(&r);
     /* PostgreSQL's catalogs and the version tables of every bind. */
-    route_of("SELECT * FROM information_schema.tables JOIN pg_catalog.pg_class ON 1 JOIN alembic_version ON 1",
-             &r);
+    route_of(
+        "SELECT * FROM information_schema.tables JOIN pg_catalog.pg_class ON 1 JOIN alembic_version ON 1",
+        &r);
     CHECK(r.err_code == NULL && r.bind == ROUTE_NO_TABLE);
     route_clear(&r);
 }
