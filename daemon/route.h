@@ -23,7 +23,9 @@
  * (schema "" when unqualified). A qualified name is looked up as
  * "schema.name" first (exact, then patterns), then as the bare name. An
  * exact rule wins over any pattern; among patterns the first in the file
- * wins. Unmapped tables go to bind 0, "default".
+ * wins. Unmapped tables go to bind 0, "default". This is the table map
+ * alone: statements route with route_table_rule(), which asks the binds'
+ * catalogs about unmapped tables.
  */
 size_t route_table_bind(const struct config *cfg, const char *schema, const char *name);
 
