@@ -558,7 +558,8 @@ static int pg_dump(sqlmux_conn *c, const struct dump_request *q, FILE *out, stru
             goto done;
         }
     }
-    fwrite(later.data, 1, later.len, out);
+    if (later.len > 0) /* later.data is NULL while empty */
+        fwrite(later.data, 1, later.len, out);
     if (n > 0 && q->rows)
         fputs("COMMIT;\n", out);
 done:
