@@ -26,6 +26,14 @@ preceded by BEGIN; commit() and rollback() end it. SQL that begins or ends
 a transaction itself (BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK) is
 followed too, so in_transaction stays true to the daemon; SAVEPOINT,
 RELEASE and ROLLBACK TO work inside the transaction.
+
+The implicit BEGIN carries the connection's transaction characteristics,
+as psycopg2's set_session() does: isolation_level ("SERIALIZABLE", ...
+on a PostgreSQL bind; "DEFERRED", "IMMEDIATE" or "EXCLUSIVE" on a SQLite
+bind), readonly and deferrable (PostgreSQL). They go on every BEGIN rather
+than into the server's session (SET SESSION CHARACTERISTICS), since a
+PostgreSQL bind's session state lasts one transaction (README, PostgreSQL
+binds).
 """
 
 import collections.abc
@@ -450,6 +458,10 @@ def _txn_effect(sql):
     return None
 
 
+_PG_LEVELS = ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+_SQLITE_LEVELS = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+
 class Connection:
     """A connection to sqlmuxd (see connect())."""
 
@@ -476,6 +488,10 @@ class Connection:
         self._conn.kind = self.backend
         self._autocommit = bool(autocommit)
         self.in_transaction = False
+        self._isolation_level = None
+        self._readonly = False
+        self._deferrable = False
+        self._begin = "BEGIN"
 
     def _bind_kind(self, name):
         """"postgresql" or "sqlite": what the daemon's .binds says the bind
@@ -498,6 +514,64 @@ class Connection:
             self.commit()
         self._autocommit = value
 
+    # The transaction characteristics of the implicit BEGIN, from the next
+    # transaction on (the one open, if any, keeps its own).
+    @property
+    def isolation_level(self):
+        """None (the server's default), or on a PostgreSQL bind "READ
+        UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE",
+        on a SQLite bind "DEFERRED", "IMMEDIATE", "EXCLUSIVE": the words of
+        the implicit BEGIN."""
+        return self._isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value):
+        if value is not None:
+            value = " ".join(str(value).replace("_", " ").upper().split())
+            levels = _PG_LEVELS if self.backend == "postgresql" else _SQLITE_LEVELS
+            if value not in levels:
+                raise ProgrammingError("isolation_level must be None or one of %s" % ", ".join(levels), "MISUSE")
+        self._isolation_level = value
+        self._set_begin()
+
+    @property
+    def readonly(self):
+        """PostgreSQL: transactions begin READ ONLY."""
+        return self._readonly
+
+    @readonly.setter
+    def readonly(self, value):
+        self._readonly = self._pg_only(value, "readonly")
+        self._set_begin()
+
+    @property
+    def deferrable(self):
+        """PostgreSQL: transactions begin DEFERRABLE (with SERIALIZABLE and
+        readonly, PostgreSQL's wait for a safe snapshot)."""
+        return self._deferrable
+
+    @deferrable.setter
+    def deferrable(self, value):
+        self._deferrable = self._pg_only(value, "deferrable")
+        self._set_begin()
+
+    def _pg_only(self, value, name):
+        value = bool(value)
+        if value and self.backend != "postgresql":
+            raise NotSupportedError("%s is a PostgreSQL bind's transaction characteristic" % name, "MISUSE")
+        return value
+
+    def _set_begin(self):
+        words = ["BEGIN"]
+        if self._isolation_level is not None:
+            words += ["ISOLATION LEVEL"] if self.backend == "postgresql" else []
+            words.append(self._isolation_level)
+        if self._readonly:
+            words.append("READ ONLY")
+        if self._deferrable:
+            words.append("DEFERRABLE")
+        self._begin = " ".join(words)
+
     @property
     def tls(self):
         """"TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and cipher) on a TLS
@@ -519,7 +593,7 @@ class Connection:
         conn = self._check()
         effect = _txn_effect(sql)
         if effect is None and not self._autocommit and not self.in_transaction:
-            conn.execute("BEGIN")
+            conn.execute(self._begin)
             self.in_transaction = True
         try:
             result = conn.execute(sql, params)
