@@ -719,6 +719,15 @@ class _Rows:
         self.rows = []
         self.pos = 0
 
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
 
 class Cursor:
     """A PEP 249 cursor. Iterating over it streams the rows (the rows of
@@ -798,7 +807,9 @@ class Cursor:
         return self._res().fetchmany(-1)
 
     def __iter__(self):
-        return self
+        # The C Result itself: a for loop steps it with no Python-level
+        # call per row (next() on the cursor works too).
+        return iter(self._res())
 
     def __next__(self):
         row = self._res().fetchone()
