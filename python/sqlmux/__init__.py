@@ -440,6 +440,20 @@ _FIRST_WORDS_RE = re.compile(r"(?:\s+|--[^\n]*\n?|/\*.*?\*/)*([A-Za-z]+)(?:\s+([
 _NO_TXN = frozenset({"VACUUM"})
 
 
+_sql_cache = {}  # SQL text -> (_txn_effect, _returns_changes), the hot path's
+
+
+def _sql_facts(sql):
+    """(_txn_effect(sql), _returns_changes(sql)), remembered per text."""
+    facts = _sql_cache.get(sql)
+    if facts is None:
+        facts = (_txn_effect(sql), _returns_changes(sql))
+        if len(_sql_cache) > 1024:
+            _sql_cache.clear()
+        _sql_cache[sql] = facts
+    return facts
+
+
 def _txn_effect(sql):
     """What a statement does to the transaction: "begin", "end", "none"
     (needs no BEGIN before it: the statement is itself transaction control
@@ -591,7 +605,7 @@ class Connection:
         """Send one statement, with BEGIN first when one is due. Returns the
         C Result."""
         conn = self._check()
-        effect = _txn_effect(sql)
+        effect = _sql_facts(sql)[0]
         if effect is None and not self._autocommit and not self.in_transaction:
             conn.execute(self._begin)
             self.in_transaction = True
@@ -696,6 +710,9 @@ def _returns_changes(sql):
     return m is not None and m.group(1).upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
+_desc_cache = {}  # columns -> description
+
+
 class _Rows:
     """Rows read ahead, with a streaming Result's fetch methods."""
 
@@ -766,12 +783,18 @@ class Cursor:
         r = self.connection._run(sql, params)
         cols = r.columns
         if cols:
-            self.description = tuple((name, decl, None, None, None, None, None) for name, decl in cols)
+            desc = _desc_cache.get(cols)
+            if desc is None:
+                desc = tuple((name, decl, None, None, None, None, None) for name, decl in cols)
+                if len(_desc_cache) > 1024:
+                    _desc_cache.clear()
+                _desc_cache[cols] = desc
+            self.description = desc
         self.rowcount = r.changes
         if r.last_id is not None:
             self.lastrowid = r.last_id
         self._result = r if cols else None
-        if cols and _returns_changes(sql):
+        if cols and _sql_facts(sql)[1]:
             # INSERT/UPDATE/DELETE ... RETURNING: rowcount is the rows
             # changed, known once they are read (as psycopg2 has them).
             self._result = _Rows(r.fetchmany(-1))
