@@ -1675,6 +1675,21 @@ int sqlmux_step(sqlmux_result *r)
     return r->failed ? SQLMUX_ERROR : SQLMUX_DONE;
 }
 
+bool sqlmux_step_ready(sqlmux_result *r)
+{
+    if (r == &sqlmux_nomem_result || !r->streaming || r->finished || r->conn == NULL)
+        return true;
+    sqlmux_conn *c = r->conn;
+    if (c->error_code != NULL)
+        return true;
+    if (c->in.len <= c->in_scan)
+        return false;
+    const char *nl = memchr(c->in.data + c->in_scan, '\n', c->in.len - c->in_scan);
+    /* conn_read_line() scans on from here: nothing before is a newline. */
+    c->in_scan = nl != NULL ? (size_t)(nl - c->in.data) : c->in.len;
+    return nl != NULL;
+}
+
 int sqlmux_seek(sqlmux_result *r, int64_t row)
 {
     if (r->streaming || r == &sqlmux_nomem_result || row < -1 || row >= r->nrows)

@@ -352,6 +352,15 @@ SQLMUX_API const char *sqlmux_coltype(const sqlmux_result *res, int col);
  */
 SQLMUX_API int sqlmux_step(sqlmux_result *res);
 
+/*
+ * Whether the next sqlmux_step() of res can answer without waiting for
+ * the socket: a buffered or finished result, or a streaming one whose next
+ * reply line has been received already. A binding that lets other threads
+ * run while a step waits (Python's GIL) asks first, and gives way only
+ * when it must.
+ */
+SQLMUX_API bool sqlmux_step_ready(sqlmux_result *res);
+
 /* Buffered results only: make row `row` (from 0) the current one, so the
  * rows can be read again or in any order; the next sqlmux_step() goes to
  * row + 1. sqlmux_seek(res, -1) rewinds to before the first row.

@@ -68,8 +68,10 @@ struct server {
     uv_timer_t grace;      /* shutdown_timeout: then running statements are interrupted */
     struct service svc;    /* systemd notifications and watchdog */
 
-    /* Job events from backends: guarded by ev_lock, drained by ev_async. */
-    uv_async_t ev_async;
+    /* Job events from backends: guarded by ev_lock, drained when the
+     * eventfd ev_fd (watched by ev_poll) is written (server_post). */
+    uv_poll_t ev_poll;
+    int ev_fd;
     pthread_mutex_t ev_lock;
     struct job_event *ev_head, **ev_tail;
     /* Job events posted on the loop thread: no lock, drained by local_idle. */

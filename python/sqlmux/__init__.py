@@ -26,6 +26,14 @@ preceded by BEGIN; commit() and rollback() end it. SQL that begins or ends
 a transaction itself (BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK) is
 followed too, so in_transaction stays true to the daemon; SAVEPOINT,
 RELEASE and ROLLBACK TO work inside the transaction.
+
+The implicit BEGIN carries the connection's transaction characteristics,
+as psycopg2's set_session() does: isolation_level ("SERIALIZABLE", ...
+on a PostgreSQL bind; "DEFERRED", "IMMEDIATE" or "EXCLUSIVE" on a SQLite
+bind), readonly and deferrable (PostgreSQL). They go on every BEGIN rather
+than into the server's session (SET SESSION CHARACTERISTICS), since a
+PostgreSQL bind's session state lasts one transaction (README, PostgreSQL
+binds).
 """
 
 import collections.abc
@@ -432,6 +440,20 @@ _FIRST_WORDS_RE = re.compile(r"(?:\s+|--[^\n]*\n?|/\*.*?\*/)*([A-Za-z]+)(?:\s+([
 _NO_TXN = frozenset({"VACUUM"})
 
 
+_sql_cache = {}  # SQL text -> (_txn_effect, _returns_changes), the hot path's
+
+
+def _sql_facts(sql):
+    """(_txn_effect(sql), _returns_changes(sql)), remembered per text."""
+    facts = _sql_cache.get(sql)
+    if facts is None:
+        facts = (_txn_effect(sql), _returns_changes(sql))
+        if len(_sql_cache) > 1024:
+            _sql_cache.clear()
+        _sql_cache[sql] = facts
+    return facts
+
+
 def _txn_effect(sql):
     """What a statement does to the transaction: "begin", "end", "none"
     (needs no BEGIN before it: the statement is itself transaction control
@@ -448,6 +470,10 @@ def _txn_effect(sql):
     if w in _NO_TXN:
         return "none"
     return None
+
+
+_PG_LEVELS = ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+_SQLITE_LEVELS = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 
 class Connection:
@@ -476,6 +502,10 @@ class Connection:
         self._conn.kind = self.backend
         self._autocommit = bool(autocommit)
         self.in_transaction = False
+        self._isolation_level = None
+        self._readonly = False
+        self._deferrable = False
+        self._begin = "BEGIN"
 
     def _bind_kind(self, name):
         """"postgresql" or "sqlite": what the daemon's .binds says the bind
@@ -498,6 +528,64 @@ class Connection:
             self.commit()
         self._autocommit = value
 
+    # The transaction characteristics of the implicit BEGIN, from the next
+    # transaction on (the one open, if any, keeps its own).
+    @property
+    def isolation_level(self):
+        """None (the server's default), or on a PostgreSQL bind "READ
+        UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE",
+        on a SQLite bind "DEFERRED", "IMMEDIATE", "EXCLUSIVE": the words of
+        the implicit BEGIN."""
+        return self._isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value):
+        if value is not None:
+            value = " ".join(str(value).replace("_", " ").upper().split())
+            levels = _PG_LEVELS if self.backend == "postgresql" else _SQLITE_LEVELS
+            if value not in levels:
+                raise ProgrammingError("isolation_level must be None or one of %s" % ", ".join(levels), "MISUSE")
+        self._isolation_level = value
+        self._set_begin()
+
+    @property
+    def readonly(self):
+        """PostgreSQL: transactions begin READ ONLY."""
+        return self._readonly
+
+    @readonly.setter
+    def readonly(self, value):
+        self._readonly = self._pg_only(value, "readonly")
+        self._set_begin()
+
+    @property
+    def deferrable(self):
+        """PostgreSQL: transactions begin DEFERRABLE (with SERIALIZABLE and
+        readonly, PostgreSQL's wait for a safe snapshot)."""
+        return self._deferrable
+
+    @deferrable.setter
+    def deferrable(self, value):
+        self._deferrable = self._pg_only(value, "deferrable")
+        self._set_begin()
+
+    def _pg_only(self, value, name):
+        value = bool(value)
+        if value and self.backend != "postgresql":
+            raise NotSupportedError("%s is a PostgreSQL bind's transaction characteristic" % name, "MISUSE")
+        return value
+
+    def _set_begin(self):
+        words = ["BEGIN"]
+        if self._isolation_level is not None:
+            words += ["ISOLATION LEVEL"] if self.backend == "postgresql" else []
+            words.append(self._isolation_level)
+        if self._readonly:
+            words.append("READ ONLY")
+        if self._deferrable:
+            words.append("DEFERRABLE")
+        self._begin = " ".join(words)
+
     @property
     def tls(self):
         """"TLSv1.3 TLS_AES_256_GCM_SHA384" (protocol and cipher) on a TLS
@@ -517,9 +605,9 @@ class Connection:
         """Send one statement, with BEGIN first when one is due. Returns the
         C Result."""
         conn = self._check()
-        effect = _txn_effect(sql)
+        effect = _sql_facts(sql)[0]
         if effect is None and not self._autocommit and not self.in_transaction:
-            conn.execute("BEGIN")
+            conn.execute(self._begin)
             self.in_transaction = True
         try:
             result = conn.execute(sql, params)
@@ -622,6 +710,9 @@ def _returns_changes(sql):
     return m is not None and m.group(1).upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
+_desc_cache = {}  # columns -> description
+
+
 class _Rows:
     """Rows read ahead, with a streaming Result's fetch methods."""
 
@@ -644,6 +735,15 @@ class _Rows:
     def close(self):
         self.rows = []
         self.pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
 
 
 class Cursor:
@@ -683,12 +783,18 @@ class Cursor:
         r = self.connection._run(sql, params)
         cols = r.columns
         if cols:
-            self.description = tuple((name, decl, None, None, None, None, None) for name, decl in cols)
+            desc = _desc_cache.get(cols)
+            if desc is None:
+                desc = tuple((name, decl, None, None, None, None, None) for name, decl in cols)
+                if len(_desc_cache) > 1024:
+                    _desc_cache.clear()
+                _desc_cache[cols] = desc
+            self.description = desc
         self.rowcount = r.changes
         if r.last_id is not None:
             self.lastrowid = r.last_id
         self._result = r if cols else None
-        if cols and _returns_changes(sql):
+        if cols and _sql_facts(sql)[1]:
             # INSERT/UPDATE/DELETE ... RETURNING: rowcount is the rows
             # changed, known once they are read (as psycopg2 has them).
             self._result = _Rows(r.fetchmany(-1))
@@ -724,7 +830,9 @@ class Cursor:
         return self._res().fetchmany(-1)
 
     def __iter__(self):
-        return self
+        # The C Result itself: a for loop steps it with no Python-level
+        # call per row (next() on the cursor works too).
+        return iter(self._res())
 
     def __next__(self):
         row = self._res().fetchone()

@@ -60,11 +60,15 @@ typedef struct {
     int busy;                        /* a thread is inside libsqlmux */
 } conn_object;
 
+/* A column's converter: an enum conv_kind, or CONV_CALL for convs[i]. */
+#define CONV_CALL (-1)
+
 struct result_object {
     PyObject_HEAD conn_object *owner; /* strong ref while the stream is open */
     sqlmux_result *res;               /* NULL once finished */
     PyObject *columns;                /* tuple of (name, type) */
     PyObject *convs;                  /* tuple: int kind or callable per column */
+    int *kinds;                       /* per column: enum conv_kind or CONV_CALL */
     PyObject *rows;                   /* list of rows read ahead, or NULL */
     Py_ssize_t rowpos;                /* next row of rows */
     int ncols;
@@ -161,8 +165,9 @@ static PyObject *decode_auto(const char *s, size_t n, bool any_float)
     return f != NULL ? f : decode_text(s, n);
 }
 
-/* Field col of the current row, converted by conv. New reference. */
-static PyObject *decode_field(sqlmux_result *r, int col, PyObject *conv)
+/* Field col of the current row, converted by kind (CONV_CALL: the
+ * callable conv). New reference. */
+static PyObject *decode_field(sqlmux_result *r, int col, int kind, PyObject *conv)
 {
     enum sqlmux_type t = sqlmux_type(r, col);
     if (t == SQLMUX_NULL)
@@ -171,7 +176,7 @@ static PyObject *decode_field(sqlmux_result *r, int col, PyObject *conv)
     size_t n = sqlmux_len(r, col);
     if (t == SQLMUX_BLOB)
         return PyBytes_FromStringAndSize(s, (Py_ssize_t)n);
-    if (!PyLong_Check(conv)) {
+    if (kind == CONV_CALL) {
         PyObject *str = decode_text(s, n);
         if (str == NULL)
             return NULL;
@@ -179,7 +184,7 @@ static PyObject *decode_field(sqlmux_result *r, int col, PyObject *conv)
         Py_DECREF(str);
         return v;
     }
-    switch ((enum conv_kind)PyLong_AsLong(conv)) {
+    switch ((enum conv_kind)kind) {
     case CONV_TEXT: return decode_text(s, n);
     case CONV_FLOAT: return decode_auto(s, n, true);
     case CONV_BOOL:
@@ -198,7 +203,7 @@ static PyObject *decode_row(result_object *self)
     if (row == NULL)
         return NULL;
     for (int i = 0; i < self->ncols; i++) {
-        PyObject *v = decode_field(self->res, i, PyTuple_GET_ITEM(self->convs, i));
+        PyObject *v = decode_field(self->res, i, self->kinds[i], PyTuple_GET_ITEM(self->convs, i));
         if (v == NULL) {
             Py_DECREF(row);
             return NULL;
@@ -237,10 +242,15 @@ static int result_step(result_object *self, PyObject **row)
     if (self->res == NULL)
         return 0;
     int rc;
-    if (self->owner != NULL)
-        self->owner->busy = 1;
-    Py_BEGIN_ALLOW_THREADS rc = sqlmux_step(self->res);
-    Py_END_ALLOW_THREADS if (self->owner != NULL) self->owner->busy = 0;
+    if (sqlmux_step_ready(self->res)) {
+        /* The row is received already: no wait, so no GIL round trip. */
+        rc = sqlmux_step(self->res);
+    } else {
+        if (self->owner != NULL)
+            self->owner->busy = 1;
+        Py_BEGIN_ALLOW_THREADS rc = sqlmux_step(self->res);
+        Py_END_ALLOW_THREADS if (self->owner != NULL) self->owner->busy = 0;
+    }
     if (rc == SQLMUX_ROW) {
         self->nrows++;
         *row = decode_row(self);
@@ -353,6 +363,7 @@ static void result_dealloc(PyObject *op)
     Py_XDECREF(r);
     Py_XDECREF(self->columns);
     Py_XDECREF(self->convs);
+    PyMem_Free(self->kinds);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -427,6 +438,7 @@ static PyObject *result_new(conn_object *conn, sqlmux_result *r, bool streaming)
     self->res = r;
     self->columns = NULL;
     self->convs = NULL;
+    self->kinds = NULL;
     self->rows = NULL;
     self->rowpos = 0;
     self->done = 0;
@@ -461,6 +473,15 @@ static PyObject *result_new(conn_object *conn, sqlmux_result *r, bool streaming)
         goto fail;
     }
     Py_CLEAR(types);
+    self->kinds = PyMem_Calloc((size_t)self->ncols + 1, sizeof *self->kinds);
+    if (self->kinds == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (int i = 0; i < self->ncols; i++) {
+        PyObject *conv = PyTuple_GET_ITEM(self->convs, i);
+        self->kinds[i] = PyLong_Check(conv) ? (int)PyLong_AsLong(conv) : CONV_CALL;
+    }
     /* The first step: a row is kept as the first of self->rows. */
     PyObject *row;
     int rc = result_step(self, &row);

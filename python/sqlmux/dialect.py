@@ -19,6 +19,7 @@ $SQLMUX_USER and $SQLMUX_PASSWORD.
 import decimal
 import urllib.parse
 
+from sqlalchemy import exc
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql.base import INTERVAL, PGDialect, _ColonCast
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
@@ -192,16 +193,41 @@ class SQLmuxDialect_postgresql(_SQLmuxMixin, PGDialect):
                      sqltypes.DateTime: _PGDateTime, sqltypes.Time: _PGTime, sqltypes.Interval: _PGInterval,
                      INTERVAL: _PGInterval})
 
+    # The level goes on the driver's implicit BEGIN (BEGIN ISOLATION LEVEL
+    # ..., as psycopg2 does), not into SET SESSION CHARACTERISTICS as
+    # PGDialect's would: a PostgreSQL bind's session settings last one
+    # transaction. get_isolation_level() asks the server inside a
+    # transaction, so it reports what the transactions really get.
     def set_isolation_level(self, connection, level):
         if not self._set_autocommit(connection, level):
+            level = level.replace("_", " ")
+            if level not in self._isolation_lookup:
+                raise exc.ArgumentError("Invalid value '%s' for isolation_level. Valid isolation levels for %s are %s"
+                                        % (level, self.name, ", ".join(self._isolation_lookup)))
             dbapi_connection = getattr(connection, "dbapi_connection", connection)
             dbapi_connection.autocommit = False
-            super().set_isolation_level(connection, level)
+            # As psycopg2's set_isolation_level(): an open transaction
+            # (get_isolation_level()'s, say) ends, so the level holds now.
+            dbapi_connection.rollback()
+            dbapi_connection.isolation_level = level
 
     def get_isolation_level(self, connection):
         if getattr(connection, "autocommit", False):
             return "AUTOCOMMIT"
         return super().get_isolation_level(connection)
+
+    # postgresql_readonly and postgresql_deferrable execution options.
+    def set_readonly(self, connection, value):
+        connection.readonly = value
+
+    def get_readonly(self, connection):
+        return connection.readonly
+
+    def set_deferrable(self, connection, value):
+        connection.deferrable = value
+
+    def get_deferrable(self, connection):
+        return connection.deferrable
 
     def do_ping(self, dbapi_connection):
         return default.DefaultDialect.do_ping(self, dbapi_connection)

@@ -105,7 +105,12 @@ def run_postgresql(tmp, env):
 
 def main(argv):
     tmp = tempfile.mkdtemp(prefix="sqlmux-sqla-")
+    # Under SANITIZE=1, tests/run preloads ASan's runtime for the sanitized
+    # extension: only the suite's pytest needs it, not initdb and postgres.
+    preload = os.environ.pop("LD_PRELOAD", None)
     env = dict(os.environ)
+    if preload:
+        env["LD_PRELOAD"] = preload
     backend = argv[1] if len(argv) > 1 else "sqlite"
     run = {"postgresql": run_postgresql, "alembic": run_alembic}.get(backend, run_sqlite)
     suite_name = "Alembic's suite" if backend == "alembic" else "SQLAlchemy compliance suite"
