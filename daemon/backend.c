@@ -1,24 +1,171 @@
 /*
  * Jobs: the unit of work a session hands to a backend, and the streaming
  * and flow-control machinery every backend shares (posting response bytes
- * to the loop thread, waiting for the client to read them).
+ * to the loop thread, waiting for the client to read them); the bind host
+ * with its job event queue, the references binds and configurations count.
+ * Nothing here calls the server, the sessions or the commands: events go
+ * out through the host's deliver().
  */
 #include "daemon/backend.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/server.h"
+#include "daemon/log.h"
 
-const struct backend_ops *backend_for(enum bind_type type)
+/* ---- Job events ------------------------------------------------------ */
+
+static void deliver_list(struct bind_host *h, struct job_event *ev)
 {
-    switch (type) {
-    case BIND_SQLITE_FILE:
-    case BIND_SQLITE_MEMORY: return &backend_sqlite_ops;
-    case BIND_POSTGRES: return &backend_pg_ops;
+    while (ev != NULL) {
+        struct job_event *next = ev->next;
+        h->deliver(ev);
+        ev = next;
     }
-    return NULL;
 }
+
+/* Deliver events posted on the loop thread itself (the PostgreSQL
+ * backend's): run from an idle handle, i.e. before the loop next waits,
+ * never inside the backend callback that posted them. */
+static void on_local_events(uv_idle_t *idle)
+{
+    struct bind_host *h = idle->data;
+    struct job_event *ev = h->local_head;
+
+    uv_idle_stop(idle);
+    h->local_head = NULL;
+    h->local_tail = &h->local_head;
+    deliver_list(h, ev);
+}
+
+static void on_events(uv_async_t *async)
+{
+    struct bind_host *h = async->data;
+    struct job_event *ev;
+
+    pthread_mutex_lock(&h->ev_lock);
+    ev = h->ev_head;
+    h->ev_head = NULL;
+    h->ev_tail = &h->ev_head;
+    pthread_mutex_unlock(&h->ev_lock);
+    deliver_list(h, ev);
+}
+
+/* Queue an event for the loop thread (any thread; from the loop thread it
+ * is delivered before the loop next waits, not from inside the caller). */
+static void host_post(struct bind_host *h, struct job_event *ev)
+{
+    ev->next = NULL;
+    if (bind_host_on_loop(h)) {
+        /* No lock and no eventfd round trip through the kernel. */
+        *h->local_tail = ev;
+        h->local_tail = &ev->next;
+        (void)uv_idle_start(&h->local_idle, on_local_events); /* fails only without a callback */
+        return;
+    }
+    pthread_mutex_lock(&h->ev_lock);
+    *h->ev_tail = ev;
+    h->ev_tail = &ev->next;
+    pthread_mutex_unlock(&h->ev_lock);
+    uv_async_send(&h->ev_async);
+}
+
+int bind_host_init(struct bind_host *h, uv_loop_t *loop, void (*deliver)(struct job_event *ev))
+{
+    int rc;
+
+    h->loop = loop;
+    h->loop_thread = pthread_self();
+    h->deliver = deliver;
+    h->ev_tail = &h->ev_head;
+    h->local_tail = &h->local_head;
+    pthread_mutex_init(&h->ev_lock, NULL);
+    /* A handle whose init fails stays zeroed, so bind_host_close skips it. */
+    if ((rc = uv_idle_init(loop, &h->local_idle)) != 0 ||
+        (rc = uv_async_init(loop, &h->ev_async, on_events)) != 0)
+        return rc;
+    h->local_idle.data = h->ev_async.data = h;
+    return 0;
+}
+
+void bind_host_drain(struct bind_host *h)
+{
+    on_events(&h->ev_async);
+    on_local_events(&h->local_idle);
+}
+
+void bind_host_close(struct bind_host *h)
+{
+    uv_handle_t *handles[] = {(uv_handle_t *)&h->ev_async, (uv_handle_t *)&h->local_idle};
+
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++)
+        if (handles[i]->type != UV_UNKNOWN_HANDLE && !uv_is_closing(handles[i]))
+            uv_close(handles[i], NULL);
+}
+
+/* ---- Configurations and binds --------------------------------------- */
+
+struct confref *confref_new(struct config *cfg)
+{
+    struct confref *r = calloc(1, sizeof *r);
+
+    if (r == NULL) {
+        config_free(cfg);
+        return NULL;
+    }
+    r->cfg = cfg;
+    r->refs = 1;
+    return r;
+}
+
+struct confref *confref_hold(struct confref *r)
+{
+    assert(r->refs > 0);
+    r->refs++;
+    return r;
+}
+
+void confref_drop(struct confref *r)
+{
+    if (r == NULL)
+        return;
+    assert(r->refs > 0);
+    if (--r->refs > 0)
+        return;
+    config_free(r->cfg);
+    free(r);
+}
+
+void bind_hold(struct bind *b)
+{
+    assert(bind_host_on_loop(b->host));
+    assert(b->refs > 0);
+    b->refs++;
+}
+
+void bind_drop(struct bind *b)
+{
+    assert(bind_host_on_loop(b->host));
+    assert(b->refs > 0);
+    if (--b->refs > 0)
+        return;
+    if (b->retired) {
+        for (struct bind **pp = &b->host->retired; *pp != NULL; pp = &(*pp)->next_retired) {
+            if (*pp == b) {
+                *pp = b->next_retired;
+                break;
+            }
+        }
+        log_info("bind %s: the instance retired by a reload is no longer used; closed", b->conf->name);
+    }
+    if (b->impl != NULL)
+        b->ops->close(b);
+    confref_drop(b->cfgref);
+    free(b);
+}
+
+/* ---- Jobs ------------------------------------------------------------ */
 
 struct job *job_new(enum job_type type, struct bind *b, struct session *sess, uint64_t owner)
 {
@@ -37,12 +184,12 @@ struct job *job_new(enum job_type type, struct bind *b, struct session *sess, ui
     }
     job->type = type;
     job->bind = b;
-    server_bind_hold(b);
-    job->cfgref = server_cfg_hold(b->srv->cfgref);
+    bind_hold(b);
+    job->cfgref = confref_hold(b->host->cfgref);
     job->sess = sess;
     job->owner = owner;
     job->refs = 1;
-    job->max_unacked = b->srv->cfg->max_output;
+    job->max_unacked = confref_cfg(job->cfgref)->max_output;
     atomic_init(&job->cancelled, false);
     return job;
 }
@@ -61,9 +208,9 @@ void job_unref(struct job *job)
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);
-    server_cfg_drop(job->cfgref);
+    confref_drop(job->cfgref);
     free(job);
-    server_bind_drop(b);
+    bind_drop(b);
 }
 
 int job_post_chunk(struct job *job, struct buf *data)
@@ -83,7 +230,7 @@ int job_post_chunk(struct job *job, struct buf *data)
     pthread_mutex_lock(&job->lock);
     job->unacked += ev->data.len;
     pthread_mutex_unlock(&job->lock);
-    server_post(job->bind->srv, ev);
+    host_post(job->bind->host, ev);
     return 0;
 }
 
@@ -95,7 +242,7 @@ void job_post_done(struct job *job, struct buf *data)
     ev->done = true;
     ev->data = *data;
     *data = (struct buf)BUF_INIT;
-    server_post(job->bind->srv, ev);
+    host_post(job->bind->host, ev);
 }
 
 void job_fail(struct job *job, const char *code, const char *msg)

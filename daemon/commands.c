@@ -3,6 +3,8 @@
  * prints too. Handlers answer in the normal result format so the CLI and
  * client libraries show them like any query.
  */
+#include "daemon/commands.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,7 +134,7 @@ static void fanout_done(struct session *s, struct job *job);
 
 static void fanout_next(struct session *s)
 {
-    struct command_fanout *f = &s->fanout;
+    struct command_fanout *f = s->fanout;
     struct job *job;
 
     /* .save skips binds without a snapshot file, .tables the binds the
@@ -162,8 +164,12 @@ static void fanout_next(struct session *s)
 /* Start a per-bind command over every bind, or the one named in args. */
 static void fanout_start(struct session *s, const char *args, const char *const *cols, enum job_type type)
 {
-    struct command_fanout *f = &s->fanout;
+    struct command_fanout *f = s->fanout;
 
+    if (f == NULL && (f = s->fanout = calloc(1, sizeof *f)) == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
     if (args[0] != '\0') {
         int i = arg_bind(s, args);
         if (i < 0)
@@ -234,16 +240,16 @@ static void cmd_save(struct session *s, const char *args)
 static void fanout_done(struct session *s, struct job *job)
 {
     if (buf_append(&s->out, job->done_event.data.data, job->done_event.data.len) != 0) {
-        s->fanout.running = false;
+        s->fanout->running = false;
         session_close(s, true);
         return;
     }
     if (job->failed) {
         /* The job's data is the -ERR line; it ends the response. */
-        s->fanout.running = false;
+        s->fanout->running = false;
         return;
     }
-    s->fanout.rows += job->rows;
+    s->fanout->rows += job->rows;
     fanout_next(s);
 }
 
@@ -404,7 +410,7 @@ static void cmd_stats(struct session *s, const char *args)
     session_reply_columns(s, cols);
     for (size_t i = 0; i < srv->nbinds; i++, n++)
         stats_bind(s, srv->binds[i], &tot);
-    for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
+    for (struct bind *b = srv->host.retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
               tot.wal);

@@ -24,7 +24,6 @@
 #include <uv.h>
 
 #include "daemon/backend.h"
-#include "daemon/commands.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
@@ -125,8 +124,9 @@ struct session {
     unsigned auth_failures;    /* failed .auth on this connection */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
-    /* A command over every bind in progress (.tables; commands.c's). */
-    struct command_fanout fanout;
+    /* A command over every bind in progress (.tables): commands.c's, made
+     * by it with malloc on first use; freed with the session. */
+    struct command_fanout *fanout;
 };
 
 /* Accept a connection from `server_handle` (a listening uv_tcp_t or

@@ -26,7 +26,6 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
-#include "daemon/server.h"
 #include "daemon/snapshot.h"
 
 /* ---- Folder ------------------------------------------------------------ */
@@ -205,7 +204,7 @@ static void on_snapshot_tick(uv_timer_t *t)
         return;
     sb->snap_version = version;
     sb->snap_writes = writes;
-    job->queued_at = uv_now(sb->bind->srv->loop);
+    job->queued_at = uv_now(sb->bind->host->loop);
     sqlite_snapshot_submit(sb, job);
 }
 
@@ -229,9 +228,9 @@ int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
             snprintf(err, errlen, "bind %s: out of memory", bc->name);
             return -1;
         }
-        uv_timer_init(sb->bind->srv->loop, sb->snap_timer);
+        uv_timer_init(sb->bind->host->loop, sb->snap_timer);
         sb->snap_timer->data = sb;
-        uv_update_time(sb->bind->srv->loop); /* after a slow snapshot load or schema */
+        uv_update_time(sb->bind->host->loop); /* after a slow snapshot load or schema */
         uv_timer_start(sb->snap_timer, on_snapshot_tick, ms, ms);
     }
     return 0;
