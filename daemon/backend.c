@@ -198,6 +198,8 @@ void job_unref(struct job *job)
 {
     struct bind *b = job->bind;
 
+    assert(bind_host_on_loop(b->host));
+    assert(job->refs > 0);
     if (--job->refs > 0)
         return;
     codec_request_free(&job->req);
@@ -273,6 +275,7 @@ void job_ack(struct job *job, size_t n)
 {
     bool go_on;
 
+    assert(bind_host_on_loop(job->bind->host));
     pthread_mutex_lock(&job->lock);
     job->unacked = n > job->unacked ? 0 : job->unacked - n;
     go_on = job->unacked <= job->max_unacked;
@@ -284,6 +287,7 @@ void job_ack(struct job *job, size_t n)
 
 void job_cancel(struct job *job)
 {
+    assert(bind_host_on_loop(job->bind->host));
     pthread_mutex_lock(&job->lock);
     atomic_store(&job->cancelled, true);
     pthread_cond_broadcast(&job->cond);

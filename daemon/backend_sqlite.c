@@ -433,6 +433,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     const struct bind_conf *bc = b->conf;
     struct sqlite_bind *sb = calloc(1, sizeof *sb);
     sqlite3 *first = NULL;
+    int rc;
 
     sqlite_renice_init();
     if (sb == NULL)
@@ -535,7 +536,12 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     sb->wait_timer = malloc(sizeof *sb->wait_timer);
     if (sb->wait_timer == NULL)
         goto nomem;
-    uv_timer_init(b->host->loop, sb->wait_timer);
+    if ((rc = uv_timer_init(b->host->loop, sb->wait_timer)) != 0) {
+        free(sb->wait_timer);
+        sb->wait_timer = NULL;
+        snprintf(err, errlen, "bind %s: cannot start its timer: %s", bc->name, uv_strerror(rc));
+        goto fail;
+    }
     sb->wait_timer->data = sb;
     uv_timer_start(sb->wait_timer, on_wait_check, 100, 100);
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL && sqlite_snapshot_start(sb, err, errlen) != 0)

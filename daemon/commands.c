@@ -36,13 +36,6 @@ struct command {
 
 static const struct command commands[];
 
-static void reply_rows_done(struct session *s, size_t rows)
-{
-    char facts[32];
-    snprintf(facts, sizeof facts, "rows=%zu", rows);
-    session_reply_ok(s, facts);
-}
-
 static void cmd_ping(struct session *s, const char *args)
 {
     (void)args;
@@ -62,7 +55,7 @@ static void cmd_help(struct session *s, const char *args)
         const char *row[] = {name, c->args, c->help};
         session_reply_row(s, row, 3);
     }
-    reply_rows_done(s, n);
+    session_reply_ok_rows(s, n);
 }
 
 static void cmd_binds(struct session *s, const char *args)
@@ -101,7 +94,7 @@ static void cmd_binds(struct session *s, const char *args)
                              st.snapshot_at ? snap_bytes : NULL};
         session_reply_row(s, row, 10);
     }
-    reply_rows_done(s, srv->nbinds);
+    session_reply_ok_rows(s, srv->nbinds);
 }
 
 static void cmd_map(struct session *s, const char *args)
@@ -115,7 +108,7 @@ static void cmd_map(struct session *s, const char *args)
         const char *row[] = {cfg->rules[i].pattern, cfg->binds[cfg->rules[i].bind].name};
         session_reply_row(s, row, 2);
     }
-    reply_rows_done(s, cfg->nrules);
+    session_reply_ok_rows(s, cfg->nrules);
 }
 
 /* Resolve a bind name argument; replies -ERR and returns -1 when bad. */
@@ -146,7 +139,7 @@ static void fanout_next(struct session *s)
     /* A reload may have shortened the table meanwhile. */
     if (f->next >= f->end || f->next >= s->srv->nbinds) {
         f->running = false;
-        reply_rows_done(s, (size_t)f->rows);
+        session_reply_ok_rows(s, (size_t)f->rows);
         return;
     }
     /* Only .tables may run inside the client's transaction (owner 0:
@@ -452,7 +445,7 @@ static void cmd_clients(struct session *s, const char *args)
                              c->tls != NULL ? tls_conn_subject(c->tls) : NULL};
         session_reply_row(s, row, 11);
     }
-    reply_rows_done(s, n);
+    session_reply_ok_rows(s, n);
 }
 
 static void cmd_version(struct session *s, const char *args)
@@ -471,7 +464,7 @@ static void cmd_version(struct session *s, const char *args)
     session_reply_columns(s, cols);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         session_reply_row(s, rows[i], 2);
-    reply_rows_done(s, sizeof rows / sizeof rows[0]);
+    session_reply_ok_rows(s, sizeof rows / sizeof rows[0]);
 }
 
 /* .auth USER PASSWORD: the password is everything after the user name. */

@@ -227,7 +227,7 @@ static void session_hold_begin(struct session *s, const struct request *req, con
         return;
     }
     s->txn_held = true;
-    session_reply_ok(s, "changes=0");
+    session_reply_ok_changes(s, 0);
 }
 
 /* BEGIN, COMMIT and friends change the session's transaction state, which
@@ -335,7 +335,7 @@ static void session_handle_sql(struct session *s, struct request *req)
             s->txn_held = false;
             free(s->held_begin);
             s->held_begin = NULL;
-            session_reply_ok(s, "changes=0");
+            session_reply_ok_changes(s, 0);
             codec_request_free(req);
             return;
         }

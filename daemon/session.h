@@ -187,6 +187,9 @@ const char *session_state_name(enum sess_state st);
 
 /* Response helpers for command handlers. All append to s->out. */
 void session_reply_ok(struct session *s, const char *facts);
+/* "+OK rows=N" after rows; "+OK changes=N" for a statement without. */
+void session_reply_ok_rows(struct session *s, uint64_t rows);
+void session_reply_ok_changes(struct session *s, int64_t changes);
 void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Column header from a NULL-terminated list of name/type pairs. */

@@ -144,6 +144,7 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     bool memory = sb->bind->conf->type == BIND_SQLITE_MEMORY;
     struct worker *w;
     char why[300];
+    int rc;
 
     /* A file bind's pages come from the disk unless cached: its quick
      * connection reads through the nowait VFS, where the file system
@@ -184,7 +185,12 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
         snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
         return -1;
     }
-    uv_check_init(sb->bind->host->loop, sb->quick_turn);
+    if ((rc = uv_check_init(sb->bind->host->loop, sb->quick_turn)) != 0) {
+        free(sb->quick_turn);
+        sb->quick_turn = NULL;
+        snprintf(err, errlen, "bind %s: %s", sb->bind->conf->name, uv_strerror(rc));
+        return -1;
+    }
     sb->quick_turn->data = sb;
     if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) !=
             SQLITE_OK ||
