@@ -4,10 +4,11 @@
  * configuration reloads, and the bind host (backend.h) through which binds
  * see the loop and post job events to it. One struct server is passed to
  * every module. The only global state is what belongs to the process
- * rather than to a server: the log level (log.c); the nowait VFS (nowait_vfs.c: SQLite's
- * list of VFSes is process-wide, and so must be the descriptors it keeps,
- * since POSIX record locks belong to the process); and whether the
- * process may raise a thread's priority back (sqlite_conn.c, probed once).
+ * rather than to a server: the log level (log.c); the nowait VFS
+ * (nowait_vfs.c: SQLite's list of VFSes is process-wide, and so must be
+ * the descriptors it keeps, since POSIX record locks belong to the
+ * process); and whether the process may raise a thread's priority back
+ * (sqlite_conn.c, probed once).
  */
 #ifndef SQLMUX_DAEMON_SERVER_H
 #define SQLMUX_DAEMON_SERVER_H
