@@ -30,7 +30,7 @@ CONF_SRC   := conf/config.c
 ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -86,14 +86,21 @@ test: deps
 # `make lint`: every tracked C file formatted as .clang-format says
 # (clang-format --dry-run; `clang-format -i FILE` fixes one), and cppcheck's
 # warning and portability checks clean on the daemon, the protocol and the
-# config loader. Installs clang-format and cppcheck with apt as root.
-LINT_PKGS := clang-format cppcheck
+# config loader; and tests/tools/layers.py: no cycle of includes or calls
+# (nm of the daemon's objects, so it builds them) through a backend or the
+# dot-commands. Installs clang-format and cppcheck with apt as root.
+LINT_PKGS := clang-format cppcheck binutils
 lint:
-	@$(MAKE) --no-print-directory deps APT_PKGS="$(LINT_PKGS)"
+	@$(MAKE) --no-print-directory deps APT_PKGS="$(APT_PKGS) $(LINT_PKGS)"
 	@git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 	@cppcheck --quiet --std=c11 --enable=warning,portability --inline-suppr -D_GNU_SOURCE -I. \
 	    --error-exitcode=1 daemon/ proto/ conf/
+	@$(MAKE) --no-print-directory lint-objects
+	@/usr/bin/python3 tests/tools/layers.py --objects $(BUILD)/daemon
 	@echo "lint: clean"
+
+.PHONY: lint-objects
+lint-objects: $(DAEMON_OBJ)
 
 clean:
 	rm -rf build build-san build-fuzz

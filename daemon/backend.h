@@ -19,19 +19,86 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "conf/config.h"
 #include "daemon/sqlparse.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
-struct server;
 struct session;
 struct catalog;
 struct catset;
 struct bind;
 struct bind_status;
-struct confref;
+struct job_event;
+
+/* A loaded configuration and the number of holders pointing into it: the
+ * server while it is current, each bind opened from it, each job. Loop
+ * thread only; freed with the last reference. */
+struct confref {
+    struct config *cfg;
+    int refs;
+};
+
+/* A reference to cfg, which it now owns; NULL (cfg freed) on ENOMEM. */
+struct confref *confref_new(struct config *cfg);
+
+/* Take and drop a reference to a configuration (loop thread); returns r. */
+struct confref *confref_hold(struct confref *r);
+void confref_drop(struct confref *r);
+
+/* The configuration a reference holds; any thread, while the reference is
+ * held. */
+static inline const struct config *confref_cfg(const struct confref *r)
+{
+    return r->cfg;
+}
+
+/*
+ * What binds and jobs see of the daemon that runs them: the server's
+ * `host`, which every bind points to. It holds the loop, the configuration
+ * now current, the binds a reload retired, and the queue on which
+ * job_post_* hand events to the loop thread, which drains it in order into
+ * deliver() (the server sets it: the session's job events). Backends and
+ * jobs reach the server through nothing else, so they never call into the
+ * server, the sessions or the commands by name. Loop thread, except where
+ * said.
+ */
+struct bind_host {
+    uv_loop_t *loop;
+    pthread_t loop_thread;  /* any thread */
+    struct confref *cfgref; /* the current configuration: a reload swaps it */
+    bool serving;           /* listeners are open: opening a bind must not block */
+    struct bind *retired;   /* dropped by a reload but still referenced (bind.next_retired) */
+    void (*deliver)(struct job_event *ev);
+    /* Job events from other threads: guarded by ev_lock, drained when the
+     * eventfd ev_fd (watched by ev_poll) is written (host_post). */
+    uv_poll_t ev_poll;
+    int ev_fd;
+    pthread_mutex_t ev_lock;
+    struct job_event *ev_head, **ev_tail;
+    /* Job events posted on the loop thread: no lock, drained by local_idle. */
+    uv_idle_t local_idle;
+    struct job_event *local_head, **local_tail;
+};
+
+/* Set up h's event queue on loop, delivering into deliver. 0, or a libuv
+ * error (h's handles that were set up are closed by bind_host_close). */
+__attribute__((warn_unused_result)) int bind_host_init(struct bind_host *h, uv_loop_t *loop,
+                                                       void (*deliver)(struct job_event *ev));
+
+/* Deliver every event queued now (loop thread). */
+void bind_host_drain(struct bind_host *h);
+
+/* Close the queue's handles (loop thread; the loop reaps them). */
+void bind_host_close(struct bind_host *h);
+
+/* Whether the caller runs on h's loop thread. */
+static inline bool bind_host_on_loop(const struct bind_host *h)
+{
+    return pthread_equal(pthread_self(), h->loop_thread) != 0;
+}
 
 /* What a job asks of its bind's database. Each answers rows only (no
  * header, no status line) unless it says otherwise, or one -ERR line. */
@@ -56,7 +123,7 @@ struct job_event {
 
 struct job {
     enum job_type type;
-    struct bind *bind;      /* holds a reference (server_bind_hold) */
+    struct bind *bind;      /* holds a reference (bind_hold) */
     struct confref *cfgref; /* the configuration current when the job was
                                made, held for its life: backends read the
                                table map from here, never from srv->cfg,
@@ -200,11 +267,11 @@ struct bind_stats {
  * bind whose settings did not change (the same struct, connections and
  * data) and replaces the others; a replaced bind is "retired": it serves
  * the transactions and jobs still on it and closes when its last reference
- * is dropped (server_bind_drop). Worker threads may read conf, srv->loop and
+ * is dropped (bind_drop). Worker threads may read conf, host->loop and
  * impl; everything else belongs to the loop thread.
  */
 struct bind {
-    struct server *srv;
+    struct bind_host *host;
     const struct bind_conf *conf;
     size_t index; /* position in srv->binds (stale once retired) */
     const struct backend_ops *ops;
@@ -213,7 +280,7 @@ struct bind {
     struct confref *cfgref;
     int refs;                  /* the server's table, each job, each open transaction */
     bool retired;              /* no longer in srv->binds */
-    struct bind *next_retired; /* srv->retired list */
+    struct bind *next_retired; /* host->retired list */
     struct bind_stats stats;
     struct bind_catalog catalog;
 };
@@ -221,8 +288,10 @@ struct bind {
 extern const struct backend_ops backend_sqlite_ops;
 extern const struct backend_ops backend_pg_ops;
 
-/* The ops for a bind type, or NULL when not supported. */
-const struct backend_ops *backend_for(enum bind_type type);
+/* Take and drop a reference to a bind (loop thread). The last drop closes
+ * the bind and frees it (a retired one leaves host->retired). */
+void bind_hold(struct bind *b);
+void bind_drop(struct bind *b);
 
 /* Allocate a job owned by the caller (refs = 1 for the backend). NULL on
  * ENOMEM. */

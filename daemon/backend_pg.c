@@ -33,7 +33,6 @@
 #include "daemon/backend_pg.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
-#include "daemon/server.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -165,7 +164,7 @@ static void on_idle_check(uv_timer_t *t)
 {
     struct pg_bind *pb = t->data;
     const struct bind_conf *bc = pb->bind->conf;
-    uint64_t now = uv_now(pb->bind->srv->loop);
+    uint64_t now = uv_now(pb->bind->host->loop);
     struct pgconn *c, *next;
 
     if (bc->idle_timeout_ms <= 0)
@@ -188,7 +187,7 @@ static void on_query_wait(uv_timer_t *t)
     struct pg_bind *pb = t->data;
     const struct bind_conf *bc = pb->bind->conf;
     uint64_t limit = (uint64_t)bc->query_wait_timeout_ms;
-    uint64_t now = uv_now(pb->bind->srv->loop);
+    uint64_t now = uv_now(pb->bind->host->loop);
     char msg[300];
 
     while (pb->head != NULL && now - pb->head->queued_at >= limit) {
@@ -207,16 +206,15 @@ static void on_query_wait(uv_timer_t *t)
 
 static int pg_open(struct bind *b, char *err, size_t errlen)
 {
-    const struct config *cfg = server_cfg_of(b->cfgref);
+    const struct config *cfg = confref_cfg(b->cfgref);
     struct pg_bind *pb;
 
     /* migrate_on_start: with a blocking connection of its own, before the
      * daemon serves (no listener yet). A bind added by a reload is not
      * migrated here: that would block the loop on the network. */
-    if (cfg->migrate_on_start && b->srv->nlisteners == 0 &&
-        migrate_startup_pg(cfg, b->conf, err, errlen) != 0)
+    if (cfg->migrate_on_start && !b->host->serving && migrate_startup_pg(cfg, b->conf, err, errlen) != 0)
         return -1;
-    if (cfg->migrate_on_start && b->srv->nlisteners > 0 && cfg->migrations != NULL)
+    if (cfg->migrate_on_start && b->host->serving && cfg->migrations != NULL)
         log_warn("bind %s: added by a reload, so not migrated: run sqlmuxd migrate", b->conf->name);
     pb = calloc(1, sizeof *pb);
     if (pb == NULL) {
@@ -228,9 +226,9 @@ static int pg_open(struct bind *b, char *err, size_t errlen)
     pb->stmt_cache = (size_t)cfg->stmt_cache;
     /* Neither uv_timer_init nor uv_timer_start (of an open timer, with a
      * callback) can fail: their results are not checked here or below. */
-    (void)uv_timer_init(b->srv->loop, &pb->retry);
-    (void)uv_timer_init(b->srv->loop, &pb->idle);
-    (void)uv_timer_init(b->srv->loop, &pb->wait);
+    (void)uv_timer_init(b->host->loop, &pb->retry);
+    (void)uv_timer_init(b->host->loop, &pb->idle);
+    (void)uv_timer_init(b->host->loop, &pb->wait);
     pb->retry.data = pb->idle.data = pb->wait.data = pb;
     pb->handles = 3;
     uv_timer_start(&pb->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
@@ -284,7 +282,7 @@ static void pg_submit(struct bind *b, struct job *job)
         job_fail(job, "QUEUEFULL", msg);
         return;
     }
-    job->queued_at = uv_now(b->srv->loop);
+    job->queued_at = uv_now(b->host->loop);
     *pb->tail = job;
     pb->tail = &job->next;
     pb->queued++;

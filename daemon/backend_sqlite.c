@@ -35,7 +35,6 @@
 #include "daemon/log.h"
 #include "daemon/migrate.h"
 #include "daemon/route.h"
-#include "daemon/server.h"
 #include "daemon/snapshot.h"
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to\trule\twarning",
@@ -66,7 +65,7 @@ static void run_tables(struct worker *w, struct job *job, struct buf *out)
         for (size_t i = 0; i < n; i++)
             lower[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32) : name[i];
         lower[n] = '\0';
-        rc = route_put_table_row(out, server_cfg_of(job->cfgref), job->catset, w->sb->bind->index, name, n,
+        rc = route_put_table_row(out, confref_cfg(job->cfgref), job->catset, w->sb->bind->index, name, n,
                                  type, "", lower);
         free(lower);
         if (rc != 0) {
@@ -144,7 +143,7 @@ static bool schema_may_change(enum stmt_kind kind)
 /* .migrations: the bind's migration files merged with its version table. */
 static void run_migrations(struct worker *w, struct job *job, struct buf *out)
 {
-    const struct config *cfg = server_cfg_of(job->cfgref);
+    const struct config *cfg = confref_cfg(job->cfgref);
     const char *bind_name = w->sb->bind->conf->name;
     struct migration_rows rows = {0};
     struct migration_set set;
@@ -494,6 +493,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     const struct bind_conf *bc = b->conf;
     struct sqlite_bind *sb = calloc(1, sizeof *sb);
     sqlite3 *first = NULL;
+    int rc;
 
     sqlite_renice_init();
     if (sb == NULL)
@@ -553,8 +553,8 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     }
     /* The in-memory bind is migrated at every start, a file bind when
      * migrate_on_start asks for it. */
-    if ((bc->type == BIND_SQLITE_MEMORY || server_cfg_of(b->cfgref)->migrate_on_start) &&
-        migrate_startup_sqlite(server_cfg_of(b->cfgref), bc, first, err, errlen) != 0)
+    if ((bc->type == BIND_SQLITE_MEMORY || confref_cfg(b->cfgref)->migrate_on_start) &&
+        migrate_startup_sqlite(confref_cfg(b->cfgref), bc, first, err, errlen) != 0)
         goto fail;
     if (bc->type == BIND_SQLITE_MEMORY)
         sb->anchor = first;
@@ -568,7 +568,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     sb->nworkers = bc->pool_size;
     for (int i = 0; i < sb->nworkers; i++)
         pthread_cond_init(&sb->workers[i].wake, NULL);
-    sb->stmt_cache = (size_t)server_cfg_of(b->cfgref)->stmt_cache;
+    sb->stmt_cache = (size_t)confref_cfg(b->cfgref)->stmt_cache;
     snprintf(sb->readonly_msg, sizeof sb->readonly_msg,
              "read-only access to bind %s: this statement would write", b->conf->name);
     for (int i = 0; i < sb->nworkers; i++) {
@@ -596,7 +596,12 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     sb->wait_timer = malloc(sizeof *sb->wait_timer);
     if (sb->wait_timer == NULL)
         goto nomem;
-    uv_timer_init(b->srv->loop, sb->wait_timer);
+    if ((rc = uv_timer_init(b->host->loop, sb->wait_timer)) != 0) {
+        free(sb->wait_timer);
+        sb->wait_timer = NULL;
+        snprintf(err, errlen, "bind %s: cannot start its timer: %s", bc->name, uv_strerror(rc));
+        goto fail;
+    }
     sb->wait_timer->data = sb;
     uv_timer_start(sb->wait_timer, on_wait_check, 100, 100);
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL && sqlite_snapshot_start(sb, err, errlen) != 0)
@@ -672,7 +677,7 @@ static void sqlite_submit(struct bind *b, struct job *job)
     struct sqlite_bind *sb = b->impl;
     struct worker *target = NULL; /* a worker's own queue, else the shared one */
 
-    job->queued_at = uv_now(b->srv->loop);
+    job->queued_at = uv_now(b->host->loop);
     if (job->type == JOB_SAVE_SNAPSHOT) {
         sqlite_snapshot_submit(sb, job);
         return;

@@ -16,7 +16,7 @@ static void catalog_read(struct bind *b)
 {
     struct job *job;
 
-    if (b->catalog.reading || b->retired || b->impl == NULL || b->srv->stopping)
+    if (b->catalog.reading || b->retired || b->impl == NULL || server_of_bind(b)->stopping)
         return;
     job = job_new(JOB_CATALOG, b, NULL, 0);
     if (job == NULL) {
@@ -48,7 +48,7 @@ static void catalog_publish(struct server *srv)
  * catalog now holds it (and did not before). */
 static void catalog_warn_pinned(struct bind *b, const struct catalog *before)
 {
-    const struct config *cfg = b->srv->cfg;
+    const struct config *cfg = server_of_bind(b)->cfg;
 
     for (size_t i = 0; i < cfg->nrules; i++) {
         const struct table_rule *r = &cfg->rules[i];
@@ -73,7 +73,7 @@ void catalog_install(struct bind *b, struct catalog *c)
 {
     struct catalog *cur = b->catalog.cur;
 
-    assert(server_on_loop(b->srv));
+    assert(server_on_loop(server_of_bind(b)));
     if (c == NULL)
         return;
     if (b->retired || (cur != NULL && c->version <= cur->version)) {
@@ -83,7 +83,7 @@ void catalog_install(struct bind *b, struct catalog *c)
     b->catalog.cur = c;
     if (cur == NULL || !catalog_same(cur, c)) {
         log_debug("bind %s: catalog version %lld, %zu names", b->conf->name, (long long)c->version, c->n);
-        catalog_publish(b->srv);
+        catalog_publish(server_of_bind(b));
         catalog_warn_pinned(b, cur);
     }
     catalog_drop(cur);
@@ -92,7 +92,7 @@ void catalog_install(struct bind *b, struct catalog *c)
 void catalog_job_done(struct job *job)
 {
     struct bind *b = job->bind;
-    struct server *srv = b->srv;
+    struct server *srv = server_of_bind(b);
 
     b->catalog.reading = false;
     if (job->catalog != NULL) {

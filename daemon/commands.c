@@ -3,6 +3,8 @@
  * prints too. Handlers answer in the normal result format so the CLI and
  * client libraries show them like any query.
  */
+#include "daemon/commands.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +36,6 @@ struct command {
 
 static const struct command commands[];
 
-static void reply_rows_done(struct session *s, size_t rows)
-{
-    char facts[32];
-    snprintf(facts, sizeof facts, "rows=%zu", rows);
-    session_reply_ok(s, facts);
-}
-
 static void cmd_ping(struct session *s, const char *args)
 {
     (void)args;
@@ -60,7 +55,7 @@ static void cmd_help(struct session *s, const char *args)
         const char *row[] = {name, c->args, c->help};
         session_reply_row(s, row, 3);
     }
-    reply_rows_done(s, n);
+    session_reply_ok_rows(s, n);
 }
 
 static void cmd_binds(struct session *s, const char *args)
@@ -99,7 +94,7 @@ static void cmd_binds(struct session *s, const char *args)
                              st.snapshot_at ? snap_bytes : NULL};
         session_reply_row(s, row, 10);
     }
-    reply_rows_done(s, srv->nbinds);
+    session_reply_ok_rows(s, srv->nbinds);
 }
 
 static void cmd_map(struct session *s, const char *args)
@@ -113,7 +108,7 @@ static void cmd_map(struct session *s, const char *args)
         const char *row[] = {cfg->rules[i].pattern, cfg->binds[cfg->rules[i].bind].name};
         session_reply_row(s, row, 2);
     }
-    reply_rows_done(s, cfg->nrules);
+    session_reply_ok_rows(s, cfg->nrules);
 }
 
 /* Resolve a bind name argument; replies -ERR and returns -1 when bad. */
@@ -132,7 +127,7 @@ static void fanout_done(struct session *s, struct job *job);
 
 static void fanout_next(struct session *s)
 {
-    struct command_fanout *f = &s->fanout;
+    struct command_fanout *f = s->fanout;
     struct job *job;
 
     /* .save skips binds without a snapshot file, .tables the binds the
@@ -144,7 +139,7 @@ static void fanout_next(struct session *s)
     /* A reload may have shortened the table meanwhile. */
     if (f->next >= f->end || f->next >= s->srv->nbinds) {
         f->running = false;
-        reply_rows_done(s, (size_t)f->rows);
+        session_reply_ok_rows(s, (size_t)f->rows);
         return;
     }
     /* Only .tables may run inside the client's transaction (owner 0:
@@ -164,8 +159,12 @@ static void fanout_next(struct session *s)
 /* Start a per-bind command over every bind, or the one named in args. */
 static void fanout_start(struct session *s, const char *args, const char *const *cols, enum job_type type)
 {
-    struct command_fanout *f = &s->fanout;
+    struct command_fanout *f = s->fanout;
 
+    if (f == NULL && (f = s->fanout = calloc(1, sizeof *f)) == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
     if (args[0] != '\0') {
         int i = arg_bind(s, args);
         if (i < 0)
@@ -237,16 +236,16 @@ static void cmd_save(struct session *s, const char *args)
 static void fanout_done(struct session *s, struct job *job)
 {
     if (buf_append(&s->out, job->done_event.data.data, job->done_event.data.len) != 0) {
-        s->fanout.running = false;
+        s->fanout->running = false;
         session_close(s, true);
         return;
     }
     if (job->failed) {
         /* The job's data is the -ERR line; it ends the response. */
-        s->fanout.running = false;
+        s->fanout->running = false;
         return;
     }
-    s->fanout.rows += job->rows;
+    s->fanout->rows += job->rows;
     fanout_next(s);
 }
 
@@ -412,7 +411,7 @@ static void cmd_stats(struct session *s, const char *args)
     session_reply_columns(s, cols);
     for (size_t i = 0; i < srv->nbinds; i++, n++)
         stats_bind(s, srv->binds[i], &tot);
-    for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
+    for (struct bind *b = srv->host.retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
               tot.wal);
@@ -454,7 +453,7 @@ static void cmd_clients(struct session *s, const char *args)
                              c->tls != NULL ? tls_conn_subject(c->tls) : NULL};
         session_reply_row(s, row, 11);
     }
-    reply_rows_done(s, n);
+    session_reply_ok_rows(s, n);
 }
 
 static void cmd_version(struct session *s, const char *args)
@@ -473,7 +472,7 @@ static void cmd_version(struct session *s, const char *args)
     session_reply_columns(s, cols);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         session_reply_row(s, rows[i], 2);
-    reply_rows_done(s, sizeof rows / sizeof rows[0]);
+    session_reply_ok_rows(s, sizeof rows / sizeof rows[0]);
 }
 
 /* .auth USER PASSWORD: the password is everything after the user name. */

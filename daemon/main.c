@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "conf/config.h"
+#include "daemon/commands.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
 #include "daemon/passwd_cli.h"
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
     log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
     log_info("sqlmuxd %s starting with %s", SQLMUXD_VERSION, cfg->path);
-    if (server_init(&srv, uv_default_loop(), cfg) != 0) {
+    if (server_init(&srv, uv_default_loop(), cfg, commands_dispatch) != 0) {
         server_free(&srv);
         uv_loop_close(uv_default_loop());
         return 1;

@@ -27,7 +27,6 @@
 #include "daemon/backend_pg.h"
 #include "daemon/log.h"
 #include "daemon/migrate.h"
-#include "daemon/server.h"
 
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
@@ -131,7 +130,7 @@ static const bool phase_legal[PHASE_RESET + 1][PHASE_RESET + 1] = {
  * PGC_BUSY starts a job's phases at PHASE_NONE. Loop thread. */
 static void conn_set_state(struct pgconn *c, enum pgconn_state to)
 {
-    assert(server_on_loop(c->pb->bind->srv));
+    assert(bind_host_on_loop(c->pb->bind->host));
     if (!pgc_legal[c->state][to]) {
         log_error("bind %s: illegal connection state change %d -> %d", c->pb->bind->conf->name, (int)c->state,
                   (int)to);
@@ -206,7 +205,7 @@ void pg_conn_poll(struct pgconn *c, int events)
         return;
     if (c->poll == NULL) {
         c->poll = malloc(sizeof *c->poll);
-        if (c->poll == NULL || (rc = uv_poll_init(c->pb->bind->srv->loop, c->poll, fd)) != 0) {
+        if (c->poll == NULL || (rc = uv_poll_init(c->pb->bind->host->loop, c->poll, fd)) != 0) {
             free(c->poll);
             c->poll = NULL;
             goto unwatched;
@@ -259,7 +258,7 @@ void pg_conn_finish_job(struct pgconn *c)
     buf_free(&c->out);
     if (c->state == PGC_BUSY) {
         conn_set_state(c, PGC_IDLE);
-        c->idle_since = uv_now(c->pb->bind->srv->loop);
+        c->idle_since = uv_now(c->pb->bind->host->loop);
         pg_conn_poll(c, UV_READABLE); /* notice a server that goes away */
     }
 }
@@ -374,7 +373,7 @@ void pg_conn_cancel(struct pgconn *c)
         goto fail;
     snprintf(cr->bind, sizeof cr->bind, "%s", c->pb->bind->conf->name);
     cr->work.data = cr;
-    if (uv_queue_work(c->pb->bind->srv->loop, &cr->work, cancel_work, cancel_done) == 0)
+    if (uv_queue_work(c->pb->bind->host->loop, &cr->work, cancel_work, cancel_done) == 0)
         return;
     PQfreeCancel(cr->cancel);
 fail:
@@ -620,7 +619,7 @@ static void conn_connected(struct pgconn *c)
 
     uv_timer_stop(&c->timer);
     conn_set_state(c, PGC_IDLE);
-    c->idle_since = uv_now(pb->bind->srv->loop);
+    c->idle_since = uv_now(pb->bind->host->loop);
     if (PQsetnonblocking(c->conn, 1) != 0) {
         conn_lost(c);
         return;
@@ -748,7 +747,7 @@ void pg_conn_open(struct pg_bind *pb)
     c->pb = pb;
     c->fd = -1;
     static_assert(PGC_CONNECTING == 0, "a new connection (calloc) is connecting");
-    (void)uv_timer_init(pb->bind->srv->loop, &c->timer); /* cannot fail: it fills in the struct */
+    (void)uv_timer_init(pb->bind->host->loop, &c->timer); /* cannot fail: it fills in the struct */
     c->timer.data = c;
     c->handles = 1;
     c->next = pb->conns;
@@ -765,7 +764,7 @@ void pg_conn_open(struct pg_bind *pb)
     /* At start-up the loop's clock has not moved while earlier binds
      * opened (schemas, snapshots, migrations): read it now, or the timeout
      * would count that time too. */
-    uv_update_time(pb->bind->srv->loop);
+    uv_update_time(pb->bind->host->loop);
     uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)bc->connect_timeout_ms, 0);
     pg_conn_poll(c, UV_WRITABLE);
     if (c->poll == NULL)

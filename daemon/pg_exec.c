@@ -28,7 +28,6 @@
 #include "daemon/log.h"
 #include "daemon/migrate.h"
 #include "daemon/route.h"
-#include "daemon/server.h"
 #include "daemon/sqllex.h"
 
 /* ---- Errors ---------------------------------------------------------- */
@@ -193,7 +192,7 @@ static int put_header(struct pgconn *c, const PGresult *res)
  * arrive. */
 static bool row_too_big(struct pgconn *c, const PGresult *res, int row)
 {
-    size_t max = server_cfg_of(c->job->cfgref)->max_value;
+    size_t max = confref_cfg(c->job->cfgref)->max_value;
 
     for (int i = 0; i < c->ncols; i++) {
         size_t n = (size_t)PQgetlength(res, row, i);
@@ -386,7 +385,7 @@ nomem:
  * here on the loop: a few small local files. */
 void pg_put_migrations(struct pgconn *c, PGresult *res)
 {
-    const struct config *cfg = server_cfg_of(c->job->cfgref);
+    const struct config *cfg = confref_cfg(c->job->cfgref);
     const char *bind = c->pb->bind->conf->name;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     struct migration_rows rows = {0};
@@ -427,7 +426,7 @@ void pg_put_migrations(struct pgconn *c, PGresult *res)
  * "=name\ttype\tbind\trouted_to\trule\twarning", as on SQLite binds. */
 void pg_put_tables(struct pgconn *c, const PGresult *res)
 {
-    const struct config *cfg = server_cfg_of(c->job->cfgref);
+    const struct config *cfg = confref_cfg(c->job->cfgref);
     for (int r = 0; r < PQntuples(res); r++) {
         char lower_schema[256], lower_name[256];
         const char *shown = PQgetvalue(res, r, 0);

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,153 +54,24 @@ static void server_deliver(struct job_event *ev)
         session_job_event(ev);
 }
 
-/* Deliver events posted on the loop thread itself (the PostgreSQL
- * backend's): run from an idle handle, i.e. before the loop next waits,
- * never inside the backend callback that posted them. */
-static void on_local_events(uv_idle_t *idle)
-{
-    struct server *srv = idle->data;
-    struct job_event *ev = srv->local_head;
-
-    uv_idle_stop(idle);
-    srv->local_head = NULL;
-    srv->local_tail = &srv->local_head;
-    while (ev != NULL) {
-        struct job_event *next = ev->next;
-        server_deliver(ev);
-        ev = next;
-    }
-}
-
-void server_post(struct server *srv, struct job_event *ev)
-{
-    ev->next = NULL;
-    if (server_on_loop(srv)) {
-        /* No lock and no eventfd round trip through the kernel. */
-        *srv->local_tail = ev;
-        srv->local_tail = &ev->next;
-        (void)uv_idle_start(&srv->local_idle, on_local_events); /* fails only without a callback */
-        return;
-    }
-    pthread_mutex_lock(&srv->ev_lock);
-    bool was_empty = srv->ev_head == NULL;
-    *srv->ev_tail = ev;
-    srv->ev_tail = &ev->next;
-    pthread_mutex_unlock(&srv->ev_lock);
-    /* Only the event that makes the queue non-empty wakes the loop: it
-     * takes the whole queue after reading the eventfd. Not uv_async_send():
-     * its loop side spins (sched_yield) while a sender is between its two
-     * steps, and a worker preempted there (a long statement runs at nice
-     * LONG_STATEMENT_NICE) cost the loop thread 40% of its CPU while
-     * streaming rows on a busy machine. */
-    if (was_empty) {
-        uint64_t one = 1;
-        while (write(srv->ev_fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
-    }
-}
-
-/* Deliver the events posted from other threads (loop thread only). */
-static void drain_events(struct server *srv)
-{
-    struct job_event *ev;
-
-    pthread_mutex_lock(&srv->ev_lock);
-    ev = srv->ev_head;
-    srv->ev_head = NULL;
-    srv->ev_tail = &srv->ev_head;
-    pthread_mutex_unlock(&srv->ev_lock);
-    while (ev != NULL) {
-        struct job_event *next = ev->next;
-        server_deliver(ev);
-        ev = next;
-    }
-}
-
-static void on_events(uv_poll_t *poll, int status, int events)
-{
-    struct server *srv = poll->data;
-    uint64_t count;
-
-    (void)status;
-    (void)events;
-    /* Reset the eventfd before taking the queue, so an event posted after
-     * the take writes it again. */
-    while (read(srv->ev_fd, &count, sizeof count) < 0 && errno == EINTR)
-        ;
-    drain_events(srv);
-}
-
 /* ---- Configurations and binds --------------------------------------- */
-
-struct confref *server_cfg_hold(struct confref *r)
-{
-    assert(r->refs > 0);
-    r->refs++;
-    return r;
-}
-
-void server_cfg_drop(struct confref *r)
-{
-    if (r == NULL)
-        return;
-    assert(r->refs > 0);
-    if (--r->refs > 0)
-        return;
-    config_free(r->cfg);
-    free(r);
-}
-
-/* A reference to cfg, which it now owns; NULL (cfg freed) on ENOMEM. */
-static struct confref *confref_new(struct config *cfg)
-{
-    struct confref *r = calloc(1, sizeof *r);
-
-    if (r == NULL) {
-        config_free(cfg);
-        return NULL;
-    }
-    r->cfg = cfg;
-    r->refs = 1;
-    return r;
-}
-
-void server_bind_hold(struct bind *b)
-{
-    assert(server_on_loop(b->srv));
-    assert(b->refs > 0);
-    b->refs++;
-}
-
-void server_bind_drop(struct bind *b)
-{
-    struct server *srv = b->srv;
-
-    assert(server_on_loop(srv));
-    assert(b->refs > 0);
-    if (--b->refs > 0)
-        return;
-    if (b->retired) {
-        for (struct bind **pp = &srv->retired; *pp != NULL; pp = &(*pp)->next_retired) {
-            if (*pp == b) {
-                *pp = b->next_retired;
-                break;
-            }
-        }
-        log_info("bind %s: the instance retired by a reload is no longer used; closed", b->conf->name);
-    }
-    if (b->impl != NULL)
-        b->ops->close(b);
-    catalog_drop(b->catalog.cur);
-    server_cfg_drop(b->cfgref);
-    free(b);
-}
 
 struct bind *server_bind_named(const struct server *srv, const char *name)
 {
     for (size_t i = 0; i < srv->nbinds; i++)
         if (strcmp(srv->binds[i]->conf->name, name) == 0)
             return srv->binds[i];
+    return NULL;
+}
+
+/* The ops for a bind type, or NULL when not supported. */
+static const struct backend_ops *backend_for(enum bind_type type)
+{
+    switch (type) {
+    case BIND_SQLITE_FILE:
+    case BIND_SQLITE_MEMORY: return &backend_sqlite_ops;
+    case BIND_POSTGRES: return &backend_pg_ops;
+    }
     return NULL;
 }
 
@@ -216,11 +86,11 @@ static struct bind *bind_open(struct server *srv, struct confref *ref, size_t i,
         snprintf(err, errlen, "bind %s: out of memory", cfg->binds[i].name);
         return NULL;
     }
-    b->srv = srv;
+    b->host = &srv->host;
     b->conf = &cfg->binds[i];
     b->index = i;
     b->refs = 1;
-    b->cfgref = server_cfg_hold(ref);
+    b->cfgref = confref_hold(ref);
     b->ops = backend_for(b->conf->type);
     if (b->ops == NULL) {
         snprintf(err, errlen, "%s:%d: bind %s: this build does not support its type", cfg->path,
@@ -228,7 +98,7 @@ static struct bind *bind_open(struct server *srv, struct confref *ref, size_t i,
     } else if (b->ops->open(b, err, errlen) == 0) {
         return b;
     }
-    server_cfg_drop(b->cfgref);
+    confref_drop(b->cfgref);
     free(b);
     return NULL;
 }
@@ -533,8 +403,7 @@ static void on_idle_sweep(uv_timer_t *t)
 
 static void close_loop_handles(struct server *srv)
 {
-    close_handle((uv_handle_t *)&srv->ev_poll);
-    close_handle((uv_handle_t *)&srv->local_idle);
+    bind_host_close(&srv->host);
     close_handle((uv_handle_t *)&srv->flush_turn);
     close_handle((uv_handle_t *)&srv->flush_awake);
     close_handle((uv_handle_t *)&srv->sig_term);
@@ -553,19 +422,18 @@ static void close_binds(struct server *srv)
     for (size_t i = 0; i < srv->nbinds; i++)
         if (srv->binds[i]->impl != NULL)
             srv->binds[i]->ops->close(srv->binds[i]);
-    for (struct bind *b = srv->retired; b != NULL; b = b->next_retired)
+    for (struct bind *b = srv->host.retired; b != NULL; b = b->next_retired)
         if (b->impl != NULL)
             b->ops->close(b);
     /* Release jobs posted while the binds drained. */
-    drain_events(srv);
-    on_local_events(&srv->local_idle);
+    bind_host_drain(&srv->host);
     for (size_t i = 0; i < srv->nbinds; i++)
-        server_bind_drop(srv->binds[i]);
+        bind_drop(srv->binds[i]);
     srv->nbinds = 0;
-    while (srv->retired != NULL) {
+    while (srv->host.retired != NULL) {
         /* No session and no job is left to hold it. */
-        srv->retired->refs = 1;
-        server_bind_drop(srv->retired);
+        srv->host.retired->refs = 1;
+        bind_drop(srv->host.retired);
     }
 }
 
@@ -646,7 +514,8 @@ static void on_signal(uv_signal_t *sig, int signum)
 
 /* ---- Start-up ------------------------------------------------------- */
 
-int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
+int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
+                void (*dispatch_command)(struct session *s, const char *line, size_t len))
 {
     char err[1024];
     int activated, rc;
@@ -654,22 +523,12 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->ev_tail = &srv->ev_head;
-    srv->local_tail = &srv->local_head;
-    srv->ev_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (srv->ev_fd < 0) {
-        log_error("cannot set up the event loop: eventfd: %s", strerror(errno));
-        return -1;
-    }
-    srv->loop_thread = pthread_self();
+    srv->dispatch_command = dispatch_command;
     srv->started_at = uv_now(loop);
-    pthread_mutex_init(&srv->ev_lock, NULL);
     /* A handle whose init fails stays zeroed, so server_free skips it. */
-    if ((rc = uv_idle_init(loop, &srv->local_idle)) != 0 ||
+    if ((rc = bind_host_init(&srv->host, loop, server_deliver)) != 0 ||
         (rc = uv_check_init(loop, &srv->flush_turn)) != 0 ||
         (rc = uv_idle_init(loop, &srv->flush_awake)) != 0 ||
-        (rc = uv_poll_init(loop, &srv->ev_poll, srv->ev_fd)) != 0 ||
-        (rc = uv_poll_start(&srv->ev_poll, UV_READABLE, on_events)) != 0 ||
         (rc = uv_signal_init(loop, &srv->sig_term)) != 0 || (rc = uv_signal_init(loop, &srv->sig_int)) != 0 ||
         (rc = uv_signal_init(loop, &srv->sig_hup)) != 0 || (rc = uv_timer_init(loop, &srv->grace)) != 0 ||
         (rc = uv_timer_init(loop, &srv->idle_sweep)) != 0 ||
@@ -677,12 +536,12 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("cannot set up the event loop: %s", uv_strerror(rc));
         return -1;
     }
-    srv->local_idle.data = srv->flush_turn.data = srv->ev_poll.data = srv;
+    srv->flush_turn.data = srv;
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv->idle_sweep.data = srv;
     service_init(srv);
 
-    srv->cfgref = confref_new(cfg);
-    if (srv->cfgref == NULL) {
+    srv->host.cfgref = confref_new(cfg);
+    if (srv->host.cfgref == NULL) {
         srv->cfg = NULL;
         log_error("out of memory");
         return -1;
@@ -699,7 +558,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         return -1;
     }
     for (size_t i = 0; i < cfg->nbinds; i++) {
-        srv->binds[i] = bind_open(srv, srv->cfgref, i, err, sizeof err);
+        srv->binds[i] = bind_open(srv, srv->host.cfgref, i, err, sizeof err);
         if (srv->binds[i] == NULL) {
             log_error("%s", err);
             return -1;
@@ -734,6 +593,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("%s: no listener: set listen or unix_socket under [server]", cfg->path);
         return -1;
     }
+    srv->host.serving = true; /* a bind opened from now on (a reload's) must not block */
     if ((rc = uv_signal_start(&srv->sig_term, on_signal, SIGTERM)) != 0 ||
         (rc = uv_signal_start(&srv->sig_int, on_signal, SIGINT)) != 0 ||
         (rc = uv_signal_start(&srv->sig_hup, on_signal, SIGHUP)) != 0) {
@@ -772,15 +632,15 @@ void server_free(struct server *srv)
     srv->tls = NULL;
     authq_free(srv->authq);
     free(srv->binds);
-    pthread_mutex_destroy(&srv->ev_lock);
-    if (srv->ev_fd >= 0)
-        close(srv->ev_fd);
-    srv->ev_fd = -1;
-    if (srv->cfgref != NULL)
-        server_cfg_drop(srv->cfgref);
+    pthread_mutex_destroy(&srv->host.ev_lock);
+    if (srv->host.ev_fd >= 0)
+        close(srv->host.ev_fd);
+    srv->host.ev_fd = -1;
+    if (srv->host.cfgref != NULL)
+        confref_drop(srv->host.cfgref);
     else
         config_free(srv->cfg);
-    srv->cfgref = NULL;
+    srv->host.cfgref = NULL;
     srv->cfg = NULL;
 }
 
@@ -849,7 +709,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
         struct bind *cur = server_bind_named(srv, bc->name);
 
         if (cur != NULL && config_bind_equal(cur->conf, bc)) {
-            server_bind_hold(cur);
+            bind_hold(cur);
             binds[nnew] = cur;
             continue;
         }
@@ -858,7 +718,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
             /* Reopening would lose the data. */
             log_warn("bind %s: options of an in-memory bind change at restart only; keeping the running ones",
                      bc->name);
-            server_bind_hold(cur);
+            bind_hold(cur);
             binds[nnew] = cur;
             continue;
         }
@@ -880,8 +740,8 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     srv->nbinds = next->nbinds;
     for (size_t i = 0; i < srv->nbinds; i++)
         srv->binds[i]->index = i;
-    server_cfg_drop(srv->cfgref);
-    srv->cfgref = ref;
+    confref_drop(srv->host.cfgref);
+    srv->host.cfgref = ref;
     srv->cfg = next;
     routecache_free(srv->routes);
     srv->routes = routes;
@@ -903,10 +763,10 @@ int server_reload(struct server *srv, char *err, size_t errlen)
             if (server_bind_named(srv, b->conf->name) == NULL)
                 list_add(removed, sizeof removed, b->conf->name);
             b->retired = true;
-            b->next_retired = srv->retired;
-            srv->retired = b;
+            b->next_retired = srv->host.retired;
+            srv->host.retired = b;
         }
-        server_bind_drop(b);
+        bind_drop(b);
     }
     free(old);
     srv->reloads++;
@@ -919,10 +779,10 @@ int server_reload(struct server *srv, char *err, size_t errlen)
 undo:
     tls_server_free(tls);
     for (size_t i = 0; i < nnew; i++)
-        server_bind_drop(binds[i]);
+        bind_drop(binds[i]);
     free(binds);
     routecache_free(routes);
-    server_cfg_drop(ref);
+    confref_drop(ref);
 refuse:
     log_error("reload refused: %s; the running configuration stays", why);
     if (err != NULL && errlen > 0)

@@ -1,19 +1,21 @@
 /*
  * The server: the libuv loop, the listeners (TCP and unix sockets, bound
  * here or handed over by systemd), the binds, the client list, signals,
- * configuration reloads, and the queue on which backends post job events
- * to the loop thread. One struct server is passed to every module. The
- * only global state is what belongs to the process rather than to a
- * server: the log level (log.c); the nowait VFS (nowait_vfs.c: SQLite's
- * list of VFSes is process-wide, and so must be the descriptors it keeps,
- * since POSIX record locks belong to the process); and whether the
- * process may raise a thread's priority back (sqlite_conn.c, probed once).
+ * configuration reloads, and the bind host (backend.h) through which binds
+ * see the loop and post job events to it. One struct server is passed to
+ * every module. The only global state is what belongs to the process
+ * rather than to a server: the log level (log.c); the nowait VFS
+ * (nowait_vfs.c: SQLite's list of VFSes is process-wide, and so must be
+ * the descriptors it keeps, since POSIX record locks belong to the
+ * process); and whether the process may raise a thread's priority back
+ * (sqlite_conn.c, probed once).
  */
 #ifndef SQLMUX_DAEMON_SERVER_H
 #define SQLMUX_DAEMON_SERVER_H
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -30,14 +32,6 @@ struct session;
 struct routecache;
 struct tls_server;
 
-/* A loaded configuration and the number of holders pointing into it: the
- * server while it is current, each bind opened from it, each job. Loop
- * thread only; freed with the last reference. */
-struct confref {
-    struct config *cfg;
-    int refs;
-};
-
 struct listener {
     union {
         uv_handle_t handle;
@@ -52,12 +46,13 @@ struct listener {
 
 struct server {
     uv_loop_t *loop;
-    struct config *cfg; /* the current configuration: cfgref->cfg */
-    struct confref *cfgref;
+    struct config *cfg; /* the current configuration: host.cfgref->cfg */
+    /* What the binds see: the loop, the current configuration, the retired
+     * binds, the queue on which backends post job events to the loop. */
+    struct bind_host host;
 
     struct bind **binds; /* binds[i] serves cfg->binds[i]; each entry holds a reference */
     size_t nbinds;
-    struct bind *retired; /* dropped by a reload but still referenced (bind.next_retired) */
 
     struct listener listeners[SERVER_MAX_LISTENERS];
     size_t nlisteners;
@@ -67,17 +62,6 @@ struct server {
     uv_timer_t idle_sweep; /* client_idle_timeout: closes idle clients */
     uv_timer_t grace;      /* shutdown_timeout: then running statements are interrupted */
     struct service svc;    /* systemd notifications and watchdog */
-
-    /* Job events from backends: guarded by ev_lock, drained when the
-     * eventfd ev_fd (watched by ev_poll) is written (server_post). */
-    uv_poll_t ev_poll;
-    int ev_fd;
-    pthread_mutex_t ev_lock;
-    struct job_event *ev_head, **ev_tail;
-    /* Job events posted on the loop thread: no lock, drained by local_idle. */
-    pthread_t loop_thread;
-    uv_idle_t local_idle;
-    struct job_event *local_head, **local_tail;
 
     /* Sessions with answers to write once the loop turn's I/O callbacks
      * are done (linked through session.flush_next), written by flush_turn:
@@ -98,6 +82,10 @@ struct server {
     struct routecache *routes;
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
+    /* Where a session hands a dot-command line (commands_dispatch; given
+     * to server_init, so neither the server nor the session calls the
+     * commands by name). */
+    void (*dispatch_command)(struct session *s, const char *line, size_t len);
     bool stopping;
     int signals;         /* SIGTERM/SIGINT received */
     uint64_t reloads;    /* configurations swapped in since start */
@@ -109,8 +97,11 @@ struct server {
 };
 
 /* Open binds and listeners per cfg (the server takes ownership of cfg),
- * then tell systemd READY=1. 0, or -1 after logging why. */
-__attribute__((warn_unused_result)) int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg);
+ * then tell systemd READY=1; sessions hand dot-commands to
+ * dispatch_command. 0, or -1 after logging why. */
+__attribute__((warn_unused_result)) int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
+                                                    void (*dispatch_command)(struct session *s,
+                                                                             const char *line, size_t len));
 
 /* Run until stopped; closes everything. Returns the exit status. */
 int server_run(struct server *srv);
@@ -118,10 +109,6 @@ int server_run(struct server *srv);
 /* Release everything server_init() made (also after a failed init),
  * including the config. */
 void server_free(struct server *srv);
-
-/* Queue an event for the loop thread (any thread; from the loop thread it
- * is delivered before the loop next waits, not from inside the caller). */
-void server_post(struct server *srv, struct job_event *ev);
 
 /* Begin a graceful stop: no new clients, sessions close after their
  * current statement (interrupted after shutdown_timeout), binds close, the
@@ -146,27 +133,17 @@ int server_reload(struct server *srv, char *err, size_t errlen);
 /* The current bind named `name`, or NULL. */
 struct bind *server_bind_named(const struct server *srv, const char *name);
 
-/* Take and drop a reference to a bind (loop thread). The last drop closes
- * the bind and frees it. */
-void server_bind_hold(struct bind *b);
-void server_bind_drop(struct bind *b);
-
-/* Take and drop a reference to a configuration (loop thread); returns r. */
-struct confref *server_cfg_hold(struct confref *r);
-void server_cfg_drop(struct confref *r);
+/* The server a bind of its belongs to (the bind host is the server's). */
+static inline struct server *server_of_bind(const struct bind *b)
+{
+    return (struct server *)(void *)((char *)b->host - offsetof(struct server, host));
+}
 
 /* Whether the caller runs on the loop thread: the rule most functions
  * here and in session.h state, asserted where it matters. */
 static inline bool server_on_loop(const struct server *srv)
 {
-    return pthread_equal(pthread_self(), srv->loop_thread) != 0;
-}
-
-/* The configuration a reference holds; any thread, while the reference is
- * held. */
-static inline const struct config *server_cfg_of(const struct confref *r)
-{
-    return r->cfg;
+    return bind_host_on_loop(&srv->host);
 }
 
 #endif

@@ -102,8 +102,13 @@ void service_init(struct server *srv)
     const char *sock = getenv("NOTIFY_SOCKET");
 
     svc->notify = sock != NULL && sock[0] != '\0';
-    uv_timer_init(srv->loop, &svc->watchdog);
-    uv_timer_init(srv->loop, &svc->status);
+    /* Without its timers the service only sends READY and STOPPING. */
+    if (uv_timer_init(srv->loop, &svc->watchdog) != 0)
+        return;
+    if (uv_timer_init(srv->loop, &svc->status) != 0) {
+        uv_close((uv_handle_t *)&svc->watchdog, NULL);
+        return;
+    }
     svc->watchdog.data = svc->status.data = srv;
     svc->timers = true;
     if (svc->notify && sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {

@@ -100,9 +100,9 @@ void session_start_job(struct session *s, struct job *job)
 static void session_set_txn(struct session *s, struct bind *b)
 {
     if (b != NULL)
-        server_bind_hold(b);
+        bind_hold(b);
     if (s->txn_bind != NULL)
-        server_bind_drop(s->txn_bind);
+        bind_drop(s->txn_bind);
     s->txn_bind = b;
     s->in_txn = b != NULL;
 }
@@ -142,7 +142,7 @@ void session_job_event(struct job_event *ev)
     struct job *job = ev->job;
     struct session *s = job->sess;
 
-    assert(server_on_loop(job->bind->srv));
+    assert(bind_host_on_loop(job->bind->host));
     assert(s == NULL || s->job == job);
     if (!ev->done) {
         if (s == NULL || s->state == SESS_CLOSING) {
@@ -234,7 +234,7 @@ static void session_hold_begin(struct session *s, const struct request *req, con
         return;
     }
     s->txn_held = true;
-    session_reply_ok(s, "changes=0");
+    session_reply_ok_changes(s, 0);
 }
 
 /* BEGIN, COMMIT and friends change the session's transaction state, and
@@ -344,7 +344,7 @@ static void session_handle_sql(struct session *s, struct request *req)
             s->txn_held = false;
             free(s->held_begin);
             s->held_begin = NULL;
-            session_reply_ok(s, "changes=0");
+            session_reply_ok_changes(s, 0);
             codec_request_free(req);
             return;
         }
@@ -533,7 +533,7 @@ static bool session_advance(struct session *s)
             session_reply_error(s, p.err_code, "%s", p.err_msg ? p.err_msg : "out of memory");
             free(p.err_msg);
         } else if (p.req.type == REQUEST_COMMAND) {
-            commands_dispatch(s, p.req.text, p.req.len);
+            s->srv->dispatch_command(s, p.req.text, p.req.len);
             explicit_bzero(p.req.text, p.req.len); /* may hold a password (.auth) */
             codec_request_free(&p.req);
         } else if (session_tls_required(s)) {
@@ -596,6 +596,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->out);
     free(s->held_begin);
     free(s->user_name);
+    free(s->fanout);
     tls_conn_free(s->tls);
     free(s);
     server_session_gone(srv);

@@ -24,7 +24,6 @@
 #include <uv.h>
 
 #include "daemon/backend.h"
-#include "daemon/commands.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
@@ -125,8 +124,9 @@ struct session {
     unsigned auth_failures;    /* failed .auth on this connection */
     struct session_auth *auth; /* the .auth in progress (SESS_AUTH) */
 
-    /* A command over every bind in progress (.tables; commands.c's). */
-    struct command_fanout fanout;
+    /* A command over every bind in progress (.tables): commands.c's, made
+     * by it with malloc on first use; freed with the session. */
+    struct command_fanout *fanout;
 };
 
 /* Accept a connection from `server_handle` (a listening uv_tcp_t or
@@ -187,6 +187,9 @@ const char *session_state_name(enum sess_state st);
 
 /* Response helpers for command handlers. All append to s->out. */
 void session_reply_ok(struct session *s, const char *facts);
+/* "+OK rows=N" after rows; "+OK changes=N" for a statement without. */
+void session_reply_ok_rows(struct session *s, uint64_t rows);
+void session_reply_ok_changes(struct session *s, int64_t changes);
 void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Column header from a NULL-terminated list of name/type pairs. */

@@ -43,7 +43,7 @@ void session_auth_free(struct session_auth *a)
     if (a->s != NULL)
         a->s->auth = NULL;
     a->s = NULL;
-    server_cfg_drop(a->cfgref);
+    confref_drop(a->cfgref);
     a->cfgref = NULL;
     explicit_bzero(a->password, sizeof a->password);
     uv_close((uv_handle_t *)&a->timer, auth_freed);
@@ -96,7 +96,7 @@ static void auth_work(uv_work_t *w)
 {
     struct session_auth *a = w->data;
 
-    a->ok = auth_check(server_cfg_of(a->cfgref), a->user, a->password);
+    a->ok = auth_check(confref_cfg(a->cfgref), a->user, a->password);
 }
 
 static void auth_work_done(uv_work_t *w, int status)
@@ -157,7 +157,7 @@ void session_auth(struct session *s, const char *user, const char *password)
     a->timer.data = a;
     a->check.work.data = a;
     a->s = s;
-    a->cfgref = server_cfg_hold(s->srv->cfgref);
+    a->cfgref = confref_hold(s->srv->host.cfgref);
     a->checking = true;
     snprintf(a->user, sizeof a->user, "%s", user);
     snprintf(a->password, sizeof a->password, "%s", password);

@@ -225,6 +225,18 @@ void session_reply_ok(struct session *s, const char *facts)
         session_close(s, true);
 }
 
+void session_reply_ok_rows(struct session *s, uint64_t rows)
+{
+    if (codec_put_ok_rows(&s->out, rows) != 0)
+        session_close(s, true);
+}
+
+void session_reply_ok_changes(struct session *s, int64_t changes)
+{
+    if (codec_put_ok_changes(&s->out, changes, NULL) != 0)
+        session_close(s, true);
+}
+
 void session_reply_error(struct session *s, const char *code, const char *fmt, ...)
 {
     char msg[1024];

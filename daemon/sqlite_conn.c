@@ -26,7 +26,6 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
-#include "daemon/server.h"
 
 /* ---- Errors ----------------------------------------------------------- */
 

@@ -13,7 +13,6 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
-#include "daemon/server.h"
 
 /* ---- Prepared statement cache ------------------------------------------ */
 
@@ -386,7 +385,7 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
 
     w->readonly = job->readonly;
     sqlite_conn_query_only(w, job->readonly);
-    sqlite_conn_max_value(w, server_cfg_of(job->cfgref)->max_value, INT_MAX);
+    sqlite_conn_max_value(w, confref_cfg(job->cfgref)->max_value, INT_MAX);
     set_running(job, w->db);
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
     job->errors = job->failed;

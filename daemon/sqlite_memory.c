@@ -26,7 +26,6 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
-#include "daemon/server.h"
 #include "daemon/snapshot.h"
 
 /* ---- Folder ------------------------------------------------------------ */
@@ -205,7 +204,7 @@ static void on_snapshot_tick(uv_timer_t *t)
         return;
     sb->snap_version = version;
     sb->snap_writes = writes;
-    job->queued_at = uv_now(sb->bind->srv->loop);
+    job->queued_at = uv_now(sb->bind->host->loop);
     sqlite_snapshot_submit(sb, job);
 }
 
@@ -214,6 +213,7 @@ static void on_snapshot_tick(uv_timer_t *t)
 int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
 {
     const struct bind_conf *bc = sb->bind->conf;
+    int rc;
 
     if (sqlite_conn_open(sb, &sb->snap_db, NULL, err, errlen) != 0)
         return -1;
@@ -229,9 +229,14 @@ int sqlite_snapshot_start(struct sqlite_bind *sb, char *err, size_t errlen)
             snprintf(err, errlen, "bind %s: out of memory", bc->name);
             return -1;
         }
-        uv_timer_init(sb->bind->srv->loop, sb->snap_timer);
+        if ((rc = uv_timer_init(sb->bind->host->loop, sb->snap_timer)) != 0) {
+            free(sb->snap_timer);
+            sb->snap_timer = NULL;
+            snprintf(err, errlen, "bind %s: cannot start its snapshot timer: %s", bc->name, uv_strerror(rc));
+            return -1;
+        }
         sb->snap_timer->data = sb;
-        uv_update_time(sb->bind->srv->loop); /* after a slow snapshot load or schema */
+        uv_update_time(sb->bind->host->loop); /* after a slow snapshot load or schema */
         uv_timer_start(sb->snap_timer, on_snapshot_tick, ms, ms);
     }
     return 0;

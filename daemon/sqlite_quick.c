@@ -20,7 +20,6 @@
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/nowait_vfs.h"
-#include "daemon/server.h"
 
 /* ---- Quick reads on the loop thread ------------------------------------ */
 
@@ -107,7 +106,7 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
     }
     w->mark = out->len;
     *rows = 0;
-    sqlite_conn_max_value(w, b->srv->cfg->max_value, QUICK_MAX_LENGTH);
+    sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
     if (quick_snapshot(sb) != 0)
         return false;
     stmt = sqlite_stmt_get(w, req->text, req->len, h, &rc);
@@ -145,6 +144,7 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     bool memory = sb->bind->conf->type == BIND_SQLITE_MEMORY;
     struct worker *w;
     char why[300];
+    int rc;
 
     /* A file bind's pages come from the disk unless cached: its quick
      * connection reads through the nowait VFS, where the file system
@@ -175,7 +175,7 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     sqlite_conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
     sqlite_conn_query_only(w, true);
     sqlite3_busy_timeout(w->db, 0);
-    sqlite_conn_max_value(w, sb->bind->srv->cfg->max_value, QUICK_MAX_LENGTH);
+    sqlite_conn_max_value(w, confref_cfg(sb->bind->host->cfgref)->max_value, QUICK_MAX_LENGTH);
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
     sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
     sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
@@ -185,7 +185,12 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
         snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
         return -1;
     }
-    uv_check_init(sb->bind->srv->loop, sb->quick_turn);
+    if ((rc = uv_check_init(sb->bind->host->loop, sb->quick_turn)) != 0) {
+        free(sb->quick_turn);
+        sb->quick_turn = NULL;
+        snprintf(err, errlen, "bind %s: %s", sb->bind->conf->name, uv_strerror(rc));
+        return -1;
+    }
     sb->quick_turn->data = sb;
     if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &sb->quick_begin, NULL) !=
             SQLITE_OK ||
