@@ -42,8 +42,9 @@ def test_pg_driver_begins_with_its_characteristics(pg):
         con.rollback()
         con.isolation_level, con.deferrable = "SERIALIZABLE", True
         assert _show(con) == ("serializable", "on", "on")
-        with pytest.raises(sqlmux.ProgrammingError):
+        with pytest.raises(sqlmux.OperationalError) as e:
             con.execute("CREATE TABLE t (x int)")
+        assert e.value.code == "READONLY" and e.value.sqlstate == "25006", e.value
         con.rollback()
         con.isolation_level, con.readonly, con.deferrable = None, False, False
         assert _show(con) == ("read committed", "off", "off")
