@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
+PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt zlib
+APT_PKGS := zlib1g-dev libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -30,7 +30,8 @@ CONF_SRC   := conf/config.c
 ROUTE_SRC  := daemon/route.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c \
+              daemon/xact.c daemon/xact_log.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 

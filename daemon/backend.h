@@ -85,6 +85,14 @@ struct job {
     uint32_t errors;       /* statements answered -ERR (batches) */
     const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
+    /* A statement of the owner's transaction that touches binds other than
+     * job->bind (its home, where the transaction runs): those binds, owned
+     * by the job (daemon/xact.h); NULL: none. xhome_readonly: the user may
+     * only read the home bind (readonly is then false: the grants are
+     * checked per bind). */
+    struct job_xbind *xbinds;
+    size_t nxbinds;
+    bool xhome_readonly;
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */
@@ -112,6 +120,13 @@ struct job {
 struct job_stmt {
     struct request req;
     enum stmt_kind kind;
+};
+
+/* A bind a statement of a transaction across binds touches (xact.h). */
+struct job_xbind {
+    size_t index;  /* into the job's configuration's binds */
+    bool writes;   /* the statement may write it */
+    bool readonly; /* the session's user may only read it */
 };
 
 struct backend_ops {

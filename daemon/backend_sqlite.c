@@ -36,12 +36,14 @@
 #include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/snapshot.h"
+#include "daemon/xact.h"
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
 static void run_tables(struct worker *w, struct job *job, struct buf *out)
 {
     static const char sql[] = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
-                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '" XACT_MARKER_TABLE
+                              "' ORDER BY name";
     const struct config *cfg = server_cfg_of(job->cfgref);
     const char *bind_name = w->sb->bind->conf->name;
     sqlite3_stmt *stmt;
@@ -195,6 +197,8 @@ static void run_job(struct worker *w, struct job *job)
     if ((job->type == JOB_RELEASE || atomic_load(&job->cancelled)) && !sqlite3_get_autocommit(w->db))
         sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     job->in_txn = !sqlite3_get_autocommit(w->db);
+    if (!job->in_txn)
+        xact_txn_end(w);
 
     pthread_mutex_lock(&w->sb->lock);
     w->pinned = job->in_txn ? job->owner : 0;
@@ -251,7 +255,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
     sqlite_conn_query_only(w, false);
-    rc = sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    rc = xact_begin(w, "BEGIN IMMEDIATE");
     if ((rc & 0xff) == SQLITE_BUSY) {
         /* Another client's transaction kept the write lock for all of
          * busy_timeout: each of these would have waited as long and got
@@ -657,6 +661,7 @@ static void sqlite_interrupt(struct bind *b, struct job *job)
 /* Free a worker's statements and close its connection. */
 static void worker_close(struct worker *w)
 {
+    xact_conn_free(w);
     for (size_t j = 0; j < w->ncache; j++) {
         sqlite3_finalize(w->cache[j].stmt);
         free(w->cache[j].sql);

@@ -91,6 +91,7 @@ struct cached_stmt {
 };
 
 struct sqlite_bind;
+struct xact_conn;
 
 struct worker {
     struct sqlite_bind *sb;
@@ -127,6 +128,8 @@ struct worker {
     bool grouping;              /* running jobs of a group commit (run_group, backend_sqlite.c) */
     bool group_overflow;        /* one of them answered more than fits in memory */
     int max_length;             /* its SQLITE_LIMIT_LENGTH now (max_value) */
+    struct xact_conn *xact;     /* the other binds attached for transactions
+                                   across binds (daemon/xact.c), or NULL */
 };
 
 struct sqlite_bind {

@@ -217,7 +217,8 @@ static void route_crossbind(const struct config *cfg, const struct route_info *r
 
 bool route_is_system_table(const struct route_table *t)
 {
-    return strncmp(t->name, "sqlite_", 7) == 0 || strcmp(t->name, "sqlmux_migrations") == 0;
+    return strncmp(t->name, "sqlite_", 7) == 0 || strcmp(t->name, "sqlmux_migrations") == 0 ||
+           strcmp(t->name, "sqlmux_xact") == 0;
 }
 
 /* Statements refused from their text alone: they would reach the daemon's

@@ -39,6 +39,7 @@
 #include "daemon/route.h"
 #include "daemon/session.h"
 #include "daemon/tls.h"
+#include "daemon/xact.h"
 
 /* ---- Backend events -------------------------------------------------- */
 
@@ -648,6 +649,12 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         log_error("data_dir %s: cannot create: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
+    /* Transactions across binds left undecided by a crash are resolved
+     * before any bind opens (and so before anything is served). */
+    if (xact_open(cfg, &srv->xact, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
     for (size_t i = 0; i < cfg->nbinds; i++) {
         srv->binds[i] = bind_open(srv, srv->cfgref, i, err, sizeof err);
         if (srv->binds[i] == NULL) {
@@ -655,6 +662,10 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
             return -1;
         }
         srv->nbinds = i + 1;
+    }
+    if (xact_attach_workers(srv, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
     }
     activated = listen_activated(srv);
     if (activated < 0)
@@ -715,6 +726,8 @@ void server_free(struct server *srv)
     tls_server_free(srv->tls);
     srv->tls = NULL;
     authq_free(srv->authq);
+    xact_close(srv->xact);
+    srv->xact = NULL;
     free(srv->binds);
     pthread_mutex_destroy(&srv->ev_lock);
     if (srv->cfgref != NULL)

@@ -94,6 +94,7 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
+    struct xact *xact; /* the coordinator of transactions across binds (xact.h) */
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
     bool stopping;

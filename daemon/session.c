@@ -304,6 +304,72 @@ static bool session_read_inline(struct session *s, struct bind *b, struct reques
     return true;
 }
 
+/* A statement of the session's transaction that touches a SQLite bind
+ * other than the one the transaction runs on, or that spans binds and
+ * starts a held BEGIN: it runs on the transaction's connection, where the
+ * other SQLite binds are attached (daemon/xact.h), with the grants checked
+ * per bind. Returns true when it took the request (a job started, or an
+ * error answered); false: route it as always (TXNBIND, CROSSBIND). */
+static bool session_xact_stmt(struct session *s, struct request *req, const struct route *r)
+{
+    struct server *srv = s->srv;
+    const struct config *cfg = srv->cfg;
+    bool cross = r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0;
+    struct bind *home;
+    struct job *job;
+
+    if ((r->err_code != NULL && !cross) || r->nbinds == 0)
+        return false;
+    if (s->in_txn) {
+        home = s->txn_bind;
+        if (!cross && strcmp(cfg->binds[r->bind].name, home->conf->name) == 0)
+            return false;
+    } else if (cross) {
+        home = srv->binds[r->binds[0].index];
+    } else {
+        return false;
+    }
+    if (home->ops != &backend_sqlite_ops)
+        return false;
+    for (size_t i = 0; i < r->nbinds; i++)
+        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops)
+            return false;
+    for (size_t i = 0; i < r->nbinds; i++) {
+        struct bind *b = srv->binds[r->binds[i].index];
+        if (session_grant(s, b) == GRANT_NONE) {
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                                s->user_name ? s->user_name : "?", b->conf->name);
+            codec_request_free(req);
+            return true;
+        }
+    }
+    job = job_new(JOB_EXEC, home, s, s->id);
+    if (job != NULL)
+        job->xbinds = calloc(r->nbinds, sizeof *job->xbinds);
+    if (job == NULL || job->xbinds == NULL ||
+        (!s->in_txn && (job->begin_buf = strdup(s->held_begin)) == NULL)) {
+        if (job != NULL)
+            job_unref(job);
+        session_reply_error(s, "NOMEM", "out of memory");
+        codec_request_free(req);
+        return true;
+    }
+    for (size_t i = 0; i < r->nbinds; i++) {
+        job->xbinds[i].index = r->binds[i].index;
+        job->xbinds[i].writes = r->binds[i].writes;
+        job->xbinds[i].readonly = session_grant(s, srv->binds[r->binds[i].index]) != GRANT_READ_WRITE;
+    }
+    job->nxbinds = r->nbinds;
+    job->xhome_readonly = session_grant(s, home) != GRANT_READ_WRITE;
+    job->begin_sql = job->begin_buf;
+    job->req = *req;
+    memset(req, 0, sizeof *req);
+    job->kind = r->kind;
+    job->txn_open = s->in_txn;
+    session_start_job(s, job);
+    return true;
+}
+
 /* Route one statement and start it. Takes the request's memory. */
 static void session_handle_sql(struct session *s, struct request *req)
 {
@@ -314,6 +380,8 @@ static void session_handle_sql(struct session *s, struct request *req)
     struct job *job;
     enum grant grant;
 
+    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r))
+        return;
     if (r->err_code != NULL) {
         session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
         codec_request_free(req);

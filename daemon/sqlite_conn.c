@@ -27,6 +27,7 @@
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
+#include "daemon/xact.h"
 
 /* ---- Errors ----------------------------------------------------------- */
 
@@ -219,6 +220,8 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     (void)trigger;
     if (w->internal)
         return SQLITE_OK;
+    if (w->xact != NULL && xact_authorize(w, action, a1, a2, db) != SQLITE_OK)
+        return SQLITE_DENY;
     if (action == SQLITE_ALTER_TABLE)
         w->altering = true;
     if (authorize_internal(w, action, a1, db))

@@ -14,6 +14,7 @@
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
 #include "daemon/server.h"
+#include "daemon/xact.h"
 
 /* ---- Prepared statement cache ------------------------------------------ */
 
@@ -40,7 +41,11 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     sqlite3_stmt *stmt = NULL;
     const char *tail = NULL;
 
-    for (size_t i = 0; i < w->ncache; i++) {
+    /* A statement across binds is authorized for its own binds and
+     * grants: it neither takes a cached statement nor leaves one. */
+    if (xact_stmt_uncached(w))
+        cap = 0;
+    for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
         struct cached_stmt *c = &w->cache[i];
         if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
             c->used = ++w->tick;
@@ -51,7 +56,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     w->denied = NULL;
     w->denied_code = NULL;
     w->altering = false;
-    if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
+    if (cap > 0 && !xact_stmt_uncached(w) && w->seen[h % STMT_SEEN] != h) {
         w->seen[h % STMT_SEEN] = h;
         cap = 0; /* first time: run it uncached */
     }
@@ -302,7 +307,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             reply_readonly(w, out);
             return false;
         }
-        rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
+        rc = xact_begin(w, begin_sql);
         if (rc != SQLITE_OK) {
             sqlite_reply_db_error(w, out, rc);
             return false;
@@ -387,8 +392,25 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     w->readonly = job->readonly;
     sqlite_conn_query_only(w, job->readonly);
     sqlite_conn_max_value(w, server_cfg_of(job->cfgref)->max_value, INT_MAX);
+    /* A COMMIT of a transaction that wrote several binds is the
+     * coordinator's (xact.h). */
+    if (job->kind == STMT_COMMIT && job->nmore == 0 && w->xact != NULL && xact_commit(w, job, out)) {
+        job->errors = job->failed;
+        w->readonly = false;
+        atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+        return;
+    }
     set_running(job, w->db);
+    w->mark = out->len;
+    if (job->nxbinds > 0 && xact_stmt_begin(w, job, out) != 0) {
+        job->failed = true;
+        job->errors = 1;
+        set_running(job, NULL);
+        w->readonly = false;
+        return;
+    }
     job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
+    xact_stmt_end(w);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
         if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
