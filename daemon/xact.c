@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,6 @@ struct xact {
     uint64_t gen_start;   /* marker rows below this name no log entry: deletable */
     int inflight;         /* txids handed out whose commit has not finished */
     bool unresolved;      /* a failed commit left an entry for the next start */
-    const char *crash;    /* SQLMUX_XACT_CRASH, or NULL */
 };
 
 struct capture_ctx {
@@ -61,11 +61,14 @@ struct xact_conn {
     char nopk[160]; /* a captured table without PRIMARY KEY, first seen */
 };
 
-static const char *crash_step; /* SQLMUX_XACT_CRASH, read once at xact_open */
+/* SQLMUX_XACT_CRASH=step[:N], read once at xact_open: the step's name, and
+ * how many times it is passed before the kill (the Nth, default 1). */
+static char crash_step[64];
+static atomic_int crash_left;
 
 bool xact_crash_armed(const char *step)
 {
-    return crash_step != NULL && strcmp(crash_step, step) == 0;
+    return crash_step[0] != '\0' && strcmp(crash_step, step) == 0 && atomic_fetch_sub(&crash_left, 1) == 1;
 }
 
 void xact_crash_point(const char *step)
@@ -419,10 +422,13 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     bool torn = false;
 
     *out = NULL;
-    crash_step = getenv("SQLMUX_XACT_CRASH");
-    if (crash_step != NULL && crash_step[0] == '\0')
-        crash_step = NULL;
-    if (xact_crash_armed("first_committed") && crash_root == NULL)
+    {
+        const char *env = getenv("SQLMUX_XACT_CRASH");
+        const char *colon = env != NULL ? strchr(env, ':') : NULL;
+        snprintf(crash_step, sizeof crash_step, "%.*s", colon ? (int)(colon - env) : 63, env ? env : "");
+        atomic_store(&crash_left, colon ? atoi(colon + 1) : 1);
+    }
+    if (strcmp(crash_step, "first_committed") == 0 && crash_root == NULL)
         crash_vfs_register();
     if (x == NULL || path == NULL) {
         free(x);
@@ -489,7 +495,6 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     if (x->next_txid <= max_txid)
         x->next_txid = max_txid + 1;
     x->gen_start = x->next_txid;
-    x->crash = crash_step;
     *out = x;
     return 0;
 }
@@ -973,6 +978,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     unsigned char *rec = NULL, *changes[XACT_MAX_ATTACHED + 1] = {NULL};
     size_t nw = 0, reclen = 0;
     uint64_t txid, gen_start;
+    bool torn;
     char msg[512];
     int rc;
 
@@ -1067,7 +1073,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         commit_finished(x, server_cfg_of(job->cfgref));
         return true;
     }
-    if (xact_log_append(&x->log, rec, reclen, true, xact_crash_armed("log_torn")) != 0) {
+    torn = xact_crash_armed("log_torn");
+    if (xact_log_append(&x->log, rec, reclen, true, torn) != 0) {
         snprintf(msg, sizeof msg, "%s: cannot write the coordinator log: %s; the transaction is rolled back",
                  x->log.path, strerror(errno));
         free(rec);
@@ -1077,11 +1084,14 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         return true;
     }
     free(rec);
-    xact_crash_point("log_torn");
+    if (torn) {
+        log_warn("SQLMUX_XACT_CRASH=log_torn: killing the daemon after half a record (test crash point)");
+        raise(SIGKILL);
+    }
     xact_crash_point("logged");
 
     /* 3. Commit: main first, then each attached bind. */
-    if (crash_root != NULL)
+    if (crash_root != NULL && xact_crash_armed("first_committed"))
         crash_home_wal = sqlite3_filename_wal(sqlite3_db_filename(w->db, "main"));
     xc->committing = true;
     rc = sqlite_conn_exec_internal(w, "COMMIT");

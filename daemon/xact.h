@@ -34,8 +34,13 @@
  * XACT_LOG_COMPACT_BYTES when no commit is in flight; marker rows older
  * than the last cut are deleted by later commits.
  *
- * Crash points for tests: SQLMUX_XACT_CRASH=<step> kills the daemon with
- * SIGKILL at that step (xact_crash_point); unset, they cost a pointer test.
+ * Crash points for tests: SQLMUX_XACT_CRASH=<step>[:N] kills the daemon
+ * with SIGKILL the Nth time (default the first) it passes that step
+ * (xact_crash_point); unset, they cost a string test. The steps:
+ * "markers", "log_torn" (half the decision record written), "logged",
+ * "first_committed" (main committed, the next bind not: a VFS wrapper kills
+ * at that bind's first WAL write), "committed", "recovery" (after recovery
+ * redid one bind).
  */
 #ifndef SQLMUX_DAEMON_XACT_H
 #define SQLMUX_DAEMON_XACT_H
@@ -107,7 +112,8 @@ void xact_conn_free(struct worker *w);
 
 /* ---- Test crash points --------------------------------------------------- */
 
-/* SIGKILL the daemon when SQLMUX_XACT_CRASH names step. Any thread. */
+/* SIGKILL the daemon when SQLMUX_XACT_CRASH names step and this is the
+ * Nth time (xact_crash_armed: only say so, counting). Any thread. */
 void xact_crash_point(const char *step);
 bool xact_crash_armed(const char *step);
 
