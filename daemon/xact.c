@@ -38,6 +38,15 @@ struct xact {
     uint64_t gen_start;   /* marker rows below this name no log entry: deletable */
     int inflight;         /* txids handed out whose commit has not finished */
     bool unresolved;      /* a failed commit left an entry for the next start */
+    /* Each open SQLite bind's write count (sqlite_bind.writes), by name:
+     * a worker of another bind that committed writes there moves it on,
+     * as the bind's own workers do (quick reads and the checkpoint thread
+     * go by it). Guarded by lock. */
+    struct {
+        char *name;
+        atomic_uint_fast64_t *writes;
+    } counters[64];
+    size_t ncounters;
 };
 
 struct capture_ctx {
@@ -499,10 +508,43 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     return 0;
 }
 
+void xact_bind_counter(struct xact *x, const char *name, atomic_uint_fast64_t *writes, bool open)
+{
+    if (x == NULL)
+        return;
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->ncounters; i++) {
+        if (strcmp(x->counters[i].name, name) != 0)
+            continue;
+        if (open)
+            x->counters[i].writes = writes;
+        else if (x->counters[i].writes == writes)
+            x->counters[i].writes = NULL;
+        pthread_mutex_unlock(&x->lock);
+        return;
+    }
+    if (open && x->ncounters < sizeof x->counters / sizeof x->counters[0] &&
+        (x->counters[x->ncounters].name = strdup(name)) != NULL)
+        x->counters[x->ncounters++].writes = writes;
+    pthread_mutex_unlock(&x->lock);
+}
+
+/* Move the write count of bind `name` on (any thread). */
+static void bump_writes(struct xact *x, const char *name)
+{
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->ncounters; i++)
+        if (x->counters[i].writes != NULL && strcmp(x->counters[i].name, name) == 0)
+            atomic_fetch_add_explicit(x->counters[i].writes, 1, memory_order_release);
+    pthread_mutex_unlock(&x->lock);
+}
+
 void xact_close(struct xact *x)
 {
     if (x == NULL)
         return;
+    for (size_t i = 0; i < x->ncounters; i++)
+        free(x->counters[i].name);
     xact_log_close(&x->log);
     pthread_mutex_destroy(&x->lock);
     free(x);
@@ -862,6 +904,9 @@ void xact_txn_end(struct worker *w)
         return;
     for (size_t i = 0; i < xc->n; i++) {
         if (xc->sess[i] != NULL) {
+            /* The transaction may have written there (it committed or
+             * not: a move too many costs a quick read's fresh snapshot). */
+            bump_writes(w->sb->bind->srv->xact, xc->names[i]);
             sqlite3session_delete(xc->sess[i]);
             xc->sess[i] = NULL;
         }

@@ -45,6 +45,7 @@
 #ifndef SQLMUX_DAEMON_XACT_H
 #define SQLMUX_DAEMON_XACT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -71,6 +72,10 @@ struct xact;
  * does not apply). */
 int xact_open(const struct config *cfg, struct xact **out, char *err, size_t errlen);
 void xact_close(struct xact *x);
+
+/* An SQLite bind opened (open) or closes: its write count, which workers
+ * of other binds move on when they commit writes to it. Loop thread. */
+void xact_bind_counter(struct xact *x, const char *name, atomic_uint_fast64_t *writes, bool open);
 
 /* Once every bind is open, before the daemon serves: attach every other
  * SQLite bind to each SQLite bind's worker connections. Loop thread. 0,

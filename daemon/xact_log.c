@@ -58,6 +58,14 @@ static uint64_t get_u64(const unsigned char *p)
     return v;
 }
 
+static bool zeros(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
 static uint32_t checksum(const unsigned char *p, size_t n)
 {
     return (uint32_t)crc32(crc32(0L, Z_NULL, 0), p, (uInt)n);
@@ -214,14 +222,26 @@ int xact_log_parse(const unsigned char *data, size_t len, const char *name, stru
         size_t left = len - off, plen;
         const unsigned char *p;
         uint64_t txid;
-        bool last;
 
         if (left < REC_HEAD) {
-            *torn = true; /* the file ends inside the last record's head */
+            if (!zeros(data + off, left))
+                *torn = true; /* the file ends inside the last record's head */
+            break;
+        }
+        if (zeros(data + off, REC_HEAD)) {
+            /* The end of the records: the rest is the zeroed room. */
+            if (!zeros(data + off, left)) {
+                why = "bytes follow the end of the records";
+                goto corrupt;
+            }
             break;
         }
         plen = get_u32(data + off);
         if (get_u32(data + off + 4) != ~(uint32_t)plen || plen < 9 || plen > XACT_LOG_MAX_RECORD) {
+            if (zeros(data + off + REC_HEAD, left - REC_HEAD)) {
+                *torn = true; /* a head written in part, nothing after it */
+                break;
+            }
             why = "a record's length is damaged";
             goto corrupt;
         }
@@ -230,10 +250,9 @@ int xact_log_parse(const unsigned char *data, size_t len, const char *name, stru
             break;
         }
         p = data + off + REC_HEAD;
-        last = off + REC_HEAD + plen == len;
         if (get_u32(data + off + 8) != checksum(p, plen)) {
-            if (last) {
-                *torn = true;
+            if (zeros(p + plen, left - REC_HEAD - plen)) {
+                *torn = true; /* the last record, written in part */
                 break;
             }
             why = "a record's checksum does not match (records follow it: not a torn append)";
@@ -307,14 +326,22 @@ static int write_all(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* The header, then XACT_LOG_ROOM zero bytes written for real: a record
+ * then overwrites blocks the file already has, and its fdatasync writes
+ * data only (an append that grows the file also commits the file
+ * system's journal: several times slower). */
 static int write_header(int fd)
 {
+    static const unsigned char zero[64 * 1024];
     unsigned char head[HEADER_BYTES] = {0};
 
     memcpy(head, log_magic, sizeof log_magic);
     put_u32(head + 8, LOG_VERSION);
     if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0 || write_all(fd, head, sizeof head) != 0)
         return -1;
+    for (size_t done = 0; done < XACT_LOG_ROOM; done += sizeof zero)
+        if (write_all(fd, zero, sizeof zero) != 0)
+            return -1;
     return fdatasync(fd);
 }
 
@@ -375,32 +402,44 @@ int xact_log_open(struct xact_log *log, const char *path, struct xact_entry **en
     }
     free(data);
     log->size = (off_t)valid_end;
-    /* A torn tail is cut off now, so the next append follows good records. */
-    if (*torn && (ftruncate(log->fd, log->size) != 0 || fdatasync(log->fd) != 0)) {
-        snprintf(err, errlen, "%s: cannot cut off the torn last record: %s", path, strerror(errno));
-        return -1;
+    /* A torn tail is zeroed now, so the next append follows good records. */
+    if (*torn) {
+        static const unsigned char zero[4096];
+        int rc = 0;
+        for (off_t at = log->size; rc == 0 && at < st.st_size; at += (off_t)sizeof zero) {
+            size_t n = st.st_size - at < (off_t)sizeof zero ? (size_t)(st.st_size - at) : sizeof zero;
+            rc = pwrite(log->fd, zero, n, at) == (ssize_t)n ? 0 : -1;
+        }
+        if (rc != 0 || fdatasync(log->fd) != 0) {
+            snprintf(err, errlen, "%s: cannot clear the torn last record: %s", path, strerror(errno));
+            return -1;
+        }
     }
     return 0;
 }
 
 int xact_log_append(struct xact_log *log, const unsigned char *rec, size_t len, bool sync, bool crash_half)
 {
+    size_t n = crash_half ? len / 2 : len;
     int rc = 0;
 
     pthread_mutex_lock(&log->lock);
-    if (pwrite(log->fd, rec, crash_half ? len / 2 : len, log->size) != (ssize_t)(crash_half ? len / 2 : len))
+    if (pwrite(log->fd, rec, n, log->size) != (ssize_t)n)
         rc = -1;
-    else if (crash_half)
-        sync = true; /* the half record reaches the disk: the test then kills the daemon */
-    if (rc == 0 && sync && fdatasync(log->fd) != 0)
+    if (rc == 0 && (sync || crash_half) && fdatasync(log->fd) != 0)
         rc = -1;
     if (rc == 0 && !crash_half) {
         log->size += (off_t)len;
     } else if (rc != 0) {
+        /* Zero what may have landed, so no part of a record that failed
+         * stays behind the end of the records (best effort: a start-up
+         * reads what is left as a torn last record). */
+        static const unsigned char zero[4096];
         int saved = errno;
-        if (ftruncate(log->fd, log->size) != 0) {
-            /* The next append overwrites the partial record anyway (pwrite at size). */
-        }
+        for (size_t done = 0; done < n; done += sizeof zero)
+            if (pwrite(log->fd, zero, n - done < sizeof zero ? n - done : sizeof zero,
+                       log->size + (off_t)done) < 0)
+                break;
         errno = saved;
     }
     pthread_mutex_unlock(&log->lock);
@@ -412,7 +451,7 @@ int xact_log_reset(struct xact_log *log)
     int rc;
 
     pthread_mutex_lock(&log->lock);
-    rc = ftruncate(log->fd, HEADER_BYTES) == 0 && fdatasync(log->fd) == 0 ? 0 : -1;
+    rc = write_header(log->fd);
     if (rc == 0)
         log->size = HEADER_BYTES;
     pthread_mutex_unlock(&log->lock);

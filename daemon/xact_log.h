@@ -13,18 +13,24 @@
  *                 (XACT_PART_*), changeset length u32, the changeset
  *                 (SQLite session extension format)
  *
- * A record is appended with one write() and fdatasync'ed before any bind
+ *   room          zero bytes, XACT_LOG_ROOM of them past the header,
+ *                 written for real when the log is (re)started; records
+ *                 overwrite them (the fdatasync of a file that does not
+ *                 grow writes data only), and the first all-zero record
+ *                 head ends the records
+ *
+ * A record is written with one pwrite() and fdatasync'ed before any bind
  * commits. There is no "done" record: whether a bind has a transaction is
  * what its marker row says, so recovery checks every record, and the log
- * is cut back to its header (after every bind's files were fsync'ed) at
- * start-up and whenever it grows past XACT_LOG_COMPACT_BYTES with no
- * commit in flight. Reading is strict: any record that fails its
- * checks is a start-up error naming the file and the offset, except ONE
- * case treated as "not written": the LAST record of the file when the file
- * ends inside it (its header or payload is cut short) or, with nothing
- * after it, its checksum fails. Only an append that never finished leaves
- * that, and such a record was never fdatasync'ed, so no bind committed on
- * its word.
+ * is started again (after every bind's files were fsync'ed) at start-up
+ * and whenever it grows past XACT_LOG_COMPACT_BYTES with no commit in
+ * flight. Reading is strict: a record that fails its checks, or non-zero
+ * bytes after the end of the records, is a start-up error naming the file
+ * and the offset, except ONE case read as "not written": the LAST record,
+ * when the file ends inside it, or when it fails its checks and only zero
+ * bytes follow it (from its end; from its head when its length is what is
+ * damaged). Only a write that never finished leaves that, and such a
+ * record was never fdatasync'ed, so no bind committed on its word.
  */
 #ifndef SQLMUX_DAEMON_XACT_LOG_H
 #define SQLMUX_DAEMON_XACT_LOG_H
@@ -40,6 +46,9 @@
 /* Records larger than this are refused on write and are corruption on
  * read (the changesets of one transaction live in memory anyway). */
 #define XACT_LOG_MAX_RECORD (256u * 1024 * 1024)
+
+/* The zeroed room written after the header (see above). */
+#define XACT_LOG_ROOM (4u * 1024 * 1024 + 256 * 1024)
 
 enum xact_rec_type {
     XACT_REC_COMMIT = 1, /* the decision: the transaction commits */

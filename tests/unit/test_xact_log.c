@@ -48,7 +48,8 @@ static long file_size(void)
     return n;
 }
 
-static void write_two(void)
+/* Two decision records; returns where the second ends. */
+static long write_two(void)
 {
     struct xact_log log;
     struct xact_entry *e;
@@ -56,13 +57,16 @@ static void write_two(void)
     uint64_t max;
     bool torn;
     char err[512];
+    long end;
 
     unlink(path);
     CHECK(xact_log_open(&log, path, &e, &n, &max, &torn, err, sizeof err) == 0);
     CHECK(n == 0 && !torn);
     append_commit(&log, 41, "first changeset");
     append_commit(&log, 42, "second");
+    end = (long)log.size;
     xact_log_close(&log);
+    return end;
 }
 
 static void test_round_trip(void)
@@ -86,6 +90,15 @@ static void test_round_trip(void)
     xact_entries_free(e, n);
 }
 
+static void zero_range(long at, int n)
+{
+    FILE *f = fopen(path, "r+b");
+    fseek(f, at, SEEK_SET);
+    for (int i = 0; i < n; i++)
+        fputc(0, f);
+    fclose(f);
+}
+
 static void test_torn_tail_is_not_written(void)
 {
     struct xact_entry *e;
@@ -93,18 +106,23 @@ static void test_torn_tail_is_not_written(void)
     uint64_t max;
     bool torn;
     char err[512];
-    long full;
+    long end;
 
-    write_two();
-    full = file_size();
-    CHECK(truncate(path, full - 3) == 0); /* the last record cut short */
+    end = write_two();
+    CHECK(file_size() > end); /* the zeroed room */
+    CHECK(truncate(path, end - 3) == 0); /* the last record cut short by the end of the file */
     CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
     CHECK(torn && n == 1 && e[0].txid == 41);
     xact_entries_free(e, n);
-    /* ... and cut off: the next open finds a clean file. */
-    CHECK(file_size() < full - 3);
+    /* ... and cleared: the next open finds a clean file. */
     CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
     CHECK(!torn && n == 1);
+    xact_entries_free(e, n);
+    /* Written in part, the rest still the zeroed room. */
+    end = write_two();
+    zero_range(end - 4, 4);
+    CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
+    CHECK(torn && n == 1);
     xact_entries_free(e, n);
 }
 
@@ -127,8 +145,7 @@ static void test_last_record_bad_checksum_is_torn(void)
     bool torn;
     char err[512];
 
-    write_two();
-    flip(file_size() - 2);
+    flip(write_two() - 2);
     CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
     CHECK(torn && n == 1);
     xact_entries_free(e, n);
@@ -156,6 +173,10 @@ static void test_damage_before_the_end_is_an_error(void)
     flip(2); /* the magic */
     CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == -1);
     CHECK(strstr(err, "not a coordinator log") != NULL);
+
+    flip(write_two() + 100); /* bytes after the end of the records */
+    CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == -1);
+    CHECK(strstr(err, "bytes follow the end of the records") != NULL);
 
     write_two();
     CHECK(truncate(path, 9) == 0); /* inside the header */
