@@ -58,7 +58,7 @@ void job_unref(struct job *job)
         codec_request_free(&job->more[i].req);
     free(job->more);
     free(job->begin_buf);
-    free(job->xbinds);
+    free(job->xact_binds);
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);

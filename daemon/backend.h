@@ -87,12 +87,12 @@ struct job {
     char *begin_buf;
     /* A statement of the owner's transaction that touches binds other than
      * job->bind (its home, where the transaction runs): those binds, owned
-     * by the job (daemon/xact.h); NULL: none. xhome_readonly: the user may
+     * by the job (daemon/xact.h); NULL: none. xact_home_readonly: the user may
      * only read the home bind (readonly is then false: the grants are
      * checked per bind). */
-    struct job_xbind *xbinds;
-    size_t nxbinds;
-    bool xhome_readonly;
+    struct job_xbind *xact_binds;
+    size_t nxact_binds;
+    bool xact_home_readonly;
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */

@@ -345,8 +345,8 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     }
     job = job_new(JOB_EXEC, home, s, s->id);
     if (job != NULL)
-        job->xbinds = calloc(r->nbinds, sizeof *job->xbinds);
-    if (job == NULL || job->xbinds == NULL ||
+        job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
+    if (job == NULL || job->xact_binds == NULL ||
         (!s->in_txn && (job->begin_buf = strdup(s->held_begin)) == NULL)) {
         if (job != NULL)
             job_unref(job);
@@ -355,12 +355,12 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
         return true;
     }
     for (size_t i = 0; i < r->nbinds; i++) {
-        job->xbinds[i].index = r->binds[i].index;
-        job->xbinds[i].writes = r->binds[i].writes;
-        job->xbinds[i].readonly = session_grant(s, srv->binds[r->binds[i].index]) != GRANT_READ_WRITE;
+        job->xact_binds[i].index = r->binds[i].index;
+        job->xact_binds[i].writes = r->binds[i].writes;
+        job->xact_binds[i].readonly = session_grant(s, srv->binds[r->binds[i].index]) != GRANT_READ_WRITE;
     }
-    job->nxbinds = r->nbinds;
-    job->xhome_readonly = session_grant(s, home) != GRANT_READ_WRITE;
+    job->nxact_binds = r->nbinds;
+    job->xact_home_readonly = session_grant(s, home) != GRANT_READ_WRITE;
     job->begin_sql = job->begin_buf;
     job->req = *req;
     memset(req, 0, sizeof *req);

@@ -402,7 +402,7 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     }
     set_running(job, w->db);
     w->mark = out->len;
-    if (job->nxbinds > 0 && xact_stmt_begin(w, job, out) != 0) {
+    if (job->nxact_binds > 0 && xact_stmt_begin(w, job, out) != 0) {
         job->failed = true;
         job->errors = 1;
         set_running(job, NULL);

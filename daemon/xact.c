@@ -772,10 +772,10 @@ int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out)
                               "joins transactions across binds after a restart)");
         return -1;
     }
-    if (job->xhome_readonly)
+    if (job->xact_home_readonly)
         xc->ro[nro++] = "main";
-    for (size_t k = 0; k < job->nxbinds; k++) {
-        const struct job_xbind *xb = &job->xbinds[k];
+    for (size_t k = 0; k < job->nxact_binds; k++) {
+        const struct job_xbind *xb = &job->xact_binds[k];
         const char *name = cfg->binds[xb->index].name;
         int i;
         if (strcmp(name, w->sb->bind->conf->name) == 0)

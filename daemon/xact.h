@@ -90,7 +90,7 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen);
  * lock of main only. The SQLite result code. */
 int xact_begin(struct worker *w, const char *sql);
 
-/* Before a statement of a job with job->xbinds runs on w: the schemas it
+/* Before a statement of a job with job->xact_binds runs on w: the schemas it
  * may use and write, and capture of the binds it may write. -1 with the
  * -ERR in out[w->mark..] when it cannot run. */
 int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out);
