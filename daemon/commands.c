@@ -406,6 +406,10 @@ static void cmd_stats(struct session *s, const char *args)
         stats_bind(s, srv->binds[i], &tot);
     for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
+    if (srv->federation != NULL) { /* statements across binds: a row of their own */
+        stats_bind(s, srv->federation, &tot);
+        n++;
+    }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
               tot.wal);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
