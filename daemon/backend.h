@@ -91,6 +91,7 @@ struct job {
     struct bind **xbinds;
     size_t nxbinds;
     bool plan; /* .plan: prepare the statement and describe it, do not run it */
+    uint32_t warnings; /* facts for the +OK line: warnings=N (federate_references) */
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "daemon/auth.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -281,7 +282,11 @@ static void cmd_route(struct session *s, const char *args)
             session_reply_row(s, row, 2);
         }
     }
-    if (r.err_code != NULL) {
+    if (federate_runs(&r) && (s->in_txn || s->txn_held)) {
+        session_reply_error(s, "TXNBIND", "a statement across binds cannot run inside a transaction (yet)");
+    } else if (federate_runs(&r)) {
+        session_reply_ok(s, "bind=*"); /* the federation pool runs it */
+    } else if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
     } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
                strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {

@@ -65,6 +65,22 @@ const struct bind *federate_grant_missing(const struct session *s, const struct 
  * (req is then freed). Submit it with session_start_job(). */
 struct job *federate_job_new(struct session *s, const struct route *r, struct request *req);
 
+/*
+ * A CREATE TABLE whose tables in other binds are named only by REFERENCES
+ * clauses (a foreign key across binds; the note's nuts -> tree): *out gets
+ * a JOB_EXEC for the created table's bind, with those clauses taken out of
+ * its text when that bind cannot keep them (PostgreSQL refuses a reference
+ * to a table it does not have; SQLite with foreign_keys on would refuse
+ * every insert), job->warnings set to how many references cross binds
+ * (the answer gets warnings=N) and a log line for each: no database
+ * enforces them. Returns 1 then (req's memory taken), 0 when the statement
+ * is something else, with *why (static) set when a clearer refusal than
+ * the route's CROSSBIND message applies (a view over several binds), -1
+ * when out of memory. Loop thread.
+ */
+int federate_references(struct session *s, struct request *req, const struct route *r, struct job **out,
+                        const char **why);
+
 /* ---- Executor connections (never the loop thread) --------------------- */
 
 /* Open an executor connection for srv's binds: scratch main, hardened as a

@@ -305,6 +305,45 @@ static bool session_read_inline(struct session *s, struct bind *b, struct reques
     return true;
 }
 
+/* DDL across binds: a CREATE TABLE with a foreign key to another bind runs
+ * on its own bind (federate_references); a view over several binds gets a
+ * clear refusal; anything else the route's CROSSBIND (false). */
+static bool session_cross_references(struct session *s, struct request *req, const struct route *r)
+{
+    const char *why = NULL;
+    struct job *job = NULL;
+    enum grant grant;
+    int rc = federate_references(s, req, r, &job, &why);
+
+    if (rc == 0 && why == NULL)
+        return false;
+    if (rc <= 0) {
+        if (rc < 0)
+            session_reply_error(s, "NOMEM", "out of memory");
+        else
+            session_reply_error(s, "CROSSBIND", "%s", why);
+        codec_request_free(req);
+        return true;
+    }
+    if (s->in_txn || s->txn_held) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction (yet): COMMIT or "
+                            "ROLLBACK first");
+        job_unref(job);
+        return true;
+    }
+    grant = session_grant(s, job->bind);
+    if (grant == GRANT_NONE) {
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                            job->bind->conf->name);
+        job_unref(job);
+        return true;
+    }
+    job->readonly = grant == GRANT_READ;
+    session_start_job(s, job);
+    return true;
+}
+
 /* A statement whose tables live in several binds: outside transactions the
  * federation pool runs it (federate.h), with the grants of every bind it
  * touches. Returns false, leaving req alone, for statements it cannot run
@@ -316,6 +355,8 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
     struct job *job;
     bool write = false;
 
+    if (r->kind == STMT_DDL)
+        return session_cross_references(s, req, r);
     if (!federate_runs(r))
         return false;
     if (s->in_txn || s->txn_held) {
