@@ -63,8 +63,9 @@ int pg2pc_daemon_id(const char *data_dir, char out[PG2PC_DAEMON_ID_LEN + 1], cha
         ssize_t n = read(fd, buf, sizeof buf - 1);
         close(fd);
         if (n != PG2PC_DAEMON_ID_LEN + 1 || buf[PG2PC_DAEMON_ID_LEN] != '\n' || !is_hex_id(buf))
-            return fail(err, "%s: damaged (want %d hex digits and a newline); restore it or, when no "
-                             "transaction across binds is in doubt, remove it",
+            return fail(err,
+                        "%s: damaged (want %d hex digits and a newline); restore it or, when no "
+                        "transaction across binds is in doubt, remove it",
                         path, PG2PC_DAEMON_ID_LEN);
         memcpy(out, buf, PG2PC_DAEMON_ID_LEN);
         out[PG2PC_DAEMON_ID_LEN] = 0;
@@ -145,9 +146,10 @@ int pg2pc_check(PGconn *c, char **err)
     PQclear(r);
     if (n > 0)
         return 0;
-    return fail(err, "%s", "the PostgreSQL server's max_prepared_transactions is 0: it cannot take part in a "
-                           "transaction across binds (set max_prepared_transactions > 0 in postgresql.conf and "
-                           "restart it)");
+    return fail(err, "%s",
+                "the PostgreSQL server's max_prepared_transactions is 0: it cannot take part in a "
+                "transaction across binds (set max_prepared_transactions > 0 in postgresql.conf and "
+                "restart it)");
 }
 
 /* Runs `verb 'gid'` (the gid as a literal: these commands take no

@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PG2PC_GID_MAX     200
-#define PG2PC_DAEMON_ID_LEN 16
+#define PG2PC_GID_MAX        200
+#define PG2PC_DAEMON_ID_LEN  16
 #define PG2PC_DAEMON_ID_FILE "daemon-id"
 
 /* The daemon id kept in data_dir/daemon-id: read it, or create it (random,
@@ -29,8 +29,8 @@
  * use. out gets PG2PC_DAEMON_ID_LEN hex digits and a NUL. 0, or -1 with
  * *err (malloc'd) naming the file (a damaged file is an error, never
  * replaced). */
-__attribute__((warn_unused_result)) int pg2pc_daemon_id(const char *data_dir, char out[PG2PC_DAEMON_ID_LEN + 1],
-                                                        char **err);
+__attribute__((warn_unused_result)) int pg2pc_daemon_id(const char *data_dir,
+                                                        char out[PG2PC_DAEMON_ID_LEN + 1], char **err);
 
 /* Writes the gid of (daemon_id, txid, bind name) into out[PG2PC_GID_MAX].
  * -1 when it would not fit or bind is empty. */

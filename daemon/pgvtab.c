@@ -60,22 +60,23 @@
 
 #include "daemon/pgvtab.h"
 
-#define FETCH_ROWS  1000 /* rows per FETCH of a cursor */
-#define PROBE_COST  25.0 /* estimatedCost of one round trip, in rows */
+#define FETCH_ROWS    1000 /* rows per FETCH of a cursor */
+#define PROBE_COST    25.0 /* estimatedCost of one round trip, in rows */
 #define SQLSTATE_CONN "08006"
+#define STMT_CACHE    32 /* named prepared statements kept per connection */
 
 enum col_class { CLASS_NULL, CLASS_NUM, CLASS_TEXT, CLASS_BLOB };
 
 /* How a column's values are read and compared. */
 enum col_kind {
-    KIND_INT,   /* int2, int4, int8: INTEGER */
-    KIND_BOOL,  /* 0/1, compared as int4 */
-    KIND_FLOAT, /* float8: REAL (checked again by SQLite) */
-    KIND_FLT4,  /* float4: REAL, never pushed */
+    KIND_INT,     /* int2, int4, int8: INTEGER */
+    KIND_BOOL,    /* 0/1, compared as int4 */
+    KIND_FLOAT,   /* float8: REAL (checked again by SQLite) */
+    KIND_FLT4,    /* float4: REAL, never pushed */
     KIND_NUMERIC, /* numeric: INTEGER when integral and in range, else REAL */
-    KIND_TEXT,  /* text, varchar, name with a deterministic collation */
-    KIND_BYTEA, /* BLOB */
-    KIND_OTHER, /* anything else: its text output, compared as text */
+    KIND_TEXT,    /* text, varchar, name with a deterministic collation */
+    KIND_BYTEA,   /* BLOB */
+    KIND_OTHER,   /* anything else: its text output, compared as text */
 };
 
 enum affinity { AFF_BLOB, AFF_TEXT, AFF_NUMERIC };
@@ -103,13 +104,22 @@ struct pgtable {
     double rows;   /* reltuples, at least 1 */
 };
 
+/* A named prepared statement on a bind's connection (the probes of a join
+ * skip PostgreSQL's parse and plan). */
+struct pgstmt {
+    char *sql; /* malloc'd */
+    char name[32];
+};
+
 /* One PostgreSQL bind's connection as this module uses it. */
 struct pgbind {
-    PGconn *conn;  /* the last one the callback gave; state resets when it changes */
-    bool own_txn;  /* this module sent BEGIN */
-    int writers;   /* vtabs between xBegin and xCommit/xRollback */
-    int cursors;   /* open cursors */
-    int sp_depth;  /* savepoints sqlmux_sp_0..sp_depth-1 exist */
+    PGconn *conn; /* the last one the callback gave; state resets when it changes */
+    bool own_txn; /* this module sent BEGIN */
+    int writers;  /* vtabs between xBegin and xCommit/xRollback */
+    int cursors;  /* open cursors */
+    int sp_depth; /* savepoints sqlmux_sp_0..sp_depth-1 exist */
+    struct pgstmt stmts[STMT_CACHE];
+    int nstmts;
 };
 
 struct pgvtab {
@@ -122,6 +132,7 @@ struct pgvtab {
     struct pgbind *binds; /* [cfg->nbinds] */
     uint32_t nonce;       /* tells this pgvtab's tables from a leftover's */
     uint64_t cursor_seq;
+    uint64_t stmt_seq;
     uint64_t rows_fetched;
     char sqlstate[6];
 };
@@ -219,6 +230,14 @@ static int pg_command(struct pgvtab *v, sqlite3_vtab *vt, PGconn *c, const char 
     return rc;
 }
 
+/* Forgets a connection's state (its prepared statements die with it). */
+static void bind_reset(struct pgbind *b)
+{
+    for (int i = 0; i < b->nstmts; i++)
+        free(b->stmts[i].sql);
+    memset(b, 0, sizeof *b);
+}
+
 /* The connection of bind `bind` from the caller; resets the bind's state
  * when it is a new one. NULL with the error recorded on vt. */
 static PGconn *bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
@@ -237,10 +256,45 @@ static PGconn *bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
     }
     struct pgbind *b = &v->binds[bind];
     if (b->conn != c) {
-        memset(b, 0, sizeof *b);
+        bind_reset(b);
         b->conn = c;
     }
     return c;
+}
+
+/* Runs sql as a named prepared statement of the bind's connection
+ * (prepared on first use, up to STMT_CACHE of them; beyond, unnamed). */
+static PGresult *exec_cached(struct pgvtab *v, struct pgbind *b, PGconn *c, const char *sql, int n,
+                             const char *const *vals)
+{
+    int i;
+    for (i = 0; i < b->nstmts; i++)
+        if (strcmp(b->stmts[i].sql, sql) == 0)
+            break;
+    if (i == b->nstmts) {
+        struct pgstmt *st = &b->stmts[i];
+        if (i == STMT_CACHE || !(st->sql = strdup(sql)))
+            return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+        snprintf(st->name, sizeof st->name, "sqlmux_pgv_s%" PRIu64, ++v->stmt_seq);
+        PGresult *r = PQprepare(c, st->name, sql, n, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            free(st->sql);
+            st->sql = NULL;
+            return r;
+        }
+        PQclear(r);
+        b->nstmts++;
+    }
+    PGresult *r = PQexecPrepared(c, b->stmts[i].name, n, vals, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && strcmp(state, "26000") == 0) {
+        /* someone deallocated it (DISCARD ALL): forget it, run it unnamed */
+        free(b->stmts[i].sql);
+        b->stmts[i] = b->stmts[--b->nstmts];
+        PQclear(r);
+        r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    }
+    return r;
 }
 
 /* SQLite's rule for the affinity of a declared type (datatype3.html 3.1),
@@ -622,6 +676,16 @@ static int vt_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
     double sel = 1.0;
     bool pk_eq[64] = {false};
     int limit_i = -1, offset_i = -1;
+    /* columns with a plain = (a join's probe): an IN list on them as well
+     * would travel with every probe; SQLite checks it instead */
+    uint64_t eq_cols = 0;
+    bool in_pk = false;
+    for (int i = 0; i < info->nConstraint; i++) {
+        const struct sqlite3_index_constraint *ic = &info->aConstraint[i];
+        if (ic->usable && ic->op == SQLITE_INDEX_CONSTRAINT_EQ && ic->iColumn >= 0 && ic->iColumn < 64 &&
+            !sqlite3_vtab_in(info, i, -1))
+            eq_cols |= (uint64_t)1 << ic->iColumn;
+    }
     for (int i = 0; i < info->nConstraint; i++) {
         const struct sqlite3_index_constraint *ic = &info->aConstraint[i];
         if (ic->op == SQLITE_INDEX_CONSTRAINT_LIMIT || ic->op == SQLITE_INDEX_CONSTRAINT_OFFSET) {
@@ -662,6 +726,10 @@ static int vt_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
             continue;
         }
         bool exact = kind_exact(c->kind);
+        if (op == OP_EQ && ic->iColumn < 64 && (eq_cols >> ic->iColumn & 1) && sqlite3_vtab_in(info, i, -1)) {
+            all_omitted = false;
+            continue;
+        }
         struct term *tm = &p.terms[p.nterms++];
         tm->col = ic->iColumn;
         tm->op = op;
@@ -676,6 +744,11 @@ static int vt_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
             for (int k = 0; k < t->npk && k < 64; k++)
                 if (t->pk[k] == tm->col && !tm->in)
                     pk_eq[k] = true;
+            /* a key's IN list: as many rows as the list, which SQLite
+             * guesses at 25 too; one query for all of them beats a probe
+             * per key (a semi-join sends its keys in one array) */
+            if (tm->in && t->npk == 1 && t->pk[0] == tm->col)
+                in_pk = true;
             break;
         case OP_ISNULL: sel *= 0.01; break;
         case OP_NE:
@@ -715,6 +788,8 @@ static int vt_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
         }
     }
     double rows = p.unique ? 1.0 : t->rows * sel;
+    if (in_pk && rows > 25)
+        rows = 25;
     if (rows < 1)
         rows = 1;
     if (p.limit_arg >= 0 && rows > 100)
@@ -954,7 +1029,8 @@ static int cursor_fetch(struct cursor *cur)
     return SQLITE_OK;
 }
 
-static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, int argc, sqlite3_value **argv)
+static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, int argc,
+                     sqlite3_value **argv)
 {
     (void)idxNum;
     struct cursor *cur = (struct cursor *)base;
@@ -1049,7 +1125,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         cur->b = b;
         bool direct = p.unique || (limit >= 0 && limit <= FETCH_ROWS);
         if (direct) {
-            cur->res = PQexecParams(c, sql, pa.n, NULL, (const char *const *)pa.val, NULL, NULL, 0);
+            cur->res = exec_cached(v, b, c, sql, pa.n, (const char *const *)pa.val);
             cur->row = 0;
             if (PQresultStatus(cur->res) != PGRES_TUPLES_OK) {
                 rc = pg_fail(v, &vt->base, c, cur->res, "query");
@@ -1069,7 +1145,8 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
                 snprintf(cur->name, sizeof cur->name, "sqlmux_pgv_%" PRIu64, ++v->cursor_seq);
                 char *decl = sqlite3_mprintf("DECLARE %s NO SCROLL CURSOR FOR %s", cur->name, sql);
                 PGresult *r =
-                    decl ? PQexecParams(c, decl, pa.n, NULL, (const char *const *)pa.val, NULL, NULL, 0) : NULL;
+                    decl ? PQexecParams(c, decl, pa.n, NULL, (const char *const *)pa.val, NULL, NULL, 0)
+                         : NULL;
                 sqlite3_free(decl);
                 if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                     rc = r ? pg_fail(v, &vt->base, c, r, "query") : SQLITE_NOMEM;
@@ -1283,8 +1360,10 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
         PGresult *r = PQexecParams(c, sql, n, NULL, (const char *const *)vals, NULL, NULL, 0);
         ExecStatusType st = PQresultStatus(r);
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            rc = pg_fail(v, tab, c, r, argc == 1 ? "DELETE" : sqlite3_value_type(argv[0]) == SQLITE_NULL ? "INSERT"
-                                                                                                      : "UPDATE");
+            rc = pg_fail(v, tab, c, r,
+                         argc == 1                                    ? "DELETE"
+                         : sqlite3_value_type(argv[0]) == SQLITE_NULL ? "INSERT"
+                                                                      : "UPDATE");
             if (rc == SQLITE_ERROR && PQresultErrorField(r, PG_DIAG_SQLSTATE) &&
                 strncmp(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23", 2) == 0)
                 rc = SQLITE_CONSTRAINT;
@@ -1407,7 +1486,8 @@ static int vt_rollback_to(sqlite3_vtab *tab, int i)
 /* USING sqlmux_pg(NONCE, SLOT): the table is v->tables[SLOT] when NONCE is
  * this pgvtab's; otherwise a leftover of an earlier connection, declared
  * with one column so DROP TABLE works. */
-static int vt_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **err)
+static int vt_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out,
+                      char **err)
 {
     struct pgvtab *v = aux;
     struct pgtable *t = NULL;
@@ -1647,9 +1727,14 @@ void pgvtab_close(struct pgvtab *v)
 {
     if (!v)
         return;
+    /* no virtual table or module of db may point at v afterwards */
+    pgvtab_forget(v);
+    sqlite3_create_module_v2(v->db, "sqlmux_pg", NULL, NULL, NULL);
     for (size_t i = 0; i < v->ntables; i++)
         table_free(v->tables[i]);
     free(v->tables);
+    for (size_t i = 0; i < v->cfg->nbinds; i++)
+        bind_reset(&v->binds[i]);
     free(v->binds);
     free(v);
 }

@@ -62,8 +62,9 @@ const char *pgvtab_sqlstate(struct pgvtab *v);
  * the bench: what pushdown saved). */
 uint64_t pgvtab_rows_fetched(const struct pgvtab *v);
 
-/* Unregisters nothing (SQLite keeps the module until db closes) but frees
- * the cache; call it before sqlite3_close(db). NULL is a no-op. */
+/* Drops the exposed tables, unregisters the module and frees v; call it
+ * before sqlite3_close(db), with no statement of db running. NULL is a
+ * no-op. */
 void pgvtab_close(struct pgvtab *v);
 
 #endif

@@ -165,7 +165,7 @@ static char *log_since(long mark)
     do {                                                                                                     \
         if (!strstr((log), (needle))) {                                                                      \
             unit_failed_checks++;                                                                            \
-            fprintf(stderr, "  %s:%d: PostgreSQL did not receive \"%s\"; log:\n%s\n", __FILE__, __LINE__,     \
+            fprintf(stderr, "  %s:%d: PostgreSQL did not receive \"%s\"; log:\n%s\n", __FILE__, __LINE__,    \
                     (needle), (log));                                                                        \
         }                                                                                                    \
     } while (0)
@@ -174,7 +174,7 @@ static char *log_since(long mark)
     do {                                                                                                     \
         if (strstr((log), (needle))) {                                                                       \
             unit_failed_checks++;                                                                            \
-            fprintf(stderr, "  %s:%d: PostgreSQL received \"%s\"; log:\n%s\n", __FILE__, __LINE__, (needle),  \
+            fprintf(stderr, "  %s:%d: PostgreSQL received \"%s\"; log:\n%s\n", __FILE__, __LINE__, (needle), \
                     (log));                                                                                  \
         }                                                                                                    \
     } while (0)
@@ -205,17 +205,18 @@ static void setup(void)
 {
     admin_exec("DROP TABLE IF EXISTS t_types, big, w, wu");
     admin_exec(TYPES_DDL);
-    admin_exec("INSERT INTO t_types VALUES "
-               "(1, 5, 9007199254740993, 12.5, 1.5, 1.1, 'abc', '\\x00ff10', true, '2024-02-29 13:45:00', "
-               "'2024-02-29', 'x'),"
-               "(2, -3, -1, 42, 'Infinity', 2.5, 'ABC', '\\x', false, '1999-12-31 23:59:59.5', '1999-12-31', 'y'),"
-               "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
-               "(4, 0, 0, 'NaN', 'NaN', 0, '', '\\x41', false, '2024-01-01 00:00:00', '2024-01-01', ''),"
-               "(5, 7, 7, -0.00001, '-Infinity', -1, 'héllo wörld', '\\xff', true, '2024-02-29 13:45:00', "
-               "'2024-03-01', 'z'),"
-               "(6, 5, 123, 7, 7.25, 7.25, '10', '\\x3130', true, '2030-06-01 12:00:00', '2030-06-01', '10'),"
-               "(7, 100, 9, 100.125, 1e300, 3, 'b''q\"x\\y', '\\x00', false, NULL, NULL, 'q'),"
-               "(8, 6, 5, 6, 6, 6, 'abd', '\\x0001', NULL, '2024-02-29 13:45:01', '2024-02-28', 'ab')");
+    admin_exec(
+        "INSERT INTO t_types VALUES "
+        "(1, 5, 9007199254740993, 12.5, 1.5, 1.1, 'abc', '\\x00ff10', true, '2024-02-29 13:45:00', "
+        "'2024-02-29', 'x'),"
+        "(2, -3, -1, 42, 'Infinity', 2.5, 'ABC', '\\x', false, '1999-12-31 23:59:59.5', '1999-12-31', 'y'),"
+        "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+        "(4, 0, 0, 'NaN', 'NaN', 0, '', '\\x41', false, '2024-01-01 00:00:00', '2024-01-01', ''),"
+        "(5, 7, 7, -0.00001, '-Infinity', -1, 'héllo wörld', '\\xff', true, '2024-02-29 13:45:00', "
+        "'2024-03-01', 'z'),"
+        "(6, 5, 123, 7, 7.25, 7.25, '10', '\\x3130', true, '2030-06-01 12:00:00', '2030-06-01', '10'),"
+        "(7, 100, 9, 100.125, 1e300, 3, 'b''q\"x\\y', '\\x00', false, NULL, NULL, 'q'),"
+        "(8, 6, 5, 6, 6, 6, 'abd', '\\x0001', NULL, '2024-02-29 13:45:01', '2024-02-28', 'ab')");
     admin_exec("CREATE TABLE big (id int PRIMARY KEY, val int NOT NULL, name text)");
     admin_exec("INSERT INTO big SELECT g, g % 1000, 'name ' || g FROM generate_series(1, 1000000) g");
     admin_exec("ANALYZE big");
@@ -249,7 +250,8 @@ static void test_expose(void)
     CHECK(pgvtab_expose(v, 0, "", "t_types", name, sizeof name, &err) == -1);
     free(err);
     /* declared types as the reply shows them */
-    char *r = rows_of("SELECT group_concat(name || ' ' || type, ', ') FROM pragma_table_info('pg$pg$public$t_types')");
+    char *r = rows_of(
+        "SELECT group_concat(name || ' ' || type, ', ') FROM pragma_table_info('pg$pg$public$t_types')");
     CHECK_STR(r, "tid INTEGER, i4 INTEGER, i8 BIGINT, n NUMERIC(20,5), f DOUBLE PRECISION, f4 REAL, t TEXT, "
                  "b BLOB, ok BOOLEAN, ts TIMESTAMP WITHOUT TIME ZONE, d DATE, v CHARACTER VARYING(10);");
     sqlite3_free(r);
@@ -261,16 +263,17 @@ static void test_types(void)
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY id", vname);
     char *r = rows_of(sql);
-    CHECK_STR(r, "i1,i5,i9007199254740993,r12.5,r1.5,r1.1000000000000001,tabc,b00ff10,i1,t2024-02-29 13:45:00,"
-                 "t2024-02-29,tx;"
-                 "i2,i-3,i-1,i42,rInf,r2.5,tABC,b,i0,t1999-12-31 23:59:59.5,t1999-12-31,ty;"
-                 "i3,n,n,n,n,n,n,n,n,n,n,n;"
-                 "i4,i0,i0,n,n,r0.0,t,b41,i0,t2024-01-01 00:00:00,t2024-01-01,t;"
-                 "i5,i7,i7,r-1.0000000000000001e-05,r-Inf,r-1.0,th\xc3\xa9llo w\xc3\xb6rld,bff,i1,"
-                 "t2024-02-29 13:45:00,t2024-03-01,tz;"
-                 "i6,i5,i123,i7,r7.25,r7.25,t10,b3130,i1,t2030-06-01 12:00:00,t2030-06-01,t10;"
-                 "i7,i100,i9,r100.125,r1.0e+300,r3.0,tb'q\"x\\y,b00,i0,n,n,tq;"
-                 "i8,i6,i5,i6,r6.0,r6.0,tabd,b0001,n,t2024-02-29 13:45:01,t2024-02-28,tab;");
+    CHECK_STR(r,
+              "i1,i5,i9007199254740993,r12.5,r1.5,r1.1000000000000001,tabc,b00ff10,i1,t2024-02-29 13:45:00,"
+              "t2024-02-29,tx;"
+              "i2,i-3,i-1,i42,rInf,r2.5,tABC,b,i0,t1999-12-31 23:59:59.5,t1999-12-31,ty;"
+              "i3,n,n,n,n,n,n,n,n,n,n,n;"
+              "i4,i0,i0,n,n,r0.0,t,b41,i0,t2024-01-01 00:00:00,t2024-01-01,t;"
+              "i5,i7,i7,r-1.0000000000000001e-05,r-Inf,r-1.0,th\xc3\xa9llo w\xc3\xb6rld,bff,i1,"
+              "t2024-02-29 13:45:00,t2024-03-01,tz;"
+              "i6,i5,i123,i7,r7.25,r7.25,t10,b3130,i1,t2030-06-01 12:00:00,t2030-06-01,t10;"
+              "i7,i100,i9,r100.125,r1.0e+300,r3.0,tb'q\"x\\y,b00,i0,n,n,tq;"
+              "i8,i6,i5,i6,r6.0,r6.0,tabd,b0001,n,t2024-02-29 13:45:01,t2024-02-28,tab;");
     sqlite3_free(r);
     /* the copy the comparisons run against */
     sql_exec("DROP TABLE IF EXISTS loc");
@@ -283,34 +286,66 @@ static void test_types(void)
 static void test_same_as_sqlite(void)
 {
     static const char *cols[] = {"id", "i4", "i8", "n", "f", "f4", "t", "b", "ok", "ts", "d", "v"};
-    static const char *vals[] = {"5",       "5.0",     "5.5",         "-3",      "'5'",        "'abc'",
-                                 "'ABC'",   "''",      "'10'",        "x'00ff10'", "x''",      "NULL",
-                                 "12.5",    "1e400",   "-1e400",      "'2024-02-29'", "'2024-02-29 13:45:00'",
-                                 "'héllo wörld'", "'a'", "0", "1", "9007199254740993", "'x'", "x'41'", "'b''q\"x\\y'"};
+    static const char *vals[] = {"5",
+                                 "5.0",
+                                 "5.5",
+                                 "-3",
+                                 "'5'",
+                                 "'abc'",
+                                 "'ABC'",
+                                 "''",
+                                 "'10'",
+                                 "x'00ff10'",
+                                 "x''",
+                                 "NULL",
+                                 "12.5",
+                                 "1e400",
+                                 "-1e400",
+                                 "'2024-02-29'",
+                                 "'2024-02-29 13:45:00'",
+                                 "'héllo wörld'",
+                                 "'a'",
+                                 "0",
+                                 "1",
+                                 "9007199254740993",
+                                 "'x'",
+                                 "x'41'",
+                                 "'b''q\"x\\y'"};
     static const char *ops[] = {"=", "<>", "<", "<=", ">", ">=", "IS", "IS NOT"};
     char a[512], b[512];
     int n = 0, bad = 0;
     for (size_t c = 0; c < sizeof cols / sizeof *cols; c++) {
         for (size_t o = 0; o < sizeof ops / sizeof *ops; o++) {
             for (size_t k = 0; k < sizeof vals / sizeof *vals; k++) {
-                snprintf(a, sizeof a, "SELECT id FROM %s WHERE %s %s %s ORDER BY id", vname, cols[c], ops[o], vals[k]);
-                snprintf(b, sizeof b, "SELECT id FROM loc WHERE %s %s %s ORDER BY id", cols[c], ops[o], vals[k]);
+                snprintf(a, sizeof a, "SELECT id FROM %s WHERE %s %s %s ORDER BY id", vname, cols[c], ops[o],
+                         vals[k]);
+                snprintf(b, sizeof b, "SELECT id FROM loc WHERE %s %s %s ORDER BY id", cols[c], ops[o],
+                         vals[k]);
                 char *ra = rows_of(a), *rb = rows_of(b);
                 n++;
                 if (!ra || !rb || strcmp(ra, rb) != 0) {
                     if (bad++ < 15)
-                        fprintf(stderr, "  WHERE %s %s %s: vtab %s (%s), sqlite %s\n", cols[c], ops[o], vals[k],
-                                ra ? ra : "error", errbuf, rb ? rb : "error");
+                        fprintf(stderr, "  WHERE %s %s %s: vtab %s (%s), sqlite %s\n", cols[c], ops[o],
+                                vals[k], ra ? ra : "error", errbuf, rb ? rb : "error");
                     unit_failed_checks++;
                 }
                 sqlite3_free(ra);
                 sqlite3_free(rb);
             }
         }
-        static const char *more[] = {"IS NULL", "IS NOT NULL", "IN (5, '5', 'abc', x'41', NULL, 7.25)",
-                                     "IN (1, 2, 3)", "NOT IN (5, 7)", "IN ('abc', 'ABC', 'x')",
-                                     "IN (SELECT 5 UNION SELECT 'abc')", "LIKE 'a%'", "= 'abc' COLLATE NOCASE",
-                                     "< 'b' COLLATE NOCASE", "BETWEEN 1 AND 6", "BETWEEN 'a' AND 'b'", "IN ()"};
+        static const char *more[] = {"IS NULL",
+                                     "IS NOT NULL",
+                                     "IN (5, '5', 'abc', x'41', NULL, 7.25)",
+                                     "IN (1, 2, 3)",
+                                     "NOT IN (5, 7)",
+                                     "IN ('abc', 'ABC', 'x')",
+                                     "IN (SELECT 5 UNION SELECT 'abc')",
+                                     "LIKE 'a%'",
+                                     "= 'abc' COLLATE NOCASE",
+                                     "< 'b' COLLATE NOCASE",
+                                     "BETWEEN 1 AND 6",
+                                     "BETWEEN 'a' AND 'b'",
+                                     "IN ()"};
         for (size_t m = 0; m < sizeof more / sizeof *more; m++) {
             snprintf(a, sizeof a, "SELECT id FROM %s WHERE %s %s ORDER BY id", vname, cols[c], more[m]);
             snprintf(b, sizeof b, "SELECT id FROM loc WHERE %s %s ORDER BY id", cols[c], more[m]);
@@ -337,8 +372,8 @@ static void test_same_as_sqlite(void)
             n++;
             if (!ra || !rb || strcmp(ra, rb) != 0) {
                 if (bad++ < 15)
-                    fprintf(stderr, "  ORDER BY %s %s: vtab %s (%s), sqlite %s\n", cols[c], desc ? "DESC" : "",
-                            ra ? ra : "error", errbuf, rb ? rb : "error");
+                    fprintf(stderr, "  ORDER BY %s %s: vtab %s (%s), sqlite %s\n", cols[c],
+                            desc ? "DESC" : "", ra ? ra : "error", errbuf, rb ? rb : "error");
                 unit_failed_checks++;
             }
             sqlite3_free(ra);
@@ -423,7 +458,8 @@ static void test_limit_in_and_rows_fetched(void)
     free(log);
 
     before = pgvtab_rows_fetched(v);
-    snprintf(sql, sizeof sql, "SELECT id, name FROM %s WHERE id IN (10, 500000, 999999, 'x', 2000000)", vname);
+    snprintf(sql, sizeof sql, "SELECT id, name FROM %s WHERE id IN (10, 500000, 999999, 'x', 2000000)",
+             vname);
     r = rows_of(sql);
     CHECK_STR(r, "i10,tname 10;i500000,tname 500000;i999999,tname 999999;");
     sqlite3_free(r);
@@ -441,7 +477,7 @@ static void test_limit_in_and_rows_fetched(void)
 static void test_join_probes(void)
 {
     CHECK(expose("big") == 0);
-    char sql[256];
+    char sql[512];
     uint64_t before = pgvtab_rows_fetched(v);
     snprintf(sql, sizeof sql, "SELECT count(*), sum(b.val) FROM s JOIN %s b ON b.id = s.id", vname);
     char *r = rows_of(sql);
@@ -456,11 +492,41 @@ static void test_join_probes(void)
     sqlite3_stmt *st;
     CHECK(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
     char *plan = pgvtab_plan(v, st);
-    CHECK_STR(plan, "pg.public.big: SELECT \"id\", \"val\", ctid FROM \"public\".\"big\" WHERE \"id\" = $1\n");
+    CHECK_STR(plan,
+              "pg.public.big: SELECT \"id\", \"val\", ctid FROM \"public\".\"big\" WHERE \"id\" = $1\n");
     free(plan);
     sqlite3_finalize(st);
     /* the module's read transaction is over */
     CHECK(PQtransactionStatus(pg) == PQTRANS_IDLE);
+
+    /* the probes run a named prepared statement (no parse, no plan each) */
+    long mark = log_mark();
+    sqlite3_free(rows_of(sql));
+    char *log = log_since(mark);
+    int probes = 0;
+    for (const char *p = log; (p = strstr(p, "FROM \"public\".\"big\" WHERE \"id\" = $1::int8")); p++)
+        probes++;
+    CHECK(probes == 1000);
+    CHECK_LOG(log, "execute sqlmux_pgv_s");
+    CHECK_NOT_LOG(log, "execute <unnamed>: SELECT \"id\", \"val\", ctid FROM \"public\".\"big\" WHERE");
+    free(log);
+
+    /* a semi-join on the key: one query with every key in one array */
+    mark = log_mark();
+    before = pgvtab_rows_fetched(v);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*), sum(b.val) FROM s JOIN %s b ON b.id = s.id WHERE b.id IN (SELECT id FROM s)",
+             vname);
+    r = rows_of(sql);
+    want = rows_of("SELECT count(*), sum(id % 1000) FROM s");
+    CHECK_STR(r, want);
+    sqlite3_free(r);
+    sqlite3_free(want);
+    CHECK(pgvtab_rows_fetched(v) - before == 1000);
+    log = log_since(mark);
+    CHECK_LOG(log, "WHERE \"id\" = ANY($1::int8[])");
+    CHECK_NOT_LOG(log, "\"id\" = $1::int8");
+    free(log);
 }
 
 static long vm_kib(const char *key)
@@ -508,11 +574,13 @@ static void test_writes(void)
 {
     CHECK(expose("w") == 0);
     char sql[512];
-    snprintf(sql, sizeof sql, "INSERT INTO %s (name, n, data) VALUES ('a', 1, x'0001'), ('b', 2, NULL)", vname);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (name, n, data) VALUES ('a', 1, x'0001'), ('b', 2, NULL)",
+             vname);
     sql_exec(sql);
-    CHECK_STR(admin_value("SELECT string_agg(id || ':' || name || ':' || n || ':' || coalesce(encode(data, 'hex'), "
-                          "'-'), ',' ORDER BY id) FROM w"),
-              "1:a:1:0001,2:b:2:-");
+    CHECK_STR(
+        admin_value("SELECT string_agg(id || ':' || name || ':' || n || ':' || coalesce(encode(data, 'hex'), "
+                    "'-'), ',' ORDER BY id) FROM w"),
+        "1:a:1:0001,2:b:2:-");
     snprintf(sql, sizeof sql, "UPDATE %s SET n = n + 10 WHERE name = 'b'", vname);
     sql_exec(sql);
     CHECK_STR(admin_value("SELECT n FROM w WHERE name = 'b'"), "12");
@@ -557,7 +625,8 @@ static void test_writes(void)
     /* INSERT ... SELECT from a SQLite table; a changed row is an error */
     snprintf(sql, sizeof sql, "INSERT INTO %s (name, n) SELECT 'k' || id, id FROM s WHERE id < 3000", vname);
     sql_exec(sql);
-    CHECK_STR(admin_value("SELECT string_agg(name, ',' ORDER BY n) FROM w WHERE name LIKE 'k%'"), "k998,k1995,k2992");
+    CHECK_STR(admin_value("SELECT string_agg(name, ',' ORDER BY n) FROM w WHERE name LIKE 'k%'"),
+              "k998,k1995,k2992");
 }
 
 /* The module's errors: a bind down, PostgreSQL killed in the middle of a
@@ -585,7 +654,8 @@ static void test_errors(void)
     CHECK(rc == SQLITE_ERROR);
     CHECK(rows >= 1500 && rows < 1000000);
     const char *state = pgvtab_sqlstate(v);
-    fprintf(stderr, "  killed after %d rows: %s (SQLSTATE %s)\n", rows, sqlite3_errmsg(db), state ? state : "-");
+    fprintf(stderr, "  killed after %d rows: %s (SQLSTATE %s)\n", rows, sqlite3_errmsg(db),
+            state ? state : "-");
     CHECK(state != NULL);
     CHECK(strstr(sqlite3_errmsg(db), "PostgreSQL") != NULL);
     sqlite3_finalize(st);
