@@ -85,6 +85,13 @@ struct job {
     uint32_t errors;       /* statements answered -ERR (batches) */
     const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
+    /* A statement across binds (federate.h): the binds it touches, each
+     * held (server_bind_hold) for the job's life, so their files and
+     * settings stay while it runs; job->bind is then the federation pool. */
+    struct bind **xbinds;
+    size_t nxbinds;
+    bool plan; /* .plan: prepare the statement and describe it, do not run it */
+    uint32_t warnings; /* facts for the +OK line: warnings=N (federate_references) */
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */

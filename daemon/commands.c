@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "daemon/auth.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -281,7 +282,11 @@ static void cmd_route(struct session *s, const char *args)
             session_reply_row(s, row, 2);
         }
     }
-    if (r.err_code != NULL) {
+    if (federate_runs(&r) && (s->in_txn || s->txn_held)) {
+        session_reply_error(s, "TXNBIND", "a statement across binds cannot run inside a transaction (yet)");
+    } else if (federate_runs(&r)) {
+        session_reply_ok(s, "bind=*"); /* the federation pool runs it */
+    } else if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
     } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
                strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {
@@ -406,6 +411,10 @@ static void cmd_stats(struct session *s, const char *args)
         stats_bind(s, srv->binds[i], &tot);
     for (struct bind *b = srv->retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
+    if (srv->federation != NULL) { /* statements across binds: a row of their own */
+        stats_bind(s, srv->federation, &tot);
+        n++;
+    }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
               tot.wal);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
