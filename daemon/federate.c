@@ -470,6 +470,13 @@ static int exec_rewrite(struct fed_exec *x, const struct config *cfg, const stru
                     return -1;
                 }
                 rc = buf_puts(out, name);
+                /* Column references name the table as written: the
+                 * virtual table gets that name as its alias. */
+                if (rc == 0 && !(ref->flags & (REF_F_ALIASED | REF_F_NOALIAS))) {
+                    rc = buf_puts(out, " AS ");
+                    if (rc == 0)
+                        rc = put_ident(out, t->name);
+                }
                 continue;
             }
             rc = put_ident(out, bc->name);
@@ -527,6 +534,10 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     int rc = -1;
 
     route_compute(cfg, job->req.text, job->req.len, &r, &ri);
+    /* The module creates and drops its tables in main: a read-only
+     * statement's query_only (sqlite_exec_job sets it per job) must not
+     * stay on for that. */
+    sqlite_conn_query_only(&x->w, false);
     x->w.write_schema = NULL;
     x->schemas[0] = NULL;
     x->uses_pg = false;
@@ -595,6 +606,24 @@ static void exec_pg_error(struct fed_exec *x, struct buf *out)
     buf_free(&line);
 }
 
+/* An INSERT into a PostgreSQL table answers no last_id (a PostgreSQL bind
+ * never does: the virtual table's rowid is no key of the table). */
+static void drop_last_id(struct buf *out)
+{
+    size_t start = out->len;
+
+    while (start > 0 && (start == out->len || out->data[start - 1] != '\n'))
+        start--;
+    for (size_t i = start; i + 9 <= out->len; i++) {
+        if (memcmp(out->data + i, " last_id=", 9) == 0) {
+            buf_truncate(out, i);
+            if (buf_putc(out, '\n') != 0)
+                buf_truncate(out, start);
+            return;
+        }
+    }
+}
+
 void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
 {
     struct sqlite_bind *target;
@@ -617,6 +646,8 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
     sqlite_exec_job(&x->w, job, out);
     if (job->failed && x->uses_pg)
         exec_pg_error(x, out);
+    else if (x->w.write_schema != NULL && strcmp(x->w.write_schema, "main") == 0)
+        drop_last_id(out);
     /* Quick reads of the target bind take a fresh snapshot from now on. */
     if (target != NULL)
         atomic_fetch_add_explicit(&target->writes, 1, memory_order_release);
