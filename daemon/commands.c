@@ -300,6 +300,56 @@ static void cmd_route(struct session *s, const char *args)
     sqlparse_info_free(&ri);
 }
 
+/* .plan SQL: what a statement sends to PostgreSQL. Across binds, the
+ * federation pool prepares it and answers a row per PostgreSQL table (the
+ * SQL its virtual table sends); a statement for one bind is sent as it is
+ * (one row for a PostgreSQL bind, none for SQLite): +OK bind=NAME
+ * postgresql=N. */
+static void cmd_plan(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"bind", "", "table", "", "sent", "", NULL};
+    const struct route *r;
+    struct request req = {.type = REQUEST_SQL};
+    const struct bind *b;
+    bool write = false;
+    char facts[160];
+
+    if (args[0] == '\0') {
+        session_reply_error(s, "ARGS", "usage: .plan SQL");
+        return;
+    }
+    r = routecache_get(s->srv->routes, s->srv->cfg, args, strlen(args));
+    if (!federate_runs(r)) {
+        if (r->err_code != NULL) {
+            session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
+            return;
+        }
+        b = r->bind != ROUTE_NO_TABLE ? s->srv->binds[r->bind] : s->in_txn ? s->txn_bind : s->use_bind;
+        session_reply_columns(s, cols);
+        if (b->conf->type == BIND_POSTGRES) {
+            const char *row[] = {b->conf->name, "", args};
+            session_reply_row(s, row, 3);
+        }
+        snprintf(facts, sizeof facts, "bind=%s postgresql=%d", b->conf->name, b->conf->type == BIND_POSTGRES);
+        session_reply_ok(s, facts);
+        return;
+    }
+    if ((b = federate_grant_missing(s, r, &write)) != NULL) {
+        session_reply_error(s, "NOPERM", "user %s has no %saccess to bind %s", s->user_name ? s->user_name : "?",
+                            write ? "write " : "", b->conf->name);
+        return;
+    }
+    req.text = strdup(args);
+    req.len = strlen(args);
+    struct job *job = req.text != NULL ? federate_job_new(s, r, &req) : NULL;
+    if (job == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
+    job->plan = true;
+    session_start_job(s, job);
+}
+
 /* .use BIND: +OK bind=NAME. .use alone: +OK bind=NAME txn=0|1, txn=1
  * while the session has a transaction open (its BEGIN held, or begun on a
  * bind as the backend reported after the last statement), so a shell can
@@ -527,6 +577,9 @@ static const struct command commands[] = {
     {"map", "", "list the table map: table or pattern, bind", cmd_map, CMD_USER},
     {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it",
      cmd_route, CMD_USER},
+    {"plan", "SQL",
+     "show what SQL would send to PostgreSQL: per PostgreSQL table, the query its rows are fetched with",
+     cmd_plan, CMD_USER},
     {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it",
      cmd_use, CMD_USER},
     {"quit", "", "close the connection", cmd_quit, CMD_ANYONE},

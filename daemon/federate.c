@@ -624,6 +624,62 @@ static void drop_last_id(struct buf *out)
     }
 }
 
+/* .plan: prepare the rewritten statement (job->req.text) and answer, per
+ * PostgreSQL table, the SQL its virtual table will send: "=bind\ttable\tsent"
+ * rows, then +OK bind=* postgresql=N. */
+static void exec_plan(struct fed_exec *x, struct job *job, struct buf *out)
+{
+    static const char *const cols[] = {"bind", "table", "sent"};
+    sqlite3_stmt *stmt = NULL;
+    char *plan = NULL, facts[64];
+    struct codec_row row;
+    size_t n = 0;
+    int rc;
+
+    x->w.denied = NULL;
+    rc = sqlite3_prepare_v2(x->w.db, job->req.text, (int)job->req.len, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        x->w.mark = 0;
+        sqlite_reply_db_error(&x->w, out, rc);
+        job->failed = true;
+        return;
+    }
+    if (x->uses_pg && (plan = pgvtab_plan(x->vt, stmt)) == NULL)
+        rc = SQLITE_NOMEM;
+    sqlite3_finalize(stmt);
+    codec_header_begin(&row, out);
+    for (size_t i = 0; i < 3; i++) {
+        codec_field_str(&row, cols[i]);
+        codec_field_str(&row, "");
+    }
+    rc |= codec_row_end(&row);
+    /* Lines of "bind.schema.table: SQL". */
+    for (char *line = plan; rc == 0 && line != NULL && *line != '\0'; n++) {
+        char *end = strchr(line, '\n'), *colon = strstr(line, ": "), *dot = strchr(line, '.');
+        if (end != NULL)
+            *end = '\0';
+        codec_row_begin(&row, out);
+        if (colon != NULL && dot != NULL && dot < colon) {
+            codec_field_text(&row, line, (size_t)(dot - line));
+            codec_field_text(&row, dot + 1, (size_t)(colon - dot - 1));
+            codec_field_str(&row, colon + 2);
+        } else {
+            codec_field_str(&row, "");
+            codec_field_str(&row, "");
+            codec_field_str(&row, line);
+        }
+        rc |= codec_row_end(&row);
+        line = end != NULL ? end + 1 : NULL;
+    }
+    free(plan);
+    snprintf(facts, sizeof facts, "bind=* postgresql=%zu", n);
+    if (rc != 0 || codec_put_ok(out, facts) != 0) {
+        sqlite_reply_error(out, "NOMEM", "out of memory");
+        job->failed = true;
+    }
+    job->rows = n;
+}
+
 void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
 {
     struct sqlite_bind *target;
@@ -642,6 +698,12 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
     free(job->req.text);
     job->req.text = sql;
     job->req.len = len;
+    if (job->plan) {
+        exec_plan(x, job, out);
+        x->w.write_schema = NULL;
+        x->schemas[0] = NULL;
+        return;
+    }
     target = exec_target(x, job);
     sqlite_exec_job(&x->w, job, out);
     if (job->failed && x->uses_pg)

@@ -83,6 +83,17 @@ def test_route_across_binds(d):
     expect_ok(c.request("ROLLBACK"))
 
 
+def test_plan_sqlite_only(d):
+    """.plan says when nothing goes to PostgreSQL."""
+    c = d.connect()
+    r = c.request(".plan SELECT * FROM test1 JOIN test2 USING (id) WHERE test2.color = ?")
+    expect_status(r, "+OK bind=* postgresql=0")
+    eq((r.names, r.rows), (["bind", "table", "sent"], []), ".plan across SQLite binds")
+    expect_status(c.request(".plan SELECT * FROM test3"), "+OK bind=memory_db postgresql=0")
+    expect_err(c.request(".plan SELECT nope FROM test1 JOIN test2 USING (id)"), "SQL")
+    expect_err(c.request(".plan"), "ARGS")
+
+
 def test_pg_target_gets_no_references():
     pg = shared()
     with pg.database() as db, pg_daemon(pg, db, tables=(("nuts", None),)) as d:

@@ -112,6 +112,16 @@ def test_pg_pushdown_and_new_columns():
         lines = [ln for ln in sent.splitlines() if "items" in ln and ("statement:" in ln or "execute" in ln)]
         if not any("$" in ln and "n" in ln and "WHERE" in ln.upper() for ln in lines):
             raise TestFailure("no condition on items sent to PostgreSQL:\n" + "\n".join(lines))
+        # .plan shows it without running anything.
+        r = c.request(".plan SELECT test1.color, items.n FROM test1 JOIN items ON items.id = test1.id "
+                      "WHERE items.n >= 7")
+        expect_status(r, "+OK bind=* postgresql=1")
+        eq([row[:2] for row in r.rows], [["pg", "public.items"]], ".plan rows")
+        if "WHERE" not in r.rows[0][2].upper() or "$" not in r.rows[0][2]:
+            raise TestFailure(".plan shows no condition sent: %r" % r.rows)
+        r = c.request(".plan SELECT * FROM items WHERE id = 1")
+        expect_status(r, "+OK bind=pg postgresql=1")
+        eq(r.rows, [["pg", "", "SELECT * FROM items WHERE id = 1"]], ".plan of a PostgreSQL-only statement")
         # DDL through the PostgreSQL bind: the next statement sees the column.
         expect_status(c.request("ALTER TABLE items ADD COLUMN note text"), "+OK changes=0")
         expect_status(c.request("UPDATE items SET note = 'n' || items.id WHERE id IN (SELECT id FROM test1)"),
