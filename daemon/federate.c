@@ -385,6 +385,10 @@ static int put_ident(struct buf *b, const char *name)
  * configuration. */
 static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg, size_t msglen)
 {
+    /* The module creates and drops its tables in main: a read-only
+     * statement's query_only (sqlite_exec_job sets it per job) must not
+     * be on for that. */
+    sqlite_conn_query_only(&x->w, false);
     if (pgvtab_open == NULL) {
         *code = "UNSUPPORTED";
         snprintf(msg, msglen,
@@ -534,10 +538,6 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     int rc = -1;
 
     route_compute(cfg, job->req.text, job->req.len, &r, &ri);
-    /* The module creates and drops its tables in main: a read-only
-     * statement's query_only (sqlite_exec_job sets it per job) must not
-     * stay on for that. */
-    sqlite_conn_query_only(&x->w, false);
     x->w.write_schema = NULL;
     x->schemas[0] = NULL;
     x->uses_pg = false;
