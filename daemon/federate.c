@@ -36,7 +36,9 @@
 
 #include "daemon/backend_pg.h"
 #include "daemon/backend_sqlite.h"
+#include "daemon/hash.h"
 #include "daemon/log.h"
+#include "daemon/nowait_vfs.h"
 #include "daemon/pgvtab.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
@@ -82,6 +84,7 @@ struct fed_exec {
     size_t npg;
     bool pg_down; /* the last federate_exec_pg failed */
     bool uses_pg; /* the statement being run uses PostgreSQL tables */
+    bool quick;   /* the loop thread's (fed_quick): binds attached through the nowait VFS */
     uint64_t catalog_seen; /* the pool's catalog count when vt last forgot */
     atomic_uint_fast64_t *catalog; /* the pool's count of PostgreSQL DDL */
 };
@@ -106,7 +109,18 @@ static void exec_flush_cache(struct fed_exec *x)
     x->w.ncache = 0;
 }
 
-struct fed_exec *federate_exec_open(struct server *srv, char *err, size_t errlen)
+/* Progress handler of the loop thread's executor: stop a statement past
+ * its budget. */
+static int on_quick_progress(void *arg)
+{
+    const struct worker *w = arg;
+    return uv_hrtime() > w->deadline_ns;
+}
+
+/* federate_exec_open(), or with quick the loop thread's executor: URI
+ * file names (ATTACH through the nowait VFS), no busy wait, reads only,
+ * the quick-read limits. */
+static struct fed_exec *exec_open(struct server *srv, bool quick, char *err, size_t errlen)
 {
     const struct config *cfg = srv->cfg;
     struct fed_exec *x = calloc(1, sizeof *x);
@@ -125,7 +139,7 @@ struct fed_exec *federate_exec_open(struct server *srv, char *err, size_t errlen
     x->bind.ops = &backend_sqlite_ops;
     x->sb.bind = &x->bind;
     x->sb.filename = ":memory:";
-    x->sb.open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    x->sb.open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | (quick ? SQLITE_OPEN_URI : 0);
     x->sb.stmt_cache = (size_t)cfg->stmt_cache;
     atomic_init(&x->sb.writes, 0);
     snprintf(x->sb.readonly_msg, sizeof x->sb.readonly_msg, "a read across binds may not write");
@@ -154,7 +168,22 @@ struct fed_exec *federate_exec_open(struct server *srv, char *err, size_t errlen
         federate_exec_close(x);
         return NULL;
     }
+    if (quick) {
+        /* As a bind's quick-read connection (sqlite_quick_open). */
+        x->quick = x->w.quick = x->w.readonly = true;
+        sqlite_conn_exec_internal(&x->w, "PRAGMA temp_store = MEMORY");
+        sqlite_conn_query_only(&x->w, true);
+        sqlite3_busy_timeout(x->w.db, 0);
+        sqlite_conn_max_value(&x->w, cfg->max_value, QUICK_MAX_LENGTH);
+        sqlite3_limit(x->w.db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
+        sqlite3_progress_handler(x->w.db, QUICK_PROGRESS_STEPS, on_quick_progress, &x->w);
+    }
     return x;
+}
+
+struct fed_exec *federate_exec_open(struct server *srv, char *err, size_t errlen)
+{
+    return exec_open(srv, false, err, errlen);
 }
 
 void federate_exec_close(struct fed_exec *x)
@@ -236,7 +265,7 @@ static PGconn *exec_pg_for_vtab(void *arg, size_t bind, char **err)
 static int exec_attach(struct fed_exec *x, const char *name, const char *file, bool memory, char *msg,
                        size_t msglen)
 {
-    char sql[256];
+    char sql[320];
     sqlite3_stmt *stmt = NULL;
     int rc;
 
@@ -252,8 +281,9 @@ static int exec_attach(struct fed_exec *x, const char *name, const char *file, b
     if (rc == SQLITE_OK) {
         /* The settings a bind's own connections have (sqlite_conn_open). */
         snprintf(sql, sizeof sql,
-                 memory ? "PRAGMA \"%s\".mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA \"%s\".synchronous = OFF"
-                        : "PRAGMA \"%s\".journal_size_limit = " WAL_LIMIT_TEXT,
+                 memory    ? "PRAGMA \"%s\".mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA \"%s\".synchronous = OFF"
+                 : x->quick ? "PRAGMA \"%s\".mmap_size = 0; PRAGMA \"%s\".cache_size = " QUICK_CACHE_KIB
+                           : "PRAGMA \"%s\".journal_size_limit = " WAL_LIMIT_TEXT,
                  name, name);
         sqlite3_exec(x->w.db, sql, NULL, NULL, NULL);
     }
@@ -727,8 +757,28 @@ struct fed_thread {
     bool opened; /* its executor is open (guarded by the pool's lock) */
 };
 
+/* Quick reads across binds (loop thread): as a bind's quick reads
+ * (sqlite_quick.c), a SELECT over SQLite binds is first tried on the loop
+ * thread's own executor, whose binds were attached at start through the
+ * nowait VFS (file binds whose file system allows it) or as they are (the
+ * memory bind); it never waits for a lock or the disk, is stopped past
+ * QUICK_BUDGET_NS or QUICK_MAX_OUTPUT, and anything else goes to the pool.
+ * The reads of one loop turn share one read transaction, begun again when
+ * any of its binds was written since (their `writes` counts). */
+struct fed_quick {
+    struct fed_exec *x;
+    uv_check_t *turn;             /* ends the read transaction after the turn */
+    struct sqlite_bind **sbs;     /* [x->natt]: the attached binds' backends, as attached */
+    uint64_t *gen;                /* [x->natt]: their writes when the transaction began */
+    struct {
+        uint64_t hash;
+        uint32_t left; /* runs still sent straight to the pool */
+    } skip[QUICK_SKIP_SLOTS];
+};
+
 struct fed_pool {
     struct server *srv;
+    struct fed_quick quick; /* quick.x NULL: every statement goes to the threads */
     atomic_uint_fast64_t catalog; /* PostgreSQL DDL statements run (federate_catalog_changed) */
     struct bind_conf conf; /* what .stats shows: name and pool_size */
     pthread_mutex_t lock;  /* guards the queue, stopping and the threads' flags */
@@ -738,6 +788,204 @@ struct fed_pool {
     struct fed_thread *threads;
     int nthreads;
 };
+
+static void quick_end(struct fed_quick *q)
+{
+    if (q->x != NULL && !sqlite3_get_autocommit(q->x->w.db)) {
+        q->x->w.deadline_ns = UINT64_MAX;
+        sqlite_conn_exec_internal(&q->x->w, "COMMIT");
+        if (!sqlite3_get_autocommit(q->x->w.db))
+            sqlite_conn_exec_internal(&q->x->w, "ROLLBACK");
+    }
+}
+
+static void on_quick_turn(uv_check_t *h)
+{
+    quick_end(h->data);
+    uv_check_stop(h);
+}
+
+/* A read transaction begun after every write its binds reported. */
+static int quick_snapshot(struct fed_quick *q)
+{
+    bool fresh = !sqlite3_get_autocommit(q->x->w.db);
+
+    for (size_t i = 0; fresh && i < q->x->natt; i++)
+        fresh = atomic_load_explicit(&q->sbs[i]->writes, memory_order_acquire) == q->gen[i];
+    if (fresh)
+        return 0;
+    quick_end(q);
+    for (size_t i = 0; i < q->x->natt; i++)
+        q->gen[i] = atomic_load_explicit(&q->sbs[i]->writes, memory_order_acquire);
+    q->x->w.deadline_ns = UINT64_MAX;
+    if (sqlite_conn_exec_internal(&q->x->w, "BEGIN") != SQLITE_OK)
+        return -1;
+    uv_check_start(q->turn, on_quick_turn);
+    return 0;
+}
+
+/* "file:PATH?vfs=NAME" for ATTACH, with the URI's special bytes escaped. */
+static int nowait_uri(const char *path, char *out, size_t outlen)
+{
+    size_t o = 0;
+    int n = snprintf(out, outlen, "file:");
+
+    o = (size_t)n;
+    for (const char *p = path; *p != '\0'; p++) {
+        if (o + 4 >= outlen)
+            return -1;
+        if (*p == '%' || *p == '?' || *p == '#')
+            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", (unsigned char)*p);
+        else
+            out[o++] = *p;
+    }
+    n = snprintf(out + o, outlen - o, "?vfs=%s", NOWAIT_VFS_NAME);
+    return n < 0 || (size_t)n >= outlen - o ? -1 : 0;
+}
+
+/* The loop thread's executor, its binds attached now (start-up: opening
+ * the files may block). A bind it cannot attach without waiting is left
+ * out: statements over it go to the threads. */
+static void quick_open(struct fed_pool *pool)
+{
+    struct server *srv = pool->srv;
+    struct fed_quick *q = &pool->quick;
+    struct fed_exec *x;
+    char err[512], uri[4200];
+
+    x = exec_open(srv, true, err, sizeof err);
+    if (x == NULL || (q->sbs = calloc((size_t)x->max_attached + 1, sizeof *q->sbs)) == NULL ||
+        (q->gen = calloc((size_t)x->max_attached + 1, sizeof *q->gen)) == NULL ||
+        (q->turn = malloc(sizeof *q->turn)) == NULL) {
+        log_warn("federation: statements across binds all run on its threads: %s", x ? "out of memory" : err);
+        federate_exec_close(x);
+        free(q->sbs);
+        free(q->gen);
+        q->sbs = NULL;
+        q->gen = NULL;
+        return;
+    }
+    for (size_t i = 0; i < srv->nbinds && x->natt < (size_t)x->max_attached; i++) {
+        struct bind *b = srv->binds[i];
+        struct sqlite_bind *sb = b->impl;
+        bool memory = b->conf->type == BIND_SQLITE_MEMORY;
+        const char *file;
+
+        if (b->conf->type == BIND_POSTGRES || strcmp(b->conf->name, "main") == 0 ||
+            strcmp(b->conf->name, "temp") == 0)
+            continue;
+        if (!memory && (nowait_vfs_check(sb->filename, err, sizeof err) != 0 ||
+                        nowait_uri(sb->filename, uri, sizeof uri) != 0))
+            continue;
+        file = memory ? sb->filename : uri;
+        if (exec_attach(x, b->conf->name, file, memory, err, sizeof err) != 0) {
+            log_info("federation: %s", err);
+            continue;
+        }
+        x->att[x->natt].name = strdup(b->conf->name);
+        x->att[x->natt].file = strdup(sb->filename);
+        if (x->att[x->natt].name == NULL || x->att[x->natt].file == NULL) {
+            free(x->att[x->natt].name);
+            free(x->att[x->natt].file);
+            break;
+        }
+        q->sbs[x->natt++] = sb;
+    }
+    uv_check_init(srv->loop, q->turn);
+    q->turn->data = q;
+    q->x = x;
+}
+
+static void quick_close(struct fed_quick *q)
+{
+    quick_end(q);
+    federate_exec_close(q->x);
+    q->x = NULL;
+    if (q->turn != NULL)
+        uv_close((uv_handle_t *)q->turn, (uv_close_cb)free);
+    free(q->sbs);
+    free(q->gen);
+}
+
+/* federate_ops.read_inline: a SELECT across SQLite binds answered here on
+ * the loop thread (struct fed_quick), else false and the pool runs it. */
+static bool pool_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                             uint64_t *rows)
+{
+    struct fed_pool *pool = b->impl;
+    struct fed_quick *q = &pool->quick;
+    struct fed_exec *x = q->x;
+    const struct config *cfg = b->srv->cfg;
+    struct buf sql = BUF_INIT;
+    struct route_info ri;
+    struct route r;
+    const char *code;
+    char msg[200];
+    sqlite3_stmt *stmt = NULL;
+    uint64_t h;
+    size_t slot, n = 0;
+    bool ok = false;
+    int rc = SQLITE_OK;
+
+    if (x == NULL || req->len > QUICK_MAX_SQL)
+        return false;
+    h = hash_bytes(req->text, req->len);
+    slot = h % QUICK_SKIP_SLOTS;
+    if (q->skip[slot].hash == h && q->skip[slot].left > 0) {
+        q->skip[slot].left--;
+        return false;
+    }
+    route_compute(cfg, req->text, req->len, &r, &ri);
+    /* Every bind of the statement attached here, to the same file. */
+    for (size_t k = 0; k < r.nbinds; k++) {
+        const struct bind *rb = b->srv->binds[r.binds[k].index];
+        size_t i = 0;
+        if (rb->conf->type == BIND_POSTGRES)
+            goto done;
+        while (i < x->natt && (q->sbs[i] != rb->impl || strcmp(x->att[i].name, rb->conf->name) != 0))
+            i++;
+        if (i == x->natt)
+            goto done;
+        x->schemas[n++] = x->att[i].name;
+    }
+    x->schemas[n] = NULL;
+    if (r.nbinds < 2 || r.kind != STMT_SELECT || exec_rewrite(x, cfg, &r, &ri, req->text, req->len, &sql, &code,
+                                                              msg, sizeof msg) != 0)
+        goto done;
+    x->w.schemas = x->schemas;
+    x->w.write_schema = NULL;
+    x->w.mark = out->len;
+    *rows = 0;
+    sqlite_conn_max_value(&x->w, cfg->max_value, QUICK_MAX_LENGTH);
+    if (quick_snapshot(q) != 0)
+        goto done;
+    stmt = sqlite_stmt_get(&x->w, sql.data, sql.len, hash_bytes(sql.data, sql.len), &rc);
+    if (stmt != NULL) {
+        ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
+             sqlite_bind_params(stmt, req, out, x->w.mark) == 0;
+        if (ok) {
+            x->w.deadline_ns = start_ns + QUICK_BUDGET_NS;
+            rc = sqlite_stream_rows(&x->w, NULL, stmt, out, rows);
+            ok = rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
+        }
+        sqlite_stmt_done(&x->w, stmt);
+    }
+    if (!ok) {
+        buf_truncate(out, x->w.mark);
+        *rows = 0;
+        quick_end(q);
+        if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG || (rc & 0xff) == SQLITE_AUTH) {
+            q->skip[slot].hash = h;
+            q->skip[slot].left = QUICK_SKIP_RUNS;
+        }
+    }
+done:
+    x->schemas[0] = NULL;
+    buf_free(&sql);
+    route_clear(&r);
+    sqlparse_info_free(&ri);
+    return ok;
+}
 
 static void *pool_main(void *arg)
 {
@@ -823,6 +1071,7 @@ static void pool_close(struct bind *b)
 
     if (pool == NULL)
         return;
+    quick_close(&pool->quick);
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_broadcast(&pool->cond);
@@ -840,6 +1089,7 @@ static void pool_close(struct bind *b)
 static const struct backend_ops federate_ops = {
     .name = "federation",
     .submit = pool_submit,
+    .read_inline = pool_read_inline,
     .interrupt = pool_interrupt,
     .status = pool_status,
     .close = pool_close,
@@ -873,6 +1123,7 @@ int federate_open(struct server *srv, char *err, size_t errlen)
     b->refs = 1;
     b->cfgref = server_cfg_hold(srv->cfgref);
     srv->federation = b;
+    quick_open(pool);
     for (int i = 0; i < cfg->federation_pool; i++) {
         struct fed_thread *t = &pool->threads[i];
         t->pool = pool;

@@ -380,6 +380,11 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
         codec_request_free(req);
         return true;
     }
+    /* A read across SQLite binds may be answered on the loop, as a bind's
+     * quick reads are (federate.c). */
+    if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&
+        session_read_inline(s, s->srv->federation, req))
+        return true;
     job = federate_job_new(s, r, req);
     if (job == NULL) {
         session_reply_error(s, "NOMEM", "out of memory");

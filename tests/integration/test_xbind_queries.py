@@ -182,7 +182,12 @@ def test_stats_row(d):
     fill(c)
     expect_rows(c.request("SELECT count(*) FROM test1, test2"), [["12"]])
     row = federation_row(c)
-    eq((row["statements"], row["rows"], row["connections"]), ("1", "1", "1"), "after one statement")
+    eq((row["statements"], row["rows"]), ("1", "1"), "after one statement")
+    # A big one runs on a pool thread, which opens its executor connection.
+    expect_status(c.request("SELECT * FROM test1, test2, test3, test1 AS a, test2 AS b, test3 AS x"),
+                  "+OK rows=%d" % (4 * 3 * 5) ** 2)
+    row = federation_row(c)
+    eq((row["statements"], row["connections"]), ("2", "1"), "after a statement on a pool thread")
 
 
 def test_pool_size_config():
@@ -193,3 +198,24 @@ def test_pool_size_config():
         rc, out, err, path, _ = run_once(text, files=standard_files(), check=True, timeout=5)
         if rc == 0 or "federation_pool" not in err:
             raise TestFailure("federation_pool = %s: exit %d, stderr %r" % (bad, rc, err))
+
+
+def test_quick_reads_on_the_loop(d):
+    """A small read across SQLite binds is answered on the loop thread
+    (on_loop of the *federation* row), and always sees the writes answered
+    before it, pipelined or from other clients."""
+    c = d.connect()
+    fill(c)
+    other = d.connect()
+    for i in range(20):
+        expect_rows(c.request("SELECT count(*) FROM test1 JOIN test2 USING (id)"), [[str(3 + i)]])
+        # A write to one bind, then a read across binds in the same batch.
+        c.send(("INSERT INTO test2 (id, color) VALUES (%d, 'n')\n"
+                "INSERT INTO test1 (id, color) VALUES (%d, 'n')\n"
+                "SELECT count(*) FROM test1 JOIN test2 USING (id)\n" % (100 + i, 100 + i)).encode())
+        rs = c.read_responses(3)
+        eq(rs[2].rows, [[str(4 + i)]], "the read after the writes")
+        expect_rows(other.request("SELECT count(*) FROM test3 JOIN test2 USING (id)"), [["3"]])
+    row = federation_row(c)
+    if int(row["on_loop"]) < 30:
+        raise TestFailure("reads across binds did not run on the loop: %r" % row)
