@@ -30,8 +30,8 @@ CONF_SRC   := conf/config.c
 ROUTE_SRC  := daemon/route.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
 XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
-              daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c \
+              daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pg_2pc.c \
               daemon/xact.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -68,6 +68,12 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The PostgreSQL virtual table's test links the module, pg_2pc.c and libpq;
+# tests/integration/test_pgvtab.py runs it against a PostgreSQL it starts.
+$(BUILD)/tests/test_pgvtab: $(BUILD)/tests/unit/test_pgvtab.o $(BUILD)/daemon/pgvtab.o $(BUILD)/daemon/pg_2pc.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

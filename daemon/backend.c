@@ -58,6 +58,9 @@ void job_unref(struct job *job)
         codec_request_free(&job->more[i].req);
     free(job->more);
     free(job->begin_buf);
+    for (size_t i = 0; i < job->nxbinds; i++)
+        server_bind_drop(job->xbinds[i]);
+    free(job->xbinds);
     free(job->xact_binds);
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);

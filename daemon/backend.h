@@ -85,6 +85,13 @@ struct job {
     uint32_t errors;       /* statements answered -ERR (batches) */
     const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
+    /* A statement across binds (federate.h): the binds it touches, each
+     * held (server_bind_hold) for the job's life, so their files and
+     * settings stay while it runs; job->bind is then the federation pool. */
+    struct bind **xbinds;
+    size_t nxbinds;
+    bool plan; /* .plan: prepare the statement and describe it, do not run it */
+    uint32_t warnings; /* facts for the +OK line: warnings=N (federate_references) */
     /* A statement of the owner's transaction that touches binds other than
      * job->bind (its home, where the transaction runs): those binds, owned
      * by the job (daemon/xact.h); NULL: none. xact_home_readonly: the user may

@@ -660,7 +660,7 @@ static void sqlite_interrupt(struct bind *b, struct job *job)
 }
 
 /* Free a worker's statements and close its connection. */
-static void worker_close(struct worker *w)
+void sqlite_worker_close(struct worker *w)
 {
     xact_conn_free(w);
     for (size_t j = 0; j < w->ncache; j++) {
@@ -693,7 +693,7 @@ static void sqlite_close(struct bind *b)
         struct worker *w = &sb->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
-        worker_close(w);
+        sqlite_worker_close(w);
         pthread_cond_destroy(&w->wake);
     }
     if (sb->quick_turn != NULL)
@@ -701,7 +701,7 @@ static void sqlite_close(struct bind *b)
     sqlite3_finalize(sb->quick_begin);
     sqlite3_finalize(sb->quick_commit);
     if (sb->quick != NULL) {
-        worker_close(sb->quick);
+        sqlite_worker_close(sb->quick);
         free(sb->quick);
     }
     if (sb->wal_started)

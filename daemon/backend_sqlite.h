@@ -118,6 +118,10 @@ struct worker {
     bool internal;              /* the daemon's own statement: not authorized */
     const char *const *schemas; /* databases besides main its statements may use
                                    (sqlite_conn_harden), NULL-terminated; NULL: none */
+    bool federated;             /* an executor connection (federate.c): its statements
+                                   may write only write_schema */
+    const char *write_schema;   /* federated: the database the running statement may
+                                   write (its target bind), NULL: none */
     size_t mark;                /* where the running statement's response starts in out */
     uint64_t deadline_ns;       /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;        /* uv_hrtime() when the running statement started; 0: none */
@@ -286,5 +290,8 @@ void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job);
 
 /* Take the first job of a queue (the bind's lock held). */
 struct job *sqlite_queue_pop(struct job **head, struct job ***tail);
+
+/* Free a worker's cached statements and close its connection. */
+void sqlite_worker_close(struct worker *w);
 
 #endif

@@ -302,6 +302,10 @@ void route_compute(const struct config *cfg, const char *sql, size_t len, struct
         else if (binds[i] != (size_t)first)
             mixed = true;
     }
+    /* A statement with a write target writes only the target's bind. */
+    if (ri->target != SIZE_MAX && !route_is_system_table(&ri->tables[ri->target]))
+        for (size_t i = 0; i < out->nbinds; i++)
+            out->binds[i].writes = out->binds[i].index == binds[ri->target];
     if (mixed) {
         for (size_t i = 0; i < ri->ntables; i++)
             if (route_is_system_table(&ri->tables[i]))

@@ -28,10 +28,10 @@ size_t route_table_bind(const struct config *cfg, const char *schema, const char
 /* One bind a statement touches. */
 struct route_bind {
     size_t index; /* into config.binds */
-    bool writes;  /* the statement may change data there: true for
-                     every bind of a statement that is not a
-                     SELECT (the analysis does not yet tell an
-                     INSERT's target from the tables it reads) */
+    bool writes;  /* the statement may change data there: only the
+                     bind of its write target (route_info.target)
+                     when it has one, else every bind of a statement
+                     that is not a SELECT */
 };
 
 /* The decision for one statement. binds[] is the set of binds its tables

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "daemon/authq.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/session.h"
@@ -508,6 +509,14 @@ static void close_loop_handles(struct server *srv)
  * drain first; their events are delivered before the structs go. */
 static void close_binds(struct server *srv)
 {
+    /* First the executors: they have the binds' files attached. */
+    if (srv->federation != NULL) {
+        srv->federation->ops->close(srv->federation);
+        on_events(&srv->ev_async);
+        on_local_events(&srv->local_idle);
+        server_bind_drop(srv->federation);
+        srv->federation = NULL;
+    }
     for (size_t i = 0; i < srv->nbinds; i++)
         if (srv->binds[i]->impl != NULL)
             srv->binds[i]->ops->close(srv->binds[i]);
@@ -664,6 +673,10 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg)
         srv->nbinds = i + 1;
     }
     if (xact_attach_workers(srv, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (federate_open(srv, err, sizeof err) != 0) {
         log_error("%s", err);
         return -1;
     }

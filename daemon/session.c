@@ -23,6 +23,7 @@
 #include <linux/sockios.h>
 
 #include "daemon/authq.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -116,6 +117,8 @@ static void session_set_txn(struct session *s, struct bind *b)
  * the client meant for a transaction. */
 static void session_exec_done(struct session *s, struct job *job)
 {
+    if (job->kind == STMT_DDL && job->bind->conf->type == BIND_POSTGRES)
+        federate_catalog_changed(s->srv);
     if (job->in_txn && s->txn_held) {
         s->txn_held = false;
         free(s->held_begin);
@@ -318,7 +321,7 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     struct bind *home;
     struct job *job;
 
-    if ((r->err_code != NULL && !cross) || r->nbinds == 0)
+    if ((r->err_code != NULL && !cross) || r->nbinds == 0 || (cross && r->kind == STMT_DDL))
         return false;
     if (s->in_txn) {
         home = s->txn_bind;
@@ -370,6 +373,93 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     return true;
 }
 
+/* DDL across binds: a CREATE TABLE with a foreign key to another bind runs
+ * on its own bind (federate_references); a view over several binds gets a
+ * clear refusal; anything else the route's CROSSBIND (false). */
+static bool session_cross_references(struct session *s, struct request *req, const struct route *r)
+{
+    const char *why = NULL;
+    struct job *job = NULL;
+    enum grant grant;
+    int rc = federate_references(s, req, r, &job, &why);
+
+    if (rc == 0 && why == NULL)
+        return false;
+    if (rc <= 0) {
+        if (rc < 0)
+            session_reply_error(s, "NOMEM", "out of memory");
+        else
+            session_reply_error(s, "CROSSBIND", "%s", why);
+        codec_request_free(req);
+        return true;
+    }
+    if (s->in_txn || s->txn_held) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction (yet): COMMIT or "
+                            "ROLLBACK first");
+        job_unref(job);
+        return true;
+    }
+    grant = session_grant(s, job->bind);
+    if (grant == GRANT_NONE) {
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                            job->bind->conf->name);
+        job_unref(job);
+        return true;
+    }
+    job->readonly = grant == GRANT_READ;
+    session_start_job(s, job);
+    return true;
+}
+
+/* A statement whose tables live in several binds: outside transactions the
+ * federation pool runs it (federate.h), with the grants of every bind it
+ * touches. Returns false, leaving req alone, for statements it cannot run
+ * (the caller answers the route's CROSSBIND). Takes req's memory
+ * otherwise. */
+static bool session_cross_bind(struct session *s, struct request *req, const struct route *r)
+{
+    const struct bind *lacking;
+    struct job *job;
+    bool write = false;
+
+    if (r->kind == STMT_DDL)
+        return session_cross_references(s, req, r);
+    if (!federate_runs(r))
+        return false;
+    if (s->in_txn || s->txn_held) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction (yet): %s; COMMIT or "
+                            "ROLLBACK first, or run it outside the transaction",
+                            r->err_msg ? r->err_msg : "it names tables of several binds");
+        codec_request_free(req);
+        return true;
+    }
+    lacking = federate_grant_missing(s, r, &write);
+    if (lacking != NULL) {
+        if (write)
+            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
+                                s->user_name ? s->user_name : "?", lacking->conf->name);
+        else
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                                s->user_name ? s->user_name : "?", lacking->conf->name);
+        codec_request_free(req);
+        return true;
+    }
+    /* A read across SQLite binds may be answered on the loop, as a bind's
+     * quick reads are (federate.c). */
+    if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&
+        session_read_inline(s, s->srv->federation, req))
+        return true;
+    job = federate_job_new(s, r, req);
+    if (job == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return true;
+    }
+    session_start_job(s, job);
+    return true;
+}
+
 /* Route one statement and start it. Takes the request's memory. */
 static void session_handle_sql(struct session *s, struct request *req)
 {
@@ -381,6 +471,8 @@ static void session_handle_sql(struct session *s, struct request *req)
     enum grant grant;
 
     if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r))
+        return;
+    if (r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0 && session_cross_bind(s, req, r))
         return;
     if (r->err_code != NULL) {
         session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");

@@ -239,6 +239,15 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
         w->denied_code = "NOPERM";
         return SQLITE_DENY;
     }
+    /* A statement across binds writes its target bind and nothing else:
+     * not the others it reads, not the executor's scratch database. */
+    if (w->federated && authorize_writes(action)) {
+        const char *where = action == SQLITE_ALTER_TABLE ? a1 : db;
+        if (w->write_schema == NULL || where == NULL || strcmp(where, w->write_schema) != 0) {
+            w->denied = "a statement across binds may write only the bind of its target table";
+            return SQLITE_DENY;
+        }
+    }
     switch (action) {
     case SQLITE_ATTACH:
         /* VACUUM attaches a scratch database with an empty name; the
