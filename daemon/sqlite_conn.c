@@ -220,7 +220,7 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     (void)trigger;
     if (w->internal)
         return SQLITE_OK;
-    if (w->xact != NULL && xact_authorize(w, action, a1, a2, db) != SQLITE_OK)
+    if (w->xact != NULL && xact_authorize(w, action, authorize_writes(action), a1, a2, db) != SQLITE_OK)
         return SQLITE_DENY;
     if (action == SQLITE_ALTER_TABLE)
         w->altering = true;

@@ -688,17 +688,27 @@ int xact_begin(struct worker *w, const char *sql)
     return rc;
 }
 
+/* Stop capturing: the transaction is over, or the connection closes. */
+static void captures_delete(struct xact_conn *xc)
+{
+    for (size_t i = 0; i < xc->n; i++) {
+        if (xc->sess[i] != NULL) {
+            sqlite3session_delete(xc->sess[i]);
+            xc->sess[i] = NULL;
+        }
+    }
+    xc->nopk[0] = '\0';
+}
+
 void xact_conn_free(struct worker *w)
 {
     struct xact_conn *xc = w->xact;
 
     if (xc == NULL)
         return;
-    for (size_t i = 0; i < xc->n; i++) {
-        if (xc->sess[i] != NULL)
-            sqlite3session_delete(xc->sess[i]);
+    captures_delete(xc);
+    for (size_t i = 0; i < xc->n; i++)
         free(xc->names[i]);
-    }
     free(xc);
     w->xact = NULL;
 }
@@ -820,28 +830,7 @@ bool xact_stmt_uncached(const struct worker *w)
     return w->xact != NULL && w->xact->checking;
 }
 
-static bool action_writes(int action)
-{
-    switch (action) {
-    case SQLITE_INSERT:
-    case SQLITE_UPDATE:
-    case SQLITE_DELETE:
-    case SQLITE_CREATE_TABLE:
-    case SQLITE_CREATE_INDEX:
-    case SQLITE_CREATE_TRIGGER:
-    case SQLITE_CREATE_VIEW:
-    case SQLITE_DROP_TABLE:
-    case SQLITE_DROP_INDEX:
-    case SQLITE_DROP_TRIGGER:
-    case SQLITE_DROP_VIEW:
-    case SQLITE_ALTER_TABLE:
-    case SQLITE_REINDEX:
-    case SQLITE_ANALYZE: return true;
-    default: return false;
-    }
-}
-
-int xact_authorize(struct worker *w, int action, const char *a1, const char *a2, const char *db)
+int xact_authorize(struct worker *w, int action, bool writes, const char *a1, const char *a2, const char *db)
 {
     struct xact_conn *xc = w->xact;
     const char *table = NULL, *where;
@@ -851,7 +840,7 @@ int xact_authorize(struct worker *w, int action, const char *a1, const char *a2,
     (void)a2;
     if (xc == NULL || !xc->checking || db == NULL || strcmp(db, "temp") == 0)
         return SQLITE_OK;
-    if (action_writes(action)) {
+    if (writes) {
         for (size_t i = 0; xc->ro[i] != NULL; i++) {
             if (strcmp(xc->ro[i], db) == 0) {
                 snprintf(xc->denied, sizeof xc->denied, "read-only access to bind %s: this statement would write",
@@ -902,20 +891,15 @@ void xact_txn_end(struct worker *w)
 
     if (xc == NULL)
         return;
-    for (size_t i = 0; i < xc->n; i++) {
-        if (xc->sess[i] != NULL) {
-            /* The transaction may have written there (it committed or
-             * not: a move too many costs a quick read's fresh snapshot). */
+    /* The transaction may have written where it captured (committed or
+     * not: a move too many costs a quick read a fresh snapshot). */
+    for (size_t i = 0; i < xc->n; i++)
+        if (xc->sess[i] != NULL)
             bump_writes(w->sb->bind->srv->xact, xc->names[i]);
-            sqlite3session_delete(xc->sess[i]);
-            xc->sess[i] = NULL;
-        }
-    }
-    xc->nopk[0] = '\0';
+    captures_delete(xc);
 }
 
 /* ---- The coordinated commit ---------------------------------------------- */
-
 
 static int exec_internal_fmt(struct worker *w, const char *fmt, ...)
 {

@@ -109,8 +109,9 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out);
 void xact_txn_end(struct worker *w);
 
 /* The authorizer's extra checks while a statement across binds is being
- * prepared (sqlite_conn.c): SQLITE_OK, or SQLITE_DENY with w->denied set. */
-int xact_authorize(struct worker *w, int action, const char *a1, const char *a2, const char *db);
+ * prepared (sqlite_conn.c; writes: the action changes the database):
+ * SQLITE_OK, or SQLITE_DENY with w->denied set. */
+int xact_authorize(struct worker *w, int action, bool writes, const char *a1, const char *a2, const char *db);
 
 /* Free w's attachments state (worker_close). */
 void xact_conn_free(struct worker *w);
