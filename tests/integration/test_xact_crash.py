@@ -231,10 +231,7 @@ def test_xact_random_kill_under_load():
         rnd = random.Random(16)
         committed = 0
         recovered = 0
-        t_end = time.time() + scaled(100)
         for it in range(iterations):
-            if time.time() > t_end:
-                raise TestFailure("only %d kills in the time budget" % it)
             stop = threading.Event()
             counts = [0]
             threads = [threading.Thread(target=_transfer_loop, args=(d, stop, it * 100 + k, counts))
@@ -273,4 +270,6 @@ def test_xact_random_kill_under_load():
         print("# %d kills, %d transfers committed, %d restarts redid a bind" % (iterations, committed, recovered))
 
 
-test_xact_random_kill_under_load.timeout = 120
+# About 45 s on an idle machine (each kill costs a restart); the runner's
+# limit, times SQLMUX_TIMEOUT_SCALE, stops a hung one.
+test_xact_random_kill_under_load.timeout = 180
