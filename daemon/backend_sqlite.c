@@ -255,7 +255,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
     sqlite_conn_query_only(w, false);
-    rc = xact_begin(w, "BEGIN IMMEDIATE");
+    rc = xact_begin(w, "BEGIN IMMEDIATE", true);
     if ((rc & 0xff) == SQLITE_BUSY) {
         /* Another client's transaction kept the write lock for all of
          * busy_timeout: each of these would have waited as long and got

@@ -307,7 +307,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             reply_readonly(w, out);
             return false;
         }
-        rc = xact_begin(w, begin_sql);
+        rc = xact_begin(w, begin_sql, false);
         if (rc != SQLITE_OK) {
             sqlite_reply_db_error(w, out, rc);
             return false;

@@ -57,6 +57,7 @@ struct capture_ctx {
 /* What a worker connection knows about its attached binds. */
 struct xact_conn {
     struct capture_ctx ctx[XACT_MAX_ATTACHED];
+    sqlite3_stmt *begin, *lock_main; /* xact_begin's, prepared at attach */
     size_t n;                /* attached binds */
     char *names[XACT_MAX_ATTACHED];
     bool memory[XACT_MAX_ATTACHED];
@@ -653,6 +654,17 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen)
                     return -1;
                 }
             }
+            w->internal = true;
+            if (sqlite3_prepare_v3(w->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &w->xact->begin, NULL) !=
+                    SQLITE_OK ||
+                sqlite3_prepare_v3(w->db, "PRAGMA main.incremental_vacuum(1)", -1, SQLITE_PREPARE_PERSISTENT,
+                                   &w->xact->lock_main, NULL) != SQLITE_OK) {
+                w->internal = false;
+                pthread_mutex_unlock(&sb->lock);
+                snprintf(err, errlen, "bind %s: %s", b->conf->name, sqlite3_errmsg(w->db));
+                return -1;
+            }
+            w->internal = false;
             sqlite3_commit_hook(w->db, commit_guard, w);
         }
         pthread_mutex_unlock(&sb->lock);
@@ -660,30 +672,45 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen)
     return 0;
 }
 
-int xact_begin(struct worker *w, const char *sql)
+/* Step one of w's statements prepared at attach time to its end, past the
+ * authorizer (SQLite prepares it again after a schema change). */
+static int step_once(struct worker *w, sqlite3_stmt *stmt)
 {
-    sqlite3_stmt *stmt = NULL;
-    bool writes;
     int rc;
 
-    if (w->xact == NULL)
+    w->internal = true;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(stmt);
+    w->internal = false;
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int xact_begin(struct worker *w, const char *sql, bool writes)
+{
+    struct xact_conn *xc = w->xact;
+    int rc;
+
+    if (xc == NULL || xc->begin == NULL)
         return sqlite3_exec(w->db, sql, NULL, NULL, NULL);
-    rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
-    writes = rc == SQLITE_OK && stmt != NULL && !sqlite3_stmt_readonly(stmt);
-    sqlite3_finalize(stmt);
-    if (!writes)
-        return sqlite3_exec(w->db, sql, NULL, NULL, NULL);
-    rc = sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL);
+    if (!writes) {
+        sqlite3_stmt *stmt = NULL;
+        rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
+        writes = rc == SQLITE_OK && stmt != NULL && !sqlite3_stmt_readonly(stmt);
+        sqlite3_finalize(stmt);
+        if (!writes)
+            return sqlite3_exec(w->db, sql, NULL, NULL, NULL);
+    }
+    rc = step_once(w, xc->begin);
     if (rc != SQLITE_OK)
-        return rc;
+        return sqlite3_extended_errcode(w->db);
     /* A write transaction on main alone that changes nothing: with
      * auto_vacuum off (the binds' default) incremental_vacuum only opens
      * it; with auto_vacuum = incremental it frees at most one page. */
-    rc = sqlite_conn_exec_internal(w, "PRAGMA main.incremental_vacuum(1)");
+    rc = step_once(w, xc->lock_main);
     if (rc != SQLITE_OK) {
-        int saved = rc;
+        rc = sqlite3_extended_errcode(w->db);
         sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
-        rc = saved;
     }
     return rc;
 }
@@ -707,6 +734,8 @@ void xact_conn_free(struct worker *w)
     if (xc == NULL)
         return;
     captures_delete(xc);
+    sqlite3_finalize(xc->begin);
+    sqlite3_finalize(xc->lock_main);
     for (size_t i = 0; i < xc->n; i++)
         free(xc->names[i]);
     free(xc);

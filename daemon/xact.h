@@ -87,8 +87,9 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen);
 /* Run a BEGIN (a held one, or the group commit's) on w. BEGIN IMMEDIATE
  * and EXCLUSIVE would take the write lock of every attached bind: on a
  * connection with attachments they become a BEGIN that takes the write
- * lock of main only. The SQLite result code. */
-int xact_begin(struct worker *w, const char *sql);
+ * lock of main only. writes: the caller knows sql takes the write lock
+ * (else it is asked). The SQLite result code. */
+int xact_begin(struct worker *w, const char *sql, bool writes);
 
 /* Before a statement of a job with job->xact_binds runs on w: the schemas it
  * may use and write, and capture of the binds it may write. -1 with the
