@@ -546,7 +546,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL && sqlite_snapshot_start(sb, err, errlen) != 0)
         goto fail;
     sb->opened = true;
-    xact_bind_counter(b->srv->xact, bc->name, &sb->writes, true);
+    xact_bind_counter(b->srv->xact, bc->name, sb->filename, &sb->writes, true);
     log_info("bind %s: %s, %d connection%s", bc->name,
              bc->type == BIND_SQLITE_MEMORY ? "sqlite in memory" : bc->path, sb->nworkers,
              sb->nworkers == 1 ? "" : "s");
@@ -678,7 +678,7 @@ static void sqlite_close(struct bind *b)
 
     if (sb == NULL)
         return;
-    xact_bind_counter(b->srv->xact, b->conf->name, &sb->writes, false);
+    xact_bind_counter(b->srv->xact, b->conf->name, sb->filename, &sb->writes, false);
     if (sb->wait_timer != NULL)
         uv_close((uv_handle_t *)sb->wait_timer, (uv_close_cb)free);
     if (sb->snap_timer != NULL)

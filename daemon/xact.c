@@ -38,13 +38,15 @@ struct xact {
     uint64_t gen_start;   /* marker rows below this name no log entry: deletable */
     int inflight;         /* txids handed out whose commit has not finished */
     bool unresolved;      /* a failed commit left an entry for the next start */
-    /* Each open SQLite bind's write count (sqlite_bind.writes), by name:
-     * a worker of another bind that committed writes there moves it on,
-     * as the bind's own workers do (quick reads and the checkpoint thread
-     * go by it). Guarded by lock. */
+    /* Each open SQLite bind's write count (sqlite_bind.writes) and file, by
+     * name: a worker of another bind that committed writes there moves the
+     * count on, as the bind's own workers do (quick reads and the
+     * checkpoint thread go by it); a file other than the one a worker
+     * attached means a reload replaced the bind. Guarded by lock. */
     struct {
         char *name;
         atomic_uint_fast64_t *writes;
+        const char *file; /* the open bind's sqlite_bind.filename */
     } counters[64];
     size_t ncounters;
 };
@@ -60,6 +62,7 @@ struct xact_conn {
     sqlite3_stmt *begin, *lock_main; /* xact_begin's, prepared at attach */
     size_t n;                /* attached binds */
     char *names[XACT_MAX_ATTACHED];
+    char *files[XACT_MAX_ATTACHED]; /* the file each was attached from */
     bool memory[XACT_MAX_ATTACHED];
     sqlite3_session *sess[XACT_MAX_ATTACHED]; /* capture, while a transaction runs */
     const char *allowed[XACT_MAX_ATTACHED + 1]; /* w->schemas during a statement */
@@ -509,25 +512,45 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     return 0;
 }
 
-void xact_bind_counter(struct xact *x, const char *name, atomic_uint_fast64_t *writes, bool open)
+void xact_bind_counter(struct xact *x, const char *name, const char *file, atomic_uint_fast64_t *writes,
+                       bool open)
 {
+    size_t i;
+
     if (x == NULL)
         return;
     pthread_mutex_lock(&x->lock);
-    for (size_t i = 0; i < x->ncounters; i++) {
-        if (strcmp(x->counters[i].name, name) != 0)
-            continue;
-        if (open)
-            x->counters[i].writes = writes;
-        else if (x->counters[i].writes == writes)
-            x->counters[i].writes = NULL;
-        pthread_mutex_unlock(&x->lock);
-        return;
+    for (i = 0; i < x->ncounters && strcmp(x->counters[i].name, name) != 0; i++)
+        ;
+    if (i == x->ncounters) {
+        if (!open || i == sizeof x->counters / sizeof x->counters[0] ||
+            (x->counters[i].name = strdup(name)) == NULL) {
+            pthread_mutex_unlock(&x->lock);
+            return;
+        }
+        x->ncounters++;
     }
-    if (open && x->ncounters < sizeof x->counters / sizeof x->counters[0] &&
-        (x->counters[x->ncounters].name = strdup(name)) != NULL)
-        x->counters[x->ncounters++].writes = writes;
+    if (open) {
+        x->counters[i].writes = writes;
+        x->counters[i].file = file;
+    } else if (x->counters[i].writes == writes) {
+        x->counters[i].writes = NULL;
+        x->counters[i].file = NULL;
+    }
     pthread_mutex_unlock(&x->lock);
+}
+
+/* Whether bind `name` is open on `file` (what a worker attached). */
+static bool bind_current(struct xact *x, const char *name, const char *file)
+{
+    bool same = false;
+
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->ncounters; i++)
+        if (strcmp(x->counters[i].name, name) == 0)
+            same = x->counters[i].file != NULL && strcmp(x->counters[i].file, file) == 0;
+    pthread_mutex_unlock(&x->lock);
+    return same;
 }
 
 /* Move the write count of bind `name` on (any thread). */
@@ -605,7 +628,10 @@ static int attach_one(struct worker *w, const struct bind_conf *bc, const char *
         return -1;
     }
     xc->names[xc->n] = strdup(bc->name);
-    if (xc->names[xc->n] == NULL) {
+    xc->files[xc->n] = strdup(file);
+    if (xc->names[xc->n] == NULL || xc->files[xc->n] == NULL) {
+        free(xc->names[xc->n]);
+        free(xc->files[xc->n]);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -736,8 +762,10 @@ void xact_conn_free(struct worker *w)
     captures_delete(xc);
     sqlite3_finalize(xc->begin);
     sqlite3_finalize(xc->lock_main);
-    for (size_t i = 0; i < xc->n; i++)
+    for (size_t i = 0; i < xc->n; i++) {
         free(xc->names[i]);
+        free(xc->files[i]);
+    }
     free(xc);
     w->xact = NULL;
 }
@@ -820,7 +848,7 @@ int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out)
         if (strcmp(name, w->sb->bind->conf->name) == 0)
             continue; /* the home bind: main */
         i = attached_index(xc, name);
-        if (i < 0) {
+        if (i < 0 || !bind_current(w->sb->bind->srv->xact, name, xc->files[i])) {
             char msg[256];
             snprintf(msg, sizeof msg,
                      "bind %s is not attached to bind %s's connections (added or replaced by a reload: it joins "

@@ -73,9 +73,11 @@ struct xact;
 int xact_open(const struct config *cfg, struct xact **out, char *err, size_t errlen);
 void xact_close(struct xact *x);
 
-/* An SQLite bind opened (open) or closes: its write count, which workers
- * of other binds move on when they commit writes to it. Loop thread. */
-void xact_bind_counter(struct xact *x, const char *name, atomic_uint_fast64_t *writes, bool open);
+/* An SQLite bind opened (open) or closes: its file (kept by the caller
+ * while open) and its write count, which workers of other binds move on
+ * when they commit writes to it. Loop thread. */
+void xact_bind_counter(struct xact *x, const char *name, const char *file, atomic_uint_fast64_t *writes,
+                       bool open);
 
 /* Once every bind is open, before the daemon serves: attach every other
  * SQLite bind to each SQLite bind's worker connections. Loop thread. 0,

@@ -243,3 +243,23 @@ def test_xact_begin_immediate_locks_its_bind_only(d):
         raise TestFailure("writes to other binds waited %.1f s behind a BEGIN IMMEDIATE" % (time.time() - t0))
     expect_ok(c.request("COMMIT"))
     eq(counts(d), (1, 1))
+
+
+def test_xact_bind_replaced_by_reload():
+    # The workers attached second_db's file at start; a reload that points
+    # second_db at another file replaces the bind: a transaction on default
+    # must not write the old file.
+    from harness import DEFAULT_BINDS
+    with Daemon() as d:
+        c = d.connect()
+        binds = [(n, "sqlite:///second2.db" if n == "second_db" else u) for n, u in DEFAULT_BINDS]
+        d.rewrite_config(binds=binds)
+        expect_ok(c.request(".reload"))
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test1 (color) VALUES ('a')"))
+        expect_err(c.request("INSERT INTO test2 (color) VALUES ('b')"), "TXNBIND")
+        expect_ok(c.request("ROLLBACK"))
+        # Outside a transaction it goes to the new file.
+        expect_ok(c.request("INSERT INTO test2 (color) VALUES ('new')"))
+        eq(d.file_query("second2.db", "SELECT color FROM test2"), [("new",)])
+        eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)])
