@@ -484,7 +484,7 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     }
     recovery_close(cfg, conns);
     if (n > 0)
-        log_info("%s: %zu transaction%s across binds checked in every bind (%zu committed, %zu never began to)",
+        log_info("%s: %zu transaction%s across binds checked in every bind (%zu complete in every file bind now, %zu never committed)",
                  x->log.path, n, n == 1 ? "" : "s", committed, n - committed);
     xact_entries_free(entries, n);
     /* The attached binds commit without a sync of their own: make what
