@@ -1310,6 +1310,40 @@ static void references_done(struct session *s, struct job *job)
     buf_free(&out);
 }
 
+/* How many references of a CREATE (ri) name tables of other binds than
+ * its own (*tb), when every other use of such a table is none; else 0. */
+static unsigned references_crossing(const struct config *cfg, const struct route *rr, const struct route_info *ri,
+                                    size_t *tb)
+{
+    unsigned crossing = 0;
+
+    if (rr->kind != STMT_DDL || ri->target == SIZE_MAX || (rr->flags & ROUTE_RENAME))
+        return 0;
+    *tb = route_table_bind(cfg, ri->tables[ri->target].schema, ri->tables[ri->target].name);
+    for (size_t i = 0; i < ri->nrefs; i++) {
+        const struct route_table *t = &ri->tables[ri->refs[i].table];
+        if (route_is_system_table(t) || route_table_bind(cfg, t->schema, t->name) == *tb)
+            continue;
+        if (ri->refs[i].role != REF_REFERENCES)
+            return 0; /* it reads or writes another bind */
+        crossing++;
+    }
+    return crossing;
+}
+
+unsigned federate_references_route(const struct config *cfg, const char *sql, size_t len, size_t *bind)
+{
+    struct route_info ri;
+    struct route rr;
+    unsigned n;
+
+    route_compute(cfg, sql, len, &rr, &ri);
+    n = creates_view(sql, len) ? 0 : references_crossing(cfg, &rr, &ri, bind);
+    route_clear(&rr);
+    sqlparse_info_free(&ri);
+    return n;
+}
+
 int federate_references(struct session *s, struct request *req, const struct route *r, struct job **out,
                         const char **why)
 {
@@ -1334,18 +1368,7 @@ int federate_references(struct session *s, struct request *req, const struct rou
         return 0;
     }
     route_compute(cfg, req->text, req->len, &rr, &ri);
-    if (ri.target == SIZE_MAX || (rr.flags & ROUTE_RENAME))
-        goto done;
-    tb = route_table_bind(cfg, ri.tables[ri.target].schema, ri.tables[ri.target].name);
-    for (size_t i = 0; i < ri.nrefs; i++) {
-        const struct route_table *t = &ri.tables[ri.refs[i].table];
-        if (route_is_system_table(t) || route_table_bind(cfg, t->schema, t->name) == tb)
-            continue;
-        if (ri.refs[i].role != REF_REFERENCES)
-            goto done; /* it reads or writes another bind */
-        crossing++;
-    }
-    if (crossing == 0)
+    if ((crossing = references_crossing(cfg, &rr, &ri, &tb)) == 0)
         goto done;
     rc = -1;
     strip = cfg->binds[tb].type == BIND_POSTGRES || cfg->binds[tb].foreign_keys;
