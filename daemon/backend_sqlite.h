@@ -82,6 +82,13 @@
 #define WAL_WAIT_MS     50
 #define WAL_IDLE_MS     1000
 
+/* A statement that overran a quick read's budget lately (by its text's
+ * hash): its next runs go straight to the workers. */
+struct quick_skip {
+    uint64_t hash;
+    uint32_t left; /* runs still sent straight to the workers */
+};
+
 struct cached_stmt {
     uint64_t hash;
     char *sql;
@@ -167,10 +174,7 @@ struct sqlite_bind {
     uv_check_t *quick_turn;
     uint64_t quick_gen; /* `writes` when the read transaction began */
     atomic_uint_fast64_t writes;
-    struct {
-        uint64_t hash;
-        uint32_t left; /* runs still sent straight to the workers */
-    } quick_skip[QUICK_SKIP_SLOTS];
+    struct quick_skip quick_skip[QUICK_SKIP_SLOTS];
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
      * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
@@ -272,6 +276,19 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
 /* backend_ops.read_inline (loop thread). */
 bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
                         uint64_t *rows);
+
+/* Whether the statement with text hash h is to skip the quick read
+ * (skip[QUICK_SKIP_SLOTS]: it overran lately); counts the run. */
+bool sqlite_quick_skipped(struct quick_skip *skip, uint64_t h);
+
+/* Run sql[0..len) with req's parameters as a quick read on w (read
+ * transaction open, loop thread), within QUICK_BUDGET_NS from start_ns
+ * and QUICK_MAX_OUTPUT: true with the whole answer appended to out and
+ * *rows set, or false with out as it was (a worker runs it), the reason
+ * in *rc, the statement remembered in skip[] when it overran (h: the hash
+ * of req's text). */
+bool sqlite_quick_run(struct worker *w, struct quick_skip *skip, uint64_t h, const char *sql, size_t len,
+                      const struct request *req, uint64_t start_ns, struct buf *out, uint64_t *rows, int *rc);
 
 /* ---- sqlite_memory.c --------------------------------------------------- */
 

@@ -770,10 +770,7 @@ struct fed_quick {
     uv_check_t *turn;             /* ends the read transaction after the turn */
     struct sqlite_bind **sbs;     /* [x->natt]: the attached binds' backends, as attached */
     uint64_t *gen;                /* [x->natt]: their writes when the transaction began */
-    struct {
-        uint64_t hash;
-        uint32_t left; /* runs still sent straight to the pool */
-    } skip[QUICK_SKIP_SLOTS];
+    struct quick_skip skip[QUICK_SKIP_SLOTS]; /* statements that overran lately */
 };
 
 struct fed_pool {
@@ -921,20 +918,16 @@ static bool pool_read_inline(struct bind *b, const struct request *req, uint64_t
     struct route r;
     const char *code;
     char msg[200];
-    sqlite3_stmt *stmt = NULL;
     uint64_t h;
-    size_t slot, n = 0;
+    size_t n = 0;
     bool ok = false;
     int rc = SQLITE_OK;
 
     if (x == NULL || req->len > QUICK_MAX_SQL)
         return false;
     h = hash_bytes(req->text, req->len);
-    slot = h % QUICK_SKIP_SLOTS;
-    if (q->skip[slot].hash == h && q->skip[slot].left > 0) {
-        q->skip[slot].left--;
+    if (sqlite_quick_skipped(q->skip, h))
         return false;
-    }
     route_compute(cfg, req->text, req->len, &r, &ri);
     /* Every bind of the statement attached here, to the same file. */
     for (size_t k = 0; k < r.nbinds; k++) {
@@ -949,36 +942,17 @@ static bool pool_read_inline(struct bind *b, const struct request *req, uint64_t
         x->schemas[n++] = x->att[i].name;
     }
     x->schemas[n] = NULL;
-    if (r.nbinds < 2 || r.kind != STMT_SELECT || exec_rewrite(x, cfg, &r, &ri, req->text, req->len, &sql, &code,
-                                                              msg, sizeof msg) != 0)
+    if (r.nbinds < 2 || r.kind != STMT_SELECT ||
+        exec_rewrite(x, cfg, &r, &ri, req->text, req->len, &sql, &code, msg, sizeof msg) != 0)
         goto done;
     x->w.schemas = x->schemas;
     x->w.write_schema = NULL;
-    x->w.mark = out->len;
-    *rows = 0;
     sqlite_conn_max_value(&x->w, cfg->max_value, QUICK_MAX_LENGTH);
     if (quick_snapshot(q) != 0)
         goto done;
-    stmt = sqlite_stmt_get(&x->w, sql.data, sql.len, hash_bytes(sql.data, sql.len), &rc);
-    if (stmt != NULL) {
-        ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
-             sqlite_bind_params(stmt, req, out, x->w.mark) == 0;
-        if (ok) {
-            x->w.deadline_ns = start_ns + QUICK_BUDGET_NS;
-            rc = sqlite_stream_rows(&x->w, NULL, stmt, out, rows);
-            ok = rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
-        }
-        sqlite_stmt_done(&x->w, stmt);
-    }
-    if (!ok) {
-        buf_truncate(out, x->w.mark);
-        *rows = 0;
+    ok = sqlite_quick_run(&x->w, q->skip, h, sql.data, sql.len, req, start_ns, out, rows, &rc);
+    if (!ok)
         quick_end(q);
-        if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG || (rc & 0xff) == SQLITE_AUTH) {
-            q->skip[slot].hash = h;
-            q->skip[slot].left = QUICK_SKIP_RUNS;
-        }
-    }
 done:
     x->schemas[0] = NULL;
     buf_free(&sql);
@@ -1310,6 +1284,40 @@ static void references_done(struct session *s, struct job *job)
     buf_free(&out);
 }
 
+/* How many references of a CREATE (ri) name tables of other binds than
+ * its own (*tb), when every other use of such a table is none; else 0. */
+static unsigned references_crossing(const struct config *cfg, const struct route *rr, const struct route_info *ri,
+                                    size_t *tb)
+{
+    unsigned crossing = 0;
+
+    if (rr->kind != STMT_DDL || ri->target == SIZE_MAX || (rr->flags & ROUTE_RENAME))
+        return 0;
+    *tb = route_table_bind(cfg, ri->tables[ri->target].schema, ri->tables[ri->target].name);
+    for (size_t i = 0; i < ri->nrefs; i++) {
+        const struct route_table *t = &ri->tables[ri->refs[i].table];
+        if (route_is_system_table(t) || route_table_bind(cfg, t->schema, t->name) == *tb)
+            continue;
+        if (ri->refs[i].role != REF_REFERENCES)
+            return 0; /* it reads or writes another bind */
+        crossing++;
+    }
+    return crossing;
+}
+
+unsigned federate_references_route(const struct config *cfg, const char *sql, size_t len, size_t *bind)
+{
+    struct route_info ri;
+    struct route rr;
+    unsigned n;
+
+    route_compute(cfg, sql, len, &rr, &ri);
+    n = creates_view(sql, len) ? 0 : references_crossing(cfg, &rr, &ri, bind);
+    route_clear(&rr);
+    sqlparse_info_free(&ri);
+    return n;
+}
+
 int federate_references(struct session *s, struct request *req, const struct route *r, struct job **out,
                         const char **why)
 {
@@ -1334,18 +1342,7 @@ int federate_references(struct session *s, struct request *req, const struct rou
         return 0;
     }
     route_compute(cfg, req->text, req->len, &rr, &ri);
-    if (ri.target == SIZE_MAX || (rr.flags & ROUTE_RENAME))
-        goto done;
-    tb = route_table_bind(cfg, ri.tables[ri.target].schema, ri.tables[ri.target].name);
-    for (size_t i = 0; i < ri.nrefs; i++) {
-        const struct route_table *t = &ri.tables[ri.refs[i].table];
-        if (route_is_system_table(t) || route_table_bind(cfg, t->schema, t->name) == tb)
-            continue;
-        if (ri.refs[i].role != REF_REFERENCES)
-            goto done; /* it reads or writes another bind */
-        crossing++;
-    }
-    if (crossing == 0)
+    if ((crossing = references_crossing(cfg, &rr, &ri, &tb)) == 0)
         goto done;
     rc = -1;
     strip = cfg->binds[tb].type == BIND_POSTGRES || cfg->binds[tb].foreign_keys;

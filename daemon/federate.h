@@ -85,6 +85,10 @@ struct job *federate_job_new(struct session *s, const struct route *r, struct re
 int federate_references(struct session *s, struct request *req, const struct route *r, struct job **out,
                         const char **why);
 
+/* For .route: the number of references to other binds' tables of a CREATE
+ * that federate_references() would run on its own bind (*bind), else 0. */
+unsigned federate_references_route(const struct config *cfg, const char *sql, size_t len, size_t *bind);
+
 /* ---- Executor connections (never the loop thread) --------------------- */
 
 /* Open an executor connection for srv's binds: scratch main, hardened as a

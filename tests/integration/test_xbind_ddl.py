@@ -76,6 +76,8 @@ def test_route_across_binds(d):
     eq(r.rows, [["test1", "default"], ["test2", "second_db"], ["test3", "memory_db"]], ".route rows")
     expect_status(c.request(".route INSERT INTO test2 SELECT * FROM test1"), "+OK bind=*")
     expect_status(c.request(".route SELECT * FROM test1"), "+OK bind=default")
+    expect_status(c.request(".route CREATE TABLE notes (id INTEGER PRIMARY KEY, t2 INTEGER REFERENCES test2(id))"),
+                  "+OK bind=default warnings=1")
     expect_err(c.request(".route CREATE TRIGGER tr AFTER INSERT ON test1 BEGIN DELETE FROM test2; END"),
                "CROSSBIND")
     expect_ok(c.request("BEGIN"))
