@@ -41,9 +41,9 @@
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to". */
 static void run_tables(struct worker *w, struct job *job, struct buf *out)
 {
-    static const char sql[] = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
-                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '" XACT_MARKER_TABLE
-                              "' ORDER BY name";
+    static const char sql[] =
+        "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '" XACT_MARKER_TABLE "' ORDER BY name";
     const struct config *cfg = server_cfg_of(job->cfgref);
     const char *bind_name = w->sb->bind->conf->name;
     sqlite3_stmt *stmt;

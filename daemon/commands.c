@@ -297,7 +297,8 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
     } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
                strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0 &&
-               (s->txn_bind->ops != &backend_sqlite_ops || s->srv->binds[r.bind]->ops != &backend_sqlite_ops)) {
+               (s->txn_bind->ops != &backend_sqlite_ops ||
+                s->srv->binds[r.bind]->ops != &backend_sqlite_ops)) {
         /* Another SQLite bind joins a transaction on an SQLite bind (xact.h). */
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
                             s->txn_bind->conf->name, cfg->binds[r.bind].name);

@@ -57,7 +57,7 @@ struct server {
 
     struct bind **binds; /* binds[i] serves cfg->binds[i]; each entry holds a reference */
     size_t nbinds;
-    struct bind *retired; /* dropped by a reload but still referenced (bind.next_retired) */
+    struct bind *retired;    /* dropped by a reload but still referenced (bind.next_retired) */
     struct bind *federation; /* the pool for statements across binds (federate.h); not in binds */
 
     struct listener listeners[SERVER_MAX_LISTENERS];
@@ -95,7 +95,7 @@ struct server {
     uint64_t next_session_id;
 
     struct routecache *routes;
-    struct xact *xact; /* the coordinator of transactions across binds (xact.h) */
+    struct xact *xact;      /* the coordinator of transactions across binds (xact.h) */
     struct tls_server *tls; /* the TLS context of tls_listen's clients, or NULL; a reload swaps it */
     struct authq *authq;    /* password checks (.auth) waiting for the thread pool */
     bool stopping;

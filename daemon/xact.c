@@ -3,7 +3,7 @@
  * connections, capturing writes, the coordinated commit, and recovery at
  * start-up (the design is in xact.h; the log's format in xact_log.h).
  */
-#define SQLITE_ENABLE_SESSION 1
+#define SQLITE_ENABLE_SESSION        1
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 
 #include "daemon/xact.h"
@@ -35,9 +35,9 @@ struct xact {
     struct xact_log log;
     pthread_mutex_t lock; /* next_txid, gen_start, inflight, unresolved */
     uint64_t next_txid;
-    uint64_t gen_start;   /* marker rows below this name no log entry: deletable */
-    int inflight;         /* txids handed out whose commit has not finished */
-    bool unresolved;      /* a failed commit left an entry for the next start */
+    uint64_t gen_start; /* marker rows below this name no log entry: deletable */
+    int inflight;       /* txids handed out whose commit has not finished */
+    bool unresolved;    /* a failed commit left an entry for the next start */
     /* Each open SQLite bind's write count (sqlite_bind.writes) and file, by
      * name: a worker of another bind that committed writes there moves the
      * count on, as the bind's own workers do (quick reads and the
@@ -60,16 +60,16 @@ struct capture_ctx {
 struct xact_conn {
     struct capture_ctx ctx[XACT_MAX_ATTACHED];
     sqlite3_stmt *begin, *lock_main; /* xact_begin's, prepared at attach */
-    size_t n;                /* attached binds */
+    size_t n;                        /* attached binds */
     char *names[XACT_MAX_ATTACHED];
     char *files[XACT_MAX_ATTACHED]; /* the file each was attached from */
     bool memory[XACT_MAX_ATTACHED];
-    sqlite3_session *sess[XACT_MAX_ATTACHED]; /* capture, while a transaction runs */
+    sqlite3_session *sess[XACT_MAX_ATTACHED];   /* capture, while a transaction runs */
     const char *allowed[XACT_MAX_ATTACHED + 1]; /* w->schemas during a statement */
-    const char *ro[XACT_MAX_ATTACHED + 2];       /* schemas it may only read */
-    bool checking;                               /* a statement across binds is prepared */
-    bool committing;                             /* xact_commit runs its COMMIT */
-    const struct config *cfg;                    /* of the running job */
+    const char *ro[XACT_MAX_ATTACHED + 2];      /* schemas it may only read */
+    bool checking;                              /* a statement across binds is prepared */
+    bool committing;                            /* xact_commit runs its COMMIT */
+    const struct config *cfg;                   /* of the running job */
     char denied[256];
     char nopk[160]; /* a captured table without PRIMARY KEY, first seen */
 };
@@ -256,16 +256,16 @@ static int on_conflict(void *arg, int kind, sqlite3_changeset_iter *it)
     if (table != NULL && strcmp(table, XACT_MARKER_TABLE) == 0)
         return SQLITE_CHANGESET_OMIT;
     snprintf(ctx->why, sizeof ctx->why, "table %s: %s", table ? table : "?",
-             kind == SQLITE_CHANGESET_DATA       ? "a row differs from what the transaction saw"
-             : kind == SQLITE_CHANGESET_NOTFOUND ? "a row the transaction changed is missing"
-             : kind == SQLITE_CHANGESET_CONFLICT ? "a row the transaction inserted exists already"
+             kind == SQLITE_CHANGESET_DATA         ? "a row differs from what the transaction saw"
+             : kind == SQLITE_CHANGESET_NOTFOUND   ? "a row the transaction changed is missing"
+             : kind == SQLITE_CHANGESET_CONFLICT   ? "a row the transaction inserted exists already"
              : kind == SQLITE_CHANGESET_CONSTRAINT ? "a constraint fails"
                                                    : "a foreign key fails");
     return SQLITE_CHANGESET_ABORT;
 }
 
-static const char marker_create[] = "CREATE TABLE IF NOT EXISTS " XACT_MARKER_TABLE
-                                    " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL)";
+static const char marker_create[] =
+    "CREATE TABLE IF NOT EXISTS " XACT_MARKER_TABLE " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL)";
 
 /* Apply a changeset to a bind that lacks the transaction. 0, or -1. */
 static int apply_changeset(sqlite3 *db, const char *bind, const struct xact_part *p, uint64_t txid, char *err,
@@ -291,8 +291,8 @@ static int apply_changeset(sqlite3 *db, const char *bind, const struct xact_part
 
 /* The recovery connection to file bind bc (conns[] indexed like
  * cfg->binds, opened at first use; the caller closes them). */
-static sqlite3 *recovery_conn(const struct config *cfg, sqlite3 **conns, const struct bind_conf *bc, char *err,
-                              size_t errlen)
+static sqlite3 *recovery_conn(const struct config *cfg, sqlite3 **conns, const struct bind_conf *bc,
+                              char *err, size_t errlen)
 {
     size_t i = (size_t)(bc - cfg->binds);
 
@@ -318,10 +318,11 @@ static int recover_entry(const struct config *cfg, sqlite3 **conns, const struct
     for (size_t i = 0; i < e->nparts; i++) {
         const struct bind_conf *bc = bind_by_name(cfg, e->parts[i].bind);
         if (bc == NULL) {
-            snprintf(err, errlen,
-                     "the coordinator log holds transaction %llu over bind %s, which the configuration no longer "
-                     "has: put the bind back until the daemon has started once",
-                     (unsigned long long)e->txid, e->parts[i].bind);
+            snprintf(
+                err, errlen,
+                "the coordinator log holds transaction %llu over bind %s, which the configuration no longer "
+                "has: put the bind back until the daemon has started once",
+                (unsigned long long)e->txid, e->parts[i].bind);
             return -1;
         }
     }
@@ -414,7 +415,8 @@ static uint64_t markers_max(const struct config *cfg)
             continue;
         db = recovery_open(&cfg->binds[i], true, err, sizeof err);
         if (db != NULL && has_marker_table(db) &&
-            sqlite3_prepare_v2(db, "SELECT max(txid) FROM " XACT_MARKER_TABLE, -1, &stmt, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(db, "SELECT max(txid) FROM " XACT_MARKER_TABLE, -1, &stmt, NULL) ==
+                SQLITE_OK &&
             sqlite3_step(stmt) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(stmt, 0) > max)
             max = (uint64_t)sqlite3_column_int64(stmt, 0);
         sqlite3_finalize(stmt);
@@ -484,7 +486,8 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     }
     recovery_close(cfg, conns);
     if (n > 0)
-        log_info("%s: %zu transaction%s across binds checked in every bind (%zu complete in every file bind now, %zu never committed)",
+        log_info("%s: %zu transaction%s across binds checked in every bind (%zu complete in every file bind "
+                 "now, %zu never committed)",
                  x->log.path, n, n == 1 ? "" : "s", committed, n - committed);
     xact_entries_free(entries, n);
     /* The attached binds commit without a sync of their own: make what
@@ -598,7 +601,8 @@ static int commit_guard(void *arg)
     return 1;
 }
 
-static int attach_one(struct worker *w, const struct bind_conf *bc, const char *file, char *err, size_t errlen)
+static int attach_one(struct worker *w, const struct bind_conf *bc, const char *file, char *err,
+                      size_t errlen)
 {
     struct xact_conn *xc = w->xact;
     sqlite3_stmt *stmt = NULL;
@@ -623,8 +627,8 @@ static int attach_one(struct worker *w, const struct bind_conf *bc, const char *
     }
     w->internal = false;
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "bind %s: cannot attach bind %s to its connections: %s", w->sb->bind->conf->name,
-                 bc->name, sqlite3_errmsg(w->db));
+        snprintf(err, errlen, "bind %s: cannot attach bind %s to its connections: %s",
+                 w->sb->bind->conf->name, bc->name, sqlite3_errmsg(w->db));
         return -1;
     }
     xc->names[xc->n] = strdup(bc->name);
@@ -655,9 +659,10 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen)
         if (others == 0)
             continue;
         if (others > XACT_MAX_ATTACHED)
-            log_warn("bind %s: only %d other SQLite binds can join its transactions (SQLite attaches at most 10 "
-                     "databases)",
-                     b->conf->name, XACT_MAX_ATTACHED);
+            log_warn(
+                "bind %s: only %d other SQLite binds can join its transactions (SQLite attaches at most 10 "
+                "databases)",
+                b->conf->name, XACT_MAX_ATTACHED);
         /* The workers wait for jobs and none can come before the daemon
          * listens: their connections are free to use from here. */
         pthread_mutex_lock(&sb->lock);
@@ -850,10 +855,11 @@ int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out)
         i = attached_index(xc, name);
         if (i < 0 || !bind_current(w->sb->bind->srv->xact, name, xc->files[i])) {
             char msg[256];
-            snprintf(msg, sizeof msg,
-                     "bind %s is not attached to bind %s's connections (added or replaced by a reload: it joins "
-                     "transactions across binds after a restart)",
-                     name, w->sb->bind->conf->name);
+            snprintf(
+                msg, sizeof msg,
+                "bind %s is not attached to bind %s's connections (added or replaced by a reload: it joins "
+                "transactions across binds after a restart)",
+                name, w->sb->bind->conf->name);
             sqlite_reply_error_at(out, w->mark, "TXNBIND", msg);
             return -1;
         }
@@ -900,7 +906,8 @@ int xact_authorize(struct worker *w, int action, bool writes, const char *a1, co
     if (writes) {
         for (size_t i = 0; xc->ro[i] != NULL; i++) {
             if (strcmp(xc->ro[i], db) == 0) {
-                snprintf(xc->denied, sizeof xc->denied, "read-only access to bind %s: this statement would write",
+                snprintf(xc->denied, sizeof xc->denied,
+                         "read-only access to bind %s: this statement would write",
                          strcmp(db, "main") == 0 ? w->sb->bind->conf->name : db);
                 w->denied = xc->denied;
                 w->denied_code = "NOPERM";
@@ -1043,9 +1050,10 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     x->unresolved = true;
     pthread_mutex_unlock(&x->lock);
     commit_finished(x, server_cfg_of(job->cfgref));
-    log_error("transaction %llu across binds: COMMIT failed part way (%s) and cannot be completed now (%s): the "
-              "next start completes it",
-              (unsigned long long)txid, why, err);
+    log_error(
+        "transaction %llu across binds: COMMIT failed part way (%s) and cannot be completed now (%s): the "
+        "next start completes it",
+        (unsigned long long)txid, why, err);
     snprintf(msg, sizeof msg,
              "COMMIT failed part way (%s): the coordinator log keeps transaction %llu and the next start "
              "completes it in every bind",
@@ -1082,10 +1090,11 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
 
     w->mark = out->len;
     if (xc->nopk[0] != '\0') {
-        snprintf(msg, sizeof msg,
-                 "table %s has no PRIMARY KEY: a transaction across binds can write such a table only in the bind "
-                 "it began on; the transaction is rolled back",
-                 xc->nopk);
+        snprintf(
+            msg, sizeof msg,
+            "table %s has no PRIMARY KEY: a transaction across binds can write such a table only in the bind "
+            "it began on; the transaction is rolled back",
+            xc->nopk);
         commit_fail(w, job, out, "XACT", msg);
         return true;
     }
@@ -1139,8 +1148,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
                 w->internal = false;
             }
             if (crc != SQLITE_OK) {
-                snprintf(msg, sizeof msg, "bind %s: the transaction's changes were not captured (%s)", schema[i],
-                         crc < 0 ? "no capture" : sqlite3_errstr(crc));
+                snprintf(msg, sizeof msg, "bind %s: the transaction's changes were not captured (%s)",
+                         schema[i], crc < 0 ? "no capture" : sqlite3_errstr(crc));
                 commit_fail(w, job, out, "XACT", msg);
                 free_changes(changes, nw);
                 commit_finished(x, server_cfg_of(job->cfgref));

@@ -15,9 +15,9 @@
 #include <zlib.h>
 
 static const unsigned char log_magic[8] = {'S', 'Q', 'L', 'M', 'U', 'X', 'X', 'L'};
-#define LOG_VERSION   1u
-#define HEADER_BYTES  16u
-#define REC_HEAD      12u
+#define LOG_VERSION  1u
+#define HEADER_BYTES 16u
+#define REC_HEAD     12u
 
 static void put_u16(unsigned char *p, uint16_t v)
 {
@@ -288,10 +288,11 @@ int xact_log_parse(const unsigned char *data, size_t len, const char *name, stru
     *nentries = n;
     return 0;
 corrupt:
-    snprintf(err, errlen,
-             "%s: offset %zu: %s; the coordinator log is damaged and the outcome of transactions across binds "
-             "cannot be known: repair or restore it (never guessed at)",
-             name, off, why);
+    snprintf(
+        err, errlen,
+        "%s: offset %zu: %s; the coordinator log is damaged and the outcome of transactions across binds "
+        "cannot be known: repair or restore it (never guessed at)",
+        name, off, why);
     xact_entries_free(list, n);
     return -1;
 }

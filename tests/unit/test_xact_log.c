@@ -109,7 +109,7 @@ static void test_torn_tail_is_not_written(void)
     long end;
 
     end = write_two();
-    CHECK(file_size() > end); /* the zeroed room */
+    CHECK(file_size() > end);            /* the zeroed room */
     CHECK(truncate(path, end - 3) == 0); /* the last record cut short by the end of the file */
     CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
     CHECK(torn && n == 1 && e[0].txid == 41);
