@@ -377,6 +377,26 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     return false;
 }
 
+/* run_stmt on a connection that has the other binds attached (xact.h): a
+ * statement that SQLite would run over every database of the connection
+ * (ANALYZE, REINDEX, PRAGMA integrity_check without a schema) is refused
+ * when prepared; outside a transaction it runs again with the other binds
+ * detached for it, as on a connection of its bind alone. */
+static bool run_stmt_attached(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
+                              const char *begin_sql, struct buf *out)
+{
+    size_t mark = out->len;
+    uint64_t rows = job->rows;
+    bool ok = run_stmt(w, job, req, kind, begin_sql, out);
+
+    if (!ok && job->rows == rows && out->len > mark && out->data[mark] == '-' && xact_detach_for(w)) {
+        buf_truncate(out, mark);
+        ok = run_stmt(w, job, req, kind, NULL, out);
+        xact_reattach(w);
+    }
+    return ok;
+}
+
 /* The job's statement, then the ones batched after it, in order; each
  * gets its own response. A client that went away stops the batch. The
  * answers of a long batch go out in two parts, so that a pipelining
@@ -409,11 +429,11 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
         w->readonly = false;
         return;
     }
-    job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
+    job->failed = !run_stmt_attached(w, job, &job->req, job->kind, job->begin_sql, out);
     xact_stmt_end(w);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
-        if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
+        if (!run_stmt_attached(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
             job->errors++;
         wrote |= job->more[i].kind != STMT_SELECT;
         if (out->len >= CHUNK_BYTES || i == half) {

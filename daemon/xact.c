@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -68,8 +69,10 @@ struct xact_conn {
     const char *allowed[XACT_MAX_ATTACHED + 1]; /* w->schemas during a statement */
     const char *ro[XACT_MAX_ATTACHED + 2];      /* schemas it may only read */
     bool checking;                              /* a statement across binds is prepared */
-    bool committing;                            /* xact_commit runs its COMMIT */
-    const struct config *cfg;                   /* of the running job */
+    bool wants_detach;        /* a statement of the home bind alone touched another (xact_detach_for) */
+    bool detached;            /* the other binds are detached for it */
+    bool committing;          /* xact_commit runs its COMMIT */
+    const struct config *cfg; /* of the running job */
     char denied[256];
     char nopk[160]; /* a captured table without PRIMARY KEY, first seen */
 };
@@ -879,6 +882,56 @@ int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out)
     return 0;
 }
 
+bool xact_detach_for(struct worker *w)
+{
+    struct xact_conn *xc = w->xact;
+    bool wanted;
+
+    if (xc == NULL)
+        return false;
+    wanted = xc->wants_detach;
+    xc->wants_detach = false;
+    if (!wanted || xc->detached || !sqlite3_get_autocommit(w->db))
+        return false;
+    xc->detached = true;
+    for (size_t i = 0; i < xc->n; i++) {
+        char *sql = sqlite3_mprintf("DETACH DATABASE \"%w\"", xc->names[i]);
+        int rc = sql != NULL ? sqlite_conn_exec_internal(w, sql) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            log_warn("bind %s: cannot detach bind %s: %s", w->sb->bind->conf->name, xc->names[i],
+                     sqlite3_errmsg(w->db));
+            xact_reattach(w);
+            return false;
+        }
+    }
+    return true;
+}
+
+void xact_reattach(struct worker *w)
+{
+    struct xact_conn *xc = w->xact;
+
+    if (xc == NULL || !xc->detached)
+        return;
+    xc->detached = false;
+    for (size_t i = 0; i < xc->n; i++) {
+        char *sql;
+        int rc;
+        if (sqlite3_db_filename(w->db, xc->names[i]) != NULL)
+            continue; /* still attached (a detach that failed part way) */
+        sql = sqlite3_mprintf("ATTACH DATABASE %Q AS \"%w\"; PRAGMA \"%w\".synchronous = OFF", xc->files[i],
+                              xc->names[i], xc->names[i]);
+        rc = sql != NULL ? sqlite_conn_exec_internal(w, sql) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK)
+            log_error(
+                "bind %s: cannot attach bind %s again: %s; transactions across binds reaching it from here "
+                "fail until a restart",
+                w->sb->bind->conf->name, xc->names[i], sqlite3_errmsg(w->db));
+    }
+}
+
 void xact_stmt_end(struct worker *w)
 {
     if (w->xact == NULL)
@@ -900,8 +953,24 @@ int xact_authorize(struct worker *w, int action, bool writes, const char *a1, co
     char lower[128];
     size_t n, bind;
 
-    (void)a2;
-    if (xc == NULL || !xc->checking || db == NULL || strcmp(db, "temp") == 0)
+    if (xc == NULL || xc->detached)
+        return SQLITE_OK;
+    if (!xc->checking) {
+        /* A statement of the home bind alone: SQLite runs ANALYZE, REINDEX
+         * and these PRAGMAs over every attached database when they name
+         * none (the schema check refuses the others' tables on its own). */
+        bool all = action == SQLITE_PRAGMA && db == NULL && a1 != NULL &&
+                   (strcasecmp(a1, "integrity_check") == 0 || strcasecmp(a1, "quick_check") == 0 ||
+                    strcasecmp(a1, "foreign_key_check") == 0 || strcasecmp(a1, "optimize") == 0) &&
+                   (a2 == NULL || strspn(a2, "0123456789") == strlen(a2));
+        if (all || (db != NULL && attached_index(xc, db) >= 0)) {
+            xc->wants_detach = true;
+            w->denied = "this database is not part of the statement's binds";
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    }
+    if (db == NULL || strcmp(db, "temp") == 0)
         return SQLITE_OK;
     if (writes) {
         for (size_t i = 0; xc->ro[i] != NULL; i++) {

@@ -99,6 +99,14 @@ int xact_begin(struct worker *w, const char *sql, bool writes);
 int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out);
 /* After it: back to the home bind only. */
 void xact_stmt_end(struct worker *w);
+
+/* A statement outside any transaction was refused when prepared because
+ * SQLite would run it over every attached database (ANALYZE, REINDEX,
+ * PRAGMA integrity_check, ... without a schema): detach the other binds
+ * for it and return true (the caller runs it again, then calls
+ * xact_reattach); false otherwise. */
+bool xact_detach_for(struct worker *w);
+void xact_reattach(struct worker *w);
 /* Whether w must not reuse or cache prepared statements (a statement of a
  * transaction across binds is authorized for its own binds and grants). */
 bool xact_stmt_uncached(const struct worker *w);

@@ -263,3 +263,27 @@ def test_xact_bind_replaced_by_reload():
         expect_ok(c.request("INSERT INTO test2 (color) VALUES ('new')"))
         eq(d.file_query("second2.db", "SELECT color FROM test2"), [("new",)])
         eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)])
+
+
+def test_xact_whole_database_statements_stay_in_their_bind(d):
+    # ANALYZE, REINDEX and PRAGMA integrity_check without a schema run over
+    # every database of a connection: the attached binds are detached for
+    # them (test_auth's read-only user checks ANALYZE and REINDEX too).
+    c = d.connect()
+    expect_ok(c.request("CREATE INDEX test1_color ON test1 (color)"))
+    expect_ok(c.request("INSERT INTO test1 (color) VALUES ('a'), ('b')"))
+    expect_ok(c.request("ANALYZE"))
+    expect_ok(c.request("REINDEX"))
+    expect_rows(c.request("PRAGMA integrity_check"), [["ok"]])
+    expect_rows(c.request("PRAGMA quick_check"), [["ok"]])
+    tables = [r[0] for r in d.file_query("second.db", "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if "sqlite_stat1" in tables:
+        raise TestFailure("ANALYZE on default wrote second_db's statistics: %r" % tables)
+    if "sqlite_stat1" not in [r[0] for r in d.file_query("app.db", "SELECT name FROM sqlite_master")]:
+        raise TestFailure("ANALYZE did not analyze default")
+    # ... and the binds are attached again: a transaction across binds works.
+    expect_ok(c.request("BEGIN"))
+    expect_ok(c.request("INSERT INTO test1 (color) VALUES ('x')"))
+    expect_ok(c.request("INSERT INTO test2 (color) VALUES ('x')"))
+    expect_ok(c.request("COMMIT"))
+    eq(d.file_query("second.db", "SELECT color FROM test2"), [("x",)])
