@@ -382,8 +382,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
  * (ANALYZE, REINDEX, PRAGMA integrity_check without a schema) is refused
  * when prepared; outside a transaction it runs again with the other binds
  * detached for it, as on a connection of its bind alone. */
-static bool run_stmt_attached(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
-                              const char *begin_sql, struct buf *out)
+static bool run_stmt_attached(struct worker *w, struct job *job, const struct request *req,
+                              enum stmt_kind kind, const char *begin_sql, struct buf *out)
 {
     size_t mark = out->len;
     uint64_t rows = job->rows;
