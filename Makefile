@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt
-APT_PKGS := libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
+PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt zlib
+APT_PKGS := zlib1g-dev libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
@@ -28,13 +28,15 @@ LDFLAGS += $(SANFLAGS)
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
 ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
+XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
-              daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c
+              daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pg_2pc.c \
+              daemon/xact.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
-LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(ROUTE_SRC))
+LIB_OBJ    := $(call obj,$(PROTO_SRC) $(CONF_SRC) $(ROUTE_SRC) $(XLOG_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 
 UNIT_TESTS := $(basename $(notdir $(wildcard tests/unit/test_*.c)))
@@ -66,6 +68,12 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The PostgreSQL virtual table's test links the module, pg_2pc.c and libpq;
+# tests/integration/test_pgvtab.py runs it against a PostgreSQL it starts.
+$(BUILD)/tests/test_pgvtab: $(BUILD)/tests/unit/test_pgvtab.o $(BUILD)/daemon/pgvtab.o $(BUILD)/daemon/pg_2pc.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -119,6 +119,7 @@ struct config {
 
     int catalog_interval_ms; /* read every bind's catalog this often; 0: never */
 
+    int federation_pool; /* threads (executor connections) for statements across binds */
     enum log_level log_level;
     bool log_connections;            /* log each client's connect and disconnect */
     int shutdown_timeout_ms;         /* SIGTERM: ms running statements get to finish */

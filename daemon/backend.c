@@ -245,6 +245,10 @@ void job_unref(struct job *job)
     free(job->begin_buf);
     catalog_drop(job->catalog);
     catset_drop(job->catset);
+    for (size_t i = 0; i < job->nxbinds; i++)
+        bind_drop(job->xbinds[i]);
+    free(job->xbinds);
+    free(job->xact_binds);
     buf_free(&job->done_event.data);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);

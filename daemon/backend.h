@@ -29,6 +29,7 @@
 struct session;
 struct catalog;
 struct catset;
+struct xact;
 struct bind;
 struct bind_status;
 struct job_event;
@@ -71,6 +72,7 @@ struct bind_host {
     struct confref *cfgref; /* the current configuration: a reload swaps it */
     bool serving;           /* listeners are open: opening a bind must not block */
     struct bind *retired;   /* dropped by a reload but still referenced (bind.next_retired) */
+    struct xact *xact;      /* the coordinator of transactions across binds (xact.h) */
     void (*deliver)(struct job_event *ev);
     /* Job events from other threads: guarded by ev_lock, drained when the
      * eventfd ev_fd (watched by ev_poll) is written (host_post). */
@@ -157,6 +159,21 @@ struct job {
     uint32_t errors;       /* statements answered -ERR (batches) */
     const char *begin_sql; /* a held BEGIN to run first, or NULL (static or in begin_buf) */
     char *begin_buf;
+    /* A statement across binds (federate.h): the binds it touches, each
+     * held (server_bind_hold) for the job's life, so their files and
+     * settings stay while it runs; job->bind is then the federation pool. */
+    struct bind **xbinds;
+    size_t nxbinds;
+    bool plan;         /* .plan: prepare the statement and describe it, do not run it */
+    uint32_t warnings; /* facts for the +OK line: warnings=N (federate_references) */
+    /* A statement of the owner's transaction that touches binds other than
+     * job->bind (its home, where the transaction runs): those binds, owned
+     * by the job (daemon/xact.h); NULL: none. xact_home_readonly: the user may
+     * only read the home bind (readonly is then false: the grants are
+     * checked per bind). */
+    struct job_xbind *xact_binds;
+    size_t nxact_binds;
+    bool xact_home_readonly;
 
     /* Catalogs (catalog_refresh.h). In: the version of the bind's
      * installed catalog when the job was made (-1: none), and for
@@ -193,6 +210,13 @@ struct job {
 struct job_stmt {
     struct request req;
     enum stmt_kind kind;
+};
+
+/* A bind a statement of a transaction across binds touches (xact.h). */
+struct job_xbind {
+    size_t index;  /* into the job's configuration's binds */
+    bool writes;   /* the statement may write it */
+    bool readonly; /* the session's user may only read it */
 };
 
 struct backend_ops {

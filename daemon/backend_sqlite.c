@@ -36,13 +36,15 @@
 #include "daemon/migrate.h"
 #include "daemon/route.h"
 #include "daemon/snapshot.h"
+#include "daemon/xact.h"
 
 /* .tables: one row per table or view, "=name\ttype\tbind\trouted_to\trule\twarning",
  * routed by job->catset. */
 static void run_tables(struct worker *w, struct job *job, struct buf *out)
 {
-    static const char sql[] = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
-                              "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+    static const char sql[] =
+        "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> '" XACT_MARKER_TABLE "' ORDER BY name";
     sqlite3_stmt *stmt;
     int rc = sqlite3_prepare_v2(w->db, sql, -1, &stmt, NULL);
 
@@ -250,6 +252,8 @@ static void run_job(struct worker *w, struct job *job)
     if ((job->type == JOB_RELEASE || atomic_load(&job->cancelled)) && !sqlite3_get_autocommit(w->db))
         sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     job->in_txn = !sqlite3_get_autocommit(w->db);
+    if (!job->in_txn)
+        xact_txn_end(w);
     /* A schema change comes back with its statement (catalog_refresh.h). */
     if (job->type == JOB_EXEC && !job->in_txn && schema_may_change(job->kind) &&
         !atomic_load(&job->cancelled))
@@ -310,7 +314,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
     sqlite_conn_query_only(w, false);
-    rc = sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    rc = xact_begin(w, "BEGIN IMMEDIATE", true);
     if ((rc & 0xff) == SQLITE_BUSY) {
         /* Another client's transaction kept the write lock for all of
          * busy_timeout: each of these would have waited as long and got
@@ -607,6 +611,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
     if (bc->type == BIND_SQLITE_MEMORY && bc->snapshot != NULL && sqlite_snapshot_start(sb, err, errlen) != 0)
         goto fail;
     sb->opened = true;
+    xact_bind_counter(b->host->xact, bc->name, sb->filename, &sb->writes, true);
     log_info("bind %s: %s, %d connection%s", bc->name,
              bc->type == BIND_SQLITE_MEMORY ? "sqlite in memory" : bc->path, sb->nworkers,
              sb->nworkers == 1 ? "" : "s");
@@ -720,8 +725,9 @@ static void sqlite_interrupt(struct bind *b, struct job *job)
 }
 
 /* Free a worker's statements and close its connection. */
-static void worker_close(struct worker *w)
+void sqlite_worker_close(struct worker *w)
 {
+    xact_conn_free(w);
     for (size_t j = 0; j < w->ncache; j++) {
         sqlite3_finalize(w->cache[j].stmt);
         free(w->cache[j].sql);
@@ -737,6 +743,7 @@ static void sqlite_close(struct bind *b)
 
     if (sb == NULL)
         return;
+    xact_bind_counter(b->host->xact, b->conf->name, sb->filename, &sb->writes, false);
     if (sb->wait_timer != NULL)
         uv_close((uv_handle_t *)sb->wait_timer, (uv_close_cb)free);
     if (sb->snap_timer != NULL)
@@ -751,7 +758,7 @@ static void sqlite_close(struct bind *b)
         struct worker *w = &sb->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
-        worker_close(w);
+        sqlite_worker_close(w);
         pthread_cond_destroy(&w->wake);
     }
     if (sb->quick_turn != NULL)
@@ -759,7 +766,7 @@ static void sqlite_close(struct bind *b)
     sqlite3_finalize(sb->quick_begin);
     sqlite3_finalize(sb->quick_commit);
     if (sb->quick != NULL) {
-        worker_close(sb->quick);
+        sqlite_worker_close(sb->quick);
         free(sb->quick);
     }
     if (sb->wal_started)

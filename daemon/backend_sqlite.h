@@ -82,6 +82,13 @@
 #define WAL_WAIT_MS     50
 #define WAL_IDLE_MS     1000
 
+/* A statement that overran a quick read's budget lately (by its text's
+ * hash): its next runs go straight to the workers. */
+struct quick_skip {
+    uint64_t hash;
+    uint32_t left; /* runs still sent straight to the workers */
+};
+
 struct cached_stmt {
     uint64_t hash;
     char *sql;
@@ -91,6 +98,7 @@ struct cached_stmt {
 };
 
 struct sqlite_bind;
+struct xact_conn;
 
 struct worker {
     struct sqlite_bind *sb;
@@ -117,6 +125,10 @@ struct worker {
     bool internal;              /* the daemon's own statement: not authorized */
     const char *const *schemas; /* databases besides main its statements may use
                                    (sqlite_conn_harden), NULL-terminated; NULL: none */
+    bool federated;             /* an executor connection (federate.c): its statements
+                                   may write only write_schema */
+    const char *write_schema;   /* federated: the database the running statement may
+                                   write (its target bind), NULL: none */
     size_t mark;                /* where the running statement's response starts in out */
     uint64_t deadline_ns;       /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;        /* uv_hrtime() when the running statement started; 0: none */
@@ -127,6 +139,8 @@ struct worker {
     bool grouping;              /* running jobs of a group commit (run_group, backend_sqlite.c) */
     bool group_overflow;        /* one of them answered more than fits in memory */
     int max_length;             /* its SQLITE_LIMIT_LENGTH now (max_value) */
+    struct xact_conn *xact;     /* the other binds attached for transactions
+                                   across binds (daemon/xact.c), or NULL */
 };
 
 struct sqlite_bind {
@@ -160,10 +174,7 @@ struct sqlite_bind {
     uv_check_t *quick_turn;
     uint64_t quick_gen; /* `writes` when the read transaction began */
     atomic_uint_fast64_t writes;
-    struct {
-        uint64_t hash;
-        uint32_t left; /* runs still sent straight to the workers */
-    } quick_skip[QUICK_SKIP_SLOTS];
+    struct quick_skip quick_skip[QUICK_SKIP_SLOTS];
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
      * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
@@ -266,6 +277,19 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
 bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
                         uint64_t *rows);
 
+/* Whether the statement with text hash h is to skip the quick read
+ * (skip[QUICK_SKIP_SLOTS]: it overran lately); counts the run. */
+bool sqlite_quick_skipped(struct quick_skip *skip, uint64_t h);
+
+/* Run sql[0..len) with req's parameters as a quick read on w (read
+ * transaction open, loop thread), within QUICK_BUDGET_NS from start_ns
+ * and QUICK_MAX_OUTPUT: true with the whole answer appended to out and
+ * *rows set, or false with out as it was (a worker runs it), the reason
+ * in *rc, the statement remembered in skip[] when it overran (h: the hash
+ * of req's text). */
+bool sqlite_quick_run(struct worker *w, struct quick_skip *skip, uint64_t h, const char *sql, size_t len,
+                      const struct request *req, uint64_t start_ns, struct buf *out, uint64_t *rows, int *rc);
+
 /* ---- sqlite_memory.c --------------------------------------------------- */
 
 /* Make the private folder and file name of an in-memory bind. */
@@ -283,5 +307,8 @@ void sqlite_snapshot_submit(struct sqlite_bind *sb, struct job *job);
 
 /* Take the first job of a queue (the bind's lock held). */
 struct job *sqlite_queue_pop(struct job **head, struct job ***tail);
+
+/* Free a worker's cached statements and close its connection. */
+void sqlite_worker_close(struct worker *w);
 
 #endif

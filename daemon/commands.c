@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "daemon/auth.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -288,10 +289,24 @@ static void cmd_route(struct session *s, const char *args)
             session_reply_row(s, row, 3);
         }
     }
-    if (r.err_code != NULL) {
+    size_t fk_bind = 0;
+    unsigned fk_warnings = r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") == 0
+                               ? federate_references_route(cfg, s->srv->catset, args, strlen(args), &fk_bind)
+                               : 0;
+    if (fk_warnings > 0) {
+        snprintf(facts, sizeof facts, "bind=%s warnings=%u", cfg->binds[fk_bind].name, fk_warnings);
+        session_reply_ok(s, facts); /* a foreign key across binds: created in its own bind */
+    } else if (federate_runs(&r) && (s->in_txn || s->txn_held)) {
+        session_reply_error(s, "TXNBIND", "a statement across binds cannot run inside a transaction (yet)");
+    } else if (federate_runs(&r)) {
+        session_reply_ok(s, "bind=*"); /* the federation pool runs it */
+    } else if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
     } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
-               strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0) {
+               strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0 &&
+               (s->txn_bind->ops != &backend_sqlite_ops ||
+                s->srv->binds[r.bind]->ops != &backend_sqlite_ops)) {
+        /* Another SQLite bind joins a transaction on an SQLite bind (xact.h). */
         session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
                             s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
@@ -300,6 +315,56 @@ static void cmd_route(struct session *s, const char *args)
     }
     route_clear(&r);
     sqlparse_info_free(&ri);
+}
+
+/* .plan SQL: what a statement sends to PostgreSQL. Across binds, the
+ * federation pool prepares it and answers a row per PostgreSQL table (the
+ * SQL its virtual table sends); a statement for one bind is sent as it is
+ * (one row for a PostgreSQL bind, none for SQLite): +OK bind=NAME
+ * postgresql=N. */
+static void cmd_plan(struct session *s, const char *args)
+{
+    static const char *const cols[] = {"bind", "", "table", "", "sent", "", NULL};
+    const struct route *r;
+    struct request req = {.type = REQUEST_SQL};
+    const struct bind *b;
+    bool write = false;
+    char facts[160];
+
+    if (args[0] == '\0') {
+        session_reply_error(s, "ARGS", "usage: .plan SQL");
+        return;
+    }
+    r = routecache_get(s->srv->routes, s->srv->cfg, args, strlen(args));
+    if (!federate_runs(r)) {
+        if (r->err_code != NULL) {
+            session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
+            return;
+        }
+        b = r->bind != ROUTE_NO_TABLE ? s->srv->binds[r->bind] : s->in_txn ? s->txn_bind : s->use_bind;
+        session_reply_columns(s, cols);
+        if (b->conf->type == BIND_POSTGRES) {
+            const char *row[] = {b->conf->name, "", args};
+            session_reply_row(s, row, 3);
+        }
+        snprintf(facts, sizeof facts, "bind=%s postgresql=%d", b->conf->name, b->conf->type == BIND_POSTGRES);
+        session_reply_ok(s, facts);
+        return;
+    }
+    if ((b = federate_grant_missing(s, r, &write)) != NULL) {
+        session_reply_error(s, "NOPERM", "user %s has no %saccess to bind %s",
+                            s->user_name ? s->user_name : "?", write ? "write " : "", b->conf->name);
+        return;
+    }
+    req.text = strdup(args);
+    req.len = strlen(args);
+    struct job *job = req.text != NULL ? federate_job_new(s, r, &req) : NULL;
+    if (job == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return;
+    }
+    job->plan = true;
+    session_start_job(s, job);
 }
 
 /* .use BIND: +OK bind=NAME. .use alone: +OK bind=NAME txn=0|1, txn=1
@@ -413,6 +478,10 @@ static void cmd_stats(struct session *s, const char *args)
         stats_bind(s, srv->binds[i], &tot);
     for (struct bind *b = srv->host.retired; b != NULL; b = b->next_retired, n++)
         stats_bind(s, b, &tot);
+    if (srv->federation != NULL) { /* statements across binds: a row of their own */
+        stats_bind(s, srv->federation, &tot);
+        n++;
+    }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
               tot.wal);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
@@ -525,6 +594,9 @@ static const struct command commands[] = {
     {"map", "", "list the table map: table or pattern, bind", cmd_map, CMD_USER},
     {"route", "SQL", "show the tables SQL references and the bind it would run on, without running it",
      cmd_route, CMD_USER},
+    {"plan", "SQL",
+     "show what SQL would send to PostgreSQL: per PostgreSQL table, the query its rows are fetched with",
+     cmd_plan, CMD_USER},
     {"use", "[BIND]", "send statements that name no table to BIND (default: default); without BIND, show it",
      cmd_use, CMD_USER},
     {"quit", "", "close the connection", cmd_quit, CMD_ANYONE},

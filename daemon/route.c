@@ -271,7 +271,7 @@ bool route_is_system_table(const struct route_table *t)
 {
     return strncmp(t->name, "sqlite_", 7) == 0 || strcmp(t->name, "sqlmux_migrations") == 0 ||
            strcmp(t->name, "alembic_version") == 0 || strcmp(t->schema, "pg_catalog") == 0 ||
-           strcmp(t->schema, "information_schema") == 0;
+           strcmp(t->schema, "information_schema") == 0 || strcmp(t->name, "sqlmux_xact") == 0;
 }
 
 enum route_rule route_explain(const struct config *cfg, const struct catset *cs, const struct route_table *t,
@@ -443,6 +443,10 @@ void route_compute(const struct config *cfg, const struct catset *cs, const char
             mixed = true;
         }
     }
+    /* A statement with a write target writes only the target's bind. */
+    if (ri->target != SIZE_MAX && !route_is_system_table(&ri->tables[ri->target]))
+        for (size_t i = 0; i < out->nbinds; i++)
+            out->binds[i].writes = out->binds[i].index == binds[ri->target];
     if (mixed) {
         for (size_t i = 0; i < ri->ntables; i++)
             if (binds[i] == SIZE_MAX)

@@ -71,10 +71,10 @@ enum route_rule route_table_rule(const struct config *cfg, const struct catset *
 /* One bind a statement touches. */
 struct route_bind {
     size_t index; /* into config.binds */
-    bool writes;  /* the statement may change data there: true for
-                     every bind of a statement that is not a
-                     SELECT (the analysis does not yet tell an
-                     INSERT's target from the tables it reads) */
+    bool writes;  /* the statement may change data there: only the
+                     bind of its write target (route_info.target)
+                     when it has one, else every bind of a statement
+                     that is not a SELECT */
 };
 
 /* The decision for one statement. binds[] is the set of binds its tables

@@ -37,10 +37,12 @@
 #include "daemon/authq.h"
 #include "daemon/catalog.h"
 #include "daemon/catalog_refresh.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/session.h"
 #include "daemon/tls.h"
+#include "daemon/xact.h"
 
 /* ---- Backend events -------------------------------------------------- */
 
@@ -419,6 +421,13 @@ static void close_loop_handles(struct server *srv)
  * drain first; their events are delivered before the structs go. */
 static void close_binds(struct server *srv)
 {
+    /* First the executors: they have the binds' files attached. */
+    if (srv->federation != NULL) {
+        srv->federation->ops->close(srv->federation);
+        bind_host_drain(&srv->host);
+        bind_drop(srv->federation);
+        srv->federation = NULL;
+    }
     for (size_t i = 0; i < srv->nbinds; i++)
         if (srv->binds[i]->impl != NULL)
             srv->binds[i]->ops->close(srv->binds[i]);
@@ -557,6 +566,12 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         log_error("data_dir %s: cannot create: %s", cfg->data_dir, strerror(errno));
         return -1;
     }
+    /* Transactions across binds left undecided by a crash are resolved
+     * before any bind opens (and so before anything is served). */
+    if (xact_open(cfg, &srv->host.xact, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
     for (size_t i = 0; i < cfg->nbinds; i++) {
         srv->binds[i] = bind_open(srv, srv->host.cfgref, i, err, sizeof err);
         if (srv->binds[i] == NULL) {
@@ -564,6 +579,14 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
             return -1;
         }
         srv->nbinds = i + 1;
+    }
+    if (xact_attach_workers(srv, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (federate_open(srv, err, sizeof err) != 0) {
+        log_error("%s", err);
+        return -1;
     }
     if (catalog_load_all(srv, CATALOG_LOAD_MS) != 0) {
         log_error("out of memory");
@@ -631,6 +654,8 @@ void server_free(struct server *srv)
     tls_server_free(srv->tls);
     srv->tls = NULL;
     authq_free(srv->authq);
+    xact_close(srv->host.xact);
+    srv->host.xact = NULL;
     free(srv->binds);
     pthread_mutex_destroy(&srv->host.ev_lock);
     if (srv->host.ev_fd >= 0)

@@ -24,6 +24,7 @@
 
 #include "daemon/authq.h"
 #include "daemon/catalog_refresh.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
 #include "daemon/server.h"
@@ -117,6 +118,8 @@ static void session_set_txn(struct session *s, struct bind *b)
  * the client meant for a transaction. */
 static void session_exec_done(struct session *s, struct job *job)
 {
+    if (job->kind == STMT_DDL && job->bind->conf->type == BIND_POSTGRES)
+        federate_catalog_changed(s->srv);
     if (job->in_txn && s->txn_held) {
         s->txn_held = false;
         free(s->held_begin);
@@ -313,6 +316,159 @@ static bool session_read_inline(struct session *s, struct bind *b, struct reques
     return true;
 }
 
+/* A statement of the session's transaction that touches a SQLite bind
+ * other than the one the transaction runs on, or that spans binds and
+ * starts a held BEGIN: it runs on the transaction's connection, where the
+ * other SQLite binds are attached (daemon/xact.h), with the grants checked
+ * per bind. Returns true when it took the request (a job started, or an
+ * error answered); false: route it as always (TXNBIND, CROSSBIND). */
+static bool session_xact_stmt(struct session *s, struct request *req, const struct route *r)
+{
+    struct server *srv = s->srv;
+    const struct config *cfg = srv->cfg;
+    bool cross = r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0;
+    struct bind *home;
+    struct job *job;
+
+    if ((r->err_code != NULL && !cross) || r->nbinds == 0 || (cross && r->kind == STMT_DDL))
+        return false;
+    if (s->in_txn) {
+        home = s->txn_bind;
+        if (!cross && strcmp(cfg->binds[r->bind].name, home->conf->name) == 0)
+            return false;
+    } else if (cross) {
+        home = srv->binds[r->binds[0].index];
+    } else {
+        return false;
+    }
+    if (home->ops != &backend_sqlite_ops)
+        return false;
+    for (size_t i = 0; i < r->nbinds; i++)
+        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops)
+            return false;
+    for (size_t i = 0; i < r->nbinds; i++) {
+        struct bind *b = srv->binds[r->binds[i].index];
+        if (session_grant(s, b) == GRANT_NONE) {
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                                s->user_name ? s->user_name : "?", b->conf->name);
+            codec_request_free(req);
+            return true;
+        }
+    }
+    job = job_new(JOB_EXEC, home, s, s->id);
+    if (job != NULL)
+        job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
+    if (job == NULL || job->xact_binds == NULL ||
+        (!s->in_txn && (job->begin_buf = strdup(s->held_begin)) == NULL)) {
+        if (job != NULL)
+            job_unref(job);
+        session_reply_error(s, "NOMEM", "out of memory");
+        codec_request_free(req);
+        return true;
+    }
+    for (size_t i = 0; i < r->nbinds; i++) {
+        job->xact_binds[i].index = r->binds[i].index;
+        job->xact_binds[i].writes = r->binds[i].writes;
+        job->xact_binds[i].readonly = session_grant(s, srv->binds[r->binds[i].index]) != GRANT_READ_WRITE;
+    }
+    job->nxact_binds = r->nbinds;
+    job->xact_home_readonly = session_grant(s, home) != GRANT_READ_WRITE;
+    job->begin_sql = job->begin_buf;
+    job->req = *req;
+    memset(req, 0, sizeof *req);
+    job->kind = r->kind;
+    job->txn_open = s->in_txn;
+    session_start_job(s, job);
+    return true;
+}
+
+/* DDL across binds: a CREATE TABLE with a foreign key to another bind runs
+ * on its own bind (federate_references); a view over several binds gets a
+ * clear refusal; anything else the route's CROSSBIND (false). */
+static bool session_cross_references(struct session *s, struct request *req, const struct route *r)
+{
+    const char *why = NULL;
+    struct job *job = NULL;
+    enum grant grant;
+    int rc = federate_references(s, req, r, &job, &why);
+
+    if (rc == 0 && why == NULL)
+        return false;
+    if (rc <= 0) {
+        if (rc < 0)
+            session_reply_error(s, "NOMEM", "out of memory");
+        else
+            session_reply_error(s, "CROSSBIND", "%s", why);
+        codec_request_free(req);
+        return true;
+    }
+    if (s->in_txn || s->txn_held) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction (yet): COMMIT or "
+                            "ROLLBACK first");
+        job_unref(job);
+        return true;
+    }
+    grant = session_grant(s, job->bind);
+    if (grant == GRANT_NONE) {
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                            s->user_name ? s->user_name : "?", job->bind->conf->name);
+        job_unref(job);
+        return true;
+    }
+    job->readonly = grant == GRANT_READ;
+    session_start_job(s, job);
+    return true;
+}
+
+/* A statement whose tables live in several binds: outside transactions the
+ * federation pool runs it (federate.h), with the grants of every bind it
+ * touches. Returns false, leaving req alone, for statements it cannot run
+ * (the caller answers the route's CROSSBIND). Takes req's memory
+ * otherwise. */
+static bool session_cross_bind(struct session *s, struct request *req, const struct route *r)
+{
+    const struct bind *lacking;
+    struct job *job;
+    bool write = false;
+
+    if (r->kind == STMT_DDL)
+        return session_cross_references(s, req, r);
+    if (!federate_runs(r))
+        return false;
+    if (s->in_txn || s->txn_held) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction (yet): %s; COMMIT or "
+                            "ROLLBACK first, or run it outside the transaction",
+                            r->err_msg ? r->err_msg : "it names tables of several binds");
+        codec_request_free(req);
+        return true;
+    }
+    lacking = federate_grant_missing(s, r, &write);
+    if (lacking != NULL) {
+        if (write)
+            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
+                                s->user_name ? s->user_name : "?", lacking->conf->name);
+        else
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                                s->user_name ? s->user_name : "?", lacking->conf->name);
+        codec_request_free(req);
+        return true;
+    }
+    /* A read across SQLite binds may be answered on the loop, as a bind's
+     * quick reads are (federate.c). */
+    if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&
+        session_read_inline(s, s->srv->federation, req))
+        return true;
+    job = federate_job_new(s, r, req);
+    if (job == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return true;
+    }
+    session_start_job(s, job);
+    return true;
+}
+
 /* Route one statement and start it. Takes the request's memory. */
 static void session_handle_sql(struct session *s, struct request *req)
 {
@@ -323,6 +479,10 @@ static void session_handle_sql(struct session *s, struct request *req)
     struct job *job;
     enum grant grant;
 
+    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r))
+        return;
+    if (r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0 && session_cross_bind(s, req, r))
+        return;
     if (r->err_code != NULL) {
         session_reply_error(s, r->err_code, "%s", r->err_msg ? r->err_msg : "out of memory");
         codec_request_free(req);

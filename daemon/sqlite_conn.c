@@ -26,6 +26,7 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
+#include "daemon/xact.h"
 
 /* ---- Errors ----------------------------------------------------------- */
 
@@ -218,6 +219,8 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     (void)trigger;
     if (w->internal)
         return SQLITE_OK;
+    if (w->xact != NULL && xact_authorize(w, action, authorize_writes(action), a1, a2, db) != SQLITE_OK)
+        return SQLITE_DENY;
     if (action == SQLITE_ALTER_TABLE)
         w->altering = true;
     if (authorize_internal(w, action, a1, db))
@@ -234,6 +237,15 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
         w->denied = w->sb->readonly_msg;
         w->denied_code = "NOPERM";
         return SQLITE_DENY;
+    }
+    /* A statement across binds writes its target bind and nothing else:
+     * not the others it reads, not the executor's scratch database. */
+    if (w->federated && authorize_writes(action)) {
+        const char *where = action == SQLITE_ALTER_TABLE ? a1 : db;
+        if (w->write_schema == NULL || where == NULL || strcmp(where, w->write_schema) != 0) {
+            w->denied = "a statement across binds may write only the bind of its target table";
+            return SQLITE_DENY;
+        }
     }
     switch (action) {
     case SQLITE_ATTACH:

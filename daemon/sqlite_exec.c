@@ -13,6 +13,7 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
+#include "daemon/xact.h"
 
 /* ---- Prepared statement cache ------------------------------------------ */
 
@@ -39,7 +40,11 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     sqlite3_stmt *stmt = NULL;
     const char *tail = NULL;
 
-    for (size_t i = 0; i < w->ncache; i++) {
+    /* A statement across binds is authorized for its own binds and
+     * grants: it neither takes a cached statement nor leaves one. */
+    if (xact_stmt_uncached(w))
+        cap = 0;
+    for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
         struct cached_stmt *c = &w->cache[i];
         if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
             c->used = ++w->tick;
@@ -50,7 +55,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     w->denied = NULL;
     w->denied_code = NULL;
     w->altering = false;
-    if (cap > 0 && w->seen[h % STMT_SEEN] != h) {
+    if (cap > 0 && !xact_stmt_uncached(w) && w->seen[h % STMT_SEEN] != h) {
         w->seen[h % STMT_SEEN] = h;
         cap = 0; /* first time: run it uncached */
     }
@@ -301,7 +306,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             reply_readonly(w, out);
             return false;
         }
-        rc = sqlite3_exec(db, begin_sql, NULL, NULL, NULL);
+        rc = xact_begin(w, begin_sql, false);
         if (rc != SQLITE_OK) {
             sqlite_reply_db_error(w, out, rc);
             return false;
@@ -371,6 +376,26 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     return false;
 }
 
+/* run_stmt on a connection that has the other binds attached (xact.h): a
+ * statement that SQLite would run over every database of the connection
+ * (ANALYZE, REINDEX, PRAGMA integrity_check without a schema) is refused
+ * when prepared; outside a transaction it runs again with the other binds
+ * detached for it, as on a connection of its bind alone. */
+static bool run_stmt_attached(struct worker *w, struct job *job, const struct request *req,
+                              enum stmt_kind kind, const char *begin_sql, struct buf *out)
+{
+    size_t mark = out->len;
+    uint64_t rows = job->rows;
+    bool ok = run_stmt(w, job, req, kind, begin_sql, out);
+
+    if (!ok && job->rows == rows && out->len > mark && out->data[mark] == '-' && xact_detach_for(w)) {
+        buf_truncate(out, mark);
+        ok = run_stmt(w, job, req, kind, NULL, out);
+        xact_reattach(w);
+    }
+    return ok;
+}
+
 /* The job's statement, then the ones batched after it, in order; each
  * gets its own response. A client that went away stops the batch. The
  * answers of a long batch go out in two parts, so that a pipelining
@@ -386,11 +411,28 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     w->readonly = job->readonly;
     sqlite_conn_query_only(w, job->readonly);
     sqlite_conn_max_value(w, confref_cfg(job->cfgref)->max_value, INT_MAX);
+    /* A COMMIT of a transaction that wrote several binds is the
+     * coordinator's (xact.h). */
+    if (job->kind == STMT_COMMIT && job->nmore == 0 && w->xact != NULL && xact_commit(w, job, out)) {
+        job->errors = job->failed;
+        w->readonly = false;
+        atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+        return;
+    }
     set_running(job, w->db);
-    job->failed = !run_stmt(w, job, &job->req, job->kind, job->begin_sql, out);
+    w->mark = out->len;
+    if (job->nxact_binds > 0 && xact_stmt_begin(w, job, out) != 0) {
+        job->failed = true;
+        job->errors = 1;
+        set_running(job, NULL);
+        w->readonly = false;
+        return;
+    }
+    job->failed = !run_stmt_attached(w, job, &job->req, job->kind, job->begin_sql, out);
+    xact_stmt_end(w);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
-        if (!run_stmt(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
+        if (!run_stmt_attached(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
             job->errors++;
         wrote |= job->more[i].kind != STMT_SELECT;
         if (out->len >= CHUNK_BYTES || i == half) {

@@ -85,39 +85,33 @@ static int quick_snapshot(struct sqlite_bind *sb)
     return 0;
 }
 
-bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
-                        uint64_t *rows)
+bool sqlite_quick_skipped(struct quick_skip *skip, uint64_t h)
 {
-    struct sqlite_bind *sb = b->impl;
-    struct worker *w = sb->quick;
-    sqlite3_stmt *stmt;
-    uint64_t h;
-    size_t slot;
-    bool ok;
-    int rc;
+    struct quick_skip *sl = &skip[h % QUICK_SKIP_SLOTS];
 
-    if (w == NULL || req->len > QUICK_MAX_SQL)
+    if (sl->hash != h || sl->left == 0)
         return false;
-    h = hash_bytes(req->text, req->len);
-    slot = h % QUICK_SKIP_SLOTS;
-    if (sb->quick_skip[slot].hash == h && sb->quick_skip[slot].left > 0) {
-        sb->quick_skip[slot].left--;
-        return false;
-    }
+    sl->left--;
+    return true;
+}
+
+bool sqlite_quick_run(struct worker *w, struct quick_skip *skip, uint64_t h, const char *sql, size_t len,
+                      const struct request *req, uint64_t start_ns, struct buf *out, uint64_t *rows, int *rc)
+{
+    sqlite3_stmt *stmt;
+    bool ok;
+
     w->mark = out->len;
     *rows = 0;
-    sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
-    if (quick_snapshot(sb) != 0)
-        return false;
-    stmt = sqlite_stmt_get(w, req->text, req->len, h, &rc);
+    stmt = sqlite_stmt_get(w, sql, len, sql == req->text ? h : hash_bytes(sql, len), rc);
     ok = stmt != NULL;
     if (ok) {
         ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
              sqlite_bind_params(stmt, req, out, w->mark) == 0;
         if (ok) {
             w->deadline_ns = start_ns + QUICK_BUDGET_NS;
-            rc = sqlite_stream_rows(w, NULL, stmt, out, rows);
-            ok = rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
+            *rc = sqlite_stream_rows(w, NULL, stmt, out, rows);
+            ok = *rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
         }
         sqlite_stmt_done(w, stmt);
     }
@@ -125,13 +119,34 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
         return true;
     buf_truncate(out, w->mark);
     *rows = 0;
+    if ((*rc & 0xff) == SQLITE_INTERRUPT || (*rc & 0xff) == SQLITE_TOOBIG || (*rc & 0xff) == SQLITE_AUTH) {
+        skip[h % QUICK_SKIP_SLOTS].hash = h;
+        skip[h % QUICK_SKIP_SLOTS].left = QUICK_SKIP_RUNS;
+    }
+    return false;
+}
+
+bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
+                        uint64_t *rows)
+{
+    struct sqlite_bind *sb = b->impl;
+    struct worker *w = sb->quick;
+    uint64_t h;
+    int rc = SQLITE_OK;
+
+    if (w == NULL || req->len > QUICK_MAX_SQL)
+        return false;
+    h = hash_bytes(req->text, req->len);
+    if (sqlite_quick_skipped(sb->quick_skip, h))
+        return false;
+    sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
+    if (quick_snapshot(sb) != 0)
+        return false;
+    if (sqlite_quick_run(w, sb->quick_skip, h, req->text, req->len, req, start_ns, out, rows, &rc))
+        return true;
     log_debug("bind %s: a read goes to a worker: %s", b->conf->name,
               rc == SQLITE_OK || rc == SQLITE_DONE ? "not a plain read" : sqlite3_errstr(rc));
     quick_end(sb);
-    if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG || (rc & 0xff) == SQLITE_AUTH) {
-        sb->quick_skip[slot].hash = h;
-        sb->quick_skip[slot].left = QUICK_SKIP_RUNS;
-    }
     return false;
 }
 

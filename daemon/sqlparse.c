@@ -256,9 +256,10 @@ static size_t copy_name(const char *sql, const struct token *t, char *dst, bool 
 
 /* Adds a name (schema may be NULL) unless it is already there. Table and
  * CTE names are normalized; parameter names are kept as written. Returns 1
- * when added, 0 when already present, -1 on error (p->err set). */
+ * when added, 0 when already present, -1 on error (p->err set); *index
+ * (may be NULL) gets the entry's index. */
 static int names_add(struct parser *p, enum name_kind kind, const struct token *schema,
-                     const struct token *name)
+                     const struct token *name, size_t *index)
 {
     struct names *nm = &p->names;
     size_t need = (schema ? schema->len : 0) + name->len + 2;
@@ -273,7 +274,10 @@ static int names_add(struct parser *p, enum name_kind kind, const struct token *
     size_t nlen = copy_name(p->sql, name, dst + slen + 1, fold);
     dst[slen + 1 + nlen] = '\0';
     uint32_t hash = name_hash(nm->seed, kind, dst, slen + 1 + nlen);
-    if (names_find(nm, kind, dst, slen, nlen, hash) != SIZE_MAX)
+    size_t found = names_find(nm, kind, dst, slen, nlen, hash);
+    if (index != NULL)
+        *index = found != SIZE_MAX ? found : nm->n;
+    if (found != SIZE_MAX)
         return 0;
     if (nm->n >= MAX_NAMES) {
         fail(p, SQLPARSE_ESYNTAX, "too many distinct names (more than %d)", MAX_NAMES);
@@ -325,7 +329,7 @@ static void param_number(struct parser *p, size_t at, size_t digits, size_t end)
 static void param_named(struct parser *p, size_t at, size_t end)
 {
     struct token t = {.type = SQLTOK_PARAM, .kw = KW_NONE, .pos = at, .len = end - at};
-    if (names_add(p, NAME_PARAM, NULL, &t) == 1)
+    if (names_add(p, NAME_PARAM, NULL, &t, NULL) == 1)
         param_next(p, at);
 }
 
@@ -469,10 +473,67 @@ struct qname sp_take_qname(struct parser *p, struct token first)
     }
 }
 
+/* The role of the table being recorded: a DDL head's object, a pending
+ * write target, a REFERENCES clause's table, else a read. Pending roles
+ * are used up by the record. */
+static enum ref_role take_role(struct parser *p)
+{
+    enum ref_role role = REF_READ;
+    if (p->head_writes || p->write_pending)
+        role = REF_WRITE;
+    else if (p->references_pending)
+        role = REF_REFERENCES;
+    p->write_pending = false;
+    p->references_pending = false;
+    return role;
+}
+
+/* The bytes of a qualified name: schema "." name when the two are written
+ * next to each other (only blanks and the dot between), else only the
+ * name (the schema came from elsewhere: PRAGMA s.table_info(t)). */
+static void qname_span(const struct parser *p, const struct qname *qn, size_t *pos, size_t *len)
+{
+    size_t end = qn->name.pos + qn->name.len, dots = 0;
+    *pos = qn->name.pos;
+    if (qn->qualified && qn->schema.pos + qn->schema.len <= qn->name.pos) {
+        for (size_t i = qn->schema.pos + qn->schema.len; i < qn->name.pos; i++) {
+            char c = p->sql[i];
+            if (c == '.')
+                dots++;
+            else if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+                dots = 2;
+        }
+        if (dots == 1)
+            *pos = qn->schema.pos;
+    }
+    *len = end - *pos;
+}
+
 void sp_record(struct parser *p, const struct qname *qn)
 {
-    if (!p->suppress)
-        names_add(p, NAME_TABLE, qn->qualified ? &qn->schema : NULL, &qn->name);
+    enum ref_role role = take_role(p);
+    bool noalias = p->noalias_pending;
+    size_t index;
+    p->noalias_pending = false;
+    if (p->suppress)
+        return;
+    if (names_add(p, NAME_TABLE, qn->qualified ? &qn->schema : NULL, &qn->name, &index) < 0)
+        return;
+    struct route_ref *refs =
+        grow(p, p->refs, &p->refs_cap, p->nrefs + 1, sizeof *p->refs, p->inline_refs, p->nrefs);
+    if (refs == NULL)
+        return;
+    p->refs = refs;
+    struct route_ref *r = &p->refs[p->nrefs++];
+    struct token next = sp_peek(p, 0);
+    qname_span(p, qn, &r->pos, &r->len);
+    r->table = index; /* a name entry until build_result */
+    r->role = role;
+    r->flags = 0;
+    if (noalias || p->head_writes || role == REF_REFERENCES)
+        r->flags |= REF_F_NOALIAS;
+    else if (sp_tok_is(&next, KW_AS) || is_alias(p, &next))
+        r->flags |= REF_F_ALIASED;
 }
 
 bool sp_in_temp_schema(const struct parser *p, const struct qname *qn)
@@ -560,6 +621,8 @@ static void begin_update(struct parser *p, struct frame *f)
     f->flags |= F_QUERY;
     f->flags &= (unsigned char)~F_FROM;
     f->state = S_TARGET;
+    if (p->depth == 0 && p->kind == STMT_UPDATE)
+        p->write_pending = true;
 }
 
 /* WITH: a CTE list when followed by [RECURSIVE] name (AS | '('); not for
@@ -598,7 +661,14 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         f->state = S_TABLE;
         return;
     case KW_INTO:
-    case KW_REFERENCES: f->state = S_TARGET; return;
+        if (p->depth == 0 && p->kind == STMT_INSERT && !p->target_seen)
+            p->write_pending = p->target_seen = true;
+        f->state = S_TARGET;
+        return;
+    case KW_REFERENCES:
+        p->references_pending = true;
+        f->state = S_TARGET;
+        return;
     case KW_IN:
         after = sp_peek(p, 0);
         if (!position_args && sp_is_name(p, &after))
@@ -609,8 +679,12 @@ static void on_keyword(struct parser *p, struct frame *f, const struct token *t)
         f->flags |= F_QUERY;
         f->flags &= (unsigned char)~F_FROM;
         return;
-    case KW_INSERT:
     case KW_DELETE:
+        if (p->depth == 0 && p->kind == STMT_DELETE && !p->target_seen)
+            p->write_pending = p->target_seen = true;
+        f->flags |= F_QUERY;
+        return;
+    case KW_INSERT:
     case KW_UPDATE: f->flags |= F_QUERY; return;
     case KW_WITH: begin_with(p, f); return;
     case KW_DISTINCT: /* IS [NOT] DISTINCT FROM */
@@ -798,21 +872,24 @@ static void step(struct parser *p, const struct token *t)
                 sp_record(p, &qn);
                 return;
             }
+            p->write_pending = p->references_pending = false;
             continue;
         case S_IN_TABLE:
             f->state = S_NONE;
             if (sp_is_name(p, t)) {
                 struct qname qn = sp_take_qname(p, *t);
                 after = sp_peek(p, 0);
+                p->noalias_pending = true;
                 if (after.type != SQLTOK_LPAREN) /* else x IN tvf(...) */
                     sp_record(p, &qn);
+                p->noalias_pending = false;
                 return;
             }
             continue;
         case S_CTE_NAME:
             if (sp_is_name(p, t)) {
                 f->state = S_CTE_AFTER_NAME;
-                names_add(p, NAME_CTE, NULL, t);
+                names_add(p, NAME_CTE, NULL, t, NULL);
                 return;
             }
             f->state = S_NONE;
@@ -842,12 +919,44 @@ static void step(struct parser *p, const struct token *t)
 /* Public interface                                                   */
 /* ------------------------------------------------------------------ */
 
+/* Moves the references to tables (not to CTE names) into out, with their
+ * table indexes, and finds the write target. table_of[e]: the table index
+ * of name entry e, SIZE_MAX for none. Returns false when out of memory. */
+static bool build_refs(struct parser *p, const size_t *table_of)
+{
+    size_t n = 0;
+    p->out->target = SIZE_MAX;
+    for (size_t i = 0; i < p->nrefs; i++)
+        n += table_of[p->refs[i].table] != SIZE_MAX;
+    if (n == 0)
+        return true;
+    p->out->refs = malloc(n * sizeof *p->out->refs);
+    if (p->out->refs == NULL)
+        return false;
+    for (size_t i = 0; i < p->nrefs; i++) {
+        struct route_ref r = p->refs[i];
+        r.table = table_of[r.table];
+        if (r.table == SIZE_MAX)
+            continue;
+        if (r.role == REF_WRITE && p->out->target == SIZE_MAX)
+            p->out->target = r.table;
+        p->out->refs[p->out->nrefs++] = r;
+    }
+    return true;
+}
+
 /* Moves the tables (minus CTE names) into out: one block of names, one
- * array. Returns false when out of memory. */
+ * array; then the references (build_refs). Returns false when out of
+ * memory. */
 static bool build_result(struct parser *p)
 {
     struct names *nm = &p->names;
     size_t count = 0, bytes = 0;
+    size_t *table_of = nm->n ? malloc(nm->n * sizeof *table_of) : NULL;
+    if (nm->n && table_of == NULL)
+        return false;
+    for (size_t i = 0; i < nm->n; i++)
+        table_of[i] = SIZE_MAX;
     for (int pass = 0; pass < 2; pass++) {
         char *dst = p->out->names;
         size_t k = 0;
@@ -863,7 +972,7 @@ static bool build_result(struct parser *p)
             }
             size_t n = e->schema_len + e->name_len + 2;
             if (pass == 0) {
-                count++;
+                table_of[i] = count++;
                 bytes += n;
                 continue;
             }
@@ -874,8 +983,11 @@ static bool build_result(struct parser *p)
             k++;
         }
         if (pass == 0) {
-            if (count == 0)
+            if (count == 0) {
+                free(table_of);
+                p->out->target = SIZE_MAX;
                 return true;
+            }
             p->out->names = malloc(bytes);
             p->out->tables = malloc(count * sizeof *p->out->tables);
             if (p->out->names == NULL || p->out->tables == NULL) {
@@ -883,12 +995,15 @@ static bool build_result(struct parser *p)
                 free(p->out->tables);
                 p->out->names = NULL;
                 p->out->tables = NULL;
+                free(table_of);
                 return false;
             }
         }
     }
     p->out->ntables = count;
-    return true;
+    bool ok = build_refs(p, table_of);
+    free(table_of);
+    return ok;
 }
 
 /* The statement proper: head, then every token up to EOF or the first
@@ -933,6 +1048,7 @@ static void analyze(struct parser *p)
 int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
 {
     memset(out, 0, sizeof *out);
+    out->target = SIZE_MAX;
     if (sql == NULL)
         len = 0;
     const void *nul = len ? memchr(sql, '\0', len) : NULL;
@@ -955,6 +1071,10 @@ int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
     p.nvar = 0;
     p.depth = 0;
     p.frames[0] = (struct frame){.state = S_STMT_START, .flags = 0, .case_depth = 0};
+    p.refs = p.inline_refs;
+    p.nrefs = 0;
+    p.refs_cap = sizeof p.inline_refs / sizeof p.inline_refs[0];
+    p.head_writes = p.write_pending = p.target_seen = p.references_pending = p.noalias_pending = false;
     /* The seed only spreads the hash index; results do not depend on it. */
     names_init(&p.names, (uint32_t)((uintptr_t)&p >> 4));
 
@@ -962,8 +1082,12 @@ int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
     if (!p.err && !build_result(&p))
         fail(&p, SQLPARSE_ENOMEM, "out of memory");
     names_free(&p.names);
-    if (p.err)
+    if (p.refs != p.inline_refs)
+        free(p.refs);
+    if (p.err) {
+        sqlparse_info_free(out);
         return p.err;
+    }
     out->kind = p.kind;
     out->flags = p.flags;
     out->nparams = p.nvar;
@@ -976,9 +1100,13 @@ void sqlparse_info_free(struct route_info *ri)
         return;
     free(ri->tables);
     free(ri->names);
+    free(ri->refs);
     ri->tables = NULL;
     ri->names = NULL;
+    ri->refs = NULL;
     ri->ntables = 0;
+    ri->nrefs = 0;
+    ri->target = SIZE_MAX;
 }
 
 const char *sqlparse_kind_name(enum stmt_kind kind)

@@ -43,6 +43,30 @@ struct route_table {
     const char *name;
 };
 
+/* What a statement does with a table at one of its references. */
+enum ref_role {
+    REF_READ,       /* read (FROM, JOIN, IN table, subqueries, ...) */
+    REF_WRITE,      /* the target of INSERT/REPLACE/UPDATE/DELETE (UPSERT
+                       too), or the object CREATE TABLE/VIEW makes */
+    REF_REFERENCES, /* named by a REFERENCES clause (a foreign key) */
+};
+
+/* One place the statement names a table: sql[pos..pos+len) is the whole
+ * possibly qualified name as written ("a"."b", main.t, t), table its index
+ * in route_info.tables. References to CTE names are not listed. */
+struct route_ref {
+    size_t pos, len;
+    size_t table;
+    enum ref_role role;
+    unsigned char flags; /* REF_F_* */
+};
+
+/* Facts about a reference's place in the text, for rewriting it. */
+enum {
+    REF_F_ALIASED = 1, /* an alias follows ([AS] name): the statement names the table by it */
+    REF_F_NOALIAS = 2, /* no alias may follow here ("x IN t", DDL heads, REFERENCES) */
+};
+
 /* The result of sqlparse_analyze(). Owned by the caller; release with
  * sqlparse_info_free(). */
 struct route_info {
@@ -50,7 +74,11 @@ struct route_info {
     unsigned flags;
     size_t ntables; /* distinct tables, in order of first use */
     struct route_table *tables;
-    char *names;     /* storage for the strings in tables[] */
+    char *names;  /* storage for the strings in tables[] */
+    size_t nrefs; /* every reference, in text order */
+    struct route_ref *refs;
+    size_t target;   /* index in tables[] of the statement's write target
+                        (REF_WRITE at top level), or SIZE_MAX: none */
     size_t nparams;  /* placeholders seen (?, ?NNN, :x, @x, $x) */
     char error[200]; /* message when sqlparse_analyze() fails */
 };

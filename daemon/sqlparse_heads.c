@@ -294,6 +294,7 @@ void sp_head(struct parser *p, bool inner)
     case KW_CREATE:
     case KW_DROP:
     case KW_ALTER:
+        p->head_writes = true;
         sp_next(p);
         kind = STMT_DDL;
         if (kw == KW_CREATE)
@@ -381,6 +382,7 @@ void sp_head(struct parser *p, bool inner)
         sp_take_table_list(p);
         break;
     case KW_REINDEX:
+        p->head_writes = true;
         sp_next(p);
         head_reindex(p);
         break;
@@ -412,6 +414,7 @@ void sp_head(struct parser *p, bool inner)
         break;
     default: consumed = false; break;
     }
+    p->head_writes = false;
     if (!inner)
         p->kind = kind;
     if (consumed)

@@ -143,6 +143,16 @@ struct parser {
     size_t depth;      /* frames[depth] is current */
     struct frame frames[MAX_DEPTH + 1];
     struct names names;
+    /* Every table reference (route_info.refs), table being the name
+     * entry's index until build_result; inline storage first. */
+    struct route_ref *refs;
+    size_t nrefs, refs_cap;
+    struct route_ref inline_refs[8];
+    bool head_writes;        /* a DDL head records its objects: REF_WRITE */
+    bool write_pending;      /* the next table recorded is the DML target */
+    bool target_seen;        /* the top-level INSERT/DELETE target was found */
+    bool references_pending; /* the next table recorded follows REFERENCES */
+    bool noalias_pending;    /* the next table recorded takes no alias ("x IN t") */
 };
 
 /* A possibly qualified name; of db.schema.table the last two parts. */

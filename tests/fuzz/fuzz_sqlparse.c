@@ -63,12 +63,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         abort();
             }
         }
+        /* Every reference lies inside the input, in text order, names a
+         * table, and every table is referenced; the target is a table. */
+        if ((ri.nrefs == 0) != (ri.refs == NULL) || (ri.ntables > 0 && ri.nrefs < ri.ntables) ||
+            (ri.target != SIZE_MAX && ri.target >= ri.ntables))
+            abort();
+        for (size_t i = 0; i < ri.nrefs; i++) {
+            const struct route_ref *r = &ri.refs[i];
+            if (r->len == 0 || r->pos + r->len > size || r->table >= ri.ntables || r->role > REF_REFERENCES ||
+                (i > 0 && r->pos < ri.refs[i - 1].pos + ri.refs[i - 1].len))
+                abort();
+        }
         break;
     case SQLPARSE_ESYNTAX:
     case SQLPARSE_EMULTI:
     case SQLPARSE_ENOMEM:
         if (ri.error[0] == '\0' || memchr(ri.error, '\0', sizeof ri.error) == NULL || ri.ntables != 0 ||
-            ri.tables != NULL || ri.names != NULL)
+            ri.tables != NULL || ri.names != NULL || ri.refs != NULL || ri.nrefs != 0)
             abort();
         break;
     default: abort();

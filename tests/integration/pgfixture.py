@@ -286,7 +286,8 @@ class PgCluster:
     Attributes: dir (also the unix socket dir), data, log, port.
     """
 
-    def __init__(self, start=True, _attach=None):
+    def __init__(self, start=True, _attach=None, extra_opts=""):
+        self.extra_opts = extra_opts   # more postgres options ("-c key=value ...")
         self.owned = _attach is None
         self.running = False
         self.saved_log = None
@@ -456,10 +457,13 @@ class PgCluster:
     def _pg_ctl_start(self):
         # fsync=off only: a killed server must still recover every
         # committed row (synchronous_commit=off would lose the last ones)
+        # max_prepared_transactions: binds take part in transactions across
+        # binds (PREPARE TRANSACTION, daemon/pg_2pc.c); extra_opts: a test's own
         opts = ("-k %s -p %d -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c max_connections=200 -c unix_socket_permissions=0777 "
-                "-c log_checkpoints=off -c log_line_prefix='%%m [%%p] %%q%%u@%%d '"
-                % (self.dir, self.port))
+                "-c max_connections=200 -c max_prepared_transactions=20 "
+                "-c unix_socket_permissions=0777 "
+                "-c log_checkpoints=off -c log_line_prefix='%%m [%%p] %%q%%u@%%d ' %s"
+                % (self.dir, self.port, self.extra_opts))
         _run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w",
               "-t", "60", "-o", opts, "start"], "pg_ctl start (port %d)" % self.port,
              timeout=90, log=self.log)
