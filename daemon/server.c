@@ -580,7 +580,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         }
         srv->nbinds = i + 1;
     }
-    if (xact_attach_workers(srv, err, sizeof err) != 0) {
+    if (xact_attach_workers(srv->binds, srv->nbinds, err, sizeof err) != 0) {
         log_error("%s", err);
         return -1;
     }

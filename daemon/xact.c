@@ -25,7 +25,6 @@
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
 #include "daemon/route.h"
-#include "daemon/server.h"
 #include "daemon/xact_log.h"
 
 /* SQLite's compile-time limit of attached databases on Debian is 10; one
@@ -647,17 +646,17 @@ static int attach_one(struct worker *w, const struct bind_conf *bc, const char *
     return 0;
 }
 
-int xact_attach_workers(struct server *srv, char *err, size_t errlen)
+int xact_attach_workers(struct bind *const *binds, size_t nbinds, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < srv->nbinds; i++) {
-        struct bind *b = srv->binds[i];
+    for (size_t i = 0; i < nbinds; i++) {
+        struct bind *b = binds[i];
         struct sqlite_bind *sb;
         size_t others = 0;
         if (b->ops != &backend_sqlite_ops)
             continue;
         sb = b->impl;
-        for (size_t j = 0; j < srv->nbinds; j++)
-            if (j != i && srv->binds[j]->ops == &backend_sqlite_ops)
+        for (size_t j = 0; j < nbinds; j++)
+            if (j != i && binds[j]->ops == &backend_sqlite_ops)
                 others++;
         if (others == 0)
             continue;
@@ -679,8 +678,8 @@ int xact_attach_workers(struct server *srv, char *err, size_t errlen)
             }
             sqlite3_limit(w->db, SQLITE_LIMIT_ATTACHED,
                           1 + (int)(others < XACT_MAX_ATTACHED ? others : XACT_MAX_ATTACHED));
-            for (size_t j = 0; j < srv->nbinds && w->xact->n < XACT_MAX_ATTACHED; j++) {
-                struct bind *o = srv->binds[j];
+            for (size_t j = 0; j < nbinds && w->xact->n < XACT_MAX_ATTACHED; j++) {
+                struct bind *o = binds[j];
                 if (j == i || o->ops != &backend_sqlite_ops)
                     continue;
                 if (attach_one(w, o->conf, ((struct sqlite_bind *)o->impl)->filename, err, errlen) != 0) {

@@ -52,7 +52,7 @@
 #include "conf/config.h"
 #include "proto/buf.h"
 
-struct server;
+struct bind;
 struct worker;
 struct job;
 struct xact;
@@ -82,7 +82,7 @@ void xact_bind_counter(struct xact *x, const char *name, const char *file, atomi
 /* Once every bind is open, before the daemon serves: attach every other
  * SQLite bind to each SQLite bind's worker connections. Loop thread. 0,
  * or -1 with err set. */
-int xact_attach_workers(struct server *srv, char *err, size_t errlen);
+int xact_attach_workers(struct bind *const *binds, size_t nbinds, char *err, size_t errlen);
 
 /* ---- On a worker thread (backend_sqlite.c, sqlite_exec.c) ---------------- */
 

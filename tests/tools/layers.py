@@ -50,8 +50,8 @@ def module_of(name):
     """The module a daemon/ file stem belongs to."""
     if name == "backend_pg" or name.startswith("pg_"):
         return "backend_pg"
-    if name == "backend_sqlite" or name.startswith("sqlite_"):
-        return "backend_sqlite"
+    if name == "backend_sqlite" or name.startswith("sqlite_") or name == "xact":
+        return "backend_sqlite"  # xact.c: the commit path of its workers' transactions across binds
     if name == "session" or name.startswith("session_"):
         return "session"
     return name
