@@ -73,7 +73,8 @@ def test_route_across_binds(d):
     c = d.connect()
     r = c.request(".route SELECT * FROM test1 JOIN test2 USING (id) JOIN test3 USING (id)")
     expect_status(r, "+OK bind=*")
-    eq(r.rows, [["test1", "default"], ["test2", "second_db"], ["test3", "memory_db"]], ".route rows")
+    eq([row[:2] for row in r.rows], [["test1", "default"], ["test2", "second_db"], ["test3", "memory_db"]],
+       ".route rows")
     expect_status(c.request(".route INSERT INTO test2 SELECT * FROM test1"), "+OK bind=*")
     expect_status(c.request(".route SELECT * FROM test1"), "+OK bind=default")
     expect_status(c.request(".route CREATE TABLE notes (id INTEGER PRIMARY KEY, t2 INTEGER REFERENCES test2(id))"),
