@@ -362,7 +362,7 @@ def test_pg_binds_route_and_password_hidden():
         join = "SELECT * FROM accounts a JOIN test1 t ON t.id = a.id"
         r = c.request(".route " + join)   # the federation pool runs it (test_xbind_*)
         expect_status(r, "+OK bind=*")
-        eq(r.rows, [["accounts", "pg"], ["test1", "default"]], ".route rows across binds")
+        eq([row[:2] for row in r.rows], [["accounts", "pg"], ["test1", "default"]], ".route rows across binds")
 
         # the password shows nowhere: .binds, errors, the log
         outputs = [c.request(".binds"), c.request("SELECT * FROM accounts WHERE"),
