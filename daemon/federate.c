@@ -897,11 +897,11 @@ static void quick_close(struct fed_quick *q)
 {
     quick_end(q);
     federate_exec_close(q->x);
-    q->x = NULL;
     if (q->turn != NULL)
         uv_close((uv_handle_t *)q->turn, (uv_close_cb)free);
     free(q->sbs);
     free(q->gen);
+    memset(q, 0, sizeof *q);
 }
 
 /* federate_ops.read_inline: a SELECT across SQLite binds answered here on
@@ -1112,6 +1112,18 @@ int federate_open(struct server *srv, char *err, size_t errlen)
 }
 
 /* ---- Sessions (loop thread) ------------------------------------------------ */
+
+void federate_config_changed(struct server *srv)
+{
+    struct fed_pool *pool = srv->federation != NULL ? srv->federation->impl : NULL;
+
+    if (pool == NULL)
+        return;
+    /* Before the replaced binds may close: the loop's executor has them
+     * attached and reads their write counts. */
+    quick_close(&pool->quick);
+    quick_open(pool);
+}
 
 void federate_catalog_changed(struct server *srv)
 {
