@@ -116,7 +116,8 @@ struct config {
                           each PostgreSQL field) */
     int route_cache;   /* routing decisions cached (entries) */
     int stmt_cache;    /* prepared statements cached per connection */
-    int federation_pool; /* threads (executor connections) for statements across binds */
+    /* Threads (executor connections) for statements across binds. */
+    int federation_pool;
     enum log_level log_level;
     bool log_connections;            /* log each client's connect and disconnect */
     int shutdown_timeout_ms;         /* SIGTERM: ms running statements get to finish */

@@ -90,7 +90,7 @@ struct job {
      * settings stay while it runs; job->bind is then the federation pool. */
     struct bind **xbinds;
     size_t nxbinds;
-    bool plan; /* .plan: prepare the statement and describe it, do not run it */
+    bool plan;         /* .plan: prepare the statement and describe it, do not run it */
     uint32_t warnings; /* facts for the +OK line: warnings=N (federate_references) */
 
     /* Results, written by the backend before job_post_done(). */

@@ -342,8 +342,8 @@ static void cmd_plan(struct session *s, const char *args)
         return;
     }
     if ((b = federate_grant_missing(s, r, &write)) != NULL) {
-        session_reply_error(s, "NOPERM", "user %s has no %saccess to bind %s", s->user_name ? s->user_name : "?",
-                            write ? "write " : "", b->conf->name);
+        session_reply_error(s, "NOPERM", "user %s has no %saccess to bind %s",
+                            s->user_name ? s->user_name : "?", write ? "write " : "", b->conf->name);
         return;
     }
     req.text = strdup(args);

@@ -87,10 +87,10 @@ struct fed_exec {
     const struct config *vt_cfg; /* the configuration vt was opened with */
     struct fed_pg *pg;
     size_t npg;
-    bool pg_down; /* the last federate_exec_pg failed */
-    bool uses_pg; /* the statement being run uses PostgreSQL tables */
-    bool quick;   /* the loop thread's (fed_quick): binds attached through the nowait VFS */
-    uint64_t catalog_seen; /* the pool's catalog count when vt last forgot */
+    bool pg_down;                  /* the last federate_exec_pg failed */
+    bool uses_pg;                  /* the statement being run uses PostgreSQL tables */
+    bool quick;                    /* the loop thread's (fed_quick): binds attached through the nowait VFS */
+    uint64_t catalog_seen;         /* the pool's catalog count when vt last forgot */
     atomic_uint_fast64_t *catalog; /* the pool's count of PostgreSQL DDL */
 };
 
@@ -144,7 +144,8 @@ static struct fed_exec *exec_open(struct server *srv, bool quick, char *err, siz
     x->bind.ops = &backend_sqlite_ops;
     x->sb.bind = &x->bind;
     x->sb.filename = ":memory:";
-    x->sb.open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | (quick ? SQLITE_OPEN_URI : 0);
+    x->sb.open_flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | (quick ? SQLITE_OPEN_URI : 0);
     x->sb.stmt_cache = (size_t)cfg->stmt_cache;
     atomic_init(&x->sb.writes, 0);
     snprintf(x->sb.readonly_msg, sizeof x->sb.readonly_msg, "a read across binds may not write");
@@ -247,7 +248,8 @@ PGconn *federate_exec_pg(struct fed_exec *x, const struct config *cfg, size_t bi
         x->npg++;
     }
     PQfinish(slot->conn);
-    slot->conn = PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
+    slot->conn =
+        PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
     if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK)
         return slot->conn;
     snprintf(msg, sizeof msg, "bind %s is unavailable: %s", bc->name,
@@ -286,9 +288,9 @@ static int exec_attach(struct fed_exec *x, const char *name, const char *file, b
     if (rc == SQLITE_OK) {
         /* The settings a bind's own connections have (sqlite_conn_open). */
         snprintf(sql, sizeof sql,
-                 memory    ? "PRAGMA \"%s\".mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA \"%s\".synchronous = OFF"
+                 memory ? "PRAGMA \"%s\".mmap_size = " MEMORY_MMAP_SIZE "; PRAGMA \"%s\".synchronous = OFF"
                  : x->quick ? "PRAGMA \"%s\".mmap_size = 0; PRAGMA \"%s\".cache_size = " QUICK_CACHE_KIB
-                           : "PRAGMA \"%s\".journal_size_limit = " WAL_LIMIT_TEXT,
+                            : "PRAGMA \"%s\".journal_size_limit = " WAL_LIMIT_TEXT,
                  name, name);
         sqlite3_exec(x->w.db, sql, NULL, NULL, NULL);
     }
@@ -358,7 +360,8 @@ static int exec_attach_route(struct fed_exec *x, const struct job *job, const st
         }
         if (strcmp(bc->name, "main") == 0 || strcmp(bc->name, "temp") == 0) {
             *code = "UNSUPPORTED";
-            snprintf(msg, msglen, "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
+            snprintf(msg, msglen,
+                     "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
                      bc->name);
             return -1;
         }
@@ -418,7 +421,8 @@ static int put_ident(struct buf *b, const char *name)
 
 /* The pgvtab for cfg, opened (again) when missing or made for another
  * configuration. */
-static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg, size_t msglen)
+static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg,
+                     size_t msglen)
 {
     /* The module creates and drops its tables in main: a read-only
      * statement's query_only (sqlite_exec_job sets it per job) must not
@@ -500,7 +504,8 @@ static int exec_rewrite(struct fed_exec *x, const struct config *cfg, const stru
                 /* The module creates its virtual table in main: the
                  * daemon's own statement, past the authorizer. */
                 x->w.internal = true;
-                rc = pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name, sizeof name, &perr);
+                rc = pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name, sizeof name,
+                                   &perr);
                 x->w.internal = false;
                 if (rc != 0) {
                     *code = x->pg_down ? "UNAVAILABLE" : "SQL";
@@ -770,18 +775,18 @@ struct fed_thread {
  * any of its binds was written since (their `writes` counts). */
 struct fed_quick {
     struct fed_exec *x;
-    uv_check_t *turn;             /* ends the read transaction after the turn */
-    struct sqlite_bind **sbs;     /* [x->natt]: the attached binds' backends, as attached */
-    uint64_t *gen;                /* [x->natt]: their writes when the transaction began */
+    uv_check_t *turn;                         /* ends the read transaction after the turn */
+    struct sqlite_bind **sbs;                 /* [x->natt]: the attached binds' backends, as attached */
+    uint64_t *gen;                            /* [x->natt]: their writes when the transaction began */
     struct quick_skip skip[QUICK_SKIP_SLOTS]; /* statements that overran lately */
 };
 
 struct fed_pool {
     struct server *srv;
-    struct fed_quick quick; /* quick.x NULL: every statement goes to the threads */
+    struct fed_quick quick;       /* quick.x NULL: every statement goes to the threads */
     atomic_uint_fast64_t catalog; /* PostgreSQL DDL statements run (federate_catalog_changed) */
-    struct bind_conf conf; /* what .stats shows: name and pool_size */
-    pthread_mutex_t lock;  /* guards the queue, stopping and the threads' flags */
+    struct bind_conf conf;        /* what .stats shows: name and pool_size */
+    pthread_mutex_t lock;         /* guards the queue, stopping and the threads' flags */
     pthread_cond_t cond;
     struct job *head, **tail;
     bool stopping;
@@ -1301,8 +1306,8 @@ static void references_done(struct session *s, struct job *job)
 
 /* How many references of a CREATE (ri) name tables of other binds than
  * its own (*tb), when every other use of such a table is none; else 0. */
-static unsigned references_crossing(const struct config *cfg, const struct route *rr, const struct route_info *ri,
-                                    size_t *tb)
+static unsigned references_crossing(const struct config *cfg, const struct route *rr,
+                                    const struct route_info *ri, size_t *tb)
 {
     unsigned crossing = 0;
 

@@ -57,7 +57,7 @@ struct server {
 
     struct bind **binds; /* binds[i] serves cfg->binds[i]; each entry holds a reference */
     size_t nbinds;
-    struct bind *retired; /* dropped by a reload but still referenced (bind.next_retired) */
+    struct bind *retired;    /* dropped by a reload but still referenced (bind.next_retired) */
     struct bind *federation; /* the pool for statements across binds (federate.h); not in binds */
 
     struct listener listeners[SERVER_MAX_LISTENERS];

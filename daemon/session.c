@@ -336,8 +336,8 @@ static bool session_cross_references(struct session *s, struct request *req, con
     }
     grant = session_grant(s, job->bind);
     if (grant == GRANT_NONE) {
-        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                            job->bind->conf->name);
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                            s->user_name ? s->user_name : "?", job->bind->conf->name);
         job_unref(job);
         return true;
     }

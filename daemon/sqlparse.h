@@ -74,8 +74,8 @@ struct route_info {
     unsigned flags;
     size_t ntables; /* distinct tables, in order of first use */
     struct route_table *tables;
-    char *names;     /* storage for the strings in tables[] */
-    size_t nrefs;    /* every reference, in text order */
+    char *names;  /* storage for the strings in tables[] */
+    size_t nrefs; /* every reference, in text order */
     struct route_ref *refs;
     size_t target;   /* index in tables[] of the statement's write target
                         (REF_WRITE at top level), or SIZE_MAX: none */

@@ -25,7 +25,9 @@ static const char *refs_str(const char *sql, const struct route_info *ri, char *
         }
         o += (size_t)snprintf(buf + o, size - o, "%s%.*s:%c%s", i ? "," : "", (int)r->len, sql + r->pos,
                               roles[r->role],
-                              r->flags & REF_F_ALIASED ? "+a" : r->flags & REF_F_NOALIAS ? "+n" : "");
+                              r->flags & REF_F_ALIASED   ? "+a"
+                              : r->flags & REF_F_NOALIAS ? "+n"
+                                                         : "");
     }
     if (o < size)
         snprintf(buf + o, size - o, " target=%s", ri->target == SIZE_MAX ? "-" : ri->tables[ri->target].name);
@@ -56,7 +58,8 @@ static void select_refs(void)
 
 static void cte_names_are_not_refs(void)
 {
-    REFS("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < 3) SELECT * FROM c JOIN t ON t.id = n",
+    REFS("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < 3) SELECT * FROM c JOIN t "
+         "ON t.id = n",
          "t:r target=-");
 }
 
