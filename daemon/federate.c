@@ -22,9 +22,14 @@
  * and friends) go to the statement's first SQLite bind, as the router
  * decides for a single bind.
  *
- * The PostgreSQL virtual table module is helper pgv's (daemon/pgvtab.c);
- * its functions are weak references here, so a build without it links and
- * a statement that needs a PostgreSQL table gets -ERR UNSUPPORTED.
+ * The PostgreSQL virtual table module is daemon/pgvtab.c; its functions
+ * are weak references here, so a build without it links and a statement
+ * that needs a PostgreSQL table gets -ERR UNSUPPORTED.
+ *
+ * Reads across SQLite binds are first tried on the loop thread (struct
+ * fed_quick, as a bind's quick reads); CREATE TABLE with a foreign key to
+ * another bind's table runs on its own bind (federate_references): both
+ * are statements across binds too.
  */
 #include "daemon/federate.h"
 
@@ -615,8 +620,8 @@ static struct sqlite_bind *exec_target(const struct fed_exec *x, const struct jo
 
 /* A statement that failed in PostgreSQL: its -ERR (the last line of out)
  * gets the code of the SQLSTATE (UNAVAILABLE when the bind could not be
- * reached) and the SQLSTATE itself, as for a statement sent to a
- * PostgreSQL bind directly. */
+ * reached, CONNLOST when the connection broke) and the SQLSTATE itself,
+ * as for a statement sent to a PostgreSQL bind directly. */
 static void exec_pg_error(struct fed_exec *x, struct buf *out)
 {
     const char *state = pgvtab_sqlstate(x->vt);
@@ -635,10 +640,7 @@ static void exec_pg_error(struct fed_exec *x, struct buf *out)
         sp++;
     if (buf_printf(&line, "%.*s (SQLSTATE %s)", (int)(end - 1 - sp), out->data + sp, state) == 0 &&
         buf_putc(&line, '\0') == 0)
-        sqlite_reply_error_at(out, start,
-                              strcmp(state, "08001") == 0 || strcmp(state, "08006") == 0
-                                  ? "UNAVAILABLE"
-                                  : pg_code(state, false),
+        sqlite_reply_error_at(out, start, strcmp(state, "08001") == 0 ? "UNAVAILABLE" : pg_code(state, false),
                               line.data);
     buf_free(&line);
 }
@@ -904,11 +906,11 @@ static void quick_close(struct fed_quick *q)
 {
     quick_end(q);
     federate_exec_close(q->x);
-    q->x = NULL;
     if (q->turn != NULL)
         uv_close((uv_handle_t *)q->turn, (uv_close_cb)free);
     free(q->sbs);
     free(q->gen);
+    memset(q, 0, sizeof *q);
 }
 
 /* federate_ops.read_inline: a SELECT across SQLite binds answered here on
@@ -1120,6 +1122,18 @@ int federate_open(struct server *srv, char *err, size_t errlen)
 }
 
 /* ---- Sessions (loop thread) ------------------------------------------------ */
+
+void federate_config_changed(struct server *srv)
+{
+    struct fed_pool *pool = srv->federation != NULL ? srv->federation->impl : NULL;
+
+    if (pool == NULL)
+        return;
+    /* Before the replaced binds may close: the loop's executor has them
+     * attached and reads their write counts. */
+    quick_close(&pool->quick);
+    quick_open(pool);
+}
 
 void federate_catalog_changed(struct server *srv)
 {

@@ -54,6 +54,10 @@ int federate_open(struct server *srv, char *err, size_t errlen);
  * target bind (the others only read), or EXPLAIN of such. */
 bool federate_runs(const struct route *r);
 
+/* A reload swapped srv->binds (the replaced ones still open): the loop
+ * thread's executor attaches the current binds again. */
+void federate_config_changed(struct server *srv);
+
 /* A DDL statement ran on a PostgreSQL bind: executors read the columns of
  * its tables again before their next use. */
 void federate_catalog_changed(struct server *srv);

@@ -779,6 +779,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     log_set_level(next->log_level);
     for (struct session *s = srv->sessions; s != NULL; s = s->next)
         session_config_changed(s);
+    federate_config_changed(srv);
     for (size_t i = 0; i < nold; i++) {
         struct bind *b = old[i];
         bool kept = false;

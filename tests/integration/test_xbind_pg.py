@@ -14,6 +14,7 @@ from pgfixture import USER, pg_daemon, shared
 ITEMS = "CREATE TABLE items (id integer primary key, color text, n integer)"
 ITEM_ROWS = [(1, "red", 5), (2, "blue", 7), (3, "green", None), (4, "red", 9), (6, "white", 1)]
 TEST1_ROWS = [(1, "red"), (2, "green"), (3, "blue"), (5, "black")]
+TEST3_ROWS = [(1, "pink"), (2, "blue"), (4, "red")]
 
 
 def setup(pg, db, c):
@@ -21,6 +22,8 @@ def setup(pg, db, c):
                        for i, col, n in ITEM_ROWS], db=db, user=USER)
     for i, col in TEST1_ROWS:
         expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (%d, '%s')" % (i, col)))
+    for i, col in TEST3_ROWS:
+        expect_ok(c.request("INSERT INTO test3 (id, color) VALUES (%d, '%s')" % (i, col)))
 
 
 def reference():
@@ -29,6 +32,8 @@ def reference():
     ref.execute("CREATE TABLE test1 (id INTEGER PRIMARY KEY, color VARCHAR(64))")
     ref.executemany("INSERT INTO items VALUES (?, ?, ?)", ITEM_ROWS)
     ref.executemany("INSERT INTO test1 VALUES (?, ?)", TEST1_ROWS)
+    ref.execute("CREATE TABLE test3 (id INTEGER PRIMARY KEY, color VARCHAR(64))")
+    ref.executemany("INSERT INTO test3 VALUES (?, ?)", TEST3_ROWS)
     return ref
 
 
@@ -52,6 +57,10 @@ SHAPES = [
     "SELECT items.color, count(*), sum(items.n) FROM items JOIN test1 ON test1.color = items.color "
     "GROUP BY items.color ORDER BY 1",
     "SELECT (SELECT count(*) FROM items), (SELECT max(id) FROM test1)",
+    # Three binds: a file bind, PostgreSQL and the memory bind.
+    "SELECT test1.id, items.n, test3.color FROM test1 JOIN items USING (id) JOIN test3 USING (id) ORDER BY 1",
+    "SELECT test3.id FROM test3 WHERE color IN (SELECT color FROM items WHERE id IN (SELECT id FROM test1)) "
+    "ORDER BY 1",
     "SELECT items.id FROM items, test1 WHERE items.id = test1.id AND items.n BETWEEN 5 AND 8 ORDER BY 1 DESC "
     "LIMIT 1",
 ]

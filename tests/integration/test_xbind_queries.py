@@ -220,5 +220,5 @@ def test_quick_reads_on_the_loop(d):
         eq(rs[2].rows, [[str(4 + i)]], "the read after the writes")
         expect_rows(other.request("SELECT count(*) FROM test3 JOIN test2 USING (id)"), [["3"]])
     row = federation_row(c)
-    if int(row["on_loop"]) < 30:
+    if int(row["on_loop"]) < 10:
         raise TestFailure("reads across binds did not run on the loop: %r" % row)
