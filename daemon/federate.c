@@ -158,7 +158,9 @@ void federate_exec_close(struct fed_exec *x)
     if (x == NULL)
         return;
     if (x->vt != NULL)
-        pgvtab_close(x->vt);
+        x->w.internal = true; /* it drops its virtual tables */
+    pgvtab_close(x->vt);
+    x->w.internal = false;
     for (size_t i = 0; i < x->npg; i++) {
         PQfinish(x->pg[i].conn);
         free(x->pg[i].name);
@@ -206,7 +208,8 @@ PGconn *federate_exec_pg(struct fed_exec *x, const struct config *cfg, size_t bi
         x->npg++;
     }
     PQfinish(slot->conn);
-    slot->conn = PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
+    slot->conn =
+        PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
     if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK)
         return slot->conn;
     snprintf(msg, sizeof msg, "bind %s is unavailable: %s", bc->name,
@@ -316,7 +319,8 @@ static int exec_attach_route(struct fed_exec *x, const struct job *job, const st
         }
         if (strcmp(bc->name, "main") == 0 || strcmp(bc->name, "temp") == 0) {
             *code = "UNSUPPORTED";
-            snprintf(msg, msglen, "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
+            snprintf(msg, msglen,
+                     "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
                      bc->name);
             return -1;
         }
@@ -376,7 +380,8 @@ static int put_ident(struct buf *b, const char *name)
 
 /* The pgvtab for cfg, opened (again) when missing or made for another
  * configuration. */
-static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg, size_t msglen)
+static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg,
+                     size_t msglen)
 {
     if (pgvtab_open == NULL) {
         *code = "UNSUPPORTED";
@@ -389,7 +394,9 @@ static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **
         return 0;
     if (x->vt != NULL) {
         exec_flush_cache(x);
+        x->w.internal = true; /* it drops its virtual tables */
         pgvtab_close(x->vt);
+        x->w.internal = false;
     }
     x->vt_cfg = cfg;
     x->vt = pgvtab_open(x->w.db, cfg, exec_pg_for_vtab, x);
@@ -435,8 +442,12 @@ static int exec_rewrite(struct fed_exec *x, const struct config *cfg, const stru
                 char *perr = NULL;
                 if (exec_vtab(x, cfg, code, msg, msglen) != 0)
                     return -1;
-                if (pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name, sizeof name,
-                                  &perr) != 0) {
+                /* pgvtab creates the virtual table: the daemon's own statement */
+                x->w.internal = true;
+                int exposed = pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name,
+                                            sizeof name, &perr);
+                x->w.internal = false;
+                if (exposed != 0) {
                     *code = x->pg_down ? "UNAVAILABLE" : "SQL";
                     snprintf(msg, msglen, "%s", perr != NULL ? perr : "cannot use the PostgreSQL table");
                     free(perr);

@@ -38,10 +38,12 @@
  * opens one (BEGIN) and commits it when its last cursor closes, unless a
  * write began in it.
  *
- * Writes. The rowid is the row's ctid (block * 65536 + offset); UPDATE and
- * DELETE address the row by ctid (a row changed meanwhile by another
- * transaction is an error with SQLSTATE 40001, never a silent skip), INSERT
- * returns it. A NULL for a column that has a default sends DEFAULT (SQLite
+ * Writes. The rowid is the primary key when that is one integer column (so
+ * an INSERT's last_id is the new key, a serial's value), else the row's
+ * ctid (block * 65536 + offset). UPDATE and DELETE address the row by it (a
+ * row deleted, or for ctid changed, meanwhile by another transaction is an
+ * error with SQLSTATE 40001, never a silent skip); INSERT ... RETURNING
+ * gives it. A NULL for a column that has a default sends DEFAULT (SQLite
  * cannot tell an omitted column from NULL). Views and partitioned tables are
  * read-only. xBegin opens a transaction when the connection has none (and
  * xSync commits it: its error still aborts SQLite's commit), xRollback rolls
@@ -100,7 +102,8 @@ struct pgtable {
     int ncols;
     int *pk; /* column indexes of the primary key */
     int npk;
-    bool writable; /* a plain table: ctid addresses its rows */
+    bool writable; /* a plain table: a rowid addresses its rows */
+    int keycol;    /* the integer primary key column that is the rowid, -1: ctid is */
     double rows;   /* reltuples, at least 1 */
 };
 
@@ -172,7 +175,7 @@ struct cursor {
     PGresult *res;
     int row;       /* current row of res */
     int *colpos;   /* colpos[col]: field in res, -1: not fetched */
-    int ctidpos;   /* field of ctid, -1 */
+    int rowidpos;  /* field of the rowid (key or ctid), -1 */
     char name[32]; /* cursor name, "" when the query ran directly */
     bool more;     /* the cursor may have more rows */
     bool eof;
@@ -420,11 +423,13 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
         return NULL;
     }
     const char *p1[1] = {name};
-    PGresult *r = PQexecParams(c,
-                               "SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8 "
-                               "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                               "WHERE c.oid = $1::regclass",
-                               1, NULL, p1, NULL, NULL, 0);
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT c.oid, n.nspname, c.relname, c.relkind, CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 "
+        "ELSE greatest(pg_relation_size(c.oid) / 8192, 1) * 50.0 END "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = $1::regclass",
+        1, NULL, p1, NULL, NULL, 0);
     sqlite3_free(name);
     struct pgtable *t = NULL;
     PGresult *cols = NULL, *pk = NULL;
@@ -468,7 +473,7 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
     t->writable = relkind == 'r';
     t->rows = strtod(PQgetvalue(r, 0, 4), NULL);
     if (!(t->rows >= 1))
-        t->rows = 1e6; /* never analyzed (-1): assume big, so probes win */
+        t->rows = 1; /* (never analyzed: 50 rows a page of its size, as PostgreSQL guesses) */
     t->schema_arg = xstrdup(schema);
     t->table_arg = xstrdup(table);
     t->label = sqlite3_mprintf("%s.%s.%s", v->cfg->binds[bind].name, nsp, rel);
@@ -493,6 +498,7 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
         for (int j = 0; j < t->ncols; j++)
             if (strcmp(t->cols[j].name, PQgetvalue(pk, i, 0)) == 0)
                 t->pk[t->npk++] = j;
+    t->keycol = t->npk == 1 && t->cols[t->pk[0]].kind == KIND_INT ? t->pk[0] : -1;
     PQclear(r);
     PQclear(cols);
     PQclear(pk);
@@ -526,6 +532,12 @@ oom:
 
 /* ---- Plans: idxStr's header and the SQL -------------------------------- */
 
+/* The colUsed bit of column i (bit 63: every column from 63 on). */
+static uint64_t col_bit(int i)
+{
+    return (uint64_t)1 << (i < 63 ? i : 63);
+}
+
 static const char *op_sql(enum term_op op)
 {
     static const char *s[] = {"=", "<>", "<", "<=", ">", ">="};
@@ -550,13 +562,14 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
     int fields = 0;
     sqlite3_str_appendall(s, "SELECT ");
     for (int i = 0; i < t->ncols; i++) {
-        if (p->used & ((uint64_t)1 << (i < 63 ? i : 63))) {
+        if (p->used & col_bit(i)) {
             sqlite3_str_appendf(s, "%s%s", fields ? ", " : "", t->cols[i].qname);
             fields++;
         }
     }
-    if (t->writable)
-        sqlite3_str_appendf(s, "%sctid", fields++ ? ", " : "");
+    if (t->writable && !(t->keycol >= 0 && (p->used & col_bit(t->keycol))))
+        sqlite3_str_appendf(s, "%s%s", fields++ ? ", " : "",
+                            t->keycol >= 0 ? t->cols[t->keycol].qname : "ctid");
     if (!fields)
         sqlite3_str_appendall(s, "1");
     sqlite3_str_appendf(s, " FROM %s", t->qualified);
@@ -1110,8 +1123,10 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     /* where each column is in the result */
     int field = 0;
     for (int i = 0; i < t->ncols; i++)
-        cur->colpos[i] = (p.used & ((uint64_t)1 << (i < 63 ? i : 63))) ? field++ : -1;
-    cur->ctidpos = t->writable ? field : -1;
+        cur->colpos[i] = (p.used & col_bit(i)) ? field++ : -1;
+    cur->rowidpos = !t->writable                                    ? -1
+                    : t->keycol >= 0 && cur->colpos[t->keycol] >= 0 ? cur->colpos[t->keycol]
+                                                                    : field;
 
     PGconn *c = NULL;
     if (rc == SQLITE_OK && !none) {
@@ -1253,6 +1268,22 @@ static int vt_column(sqlite3_vtab_cursor *base, sqlite3_context *ctx, int col)
 }
 
 /* ctid "(block,offset)" <-> rowid block * 65536 + offset. */
+static char *rowid_param(const struct pgtable *t, sqlite3_int64 r)
+{
+    if (t->keycol >= 0)
+        return sqlite3_mprintf("%lld", (long long)r);
+    return sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
+}
+
+/* " WHERE <the row is rowid $n>" */
+static void put_rowid_where(sqlite3_str *s, const struct pgtable *t, int n)
+{
+    if (t->keycol >= 0)
+        sqlite3_str_appendf(s, " WHERE %s = $%d::int8", t->cols[t->keycol].qname, n);
+    else
+        sqlite3_str_appendf(s, " WHERE ctid = $%d::tid", n);
+}
+
 static sqlite3_int64 ctid_rowid(const char *s)
 {
     unsigned long long blk = 0, off = 0;
@@ -1264,9 +1295,11 @@ static sqlite3_int64 ctid_rowid(const char *s)
 static int vt_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
 {
     struct cursor *cur = (struct cursor *)base;
-    if (cur->ctidpos >= 0 && cur->res)
-        *rowid = ctid_rowid(PQgetvalue(cur->res, cur->row, cur->ctidpos));
-    else
+    const struct pgtable *t = ((struct pgvt *)base->pVtab)->t;
+    if (cur->rowidpos >= 0 && cur->res) {
+        const char *s = PQgetvalue(cur->res, cur->row, cur->rowidpos);
+        *rowid = t->keycol >= 0 ? strtoll(s, NULL, 10) : ctid_rowid(s);
+    } else
         *rowid = cur->rowno;
     return SQLITE_OK;
 }
@@ -1314,9 +1347,9 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
     }
     bool expect_row = true;
     if (argc == 1) { /* DELETE */
-        sqlite3_int64 r = sqlite3_value_int64(argv[0]);
-        vals[n++] = sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
-        sqlite3_str_appendf(s, "DELETE FROM %s WHERE ctid = $1::tid", t->qualified);
+        vals[n++] = rowid_param(t, sqlite3_value_int64(argv[0]));
+        sqlite3_str_appendf(s, "DELETE FROM %s", t->qualified);
+        put_rowid_where(s, t, 1);
     } else if (sqlite3_value_type(argv[0]) == SQLITE_NULL) { /* INSERT */
         sqlite3_str_appendf(s, "INSERT INTO %s (", t->qualified);
         for (int i = 0; i < t->ncols; i++)
@@ -1331,12 +1364,14 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
             vals[n] = write_text(&t->cols[i], val);
             sqlite3_str_appendf(s, "%s$%d", i ? ", " : "", ++n);
         }
-        sqlite3_str_appendall(s, t->ncols ? ") RETURNING ctid" : " RETURNING ctid");
+        sqlite3_str_appendf(s, "%s RETURNING %s", t->ncols ? ")" : "",
+                            t->keycol >= 0 ? t->cols[t->keycol].qname : "ctid");
     } else { /* UPDATE */
         if (sqlite3_value_int64(argv[0]) != sqlite3_value_int64(argv[1])) {
             sqlite3_free(sqlite3_str_finish(s));
             sqlite3_free(vals);
-            tab->zErrMsg = sqlite3_mprintf("the rowid of a PostgreSQL row (its ctid) cannot be set");
+            tab->zErrMsg =
+                sqlite3_mprintf("the rowid of a PostgreSQL row cannot be set (change its key column)");
             return SQLITE_CONSTRAINT;
         }
         sqlite3_str_appendf(s, "UPDATE %s SET ", t->qualified);
@@ -1347,9 +1382,8 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
             vals[n] = write_text(&t->cols[i], argv[2 + i]);
             sqlite3_str_appendf(s, "%s%s = $%d", set++ ? ", " : "", t->cols[i].qname, ++n);
         }
-        sqlite3_int64 r = sqlite3_value_int64(argv[0]);
-        vals[n] = sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
-        sqlite3_str_appendf(s, " WHERE ctid = $%d::tid", ++n);
+        vals[n] = rowid_param(t, sqlite3_value_int64(argv[0]));
+        put_rowid_where(s, t, ++n);
         if (!set)
             expect_row = false;
     }
@@ -1375,7 +1409,8 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
                                            t->label);
             rc = SQLITE_ERROR;
         } else if (argc > 1 && sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-            *rowid = ctid_rowid(PQgetvalue(r, 0, 0));
+            const char *got = PQgetvalue(r, 0, 0);
+            *rowid = t->keycol >= 0 ? strtoll(got, NULL, 10) : ctid_rowid(got);
         }
         PQclear(r);
     }

@@ -179,6 +179,15 @@ static char *log_since(long mark)
         }                                                                                                    \
     } while (0)
 
+/* SQL function touch_wc(): another session moves wc's row 'a' (n + 1). */
+static void touch_wc(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    admin_exec("UPDATE wc SET n = n + 1 WHERE name = 'a'");
+    sqlite3_result_int(ctx, 100);
+}
+
 static char vname[128]; /* the exposed name of the last expose() */
 
 static int expose(const char *table)
@@ -203,7 +212,7 @@ static const char *TYPES_DECL = "CREATE TABLE loc (id INTEGER, i4 INTEGER, i8 BI
 
 static void setup(void)
 {
-    admin_exec("DROP TABLE IF EXISTS t_types, big, w, wu");
+    admin_exec("DROP TABLE IF EXISTS t_types, big, w, wc");
     admin_exec(TYPES_DDL);
     admin_exec(
         "INSERT INTO t_types VALUES "
@@ -222,6 +231,7 @@ static void setup(void)
     admin_exec("ANALYZE big");
     admin_exec("ANALYZE t_types");
     admin_exec("CREATE TABLE w (id serial PRIMARY KEY, name text UNIQUE, n int, data bytea)");
+    admin_exec("CREATE TABLE wc (name text, n int)"); /* no key: rows addressed by ctid */
     sql_exec("CREATE TABLE s (id INTEGER PRIMARY KEY)");
     sql_exec("WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 1000) "
              "INSERT INTO s SELECT (i * 997) % 1000000 + 1 FROM k");
@@ -423,7 +433,7 @@ static void test_pushdown_sent(void)
     sqlite3_free(rows_of(sql));
     char *log = log_since(mark);
     CHECK_LOG(log, "parameters: $1 = 'x''); DROP TABLE big; --'");
-    CHECK_NOT_LOG(log, "execute <unnamed>: SELECT \"id\", ctid FROM \"public\".\"t_types\" WHERE \"t\" = 'x");
+    CHECK_NOT_LOG(log, "FROM \"public\".\"t_types\" WHERE \"t\" = 'x");
     free(log);
     CHECK_STR(admin_value("SELECT count(*) FROM big"), "1000000");
     /* LIKE and NOCASE stay SQLite's: nothing pushed */
@@ -438,7 +448,7 @@ static void test_pushdown_sent(void)
     snprintf(sql, sizeof sql, "SELECT t FROM %s WHERE i4 = 5", vname);
     sqlite3_free(rows_of(sql));
     log = log_since(mark);
-    CHECK_LOG(log, "SELECT \"i4\", \"t\", ctid FROM \"public\".\"t_types\" WHERE");
+    CHECK_LOG(log, "SELECT \"i4\", \"t\", \"id\" FROM \"public\".\"t_types\" WHERE");
     free(log);
 }
 
@@ -492,8 +502,7 @@ static void test_join_probes(void)
     sqlite3_stmt *st;
     CHECK(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
     char *plan = pgvtab_plan(v, st);
-    CHECK_STR(plan,
-              "pg.public.big: SELECT \"id\", \"val\", ctid FROM \"public\".\"big\" WHERE \"id\" = $1\n");
+    CHECK_STR(plan, "pg.public.big: SELECT \"id\", \"val\" FROM \"public\".\"big\" WHERE \"id\" = $1\n");
     free(plan);
     sqlite3_finalize(st);
     /* the module's read transaction is over */
@@ -508,7 +517,7 @@ static void test_join_probes(void)
         probes++;
     CHECK(probes == 1000);
     CHECK_LOG(log, "execute sqlmux_pgv_s");
-    CHECK_NOT_LOG(log, "execute <unnamed>: SELECT \"id\", \"val\", ctid FROM \"public\".\"big\" WHERE");
+    CHECK_NOT_LOG(log, "execute <unnamed>: SELECT \"id\", \"val\" FROM \"public\".\"big\" WHERE");
     free(log);
 
     /* a semi-join on the key: one query with every key in one array */
@@ -564,7 +573,7 @@ static void test_stream_flat(void)
     fprintf(stderr, "  1M rows: RSS before %ld KiB, peak %ld KiB\n", rss0, peak);
     CHECK(peak - rss0 < 16 * 1024);
     char *log = log_since(mark);
-    CHECK_LOG(log, "NO SCROLL CURSOR FOR SELECT \"val\", \"name\", ctid FROM \"public\".\"big\"");
+    CHECK_LOG(log, "NO SCROLL CURSOR FOR SELECT \"val\", \"name\", \"id\" FROM \"public\".\"big\"");
     CHECK_LOG(log, "FETCH 1000 FROM sqlmux_pgv_");
     free(log);
     CHECK(PQtransactionStatus(pg) == PQTRANS_IDLE);
@@ -627,6 +636,43 @@ static void test_writes(void)
     sql_exec(sql);
     CHECK_STR(admin_value("SELECT string_agg(name, ',' ORDER BY n) FROM w WHERE name LIKE 'k%'"),
               "k998,k1995,k2992");
+    /* the new key is SQLite's last insert rowid */
+    snprintf(sql, sizeof sql, "INSERT INTO %s (name) VALUES ('last')", vname);
+    sql_exec(sql);
+    char lastid[32];
+    snprintf(lastid, sizeof lastid, "%lld", (long long)sqlite3_last_insert_rowid(db));
+    CHECK_STR(admin_value("SELECT id FROM w WHERE name = 'last'"), lastid);
+
+    /* a table without a key: rows by ctid; a row changed meanwhile is an error */
+    CHECK(expose("wc") == 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES ('a', 1), ('b', 2), ('c', 3)", vname);
+    sql_exec(sql);
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n * 10 WHERE name <> 'a'", vname);
+    sql_exec(sql);
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE name = 'c'", vname);
+    sql_exec(sql);
+    CHECK_STR(admin_value("SELECT string_agg(name || n, ',' ORDER BY name) FROM wc"), "a1,b20");
+    sqlite3_stmt *st;
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n + 1 WHERE name = 'a' AND n < 100", vname);
+    CHECK(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
+    sql_exec("BEGIN");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES ('z', 0)", vname); /* the transaction starts */
+    sql_exec(sql);
+    admin_exec("UPDATE wc SET n = 5 WHERE name = 'a'"); /* a new ctid, committed */
+    CHECK(sqlite3_step(st) == SQLITE_DONE);             /* read committed: it sees the new row */
+    sqlite3_reset(st);
+    sql_exec("ROLLBACK");
+    CHECK_STR(admin_value("SELECT string_agg(name || n, ',' ORDER BY name) FROM wc"), "a5,b20");
+    sqlite3_finalize(st);
+    /* another session updates the row between the scan and the write:
+     * its ctid is gone, an error (never a silent skip) */
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n + touch_wc() WHERE name = 'a'", vname);
+    char *emsg = NULL;
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, &emsg) == SQLITE_ERROR);
+    CHECK(emsg && strstr(emsg, "changed or deleted by another transaction"));
+    CHECK_STR(pgvtab_sqlstate(v), "40001");
+    sqlite3_free(emsg);
+    CHECK_STR(admin_value("SELECT string_agg(name || n, ',' ORDER BY name) FROM wc"), "a6,b20");
 }
 
 /* The module's errors: a bind down, PostgreSQL killed in the middle of a
@@ -793,6 +839,7 @@ int main(void)
     if (sqlite3_open(":memory:", &db) != SQLITE_OK)
         return 1;
     v = pgvtab_open(db, &cfg, get_conn, NULL);
+    sqlite3_create_function(db, "touch_wc", 0, SQLITE_UTF8, NULL, touch_wc, NULL, NULL);
     setup();
     RUN(test_expose);
     RUN(test_types);
