@@ -202,6 +202,10 @@ void pg_conn_start(struct pgconn *c, struct job *job);
 /* Replace the whole of out with one -ERR line. */
 void pg_reply_error(struct buf *out, const char *code, const char *msg);
 
+/* The protocol's error code for an SQLSTATE (NULL: "SQL"); timed_out: the
+ * daemon cancelled the statement for statement_timeout. */
+const char *pg_code(const char *sqlstate, bool timed_out);
+
 /* Forget a cached statement, or every one of the connection's. */
 void pg_prep_release(struct pg_prepared *p);
 void pg_prep_clear(struct pgconn *c);

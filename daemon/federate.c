@@ -34,6 +34,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/backend_pg.h"
 #include "daemon/backend_sqlite.h"
 #include "daemon/log.h"
 #include "daemon/pgvtab.h"
@@ -80,6 +81,9 @@ struct fed_exec {
     struct fed_pg *pg;
     size_t npg;
     bool pg_down; /* the last federate_exec_pg failed */
+    bool uses_pg; /* the statement being run uses PostgreSQL tables */
+    uint64_t catalog_seen; /* the pool's catalog count when vt last forgot */
+    atomic_uint_fast64_t *catalog; /* the pool's count of PostgreSQL DDL */
 };
 
 sqlite3 *federate_exec_db(struct fed_exec *x)
@@ -157,10 +161,11 @@ void federate_exec_close(struct fed_exec *x)
 {
     if (x == NULL)
         return;
-    if (x->vt != NULL)
-        x->w.internal = true; /* it drops its virtual tables */
-    pgvtab_close(x->vt);
-    x->w.internal = false;
+    if (x->vt != NULL) {
+        exec_flush_cache(x); /* no statement may use its tables */
+        x->w.internal = true;
+        pgvtab_close(x->vt);
+    }
     for (size_t i = 0; i < x->npg; i++) {
         PQfinish(x->pg[i].conn);
         free(x->pg[i].name);
@@ -208,8 +213,7 @@ PGconn *federate_exec_pg(struct fed_exec *x, const struct config *cfg, size_t bi
         x->npg++;
     }
     PQfinish(slot->conn);
-    slot->conn =
-        PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
+    slot->conn = PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
     if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK)
         return slot->conn;
     snprintf(msg, sizeof msg, "bind %s is unavailable: %s", bc->name,
@@ -319,8 +323,7 @@ static int exec_attach_route(struct fed_exec *x, const struct job *job, const st
         }
         if (strcmp(bc->name, "main") == 0 || strcmp(bc->name, "temp") == 0) {
             *code = "UNSUPPORTED";
-            snprintf(msg, msglen,
-                     "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
+            snprintf(msg, msglen, "a bind named %s cannot join a statement across binds (SQLite reserves the name)",
                      bc->name);
             return -1;
         }
@@ -380,8 +383,7 @@ static int put_ident(struct buf *b, const char *name)
 
 /* The pgvtab for cfg, opened (again) when missing or made for another
  * configuration. */
-static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg,
-                     size_t msglen)
+static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **code, char *msg, size_t msglen)
 {
     if (pgvtab_open == NULL) {
         *code = "UNSUPPORTED";
@@ -390,16 +392,29 @@ static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **
                  "module, daemon/pgvtab.c, is not in it)");
         return -1;
     }
-    if (x->vt != NULL && x->vt_cfg == cfg)
+    if (x->vt != NULL && x->vt_cfg == cfg) {
+        uint64_t now = x->catalog != NULL ? atomic_load(x->catalog) : 0;
+        if (now != x->catalog_seen) {
+            /* A PostgreSQL table may have new columns: read them again. */
+            exec_flush_cache(x);
+            x->w.internal = true;
+            pgvtab_forget(x->vt);
+            x->w.internal = false;
+            x->catalog_seen = now;
+        }
         return 0;
+    }
+    x->catalog_seen = x->catalog != NULL ? atomic_load(x->catalog) : 0;
     if (x->vt != NULL) {
         exec_flush_cache(x);
-        x->w.internal = true; /* it drops its virtual tables */
+        x->w.internal = true;
         pgvtab_close(x->vt);
         x->w.internal = false;
     }
     x->vt_cfg = cfg;
+    x->w.internal = true;
     x->vt = pgvtab_open(x->w.db, cfg, exec_pg_for_vtab, x);
+    x->w.internal = false;
     if (x->vt == NULL) {
         *code = "NOMEM";
         snprintf(msg, msglen, "cannot set up the PostgreSQL virtual tables");
@@ -442,18 +457,26 @@ static int exec_rewrite(struct fed_exec *x, const struct config *cfg, const stru
                 char *perr = NULL;
                 if (exec_vtab(x, cfg, code, msg, msglen) != 0)
                     return -1;
-                /* pgvtab creates the virtual table: the daemon's own statement */
+                x->uses_pg = true;
+                /* The module creates its virtual table in main: the
+                 * daemon's own statement, past the authorizer. */
                 x->w.internal = true;
-                int exposed = pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name,
-                                            sizeof name, &perr);
+                rc = pgvtab_expose(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name, name, sizeof name, &perr);
                 x->w.internal = false;
-                if (exposed != 0) {
+                if (rc != 0) {
                     *code = x->pg_down ? "UNAVAILABLE" : "SQL";
                     snprintf(msg, msglen, "%s", perr != NULL ? perr : "cannot use the PostgreSQL table");
                     free(perr);
                     return -1;
                 }
                 rc = buf_puts(out, name);
+                /* Column references name the table as written: the
+                 * virtual table gets that name as its alias. */
+                if (rc == 0 && !(ref->flags & (REF_F_ALIASED | REF_F_NOALIAS))) {
+                    rc = buf_puts(out, " AS ");
+                    if (rc == 0)
+                        rc = put_ident(out, t->name);
+                }
                 continue;
             }
             rc = put_ident(out, bc->name);
@@ -511,8 +534,13 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     int rc = -1;
 
     route_compute(cfg, job->req.text, job->req.len, &r, &ri);
+    /* The module creates and drops its tables in main: a read-only
+     * statement's query_only (sqlite_exec_job sets it per job) must not
+     * stay on for that. */
+    sqlite_conn_query_only(&x->w, false);
     x->w.write_schema = NULL;
     x->schemas[0] = NULL;
+    x->uses_pg = false;
     if (r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") != 0) {
         *code = r.err_code;
         snprintf(msg, msglen, "%s", r.err_msg ? r.err_msg : "out of memory");
@@ -549,6 +577,53 @@ static struct sqlite_bind *exec_target(const struct fed_exec *x, const struct jo
     return NULL;
 }
 
+/* A statement that failed in PostgreSQL: its -ERR (the last line of out)
+ * gets the code of the SQLSTATE (UNAVAILABLE when the bind could not be
+ * reached) and the SQLSTATE itself, as for a statement sent to a
+ * PostgreSQL bind directly. */
+static void exec_pg_error(struct fed_exec *x, struct buf *out)
+{
+    const char *state = pgvtab_sqlstate(x->vt);
+    size_t start, end = out->len, sp;
+    struct buf line = BUF_INIT;
+
+    if (state == NULL || end < 6 || out->data[end - 1] != '\n')
+        return;
+    for (start = end - 1; start > 0 && out->data[start - 1] != '\n'; start--)
+        ;
+    if (end - start < 6 || memcmp(out->data + start, "-ERR ", 5) != 0)
+        return;
+    for (sp = start + 5; sp < end - 1 && out->data[sp] != ' '; sp++)
+        ;
+    if (sp < end - 1)
+        sp++;
+    if (buf_printf(&line, "%.*s (SQLSTATE %s)", (int)(end - 1 - sp), out->data + sp, state) == 0 &&
+        buf_putc(&line, '\0') == 0)
+        sqlite_reply_error_at(out, start,
+                              strcmp(state, "08001") == 0 || strcmp(state, "08006") == 0 ? "UNAVAILABLE"
+                                                                                          : pg_code(state, false),
+                              line.data);
+    buf_free(&line);
+}
+
+/* An INSERT into a PostgreSQL table answers no last_id (a PostgreSQL bind
+ * never does: the virtual table's rowid is no key of the table). */
+static void drop_last_id(struct buf *out)
+{
+    size_t start = out->len;
+
+    while (start > 0 && (start == out->len || out->data[start - 1] != '\n'))
+        start--;
+    for (size_t i = start; i + 9 <= out->len; i++) {
+        if (memcmp(out->data + i, " last_id=", 9) == 0) {
+            buf_truncate(out, i);
+            if (buf_putc(out, '\n') != 0)
+                buf_truncate(out, start);
+            return;
+        }
+    }
+}
+
 void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
 {
     struct sqlite_bind *target;
@@ -569,6 +644,10 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
     job->req.len = len;
     target = exec_target(x, job);
     sqlite_exec_job(&x->w, job, out);
+    if (job->failed && x->uses_pg)
+        exec_pg_error(x, out);
+    else if (x->w.write_schema != NULL && strcmp(x->w.write_schema, "main") == 0)
+        drop_last_id(out);
     /* Quick reads of the target bind take a fresh snapshot from now on. */
     if (target != NULL)
         atomic_fetch_add_explicit(&target->writes, 1, memory_order_release);
@@ -588,6 +667,7 @@ struct fed_thread {
 
 struct fed_pool {
     struct server *srv;
+    atomic_uint_fast64_t catalog; /* PostgreSQL DDL statements run (federate_catalog_changed) */
     struct bind_conf conf; /* what .stats shows: name and pool_size */
     pthread_mutex_t lock;  /* guards the queue, stopping and the threads' flags */
     pthread_cond_t cond;
@@ -618,7 +698,9 @@ static void *pool_main(void *arg)
         job = sqlite_queue_pop(&pool->head, &pool->tail);
         t->busy = true;
         pthread_mutex_unlock(&pool->lock);
-        if (x == NULL && (x = federate_exec_open(pool->srv, err, sizeof err)) == NULL) {
+        if (x == NULL && (x = federate_exec_open(pool->srv, err, sizeof err)) != NULL)
+            x->catalog = &pool->catalog;
+        if (x == NULL) {
             log_error("%s", err);
             job_fail(job, "UNAVAILABLE", err);
         } else if (atomic_load(&job->cancelled)) {
@@ -715,6 +797,7 @@ int federate_open(struct server *srv, char *err, size_t errlen)
         return -1;
     }
     pool->srv = srv;
+    atomic_init(&pool->catalog, 0);
     pool->conf.name = FEDERATE_NAME;
     pool->conf.pool_size = cfg->federation_pool;
     pool->tail = &pool->head;
@@ -742,6 +825,12 @@ int federate_open(struct server *srv, char *err, size_t errlen)
 }
 
 /* ---- Sessions (loop thread) ------------------------------------------------ */
+
+void federate_catalog_changed(struct server *srv)
+{
+    if (srv->federation != NULL)
+        atomic_fetch_add(&((struct fed_pool *)srv->federation->impl)->catalog, 1);
+}
 
 bool federate_runs(const struct route *r)
 {

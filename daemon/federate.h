@@ -54,6 +54,10 @@ int federate_open(struct server *srv, char *err, size_t errlen);
  * target bind (the others only read), or EXPLAIN of such. */
 bool federate_runs(const struct route *r);
 
+/* A DDL statement ran on a PostgreSQL bind: executors read the columns of
+ * its tables again before their next use. */
+void federate_catalog_changed(struct server *srv);
+
 /* The grants a statement across binds needs from the session's user: read
  * on every bind it reads, read-write on the bind it writes. NULL when the
  * user has them; else the first bind lacking, with *write telling which

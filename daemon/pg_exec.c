@@ -33,7 +33,7 @@
 /* ---- Errors ---------------------------------------------------------- */
 
 /* The protocol's code for an SQLSTATE. */
-static const char *pg_code(const char *sqlstate, bool timed_out)
+const char *pg_code(const char *sqlstate, bool timed_out)
 {
     if (sqlstate == NULL || strlen(sqlstate) != 5)
         return "SQL";

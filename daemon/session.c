@@ -117,6 +117,8 @@ static void session_set_txn(struct session *s, struct bind *b)
  * the client meant for a transaction. */
 static void session_exec_done(struct session *s, struct job *job)
 {
+    if (job->kind == STMT_DDL && job->bind->conf->type == BIND_POSTGRES)
+        federate_catalog_changed(s->srv);
     if (job->in_txn && s->txn_held) {
         s->txn_held = false;
         free(s->held_begin);

@@ -512,7 +512,9 @@ static void qname_span(const struct parser *p, const struct qname *qn, size_t *p
 void sp_record(struct parser *p, const struct qname *qn)
 {
     enum ref_role role = take_role(p);
+    bool noalias = p->noalias_pending;
     size_t index;
+    p->noalias_pending = false;
     if (p->suppress)
         return;
     if (names_add(p, NAME_TABLE, qn->qualified ? &qn->schema : NULL, &qn->name, &index) < 0)
@@ -523,9 +525,15 @@ void sp_record(struct parser *p, const struct qname *qn)
         return;
     p->refs = refs;
     struct route_ref *r = &p->refs[p->nrefs++];
+    struct token next = sp_peek(p, 0);
     qname_span(p, qn, &r->pos, &r->len);
     r->table = index; /* a name entry until build_result */
     r->role = role;
+    r->flags = 0;
+    if (noalias || p->head_writes || role == REF_REFERENCES)
+        r->flags |= REF_F_NOALIAS;
+    else if (sp_tok_is(&next, KW_AS) || is_alias(p, &next))
+        r->flags |= REF_F_ALIASED;
 }
 
 bool sp_in_temp_schema(const struct parser *p, const struct qname *qn)
@@ -871,8 +879,10 @@ static void step(struct parser *p, const struct token *t)
             if (sp_is_name(p, t)) {
                 struct qname qn = sp_take_qname(p, *t);
                 after = sp_peek(p, 0);
+                p->noalias_pending = true;
                 if (after.type != SQLTOK_LPAREN) /* else x IN tvf(...) */
                     sp_record(p, &qn);
+                p->noalias_pending = false;
                 return;
             }
             continue;
@@ -1064,7 +1074,7 @@ int sqlparse_analyze(const char *sql, size_t len, struct route_info *out)
     p.refs = p.inline_refs;
     p.nrefs = 0;
     p.refs_cap = sizeof p.inline_refs / sizeof p.inline_refs[0];
-    p.head_writes = p.write_pending = p.target_seen = p.references_pending = false;
+    p.head_writes = p.write_pending = p.target_seen = p.references_pending = p.noalias_pending = false;
     /* The seed only spreads the hash index; results do not depend on it. */
     names_init(&p.names, (uint32_t)((uintptr_t)&p >> 4));
 

@@ -58,6 +58,13 @@ struct route_ref {
     size_t pos, len;
     size_t table;
     enum ref_role role;
+    unsigned char flags; /* REF_F_* */
+};
+
+/* Facts about a reference's place in the text, for rewriting it. */
+enum {
+    REF_F_ALIASED = 1, /* an alias follows ([AS] name): the statement names the table by it */
+    REF_F_NOALIAS = 2, /* no alias may follow here ("x IN t", DDL heads, REFERENCES) */
 };
 
 /* The result of sqlparse_analyze(). Owned by the caller; release with

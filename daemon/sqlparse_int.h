@@ -152,6 +152,7 @@ struct parser {
     bool write_pending;      /* the next table recorded is the DML target */
     bool target_seen;        /* the top-level INSERT/DELETE target was found */
     bool references_pending; /* the next table recorded follows REFERENCES */
+    bool noalias_pending;    /* the next table recorded takes no alias ("x IN t") */
 };
 
 /* A possibly qualified name; of db.schema.table the last two parts. */

@@ -3,7 +3,8 @@
  * binds: the byte span of every reference as written, the table it names,
  * and its role (read, write target, REFERENCES), plus the write target.
  * REFS() compares them as one string: "text:role" per reference, role r, w
- * or f, joined by commas; then the target's name or "-".
+ * or f, then +a when an alias follows, +n when none may, joined by
+ * commas; then the target's name or "-".
  */
 #include "daemon/sqlparse.h"
 #include "tests/unit/unit.h"
@@ -22,8 +23,9 @@ static const char *refs_str(const char *sql, const struct route_info *ri, char *
             o += (size_t)snprintf(buf + o, size - o, "%sBAD", i ? "," : "");
             continue;
         }
-        o += (size_t)snprintf(buf + o, size - o, "%s%.*s:%c", i ? "," : "", (int)r->len, sql + r->pos,
-                              roles[r->role]);
+        o += (size_t)snprintf(buf + o, size - o, "%s%.*s:%c%s", i ? "," : "", (int)r->len, sql + r->pos,
+                              roles[r->role],
+                              r->flags & REF_F_ALIASED ? "+a" : r->flags & REF_F_NOALIAS ? "+n" : "");
     }
     if (o < size)
         snprintf(buf + o, size - o, " target=%s", ri->target == SIZE_MAX ? "-" : ri->tables[ri->target].name);
@@ -45,8 +47,11 @@ static void select_refs(void)
     REFS("SELECT * FROM test1 JOIN test2 USING (id) JOIN test3 USING (id)",
          "test1:r,test2:r,test3:r target=-");
     REFS("select a.x from main.t1 a, \"Q\" . t2 where a.id in (select id from t1)",
-         "main.t1:r,\"Q\" . t2:r,t1:r target=-");
-    REFS("SELECT 1 WHERE x IN t3", "t3:r target=-");
+         "main.t1:r+a,\"Q\" . t2:r,t1:r target=-");
+    REFS("SELECT 1 WHERE x IN t3", "t3:r+n target=-");
+    REFS("SELECT * FROM a x JOIN b AS y ON x.i = y.i, c WHERE 1", "a:r+a,b:r+a,c:r target=-");
+    REFS("UPDATE t AS u SET v = 1", "t:w+a target=t");
+    REFS("INSERT INTO t AS u (a) VALUES (1) ON CONFLICT DO NOTHING", "t:w+a target=t");
 }
 
 static void cte_names_are_not_refs(void)
@@ -73,10 +78,10 @@ static void write_targets(void)
 static void ddl_targets(void)
 {
     REFS("CREATE TABLE nuts (id INTEGER PRIMARY KEY, tree_name TEXT REFERENCES tree(name))",
-         "nuts:w,tree:f target=nuts");
-    REFS("CREATE TABLE n (a, FOREIGN KEY (a) REFERENCES p(id) ON DELETE CASCADE)", "n:w,p:f target=n");
-    REFS("CREATE VIEW v AS SELECT * FROM a JOIN b USING (id)", "v:w,a:r,b:r target=v");
-    REFS("CREATE TRIGGER tr AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); END", "a:w,b:r target=a");
+         "nuts:w+n,tree:f+n target=nuts");
+    REFS("CREATE TABLE n (a, FOREIGN KEY (a) REFERENCES p(id) ON DELETE CASCADE)", "n:w+n,p:f+n target=n");
+    REFS("CREATE VIEW v AS SELECT * FROM a JOIN b USING (id)", "v:w+n,a:r,b:r target=v");
+    REFS("CREATE TRIGGER tr AFTER INSERT ON a BEGIN INSERT INTO b VALUES (1); END", "a:w+n,b:r target=a");
 }
 
 int main(void)
