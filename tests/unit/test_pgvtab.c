@@ -202,9 +202,10 @@ static int expose(const char *table)
 
 /* ---- Set-up ------------------------------------------------------------ */
 
+/* t: an ICU collation, whose order is not SQLite's (ABC > abc) */
 static const char *TYPES_DDL =
     "CREATE TABLE t_types (id int PRIMARY KEY, i4 int, i8 bigint, n numeric(20,5), f float8, f4 real, "
-    "t text, b bytea, ok bool, ts timestamp, d date, v varchar(10))";
+    "t text COLLATE \"und-x-icu\", b bytea, ok bool, ts timestamp, d date, v varchar(10))";
 
 static const char *TYPES_DECL = "CREATE TABLE loc (id INTEGER, i4 INTEGER, i8 BIGINT, n NUMERIC(20,5), "
                                 "f DOUBLE PRECISION, f4 REAL, t TEXT, b BLOB, ok BOOLEAN, ts TIMESTAMP, "
