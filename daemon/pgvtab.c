@@ -881,6 +881,13 @@ static char *param_text(const struct pgcol *c, enum col_class cls, sqlite3_value
     }
 }
 
+/* Whether a text value holds a NUL byte. */
+static bool has_nul(sqlite3_value *val)
+{
+    const char *t = (const char *)sqlite3_value_text(val);
+    return t && memchr(t, 0, (size_t)sqlite3_value_bytes(val)) != NULL;
+}
+
 /* An array literal element: "..." with \ and " escaped. */
 static void put_array_elem(sqlite3_str *s, const char *v)
 {
@@ -908,7 +915,7 @@ static int in_param(const struct pgcol *c, sqlite3_value *list, char **out, cons
         sqlite3_value *conv;
         enum col_class cls = value_class(c, e, &conv);
         sqlite3_value *x = conv ? conv : e;
-        if (cls == want) {
+        if (cls == want && !(cls == CLASS_TEXT && has_nul(x))) { /* no text row holds a NUL */
             const char *ec = NULL;
             char *txt = param_text(c, cls, x, &ec);
             if (!txt) {
@@ -1090,6 +1097,20 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         if (cls != kind_class(c->kind)) {
             fix[i] = mismatch(tm->op, kind_class(c->kind), cls);
             none = none || fix[i] == FIX_FALSE;
+        } else if (cls == CLASS_TEXT && has_nul(conv ? conv : val)) {
+            /* PostgreSQL text holds no NUL: "a\0b" equals no row, and
+             * orders exactly like its prefix "a" made a little bigger */
+            if (tm->op == OP_EQ || tm->op == OP_NE) {
+                fix[i] = tm->op == OP_EQ ? FIX_FALSE : FIX_TRUE;
+                none = none || fix[i] == FIX_FALSE;
+            } else {
+                p.terms[i].op = tm->op == OP_LT || tm->op == OP_LE ? OP_LE : OP_GT;
+                pa.val[pa.n] = param_text(c, cls, conv ? conv : val, &pa.cast[pa.n]);
+                if (!pa.val[pa.n])
+                    rc = SQLITE_NOMEM;
+                else
+                    argno[i] = pa.n++;
+            }
         } else {
             pa.val[pa.n] = param_text(c, cls, conv ? conv : val, &pa.cast[pa.n]);
             if (!pa.val[pa.n])

@@ -321,7 +321,10 @@ static void test_same_as_sqlite(void)
                                  "9007199254740993",
                                  "'x'",
                                  "x'41'",
-                                 "'b''q\"x\\y'"};
+                                 "'b''q\"x\\y'",
+                                 "'abc' || char(0)",
+                                 "'ab' || char(0) || 'z'",
+                                 "char(0)"};
     static const char *ops[] = {"=", "<>", "<", "<=", ">", ">=", "IS", "IS NOT"};
     char a[512], b[512];
     int n = 0, bad = 0;
@@ -351,6 +354,7 @@ static void test_same_as_sqlite(void)
                                      "NOT IN (5, 7)",
                                      "IN ('abc', 'ABC', 'x')",
                                      "IN (SELECT 5 UNION SELECT 'abc')",
+                                     "IN ('abc' || char(0), 'ABC')",
                                      "LIKE 'a%'",
                                      "= 'abc' COLLATE NOCASE",
                                      "< 'b' COLLATE NOCASE",
