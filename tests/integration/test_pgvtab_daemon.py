@@ -70,6 +70,11 @@ def test_pgvtab_join_sqlite_and_postgresql():
             for want in ('"id" = ANY($1::int8[])', '"name" > $2::text COLLATE "C"'):
                 if want not in sent:
                     raise TestFailure("PostgreSQL did not receive %r:\n%s" % (want, sent))
+            # the module's read transactions end with their statements
+            time.sleep(0.2)
+            busy = [b for b in pg.backends(db) if b[1] != "idle"]
+            if busy:
+                raise TestFailure("sqlmux's PostgreSQL sessions are not idle after the statements: %r" % busy)
 
 
 def test_pgvtab_writes_from_sqlite():

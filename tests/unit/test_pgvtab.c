@@ -576,7 +576,7 @@ static void test_stream_flat(void)
     CHECK(pgvtab_rows_fetched(v) - before == 1000000);
     long peak = vm_kib("VmHWM");
     fprintf(stderr, "  1M rows: RSS before %ld KiB, peak %ld KiB\n", rss0, peak);
-    CHECK(peak - rss0 < 16 * 1024);
+    CHECK(peak - rss0 < 32 * 1024); /* the whole result would be ~100 MiB; ASan keeps 16 MiB freed */
     char *log = log_since(mark);
     CHECK_LOG(log, "NO SCROLL CURSOR FOR SELECT \"val\", \"name\", \"id\" FROM \"public\".\"big\"");
     CHECK_LOG(log, "FETCH 1000 FROM sqlmux_pgv_");
