@@ -445,22 +445,19 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
                         "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
                         "ORDER BY a.attnum",
                         1, NULL, p2, NULL, NULL, 0);
-    if (PQresultStatus(cols) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        r = cols;
-        cols = NULL;
-        goto pgerr;
-    }
     pk = PQexecParams(c,
                       "SELECT a.attname FROM pg_index i "
                       "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
                       "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
                       "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
                       1, NULL, p2, NULL, NULL, 0);
-    if (PQresultStatus(pk) != PGRES_TUPLES_OK) {
+    PGresult **bad = PQresultStatus(cols) != PGRES_TUPLES_OK ? &cols
+                     : PQresultStatus(pk) != PGRES_TUPLES_OK ? &pk
+                                                             : NULL;
+    if (bad) { /* its error is the one reported */
         PQclear(r);
-        r = pk;
-        pk = NULL;
+        r = *bad;
+        *bad = NULL;
         goto pgerr;
     }
     t = sqlite3_malloc(sizeof *t);
