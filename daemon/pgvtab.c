@@ -541,8 +541,10 @@ static const char *op_sql(enum term_op op)
     return s[op];
 }
 
-/* Decision for a value of the wrong class in xFilter. */
-enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE };
+/* Decision for a value of the wrong class in xFilter: none, always true
+ * (IS NOT NULL), always false (no query), or compare the column's UTF-8
+ * bytes with a bytea (a text value PostgreSQL text cannot hold). */
+enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE, FIX_BYTES };
 
 /* A parameter being built for xFilter. */
 struct params {
@@ -575,7 +577,12 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
         const struct term *tm = &p->terms[i];
         const struct pgcol *c = &t->cols[tm->col];
         sqlite3_str_appendall(s, n++ ? " AND " : " WHERE ");
+        bool bytes = fix && fix[i] == FIX_BYTES;
+        if (bytes)
+            sqlite3_str_appendall(s, "convert_to(");
         put_col_expr(s, c);
+        if (bytes)
+            sqlite3_str_appendall(s, ", 'UTF8')");
         if (tm->op == OP_ISNULL) {
             sqlite3_str_appendall(s, " IS NULL");
             continue;
@@ -596,7 +603,7 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
             sqlite3_str_appendf(s, "::%s", pa->cast[argno[i]]);
         if (tm->in)
             sqlite3_str_appendall(s, ")");
-        else if (kind_class(c->kind) == CLASS_TEXT && tm->op != OP_EQ && tm->op != OP_NE)
+        else if (kind_class(c->kind) == CLASS_TEXT && tm->op != OP_EQ && tm->op != OP_NE && !bytes)
             sqlite3_str_appendall(s, " COLLATE \"C\"");
     }
     for (int i = 0; i < p->norder; i++) {
@@ -878,11 +885,42 @@ static char *param_text(const struct pgcol *c, enum col_class cls, sqlite3_value
     }
 }
 
-/* Whether a text value holds a NUL byte. */
-static bool has_nul(sqlite3_value *val)
+/* Whether a text value can be PostgreSQL text: valid UTF-8 (no overlong
+ * forms, surrogates or code points past U+10FFFF) without NUL. SQLite
+ * holds any bytes as text. */
+static bool pg_text_ok(sqlite3_value *val)
 {
-    const char *t = (const char *)sqlite3_value_text(val);
-    return t && memchr(t, 0, (size_t)sqlite3_value_bytes(val)) != NULL;
+    const unsigned char *s = sqlite3_value_text(val);
+    size_t n = (size_t)sqlite3_value_bytes(val), i = 0;
+    while (s && i < n) {
+        unsigned c = s[i], min;
+        size_t len;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0)
+            len = 2, min = 0x80, c &= 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, min = 0x800, c &= 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            c = c << 6 | (s[i + k] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
 }
 
 /* An array literal element: "..." with \ and " escaped. */
@@ -912,7 +950,7 @@ static int in_param(const struct pgcol *c, sqlite3_value *list, char **out, cons
         sqlite3_value *conv;
         enum col_class cls = value_class(c, e, &conv);
         sqlite3_value *x = conv ? conv : e;
-        if (cls == want && !(cls == CLASS_TEXT && has_nul(x))) { /* no text row holds a NUL */
+        if (cls == want && (cls != CLASS_TEXT || pg_text_ok(x))) { /* no PostgreSQL text equals it */
             const char *ec = NULL;
             char *txt = param_text(c, cls, x, &ec);
             if (!txt) {
@@ -1094,15 +1132,18 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         if (cls != kind_class(c->kind)) {
             fix[i] = mismatch(tm->op, kind_class(c->kind), cls);
             none = none || fix[i] == FIX_FALSE;
-        } else if (cls == CLASS_TEXT && has_nul(conv ? conv : val)) {
-            /* PostgreSQL text holds no NUL: "a\0b" equals no row, and
-             * orders exactly like its prefix "a" made a little bigger */
+        } else if (cls == CLASS_TEXT && !pg_text_ok(conv ? conv : val)) {
+            /* bytes no PostgreSQL text holds (NUL, invalid UTF-8): equal to
+             * no row; ordered against the rows' UTF-8 bytes, as SQLite's
+             * BINARY (memcmp) orders them */
             if (tm->op == OP_EQ || tm->op == OP_NE) {
                 fix[i] = tm->op == OP_EQ ? FIX_FALSE : FIX_TRUE;
                 none = none || fix[i] == FIX_FALSE;
             } else {
-                p.terms[i].op = tm->op == OP_LT || tm->op == OP_LE ? OP_LE : OP_GT;
-                pa.val[pa.n] = param_text(c, cls, conv ? conv : val, &pa.cast[pa.n]);
+                sqlite3_value *x = conv ? conv : val;
+                fix[i] = FIX_BYTES;
+                pa.cast[pa.n] = "bytea";
+                pa.val[pa.n] = hex_text(sqlite3_value_text(x), sqlite3_value_bytes(x));
                 if (!pa.val[pa.n])
                     rc = SQLITE_NOMEM;
                 else

@@ -324,7 +324,10 @@ static void test_same_as_sqlite(void)
                                  "'b''q\"x\\y'",
                                  "'abc' || char(0)",
                                  "'ab' || char(0) || 'z'",
-                                 "char(0)"};
+                                 "char(0)",
+                                 "CAST(x'ff' AS TEXT)",
+                                 "'ab' || CAST(x'c3' AS TEXT)",
+                                 "CAST(x'616263eda080' AS TEXT)"};
     static const char *ops[] = {"=", "<>", "<", "<=", ">", ">=", "IS", "IS NOT"};
     char a[512], b[512];
     int n = 0, bad = 0;
@@ -422,6 +425,7 @@ static void test_pushdown_sent(void)
         {"f > 2", "WHERE \"f\" > $1::int8"},
         {"n > 2.5", "WHERE \"n\" > $1::float8"},
         {"i4 = 5 AND t = 'abc'", "AND"},
+        {"t < CAST(x'ff' AS TEXT)", "WHERE convert_to(\"t\", 'UTF8') < $1::bytea"},
     };
     char sql[256];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
