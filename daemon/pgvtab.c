@@ -138,6 +138,7 @@ struct pgvtab {
     uint64_t stmt_seq;
     uint64_t rows_fetched;
     char sqlstate[6];
+    char *conn_err; /* the conn callback's *err, freed at once */
 };
 
 struct pgvt {
@@ -245,16 +246,17 @@ static void bind_reset(struct pgbind *b)
  * when it is a new one. NULL with the error recorded on vt. */
 static PGconn *bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
 {
-    char *err = NULL;
-    PGconn *c = v->conn_fn(v->conn_arg, bind, &err);
+    v->conn_err = NULL;
+    PGconn *c = v->conn_fn(v->conn_arg, bind, &v->conn_err);
     if (!c) {
         set_sqlstate(v, "08001");
         if (vt) {
             sqlite3_free(vt->zErrMsg);
             vt->zErrMsg = sqlite3_mprintf("PostgreSQL bind %s is unavailable: %s", v->cfg->binds[bind].name,
-                                          err ? err : "no connection");
+                                          v->conn_err ? v->conn_err : "no connection");
         }
-        free(err);
+        free(v->conn_err);
+        v->conn_err = NULL;
         return NULL;
     }
     struct pgbind *b = &v->binds[bind];
