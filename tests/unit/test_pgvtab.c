@@ -82,6 +82,17 @@ static void sql_exec(const char *sql)
     sqlite3_free(msg);
 }
 
+/* sql_exec() of a formatted statement (the exposed table's name in it). */
+__attribute__((format(printf, 1, 2))) static void execf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = sqlite3_vmprintf(fmt, ap);
+    va_end(ap);
+    sql_exec(sql);
+    sqlite3_free(sql);
+}
+
 /* The rows of sql as one string: values separated by ',', rows by ';',
  * each value with its type letter (i, r, t, b, n). NULL on an error (the
  * message in errbuf). */
@@ -289,8 +300,7 @@ static void test_types(void)
     /* the copy the comparisons run against */
     sql_exec("DROP TABLE IF EXISTS loc");
     sql_exec(TYPES_DECL);
-    snprintf(sql, sizeof sql, "INSERT INTO loc SELECT * FROM %s", vname);
-    sql_exec(sql);
+    execf("INSERT INTO loc SELECT * FROM %s", vname);
 }
 
 /* Every WHERE gives what the plain SQLite copy gives. */
@@ -599,18 +609,15 @@ static void test_writes(void)
         admin_value("SELECT string_agg(id || ':' || name || ':' || n || ':' || coalesce(encode(data, 'hex'), "
                     "'-'), ',' ORDER BY id) FROM w"),
         "1:a:1:0001,2:b:2:-");
-    snprintf(sql, sizeof sql, "UPDATE %s SET n = n + 10 WHERE name = 'b'", vname);
-    sql_exec(sql);
+    execf("UPDATE %s SET n = n + 10 WHERE name = 'b'", vname);
     CHECK_STR(admin_value("SELECT n FROM w WHERE name = 'b'"), "12");
-    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE id = 1", vname);
-    sql_exec(sql);
+    execf("DELETE FROM %s WHERE id = 1", vname);
     CHECK_STR(admin_value("SELECT count(*) FROM w"), "1");
     CHECK(PQtransactionStatus(pg) == PQTRANS_IDLE);
 
     /* SQLite's ROLLBACK rolls PostgreSQL back */
     sql_exec("BEGIN");
-    snprintf(sql, sizeof sql, "INSERT INTO %s (name, n) VALUES ('c', 3)", vname);
-    sql_exec(sql);
+    execf("INSERT INTO %s (name, n) VALUES ('c', 3)", vname);
     snprintf(sql, sizeof sql, "SELECT name FROM %s ORDER BY name", vname);
     char *r = rows_of(sql);
     CHECK_STR(r, "tb;tc;"); /* the transaction sees its own write */
@@ -633,33 +640,27 @@ static void test_writes(void)
 
     /* inside a transaction: the statement rolls back to its savepoint */
     sql_exec("BEGIN");
-    snprintf(sql, sizeof sql, "INSERT INTO %s (name, n) VALUES ('e', 1)", vname);
-    sql_exec(sql);
+    execf("INSERT INTO %s (name, n) VALUES ('e', 1)", vname);
     snprintf(sql, sizeof sql, "INSERT INTO %s (name, n) VALUES ('f', 1), ('b', 5)", vname);
     CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_CONSTRAINT);
     sql_exec("COMMIT");
     CHECK_STR(admin_value("SELECT string_agg(name, ',' ORDER BY name) FROM w"), "b,e");
 
     /* INSERT ... SELECT from a SQLite table; a changed row is an error */
-    snprintf(sql, sizeof sql, "INSERT INTO %s (name, n) SELECT 'k' || id, id FROM s WHERE id < 3000", vname);
-    sql_exec(sql);
+    execf("INSERT INTO %s (name, n) SELECT 'k' || id, id FROM s WHERE id < 3000", vname);
     CHECK_STR(admin_value("SELECT string_agg(name, ',' ORDER BY n) FROM w WHERE name LIKE 'k%'"),
               "k998,k1995,k2992");
     /* the new key is SQLite's last insert rowid */
-    snprintf(sql, sizeof sql, "INSERT INTO %s (name) VALUES ('last')", vname);
-    sql_exec(sql);
+    execf("INSERT INTO %s (name) VALUES ('last')", vname);
     char lastid[32];
     snprintf(lastid, sizeof lastid, "%lld", (long long)sqlite3_last_insert_rowid(db));
     CHECK_STR(admin_value("SELECT id FROM w WHERE name = 'last'"), lastid);
 
     /* a table without a key: rows by ctid; a row changed meanwhile is an error */
     CHECK(expose("wc") == 0);
-    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES ('a', 1), ('b', 2), ('c', 3)", vname);
-    sql_exec(sql);
-    snprintf(sql, sizeof sql, "UPDATE %s SET n = n * 10 WHERE name <> 'a'", vname);
-    sql_exec(sql);
-    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE name = 'c'", vname);
-    sql_exec(sql);
+    execf("INSERT INTO %s VALUES ('a', 1), ('b', 2), ('c', 3)", vname);
+    execf("UPDATE %s SET n = n * 10 WHERE name <> 'a'", vname);
+    execf("DELETE FROM %s WHERE name = 'c'", vname);
     CHECK_STR(admin_value("SELECT string_agg(name || n, ',' ORDER BY name) FROM wc"), "a1,b20");
     sqlite3_stmt *st;
     snprintf(sql, sizeof sql, "UPDATE %s SET n = n + 1 WHERE name = 'a' AND n < 100", vname);
