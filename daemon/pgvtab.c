@@ -38,10 +38,12 @@
  * opens one (BEGIN) and commits it when its last cursor closes, unless a
  * write began in it.
  *
- * Writes. The rowid is the row's ctid (block * 65536 + offset); UPDATE and
- * DELETE address the row by ctid (a row changed meanwhile by another
- * transaction is an error with SQLSTATE 40001, never a silent skip), INSERT
- * returns it. A NULL for a column that has a default sends DEFAULT (SQLite
+ * Writes. The rowid is the primary key when that is one integer column (so
+ * an INSERT's last_id is the new key, a serial's value), else the row's
+ * ctid (block * 65536 + offset). UPDATE and DELETE address the row by it (a
+ * row deleted, or for ctid changed, meanwhile by another transaction is an
+ * error with SQLSTATE 40001, never a silent skip); INSERT ... RETURNING
+ * gives it. A NULL for a column that has a default sends DEFAULT (SQLite
  * cannot tell an omitted column from NULL). Views and partitioned tables are
  * read-only. xBegin opens a transaction when the connection has none (and
  * xSync commits it: its error still aborts SQLite's commit), xRollback rolls
@@ -100,7 +102,8 @@ struct pgtable {
     int ncols;
     int *pk; /* column indexes of the primary key */
     int npk;
-    bool writable; /* a plain table: ctid addresses its rows */
+    bool writable; /* a plain table: a rowid addresses its rows */
+    int keycol;    /* the integer primary key column that is the rowid, -1: ctid is */
     double rows;   /* reltuples, at least 1 */
 };
 
@@ -135,6 +138,7 @@ struct pgvtab {
     uint64_t stmt_seq;
     uint64_t rows_fetched;
     char sqlstate[6];
+    char *conn_err; /* the conn callback's *err, freed at once */
 };
 
 struct pgvt {
@@ -172,7 +176,7 @@ struct cursor {
     PGresult *res;
     int row;       /* current row of res */
     int *colpos;   /* colpos[col]: field in res, -1: not fetched */
-    int ctidpos;   /* field of ctid, -1 */
+    int rowidpos;  /* field of the rowid (key or ctid), -1 */
     char name[32]; /* cursor name, "" when the query ran directly */
     bool more;     /* the cursor may have more rows */
     bool eof;
@@ -242,16 +246,17 @@ static void bind_reset(struct pgbind *b)
  * when it is a new one. NULL with the error recorded on vt. */
 static PGconn *bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
 {
-    char *err = NULL;
-    PGconn *c = v->conn_fn(v->conn_arg, bind, &err);
+    v->conn_err = NULL;
+    PGconn *c = v->conn_fn(v->conn_arg, bind, &v->conn_err);
     if (!c) {
         set_sqlstate(v, "08001");
         if (vt) {
             sqlite3_free(vt->zErrMsg);
             vt->zErrMsg = sqlite3_mprintf("PostgreSQL bind %s is unavailable: %s", v->cfg->binds[bind].name,
-                                          err ? err : "no connection");
+                                          v->conn_err ? v->conn_err : "no connection");
         }
-        free(err);
+        free(v->conn_err);
+        v->conn_err = NULL;
         return NULL;
     }
     struct pgbind *b = &v->binds[bind];
@@ -422,11 +427,13 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
         return NULL;
     }
     const char *p1[1] = {name};
-    PGresult *r = PQexecParams(c,
-                               "SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8 "
-                               "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                               "WHERE c.oid = $1::regclass",
-                               1, NULL, p1, NULL, NULL, 0);
+    PGresult *r = PQexecParams(
+        c,
+        "SELECT c.oid, n.nspname, c.relname, c.relkind, CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 "
+        "ELSE greatest(pg_relation_size(c.oid) / 8192, 1) * 50.0 END "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = $1::regclass",
+        1, NULL, p1, NULL, NULL, 0);
     sqlite3_free(name);
     struct pgtable *t = NULL;
     PGresult *cols = NULL, *pk = NULL;
@@ -442,22 +449,19 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
                         "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
                         "ORDER BY a.attnum",
                         1, NULL, p2, NULL, NULL, 0);
-    if (PQresultStatus(cols) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        r = cols;
-        cols = NULL;
-        goto pgerr;
-    }
     pk = PQexecParams(c,
                       "SELECT a.attname FROM pg_index i "
                       "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
                       "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
                       "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.ord",
                       1, NULL, p2, NULL, NULL, 0);
-    if (PQresultStatus(pk) != PGRES_TUPLES_OK) {
+    PGresult **bad = PQresultStatus(cols) != PGRES_TUPLES_OK ? &cols
+                     : PQresultStatus(pk) != PGRES_TUPLES_OK ? &pk
+                                                             : NULL;
+    if (bad) { /* its error is the one reported */
         PQclear(r);
-        r = pk;
-        pk = NULL;
+        r = *bad;
+        *bad = NULL;
         goto pgerr;
     }
     t = sqlite3_malloc(sizeof *t);
@@ -470,7 +474,7 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
     t->writable = relkind == 'r';
     t->rows = strtod(PQgetvalue(r, 0, 4), NULL);
     if (!(t->rows >= 1))
-        t->rows = 1e6; /* never analyzed (-1): assume big, so probes win */
+        t->rows = 1; /* (never analyzed: 50 rows a page of its size, as PostgreSQL guesses) */
     t->schema_arg = xstrdup(schema);
     t->table_arg = xstrdup(table);
     t->label = sqlite3_mprintf("%s.%s.%s", v->cfg->binds[bind].name, nsp, rel);
@@ -495,6 +499,7 @@ static struct pgtable *catalog_read(struct pgvtab *v, PGconn *c, size_t bind, co
         for (int j = 0; j < t->ncols; j++)
             if (strcmp(t->cols[j].name, PQgetvalue(pk, i, 0)) == 0)
                 t->pk[t->npk++] = j;
+    t->keycol = t->npk == 1 && t->cols[t->pk[0]].kind == KIND_INT ? t->pk[0] : -1;
     PQclear(r);
     PQclear(cols);
     PQclear(pk);
@@ -528,14 +533,22 @@ oom:
 
 /* ---- Plans: idxStr's header and the SQL -------------------------------- */
 
+/* The colUsed bit of column i (bit 63: every column from 63 on). */
+static uint64_t col_bit(int i)
+{
+    return (uint64_t)1 << (i < 63 ? i : 63);
+}
+
 static const char *op_sql(enum term_op op)
 {
     static const char *s[] = {"=", "<>", "<", "<=", ">", ">="};
     return s[op];
 }
 
-/* Decision for a value of the wrong class in xFilter. */
-enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE };
+/* Decision for a value of the wrong class in xFilter: none, always true
+ * (IS NOT NULL), always false (no query), or compare the column's UTF-8
+ * bytes with a bytea (a text value PostgreSQL text cannot hold). */
+enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE, FIX_BYTES };
 
 /* A parameter being built for xFilter. */
 struct params {
@@ -552,13 +565,14 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
     int fields = 0;
     sqlite3_str_appendall(s, "SELECT ");
     for (int i = 0; i < t->ncols; i++) {
-        if (p->used & ((uint64_t)1 << (i < 63 ? i : 63))) {
+        if (p->used & col_bit(i)) {
             sqlite3_str_appendf(s, "%s%s", fields ? ", " : "", t->cols[i].qname);
             fields++;
         }
     }
-    if (t->writable)
-        sqlite3_str_appendf(s, "%sctid", fields++ ? ", " : "");
+    if (t->writable && !(t->keycol >= 0 && (p->used & col_bit(t->keycol))))
+        sqlite3_str_appendf(s, "%s%s", fields++ ? ", " : "",
+                            t->keycol >= 0 ? t->cols[t->keycol].qname : "ctid");
     if (!fields)
         sqlite3_str_appendall(s, "1");
     sqlite3_str_appendf(s, " FROM %s", t->qualified);
@@ -567,7 +581,12 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
         const struct term *tm = &p->terms[i];
         const struct pgcol *c = &t->cols[tm->col];
         sqlite3_str_appendall(s, n++ ? " AND " : " WHERE ");
+        bool bytes = fix && fix[i] == FIX_BYTES;
+        if (bytes)
+            sqlite3_str_appendall(s, "convert_to(");
         put_col_expr(s, c);
+        if (bytes)
+            sqlite3_str_appendall(s, ", 'UTF8')");
         if (tm->op == OP_ISNULL) {
             sqlite3_str_appendall(s, " IS NULL");
             continue;
@@ -588,7 +607,7 @@ static void plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan 
             sqlite3_str_appendf(s, "::%s", pa->cast[argno[i]]);
         if (tm->in)
             sqlite3_str_appendall(s, ")");
-        else if (kind_class(c->kind) == CLASS_TEXT && tm->op != OP_EQ && tm->op != OP_NE)
+        else if (kind_class(c->kind) == CLASS_TEXT && tm->op != OP_EQ && tm->op != OP_NE && !bytes)
             sqlite3_str_appendall(s, " COLLATE \"C\"");
     }
     for (int i = 0; i < p->norder; i++) {
@@ -870,6 +889,44 @@ static char *param_text(const struct pgcol *c, enum col_class cls, sqlite3_value
     }
 }
 
+/* Whether a text value can be PostgreSQL text: valid UTF-8 (no overlong
+ * forms, surrogates or code points past U+10FFFF) without NUL. SQLite
+ * holds any bytes as text. */
+static bool pg_text_ok(sqlite3_value *val)
+{
+    const unsigned char *s = sqlite3_value_text(val);
+    size_t n = (size_t)sqlite3_value_bytes(val), i = 0;
+    while (s && i < n) {
+        unsigned c = s[i], min;
+        size_t len;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0)
+            len = 2, min = 0x80, c &= 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, min = 0x800, c &= 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            c = c << 6 | (s[i + k] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* An array literal element: "..." with \ and " escaped. */
 static void put_array_elem(sqlite3_str *s, const char *v)
 {
@@ -897,7 +954,7 @@ static int in_param(const struct pgcol *c, sqlite3_value *list, char **out, cons
         sqlite3_value *conv;
         enum col_class cls = value_class(c, e, &conv);
         sqlite3_value *x = conv ? conv : e;
-        if (cls == want) {
+        if (cls == want && (cls != CLASS_TEXT || pg_text_ok(x))) { /* no PostgreSQL text equals it */
             const char *ec = NULL;
             char *txt = param_text(c, cls, x, &ec);
             if (!txt) {
@@ -1079,6 +1136,23 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         if (cls != kind_class(c->kind)) {
             fix[i] = mismatch(tm->op, kind_class(c->kind), cls);
             none = none || fix[i] == FIX_FALSE;
+        } else if (cls == CLASS_TEXT && !pg_text_ok(conv ? conv : val)) {
+            /* bytes no PostgreSQL text holds (NUL, invalid UTF-8): equal to
+             * no row; ordered against the rows' UTF-8 bytes, as SQLite's
+             * BINARY (memcmp) orders them */
+            if (tm->op == OP_EQ || tm->op == OP_NE) {
+                fix[i] = tm->op == OP_EQ ? FIX_FALSE : FIX_TRUE;
+                none = none || fix[i] == FIX_FALSE;
+            } else {
+                sqlite3_value *x = conv ? conv : val;
+                fix[i] = FIX_BYTES;
+                pa.cast[pa.n] = "bytea";
+                pa.val[pa.n] = hex_text(sqlite3_value_text(x), sqlite3_value_bytes(x));
+                if (!pa.val[pa.n])
+                    rc = SQLITE_NOMEM;
+                else
+                    argno[i] = pa.n++;
+            }
         } else {
             pa.val[pa.n] = param_text(c, cls, conv ? conv : val, &pa.cast[pa.n]);
             if (!pa.val[pa.n])
@@ -1112,8 +1186,10 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     /* where each column is in the result */
     int field = 0;
     for (int i = 0; i < t->ncols; i++)
-        cur->colpos[i] = (p.used & ((uint64_t)1 << (i < 63 ? i : 63))) ? field++ : -1;
-    cur->ctidpos = t->writable ? field : -1;
+        cur->colpos[i] = (p.used & col_bit(i)) ? field++ : -1;
+    cur->rowidpos = !t->writable                                    ? -1
+                    : t->keycol >= 0 && cur->colpos[t->keycol] >= 0 ? cur->colpos[t->keycol]
+                                                                    : field;
 
     PGconn *c = NULL;
     if (rc == SQLITE_OK && !none) {
@@ -1255,6 +1331,22 @@ static int vt_column(sqlite3_vtab_cursor *base, sqlite3_context *ctx, int col)
 }
 
 /* ctid "(block,offset)" <-> rowid block * 65536 + offset. */
+static char *rowid_param(const struct pgtable *t, sqlite3_int64 r)
+{
+    if (t->keycol >= 0)
+        return sqlite3_mprintf("%lld", (long long)r);
+    return sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
+}
+
+/* " WHERE <the row is rowid $n>" */
+static void put_rowid_where(sqlite3_str *s, const struct pgtable *t, int n)
+{
+    if (t->keycol >= 0)
+        sqlite3_str_appendf(s, " WHERE %s = $%d::int8", t->cols[t->keycol].qname, n);
+    else
+        sqlite3_str_appendf(s, " WHERE ctid = $%d::tid", n);
+}
+
 static sqlite3_int64 ctid_rowid(const char *s)
 {
     unsigned long long blk = 0, off = 0;
@@ -1266,9 +1358,11 @@ static sqlite3_int64 ctid_rowid(const char *s)
 static int vt_rowid(sqlite3_vtab_cursor *base, sqlite3_int64 *rowid)
 {
     struct cursor *cur = (struct cursor *)base;
-    if (cur->ctidpos >= 0 && cur->res)
-        *rowid = ctid_rowid(PQgetvalue(cur->res, cur->row, cur->ctidpos));
-    else
+    const struct pgtable *t = ((struct pgvt *)base->pVtab)->t;
+    if (cur->rowidpos >= 0 && cur->res) {
+        const char *s = PQgetvalue(cur->res, cur->row, cur->rowidpos);
+        *rowid = t->keycol >= 0 ? strtoll(s, NULL, 10) : ctid_rowid(s);
+    } else
         *rowid = cur->rowno;
     return SQLITE_OK;
 }
@@ -1316,9 +1410,9 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
     }
     bool expect_row = true;
     if (argc == 1) { /* DELETE */
-        sqlite3_int64 r = sqlite3_value_int64(argv[0]);
-        vals[n++] = sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
-        sqlite3_str_appendf(s, "DELETE FROM %s WHERE ctid = $1::tid", t->qualified);
+        vals[n++] = rowid_param(t, sqlite3_value_int64(argv[0]));
+        sqlite3_str_appendf(s, "DELETE FROM %s", t->qualified);
+        put_rowid_where(s, t, 1);
     } else if (sqlite3_value_type(argv[0]) == SQLITE_NULL) { /* INSERT */
         sqlite3_str_appendf(s, "INSERT INTO %s (", t->qualified);
         for (int i = 0; i < t->ncols; i++)
@@ -1333,12 +1427,14 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
             vals[n] = write_text(&t->cols[i], val);
             sqlite3_str_appendf(s, "%s$%d", i ? ", " : "", ++n);
         }
-        sqlite3_str_appendall(s, t->ncols ? ") RETURNING ctid" : " RETURNING ctid");
+        sqlite3_str_appendf(s, "%s RETURNING %s", t->ncols ? ")" : "",
+                            t->keycol >= 0 ? t->cols[t->keycol].qname : "ctid");
     } else { /* UPDATE */
         if (sqlite3_value_int64(argv[0]) != sqlite3_value_int64(argv[1])) {
             sqlite3_free(sqlite3_str_finish(s));
             sqlite3_free(vals);
-            tab->zErrMsg = sqlite3_mprintf("the rowid of a PostgreSQL row (its ctid) cannot be set");
+            tab->zErrMsg =
+                sqlite3_mprintf("the rowid of a PostgreSQL row cannot be set (change its key column)");
             return SQLITE_CONSTRAINT;
         }
         sqlite3_str_appendf(s, "UPDATE %s SET ", t->qualified);
@@ -1349,9 +1445,8 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
             vals[n] = write_text(&t->cols[i], argv[2 + i]);
             sqlite3_str_appendf(s, "%s%s = $%d", set++ ? ", " : "", t->cols[i].qname, ++n);
         }
-        sqlite3_int64 r = sqlite3_value_int64(argv[0]);
-        vals[n] = sqlite3_mprintf("(%lld,%lld)", (long long)(r / 65536), (long long)(r % 65536));
-        sqlite3_str_appendf(s, " WHERE ctid = $%d::tid", ++n);
+        vals[n] = rowid_param(t, sqlite3_value_int64(argv[0]));
+        put_rowid_where(s, t, ++n);
         if (!set)
             expect_row = false;
     }
@@ -1377,7 +1472,8 @@ static int vt_update(sqlite3_vtab *tab, int argc, sqlite3_value **argv, sqlite3_
                                            t->label);
             rc = SQLITE_ERROR;
         } else if (argc > 1 && sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-            *rowid = ctid_rowid(PQgetvalue(r, 0, 0));
+            const char *got = PQgetvalue(r, 0, 0);
+            *rowid = t->keycol >= 0 ? strtoll(got, NULL, 10) : ctid_rowid(got);
         }
         PQclear(r);
     }

@@ -49,7 +49,6 @@ def test_pgvtab_module():
             p = subprocess.run([binary], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                timeout=harness.scaled(240))
             out = p.stdout.decode("utf-8", "replace")
-            print(out)
             failed = [ln for ln in out.splitlines() if ln.startswith("not ok")]
             passed = [ln for ln in out.splitlines() if ln.startswith("ok - ")]
             if p.returncode != 0 or failed or len(passed) < 11:
