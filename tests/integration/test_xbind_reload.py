@@ -28,8 +28,9 @@ def test_reload_replaces_an_attached_bind():
                       "+OK changes=1 last_id=2")
         expect_rows(c.request("SELECT count(*) FROM test3 JOIN test2 USING (color)"), [["1"]])
         eq(d.file_query("second.db", "SELECT color FROM test2"), [("old",)], "the old file untouched")
-        # A moved table: test2 now in default, where it does not exist yet.
-        d.rewrite_config(config=make_config(binds=MOVED, tables=[("test3", "memory_db")]))
+        # A moved table: pinned to default, where it does not exist yet (the
+        # catalog alone would keep it in second_db, which holds it).
+        d.rewrite_config(config=make_config(binds=MOVED, tables=[("test2", "default"), ("test3", "memory_db")]))
         expect_ok(c.request(".reload"))
         expect_ok(c.request("CREATE TABLE test2 (id INTEGER PRIMARY KEY, color TEXT)"))
         eq(c.request("SELECT count(*) FROM test3 JOIN test2 USING (color)").rows, [["0"]], "test2 moved")
