@@ -29,6 +29,26 @@ void sqlite_schema_refresh(sqlite3 *db)
     sqlite3_finalize(stmt);
 }
 
+/* A PRAGMA is answered from the connection's copy of the schema, which
+ * SQLite compares with the file only when the PRAGMA finds its table in it:
+ * PRAGMA foreign_key_list or index_list of a table that another connection
+ * created (a transaction on another bind's connection, where this bind is
+ * attached) answer no rows. Every database's copy is brought up to date
+ * first by a read of its sqlite_master (a statement that reads a table
+ * makes SQLite compare the schema cookie; PRAGMA schema_version does not),
+ * and PRAGMAs are never cached (w->pragma). */
+static void schema_refresh_all(struct worker *w)
+{
+    const char *name;
+
+    for (int i = 0; (name = sqlite3_db_name(w->db, i)) != NULL; i++) {
+        char *sql = i == 1 ? NULL : sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master LIMIT 0", name);
+        if (sql != NULL)
+            (void)sqlite_conn_exec_internal(w, sql);
+        sqlite3_free(sql);
+    }
+}
+
 /* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
  * connection, from the cache or newly prepared (and cached). *rc gets the
  * SQLite result; a NULL return with SQLITE_OK means the text holds no
@@ -42,7 +62,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
 
     /* A statement across binds is authorized for its own binds and
      * grants: it neither takes a cached statement nor leaves one. */
-    if (xact_stmt_uncached(w))
+    if (xact_stmt_uncached(w) || w->pragma)
         cap = 0;
     for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
         struct cached_stmt *c = &w->cache[i];
@@ -312,7 +332,11 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             return false;
         }
     }
+    w->pragma = kind == STMT_PRAGMA;
+    if (w->pragma)
+        schema_refresh_all(w);
     stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
+    w->pragma = false;
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
             sqlite_reply_error_at(out, w->mark, "MULTI", "one statement per request");
