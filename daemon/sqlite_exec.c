@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
+#include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -29,23 +31,43 @@ void sqlite_schema_refresh(sqlite3 *db)
     sqlite3_finalize(stmt);
 }
 
+/* Whether the PRAGMA sql[0..len) names database `name` ("PRAGMA name.x"
+ * or "PRAGMA \"name\".x"). */
+static bool pragma_names(const char *sql, size_t len, const char *name)
+{
+    struct sqltok t = sqllex_next(sql, len, 0, 0);
+    size_t n = strlen(name);
+
+    t = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (t.type == SQLTOK_QUOTED && t.len == n + 2 && sql[t.pos] == '"')
+        return memcmp(sql + t.pos + 1, name, n) == 0;
+    return t.type == SQLTOK_WORD && t.len == n && strncasecmp(sql + t.pos, name, n) == 0;
+}
+
 /* A PRAGMA is answered from the connection's copy of the schema, which
  * SQLite compares with the file only when the PRAGMA finds its table in it:
  * PRAGMA foreign_key_list or index_list of a table that another connection
  * created (a transaction on another bind's connection, where this bind is
- * attached) answer no rows. Every database's copy is brought up to date
- * first by a read of its sqlite_master (a statement that reads a table
+ * attached) answer no rows. The databases' copies are brought up to date
+ * first by a read of their sqlite_master (a statement that reads a table
  * makes SQLite compare the schema cookie; PRAGMA schema_version does not),
- * and PRAGMAs are never cached (w->pragma). */
-static void schema_refresh_all(struct worker *w)
+ * and PRAGMAs are never cached (w->pragma). Inside a transaction only main,
+ * the databases it already reads and the one the PRAGMA names: a read
+ * would fix the snapshot of the others before the transaction uses them. */
+static void schema_refresh(struct worker *w, const char *sql, size_t len)
 {
+    bool in_txn = !sqlite3_get_autocommit(w->db);
     const char *name;
 
     for (int i = 0; (name = sqlite3_db_name(w->db, i)) != NULL; i++) {
-        char *sql = i == 1 ? NULL : sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master LIMIT 0", name);
-        if (sql != NULL)
-            (void)sqlite_conn_exec_internal(w, sql);
-        sqlite3_free(sql);
+        char *q;
+        if (i == 1 || (in_txn && i > 0 && sqlite3_txn_state(w->db, name) == SQLITE_TXN_NONE &&
+                       !pragma_names(sql, len, name)))
+            continue; /* temp, or a database the transaction has not read */
+        q = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master LIMIT 0", name);
+        if (q != NULL)
+            (void)sqlite_conn_exec_internal(w, q);
+        sqlite3_free(q);
     }
 }
 
@@ -334,7 +356,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     }
     w->pragma = kind == STMT_PRAGMA;
     if (w->pragma)
-        schema_refresh_all(w);
+        schema_refresh(w, req->text, req->len);
     stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
     w->pragma = false;
     if (stmt == NULL) {

@@ -117,3 +117,25 @@ def test_pragma_after_ddl_of_another_connection():
         for _ in range(3):
             eq([r[2:5] for r in c.request("PRAGMA foreign_key_list(nuts)").rows], [["tree", "tree_name", "name"]],
                "foreign keys of nuts")
+
+
+def test_pragma_in_transaction_after_ddl_of_another_connection():
+    """The same inside a transaction: the transaction's connection read
+    memory_db's schema before another client created nuts there; its
+    PRAGMA main.foreign_key_list("nuts") and index_list (memory_db's, as
+    SQLAlchemy reflects them) see the new table."""
+    with Daemon(tables=TABLES, schemas=False, bind_opts={"default": {"pool_size": "1"}}) as d:
+        c, other = d.connect(), d.connect()
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("CREATE TABLE tree (id INTEGER PRIMARY KEY, name TEXT)"))
+        expect_rows(c.request('PRAGMA main.foreign_key_list("nuts")'), [])
+        expect_ok(c.request("COMMIT"))
+        expect_ok(other.request("CREATE TABLE nuts (id INTEGER PRIMARY KEY, type TEXT, "
+                                "tree_name TEXT REFERENCES tree(name))"))
+        expect_ok(other.request("CREATE INDEX ix_nuts_type ON nuts (type)"))
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request('PRAGMA main.table_info("tree")'))
+        eq([r[2:5] for r in c.request('PRAGMA main.foreign_key_list("nuts")').rows], [["tree", "tree_name", "name"]],
+           "foreign keys of nuts")
+        eq([r[1] for r in c.request('PRAGMA main.index_list("nuts")').rows], ["ix_nuts_type"], "indexes of nuts")
+        expect_ok(c.request("ROLLBACK"))
