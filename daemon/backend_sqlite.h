@@ -123,6 +123,8 @@ struct worker {
     bool readonly;              /* the running statement's user may only read */
     bool query_only;            /* PRAGMA query_only is on (sqlite_conn_query_only) */
     bool internal;              /* the daemon's own statement: not authorized */
+    bool pragma;                /* the running statement is a PRAGMA: never cached
+                                   (its answer is compiled from the schema) */
     const char *const *schemas; /* databases besides main its statements may use
                                    (sqlite_conn_harden), NULL-terminated; NULL: none */
     bool federated;             /* an executor connection (federate.c): its statements

@@ -1288,7 +1288,7 @@ static bool creates_view(const char *sql, size_t len)
 }
 
 /* The +OK line of a CREATE with references across binds gets warnings=N. */
-static void references_done(struct session *s, struct job *job)
+void federate_references_done(struct session *s, struct job *job)
 {
     struct buf *d = &job->done_event.data;
     struct buf out = BUF_INIT;
@@ -1415,7 +1415,7 @@ int federate_references(struct session *s, struct request *req, const struct rou
     memset(req, 0, sizeof *req);
     (*out)->kind = STMT_DDL;
     (*out)->warnings = crossing;
-    (*out)->on_done = references_done;
+    (*out)->on_done = federate_references_done;
     rc = 1;
 done:
     free(toks);

@@ -89,6 +89,10 @@ struct job *federate_job_new(struct session *s, const struct route *r, struct re
 int federate_references(struct session *s, struct request *req, const struct route *r, struct job **out,
                         const char **why);
 
+/* on_done of such a job: its +OK answer gets " warnings=N" (job->warnings).
+ * Loop thread. */
+void federate_references_done(struct session *s, struct job *job);
+
 /* For .route: the number of references to other binds' tables of a CREATE
  * that federate_references() would run on its own bind (*bind), else 0. */
 unsigned federate_references_route(const struct config *cfg, const struct catset *cs, const char *sql,

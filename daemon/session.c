@@ -316,13 +316,47 @@ static bool session_read_inline(struct session *s, struct bind *b, struct reques
     return true;
 }
 
+/* Inside a transaction SQLite's `main` is the transaction's home bind: a
+ * CREATE TABLE/INDEX/VIEW/TRIGGER or a "PRAGMA main.x" for another bind's
+ * table names that bind's schema instead (sqlparse_main_slot), as it runs
+ * outside transactions on the bind's own connection. 0, or -1 on ENOMEM
+ * (req untouched). */
+static int session_qualify_main(struct request *req, const char *schema)
+{
+    struct buf b = BUF_INIT;
+    size_t pos, del;
+    int rc;
+
+    if (!sqlparse_main_slot(req->text, req->len, &pos, &del))
+        return 0;
+    rc = buf_append(&b, req->text, pos);
+    rc |= buf_putc(&b, '"');
+    for (const char *p = schema; *p != '\0'; p++)
+        rc |= *p == '"' ? buf_puts(&b, "\"\"") : buf_putc(&b, *p);
+    rc |= buf_puts(&b, del == 0 ? "\"." : "\"");
+    rc |= buf_append(&b, req->text + pos + del, req->len - pos - del);
+    rc |= buf_putc(&b, '\0');
+    if (rc != 0) {
+        buf_free(&b);
+        return -1;
+    }
+    free(req->text);
+    req->text = b.data;
+    req->len = b.len - 1;
+    return 0;
+}
+
 /* A statement of the session's transaction that touches a SQLite bind
  * other than the one the transaction runs on, or that spans binds and
  * starts a held BEGIN: it runs on the transaction's connection, where the
  * other SQLite binds are attached (daemon/xact.h), with the grants checked
- * per bind. Returns true when it took the request (a job started, or an
- * error answered); false: route it as always (TXNBIND, CROSSBIND). */
-static bool session_xact_stmt(struct session *s, struct request *req, const struct route *r)
+ * per bind. A DDL statement or PRAGMA of one other bind names that bind
+ * where SQLite would take main (session_qualify_main); warnings > 0: the
+ * answer gets warnings=N (a foreign key across binds). Returns true when
+ * it took the request (a job started, or an error answered); false: route
+ * it as always (TXNBIND, CROSSBIND). */
+static bool session_xact_stmt(struct session *s, struct request *req, const struct route *r,
+                              unsigned warnings)
 {
     struct server *srv = s->srv;
     const struct config *cfg = srv->cfg;
@@ -355,6 +389,12 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
             return true;
         }
     }
+    if (!cross && (r->kind == STMT_DDL || r->kind == STMT_PRAGMA) &&
+        session_qualify_main(req, cfg->binds[r->bind].name) != 0) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        codec_request_free(req);
+        return true;
+    }
     job = job_new(JOB_EXEC, home, s, s->id);
     if (job != NULL)
         job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
@@ -378,6 +418,10 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
     job->txn_open = s->in_txn;
+    if (warnings > 0) {
+        job->warnings = warnings;
+        job->on_done = federate_references_done;
+    }
     session_start_job(s, job);
     return true;
 }
@@ -402,7 +446,28 @@ static bool session_cross_references(struct session *s, struct request *req, con
         codec_request_free(req);
         return true;
     }
-    if (s->in_txn || s->txn_held) {
+    if (s->in_txn && strcmp(job->bind->conf->name, s->txn_bind->conf->name) == 0) {
+        /* Its bind is the transaction's: it runs there. */
+        job->txn_open = true;
+    } else if (s->in_txn) {
+        /* Its bind joins the transaction when both are SQLite binds
+         * (session_xact_stmt), with the same warnings=N answer. */
+        struct route_bind rb = {.index = job->bind->index, .writes = true};
+        struct route one = {.kind = STMT_DDL, .nbinds = 1, .binds = &rb, .bind = (int)rb.index};
+        struct request own = job->req;
+        bool taken;
+
+        memset(&job->req, 0, sizeof job->req);
+        taken = session_xact_stmt(s, &own, &one, job->warnings);
+        job_unref(job);
+        if (taken)
+            return true;
+        codec_request_free(&own);
+        session_reply_error(s, "TXNBIND",
+                            "a statement across binds cannot run inside a transaction on a PostgreSQL bind: "
+                            "COMMIT or ROLLBACK first");
+        return true;
+    } else if (s->txn_held) {
         session_reply_error(s, "TXNBIND",
                             "a statement across binds cannot run inside a transaction (yet): COMMIT or "
                             "ROLLBACK first");
@@ -479,7 +544,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     struct job *job;
     enum grant grant;
 
-    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r))
+    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r, 0))
         return;
     if (r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0 && session_cross_bind(s, req, r))
         return;

@@ -9,10 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
+#include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
 /* ---- Prepared statement cache ------------------------------------------ */
@@ -29,6 +31,46 @@ void sqlite_schema_refresh(sqlite3 *db)
     sqlite3_finalize(stmt);
 }
 
+/* Whether the PRAGMA sql[0..len) names database `name` ("PRAGMA name.x"
+ * or "PRAGMA \"name\".x"). */
+static bool pragma_names(const char *sql, size_t len, const char *name)
+{
+    struct sqltok t = sqllex_next(sql, len, 0, 0);
+    size_t n = strlen(name);
+
+    t = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (t.type == SQLTOK_QUOTED && t.len == n + 2 && sql[t.pos] == '"')
+        return memcmp(sql + t.pos + 1, name, n) == 0;
+    return t.type == SQLTOK_WORD && t.len == n && strncasecmp(sql + t.pos, name, n) == 0;
+}
+
+/* A PRAGMA is answered from the connection's copy of the schema, which
+ * SQLite compares with the file only when the PRAGMA finds its table in it:
+ * PRAGMA foreign_key_list or index_list of a table that another connection
+ * created (a transaction on another bind's connection, where this bind is
+ * attached) answer no rows. The databases' copies are brought up to date
+ * first by a read of their sqlite_master (a statement that reads a table
+ * makes SQLite compare the schema cookie; PRAGMA schema_version does not),
+ * and PRAGMAs are never cached (w->pragma). Inside a transaction only main,
+ * the databases it already reads and the one the PRAGMA names: a read
+ * would fix the snapshot of the others before the transaction uses them. */
+static void schema_refresh(struct worker *w, const char *sql, size_t len)
+{
+    bool in_txn = !sqlite3_get_autocommit(w->db);
+    const char *name;
+
+    for (int i = 0; (name = sqlite3_db_name(w->db, i)) != NULL; i++) {
+        char *q;
+        if (i == 1 || (in_txn && i > 0 && sqlite3_txn_state(w->db, name) == SQLITE_TXN_NONE &&
+                       !pragma_names(sql, len, name)))
+            continue; /* temp, or a database the transaction has not read */
+        q = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_master LIMIT 0", name);
+        if (q != NULL)
+            (void)sqlite_conn_exec_internal(w, q);
+        sqlite3_free(q);
+    }
+}
+
 /* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
  * connection, from the cache or newly prepared (and cached). *rc gets the
  * SQLite result; a NULL return with SQLITE_OK means the text holds no
@@ -42,7 +84,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
 
     /* A statement across binds is authorized for its own binds and
      * grants: it neither takes a cached statement nor leaves one. */
-    if (xact_stmt_uncached(w))
+    if (xact_stmt_uncached(w) || w->pragma)
         cap = 0;
     for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
         struct cached_stmt *c = &w->cache[i];
@@ -312,7 +354,11 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
             return false;
         }
     }
+    w->pragma = kind == STMT_PRAGMA;
+    if (w->pragma)
+        schema_refresh(w, req->text, req->len);
     stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
+    w->pragma = false;
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
             sqlite_reply_error_at(out, w->mark, "MULTI", "one statement per request");

@@ -105,6 +105,17 @@ __attribute__((warn_unused_result)) int sqlparse_analyze(const char *sql, size_t
 
 void sqlparse_info_free(struct route_info *ri);
 
+/*
+ * Where a statement puts what it creates or reads by SQLite's schema
+ * `main`: the name after CREATE [UNIQUE] TABLE/INDEX/VIEW/TRIGGER or
+ * CREATE VIRTUAL TABLE [IF NOT EXISTS] (no TEMP), and the schema of
+ * "PRAGMA main.x". true with sql[*pos..*pos+*del) to replace by a schema:
+ * *del 0 when the name is unqualified (insert `schema.` there), else the
+ * length of the "main" to replace. false when the statement names its
+ * schema otherwise, or is none of these. Pure; any thread.
+ */
+bool sqlparse_main_slot(const char *sql, size_t len, size_t *pos, size_t *del);
+
 /* Name of a statement kind, for logs and tests: "select", "begin", ... */
 const char *sqlparse_kind_name(enum stmt_kind kind);
 

@@ -420,3 +420,60 @@ void sp_head(struct parser *p, bool inner)
     if (consumed)
         p->frames[0].state = S_NONE;
 }
+
+static bool slot_word(const char *sql, struct sqltok t, const char *word)
+{
+    size_t n = strlen(word);
+    if (t.type != SQLTOK_WORD || t.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (sqllex_lower((unsigned char)sql[t.pos + i]) != (unsigned char)word[i])
+            return false;
+    return true;
+}
+
+bool sqlparse_main_slot(const char *sql, size_t len, size_t *pos, size_t *del)
+{
+    struct sqltok t = sqllex_next(sql, len, 0, 0), dot;
+
+    if (slot_word(sql, t, "pragma")) {
+        t = sqllex_next(sql, len, t.pos + t.len, 0);
+        dot = sqllex_next(sql, len, t.pos + t.len, 0);
+        if (!slot_word(sql, t, "main") || dot.type != SQLTOK_DOT)
+            return false;
+        *pos = t.pos;
+        *del = t.len;
+        return true;
+    }
+    if (!slot_word(sql, t, "create"))
+        return false;
+    t = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (slot_word(sql, t, "unique") || slot_word(sql, t, "virtual"))
+        t = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (!slot_word(sql, t, "table") && !slot_word(sql, t, "index") && !slot_word(sql, t, "view") &&
+        !slot_word(sql, t, "trigger"))
+        return false; /* TEMP, or not a CREATE of these */
+    t = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (slot_word(sql, t, "if")) {
+        t = sqllex_next(sql, len, t.pos + t.len, 0);
+        if (!slot_word(sql, t, "not"))
+            return false;
+        t = sqllex_next(sql, len, t.pos + t.len, 0);
+        if (!slot_word(sql, t, "exists"))
+            return false;
+        t = sqllex_next(sql, len, t.pos + t.len, 0);
+    }
+    if (t.type != SQLTOK_WORD && t.type != SQLTOK_QUOTED && t.type != SQLTOK_STRING)
+        return false;
+    dot = sqllex_next(sql, len, t.pos + t.len, 0);
+    if (dot.type != SQLTOK_DOT) {
+        *pos = t.pos;
+        *del = 0;
+        return true;
+    }
+    if (!slot_word(sql, t, "main"))
+        return false;
+    *pos = t.pos;
+    *del = t.len;
+    return true;
+}

@@ -956,6 +956,38 @@ static void garbage_does_not_crash(void)
     }
 }
 
+/* sqlparse_main_slot(): where a transaction's statement for another bind
+ * gets that bind's schema. "-" when there is no slot, else the replaced
+ * text at the slot ("" for an insertion) and the offset. */
+static const char *main_slot(const char *sql, char *buf, size_t n)
+{
+    size_t pos, del;
+    if (!sqlparse_main_slot(sql, strlen(sql), &pos, &del))
+        return "-";
+    snprintf(buf, n, "%zu:%.*s", pos, (int)del, sql + pos);
+    return buf;
+}
+
+static void main_slots(void)
+{
+    char b[64];
+    CHECK_STR(main_slot("CREATE TABLE t (a)", b, sizeof b), "13:");
+    CHECK_STR(main_slot("create unique index if not exists ix ON t (a)", b, sizeof b), "34:");
+    CHECK_STR(main_slot("CREATE TABLE main.t (a)", b, sizeof b), "13:main");
+    CHECK_STR(main_slot("CREATE VIEW \"v\" AS SELECT 1", b, sizeof b), "12:");
+    CHECK_STR(main_slot("CREATE VIRTUAL TABLE v USING fts5(a)", b, sizeof b), "21:");
+    CHECK_STR(main_slot("/* c */ CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", b, sizeof b), "23:");
+    CHECK_STR(main_slot("PRAGMA main.table_info(\"t\")", b, sizeof b), "7:main");
+    CHECK_STR(main_slot("PRAGMA table_info(t)", b, sizeof b), "-");
+    CHECK_STR(main_slot("PRAGMA temp.table_info(t)", b, sizeof b), "-");
+    CHECK_STR(main_slot("CREATE TABLE other.t (a)", b, sizeof b), "-");
+    CHECK_STR(main_slot("CREATE TEMP TABLE t (a)", b, sizeof b), "-");
+    CHECK_STR(main_slot("CREATE TABLE IF t (a)", b, sizeof b), "-");
+    CHECK_STR(main_slot("DROP TABLE t", b, sizeof b), "-");
+    CHECK_STR(main_slot("CREATE TABLE", b, sizeof b), "-");
+    CHECK_STR(main_slot("", b, sizeof b), "-");
+}
+
 int main(void)
 {
     RUN(select_simple);
@@ -1048,5 +1080,6 @@ int main(void)
     RUN(huge_union);
     RUN(too_many_names);
     RUN(garbage_does_not_crash);
+    RUN(main_slots);
     UNIT_MAIN_END;
 }
