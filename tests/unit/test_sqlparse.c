@@ -976,7 +976,8 @@ static void main_slots(void)
     CHECK_STR(main_slot("CREATE TABLE main.t (a)", b, sizeof b), "13:main");
     CHECK_STR(main_slot("CREATE VIEW \"v\" AS SELECT 1", b, sizeof b), "12:");
     CHECK_STR(main_slot("CREATE VIRTUAL TABLE v USING fts5(a)", b, sizeof b), "21:");
-    CHECK_STR(main_slot("/* c */ CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", b, sizeof b), "23:");
+    CHECK_STR(main_slot("/* c */ CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", b, sizeof b),
+              "23:");
     CHECK_STR(main_slot("PRAGMA main.table_info(\"t\")", b, sizeof b), "7:main");
     CHECK_STR(main_slot("PRAGMA table_info(t)", b, sizeof b), "-");
     CHECK_STR(main_slot("PRAGMA temp.table_info(t)", b, sizeof b), "-");
