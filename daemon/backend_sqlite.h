@@ -127,7 +127,7 @@ struct worker {
                                    (its answer is compiled from the schema) */
     const char *const *schemas; /* databases besides main its statements may use
                                    (sqlite_conn_harden), NULL-terminated; NULL: none */
-    bool federated;             /* an executor connection (federate.c): its statements
+    bool federated;             /* an executor connection (federate_exec.c): its statements
                                    may write only write_schema */
     const char *write_schema;   /* federated: the database the running statement may
                                    write (its target bind), NULL: none */

@@ -1,7 +1,7 @@
 /*
  * The coordinator log of transactions across binds: one append-only file
  * in data_dir (XACT_LOG_NAME). Pure file format and I/O, no SQLite; the
- * commit path and recovery that use it are in xact.c.
+ * commit path and recovery that use it are in xact.c and xact_recover.c.
  *
  * Layout (integers little-endian):
  *

@@ -10,14 +10,17 @@ backend, the PostgreSQL backend) or the dot-commands (commands.c):
   B defines (`nm`, so a call through a function pointer, such as a job's
   on_done or the bind host's deliver(), is no edge: that is the point).
 
-A module is a file's stem, except the backends and the session, which are
-split in files sharing a private header: backend_pg.c, pg_*.c and
-backend_pg.h are "backend_pg"; backend_sqlite.c, sqlite_*.c and
-backend_sqlite.h are "backend_sqlite"; session*.c, session.h and
-session_int.h are "session". The server and the session may sit in one
-cycle together (the server owns its sessions; a session reads its
-struct server and tells it when it is gone): nothing else may, among the
-modules below.
+A module is a file's stem, except the backends, the session and the
+federation, which are split in files sharing a private header:
+backend_pg.c, pg_*.c and backend_pg.h are "backend_pg";
+backend_sqlite.c, sqlite_*.c and backend_sqlite.h are "backend_sqlite",
+and so are xact.c, xact_*.c and xact_int.h (the commit path of its
+workers' transactions across binds; xact_log.c, the coordinator log, is
+a module of its own); session*.c, session.h and session_int.h are
+"session"; federate*.c, federate.h and federate_int.h are "federate".
+The server and the session may sit in one cycle together (the server
+owns its sessions; a session reads its struct server and tells it when
+it is gone): nothing else may, among the modules below.
 
 The layers it keeps, top to bottom: main (which hands commands_dispatch to
 server_init) > commands > server > session > backend_pg, backend_sqlite >
@@ -50,8 +53,11 @@ def module_of(name):
     """The module a daemon/ file stem belongs to."""
     if name == "backend_pg" or name.startswith("pg_"):
         return "backend_pg"
-    if name == "backend_sqlite" or name.startswith("sqlite_") or name == "xact":
-        return "backend_sqlite"  # xact.c: the commit path of its workers' transactions across binds
+    if name == "backend_sqlite" or name.startswith("sqlite_") or name == "xact" or (
+            name.startswith("xact_") and name != "xact_log"):
+        return "backend_sqlite"  # xact*.c: the commit path of its workers' transactions across binds
+    if name == "federate" or name.startswith("federate_"):
+        return "federate"
     if name == "session" or name.startswith("session_"):
         return "session"
     return name
