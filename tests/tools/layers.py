@@ -14,7 +14,8 @@ A module is a file's stem, except the backends and the session, which are
 split in files sharing a private header: backend_pg.c, pg_*.c and
 backend_pg.h are "backend_pg"; backend_sqlite.c, sqlite_*.c and
 backend_sqlite.h are "backend_sqlite"; session*.c, session.h and
-session_int.h are "session". The server and the session may sit in one
+session_int.h are "session"; pgvtab*.c/h are "pgvtab" and sqlparse*.c/h
+"sqlparse". The server and the session may sit in one
 cycle together (the server owns its sessions; a session reads its
 struct server and tells it when it is gone): nothing else may, among the
 modules below.
@@ -54,6 +55,8 @@ def module_of(name):
         return "backend_sqlite"  # xact.c: the commit path of its workers' transactions across binds
     if name == "session" or name.startswith("session_"):
         return "session"
+    if name.startswith("pgvtab") or name.startswith("sqlparse"):
+        return name.split("_")[0]  # pgvtab*.c/h, sqlparse*.c/h: one module each
     return name
 
 
