@@ -27,11 +27,11 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
+ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/federate_exec.c daemon/federate_refs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pg_2pc.c \
+              daemon/log.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pgvtab_plan.c daemon/pgvtab_values.c daemon/pgvtab_write.c daemon/pg_2pc.c \
               daemon/xact.c daemon/xact_attach.c daemon/xact_recover.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
@@ -73,7 +73,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIB_OBJ)
 
 # The PostgreSQL virtual table's test links the module, pg_2pc.c and libpq;
 # tests/integration/test_pgvtab.py runs it against a PostgreSQL it starts.
-$(BUILD)/tests/test_pgvtab: $(BUILD)/tests/unit/test_pgvtab.o $(BUILD)/daemon/pgvtab.o $(BUILD)/daemon/pg_2pc.o $(LIB_OBJ)
+$(BUILD)/tests/test_pgvtab: $(BUILD)/tests/unit/test_pgvtab.o $(BUILD)/daemon/pgvtab.o $(BUILD)/daemon/pgvtab_plan.o $(BUILD)/daemon/pgvtab_values.o $(BUILD)/daemon/pgvtab_write.o $(BUILD)/daemon/pg_2pc.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -275,10 +275,10 @@ FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -I. -fsanitize=fuzzer,address,unde
 build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c proto/buf.c proto/codec.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -lm
-build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
+build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
-build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqllex.c
+build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt -lm
 

@@ -1,8 +1,8 @@
 /*
- * Internal to the SQL analysis (sqlparse.c, sqlparse_heads.c), not for
- * other modules: the parser state both files share, and the helpers that
- * sqlparse.c lends the statement heads (prefix sp_). See sqlparse.c for
- * what the analysis promises.
+ * Internal to the SQL analysis (sqlparse.c, sqlparse_heads.c,
+ * sqlparse_names.c), not for other modules: the parser state the files
+ * share, and the helpers each lends the others (prefix sp_). See sqlparse.c
+ * for what the analysis promises.
  */
 #ifndef SQLMUX_DAEMON_SQLPARSE_INT_H
 #define SQLMUX_DAEMON_SQLPARSE_INT_H
@@ -185,6 +185,24 @@ struct qname sp_take_qname(struct parser *p, struct token first);
  * is '(' (PostgreSQL option lists). */
 void sp_skip_group(struct parser *p);
 bool sp_in_temp_schema(const struct parser *p, const struct qname *qn);
+
+/* Records the first error; later ones are consequences and are dropped. */
+__attribute__((format(printf, 3, 4))) void sp_fail(struct parser *p, int code, const char *fmt, ...);
+/* Can t be the alias after a table reference? */
+bool sp_is_alias(const struct parser *p, const struct token *t);
+
+/* ---- sqlparse_names.c: distinct names and table references ------------- */
+
+void sp_names_init(struct names *nm, uint32_t seed);
+void sp_names_free(struct names *nm);
+/* Adds a name (schema may be NULL) unless it is already there: 1 added,
+ * 0 already present, -1 on error (p->err set); *index (may be NULL) gets
+ * the entry's index. */
+int sp_names_add(struct parser *p, enum name_kind kind, const struct token *schema, const struct token *name,
+                 size_t *index);
+/* Moves the tables (minus CTE names) and the references into p->out;
+ * false when out of memory. */
+bool sp_build_result(struct parser *p);
 
 /* ---- sqlparse_heads.c -------------------------------------------------- */
 

@@ -9,7 +9,8 @@
  *
  * Build: clang -std=c11 -D_GNU_SOURCE -I. -g -O1 \
  *          -fsanitize=fuzzer,address,undefined \
- *          tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqllex.c -o build/fuzz_sqlparse
+ *          tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c \
+ *          daemon/sqlparse_names.c daemon/sqllex.c -o build/fuzz_sqlparse
  * Run:   build/fuzz_sqlparse tests/fuzz/corpus/sqlparse
  * With -DSQLMUX_FUZZ_MAIN (and no -fsanitize=fuzzer) it builds a plain
  * program that runs the files named on its command line once each.

@@ -17,7 +17,8 @@ backend_sqlite.c, sqlite_*.c and backend_sqlite.h are "backend_sqlite",
 and so are xact.c, xact_*.c and xact_int.h (the commit path of its
 workers' transactions across binds; xact_log.c, the coordinator log, is
 a module of its own); session*.c, session.h and session_int.h are
-"session"; federate*.c, federate.h and federate_int.h are "federate".
+"session"; federate*.c, federate.h and federate_int.h are "federate";
+pgvtab*.c/h are "pgvtab" and sqlparse*.c/h "sqlparse".
 The server and the session may sit in one cycle together (the server
 owns its sessions; a session reads its struct server and tells it when
 it is gone): nothing else may, among the modules below.
@@ -60,6 +61,8 @@ def module_of(name):
         return "federate"
     if name == "session" or name.startswith("session_"):
         return "session"
+    if name.startswith("pgvtab") or name.startswith("sqlparse"):
+        return name.split("_")[0]  # pgvtab*.c/h, sqlparse*.c/h: one module each
     return name
 
 
