@@ -139,6 +139,20 @@ static sqlite3 *recovery_conn(const struct config *cfg, sqlite3 **conns, const s
     return conns[i];
 }
 
+/* Whether file bind bc holds transaction txid's marker: 1 or 0 with *db
+ * its recovery connection, -1 with err set. */
+static int part_marker(const struct config *cfg, sqlite3 **conns, const struct bind_conf *bc, uint64_t txid,
+                       sqlite3 **db, char *err, size_t errlen)
+{
+    int present;
+
+    if ((*db = recovery_conn(cfg, conns, bc, err, errlen)) == NULL)
+        return -1;
+    if ((present = marker_present(*db, txid)) < 0)
+        snprintf(err, errlen, "bind %s: cannot read its marker rows: %s", bc->name, sqlite3_errmsg(*db));
+    return present;
+}
+
 void xact_recovery_close(const struct config *cfg, sqlite3 **conns)
 {
     for (size_t i = 0; i < cfg->nbinds; i++)
@@ -171,14 +185,8 @@ int xact_recover_entry(const struct config *cfg, sqlite3 **conns, const struct x
         int present;
         if (!(p->flags & XACT_PART_ANCHOR) || bc->type != BIND_SQLITE_FILE)
             continue;
-        db = recovery_conn(cfg, conns, bc, err, errlen);
-        if (db == NULL)
+        if ((present = part_marker(cfg, conns, bc, e->txid, &db, err, errlen)) < 0)
             return -1;
-        present = marker_present(db, e->txid);
-        if (present < 0) {
-            snprintf(err, errlen, "bind %s: cannot read its marker rows: %s", bc->name, sqlite3_errmsg(db));
-            return -1;
-        }
         if (present == 0) {
             log_debug("transaction %llu across binds: its home bind %s never committed it: nothing to undo",
                       (unsigned long long)e->txid, bc->name);
@@ -192,14 +200,8 @@ int xact_recover_entry(const struct config *cfg, sqlite3 **conns, const struct x
         int present;
         if ((p->flags & XACT_PART_ANCHOR) || bc->type != BIND_SQLITE_FILE)
             continue; /* the in-memory bind after a restart holds its snapshot only */
-        db = recovery_conn(cfg, conns, bc, err, errlen);
-        if (db == NULL)
+        if ((present = part_marker(cfg, conns, bc, e->txid, &db, err, errlen)) < 0)
             return -1;
-        present = marker_present(db, e->txid);
-        if (present < 0) {
-            snprintf(err, errlen, "bind %s: cannot read its marker rows: %s", bc->name, sqlite3_errmsg(db));
-            return -1;
-        }
         if (present == 0) {
             if (apply_changeset(db, bc->name, p, e->txid, err, errlen) != 0)
                 return -1;
