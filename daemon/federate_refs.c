@@ -114,20 +114,11 @@ static bool creates_view(const char *sql, size_t len)
 void federate_references_done(struct session *s, struct job *job)
 {
     struct buf *d = &job->done_event.data;
-    struct buf out = BUF_INIT;
-    int rc = 0;
 
-    if (!job->failed && d->len > 4 && memcmp(d->data, "+OK", 3) == 0 && d->data[d->len - 1] == '\n') {
-        rc = buf_append(&out, d->data, d->len - 1);
-        rc |= buf_printf(&out, " warnings=%u\n", (unsigned)job->warnings);
-    } else {
-        rc = buf_append(&out, d->data, d->len);
-    }
-    if (rc != 0 || out.len == 0)
+    if (!job->failed && codec_ok_add_fact(d, "warnings", job->warnings) < 0)
         session_reply_error(s, "NOMEM", "out of memory building the response");
-    else if (buf_append(&s->out, out.data, out.len) != 0)
+    else if (buf_append(&s->out, d->data, d->len) != 0)
         session_close(s, true);
-    buf_free(&out);
 }
 
 /* How many references of a CREATE (ri) name tables of other binds than

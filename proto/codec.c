@@ -20,6 +20,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1033,6 +1034,25 @@ int codec_put_ok(struct buf *out, const char *facts)
         return -1;
     }
     return 0;
+}
+
+int codec_ok_add_fact(struct buf *out, const char *name, uint64_t value)
+{
+    char fact[96];
+    size_t start;
+    int n;
+
+    if (out->len < 4 || out->data[out->len - 1] != '\n')
+        return 0;
+    for (start = out->len - 1; start > 0 && out->data[start - 1] != '\n'; start--)
+        ;
+    if (memcmp(out->data + start, "+OK", 3) != 0)
+        return 0;
+    n = snprintf(fact, sizeof fact, " %s=%" PRIu64 "\n", name, value);
+    if (n < 0 || (size_t)n >= sizeof fact || buf_reserve(out, (size_t)n) != 0)
+        return -1;
+    out->len--; /* the line end: the fact ends with a new one; the space is reserved */
+    return buf_append(out, fact, (size_t)n) == 0 ? 1 : -1;
 }
 
 /* ---- Facts as text (client side; added for libsqlmux) ---------------- */

@@ -239,6 +239,10 @@ __attribute__((warn_unused_result)) int codec_put_ok_changes(struct buf *out, in
  * (facts: "key=value" words separated by spaces, no line end). 0 or -1;
  * on -1 out is as before. */
 __attribute__((warn_unused_result)) int codec_put_ok(struct buf *out, const char *facts);
+/* Add the fact " name=value" to the +OK status line that ends out (the
+ * answer of one statement). 1 when added, 0 when out does not end with a
+ * +OK line (an -ERR answer is left as it is), -1 on ENOMEM (out unchanged). */
+__attribute__((warn_unused_result)) int codec_ok_add_fact(struct buf *out, const char *name, uint64_t value);
 
 /* ---- Facts as text (client side; added for libsqlmux) ---------------- */
 
