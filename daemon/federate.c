@@ -225,7 +225,7 @@ static bool pool_read_inline(struct bind *b, const struct request *req, uint64_t
     }
     x->schemas[n] = NULL;
     if (r.nbinds < 2 || r.kind != STMT_SELECT ||
-        fed_exec_rewrite(x, cfg, &r, &ri, req->text, req->len, &sql, &code, msg, sizeof msg) != 0)
+        fed_exec_rewrite(x, cfg, &r, &ri, req->text, req->len, NULL, 0, &sql, &code, msg, sizeof msg) != 0)
         goto done;
     x->w.schemas = x->schemas;
     x->w.write_schema = NULL;

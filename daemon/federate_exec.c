@@ -423,11 +423,11 @@ static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **
 
 /* The rewritten statement into *out: every reference of ri replaced. */
 int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct route *r,
-                     const struct route_info *ri, const char *sql, size_t len, struct buf *out,
-                     const char **code, char *msg, size_t msglen)
+                     const struct route_info *ri, const char *sql, size_t len, const struct fed_insert *ins,
+                     size_t nins, struct buf *out, const char **code, char *msg, size_t msglen)
 {
     const char *sys_bind = NULL;
-    size_t pos = 0;
+    size_t pos = 0, next = 0;
     int rc = 0;
 
     for (size_t k = 0; k < r->nbinds && sys_bind == NULL; k++)
@@ -438,7 +438,14 @@ int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct 
         const struct route_table *t = &ri->tables[ref->table];
         const struct bind_conf *bc;
 
-        rc = buf_append(out, sql + pos, ref->pos - pos);
+        for (; rc == 0 && next < nins && ins[next].pos <= ref->pos; next++) {
+            rc = buf_append(out, sql + pos, ins[next].pos - pos);
+            if (rc == 0)
+                rc = buf_puts(out, ins[next].text);
+            pos = ins[next].pos;
+        }
+        if (rc == 0)
+            rc = buf_append(out, sql + pos, ref->pos - pos);
         pos = ref->pos + ref->len;
         if (rc != 0)
             break;
@@ -485,6 +492,12 @@ int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct 
         if (rc == 0)
             rc = put_ident(out, t->name);
     }
+    for (; rc == 0 && next < nins; next++) {
+        rc = buf_append(out, sql + pos, ins[next].pos - pos);
+        if (rc == 0)
+            rc = buf_puts(out, ins[next].text);
+        pos = ins[next].pos;
+    }
     if (rc == 0)
         rc = buf_append(out, sql + pos, len - pos);
     if (rc != 0) {
@@ -528,6 +541,8 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
 {
     const struct config *cfg = confref_cfg(job->cfgref);
     struct buf out = BUF_INIT;
+    struct fed_insert *ins = NULL;
+    size_t nins = 0;
     struct route_info ri;
     struct route r;
     int rc = -1;
@@ -536,14 +551,32 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     x->w.write_schema = NULL;
     x->schemas[0] = NULL;
     x->uses_pg = false;
+    x->semijoins = 0;
     if (r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") != 0) {
         *code = r.err_code;
         snprintf(msg, msglen, "%s", r.err_msg ? r.err_msg : "out of memory");
         goto done;
     }
     if (exec_attach_route(x, job, cfg, &r, code, msg, msglen) != 0 ||
-        fed_exec_rewrite(x, cfg, &r, &ri, job->req.text, job->req.len, &out, code, msg, msglen) != 0)
+        fed_exec_rewrite(x, cfg, &r, &ri, job->req.text, job->req.len, NULL, 0, &out, code, msg, msglen) != 0)
         goto done;
+    /* A join of an SQLite table with a PostgreSQL table: the same
+     * statement with semi-join filters (federate_semi.c), rewritten again
+     * now that the PostgreSQL tables are exposed. */
+    if (x->uses_pg && !x->quick) {
+        if (fed_semijoins(x, cfg, &ri, job->req.text, job->req.len, &ins, &nins) != 0) {
+            *code = "NOMEM";
+            snprintf(msg, msglen, "out of memory rewriting the statement");
+            goto done;
+        }
+        if (nins > 0) {
+            buf_truncate(&out, 0);
+            if (fed_exec_rewrite(x, cfg, &r, &ri, job->req.text, job->req.len, ins, nins, &out, code, msg,
+                                 msglen) != 0)
+                goto done;
+            x->semijoins = nins;
+        }
+    }
     x->w.schemas = x->schemas;
     for (size_t k = 0; k < r.nbinds; k++) {
         const struct bind_conf *bc = &cfg->binds[r.binds[k].index];
@@ -556,6 +589,7 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     out = (struct buf)BUF_INIT;
     rc = 0;
 done:
+    fed_inserts_free(ins, nins);
     buf_free(&out);
     route_clear(&r);
     sqlparse_info_free(&ri);
@@ -619,7 +653,8 @@ static void drop_last_id(struct buf *out)
 
 /* .plan: prepare the rewritten statement (job->req.text) and answer, per
  * PostgreSQL table, the SQL its virtual table will send: "=bind\ttable\tsent"
- * rows, then +OK bind=* postgresql=N. */
+ * rows, then +OK bind=* postgresql=N, with semijoins=M when the rewrite
+ * added M semi-join filters (federate_semi.c). */
 static void exec_plan(struct fed_exec *x, struct job *job, struct buf *out)
 {
     static const char *const cols[] = {"bind", "table", "sent"};
@@ -665,7 +700,10 @@ static void exec_plan(struct fed_exec *x, struct job *job, struct buf *out)
         line = end != NULL ? end + 1 : NULL;
     }
     free(plan);
-    snprintf(facts, sizeof facts, "bind=* postgresql=%zu", n);
+    if (x->semijoins > 0)
+        snprintf(facts, sizeof facts, "bind=* postgresql=%zu semijoins=%zu", n, x->semijoins);
+    else
+        snprintf(facts, sizeof facts, "bind=* postgresql=%zu", n);
     if (rc != 0 || codec_put_ok(out, facts) != 0) {
         sqlite_reply_error(out, "NOMEM", "out of memory");
         job->failed = true;

@@ -124,7 +124,7 @@ def test_pg_pushdown_and_new_columns():
         # .plan shows it without running anything.
         r = c.request(".plan SELECT test1.color, items.n FROM test1 JOIN items ON items.id = test1.id "
                       "WHERE items.n >= 7")
-        expect_status(r, "+OK bind=* postgresql=1")
+        expect_status(r, "+OK bind=* postgresql=1 semijoins=1")
         eq([row[:2] for row in r.rows], [["pg", "public.items"]], ".plan rows")
         if "WHERE" not in r.rows[0][2].upper() or "$" not in r.rows[0][2]:
             raise TestFailure(".plan shows no condition sent: %r" % r.rows)
