@@ -94,9 +94,11 @@ int federate_references(struct session *s, struct request *req, const struct rou
 void federate_references_done(struct session *s, struct job *job);
 
 /* For .route: the number of references to other binds' tables of a CREATE
- * that federate_references() would run on its own bind (*bind), else 0. */
+ * that federate_references() would run on its own bind (*bind), else 0,
+ * with *why (static) set to the refusal federate_references() would give
+ * instead of the route's CROSSBIND message (a view), else NULL. */
 unsigned federate_references_route(const struct config *cfg, const struct catset *cs, const char *sql,
-                                   size_t len, size_t *bind);
+                                   size_t len, size_t *bind, const char **why);
 
 /* ---- Executor connections (never the loop thread) --------------------- */
 

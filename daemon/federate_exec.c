@@ -205,7 +205,10 @@ PGconn *federate_exec_pg(struct fed_exec *x, const struct config *cfg, size_t bi
     PQfinish(slot->conn);
     slot->conn =
         PQconnectdbParams((const char *const *)bc->pg_keywords, (const char *const *)bc->pg_values, 0);
-    if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK)
+    /* SQLite's text is UTF-8: PostgreSQL converts from the database's
+     * encoding (a LATIN1 database), whatever the URL or PGCLIENTENCODING
+     * asked for. */
+    if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK && PQsetClientEncoding(slot->conn, "UTF8") == 0)
         return slot->conn;
     snprintf(msg, sizeof msg, "bind %s is unavailable: %s", bc->name,
              slot->conn != NULL ? PQerrorMessage(slot->conn) : "out of memory");

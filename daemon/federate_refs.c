@@ -99,6 +99,11 @@ static bool references_clause(const char *sql, size_t len, const struct sqltok *
     return true;
 }
 
+/* Why a view over several binds' tables is refused (running it, .route). */
+static const char VIEW_REFUSED[] =
+    "a view over tables of several binds is refused: a view is stored in one bind's database, where SQLite "
+    "finds only that database's tables; create it over one bind's tables, or run the query across binds itself";
+
 /* Whether the statement creates a view (CREATE [TEMP] VIEW). */
 static bool creates_view(const char *sql, size_t len)
 {
@@ -143,14 +148,19 @@ static unsigned references_crossing(const struct config *cfg, const struct route
 }
 
 unsigned federate_references_route(const struct config *cfg, const struct catset *cs, const char *sql,
-                                   size_t len, size_t *bind)
+                                   size_t len, size_t *bind, const char **why)
 {
     struct route_info ri;
     struct route rr;
     unsigned n;
 
+    *why = NULL;
+    if (creates_view(sql, len)) {
+        *why = VIEW_REFUSED;
+        return 0;
+    }
     route_compute(cfg, cs, sql, len, &rr, &ri);
-    n = creates_view(sql, len) ? 0 : references_crossing(cfg, &rr, &ri, bind);
+    n = references_crossing(cfg, &rr, &ri, bind);
     route_clear(&rr);
     sqlparse_info_free(&ri);
     return n;
@@ -174,9 +184,7 @@ int federate_references(struct session *s, struct request *req, const struct rou
     if (r->kind != STMT_DDL)
         return 0;
     if (creates_view(req->text, req->len)) {
-        *why = "a view over tables of several binds is refused: a view is stored in one bind's database, "
-               "where SQLite finds only that database's tables; create it over one bind's tables, or run the "
-               "query across binds itself";
+        *why = VIEW_REFUSED;
         return 0;
     }
     route_compute(cfg, s->srv->catset, req->text, req->len, &rr, &ri);
