@@ -60,7 +60,7 @@ struct item {
     size_t name;           /* token naming it (alias, or the table's last name) */
     enum join_op join;     /* the operator before it */
     size_t on_from, on_to; /* its ON clause's tokens; equal: none */
-    bool done;             /* a filter was added for it */
+    bool done;             /* a filter was added for it, or it has an IN already */
 };
 
 struct semi {
@@ -425,9 +425,12 @@ static int try_conjunct(struct semi *s, struct item *items, size_t nitems, const
 }
 
 /* The conjuncts of the clause tokens [a, b) at depth d: each of the form
- * q1.c1 = q2.c2 is tried. A clause with OR at its top level has none. */
+ * q1.c1 = q2.c2 is tried. A clause with OR at its top level has none.
+ * With seen_in, only conjuncts `q.c IN ...` are looked at: their table
+ * gets no filter (the statement has one already; two arrays for one
+ * column would only slow PostgreSQL down). */
 static int clause_conjuncts(struct semi *s, struct item *items, size_t nitems, const struct item *on,
-                            size_t a, size_t b, int d)
+                            size_t a, size_t b, int d, bool seen_in)
 {
     size_t starts[64], nstarts = 1;
     int cases = 0, betweens = 0;
@@ -457,6 +460,13 @@ static int clause_conjuncts(struct semi *s, struct item *items, size_t nitems, c
     }
     for (size_t k = 0; k < nstarts; k++) {
         size_t c = starts[k], e = k + 1 < nstarts ? starts[k + 1] - 1 : b;
+        if (seen_in) {
+            struct item *it;
+            if (e - c > 4 && is_ident(s, c) && s->tok[c + 1].type == SQLTOK_DOT && is_ident(s, c + 2) &&
+                is_word(s, c + 3, "in") && (it = qualified(s, items, nitems, c)) != NULL)
+                it->done = true;
+            continue;
+        }
         const struct sqltok *op = &s->tok[c + 3 < s->n ? c + 3 : c];
         if (e - c != 7 || !is_ident(s, c) || s->tok[c + 1].type != SQLTOK_DOT || !is_ident(s, c + 2) ||
             op->type != SQLTOK_OP || !is_ident(s, c + 4) || s->tok[c + 5].type != SQLTOK_DOT ||
@@ -505,12 +515,15 @@ static int select_core(struct semi *s, size_t i)
     for (size_t k = 0; k < nitems; k++)
         if (items[k].join == JOIN_OTHER)
             return 0;
-    for (size_t k = 0; k < nitems; k++)
-        if (items[k].on_from != 0 &&
-            clause_conjuncts(s, items, nitems, &items[k], items[k].on_from, items[k].on_to, d) != 0)
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t k = 0; k < nitems; k++)
+            if (items[k].on_from != 0 && clause_conjuncts(s, items, nitems, &items[k], items[k].on_from,
+                                                          items[k].on_to, d, pass == 0) != 0)
+                return -1;
+        if (where != SIZE_MAX && where + 1 < where_end &&
+            clause_conjuncts(s, items, nitems, NULL, where + 1, where_end, d, pass == 0) != 0)
             return -1;
-    if (where != SIZE_MAX && where + 1 < where_end)
-        return clause_conjuncts(s, items, nitems, NULL, where + 1, where_end, d);
+    }
     return 0;
 }
 
