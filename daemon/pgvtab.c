@@ -30,10 +30,12 @@
  *   omitted and any ORDER BY is consumed; ORDER BY is consumed for integer,
  *   boolean, text (COLLATE "C", NULLS FIRST as SQLite) and bytea columns.
  *
- * Rows. A probe on the whole primary key, or a LIMIT of at most one batch,
- * runs as one PQexecParams. Anything else is a NO SCROLL cursor read with
- * FETCH in batches of FETCH_ROWS, so memory stays flat on huge tables and
- * other queries (a join's inner probes) can share the connection meanwhile.
+ * Rows. A probe on the whole primary key, an IN list of at most one batch
+ * of values on a one-column primary key (a semi-join's keys), or a LIMIT of
+ * at most one batch, runs as one PQexecParams (one round trip). Anything
+ * else is a NO SCROLL cursor read with FETCH in batches of FETCH_ROWS, so
+ * memory stays flat on huge tables and other queries (a join's inner
+ * probes) can share the connection meanwhile.
  * A cursor needs a transaction: when the connection is idle the module
  * opens one (BEGIN) and commits it when its last cursor closes, unless a
  * write began in it.
@@ -435,6 +437,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     int argno[MAX_TERMS];
     memset(&pa, 0, sizeof pa);
     bool none = false; /* some term is always false: no query */
+    bool few = false;  /* an IN list on the one-column key: at most one batch of rows */
     int a = 0;
     for (int i = 0; i < p.nterms && rc == SQLITE_OK; i++) {
         const struct term *tm = &p.terms[i];
@@ -446,11 +449,12 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         if (tm->op == OP_ISNULL || tm->op == OP_NOTNULL || !val)
             continue;
         if (tm->in) {
-            bool empty;
-            rc = pgv_in_param(c, val, &pa.val[pa.n], &pa.cast[pa.n], &empty);
+            int count = 0;
+            rc = pgv_in_param(c, val, &pa.val[pa.n], &pa.cast[pa.n], &count);
             if (rc == SQLITE_OK) {
                 argno[i] = pa.n++;
-                none = none || empty;
+                none = none || count == 0;
+                few = few || (t->npk == 1 && t->pk[0] == tm->col && count <= FETCH_ROWS);
             }
             continue;
         }
@@ -524,7 +528,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         struct pgbind *b = &v->binds[t->bind];
         cur->conn = c;
         cur->b = b;
-        bool direct = p.unique || (limit >= 0 && limit <= FETCH_ROWS);
+        bool direct = p.unique || few || (limit >= 0 && limit <= FETCH_ROWS);
         if (direct) {
             cur->res = exec_cached(v, b, c, sql, pa.n, (const char *const *)pa.val);
             cur->row = 0;

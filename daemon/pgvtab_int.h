@@ -172,7 +172,7 @@ enum col_class pgv_value_class(const struct pgcol *c, sqlite3_value *val, sqlite
 char *pgv_hex_text(const unsigned char *p, int n);
 char *pgv_param_text(const struct pgcol *c, enum col_class cls, sqlite3_value *val, const char **cast);
 bool pgv_pg_text_ok(sqlite3_value *val);
-int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, bool *empty);
+int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count);
 enum term_fix pgv_mismatch(enum term_op op, enum col_class col, enum col_class val);
 void pgv_result_numeric(sqlite3_context *ctx, const char *s);
 char *pgv_rowid_param(const struct pgtable *t, sqlite3_int64 r);

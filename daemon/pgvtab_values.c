@@ -218,8 +218,8 @@ static void put_array_elem(sqlite3_str *s, const char *v)
 }
 
 /* The IN list of argv value `list` as an array parameter of the column's
- * class; *empty when no element can match. */
-int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, bool *empty)
+ * class; *count gets its number of elements (0: no element can match). */
+int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count)
 {
     enum col_class want = pgv_kind_class(c->kind);
     sqlite3_str *s = sqlite3_str_new(NULL);
@@ -256,7 +256,7 @@ int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const c
     }
     if (!arr)
         return SQLITE_NOMEM;
-    *empty = n == 0;
+    *count = n;
     *out = arr;
     *cast = want == CLASS_NUM ? (real ? "float8[]" : "int8[]") : want == CLASS_TEXT ? "text[]" : "bytea[]";
     return SQLITE_OK;
