@@ -571,7 +571,8 @@ done:
     if (rc != 0) {
         fed_inserts_free(s.ins, s.nins);
     } else {
-        qsort(s.ins, s.nins, sizeof *s.ins, by_pos);
+        if (s.nins > 1)
+            qsort(s.ins, s.nins, sizeof *s.ins, by_pos);
         *ins = s.ins;
         *nins = s.nins;
     }

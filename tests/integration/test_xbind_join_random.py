@@ -13,6 +13,7 @@ import sqlite3
 
 from harness import TestFailure, eq, expect_ok
 from pgfixture import USER, pg_daemon, shared
+from test_xbind_random import text
 
 PG_DDL = "CREATE TABLE pj (id integer PRIMARY KEY, k integer, t text, v varchar(10))"
 REF_PG_DDL = "CREATE TABLE pj (id INTEGER PRIMARY KEY, k INTEGER, t TEXT, v VARCHAR(10))"
@@ -110,14 +111,6 @@ def gen(rnd):
                                                                                  "%s.id" % sa_))
     return ("SELECT x.* FROM (SELECT %s FROM %s JOIN %s ON %s) AS x UNION ALL SELECT 0, 0, 'u', 0"
             % (cols, fs, fp, eq_))
-
-
-def text(v):
-    if v is None:
-        return None
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
 
 
 def test_generated_joins_match_one_database():
