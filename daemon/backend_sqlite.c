@@ -17,8 +17,8 @@
  * empties it when the bind is idle (see WAL_CHECK_MS).
  *
  * The other parts are in sqlite_conn.c (connections, authorizer),
- * sqlite_exec.c (running statements), sqlite_quick.c (quick reads on the
- * loop thread) and sqlite_memory.c (the in-memory bind and snapshots);
+ * sqlite_exec.c (running statements), sqlite_quick.c (quick reads and
+ * writes on the loop thread) and sqlite_memory.c (the in-memory bind and snapshots);
  * backend_sqlite.h says what each offers.
  */
 #include <errno.h>
@@ -769,6 +769,10 @@ static void sqlite_close(struct bind *b)
         sqlite_worker_close(sb->quick);
         free(sb->quick);
     }
+    if (sb->quick_writer != NULL) {
+        sqlite_worker_close(sb->quick_writer);
+        free(sb->quick_writer);
+    }
     if (sb->wal_started)
         pthread_join(sb->wal_thread, NULL);
     if (sb->wal_db != NULL)
@@ -841,6 +845,7 @@ const struct backend_ops backend_sqlite_ops = {
     .open = sqlite_open,
     .submit = sqlite_submit,
     .read_inline = sqlite_read_inline,
+    .write_inline = sqlite_write_inline,
     .interrupt = sqlite_interrupt,
     .status = sqlite_status,
     .describe = sqlite_describe,
