@@ -702,6 +702,8 @@ static void sqlite_submit(struct bind *b, struct job *job)
     if (target == NULL && job->owner != 0 && job->begin_sql == NULL && sb->workers[0].pinned == 0 &&
         (!sb->workers[0].busy || sb->workers[0].writing) && job_writes(job))
         target = &sb->workers[0];
+    if (!job->txn_open && job->owner != 0 && job_writes(job))
+        sqlite_quick_write_sent(sb);
     if (target != NULL) {
         *target->tail = job;
         target->tail = &job->next;

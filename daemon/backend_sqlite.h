@@ -181,14 +181,18 @@ struct sqlite_bind {
 
     /* Quick writes (loop thread only; the in-memory bind, whose commits
      * neither sync nor wait for the disk): a connection of the loop's own
-     * that runs a lone autocommit write (sqlite_write_inline), at most one
-     * per loop turn (quick_wrote, cleared by quick_turn) so that writes
-     * arriving together still go to the writer and commit as a group; and
-     * the log's length after its last commit (its wal hook), past which
-     * the writes go to a worker, whose commit checkpoints (never the
-     * loop). */
+     * that runs a lone autocommit write (sqlite_write_inline). Lone: at
+     * most one per loop turn (quick_wrote), and none in a turn that
+     * follows one in which writes went to the workers (quick_sent, then
+     * quick_calm false: clients writing together keep their group
+     * commits, and the writer's page cache stays its own); quick_turn
+     * looks at both at the end of each turn. And the log's length after
+     * its last commit (its wal hook), past which the writes go to a
+     * worker, whose commit checkpoints (never the loop). */
     struct worker *quick_writer;
     bool quick_wrote;
+    bool quick_sent;
+    bool quick_calm;
     bool quick_committed; /* set by its commit hook, cleared by its rollback hook */
     int quick_wal_pages;
 
@@ -303,6 +307,10 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
 /* backend_ops.write_inline (loop thread). */
 bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,
                          struct buf *out);
+
+/* A write outside any transaction goes to the workers (loop thread):
+ * the next loop turn leaves its writes to them too. */
+void sqlite_quick_write_sent(struct sqlite_bind *sb);
 
 /* Whether the statement with text hash h is to skip the quick read
  * (skip[QUICK_SKIP_SLOTS]: it overran lately); counts the run. */

@@ -56,7 +56,20 @@ static void on_quick_turn(uv_check_t *h)
 
     quick_end(sb);
     sb->quick_wrote = false;
-    uv_check_stop(h);
+    sb->quick_calm = !sb->quick_sent;
+    /* After a turn that sent writes to the workers, look at the next one
+     * too: the first without is calm again. */
+    if (!sb->quick_sent)
+        uv_check_stop(h);
+    sb->quick_sent = false;
+}
+
+void sqlite_quick_write_sent(struct sqlite_bind *sb)
+{
+    if (sb->quick_writer == NULL)
+        return;
+    sb->quick_sent = true;
+    uv_check_start(sb->quick_turn, on_quick_turn);
 }
 
 /* Make sure a read transaction is open that began after every write the
@@ -217,7 +230,7 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
     uint64_t h;
     int rc = SQLITE_OK;
 
-    if (w == NULL || sb->quick_wrote || req->len > QUICK_MAX_SQL)
+    if (w == NULL || sb->quick_wrote || sb->quick_sent || !sb->quick_calm || req->len > QUICK_MAX_SQL)
         return false;
     if (sb->quick_wal_pages >= QUICK_WAL_PAGES) {
         /* A worker's commit checkpoints the log; the next quick commit
@@ -329,6 +342,7 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     if (memory && quick_conn_open(sb, NULL, NULL, &sb->quick_writer, err, errlen) == NULL)
         return -1;
     if (sb->quick_writer != NULL) {
+        sb->quick_calm = true;
         sqlite3_wal_hook(sb->quick_writer->db, on_quick_wal, sb);
         sqlite3_commit_hook(sb->quick_writer->db, on_quick_commit, sb);
         sqlite3_rollback_hook(sb->quick_writer->db, on_quick_rollback, sb);
