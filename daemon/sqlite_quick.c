@@ -281,7 +281,7 @@ fail:
         sb->quick_skip[h % QUICK_SKIP_SLOTS].left = QUICK_SKIP_RUNS;
     }
     log_debug("bind %s: a write goes to a worker: %s", b->conf->name,
-              rc == SQLITE_OK ? "it returns rows" : sqlite3_errstr(rc));
+              rc == SQLITE_OK ? "it returns rows, or its parameters do not fit" : sqlite3_errstr(rc));
     return false;
 }
 
