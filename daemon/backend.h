@@ -238,6 +238,14 @@ struct backend_ops {
      * uv_hrtime() now. NULL: the backend never does. */
     bool (*read_inline)(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
                         uint64_t *rows);
+    /* The same for a lone write outside any transaction (STMT_INSERT,
+     * STMT_UPDATE or STMT_DELETE of a user who may write the bind), when
+     * nothing can make it wait and no other write is under way on the
+     * bind: true with the whole response appended to out, or false with
+     * out as it was and nothing changed in the database (submit() runs it
+     * then). NULL: the backend never does. */
+    bool (*write_inline)(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,
+                         struct buf *out);
     /* Ask a running job to stop (the client went away). */
     void (*interrupt)(struct bind *b, struct job *job);
     /* The client read some of a job's output (loop thread): a backend that

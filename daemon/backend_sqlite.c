@@ -17,8 +17,8 @@
  * empties it when the bind is idle (see WAL_CHECK_MS).
  *
  * The other parts are in sqlite_conn.c (connections, authorizer),
- * sqlite_exec.c (running statements), sqlite_quick.c (quick reads on the
- * loop thread) and sqlite_memory.c (the in-memory bind and snapshots);
+ * sqlite_exec.c (running statements), sqlite_quick.c (quick reads and
+ * writes on the loop thread) and sqlite_memory.c (the in-memory bind and snapshots);
  * backend_sqlite.h says what each offers.
  */
 #include <errno.h>
@@ -702,6 +702,8 @@ static void sqlite_submit(struct bind *b, struct job *job)
     if (target == NULL && job->owner != 0 && job->begin_sql == NULL && sb->workers[0].pinned == 0 &&
         (!sb->workers[0].busy || sb->workers[0].writing) && job_writes(job))
         target = &sb->workers[0];
+    if (!job->txn_open && job->owner != 0 && job_writes(job))
+        sqlite_quick_write_sent(sb);
     if (target != NULL) {
         *target->tail = job;
         target->tail = &job->next;
@@ -768,6 +770,10 @@ static void sqlite_close(struct bind *b)
     if (sb->quick != NULL) {
         sqlite_worker_close(sb->quick);
         free(sb->quick);
+    }
+    if (sb->quick_writer != NULL) {
+        sqlite_worker_close(sb->quick_writer);
+        free(sb->quick_writer);
     }
     if (sb->wal_started)
         pthread_join(sb->wal_thread, NULL);
@@ -841,6 +847,7 @@ const struct backend_ops backend_sqlite_ops = {
     .open = sqlite_open,
     .submit = sqlite_submit,
     .read_inline = sqlite_read_inline,
+    .write_inline = sqlite_write_inline,
     .interrupt = sqlite_interrupt,
     .status = sqlite_status,
     .describe = sqlite_describe,

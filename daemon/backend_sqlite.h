@@ -8,7 +8,7 @@
  *                     progress and busy handlers, error replies
  *   sqlite_exec.c     running statements: the statement cache, parameter
  *                     binding, row encoding and streaming, one JOB_EXEC
- *   sqlite_quick.c    quick reads on the loop thread (nowait VFS)
+ *   sqlite_quick.c    quick reads (nowait VFS) and writes on the loop thread
  *   sqlite_memory.c   the in-memory bind's folder and its snapshots
  *
  * Threads: a struct worker's connection is used by one thread at a time
@@ -65,6 +65,7 @@
 #define QUICK_SKIP_RUNS      64
 #define QUICK_SKIP_SLOTS     256
 #define QUICK_CACHE_KIB      "-16384"
+#define QUICK_WAL_PAGES      1000 /* SQLite's wal_autocheckpoint default */
 
 /* Checkpoints. SQLite's automatic checkpoint (at commit, past 1000 pages)
  * copies the log into the database and lets the next writer restart the
@@ -178,6 +179,23 @@ struct sqlite_bind {
     atomic_uint_fast64_t writes;
     struct quick_skip quick_skip[QUICK_SKIP_SLOTS];
 
+    /* Quick writes (loop thread only; the in-memory bind, whose commits
+     * neither sync nor wait for the disk): a connection of the loop's own
+     * that runs a lone autocommit write (sqlite_write_inline). Lone: at
+     * most one per loop turn (quick_wrote), and none in a turn that
+     * follows one in which writes went to the workers (quick_sent, then
+     * quick_calm false: clients writing together keep their group
+     * commits, and the writer's page cache stays its own); quick_turn
+     * looks at both at the end of each turn. And the log's length after
+     * its last commit (its wal hook), past which the writes go to a
+     * worker, whose commit checkpoints (never the loop). */
+    struct worker *quick_writer;
+    bool quick_wrote;
+    bool quick_sent;
+    bool quick_calm;
+    bool quick_committed; /* set by its commit hook, cleared by its rollback hook */
+    int quick_wal_pages;
+
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
      * its own connection runs JOB_SAVE_SNAPSHOTs from its queue, so a save
      * never takes a connection from clients. */
@@ -265,6 +283,13 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
 /* The status line after a result's rows: +OK rows=N. */
 int sqlite_put_rows_status(struct buf *out, uint64_t rows);
 
+/* The status line of a statement that ran to SQLITE_DONE on db: +OK
+ * rows=N when it has columns, else +OK changes=N (last_id=ID after an
+ * INSERT that added rows). before: sqlite3_total_changes64() before it
+ * ran. 0, or -1 on ENOMEM. */
+int sqlite_put_done_status(sqlite3 *db, sqlite3_stmt *stmt, enum stmt_kind kind, sqlite3_int64 before,
+                           uint64_t rows, struct buf *out);
+
 /* Run a JOB_EXEC (its statement and the batched ones) on w, appending
  * the responses to out and posting them in chunks. */
 void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out);
@@ -278,6 +303,14 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
 /* backend_ops.read_inline (loop thread). */
 bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
                         uint64_t *rows);
+
+/* backend_ops.write_inline (loop thread). */
+bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,
+                         struct buf *out);
+
+/* A write outside any transaction goes to the workers (loop thread):
+ * the next loop turn leaves its writes to them too. */
+void sqlite_quick_write_sent(struct sqlite_bind *sb);
 
 /* Whether the statement with text hash h is to skip the quick read
  * (skip[QUICK_SKIP_SLOTS]: it overran lately); counts the run. */

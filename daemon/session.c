@@ -297,14 +297,17 @@ static void session_batch(struct session *s, struct job *job)
     }
 }
 
-/* A read the bind answers on the loop thread (read_inline): no job and no
- * trip to another thread. Takes the request's memory when it answered. */
-static bool session_read_inline(struct session *s, struct bind *b, struct request *req)
+/* A statement the bind answers on the loop thread: a read (read_inline),
+ * or with kind an INSERT, UPDATE or DELETE a lone write (write_inline). No
+ * job and no trip to another thread. Takes the request's memory when it
+ * answered. */
+static bool session_run_inline(struct session *s, struct bind *b, struct request *req, enum stmt_kind kind)
 {
     struct bind_stats *st = &b->stats;
     uint64_t start = uv_hrtime(), rows = 0;
 
-    if (!b->ops->read_inline(b, req, start, &s->out, &rows))
+    if (kind == STMT_SELECT ? !b->ops->read_inline(b, req, start, &s->out, &rows)
+                            : !b->ops->write_inline(b, req, kind, start, &s->out))
         return false;
     st->statements++;
     st->on_loop++;
@@ -523,7 +526,7 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
     /* A read across SQLite binds may be answered on the loop, as a bind's
      * quick reads are (federate.c). */
     if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&
-        session_read_inline(s, s->srv->federation, req))
+        session_run_inline(s, s->srv->federation, req, STMT_SELECT))
         return true;
     job = federate_job_new(s, r, req);
     if (job == NULL) {
@@ -615,7 +618,14 @@ static void session_handle_sql(struct session *s, struct request *req)
      * been answered (the session is idle), so a read may be answered here
      * and now without changing what it sees or the order of answers. */
     if (r->kind == STMT_SELECT && !s->in_txn && !s->txn_held && target->ops->read_inline != NULL &&
-        session_read_inline(s, target, req))
+        session_run_inline(s, target, req, STMT_SELECT))
+        return;
+    /* The same for a write outside any transaction, which commits before
+     * it is answered: a later statement of this session (or a quick read
+     * of anyone's) sees it, as after a worker's answer. */
+    if ((r->kind == STMT_INSERT || r->kind == STMT_UPDATE || r->kind == STMT_DELETE) && !s->in_txn &&
+        !s->txn_held && grant == GRANT_READ_WRITE && target->ops->write_inline != NULL &&
+        session_run_inline(s, target, req, r->kind))
         return;
     job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {

@@ -253,6 +253,20 @@ static int put_changes_status(struct buf *out, sqlite3_int64 changes, bool inser
     return codec_put_ok_changes(out, changes, inserted ? &id : NULL);
 }
 
+int sqlite_put_done_status(sqlite3 *db, sqlite3_stmt *stmt, enum stmt_kind kind, sqlite3_int64 before,
+                           uint64_t rows, struct buf *out)
+{
+    /* sqlite3_changes64() counts the statement's own rows (not a
+     * trigger's) but keeps the previous statement's count after DDL; the
+     * total tells whether this statement changed anything. */
+    sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+
+    if (sqlite3_column_count(stmt) > 0)
+        return sqlite_put_rows_status(out, rows);
+    return put_changes_status(out, changes, kind == STMT_INSERT && changes > 0,
+                              sqlite3_last_insert_rowid(db));
+}
+
 /* The connection a job runs on, for sqlite_interrupt() (backend_sqlite.c). */
 static void set_running(struct job *job, sqlite3 *db)
 {
@@ -393,15 +407,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         w->lowered = setpriority(PRIO_PROCESS, (id_t)w->tid, 0) != 0;
     job->rows += rows;
     if (rc == SQLITE_DONE) {
-        /* sqlite3_changes64() counts the statement's own rows (not a
-         * trigger's) but keeps the previous statement's count after DDL;
-         * the total tells whether this statement changed anything. */
-        sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
-        if (sqlite3_column_count(stmt) > 0)
-            rc = sqlite_put_rows_status(out, rows);
-        else
-            rc = put_changes_status(out, changes, kind == STMT_INSERT && changes > 0,
-                                    sqlite3_last_insert_rowid(db));
+        rc = sqlite_put_done_status(db, stmt, kind, before, rows, out);
         if (rc != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
         sqlite_stmt_done(w, stmt);

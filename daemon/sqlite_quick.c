@@ -11,6 +11,11 @@
  * the answer is the same; a statement stopped for time or size is sent
  * straight to the workers for its next QUICK_SKIP_RUNS runs. A point query
  * then costs no thread hand-off, and the loop never waits.
+ *
+ * Quick writes, the same for a lone autocommit INSERT, UPDATE or DELETE
+ * on the in-memory bind (sqlite_write_inline): it runs on a second loop
+ * connection when the bind's writer has nothing to do, else it goes to
+ * the writer to commit with the others.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -50,7 +55,21 @@ static void on_quick_turn(uv_check_t *h)
     struct sqlite_bind *sb = h->data;
 
     quick_end(sb);
-    uv_check_stop(h);
+    sb->quick_wrote = false;
+    sb->quick_calm = !sb->quick_sent;
+    /* After a turn that sent writes to the workers, look at the next one
+     * too: the first without is calm again. */
+    if (!sb->quick_sent)
+        uv_check_stop(h);
+    sb->quick_sent = false;
+}
+
+void sqlite_quick_write_sent(struct sqlite_bind *sb)
+{
+    if (sb->quick_writer == NULL)
+        return;
+    sb->quick_sent = true;
+    uv_check_start(sb->quick_turn, on_quick_turn);
 }
 
 /* Make sure a read transaction is open that began after every write the
@@ -150,10 +169,159 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
     return false;
 }
 
-/* Open the quick-read connection. It reads only: the authorizer refuses
- * writes, it never waits for a lock, and its limits make any one step
- * short (a longer string, pattern or text is an error, so a worker runs
- * that statement instead). */
+/* ---- Quick writes on the loop thread ----------------------------------- */
+
+/* The quick writer's log hook, in place of SQLite's automatic checkpoint
+ * (which would copy up to the whole log into the database on the loop):
+ * remember how long the log is. */
+static int on_quick_wal(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct sqlite_bind *sb = arg;
+
+    (void)db;
+    (void)name;
+    sb->quick_wal_pages = pages;
+    return SQLITE_OK;
+}
+
+/* The quick writer's commit and rollback hooks: whether its statement
+ * committed. */
+static int on_quick_commit(void *arg)
+{
+    ((struct sqlite_bind *)arg)->quick_committed = true;
+    return 0;
+}
+
+static void on_quick_rollback(void *arg)
+{
+    ((struct sqlite_bind *)arg)->quick_committed = false;
+}
+
+/* Whether the bind's writer is free with nothing queued: no write of
+ * another client is under way or waiting (they would rather commit as a
+ * group). */
+static bool writer_free(struct sqlite_bind *sb)
+{
+    bool free_now;
+
+    pthread_mutex_lock(&sb->lock);
+    free_now = sb->nworkers > 0 && !sb->workers[0].busy && sb->workers[0].head == NULL;
+    pthread_mutex_unlock(&sb->lock);
+    return free_now;
+}
+
+/* A lone autocommit write on the loop's writer connection. It cannot
+ * wait: the in-memory bind's pages are RAM and its commits do not sync,
+ * the write lock is taken without waiting (busy timeout 0), and the
+ * statement is stopped past QUICK_BUDGET_NS. SQLite rolls back an
+ * autocommit statement that does not run to its end (interrupted, busy,
+ * any error), so a worker can run it afresh and give the answer, as it
+ * would have without this shortcut; once it ran to its end it is
+ * committed and answered here. Statements with RETURNING go to a worker
+ * (their rows would be read after the changes are made). */
+bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,
+                         struct buf *out)
+{
+    struct sqlite_bind *sb = b->impl;
+    struct worker *w = sb->quick_writer;
+    sqlite3_stmt *stmt;
+    sqlite3_int64 before;
+    size_t mark = out->len;
+    uint64_t h;
+    int rc = SQLITE_OK;
+
+    if (w == NULL || sb->quick_wrote || sb->quick_sent || !sb->quick_calm || req->len > QUICK_MAX_SQL)
+        return false;
+    if (sb->quick_wal_pages >= QUICK_WAL_PAGES) {
+        /* A worker's commit checkpoints the log; the next quick commit
+         * measures it again. */
+        sb->quick_wal_pages = 0;
+        return false;
+    }
+    h = hash_bytes(req->text, req->len);
+    if (sqlite_quick_skipped(sb->quick_skip, h) || !writer_free(sb))
+        return false;
+    sb->quick_wrote = true;
+    uv_check_start(sb->quick_turn, on_quick_turn);
+    sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
+    w->mark = mark;
+    stmt = sqlite_stmt_get(w, req->text, req->len, h, &rc);
+    if (stmt == NULL)
+        goto fail;
+    if (sqlite3_column_count(stmt) > 0 || sqlite_bind_params(stmt, req, out, mark) != 0) {
+        sqlite_stmt_done(w, stmt);
+        goto fail;
+    }
+    w->denied = NULL;
+    w->denied_code = NULL;
+    w->altering = false;
+    before = sqlite3_total_changes64(w->db);
+    w->deadline_ns = start_ns + QUICK_BUDGET_NS;
+    sb->quick_committed = false;
+    rc = sqlite3_step(stmt);
+    /* SQLite calls the progress handler once more after the statement has
+     * ended, and answers SQLITE_INTERRUPT even though it has committed:
+     * the commit hook is what tells. */
+    if (rc != SQLITE_DONE && !sb->quick_committed) {
+        sqlite_stmt_done(w, stmt);
+        goto fail;
+    }
+    /* Committed: reads from now on take a fresh snapshot. */
+    atomic_fetch_add_explicit(&sb->writes, 1, memory_order_release);
+    if (sqlite_put_done_status(w->db, stmt, kind, before, 0, out) != 0)
+        sqlite_reply_error_at(out, mark, "NOMEM", "out of memory writing the status line");
+    sqlite_stmt_done(w, stmt);
+    return true;
+fail:
+    buf_truncate(out, mark);
+    if (!sqlite3_get_autocommit(w->db))
+        sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_AUTH) {
+        sb->quick_skip[h % QUICK_SKIP_SLOTS].hash = h;
+        sb->quick_skip[h % QUICK_SKIP_SLOTS].left = QUICK_SKIP_RUNS;
+    }
+    log_debug("bind %s: a write goes to a worker: %s", b->conf->name,
+              rc == SQLITE_OK ? "it returns rows, or its parameters do not fit" : sqlite3_errstr(rc));
+    return false;
+}
+
+/* ---- Opening ------------------------------------------------------------ */
+
+/* A connection for the loop thread, through vfs (NULL: the default), with
+ * the settings in `pragmas` (NULL: none): it never waits for a lock, and
+ * its limits make any one step short (a longer string, pattern or text is
+ * an error, so a worker runs that statement instead). NULL with err set
+ * on failure (*out then holds what to free). */
+static struct worker *quick_conn_open(struct sqlite_bind *sb, const char *vfs, const char *pragmas,
+                                      struct worker **out, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof *w);
+
+    if (w == NULL || (w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache)) == NULL) {
+        free(w);
+        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+        return NULL;
+    }
+    w->sb = sb;
+    w->tail = &w->head;
+    w->quick = true;
+    *out = w;
+    if (sqlite_conn_open(sb, &w->db, vfs, err, errlen) != 0 || sqlite_conn_harden(w, NULL, err, errlen) != 0)
+        return NULL;
+    if (pragmas != NULL)
+        sqlite_conn_exec_internal(w, pragmas);
+    sqlite_conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
+    sqlite3_busy_timeout(w->db, 0);
+    sqlite_conn_max_value(w, confref_cfg(sb->bind->host->cfgref)->max_value, QUICK_MAX_LENGTH);
+    sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
+    sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
+    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
+    sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
+    return w;
+}
+
+/* Open the quick-read connection (it reads only: the authorizer refuses
+ * writes) and, for the in-memory bind, the quick writer. */
 int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
 {
     bool memory = sb->bind->conf->type == BIND_SQLITE_MEMORY;
@@ -168,33 +336,27 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
         log_info("bind %s: every statement runs on a worker thread: %s", sb->bind->conf->name, why);
         return 0;
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL || (w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache)) == NULL) {
-        free(w);
-        snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
+    /* A file bind's writes stay on the workers: a commit syncs the log
+     * (synchronous = FULL), and even a write into the page cache may wait
+     * for the disk. */
+    if (memory && quick_conn_open(sb, NULL, NULL, &sb->quick_writer, err, errlen) == NULL)
         return -1;
+    if (sb->quick_writer != NULL) {
+        sb->quick_calm = true;
+        sqlite3_wal_hook(sb->quick_writer->db, on_quick_wal, sb);
+        sqlite3_commit_hook(sb->quick_writer->db, on_quick_commit, sb);
+        sqlite3_rollback_hook(sb->quick_writer->db, on_quick_rollback, sb);
     }
-    w->sb = sb;
-    w->tail = &w->head;
-    w->readonly = true;
-    w->quick = true;
-    sb->quick = w;
-    if (sqlite_conn_open(sb, &w->db, memory ? NULL : NOWAIT_VFS_NAME, err, errlen) != 0 ||
-        sqlite_conn_harden(w, NULL, err, errlen) != 0)
-        return -1;
     /* A file bind's pages: every read through xRead (not mapped), kept in
      * a cache larger than the default 2 MB, since the loop answers most
      * reads. */
-    if (!memory)
-        sqlite_conn_exec_internal(w, "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB);
-    sqlite_conn_exec_internal(w, "PRAGMA temp_store = MEMORY");
+    w = quick_conn_open(sb, memory ? NULL : NOWAIT_VFS_NAME,
+                        memory ? NULL : "PRAGMA mmap_size = 0; PRAGMA cache_size = " QUICK_CACHE_KIB,
+                        &sb->quick, err, errlen);
+    if (w == NULL)
+        return -1;
+    w->readonly = true;
     sqlite_conn_query_only(w, true);
-    sqlite3_busy_timeout(w->db, 0);
-    sqlite_conn_max_value(w, confref_cfg(sb->bind->host->cfgref)->max_value, QUICK_MAX_LENGTH);
-    sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
-    sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
-    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
-    sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
     sb->quick_turn = malloc(sizeof *sb->quick_turn);
     if (sb->quick_turn == NULL) {
         snprintf(err, errlen, "bind %s: out of memory", sb->bind->conf->name);
