@@ -27,7 +27,8 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
+ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c \
+              daemon/sqlnorm.c
 XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/federate_exec.c daemon/federate_refs.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \

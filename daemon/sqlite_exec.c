@@ -14,6 +14,7 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
+#include "daemon/log.h"
 #include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
@@ -113,6 +114,8 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     }
     if (*rc != SQLITE_OK || stmt == NULL)
         return NULL;
+    log_debug("bind %s: statement prepared (%zu bytes, %d parameters)", w->sb->bind->conf->name, len,
+              sqlite3_bind_parameter_count(stmt));
     /* The router allows one statement; make sure SQLite agrees. */
     if (tail != NULL && tail < sql + len) {
         sqlite3_stmt *next = NULL;
@@ -149,6 +152,40 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     victim->stmt = stmt;
     victim->used = ++w->tick;
     return stmt;
+}
+
+/* Whether a column name of stmt shows a parameter: a literal left in a
+ * name's text (SQLite names a result column by its expression) was made
+ * one. Names with a '?' of their own take the original text too. */
+static bool names_show_param(sqlite3_stmt *stmt)
+{
+    int ncol = sqlite3_column_count(stmt);
+
+    for (int i = 0; i < ncol; i++) {
+        const char *name = sqlite3_column_name(stmt, i);
+        if (name != NULL && strchr(name, '?') != NULL)
+            return true;
+    }
+    return false;
+}
+
+sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint64_t h,
+                              const struct request **run, int *rc)
+{
+    *run = req;
+    if (w->normalize && !w->federated && !w->pragma && !xact_stmt_uncached(w) &&
+        sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
+                       (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
+        const struct request *nr = &w->norm.req;
+        sqlite3_stmt *stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
+        if (stmt != NULL && !names_show_param(stmt)) {
+            *run = nr;
+            return stmt;
+        }
+        if (stmt != NULL)
+            sqlite_stmt_done(w, stmt);
+    }
+    return sqlite_stmt_get(w, req->text, req->len, h, rc);
 }
 
 /* Is stmt owned by the cache (and so must be reset, not finalized)? */
@@ -357,7 +394,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     w->pragma = kind == STMT_PRAGMA;
     if (w->pragma)
         schema_refresh(w, req->text, req->len);
-    stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
+    stmt = sqlite_stmt_for(w, req, hash_bytes(req->text, req->len), &req, &rc);
     w->pragma = false;
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
@@ -455,6 +492,7 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     bool wrote = job->kind != STMT_SELECT;
 
     w->readonly = job->readonly;
+    w->normalize = confref_cfg(job->cfgref)->normalize_literals;
     sqlite_conn_query_only(w, job->readonly);
     sqlite_conn_max_value(w, confref_cfg(job->cfgref)->max_value, INT_MAX);
     /* A COMMIT of a transaction that wrote several binds is the
