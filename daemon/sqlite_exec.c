@@ -154,19 +154,30 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     return stmt;
 }
 
-/* Whether a column name of stmt shows a parameter: a literal left in a
- * name's text (SQLite names a result column by its expression) was made
- * one. Names with a '?' of their own take the original text too. */
-static bool names_show_param(sqlite3_stmt *stmt)
+/* Whether stmt, prepared from the normalised nr, is what the normaliser
+ * meant: SQLite counts exactly nr's parameters, all of them ? or ?N (no
+ * name the lexer did not see as one), and no column name shows a
+ * parameter (a literal left in a name's text, as SQLite names a result
+ * column by its expression, was made one; a name with a '?' of its own
+ * takes the original text too). */
+static bool stmt_as_normalised(sqlite3_stmt *stmt, const struct request *nr)
 {
+    int nparams = sqlite3_bind_parameter_count(stmt);
     int ncol = sqlite3_column_count(stmt);
 
+    if ((size_t)nparams != nr->nparams)
+        return false;
+    for (int i = 1; i <= nparams; i++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, i);
+        if (name != NULL && name[0] != '?')
+            return false;
+    }
     for (int i = 0; i < ncol; i++) {
         const char *name = sqlite3_column_name(stmt, i);
         if (name != NULL && strchr(name, '?') != NULL)
-            return true;
+            return false;
     }
-    return false;
+    return true;
 }
 
 sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint64_t h,
@@ -178,7 +189,7 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
                        (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
         const struct request *nr = &w->norm.req;
         sqlite3_stmt *stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
-        if (stmt != NULL && !names_show_param(stmt)) {
+        if (stmt != NULL && stmt_as_normalised(stmt, nr)) {
             *run = nr;
             return stmt;
         }

@@ -24,8 +24,10 @@
  *   merge);
  * - every statement but SELECT, INSERT, REPLACE, UPDATE, DELETE, WITH and
  *   VALUES (no DDL, PRAGMA, transaction control or EXPLAIN);
- * - statements with named parameters (:x, @x, $x), text with a NUL byte,
- *   unbalanced parentheses, unterminated literals, more than one statement.
+ * - statements with named parameters (:x, @x, $x, #x, and $x$..$x$, which
+ *   the lexer takes for a PostgreSQL string), text with a NUL byte, text
+ *   over SQLNORM_MAX_TEXT, unbalanced parentheses, unterminated literals,
+ *   more than one statement.
  * A plain ? after a replaced literal would take the literal's number plus
  * one (SQLite numbers ? after the largest so far): it is written ?N with
  * the number it had. Literals take the numbers after the request's own
@@ -259,7 +261,7 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
     size_t depth = 0, max_param = 0;
     bool ended = false;
 
-    if (len > max_len || nparams > MAX_PARAM || memchr(sql, '\0', len) != NULL)
+    if (len > max_len || len > SQLNORM_MAX_TEXT || nparams > MAX_PARAM || memchr(sql, '\0', len) != NULL)
         return false;
     t = sqllex_next(sql, len, 0, 0);
     if (!word_in(sql, &t, heads))
@@ -306,6 +308,10 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
                      !(word_is(sql, &t, "from") && word_is(sql, &prev, "distinct")))
                 lv->region = REGION_NORMAL;
             break;
+        case SQLTOK_OP:
+            if (sql[t.pos] == '#')
+                return false; /* SQLite reads #name as a parameter */
+            break;
         case SQLTOK_PARAM: {
             size_t index;
             if (!param_index(sql, &t, max_param, &index))
@@ -323,6 +329,8 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
         case SQLTOK_STRING:
         case SQLTOK_BLOB: {
             struct value v;
+            if (sql[t.pos] == '$')
+                return false; /* $x$...$x$ is a parameter to SQLite */
             if (lv->inside_kept || lv->region != REGION_NORMAL || st.nlits == SQLNORM_MAX_LITERALS ||
                 nparams + st.nlits + 1 > MAX_PARAM || !replaceable_here(sql, len, &prev, &t, &next) ||
                 !decode_literal(&st, &t, &v))

@@ -29,6 +29,10 @@
 #define SQLNORM_MAX_LITERALS 999
 #define SQLNORM_MAX_VALUE 1000
 
+/* Longer statements run as they are: they gain little from sharing, and
+ * the buffers reused per connection stay small. */
+#define SQLNORM_MAX_TEXT 16384
+
 /* A normalised statement: req.text[0..req.len) and req.params[0..nparams)
  * (the request's own parameters first, then one per replaced literal,
  * pointing into values or the request). Owned by the struct; zero it
@@ -45,7 +49,7 @@ struct sqlnorm {
  * to run as it is: not a SELECT/INSERT/REPLACE/UPDATE/DELETE/WITH/VALUES,
  * nothing to replace, named parameters, a parameter count that differs
  * from nparams (the original gives the PARAMS error), text longer than
- * max_len, or out of memory. */
+ * max_len or SQLNORM_MAX_TEXT, or out of memory. */
 bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
                     size_t max_len);
 

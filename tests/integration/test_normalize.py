@@ -157,6 +157,8 @@ def _with_params(rng, p):
         ("SELECT id FROM %s WHERE i = %s AND s = ?" % (t, rng.choice(INTS)), ["abc"]),
         ("SELECT id FROM %s WHERE i = %s AND s = ?" % (t, rng.choice(INTS)), []),  # PARAMS error
         ("SELECT id FROM %s WHERE i = :x AND s = %s" % (t, rng.choice(STRS)), [5]),
+        ("SELECT id FROM %s WHERE i = #x AND s = %s" % (t, rng.choice(STRS)), rng.choice([[], [5]])),
+        ("SELECT id FROM %s WHERE i = %s AND s = $a$b$a$" % (t, rng.choice(INTS)), rng.choice([[], ["b"]])),
         ("UPDATE %s SET s = ? WHERE id = %s" % (t, rng.choice(INTS)), ["from-param"]),
     ]
     return rng.choice(kinds)

@@ -101,6 +101,8 @@ static void test_statements_left_alone(void)
     CHECK_STR(norm_of("EXPLAIN SELECT a FROM t WHERE b = 1", 0), "-");
     CHECK_STR(norm_of("BEGIN", 0), "-");
     CHECK_STR(norm_of("SELECT a FROM t WHERE b = :x AND c = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = #x AND c = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = $x$y$x$ AND c = 1", 0), "-");
     CHECK_STR(norm_of("SELECT a FROM t WHERE b = 1; SELECT 2", 0), "-");
     CHECK_STR(norm_of("SELECT a FROM t WHERE (b = 1", 0), "-");
     CHECK_STR(norm_of("SELECT a FROM t", 0), "-");
