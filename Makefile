@@ -279,12 +279,15 @@ build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c proto/buf.c proto/codec.c
 build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
+build-fuzz/fuzz_sqlnorm: tests/fuzz/fuzz_sqlnorm.c daemon/sqlnorm.c daemon/sqllex.c
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
 build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt -lm
 
-fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_sqlparse build-fuzz/fuzz_config
-	@for t in request sqlparse config; do \
+fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_sqlparse build-fuzz/fuzz_sqlnorm build-fuzz/fuzz_config
+	@for t in request sqlparse sqlnorm config; do \
 	    tmp=$$(mktemp -d); \
 	    echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	    if (cd build-fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

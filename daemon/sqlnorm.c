@@ -245,8 +245,10 @@ static bool params_reserve(struct sqlnorm *n, size_t want)
     return true;
 }
 
-bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
-                    size_t max_len)
+/* sqlnorm_sqlite(), and sqlnorm_route_key() when any_params (the request's
+ * parameters are not known: their count is not checked). */
+static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
+                      size_t max_len, bool any_params)
 {
     static const char *const heads[] = {"select", "insert", "replace", "update", "delete", "with", "values", NULL};
     static const char *const end_result[] = {"from",   "where",  "group",     "having", "window",
@@ -343,10 +345,22 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
         default: break;
         }
     }
-    if (st.nlits == 0 || depth != 0 || max_param != nparams || !text_append(n, sql + st.copied, len - st.copied))
+    if (st.nlits == 0 || depth != 0 || (max_param != nparams && !any_params) ||
+        !text_append(n, sql + st.copied, len - st.copied))
         return false;
     n->req.nparams = nparams + st.nlits;
     return true;
+}
+
+bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
+                    size_t max_len)
+{
+    return normalise(n, sql, len, params, nparams, max_len, false);
+}
+
+bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len)
+{
+    return normalise(n, sql, len, NULL, 0, SQLNORM_MAX_TEXT, true);
 }
 
 void sqlnorm_free(struct sqlnorm *n)

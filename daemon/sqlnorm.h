@@ -53,6 +53,14 @@ struct sqlnorm {
 bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
                     size_t max_len);
 
+/* The key under which the router may cache its decision for sql[0..len)
+ * (route.c): the normalised text in n->req.text[0..req.len), true when it
+ * differs from sql. Statements with the same key differ only in literals
+ * that stand for values, which never route, unless the statement writes a
+ * name as a string (sqlparse's ROUTE_STRING_NAME: then the caller caches
+ * by text). The request's parameters are not checked. */
+bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len);
+
 void sqlnorm_free(struct sqlnorm *n);
 
 #endif

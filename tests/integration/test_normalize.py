@@ -258,3 +258,17 @@ def test_literal_variants_share_one_prepared_statement():
     shared, plain = _prepares("on", n), _prepares("off", n)
     eq(plain >= 3 * n, True, "prepares without normalisation: %d" % plain)
     eq(shared <= 3 * 2 * 5, True, "prepares with normalisation: %d" % shared)
+
+
+def test_string_table_names_route_by_their_value(d):
+    # The route cache shares a decision between statements that differ only
+    # in literals, but a table name written as a string routes by its value.
+    c = d.connect()
+    expect_ok(c.request("INSERT INTO test2 (color) VALUES ('red')"))
+    expect_ok(c.request("INSERT INTO test3 (color) VALUES ('green')"))
+    expect_ok(c.request("INSERT INTO test3 (color) VALUES ('blue')"))
+    for _ in range(2):
+        expect_rows(c.request("SELECT count(*) FROM 'test2' WHERE 1 = 1"), [["1"]])
+        expect_rows(c.request("SELECT count(*) FROM 'test3' WHERE 1 = 1"), [["2"]])
+        expect_rows(c.request("SELECT color FROM 'test2' WHERE color <> 'x'"), [["red"]])
+        expect_rows(c.request("SELECT color FROM 'test3' WHERE color <> 'x' ORDER BY 1"), [["blue"], ["green"]])
