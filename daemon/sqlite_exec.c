@@ -72,6 +72,20 @@ static void schema_refresh(struct worker *w, const char *sql, size_t len)
     }
 }
 
+/* The cached statement for sql[0..len) (h: its hash_bytes()), marked
+ * used, or NULL. */
+static sqlite3_stmt *cache_find(struct worker *w, const char *sql, size_t len, uint64_t h)
+{
+    for (size_t i = 0; i < w->ncache; i++) {
+        struct cached_stmt *c = &w->cache[i];
+        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
+            c->used = ++w->tick;
+            return c->stmt;
+        }
+    }
+    return NULL;
+}
+
 /* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
  * connection, from the cache or newly prepared (and cached). *rc gets the
  * SQLite result; a NULL return with SQLITE_OK means the text holds no
@@ -87,13 +101,9 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
      * grants: it neither takes a cached statement nor leaves one. */
     if (xact_stmt_uncached(w) || w->pragma)
         cap = 0;
-    for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
-        struct cached_stmt *c = &w->cache[i];
-        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
-            c->used = ++w->tick;
-            *rc = SQLITE_OK;
-            return c->stmt;
-        }
+    if (cap > 0 && (stmt = cache_find(w, sql, len, h)) != NULL) {
+        *rc = SQLITE_OK;
+        return stmt;
     }
     w->denied = NULL;
     w->denied_code = NULL;
@@ -183,12 +193,21 @@ static bool stmt_as_normalised(sqlite3_stmt *stmt, const struct request *nr)
 sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint64_t h,
                               const struct request **run, int *rc)
 {
+    bool normalize = w->normalize && !w->federated && !w->pragma && !xact_stmt_uncached(w);
+    sqlite3_stmt *stmt;
+
     *run = req;
-    if (w->normalize && !w->federated && !w->pragma && !xact_stmt_uncached(w) &&
+    /* A text cached as it is (no literal to replace, or refused once
+     * normalised) needs no second look. */
+    if (normalize && w->sb->stmt_cache > 0 && (stmt = cache_find(w, req->text, req->len, h)) != NULL) {
+        *rc = SQLITE_OK;
+        return stmt;
+    }
+    if (normalize &&
         sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
                        (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
         const struct request *nr = &w->norm.req;
-        sqlite3_stmt *stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
+        stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
         if (stmt != NULL && stmt_as_normalised(stmt, nr)) {
             *run = nr;
             return stmt;
