@@ -2,12 +2,11 @@
  * Unit tests of the route cache's literal keys (issue 18, daemon/route.c
  * with sqlnorm_route_key()): statements that differ only in literal values
  * share one cached decision, but a name written as a string ('test2')
- * routes by its value, and an error is never shared. Uses the example
- * config (conf/sqlmux.ini: test2 -> second_db) and catalogs in which
- * default holds test1.
+ * routes by its value, and an error is never shared. A config of its own
+ * (test2 -> second_db) and catalogs in which default holds test1.
  */
-#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,17 +17,19 @@
 static struct config *cfg;
 static struct catset *cats;
 
+/* Catalogs in which bind 0 (default) holds test1 and bind 1 test2. */
 static struct catset *make_catalogs(void)
 {
+    static const char *const held[] = {"test1", "test2"};
     struct catset *cs = catset_new(cfg->nbinds);
-    struct catalog *c0 = catalog_new(1), *c1 = catalog_new(1);
-    if (cs == NULL || c0 == NULL || c1 == NULL || catalog_add(c0, "main", "test1", true) != 0 ||
-        catalog_add(c1, "main", "test2", true) != 0)
-        return NULL;
-    catalog_seal(c0);
-    catalog_seal(c1);
-    cs->cats[0] = c0;
-    cs->cats[1] = c1;
+
+    for (size_t i = 0; cs != NULL && i < sizeof held / sizeof held[0]; i++) {
+        struct catalog *c = catalog_new(1);
+        if (c == NULL || catalog_add(c, "main", held[i], true) != 0)
+            return NULL;
+        catalog_seal(c);
+        cs->cats[i] = c;
+    }
     return cs;
 }
 
@@ -92,25 +93,23 @@ static void test_errors_are_not_shared(void)
 
 int main(void)
 {
-    char src[PATH_MAX];
+    static const char text[] = "[binds]\ndefault = sqlite:///app.db\nsecond_db = sqlite:///second.db\n"
+                               "[tables]\ntest2 = second_db\n";
+    char path[] = "/tmp/sqlmux-test-normalize-XXXXXX";
     char err[1024] = "";
-    snprintf(src, sizeof src, "conf/sqlmux.ini");
-    if (access(src, R_OK) != 0) {
-        snprintf(src, sizeof src, "%s", __FILE__);
-        char *slash = strrchr(src, '/');
-        snprintf(slash ? slash + 1 : src, sizeof src - (size_t)(slash ? slash + 1 - src : 0),
-                 "../../conf/sqlmux.ini");
-    }
-    if (config_load(src, &cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "%s\n", err);
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1) || close(fd) != 0 ||
+        config_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "config: %s\n", err);
         return 1;
     }
+    unlink(path);
     cats = make_catalogs();
     if (cats == NULL) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    CHECK(cfg->normalize_literals);
+    CHECK(cfg->normalize_literals); /* the default */
     RUN(test_literal_variants_share_a_decision);
     RUN(test_string_names_route_by_value);
     RUN(test_errors_are_not_shared);
