@@ -11,7 +11,7 @@ status lines and errors."""
 import random
 import time
 
-from harness import Daemon, TestFailure, eq, expect_ok, expect_rows
+from harness import DEFAULT_SCHEMAS, DEFAULT_TABLES, Daemon, TestFailure, eq, expect_ok, expect_rows
 
 TABLES = [("n_*", "memory_db"), ("f_*", "default"), ("test2", "second_db"), ("test3", "memory_db")]
 
@@ -260,15 +260,20 @@ def test_literal_variants_share_one_prepared_statement():
     eq(shared <= 3 * 2 * 5, True, "prepares with normalisation: %d" % shared)
 
 
-def test_string_table_names_route_by_their_value(d):
+def test_string_table_names_route_by_their_value():
     # The route cache shares a decision between statements that differ only
     # in literals, but a table name written as a string routes by its value.
-    c = d.connect()
-    expect_ok(c.request("INSERT INTO test2 (color) VALUES ('red')"))
-    expect_ok(c.request("INSERT INTO test3 (color) VALUES ('green')"))
-    expect_ok(c.request("INSERT INTO test3 (color) VALUES ('blue')"))
-    for _ in range(2):
-        expect_rows(c.request("SELECT count(*) FROM 'test2' WHERE 1 = 1"), [["1"]])
-        expect_rows(c.request("SELECT count(*) FROM 'test3' WHERE 1 = 1"), [["2"]])
-        expect_rows(c.request("SELECT color FROM 'test2' WHERE color <> 'x'"), [["red"]])
-        expect_rows(c.request("SELECT color FROM 'test3' WHERE color <> 'x' ORDER BY 1"), [["blue"], ["green"]])
+    # second_db holds a table of lit_b's name too, with other rows: a
+    # statement routed there by mistake would read those.
+    schema = DEFAULT_SCHEMAS["second_db"] + "\nCREATE TABLE lit_b (v TEXT);\nINSERT INTO lit_b VALUES ('wrong bind');\n"
+    with Daemon(tables=DEFAULT_TABLES + [("lit_a", "second_db"), ("lit_b", "memory_db")],
+                files={"schema_second_db.sql": schema}) as d:
+        c = d.connect()
+        expect_ok(c.request("CREATE TABLE lit_a (v TEXT)"))
+        expect_ok(c.request("CREATE TABLE lit_b (v TEXT)"))
+        expect_ok(c.request("INSERT INTO lit_a (v) VALUES ('a')"))
+        expect_ok(c.request("INSERT INTO lit_b (v) VALUES ('b')"))
+        for _ in range(2):
+            expect_rows(c.request("SELECT v FROM 'lit_a' WHERE 1 = 1"), [["a"]])
+            expect_rows(c.request("SELECT v FROM 'lit_b' WHERE 1 = 1"), [["b"]])
+            expect_rows(c.request("SELECT v FROM \"lit_b\" WHERE 2 = 2"), [["b"]])
