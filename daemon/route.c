@@ -10,6 +10,8 @@
  * hash of the statement text, each slot holding one decision; a collision
  * replaces the older one. That bounds memory by `route_cache` entries,
  * costs one hash and one memcmp per hit, and needs no LRU bookkeeping.
+ * A statement with literal values (normalize_literals) is cached under its
+ * normalised text (sqlnorm_route_key), so its variants share the slot.
  */
 #include "daemon/route.h"
 

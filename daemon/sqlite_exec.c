@@ -1,6 +1,7 @@
 /*
  * Running statements on an SQLite connection: the per-connection cache of
- * prepared statements, binding a request's parameters, encoding the
+ * prepared statements (shared by statements that differ only in literal
+ * values: sqlnorm.h, sqlite_stmt_for), binding a request's parameters, encoding the
  * header, rows and status line, streaming them to the loop under flow
  * control, and one JOB_EXEC with its batched statements. Any kind of
  * SQLite execution (the workers, the quick reads) runs through here.
