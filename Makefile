@@ -27,7 +27,8 @@ LDFLAGS += $(SANFLAGS)
 
 PROTO_SRC  := proto/buf.c proto/codec.c
 CONF_SRC   := conf/config.c
-ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
+ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c \
+              daemon/sqlnorm.c
 XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/federate_exec.c daemon/federate_refs.c daemon/federate_semi.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
@@ -278,12 +279,15 @@ build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c proto/buf.c proto/codec.c
 build-fuzz/fuzz_sqlparse: tests/fuzz/fuzz_sqlparse.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
+build-fuzz/fuzz_sqlnorm: tests/fuzz/fuzz_sqlnorm.c daemon/sqlnorm.c daemon/sqllex.c
+	@mkdir -p build-fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^
 build-fuzz/fuzz_config: tests/fuzz/fuzz_config.c conf/config.c proto/buf.c proto/codec.c daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_heads.c daemon/sqlparse_names.c daemon/sqllex.c
 	@mkdir -p build-fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -linih -lcrypt -lm
 
-fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_sqlparse build-fuzz/fuzz_config
-	@for t in request sqlparse config; do \
+fuzz: build-fuzz/fuzz_request build-fuzz/fuzz_sqlparse build-fuzz/fuzz_sqlnorm build-fuzz/fuzz_config
+	@for t in request sqlparse sqlnorm config; do \
 	    tmp=$$(mktemp -d); \
 	    echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
 	    if (cd build-fuzz && ./fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

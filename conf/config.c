@@ -119,6 +119,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("route_cache", CONFIG_T_INT, "1024", 0, 1000000, route_cache),
     SERVER_KEY("catalog_interval", CONFIG_T_INT, "2000", 0, 3600000, catalog_interval_ms),
     SERVER_KEY_RESTART("stmt_cache", CONFIG_T_INT, "64", 0, 10000, stmt_cache),
+    SERVER_KEY("normalize_literals", CONFIG_T_BOOL, "on", 0, 0, normalize_literals),
     SERVER_KEY_RESTART("federation_pool", CONFIG_T_INT, "2", 1, 64, federation_pool),
     SERVER_KEY("log_level", CONFIG_T_LOG_LEVEL, "info", 0, 0, log_level),
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),

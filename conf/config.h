@@ -116,6 +116,8 @@ struct config {
                           each PostgreSQL field) */
     int route_cache;   /* routing decisions cached (entries) */
     int stmt_cache;    /* prepared statements cached per connection */
+    bool normalize_literals; /* SQLite statements differing only in literal
+                                values share one prepared statement (sqlnorm.h) */
 
     int catalog_interval_ms; /* read every bind's catalog this often; 0: never */
 

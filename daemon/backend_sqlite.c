@@ -735,6 +735,7 @@ void sqlite_worker_close(struct worker *w)
         free(w->cache[j].sql);
     }
     free(w->cache);
+    sqlnorm_free(&w->norm);
     if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)
         log_warn("bind %s: closing a connection: %s", w->sb->bind->conf->name, sqlite3_errmsg(w->db));
 }

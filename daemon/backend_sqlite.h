@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "daemon/backend.h"
+#include "daemon/sqlnorm.h"
 
 /* How much of the in-memory bind's file each connection maps (bytes; the
  * address space is reserved, memory is what the file holds). */
@@ -144,6 +145,9 @@ struct worker {
     int max_length;             /* its SQLITE_LIMIT_LENGTH now (max_value) */
     struct xact_conn *xact;     /* the other binds attached for transactions
                                    across binds (daemon/xact.c), or NULL */
+    bool normalize;             /* normalize_literals for the running statements */
+    struct sqlnorm norm;        /* the running statement with its literals bound
+                                   (sqlite_stmt_for); buffers reused */
 };
 
 struct sqlite_bind {
@@ -269,6 +273,15 @@ void sqlite_schema_refresh(sqlite3 *db);
  * SQLITE_MISUSE: it holds more than one. */
 sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uint64_t h, int *rc);
 void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt);
+
+/* The prepared statement for req (h: the hash_bytes() of its text), as
+ * sqlite_stmt_get(); *run gets the request to bind it with. With
+ * w->normalize, its literals are made parameters (sqlnorm.h) and *run is
+ * &w->norm.req, valid until the next call on w; when SQLite refuses that
+ * text, or a column name of it shows a parameter, req's own text is
+ * prepared instead (its error, its names) and *run is req. */
+sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint64_t h,
+                              const struct request **run, int *rc);
 
 /* Bind the request's parameters; on error the -ERR replaces out[mark..]
  * and the result is -1. */

@@ -10,6 +10,8 @@
  * hash of the statement text, each slot holding one decision; a collision
  * replaces the older one. That bounds memory by `route_cache` entries,
  * costs one hash and one memcmp per hit, and needs no LRU bookkeeping.
+ * A statement with literal values (normalize_literals) is cached under its
+ * normalised text (sqlnorm_route_key), so its variants share the slot.
  */
 #include "daemon/route.h"
 
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "daemon/hash.h"
+#include "daemon/sqlnorm.h"
 #include "proto/buf.h"
 #include "proto/codec.h"
 
@@ -164,6 +167,7 @@ struct slot {
     uint64_t hash;
     char *sql; /* NULL: empty slot */
     size_t len;
+    bool key; /* sql is a normalised text (sqlnorm_route_key), not one sent */
     struct route route;
 };
 
@@ -172,6 +176,7 @@ struct routecache {
     struct slot *slots;
     size_t mask;          /* nslots - 1 */
     struct route scratch; /* the answer when caching is off or fails */
+    struct sqlnorm norm;  /* the key of the statement being routed */
 };
 
 struct routecache *routecache_new(size_t entries)
@@ -227,6 +232,7 @@ void routecache_free(struct routecache *rc)
     if (rc == NULL)
         return;
     routecache_clear(rc);
+    sqlnorm_free(&rc->norm);
     free(rc->slots);
     free(rc);
 }
@@ -463,7 +469,11 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
 {
     struct route_info ri;
     uint64_t h;
-    struct slot *sl;
+    struct slot *sl, *target;
+    const char *key = sql;
+    size_t key_len = len;
+    bool keyed = false;
+    unsigned flags;
 
     if (rc->slots == NULL) {
         route_clear(&rc->scratch);
@@ -473,19 +483,50 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     }
     h = hash_bytes(sql, len);
     sl = &rc->slots[h & rc->mask];
-    if (sl->sql != NULL && sl->hash == h && sl->len == len && memcmp(sl->sql, sql, len) == 0)
+    if (sl->sql != NULL && !sl->key && sl->hash == h && sl->len == len && memcmp(sl->sql, sql, len) == 0)
         return &sl->route;
-    slot_clear(sl);
-    route_compute(cfg, rc->cs, sql, len, &sl->route, &ri);
-    sqlparse_info_free(&ri);
-    if (sl->route.err_code != NULL && strcmp(sl->route.err_code, "NOMEM") == 0)
-        return &sl->route; /* not cached: sql stays NULL */
-    sl->sql = malloc(len + 1);
-    if (sl->sql != NULL) {
-        memcpy(sl->sql, sql, len);
-        sl->sql[len] = '\0';
-        sl->len = len;
-        sl->hash = h;
+    /* Statements that differ only in literal values route alike: their
+     * decision is cached under their normalised text. */
+    target = sl;
+    if (cfg->normalize_literals && sqlnorm_route_key(&rc->norm, sql, len)) {
+        uint64_t kh = hash_bytes(rc->norm.req.text, rc->norm.req.len);
+        struct slot *ks = &rc->slots[kh & rc->mask];
+        if (ks->sql != NULL && ks->key && ks->hash == kh && ks->len == rc->norm.req.len &&
+            memcmp(ks->sql, rc->norm.req.text, ks->len) == 0)
+            return &ks->route;
+        target = ks;
+        key = rc->norm.req.text;
+        key_len = rc->norm.req.len;
+        h = kh;
+        keyed = true;
     }
-    return &sl->route;
+    slot_clear(target);
+    route_compute(cfg, rc->cs, sql, len, &target->route, &ri);
+    flags = ri.flags;
+    sqlparse_info_free(&ri);
+    if (target->route.err_code != NULL && strcmp(target->route.err_code, "NOMEM") == 0)
+        return &target->route; /* not cached: sql stays NULL */
+    /* An error may quote the text; a name written as a string routes by
+     * its value: cached by the text as sent. */
+    if (keyed && (target->route.err_code != NULL || (flags & ROUTE_STRING_NAME))) {
+        if (target != sl) {
+            slot_clear(sl);
+            sl->route = target->route;
+            memset(&target->route, 0, sizeof target->route);
+            target = sl;
+        }
+        key = sql;
+        key_len = len;
+        h = hash_bytes(sql, len);
+        keyed = false;
+    }
+    target->sql = malloc(key_len + 1);
+    if (target->sql != NULL) {
+        memcpy(target->sql, key, key_len);
+        target->sql[key_len] = '\0';
+        target->len = key_len;
+        target->hash = h;
+        target->key = keyed;
+    }
+    return &target->route;
 }

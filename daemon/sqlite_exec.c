@@ -1,6 +1,7 @@
 /*
  * Running statements on an SQLite connection: the per-connection cache of
- * prepared statements, binding a request's parameters, encoding the
+ * prepared statements (shared by statements that differ only in literal
+ * values: sqlnorm.h, sqlite_stmt_for), binding a request's parameters, encoding the
  * header, rows and status line, streaming them to the loop under flow
  * control, and one JOB_EXEC with its batched statements. Any kind of
  * SQLite execution (the workers, the quick reads) runs through here.
@@ -14,6 +15,7 @@
 
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
+#include "daemon/log.h"
 #include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
@@ -71,6 +73,20 @@ static void schema_refresh(struct worker *w, const char *sql, size_t len)
     }
 }
 
+/* The cached statement for sql[0..len) (h: its hash_bytes()), marked
+ * used, or NULL. */
+static sqlite3_stmt *cache_find(struct worker *w, const char *sql, size_t len, uint64_t h)
+{
+    for (size_t i = 0; i < w->ncache; i++) {
+        struct cached_stmt *c = &w->cache[i];
+        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
+            c->used = ++w->tick;
+            return c->stmt;
+        }
+    }
+    return NULL;
+}
+
 /* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
  * connection, from the cache or newly prepared (and cached). *rc gets the
  * SQLite result; a NULL return with SQLITE_OK means the text holds no
@@ -86,13 +102,9 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
      * grants: it neither takes a cached statement nor leaves one. */
     if (xact_stmt_uncached(w) || w->pragma)
         cap = 0;
-    for (size_t i = 0; cap > 0 && i < w->ncache; i++) {
-        struct cached_stmt *c = &w->cache[i];
-        if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
-            c->used = ++w->tick;
-            *rc = SQLITE_OK;
-            return c->stmt;
-        }
+    if (cap > 0 && (stmt = cache_find(w, sql, len, h)) != NULL) {
+        *rc = SQLITE_OK;
+        return stmt;
     }
     w->denied = NULL;
     w->denied_code = NULL;
@@ -113,6 +125,8 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     }
     if (*rc != SQLITE_OK || stmt == NULL)
         return NULL;
+    log_debug("bind %s: statement prepared (%zu bytes, %d parameters)", w->sb->bind->conf->name, len,
+              sqlite3_bind_parameter_count(stmt));
     /* The router allows one statement; make sure SQLite agrees. */
     if (tail != NULL && tail < sql + len) {
         sqlite3_stmt *next = NULL;
@@ -149,6 +163,60 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     victim->stmt = stmt;
     victim->used = ++w->tick;
     return stmt;
+}
+
+/* Whether stmt, prepared from the normalised nr, is what the normaliser
+ * meant: SQLite counts exactly nr's parameters, all of them ? or ?N (no
+ * name the lexer did not see as one), and no column name shows a
+ * parameter (a literal left in a name's text, as SQLite names a result
+ * column by its expression, was made one; a name with a '?' of its own
+ * takes the original text too). */
+static bool stmt_as_normalised(sqlite3_stmt *stmt, const struct request *nr)
+{
+    int nparams = sqlite3_bind_parameter_count(stmt);
+    int ncol = sqlite3_column_count(stmt);
+
+    if ((size_t)nparams != nr->nparams)
+        return false;
+    for (int i = 1; i <= nparams; i++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, i);
+        if (name != NULL && name[0] != '?')
+            return false;
+    }
+    for (int i = 0; i < ncol; i++) {
+        const char *name = sqlite3_column_name(stmt, i);
+        if (name != NULL && strchr(name, '?') != NULL)
+            return false;
+    }
+    return true;
+}
+
+sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint64_t h,
+                              const struct request **run, int *rc)
+{
+    bool normalize = w->normalize && !w->federated && !w->pragma && !xact_stmt_uncached(w);
+    sqlite3_stmt *stmt;
+
+    *run = req;
+    /* A text cached as it is (no literal to replace, or refused once
+     * normalised) needs no second look. */
+    if (normalize && w->sb->stmt_cache > 0 && (stmt = cache_find(w, req->text, req->len, h)) != NULL) {
+        *rc = SQLITE_OK;
+        return stmt;
+    }
+    if (normalize &&
+        sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
+                       (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
+        const struct request *nr = &w->norm.req;
+        stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
+        if (stmt != NULL && stmt_as_normalised(stmt, nr)) {
+            *run = nr;
+            return stmt;
+        }
+        if (stmt != NULL)
+            sqlite_stmt_done(w, stmt);
+    }
+    return sqlite_stmt_get(w, req->text, req->len, h, rc);
 }
 
 /* Is stmt owned by the cache (and so must be reset, not finalized)? */
@@ -371,7 +439,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     w->pragma = kind == STMT_PRAGMA;
     if (w->pragma)
         schema_refresh(w, req->text, req->len);
-    stmt = sqlite_stmt_get(w, req->text, req->len, hash_bytes(req->text, req->len), &rc);
+    stmt = sqlite_stmt_for(w, req, hash_bytes(req->text, req->len), &req, &rc);
     w->pragma = false;
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)
@@ -461,6 +529,7 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     bool wrote = job->kind != STMT_SELECT;
 
     w->readonly = job->readonly;
+    w->normalize = confref_cfg(job->cfgref)->normalize_literals;
     sqlite_conn_query_only(w, job->readonly);
     sqlite_conn_max_value(w, confref_cfg(job->cfgref)->max_value, INT_MAX);
     /* A COMMIT of a transaction that wrote several binds is the

@@ -122,7 +122,10 @@ bool sqlite_quick_run(struct worker *w, struct quick_skip *skip, uint64_t h, con
 
     w->mark = out->len;
     *rows = 0;
-    stmt = sqlite_stmt_get(w, sql, len, sql == req->text ? h : hash_bytes(sql, len), rc);
+    if (sql == req->text)
+        stmt = sqlite_stmt_for(w, req, h, &req, rc);
+    else
+        stmt = sqlite_stmt_get(w, sql, len, hash_bytes(sql, len), rc);
     ok = stmt != NULL;
     if (ok) {
         ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
@@ -159,6 +162,7 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
     if (sqlite_quick_skipped(sb->quick_skip, h))
         return false;
     sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
+    w->normalize = confref_cfg(b->host->cfgref)->normalize_literals;
     if (quick_snapshot(sb) != 0)
         return false;
     if (sqlite_quick_run(w, sb->quick_skip, h, req->text, req->len, req, start_ns, out, rows, &rc))

@@ -34,6 +34,8 @@ enum {
     ROUTE_TEMP = 1u << 1,        /* CREATE TEMP/TEMPORARY TABLE|VIEW|TRIGGER|INDEX */
     ROUTE_RENAME = 1u << 2,      /* ALTER TABLE|VIEW old RENAME TO new: tables[] has both */
     ROUTE_BEGIN_WRITE = 1u << 3, /* BEGIN IMMEDIATE or EXCLUSIVE: asks for the write lock */
+    ROUTE_STRING_NAME = 1u << 4, /* a name is written as a 'string' (FROM 'kv'): its
+                                    value routes, so the decision is cached by text only */
 };
 
 /* One referenced table. Names are unquoted and ASCII-lowercased; schema is

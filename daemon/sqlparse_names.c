@@ -170,6 +170,8 @@ int sp_names_add(struct parser *p, enum name_kind kind, const struct token *sche
     nm->buf = buf;
     bool fold = kind != NAME_PARAM;
     char *dst = nm->buf + nm->len;
+    if (name->type == SQLTOK_STRING || (schema != NULL && schema->type == SQLTOK_STRING))
+        p->flags |= ROUTE_STRING_NAME;
     size_t slen = schema ? copy_name(p->sql, schema, dst, fold) : 0;
     dst[slen] = '\0';
     size_t nlen = copy_name(p->sql, name, dst + slen + 1, fold);

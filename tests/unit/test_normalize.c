@@ -1,0 +1,149 @@
+/*
+ * Unit tests of literal normalisation, daemon/sqlnorm.c (issue 18): which
+ * literals become parameters, their decoded values and numbers, and the
+ * texts left alone (comments, quotes, result columns, ORDER BY, LIKE,
+ * DDL, named parameters).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/sqlnorm.h"
+#include "tests/unit/unit.h"
+
+static struct sqlnorm norm;
+
+/* The normalised text of sql (sent with nparams integer parameters) and
+ * its literals' values as "text | v1 | v2...", or "-" when it runs as it
+ * is. */
+static const char *norm_of(const char *sql, size_t nparams)
+{
+    static char out[1024];
+    struct value params[4];
+    size_t o;
+
+    memset(params, 0, sizeof params);
+    for (size_t i = 0; i < nparams; i++)
+        params[i].type = VALUE_INT;
+    if (!sqlnorm_sqlite(&norm, sql, strlen(sql), params, nparams, 1000000))
+        return "-";
+    o = (size_t)snprintf(out, sizeof out, "%.*s", (int)norm.req.len, norm.req.text);
+    for (size_t i = nparams; i < norm.req.nparams && o < sizeof out; i++) {
+        const struct value *v = &norm.req.params[i];
+        switch (v->type) {
+        case VALUE_INT: o += (size_t)snprintf(out + o, sizeof out - o, " | %lld", (long long)v->i); break;
+        case VALUE_TEXT: o += (size_t)snprintf(out + o, sizeof out - o, " | '%.*s'", (int)v->len, v->p); break;
+        case VALUE_BLOB:
+            o += (size_t)snprintf(out + o, sizeof out - o, " | x");
+            for (size_t k = 0; k < v->len && o < sizeof out; k++)
+                o += (size_t)snprintf(out + o, sizeof out - o, "%02x", (unsigned char)v->p[k]);
+            break;
+        default: o += (size_t)snprintf(out + o, sizeof out - o, " | ?"); break;
+        }
+    }
+    return out;
+}
+
+static void test_kinds_of_literal(void)
+{
+    CHECK_STR(norm_of("SELECT v FROM t WHERE id = 5", 0), "SELECT v FROM t WHERE id = ?1 | 5");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE s = 'it''s' AND b = x'0aFF'", 0),
+              "SELECT v FROM t WHERE s = ?1 AND b = ?2 | 'it's' | x0aff");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE s = '' OR b = X''", 0), "SELECT v FROM t WHERE s = ?1 OR b = ?2 | '' | x");
+    CHECK_STR(norm_of("INSERT INTO ins (v) VALUES ('row-1');", 0), "INSERT INTO ins (v) VALUES (?1); | 'row-1'");
+    CHECK_STR(norm_of("UPDATE t SET a = 9223372036854775807 WHERE id = 007", 0),
+              "UPDATE t SET a = ?1 WHERE id = ?2 | 9223372036854775807 | 7");
+    /* Reals, hex and out-of-range integers stay as SQLite reads them. */
+    CHECK_STR(norm_of("SELECT v FROM t WHERE a = .5 OR a = 1. OR a = 1e-3 OR a = 0x10", 0), "-");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE a = -9223372036854775808", 0), "-");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE a = -5 AND b = a-1", 0),
+              "SELECT v FROM t WHERE a = -?1 AND b = a-?2 | 5 | 1");
+    /* A blob with an odd or bad hex digit is SQLite's error to give. */
+    CHECK_STR(norm_of("SELECT v FROM t WHERE b = x'abc'", 0), "-");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE b = x'zz'", 0), "-");
+}
+
+static void test_comments_and_quotes(void)
+{
+    CHECK_STR(norm_of("SELECT v FROM t -- id = 5\nWHERE id = 6", 0), "SELECT v FROM t -- id = 5\nWHERE id = ?1 | 6");
+    CHECK_STR(norm_of("SELECT v /* 'x' 7 */ FROM t WHERE s = '--' || '/*'", 0),
+              "SELECT v /* 'x' 7 */ FROM t WHERE s = ?1 || ?2 | '--' | '/*'");
+    CHECK_STR(norm_of("SELECT \"5\" FROM t WHERE \"a'b\" = 'c\"d'", 0),
+              "SELECT \"5\" FROM t WHERE \"a'b\" = ?1 | 'c\"d'");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE s = 'unterminated", 0), "-");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE id = 5 /* open", 0), "-");
+}
+
+static void test_places_kept(void)
+{
+    /* Result columns are named by their text, nested ones included. */
+    CHECK_STR(norm_of("SELECT 1, 'a', (SELECT v FROM t WHERE id = 2) FROM t", 0), "-");
+    CHECK_STR(norm_of("SELECT a IS DISTINCT FROM 5, b FROM t WHERE c = 6", 0),
+              "SELECT a IS DISTINCT FROM 5, b FROM t WHERE c = ?1 | 6");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE a IN (SELECT 3 FROM u WHERE x = 4)", 0),
+              "SELECT a FROM t WHERE a IN (SELECT 3 FROM u WHERE x = ?1) | 4");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = 1 ORDER BY 1 LIMIT 10 OFFSET 2", 0),
+              "SELECT a FROM t WHERE b = ?1 ORDER BY 1 LIMIT 10 OFFSET 2 | 1");
+    CHECK_STR(norm_of("SELECT a FROM t GROUP BY 1 HAVING count(*) > 2 UNION SELECT b FROM u WHERE c = 3", 0),
+              "SELECT a FROM t GROUP BY 1 HAVING count(*) > 2 UNION SELECT b FROM u WHERE c = ?1 | 3");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE s LIKE 'ab%' ESCAPE '!' OR s GLOB 'x*' OR s = 'y' COLLATE nocase", 0),
+              "-");
+    CHECK_STR(norm_of("INSERT INTO t VALUES (1) RETURNING a, 2", 0), "INSERT INTO t VALUES (?1) RETURNING a, 2 | 1");
+    CHECK_STR(norm_of("INSERT INTO t VALUES (1) ON CONFLICT (a) WHERE a > 0 DO UPDATE SET b = 2", 0),
+              "INSERT INTO t VALUES (?1) ON CONFLICT (a) WHERE a > 0 DO UPDATE SET b = ?2 | 1 | 2");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = 'x'y", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = 'x'.y", 0), "-");
+}
+
+static void test_statements_left_alone(void)
+{
+    CHECK_STR(norm_of("CREATE TABLE t (a DEFAULT 5, CHECK (a > 1))", 0), "-");
+    CHECK_STR(norm_of("PRAGMA table_info('t')", 0), "-");
+    CHECK_STR(norm_of("EXPLAIN SELECT a FROM t WHERE b = 1", 0), "-");
+    CHECK_STR(norm_of("BEGIN", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = :x AND c = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = #x AND c = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = $x$y$x$ AND c = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = 1; SELECT 2", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE (b = 1", 0), "-");
+    CHECK_STR(norm_of("SELECT a FROM t", 0), "-");
+}
+
+static void test_parameters(void)
+{
+    /* The request's parameters keep their numbers; a plain ? after a
+     * literal is written with its own. */
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = ? AND c = 5 AND d = ?", 2),
+              "SELECT a FROM t WHERE b = ? AND c = ?3 AND d = ?2 | 5");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = ?2 AND c = 'x' AND d = ?1", 2),
+              "SELECT a FROM t WHERE b = ?2 AND c = ?3 AND d = ?1 | 'x'");
+    /* A count that differs from the request's: the original's error. */
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = ? AND c = 5", 2), "-");
+    CHECK_STR(norm_of("SELECT a FROM t WHERE b = ?0 AND c = 5", 0), "-");
+    /* A plain ? in a kept place after a replaced literal would renumber. */
+    CHECK_STR(norm_of("SELECT a FROM t WHERE c = 5 ORDER BY ?", 1), "-");
+    CHECK_STR(norm_of("SELECT ? FROM t WHERE c = 5", 1), "SELECT ? FROM t WHERE c = ?2 | 5");
+}
+
+static void test_limits(void)
+{
+    char sql[4096];
+    size_t o = (size_t)snprintf(sql, sizeof sql, "SELECT a FROM t WHERE s = '");
+    memset(sql + o, 'x', SQLNORM_MAX_VALUE + 1);
+    o += SQLNORM_MAX_VALUE + 1;
+    snprintf(sql + o, sizeof sql - o, "'");
+    CHECK_STR(norm_of(sql, 0), "-");
+    CHECK(!sqlnorm_sqlite(&norm, "SELECT a FROM t WHERE b = 1", 27, NULL, 0, 26));
+    CHECK(!sqlnorm_sqlite(&norm, "SELECT a FROM t WHERE b = '\0'", 30, NULL, 0, 100));
+}
+
+int main(void)
+{
+    RUN(test_kinds_of_literal);
+    RUN(test_comments_and_quotes);
+    RUN(test_places_kept);
+    RUN(test_statements_left_alone);
+    RUN(test_parameters);
+    RUN(test_limits);
+    sqlnorm_free(&norm);
+    UNIT_MAIN_END;
+}
