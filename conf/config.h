@@ -108,14 +108,14 @@ struct config {
     size_t max_request;       /* bytes in one request line or bulk SQL */
     size_t max_request_total; /* bytes of one whole request: SQL and parameters */
     int max_params;
-    int max_pipeline;  /* requests read ahead per client */
-    size_t max_output; /* bytes of output buffered per client before the
-                          daemon stops producing more for it */
-    size_t max_value;  /* largest string or blob a statement may make or
-                          return (SQLite's SQLITE_LIMIT_LENGTH; checked on
-                          each PostgreSQL field) */
-    int route_cache;   /* routing decisions cached (entries) */
-    int stmt_cache;    /* prepared statements cached per connection */
+    int max_pipeline;        /* requests read ahead per client */
+    size_t max_output;       /* bytes of output buffered per client before the
+                                daemon stops producing more for it */
+    size_t max_value;        /* largest string or blob a statement may make or
+                                return (SQLite's SQLITE_LIMIT_LENGTH; checked on
+                                each PostgreSQL field) */
+    int route_cache;         /* routing decisions cached (entries) */
+    int stmt_cache;          /* prepared statements cached per connection */
     bool normalize_literals; /* SQLite statements differing only in literal
                                 values share one prepared statement (sqlnorm.h) */
 

@@ -291,9 +291,10 @@ static void cmd_route(struct session *s, const char *args)
     }
     size_t fk_bind = 0;
     const char *why = NULL;
-    unsigned fk_warnings = r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") == 0
-                               ? federate_references_route(cfg, s->srv->catset, args, strlen(args), &fk_bind, &why)
-                               : 0;
+    unsigned fk_warnings =
+        r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") == 0
+            ? federate_references_route(cfg, s->srv->catset, args, strlen(args), &fk_bind, &why)
+            : 0;
     if (fk_warnings > 0) {
         snprintf(facts, sizeof facts, "bind=%s warnings=%u", cfg->binds[fk_bind].name, fk_warnings);
         session_reply_ok(s, facts); /* a foreign key across binds: created in its own bind */

@@ -208,7 +208,8 @@ PGconn *federate_exec_pg(struct fed_exec *x, const struct config *cfg, size_t bi
     /* SQLite's text is UTF-8: PostgreSQL converts from the database's
      * encoding (a LATIN1 database), whatever the URL or PGCLIENTENCODING
      * asked for. */
-    if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK && PQsetClientEncoding(slot->conn, "UTF8") == 0)
+    if (slot->conn != NULL && PQstatus(slot->conn) == CONNECTION_OK &&
+        PQsetClientEncoding(slot->conn, "UTF8") == 0)
         return slot->conn;
     snprintf(msg, sizeof msg, "bind %s is unavailable: %s", bc->name,
              slot->conn != NULL ? PQerrorMessage(slot->conn) : "out of memory");
@@ -441,7 +442,7 @@ int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct 
         const struct route_table *t = &ri->tables[ref->table];
         const struct bind_conf *bc;
 
-        for (; rc == 0 && next < nins && ins[next].pos <= ref->pos; next++) {
+        for (; rc == 0 && ins != NULL && next < nins && ins[next].pos <= ref->pos; next++) {
             rc = buf_append(out, sql + pos, ins[next].pos - pos);
             if (rc == 0)
                 rc = buf_puts(out, ins[next].text);
@@ -495,7 +496,7 @@ int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct 
         if (rc == 0)
             rc = put_ident(out, t->name);
     }
-    for (; rc == 0 && next < nins; next++) {
+    for (; rc == 0 && ins != NULL && next < nins; next++) {
         rc = buf_append(out, sql + pos, ins[next].pos - pos);
         if (rc == 0)
             rc = buf_puts(out, ins[next].text);

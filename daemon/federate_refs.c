@@ -102,7 +102,8 @@ static bool references_clause(const char *sql, size_t len, const struct sqltok *
 /* Why a view over several binds' tables is refused (running it, .route). */
 static const char VIEW_REFUSED[] =
     "a view over tables of several binds is refused: a view is stored in one bind's database, where SQLite "
-    "finds only that database's tables; create it over one bind's tables, or run the query across binds itself";
+    "finds only that database's tables; create it over one bind's tables, or run the query across binds "
+    "itself";
 
 /* Whether the statement creates a view (CREATE [TEMP] VIEW). */
 static bool creates_view(const char *sql, size_t len)

@@ -204,9 +204,8 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
         *rc = SQLITE_OK;
         return stmt;
     }
-    if (normalize &&
-        sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
-                       (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
+    if (normalize && sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
+                                    (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
         const struct request *nr = &w->norm.req;
         stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
         if (stmt != NULL && stmt_as_normalised(stmt, nr)) {

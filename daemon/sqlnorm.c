@@ -197,8 +197,8 @@ static bool decode_literal(struct norm_state *st, const struct sqltok *t, struct
 static bool replaceable_here(const char *sql, size_t len, const struct sqltok *prev, const struct sqltok *t,
                              const struct sqltok *next)
 {
-    static const char *const keep_after[] = {"like", "glob", "regexp", "match", "escape", "collate", "as",
-                                             "default", NULL};
+    static const char *const keep_after[] = {"like",    "glob", "regexp",  "match", "escape",
+                                             "collate", "as",   "default", NULL};
     size_t end = t->pos + t->len;
 
     if (end < len && is_id_char((unsigned char)sql[end]))
@@ -247,15 +247,15 @@ static bool params_reserve(struct sqlnorm *n, size_t want)
 
 /* sqlnorm_sqlite(), and sqlnorm_route_key() when any_params (the request's
  * parameters are not known: their count is not checked). */
-static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
-                      size_t max_len, bool any_params)
+static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const struct value *params,
+                      size_t nparams, size_t max_len, bool any_params)
 {
-    static const char *const heads[] = {"select", "insert", "replace", "update", "delete", "with", "values", NULL};
-    static const char *const end_result[] = {"from",   "where",  "group",     "having", "window",
-                                             "order",  "limit",  "union",     "except", "intersect",
-                                             "values", NULL};
-    static const char *const start_skip[] = {"order", "group", "partition", "limit", "offset", "returning",
-                                              "conflict", NULL};
+    static const char *const heads[] = {"select", "insert", "replace", "update",
+                                        "delete", "with",   "values",  NULL};
+    static const char *const end_result[] = {"from",  "where", "group",  "having",    "window", "order",
+                                             "limit", "union", "except", "intersect", "values", NULL};
+    static const char *const start_skip[] = {"order",  "group",     "partition", "limit",
+                                             "offset", "returning", "conflict",  NULL};
     struct level levels[MAX_DEPTH];
     struct norm_state st = {.sql = sql, .len = len, .n = n, .nparams = nparams};
     struct sqltok none = {.type = SQLTOK_EOF, .pos = 0, .len = 0, .what = NULL};
@@ -303,8 +303,8 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
                 lv->region = REGION_RESULT;
             else if (word_in(sql, &t, start_skip))
                 lv->region = REGION_SKIP;
-            else if (word_is(sql, &t, "union") || word_is(sql, &t, "except") || word_is(sql, &t, "intersect") ||
-                     word_is(sql, &t, "do"))
+            else if (word_is(sql, &t, "union") || word_is(sql, &t, "except") ||
+                     word_is(sql, &t, "intersect") || word_is(sql, &t, "do"))
                 lv->region = REGION_NORMAL;
             else if (lv->region == REGION_RESULT && word_in(sql, &t, end_result) &&
                      !(word_is(sql, &t, "from") && word_is(sql, &prev, "distinct")))
@@ -352,8 +352,8 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
     return true;
 }
 
-bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
-                    size_t max_len)
+bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params,
+                    size_t nparams, size_t max_len)
 {
     return normalise(n, sql, len, params, nparams, max_len, false);
 }

@@ -27,7 +27,7 @@
  * others stay as they are), and only strings and blobs of at most
  * SQLNORM_MAX_VALUE bytes (below the smallest max_value, 1024). */
 #define SQLNORM_MAX_LITERALS 999
-#define SQLNORM_MAX_VALUE 1000
+#define SQLNORM_MAX_VALUE    1000
 
 /* Longer statements run as they are: they gain little from sharing, and
  * the buffers reused per connection stay small. */
@@ -50,8 +50,8 @@ struct sqlnorm {
  * nothing to replace, named parameters, a parameter count that differs
  * from nparams (the original gives the PARAMS error), text longer than
  * max_len or SQLNORM_MAX_TEXT, or out of memory. */
-bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params, size_t nparams,
-                    size_t max_len);
+bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct value *params,
+                    size_t nparams, size_t max_len);
 
 /* The key under which the router may cache its decision for sql[0..len)
  * (route.c): the normalised text in n->req.text[0..req.len), true when it

@@ -31,7 +31,9 @@ static const char *norm_of(const char *sql, size_t nparams)
         const struct value *v = &norm.req.params[i];
         switch (v->type) {
         case VALUE_INT: o += (size_t)snprintf(out + o, sizeof out - o, " | %lld", (long long)v->i); break;
-        case VALUE_TEXT: o += (size_t)snprintf(out + o, sizeof out - o, " | '%.*s'", (int)v->len, v->p); break;
+        case VALUE_TEXT:
+            o += (size_t)snprintf(out + o, sizeof out - o, " | '%.*s'", (int)v->len, v->p);
+            break;
         case VALUE_BLOB:
             o += (size_t)snprintf(out + o, sizeof out - o, " | x");
             for (size_t k = 0; k < v->len && o < sizeof out; k++)
@@ -48,8 +50,10 @@ static void test_kinds_of_literal(void)
     CHECK_STR(norm_of("SELECT v FROM t WHERE id = 5", 0), "SELECT v FROM t WHERE id = ?1 | 5");
     CHECK_STR(norm_of("SELECT v FROM t WHERE s = 'it''s' AND b = x'0aFF'", 0),
               "SELECT v FROM t WHERE s = ?1 AND b = ?2 | 'it's' | x0aff");
-    CHECK_STR(norm_of("SELECT v FROM t WHERE s = '' OR b = X''", 0), "SELECT v FROM t WHERE s = ?1 OR b = ?2 | '' | x");
-    CHECK_STR(norm_of("INSERT INTO ins (v) VALUES ('row-1');", 0), "INSERT INTO ins (v) VALUES (?1); | 'row-1'");
+    CHECK_STR(norm_of("SELECT v FROM t WHERE s = '' OR b = X''", 0),
+              "SELECT v FROM t WHERE s = ?1 OR b = ?2 | '' | x");
+    CHECK_STR(norm_of("INSERT INTO ins (v) VALUES ('row-1');", 0),
+              "INSERT INTO ins (v) VALUES (?1); | 'row-1'");
     CHECK_STR(norm_of("UPDATE t SET a = 9223372036854775807 WHERE id = 007", 0),
               "UPDATE t SET a = ?1 WHERE id = ?2 | 9223372036854775807 | 7");
     /* Reals, hex and out-of-range integers stay as SQLite reads them. */
@@ -64,7 +68,8 @@ static void test_kinds_of_literal(void)
 
 static void test_comments_and_quotes(void)
 {
-    CHECK_STR(norm_of("SELECT v FROM t -- id = 5\nWHERE id = 6", 0), "SELECT v FROM t -- id = 5\nWHERE id = ?1 | 6");
+    CHECK_STR(norm_of("SELECT v FROM t -- id = 5\nWHERE id = 6", 0),
+              "SELECT v FROM t -- id = 5\nWHERE id = ?1 | 6");
     CHECK_STR(norm_of("SELECT v /* 'x' 7 */ FROM t WHERE s = '--' || '/*'", 0),
               "SELECT v /* 'x' 7 */ FROM t WHERE s = ?1 || ?2 | '--' | '/*'");
     CHECK_STR(norm_of("SELECT \"5\" FROM t WHERE \"a'b\" = 'c\"d'", 0),
@@ -85,9 +90,11 @@ static void test_places_kept(void)
               "SELECT a FROM t WHERE b = ?1 ORDER BY 1 LIMIT 10 OFFSET 2 | 1");
     CHECK_STR(norm_of("SELECT a FROM t GROUP BY 1 HAVING count(*) > 2 UNION SELECT b FROM u WHERE c = 3", 0),
               "SELECT a FROM t GROUP BY 1 HAVING count(*) > 2 UNION SELECT b FROM u WHERE c = ?1 | 3");
-    CHECK_STR(norm_of("SELECT a FROM t WHERE s LIKE 'ab%' ESCAPE '!' OR s GLOB 'x*' OR s = 'y' COLLATE nocase", 0),
-              "-");
-    CHECK_STR(norm_of("INSERT INTO t VALUES (1) RETURNING a, 2", 0), "INSERT INTO t VALUES (?1) RETURNING a, 2 | 1");
+    CHECK_STR(
+        norm_of("SELECT a FROM t WHERE s LIKE 'ab%' ESCAPE '!' OR s GLOB 'x*' OR s = 'y' COLLATE nocase", 0),
+        "-");
+    CHECK_STR(norm_of("INSERT INTO t VALUES (1) RETURNING a, 2", 0),
+              "INSERT INTO t VALUES (?1) RETURNING a, 2 | 1");
     CHECK_STR(norm_of("INSERT INTO t VALUES (1) ON CONFLICT (a) WHERE a > 0 DO UPDATE SET b = 2", 0),
               "INSERT INTO t VALUES (?1) ON CONFLICT (a) WHERE a > 0 DO UPDATE SET b = ?2 | 1 | 2");
     CHECK_STR(norm_of("SELECT a FROM t WHERE b = 'x'y", 0), "-");
