@@ -228,6 +228,7 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
 {
     struct sqlite_bind *sb = b->impl;
     struct worker *w = sb->quick_writer;
+    const struct request *run = req;
     sqlite3_stmt *stmt;
     sqlite3_int64 before;
     size_t mark = out->len;
@@ -249,10 +250,11 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
     uv_check_start(sb->quick_turn, on_quick_turn);
     sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
     w->mark = mark;
-    stmt = sqlite_stmt_get(w, req->text, req->len, h, &rc);
+    w->normalize = confref_cfg(b->host->cfgref)->normalize_literals;
+    stmt = sqlite_stmt_for(w, req, h, &run, &rc);
     if (stmt == NULL)
         goto fail;
-    if (sqlite3_column_count(stmt) > 0 || sqlite_bind_params(stmt, req, out, mark) != 0) {
+    if (sqlite3_column_count(stmt) > 0 || sqlite_bind_params(stmt, run, out, mark) != 0) {
         sqlite_stmt_done(w, stmt);
         goto fail;
     }
