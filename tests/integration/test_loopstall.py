@@ -1,0 +1,115 @@
+"""The loop-stall detector (issue 18): .stats counts the turns of the
+event loop, those that worked over 1 ms and over 10 ms, and the longest
+one and when; a turn over loop_stall_warn is logged, at most one line per
+10 s. The stall here is a real one: a reload of a configuration with
+thousands of [tables] entries is parsed and swapped on the loop."""
+
+import calendar
+import re
+import time
+
+from harness import DEFAULT_TABLES, Daemon, TestFailure, eq, expect_ok
+
+LOOP_COLUMNS = [("loop_turns", "INTEGER"), ("turns_over_1ms", "INTEGER"), ("turns_over_10ms", "INTEGER"),
+                ("longest_turn_ms", "REAL"), ("longest_turn_at", "")]
+# Enough [tables] entries that parsing them takes well over 10 ms.
+BIG_TABLES = list(DEFAULT_TABLES) + [("stall_t%d" % i, "default") for i in range(5000)]
+WARN_RE = re.compile(r"WARN loop stall: (one turn of the event loop worked ([0-9.]+) ms \(loop_stall_warn = "
+                     r"(\d+) ms\)|(\d+) turns of the event loop worked over loop_stall_warn \((\d+) ms\) in the "
+                     r"last \d+ s, the longest ([0-9.]+) ms)")
+
+
+def _loop(c):
+    """The (all) row's loop columns as a dict; the bind rows have \\N there."""
+    r = expect_ok(c.request(".stats"))
+    eq(r.columns[-5:], LOOP_COLUMNS, ".stats loop columns")
+    for row in r.rows[:-1]:
+        eq(row[-5:], [None] * 5, "loop columns of bind row %s" % row[0])
+    eq(r.rows[-1][0], "(all)", "last row")
+    return dict(zip([n for n, _ in LOOP_COLUMNS], r.rows[-1][-5:]))
+
+
+def _at_ms(text):
+    """longest_turn_at (2026-12-03T19:45:50.102Z) as ms since the epoch."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$", text or "")
+    if m is None:
+        raise TestFailure("longest_turn_at %r is not an ISO 8601 UTC time with ms" % text)
+    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) * 1000 + int(m.group(2))
+
+
+def _warnings(d):
+    return WARN_RE.findall(d.stderr_text())
+
+
+def test_idle_daemon_has_no_stalls():
+    """An idle daemon: no turn over 1 ms, and the loop sleeps (the watch's
+    prepare handle does not keep it turning)."""
+    with Daemon() as d:
+        c = d.connect()
+        first = _loop(c)
+        time.sleep(2)
+        then = _loop(c)
+        for w in (first, then):
+            eq((w["turns_over_1ms"], w["turns_over_10ms"]), ("0", "0"), "stalls of an idle daemon: %r" % w)
+            if not 0 <= float(w["longest_turn_ms"]) < 1:
+                raise TestFailure("longest turn of an idle daemon: %r" % w)
+        turns = int(then["loop_turns"]) - int(first["loop_turns"])
+        # The idle sweep (4/s), the catalog reads (0.5/s) and .stats itself.
+        if not 1 <= turns < 100:
+            raise TestFailure("%d loop turns in 2 s of an idle daemon" % turns)
+        eq(_warnings(d), [], "stall warnings")
+
+
+def test_reload_stall_counted_and_logged():
+    """A reload that takes tens of ms on the loop is counted in .stats
+    with its time, and logged once; more within 10 s are summed up in the
+    next line."""
+    with Daemon(server={"loop_stall_warn": "5"}) as d:
+        c = d.connect()
+        before = _loop(c)
+        d.rewrite_config(tables=BIG_TABLES, server={"loop_stall_warn": "5"})
+        start = time.time()
+        expect_ok(c.request(".reload"))
+        took_ms = (time.time() - start) * 1000
+        after = _loop(c)
+        end = time.time()
+        if int(after["turns_over_10ms"]) < int(before["turns_over_10ms"]) + 1:
+            raise TestFailure("a %.0f ms reload is not counted over 10 ms: %r then %r" % (took_ms, before, after))
+        if int(after["turns_over_1ms"]) < int(after["turns_over_10ms"]):
+            raise TestFailure("fewer turns over 1 ms than over 10 ms: %r" % after)
+        longest = float(after["longest_turn_ms"])
+        if not 10 < longest <= took_ms + 5:
+            raise TestFailure("longest turn %.3f ms for a reload answered in %.0f ms" % (longest, took_ms))
+        at = _at_ms(after["longest_turn_at"]) / 1000.0
+        if not start - 1 <= at <= end + 1:
+            raise TestFailure("longest_turn_at %s is not the reload's time (%.3f..%.3f)"
+                              % (after["longest_turn_at"], start, end))
+        got = _warnings(d)
+        eq(len(got), 1, "warning lines after one stall: %r" % d.stderr_tail(5))
+        eq(got[0][2], "5", "threshold in the warning")
+        if abs(float(got[0][1]) - longest) > 0.1:
+            raise TestFailure("the warning says %s ms, .stats %.3f ms" % (got[0][1], longest))
+        # Two more within 10 s: no new line now, one line summing them later.
+        for _ in range(2):
+            expect_ok(c.request(".reload"))
+        time.sleep(0.5)
+        eq(len(_warnings(d)), 1, "warning lines within 10 s of the first")
+        deadline = time.time() + 15
+        while len(_warnings(d)) < 2 and time.time() < deadline:
+            time.sleep(0.25)
+        got = _warnings(d)
+        eq(len(got), 2, "warning lines 10 s later: %r" % d.stderr_tail(5))
+        eq((got[1][3], got[1][4]), ("2", "5"), "the summing line: %r" % (got[1],))
+
+
+def test_stall_warning_off():
+    """loop_stall_warn = 0: nothing logged, the turns still counted."""
+    with Daemon(server={"loop_stall_warn": "0"}) as d:
+        c = d.connect()
+        d.rewrite_config(tables=BIG_TABLES, server={"loop_stall_warn": "0"})
+        expect_ok(c.request(".reload"))
+        after = _loop(c)
+        if int(after["turns_over_10ms"]) < 1:
+            raise TestFailure("the reload's turn is not counted: %r" % after)
+        time.sleep(0.3)
+        eq(_warnings(d), [], "stall warnings with loop_stall_warn = 0")
