@@ -43,7 +43,9 @@ static void on_prepare(uv_prepare_t *h)
         w->idle_start = idle;
         return;
     }
-    work = now - w->turn_start - (idle - w->idle_start);
+    /* libuv's idle spans lie inside this turn: idle <= elapsed. */
+    work = now - w->turn_start;
+    work = idle - w->idle_start < work ? work - (idle - w->idle_start) : 0;
     w->turn_start = now;
     w->idle_start = idle;
     w->turns++;
@@ -87,6 +89,8 @@ int loopwatch_start(struct loopwatch *w, uv_loop_t *loop, int warn_ms)
 void loopwatch_set_warn(struct loopwatch *w, int warn_ms)
 {
     w->warn_ms = warn_ms;
+    if (warn_ms == 0)
+        w->unwarned = 0; /* nothing more is logged */
 }
 
 void loopwatch_close(struct loopwatch *w)
