@@ -11,7 +11,11 @@
  * uv_metrics_idle_time()): the timers, the I/O callbacks, the check and
  * close callbacks of that turn. Time the thread spent descheduled while it
  * had work counts as work: clients waited just the same. Cost per turn:
- * one uv_hrtime() and one read of libuv's idle-time counter.
+ * one uv_hrtime() and one read of libuv's idle-time counter here; libuv's
+ * accounting adds a clock read before and after a blocking epoll_wait,
+ * and polls once without waiting before it blocks (measured: p50 latency
+ * unchanged, 0.03 to 0.17 more epoll_wait per request when every request
+ * wakes the loop).
  */
 #ifndef SQLMUX_DAEMON_LOOPWATCH_H
 #define SQLMUX_DAEMON_LOOPWATCH_H

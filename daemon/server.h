@@ -61,10 +61,12 @@ struct server {
     bool activated; /* the listeners came from systemd (LISTEN_FDS) */
 
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t idle_sweep;  /* client_idle_timeout: closes idle clients */
-    uv_timer_t grace;       /* shutdown_timeout: then running statements are interrupted */
-    struct service svc;     /* systemd notifications and watchdog */
-    struct loopwatch watch; /* loop turns and stalls (.stats, loop_stall_warn) */
+    uv_timer_t idle_sweep; /* client_idle_timeout: closes idle clients */
+    uv_timer_t grace;      /* shutdown_timeout: then running statements are interrupted */
+    struct service svc;    /* systemd notifications and watchdog */
+
+    /* The loop's turns and stalls (.stats, loop_stall_warn). */
+    struct loopwatch watch;
 
     /* Sessions with answers to write once the loop turn's I/O callbacks
      * are done (linked through session.flush_next), written by flush_turn:
