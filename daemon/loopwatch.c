@@ -11,6 +11,10 @@
  */
 #include "daemon/loopwatch.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
 #include "daemon/log.h"
 
 #define NS_PER_MS 1000000ull
@@ -84,6 +88,26 @@ int loopwatch_start(struct loopwatch *w, uv_loop_t *loop, int warn_ms)
     /* It watches the loop; it does not keep it running. */
     uv_unref((uv_handle_t *)&w->prepare);
     return rc;
+}
+
+void loopwatch_thread_times(uint64_t *cpu_ns, uint64_t *wait_ns)
+{
+    struct timespec ts;
+    uint64_t run, wait;
+    FILE *f;
+
+    *cpu_ns = 0;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        *cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    /* "run_ns wait_ns timeslices" (Documentation/scheduler/sched-stats.rst);
+     * absent without CONFIG_SCHED_INFO. */
+    *wait_ns = UINT64_MAX;
+    f = fopen("/proc/thread-self/schedstat", "r");
+    if (f == NULL)
+        return;
+    if (fscanf(f, "%" SCNu64 " %" SCNu64, &run, &wait) == 2)
+        *wait_ns = wait;
+    fclose(f);
 }
 
 void loopwatch_set_warn(struct loopwatch *w, int warn_ms)

@@ -51,6 +51,13 @@ struct loopwatch {
  * thread. */
 __attribute__((warn_unused_result)) int loopwatch_start(struct loopwatch *w, uv_loop_t *loop, int warn_ms);
 
+/* The loop thread's time since start: *cpu_ns on a CPU, and *wait_ns
+ * runnable but waiting for one (the kernel's run-queue delay; UINT64_MAX
+ * when the system does not say). A stalled turn whose time is mostly wait
+ * is the machine's, not the daemon's. A system call and a /proc read: for
+ * .stats, not for every turn. Loop thread only. */
+void loopwatch_thread_times(uint64_t *cpu_ns, uint64_t *wait_ns);
+
 /* A reload's loop_stall_warn. */
 void loopwatch_set_warn(struct loopwatch *w, int warn_ms);
 

@@ -15,7 +15,8 @@ STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"),
                  ("connections", "INTEGER"), ("in_use", "INTEGER"), ("transactions", "INTEGER"),
                  ("clients", "INTEGER"), ("on_loop", "INTEGER"), ("wal_bytes", "INTEGER"),
                  ("loop_turns", "INTEGER"), ("turns_over_1ms", "INTEGER"), ("turns_over_10ms", "INTEGER"),
-                 ("longest_turn_ms", "REAL"), ("longest_turn_at", "")]
+                 ("longest_turn_ms", "REAL"), ("longest_turn_at", ""), ("loop_cpu_ms", "REAL"),
+                 ("loop_wait_ms", "REAL")]
 CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
                    ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER"),
                    ("user", ""), ("tls", ""), ("tls_subject", "")]
