@@ -102,7 +102,7 @@ void loopwatch_thread_times(uint64_t *cpu_ns, uint64_t *wait_ns)
     /* "run_ns wait_ns timeslices" (Documentation/scheduler/sched-stats.rst);
      * absent without CONFIG_SCHED_INFO. */
     *wait_ns = UINT64_MAX;
-    f = fopen("/proc/thread-self/schedstat", "r");
+    f = fopen("/proc/thread-self/schedstat", "re");
     if (f == NULL)
         return;
     if (fscanf(f, "%" SCNu64 " %" SCNu64, &run, &wait) == 2)
