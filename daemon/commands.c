@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/auth.h"
 #include "daemon/federate.h"
@@ -414,10 +415,12 @@ struct stats_total {
     long long pool, conns, in_use, txns, clients, wal;
 };
 
+/* One .stats row; w: the loop's turns, for the (all) row (NULL: \N). */
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
-                      long long conns, long long in_use, long long txns, long long clients, long long wal)
+                      long long conns, long long in_use, long long txns, long long clients, long long wal,
+                      const struct loopwatch *w)
 {
-    char f[12][32];
+    char f[19][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -432,9 +435,30 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[] = {
+    const char *row[20] = {
         name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
-    session_reply_row(s, row, 13);
+    if (w != NULL) {
+        time_t sec = (time_t)(w->longest_at_ms / 1000);
+        uint64_t cpu, wait;
+        struct tm tm;
+        snprintf(f[12], sizeof f[12], "%llu", (unsigned long long)w->turns);
+        snprintf(f[13], sizeof f[13], "%llu", (unsigned long long)w->over_1ms);
+        snprintf(f[14], sizeof f[14], "%llu", (unsigned long long)w->over_10ms);
+        snprintf(f[15], sizeof f[15], "%.3f", (double)w->longest_ns / 1e6);
+        for (int i = 12; i < 16; i++)
+            row[i + 1] = f[i];
+        if (w->longest_at_ms > 0 && gmtime_r(&sec, &tm) != NULL) {
+            size_t n = strftime(f[16], sizeof f[16], "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(f[16] + n, sizeof f[16] - n, ".%03dZ", (int)(w->longest_at_ms % 1000));
+            row[17] = f[16];
+        }
+        loopwatch_thread_times(&cpu, &wait);
+        snprintf(f[17], sizeof f[17], "%.3f", (double)cpu / 1e6);
+        snprintf(f[18], sizeof f[18], "%.3f", (double)wait / 1e6);
+        row[18] = f[17];
+        row[19] = wait != UINT64_MAX ? f[18] : NULL;
+    }
+    session_reply_row(s, row, 20);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -450,7 +474,8 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
         clients += session_bind(c) == b;
     }
     snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
-    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes);
+    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes,
+              NULL);
     tot->st.statements += b->stats.statements;
     tot->st.errors += b->stats.errors;
     tot->st.rows += b->stats.rows;
@@ -466,11 +491,47 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
 
 static void cmd_stats(struct session *s, const char *args)
 {
-    static const char *const cols[] = {
-        "bind",        "",        "statements", "INTEGER",   "errors",       "INTEGER",   "rows",
-        "INTEGER",     "time_ms", "REAL",       "avg_ms",    "REAL",         "pool_size", "INTEGER",
-        "connections", "INTEGER", "in_use",     "INTEGER",   "transactions", "INTEGER",   "clients",
-        "INTEGER",     "on_loop", "INTEGER",    "wal_bytes", "INTEGER",      NULL};
+    static const char *const cols[] = {"bind",
+                                       "",
+                                       "statements",
+                                       "INTEGER",
+                                       "errors",
+                                       "INTEGER",
+                                       "rows",
+                                       "INTEGER",
+                                       "time_ms",
+                                       "REAL",
+                                       "avg_ms",
+                                       "REAL",
+                                       "pool_size",
+                                       "INTEGER",
+                                       "connections",
+                                       "INTEGER",
+                                       "in_use",
+                                       "INTEGER",
+                                       "transactions",
+                                       "INTEGER",
+                                       "clients",
+                                       "INTEGER",
+                                       "on_loop",
+                                       "INTEGER",
+                                       "wal_bytes",
+                                       "INTEGER",
+                                       "loop_turns",
+                                       "INTEGER",
+                                       "turns_over_1ms",
+                                       "INTEGER",
+                                       "turns_over_10ms",
+                                       "INTEGER",
+                                       "longest_turn_ms",
+                                       "REAL",
+                                       "longest_turn_at",
+                                       "",
+                                       "loop_cpu_ms",
+                                       "REAL",
+                                       "loop_wait_ms",
+                                       "REAL",
+                                       NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
     size_t n = 0;
@@ -487,7 +548,7 @@ static void cmd_stats(struct session *s, const char *args)
         n++;
     }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
-              tot.wal);
+              tot.wal, &srv->watch);
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

@@ -414,6 +414,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->grace);
     close_handle((uv_handle_t *)&srv->idle_sweep);
     close_handle((uv_handle_t *)&srv->catalog_timer);
+    loopwatch_close(&srv->watch);
     service_close(srv);
 }
 
@@ -623,6 +624,11 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         log_error("cannot handle signals: %s", uv_strerror(rc));
         return -1;
     }
+    /* From here on, every turn is one that serves clients. */
+    if ((rc = loopwatch_start(&srv->watch, loop, cfg->loop_stall_warn_ms)) != 0) {
+        log_error("cannot set up the event loop: %s", uv_strerror(rc));
+        return -1;
+    }
     log_info("ready: %zu bind%s", srv->nbinds, srv->nbinds == 1 ? "" : "s");
     service_ready(srv);
     return 0;
@@ -777,6 +783,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
         log_info("TLS: %s", tls_server_describe(tls));
     }
     log_set_level(next->log_level);
+    loopwatch_set_warn(&srv->watch, next->loop_stall_warn_ms);
     for (struct session *s = srv->sessions; s != NULL; s = s->next)
         session_config_changed(s);
     federate_config_changed(srv);

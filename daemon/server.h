@@ -21,6 +21,7 @@
 
 #include "conf/config.h"
 #include "daemon/backend.h"
+#include "daemon/loopwatch.h"
 #include "daemon/service.h"
 
 #define SQLMUXD_VERSION "0.1.0"
@@ -63,6 +64,9 @@ struct server {
     uv_timer_t idle_sweep; /* client_idle_timeout: closes idle clients */
     uv_timer_t grace;      /* shutdown_timeout: then running statements are interrupted */
     struct service svc;    /* systemd notifications and watchdog */
+
+    /* The loop's turns and stalls (.stats, loop_stall_warn). */
+    struct loopwatch watch;
 
     /* Sessions with answers to write once the loop turn's I/O callbacks
      * are done (linked through session.flush_next), written by flush_turn:
