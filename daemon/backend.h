@@ -174,6 +174,15 @@ struct job {
     struct job_xbind *xact_binds;
     size_t nxact_binds;
     bool xact_home_readonly;
+    /* The COMMIT of a transaction with PostgreSQL parts (xact_commit): its
+     * id (xact_txid_new, in the gids) and the names of the PostgreSQL
+     * binds prepared, malloc'd and owned by the job. Out: xact_undecided,
+     * the outcome is known only at the next start (leave the gids
+     * prepared). */
+    uint64_t xact_txid;
+    char **xact_pg;
+    size_t nxact_pg;
+    bool xact_undecided;
 
     /* Catalogs (catalog_refresh.h). In: the version of the bind's
      * installed catalog when the job was made (-1: none), and for

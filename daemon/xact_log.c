@@ -459,6 +459,41 @@ int xact_log_reset(struct xact_log *log)
     return rc;
 }
 
+int xact_log_reset_keep(struct xact_log *log, const unsigned char *keep, size_t len)
+{
+    size_t tmp_len = strlen(log->path) + 5;
+    char *tmp = malloc(tmp_len);
+    int fd = -1, rc = -1, saved;
+
+    if (len == 0) {
+        free(tmp);
+        return xact_log_reset(log);
+    }
+    if (tmp == NULL)
+        return -1;
+    snprintf(tmp, tmp_len, "%s.tmp", log->path);
+    pthread_mutex_lock(&log->lock);
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write_header(fd) == 0 && pwrite(fd, keep, len, HEADER_BYTES) == (ssize_t)len &&
+        fdatasync(fd) == 0 && rename(tmp, log->path) == 0) {
+        sync_dir(log->path);
+        close(log->fd);
+        log->fd = fd;
+        log->size = (off_t)(HEADER_BYTES + len);
+        fd = -1;
+        rc = 0;
+    }
+    saved = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    pthread_mutex_unlock(&log->lock);
+    free(tmp);
+    errno = saved;
+    return rc;
+}
+
 void xact_log_close(struct xact_log *log)
 {
     if (log->path == NULL)

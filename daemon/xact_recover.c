@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,18 +226,12 @@ static int sync_file(const char *path)
     return rc;
 }
 
-/* Make every file bind's commits durable: their database and WAL files. */
-int xact_sync_binds(const struct config *cfg)
+/* Make every file bind's commits durable: fdatasync paths[0..n). */
+int xact_sync_files(char *const *paths, size_t n)
 {
-    char wal[PATH_MAX];
-
-    for (size_t i = 0; i < cfg->nbinds; i++) {
-        if (cfg->binds[i].type != BIND_SQLITE_FILE)
-            continue;
-        snprintf(wal, sizeof wal, "%s-wal", cfg->binds[i].path);
-        if (sync_file(wal) != 0 || sync_file(cfg->binds[i].path) != 0)
+    for (size_t i = 0; i < n; i++)
+        if (sync_file(paths[i]) != 0)
             return -1;
-    }
     return 0;
 }
 
