@@ -77,6 +77,11 @@ $(BUILD)/tests/test_pgvtab: $(BUILD)/tests/unit/test_pgvtab.o $(BUILD)/daemon/pg
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# A tool of the integration tests: reads and writes the coordinator log.
+$(BUILD)/tests/xact_log_tool: $(BUILD)/tests/tools/xact_log_tool.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 run: deps
 	$(MAKE) all
 	$(BUILD)/sqlmuxd conf/sqlmux.ini
@@ -84,7 +89,7 @@ run: deps
 check-config: all
 	$(BUILD)/sqlmuxd --check-config conf/sqlmux.ini
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(BUILD)/tests/xact_log_tool
 integration: all
 
 test: deps
