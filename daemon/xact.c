@@ -166,6 +166,14 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         return -1;
     }
     free(path);
+    /* The daemon id, the transaction ids handed out, and the decisions kept
+     * in the home binds' marker rows since the last sync. */
+    if (xact_ids_load(x, cfg->data_dir, err, errlen) != 0 ||
+        xact_markers_decisions(cfg, x->synced, &entries, &n, err, errlen) != 0) {
+        xact_entries_free(entries, n);
+        xact_close(x);
+        return -1;
+    }
     if (torn)
         log_warn("%s: its last record was cut short by a crash during its append: it was never acted on "
                  "(no bind committed on its word) and is ignored",
@@ -219,7 +227,7 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     }
     /* PostgreSQL gids, resolved by the entries' outcomes (or kept for the
      * resolver), and the reservation of transaction ids. */
-    if (x->files == NULL || xact_pg_open(x, cfg, entries, decided, n, max_txid, err, errlen) != 0) {
+    if (x->files == NULL || xact_pg_open(x, cfg, entries, decided, n, &max_txid, err, errlen) != 0) {
         if (x->files == NULL)
             snprintf(err, errlen, "out of memory");
         xact_entries_free(entries, n);
@@ -246,7 +254,26 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         return -1;
     }
     free(keep);
-    x->gen_start = x->next_txid;
+    /* Ids above every id seen and the last reservation (the clock as the
+     * usual floor), reserved durably before any is handed out; every
+     * decision below them is done and synced. */
+    {
+        struct timeval tv;
+        uint64_t base;
+        gettimeofday(&tv, NULL);
+        base = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+        if (base <= max_txid)
+            base = max_txid + 1;
+        if (base <= x->txid_end)
+            base = x->txid_end + 1;
+        if (xact_ids_save(x, base + XACT_TXID_RESERVE, base) != 0) {
+            snprintf(err, errlen, "%s/%s: cannot reserve transaction ids: %s", cfg->data_dir, XACT_TXID_FILE,
+                     strerror(errno));
+            xact_close(x);
+            return -1;
+        }
+        x->next_txid = x->start_floor = x->gen_start = base;
+    }
     x->late_min = UINT64_MAX;
     *out = x;
     return 0;
@@ -364,11 +391,15 @@ void xact_commit_finished(struct xact *x)
 
     pthread_mutex_lock(&x->lock);
     x->inflight--;
-    if (x->inflight == 0 && !x->unresolved && x->log.size > XACT_LOG_COMPACT_BYTES &&
+    if (x->inflight == 0 && !x->unresolved &&
+        (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
         xact_sync_files(x->files, x->nfiles) == 0 && xact_pg_keep(x, &keep, &keeplen) == 0 &&
-        xact_log_reset_keep(&x->log, keep, keeplen) == 0) {
+        (x->log.size <= XACT_LOG_HEADER && keeplen == 0 ? 0 : xact_log_reset_keep(&x->log, keep, keeplen)) ==
+            0 &&
+        xact_ids_save(x, x->txid_end, x->next_txid) == 0) {
         x->gen_start = x->next_txid;
         x->late_min = UINT64_MAX;
+        x->marker_bytes = 0;
     }
     pthread_mutex_unlock(&x->lock);
     free(keep);
@@ -428,6 +459,39 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     job->xact_undecided = true;
 }
 
+/* The home bind's marker row holding the decision (the encoded record
+ * rec), and the deletion of the markers older than gen_start. */
+static int home_marker(struct worker *w, uint64_t txid, uint64_t gen_start, const unsigned char *rec,
+                       size_t len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    w->internal = true;
+    rc = sqlite3_exec(w->db, "CREATE TABLE IF NOT EXISTS main." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, NULL,
+                      NULL, NULL);
+    /* A table from before decisions were kept in markers. */
+    if (rc == SQLITE_OK && sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL,
+                                                         NULL, NULL, NULL, NULL) != SQLITE_OK)
+        rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL, NULL,
+                          NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(
+            w->db, "INSERT INTO main." XACT_MARKER_TABLE " (txid, at, parts) VALUES (?1, unixepoch(), ?2)",
+            -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(stmt, 1, (sqlite3_int64)txid);
+        sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
+        rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w->db);
+    }
+    sqlite3_finalize(stmt);
+    w->internal = false;
+    if (rc == SQLITE_OK)
+        rc = exec_internal_fmt(w, "DELETE FROM main." XACT_MARKER_TABLE " WHERE txid < %llu",
+                               (unsigned long long)gen_start);
+    return rc;
+}
+
 bool xact_commit(struct worker *w, struct job *job, struct buf *out)
 {
     struct xact_conn *xc = w->xact;
@@ -438,7 +502,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     unsigned char *rec = NULL, *changes[XACT_MAX_ATTACHED + 1] = {NULL};
     size_t nw = 0, reclen = 0, npg = job->nxact_pg;
     uint64_t txid, gen_start;
-    bool torn;
+    bool torn, in_marker;
     char msg[512];
     int rc;
 
@@ -486,18 +550,24 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     if (txid < x->gen_start && txid < x->late_min)
         x->late_min = txid;
     gen_start = x->gen_start < x->late_min ? x->gen_start : x->late_min;
+    /* The decision goes into the home bind's marker row, and its commit
+     * (one sync) decides, when the home is a file bind the transaction
+     * wrote and its id is of this generation (decisions in markers below
+     * the last sync are not looked at by recovery); otherwise into the
+     * log, fsynced before the home commits. */
+    in_marker = home->type == BIND_SQLITE_FILE && strcmp(schema[0], "main") == 0 && txid >= x->gen_start;
     x->inflight++;
     pthread_mutex_unlock(&x->lock);
 
-    /* 1. The marker rows, inside the transaction (captured with the rest). */
-    for (size_t i = 0; i < nw; i++) {
-        rc = exec_internal_fmt(w,
-                               "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE
-                               " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL);"
-                               "INSERT INTO \"%w\"." XACT_MARKER_TABLE " VALUES (%llu, unixepoch());"
-                               "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
-                               schema[i], schema[i], (unsigned long long)txid, schema[i],
-                               (unsigned long long)gen_start);
+    /* 1. The marker rows, inside the transaction (captured with the rest;
+     * the home bind's comes with the decision when it holds it). */
+    for (size_t i = in_marker ? 1 : 0; i < nw; i++) {
+        rc = exec_internal_fmt(
+            w,
+            "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS ";"
+            "INSERT INTO \"%w\"." XACT_MARKER_TABLE " (txid, at) VALUES (%llu, unixepoch());"
+            "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
+            schema[i], schema[i], (unsigned long long)txid, schema[i], (unsigned long long)gen_start);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s",
                      strcmp(schema[i], "main") == 0 ? home->name : schema[i], sqlite3_errmsg(w->db));
@@ -555,6 +625,23 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         xact_commit_finished(x);
         return true;
     }
+    if (in_marker) {
+        rc = home_marker(w, txid, gen_start, rec, reclen);
+        free(rec);
+        if (rc != SQLITE_OK) {
+            snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s", home->name,
+                     sqlite3_errmsg(w->db));
+            free_changes(changes, nw);
+            commit_fail(w, job, out, sqlite_code(rc), msg);
+            xact_commit_finished(x);
+            return true;
+        }
+        pthread_mutex_lock(&x->lock);
+        x->marker_bytes += reclen;
+        pthread_mutex_unlock(&x->lock);
+        xact_crash_point("logged");
+        goto commit;
+    }
     torn = xact_crash_armed("log_torn");
     if (xact_log_append(&x->log, rec, reclen, true, torn) != 0) {
         snprintf(msg, sizeof msg, "%s: cannot write the coordinator log: %s; the transaction is rolled back",
@@ -573,6 +660,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     xact_crash_point("logged");
 
     /* 3. Commit: main first, then each attached bind. */
+commit:
     if (crash_root != NULL && xact_crash_armed("first_committed"))
         crash_home_wal = sqlite3_filename_wal(sqlite3_db_filename(w->db, "main"));
     if (xc != NULL)

@@ -23,6 +23,13 @@
  * is kept for VACUUM's scratch database. */
 #define XACT_MAX_ATTACHED 9
 
+/* The columns of the marker table (XACT_MARKER_TABLE), the same wherever
+ * it is created (a changeset applied by recovery must find the table as it
+ * was captured). parts: in the home bind's row, the decision record
+ * (xact_log_encode_commit): the other binds' changes and the PostgreSQL
+ * parts; NULL in the other binds' rows. */
+#define XACT_MARKER_COLUMNS " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL, parts BLOB)"
+
 /* PostgreSQL binds one transaction may write (the commit keeps their parts
  * on its stack). */
 #define XACT_MAX_PG 64
@@ -69,6 +76,8 @@ struct xact {
     pthread_mutex_t lock; /* the fields below but counters' (see there) */
     uint64_t next_txid;
     uint64_t txid_end;    /* the reservation in XACT_TXID_FILE ends here */
+    uint64_t synced;      /* XACT_TXID_FILE: decisions in marker rows below it are done */
+    size_t marker_bytes;  /* decisions written into marker rows since the last sync */
     uint64_t start_floor; /* the first txid of this run: gids below it are of earlier runs */
     uint64_t gen_start;   /* marker rows below this (and below late_min) name no log entry */
     uint64_t late_min;    /* the smallest txid below gen_start logged since the last cut */
@@ -136,15 +145,29 @@ int xact_sync_files(char *const *paths, size_t n);
 /* The largest marker txid in any file bind (0: none). */
 uint64_t xact_markers_max(const struct config *cfg);
 
+/* The decisions kept in the home bind's marker row (column parts) of
+ * every file bind, txid >= floor, appended to *entries[*n] (realloc'd).
+ * 0, or -1 with err set (a record that fails its checks: never guessed
+ * at). */
+int xact_markers_decisions(const struct config *cfg, uint64_t floor, struct xact_entry **entries, size_t *n,
+                           char *err, size_t errlen);
+
 /* ---- xact_pg.c ------------------------------------------------------------- */
 
-/* xact_open's part: the daemon id, the PostgreSQL gids of every bind
- * resolved by the entries' outcomes (decided[i]: entry i committed), the
- * ones that cannot be resolved now kept for the resolver, and the txid
- * reservation written. max_txid: the largest id seen in the log and the
- * markers. 0, or -1 with err set. */
+/* xact_open's first part: the daemon id (made at the first start) and
+ * XACT_TXID_FILE: x->txid_end (the last reservation's end) and x->synced
+ * (decisions in marker rows below it need no recovery). 0, or -1 with err
+ * set (a damaged file). */
+int xact_ids_load(struct xact *x, const char *data_dir, char *err, size_t errlen);
+/* Write XACT_TXID_FILE durably (and set x's fields). 0, or -1 with errno. */
+int xact_ids_save(struct xact *x, uint64_t end, uint64_t synced);
+
+/* xact_open's part: the PostgreSQL gids of every bind resolved by the
+ * entries' outcomes (decided[i]: entry i committed), the ones that cannot
+ * be resolved now kept for the resolver. *max_txid: raised to the largest
+ * txid of a gid seen. 0, or -1 with err set (out of memory). */
 int xact_pg_open(struct xact *x, const struct config *cfg, const struct xact_entry *entries,
-                 const bool *decided, size_t n, uint64_t max_txid, char *err, size_t errlen);
+                 const bool *decided, size_t n, uint64_t *max_txid, char *err, size_t errlen);
 
 /* The decision of txid with PostgreSQL parts binds[0..n) is durable: keep
  * it until they are resolved. Any thread. */

@@ -101,6 +101,16 @@ int xact_log_parse(const unsigned char *data, size_t len, const char *name, stru
                    size_t errlen);
 
 void xact_entries_free(struct xact_entry *entries, size_t n);
+/* Free one entry's parts (the entry itself is the caller's). */
+void xact_entries_free_parts(struct xact_entry *e);
+
+/* The size of the file header: a log this size holds no record. */
+#define XACT_LOG_HEADER 16
+
+/* Decode one encoded record (as xact_log_encode_commit made it; kept
+ * elsewhere than in the log: the home bind's marker row) into *e (zeroed
+ * first; free its parts as xact_entries_free does). 0, or -1 with *why. */
+int xact_log_decode(const unsigned char *rec, size_t len, struct xact_entry *e, const char **why);
 
 /* Encode a decision record for txid over parts[0..n) into a malloc'd
  * buffer (*out, *outlen). 0, or -1 (out of memory, or over

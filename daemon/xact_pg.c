@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "daemon/backend.h"
 #include "daemon/fsutil.h"
@@ -55,11 +54,10 @@ static int txid_path(const struct xact *x, char *out, size_t outlen)
     return snprintf(out, outlen, "%s/%s", x->data_dir, XACT_TXID_FILE) < (int)outlen ? 0 : -1;
 }
 
-/* Reserve the ids below end: write it to XACT_TXID_FILE durably. */
-static int txid_reserve(struct xact *x, uint64_t end)
+int xact_ids_save(struct xact *x, uint64_t end, uint64_t synced)
 {
-    char path[4096], line[32];
-    int n = snprintf(line, sizeof line, "%" PRIu64 "\n", end);
+    char path[4096], line[64];
+    int n = snprintf(line, sizeof line, "%" PRIu64 " %" PRIu64 "\n", end, synced);
 
     if (txid_path(x, path, sizeof path) != 0) {
         errno = ENAMETOOLONG;
@@ -68,17 +66,22 @@ static int txid_reserve(struct xact *x, uint64_t end)
     if (fs_write_durably(path, line, (size_t)n) != 0)
         return -1;
     x->txid_end = end;
+    x->synced = synced;
     return 0;
 }
 
-/* The end of the last reservation (0: none yet). 0, or -1 with err. */
-static int txid_reserved(struct xact *x, uint64_t *end, char *err, size_t errlen)
+int xact_ids_load(struct xact *x, const char *data_dir, char *err, size_t errlen)
 {
-    char path[4096], buf[32], *stop = NULL;
+    char path[4096], buf[64], *stop = NULL, *e = NULL;
     FILE *f;
     size_t n = 0;
 
-    *end = 0;
+    if (pg2pc_daemon_id(data_dir, x->daemon_id, &e) != 0) {
+        snprintf(err, errlen, "%s", e ? e : "out of memory reading the daemon id");
+        free(e);
+        return -1;
+    }
+    x->txid_end = x->synced = 0;
     if (txid_path(x, path, sizeof path) != 0) {
         snprintf(err, errlen, "%s/%s: path too long", x->data_dir, XACT_TXID_FILE);
         return -1;
@@ -94,14 +97,18 @@ static int txid_reserved(struct xact *x, uint64_t *end, char *err, size_t errlen
     fclose(f);
     buf[n] = '\0';
     errno = 0;
-    if (n > 1 && buf[n - 1] == '\n' && buf[0] >= '0' && buf[0] <= '9')
-        *end = strtoull(buf, &stop, 10);
-    if (stop != buf + n - 1 || errno != 0) {
+    if (n > 1 && buf[n - 1] == '\n' && buf[0] >= '0' && buf[0] <= '9') {
+        x->txid_end = strtoull(buf, &stop, 10);
+        if (*stop == ' ' && stop[1] >= '0' && stop[1] <= '9')
+            x->synced = strtoull(stop + 1, &stop, 10);
+    }
+    if (stop != buf + n - 1 || errno != 0 || x->synced > x->txid_end) {
         snprintf(
             err, errlen,
-            "%s: damaged (want a transaction id and a newline): the ids this daemon handed out cannot be "
-            "known; restore it or, when no PostgreSQL bind holds a prepared transaction of this daemon "
-            "(pg_prepared_xacts, gids sqlmux_%s_...), remove it",
+            "%s: damaged (want two transaction ids and a newline): the ids this daemon handed out cannot "
+            "be known; restore it or, when no PostgreSQL bind holds a prepared transaction of this daemon "
+            "(pg_prepared_xacts, gids sqlmux_%s_...) and no transaction across binds was cut short, remove "
+            "it",
             path, x->daemon_id);
         return -1;
     }
@@ -115,7 +122,7 @@ uint64_t xact_txid_new(struct xact *x)
     pthread_mutex_lock(&x->lock);
     txid = x->next_txid++;
     /* 2^36 ids a start: in practice never reached. */
-    if (x->next_txid >= x->txid_end && txid_reserve(x, x->next_txid + XACT_TXID_RESERVE) != 0)
+    if (x->next_txid >= x->txid_end && xact_ids_save(x, x->next_txid + XACT_TXID_RESERVE, x->synced) != 0)
         log_error("%s/%s: cannot extend the reservation of transaction ids: %s", x->data_dir, XACT_TXID_FILE,
                   strerror(errno));
     pthread_mutex_unlock(&x->lock);
@@ -396,21 +403,9 @@ static void parts_done(struct xact *x, const struct xact_pgpart *items, const bo
 }
 
 int xact_pg_open(struct xact *x, const struct config *cfg, const struct xact_entry *entries,
-                 const bool *decided, size_t n, uint64_t max_txid, char *err, size_t errlen)
+                 const bool *decided, size_t n, uint64_t *max_txid, char *err, size_t errlen)
 {
-    uint64_t reserved, base;
-    char *e = NULL;
     bool *done = NULL;
-    int64_t now;
-    struct timeval tv;
-
-    if (pg2pc_daemon_id(cfg->data_dir, x->daemon_id, &e) != 0) {
-        snprintf(err, errlen, "%s", e ? e : "out of memory reading the daemon id");
-        free(e);
-        return -1;
-    }
-    if (txid_reserved(x, &reserved, err, errlen) != 0)
-        return -1;
     /* The PostgreSQL parts of every transaction that committed. */
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; decided[i] && j < entries[i].nparts; j++)
@@ -432,7 +427,7 @@ int xact_pg_open(struct xact *x, const struct config *cfg, const struct xact_ent
         char why[512], list[1024];
         if (bc->type != BIND_POSTGRES)
             continue;
-        if (resolve_on(bc, x->daemon_id, x->pg, done, x->npg, UINT64_MAX, true, &max_txid, why, sizeof why) ==
+        if (resolve_on(bc, x->daemon_id, x->pg, done, x->npg, UINT64_MAX, true, max_txid, why, sizeof why) ==
             0)
             continue;
         gids_of(x, x->pg, done, x->npg, bc->name, list, sizeof list);
@@ -457,21 +452,6 @@ int xact_pg_open(struct xact *x, const struct config *cfg, const struct xact_ent
         if (done[k])
             part_drop(x, k);
     free(done);
-    /* Ids above every id seen and every earlier reservation (the clock as
-     * the usual floor), reserved durably before any is handed out. */
-    gettimeofday(&tv, NULL);
-    now = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-    base = (uint64_t)now;
-    if (base <= max_txid)
-        base = max_txid + 1;
-    if (base <= reserved)
-        base = reserved + 1;
-    if (txid_reserve(x, base + XACT_TXID_RESERVE) != 0) {
-        snprintf(err, errlen, "%s/%s: cannot reserve transaction ids: %s", x->data_dir, XACT_TXID_FILE,
-                 strerror(errno));
-        return -1;
-    }
-    x->next_txid = x->start_floor = base;
     return 0;
 }
 
