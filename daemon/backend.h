@@ -174,6 +174,23 @@ struct job {
     struct job_xbind *xact_binds;
     size_t nxact_binds;
     bool xact_home_readonly;
+    /* A COMMIT of a transaction with PostgreSQL parts (xact.h): its id
+     * (xact_txid_new; 0: none) and the names of the PostgreSQL binds
+     * prepared under it (the job's malloc'd array, freed by job_unref;
+     * the names point into the job's configuration). */
+    uint64_t xact_txid;
+    const char **xact_pg;
+    size_t nxact_pg;
+    /* A step of the session's transaction across binds with PostgreSQL
+     * parts (session_xact.c): its answer goes to that code, not to the
+     * client. */
+    bool xact_step;
+    /* A statement across SQLite and PostgreSQL binds inside such a
+     * transaction: the PostgreSQL participants' connections lent to the
+     * SQLite worker that runs it (blocking mode; the loop does not touch
+     * them until the job is done). Owned by the job. */
+    struct job_lent *xact_lent;
+    size_t nxact_lent;
 
     /* Catalogs (catalog_refresh.h). In: the version of the bind's
      * installed catalog when the job was made (-1: none), and for
@@ -210,6 +227,13 @@ struct job {
 struct job_stmt {
     struct request req;
     enum stmt_kind kind;
+};
+
+/* A PostgreSQL connection lent to the job's SQLite worker (xact_lent). */
+struct job_lent {
+    size_t bind;   /* index into the job's configuration's binds */
+    void *conn;    /* the PGconn */
+    void *pgconn;  /* the backend's struct pgconn (loop thread only) */
 };
 
 /* A bind a statement of a transaction across binds touches (xact.h). */
@@ -307,6 +331,11 @@ struct bind {
     struct bind *next_retired; /* host->retired list */
     struct bind_stats stats;
     struct bind_catalog catalog;
+    /* PostgreSQL: its server's max_prepared_transactions, read once by the
+     * first transaction across binds that writes it (session_xact.c). Loop
+     * thread. */
+    bool max_prepared_known;
+    int max_prepared;
 };
 
 extern const struct backend_ops backend_sqlite_ops;

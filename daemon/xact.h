@@ -127,6 +127,28 @@ int xact_authorize(struct worker *w, int action, bool writes, const char *a1, co
 /* Free w's attachments state (worker_close). */
 void xact_conn_free(struct worker *w);
 
+/* ---- PostgreSQL parts (S6 contract; rec's side) --------------------------- */
+
+#define XACT_PART_PG 2 /* a part that is a PostgreSQL bind: prepared as
+                          pg2pc_gid(daemon id, txid, bind) BEFORE the decision
+                          was written; no changeset */
+
+/* The daemon id (data_dir/daemon-id, pg2pc_daemon_id) read by xact_open. */
+const char *xact_daemon_id(const struct xact *x);
+/* A new transaction id, never one any gid of this daemon may still carry
+ * (across restarts too). Any thread. */
+uint64_t xact_txid_new(struct xact *x);
+/* Not the loop thread: the decision of a transaction whose written parts
+ * are all PostgreSQL binds: write and sync it. 0: committed; -1 with
+ * errno: not decided (roll back the prepared gids). */
+int xact_decide_pg(struct xact *x, uint64_t txid, const char *const *binds, size_t n);
+/* Loop thread: every PostgreSQL part of txid was committed (or rolled
+ * back, undecided): the decision may be dropped. */
+void xact_resolved(struct xact *x, uint64_t txid);
+/* Loop thread: a COMMIT PREPARED (commit) or ROLLBACK PREPARED that could
+ * not be done now: the resolver keeps it and retries until done. */
+void xact_pg_in_doubt(struct xact *x, uint64_t txid, const char *bind, bool commit);
+
 /* ---- Test crash points --------------------------------------------------- */
 
 /* SIGKILL the daemon when SQLMUX_XACT_CRASH names step and this is the
