@@ -341,6 +341,15 @@ struct bind {
 extern const struct backend_ops backend_sqlite_ops;
 extern const struct backend_ops backend_pg_ops;
 
+/* PostgreSQL bind b (backend_pg.c): lend the idle connection pinned to
+ * owner's transaction to another thread for one job (a statement across
+ * binds of that transaction, xact_lend.c): switched to blocking mode and no
+ * longer watched by the loop. Returns the PGconn and sets *handle, or NULL
+ * when owner has no idle connection there. backend_pg_unlend (loop
+ * thread, after the job): back to the loop, non-blocking. */
+void *backend_pg_lend(struct bind *b, uint64_t owner, void **handle);
+void backend_pg_unlend(void *handle);
+
 /* Take and drop a reference to a bind (loop thread). The last drop closes
  * the bind and frees it (a retired one leaves host->retired). */
 void bind_hold(struct bind *b);

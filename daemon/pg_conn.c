@@ -672,7 +672,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct pgconn *c = h->data;
 
-    if (c->state == PGC_CLOSING || h != c->poll)
+    if (c->state == PGC_CLOSING || h != c->poll || c->lent)
         return;
     if (c->state == PGC_CONNECTING) {
         conn_connect_step(c);

@@ -164,6 +164,10 @@ void session_job_event(struct job_event *ev)
         catalog_install(job->bind, job->catalog);
         job->catalog = NULL;
     }
+    /* Connections lent to the job go back to their binds' loop. */
+    for (size_t i = 0; i < job->nxact_lent; i++)
+        backend_pg_unlend(job->xact_lent[i].pgconn);
+    job->nxact_lent = 0;
     if (s == NULL) {
         /* A release job: nobody waits for it. */
         job_unref(job);
@@ -359,7 +363,8 @@ static int session_qualify_main(struct request *req, const char *schema)
  * answer gets warnings=N (a foreign key across binds). Returns true when
  * it took the request (a job started, or an error answered); false: route
  * it as always (TXNBIND, CROSSBIND). */
-bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings)
+bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
+                       bool lend)
 {
     struct server *srv = s->srv;
     const struct config *cfg = srv->cfg;
@@ -393,7 +398,7 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
     if (home->ops != &backend_sqlite_ops)
         return false;
     for (size_t i = 0; i < r->nbinds; i++)
-        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops)
+        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops && !lend)
             return false;
     for (size_t i = 0; i < r->nbinds; i++) {
         struct bind *b = srv->binds[r->binds[i].index];
@@ -437,6 +442,11 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
         job->warnings = warnings;
         job->on_done = federate_references_done;
     }
+    /* Its PostgreSQL binds: through their participants' connections. */
+    if (lend && session_xact_lend_conns(s, job) != 0) {
+        job_unref(job);
+        return true;
+    }
     session_start_job(s, job);
     return true;
 }
@@ -473,7 +483,7 @@ static bool session_cross_references(struct session *s, struct request *req, con
         bool taken;
 
         memset(&job->req, 0, sizeof job->req);
-        taken = session_xact_stmt(s, &own, &one, job->warnings);
+        taken = session_xact_stmt(s, &own, &one, job->warnings, false);
         job_unref(job);
         if (taken)
             return true;
@@ -561,7 +571,7 @@ void session_sql(struct session *s, struct request *req)
 
     if (s->in_txn && session_xact_route(s, req, r))
         return;
-    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r, 0))
+    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r, 0, false))
         return;
     if (r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0 && session_cross_bind(s, req, r))
         return;

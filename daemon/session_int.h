@@ -58,7 +58,8 @@ void session_txn_set(struct session *s, struct bind *b);
 void session_sql(struct session *s, struct request *req);
 /* A statement of the transaction for SQLite binds other than its home
  * (daemon/xact.h): runs on the home, or joins one. True when it took req. */
-bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings);
+bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
+                       bool lend);
 
 /* session_xact.c: transactions with PostgreSQL participants. */
 
@@ -86,6 +87,9 @@ bool session_job_writes(const struct job *job);
  * on the home's worker with the PostgreSQL participants' connections lent
  * to it. Takes req. */
 void session_xact_lend(struct session *s, struct request *req, const struct route *r);
+/* Lend job (on the home) the connections of its PostgreSQL binds'
+ * participants. 0, or -1 with the error answered. */
+int session_xact_lend_conns(struct session *s, struct job *job);
 
 /* session_io.c: input and output. */
 

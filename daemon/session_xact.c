@@ -34,6 +34,8 @@
  *
  * Loop thread only.
  */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,8 @@
 
 #include "daemon/backend_pg.h"
 #include "daemon/backend_sqlite.h"
+#include "daemon/catalog.h"
+#include "daemon/federate.h"
 #include "daemon/log.h"
 #include "daemon/pg_2pc.h"
 #include "daemon/route.h"
@@ -281,28 +285,44 @@ void session_xact_done(struct session *s, struct job *job)
 
 /* ---- Steps ----------------------------------------------------------------- */
 
-/* Start a step on bind b: sql, inside the session's transaction there
- * (txn_open) or on any free connection (owner 0). The session is busy
- * until its answer comes to session_xact_step_done. -1 on ENOMEM. */
-static int step_start(struct session *s, struct bind *b, const char *sql, bool txn_open)
+/* A step on bind b: sql (of kind), inside the session's transaction
+ * there (txn_open) or on any free connection. NULL on ENOMEM. */
+static struct job *step_new(struct session *s, struct bind *b, const char *sql, enum stmt_kind kind,
+                            bool txn_open)
 {
-    struct job *job = job_new(JOB_EXEC, b, s, txn_open ? s->id : 0);
+    struct job *job = job_new(JOB_EXEC, b, s, s->id);
 
     if (job == NULL || (job->req.text = strdup(sql)) == NULL) {
         if (job != NULL)
             job_unref(job);
-        return -1;
+        return NULL;
     }
     job->req.type = REQUEST_SQL;
     job->req.len = strlen(sql);
-    job->kind = STMT_OTHER;
+    job->kind = kind;
     job->txn_open = txn_open;
     job->xact_step = true;
+    return job;
+}
+
+/* Submit a step: the session is busy until its answer comes to
+ * session_xact_step_done. */
+static void step_submit(struct session *s, struct job *job)
+{
     s->job = job;
     job->started_ns = uv_hrtime();
     if (s->state == SESS_IDLE)
         session_set_state(s, SESS_BUSY);
-    b->ops->submit(b, job);
+    job->bind->ops->submit(job->bind, job);
+}
+
+static int step_start(struct session *s, struct bind *b, const char *sql, enum stmt_kind kind, bool txn_open)
+{
+    struct job *job = step_new(s, b, sql, kind, txn_open);
+
+    if (job == NULL)
+        return -1;
+    step_submit(s, job);
     return 0;
 }
 
@@ -414,17 +434,19 @@ static int step_decide_home(struct session *s, struct xpart *home)
     const char **names = calloc(xt->n, sizeof *names);
     size_t n = 0;
 
-    if (names == NULL || step_start(s, home->b, "COMMIT", true) != 0) {
+    struct job *job = names != NULL ? step_new(s, home->b, "COMMIT", STMT_COMMIT, true) : NULL;
+
+    if (job == NULL) {
         free(names);
         return -1;
     }
     for (size_t i = 0; i < xt->n; i++)
         if (xt->parts[i].prepared)
             names[n++] = xt->parts[i].b->conf->name;
-    s->job->kind = STMT_COMMIT;
-    s->job->xact_txid = xt->txid;
-    s->job->xact_pg = names;
-    s->job->nxact_pg = n;
+    job->xact_txid = xt->txid;
+    job->xact_pg = names;
+    job->nxact_pg = n;
+    step_submit(s, job);
     return 0;
 }
 
@@ -502,7 +524,7 @@ static void xact_next(struct session *s)
             chain_done(s, false);
             return;
         }
-        rc = step_start(s, xt->parts[xt->i].b, xt->pending.text, true);
+        rc = step_start(s, xt->parts[xt->i].b, xt->pending.text, STMT_SAVEPOINT, true);
         break;
     case XOP_ROLLBACK:
         while (xt->i < xt->n && !xt->parts[xt->i].open)
@@ -511,7 +533,7 @@ static void xact_next(struct session *s)
             chain_done(s, true);
             return;
         }
-        rc = step_start(s, xt->parts[xt->i].b, "ROLLBACK", true);
+        rc = step_start(s, xt->parts[xt->i].b, "ROLLBACK", STMT_ROLLBACK, true);
         break;
     case XOP_COMMIT:
         for (; xt->i < xt->n; xt->i++) {
@@ -519,13 +541,13 @@ static void xact_next(struct session *s)
             switch (xt->phase) {
             case XC_PLAIN:
                 if (p->open && p->wrote == xt->written_seen) {
-                    rc = step_start(s, p->b, "COMMIT", true);
+                    rc = step_start(s, p->b, "COMMIT", STMT_COMMIT, true);
                     goto started;
                 }
                 break;
             case XC_RO_COMMIT:
                 if (p->open && !p->wrote && !is_sqlite(p->b)) {
-                    rc = step_start(s, p->b, "COMMIT", true);
+                    rc = step_start(s, p->b, "COMMIT", STMT_COMMIT, true);
                     goto started;
                 }
                 break;
@@ -533,7 +555,7 @@ static void xact_next(struct session *s)
                 if (p->open && p->wrote && !is_sqlite(p->b)) {
                     rc = gid_sql(s, p->b, "PREPARE TRANSACTION", sql, sizeof sql);
                     if (rc == 0)
-                        rc = step_start(s, p->b, sql, true);
+                        rc = step_start(s, p->b, sql, STMT_OTHER, true);
                     goto started;
                 }
                 break;
@@ -548,7 +570,7 @@ static void xact_next(struct session *s)
                 if (p->prepared) {
                     rc = gid_sql(s, p->b, "COMMIT PREPARED", sql, sizeof sql);
                     if (rc == 0)
-                        rc = step_start(s, p->b, sql, false);
+                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
                     goto started;
                 }
                 break;
@@ -556,11 +578,11 @@ static void xact_next(struct session *s)
                 if (p->prepared) {
                     rc = gid_sql(s, p->b, "ROLLBACK PREPARED", sql, sizeof sql);
                     if (rc == 0)
-                        rc = step_start(s, p->b, sql, false);
+                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
                     goto started;
                 }
                 if (p->open) {
-                    rc = step_start(s, p->b, "ROLLBACK", true);
+                    rc = step_start(s, p->b, "ROLLBACK", STMT_ROLLBACK, true);
                     goto started;
                 }
                 break;
@@ -636,6 +658,7 @@ static void split_err(char *line, const char **code, const char **msg)
 }
 
 static void mpt_done(struct session *s, struct job *job, struct buf *data);
+static void join_done(struct session *s, struct job *job, struct buf *data);
 
 void session_xact_step_done(struct session *s, struct job *job, struct buf *data)
 {
@@ -651,8 +674,11 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         job_unref(job);
         return;
     }
-    if (xt->op == XOP_MPT) {
-        mpt_done(s, job, data);
+    if (xt->op == XOP_MPT || xt->op == XOP_JOIN) {
+        if (xt->op == XOP_MPT)
+            mpt_done(s, job, data);
+        else
+            join_done(s, job, data);
         job_unref(job);
         return;
     }
@@ -898,7 +924,8 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
         s->xt->has_pending = true;
         memset(req, 0, sizeof *req);
         s->xt->op = XOP_MPT;
-        if (step_start(s, b, "SELECT pg_catalog.current_setting('max_prepared_transactions')", false) != 0) {
+        if (step_start(s, b, "SELECT pg_catalog.current_setting('max_prepared_transactions')", STMT_SELECT,
+                       false) != 0) {
             bind_drop(b);
             s->xt->mpt_bind = NULL;
             *req = s->xt->pending;
@@ -1010,7 +1037,7 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
             /* Across SQLite binds: on the home, or one joins. */
             if (mpt_check(s, req, r, NULL) != 0)
                 return true;
-            return session_xact_stmt(s, req, r, 0);
+            return session_xact_stmt(s, req, r, 0, false);
         }
         if (!has_sqlite) {
             session_reply_error(s, "TXNBIND",
@@ -1039,7 +1066,7 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
         return false;
     home = session_xact_home(s);
     if (is_sqlite(b) && home != NULL && !same_bind(b, home))
-        return session_xact_stmt(s, req, r, 0);
+        return session_xact_stmt(s, req, r, 0, false);
     stmt_on(s, req, r, b);
     return true;
 }
@@ -1067,10 +1094,113 @@ void session_xact_release(struct session *s)
 
 /* ---- Statements across SQLite and PostgreSQL ------------------------------ */
 
+/* XOP_JOIN: the PostgreSQL bind of the route that is not a participant
+ * yet, or NULL. */
+static struct bind *join_next(struct session *s, const struct route *r)
+{
+    for (size_t k = 0; k < r->nbinds; k++) {
+        struct bind *b = s->srv->binds[r->binds[k].index];
+        if (!is_sqlite(b) && !same_bind(b, s->txn_bind) && part_of(s, b) == NULL)
+            return b;
+    }
+    return NULL;
+}
+
 void session_xact_lend(struct session *s, struct request *req, const struct route *r)
 {
-    (void)r;
-    session_reply_error(s, "TXNBIND", "a statement across SQLite and PostgreSQL binds cannot run inside a "
-                                      "transaction (yet)");
-    codec_request_free(req);
+    const struct bind *lacking;
+    struct bind *b;
+    bool write = false;
+
+    lacking = federate_grant_missing(s, r, &write);
+    if (lacking != NULL) {
+        if (write)
+            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
+                                s->user_name ? s->user_name : "?", lacking->conf->name);
+        else
+            session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                                lacking->conf->name);
+        codec_request_free(req);
+        return;
+    }
+    b = join_next(s, r);
+    if (b != NULL) {
+        /* Its PostgreSQL binds join the transaction first (BEGIN), then
+         * the statement is routed again. */
+        struct job *job;
+        job = xact_get(s) != NULL ? step_new(s, b, "SELECT 1", STMT_SELECT, false) : NULL;
+        if (job == NULL || (job->begin_buf = strdup(session_xact_begin_for(s, b))) == NULL) {
+            if (job != NULL)
+                job_unref(job);
+            session_reply_error(s, "NOMEM", "out of memory");
+            codec_request_free(req);
+            return;
+        }
+        job->begin_sql = job->begin_buf;
+        step_submit(s, job);
+        s->xt->op = XOP_JOIN;
+        s->xt->pending = *req;
+        s->xt->has_pending = true;
+        memset(req, 0, sizeof *req);
+        return;
+    }
+    if (!session_xact_stmt(s, req, r, 0, true)) {
+        session_reply_error(s, "TXNBIND", "this statement across binds cannot run inside the transaction");
+        codec_request_free(req);
+    }
+}
+
+/* XOP_JOIN done: the bind is a participant now; the statement again. */
+static void join_done(struct session *s, struct job *job, struct buf *data)
+{
+    struct sess_xact *xt = s->xt;
+    struct request req = xt->pending;
+    char *line = job->failed ? last_line(data) : NULL;
+
+    if (job->in_txn && part_of(s, job->bind) == NULL && part_add(s, job->bind) != 0)
+        line = line != NULL ? line : strdup("-ERR NOMEM out of memory\n");
+    xt->has_pending = false;
+    memset(&xt->pending, 0, sizeof xt->pending);
+    xt->op = XOP_NONE;
+    if (line != NULL) {
+        if (buf_puts(&s->out, line) != 0)
+            session_close(s, true);
+        free(line);
+        codec_request_free(&req);
+    } else {
+        session_sql(s, &req);
+    }
+    session_pump(s);
+}
+
+int session_xact_lend_conns(struct session *s, struct job *job)
+{
+    const struct config *cfg = confref_cfg(job->cfgref);
+
+    job->xact_lent = calloc(job->nxact_binds, sizeof *job->xact_lent);
+    if (job->xact_lent == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        return -1;
+    }
+    job->catset = catset_hold(s->srv->catset);
+    for (size_t i = 0; i < job->nxact_binds; i++) {
+        const struct bind_conf *bc = &cfg->binds[job->xact_binds[i].index];
+        struct bind *b = s->srv->binds[job->xact_binds[i].index];
+        struct job_lent *l = &job->xact_lent[job->nxact_lent];
+        if (bc->type != BIND_POSTGRES)
+            continue;
+        l->bind = job->xact_binds[i].index;
+        l->conn = backend_pg_lend(b, s->id, &l->pgconn);
+        if (l->conn == NULL) {
+            for (size_t j = 0; j < job->nxact_lent; j++)
+                backend_pg_unlend(job->xact_lent[j].pgconn);
+            job->nxact_lent = 0;
+            session_reply_error(s, "CONNLOST",
+                                "bind %s: the connection of this transaction is gone: ROLLBACK to end it",
+                                bc->name);
+            return -1;
+        }
+        job->nxact_lent++;
+    }
+    return 0;
 }

@@ -32,8 +32,11 @@ def setup(pg=None, **cfg):
             yield pg, db, db2, d
 
 
-def prepared(pg):
-    return pg.psql("SELECT gid FROM pg_prepared_xacts", db="postgres")
+def prepared(pg, *dbs):
+    """The prepared transactions left in the test's databases (the shared
+    cluster serves other tests at the same time)."""
+    return pg.psql("SELECT gid FROM pg_prepared_xacts WHERE database IN (%s)" % ", ".join(
+        "'%s'" % db for db in dbs), db="postgres")
 
 
 def items(pg, db):
@@ -70,7 +73,7 @@ def test_xact_pg_sqlite_first_commit():
         eq(items(pg, db), [["1", "uno"]], "PostgreSQL after COMMIT")
         eq(test1(d), [(1, "one")], "SQLite after COMMIT")
         expect_rows(d.connect().request("SELECT color FROM test3"), [["mem"]])
-        eq(prepared(pg), [], "no prepared transaction left")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
         sent = pg.log_text()[mark:]
         if "PREPARE TRANSACTION 'sqlmux_" not in sent or "COMMIT PREPARED 'sqlmux_" not in sent:
             raise TestFailure("no two-phase commit in the PostgreSQL log:\n%s" % sent[-3000:])
@@ -90,7 +93,7 @@ def test_xact_pg_pg_first_commit_and_memory():
         eq(items(pg, db), [["2", "DOS"]], "PostgreSQL")
         eq(test1(d), [(2, "file")], "SQLite file bind")
         expect_rows(d.connect().request("SELECT id, color FROM test3"), [["2", "mem"]])
-        eq(prepared(pg), [], "no prepared transaction left")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
 
 
 def test_xact_pg_two_postgresql_binds():
@@ -105,7 +108,7 @@ def test_xact_pg_two_postgresql_binds():
         expect_status(c.request("COMMIT"), "+OK changes=0")
         eq(items(pg, db), [["1", "five"]], "items")
         eq(ledger(pg, db2), [["1", "-5"]], "ledger")
-        eq(prepared(pg), [], "no prepared transaction left")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
         sent = pg.log_text()[mark:]
         if sent.count("PREPARE TRANSACTION 'sqlmux_") != 2 or sent.count("COMMIT PREPARED 'sqlmux_") != 2:
             raise TestFailure("expected two prepared parts in the PostgreSQL log:\n%s" % sent[-3000:])
@@ -148,24 +151,52 @@ def test_xact_pg_rollback_and_disconnect_leave_nothing():
         expect_ok(c3.request("INSERT INTO test1 (id, color) VALUES (5, 'mine')"))
         eq(items(pg, db), [["5", "mine"]], "items")
         eq(test1(d), [(5, "mine")], "test1")
-        eq(prepared(pg), [], "no prepared transaction left")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
         # The pool's connections are all outside transactions again.
         pgfixture.wait_for(lambda: pg.value("SELECT count(*) FROM pg_stat_activity WHERE state LIKE "
                                             "'idle in transaction%%' AND datname IN ('%s', '%s')" % (db, db2),
                                             db="postgres") == "0", 10, "no connection left in a transaction")
 
 
-def test_xact_pg_own_writes_in_sqlite_statement():
-    """Statements of each bind see the transaction's earlier writes in
-    their bind; a spanning statement needs the lent connections."""
+def test_xact_pg_statement_across_sqlite_and_postgresql():
+    """A statement joining a SQLite and a PostgreSQL table inside the
+    transaction sees the transaction's own uncommitted writes in both, and
+    may write either side; whichever bind the transaction began on."""
     with setup() as (pg, db, db2, d):
         c = d.connect()
-        expect_ok(c.request("BEGIN"))
-        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'red')"))
-        expect_ok(c.request("INSERT INTO items (id, color) VALUES (1, 'red')"))
-        expect_rows(c.request("SELECT count(*) FROM items WHERE color = 'red'"), [["1"]])
-        expect_rows(c.request("SELECT count(*) FROM test1 WHERE color = 'red'"), [["1"]])
-        expect_ok(c.request("ROLLBACK"))
+        for n, first in enumerate(("INSERT INTO test1 (id, color) VALUES (1, 'red')",
+                                   "INSERT INTO items (id, color) VALUES (1, 'red')",
+                                   "SELECT count(*) FROM ledger")):
+            expect_ok(c.request("BEGIN"))
+            expect_ok(c.request(first))
+            if "test1" not in first:
+                expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'red')"))
+            if "items" not in first:
+                expect_ok(c.request("INSERT INTO items (id, color) VALUES (1, 'red')"))
+            expect_ok(c.request("INSERT INTO items (id, color) VALUES (2, 'blue')"))
+            expect_rows(c.request("SELECT test1.id, items.color FROM test1 JOIN items ON items.id = test1.id"),
+                        [["1", "red"]])
+            # Writes through the join: a PostgreSQL target, a SQLite target.
+            expect_status(c.request("INSERT INTO items (id, color) SELECT id + 10, color FROM test1"),
+                          "+OK changes=1")
+            expect_status(c.request("INSERT INTO test1 (id, color) SELECT id, color FROM items WHERE id > 1"),
+                          "+OK changes=2 last_id=11")
+            expect_rows(c.request("SELECT count(*) FROM test1 JOIN items USING (id)"), [["3"]])
+            eq(items(pg, db), [], "nothing visible outside before COMMIT")
+            if n == 0:
+                expect_status(c.request("ROLLBACK"), "+OK changes=0")
+                eq(items(pg, db), [], "items after ROLLBACK")
+                eq(test1(d), [], "test1 after ROLLBACK")
+                continue
+            expect_status(c.request("COMMIT"), "+OK changes=0")
+            eq(items(pg, db), [["1", "red"], ["2", "blue"], ["11", "red"]], "items after COMMIT")
+            eq(test1(d), [(1, "red"), (2, "blue"), (11, "red")], "test1 after COMMIT")
+            eq(prepared(pg, db, db2), [], "no prepared transaction left")
+            expect_ok(c.request("DELETE FROM items"))
+            expect_ok(c.request("DELETE FROM test1"))
+        # The lent connections went back: the pool serves as before.
+        for _ in range(5):
+            expect_rows(c.request("SELECT count(*) FROM items"), [["0"]])
 
 
 def test_xact_pg_savepoints():
@@ -222,7 +253,7 @@ def test_xact_pg_failed_prepare_leaves_nothing():
             eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)], "test2")
             eq(pg.psql("SELECT count(*) FROM tags", db=db), [["0"]], "tags")
             eq(ledger(pg, db2), [], "ledger")
-            eq(prepared(pg), [], "no prepared transaction left")
+            eq(prepared(pg, db, db2), [], "no prepared transaction left")
             # The session is out of its transaction.
             expect_rows(c.request("SELECT count(*) FROM test1"), [["0"]])
             expect_ok(c.request("BEGIN"))
