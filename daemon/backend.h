@@ -203,6 +203,8 @@ struct job {
 
     /* Results, written by the backend before job_post_done(). */
     bool in_txn;   /* the connection is inside a transaction afterwards */
+    bool txn_aborted; /* ... one an error aborted (PostgreSQL: only ROLLBACK, or
+                         ROLLBACK TO a savepoint, goes on from there) */
     bool failed;   /* the response ended with -ERR */
     uint64_t rows; /* rows sent (or listed) */
 

@@ -246,6 +246,7 @@ void pg_conn_finish_job(struct pgconn *c)
     job->in_txn =
         ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
         (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
+    job->txn_aborted = ts == PQTRANS_INERROR;
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;

@@ -526,6 +526,11 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
         return session_cross_references(s, req, r);
     if (!federate_runs(r))
         return false;
+    if (s->txn_held && !s->in_txn && session_xact_spans_pg(s, r)) {
+        /* The transaction's first statement: its binds join it. */
+        session_xact_lend(s, req, r);
+        return true;
+    }
     if (s->in_txn || s->txn_held) {
         session_reply_error(s, "TXNBIND",
                             "a statement across binds cannot run inside a transaction (yet): %s; COMMIT or "

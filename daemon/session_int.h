@@ -87,6 +87,8 @@ bool session_job_writes(const struct job *job);
  * on the home's worker with the PostgreSQL participants' connections lent
  * to it. Takes req. */
 void session_xact_lend(struct session *s, struct request *req, const struct route *r);
+/* Whether route r spans SQLite and PostgreSQL binds. */
+bool session_xact_spans_pg(const struct session *s, const struct route *r);
 /* Lend job (on the home) the connections of its PostgreSQL binds'
  * participants. 0, or -1 with the error answered. */
 int session_xact_lend_conns(struct session *s, struct job *job);

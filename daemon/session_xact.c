@@ -58,6 +58,8 @@ struct xpart {
     bool wrote;     /* a statement that may write ran on it */
     bool open;      /* its transaction is open */
     bool prepared;  /* PREPARE TRANSACTION succeeded: its gid holds it */
+    bool aborted;   /* an error aborted its transaction (PostgreSQL) */
+    bool locked;    /* PostgreSQL: its lock_timeout is set (xact_lock_timeout) */
 };
 
 enum xop {
@@ -67,6 +69,7 @@ enum xop {
     XOP_ROLLBACK,  /* the client's ROLLBACK */
     XOP_COMMIT,    /* the client's COMMIT */
     XOP_JOIN,      /* BEGIN on PostgreSQL binds a spanning statement needs */
+    XOP_LOCK,      /* SET LOCAL lock_timeout on the first participant, then xt->pending */
     XOP_LENT,      /* a spanning statement runs with connections lent */
 };
 
@@ -173,9 +176,11 @@ static struct sess_xact *xact_get(struct session *s)
         return NULL;
     }
     xt->cap = 4;
-    bind_hold(s->txn_bind);
-    xt->parts[0] = (struct xpart){.b = s->txn_bind, .wrote = s->txn_wrote, .open = true};
-    xt->n = 1;
+    if (s->txn_bind != NULL) {
+        bind_hold(s->txn_bind);
+        xt->parts[0] = (struct xpart){.b = s->txn_bind, .wrote = s->txn_wrote, .open = true};
+        xt->n = 1;
+    }
     s->xt = xt;
     return xt;
 }
@@ -194,7 +199,8 @@ static int part_add(struct session *s, struct bind *b)
         xt->cap *= 2;
     }
     bind_hold(b);
-    xt->parts[xt->n++] = (struct xpart){.b = b, .open = true};
+    /* A PostgreSQL bind joins with its lock_timeout (pg_join_begin). */
+    xt->parts[xt->n++] = (struct xpart){.b = b, .open = true, .locked = !is_sqlite(b)};
     return 0;
 }
 
@@ -267,6 +273,7 @@ void session_xact_done(struct session *s, struct job *job)
     xt = s->xt;
     if (job->in_txn) {
         p->wrote |= !job->failed && session_job_writes(job);
+        p->aborted = job->txn_aborted;
         return;
     }
     /* Its transaction ended without the session's COMMIT or ROLLBACK (a
@@ -512,6 +519,7 @@ static void xact_next(struct session *s)
     case XOP_NONE:
     case XOP_MPT:
     case XOP_JOIN:
+    case XOP_LOCK:
     case XOP_LENT: return;
     case XOP_BROADCAST:
         while (xt->i < xt->n && !xt->parts[xt->i].open)
@@ -659,6 +667,7 @@ static void split_err(char *line, const char **code, const char **msg)
 
 static void mpt_done(struct session *s, struct job *job, struct buf *data);
 static void join_done(struct session *s, struct job *job, struct buf *data);
+static void lock_done(struct session *s, struct job *job);
 
 void session_xact_step_done(struct session *s, struct job *job, struct buf *data)
 {
@@ -674,9 +683,11 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         job_unref(job);
         return;
     }
-    if (xt->op == XOP_MPT || xt->op == XOP_JOIN) {
+    if (xt->op == XOP_MPT || xt->op == XOP_JOIN || xt->op == XOP_LOCK) {
         if (xt->op == XOP_MPT)
             mpt_done(s, job, data);
+        else if (xt->op == XOP_LOCK)
+            lock_done(s, job);
         else
             join_done(s, job, data);
         job_unref(job);
@@ -685,8 +696,10 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
     p = xt->i < xt->n ? &xt->parts[xt->i] : NULL;
     if (job->failed)
         line = last_line(data);
-    if (p != NULL && job->txn_open)
+    if (p != NULL && job->txn_open) {
         p->open = job->in_txn;
+        p->aborted = job->txn_aborted;
+    }
     switch (xt->op) {
     case XOP_BROADCAST:
         if (job->failed) {
@@ -768,6 +781,7 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
     case XOP_NONE:
     case XOP_MPT:
     case XOP_JOIN:
+    case XOP_LOCK:
     case XOP_LENT: break;
     }
     free(line);
@@ -803,6 +817,19 @@ static void chain_start(struct session *s, struct request *req, enum stmt_kind k
         xt->op = XOP_ROLLBACK;
         xact_next(s);
         return;
+    }
+    for (size_t i = 0; i < xt->n; i++) {
+        if (xt->parts[i].open && xt->parts[i].aborted) {
+            /* PostgreSQL would answer its COMMIT or PREPARE with a
+             * ROLLBACK and no error. */
+            xact_fail(s, "XACT",
+                      "COMMIT refused, the transaction was rolled back: an error aborted its part on bind %s "
+                      "(ROLLBACK TO a savepoint before it, or ROLLBACK)",
+                      xt->parts[i].b->conf->name);
+            xt->op = XOP_ROLLBACK;
+            xact_next(s);
+            return;
+        }
     }
     for (size_t i = 0; i < xt->n; i++) {
         if (!xt->parts[i].wrote)
@@ -938,6 +965,86 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
     return 0;
 }
 
+/* ---- Deadlocks across binds ---------------------------------------------- */
+
+/* How long a PostgreSQL participant of a transaction across binds waits
+ * for a lock (its lock_timeout): the longest busy_timeout of the SQLite
+ * binds, the wait a SQLite participant would accept (5 s when there is
+ * none), at least 1 ms. A wait across two PostgreSQL binds is a cycle no
+ * server sees whole (each deadlock detector sees one edge): it must end. */
+static int lock_timeout_ms(const struct session *s)
+{
+    const struct config *cfg = s->srv->cfg;
+    int ms = -1;
+
+    for (size_t i = 0; i < cfg->nbinds; i++)
+        if (cfg->binds[i].type != BIND_POSTGRES && cfg->binds[i].busy_timeout_ms > ms)
+            ms = cfg->binds[i].busy_timeout_ms;
+    return ms < 0 ? 5000 : ms < 1 ? 1 : ms;
+}
+
+/* The BEGIN a PostgreSQL bind joining the transaction runs: the client's
+ * (SQLite's DEFERRED/IMMEDIATE/EXCLUSIVE forms as a plain BEGIN), then the
+ * lock_timeout. malloc'd; NULL on ENOMEM. */
+static char *pg_join_begin(const struct session *s)
+{
+    const char *begin = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
+    const char *p = begin;
+    char *out = NULL;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncasecmp(p, "begin", 5) == 0) {
+        p += 5;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (strncasecmp(p, "deferred", 8) == 0 || strncasecmp(p, "immediate", 9) == 0 ||
+            strncasecmp(p, "exclusive", 9) == 0)
+            begin = "BEGIN";
+    }
+    if (asprintf(&out, "%s; SET LOCAL lock_timeout = %d", begin, lock_timeout_ms(s)) < 0)
+        return NULL;
+    return out;
+}
+
+/* Before another bind joins: the transaction's first bind, when it is a
+ * PostgreSQL one, gets its lock_timeout too (XOP_LOCK, then req again).
+ * true when that step started (req taken). */
+static bool lock_first(struct session *s, struct request *req)
+{
+    char sql[64];
+
+    if (is_sqlite(s->txn_bind) || (s->xt != NULL && (s->xt->parts[0].locked || !s->xt->parts[0].open)))
+        return false;
+    if (xact_get(s) == NULL)
+        return false;
+    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %d", lock_timeout_ms(s));
+    s->xt->i = 0;
+    if (step_start(s, s->txn_bind, sql, STMT_OTHER, true) != 0)
+        return false;
+    s->xt->op = XOP_LOCK;
+    s->xt->pending = *req;
+    s->xt->has_pending = true;
+    memset(req, 0, sizeof *req);
+    return true;
+}
+
+/* XOP_LOCK done: the statement again. */
+static void lock_done(struct session *s, struct job *job)
+{
+    struct sess_xact *xt = s->xt;
+    struct request req = xt->pending;
+
+    xt->parts[0].locked = true; /* failed: its transaction is aborted, noted below */
+    xt->parts[0].aborted = job->txn_aborted;
+    xt->parts[0].open = job->in_txn;
+    xt->has_pending = false;
+    memset(&xt->pending, 0, sizeof xt->pending);
+    xt->op = XOP_NONE;
+    session_sql(s, &req);
+    session_pump(s);
+}
+
 /* ---- Dispatch -------------------------------------------------------------- */
 
 /* The BEGIN a bind joining the transaction runs: the client's, but for an
@@ -945,7 +1052,8 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
  * (BEGIN ISOLATION LEVEL ..., START TRANSACTION). */
 const char *session_xact_begin_for(const struct session *s, const struct bind *b)
 {
-    const char *p = s->txn_begin != NULL ? s->txn_begin : "BEGIN";
+    const char *base = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
+    const char *p = base;
     size_t n;
 
     if (!is_sqlite(b))
@@ -961,9 +1069,9 @@ const char *session_xact_begin_for(const struct session *s, const struct bind *b
          *w != NULL; w++) {
         n = strlen(*w);
         if (strncasecmp(p, *w, n) == 0 && (p[n] == '\0' || isspace((unsigned char)p[n]) || p[n] == ';'))
-            return s->txn_begin;
+            return base;
     }
-    return *p == '\0' ? s->txn_begin : "BEGIN";
+    return *p == '\0' ? base : "BEGIN";
 }
 
 /* Run a statement of one bind b inside the transaction: on its
@@ -981,7 +1089,8 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
         return;
     }
     job = job_new(JOB_EXEC, b, s, s->id);
-    if (job != NULL && !joined && (job->begin_buf = strdup(session_xact_begin_for(s, b))) == NULL) {
+    if (job != NULL && !joined &&
+        (job->begin_buf = is_sqlite(b) ? strdup(session_xact_begin_for(s, b)) : pg_join_begin(s)) == NULL) {
         job_unref(job);
         job = NULL;
     }
@@ -997,6 +1106,26 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
     job->readonly = grant == GRANT_READ;
     job->txn_open = joined;
     session_start_job(s, job);
+}
+
+/* Which kinds of bind route r touches. */
+static void route_kinds(const struct session *s, const struct route *r, bool *sqlite, bool *pg)
+{
+    *sqlite = *pg = false;
+    for (size_t k = 0; k < r->nbinds; k++) {
+        if (is_sqlite(s->srv->binds[r->binds[k].index]))
+            *sqlite = true;
+        else
+            *pg = true;
+    }
+}
+
+bool session_xact_spans_pg(const struct session *s, const struct route *r)
+{
+    bool sqlite, pg;
+
+    route_kinds(s, r, &sqlite, &pg);
+    return sqlite && pg;
 }
 
 bool session_xact_route(struct session *s, struct request *req, const struct route *r)
@@ -1027,15 +1156,10 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
     if (cross) {
         if (r->kind == STMT_DDL)
             return false;
-        for (size_t k = 0; k < r->nbinds; k++) {
-            if (is_sqlite(srv->binds[r->binds[k].index]))
-                has_sqlite = true;
-            else
-                has_pg = true;
-        }
+        route_kinds(s, r, &has_sqlite, &has_pg);
         if (!has_pg) {
             /* Across SQLite binds: on the home, or one joins. */
-            if (mpt_check(s, req, r, NULL) != 0)
+            if (mpt_check(s, req, r, NULL) != 0 || lock_first(s, req))
                 return true;
             return session_xact_stmt(s, req, r, 0, false);
         }
@@ -1047,7 +1171,7 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
             codec_request_free(req);
             return true;
         }
-        if (mpt_check(s, req, r, NULL) != 0)
+        if (mpt_check(s, req, r, NULL) != 0 || lock_first(s, req))
             return true;
         session_xact_lend(s, req, r);
         return true;
@@ -1064,6 +1188,8 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
         return true;
     if (same_bind(b, s->txn_bind))
         return false;
+    if (lock_first(s, req))
+        return true;
     home = session_xact_home(s);
     if (is_sqlite(b) && home != NULL && !same_bind(b, home))
         return session_xact_stmt(s, req, r, 0, false);
@@ -1100,7 +1226,7 @@ static struct bind *join_next(struct session *s, const struct route *r)
 {
     for (size_t k = 0; k < r->nbinds; k++) {
         struct bind *b = s->srv->binds[r->binds[k].index];
-        if (!is_sqlite(b) && !same_bind(b, s->txn_bind) && part_of(s, b) == NULL)
+        if (!is_sqlite(b) && (s->txn_bind == NULL || !same_bind(b, s->txn_bind)) && part_of(s, b) == NULL)
             return b;
     }
     return NULL;
@@ -1129,7 +1255,7 @@ void session_xact_lend(struct session *s, struct request *req, const struct rout
          * the statement is routed again. */
         struct job *job;
         job = xact_get(s) != NULL ? step_new(s, b, "SELECT 1", STMT_SELECT, false) : NULL;
-        if (job == NULL || (job->begin_buf = strdup(session_xact_begin_for(s, b))) == NULL) {
+        if (job == NULL || (job->begin_buf = pg_join_begin(s)) == NULL) {
             if (job != NULL)
                 job_unref(job);
             session_reply_error(s, "NOMEM", "out of memory");
@@ -1159,9 +1285,19 @@ static void join_done(struct session *s, struct job *job, struct buf *data)
 
     if (job->in_txn && part_of(s, job->bind) == NULL && part_add(s, job->bind) != 0)
         line = line != NULL ? line : strdup("-ERR NOMEM out of memory\n");
+    else if (job->in_txn && !s->in_txn) {
+        /* The first statement after BEGIN spans binds: this is its first. */
+        s->txn_held = false;
+        free(s->txn_begin);
+        s->txn_begin = s->held_begin;
+        s->held_begin = NULL;
+        session_txn_set(s, job->bind);
+    }
     xt->has_pending = false;
     memset(&xt->pending, 0, sizeof xt->pending);
     xt->op = XOP_NONE;
+    if (!s->in_txn)
+        xact_end(s); /* nothing joined: the BEGIN stays held */
     if (line != NULL) {
         if (buf_puts(&s->out, line) != 0)
             session_close(s, true);

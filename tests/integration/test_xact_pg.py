@@ -6,9 +6,9 @@ transaction behind; savepoints on every participant; the
 max_prepared_transactions rule; a single-bind transaction never prepares."""
 
 import contextlib
-import socket
 import time
 
+import harness
 import pgfixture
 from harness import TestFailure, eq, expect_err, expect_ok, expect_rows, expect_status
 from pgfixture import USER, pg_daemon, shared
@@ -303,3 +303,130 @@ def test_xact_pg_max_prepared_transactions_zero():
                 expect_status(c.request("COMMIT"), "+OK changes=0")
             eq(items(pg, db), [["1", "alone"], ["2", "b"]], "items")
             eq(test1(d), [(1, "a")], "test1")
+
+
+def test_xact_pg_first_statement_spans_binds():
+    """BEGIN, then a statement joining SQLite and PostgreSQL first: both
+    join the transaction."""
+    with setup() as (pg, db, db2, d):
+        c = d.connect()
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'red')"))
+        expect_ok(c.request("BEGIN"))
+        expect_status(c.request("INSERT INTO items (id, color) SELECT id, color FROM test1"), "+OK changes=1")
+        expect_ok(c.request("UPDATE test1 SET color = 'RED'"))
+        expect_rows(c.request("SELECT items.color, test1.color FROM items JOIN test1 USING (id)"), [["red", "RED"]])
+        eq(items(pg, db), [], "before COMMIT")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "red"]], "items")
+        eq(test1(d), [(1, "RED")], "test1")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
+
+
+def test_xact_pg_part_ended_or_aborted_refuses_commit():
+    with setup() as (pg, db, db2, d):
+        c = d.connect()
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'old')"))
+        # A PostgreSQL error aborts that part: PostgreSQL would answer the
+        # COMMIT with a silent ROLLBACK, so the whole COMMIT is refused.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (2, 'a')"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (1, 'a')"))
+        expect_err(c.request("INSERT INTO items (id, color) VALUES (1, 'dup')"), "CONSTRAINT")
+        r = expect_err(c.request("COMMIT"), "XACT")
+        if "bind pg" not in r.err_msg:
+            raise TestFailure("the refusal does not name the bind: %r" % r.status)
+        eq(items(pg, db), [], "items")
+        eq(test1(d), [(1, "old")], "test1")
+        # ... unless ROLLBACK TO a savepoint before the error undid it.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (2, 'a')"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (1, 'a')"))
+        expect_ok(c.request("SAVEPOINT s"))
+        expect_err(c.request("INSERT INTO items (id, color) VALUES (1, 'dup')"), "CONSTRAINT")
+        expect_ok(c.request("ROLLBACK TO SAVEPOINT s"))
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "a"]], "items")
+        eq(test1(d), [(1, "old"), (2, "a")], "test1")
+        # SQLite ends its own part (a conflict clause ROLLBACK): the rest of
+        # the transaction cannot commit without it.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (5, 'b')"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (5, 'b')"))
+        expect_err(c.request("INSERT OR ROLLBACK INTO test1 (id, color) VALUES (5, 'again')"), "CONSTRAINT")
+        r = expect_err(c.request("INSERT INTO items (id, color) VALUES (6, 'c')"), "XACT")
+        if "bind default" not in r.err_msg:
+            raise TestFailure("the error does not name the bind: %r" % r.status)
+        expect_err(c.request("COMMIT"), "XACT")
+        eq(items(pg, db), [["1", "a"]], "items")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (5, 'after')"))
+
+
+def test_xact_pg_grants():
+    from test_auth import auth_daemon, login
+    pg = shared()
+    with pg.database() as db:
+        pg.psql([ITEMS], db=db, user=USER)
+        grants = {"bob": ["grant.default = read-write", "grant.pg = read", "grant.second_db = read-write"],
+                  "carol": ["grant.default = read-write"]}
+        binds = [("pg", pg.url(db=db))]
+        with auth_daemon(grants, binds=list(harness.DEFAULT_BINDS) + binds,
+                         tables=list(harness.DEFAULT_TABLES) + [("items", "pg")]) as d:
+            bob = login(d, "bob")
+            expect_ok(bob.request("BEGIN"))
+            expect_ok(bob.request("INSERT INTO test1 (id, color) VALUES (1, 'a')"))
+            expect_rows(bob.request("SELECT count(*) FROM items"), [["0"]])
+            r = expect_err(bob.request("INSERT INTO items (id, color) SELECT id, color FROM test1"), "NOPERM")
+            if "bind pg" not in r.err_msg:
+                raise TestFailure("NOPERM does not name the bind: %r" % r.status)
+            expect_ok(bob.request("INSERT INTO test2 (id, color) SELECT id, color FROM items"))
+            expect_ok(bob.request("COMMIT"))
+            eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)], "test2")
+            # A write PostgreSQL refused (the read-only transaction) aborts
+            # that part: the COMMIT is refused, nothing is committed.
+            expect_ok(bob.request("BEGIN"))
+            expect_ok(bob.request("INSERT INTO test1 (id, color) VALUES (3, 'c')"))
+            expect_err(bob.request("INSERT INTO items (id, color) VALUES (1, 'no')"), "NOPERM")
+            expect_err(bob.request("COMMIT"), "XACT")
+            eve = login(d, "carol")
+            expect_ok(eve.request("BEGIN"))
+            expect_ok(eve.request("INSERT INTO test1 (id, color) VALUES (2, 'b')"))
+            r = expect_err(eve.request("SELECT * FROM items"), "NOPERM")
+            if "bind pg" not in r.err_msg:
+                raise TestFailure("NOPERM does not name the bind: %r" % r.status)
+            expect_err(eve.request("SELECT * FROM test1 JOIN items USING (id)"), "NOPERM")
+            expect_ok(eve.request("COMMIT"))
+            eq(test1(d), [(1, "a"), (2, "b")], "test1")
+            eq(pg.psql("SELECT count(*) FROM items", db=db), [["0"]], "items")
+
+
+def test_xact_pg_deadlock_across_postgresql_binds_ends():
+    """Two transactions each hold a row in one PostgreSQL bind and wait
+    for the other's in the other bind: no server sees the cycle; the
+    participants' lock_timeout (the SQLite binds' busy_timeout) ends it."""
+    fast = dict((b, {"busy_timeout": "800"}) for b in ("default", "second_db", "memory_db"))
+    with setup(bind_opts=fast) as (pg, db, db2, d):
+        pg.psql(["INSERT INTO items VALUES (1, 'x')"], db=db, user=USER)
+        pg.psql(["INSERT INTO ledger VALUES (1, 0)"], db=db2, user=USER)
+        a, b = d.connect(), d.connect()
+        expect_ok(a.request("BEGIN"))
+        expect_ok(a.request("UPDATE items SET color = 'a' WHERE id = 1"))
+        expect_ok(b.request("BEGIN"))
+        expect_ok(b.request("UPDATE ledger SET amount = 2 WHERE id = 1"))
+        t0 = time.time()
+        a.send("UPDATE ledger SET amount = 1 WHERE id = 1\n")
+        time.sleep(0.2)
+        b.send("UPDATE items SET color = 'b' WHERE id = 1\n")
+        ra = a.read_response()
+        expect_ok(a.request("ROLLBACK"))
+        rb = b.read_response()
+        took = time.time() - t0
+        if ra.ok and rb.ok:
+            raise TestFailure("both statements of the cycle succeeded")
+        if not ra.ok and "lock timeout" not in ra.err_msg:
+            raise TestFailure("the first waiter's error is not the lock timeout: %r" % ra.status)
+        if took > 10:
+            raise TestFailure("the cycle took %.1f s to end" % took)
+        expect_ok(b.request("ROLLBACK"))
+        eq(items(pg, db), [["1", "x"]], "items")
+        eq(ledger(pg, db2), [["1", "0"]], "ledger")
