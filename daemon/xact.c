@@ -427,7 +427,7 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     else
         xact_recovery_close(cfg, conns);
     if (outcome == 1) {
-        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, job->nxact_pg);
+        xact_pg_decided(x, txid, job->xact_pg, job->nxact_pg);
         xact_commit_finished(x);
         log_warn("transaction %llu across binds: COMMIT failed part way (%s) and was completed in every bind",
                  (unsigned long long)txid, why);
@@ -616,7 +616,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         }
     }
     for (size_t i = 0; i < npg; i++)
-        parts[nw + i] = (struct xact_part){.bind = job->xact_pg[i], .flags = XACT_PART_PG};
+        parts[nw + i] = (struct xact_part){.bind = (char *)job->xact_pg[i], .flags = XACT_PART_PG};
     xact_crash_point("markers");
     rc = xact_log_encode_commit(txid, parts, nw + npg, &rec, &reclen);
     if (rc != 0) {
@@ -672,7 +672,7 @@ commit:
     xact_crash_point("committed");
     if (rc == SQLITE_OK) {
         free_changes(changes, nw);
-        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, npg);
+        xact_pg_decided(x, txid, job->xact_pg, npg);
         xact_commit_finished(x);
         if (codec_put_ok_changes(out, 0, NULL) != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");

@@ -189,6 +189,16 @@ bool xact_stmt_uncached(const struct worker *w);
  * (the next start resolves them). */
 bool xact_commit(struct worker *w, struct job *job, struct buf *out);
 
+struct pgvtab;
+/* Before a statement of job with PostgreSQL connections lent to w
+ * (job->xact_lent, xact_lend.c): its PostgreSQL tables as virtual tables
+ * in w's temp schema over those connections, the statement rewritten to
+ * use them (job->req). 0 with *vt set, or -1 with the -ERR in
+ * out[w->mark..]. After it, xact_lend_end (its PostgreSQL error, the
+ * virtual tables dropped). */
+int xact_lend_begin(struct worker *w, struct job *job, struct pgvtab **vt, struct buf *out);
+void xact_lend_end(struct worker *w, struct job *job, struct pgvtab *vt, struct buf *out);
+
 /* The connection is out of its transaction: drop what it captured. */
 void xact_txn_end(struct worker *w);
 

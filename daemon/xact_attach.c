@@ -294,6 +294,8 @@ int xact_stmt_begin(struct worker *w, struct job *job, struct buf *out)
         int i;
         if (strcmp(name, w->sb->bind->conf->name) == 0)
             continue; /* the home bind: main */
+        if (cfg->binds[xb->index].type == BIND_POSTGRES)
+            continue; /* through a lent connection (xact_lend.c) */
         i = xact_attached_index(xc, name);
         if (i < 0 || !xact_bind_current(w->sb->bind->host->xact, name, xc->files[i])) {
             char msg[256];
