@@ -459,36 +459,72 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     job->xact_undecided = true;
 }
 
-/* The home bind's marker row holding the decision (the encoded record
- * rec), and the deletion of the markers older than gen_start. */
-static int home_marker(struct worker *w, uint64_t txid, uint64_t gen_start, const unsigned char *rec,
-                       size_t len)
+/* Write txid's marker row into schema k (0: main, with the decision, the
+ * encoded record rec, or NULL; i + 1: attached bind i), inside the
+ * transaction, and delete the markers below gen_start unless this
+ * connection did so for that floor already. The INSERT is prepared once a
+ * connection; the table is created (and, in main, given its parts column)
+ * when that statement is prepared. */
+static int marker_write(struct worker *w, size_t k, const char *schema, uint64_t txid, uint64_t gen_start,
+                        const unsigned char *rec, size_t len)
 {
-    sqlite3_stmt *stmt = NULL;
-    int rc;
+    struct xact_conn *xc = w->xact;
+    sqlite3_stmt *stmt = xc != NULL ? xc->mark[k] : NULL;
+    bool cached = stmt != NULL;
+    int rc = SQLITE_OK;
 
     w->internal = true;
-    rc = sqlite3_exec(w->db, "CREATE TABLE IF NOT EXISTS main." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, NULL,
-                      NULL, NULL);
-    /* A table from before decisions were kept in markers. */
-    if (rc == SQLITE_OK && sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL,
-                                                         NULL, NULL, NULL, NULL) != SQLITE_OK)
-        rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL, NULL,
-                          NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(
-            w->db, "INSERT INTO main." XACT_MARKER_TABLE " (txid, at, parts) VALUES (?1, unixepoch(), ?2)",
-            -1, &stmt, NULL);
-    if (rc == SQLITE_OK) {
+    for (;;) {
+        if (stmt == NULL) {
+            char *sql = sqlite3_mprintf(
+                "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, schema);
+            rc = sql != NULL ? sqlite3_exec(w->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+            sqlite3_free(sql);
+            /* A table from before decisions were kept in markers. */
+            if (rc == SQLITE_OK && k == 0 &&
+                sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL, NULL, NULL,
+                                              NULL, NULL) != SQLITE_OK)
+                rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL,
+                                  NULL, NULL);
+            sql = sqlite3_mprintf(k == 0 ? "INSERT INTO \"%w\"." XACT_MARKER_TABLE
+                                           " (txid, at, parts) VALUES (?1, unixepoch(), ?2)"
+                                         : "INSERT INTO \"%w\"." XACT_MARKER_TABLE
+                                           " (txid, at) VALUES (?1, unixepoch())",
+                                  schema);
+            if (rc == SQLITE_OK)
+                rc = sql != NULL ? sqlite3_prepare_v3(w->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL)
+                                 : SQLITE_NOMEM;
+            sqlite3_free(sql);
+            if (rc != SQLITE_OK)
+                break;
+        }
         sqlite3_bind_int64(stmt, 1, (sqlite3_int64)txid);
-        sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
+        if (k == 0)
+            sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
         rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w->db);
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        if (rc == SQLITE_OK || !cached)
+            break;
+        /* The cached statement failed (the table went?): once more from
+         * the start. */
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        if (xc != NULL)
+            xc->mark[k] = NULL;
+        cached = false;
     }
-    sqlite3_finalize(stmt);
+    if (xc != NULL && rc == SQLITE_OK)
+        xc->mark[k] = stmt; /* kept for the next commit */
+    else
+        sqlite3_finalize(stmt);
     w->internal = false;
-    if (rc == SQLITE_OK)
-        rc = exec_internal_fmt(w, "DELETE FROM main." XACT_MARKER_TABLE " WHERE txid < %llu",
+    if (rc == SQLITE_OK && (xc == NULL || xc->mark_gc[k] != gen_start)) {
+        rc = exec_internal_fmt(w, "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu", schema,
                                (unsigned long long)gen_start);
+        if (rc == SQLITE_OK && xc != NULL)
+            xc->mark_gc[k] = gen_start;
+    }
     return rc;
 }
 
@@ -562,12 +598,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     /* 1. The marker rows, inside the transaction (captured with the rest;
      * the home bind's comes with the decision when it holds it). */
     for (size_t i = in_marker ? 1 : 0; i < nw; i++) {
-        rc = exec_internal_fmt(
-            w,
-            "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS ";"
-            "INSERT INTO \"%w\"." XACT_MARKER_TABLE " (txid, at) VALUES (%llu, unixepoch());"
-            "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
-            schema[i], schema[i], (unsigned long long)txid, schema[i], (unsigned long long)gen_start);
+        size_t k = strcmp(schema[i], "main") == 0 ? 0 : (size_t)xact_attached_index(xc, schema[i]) + 1;
+        rc = marker_write(w, k, schema[i], txid, gen_start, NULL, 0);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s",
                      strcmp(schema[i], "main") == 0 ? home->name : schema[i], sqlite3_errmsg(w->db));
@@ -626,7 +658,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         return true;
     }
     if (in_marker) {
-        rc = home_marker(w, txid, gen_start, rec, reclen);
+        rc = marker_write(w, 0, "main", txid, gen_start, rec, reclen);
         free(rec);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s", home->name,

@@ -43,7 +43,13 @@ struct capture_ctx {
 struct xact_conn {
     struct capture_ctx ctx[XACT_MAX_ATTACHED];
     sqlite3_stmt *begin, *lock_main; /* xact_begin's, prepared at attach */
-    size_t n;                        /* attached binds */
+    sqlite3_stmt *pk_check;          /* the capture filter's, prepared at first use */
+    /* The marker INSERT of main ([0], with the decision) and of attached
+     * bind i ([i + 1]), prepared at first use, and the floor below which
+     * this connection last deleted that bind's old markers. */
+    sqlite3_stmt *mark[XACT_MAX_ATTACHED + 1];
+    uint64_t mark_gc[XACT_MAX_ATTACHED + 1];
+    size_t n; /* attached binds */
     char *names[XACT_MAX_ATTACHED];
     char *files[XACT_MAX_ATTACHED]; /* the file each was attached from */
     bool memory[XACT_MAX_ATTACHED];
