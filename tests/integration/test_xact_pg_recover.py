@@ -19,6 +19,7 @@ import time
 
 import harness
 import pgfixture
+import test_xact_crash
 from harness import TestFailure, daemon_binary, eq, expect_ok, scaled
 from pgfixture import PgCluster, binds_by_name, pg_daemon, wait_for
 
@@ -387,32 +388,8 @@ START = 1000
 
 
 def _transfer_loop(d, stop, seed, counts):
-    import random
-    rnd = random.Random(seed)
-    try:
-        c = d.connect()
-        c.sock.settimeout(5)
-    except Exception:
-        return
-    while not stop.is_set():
-        a, b, amount = rnd.randrange(ACCOUNTS), rnd.randrange(ACCOUNTS), rnd.randrange(1, 50)
-        tid = "%d-%d" % (seed, rnd.randrange(1 << 40))
-        stmts = ["BEGIN",
-                 "UPDATE acct_s SET bal = bal - %d WHERE id = %d" % (amount, a),
-                 "INSERT INTO moves_s (tid, amount) VALUES ('%s', %d)" % (tid, -amount),
-                 "UPDATE acct_p SET bal = bal + %d WHERE id = %d" % (amount, b),
-                 "INSERT INTO moves_p (tid, amount) VALUES ('%s', %d)" % (tid, amount),
-                 "COMMIT"]
-        try:
-            for s in stmts:
-                r = c.request(s)
-                if not r.ok:
-                    c.request("ROLLBACK")
-                    break
-            else:
-                counts[0] += 1
-        except Exception:
-            return
+    test_xact_crash._transfer_loop(d, stop, seed, counts, ("acct_s", "moves_s", "acct_p", "moves_p"), "BEGIN",
+                                   ACCOUNTS)
 
 
 def test_e2e_random_kill_sqlite_and_pg():
