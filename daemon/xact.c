@@ -157,6 +157,8 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         return -1;
     }
     pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_init(&x->ids_lock, NULL);
+    pthread_cond_init(&x->cut_done, NULL);
     x->log.fd = -1;
     x->data_dir = strdup(cfg->data_dir);
     snprintf(path, path_len, "%s/%s", cfg->data_dir, XACT_LOG_NAME);
@@ -272,7 +274,8 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
             xact_close(x);
             return -1;
         }
-        x->next_txid = x->start_floor = x->gen_start = base;
+        x->next_txid = x->start_floor = x->gen_start = x->synced = base;
+        x->txid_end = base + XACT_TXID_RESERVE;
     }
     x->late_min = UINT64_MAX;
     *out = x;
@@ -342,6 +345,8 @@ void xact_close(struct xact *x)
     free(x->data_dir);
     xact_pg_free(x);
     xact_log_close(&x->log);
+    pthread_cond_destroy(&x->cut_done);
+    pthread_mutex_destroy(&x->ids_lock);
     pthread_mutex_destroy(&x->lock);
     free(x);
 }
@@ -388,21 +393,38 @@ void xact_commit_finished(struct xact *x)
 {
     unsigned char *keep = NULL;
     size_t keeplen = 0;
+    uint64_t floor = 0;
+    bool cut;
 
     pthread_mutex_lock(&x->lock);
     x->inflight--;
-    if (x->inflight == 0 && !x->unresolved &&
-        (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
-        xact_sync_files(x->files, x->nfiles) == 0 && xact_pg_keep(x, &keep, &keeplen) == 0 &&
+    cut = x->inflight == 0 && !x->unresolved && !x->compacting &&
+          (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
+          xact_pg_keep(x, &keep, &keeplen) == 0;
+    if (cut) {
+        /* Commits wait until it is done (their threads); the loop thread
+         * never waits for it: its calls take lock only briefly. */
+        x->compacting = true;
+        floor = x->next_txid;
+    }
+    pthread_mutex_unlock(&x->lock);
+    if (!cut)
+        return;
+    cut =
+        xact_sync_files(x->files, x->nfiles) == 0 &&
         (x->log.size <= XACT_LOG_HEADER && keeplen == 0 ? 0 : xact_log_reset_keep(&x->log, keep, keeplen)) ==
             0 &&
-        xact_ids_save(x, x->txid_end, x->next_txid) == 0) {
-        x->gen_start = x->next_txid;
+        xact_ids_save(x, 0, floor) == 0;
+    free(keep);
+    pthread_mutex_lock(&x->lock);
+    if (cut) {
+        x->gen_start = floor;
         x->late_min = UINT64_MAX;
         x->marker_bytes = 0;
     }
+    x->compacting = false;
+    pthread_cond_broadcast(&x->cut_done);
     pthread_mutex_unlock(&x->lock);
-    free(keep);
 }
 
 /* The COMMIT failed part way (an I/O error, the disk full): finish or
@@ -580,6 +602,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     }
     txid = npg > 0 ? job->xact_txid : xact_txid_new(x);
     pthread_mutex_lock(&x->lock);
+    while (x->compacting)
+        pthread_cond_wait(&x->cut_done, &x->lock);
     /* A txid handed out before the last cut of the log (a transaction
      * with PostgreSQL parts takes its id early): markers from it on must
      * stay while its record is in the log. */
