@@ -161,6 +161,42 @@ def test_bind_down_at_start_then_back():
             d.cleanup()
 
 
+def test_sync_point_keeps_unresolved_decisions():
+    # A decision whose PostgreSQL part waits for its bind survives the log
+    # being cut back at run time (a sync point after 4 MiB of decisions)
+    # and a restart; the part commits once the bind is back.
+    with PgCluster() as pg:
+        d = _setup(pg)
+        try:
+            _prepare(pg, _gid(d, 500), 1)
+            _decide(d, 500, "pg:pg")
+            pg.stop()
+            d.start()
+            eq(_log_entries(d), ["500 pg:pg"], "the decision kept at start")
+            with open(os.path.join(d.data_dir, "sqlmux-xact.txid")) as f:
+                floor = f.read().split()[1]
+            c = d.connect()
+            big = "x" * 60000
+            for n in range(120):
+                expect_ok(c.request("BEGIN"))
+                expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (%d, 'a')" % n))
+                expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (%d, '%s')" % (n, big)))
+                expect_ok(c.request("COMMIT"))
+                with open(os.path.join(d.data_dir, "sqlmux-xact.txid")) as f:
+                    if f.read().split()[1] != floor:
+                        break
+            else:
+                raise TestFailure("no sync point after 7 MiB of decisions")
+            eq(_log_entries(d), ["500 pg:pg"], "the decision carried over the cut")
+            d.restart()
+            eq(binds_by_name(d.connect())["pg"]["in_doubt"], "1", "still in doubt after a restart")
+            pg.start()
+            wait_for(lambda: _prepared(pg) == [], scaled(15), "the part resolved")
+            eq(_rows(pg), [1], "the decided part committed")
+        finally:
+            d.cleanup()
+
+
 def test_crash_between_resolutions_at_start():
     with PgCluster() as pg:
         d = _setup(pg)
