@@ -252,7 +252,7 @@ static void pg_submit(struct bind *b, struct job *job)
     }
     /* The client's transaction lives on one connection. */
     for (struct pgconn *c = pb->conns; c != NULL; c = c->next) {
-        if (c->pinned == job->owner && c->state == PGC_IDLE) {
+        if (c->pinned == job->owner && c->state == PGC_IDLE && !c->lent) {
             pg_conn_start(c, job);
             return;
         }
@@ -406,6 +406,40 @@ static void pg_close(struct bind *b)
     uv_close((uv_handle_t *)&pb->idle, bind_handle_closed);
     uv_close((uv_handle_t *)&pb->wait, bind_handle_closed);
     b->impl = NULL;
+}
+
+void *backend_pg_lend(struct bind *b, uint64_t owner, void **handle)
+{
+    struct pg_bind *pb = b->impl;
+
+    for (struct pgconn *c = pb != NULL ? pb->conns : NULL; c != NULL; c = c->next) {
+        if (c->pinned != owner || c->state != PGC_IDLE || c->lent || c->conn == NULL)
+            continue;
+        /* Idle: nothing is queued to send, so neither call does I/O. */
+        if (PQsetnonblocking(c->conn, 0) != 0)
+            return NULL;
+        if (c->poll != NULL)
+            uv_poll_stop(c->poll);
+        c->lent = true;
+        *handle = c;
+        return c->conn;
+    }
+    return NULL;
+}
+
+void backend_pg_unlend(void *handle)
+{
+    struct pgconn *c = handle;
+
+    c->lent = false;
+    /* The worker's virtual tables left prepared statements on it: DISCARD
+     * ALL once it is outside the transaction. */
+    c->dirty = true;
+    if (c->state == PGC_CLOSING)
+        return;
+    (void)PQsetnonblocking(c->conn, 1);
+    /* A connection that broke meanwhile is found out by the next read. */
+    pg_conn_poll(c, UV_READABLE);
 }
 
 const struct backend_ops backend_pg_ops = {

@@ -147,6 +147,8 @@ struct pgconn {
     bool reprepared;   /* this job already re-prepared once */
     size_t stale_mark; /* where the stale error starts in out */
 
+    bool lent;           /* lent to a worker thread for one job (backend_pg_lend): blocking
+                            mode, not watched, touched by nobody on the loop */
     bool ddl_in_txn;     /* DDL ran in the open transaction: read the catalog when it ends */
     int64_t catalog_seq; /* the version of the catalog being read (PHASE_CATALOG) */
 };

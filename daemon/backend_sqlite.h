@@ -143,6 +143,8 @@ struct worker {
     bool grouping;              /* running jobs of a group commit (run_group, backend_sqlite.c) */
     bool group_overflow;        /* one of them answered more than fits in memory */
     int max_length;             /* its SQLITE_LIMIT_LENGTH now (max_value) */
+    bool lent_pg;               /* the running statement has PostgreSQL connections lent
+                                   (xact_lend.c): it may write its temp virtual tables */
     struct xact_conn *xact;     /* the other binds attached for transactions
                                    across binds (daemon/xact.c), or NULL */
     bool normalize;             /* normalize_literals for the running statements */

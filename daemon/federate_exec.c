@@ -614,9 +614,9 @@ static struct sqlite_bind *exec_target(const struct fed_exec *x, const struct jo
  * gets the code of the SQLSTATE (UNAVAILABLE when the bind could not be
  * reached, CONNLOST when the connection broke) and the SQLSTATE itself,
  * as for a statement sent to a PostgreSQL bind directly. */
-static void exec_pg_error(struct fed_exec *x, struct buf *out)
+void federate_pg_error(struct pgvtab *vt, struct buf *out)
 {
-    const char *state = pgvtab_sqlstate(x->vt);
+    const char *state = pgvtab_sqlstate(vt);
     size_t start, end = out->len, sp;
     struct buf line = BUF_INIT;
 
@@ -639,7 +639,7 @@ static void exec_pg_error(struct fed_exec *x, struct buf *out)
 
 /* An INSERT into a PostgreSQL table answers no last_id (a PostgreSQL bind
  * never does: the virtual table's rowid is no key of the table). */
-static void drop_last_id(struct buf *out)
+void federate_drop_last_id(struct buf *out)
 {
     size_t start = out->len;
 
@@ -742,9 +742,9 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
     target = exec_target(x, job);
     sqlite_exec_job(&x->w, job, out);
     if (job->failed && x->uses_pg)
-        exec_pg_error(x, out);
+        federate_pg_error(x->vt, out);
     else if (x->w.write_schema != NULL && strcmp(x->w.write_schema, "main") == 0)
-        drop_last_id(out);
+        federate_drop_last_id(out);
     /* Quick reads of the target bind take a fresh snapshot from now on. */
     if (target != NULL)
         atomic_fetch_add_explicit(&target->writes, 1, memory_order_release);

@@ -246,6 +246,7 @@ void pg_conn_finish_job(struct pgconn *c)
     job->in_txn =
         ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR ||
         (ts == PQTRANS_UNKNOWN && job->type == JOB_EXEC && (job->txn_open || job->begin_sql != NULL));
+    job->txn_aborted = ts == PQTRANS_INERROR;
     job->failed = c->failed;
     if (!job->in_txn)
         c->ro_locked = false;
@@ -672,7 +673,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct pgconn *c = h->data;
 
-    if (c->state == PGC_CLOSING || h != c->poll)
+    if (c->state == PGC_CLOSING || h != c->poll || c->lent)
         return;
     if (c->state == PGC_CONNECTING) {
         conn_connect_step(c);

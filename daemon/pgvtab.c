@@ -61,6 +61,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,16 @@ int pgv_pg_command(struct pgvtab *v, sqlite3_vtab *vt, PGconn *c, const char *sq
     return rc;
 }
 
+/* The number in the next statement or cursor name on a connection: one
+ * count for the whole process, so that two pgvtabs using the same
+ * connection one after the other (a connection lent to workers in turn,
+ * pgvtab_in_temp) never reuse a name the other left there. */
+static uint64_t pgv_name_seq(void)
+{
+    static atomic_uint_fast64_t seq;
+    return atomic_fetch_add(&seq, 1) + 1;
+}
+
 /* Forgets a connection's state (its prepared statements die with it). */
 static void bind_reset(struct pgbind *b)
 {
@@ -156,7 +167,7 @@ PGconn *pgv_bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
 
 /* Runs sql as a named prepared statement of the bind's connection
  * (prepared on first use, up to STMT_CACHE of them; beyond, unnamed). */
-static PGresult *exec_cached(struct pgvtab *v, struct pgbind *b, PGconn *c, const char *sql, int n,
+static PGresult *exec_cached(struct pgbind *b, PGconn *c, const char *sql, int n,
                              const char *const *vals)
 {
     int i;
@@ -167,7 +178,7 @@ static PGresult *exec_cached(struct pgvtab *v, struct pgbind *b, PGconn *c, cons
         struct pgstmt *st = &b->stmts[i];
         if (i == STMT_CACHE || !(st->sql = strdup(sql)))
             return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
-        snprintf(st->name, sizeof st->name, "sqlmux_pgv_s%" PRIu64, ++v->stmt_seq);
+        snprintf(st->name, sizeof st->name, "sqlmux_pgv_s%" PRIu64, pgv_name_seq());
         PGresult *r = PQprepare(c, st->name, sql, n, NULL);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             free(st->sql);
@@ -530,7 +541,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         cur->b = b;
         bool direct = p.unique || few || (limit >= 0 && limit <= FETCH_ROWS);
         if (direct) {
-            cur->res = exec_cached(v, b, c, sql, pa.n, (const char *const *)pa.val);
+            cur->res = exec_cached(b, c, sql, pa.n, (const char *const *)pa.val);
             cur->row = 0;
             if (PQresultStatus(cur->res) != PGRES_TUPLES_OK) {
                 rc = pgv_pg_fail(v, &vt->base, c, cur->res, "query");
@@ -547,7 +558,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
                     b->own_txn = true;
             }
             if (rc == SQLITE_OK) {
-                snprintf(cur->name, sizeof cur->name, "sqlmux_pgv_%" PRIu64, ++v->cursor_seq);
+                snprintf(cur->name, sizeof cur->name, "sqlmux_pgv_%" PRIu64, pgv_name_seq());
                 char *decl = sqlite3_mprintf("DECLARE %s NO SCROLL CURSOR FOR %s", cur->name, sql);
                 PGresult *r =
                     decl ? PQexecParams(c, decl, pa.n, NULL, (const char *const *)pa.val, NULL, NULL, 0)
@@ -736,6 +747,7 @@ struct pgvtab *pgvtab_open(sqlite3 *db, const struct config *cfg, pgvtab_conn_fn
         return NULL;
     }
     v->db = db;
+    v->schema = "main";
     v->cfg = cfg;
     v->conn_fn = conn;
     v->conn_arg = arg;
@@ -774,7 +786,7 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
     for (size_t i = 0; i < v->ntables; i++) {
         const struct pgtable *t = v->tables[i];
         if (t->bind == bind && strcmp(t->schema_arg, schema) == 0 && strcmp(t->table_arg, table) == 0) {
-            int n = snprintf(out, outlen, "\"main\".\"%s\"", t->sqlname);
+            int n = snprintf(out, outlen, "\"%s\".\"%s\"", v->schema, t->sqlname);
             return n < 0 || (size_t)n >= outlen ? -1 : 0;
         }
     }
@@ -798,7 +810,7 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
             break;
         }
     }
-    int n = snprintf(out, outlen, "\"main\".\"%s\"", t->sqlname);
+    int n = snprintf(out, outlen, "\"%s\".\"%s\"", v->schema, t->sqlname);
     struct pgtable **grown = realloc(v->tables, sizeof *grown * (v->ntables + 1));
     if (n < 0 || (size_t)n >= outlen || !grown || !t->schema_arg || !t->table_arg) {
         if (grown)
@@ -816,9 +828,9 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
     if (exists)
         return 0;
     /* a leftover in a main database kept on disk goes first */
-    char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"main\".\"%w\";"
-                                "CREATE VIRTUAL TABLE \"main\".\"%w\" USING sqlmux_pg(%u, %llu)",
-                                t->sqlname, t->sqlname, (unsigned)v->nonce, (unsigned long long)slot);
+    char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w\";"
+                                "CREATE VIRTUAL TABLE \"%w\".\"%w\" USING sqlmux_pg(%u, %llu)",
+                                v->schema, t->sqlname, v->schema, t->sqlname, (unsigned)v->nonce, (unsigned long long)slot);
     int rc = sql ? run_sql(v->db, sql, err) : SQLITE_NOMEM;
     sqlite3_free(sql);
     if (rc != SQLITE_OK) {
@@ -831,6 +843,11 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
     return 0;
 }
 
+void pgvtab_in_temp(struct pgvtab *v)
+{
+    v->schema = "temp";
+}
+
 void pgvtab_forget(struct pgvtab *v)
 {
     for (size_t i = 0; i < v->ntables; i++) {
@@ -838,7 +855,7 @@ void pgvtab_forget(struct pgvtab *v)
         for (size_t j = 0; j < i; j++)
             first = first && strcmp(v->tables[j]->sqlname, v->tables[i]->sqlname) != 0;
         if (first) {
-            char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"main\".\"%w\"", v->tables[i]->sqlname);
+            char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w\"", v->schema, v->tables[i]->sqlname);
             if (sql)
                 run_sql(v->db, sql, NULL);
             sqlite3_free(sql);

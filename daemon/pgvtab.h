@@ -43,6 +43,11 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
 
 /* The catalog changed (DDL): drops every exposed table; the next
  * pgvtab_expose() reads pg_catalog again. */
+/* Before the first pgvtab_expose: create the virtual tables in db's temp
+ * schema instead of main (db's main is a bind's own database: a worker
+ * connection running a statement of a transaction across binds, which
+ * must not write its schema). Names are then "temp"."pg$...". */
+void pgvtab_in_temp(struct pgvtab *v);
 void pgvtab_forget(struct pgvtab *v);
 
 /* After sqlite3_prepare of a statement on db: for each PostgreSQL table, the

@@ -86,8 +86,7 @@ struct pgvtab {
     size_t ntables;
     struct pgbind *binds; /* [cfg->nbinds] */
     uint32_t nonce;       /* tells this pgvtab's tables from a leftover's */
-    uint64_t cursor_seq;
-    uint64_t stmt_seq;
+    const char *schema;   /* where its virtual tables live: "main", or "temp" (pgvtab_in_temp) */
     uint64_t rows_fetched;
     char sqlstate[6];
     char *conn_err; /* the conn callback's *err, freed at once */

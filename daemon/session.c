@@ -96,9 +96,7 @@ void session_start_job(struct session *s, struct job *job)
     job->bind->ops->submit(job->bind, job);
 }
 
-/* The transaction is open on b now, or on none (b NULL); the session
- * holds a reference to the bind while it is. */
-static void session_set_txn(struct session *s, struct bind *b)
+void session_txn_set(struct session *s, struct bind *b)
 {
     if (b != NULL)
         bind_hold(b);
@@ -121,11 +119,13 @@ static void session_exec_done(struct session *s, struct job *job)
     if (job->kind == STMT_DDL && job->bind->conf->type == BIND_POSTGRES)
         federate_catalog_changed(s->srv);
     if (job->in_txn && s->txn_held) {
+        /* Binds that join the transaction later run its BEGIN. */
         s->txn_held = false;
-        free(s->held_begin);
+        free(s->txn_begin);
+        s->txn_begin = s->held_begin;
         s->held_begin = NULL;
     }
-    session_set_txn(s, job->in_txn ? job->bind : NULL);
+    session_xact_done(s, job);
 }
 
 /* A finished statement counts in its bind's .stats. */
@@ -164,9 +164,17 @@ void session_job_event(struct job_event *ev)
         catalog_install(job->bind, job->catalog);
         job->catalog = NULL;
     }
+    /* Connections lent to the job go back to their binds' loop. */
+    for (size_t i = 0; i < job->nxact_lent; i++)
+        backend_pg_unlend(job->xact_lent[i].pgconn);
+    job->nxact_lent = 0;
     if (s == NULL) {
         /* A release job: nobody waits for it. */
         job_unref(job);
+        return;
+    }
+    if (job->xact_step) {
+        session_xact_step_done(s, job, &ev->data);
         return;
     }
     s->job = NULL;
@@ -358,21 +366,33 @@ static int session_qualify_main(struct request *req, const char *schema)
  * answer gets warnings=N (a foreign key across binds). Returns true when
  * it took the request (a job started, or an error answered); false: route
  * it as always (TXNBIND, CROSSBIND). */
-static bool session_xact_stmt(struct session *s, struct request *req, const struct route *r,
-                              unsigned warnings)
+bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
+                       bool lend)
 {
     struct server *srv = s->srv;
     const struct config *cfg = srv->cfg;
     bool cross = r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0;
     struct bind *home;
     struct job *job;
+    const char *begin = s->held_begin;
+    bool joined = false;
 
     if ((r->err_code != NULL && !cross) || r->nbinds == 0 || (cross && r->kind == STMT_DDL))
         return false;
-    if (s->in_txn) {
-        home = s->txn_bind;
+    if (s->in_txn && (home = session_xact_home(s)) != NULL) {
+        joined = true;
         if (!cross && strcmp(cfg->binds[r->bind].name, home->conf->name) == 0)
             return false;
+    } else if (s->in_txn) {
+        /* No SQLite bind is in the transaction yet: the statement's first
+         * one joins it as its home. */
+        home = NULL;
+        for (size_t i = 0; i < r->nbinds && home == NULL; i++)
+            if (srv->binds[r->binds[i].index]->ops == &backend_sqlite_ops)
+                home = srv->binds[r->binds[i].index];
+        if (home == NULL)
+            return false;
+        begin = session_xact_begin_for(s, home);
     } else if (cross) {
         home = srv->binds[r->binds[0].index];
     } else {
@@ -381,7 +401,7 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     if (home->ops != &backend_sqlite_ops)
         return false;
     for (size_t i = 0; i < r->nbinds; i++)
-        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops)
+        if (srv->binds[r->binds[i].index]->ops != &backend_sqlite_ops && !lend)
             return false;
     for (size_t i = 0; i < r->nbinds; i++) {
         struct bind *b = srv->binds[r->binds[i].index];
@@ -402,7 +422,7 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     if (job != NULL)
         job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
     if (job == NULL || job->xact_binds == NULL ||
-        (!s->in_txn && (job->begin_buf = strdup(s->held_begin)) == NULL)) {
+        (!joined && (job->begin_buf = strdup(begin)) == NULL)) {
         if (job != NULL)
             job_unref(job);
         session_reply_error(s, "NOMEM", "out of memory");
@@ -420,10 +440,15 @@ static bool session_xact_stmt(struct session *s, struct request *req, const stru
     job->req = *req;
     memset(req, 0, sizeof *req);
     job->kind = r->kind;
-    job->txn_open = s->in_txn;
+    job->txn_open = joined;
     if (warnings > 0) {
         job->warnings = warnings;
         job->on_done = federate_references_done;
+    }
+    /* Its PostgreSQL binds: through their participants' connections. */
+    if (lend && session_xact_lend_conns(s, job) != 0) {
+        job_unref(job);
+        return true;
     }
     session_start_job(s, job);
     return true;
@@ -461,7 +486,7 @@ static bool session_cross_references(struct session *s, struct request *req, con
         bool taken;
 
         memset(&job->req, 0, sizeof job->req);
-        taken = session_xact_stmt(s, &own, &one, job->warnings);
+        taken = session_xact_stmt(s, &own, &one, job->warnings, false);
         job_unref(job);
         if (taken)
             return true;
@@ -504,6 +529,11 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
         return session_cross_references(s, req, r);
     if (!federate_runs(r))
         return false;
+    if (s->txn_held && !s->in_txn && session_xact_spans_pg(s, r)) {
+        /* The transaction's first statement: its binds join it. */
+        session_xact_lend(s, req, r);
+        return true;
+    }
     if (s->in_txn || s->txn_held) {
         session_reply_error(s, "TXNBIND",
                             "a statement across binds cannot run inside a transaction (yet): %s; COMMIT or "
@@ -538,7 +568,7 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
 }
 
 /* Route one statement and start it. Takes the request's memory. */
-static void session_handle_sql(struct session *s, struct request *req)
+void session_sql(struct session *s, struct request *req)
 {
     struct server *srv = s->srv;
     const struct route *r = routecache_get(srv->routes, srv->cfg, req->text, req->len);
@@ -547,7 +577,9 @@ static void session_handle_sql(struct session *s, struct request *req)
     struct job *job;
     enum grant grant;
 
-    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r, 0))
+    if (s->in_txn && session_xact_route(s, req, r))
+        return;
+    if ((s->in_txn || s->txn_held) && session_xact_stmt(s, req, r, 0, false))
         return;
     if (r->err_code != NULL && strcmp(r->err_code, "CROSSBIND") == 0 && session_cross_bind(s, req, r))
         return;
@@ -638,7 +670,7 @@ static void session_handle_sql(struct session *s, struct request *req)
     job->kind = r->kind;
     job->readonly = grant == GRANT_READ;
     job->txn_open = s->in_txn;
-    if (begin == NULL && !s->txn_held && target->ops->batches && !stmt_changes_txn(r->kind))
+    if (begin == NULL && !s->txn_held && s->xt == NULL && target->ops->batches && !stmt_changes_txn(r->kind))
         session_batch(s, job);
     if (begin != NULL) {
         job->begin_buf = strdup(begin);
@@ -780,7 +812,7 @@ static bool session_advance(struct session *s)
             session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
             codec_request_free(&p.req);
         } else {
-            session_handle_sql(s, &p.req);
+            session_sql(s, &p.req);
         }
     }
     return any;
@@ -816,8 +848,9 @@ static void on_closed(uv_handle_t *h)
                  (double)(uv_now(srv->loop) - s->connected_at) / 1000.0);
     else
         log_debug("c%llu: closed", (unsigned long long)s->id);
+    session_xact_free(s);
     if (s->txn_bind != NULL)
-        session_set_txn(s, NULL);
+        session_txn_set(s, NULL);
     session_flush_forget(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
@@ -830,6 +863,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->inbuf);
     buf_free(&s->out);
     free(s->held_begin);
+    free(s->txn_begin);
     free(s->user_name);
     free(s->fanout);
     tls_conn_free(s->tls);
@@ -854,7 +888,9 @@ void session_finish_close(struct session *s, bool graceful)
 {
     uv_shutdown_t *req;
 
-    if (s->in_txn) {
+    if (s->xt != NULL) {
+        session_xact_release(s);
+    } else if (s->in_txn) {
         struct job *job = job_new(JOB_RELEASE, s->txn_bind, NULL, s->id);
         if (job != NULL) {
             job->txn_open = true;
@@ -862,7 +898,8 @@ void session_finish_close(struct session *s, bool graceful)
         } else {
             log_error("c%llu: out of memory ending its transaction", (unsigned long long)s->id);
         }
-        session_set_txn(s, NULL);
+        session_txn_set(s, NULL);
+        s->txn_wrote = false;
     }
     if (s->closed_handle)
         return;
@@ -892,7 +929,7 @@ void session_finish_close(struct session *s, bool graceful)
 void session_close(struct session *s, bool cancel)
 {
     if (s->state == SESS_CLOSING) {
-        if (cancel && s->job != NULL && !atomic_load(&s->job->cancelled))
+        if (cancel && s->job != NULL && !s->job->xact_step && !atomic_load(&s->job->cancelled))
             job_cancel(s->job);
         return;
     }
@@ -903,10 +940,13 @@ void session_close(struct session *s, bool cancel)
         s->reading = false;
     }
     if (s->job != NULL) {
-        if (cancel)
+        /* A step of a commit is not stopped half way (session_xact.c). */
+        if (cancel && !s->job->xact_step)
             job_cancel(s->job);
         return; /* session_job_event finishes the close */
     }
+    if (session_xact_running(s))
+        return; /* its commit's steps finish the close */
     if (s->auth != NULL) {
         if (s->auth->checking && !authq_cancel(&s->auth->check)) {
             s->auth->close_graceful = !cancel;
@@ -957,10 +997,12 @@ void session_abort(struct session *s)
         return;
     }
     if (s->job != NULL) {
-        if (!atomic_load(&s->job->cancelled))
+        if (!s->job->xact_step && !atomic_load(&s->job->cancelled))
             job_cancel(s->job);
         return; /* session_job_event finishes the close */
     }
+    if (session_xact_running(s))
+        return; /* its commit's steps finish the close */
     if (s->auth != NULL)
         return; /* a password check takes milliseconds; auth_work_done closes */
     /* Waiting for a client that does not read its last response. */

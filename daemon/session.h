@@ -106,6 +106,11 @@ struct session {
     char *held_begin;      /* its text */
     bool in_txn;           /* a transaction is open on txn_bind */
     struct bind *txn_bind;
+    bool txn_wrote;        /* a statement that may write ran in it */
+    char *txn_begin;       /* the BEGIN it began with (joining binds run it), or NULL */
+    /* Its participants when it spans binds with a PostgreSQL one, and the
+     * steps the session runs for it (session_xact.c); NULL: one bind. */
+    struct sess_xact *xt;
 
     /* For .clients. */
     uint64_t connected_at; /* uv_now() at accept */

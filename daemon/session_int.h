@@ -15,6 +15,7 @@
 
 #include "daemon/auth.h"
 #include "daemon/authq.h"
+#include "daemon/route.h"
 #include "daemon/session.h"
 
 /* Before .auth, when the configuration has users, one request may hold at
@@ -49,6 +50,48 @@ void session_pump(struct session *s);
 /* No job runs any more: end the transaction and close the handle, after
  * flushing the output when graceful. */
 void session_finish_close(struct session *s, bool graceful);
+
+/* The transaction is open on b now, or on none (b NULL); the session
+ * holds a reference to the bind while it is. */
+void session_txn_set(struct session *s, struct bind *b);
+/* Route one statement and start it. Takes the request's memory. */
+void session_sql(struct session *s, struct request *req);
+/* A statement of the transaction for SQLite binds other than its home
+ * (daemon/xact.h): runs on the home, or joins one. True when it took req. */
+bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
+                       bool lend);
+
+/* session_xact.c: transactions with PostgreSQL participants. */
+
+/* Inside a transaction: a statement for a bind other than txn_bind, one
+ * across binds with a PostgreSQL one, a COMMIT, ROLLBACK or savepoint of a
+ * transaction with several participants. True when it took req (answered
+ * or started); false: route it as always. */
+bool session_xact_route(struct session *s, struct request *req, const struct route *r);
+/* A statement job of the session finished: its transaction bookkeeping. */
+void session_xact_done(struct session *s, struct job *job);
+/* A step's answer (job->xact_step). */
+void session_xact_step_done(struct session *s, struct job *job, struct buf *data);
+/* Whether the session runs steps of its own now (no client statement). */
+bool session_xact_running(const struct session *s);
+/* Closing: ROLLBACK on every participant (release jobs), forget them. */
+void session_xact_release(struct session *s);
+void session_xact_free(struct session *s);
+/* The SQLite participant of the open transaction (its home), or NULL. */
+struct bind *session_xact_home(const struct session *s);
+/* The BEGIN bind b runs to join the transaction. */
+const char *session_xact_begin_for(const struct session *s, const struct bind *b);
+/* Whether a job's statements may write. */
+bool session_job_writes(const struct job *job);
+/* A statement across SQLite and PostgreSQL binds inside the transaction:
+ * on the home's worker with the PostgreSQL participants' connections lent
+ * to it. Takes req. */
+void session_xact_lend(struct session *s, struct request *req, const struct route *r);
+/* Whether route r spans SQLite and PostgreSQL binds. */
+bool session_xact_spans_pg(const struct session *s, const struct route *r);
+/* Lend job (on the home) the connections of its PostgreSQL binds'
+ * participants. 0, or -1 with the error answered. */
+int session_xact_lend_conns(struct session *s, struct job *job);
 
 /* session_io.c: input and output. */
 

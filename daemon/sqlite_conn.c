@@ -303,7 +303,12 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     case SQLITE_INSERT:
     case SQLITE_UPDATE:
     case SQLITE_DELETE:
-        /* CREATE TABLE temp.x and writes to the temp schema. */
+        /* CREATE TABLE temp.x and writes to the temp schema, but for the
+         * PostgreSQL tables of a statement of a transaction across binds
+         * (xact_lend.c). */
+        if (db != NULL && strcmp(db, "temp") == 0 && w->lent_pg && action != SQLITE_CREATE_TABLE &&
+            a1 != NULL && strncmp(a1, "pg$", 3) == 0)
+            return SQLITE_OK;
         if (db != NULL && strcmp(db, "temp") == 0) {
             w->denied = "temporary objects are not allowed: connections are shared between clients";
             return SQLITE_DENY;

@@ -548,7 +548,17 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
         w->readonly = false;
         return;
     }
-    job->failed = !run_stmt_attached(w, job, &job->req, job->kind, job->begin_sql, out);
+    if (job->nxact_lent > 0) {
+        struct pgvtab *vt;
+        if (xact_lend_begin(w, job, &vt, out) != 0) {
+            job->failed = true;
+        } else {
+            job->failed = !run_stmt_attached(w, job, &job->req, job->kind, job->begin_sql, out);
+            xact_lend_end(w, job, vt, out);
+        }
+    } else {
+        job->failed = !run_stmt_attached(w, job, &job->req, job->kind, job->begin_sql, out);
+    }
     xact_stmt_end(w);
     job->errors = job->failed;
     for (size_t i = 0; i < job->nmore && !atomic_load(&job->cancelled); i++) {
