@@ -107,7 +107,11 @@ def test_outer_join_on_clause_keeps_the_preserved_rows():
                           "SELECT pj.id, sa.id FROM sa LEFT JOIN pj ON {c} AND sa.id = pj.k",
                           "SELECT pj.id, sa.id FROM pj NATURAL LEFT JOIN sa WHERE {c}",
                           "SELECT pj.id, x.id FROM pj LEFT JOIN (SELECT * FROM sa WHERE id < 5) x ON {c}",
-                          "SELECT count(*) FROM pj LEFT JOIN sa ON {c} AND sa.id = 1 WHERE pj.id < 40"]:
+                          "SELECT count(*) FROM pj LEFT JOIN sa ON {c} AND sa.id = 1 WHERE pj.id < 40",
+                          "SELECT sa.id, pj.id, x.id FROM sa LEFT JOIN pj ON pj.k = sa.k "
+                          "LEFT JOIN (SELECT id FROM sa) x ON {c}",
+                          "SELECT sa.id, pj.id, x.id FROM sa LEFT JOIN pj ON pj.k = sa.k "
+                          "LEFT JOIN sa x ON {c} AND x.id = pj.id"]:
                 try:
                     check(c, ref, shape.format(c=cond))
                 except TestFailure as e:
