@@ -468,20 +468,23 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         sqlite3_value *conv;
         enum col_class cls = pgv_value_class(c, val, &conv);
         int type = sqlite3_value_type(val);
-        if (tm->loose && (type == SQLITE_INTEGER || type == SQLITE_FLOAT ||
-                          (type == SQLITE_TEXT && (tm->op == OP_LT || tm->op == OP_LE)))) {
-            /* compared as text or, from a numeric-affinity RHS, as numbers:
-             * what either gives, SQLite checks (pgv_best_index) */
+        bool number = type == SQLITE_INTEGER || type == SQLITE_FLOAT;
+        if (tm->loose && (number || (type == SQLITE_TEXT && tm->op != OP_EQ && tm->op != OP_NE))) {
+            /* Compared as text or, from a numeric-affinity RHS, as numbers
+             * (the column's numeric-looking text a number, below any
+             * text): what either gives, SQLite checks (pgv_best_index). =
+             * and <> of a text value are exact either way. */
             superset = true;
-            bool text = type == SQLITE_TEXT;
-            if ((tm->op != OP_EQ && tm->op != OP_LT && tm->op != OP_LE && !text) ||
-                (text && !pgv_pg_text_ok(val))) {
+            bool below = tm->op == OP_LT || tm->op == OP_LE;
+            if ((number && tm->op != OP_EQ && !below) || (!number && !pgv_pg_text_ok(val))) {
                 fix[i] = FIX_SKIP;
                 sqlite3_value_free(conv);
                 continue;
             }
-            fix[i] = FIX_NUMLIKE;
-            cls = CLASS_TEXT;
+            if (number || below) {
+                fix[i] = FIX_NUMLIKE;
+                cls = CLASS_TEXT;
+            }
         }
         if (cls != pgv_kind_class(c->kind)) {
             fix[i] = pgv_mismatch(tm->op, pgv_kind_class(c->kind), cls);

@@ -140,8 +140,8 @@ struct cursor {
 /* Decision for a value of the wrong class in xFilter: none, always true
  * (IS NOT NULL), always false (no query), or compare the column's UTF-8
  * bytes with a bytea (a text value PostgreSQL text cannot hold). For a
- * loose term given a number: equal to its text or looking like a number
- * (FIX_NUMLIKE, for =), or not sent (FIX_SKIP); SQLite checks both. */
+ * loose term: its text or any text looking like a number (FIX_NUMLIKE,
+ * for = of a number, < and <=), or not sent (FIX_SKIP); SQLite checks. */
 enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE, FIX_BYTES, FIX_NUMLIKE, FIX_SKIP };
 
 /* A parameter being built for xFilter. */

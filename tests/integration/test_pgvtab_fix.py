@@ -47,6 +47,7 @@ def setup(pg, db, c, ref):
     ref.execute(SQ_DDL)
     sa = [(i, [None, 5, 10, 3][i % 4], TEXTS[(i * 5) % len(TEXTS)], [None, 5.0, 0.5][i % 3],
            [None, 5, "05", "abc", 10.0][i % 5]) for i in range(1, 13)]
+    sa.append((13, "!x", "!x", None, None))  # text in an INTEGER column
     for row in sa:
         ref.execute("INSERT INTO sa VALUES (?, ?, ?, ?, ?)", row)
         r = c.inline("INSERT INTO sa VALUES (?, ?, ?, ?, ?)", list(row))
@@ -174,6 +175,12 @@ TEXT_CASES = [
     "SELECT id, (SELECT count(*) FROM sa) FROM pj WHERE v = 5 LIMIT 2",
     "SELECT id, (SELECT count(*) FROM sa) FROM pj WHERE v = 5 LIMIT 1 OFFSET 1",
     "SELECT name, (SELECT count(*) FROM sa) FROM pk WHERE name = 5",
+    # text from an INTEGER column: the numeric-looking names are numbers,
+    # below any text, for SQLite; LIMIT applies to what SQLite keeps
+    "SELECT count(*) FROM (SELECT name FROM pk WHERE name > (SELECT k FROM sa WHERE id = 13) LIMIT 3)",
+    "SELECT count(*) FROM (SELECT name FROM pk WHERE name < (SELECT k FROM sa WHERE id = 13) LIMIT 12)",
+    "SELECT count(*), (SELECT count(*) FROM sa) FROM "
+    "(SELECT name FROM pk WHERE name >= CAST(5 AS INTEGER) LIMIT 4)",
     # the mirror: PostgreSQL numbers against SQLite text
     "SELECT sa.id, pj.id FROM sa JOIN pj ON pj.k = sa.t",
     "SELECT sa.id, pj.id FROM sa JOIN pj ON sa.t = pj.k",
