@@ -208,10 +208,19 @@ def test_text_column_against_numbers():
                             ("SELECT name, (SELECT count(*) FROM sa) FROM pk WHERE name = ?1", [" 5"]),
                             ("SELECT id, (SELECT count(*) FROM sa) FROM pj WHERE v = ?1 LIMIT 3 OFFSET 1", [5])]:
             check(c, ref, sql, params)
-        # A text parameter on a text key stays one query with its LIMIT.
+        # A text parameter on a text key stays one query with its LIMIT; a
+        # number gets the superset without it (SQLite checks).
         s = sent(c, "SELECT name, (SELECT count(*) FROM sa) FROM pk WHERE name = ?1 LIMIT 1")
         if "LIMIT" not in s:
             raise TestFailure("LIMIT not pushed: %s" % s)
+        for param, want in [("05", r'"name" = \$1::text LIMIT \$2::int8'),
+                            (5, r'DECLARE .*\("name" = \$1::text OR "name" COLLATE "C" ~ .*\) LIMIT')]:
+            mark = len(pg.log_text() or "")
+            check(c, ref, "SELECT name, (SELECT count(*) FROM sa) FROM pk WHERE name = ?1 LIMIT 1", [param])
+            time.sleep(0.3)
+            sent_ = [ln for ln in (pg.log_text() or "")[mark:].splitlines() if '"public"."pk"' in ln]
+            if len(sent_) != 1 or ("DECLARE" in sent_[0]) != (param == 5) or not re.search(want, sent_[0]):
+                raise TestFailure("name = %r LIMIT 1 sent:\n%s" % (param, "\n".join(sent_)))
     with_daemon(run)
 
 
