@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "daemon/backend_pg.h"
@@ -35,12 +36,14 @@
 #include "daemon/log.h"
 #include "daemon/pgvtab.h"
 #include "daemon/server.h"
+#include "daemon/sqllex.h"
 
 #pragma weak pgvtab_open
 #pragma weak pgvtab_expose
 #pragma weak pgvtab_forget
 #pragma weak pgvtab_plan
 #pragma weak pgvtab_sqlstate
+#pragma weak pgvtab_set_outer
 #pragma weak pgvtab_close
 
 /* SQLite's hard maximum of attached databases; the build's own limit
@@ -425,6 +428,40 @@ static int exec_vtab(struct fed_exec *x, const struct config *cfg, const char **
     return 0;
 }
 
+/* Whether the table reference at pos of sql may be on the preserved side
+ * of an outer join (pgvtab_set_outer): the statement has a RIGHT or FULL
+ * word, or a LEFT one and the reference is not right after LEFT [OUTER]
+ * JOIN (there SQLite offers the table only its own join's ON clause). A
+ * column so named costs only pushdown. */
+static bool ref_preserved(const char *sql, size_t len, size_t pos)
+{
+    struct sqltok t, last[3] = {{0}};
+    bool left = false, other = false, right_of_left = false;
+
+    for (size_t at = 0; (t = sqllex_next(sql, len, at, 0)).type != SQLTOK_EOF && t.type != SQLTOK_ERROR;
+         at = t.pos + t.len) {
+        if (t.pos == pos) {
+            bool join = last[0].type == SQLTOK_WORD && last[0].len == 4 &&
+                        strncasecmp(sql + last[0].pos, "join", 4) == 0;
+            size_t k = last[1].type == SQLTOK_WORD && last[1].len == 5 &&
+                               strncasecmp(sql + last[1].pos, "outer", 5) == 0
+                           ? 2
+                           : 1;
+            right_of_left = join && last[k].type == SQLTOK_WORD && last[k].len == 4 &&
+                            strncasecmp(sql + last[k].pos, "left", 4) == 0;
+        }
+        if (t.type == SQLTOK_WORD && t.len == 4 && strncasecmp(sql + t.pos, "left", 4) == 0)
+            left = true;
+        if (t.type == SQLTOK_WORD && ((t.len == 5 && strncasecmp(sql + t.pos, "right", 5) == 0) ||
+                                      (t.len == 4 && strncasecmp(sql + t.pos, "full", 4) == 0)))
+            other = true;
+        last[2] = last[1];
+        last[1] = last[0];
+        last[0] = t;
+    }
+    return other || (left && !right_of_left);
+}
+
 /* The rewritten statement into *out: every reference of ri replaced. */
 int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct route *r,
                      const struct route_info *ri, const char *sql, size_t len, const struct fed_insert *ins,
@@ -479,6 +516,8 @@ int fed_exec_rewrite(struct fed_exec *x, const struct config *cfg, const struct 
                     free(perr);
                     return -1;
                 }
+                if (ref_preserved(sql, len, ref->pos))
+                    pgvtab_set_outer(x->vt, (size_t)(bc - cfg->binds), t->schema, t->name);
                 rc = buf_puts(out, name);
                 /* Column references name the table as written: the
                  * virtual table gets that name as its alias. */
@@ -556,6 +595,8 @@ int federate_exec_prepare(struct fed_exec *x, struct job *job, char **sql, size_
     x->schemas[0] = NULL;
     x->uses_pg = false;
     x->semijoins = 0;
+    if (x->vt != NULL)
+        pgvtab_set_outer(x->vt, 0, NULL, NULL);
     if (r.err_code != NULL && strcmp(r.err_code, "CROSSBIND") != 0) {
         *code = r.err_code;
         snprintf(msg, msglen, "%s", r.err_msg ? r.err_msg : "out of memory");

@@ -449,6 +449,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     memset(&pa, 0, sizeof pa);
     bool none = false; /* some term is always false: no query */
     bool few = false;  /* an IN list on the one-column key: at most one batch of rows */
+    bool superset = false; /* a loose term sends more rows than it matches: no LIMIT */
     int a = 0;
     for (int i = 0; i < p.nterms && rc == SQLITE_OK; i++) {
         const struct term *tm = &p.terms[i];
@@ -461,8 +462,14 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
             continue;
         if (tm->in) {
             int count = 0;
-            rc = pgv_in_param(c, val, &pa.val[pa.n], &pa.cast[pa.n], &count);
-            if (rc == SQLITE_OK) {
+            bool numbers = false;
+            rc = pgv_in_param(c, val, &pa.val[pa.n], &pa.cast[pa.n], &count, &numbers);
+            if (rc == SQLITE_OK && tm->loose && numbers) {
+                sqlite3_free(pa.val[pa.n]);
+                pa.val[pa.n] = NULL;
+                fix[i] = FIX_SKIP;
+                superset = true;
+            } else if (rc == SQLITE_OK) {
                 argno[i] = pa.n++;
                 none = none || count == 0;
                 few = few || (t->npk == 1 && t->pk[0] == tm->col && count <= FETCH_ROWS);
@@ -471,6 +478,25 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         }
         sqlite3_value *conv;
         enum col_class cls = pgv_value_class(c, val, &conv);
+        int type = sqlite3_value_type(val);
+        bool number = type == SQLITE_INTEGER || type == SQLITE_FLOAT;
+        if (tm->loose && (number || (type == SQLITE_TEXT && tm->op != OP_EQ && tm->op != OP_NE))) {
+            /* Compared as text or, from a numeric-affinity RHS, as numbers
+             * (the column's numeric-looking text a number, below any
+             * text): what either gives, SQLite checks (pgv_best_index). =
+             * and <> of a text value are exact either way. */
+            superset = true;
+            bool below = tm->op == OP_LT || tm->op == OP_LE;
+            if ((number && tm->op != OP_EQ && !below) || (!number && !pgv_pg_text_ok(val))) {
+                fix[i] = FIX_SKIP;
+                sqlite3_value_free(conv);
+                continue;
+            }
+            if (number || below) {
+                fix[i] = FIX_NUMLIKE;
+                cls = CLASS_TEXT;
+            }
+        }
         if (cls != pgv_kind_class(c->kind)) {
             fix[i] = pgv_mismatch(tm->op, pgv_kind_class(c->kind), cls);
             none = none || fix[i] == FIX_FALSE;
@@ -502,7 +528,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     }
     long long limit = -1;
     if (p.limit_arg >= 0 && p.limit_arg < argc) {
-        limit = sqlite3_value_int64(argv[p.limit_arg]);
+        limit = superset ? -1 : sqlite3_value_int64(argv[p.limit_arg]);
         pa.cast[pa.n] = "int8";
         pa.val[pa.n++] = limit < 0 ? NULL : sqlite3_mprintf("%lld", limit);
     }
@@ -539,7 +565,7 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
         struct pgbind *b = &v->binds[t->bind];
         cur->conn = c;
         cur->b = b;
-        bool direct = p.unique || few || (limit >= 0 && limit <= FETCH_ROWS);
+        bool direct = (p.unique && !superset) || few || (limit >= 0 && limit <= FETCH_ROWS);
         if (direct) {
             cur->res = exec_cached(b, c, sql, pa.n, (const char *const *)pa.val);
             cur->row = 0;
@@ -892,6 +918,21 @@ char *pgvtab_plan(struct pgvtab *v, sqlite3_stmt *stmt)
     char *out = strdup(r ? r : "");
     sqlite3_free(r);
     return out;
+}
+
+void pgvtab_set_outer(struct pgvtab *v, size_t bind, const char *schema, const char *table)
+{
+    const char *sqlname = NULL;
+    for (size_t i = 0; table && i < v->ntables; i++) {
+        const struct pgtable *t = v->tables[i];
+        if (t->bind == bind && strcmp(t->schema_arg, schema ? schema : "") == 0 &&
+            strcmp(t->table_arg, table) == 0)
+            sqlname = t->sqlname;
+    }
+    /* every spelling of it: the virtual table uses the first */
+    for (size_t i = 0; i < v->ntables; i++)
+        if (!table || (sqlname && strcmp(v->tables[i]->sqlname, sqlname) == 0))
+            v->tables[i]->outer = table != NULL;
 }
 
 const char *pgvtab_sqlstate(struct pgvtab *v)

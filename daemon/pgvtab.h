@@ -12,6 +12,7 @@
 #define SQLMUX_DAEMON_PGVTAB_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,17 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
  * must not write its schema). Names are then "temp"."pg$...". */
 void pgvtab_in_temp(struct pgvtab *v);
 void pgvtab_forget(struct pgvtab *v);
+
+/* Marks the exposed table `schema.table` of bind `bind` (as
+ * pgvtab_expose() named it) as maybe on the preserved side of an outer
+ * join in the statements prepared from now on; table NULL clears every
+ * mark. SQLite 3.40 offers a condition of an ON clause on the preserved
+ * side's table alone (`p.k <> 3`, `p.k IS NOT NULL`) to that table's
+ * xBestIndex as usable, where it must not filter rows: xBestIndex pushes
+ * no <> and no IS NOT NULL for a marked table (SQLite checks them). Keep
+ * the marks while the statement steps (a schema change prepares it
+ * again). */
+void pgvtab_set_outer(struct pgvtab *v, size_t bind, const char *schema, const char *table);
 
 /* After sqlite3_prepare of a statement on db: for each PostgreSQL table, the
  * SQL xBestIndex chose to send (columns, WHERE with $n, ORDER BY,

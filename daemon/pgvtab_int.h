@@ -57,6 +57,7 @@ struct pgtable {
     bool writable; /* a plain table: a rowid addresses its rows */
     int keycol;    /* the integer primary key column that is the rowid, -1: ctid is */
     double rows;   /* reltuples, at least 1 */
+    bool outer;    /* pgvtab_set_outer() */
 };
 
 /* A named prepared statement on a bind's connection (the probes of a join
@@ -104,7 +105,8 @@ enum term_op { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_ISNULL, OP_NOTNULL }
 struct term {
     int col;
     enum term_op op;
-    bool in; /* EQ over a whole IN list (sqlite3_vtab_in) */
+    bool in;    /* EQ over a whole IN list (sqlite3_vtab_in) */
+    bool loose; /* a text column against a value whose affinity is unknown (SQLite checks it) */
 };
 
 #define MAX_TERMS 64
@@ -136,8 +138,10 @@ struct cursor {
 
 /* Decision for a value of the wrong class in xFilter: none, always true
  * (IS NOT NULL), always false (no query), or compare the column's UTF-8
- * bytes with a bytea (a text value PostgreSQL text cannot hold). */
-enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE, FIX_BYTES };
+ * bytes with a bytea (a text value PostgreSQL text cannot hold). For a
+ * loose term: its text or any text looking like a number (FIX_NUMLIKE,
+ * for = of a number, < and <=), or not sent (FIX_SKIP); SQLite checks. */
+enum term_fix { FIX_NONE, FIX_TRUE, FIX_FALSE, FIX_BYTES, FIX_NUMLIKE, FIX_SKIP };
 
 /* A parameter being built for xFilter. */
 struct params {
@@ -171,7 +175,8 @@ enum col_class pgv_value_class(const struct pgcol *c, sqlite3_value *val, sqlite
 char *pgv_hex_text(const unsigned char *p, int n);
 char *pgv_param_text(const struct pgcol *c, enum col_class cls, sqlite3_value *val, const char **cast);
 bool pgv_pg_text_ok(sqlite3_value *val);
-int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count);
+int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count,
+                 bool *numbers);
 enum term_fix pgv_mismatch(enum term_op op, enum col_class col, enum col_class val);
 void pgv_result_numeric(sqlite3_context *ctx, const char *s);
 char *pgv_rowid_param(const struct pgtable *t, sqlite3_int64 r);

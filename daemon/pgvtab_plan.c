@@ -44,7 +44,12 @@ void pgv_plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan *p,
     for (int i = 0; i < p->nterms; i++) {
         const struct term *tm = &p->terms[i];
         const struct pgcol *c = &t->cols[tm->col];
+        if (fix && fix[i] == FIX_SKIP)
+            continue;
         sqlite3_str_appendall(s, n++ ? " AND " : " WHERE ");
+        bool numlike = fix && fix[i] == FIX_NUMLIKE;
+        if (numlike)
+            sqlite3_str_appendall(s, "(");
         bool bytes = fix && fix[i] == FIX_BYTES;
         if (bytes)
             sqlite3_str_appendall(s, "convert_to(");
@@ -73,6 +78,12 @@ void pgv_plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan *p,
             sqlite3_str_appendall(s, ")");
         else if (pgv_kind_class(c->kind) == CLASS_TEXT && tm->op != OP_EQ && tm->op != OP_NE && !bytes)
             sqlite3_str_appendall(s, " COLLATE \"C\"");
+        if (numlike) {
+            /* or any text SQLite's numeric affinity makes a number of */
+            sqlite3_str_appendall(s, " OR ");
+            pgv_put_col_expr(s, c);
+            sqlite3_str_appendall(s, " COLLATE \"C\" ~ '^[[:space:]]*[-+]?[.]?[0-9]')");
+        }
     }
     for (int i = 0; i < p->norder; i++) {
         const struct pgcol *c = &t->cols[p->order_col[i]];
@@ -96,14 +107,15 @@ void pgv_plan_sql(sqlite3_str *s, const struct pgtable *t, const struct plan *p,
     }
 }
 
-/* idxStr: "pgv u=U m=HEX l=L o=O t=COL:OP:IN ... s=COL:DESC ...\nSQL". */
+/* idxStr: "pgv u=U m=HEX l=L o=O t=COL:OP:IN:LOOSE ... s=COL:DESC ...\nSQL". */
 static char *plan_encode(const struct pgtable *t, const struct plan *p)
 {
     sqlite3_str *s = sqlite3_str_new(NULL);
     sqlite3_str_appendf(s, "pgv u=%d m=%llx l=%d o=%d", p->unique, (unsigned long long)p->used, p->limit_arg,
                         p->offset_arg);
     for (int i = 0; i < p->nterms; i++)
-        sqlite3_str_appendf(s, " t=%d:%d:%d", p->terms[i].col, (int)p->terms[i].op, p->terms[i].in);
+        sqlite3_str_appendf(s, " t=%d:%d:%d:%d", p->terms[i].col, (int)p->terms[i].op, p->terms[i].in,
+                            p->terms[i].loose);
     for (int i = 0; i < p->norder; i++)
         sqlite3_str_appendf(s, " s=%d:%d", p->order_col[i], p->order_desc[i]);
     sqlite3_str_appendf(s, "\n%s: ", t->label);
@@ -119,7 +131,7 @@ int pgv_plan_decode(const char *s, const struct pgtable *t, struct plan *p)
         return -1;
     s += 4;
     while (*s && *s != '\n') {
-        int a = 0, b = 0, c = 0, used = 0;
+        int a = 0, b = 0, c = 0, d = 0, used = 0;
         unsigned long long m;
         if (sscanf(s, "u=%d%n", &a, &used) == 1)
             p->unique = a;
@@ -129,9 +141,9 @@ int pgv_plan_decode(const char *s, const struct pgtable *t, struct plan *p)
             p->limit_arg = a;
         else if (sscanf(s, "o=%d%n", &a, &used) == 1)
             p->offset_arg = a;
-        else if (sscanf(s, "t=%d:%d:%d%n", &a, &b, &c, &used) == 3 && p->nterms < MAX_TERMS && a >= 0 &&
-                 a < t->ncols && b >= 0 && b <= OP_NOTNULL) {
-            p->terms[p->nterms++] = (struct term){a, (enum term_op)b, c != 0};
+        else if (sscanf(s, "t=%d:%d:%d:%d%n", &a, &b, &c, &d, &used) == 4 && p->nterms < MAX_TERMS &&
+                 a >= 0 && a < t->ncols && b >= 0 && b <= OP_NOTNULL) {
+            p->terms[p->nterms++] = (struct term){a, (enum term_op)b, c != 0, d != 0};
         } else if (sscanf(s, "s=%d:%d%n", &a, &b, &used) == 2 && p->norder < 16 && a >= 0 && a < t->ncols) {
             p->order_col[p->norder] = a;
             p->order_desc[p->norder++] = b != 0;
@@ -165,6 +177,7 @@ int pgv_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
      * would travel with every probe; SQLite checks it instead */
     uint64_t eq_cols = 0;
     bool in_pk = false;
+    bool any_loose = false, pk_loose = false;
     for (int i = 0; i < info->nConstraint; i++) {
         const struct sqlite3_index_constraint *ic = &info->aConstraint[i];
         if (ic->usable && ic->op == SQLITE_INDEX_CONSTRAINT_EQ && ic->iColumn >= 0 && ic->iColumn < 64 &&
@@ -199,7 +212,10 @@ int pgv_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
         case SQLITE_INDEX_CONSTRAINT_ISNOTNULL: op = OP_NOTNULL; break;
         default: all_omitted = false; continue;
         }
-        if (c->kind == KIND_FLT4 || (op == OP_ISNULL && !pgv_kind_exact(c->kind))) {
+        /* an outer join's ON clause may offer these for the preserved
+         * side's table (pgvtab_set_outer) */
+        if (c->kind == KIND_FLT4 || (op == OP_ISNULL && !pgv_kind_exact(c->kind)) ||
+            (t->outer && (op == OP_NE || op == OP_NOTNULL))) {
             all_omitted = false;
             continue;
         }
@@ -215,20 +231,39 @@ int pgv_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
             all_omitted = false;
             continue;
         }
+        /* A text column against a number: SQLite compares as text when
+         * the number has no affinity (a literal, a bound parameter), as
+         * numbers ('05' = 5) when it has a numeric one (an INTEGER column,
+         * a CAST); xFilter sees the same value either way. Only a constant
+         * text RHS is known to compare as text: otherwise SQLite checks
+         * the term again (loose) and xFilter sends a superset for a
+         * number. */
+        bool loose = false;
+        if (pgv_kind_class(c->kind) == CLASS_TEXT && c->aff != AFF_NUMERIC && op != OP_ISNULL &&
+            op != OP_NOTNULL) {
+            sqlite3_value *rhs = NULL;
+            int type = sqlite3_vtab_rhs_value(info, i, &rhs) == SQLITE_OK ? sqlite3_value_type(rhs) : 0;
+            loose = type != SQLITE_TEXT && type != SQLITE_BLOB && type != SQLITE_NULL;
+        }
         struct term *tm = &p.terms[p.nterms++];
         tm->col = ic->iColumn;
         tm->op = op;
         tm->in = op == OP_EQ && exact && sqlite3_vtab_in(info, i, -1) && sqlite3_vtab_in(info, i, 1);
+        tm->loose = loose;
+        any_loose = any_loose || loose;
         info->aConstraintUsage[i].argvIndex = ++argc;
-        info->aConstraintUsage[i].omit = exact;
+        info->aConstraintUsage[i].omit = exact && !loose;
         if (!exact)
             all_omitted = false;
         switch (op) {
         case OP_EQ:
             sel *= tm->in ? 0.01 : 0.001;
-            for (int k = 0; k < t->npk && k < 64; k++)
-                if (t->pk[k] == tm->col && !tm->in)
+            for (int k = 0; k < t->npk && k < 64; k++) {
+                if (t->pk[k] == tm->col && !tm->in) {
                     pk_eq[k] = true;
+                    pk_loose = pk_loose || loose;
+                }
+            }
             /* a key's IN list: as many rows as the list, which SQLite
              * guesses at 25 too; one query for all of them beats a probe
              * per key (a semi-join sends its keys in one array) */
@@ -259,14 +294,17 @@ int pgv_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
         p.norder = info->nOrderBy;
         info->orderByConsumed = 1;
     }
-    /* LIMIT/OFFSET only when SQLite checks nothing after us */
+    /* LIMIT/OFFSET only when SQLite checks nothing after us. A loose term
+     * is exact for a text value; for a number xFilter sends its superset
+     * without the LIMIT (SQLite applies LIMIT itself, not an omitted
+     * OFFSET: none then). */
     if (all_omitted && (info->nOrderBy == 0 || info->orderByConsumed)) {
         if (limit_i >= 0) {
             info->aConstraintUsage[limit_i].argvIndex = ++argc;
             info->aConstraintUsage[limit_i].omit = 1;
             p.limit_arg = argc - 1;
         }
-        if (offset_i >= 0 && limit_i >= 0) {
+        if (offset_i >= 0 && limit_i >= 0 && !any_loose) {
             info->aConstraintUsage[offset_i].argvIndex = ++argc;
             info->aConstraintUsage[offset_i].omit = 1;
             p.offset_arg = argc - 1;
@@ -281,7 +319,8 @@ int pgv_best_index(sqlite3_vtab *tab, sqlite3_index_info *info)
         rows = 100;
     info->estimatedRows = (sqlite3_int64)rows;
     info->estimatedCost = PROBE_COST + rows + (p.norder ? 0 : (info->nOrderBy ? rows * 0.1 : 0));
-    if (p.unique)
+    /* numbers may equal several text keys ('5', '05') */
+    if (p.unique && !pk_loose)
         info->idxFlags |= SQLITE_INDEX_SCAN_UNIQUE;
     info->idxStr = plan_encode(t, &p);
     if (!info->idxStr)

@@ -218,8 +218,10 @@ static void put_array_elem(sqlite3_str *s, const char *v)
 }
 
 /* The IN list of argv value `list` as an array parameter of the column's
- * class; *count gets its number of elements (0: no element can match). */
-int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count)
+ * class; *count gets its number of elements (0: no element can match),
+ * *numbers whether the list holds integers or reals. */
+int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const char **cast, int *count,
+                 bool *numbers)
 {
     enum col_class want = pgv_kind_class(c->kind);
     sqlite3_str *s = sqlite3_str_new(NULL);
@@ -232,6 +234,8 @@ int pgv_in_param(const struct pgcol *c, sqlite3_value *list, char **out, const c
         sqlite3_value *conv;
         enum col_class cls = pgv_value_class(c, e, &conv);
         sqlite3_value *x = conv ? conv : e;
+        *numbers =
+            *numbers || sqlite3_value_type(e) == SQLITE_INTEGER || sqlite3_value_type(e) == SQLITE_FLOAT;
         if (cls == want && (cls != CLASS_TEXT || pgv_pg_text_ok(x))) { /* no PostgreSQL text equals it */
             const char *ec = NULL;
             char *txt = pgv_param_text(c, cls, x, &ec);

@@ -2,11 +2,13 @@
 the executor adds to them (issue 15, daemon/federate_semi.c): a few hundred
 generated joins (inner, LEFT both ways, comma and CROSS joins with WHERE,
 three tables, subqueries, aliases or none, OR, NULL keys, text keys against
-NOCASE columns, a TEXT column holding '5' or '05' against integer keys, an
-untyped column) give the same rows as one SQLite database holding copies
-of the tables, with the filter applied to many of them (.plan's
-semijoins=N); the filter sends the keys to PostgreSQL in one query
-(= ANY), and is not added when the SQLite table is too big or a view."""
+NOCASE columns, a TEXT column holding '5' or '05' against integer keys,
+PostgreSQL text against SQLite integers, conditions on the PostgreSQL
+table alone in a LEFT JOIN's ON clause, an untyped column) give the same
+rows as one SQLite database holding copies of the tables, with the filter
+applied to many of them (.plan's semijoins=N); the filter sends the keys
+to PostgreSQL in one query (= ANY), and is not added when the SQLite table
+is too big or a view."""
 
 import random
 import sqlite3
@@ -59,17 +61,17 @@ def setup(rnd, pg, db, c, ref):
 # text under NOCASE / RTRIM / BINARY, text holding numbers, untyped.
 EQS = ["{p}.id = {s}.k", "{s}.k = {p}.id", "{p}.t = {s}.t", "{s}.t = {p}.t", "{p}.k = {s}.ks",
        "{s}.ks = {p}.id", "{p}.t = {s}.u", "{s}.u = {p}.v", "{s}.n = {p}.id", "{p}.t = {s}.n",
-       "{p}.v == {s}.t", "{p}.id = {s}.id", "{s}.ks = {p}.t", "{p}.k = {s}.n", "{s}.n = {p}.k"]
-# Not here: a PostgreSQL text column = an SQLite INTEGER column ("p.t =
-# s.k"). SQLite compares them as numbers ('05' = 5); the virtual table
-# sends 5 as the text '5' and misses '05' and ' 5', with or without the
-# semi-join (which is never added for that pair): a known bug of pgvtab.
-EXTRA = ["{p}.k > 3", "{s}.id < 20", "{p}.t IS NOT NULL", "{s}.k BETWEEN 2 AND 40", "{p}.id <> {s}.id"]
+       "{p}.v == {s}.t", "{p}.id = {s}.id", "{s}.ks = {p}.t", "{p}.k = {s}.n", "{s}.n = {p}.k",
+       # a PostgreSQL text column against an SQLite INTEGER column: SQLite
+       # compares as numbers ('05' = 5); pgvtab sends a superset and checks
+       "{p}.t = {s}.k", "{s}.k = {p}.v", "{p}.v < {s}.k"]
+EXTRA = ["{p}.k > 3", "{s}.id < 20", "{p}.t IS NOT NULL", "{s}.k BETWEEN 2 AND 40", "{p}.id <> {s}.id",
+         "{p}.t = 5", "{p}.k <> 3"]
 # In the ON clause of a LEFT JOIN whose preserved side is the PostgreSQL
-# table, a condition on that table alone (IS NOT NULL, <>) filters its rows
-# today (SQLite 3.40 offers it to the virtual table as usable): a known bug
-# of the virtual table, not of the semi-join; such conditions stay out here.
-EXTRA_LEFT = ["{p}.k > 3", "{s}.id < 20", "{s}.k BETWEEN 2 AND 40", "{p}.id <> {s}.id"]
+# table, a condition on that table alone (IS NOT NULL, <>): SQLite 3.40
+# offers it to the virtual table as usable; it must not filter its rows.
+EXTRA_LEFT = ["{p}.k > 3", "{s}.id < 20", "{s}.k BETWEEN 2 AND 40", "{p}.id <> {s}.id", "{p}.t IS NOT NULL",
+              "{p}.k <> 3", "{p}.v IS NULL"]
 
 
 def gen(rnd):
