@@ -18,6 +18,7 @@
 #include "daemon/session.h"
 #include "daemon/snapshot.h"
 #include "daemon/tls.h"
+#include "daemon/xact.h"
 
 /* Who may run a command when the configuration has users (without users,
  * everyone may run everything). */
@@ -64,7 +65,7 @@ static void cmd_binds(struct session *s, const char *args)
     static const char *const cols[] = {
         "name",        "", "type",           "",        "url",         "",        "location", "",
         "state",       "", "pool_size",      "INTEGER", "connections", "INTEGER", "in_use",   "INTEGER",
-        "snapshot_at", "", "snapshot_bytes", "INTEGER", NULL};
+        "snapshot_at", "", "snapshot_bytes", "INTEGER", "in_doubt",    "INTEGER", NULL};
     const struct server *srv = s->srv;
 
     (void)args;
@@ -73,7 +74,7 @@ static void cmd_binds(struct session *s, const char *args)
         struct bind *bind = srv->binds[i];
         const struct bind_conf *b = bind->conf;
         struct bind_status st = {.state = "?"};
-        char pool[16], conns[16], in_use[16], where[512], snap_at[32], snap_bytes[24];
+        char pool[16], conns[16], in_use[16], where[512], snap_at[32], snap_bytes[24], doubt[24];
         const char *type = "?";
 
         bind->ops->status(bind, &st);
@@ -83,6 +84,7 @@ static void cmd_binds(struct session *s, const char *args)
         snprintf(in_use, sizeof in_use, "%d", st.in_use);
         snapshot_format_time(st.snapshot_at, snap_at);
         snprintf(snap_bytes, sizeof snap_bytes, "%lld", (long long)st.snapshot_bytes);
+        snprintf(doubt, sizeof doubt, "%zu", xact_in_doubt(srv->host.xact, b->name));
         const char *row[] = {b->name,
                              type,
                              b->url_redacted,
@@ -92,8 +94,9 @@ static void cmd_binds(struct session *s, const char *args)
                              conns,
                              in_use,
                              st.snapshot_at ? snap_at : NULL,
-                             st.snapshot_at ? snap_bytes : NULL};
-        session_reply_row(s, row, 10);
+                             st.snapshot_at ? snap_bytes : NULL,
+                             b->type == BIND_POSTGRES ? doubt : NULL};
+        session_reply_row(s, row, 11);
     }
     session_reply_ok_rows(s, srv->nbinds);
 }
@@ -411,9 +414,10 @@ struct stats_total {
 };
 
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
-                      long long conns, long long in_use, long long txns, long long clients, long long wal)
+                      long long conns, long long in_use, long long txns, long long clients, long long wal,
+                      long long in_doubt)
 {
-    char f[12][32];
+    char f[13][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -428,9 +432,22 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[] = {
-        name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
-    session_reply_row(s, row, 13);
+    snprintf(f[12], sizeof f[12], "%lld", in_doubt);
+    const char *row[] = {name,
+                         f[0],
+                         f[1],
+                         f[2],
+                         f[3],
+                         f[4],
+                         f[5],
+                         f[6],
+                         f[7],
+                         f[8],
+                         f[9],
+                         f[10],
+                         wal >= 0 ? f[11] : NULL,
+                         in_doubt >= 0 ? f[12] : NULL};
+    session_reply_row(s, row, 14);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -446,7 +463,10 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
         clients += session_bind(c) == b;
     }
     snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
-    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes);
+    stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes,
+              b->conf->type == BIND_POSTGRES && !b->retired
+                  ? (long long)xact_in_doubt(s->srv->host.xact, b->conf->name)
+                  : -1);
     tot->st.statements += b->stats.statements;
     tot->st.errors += b->stats.errors;
     tot->st.rows += b->stats.rows;
@@ -463,10 +483,10 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
 static void cmd_stats(struct session *s, const char *args)
 {
     static const char *const cols[] = {
-        "bind",        "",        "statements", "INTEGER",   "errors",       "INTEGER",   "rows",
-        "INTEGER",     "time_ms", "REAL",       "avg_ms",    "REAL",         "pool_size", "INTEGER",
-        "connections", "INTEGER", "in_use",     "INTEGER",   "transactions", "INTEGER",   "clients",
-        "INTEGER",     "on_loop", "INTEGER",    "wal_bytes", "INTEGER",      NULL};
+        "bind",      "",        "statements",   "INTEGER", "errors",    "INTEGER", "rows",        "INTEGER",
+        "time_ms",   "REAL",    "avg_ms",       "REAL",    "pool_size", "INTEGER", "connections", "INTEGER",
+        "in_use",    "INTEGER", "transactions", "INTEGER", "clients",   "INTEGER", "on_loop",     "INTEGER",
+        "wal_bytes", "INTEGER", "in_doubt",     "INTEGER", NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
     size_t n = 0;
@@ -483,7 +503,7 @@ static void cmd_stats(struct session *s, const char *args)
         n++;
     }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
-              tot.wal);
+              tot.wal, (long long)xact_in_doubt(srv->host.xact, NULL));
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

@@ -4,7 +4,10 @@
 #include "daemon/fsutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -54,4 +57,38 @@ void fs_remove_db(const char *path)
         snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
         unlink(p);
     }
+}
+
+int fs_write_durably(const char *path, const void *data, size_t len)
+{
+    char tmp[PATH_MAX], dir[PATH_MAX];
+    int fd, saved;
+    bool ok;
+
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    saved = errno;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        if (ok)
+            saved = errno;
+        unlink(tmp);
+        errno = saved;
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s", path);
+    fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ok = fsync(fd) == 0;
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return ok ? 0 : -1;
 }

@@ -414,6 +414,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->grace);
     close_handle((uv_handle_t *)&srv->idle_sweep);
     close_handle((uv_handle_t *)&srv->catalog_timer);
+    xact_stop(srv->host.xact);
     service_close(srv);
 }
 
@@ -582,6 +583,10 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
     }
     if (xact_attach_workers(srv->binds, srv->nbinds, err, sizeof err) != 0) {
         log_error("%s", err);
+        return -1;
+    }
+    if ((rc = xact_serve(srv->host.xact, &srv->host)) != 0) {
+        log_error("cannot start the resolver of transactions across binds: %s", uv_strerror(rc));
         return -1;
     }
     if (federate_open(srv, err, sizeof err) != 0) {

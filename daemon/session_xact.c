@@ -98,6 +98,7 @@ struct sess_xact {
     struct bind *mpt_bind;   /* XOP_MPT: the bind asked */
     uint64_t txid;           /* the commit's id (2PC), 0: none */
     bool in_doubt;           /* a part was handed to the resolver */
+    bool undecided;          /* the home's commit failed part way: the next start decides */
     char *err;               /* the -ERR line to answer (with \n) */
     struct buf last;         /* the answer to give when all went well */
     struct job *lent;        /* XOP_LENT: the statement's job */
@@ -438,21 +439,23 @@ bool session_xact_running(const struct session *s)
 static int step_decide_home(struct session *s, struct xpart *home)
 {
     struct sess_xact *xt = s->xt;
-    const char **names = calloc(xt->n, sizeof *names);
-    size_t n = 0;
+    struct job *job = step_new(s, home->b, "COMMIT", STMT_COMMIT, true);
 
-    struct job *job = names != NULL ? step_new(s, home->b, "COMMIT", STMT_COMMIT, true) : NULL;
-
-    if (job == NULL) {
-        free(names);
+    if (job == NULL || (job->xact_pg = calloc(xt->n, sizeof *job->xact_pg)) == NULL) {
+        if (job != NULL)
+            job_unref(job);
         return -1;
     }
-    for (size_t i = 0; i < xt->n; i++)
-        if (xt->parts[i].prepared)
-            names[n++] = xt->parts[i].b->conf->name;
+    for (size_t i = 0; i < xt->n; i++) {
+        if (!xt->parts[i].prepared)
+            continue;
+        if ((job->xact_pg[job->nxact_pg] = strdup(xt->parts[i].b->conf->name)) == NULL) {
+            job_unref(job);
+            return -1;
+        }
+        job->nxact_pg++;
+    }
     job->xact_txid = xt->txid;
-    job->xact_pg = names;
-    job->nxact_pg = n;
     step_submit(s, job);
     return 0;
 }
@@ -623,7 +626,9 @@ static void xact_next(struct session *s)
         case XC_DECIDING: return;
         case XC_COMMIT_PREPARED:
         case XC_ABORT:
-            if (xt->txid != 0 && !xt->in_doubt)
+            /* Parts handed to the resolver stay its own (xact_resolved
+             * drops the others); an undecided commit is the next start's. */
+            if (xt->txid != 0 && !xt->undecided)
                 xact_resolved(s->srv->host.xact, xt->txid);
             chain_done(s, true);
             return;
@@ -748,7 +753,17 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
             p->prepared = true;
             break;
         case XC_DECIDE:
-            if (job->failed) {
+            if (job->failed && job->xact_undecided) {
+                /* The home's commit failed part way: the next start
+                 * decides; the prepared parts wait for it. */
+                split_err(line, &code, &msg);
+                xact_fail(s, code, "COMMIT failed on bind %s and its outcome is decided at the next start of "
+                          "the daemon (the PostgreSQL parts stay prepared until then): %s", p->b->conf->name, msg);
+                for (size_t i = 0; i < xt->n; i++)
+                    xt->parts[i].prepared = false;
+                xt->undecided = true;
+                xt->phase = XC_ABORT;
+            } else if (job->failed) {
                 split_err(line, &code, &msg);
                 xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name, msg);
                 xt->phase = XC_ABORT;
@@ -802,6 +817,7 @@ static void chain_start(struct session *s, struct request *req, enum stmt_kind k
     xt->written_seen = false;
     xt->txid = 0;
     xt->in_doubt = false;
+    xt->undecided = false;
     if (kind == STMT_SAVEPOINT) {
         xt->op = XOP_BROADCAST;
         xt->pending = *req;

@@ -26,26 +26,6 @@
 #include "daemon/xact_log.h"
 #include "daemon/xact_int.h"
 
-struct xact {
-    struct xact_log log;
-    pthread_mutex_t lock; /* next_txid, gen_start, inflight, unresolved */
-    uint64_t next_txid;
-    uint64_t gen_start; /* marker rows below this name no log entry: deletable */
-    int inflight;       /* txids handed out whose commit has not finished */
-    bool unresolved;    /* a failed commit left an entry for the next start */
-    /* Each open SQLite bind's write count (sqlite_bind.writes) and file, by
-     * name: a worker of another bind that committed writes there moves the
-     * count on, as the bind's own workers do (quick reads and the
-     * checkpoint thread go by it); a file other than the one a worker
-     * attached means a reload replaced the bind. Guarded by lock. */
-    struct {
-        char *name;
-        atomic_uint_fast64_t *writes;
-        const char *file; /* the open bind's sqlite_bind.filename */
-    } counters[64];
-    size_t ncounters;
-};
-
 /* SQLMUX_XACT_CRASH=step[:N], read once at xact_open: the step's name, and
  * how many times it is passed before the kill (the Nth, default 1). */
 static char crash_step[64];
@@ -149,13 +129,6 @@ static void crash_vfs_register(void)
     sqlite3_vfs_register(&crash_vfs, 1);
 }
 
-static int64_t now_us(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-}
-
 int xact_open(const struct config *cfg, struct xact **out, char *err, size_t errlen)
 {
     struct xact *x = calloc(1, sizeof *x);
@@ -163,9 +136,10 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     size_t n = 0, path_len = strlen(cfg->data_dir) + sizeof XACT_LOG_NAME + 1;
     char *path = malloc(path_len);
     uint64_t max_txid = 0, m;
-    size_t committed = 0;
+    size_t committed = 0, keeplen = 0;
+    unsigned char *keep = NULL;
     sqlite3 **conns;
-    bool torn = false;
+    bool torn = false, *decided;
 
     *out = NULL;
     {
@@ -184,6 +158,7 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
     }
     pthread_mutex_init(&x->lock, NULL);
     x->log.fd = -1;
+    x->data_dir = strdup(cfg->data_dir);
     snprintf(path, path_len, "%s/%s", cfg->data_dir, XACT_LOG_NAME);
     if (xact_log_open(&x->log, path, &entries, &n, &max_txid, &torn, err, errlen) != 0) {
         free(path);
@@ -191,12 +166,21 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         return -1;
     }
     free(path);
+    /* The daemon id, the transaction ids handed out, and the decisions kept
+     * in the home binds' marker rows since the last sync. */
+    if (xact_ids_load(x, cfg->data_dir, err, errlen) != 0 ||
+        xact_markers_decisions(cfg, x->synced, &entries, &n, err, errlen) != 0) {
+        xact_entries_free(entries, n);
+        xact_close(x);
+        return -1;
+    }
     if (torn)
         log_warn("%s: its last record was cut short by a crash during its append: it was never acted on "
                  "(no bind committed on its word) and is ignored",
                  x->log.path);
     conns = calloc(cfg->nbinds, sizeof *conns);
-    for (size_t i = 0; i < n && conns != NULL; i++) {
+    decided = calloc(n ? n : 1, sizeof *decided);
+    for (size_t i = 0; i < n && conns != NULL && decided != NULL; i++) {
         int rc = xact_recover_entry(cfg, conns, &entries[i], true, err, errlen);
         if (rc < 0) {
             char msg[1024];
@@ -204,14 +188,19 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
             snprintf(err, errlen, "%s", msg);
             xact_recovery_close(cfg, conns);
             xact_entries_free(entries, n);
+            free(decided);
             xact_close(x);
             return -1;
         }
+        decided[i] = rc == 1;
         committed += rc == 1;
     }
-    if (conns == NULL) {
+    if (conns == NULL || decided == NULL) {
         snprintf(err, errlen, "out of memory");
+        if (conns != NULL)
+            xact_recovery_close(cfg, conns);
         xact_entries_free(entries, n);
+        free(decided);
         xact_close(x);
         return -1;
     }
@@ -220,28 +209,72 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         log_info("%s: %zu transaction%s across binds checked in every bind (%zu complete in every file bind "
                  "now, %zu never committed)",
                  x->log.path, n, n == 1 ? "" : "s", committed, n - committed);
+    m = xact_markers_max(cfg);
+    if (m > max_txid)
+        max_txid = m;
+    /* The file binds' files, synced before every cut of the log. */
+    x->files = calloc(2 * cfg->nbinds + 1, sizeof *x->files);
+    for (size_t i = 0; x->files != NULL && i < cfg->nbinds; i++) {
+        if (cfg->binds[i].type != BIND_SQLITE_FILE)
+            continue;
+        if (asprintf(&x->files[x->nfiles], "%s-wal", cfg->binds[i].path) < 0 ||
+            (x->files[x->nfiles + 1] = strdup(cfg->binds[i].path)) == NULL) {
+            free(x->files);
+            x->files = NULL;
+            break;
+        }
+        x->nfiles += 2;
+    }
+    /* PostgreSQL gids, resolved by the entries' outcomes (or kept for the
+     * resolver), and the reservation of transaction ids. */
+    if (x->files == NULL || xact_pg_open(x, cfg, entries, decided, n, &max_txid, err, errlen) != 0) {
+        if (x->files == NULL)
+            snprintf(err, errlen, "out of memory");
+        xact_entries_free(entries, n);
+        free(decided);
+        xact_close(x);
+        return -1;
+    }
     xact_entries_free(entries, n);
+    free(decided);
     /* The attached binds commit without a sync of their own: make what
      * the log vouched for durable before the log forgets it. */
-    if (xact_sync_binds(cfg) != 0) {
+    if (xact_sync_files(x->files, x->nfiles) != 0) {
         snprintf(err, errlen, "%s: cannot sync the binds' files before cutting the log back: %s", x->log.path,
                  strerror(errno));
         xact_close(x);
         return -1;
     }
-    /* Every entry is resolved and each bind's recovery committed durably. */
-    if (xact_log_reset(&x->log) != 0) {
+    /* Every entry is resolved and each bind's recovery committed durably;
+     * decisions whose PostgreSQL parts wait for their bind are kept. */
+    if (xact_pg_keep(x, &keep, &keeplen) != 0 || xact_log_reset_keep(&x->log, keep, keeplen) != 0) {
         snprintf(err, errlen, "%s: cannot cut the coordinator log back: %s", x->log.path, strerror(errno));
+        free(keep);
         xact_close(x);
         return -1;
     }
-    m = xact_markers_max(cfg);
-    if (m > max_txid)
-        max_txid = m;
-    x->next_txid = (uint64_t)now_us();
-    if (x->next_txid <= max_txid)
-        x->next_txid = max_txid + 1;
-    x->gen_start = x->next_txid;
+    free(keep);
+    /* Ids above every id seen and the last reservation (the clock as the
+     * usual floor), reserved durably before any is handed out; every
+     * decision below them is done and synced. */
+    {
+        struct timeval tv;
+        uint64_t base;
+        gettimeofday(&tv, NULL);
+        base = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+        if (base <= max_txid)
+            base = max_txid + 1;
+        if (base <= x->txid_end)
+            base = x->txid_end + 1;
+        if (xact_ids_save(x, base + XACT_TXID_RESERVE, base) != 0) {
+            snprintf(err, errlen, "%s/%s: cannot reserve transaction ids: %s", cfg->data_dir, XACT_TXID_FILE,
+                     strerror(errno));
+            xact_close(x);
+            return -1;
+        }
+        x->next_txid = x->start_floor = x->gen_start = base;
+    }
+    x->late_min = UINT64_MAX;
     *out = x;
     return 0;
 }
@@ -303,6 +336,11 @@ void xact_close(struct xact *x)
         return;
     for (size_t i = 0; i < x->ncounters; i++)
         free(x->counters[i].name);
+    for (size_t i = 0; i < x->nfiles; i++)
+        free(x->files[i]);
+    free(x->files);
+    free(x->data_dir);
+    xact_pg_free(x);
     xact_log_close(&x->log);
     pthread_mutex_destroy(&x->lock);
     free(x);
@@ -343,16 +381,28 @@ static void free_changes(unsigned char **changes, size_t n)
 
 /* A commit is over: when the log is large and nothing is in flight, make
  * every bind's commits durable (the attached binds commit without a sync
- * of their own: the log could redo them), cut the log back, and from then
- * on let the markers older than that go. */
-static void commit_finished(struct xact *x, const struct config *cfg)
+ * of their own: the log could redo them), cut the log back (keeping the
+ * decisions whose PostgreSQL parts are not resolved), and from then on let
+ * the markers older than that go. */
+void xact_commit_finished(struct xact *x)
 {
+    unsigned char *keep = NULL;
+    size_t keeplen = 0;
+
     pthread_mutex_lock(&x->lock);
     x->inflight--;
-    if (x->inflight == 0 && !x->unresolved && x->log.size > XACT_LOG_COMPACT_BYTES &&
-        xact_sync_binds(cfg) == 0 && xact_log_reset(&x->log) == 0)
+    if (x->inflight == 0 && !x->unresolved &&
+        (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
+        xact_sync_files(x->files, x->nfiles) == 0 && xact_pg_keep(x, &keep, &keeplen) == 0 &&
+        (x->log.size <= XACT_LOG_HEADER && keeplen == 0 ? 0 : xact_log_reset_keep(&x->log, keep, keeplen)) ==
+            0 &&
+        xact_ids_save(x, x->txid_end, x->next_txid) == 0) {
         x->gen_start = x->next_txid;
+        x->late_min = UINT64_MAX;
+        x->marker_bytes = 0;
+    }
     pthread_mutex_unlock(&x->lock);
+    free(keep);
 }
 
 /* The COMMIT failed part way (an I/O error, the disk full): finish or
@@ -377,7 +427,8 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     else
         xact_recovery_close(cfg, conns);
     if (outcome == 1) {
-        commit_finished(x, confref_cfg(job->cfgref));
+        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, job->nxact_pg);
+        xact_commit_finished(x);
         log_warn("transaction %llu across binds: COMMIT failed part way (%s) and was completed in every bind",
                  (unsigned long long)txid, why);
         if (codec_put_ok_changes(out, 0, NULL) != 0)
@@ -385,7 +436,7 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
         return;
     }
     if (outcome == 0) {
-        commit_finished(x, confref_cfg(job->cfgref));
+        xact_commit_finished(x);
         snprintf(msg, sizeof msg, "COMMIT failed (%s): the transaction is rolled back in every bind", why);
         sqlite_reply_error_at(out, w->mark, "IOERR", msg);
         job->failed = true;
@@ -394,7 +445,7 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     pthread_mutex_lock(&x->lock);
     x->unresolved = true;
     pthread_mutex_unlock(&x->lock);
-    commit_finished(x, confref_cfg(job->cfgref));
+    xact_commit_finished(x);
     log_error(
         "transaction %llu across binds: COMMIT failed part way (%s) and cannot be completed now (%s): the "
         "next start completes it",
@@ -405,6 +456,40 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
              why, (unsigned long long)txid);
     sqlite_reply_error_at(out, w->mark, "IOERR", msg);
     job->failed = true;
+    job->xact_undecided = true;
+}
+
+/* The home bind's marker row holding the decision (the encoded record
+ * rec), and the deletion of the markers older than gen_start. */
+static int home_marker(struct worker *w, uint64_t txid, uint64_t gen_start, const unsigned char *rec,
+                       size_t len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    w->internal = true;
+    rc = sqlite3_exec(w->db, "CREATE TABLE IF NOT EXISTS main." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, NULL,
+                      NULL, NULL);
+    /* A table from before decisions were kept in markers. */
+    if (rc == SQLITE_OK && sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL,
+                                                         NULL, NULL, NULL, NULL) != SQLITE_OK)
+        rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL, NULL,
+                          NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(
+            w->db, "INSERT INTO main." XACT_MARKER_TABLE " (txid, at, parts) VALUES (?1, unixepoch(), ?2)",
+            -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(stmt, 1, (sqlite3_int64)txid);
+        sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
+        rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w->db);
+    }
+    sqlite3_finalize(stmt);
+    w->internal = false;
+    if (rc == SQLITE_OK)
+        rc = exec_internal_fmt(w, "DELETE FROM main." XACT_MARKER_TABLE " WHERE txid < %llu",
+                               (unsigned long long)gen_start);
+    return rc;
 }
 
 bool xact_commit(struct worker *w, struct job *job, struct buf *out)
@@ -412,30 +497,43 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     struct xact_conn *xc = w->xact;
     struct xact *x = w->sb->bind->host->xact;
     const struct bind_conf *home = w->sb->bind->conf;
-    struct xact_part parts[XACT_MAX_ATTACHED + 1];
+    struct xact_part parts[XACT_MAX_ATTACHED + 1 + XACT_MAX_PG];
     const char *schema[XACT_MAX_ATTACHED + 1];
     unsigned char *rec = NULL, *changes[XACT_MAX_ATTACHED + 1] = {NULL};
-    size_t nw = 0, reclen = 0;
+    size_t nw = 0, reclen = 0, npg = job->nxact_pg;
     uint64_t txid, gen_start;
-    bool torn;
+    bool torn, in_marker;
     char msg[512];
     int rc;
 
-    if (xc == NULL || x == NULL || sqlite3_get_autocommit(w->db))
+    if (x == NULL || (npg == 0 && (xc == NULL || sqlite3_get_autocommit(w->db))))
         return false;
-    if (sqlite3_txn_state(w->db, "main") == SQLITE_TXN_WRITE)
+    w->mark = out->len;
+    if (npg > XACT_MAX_PG) {
+        snprintf(msg, sizeof msg, "a transaction across binds may write at most %d PostgreSQL binds",
+                 XACT_MAX_PG);
+        commit_fail(w, job, out, "XACT", msg);
+        return true;
+    }
+    /* With PostgreSQL parts the home bind's commit is the commit point
+     * even when it wrote nothing else: its marker row makes it written. */
+    if (npg > 0 && sqlite3_get_autocommit(w->db) &&
+        (rc = sqlite_conn_exec_internal(w, "BEGIN")) != SQLITE_OK) {
+        commit_fail(w, job, out, sqlite_code(rc), sqlite3_errmsg(w->db));
+        return true;
+    }
+    if (npg > 0 || sqlite3_txn_state(w->db, "main") == SQLITE_TXN_WRITE)
         schema[nw++] = "main";
-    for (size_t i = 0; i < xc->n; i++)
+    for (size_t i = 0; xc != NULL && i < xc->n; i++)
         if (sqlite3_txn_state(w->db, xc->names[i]) == SQLITE_TXN_WRITE)
             schema[nw++] = xc->names[i];
     /* One bind written: a plain COMMIT, unless it is an attached file
      * bind (which does not sync its commits: the log must vouch). */
-    if (nw == 0 ||
-        (nw == 1 && (strcmp(schema[0], "main") == 0 || xc->memory[xact_attached_index(xc, schema[0])])))
+    if (npg == 0 && (nw == 0 || (nw == 1 && (strcmp(schema[0], "main") == 0 ||
+                                             xc->memory[xact_attached_index(xc, schema[0])]))))
         return false;
 
-    w->mark = out->len;
-    if (xc->nopk[0] != '\0') {
+    if (xc != NULL && xc->nopk[0] != '\0') {
         snprintf(
             msg, sizeof msg,
             "table %s has no PRIMARY KEY: a transaction across binds can write such a table only in the bind "
@@ -444,26 +542,37 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         commit_fail(w, job, out, "XACT", msg);
         return true;
     }
+    txid = npg > 0 ? job->xact_txid : xact_txid_new(x);
     pthread_mutex_lock(&x->lock);
-    txid = x->next_txid++;
-    gen_start = x->gen_start;
+    /* A txid handed out before the last cut of the log (a transaction
+     * with PostgreSQL parts takes its id early): markers from it on must
+     * stay while its record is in the log. */
+    if (txid < x->gen_start && txid < x->late_min)
+        x->late_min = txid;
+    gen_start = x->gen_start < x->late_min ? x->gen_start : x->late_min;
+    /* The decision goes into the home bind's marker row, and its commit
+     * (one sync) decides, when the home is a file bind the transaction
+     * wrote and its id is of this generation (decisions in markers below
+     * the last sync are not looked at by recovery); otherwise into the
+     * log, fsynced before the home commits. */
+    in_marker = home->type == BIND_SQLITE_FILE && strcmp(schema[0], "main") == 0 && txid >= x->gen_start;
     x->inflight++;
     pthread_mutex_unlock(&x->lock);
 
-    /* 1. The marker rows, inside the transaction (captured with the rest). */
-    for (size_t i = 0; i < nw; i++) {
-        rc = exec_internal_fmt(w,
-                               "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE
-                               " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL);"
-                               "INSERT INTO \"%w\"." XACT_MARKER_TABLE " VALUES (%llu, unixepoch());"
-                               "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
-                               schema[i], schema[i], (unsigned long long)txid, schema[i],
-                               (unsigned long long)gen_start);
+    /* 1. The marker rows, inside the transaction (captured with the rest;
+     * the home bind's comes with the decision when it holds it). */
+    for (size_t i = in_marker ? 1 : 0; i < nw; i++) {
+        rc = exec_internal_fmt(
+            w,
+            "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS ";"
+            "INSERT INTO \"%w\"." XACT_MARKER_TABLE " (txid, at) VALUES (%llu, unixepoch());"
+            "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
+            schema[i], schema[i], (unsigned long long)txid, schema[i], (unsigned long long)gen_start);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s",
                      strcmp(schema[i], "main") == 0 ? home->name : schema[i], sqlite3_errmsg(w->db));
             commit_fail(w, job, out, sqlite_code(rc), msg);
-            commit_finished(x, confref_cfg(job->cfgref));
+            xact_commit_finished(x);
             return true;
         }
     }
@@ -498,7 +607,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
                          schema[i], crc < 0 ? "no capture" : sqlite3_errstr(crc));
                 commit_fail(w, job, out, "XACT", msg);
                 free_changes(changes, nw);
-                commit_finished(x, confref_cfg(job->cfgref));
+                xact_commit_finished(x);
                 return true;
             }
             changes[i] = cs;
@@ -506,13 +615,32 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
             p->len = (size_t)n;
         }
     }
+    for (size_t i = 0; i < npg; i++)
+        parts[nw + i] = (struct xact_part){.bind = job->xact_pg[i], .flags = XACT_PART_PG};
     xact_crash_point("markers");
-    rc = xact_log_encode_commit(txid, parts, nw, &rec, &reclen);
+    rc = xact_log_encode_commit(txid, parts, nw + npg, &rec, &reclen);
     if (rc != 0) {
         free_changes(changes, nw);
         commit_fail(w, job, out, "XACT", "the transaction's changes are too large for the coordinator log");
-        commit_finished(x, confref_cfg(job->cfgref));
+        xact_commit_finished(x);
         return true;
+    }
+    if (in_marker) {
+        rc = home_marker(w, txid, gen_start, rec, reclen);
+        free(rec);
+        if (rc != SQLITE_OK) {
+            snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s", home->name,
+                     sqlite3_errmsg(w->db));
+            free_changes(changes, nw);
+            commit_fail(w, job, out, sqlite_code(rc), msg);
+            xact_commit_finished(x);
+            return true;
+        }
+        pthread_mutex_lock(&x->lock);
+        x->marker_bytes += reclen;
+        pthread_mutex_unlock(&x->lock);
+        xact_crash_point("logged");
+        goto commit;
     }
     torn = xact_crash_armed("log_torn");
     if (xact_log_append(&x->log, rec, reclen, true, torn) != 0) {
@@ -521,7 +649,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         free(rec);
         free_changes(changes, nw);
         commit_fail(w, job, out, "IOERR", msg);
-        commit_finished(x, confref_cfg(job->cfgref));
+        xact_commit_finished(x);
         return true;
     }
     free(rec);
@@ -532,21 +660,25 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     xact_crash_point("logged");
 
     /* 3. Commit: main first, then each attached bind. */
+commit:
     if (crash_root != NULL && xact_crash_armed("first_committed"))
         crash_home_wal = sqlite3_filename_wal(sqlite3_db_filename(w->db, "main"));
-    xc->committing = true;
+    if (xc != NULL)
+        xc->committing = true;
     rc = sqlite_conn_exec_internal(w, "COMMIT");
-    xc->committing = false;
+    if (xc != NULL)
+        xc->committing = false;
     crash_home_wal = NULL;
     xact_crash_point("committed");
     if (rc == SQLITE_OK) {
         free_changes(changes, nw);
-        commit_finished(x, confref_cfg(job->cfgref));
+        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, npg);
+        xact_commit_finished(x);
         if (codec_put_ok_changes(out, 0, NULL) != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");
         return true;
     }
-    commit_broken(w, job, out, txid, parts, nw);
+    commit_broken(w, job, out, txid, parts, nw + npg);
     free_changes(changes, nw);
     return true;
 }

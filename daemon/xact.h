@@ -40,7 +40,8 @@
  * "markers", "log_torn" (half the decision record written), "logged",
  * "first_committed" (main committed, the next bind not: a VFS wrapper kills
  * at that bind's first WAL write), "committed", "recovery" (after recovery
- * redid one bind).
+ * redid one bind), "pg_resolve" (at start, after one prepared PostgreSQL
+ * transaction was resolved, before the next).
  */
 #ifndef SQLMUX_DAEMON_XACT_H
 #define SQLMUX_DAEMON_XACT_H
@@ -48,11 +49,14 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf/config.h"
+#include "daemon/xact_log.h"
 #include "proto/buf.h"
 
 struct bind;
+struct bind_host;
 struct worker;
 struct job;
 struct xact;
@@ -72,6 +76,64 @@ struct xact;
  * does not apply). */
 int xact_open(const struct config *cfg, struct xact **out, char *err, size_t errlen);
 void xact_close(struct xact *x);
+
+/* ---- PostgreSQL parts (daemon/xact_pg.c) ---------------------------------
+ *
+ * A PostgreSQL bind a transaction wrote is prepared (PREPARE TRANSACTION
+ * under pg2pc_gid(daemon id, txid, bind)) BEFORE the decision is written;
+ * the decision names it as a part flagged XACT_PART_PG (no changeset).
+ * The recovery rule (Citus's): a prepared gid of this daemon commits when
+ * its transaction has a decision (the home SQLite bind's marker row says
+ * committed, or, with no SQLite home, the decision record exists);
+ * otherwise it rolls back. At start (xact_open) every PostgreSQL bind's
+ * gids of this daemon are resolved so; a bind that cannot be reached then
+ * keeps its in-doubt gids with their outcome, and the resolver (a timer on
+ * the loop, the blocking work on libuv's thread pool) retries every
+ * XACT_PG_RETRY_MS until it is done. The log keeps (carries over when it
+ * is cut back) every decision whose PostgreSQL parts are not all resolved.
+ *
+ * Transaction ids are never reused, across restarts too: each start
+ * reserves XACT_TXID_RESERVE ids above every id seen (log, markers, the
+ * last reservation) and the clock, and writes the end of the reservation
+ * durably to data_dir/XACT_TXID_FILE before handing any out. XACT_PART_PG
+ * (a part that is a PostgreSQL bind) is in xact_log.h. */
+#define XACT_TXID_FILE     "sqlmux-xact.txid"
+#define XACT_TXID_RESERVE  ((uint64_t)1 << 36)
+#define XACT_PG_RETRY_MS   2000
+#define XACT_PG_START_WAIT 5000 /* ms: a silent PostgreSQL bind at start */
+
+/* The daemon id (data_dir/daemon-id, pg2pc_daemon_id) read by xact_open. */
+const char *xact_daemon_id(const struct xact *x);
+/* A new transaction id, never one any gid of this daemon may still carry
+ * (across restarts too). Any thread. */
+uint64_t xact_txid_new(struct xact *x);
+
+/* Not the loop thread (a worker / pool job): the decision of a transaction
+ * whose written parts are all PostgreSQL binds: write and sync it. Once it
+ * returns 0 the transaction is committed. -1 with errno: not decided
+ * (roll back the prepared gids). */
+int xact_decide_pg(struct xact *x, uint64_t txid, const char *const *binds, size_t n);
+
+/* Loop thread: after COMMIT PREPARED of every PostgreSQL part of txid (or
+ * after a rollback of an undecided one): the decision may be dropped (parts
+ * handed to the resolver stay until it has done them). */
+void xact_resolved(struct xact *x, uint64_t txid);
+/* Loop thread: a COMMIT PREPARED (commit=true) or ROLLBACK PREPARED that
+ * could not be done now (the bind is down, the connection broke): the
+ * resolver keeps it and retries until done; `.binds`/`.stats` show it. */
+void xact_pg_in_doubt(struct xact *x, uint64_t txid, const char *bind, bool commit);
+
+/* Loop thread, once, before the daemon serves: start the resolver on
+ * host's loop (its timer runs when something is in doubt; a run reads the
+ * binds' settings from host's current configuration). 0, or a libuv
+ * error. */
+int xact_serve(struct xact *x, struct bind_host *host);
+/* Loop thread, at shutdown: stop the resolver (a run under way finishes
+ * on its thread; the loop waits for it). */
+void xact_stop(struct xact *x);
+/* Loop thread: the prepared transactions of this daemon known to await
+ * resolution on bind `name` (NULL: on every bind). */
+size_t xact_in_doubt(struct xact *x, const char *name);
 
 /* An SQLite bind opened (open) or closes: its file (kept by the caller
  * while open) and its write count, which workers of other binds move on
@@ -113,7 +175,18 @@ bool xact_stmt_uncached(const struct worker *w);
 
 /* A COMMIT (job) on w: when the open transaction wrote more than one bind,
  * run the coordinated commit, append the response to out and return true;
- * otherwise false (a plain COMMIT runs as always). */
+ * otherwise false (a plain COMMIT runs as always).
+ *
+ * With PostgreSQL parts (job->xact_txid from xact_txid_new, used for the
+ * gids, and job->xact_pg[job->nxact_pg], the names of the PostgreSQL binds
+ * prepared) the coordinated commit always runs (even when only the home
+ * SQLite bind was written), recording them with the decision; the home
+ * bind's commit stays the commit point. Answers as without them (+OK, or
+ * -ERR with the SQLite side rolled back: the caller then rolls the prepared
+ * gids back), except when the outcome cannot be known until the next start
+ * (an I/O error after the decision was written): -ERR IOERR with
+ * job->xact_undecided set, and the caller must leave the gids prepared
+ * (the next start resolves them). */
 bool xact_commit(struct worker *w, struct job *job, struct buf *out);
 
 struct pgvtab;
@@ -136,28 +209,6 @@ int xact_authorize(struct worker *w, int action, bool writes, const char *a1, co
 
 /* Free w's attachments state (worker_close). */
 void xact_conn_free(struct worker *w);
-
-/* ---- PostgreSQL parts (S6 contract; rec's side) --------------------------- */
-
-#define XACT_PART_PG 2 /* a part that is a PostgreSQL bind: prepared as
-                          pg2pc_gid(daemon id, txid, bind) BEFORE the decision
-                          was written; no changeset */
-
-/* The daemon id (data_dir/daemon-id, pg2pc_daemon_id) read by xact_open. */
-const char *xact_daemon_id(const struct xact *x);
-/* A new transaction id, never one any gid of this daemon may still carry
- * (across restarts too). Any thread. */
-uint64_t xact_txid_new(struct xact *x);
-/* Not the loop thread: the decision of a transaction whose written parts
- * are all PostgreSQL binds: write and sync it. 0: committed; -1 with
- * errno: not decided (roll back the prepared gids). */
-int xact_decide_pg(struct xact *x, uint64_t txid, const char *const *binds, size_t n);
-/* Loop thread: every PostgreSQL part of txid was committed (or rolled
- * back, undecided): the decision may be dropped. */
-void xact_resolved(struct xact *x, uint64_t txid);
-/* Loop thread: a COMMIT PREPARED (commit) or ROLLBACK PREPARED that could
- * not be done now: the resolver keeps it and retries until done. */
-void xact_pg_in_doubt(struct xact *x, uint64_t txid, const char *bind, bool commit);
 
 /* ---- Test crash points --------------------------------------------------- */
 

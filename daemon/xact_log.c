@@ -16,7 +16,7 @@
 
 static const unsigned char log_magic[8] = {'S', 'Q', 'L', 'M', 'U', 'X', 'X', 'L'};
 #define LOG_VERSION  1u
-#define HEADER_BYTES 16u
+#define HEADER_BYTES ((unsigned)XACT_LOG_HEADER)
 #define REC_HEAD     12u
 
 static void put_u16(unsigned char *p, uint16_t v)
@@ -123,15 +123,21 @@ int xact_log_encode_commit(uint64_t txid, const struct xact_part *parts, size_t 
     return 0;
 }
 
+void xact_entries_free_parts(struct xact_entry *e)
+{
+    for (size_t j = 0; j < e->nparts; j++) {
+        free(e->parts[j].bind);
+        free(e->parts[j].change);
+    }
+    free(e->parts);
+    e->parts = NULL;
+    e->nparts = 0;
+}
+
 void xact_entries_free(struct xact_entry *entries, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < entries[i].nparts; j++) {
-            free(entries[i].parts[j].bind);
-            free(entries[i].parts[j].change);
-        }
-        free(entries[i].parts);
-    }
+    for (size_t i = 0; i < n; i++)
+        xact_entries_free_parts(&entries[i]);
     free(entries);
 }
 
@@ -191,6 +197,21 @@ static int parse_parts(const unsigned char *p, size_t len, struct xact_entry *e,
         return -1;
     }
     return 0;
+}
+
+int xact_log_decode(const unsigned char *rec, size_t len, struct xact_entry *e, const char **why)
+{
+    size_t plen;
+
+    memset(e, 0, sizeof *e);
+    if (len < REC_HEAD + 9 || (plen = get_u32(rec)) != len - REC_HEAD ||
+        get_u32(rec + 4) != ~(uint32_t)plen || get_u32(rec + 8) != checksum(rec + REC_HEAD, plen) ||
+        rec[REC_HEAD] != XACT_REC_COMMIT) {
+        *why = "a decision record fails its checks";
+        return -1;
+    }
+    e->txid = get_u64(rec + REC_HEAD + 1);
+    return parse_parts(rec + REC_HEAD + 9, plen - 9, e, why);
 }
 
 int xact_log_parse(const unsigned char *data, size_t len, const char *name, struct xact_entry **entries,
@@ -456,6 +477,41 @@ int xact_log_reset(struct xact_log *log)
     if (rc == 0)
         log->size = HEADER_BYTES;
     pthread_mutex_unlock(&log->lock);
+    return rc;
+}
+
+int xact_log_reset_keep(struct xact_log *log, const unsigned char *keep, size_t len)
+{
+    size_t tmp_len = strlen(log->path) + 5;
+    char *tmp = malloc(tmp_len);
+    int fd = -1, rc = -1, saved;
+
+    if (len == 0) {
+        free(tmp);
+        return xact_log_reset(log);
+    }
+    if (tmp == NULL)
+        return -1;
+    snprintf(tmp, tmp_len, "%s.tmp", log->path);
+    pthread_mutex_lock(&log->lock);
+    fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write_header(fd) == 0 && pwrite(fd, keep, len, HEADER_BYTES) == (ssize_t)len &&
+        fdatasync(fd) == 0 && rename(tmp, log->path) == 0) {
+        sync_dir(log->path);
+        close(log->fd);
+        log->fd = fd;
+        log->size = (off_t)(HEADER_BYTES + len);
+        fd = -1;
+        rc = 0;
+    }
+    saved = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    pthread_mutex_unlock(&log->lock);
+    free(tmp);
+    errno = saved;
     return rc;
 }
 

@@ -11,7 +11,10 @@
  *   payload       type u8 (XACT_REC_COMMIT), txid u64, nparts u16, and
  *                 per part: name length u16, the bind's name, flags u8
  *                 (XACT_PART_*), changeset length u32, the changeset
- *                 (SQLite session extension format)
+ *                 (SQLite session extension format; none, length 0, for a
+ *                 PostgreSQL part: its changes are in the prepared
+ *                 transaction named by the daemon id, the txid and the
+ *                 bind, pg_2pc.h)
  *
  *   room          zero bytes, XACT_LOG_ROOM of them past the header,
  *                 written for real when the log is (re)started; records
@@ -57,6 +60,8 @@ enum xact_rec_type {
 enum {
     XACT_PART_ANCHOR = 1, /* the home bind, committed first, without a
                              changeset: its marker row decides */
+    XACT_PART_PG = 2,     /* a PostgreSQL bind, prepared before the record
+                             was written; no changeset */
 };
 
 struct xact_part {
@@ -96,6 +101,16 @@ int xact_log_parse(const unsigned char *data, size_t len, const char *name, stru
                    size_t errlen);
 
 void xact_entries_free(struct xact_entry *entries, size_t n);
+/* Free one entry's parts (the entry itself is the caller's). */
+void xact_entries_free_parts(struct xact_entry *e);
+
+/* The size of the file header: a log this size holds no record. */
+#define XACT_LOG_HEADER 16
+
+/* Decode one encoded record (as xact_log_encode_commit made it; kept
+ * elsewhere than in the log: the home bind's marker row) into *e (zeroed
+ * first; free its parts as xact_entries_free does). 0, or -1 with *why. */
+int xact_log_decode(const unsigned char *rec, size_t len, struct xact_entry *e, const char **why);
 
 /* Encode a decision record for txid over parts[0..n) into a malloc'd
  * buffer (*out, *outlen). 0, or -1 (out of memory, or over
@@ -111,6 +126,13 @@ int xact_log_append(struct xact_log *log, const unsigned char *rec, size_t len, 
 
 /* Cut the log back to its header, durably. Any thread. 0, or -1. */
 int xact_log_reset(struct xact_log *log);
+
+/* Start the log again holding only the records keep[0..len) (encoded
+ * ones, back to back): written to a new file that replaces the log by a
+ * rename, so a crash leaves the old log or the new one, never a log that
+ * lost them. len 0 is xact_log_reset(). Any thread. 0, or -1 with errno
+ * (the log is as it was). */
+int xact_log_reset_keep(struct xact_log *log, const unsigned char *keep, size_t len);
 
 void xact_log_close(struct xact_log *log);
 

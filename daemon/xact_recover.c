@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +101,7 @@ static int on_conflict(void *arg, int kind, sqlite3_changeset_iter *it)
     return SQLITE_CHANGESET_ABORT;
 }
 
-static const char marker_create[] =
-    "CREATE TABLE IF NOT EXISTS " XACT_MARKER_TABLE " (txid INTEGER PRIMARY KEY, at INTEGER NOT NULL)";
+static const char marker_create[] = "CREATE TABLE IF NOT EXISTS " XACT_MARKER_TABLE XACT_MARKER_COLUMNS;
 
 /* Apply a changeset to a bind that lacks the transaction. 0, or -1. */
 static int apply_changeset(sqlite3 *db, const char *bind, const struct xact_part *p, uint64_t txid, char *err,
@@ -227,18 +225,12 @@ static int sync_file(const char *path)
     return rc;
 }
 
-/* Make every file bind's commits durable: their database and WAL files. */
-int xact_sync_binds(const struct config *cfg)
+/* Make every file bind's commits durable: fdatasync paths[0..n). */
+int xact_sync_files(char *const *paths, size_t n)
 {
-    char wal[PATH_MAX];
-
-    for (size_t i = 0; i < cfg->nbinds; i++) {
-        if (cfg->binds[i].type != BIND_SQLITE_FILE)
-            continue;
-        snprintf(wal, sizeof wal, "%s-wal", cfg->binds[i].path);
-        if (sync_file(wal) != 0 || sync_file(cfg->binds[i].path) != 0)
+    for (size_t i = 0; i < n; i++)
+        if (sync_file(paths[i]) != 0)
             return -1;
-    }
     return 0;
 }
 
@@ -263,4 +255,58 @@ uint64_t xact_markers_max(const struct config *cfg)
         sqlite3_close(db);
     }
     return max;
+}
+
+int xact_markers_decisions(const struct config *cfg, uint64_t floor, struct xact_entry **entries, size_t *n,
+                           char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nbinds; i++) {
+        const struct bind_conf *bc = &cfg->binds[i];
+        sqlite3_stmt *stmt = NULL;
+        sqlite3 *db;
+        int rc = SQLITE_DONE;
+        if (bc->type != BIND_SQLITE_FILE)
+            continue;
+        db = recovery_open(bc, true, err, errlen);
+        if (db == NULL || sqlite3_table_column_metadata(db, "main", XACT_MARKER_TABLE, "parts", NULL, NULL,
+                                                        NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_close(db);
+            continue;
+        }
+        if (sqlite3_prepare_v2(db,
+                               "SELECT txid, parts FROM " XACT_MARKER_TABLE
+                               " WHERE parts IS NOT NULL AND txid >= ?1 ORDER BY txid",
+                               -1, &stmt, NULL) == SQLITE_OK) {
+            sqlite3_bind_int64(stmt, 1, (sqlite3_int64)floor);
+            while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+                const char *why = "out of memory";
+                struct xact_entry *grown = realloc(*entries, (*n + 1) * sizeof *grown);
+                if (grown != NULL)
+                    *entries = grown;
+                if (grown == NULL ||
+                    xact_log_decode(sqlite3_column_blob(stmt, 1), (size_t)sqlite3_column_bytes(stmt, 1),
+                                    &grown[*n], &why) != 0) {
+                    if (grown != NULL)
+                        xact_entries_free_parts(&grown[*n]);
+                    snprintf(err, errlen,
+                             "bind %s: the decision in its marker row of transaction %lld is damaged (%s): "
+                             "repair or restore the bind (never guessed at)",
+                             bc->name, (long long)sqlite3_column_int64(stmt, 0), why);
+                    sqlite3_finalize(stmt);
+                    sqlite3_close(db);
+                    return -1;
+                }
+                (*n)++;
+            }
+        }
+        if (rc != SQLITE_DONE) {
+            snprintf(err, errlen, "bind %s: cannot read its marker rows: %s", bc->name, sqlite3_errmsg(db));
+            sqlite3_finalize(stmt);
+            sqlite3_close(db);
+            return -1;
+        }
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+    }
+    return 0;
 }

@@ -13,7 +13,8 @@ from harness import (REPO, Daemon, TestFailure, daemon_binary, eq, expect_err, e
 STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"), ("rows", "INTEGER"),
                  ("time_ms", "REAL"), ("avg_ms", "REAL"), ("pool_size", "INTEGER"),
                  ("connections", "INTEGER"), ("in_use", "INTEGER"), ("transactions", "INTEGER"),
-                 ("clients", "INTEGER"), ("on_loop", "INTEGER"), ("wal_bytes", "INTEGER")]
+                 ("clients", "INTEGER"), ("on_loop", "INTEGER"), ("wal_bytes", "INTEGER"),
+                 ("in_doubt", "INTEGER")]
 CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
                    ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER"),
                    ("user", ""), ("tls", ""), ("tls_subject", "")]

@@ -52,7 +52,7 @@ def test_binds(d):
     c = d.connect()
     r = c.request(".binds")
     _expect_table(r, ["name", "type", "url", "location", "state", "pool_size", "connections",
-                      "in_use", "snapshot_at", "snapshot_bytes"])
+                      "in_use", "snapshot_at", "snapshot_bytes", "in_doubt"])
     eq(r.col("state"), ["open", "open", "open"], "SQLite binds are open")
     eq(r.col("name"), ["default", "second_db", "memory_db"], "bind names in config order")
     eq(r.col("url"), ["sqlite:///app.db", "sqlite:///second.db", "sqlite:///:memory:"], "urls")

@@ -25,9 +25,13 @@ STEPS = [
 ]
 
 
-def _crash_commit(d, home_first=True):
+def _crash_commit(d, home_first=True, home_memory=False):
     c = d.connect()
     expect_ok(c.request("BEGIN"))
+    if home_memory:
+        # The in-memory bind as home: no durable anchor, the decision goes
+        # to the coordinator log (else it is in the home bind's marker).
+        expect_ok(c.request("SELECT count(*) FROM test3"))
     for t in (("test1", "test2") if home_first else ("test2", "test1")):
         expect_ok(c.request("INSERT INTO %s (id, color) VALUES (7, 'crash')" % t))
     expect_ok(c.request("UPDATE test2 SET color = 'changed' WHERE id = 1"))
@@ -52,12 +56,12 @@ BEFORE = ([(1, "a")], [(1, "b")])
 AFTER = ([(7, "crash")], [(1, "changed"), (7, "crash")])
 
 
-def _check_step(step, committed, home_first=True):
+def _check_step(step, committed, home_first=True, home_memory=False):
     with Daemon(env={"SQLMUX_XACT_CRASH": step}) as d:
         c = d.connect()
         expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'a')"))
         expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (1, 'b')"))
-        _crash_commit(d, home_first)
+        _crash_commit(d, home_first, home_memory)
         d.env = {}
         d.start()
         got = _state(d)
@@ -81,13 +85,18 @@ def test_xact_crash_markers():
 
 
 def test_xact_crash_log_torn():
-    err = _check_step("log_torn", False)
+    err = _check_step("log_torn", False, home_memory=True)
     if "cut short by a crash during its append" not in err:
         raise TestFailure("the torn last record was not reported:\n" + err[-2000:])
 
 
 def test_xact_crash_logged():
     _check_step("logged", False)
+
+
+def test_xact_crash_logged_home_memory():
+    # The log record is the decision when the home is the in-memory bind.
+    _check_step("logged", True, home_memory=True)
 
 
 def test_xact_crash_first_committed():
@@ -141,6 +150,7 @@ def _damaged_log_refused(damage):
         c = d.connect()
         for i in (1, 2):
             expect_ok(c.request("BEGIN"))
+            expect_ok(c.request("SELECT count(*) FROM test3"))  # home: memory, decisions in the log
             expect_ok(c.request("INSERT INTO test1 (color) VALUES ('a')"))
             expect_ok(c.request("INSERT INTO test2 (color) VALUES ('b')"))
             if i == 1:

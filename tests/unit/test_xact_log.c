@@ -204,6 +204,51 @@ static void test_reset(void)
     xact_entries_free(e, n);
 }
 
+/* A PostgreSQL part (no changeset) round-trips; records kept by a reset
+ * are read back, and appends follow them. */
+static void test_pg_parts_and_reset_keep(void)
+{
+    struct xact_part parts[2] = {
+        {.bind = "default", .flags = XACT_PART_ANCHOR},
+        {.bind = "pg", .flags = XACT_PART_PG},
+    };
+    struct xact_part pg_only = {.bind = "pg", .flags = XACT_PART_PG};
+    struct xact_log log;
+    struct xact_entry *e;
+    unsigned char *rec, *keep;
+    size_t n, len, keeplen;
+    uint64_t max;
+    bool torn;
+    char err[512];
+
+    unlink(path);
+    CHECK(xact_log_open(&log, path, &e, &n, &max, &torn, err, sizeof err) == 0 && n == 0);
+    CHECK(xact_log_encode_commit(60, parts, 2, &rec, &len) == 0);
+    CHECK(xact_log_append(&log, rec, len, true, false) == 0);
+    free(rec);
+    append_commit(&log, 61, "forgotten by the reset");
+    CHECK(xact_log_encode_commit(60, &pg_only, 1, &keep, &keeplen) == 0);
+    CHECK(xact_log_reset_keep(&log, keep, keeplen) == 0);
+    free(keep);
+    append_commit(&log, 62, "after the reset");
+    xact_log_close(&log);
+    CHECK(reopen(&e, &n, &max, &torn, err, sizeof err) == 0);
+    CHECK(n == 2 && !torn && max == 62);
+    if (n == 2) {
+        CHECK(e[0].txid == 60 && e[0].nparts == 1);
+        CHECK_STR(e[0].parts[0].bind, "pg");
+        CHECK(e[0].parts[0].flags == XACT_PART_PG && e[0].parts[0].len == 0 && e[0].parts[0].change == NULL);
+        CHECK(e[1].txid == 62);
+    }
+    xact_entries_free(e, n);
+    CHECK(access(path, F_OK) == 0);
+    {
+        char tmp[600];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        CHECK(access(tmp, F_OK) != 0);
+    }
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
@@ -214,6 +259,7 @@ int main(void)
     RUN(test_last_record_bad_checksum_is_torn);
     RUN(test_damage_before_the_end_is_an_error);
     RUN(test_reset);
+    RUN(test_pg_parts_and_reset_keep);
     unlink(path);
     rmdir(dir);
     UNIT_MAIN_END;
