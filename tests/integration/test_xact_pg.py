@@ -117,6 +117,11 @@ def test_xact_pg_two_postgresql_binds():
         expect_ok(c.request("BEGIN"))
         expect_ok(c.request("SELECT * FROM items"))
         expect_err(c.request("SELECT * FROM items JOIN ledger USING (id)"), "TXNBIND")
+        # .route says so, and where the others go.
+        expect_err(c.request(".route SELECT * FROM items JOIN ledger USING (id)"), "TXNBIND")
+        expect_status(c.request(".route SELECT * FROM ledger"), "+OK bind=pg2")
+        expect_status(c.request(".route SELECT * FROM test1"), "+OK bind=default")
+        expect_status(c.request(".route SELECT * FROM test1 JOIN ledger USING (id)"), "+OK bind=*")
         expect_ok(c.request("ROLLBACK"))
 
 
