@@ -511,6 +511,23 @@ static bool session_cross_references(struct session *s, struct request *req, con
     return true;
 }
 
+bool session_cross_refused(struct session *s, struct request *req, const struct route *r)
+{
+    bool write = false;
+    const struct bind *lacking = federate_grant_missing(s, r, &write);
+
+    if (lacking == NULL)
+        return false;
+    if (write)
+        session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
+                            s->user_name ? s->user_name : "?", lacking->conf->name);
+    else
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                            lacking->conf->name);
+    codec_request_free(req);
+    return true;
+}
+
 /* A statement whose tables live in several binds: outside transactions the
  * federation pool runs it (federate.h), with the grants of every bind it
  * touches. Returns false, leaving req alone, for statements it cannot run
@@ -518,9 +535,7 @@ static bool session_cross_references(struct session *s, struct request *req, con
  * otherwise. */
 static bool session_cross_bind(struct session *s, struct request *req, const struct route *r)
 {
-    const struct bind *lacking;
     struct job *job;
-    bool write = false;
 
     if (r->kind == STMT_DDL)
         return session_cross_references(s, req, r);
@@ -539,17 +554,8 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
         codec_request_free(req);
         return true;
     }
-    lacking = federate_grant_missing(s, r, &write);
-    if (lacking != NULL) {
-        if (write)
-            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        else
-            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        codec_request_free(req);
+    if (session_cross_refused(s, req, r))
         return true;
-    }
     /* A read across SQLite binds may be answered on the loop, as a bind's
      * quick reads are (federate.c). */
     if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&

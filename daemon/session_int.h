@@ -61,6 +61,11 @@ void session_sql(struct session *s, struct request *req);
 bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
                        bool lend);
 
+/* A statement across binds the session's user lacks a grant for (read on
+ * every bind it reads, read-write on the one it writes): answered -ERR
+ * NOPERM naming the bind, req freed, true. */
+bool session_cross_refused(struct session *s, struct request *req, const struct route *r);
+
 /* session_xact.c: transactions with PostgreSQL participants. */
 
 /* Inside a transaction: a statement for a bind other than txn_bind, one

@@ -395,6 +395,16 @@ static int gid_sql(struct session *s, const struct bind *b, const char *verb, ch
     return 0;
 }
 
+/* A step "VERB 'gid'" for bind b's part of the commit. 0 or -1. */
+static int step_gid(struct session *s, struct bind *b, const char *verb, bool txn_open)
+{
+    char sql[PG2PC_GID_MAX + 40];
+
+    if (gid_sql(s, b, verb, sql, sizeof sql) != 0)
+        return -1;
+    return step_start(s, b, sql, STMT_OTHER, txn_open);
+}
+
 /* The chain is over: answer the client (or finish its close). */
 static void chain_done(struct session *s, bool end_txn)
 {
@@ -515,7 +525,6 @@ static int step_decide_pool(struct session *s)
 static void xact_next(struct session *s)
 {
     struct sess_xact *xt = s->xt;
-    char sql[PG2PC_GID_MAX + 40];
     int rc = 0;
 
     switch (xt->op) {
@@ -564,9 +573,7 @@ static void xact_next(struct session *s)
                 break;
             case XC_PREPARE:
                 if (p->open && p->wrote && !is_sqlite(p->b)) {
-                    rc = gid_sql(s, p->b, "PREPARE TRANSACTION", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, true);
+                    rc = step_gid(s, p->b, "PREPARE TRANSACTION", true);
                     goto started;
                 }
                 break;
@@ -579,17 +586,13 @@ static void xact_next(struct session *s)
             case XC_DECIDING: return;
             case XC_COMMIT_PREPARED:
                 if (p->prepared) {
-                    rc = gid_sql(s, p->b, "COMMIT PREPARED", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
+                    rc = step_gid(s, p->b, "COMMIT PREPARED", false);
                     goto started;
                 }
                 break;
             case XC_ABORT:
                 if (p->prepared) {
-                    rc = gid_sql(s, p->b, "ROLLBACK PREPARED", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
+                    rc = step_gid(s, p->b, "ROLLBACK PREPARED", false);
                     goto started;
                 }
                 if (p->open) {
@@ -659,7 +662,9 @@ static void split_err(char *line, const char **code, const char **msg)
     char *sp;
 
     *code = "SQL";
-    *msg = line;
+    *msg = line != NULL ? line : "no answer (out of memory)";
+    if (line == NULL)
+        return;
     line[strcspn(line, "\n")] = '\0';
     if (strncmp(line, "-ERR ", 5) != 0)
         return;
@@ -671,6 +676,26 @@ static void split_err(char *line, const char **code, const char **msg)
 }
 
 static void mpt_done(struct session *s, struct job *job, struct buf *data);
+
+/* A step of the commit failed before the decision (its -ERR line, which
+ * is freed, as the job): every part is rolled back, the error answered. */
+static void commit_failed(struct session *s, struct job *job, char *line, bool preparing)
+{
+    struct sess_xact *xt = s->xt;
+    const char *code, *msg;
+
+    split_err(line, &code, &msg);
+    if (preparing)
+        xact_fail(s, code, "COMMIT failed: bind %s could not prepare its part, nothing was committed: %s",
+                  job->bind->conf->name, msg);
+    else
+        xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", job->bind->conf->name, msg);
+    xt->phase = XC_ABORT;
+    xt->i = 0;
+    job_unref(job);
+    free(line);
+    xact_next(s);
+}
 static void join_done(struct session *s, struct job *job, struct buf *data);
 static void lock_done(struct session *s, struct job *job);
 
@@ -723,13 +748,7 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         case XC_PLAIN:
         case XC_RO_COMMIT:
             if (job->failed) {
-                split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name, msg);
-                xt->phase = XC_ABORT;
-                xt->i = 0;
-                job_unref(job);
-                free(line);
-                xact_next(s);
+                commit_failed(s, job, line, false);
                 return;
             }
             if (p->wrote) {
@@ -740,14 +759,7 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
             break;
         case XC_PREPARE:
             if (job->failed) {
-                split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed: bind %s could not prepare its part, nothing was committed: %s",
-                          p->b->conf->name, msg);
-                xt->phase = XC_ABORT;
-                xt->i = 0;
-                job_unref(job);
-                free(line);
-                xact_next(s);
+                commit_failed(s, job, line, true);
                 return;
             }
             p->prepared = true;
@@ -1005,20 +1017,9 @@ static int lock_timeout_ms(const struct session *s)
 static char *pg_join_begin(const struct session *s)
 {
     const char *begin = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
-    const char *p = begin;
     char *out = NULL;
 
-    while (isspace((unsigned char)*p))
-        p++;
-    if (strncasecmp(p, "begin", 5) == 0) {
-        p += 5;
-        while (isspace((unsigned char)*p))
-            p++;
-        if (strncasecmp(p, "deferred", 8) == 0 || strncasecmp(p, "immediate", 9) == 0 ||
-            strncasecmp(p, "exclusive", 9) == 0)
-            begin = "BEGIN";
-    }
-    if (asprintf(&out, "%s; SET LOCAL lock_timeout = %d", begin, lock_timeout_ms(s)) < 0)
+    if (asprintf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) < 0)
         return NULL;
     return out;
 }
@@ -1250,21 +1251,10 @@ static struct bind *join_next(struct session *s, const struct route *r)
 
 void session_xact_lend(struct session *s, struct request *req, const struct route *r)
 {
-    const struct bind *lacking;
     struct bind *b;
-    bool write = false;
 
-    lacking = federate_grant_missing(s, r, &write);
-    if (lacking != NULL) {
-        if (write)
-            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        else
-            session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                                lacking->conf->name);
-        codec_request_free(req);
+    if (session_cross_refused(s, req, r))
         return;
-    }
     b = join_next(s, r);
     if (b != NULL) {
         /* Its PostgreSQL binds join the transaction first (BEGIN), then
