@@ -677,6 +677,28 @@ static void split_err(char *line, const char **code, const char **msg)
 
 static void mpt_done(struct session *s, struct job *job, struct buf *data);
 
+/* A step before the client's statement is done (XOP_MPT, XOP_LOCK,
+ * XOP_JOIN): route that statement again now, or, when the client went
+ * away meanwhile, finish the close (which rolls back every participant). */
+static void resume(struct session *s)
+{
+    struct sess_xact *xt = s->xt;
+    struct request req = xt->pending;
+
+    xt->has_pending = false;
+    memset(&xt->pending, 0, sizeof xt->pending);
+    xt->op = XOP_NONE;
+    if (!s->in_txn)
+        xact_end(s); /* nothing joined: a BEGIN stays held */
+    if (s->state == SESS_CLOSING) {
+        codec_request_free(&req);
+        session_finish_close(s, true);
+        return;
+    }
+    session_sql(s, &req);
+    session_pump(s);
+}
+
 /* A step of the commit failed before the decision (its -ERR line, which
  * is freed, as the job): every part is rolled back, the error answered. */
 static void commit_failed(struct session *s, struct job *job, char *line, bool preparing)
@@ -711,6 +733,8 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         session_set_state(s, SESS_IDLE);
     if (xt == NULL || xt->op == XOP_NONE) {
         job_unref(job);
+        if (s->state == SESS_CLOSING)
+            session_finish_close(s, true);
         return;
     }
     if (xt->op == XOP_MPT || xt->op == XOP_JOIN || xt->op == XOP_LOCK) {
@@ -886,7 +910,6 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
 {
     struct sess_xact *xt = s->xt;
     struct bind *b = xt->mpt_bind;
-    struct request req = xt->pending;
     const char *row = NULL;
 
     for (size_t i = 0; i + 1 < data->len; i++) {
@@ -902,11 +925,7 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
     log_debug("bind %s: max_prepared_transactions = %d", b->conf->name, b->max_prepared);
     bind_drop(b);
     xt->mpt_bind = NULL;
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    session_sql(s, &req);
-    session_pump(s);
+    resume(s);
 }
 
 /* Before a statement that writes: when it makes (or keeps) two or more
@@ -916,7 +935,6 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
 static int mpt_check(struct session *s, struct request *req, const struct route *r, struct bind *target)
 {
     struct server *srv = s->srv;
-    const struct config *cfg = srv->cfg;
     struct bind *pg[64];
     size_t npg = 0;
     bool sqlite = false;
@@ -972,7 +990,6 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
         /* Read the setting once, then run the statement again. */
         if (xact_get(s) == NULL)
             break;
-        (void)cfg;
         bind_hold(b);
         s->xt->mpt_bind = b;
         s->xt->pending = *req;
@@ -1050,16 +1067,11 @@ static bool lock_first(struct session *s, struct request *req)
 static void lock_done(struct session *s, struct job *job)
 {
     struct sess_xact *xt = s->xt;
-    struct request req = xt->pending;
 
-    xt->parts[0].locked = true; /* failed: its transaction is aborted, noted below */
+    xt->parts[0].locked = true; /* failed: its transaction is aborted, noted here */
     xt->parts[0].aborted = job->txn_aborted;
     xt->parts[0].open = job->in_txn;
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    session_sql(s, &req);
-    session_pump(s);
+    resume(s);
 }
 
 /* ---- Dispatch -------------------------------------------------------------- */
@@ -1286,7 +1298,6 @@ void session_xact_lend(struct session *s, struct request *req, const struct rout
 static void join_done(struct session *s, struct job *job, struct buf *data)
 {
     struct sess_xact *xt = s->xt;
-    struct request req = xt->pending;
     char *line = job->failed ? last_line(data) : NULL;
 
     if (job->in_txn && part_of(s, job->bind) == NULL && part_add(s, job->bind) != 0)
@@ -1299,20 +1310,22 @@ static void join_done(struct session *s, struct job *job, struct buf *data)
         s->held_begin = NULL;
         session_txn_set(s, job->bind);
     }
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    if (!s->in_txn)
-        xact_end(s); /* nothing joined: the BEGIN stays held */
-    if (line != NULL) {
+    if (line != NULL && s->state != SESS_CLOSING) {
+        /* It could not join: the statement gets its error. */
+        codec_request_free(&xt->pending);
+        xt->has_pending = false;
+        xt->op = XOP_NONE;
+        if (!s->in_txn)
+            xact_end(s);
         if (buf_puts(&s->out, line) != 0)
             session_close(s, true);
+        else
+            session_pump(s);
         free(line);
-        codec_request_free(&req);
-    } else {
-        session_sql(s, &req);
+        return;
     }
-    session_pump(s);
+    free(line);
+    resume(s);
 }
 
 int session_xact_lend_conns(struct session *s, struct job *job)

@@ -434,3 +434,37 @@ def test_xact_pg_deadlock_across_postgresql_binds_ends():
         expect_ok(b.request("ROLLBACK"))
         eq(items(pg, db), [["1", "x"]], "items")
         eq(ledger(pg, db2), [["1", "0"]], "ledger")
+
+
+def test_xact_pg_client_gone_during_commit():
+    """A client that disconnects while its COMMIT's PREPARE waits for a lock
+    (a deferred unique check waiting for another transaction): the commit
+    goes on to its end on its own; nothing stays prepared, both binds have
+    it, the connections are back in the pool."""
+    import subprocess
+    with setup() as (pg, db, db2, d):
+        pg.psql(["CREATE TABLE tags (name text, UNIQUE (name) DEFERRABLE INITIALLY DEFERRED)"], db=db, user=USER)
+        c = d.connect()
+        pgfixture.wait_for(lambda: c.request("SELECT count(*) FROM tags").ok, 10, "tags routed")
+        blocker = subprocess.Popen([pgfixture.PSQL, "-h", pg.dir, "-p", str(pg.port), "-U", USER, "-d", db,
+                                    "-c", "BEGIN; INSERT INTO tags VALUES ('k'); SELECT pg_sleep(2); ROLLBACK"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pgfixture.wait_for(lambda: pg.value("SELECT count(*) FROM pg_locks l JOIN pg_database d ON "
+                                                "d.oid = l.database WHERE d.datname = '%s' AND l.mode = "
+                                                "'RowExclusiveLock'" % db, db="postgres") != "0", 10,
+                               "the blocker holds its row")
+            expect_ok(c.request("BEGIN"))
+            expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'gone')"))
+            expect_ok(c.request("INSERT INTO tags (name) VALUES ('k')"))
+            c.send("COMMIT\n")
+            time.sleep(0.5)
+            c.close()
+        finally:
+            blocker.wait(timeout=30)
+        pgfixture.wait_for(lambda: pg.psql("SELECT count(*) FROM tags", db=db) == [["1"]], 10, "tags committed")
+        eq(test1(d), [(1, "gone")], "test1 committed with it")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
+        c2 = d.connect()
+        for _ in range(6):
+            expect_rows(c2.request("SELECT count(*) FROM tags"), [["1"]])
