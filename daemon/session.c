@@ -389,7 +389,7 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
                 home = srv->binds[r->binds[i].index];
         if (home == NULL)
             return false;
-        begin = session_xact_begin_for(s, home);
+        begin = NULL; /* session_xact_begin_sqlite, below */
     } else if (cross) {
         home = srv->binds[r->binds[0].index];
     } else {
@@ -418,8 +418,9 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
     job = job_new(JOB_EXEC, home, s, s->id);
     if (job != NULL)
         job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
-    if (job == NULL || job->xact_binds == NULL ||
-        (!joined && (job->begin_buf = strdup(begin)) == NULL)) {
+    if (job != NULL && !joined)
+        job->begin_buf = begin != NULL ? strdup(begin) : session_xact_begin_sqlite(s, home);
+    if (job == NULL || job->xact_binds == NULL || (!joined && job->begin_buf == NULL)) {
         if (job != NULL)
             job_unref(job);
         session_reply_error(s, "NOMEM", "out of memory");
@@ -860,6 +861,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->out);
     free(s->held_begin);
     free(s->txn_begin);
+    session_xact_savepoints_clear(s);
     free(s->user_name);
     free(s->fanout);
     tls_conn_free(s->tls);
@@ -896,6 +898,7 @@ void session_finish_close(struct session *s, bool graceful)
         }
         session_txn_set(s, NULL);
         s->txn_wrote = false;
+        session_xact_savepoints_clear(s);
     }
     if (s->closed_handle)
         return;

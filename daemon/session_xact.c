@@ -110,6 +110,8 @@ struct sess_xact {
 };
 
 static void xact_next(struct session *s);
+static void savepoint_note(struct session *s, const char *sql);
+static int put_savepoints(const struct session *s, struct buf *b);
 
 /* ---- Participants -------------------------------------------------------- */
 
@@ -226,6 +228,7 @@ static void xact_end(struct session *s)
     s->txn_wrote = false;
     free(s->txn_begin);
     s->txn_begin = NULL;
+    session_xact_savepoints_clear(s);
     session_txn_set(s, NULL);
 }
 
@@ -246,17 +249,22 @@ void session_xact_done(struct session *s, struct job *job)
         if (job->in_txn) {
             session_txn_set(s, job->bind);
             s->txn_wrote = !job->failed && session_job_writes(job);
+            if (job->kind == STMT_SAVEPOINT && !job->failed && job->nmore == 0)
+                savepoint_note(s, job->req.text);
         }
         return;
     }
     if (s->xt == NULL && same_bind(job->bind, s->txn_bind)) {
         if (job->in_txn) {
             s->txn_wrote |= !job->failed && session_job_writes(job);
+            if (job->kind == STMT_SAVEPOINT && !job->failed && job->nmore == 0)
+                savepoint_note(s, job->req.text);
             session_txn_set(s, job->bind);
         } else {
             s->txn_wrote = false;
             free(s->txn_begin);
             s->txn_begin = NULL;
+            session_xact_savepoints_clear(s);
             session_txn_set(s, NULL);
         }
         return;
@@ -537,6 +545,8 @@ static void xact_next(struct session *s)
         while (xt->i < xt->n && !xt->parts[xt->i].open)
             xt->i++;
         if (xt->i == xt->n || xt->err != NULL) {
+            if (xt->err == NULL)
+                savepoint_note(s, xt->pending.text);
             if (xt->has_pending) {
                 codec_request_free(&xt->pending);
                 xt->has_pending = false;
@@ -1034,11 +1044,14 @@ static int lock_timeout_ms(const struct session *s)
 static char *pg_join_begin(const struct session *s)
 {
     const char *begin = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
-    char *out = NULL;
+    struct buf out = BUF_INIT;
 
-    if (asprintf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) < 0)
+    if (buf_printf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) != 0 ||
+        put_savepoints(s, &out) != 0 || buf_putc(&out, '\0') != 0) {
+        buf_free(&out);
         return NULL;
-    return out;
+    }
+    return out.data;
 }
 
 /* Before another bind joins: the transaction's first bind, when it is a
@@ -1079,14 +1092,12 @@ static void lock_done(struct session *s, struct job *job)
 /* The BEGIN a bind joining the transaction runs: the client's, but for an
  * SQLite bind a plain BEGIN when the client's is not SQLite's own
  * (BEGIN ISOLATION LEVEL ..., START TRANSACTION). */
-const char *session_xact_begin_for(const struct session *s, const struct bind *b)
+static const char *begin_for_sqlite(const struct session *s)
 {
     const char *base = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
     const char *p = base;
     size_t n;
 
-    if (!is_sqlite(b))
-        return p;
     while (isspace((unsigned char)*p))
         p++;
     if (strncasecmp(p, "begin", 5) != 0)
@@ -1101,6 +1112,93 @@ const char *session_xact_begin_for(const struct session *s, const struct bind *b
             return base;
     }
     return *p == '\0' ? base : "BEGIN";
+}
+
+/* Appends "; SAVEPOINT name" for each of the transaction's savepoints. */
+static int put_savepoints(const struct session *s, struct buf *b)
+{
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < s->ntxn_savepoints; i++)
+        rc = buf_printf(b, "; SAVEPOINT %s", s->txn_savepoints[i]);
+    return rc;
+}
+
+char *session_xact_begin_sqlite(const struct session *s, const struct bind *b)
+{
+    struct buf out = BUF_INIT;
+
+    (void)b;
+    /* With savepoints to set, a plain BEGIN: SQLite runs a BEGIN that
+     * takes the write lock alone (xact_begin). */
+    if (buf_puts(&out, s->ntxn_savepoints > 0 ? "BEGIN" : begin_for_sqlite(s)) != 0 ||
+        put_savepoints(s, &out) != 0 || buf_putc(&out, '\0') != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return out.data;
+}
+
+void session_xact_savepoints_clear(struct session *s)
+{
+    for (size_t i = 0; i < s->ntxn_savepoints; i++)
+        free(s->txn_savepoints[i]);
+    free(s->txn_savepoints);
+    s->txn_savepoints = NULL;
+    s->ntxn_savepoints = 0;
+}
+
+/* The name a SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK [TRANSACTION] TO
+ * [SAVEPOINT] statement names (its last word), into name[n]; its verb:
+ * 'S', 'R' (release) or 'B' (rollback to); 0 when it is none of them. */
+static char savepoint_name(const char *sql, char *name, size_t n)
+{
+    const char *p = sql, *end = sql + strlen(sql), *w;
+    char verb;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    verb = strncasecmp(p, "savepoint", 9) == 0 ? 'S' : strncasecmp(p, "release", 7) == 0 ? 'R'
+           : strncasecmp(p, "rollback", 8) == 0                                         ? 'B'
+                                                                                          : 0;
+    while (end > p && (isspace((unsigned char)end[-1]) || end[-1] == ';'))
+        end--;
+    for (w = end; w > p && !isspace((unsigned char)w[-1]); w--)
+        ;
+    if (verb == 0 || w == p || (size_t)(end - w) >= n)
+        return 0;
+    memcpy(name, w, (size_t)(end - w));
+    name[end - w] = '\0';
+    return verb;
+}
+
+/* A savepoint statement succeeded: note what the transaction's savepoints
+ * are now, for binds that join later. */
+static void savepoint_note(struct session *s, const char *sql)
+{
+    char name[256];
+    char verb = savepoint_name(sql, name, sizeof name);
+    size_t i;
+
+    if (verb == 0)
+        return;
+    for (i = s->ntxn_savepoints; verb != 'S' && i > 0; i--)
+        if (strcasecmp(s->txn_savepoints[i - 1], name) == 0)
+            break;
+    if (verb != 'S') {
+        /* RELEASE drops it and the later ones, ROLLBACK TO the later ones;
+         * a name not found changes nothing. */
+        size_t keep = i == 0 ? s->ntxn_savepoints : verb == 'R' ? i - 1 : i;
+        while (s->ntxn_savepoints > keep)
+            free(s->txn_savepoints[--s->ntxn_savepoints]);
+        return;
+    }
+    char **grown = realloc(s->txn_savepoints, (s->ntxn_savepoints + 1) * sizeof *grown);
+    if (grown == NULL)
+        return;
+    s->txn_savepoints = grown;
+    if ((grown[s->ntxn_savepoints] = strdup(name)) != NULL)
+        s->ntxn_savepoints++;
 }
 
 /* Run a statement of one bind b inside the transaction: on its
@@ -1119,7 +1217,7 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
     }
     job = job_new(JOB_EXEC, b, s, s->id);
     if (job != NULL && !joined &&
-        (job->begin_buf = is_sqlite(b) ? strdup(session_xact_begin_for(s, b)) : pg_join_begin(s)) == NULL) {
+        (job->begin_buf = is_sqlite(b) ? session_xact_begin_sqlite(s, b) : pg_join_begin(s)) == NULL) {
         job_unref(job);
         job = NULL;
     }

@@ -233,6 +233,37 @@ def test_xact_pg_savepoints():
         expect_status(c.request("COMMIT"), "+OK changes=0")
         eq(items(pg, db), [["1", "kept"], ["3", "released"]], "items")
         eq(test1(d), [(1, "kept"), (3, "released")], "test1")
+        # Binds that join after a savepoint get it too: ROLLBACK TO undoes
+        # what they did since (SQLAlchemy's begin_nested() before the
+        # first statement of another bind).
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (5, 'kept')"))
+        expect_ok(c.request("SAVEPOINT a"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (5, 'undone')"))
+        expect_ok(c.request("SAVEPOINT b"))
+        expect_ok(c.request("INSERT INTO ledger (id, amount) VALUES (5, 5)"))
+        expect_status(c.request("ROLLBACK TO SAVEPOINT b"), "+OK changes=0")
+        expect_rows(c.request("SELECT count(*) FROM ledger"), [["0"]])
+        expect_rows(c.request("SELECT count(*) FROM items WHERE id = 5"), [["1"]])
+        expect_status(c.request("ROLLBACK TO SAVEPOINT a"), "+OK changes=0")
+        expect_rows(c.request("SELECT count(*) FROM items WHERE id = 5"), [["0"]])
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (6, 'kept')"))
+        expect_status(c.request("RELEASE SAVEPOINT a"), "+OK changes=0")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "kept"], ["3", "released"], ["6", "kept"]], "items")
+        eq(ledger(pg, db2), [], "ledger")
+        eq(test1(d), [(1, "kept"), (3, "released"), (5, "kept")], "test1")
+        # Begun on PostgreSQL, the SQLite home joins after the savepoint.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (7, 'kept')"))
+        expect_ok(c.request("SAVEPOINT c"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (7, 'undone')"))
+        expect_ok(c.request("INSERT INTO test3 (id, color) VALUES (7, 'undone')"))
+        expect_status(c.request("ROLLBACK TO c"), "+OK changes=0")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "kept"], ["3", "released"], ["6", "kept"], ["7", "kept"]], "items")
+        eq(test1(d), [(1, "kept"), (3, "released"), (5, "kept")], "test1")
+        expect_rows(c.request("SELECT count(*) FROM test3"), [["0"]])
 
 
 def test_xact_pg_failed_prepare_leaves_nothing():

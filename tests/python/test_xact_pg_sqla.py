@@ -61,6 +61,19 @@ def test_xact_pg_sqla_session_commits_two_kinds_of_bind(pg):
                 s.commit()
             assert d.file_query("app.db", "SELECT id FROM test1 ORDER BY id") == [(1,), (3,)]
             assert pg.psql("SELECT id FROM items ORDER BY id", db=db) == [["1"], ["3"]]
+            # begin_nested() before the PostgreSQL bind's first statement:
+            # it joins inside the savepoint, whose rollback undoes its rows.
+            with orm.Session(eng) as s:
+                s.add(Paint(id=6, color="kept"))
+                s.flush()
+                nested = s.begin_nested()
+                s.add(Item(id=6, color="undone"))
+                s.flush()
+                nested.rollback()
+                s.add(Item(id=7, color="kept"))
+                s.commit()
+            assert d.file_query("app.db", "SELECT id FROM test1 ORDER BY id") == [(1,), (3,), (6,)]
+            assert pg.psql("SELECT id FROM items ORDER BY id", db=db) == [["1"], ["3"], ["7"]]
             # A PostgreSQL part that fails at PREPARE (a deferred unique
             # constraint): the commit raises, nothing of it anywhere.
             with orm.Session(eng) as s:
