@@ -133,6 +133,17 @@ static struct xpart *part_of(struct session *s, const struct bind *b)
     return NULL;
 }
 
+/* The participant's bind of the name of b, NULL when b is none. */
+static struct bind *part_bind(struct session *s, const struct bind *b)
+{
+    struct xpart *p;
+
+    if (s->txn_bind != NULL && same_bind(b, s->txn_bind))
+        return s->txn_bind;
+    p = part_of(s, b);
+    return p != NULL ? p->b : NULL;
+}
+
 struct bind *session_xact_home(const struct session *s)
 {
     if (!s->in_txn)
@@ -1206,7 +1217,8 @@ static void savepoint_note(struct session *s, const char *sql)
 static void stmt_on(struct session *s, struct request *req, const struct route *r, struct bind *b)
 {
     enum grant grant = session_grant(s, b);
-    bool joined = same_bind(b, s->txn_bind) || part_of(s, b) != NULL;
+    struct bind *part = part_bind(s, b);
+    bool joined = part != NULL;
     struct job *job;
 
     if (grant == GRANT_NONE) {
@@ -1215,7 +1227,9 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
         codec_request_free(req);
         return;
     }
-    job = job_new(JOB_EXEC, b, s, s->id);
+    /* A participant's bind: a reload may have replaced the bind of that
+     * name; the transaction ends where it began. */
+    job = job_new(JOB_EXEC, joined ? part : b, s, s->id);
     if (job != NULL && !joined &&
         (job->begin_buf = is_sqlite(b) ? session_xact_begin_sqlite(s, b) : pg_join_begin(s)) == NULL) {
         job_unref(job);
@@ -1442,6 +1456,8 @@ int session_xact_lend_conns(struct session *s, struct job *job)
         struct job_lent *l = &job->xact_lent[job->nxact_lent];
         if (bc->type != BIND_POSTGRES)
             continue;
+        if (part_bind(s, b) != NULL)
+            b = part_bind(s, b);
         l->bind = job->xact_binds[i].index;
         l->conn = backend_pg_lend(b, s->id, &l->pgconn);
         if (l->conn == NULL) {
