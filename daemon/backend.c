@@ -249,8 +249,6 @@ void job_unref(struct job *job)
         bind_drop(job->xbinds[i]);
     free(job->xbinds);
     free(job->xact_binds);
-    for (size_t i = 0; i < job->nxact_pg; i++)
-        free(job->xact_pg[i]);
     free(job->xact_pg);
     free(job->xact_lent);
     buf_free(&job->done_event.data);

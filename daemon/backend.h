@@ -174,14 +174,15 @@ struct job {
     struct job_xbind *xact_binds;
     size_t nxact_binds;
     bool xact_home_readonly;
-    /* The COMMIT of a transaction with PostgreSQL parts (xact_commit): its
-     * id (xact_txid_new, in the gids) and the names of the PostgreSQL
-     * binds prepared, malloc'd and owned by the job. Out: xact_undecided,
-     * the outcome is known only at the next start (leave the gids
-     * prepared). */
+    /* A COMMIT of a transaction with PostgreSQL parts (xact.h): its id
+     * (xact_txid_new; 0: none) and the names of the PostgreSQL binds
+     * prepared under it (the job's malloc'd array, freed by job_unref;
+     * the names point into the job's configuration). */
     uint64_t xact_txid;
-    char **xact_pg;
+    const char **xact_pg;
     size_t nxact_pg;
+    /* Out: the outcome is known only at the next start (an I/O error after
+     * the decision was written): leave the gids prepared. */
     bool xact_undecided;
     /* A step of the session's transaction across binds with PostgreSQL
      * parts (session_xact.c): its answer goes to that code, not to the

@@ -475,15 +475,10 @@ static int step_decide_home(struct session *s, struct xpart *home)
             job_unref(job);
         return -1;
     }
-    for (size_t i = 0; i < xt->n; i++) {
-        if (!xt->parts[i].prepared)
-            continue;
-        if ((job->xact_pg[job->nxact_pg] = strdup(xt->parts[i].b->conf->name)) == NULL) {
-            job_unref(job);
-            return -1;
-        }
-        job->nxact_pg++;
-    }
+    /* The names live in the binds' configuration, which the job holds. */
+    for (size_t i = 0; i < xt->n; i++)
+        if (xt->parts[i].prepared)
+            job->xact_pg[job->nxact_pg++] = xt->parts[i].b->conf->name;
     job->xact_txid = xt->txid;
     step_submit(s, job);
     return 0;

@@ -157,6 +157,8 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
         return -1;
     }
     pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_init(&x->ids_lock, NULL);
+    pthread_cond_init(&x->cut_done, NULL);
     x->log.fd = -1;
     x->data_dir = strdup(cfg->data_dir);
     snprintf(path, path_len, "%s/%s", cfg->data_dir, XACT_LOG_NAME);
@@ -272,7 +274,8 @@ int xact_open(const struct config *cfg, struct xact **out, char *err, size_t err
             xact_close(x);
             return -1;
         }
-        x->next_txid = x->start_floor = x->gen_start = base;
+        x->next_txid = x->start_floor = x->gen_start = x->synced = base;
+        x->txid_end = base + XACT_TXID_RESERVE;
     }
     x->late_min = UINT64_MAX;
     *out = x;
@@ -342,6 +345,8 @@ void xact_close(struct xact *x)
     free(x->data_dir);
     xact_pg_free(x);
     xact_log_close(&x->log);
+    pthread_cond_destroy(&x->cut_done);
+    pthread_mutex_destroy(&x->ids_lock);
     pthread_mutex_destroy(&x->lock);
     free(x);
 }
@@ -388,21 +393,38 @@ void xact_commit_finished(struct xact *x)
 {
     unsigned char *keep = NULL;
     size_t keeplen = 0;
+    uint64_t floor = 0;
+    bool cut;
 
     pthread_mutex_lock(&x->lock);
     x->inflight--;
-    if (x->inflight == 0 && !x->unresolved &&
-        (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
-        xact_sync_files(x->files, x->nfiles) == 0 && xact_pg_keep(x, &keep, &keeplen) == 0 &&
+    cut = x->inflight == 0 && !x->unresolved && !x->compacting &&
+          (x->log.size > XACT_LOG_COMPACT_BYTES || x->marker_bytes > XACT_LOG_COMPACT_BYTES) &&
+          xact_pg_keep(x, &keep, &keeplen) == 0;
+    if (cut) {
+        /* Commits wait until it is done (their threads); the loop thread
+         * never waits for it: its calls take lock only briefly. */
+        x->compacting = true;
+        floor = x->next_txid;
+    }
+    pthread_mutex_unlock(&x->lock);
+    if (!cut)
+        return;
+    cut =
+        xact_sync_files(x->files, x->nfiles) == 0 &&
         (x->log.size <= XACT_LOG_HEADER && keeplen == 0 ? 0 : xact_log_reset_keep(&x->log, keep, keeplen)) ==
             0 &&
-        xact_ids_save(x, x->txid_end, x->next_txid) == 0) {
-        x->gen_start = x->next_txid;
+        xact_ids_save(x, 0, floor) == 0;
+    free(keep);
+    pthread_mutex_lock(&x->lock);
+    if (cut) {
+        x->gen_start = floor;
         x->late_min = UINT64_MAX;
         x->marker_bytes = 0;
     }
+    x->compacting = false;
+    pthread_cond_broadcast(&x->cut_done);
     pthread_mutex_unlock(&x->lock);
-    free(keep);
 }
 
 /* The COMMIT failed part way (an I/O error, the disk full): finish or
@@ -427,7 +449,7 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     else
         xact_recovery_close(cfg, conns);
     if (outcome == 1) {
-        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, job->nxact_pg);
+        xact_pg_decided(x, txid, job->xact_pg, job->nxact_pg);
         xact_commit_finished(x);
         log_warn("transaction %llu across binds: COMMIT failed part way (%s) and was completed in every bind",
                  (unsigned long long)txid, why);
@@ -459,36 +481,72 @@ static void commit_broken(struct worker *w, struct job *job, struct buf *out, ui
     job->xact_undecided = true;
 }
 
-/* The home bind's marker row holding the decision (the encoded record
- * rec), and the deletion of the markers older than gen_start. */
-static int home_marker(struct worker *w, uint64_t txid, uint64_t gen_start, const unsigned char *rec,
-                       size_t len)
+/* Write txid's marker row into schema k (0: main, with the decision, the
+ * encoded record rec, or NULL; i + 1: attached bind i), inside the
+ * transaction, and delete the markers below gen_start unless this
+ * connection did so for that floor already. The INSERT is prepared once a
+ * connection; the table is created (and, in main, given its parts column)
+ * when that statement is prepared. */
+static int marker_write(struct worker *w, size_t k, const char *schema, uint64_t txid, uint64_t gen_start,
+                        const unsigned char *rec, size_t len)
 {
-    sqlite3_stmt *stmt = NULL;
-    int rc;
+    struct xact_conn *xc = w->xact;
+    sqlite3_stmt *stmt = xc != NULL ? xc->mark[k] : NULL;
+    bool cached = stmt != NULL;
+    int rc = SQLITE_OK;
 
     w->internal = true;
-    rc = sqlite3_exec(w->db, "CREATE TABLE IF NOT EXISTS main." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, NULL,
-                      NULL, NULL);
-    /* A table from before decisions were kept in markers. */
-    if (rc == SQLITE_OK && sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL,
-                                                         NULL, NULL, NULL, NULL) != SQLITE_OK)
-        rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL, NULL,
-                          NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(
-            w->db, "INSERT INTO main." XACT_MARKER_TABLE " (txid, at, parts) VALUES (?1, unixepoch(), ?2)",
-            -1, &stmt, NULL);
-    if (rc == SQLITE_OK) {
+    for (;;) {
+        if (stmt == NULL) {
+            char *sql = sqlite3_mprintf(
+                "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS, schema);
+            rc = sql != NULL ? sqlite3_exec(w->db, sql, NULL, NULL, NULL) : SQLITE_NOMEM;
+            sqlite3_free(sql);
+            /* A table from before decisions were kept in markers. */
+            if (rc == SQLITE_OK && k == 0 &&
+                sqlite3_table_column_metadata(w->db, "main", XACT_MARKER_TABLE, "parts", NULL, NULL, NULL,
+                                              NULL, NULL) != SQLITE_OK)
+                rc = sqlite3_exec(w->db, "ALTER TABLE main." XACT_MARKER_TABLE " ADD COLUMN parts BLOB", NULL,
+                                  NULL, NULL);
+            sql = sqlite3_mprintf(k == 0 ? "INSERT INTO \"%w\"." XACT_MARKER_TABLE
+                                           " (txid, at, parts) VALUES (?1, unixepoch(), ?2)"
+                                         : "INSERT INTO \"%w\"." XACT_MARKER_TABLE
+                                           " (txid, at) VALUES (?1, unixepoch())",
+                                  schema);
+            if (rc == SQLITE_OK)
+                rc = sql != NULL ? sqlite3_prepare_v3(w->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL)
+                                 : SQLITE_NOMEM;
+            sqlite3_free(sql);
+            if (rc != SQLITE_OK)
+                break;
+        }
         sqlite3_bind_int64(stmt, 1, (sqlite3_int64)txid);
-        sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
+        if (k == 0)
+            sqlite3_bind_blob(stmt, 2, rec, (int)len, SQLITE_STATIC);
         rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w->db);
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        if (rc == SQLITE_OK || !cached)
+            break;
+        /* The cached statement failed (the table went?): once more from
+         * the start. */
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        if (xc != NULL)
+            xc->mark[k] = NULL;
+        cached = false;
     }
-    sqlite3_finalize(stmt);
+    if (xc != NULL && rc == SQLITE_OK)
+        xc->mark[k] = stmt; /* kept for the next commit */
+    else
+        sqlite3_finalize(stmt);
     w->internal = false;
-    if (rc == SQLITE_OK)
-        rc = exec_internal_fmt(w, "DELETE FROM main." XACT_MARKER_TABLE " WHERE txid < %llu",
+    if (rc == SQLITE_OK && (xc == NULL || xc->mark_gc[k] != gen_start)) {
+        rc = exec_internal_fmt(w, "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu", schema,
                                (unsigned long long)gen_start);
+        if (rc == SQLITE_OK && xc != NULL)
+            xc->mark_gc[k] = gen_start;
+    }
     return rc;
 }
 
@@ -544,6 +602,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     }
     txid = npg > 0 ? job->xact_txid : xact_txid_new(x);
     pthread_mutex_lock(&x->lock);
+    while (x->compacting)
+        pthread_cond_wait(&x->cut_done, &x->lock);
     /* A txid handed out before the last cut of the log (a transaction
      * with PostgreSQL parts takes its id early): markers from it on must
      * stay while its record is in the log. */
@@ -562,12 +622,8 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
     /* 1. The marker rows, inside the transaction (captured with the rest;
      * the home bind's comes with the decision when it holds it). */
     for (size_t i = in_marker ? 1 : 0; i < nw; i++) {
-        rc = exec_internal_fmt(
-            w,
-            "CREATE TABLE IF NOT EXISTS \"%w\"." XACT_MARKER_TABLE XACT_MARKER_COLUMNS ";"
-            "INSERT INTO \"%w\"." XACT_MARKER_TABLE " (txid, at) VALUES (%llu, unixepoch());"
-            "DELETE FROM \"%w\"." XACT_MARKER_TABLE " WHERE txid < %llu",
-            schema[i], schema[i], (unsigned long long)txid, schema[i], (unsigned long long)gen_start);
+        size_t k = strcmp(schema[i], "main") == 0 ? 0 : (size_t)xact_attached_index(xc, schema[i]) + 1;
+        rc = marker_write(w, k, schema[i], txid, gen_start, NULL, 0);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s",
                      strcmp(schema[i], "main") == 0 ? home->name : schema[i], sqlite3_errmsg(w->db));
@@ -616,7 +672,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         }
     }
     for (size_t i = 0; i < npg; i++)
-        parts[nw + i] = (struct xact_part){.bind = job->xact_pg[i], .flags = XACT_PART_PG};
+        parts[nw + i] = (struct xact_part){.bind = (char *)job->xact_pg[i], .flags = XACT_PART_PG};
     xact_crash_point("markers");
     rc = xact_log_encode_commit(txid, parts, nw + npg, &rec, &reclen);
     if (rc != 0) {
@@ -626,7 +682,7 @@ bool xact_commit(struct worker *w, struct job *job, struct buf *out)
         return true;
     }
     if (in_marker) {
-        rc = home_marker(w, txid, gen_start, rec, reclen);
+        rc = marker_write(w, 0, "main", txid, gen_start, rec, reclen);
         free(rec);
         if (rc != SQLITE_OK) {
             snprintf(msg, sizeof msg, "bind %s: cannot write the transaction's marker: %s", home->name,
@@ -672,7 +728,7 @@ commit:
     xact_crash_point("committed");
     if (rc == SQLITE_OK) {
         free_changes(changes, nw);
-        xact_pg_decided(x, txid, (const char *const *)job->xact_pg, npg);
+        xact_pg_decided(x, txid, job->xact_pg, npg);
         xact_commit_finished(x);
         if (codec_put_ok_changes(out, 0, NULL) != 0)
             sqlite_reply_error_at(out, w->mark, "NOMEM", "out of memory writing the status line");

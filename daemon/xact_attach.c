@@ -209,6 +209,9 @@ void xact_conn_free(struct worker *w)
     captures_delete(xc);
     sqlite3_finalize(xc->begin);
     sqlite3_finalize(xc->lock_main);
+    sqlite3_finalize(xc->pk_check);
+    for (size_t i = 0; i <= xc->n; i++)
+        sqlite3_finalize(xc->mark[i]);
     for (size_t i = 0; i < xc->n; i++) {
         free(xc->names[i]);
         free(xc->files[i]);
@@ -241,14 +244,17 @@ static int capture_filter(void *arg, const char *table)
     if (xc->nopk[0] != '\0')
         return 1;
     w->internal = true;
-    if (sqlite3_prepare_v2(w->db, "SELECT count(*) FROM pragma_table_info(?1, ?2) WHERE pk > 0", -1, &stmt,
-                           NULL) == SQLITE_OK) {
+    if (xc->pk_check == NULL)
+        sqlite3_prepare_v3(w->db, "SELECT count(*) FROM pragma_table_info(?1, ?2) WHERE pk > 0", -1,
+                           SQLITE_PREPARE_PERSISTENT, &xc->pk_check, NULL);
+    if ((stmt = xc->pk_check) != NULL) {
         sqlite3_bind_text(stmt, 1, table, -1, SQLITE_STATIC);
         sqlite3_bind_text(stmt, 2, xc->names[ctx->i], -1, SQLITE_STATIC);
         if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_int(stmt, 0) == 0)
             snprintf(xc->nopk, sizeof xc->nopk, "%s.%s", xc->names[ctx->i], table);
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
     }
-    sqlite3_finalize(stmt);
     w->internal = internal;
     return 1;
 }

@@ -43,7 +43,13 @@ struct capture_ctx {
 struct xact_conn {
     struct capture_ctx ctx[XACT_MAX_ATTACHED];
     sqlite3_stmt *begin, *lock_main; /* xact_begin's, prepared at attach */
-    size_t n;                        /* attached binds */
+    sqlite3_stmt *pk_check;          /* the capture filter's, prepared at first use */
+    /* The marker INSERT of main ([0], with the decision) and of attached
+     * bind i ([i + 1]), prepared at first use, and the floor below which
+     * this connection last deleted that bind's old markers. */
+    sqlite3_stmt *mark[XACT_MAX_ATTACHED + 1];
+    uint64_t mark_gc[XACT_MAX_ATTACHED + 1];
+    size_t n; /* attached binds */
     char *names[XACT_MAX_ATTACHED];
     char *files[XACT_MAX_ATTACHED]; /* the file each was attached from */
     bool memory[XACT_MAX_ATTACHED];
@@ -82,7 +88,11 @@ struct xact {
     uint64_t gen_start;   /* marker rows below this (and below late_min) name no log entry */
     uint64_t late_min;    /* the smallest txid below gen_start logged since the last cut */
     int inflight;         /* commits and decisions under way */
-    bool unresolved;      /* a failed commit left an entry for the next start */
+    bool compacting;      /* a sync point runs (outside lock): commits wait on cut_done */
+    pthread_cond_t cut_done;
+    pthread_mutex_t ids_lock; /* writes of XACT_TXID_FILE; file_end, file_synced: what it says */
+    uint64_t file_end, file_synced;
+    bool unresolved; /* a failed commit left an entry for the next start */
     char daemon_id[PG2PC_DAEMON_ID_LEN + 1];
     char *data_dir;
     char **files; /* the file binds' files at start: synced before a cut */
@@ -159,7 +169,9 @@ int xact_markers_decisions(const struct config *cfg, uint64_t floor, struct xact
  * (decisions in marker rows below it need no recovery). 0, or -1 with err
  * set (a damaged file). */
 int xact_ids_load(struct xact *x, const char *data_dir, char *err, size_t errlen);
-/* Write XACT_TXID_FILE durably (and set x's fields). 0, or -1 with errno. */
+/* Write XACT_TXID_FILE durably: the reservation's end and the sync floor,
+ * each the larger of the given one and what the file says (0: keep it).
+ * Any thread, without x->lock or with it. 0, or -1 with errno. */
 int xact_ids_save(struct xact *x, uint64_t end, uint64_t synced);
 
 /* xact_open's part: the PostgreSQL gids of every bind resolved by the

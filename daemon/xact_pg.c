@@ -59,15 +59,23 @@ int xact_ids_save(struct xact *x, uint64_t end, uint64_t synced)
     char path[4096], line[64];
     int n = snprintf(line, sizeof line, "%" PRIu64 " %" PRIu64 "\n", end, synced);
 
+    int rc = 0;
+
+    pthread_mutex_lock(&x->ids_lock);
+    if (end < x->file_end)
+        end = x->file_end;
+    if (synced < x->file_synced)
+        synced = x->file_synced;
+    n = snprintf(line, sizeof line, "%" PRIu64 " %" PRIu64 "\n", end, synced);
     if (txid_path(x, path, sizeof path) != 0) {
         errno = ENAMETOOLONG;
-        return -1;
+        rc = -1;
+    } else if ((rc = fs_write_durably(path, line, (size_t)n)) == 0) {
+        x->file_end = end;
+        x->file_synced = synced;
     }
-    if (fs_write_durably(path, line, (size_t)n) != 0)
-        return -1;
-    x->txid_end = end;
-    x->synced = synced;
-    return 0;
+    pthread_mutex_unlock(&x->ids_lock);
+    return rc;
 }
 
 int xact_ids_load(struct xact *x, const char *data_dir, char *err, size_t errlen)
@@ -102,6 +110,8 @@ int xact_ids_load(struct xact *x, const char *data_dir, char *err, size_t errlen
         if (*stop == ' ' && stop[1] >= '0' && stop[1] <= '9')
             x->synced = strtoull(stop + 1, &stop, 10);
     }
+    x->file_end = x->txid_end;
+    x->file_synced = x->synced;
     if (stop != buf + n - 1 || errno != 0 || x->synced > x->txid_end) {
         snprintf(
             err, errlen,
@@ -122,7 +132,9 @@ uint64_t xact_txid_new(struct xact *x)
     pthread_mutex_lock(&x->lock);
     txid = x->next_txid++;
     /* 2^36 ids a start: in practice never reached. */
-    if (x->next_txid >= x->txid_end && xact_ids_save(x, x->next_txid + XACT_TXID_RESERVE, x->synced) != 0)
+    if (x->next_txid >= x->txid_end && xact_ids_save(x, x->next_txid + XACT_TXID_RESERVE, 0) == 0)
+        x->txid_end = x->next_txid + XACT_TXID_RESERVE;
+    else if (x->next_txid >= x->txid_end)
         log_error("%s/%s: cannot extend the reservation of transaction ids: %s", x->data_dir, XACT_TXID_FILE,
                   strerror(errno));
     pthread_mutex_unlock(&x->lock);
@@ -203,6 +215,8 @@ int xact_decide_pg(struct xact *x, uint64_t txid, const char *const *binds, size
         return -1;
     }
     pthread_mutex_lock(&x->lock);
+    while (x->compacting)
+        pthread_cond_wait(&x->cut_done, &x->lock);
     x->inflight++;
     pthread_mutex_unlock(&x->lock);
     rc = xact_log_append(&x->log, rec, len, true, false);

@@ -197,7 +197,12 @@ ACCOUNTS = 8
 START = 1000
 
 
-def _transfer_loop(d, stop, seed, counts):
+def _transfer_loop(d, stop, seed, counts, tables=("acct_a", "moves_a", "acct_b", "moves_b"),
+                   begin="BEGIN IMMEDIATE", accounts=ACCOUNTS):
+    """Transfers between the accounts of two binds (tables: the first
+    bind's accounts and moves, the second's) until stop is set; counts[0]:
+    the ones that answered +OK."""
+    acct_1, moves_1, acct_2, moves_2 = tables
     rnd = random.Random(seed)
     try:
         c = d.connect()
@@ -205,14 +210,14 @@ def _transfer_loop(d, stop, seed, counts):
     except Exception:
         return
     while not stop.is_set():
-        a, b, amount = rnd.randrange(ACCOUNTS), rnd.randrange(ACCOUNTS), rnd.randrange(1, 50)
+        a, b, amount = rnd.randrange(accounts), rnd.randrange(accounts), rnd.randrange(1, 50)
         tid = "%d-%d" % (seed, rnd.randrange(1 << 40))
-        # Always default first: one lock order, no deadlock between writers.
-        stmts = ["BEGIN IMMEDIATE",
-                 "UPDATE acct_a SET bal = bal - %d WHERE id = %d" % (amount, a),
-                 "INSERT INTO moves_a (tid, amount) VALUES ('%s', %d)" % (tid, -amount),
-                 "UPDATE acct_b SET bal = bal + %d WHERE id = %d" % (amount, b),
-                 "INSERT INTO moves_b (tid, amount) VALUES ('%s', %d)" % (tid, amount),
+        # Always the first bind first: one lock order, no deadlock between writers.
+        stmts = [begin,
+                 "UPDATE %s SET bal = bal - %d WHERE id = %d" % (acct_1, amount, a),
+                 "INSERT INTO %s (tid, amount) VALUES ('%s', %d)" % (moves_1, tid, -amount),
+                 "UPDATE %s SET bal = bal + %d WHERE id = %d" % (acct_2, amount, b),
+                 "INSERT INTO %s (tid, amount) VALUES ('%s', %d)" % (moves_2, tid, amount),
                  "COMMIT"]
         try:
             for s in stmts:

@@ -19,6 +19,7 @@ import time
 
 import harness
 import pgfixture
+import test_xact_crash
 from harness import TestFailure, daemon_binary, eq, expect_ok, scaled
 from pgfixture import PgCluster, binds_by_name, pg_daemon, wait_for
 
@@ -160,6 +161,42 @@ def test_bind_down_at_start_then_back():
             d.cleanup()
 
 
+def test_sync_point_keeps_unresolved_decisions():
+    # A decision whose PostgreSQL part waits for its bind survives the log
+    # being cut back at run time (a sync point after 4 MiB of decisions)
+    # and a restart; the part commits once the bind is back.
+    with PgCluster() as pg:
+        d = _setup(pg)
+        try:
+            _prepare(pg, _gid(d, 500), 1)
+            _decide(d, 500, "pg:pg")
+            pg.stop()
+            d.start()
+            eq(_log_entries(d), ["500 pg:pg"], "the decision kept at start")
+            with open(os.path.join(d.data_dir, "sqlmux-xact.txid")) as f:
+                floor = f.read().split()[1]
+            c = d.connect()
+            big = "x" * 60000
+            for n in range(120):
+                expect_ok(c.request("BEGIN"))
+                expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (%d, 'a')" % n))
+                expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (%d, '%s')" % (n, big)))
+                expect_ok(c.request("COMMIT"))
+                with open(os.path.join(d.data_dir, "sqlmux-xact.txid")) as f:
+                    if f.read().split()[1] != floor:
+                        break
+            else:
+                raise TestFailure("no sync point after 7 MiB of decisions")
+            eq(_log_entries(d), ["500 pg:pg"], "the decision carried over the cut")
+            d.restart()
+            eq(binds_by_name(d.connect())["pg"]["in_doubt"], "1", "still in doubt after a restart")
+            pg.start()
+            wait_for(lambda: _prepared(pg) == [], scaled(15), "the part resolved")
+            eq(_rows(pg), [1], "the decided part committed")
+        finally:
+            d.cleanup()
+
+
 def test_crash_between_resolutions_at_start():
     with PgCluster() as pg:
         d = _setup(pg)
@@ -241,3 +278,212 @@ def test_damaged_log_with_pg_parts_is_a_start_error():
                 raise TestFailure("the start error does not name the file and offset:\n" + err[-2000:])
         finally:
             d.cleanup()
+
+
+# ---- End to end: the daemon's own commits (helper pgx's runtime) ---------------
+
+def _setup_e2e(pg):
+    """A daemon over the three SQLite binds, PostgreSQL bind pg (table t in
+    database app) and pg2 (table t2 in database app2)."""
+    pg.psql("CREATE DATABASE app2 OWNER %s" % pgfixture.USER, db="postgres")
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY, v text)", user=pgfixture.USER)
+    pg.psql("CREATE TABLE t2 (id int PRIMARY KEY, v text)", db="app2", user=pgfixture.USER)
+    return pg_daemon(pg, "app", tables=(("t", None), ("t2", "pg2")),
+                     extra_binds=(("pg2", pg.url(db="app2")),))
+
+
+def _all_prepared(pg):
+    return sorted(r[0] for r in pg.psql("SELECT gid FROM pg_prepared_xacts", db="postgres"))
+
+
+def _state(d, pg):
+    """Every bind: test1 (default), t (pg), t2 (pg2)."""
+    return ([r[0] for r in d.file_query("app.db", "SELECT id FROM test1 ORDER BY id")],
+            _rows(pg),
+            [int(r[0]) for r in pg.psql("SELECT id FROM t2 ORDER BY id", db="app2")])
+
+
+def _crash_commit(d, step, stmts):
+    d.stop()
+    d.env = {"SQLMUX_XACT_CRASH": step}
+    d.start()
+    c = d.connect()
+    expect_ok(c.request("BEGIN"))
+    for s in stmts:
+        expect_ok(c.request(s))
+    c.send("COMMIT\n")
+    try:
+        c.read_response()
+    except Exception:
+        pass
+    d.proc.wait(timeout=scaled(20))
+    if d.proc.returncode != -signal.SIGKILL:
+        raise TestFailure("the daemon was not killed at %s (exit %s)" % (step, d.proc.returncode))
+    d.env = {}
+
+
+SQLITE_AND_PG = ["INSERT INTO test1 (id, color) VALUES (7, 'x')", "INSERT INTO t (id, v) VALUES (7, 'x')"]
+PG_AND_PG = ["INSERT INTO t (id, v) VALUES (8, 'x')", "INSERT INTO t2 (id, v) VALUES (8, 'x')"]
+
+
+def _check_crash(step, stmts, committed, want):
+    with PgCluster() as pg:
+        d = _setup_e2e(pg)
+        try:
+            _crash_commit(d, step, stmts)
+            d.start()
+            eq(_all_prepared(pg), [], "no prepared transaction left after the start (%s)" % step)
+            eq(_state(d, pg), want if committed else ([], [], []), "every bind after a kill at %s" % step)
+            d.restart()
+            eq(_state(d, pg), want if committed else ([], [], []), "after a second start (%s)" % step)
+            eq(_log_entries(d), [], "nothing left in the log")
+            # The binds take new transactions across binds.
+            c = d.connect()
+            expect_ok(c.request("BEGIN"))
+            expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (9, 'next')"))
+            expect_ok(c.request("INSERT INTO t (id, v) VALUES (9, 'next')"))
+            expect_ok(c.request("COMMIT"))
+            eq(_rows(pg)[-1], 9, "a new transaction after recovery")
+        finally:
+            d.cleanup()
+
+
+def test_e2e_crash_pg_prepared_sqlite_home():
+    _check_crash("pg_prepared", SQLITE_AND_PG, False, None)
+
+
+def test_e2e_crash_logged_sqlite_home():
+    # The decision in the home bind's marker is written, not committed.
+    _check_crash("logged", SQLITE_AND_PG, False, None)
+
+
+def test_e2e_crash_committed_sqlite_home():
+    # The home bind committed (the decision), COMMIT PREPARED not sent.
+    _check_crash("committed", SQLITE_AND_PG, True, ([7], [7], []))
+
+
+def test_e2e_crash_pg_prepared_pg_only():
+    _check_crash("pg_prepared", PG_AND_PG, False, None)
+
+
+def test_e2e_crash_pg_decided_pg_only():
+    _check_crash("pg_decided", PG_AND_PG, True, ([], [8], [8]))
+
+
+def test_e2e_crash_pg_resolve_after_pg_decided():
+    # Killed after the decision, then killed again at start between the two
+    # COMMIT PREPAREDs: the third start finishes.
+    with PgCluster() as pg:
+        d = _setup_e2e(pg)
+        try:
+            _crash_commit(d, "pg_decided", PG_AND_PG)
+            eq(len(_all_prepared(pg)), 2, "two prepared parts after the kill")
+            d.env = {"SQLMUX_XACT_CRASH": "pg_resolve"}
+            d.start(wait=False)
+            d.proc.wait(timeout=scaled(20))
+            eq(d.proc.returncode, -signal.SIGKILL, "killed between two resolutions")
+            eq(len(_all_prepared(pg)), 1, "one part resolved before the kill")
+            d.env = {}
+            d.start()
+            eq(_all_prepared(pg), [], "both parts resolved")
+            eq(_state(d, pg), ([], [8], [8]), "every bind")
+        finally:
+            d.cleanup()
+
+
+def test_e2e_pg_down_between_prepare_and_commit_prepared():
+    # The home bind committed (the decision), then the daemon died before
+    # COMMIT PREPARED; PostgreSQL is down at the next start: the daemon
+    # starts, serves, shows the part in doubt; PostgreSQL comes back: the
+    # resolver commits it.
+    with PgCluster() as pg:
+        d = _setup_e2e(pg)
+        try:
+            _crash_commit(d, "committed", SQLITE_AND_PG)
+            pg.stop()
+            d.start()
+            c = d.connect()
+            eq([r[0] for r in d.file_query("app.db", "SELECT id FROM test1")], [7], "the SQLite part")
+            expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (1, 'served')"))
+            eq(binds_by_name(c)["pg"]["in_doubt"], "1", "the PostgreSQL part in doubt")
+            eq(binds_by_name(c)["pg2"]["in_doubt"], "0", "nothing in doubt on pg2")
+            pg.start()
+            wait_for(lambda: _all_prepared(pg) == [], scaled(15), "the part committed by the resolver")
+            eq(_state(d, pg), ([7], [7], []), "every bind once PostgreSQL is back")
+            wait_for(lambda: binds_by_name(d.connect())["pg"]["in_doubt"] == "0", scaled(5), "in_doubt 0")
+            d.restart()
+            eq(_log_entries(d), [], "the decision is dropped once resolved")
+        finally:
+            d.cleanup()
+
+
+# ---- Random kill -9 under writers: SQLite + PostgreSQL -------------------------
+
+ACCOUNTS = 6
+START = 1000
+
+
+def _transfer_loop(d, stop, seed, counts):
+    test_xact_crash._transfer_loop(d, stop, seed, counts, ("acct_s", "moves_s", "acct_p", "moves_p"), "BEGIN",
+                                   ACCOUNTS)
+
+
+def test_e2e_random_kill_sqlite_and_pg():
+    import random
+    import threading
+    iterations = int(os.environ.get("SQLMUX_XACT_PG_KILLS", "25"))
+    with PgCluster() as pg:
+        pg.psql(["CREATE TABLE acct_p (id int PRIMARY KEY, bal int NOT NULL)",
+                 "CREATE TABLE moves_p (tid text PRIMARY KEY, amount int NOT NULL)",
+                 "INSERT INTO acct_p SELECT i, %d FROM generate_series(0, %d) i" % (START, ACCOUNTS - 1)],
+                user=pgfixture.USER)
+        d = pg_daemon(pg, "app", tables=(("acct_p", None), ("moves_p", None)),
+                      bind_opts={"default": {"busy_timeout": "2000"}})
+        try:
+            c = d.connect()
+            expect_ok(c.request("CREATE TABLE acct_s (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)"))
+            expect_ok(c.request("CREATE TABLE moves_s (tid TEXT PRIMARY KEY, amount INTEGER NOT NULL)"))
+            expect_ok(c.request("INSERT INTO acct_s (id, bal) VALUES %s"
+                                % ", ".join("(%d, %d)" % (i, START) for i in range(ACCOUNTS))))
+            total = 2 * ACCOUNTS * START
+            rnd = random.Random(61)
+            committed = 0
+            for it in range(iterations):
+                stop = threading.Event()
+                counts = [0]
+                threads = [threading.Thread(target=_transfer_loop, args=(d, stop, it * 100 + k, counts))
+                           for k in range(6)]
+                for t in threads:
+                    t.start()
+                time.sleep(rnd.uniform(0.05, 0.4))
+                d.proc.send_signal(signal.SIGKILL)
+                d.proc.wait()
+                stop.set()
+                for t in threads:
+                    t.join(10)
+                committed += counts[0]
+                for cc in d.conns:
+                    cc.close()
+                d.conns = []
+                d.start()
+                eq(_all_prepared(pg), [], "after kill %d: no prepared transaction left" % it)
+                sum_s, n_s, moved_s = d.file_query(
+                    "app.db", "SELECT (SELECT sum(bal) FROM acct_s), (SELECT count(*) FROM moves_s), "
+                              "(SELECT coalesce(sum(amount), 0) FROM moves_s)")[0]
+                sum_p, n_p, moved_p = (int(x) for x in pg.psql(
+                    "SELECT (SELECT sum(bal) FROM acct_p), (SELECT count(*) FROM moves_p), "
+                    "(SELECT coalesce(sum(amount), 0) FROM moves_p)")[0])
+                if sum_s + sum_p != total or n_s != n_p or moved_s != -moved_p:
+                    raise TestFailure("after kill %d: sums %d + %d (want %d), moves %d / %d, amounts %d / %d"
+                                      % (it, sum_s, sum_p, total, n_s, n_p, moved_s, moved_p))
+            ids_s = set(r[0] for r in d.file_query("app.db", "SELECT tid FROM moves_s"))
+            ids_p = set(r[0] for r in pg.psql("SELECT tid FROM moves_p"))
+            eq(ids_s == ids_p, True, "transfer ids on both sides")
+            if committed == 0 or len(ids_s) < committed:
+                raise TestFailure("%d transfers answered +OK, %d found" % (committed, len(ids_s)))
+            print("# %d kills, %d transfers committed" % (iterations, committed))
+        finally:
+            d.cleanup()
+
+
+test_e2e_random_kill_sqlite_and_pg.timeout = 180
