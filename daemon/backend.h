@@ -361,6 +361,9 @@ extern const struct backend_ops backend_pg_ops;
  * when owner has no idle connection there. backend_pg_unlend (loop
  * thread, after the job): back to the loop, non-blocking. */
 void *backend_pg_lend(struct bind *b, uint64_t owner, void **handle);
+/* The BEGIN a PostgreSQL bind runs for a client's BEGIN text: SQLite's
+ * BEGIN DEFERRED/IMMEDIATE/EXCLUSIVE are a plain BEGIN there (pg_conn.c). */
+const char *pg_conn_begin_text(const char *begin);
 void backend_pg_unlend(void *handle);
 
 /* Take and drop a reference to a bind (loop thread). The last drop closes

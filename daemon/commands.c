@@ -254,6 +254,15 @@ static void fanout_done(struct session *s, struct job *job)
     fanout_next(s);
 }
 
+/* Whether route r touches an SQLite bind. */
+static bool route_has_sqlite(const struct server *srv, const struct route *r)
+{
+    for (size_t i = 0; i < r->nbinds; i++)
+        if (srv->binds[r->binds[i].index]->ops == &backend_sqlite_ops)
+            return true;
+    return false;
+}
+
 /* The name of the bind a routed statement runs on for this session. */
 static const char *route_session_bind(const struct session *s, const struct route *r)
 {
@@ -304,20 +313,17 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_ok(s, facts); /* a foreign key across binds: created in its own bind */
     } else if (why != NULL) {
         session_reply_error(s, "CROSSBIND", "%s", why); /* as running it answers */
-    } else if (federate_runs(&r) && (s->in_txn || s->txn_held)) {
-        session_reply_error(s, "TXNBIND", "a statement across binds cannot run inside a transaction (yet)");
+    } else if (federate_runs(&r) && (s->in_txn || s->txn_held) && !route_has_sqlite(s->srv, &r)) {
+        /* Inside a transaction a statement across binds runs on its SQLite
+         * connection (README, Transactions across binds). */
+        session_reply_error(s, "TXNBIND",
+                            "a statement across PostgreSQL binds only cannot run inside a transaction");
     } else if (federate_runs(&r)) {
         session_reply_ok(s, "bind=*"); /* the federation pool runs it */
     } else if (r.err_code != NULL) {
         session_reply_error(s, r.err_code, "%s", r.err_msg ? r.err_msg : "out of memory");
-    } else if (s->in_txn && r.bind != ROUTE_NO_TABLE &&
-               strcmp(cfg->binds[r.bind].name, s->txn_bind->conf->name) != 0 &&
-               (s->txn_bind->ops != &backend_sqlite_ops ||
-                s->srv->binds[r.bind]->ops != &backend_sqlite_ops)) {
-        /* Another SQLite bind joins a transaction on an SQLite bind (xact.h). */
-        session_reply_error(s, "TXNBIND", "the open transaction is on bind %s; this statement is for bind %s",
-                            s->txn_bind->conf->name, cfg->binds[r.bind].name);
     } else {
+        /* Inside a transaction another bind joins it (xact.h, session_xact.c). */
         snprintf(facts, sizeof facts, "bind=%s", route_session_bind(s, &r));
         session_reply_ok(s, facts);
     }

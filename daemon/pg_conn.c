@@ -774,7 +774,7 @@ void pg_conn_open(struct pg_bind *pb)
 
 /* ---- Starting a job -------------------------------------------------- */
 
-static const char *pg_begin_text(const char *begin)
+const char *pg_conn_begin_text(const char *begin)
 {
     /* SQLite's BEGIN DEFERRED/IMMEDIATE/EXCLUSIVE mean plain BEGIN here. */
     const char *p = begin;
@@ -840,7 +840,7 @@ void pg_conn_start(struct pgconn *c, struct job *job)
     default:
         if (job->begin_sql != NULL) {
             pg_conn_set_phase(c, PHASE_BEGIN);
-            ok = PQsendQuery(c->conn, pg_begin_text(job->begin_sql));
+            ok = PQsendQuery(c->conn, pg_conn_begin_text(job->begin_sql));
         } else if (job->readonly && PQtransactionStatus(c->conn) == PQTRANS_IDLE) {
             pg_conn_set_phase(c, PHASE_RO_BEGIN);
             c->ro_wrap = true;

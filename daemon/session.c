@@ -392,7 +392,7 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
                 home = srv->binds[r->binds[i].index];
         if (home == NULL)
             return false;
-        begin = session_xact_begin_for(s, home);
+        begin = NULL; /* session_xact_begin_sqlite, below */
     } else if (cross) {
         home = srv->binds[r->binds[0].index];
     } else {
@@ -421,8 +421,9 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
     job = job_new(JOB_EXEC, home, s, s->id);
     if (job != NULL)
         job->xact_binds = calloc(r->nbinds, sizeof *job->xact_binds);
-    if (job == NULL || job->xact_binds == NULL ||
-        (!joined && (job->begin_buf = strdup(begin)) == NULL)) {
+    if (job != NULL && !joined)
+        job->begin_buf = begin != NULL ? strdup(begin) : session_xact_begin_sqlite(s, home);
+    if (job == NULL || job->xact_binds == NULL || (!joined && job->begin_buf == NULL)) {
         if (job != NULL)
             job_unref(job);
         session_reply_error(s, "NOMEM", "out of memory");
@@ -514,6 +515,23 @@ static bool session_cross_references(struct session *s, struct request *req, con
     return true;
 }
 
+bool session_cross_refused(struct session *s, struct request *req, const struct route *r)
+{
+    bool write = false;
+    const struct bind *lacking = federate_grant_missing(s, r, &write);
+
+    if (lacking == NULL)
+        return false;
+    if (write)
+        session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
+                            s->user_name ? s->user_name : "?", lacking->conf->name);
+    else
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
+                            lacking->conf->name);
+    codec_request_free(req);
+    return true;
+}
+
 /* A statement whose tables live in several binds: outside transactions the
  * federation pool runs it (federate.h), with the grants of every bind it
  * touches. Returns false, leaving req alone, for statements it cannot run
@@ -521,9 +539,7 @@ static bool session_cross_references(struct session *s, struct request *req, con
  * otherwise. */
 static bool session_cross_bind(struct session *s, struct request *req, const struct route *r)
 {
-    const struct bind *lacking;
     struct job *job;
-    bool write = false;
 
     if (r->kind == STMT_DDL)
         return session_cross_references(s, req, r);
@@ -542,17 +558,8 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
         codec_request_free(req);
         return true;
     }
-    lacking = federate_grant_missing(s, r, &write);
-    if (lacking != NULL) {
-        if (write)
-            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        else
-            session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        codec_request_free(req);
+    if (session_cross_refused(s, req, r))
         return true;
-    }
     /* A read across SQLite binds may be answered on the loop, as a bind's
      * quick reads are (federate.c). */
     if (r->kind == STMT_SELECT && s->srv->federation->ops->read_inline != NULL &&
@@ -864,6 +871,7 @@ static void on_closed(uv_handle_t *h)
     buf_free(&s->out);
     free(s->held_begin);
     free(s->txn_begin);
+    session_xact_savepoints_clear(s);
     free(s->user_name);
     free(s->fanout);
     tls_conn_free(s->tls);
@@ -900,6 +908,7 @@ void session_finish_close(struct session *s, bool graceful)
         }
         session_txn_set(s, NULL);
         s->txn_wrote = false;
+        session_xact_savepoints_clear(s);
     }
     if (s->closed_handle)
         return;

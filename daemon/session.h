@@ -108,6 +108,9 @@ struct session {
     struct bind *txn_bind;
     bool txn_wrote;        /* a statement that may write ran in it */
     char *txn_begin;       /* the BEGIN it began with (joining binds run it), or NULL */
+    char **txn_savepoints; /* its savepoints' names, outermost first: a bind
+                              joining later sets them too (session_xact.c) */
+    size_t ntxn_savepoints;
     /* Its participants when it spans binds with a PostgreSQL one, and the
      * steps the session runs for it (session_xact.c); NULL: one bind. */
     struct sess_xact *xt;

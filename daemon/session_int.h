@@ -61,6 +61,11 @@ void session_sql(struct session *s, struct request *req);
 bool session_xact_stmt(struct session *s, struct request *req, const struct route *r, unsigned warnings,
                        bool lend);
 
+/* A statement across binds the session's user lacks a grant for (read on
+ * every bind it reads, read-write on the one it writes): answered -ERR
+ * NOPERM naming the bind, req freed, true. */
+bool session_cross_refused(struct session *s, struct request *req, const struct route *r);
+
 /* session_xact.c: transactions with PostgreSQL participants. */
 
 /* Inside a transaction: a statement for a bind other than txn_bind, one
@@ -79,8 +84,11 @@ void session_xact_release(struct session *s);
 void session_xact_free(struct session *s);
 /* The SQLite participant of the open transaction (its home), or NULL. */
 struct bind *session_xact_home(const struct session *s);
-/* The BEGIN bind b runs to join the transaction. */
-const char *session_xact_begin_for(const struct session *s, const struct bind *b);
+/* The BEGIN an SQLite bind b runs to join the transaction, with the
+ * transaction's savepoints after it (malloc'd; NULL on ENOMEM). */
+char *session_xact_begin_sqlite(const struct session *s, const struct bind *b);
+/* Forget the transaction's savepoints (it ended). */
+void session_xact_savepoints_clear(struct session *s);
 /* Whether a job's statements may write. */
 bool session_job_writes(const struct job *job);
 /* A statement across SQLite and PostgreSQL binds inside the transaction:

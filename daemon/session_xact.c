@@ -98,6 +98,7 @@ struct sess_xact {
     struct bind *mpt_bind;   /* XOP_MPT: the bind asked */
     uint64_t txid;           /* the commit's id (2PC), 0: none */
     bool in_doubt;           /* a part was handed to the resolver */
+    bool undecided;          /* the home's commit failed part way: the next start decides */
     char *err;               /* the -ERR line to answer (with \n) */
     struct buf last;         /* the answer to give when all went well */
     struct job *lent;        /* XOP_LENT: the statement's job */
@@ -109,6 +110,8 @@ struct sess_xact {
 };
 
 static void xact_next(struct session *s);
+static void savepoint_note(struct session *s, const char *sql);
+static int put_savepoints(const struct session *s, struct buf *b);
 
 /* ---- Participants -------------------------------------------------------- */
 
@@ -128,6 +131,17 @@ static struct xpart *part_of(struct session *s, const struct bind *b)
         if (same_bind(s->xt->parts[i].b, b))
             return &s->xt->parts[i];
     return NULL;
+}
+
+/* The participant's bind of the name of b, NULL when b is none. */
+static struct bind *part_bind(struct session *s, const struct bind *b)
+{
+    struct xpart *p;
+
+    if (s->txn_bind != NULL && same_bind(b, s->txn_bind))
+        return s->txn_bind;
+    p = part_of(s, b);
+    return p != NULL ? p->b : NULL;
 }
 
 struct bind *session_xact_home(const struct session *s)
@@ -225,6 +239,7 @@ static void xact_end(struct session *s)
     s->txn_wrote = false;
     free(s->txn_begin);
     s->txn_begin = NULL;
+    session_xact_savepoints_clear(s);
     session_txn_set(s, NULL);
 }
 
@@ -245,17 +260,22 @@ void session_xact_done(struct session *s, struct job *job)
         if (job->in_txn) {
             session_txn_set(s, job->bind);
             s->txn_wrote = !job->failed && session_job_writes(job);
+            if (job->kind == STMT_SAVEPOINT && !job->failed && job->nmore == 0)
+                savepoint_note(s, job->req.text);
         }
         return;
     }
     if (s->xt == NULL && same_bind(job->bind, s->txn_bind)) {
         if (job->in_txn) {
             s->txn_wrote |= !job->failed && session_job_writes(job);
+            if (job->kind == STMT_SAVEPOINT && !job->failed && job->nmore == 0)
+                savepoint_note(s, job->req.text);
             session_txn_set(s, job->bind);
         } else {
             s->txn_wrote = false;
             free(s->txn_begin);
             s->txn_begin = NULL;
+            session_xact_savepoints_clear(s);
             session_txn_set(s, NULL);
         }
         return;
@@ -394,6 +414,16 @@ static int gid_sql(struct session *s, const struct bind *b, const char *verb, ch
     return 0;
 }
 
+/* A step "VERB 'gid'" for bind b's part of the commit. 0 or -1. */
+static int step_gid(struct session *s, struct bind *b, const char *verb, bool txn_open)
+{
+    char sql[PG2PC_GID_MAX + 40];
+
+    if (gid_sql(s, b, verb, sql, sizeof sql) != 0)
+        return -1;
+    return step_start(s, b, sql, STMT_OTHER, txn_open);
+}
+
 /* The chain is over: answer the client (or finish its close). */
 static void chain_done(struct session *s, bool end_txn)
 {
@@ -438,21 +468,18 @@ bool session_xact_running(const struct session *s)
 static int step_decide_home(struct session *s, struct xpart *home)
 {
     struct sess_xact *xt = s->xt;
-    const char **names = calloc(xt->n, sizeof *names);
-    size_t n = 0;
+    struct job *job = step_new(s, home->b, "COMMIT", STMT_COMMIT, true);
 
-    struct job *job = names != NULL ? step_new(s, home->b, "COMMIT", STMT_COMMIT, true) : NULL;
-
-    if (job == NULL) {
-        free(names);
+    if (job == NULL || (job->xact_pg = calloc(xt->n, sizeof *job->xact_pg)) == NULL) {
+        if (job != NULL)
+            job_unref(job);
         return -1;
     }
+    /* The names live in the binds' configuration, which the job holds. */
     for (size_t i = 0; i < xt->n; i++)
         if (xt->parts[i].prepared)
-            names[n++] = xt->parts[i].b->conf->name;
+            job->xact_pg[job->nxact_pg++] = xt->parts[i].b->conf->name;
     job->xact_txid = xt->txid;
-    job->xact_pg = names;
-    job->nxact_pg = n;
     step_submit(s, job);
     return 0;
 }
@@ -512,7 +539,6 @@ static int step_decide_pool(struct session *s)
 static void xact_next(struct session *s)
 {
     struct sess_xact *xt = s->xt;
-    char sql[PG2PC_GID_MAX + 40];
     int rc = 0;
 
     switch (xt->op) {
@@ -525,6 +551,8 @@ static void xact_next(struct session *s)
         while (xt->i < xt->n && !xt->parts[xt->i].open)
             xt->i++;
         if (xt->i == xt->n || xt->err != NULL) {
+            if (xt->err == NULL)
+                savepoint_note(s, xt->pending.text);
             if (xt->has_pending) {
                 codec_request_free(&xt->pending);
                 xt->has_pending = false;
@@ -561,9 +589,7 @@ static void xact_next(struct session *s)
                 break;
             case XC_PREPARE:
                 if (p->open && p->wrote && !is_sqlite(p->b)) {
-                    rc = gid_sql(s, p->b, "PREPARE TRANSACTION", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, true);
+                    rc = step_gid(s, p->b, "PREPARE TRANSACTION", true);
                     goto started;
                 }
                 break;
@@ -576,17 +602,13 @@ static void xact_next(struct session *s)
             case XC_DECIDING: return;
             case XC_COMMIT_PREPARED:
                 if (p->prepared) {
-                    rc = gid_sql(s, p->b, "COMMIT PREPARED", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
+                    rc = step_gid(s, p->b, "COMMIT PREPARED", false);
                     goto started;
                 }
                 break;
             case XC_ABORT:
                 if (p->prepared) {
-                    rc = gid_sql(s, p->b, "ROLLBACK PREPARED", sql, sizeof sql);
-                    if (rc == 0)
-                        rc = step_start(s, p->b, sql, STMT_OTHER, false);
+                    rc = step_gid(s, p->b, "ROLLBACK PREPARED", false);
                     goto started;
                 }
                 if (p->open) {
@@ -623,7 +645,9 @@ static void xact_next(struct session *s)
         case XC_DECIDING: return;
         case XC_COMMIT_PREPARED:
         case XC_ABORT:
-            if (xt->txid != 0 && !xt->in_doubt)
+            /* Parts handed to the resolver stay its own (xact_resolved
+             * drops the others); an undecided commit is the next start's. */
+            if (xt->txid != 0 && !xt->undecided)
                 xact_resolved(s->srv->host.xact, xt->txid);
             chain_done(s, true);
             return;
@@ -654,7 +678,9 @@ static void split_err(char *line, const char **code, const char **msg)
     char *sp;
 
     *code = "SQL";
-    *msg = line;
+    *msg = line != NULL ? line : "no answer (out of memory)";
+    if (line == NULL)
+        return;
     line[strcspn(line, "\n")] = '\0';
     if (strncmp(line, "-ERR ", 5) != 0)
         return;
@@ -666,6 +692,48 @@ static void split_err(char *line, const char **code, const char **msg)
 }
 
 static void mpt_done(struct session *s, struct job *job, struct buf *data);
+
+/* A step before the client's statement is done (XOP_MPT, XOP_LOCK,
+ * XOP_JOIN): route that statement again now, or, when the client went
+ * away meanwhile, finish the close (which rolls back every participant). */
+static void resume(struct session *s)
+{
+    struct sess_xact *xt = s->xt;
+    struct request req = xt->pending;
+
+    xt->has_pending = false;
+    memset(&xt->pending, 0, sizeof xt->pending);
+    xt->op = XOP_NONE;
+    if (!s->in_txn)
+        xact_end(s); /* nothing joined: a BEGIN stays held */
+    if (s->state == SESS_CLOSING) {
+        codec_request_free(&req);
+        session_finish_close(s, true);
+        return;
+    }
+    session_sql(s, &req);
+    session_pump(s);
+}
+
+/* A step of the commit failed before the decision (its -ERR line, which
+ * is freed, as the job): every part is rolled back, the error answered. */
+static void commit_failed(struct session *s, struct job *job, char *line, bool preparing)
+{
+    struct sess_xact *xt = s->xt;
+    const char *code, *msg;
+
+    split_err(line, &code, &msg);
+    if (preparing)
+        xact_fail(s, code, "COMMIT failed: bind %s could not prepare its part, nothing was committed: %s",
+                  job->bind->conf->name, msg);
+    else
+        xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", job->bind->conf->name, msg);
+    xt->phase = XC_ABORT;
+    xt->i = 0;
+    job_unref(job);
+    free(line);
+    xact_next(s);
+}
 static void join_done(struct session *s, struct job *job, struct buf *data);
 static void lock_done(struct session *s, struct job *job);
 
@@ -681,6 +749,8 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         session_set_state(s, SESS_IDLE);
     if (xt == NULL || xt->op == XOP_NONE) {
         job_unref(job);
+        if (s->state == SESS_CLOSING)
+            session_finish_close(s, true);
         return;
     }
     if (xt->op == XOP_MPT || xt->op == XOP_JOIN || xt->op == XOP_LOCK) {
@@ -718,13 +788,7 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
         case XC_PLAIN:
         case XC_RO_COMMIT:
             if (job->failed) {
-                split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name, msg);
-                xt->phase = XC_ABORT;
-                xt->i = 0;
-                job_unref(job);
-                free(line);
-                xact_next(s);
+                commit_failed(s, job, line, false);
                 return;
             }
             if (p->wrote) {
@@ -735,20 +799,23 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
             break;
         case XC_PREPARE:
             if (job->failed) {
-                split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed: bind %s could not prepare its part, nothing was committed: %s",
-                          p->b->conf->name, msg);
-                xt->phase = XC_ABORT;
-                xt->i = 0;
-                job_unref(job);
-                free(line);
-                xact_next(s);
+                commit_failed(s, job, line, true);
                 return;
             }
             p->prepared = true;
             break;
         case XC_DECIDE:
-            if (job->failed) {
+            if (job->failed && job->xact_undecided) {
+                /* The home's commit failed part way: the next start
+                 * decides; the prepared parts wait for it. */
+                split_err(line, &code, &msg);
+                xact_fail(s, code, "COMMIT failed on bind %s and its outcome is decided at the next start of "
+                          "the daemon (the PostgreSQL parts stay prepared until then): %s", p->b->conf->name, msg);
+                for (size_t i = 0; i < xt->n; i++)
+                    xt->parts[i].prepared = false;
+                xt->undecided = true;
+                xt->phase = XC_ABORT;
+            } else if (job->failed) {
                 split_err(line, &code, &msg);
                 xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name, msg);
                 xt->phase = XC_ABORT;
@@ -802,6 +869,7 @@ static void chain_start(struct session *s, struct request *req, enum stmt_kind k
     xt->written_seen = false;
     xt->txid = 0;
     xt->in_doubt = false;
+    xt->undecided = false;
     if (kind == STMT_SAVEPOINT) {
         xt->op = XOP_BROADCAST;
         xt->pending = *req;
@@ -858,7 +926,6 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
 {
     struct sess_xact *xt = s->xt;
     struct bind *b = xt->mpt_bind;
-    struct request req = xt->pending;
     const char *row = NULL;
 
     for (size_t i = 0; i + 1 < data->len; i++) {
@@ -874,11 +941,7 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
     log_debug("bind %s: max_prepared_transactions = %d", b->conf->name, b->max_prepared);
     bind_drop(b);
     xt->mpt_bind = NULL;
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    session_sql(s, &req);
-    session_pump(s);
+    resume(s);
 }
 
 /* Before a statement that writes: when it makes (or keeps) two or more
@@ -888,7 +951,6 @@ static void mpt_done(struct session *s, struct job *job, struct buf *data)
 static int mpt_check(struct session *s, struct request *req, const struct route *r, struct bind *target)
 {
     struct server *srv = s->srv;
-    const struct config *cfg = srv->cfg;
     struct bind *pg[64];
     size_t npg = 0;
     bool sqlite = false;
@@ -944,7 +1006,6 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
         /* Read the setting once, then run the statement again. */
         if (xact_get(s) == NULL)
             break;
-        (void)cfg;
         bind_hold(b);
         s->xt->mpt_bind = b;
         s->xt->pending = *req;
@@ -989,22 +1050,14 @@ static int lock_timeout_ms(const struct session *s)
 static char *pg_join_begin(const struct session *s)
 {
     const char *begin = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
-    const char *p = begin;
-    char *out = NULL;
+    struct buf out = BUF_INIT;
 
-    while (isspace((unsigned char)*p))
-        p++;
-    if (strncasecmp(p, "begin", 5) == 0) {
-        p += 5;
-        while (isspace((unsigned char)*p))
-            p++;
-        if (strncasecmp(p, "deferred", 8) == 0 || strncasecmp(p, "immediate", 9) == 0 ||
-            strncasecmp(p, "exclusive", 9) == 0)
-            begin = "BEGIN";
-    }
-    if (asprintf(&out, "%s; SET LOCAL lock_timeout = %d", begin, lock_timeout_ms(s)) < 0)
+    if (buf_printf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) != 0 ||
+        put_savepoints(s, &out) != 0 || buf_putc(&out, '\0') != 0) {
+        buf_free(&out);
         return NULL;
-    return out;
+    }
+    return out.data;
 }
 
 /* Before another bind joins: the transaction's first bind, when it is a
@@ -1033,16 +1086,11 @@ static bool lock_first(struct session *s, struct request *req)
 static void lock_done(struct session *s, struct job *job)
 {
     struct sess_xact *xt = s->xt;
-    struct request req = xt->pending;
 
-    xt->parts[0].locked = true; /* failed: its transaction is aborted, noted below */
+    xt->parts[0].locked = true; /* failed: its transaction is aborted, noted here */
     xt->parts[0].aborted = job->txn_aborted;
     xt->parts[0].open = job->in_txn;
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    session_sql(s, &req);
-    session_pump(s);
+    resume(s);
 }
 
 /* ---- Dispatch -------------------------------------------------------------- */
@@ -1050,14 +1098,12 @@ static void lock_done(struct session *s, struct job *job)
 /* The BEGIN a bind joining the transaction runs: the client's, but for an
  * SQLite bind a plain BEGIN when the client's is not SQLite's own
  * (BEGIN ISOLATION LEVEL ..., START TRANSACTION). */
-const char *session_xact_begin_for(const struct session *s, const struct bind *b)
+static const char *begin_for_sqlite(const struct session *s)
 {
     const char *base = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
     const char *p = base;
     size_t n;
 
-    if (!is_sqlite(b))
-        return p;
     while (isspace((unsigned char)*p))
         p++;
     if (strncasecmp(p, "begin", 5) != 0)
@@ -1074,12 +1120,100 @@ const char *session_xact_begin_for(const struct session *s, const struct bind *b
     return *p == '\0' ? base : "BEGIN";
 }
 
+/* Appends "; SAVEPOINT name" for each of the transaction's savepoints. */
+static int put_savepoints(const struct session *s, struct buf *b)
+{
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < s->ntxn_savepoints; i++)
+        rc = buf_printf(b, "; SAVEPOINT %s", s->txn_savepoints[i]);
+    return rc;
+}
+
+char *session_xact_begin_sqlite(const struct session *s, const struct bind *b)
+{
+    struct buf out = BUF_INIT;
+
+    (void)b;
+    /* With savepoints to set, a plain BEGIN: SQLite runs a BEGIN that
+     * takes the write lock alone (xact_begin). */
+    if (buf_puts(&out, s->ntxn_savepoints > 0 ? "BEGIN" : begin_for_sqlite(s)) != 0 ||
+        put_savepoints(s, &out) != 0 || buf_putc(&out, '\0') != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return out.data;
+}
+
+void session_xact_savepoints_clear(struct session *s)
+{
+    for (size_t i = 0; i < s->ntxn_savepoints; i++)
+        free(s->txn_savepoints[i]);
+    free(s->txn_savepoints);
+    s->txn_savepoints = NULL;
+    s->ntxn_savepoints = 0;
+}
+
+/* The name a SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK [TRANSACTION] TO
+ * [SAVEPOINT] statement names (its last word), into name[n]; its verb:
+ * 'S', 'R' (release) or 'B' (rollback to); 0 when it is none of them. */
+static char savepoint_name(const char *sql, char *name, size_t n)
+{
+    const char *p = sql, *end = sql + strlen(sql), *w;
+    char verb;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    verb = strncasecmp(p, "savepoint", 9) == 0 ? 'S' : strncasecmp(p, "release", 7) == 0 ? 'R'
+           : strncasecmp(p, "rollback", 8) == 0                                         ? 'B'
+                                                                                          : 0;
+    while (end > p && (isspace((unsigned char)end[-1]) || end[-1] == ';'))
+        end--;
+    for (w = end; w > p && !isspace((unsigned char)w[-1]); w--)
+        ;
+    if (verb == 0 || w == p || (size_t)(end - w) >= n)
+        return 0;
+    memcpy(name, w, (size_t)(end - w));
+    name[end - w] = '\0';
+    return verb;
+}
+
+/* A savepoint statement succeeded: note what the transaction's savepoints
+ * are now, for binds that join later. */
+static void savepoint_note(struct session *s, const char *sql)
+{
+    char name[256];
+    char verb = savepoint_name(sql, name, sizeof name);
+    size_t i;
+
+    if (verb == 0)
+        return;
+    for (i = s->ntxn_savepoints; verb != 'S' && i > 0; i--)
+        if (strcasecmp(s->txn_savepoints[i - 1], name) == 0)
+            break;
+    if (verb != 'S') {
+        /* RELEASE drops it and the later ones, ROLLBACK TO the later ones;
+         * a name not found changes nothing. */
+        size_t keep = i == 0 ? s->ntxn_savepoints : verb == 'R' ? i - 1 : i;
+        while (s->ntxn_savepoints > keep)
+            free(s->txn_savepoints[--s->ntxn_savepoints]);
+        return;
+    }
+    char **grown = realloc(s->txn_savepoints, (s->ntxn_savepoints + 1) * sizeof *grown);
+    if (grown == NULL)
+        return;
+    s->txn_savepoints = grown;
+    if ((grown[s->ntxn_savepoints] = strdup(name)) != NULL)
+        s->ntxn_savepoints++;
+}
+
 /* Run a statement of one bind b inside the transaction: on its
  * participant, or joining it with the BEGIN. Takes req. */
 static void stmt_on(struct session *s, struct request *req, const struct route *r, struct bind *b)
 {
     enum grant grant = session_grant(s, b);
-    bool joined = same_bind(b, s->txn_bind) || part_of(s, b) != NULL;
+    struct bind *part = part_bind(s, b);
+    bool joined = part != NULL;
     struct job *job;
 
     if (grant == GRANT_NONE) {
@@ -1088,9 +1222,11 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
         codec_request_free(req);
         return;
     }
-    job = job_new(JOB_EXEC, b, s, s->id);
+    /* A participant's bind: a reload may have replaced the bind of that
+     * name; the transaction ends where it began. */
+    job = job_new(JOB_EXEC, joined ? part : b, s, s->id);
     if (job != NULL && !joined &&
-        (job->begin_buf = is_sqlite(b) ? strdup(session_xact_begin_for(s, b)) : pg_join_begin(s)) == NULL) {
+        (job->begin_buf = is_sqlite(b) ? session_xact_begin_sqlite(s, b) : pg_join_begin(s)) == NULL) {
         job_unref(job);
         job = NULL;
     }
@@ -1234,21 +1370,10 @@ static struct bind *join_next(struct session *s, const struct route *r)
 
 void session_xact_lend(struct session *s, struct request *req, const struct route *r)
 {
-    const struct bind *lacking;
     struct bind *b;
-    bool write = false;
 
-    lacking = federate_grant_missing(s, r, &write);
-    if (lacking != NULL) {
-        if (write)
-            session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
-                                s->user_name ? s->user_name : "?", lacking->conf->name);
-        else
-            session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                                lacking->conf->name);
-        codec_request_free(req);
+    if (session_cross_refused(s, req, r))
         return;
-    }
     b = join_next(s, r);
     if (b != NULL) {
         /* Its PostgreSQL binds join the transaction first (BEGIN), then
@@ -1280,7 +1405,6 @@ void session_xact_lend(struct session *s, struct request *req, const struct rout
 static void join_done(struct session *s, struct job *job, struct buf *data)
 {
     struct sess_xact *xt = s->xt;
-    struct request req = xt->pending;
     char *line = job->failed ? last_line(data) : NULL;
 
     if (job->in_txn && part_of(s, job->bind) == NULL && part_add(s, job->bind) != 0)
@@ -1293,20 +1417,22 @@ static void join_done(struct session *s, struct job *job, struct buf *data)
         s->held_begin = NULL;
         session_txn_set(s, job->bind);
     }
-    xt->has_pending = false;
-    memset(&xt->pending, 0, sizeof xt->pending);
-    xt->op = XOP_NONE;
-    if (!s->in_txn)
-        xact_end(s); /* nothing joined: the BEGIN stays held */
-    if (line != NULL) {
+    if (line != NULL && s->state != SESS_CLOSING) {
+        /* It could not join: the statement gets its error. */
+        codec_request_free(&xt->pending);
+        xt->has_pending = false;
+        xt->op = XOP_NONE;
+        if (!s->in_txn)
+            xact_end(s);
         if (buf_puts(&s->out, line) != 0)
             session_close(s, true);
+        else
+            session_pump(s);
         free(line);
-        codec_request_free(&req);
-    } else {
-        session_sql(s, &req);
+        return;
     }
-    session_pump(s);
+    free(line);
+    resume(s);
 }
 
 int session_xact_lend_conns(struct session *s, struct job *job)
@@ -1325,6 +1451,8 @@ int session_xact_lend_conns(struct session *s, struct job *job)
         struct job_lent *l = &job->xact_lent[job->nxact_lent];
         if (bc->type != BIND_POSTGRES)
             continue;
+        if (part_bind(s, b) != NULL)
+            b = part_bind(s, b);
         l->bind = job->xact_binds[i].index;
         l->conn = backend_pg_lend(b, s->id, &l->pgconn);
         if (l->conn == NULL) {

@@ -117,6 +117,11 @@ def test_xact_pg_two_postgresql_binds():
         expect_ok(c.request("BEGIN"))
         expect_ok(c.request("SELECT * FROM items"))
         expect_err(c.request("SELECT * FROM items JOIN ledger USING (id)"), "TXNBIND")
+        # .route says so, and where the others go.
+        expect_err(c.request(".route SELECT * FROM items JOIN ledger USING (id)"), "TXNBIND")
+        expect_status(c.request(".route SELECT * FROM ledger"), "+OK bind=pg2")
+        expect_status(c.request(".route SELECT * FROM test1"), "+OK bind=default")
+        expect_status(c.request(".route SELECT * FROM test1 JOIN ledger USING (id)"), "+OK bind=*")
         expect_ok(c.request("ROLLBACK"))
 
 
@@ -228,6 +233,37 @@ def test_xact_pg_savepoints():
         expect_status(c.request("COMMIT"), "+OK changes=0")
         eq(items(pg, db), [["1", "kept"], ["3", "released"]], "items")
         eq(test1(d), [(1, "kept"), (3, "released")], "test1")
+        # Binds that join after a savepoint get it too: ROLLBACK TO undoes
+        # what they did since (SQLAlchemy's begin_nested() before the
+        # first statement of another bind).
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (5, 'kept')"))
+        expect_ok(c.request("SAVEPOINT a"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (5, 'undone')"))
+        expect_ok(c.request("SAVEPOINT b"))
+        expect_ok(c.request("INSERT INTO ledger (id, amount) VALUES (5, 5)"))
+        expect_status(c.request("ROLLBACK TO SAVEPOINT b"), "+OK changes=0")
+        expect_rows(c.request("SELECT count(*) FROM ledger"), [["0"]])
+        expect_rows(c.request("SELECT count(*) FROM items WHERE id = 5"), [["1"]])
+        expect_status(c.request("ROLLBACK TO SAVEPOINT a"), "+OK changes=0")
+        expect_rows(c.request("SELECT count(*) FROM items WHERE id = 5"), [["0"]])
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (6, 'kept')"))
+        expect_status(c.request("RELEASE SAVEPOINT a"), "+OK changes=0")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "kept"], ["3", "released"], ["6", "kept"]], "items")
+        eq(ledger(pg, db2), [], "ledger")
+        eq(test1(d), [(1, "kept"), (3, "released"), (5, "kept")], "test1")
+        # Begun on PostgreSQL, the SQLite home joins after the savepoint.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO items (id, color) VALUES (7, 'kept')"))
+        expect_ok(c.request("SAVEPOINT c"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (7, 'undone')"))
+        expect_ok(c.request("INSERT INTO test3 (id, color) VALUES (7, 'undone')"))
+        expect_status(c.request("ROLLBACK TO c"), "+OK changes=0")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["1", "kept"], ["3", "released"], ["6", "kept"], ["7", "kept"]], "items")
+        eq(test1(d), [(1, "kept"), (3, "released"), (5, "kept")], "test1")
+        expect_rows(c.request("SELECT count(*) FROM test3"), [["0"]])
 
 
 def test_xact_pg_failed_prepare_leaves_nothing():
@@ -245,10 +281,9 @@ def test_xact_pg_failed_prepare_leaves_nothing():
             expect_ok(c.request("INSERT INTO tags (id, name) VALUES (2, 'dup')"))
             expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (1, 'b')"))
             r = expect_err(c.request("COMMIT"), "CONSTRAINT")
-            if "tags" not in r.err_msg and "23505" not in r.err_msg:
-                raise TestFailure("the cause is not said: %r" % r.status)
-            if "nothing was committed" not in r.err_msg:
-                raise TestFailure("the outcome is not said: %r" % r.status)
+            if not r.err_msg.startswith("COMMIT failed: bind pg could not prepare its part, nothing was committed: ") \
+                    or "(SQLSTATE 23505)" not in r.err_msg:
+                raise TestFailure("the cause and the outcome are not said: %r" % r.status)
             eq(test1(d), [], "test1")
             eq(d.file_query("second.db", "SELECT count(*) FROM test2"), [(0,)], "test2")
             eq(pg.psql("SELECT count(*) FROM tags", db=db), [["0"]], "tags")
@@ -423,10 +458,44 @@ def test_xact_pg_deadlock_across_postgresql_binds_ends():
         took = time.time() - t0
         if ra.ok and rb.ok:
             raise TestFailure("both statements of the cycle succeeded")
-        if not ra.ok and "lock timeout" not in ra.err_msg:
+        if ra.ok or ra.err_code != "BUSY" or "(SQLSTATE 55P03)" not in ra.err_msg:
             raise TestFailure("the first waiter's error is not the lock timeout: %r" % ra.status)
         if took > 10:
             raise TestFailure("the cycle took %.1f s to end" % took)
         expect_ok(b.request("ROLLBACK"))
         eq(items(pg, db), [["1", "x"]], "items")
         eq(ledger(pg, db2), [["1", "0"]], "ledger")
+
+
+def test_xact_pg_client_gone_during_commit():
+    """A client that disconnects while its COMMIT's PREPARE waits for a lock
+    (a deferred unique check waiting for another transaction): the commit
+    goes on to its end on its own; nothing stays prepared, both binds have
+    it, the connections are back in the pool."""
+    import subprocess
+    with setup() as (pg, db, db2, d):
+        pg.psql(["CREATE TABLE tags (name text, UNIQUE (name) DEFERRABLE INITIALLY DEFERRED)"], db=db, user=USER)
+        c = d.connect()
+        pgfixture.wait_for(lambda: c.request("SELECT count(*) FROM tags").ok, 10, "tags routed")
+        blocker = subprocess.Popen([pgfixture.PSQL, "-h", pg.dir, "-p", str(pg.port), "-U", USER, "-d", db,
+                                    "-c", "BEGIN; INSERT INTO tags VALUES ('k'); SELECT pg_sleep(2); ROLLBACK"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pgfixture.wait_for(lambda: pg.value("SELECT count(*) FROM pg_locks l JOIN pg_database d ON "
+                                                "d.oid = l.database WHERE d.datname = '%s' AND l.mode = "
+                                                "'RowExclusiveLock'" % db, db="postgres") != "0", 10,
+                               "the blocker holds its row")
+            expect_ok(c.request("BEGIN"))
+            expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1, 'gone')"))
+            expect_ok(c.request("INSERT INTO tags (name) VALUES ('k')"))
+            c.send("COMMIT\n")
+            time.sleep(0.5)
+            c.close()
+        finally:
+            blocker.wait(timeout=30)
+        pgfixture.wait_for(lambda: pg.psql("SELECT count(*) FROM tags", db=db) == [["1"]], 10, "tags committed")
+        eq(test1(d), [(1, "gone")], "test1 committed with it")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
+        c2 = d.connect()
+        for _ in range(6):
+            expect_rows(c2.request("SELECT count(*) FROM tags"), [["1"]])
