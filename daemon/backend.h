@@ -205,11 +205,11 @@ struct job {
     struct catalog *catalog;
 
     /* Results, written by the backend before job_post_done(). */
-    bool in_txn;   /* the connection is inside a transaction afterwards */
+    bool in_txn;      /* the connection is inside a transaction afterwards */
     bool txn_aborted; /* ... one an error aborted (PostgreSQL: only ROLLBACK, or
                          ROLLBACK TO a savepoint, goes on from there) */
-    bool failed;   /* the response ended with -ERR */
-    uint64_t rows; /* rows sent (or listed) */
+    bool failed;      /* the response ended with -ERR */
+    uint64_t rows;    /* rows sent (or listed) */
 
     /* Streaming and flow control. `unacked` counts bytes posted but not yet
      * written to the client's socket; a backend that produces faster than
@@ -236,9 +236,9 @@ struct job_stmt {
 
 /* A PostgreSQL connection lent to the job's SQLite worker (xact_lent). */
 struct job_lent {
-    size_t bind;   /* index into the job's configuration's binds */
-    void *conn;    /* the PGconn */
-    void *pgconn;  /* the backend's struct pgconn (loop thread only) */
+    size_t bind;  /* index into the job's configuration's binds */
+    void *conn;   /* the PGconn */
+    void *pgconn; /* the backend's struct pgconn (loop thread only) */
 };
 
 /* A bind a statement of a transaction across binds touches (xact.h). */

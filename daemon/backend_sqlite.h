@@ -233,6 +233,15 @@ const char *sqlite_code(int rc);
  * of a batch keep theirs) with one -ERR line; sqlite_reply_error: the
  * whole of out. */
 void sqlite_reply_error_at(struct buf *out, size_t mark, const char *code, const char *msg);
+struct pgvtab;
+/* A statement that failed in PostgreSQL through vt: its -ERR (the last
+ * line of out) gets the code of the SQLSTATE (UNAVAILABLE when the bind
+ * could not be reached, CONNLOST when the connection broke) and the
+ * SQLSTATE itself, as for a statement sent to a PostgreSQL bind directly. */
+void sqlite_pg_error(struct pgvtab *vt, struct buf *out);
+/* An INSERT into a PostgreSQL table answers no last_id: drop it from the
+ * status line ending out. */
+void sqlite_drop_last_id(struct buf *out);
 void sqlite_reply_error(struct buf *out, const char *code, const char *msg);
 
 /* The -ERR for w's last error rc, from w->mark on: the authorizer's

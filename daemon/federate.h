@@ -104,15 +104,6 @@ unsigned federate_references_route(const struct config *cfg, const struct catset
 
 struct pgvtab;
 
-/* A statement that failed in PostgreSQL through vt: its -ERR (the last
- * line of out) gets the code of the SQLSTATE (UNAVAILABLE when the bind
- * could not be reached, CONNLOST when the connection broke) and the
- * SQLSTATE itself, as for a statement sent to a PostgreSQL bind directly. */
-void federate_pg_error(struct pgvtab *vt, struct buf *out);
-/* An INSERT into a PostgreSQL table answers no last_id: drop it from the
- * status line ending out. */
-void federate_drop_last_id(struct buf *out);
-
 /* Open an executor connection for srv's binds: scratch main, hardened as a
  * client connection (sqlite_conn_harden), no bind attached yet (attached
  * on demand by federate_exec_run/federate_exec_rewrite, up to SQLite's

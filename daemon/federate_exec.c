@@ -651,51 +651,6 @@ static struct sqlite_bind *exec_target(const struct fed_exec *x, const struct jo
     return NULL;
 }
 
-/* A statement that failed in PostgreSQL: its -ERR (the last line of out)
- * gets the code of the SQLSTATE (UNAVAILABLE when the bind could not be
- * reached, CONNLOST when the connection broke) and the SQLSTATE itself,
- * as for a statement sent to a PostgreSQL bind directly. */
-void federate_pg_error(struct pgvtab *vt, struct buf *out)
-{
-    const char *state = pgvtab_sqlstate(vt);
-    size_t start, end = out->len, sp;
-    struct buf line = BUF_INIT;
-
-    if (state == NULL || end < 6 || out->data[end - 1] != '\n')
-        return;
-    for (start = end - 1; start > 0 && out->data[start - 1] != '\n'; start--)
-        ;
-    if (end - start < 6 || memcmp(out->data + start, "-ERR ", 5) != 0)
-        return;
-    for (sp = start + 5; sp < end - 1 && out->data[sp] != ' '; sp++)
-        ;
-    if (sp < end - 1)
-        sp++;
-    if (buf_printf(&line, "%.*s (SQLSTATE %s)", (int)(end - 1 - sp), out->data + sp, state) == 0 &&
-        buf_putc(&line, '\0') == 0)
-        sqlite_reply_error_at(out, start, strcmp(state, "08001") == 0 ? "UNAVAILABLE" : pg_code(state, false),
-                              line.data);
-    buf_free(&line);
-}
-
-/* An INSERT into a PostgreSQL table answers no last_id (a PostgreSQL bind
- * never does: the virtual table's rowid is no key of the table). */
-void federate_drop_last_id(struct buf *out)
-{
-    size_t start = out->len;
-
-    while (start > 0 && (start == out->len || out->data[start - 1] != '\n'))
-        start--;
-    for (size_t i = start; i + 9 <= out->len; i++) {
-        if (memcmp(out->data + i, " last_id=", 9) == 0) {
-            buf_truncate(out, i);
-            if (buf_putc(out, '\n') != 0)
-                buf_truncate(out, start);
-            return;
-        }
-    }
-}
-
 /* .plan: prepare the rewritten statement (job->req.text) and answer, per
  * PostgreSQL table, the SQL its virtual table will send: "=bind\ttable\tsent"
  * rows, then +OK bind=* postgresql=N, with semijoins=M when the rewrite
@@ -783,9 +738,9 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
     target = exec_target(x, job);
     sqlite_exec_job(&x->w, job, out);
     if (job->failed && x->uses_pg)
-        federate_pg_error(x->vt, out);
+        sqlite_pg_error(x->vt, out);
     else if (x->w.write_schema != NULL && strcmp(x->w.write_schema, "main") == 0)
-        federate_drop_last_id(out);
+        sqlite_drop_last_id(out);
     /* Quick reads of the target bind take a fresh snapshot from now on. */
     if (target != NULL)
         atomic_fetch_add_explicit(&target->writes, 1, memory_order_release);

@@ -167,8 +167,7 @@ PGconn *pgv_bind_conn(struct pgvtab *v, sqlite3_vtab *vt, size_t bind)
 
 /* Runs sql as a named prepared statement of the bind's connection
  * (prepared on first use, up to STMT_CACHE of them; beyond, unnamed). */
-static PGresult *exec_cached(struct pgbind *b, PGconn *c, const char *sql, int n,
-                             const char *const *vals)
+static PGresult *exec_cached(struct pgbind *b, PGconn *c, const char *sql, int n, const char *const *vals)
 {
     int i;
     for (i = 0; i < b->nstmts; i++)
@@ -447,8 +446,8 @@ static int vt_filter(sqlite3_vtab_cursor *base, int idxNum, const char *idxStr, 
     enum term_fix fix[MAX_TERMS];
     int argno[MAX_TERMS];
     memset(&pa, 0, sizeof pa);
-    bool none = false; /* some term is always false: no query */
-    bool few = false;  /* an IN list on the one-column key: at most one batch of rows */
+    bool none = false;     /* some term is always false: no query */
+    bool few = false;      /* an IN list on the one-column key: at most one batch of rows */
     bool superset = false; /* a loose term sends more rows than it matches: no LIMIT */
     int a = 0;
     for (int i = 0; i < p.nterms && rc == SQLITE_OK; i++) {
@@ -856,7 +855,8 @@ int pgvtab_expose(struct pgvtab *v, size_t bind, const char *schema, const char 
     /* a leftover in a main database kept on disk goes first */
     char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w\";"
                                 "CREATE VIRTUAL TABLE \"%w\".\"%w\" USING sqlmux_pg(%u, %llu)",
-                                v->schema, t->sqlname, v->schema, t->sqlname, (unsigned)v->nonce, (unsigned long long)slot);
+                                v->schema, t->sqlname, v->schema, t->sqlname, (unsigned)v->nonce,
+                                (unsigned long long)slot);
     int rc = sql ? run_sql(v->db, sql, err) : SQLITE_NOMEM;
     sqlite3_free(sql);
     if (rc != SQLITE_OK) {
@@ -881,7 +881,8 @@ void pgvtab_forget(struct pgvtab *v)
         for (size_t j = 0; j < i; j++)
             first = first && strcmp(v->tables[j]->sqlname, v->tables[i]->sqlname) != 0;
         if (first) {
-            char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w\"", v->schema, v->tables[i]->sqlname);
+            char *sql =
+                sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w\"", v->schema, v->tables[i]->sqlname);
             if (sql)
                 run_sql(v->db, sql, NULL);
             sqlite3_free(sql);

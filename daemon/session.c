@@ -526,8 +526,8 @@ bool session_cross_refused(struct session *s, struct request *req, const struct 
         session_reply_error(s, "NOPERM", "user %s may not write bind %s, which this statement writes",
                             s->user_name ? s->user_name : "?", lacking->conf->name);
     else
-        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                            lacking->conf->name);
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                            s->user_name ? s->user_name : "?", lacking->conf->name);
     codec_request_free(req);
     return true;
 }

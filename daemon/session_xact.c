@@ -74,13 +74,13 @@ enum xop {
 };
 
 enum xphase {
-    XC_PLAIN,          /* at most one participant wrote: COMMIT each */
-    XC_RO_COMMIT,      /* 2PC: COMMIT of the read-only PostgreSQL participants */
-    XC_PREPARE,        /* 2PC: PREPARE TRANSACTION of the written PostgreSQL ones */
-    XC_DECIDE,         /* 2PC: the decision (the home's COMMIT, or xact_decide_pg) */
-    XC_DECIDING,       /* xact_decide_pg runs on the thread pool */
+    XC_PLAIN,     /* at most one participant wrote: COMMIT each */
+    XC_RO_COMMIT, /* 2PC: COMMIT of the read-only PostgreSQL participants */
+    XC_PREPARE,   /* 2PC: PREPARE TRANSACTION of the written PostgreSQL ones */
+    XC_DECIDE,    /* 2PC: the decision (the home's COMMIT, or xact_decide_pg) */
+    XC_DECIDING,  /* xact_decide_pg runs on the thread pool */
     XC_COMMIT_PREPARED,
-    XC_ABORT,          /* ROLLBACK [PREPARED] everywhere, then xt->err */
+    XC_ABORT, /* ROLLBACK [PREPARED] everywhere, then xt->err */
 };
 
 struct sess_xact {
@@ -91,18 +91,18 @@ struct sess_xact {
     /* The chain of steps running now. */
     enum xop op;
     enum xphase phase;
-    size_t i;                /* the participant the step is for */
-    bool written_seen;       /* XC_PLAIN: the written participant's turn came */
-    struct request pending;  /* XOP_MPT, XOP_JOIN: the client's statement, run after */
+    size_t i;               /* the participant the step is for */
+    bool written_seen;      /* XC_PLAIN: the written participant's turn came */
+    struct request pending; /* XOP_MPT, XOP_JOIN: the client's statement, run after */
     bool has_pending;
-    struct bind *mpt_bind;   /* XOP_MPT: the bind asked */
-    uint64_t txid;           /* the commit's id (2PC), 0: none */
-    bool in_doubt;           /* a part was handed to the resolver */
-    bool undecided;          /* the home's commit failed part way: the next start decides */
-    char *err;               /* the -ERR line to answer (with \n) */
-    struct buf last;         /* the answer to give when all went well */
-    struct job *lent;        /* XOP_LENT: the statement's job */
-    uv_work_t work;          /* XC_DECIDING */
+    struct bind *mpt_bind; /* XOP_MPT: the bind asked */
+    uint64_t txid;         /* the commit's id (2PC), 0: none */
+    bool in_doubt;         /* a part was handed to the resolver */
+    bool undecided;        /* the home's commit failed part way: the next start decides */
+    char *err;             /* the -ERR line to answer (with \n) */
+    struct buf last;       /* the answer to give when all went well */
+    struct job *lent;      /* XOP_LENT: the statement's job */
+    uv_work_t work;        /* XC_DECIDING */
     int decide_rc;
     int decide_errno;
     const char **decide_binds;
@@ -285,7 +285,8 @@ void session_xact_done(struct session *s, struct job *job)
         if (!job->in_txn)
             return; /* it did not join */
         if (part_add(s, job->bind) != 0) {
-            log_error("c%llu: out of memory noting a participant of its transaction", (unsigned long long)s->id);
+            log_error("c%llu: out of memory noting a participant of its transaction",
+                      (unsigned long long)s->id);
             return;
         }
         p = &s->xt->parts[s->xt->n - 1];
@@ -500,7 +501,8 @@ static void decide_done(uv_work_t *w, int status)
     struct sess_xact *xt = s->xt;
 
     if (status != 0 || xt->decide_rc != 0) {
-        xact_fail(s, "XACT", "COMMIT failed: the commit decision could not be written (%s); nothing was committed",
+        xact_fail(s, "XACT",
+                  "COMMIT failed: the commit decision could not be written (%s); nothing was committed",
                   status != 0 ? uv_strerror(status) : strerror(xt->decide_errno ? xt->decide_errno : EIO));
         xt->phase = XC_ABORT;
         xt->i = 0;
@@ -809,15 +811,18 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
                 /* The home's commit failed part way: the next start
                  * decides; the prepared parts wait for it. */
                 split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed on bind %s and its outcome is decided at the next start of "
-                          "the daemon (the PostgreSQL parts stay prepared until then): %s", p->b->conf->name, msg);
+                xact_fail(s, code,
+                          "COMMIT failed on bind %s and its outcome is decided at the next start of "
+                          "the daemon (the PostgreSQL parts stay prepared until then): %s",
+                          p->b->conf->name, msg);
                 for (size_t i = 0; i < xt->n; i++)
                     xt->parts[i].prepared = false;
                 xt->undecided = true;
                 xt->phase = XC_ABORT;
             } else if (job->failed) {
                 split_err(line, &code, &msg);
-                xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name, msg);
+                xact_fail(s, code, "COMMIT failed on bind %s, nothing was committed: %s", p->b->conf->name,
+                          msg);
                 xt->phase = XC_ABORT;
             } else {
                 xact_crash_point("pg_decided");
@@ -836,9 +841,10 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
             p->prepared = false;
             if (job->failed) {
                 bool commit = xt->phase == XC_COMMIT_PREPARED;
-                log_warn("c%llu: transaction %llu: %s PREPARED on bind %s failed (%s): handed to the resolver",
-                         (unsigned long long)s->id, (unsigned long long)xt->txid, commit ? "COMMIT" : "ROLLBACK",
-                         p->b->conf->name, line != NULL ? line : "?");
+                log_warn(
+                    "c%llu: transaction %llu: %s PREPARED on bind %s failed (%s): handed to the resolver",
+                    (unsigned long long)s->id, (unsigned long long)xt->txid, commit ? "COMMIT" : "ROLLBACK",
+                    p->b->conf->name, line != NULL ? line : "?");
                 xact_pg_in_doubt(s->srv->host.xact, xt->txid, p->b->conf->name, commit);
                 xt->in_doubt = true;
             }
@@ -994,12 +1000,13 @@ static int mpt_check(struct session *s, struct request *req, const struct route 
         if (b->max_prepared_known && b->max_prepared > 0)
             continue;
         if (b->max_prepared_known) {
-            session_reply_error(s, "XACT",
-                                "bind %s has max_prepared_transactions = 0 (a PostgreSQL server setting): it "
-                                "cannot be written in a transaction that writes another bind, whose COMMIT "
-                                "prepares every PostgreSQL part; the statement did not run (raise the setting, "
-                                "or write it in a transaction of its own)",
-                                b->conf->name);
+            session_reply_error(
+                s, "XACT",
+                "bind %s has max_prepared_transactions = 0 (a PostgreSQL server setting): it "
+                "cannot be written in a transaction that writes another bind, whose COMMIT "
+                "prepares every PostgreSQL part; the statement did not run (raise the setting, "
+                "or write it in a transaction of its own)",
+                b->conf->name);
             codec_request_free(req);
             return 1;
         }
@@ -1052,7 +1059,8 @@ static char *pg_join_begin(const struct session *s)
     const char *begin = s->txn_begin != NULL ? s->txn_begin : s->held_begin != NULL ? s->held_begin : "BEGIN";
     struct buf out = BUF_INIT;
 
-    if (buf_printf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) != 0 ||
+    if (buf_printf(&out, "%s; SET LOCAL lock_timeout = %d", pg_conn_begin_text(begin), lock_timeout_ms(s)) !=
+            0 ||
         put_savepoints(s, &out) != 0 || buf_putc(&out, '\0') != 0) {
         buf_free(&out);
         return NULL;
@@ -1111,7 +1119,8 @@ static const char *begin_for_sqlite(const struct session *s)
     p += 5;
     while (isspace((unsigned char)*p) || *p == ';')
         p++;
-    for (const char *const *w = (const char *const[]){"deferred", "immediate", "exclusive", "transaction", NULL};
+    for (const char *const *w =
+             (const char *const[]){"deferred", "immediate", "exclusive", "transaction", NULL};
          *w != NULL; w++) {
         n = strlen(*w);
         if (strncasecmp(p, *w, n) == 0 && (p[n] == '\0' || isspace((unsigned char)p[n]) || p[n] == ';'))
@@ -1164,9 +1173,10 @@ static char savepoint_name(const char *sql, char *name, size_t n)
 
     while (isspace((unsigned char)*p))
         p++;
-    verb = strncasecmp(p, "savepoint", 9) == 0 ? 'S' : strncasecmp(p, "release", 7) == 0 ? 'R'
-           : strncasecmp(p, "rollback", 8) == 0                                         ? 'B'
-                                                                                          : 0;
+    verb = strncasecmp(p, "savepoint", 9) == 0  ? 'S'
+           : strncasecmp(p, "release", 7) == 0  ? 'R'
+           : strncasecmp(p, "rollback", 8) == 0 ? 'B'
+                                                : 0;
     while (end > p && (isspace((unsigned char)end[-1]) || end[-1] == ';'))
         end--;
     for (w = end; w > p && !isspace((unsigned char)w[-1]); w--)
@@ -1217,8 +1227,8 @@ static void stmt_on(struct session *s, struct request *req, const struct route *
     struct job *job;
 
     if (grant == GRANT_NONE) {
-        session_reply_error(s, "NOPERM", "user %s has no access to bind %s", s->user_name ? s->user_name : "?",
-                            b->conf->name);
+        session_reply_error(s, "NOPERM", "user %s has no access to bind %s",
+                            s->user_name ? s->user_name : "?", b->conf->name);
         codec_request_free(req);
         return;
     }
@@ -1300,10 +1310,11 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
             return session_xact_stmt(s, req, r, 0, false);
         }
         if (!has_sqlite) {
-            session_reply_error(s, "TXNBIND",
-                                "a statement across PostgreSQL binds only cannot run inside a transaction: no "
-                                "connection sees both binds' uncommitted writes (run one statement per bind, "
-                                "or join through an SQLite table)");
+            session_reply_error(
+                s, "TXNBIND",
+                "a statement across PostgreSQL binds only cannot run inside a transaction: no "
+                "connection sees both binds' uncommitted writes (run one statement per bind, "
+                "or join through an SQLite table)");
             codec_request_free(req);
             return true;
         }

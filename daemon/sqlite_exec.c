@@ -13,9 +13,11 @@
 #include <strings.h>
 #include <sys/resource.h>
 
+#include "daemon/backend_pg.h"
 #include "daemon/backend_sqlite.h"
 #include "daemon/hash.h"
 #include "daemon/log.h"
+#include "daemon/pgvtab.h"
 #include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
@@ -577,4 +579,49 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
     w->readonly = false;
     if (wrote && !w->grouping)
         atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+}
+
+/* A statement that failed in PostgreSQL: its -ERR (the last line of out)
+ * gets the code of the SQLSTATE (UNAVAILABLE when the bind could not be
+ * reached, CONNLOST when the connection broke) and the SQLSTATE itself,
+ * as for a statement sent to a PostgreSQL bind directly. */
+void sqlite_pg_error(struct pgvtab *vt, struct buf *out)
+{
+    const char *state = pgvtab_sqlstate(vt);
+    size_t start, end = out->len, sp;
+    struct buf line = BUF_INIT;
+
+    if (state == NULL || end < 6 || out->data[end - 1] != '\n')
+        return;
+    for (start = end - 1; start > 0 && out->data[start - 1] != '\n'; start--)
+        ;
+    if (end - start < 6 || memcmp(out->data + start, "-ERR ", 5) != 0)
+        return;
+    for (sp = start + 5; sp < end - 1 && out->data[sp] != ' '; sp++)
+        ;
+    if (sp < end - 1)
+        sp++;
+    if (buf_printf(&line, "%.*s (SQLSTATE %s)", (int)(end - 1 - sp), out->data + sp, state) == 0 &&
+        buf_putc(&line, '\0') == 0)
+        sqlite_reply_error_at(out, start, strcmp(state, "08001") == 0 ? "UNAVAILABLE" : pg_code(state, false),
+                              line.data);
+    buf_free(&line);
+}
+
+/* An INSERT into a PostgreSQL table answers no last_id (a PostgreSQL bind
+ * never does: the virtual table's rowid is no key of the table). */
+void sqlite_drop_last_id(struct buf *out)
+{
+    size_t start = out->len;
+
+    while (start > 0 && (start == out->len || out->data[start - 1] != '\n'))
+        start--;
+    for (size_t i = start; i + 9 <= out->len; i++) {
+        if (memcmp(out->data + i, " last_id=", 9) == 0) {
+            buf_truncate(out, i);
+            if (buf_putc(out, '\n') != 0)
+                buf_truncate(out, start);
+            return;
+        }
+    }
 }

@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "daemon/backend_sqlite.h"
-#include "daemon/federate.h"
 #include "daemon/pgvtab.h"
 #include "daemon/route.h"
 #include "daemon/xact.h"
@@ -83,7 +82,8 @@ int xact_lend_begin(struct worker *w, struct job *job, struct pgvtab **vtp, stru
         rc = pgvtab_expose(vt, bind, t->schema, t->name, name, sizeof name, &perr);
         w->internal = false;
         if (rc != 0) {
-            code = pgvtab_sqlstate(vt) != NULL && strcmp(pgvtab_sqlstate(vt), "08001") == 0 ? "UNAVAILABLE" : "SQL";
+            code = pgvtab_sqlstate(vt) != NULL && strcmp(pgvtab_sqlstate(vt), "08001") == 0 ? "UNAVAILABLE"
+                                                                                            : "SQL";
             snprintf(msg, sizeof msg, "%s", perr != NULL ? perr : "cannot use the PostgreSQL table");
             free(perr);
             break;
@@ -98,7 +98,8 @@ int xact_lend_begin(struct worker *w, struct job *job, struct pgvtab **vtp, stru
         if (rc != 0)
             snprintf(msg, sizeof msg, "out of memory rewriting the statement");
     }
-    if (rc == 0 && (buf_append(&sql, job->req.text + pos, job->req.len - pos) != 0 || buf_putc(&sql, '\0') != 0)) {
+    if (rc == 0 &&
+        (buf_append(&sql, job->req.text + pos, job->req.len - pos) != 0 || buf_putc(&sql, '\0') != 0)) {
         snprintf(msg, sizeof msg, "out of memory rewriting the statement");
         rc = -1;
     }
@@ -123,12 +124,12 @@ void xact_lend_end(struct worker *w, struct job *job, struct pgvtab *vt, struct 
     if (vt == NULL)
         return;
     if (job->failed)
-        federate_pg_error(vt, out);
+        sqlite_pg_error(vt, out);
     else if (job->kind == STMT_INSERT)
         for (size_t i = 0; i < job->nxact_binds; i++)
-            if (job->xact_binds[i].writes && confref_cfg(job->cfgref)->binds[job->xact_binds[i].index].type ==
-                                                    BIND_POSTGRES)
-                federate_drop_last_id(out);
+            if (job->xact_binds[i].writes &&
+                confref_cfg(job->cfgref)->binds[job->xact_binds[i].index].type == BIND_POSTGRES)
+                sqlite_drop_last_id(out);
     w->lent_pg = false;
     w->internal = true;
     pgvtab_close(vt);
