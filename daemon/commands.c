@@ -313,11 +313,13 @@ static void cmd_route(struct session *s, const char *args)
         session_reply_ok(s, facts); /* a foreign key across binds: created in its own bind */
     } else if (why != NULL) {
         session_reply_error(s, "CROSSBIND", "%s", why); /* as running it answers */
-    } else if (federate_runs(&r) && (s->in_txn || s->txn_held) && !route_has_sqlite(s->srv, &r)) {
-        /* Inside a transaction a statement across binds runs on its SQLite
+    } else if (federate_runs(&r) && (s->in_txn || s->txn_held) && !route_has_sqlite(s->srv, &r) &&
+               session_xact_pick_home(s) == NULL) {
+        /* Inside a transaction a statement across binds runs on an SQLite
          * connection (README, Transactions across binds). */
         session_reply_error(s, "TXNBIND",
-                            "a statement across PostgreSQL binds only cannot run inside a transaction");
+                            "a statement across PostgreSQL binds only runs inside a transaction on an SQLite "
+                            "bind's connection, and this user may read no SQLite bind");
     } else if (federate_runs(&r)) {
         session_reply_ok(s, "bind=*"); /* the federation pool runs it */
     } else if (r.err_code != NULL) {

@@ -189,6 +189,11 @@ bool session_authenticated(const struct session *s);
  * configuration has no users, none before .auth; looked up by name for a
  * bind a reload retired (a transaction ending there). */
 enum grant session_grant(const struct session *s, const struct bind *b);
+/* The SQLite bind a statement across binds runs on inside the session's
+ * transaction: its home, else the session's .use bind when it is an
+ * SQLite bind the user may read, else the first such bind; NULL: none
+ * (session_xact.c). */
+struct bind *session_xact_pick_home(const struct session *s);
 
 /* "idle", "busy", "auth" or "closing". */
 const char *session_state_name(enum sess_state st);

@@ -95,7 +95,8 @@ bool session_job_writes(const struct job *job);
  * on the home's worker with the PostgreSQL participants' connections lent
  * to it. Takes req. */
 void session_xact_lend(struct session *s, struct request *req, const struct route *r);
-/* Whether route r spans SQLite and PostgreSQL binds. */
+/* Whether route r names PostgreSQL binds and the transaction has an
+ * SQLite home to run it on (session_xact_pick_home). */
 bool session_xact_spans_pg(const struct session *s, const struct route *r);
 /* Lend job (on the home) the connections of its PostgreSQL binds'
  * participants. 0, or -1 with the error answered. */

@@ -292,6 +292,19 @@ void session_xact_done(struct session *s, struct job *job)
         p = &s->xt->parts[s->xt->n - 1];
     }
     xt = s->xt;
+    if (job->in_txn && job->nxact_binds > 0) {
+        /* A statement on the home, maybe with PostgreSQL connections lent:
+         * the binds it wrote are the written participants (a home picked
+         * to run a statement across PostgreSQL binds wrote nothing). */
+        for (size_t k = 0; k < job->nxact_binds && !job->failed; k++) {
+            struct bind *b = s->srv->binds[job->xact_binds[k].index];
+            struct xpart *w = is_sqlite(b) ? p : part_of(s, b);
+            if (job->xact_binds[k].writes && w != NULL)
+                w->wrote = true;
+        }
+        p->aborted = job->txn_aborted;
+        return;
+    }
     if (job->in_txn) {
         p->wrote |= !job->failed && session_job_writes(job);
         p->aborted = job->txn_aborted;
@@ -1271,7 +1284,7 @@ bool session_xact_spans_pg(const struct session *s, const struct route *r)
     bool sqlite, pg;
 
     route_kinds(s, r, &sqlite, &pg);
-    return sqlite && pg;
+    return pg && (sqlite || session_xact_pick_home(s) != NULL);
 }
 
 bool session_xact_route(struct session *s, struct request *req, const struct route *r)
@@ -1308,15 +1321,6 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
             if (mpt_check(s, req, r, NULL) != 0 || lock_first(s, req))
                 return true;
             return session_xact_stmt(s, req, r, 0, false);
-        }
-        if (!has_sqlite) {
-            session_reply_error(
-                s, "TXNBIND",
-                "a statement across PostgreSQL binds only cannot run inside a transaction: no "
-                "connection sees both binds' uncommitted writes (run one statement per bind, "
-                "or join through an SQLite table)");
-            codec_request_free(req);
-            return true;
         }
         if (mpt_check(s, req, r, NULL) != 0 || lock_first(s, req))
             return true;
@@ -1379,12 +1383,59 @@ static struct bind *join_next(struct session *s, const struct route *r)
     return NULL;
 }
 
+struct bind *session_xact_pick_home(const struct session *s)
+{
+    struct bind *home = session_xact_home(s);
+
+    if (home != NULL)
+        return home;
+    if (is_sqlite(s->use_bind) && session_grant(s, s->use_bind) != GRANT_NONE)
+        return s->use_bind;
+    for (size_t i = 0; i < s->srv->nbinds; i++)
+        if (is_sqlite(s->srv->binds[i]) && session_grant(s, s->srv->binds[i]) != GRANT_NONE)
+            return s->srv->binds[i];
+    return NULL;
+}
+
+/* A statement across PostgreSQL binds only runs on the SQLite home all
+ * the same: the home (picked, read-only, when the transaction has none)
+ * is added to a copy of its route. */
+static void lend_pg_only(struct session *s, struct request *req, const struct route *r, struct bind *home)
+{
+    struct route own = *r;
+
+    own.binds = calloc(r->nbinds + 1, sizeof *own.binds);
+    if (own.binds == NULL) {
+        session_reply_error(s, "NOMEM", "out of memory");
+        codec_request_free(req);
+        return;
+    }
+    memcpy(own.binds, r->binds, r->nbinds * sizeof *own.binds);
+    own.binds[own.nbinds++] = (struct route_bind){.index = home->index};
+    if (!session_xact_stmt(s, req, &own, 0, true)) {
+        session_reply_error(s, "TXNBIND", "this statement across binds cannot run inside the transaction");
+        codec_request_free(req);
+    }
+    free(own.binds);
+}
+
 void session_xact_lend(struct session *s, struct request *req, const struct route *r)
 {
-    struct bind *b;
+    struct bind *b, *home = NULL;
+    bool has_sqlite, has_pg;
 
     if (session_cross_refused(s, req, r))
         return;
+    route_kinds(s, r, &has_sqlite, &has_pg);
+    if (!has_sqlite && (home = session_xact_pick_home(s)) == NULL) {
+        session_reply_error(s, "TXNBIND",
+                            "a statement across PostgreSQL binds only runs inside a transaction on an SQLite "
+                            "bind's connection, and user %s may read no SQLite bind (run one statement per "
+                            "bind, or run it outside the transaction)",
+                            s->user_name ? s->user_name : "?");
+        codec_request_free(req);
+        return;
+    }
     b = join_next(s, r);
     if (b != NULL) {
         /* Its PostgreSQL binds join the transaction first (BEGIN), then
@@ -1404,6 +1455,10 @@ void session_xact_lend(struct session *s, struct request *req, const struct rout
         s->xt->pending = *req;
         s->xt->has_pending = true;
         memset(req, 0, sizeof *req);
+        return;
+    }
+    if (home != NULL) {
+        lend_pg_only(s, req, r, home);
         return;
     }
     if (!session_xact_stmt(s, req, r, 0, true)) {
