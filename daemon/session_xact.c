@@ -14,7 +14,9 @@
  * participant (joining it first with the BEGIN); statements of SQLite
  * binds go to the home; a statement spanning SQLite and PostgreSQL runs on
  * the home's worker with the PostgreSQL participants' connections lent to
- * it (backend_pg_lend). What the session does on its own (savepoints on
+ * it (backend_pg_lend); so does one across PostgreSQL binds only, on an
+ * SQLite bind the user may read that joins read-only when the transaction
+ * has no home (session_xact_pick_home). What the session does on its own (savepoints on
  * every participant, COMMIT, ROLLBACK, the max_prepared_transactions
  * question) is a chain of *steps*: jobs flagged xact_step whose answers
  * come here (session_xact_step_done) instead of to the client, one at a

@@ -114,3 +114,20 @@ def test_xact_pgpg_home_the_user_may_read_or_none():
         expect_rows(carol.request("SELECT color FROM items"), [["x"]])
         expect_status(carol.request("ROLLBACK"), "+OK changes=0")
         eq(items(pg, db), [["1", "from ledger"]], "items after ROLLBACK")
+
+
+def test_xact_pgpg_lent_write_is_a_written_participant():
+    # A PostgreSQL bind written only through a lent connection counts as
+    # written: with the SQLite home written too, COMMIT is two-phase.
+    with setup() as (pg, db, db2, d):
+        mark = len(pg.log_text())
+        c = d.connect()
+        expect_ok(c.request("BEGIN"))
+        expect_status(c.request("INSERT INTO test1 (id, color) VALUES (5, 'five')"), "+OK changes=1 last_id=5")
+        expect_status(c.request("INSERT INTO items (id, color) SELECT id, color FROM test1"), "+OK changes=1")
+        expect_status(c.request("COMMIT"), "+OK changes=0")
+        eq(items(pg, db), [["5", "five"]], "items after COMMIT")
+        eq(prepared(pg, db, db2), [], "no prepared transaction left")
+        sent = pg.log_text()[mark:]
+        if "PREPARE TRANSACTION 'sqlmux_" not in sent:
+            raise harness.TestFailure("no two-phase commit in the PostgreSQL log:\n%s" % sent[-3000:])
