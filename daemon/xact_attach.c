@@ -92,13 +92,19 @@ int xact_attach_workers(struct bind *const *binds, size_t nbinds, char *err, siz
         struct bind *b = binds[i];
         struct sqlite_bind *sb;
         size_t others = 0;
+        bool postgres = false;
         if (b->ops != &backend_sqlite_ops)
             continue;
         sb = b->impl;
-        for (size_t j = 0; j < nbinds; j++)
+        for (size_t j = 0; j < nbinds; j++) {
             if (j != i && binds[j]->ops == &backend_sqlite_ops)
                 others++;
-        if (others == 0)
+            postgres |= binds[j]->conf->type == BIND_POSTGRES;
+        }
+        /* With no other SQLite bind there is nothing to attach, but a
+         * transaction with PostgreSQL parts still commits through this
+         * connection's coordinator state (markers, decision). */
+        if (others == 0 && !postgres)
             continue;
         if (others > XACT_MAX_ATTACHED)
             log_warn(

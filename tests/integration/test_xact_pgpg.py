@@ -11,7 +11,7 @@ import harness
 from harness import eq, expect_err, expect_ok, expect_rows, expect_status
 from pgfixture import USER, shared
 from test_auth import login, users_text
-from test_xact_pg import LEDGER, ITEMS, items, ledger, prepared, setup
+from test_xact_pg import LEDGER, ITEMS, items, ledger, log_statements, prepared, setup
 
 JOIN = "SELECT i.color, l.amount FROM items i JOIN ledger l USING (id) ORDER BY id"
 COPY = "INSERT INTO items (id, color) SELECT id, 'from ledger' FROM ledger WHERE amount > 0"
@@ -131,3 +131,38 @@ def test_xact_pgpg_lent_write_is_a_written_participant():
         sent = pg.log_text()[mark:]
         if "PREPARE TRANSACTION 'sqlmux_" not in sent:
             raise harness.TestFailure("no two-phase commit in the PostgreSQL log:\n%s" % sent[-3000:])
+
+
+def test_xact_pgpg_one_sqlite_bind_and_postgresql():
+    """The common configuration, app.db and one PostgreSQL database: the
+    SQLite bind's connections have no other SQLite bind to attach, and a
+    transaction across it and PostgreSQL still works, all or nothing."""
+    pg = shared()
+    with pg.database() as db:
+        pg.psql([ITEMS], db=db, user=USER)
+        log_statements(pg, db)
+        binds = [("default", "sqlite:///app.db"), ("pg", pg.url(db=db))]
+        env = dict((k, None) for k in os.environ if k.startswith("PG"))
+        cfg = harness.make_config(binds=binds, tables=[("items", "pg")])
+        with harness.Daemon(config=cfg, env=env) as d:
+            mark = len(pg.log_text())
+            c = d.connect()
+            expect_ok(c.request("BEGIN"))
+            expect_status(c.request("INSERT INTO test1 (id, color) VALUES (1, 'one')"), "+OK changes=1 last_id=1")
+            expect_status(c.request("INSERT INTO items (id, color) VALUES (1, 'uno')"), "+OK changes=1")
+            expect_rows(c.request("SELECT t.color, i.color FROM test1 t JOIN items i USING (id)"),
+                        [["one", "uno"]])
+            expect_status(c.request("INSERT INTO items (id, color) SELECT id + 1, color FROM test1"),
+                          "+OK changes=1")
+            eq(items(pg, db), [], "items before COMMIT")
+            expect_status(c.request("COMMIT"), "+OK changes=0")
+            eq(items(pg, db), [["1", "uno"], ["2", "one"]], "items after COMMIT")
+            eq("PREPARE TRANSACTION" in pg.log_text()[mark:], True, "two-phase commit")
+            eq(prepared(pg, db), [], "no prepared transaction left")
+            expect_ok(c.request("BEGIN"))
+            expect_status(c.request("INSERT INTO test1 (id, color) VALUES (5, 'five')"), "+OK changes=1 last_id=5")
+            expect_status(c.request("INSERT INTO items (id, color) SELECT id, color FROM test1 WHERE id = 5"),
+                          "+OK changes=1")
+            expect_status(c.request("ROLLBACK"), "+OK changes=0")
+            expect_rows(c.request("SELECT count(*) FROM test1"), [["1"]])
+            eq(items(pg, db), [["1", "uno"], ["2", "one"]], "items after ROLLBACK")
