@@ -231,6 +231,28 @@ def _transfer_loop(d, stop, seed, counts, tables=("acct_a", "moves_a", "acct_b",
             return
 
 
+def kill_round(d, loop, it, writers, pause):
+    """One round of kill -9 under load: `writers` threads run loop(d, stop,
+    seed, counts) for `pause` seconds, the daemon is killed, the writers
+    stopped, the daemon started again. Returns the transfers answered +OK."""
+    stop = threading.Event()
+    counts = [0]
+    threads = [threading.Thread(target=loop, args=(d, stop, it * 100 + k, counts)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    time.sleep(pause)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    for cc in d.conns:
+        cc.close()
+    d.conns = []
+    d.start()
+    return counts[0]
+
+
 def test_xact_random_kill_under_load():
     tables = DEFAULT_TABLES + [("acct_b", "second_db"), ("moves_b", "second_db")]
     iterations = int(os.environ.get("SQLMUX_XACT_KILLS", "200"))
@@ -247,23 +269,7 @@ def test_xact_random_kill_under_load():
         committed = 0
         recovered = 0
         for it in range(iterations):
-            stop = threading.Event()
-            counts = [0]
-            threads = [threading.Thread(target=_transfer_loop, args=(d, stop, it * 100 + k, counts))
-                       for k in range(8)]
-            for t in threads:
-                t.start()
-            time.sleep(rnd.uniform(0.003, 0.04))
-            d.proc.send_signal(signal.SIGKILL)
-            d.proc.wait()
-            stop.set()
-            for t in threads:
-                t.join(10)
-            committed += counts[0]
-            for cc in d.conns:
-                cc.close()
-            d.conns = []
-            d.start()
+            committed += kill_round(d, _transfer_loop, it, 8, rnd.uniform(0.003, 0.04))
             c = d.connect()
             r = c.request("SELECT (SELECT sum(bal) FROM acct_a), (SELECT count(*) FROM moves_a), "
                           "(SELECT sum(amount) FROM moves_a)")

@@ -15,7 +15,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 
 import harness
 import pgfixture
@@ -430,7 +429,6 @@ def _transfer_loop(d, stop, seed, counts):
 
 def test_e2e_random_kill_sqlite_and_pg():
     import random
-    import threading
     iterations = int(os.environ.get("SQLMUX_XACT_PG_KILLS", "25"))
     with PgCluster() as pg:
         pg.psql(["CREATE TABLE acct_p (id int PRIMARY KEY, bal int NOT NULL)",
@@ -449,23 +447,7 @@ def test_e2e_random_kill_sqlite_and_pg():
             rnd = random.Random(61)
             committed = 0
             for it in range(iterations):
-                stop = threading.Event()
-                counts = [0]
-                threads = [threading.Thread(target=_transfer_loop, args=(d, stop, it * 100 + k, counts))
-                           for k in range(6)]
-                for t in threads:
-                    t.start()
-                time.sleep(rnd.uniform(0.05, 0.4))
-                d.proc.send_signal(signal.SIGKILL)
-                d.proc.wait()
-                stop.set()
-                for t in threads:
-                    t.join(10)
-                committed += counts[0]
-                for cc in d.conns:
-                    cc.close()
-                d.conns = []
-                d.start()
+                committed += test_xact_crash.kill_round(d, _transfer_loop, it, 6, rnd.uniform(0.05, 0.4))
                 eq(_all_prepared(pg), [], "after kill %d: no prepared transaction left" % it)
                 sum_s, n_s, moved_s = d.file_query(
                     "app.db", "SELECT (SELECT sum(bal) FROM acct_s), (SELECT count(*) FROM moves_s), "
