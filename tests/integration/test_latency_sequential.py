@@ -87,11 +87,9 @@ def _check_paths(d, c, pg_bind=None):
     for bind, table in (("default", "test1"), ("memory_db", "test3")):
         if bind == pg_bind:
             continue
-        before = _on_loop(c, bind)
         _expect_quick("%s quick read" % bind,
                       lambda: _latencies(c, lambda c: c.request("SELECT count(*) FROM %s" % table), _rows))
-        if _on_loop(c, bind) - before < ROUNDS:
-            raise TestFailure("%s: the reads were not answered on the loop (quick reads)" % bind)
+        _expect_on_loop(c, bind, table)
         before = _on_loop(c, bind)
         # With RETURNING a write always runs on a worker (a lone plain one
         # on the in-memory bind may run on the loop: below).
@@ -115,6 +113,24 @@ def _check_paths(d, c, pg_bind=None):
                       lambda: _latencies(c, lambda c: c.bulk("INSERT INTO accounts (name) VALUES (?)",
                                                      [None]), _changed))
         _expect_quick("PostgreSQL read in a transaction", lambda: _txn_reads(c, "accounts"))
+
+
+def _expect_on_loop(c, bind, table):
+    """ROUNDS reads of table all answered on the loop. A quick read that
+    overruns its 200 us budget (a preemption on a loaded machine is
+    enough) sends the same text to a worker for its next 64 runs, by
+    design: a round that sees one is tried again with a text of its own
+    (a space more), up to three rounds. Without quick reads none is."""
+    for attempt in range(3):
+        sql = "SELECT count(*) FROM %s%s" % (table, " " * (attempt + 1))
+        before = _on_loop(c, bind)
+        for _ in range(ROUNDS):
+            _rows(c.request(sql))
+        inline = _on_loop(c, bind) - before
+        if inline >= ROUNDS:
+            return
+    raise TestFailure("%s: the reads were not answered on the loop (quick reads): %d of %d, three times"
+                      % (bind, inline, ROUNDS))
 
 
 def _txn_reads(c, table):

@@ -28,13 +28,21 @@ def test_reads_are_answered_on_the_loop(d):
     c = d.connect()
     expect_ok(c.request("INSERT INTO test3 (color) VALUES ('green')"))
     expect_ok(c.request("INSERT INTO test1 (color) VALUES ('amber')"))
-    before = _stats(c)
-    expect_rows(c.request("SELECT color FROM test3"), [["green"]])
-    expect_rows(c.bulk("SELECT color FROM test1 WHERE id = ?1", [1]), [["amber"]])
-    after = _stats(c)
-    for bind in ("memory_db", "default"):
-        eq(int(after[bind]["on_loop"]) - int(before[bind]["on_loop"]), 1, "%s reads on the loop" % bind)
-        eq(int(after[bind]["statements"]) - int(before[bind]["statements"]), 1, "%s statements" % bind)
+    # A read that overruns the quick budget (200 us: a preemption on a
+    # loaded machine is enough) goes to a worker, by design: a round that
+    # sees one is tried again with texts of its own (a space more).
+    for attempt in range(3):
+        pad = " " * attempt
+        before = _stats(c)
+        expect_rows(c.request("SELECT color FROM test3" + pad), [["green"]])
+        expect_rows(c.bulk("SELECT color FROM test1 WHERE id = ?1" + pad, [1]), [["amber"]])
+        after = _stats(c)
+        for bind in ("memory_db", "default"):
+            eq(int(after[bind]["statements"]) - int(before[bind]["statements"]), 1, "%s statements" % bind)
+        inline = [int(after[b]["on_loop"]) - int(before[b]["on_loop"]) for b in ("memory_db", "default")]
+        if inline == [1, 1]:
+            break
+    eq(inline, [1, 1], "memory_db and default reads on the loop, three rounds")
     # Statements inside a transaction go to the workers (lone writes
     # outside one may not: test_handoff_writes.py).
     expect_ok(c.request("BEGIN"))
