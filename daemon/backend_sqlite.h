@@ -45,9 +45,6 @@
 /* Rows are posted to the loop in chunks of about this many bytes. */
 #define CHUNK_BYTES (64 * 1024)
 
-/* A batch of more statements than this posts its answers in two parts. */
-#define BATCH_SPLIT 8
-
 /* Writes of different clients committed together, at most. */
 #define GROUP_MAX 64
 

@@ -197,6 +197,7 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
                               const struct request **run, int *rc)
 {
     bool normalize = w->normalize && !w->federated && !w->pragma && !xact_stmt_uncached(w);
+    const struct request *nr = NULL;
     sqlite3_stmt *stmt;
 
     *run = req;
@@ -206,9 +207,16 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
         *rc = SQLITE_OK;
         return stmt;
     }
-    if (normalize && sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams,
-                                    (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1))) {
-        const struct request *nr = &w->norm.req;
+    /* The router's normalisation when it made one (routecache_norm),
+     * else our own. */
+    if (normalize) {
+        size_t max_len = (size_t)sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, -1);
+        if (req->norm != NULL)
+            nr = req->norm->len <= max_len ? req->norm : NULL;
+        else if (sqlnorm_sqlite(&w->norm, req->text, req->len, req->params, req->nparams, max_len))
+            nr = &w->norm.req;
+    }
+    if (nr != NULL) {
         stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
         if (stmt != NULL && stmt_as_normalised(stmt, nr)) {
             *run = nr;
@@ -519,14 +527,16 @@ static bool run_stmt_attached(struct worker *w, struct job *job, const struct re
 
 /* The job's statement, then the ones batched after it, in order; each
  * gets its own response. A client that went away stops the batch. The
- * answers of a long batch go out in two parts, so that a pipelining
- * client sends its next statements (and the loop reads and routes them)
- * while the second half runs. Before any answer to a statement that may
- * have written is posted, the bind's write count moves on: a quick read
- * sent after that answer arrived must take a fresh snapshot. */
+ * answers go out together when the batch ends (or by CHUNK_BYTES): one
+ * wake-up of the loop and one write to the client per batch. (Posting a
+ * batch's first half early, so the client would send more while the
+ * second half ran, cost 35-40% more daemon CPU per statement in syscalls
+ * and wake-ups and was slower at every depth: tests/bench/RESULTS.md.)
+ * Before any answer to a statement that may have written is posted, the
+ * bind's write count moves on: a quick read sent after that answer
+ * arrived must take a fresh snapshot. */
 void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
 {
-    size_t half = job->nmore >= BATCH_SPLIT ? job->nmore / 2 : SIZE_MAX;
     bool wrote = job->kind != STMT_SELECT;
 
     w->readonly = job->readonly;
@@ -567,7 +577,7 @@ void sqlite_exec_job(struct worker *w, struct job *job, struct buf *out)
         if (!run_stmt_attached(w, job, &job->more[i].req, job->more[i].kind, NULL, out))
             job->errors++;
         wrote |= job->more[i].kind != STMT_SELECT;
-        if (out->len >= CHUNK_BYTES || i == half) {
+        if (out->len >= CHUNK_BYTES) {
             if (wrote)
                 atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
             wrote = false;
