@@ -40,6 +40,11 @@ int main(int argc, char **argv)
     char err[1024];
     int rc;
 
+    /* No memory statistics: the daemon never asks for them, and keeping
+     * them takes a process-wide mutex on every SQLite allocation, which
+     * the loop's quick reads and every worker would contend for. Before
+     * any other SQLite call (it may only change before initialisation). */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (argc > 1 && strcmp(argv[1], "migrate") == 0)
         return migrate_main(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "passwd") == 0)
