@@ -660,6 +660,8 @@ void server_free(struct server *srv)
     for (size_t i = 0; i < srv->nlisteners; i++)
         free(srv->listeners[i].path);
     routecache_free(srv->routes);
+    free(srv->rbuf);
+    srv->rbuf = NULL;
     catset_drop(srv->catset);
     srv->catset = NULL;
     tls_server_free(srv->tls);

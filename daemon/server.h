@@ -79,6 +79,11 @@ struct server {
     uv_idle_t flush_awake;
     struct session *flush_head;
 
+    /* The loop's read buffer (session_io.c): a session with no input
+     * waiting reads into it, and only a partial request left over is
+     * copied into the session's own inbuf. NULL until the first read. */
+    char *rbuf;
+
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;
     size_t nclosing; /* of those, closing (not counted as clients) */

@@ -785,7 +785,10 @@ static void session_parse_input(struct session *s)
      * client keeps no read buffer), move the tail down when the consumed
      * part is most of the buffer. */
     if (s->inpos == s->inbuf.len) {
-        buf_free(&s->inbuf);
+        if (s->inbuf_shared)
+            s->inbuf.len = 0;
+        else
+            buf_free(&s->inbuf);
         s->inpos = 0;
     } else if (s->inpos > s->inbuf.cap / 2) {
         buf_consume(&s->inbuf, s->inpos);

@@ -77,6 +77,7 @@ struct session {
      * decoded. */
     struct buf inbuf;
     size_t inpos;
+    bool inbuf_shared; /* inbuf is srv->rbuf, during on_read only */
     struct codec_discard discard;
 
     /* Decoded requests not yet handled: a ring of qcap slots, allocated at

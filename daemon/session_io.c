@@ -17,6 +17,7 @@
 #include "daemon/session.h"
 
 #include <stdarg.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -273,11 +274,22 @@ void session_reply_row(struct session *s, const char *const *fields, size_t n)
 
 /* ---- Input ----------------------------------------------------------- */
 
+/* A session with no input waiting reads into the loop's buffer (on_read
+ * decodes it there and keeps only a partial request), so that a client
+ * whose requests arrive whole costs no allocation per read. TLS input is
+ * decrypted into inbuf: it reads into its own. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     struct session *s = h->data;
+    struct server *srv = s->srv;
 
     (void)suggested;
+    if (s->inbuf.cap == 0 && s->tls == NULL && srv->rbuf == NULL)
+        srv->rbuf = malloc(READ_CHUNK + 1); /* else: the session's own */
+    if (s->inbuf.cap == 0 && s->tls == NULL && srv->rbuf != NULL) {
+        *out = uv_buf_init(srv->rbuf, READ_CHUNK);
+        return;
+    }
     if (buf_reserve(&s->inbuf, READ_CHUNK) != 0) {
         *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
@@ -349,9 +361,31 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         session_tls_input(s, (size_t)nread);
         return;
     }
-    s->inbuf.len += (size_t)nread;
+    if (b->base != s->srv->rbuf) {
+        s->inbuf.len += (size_t)nread;
+        s->inbuf.data[s->inbuf.len] = '\0';
+        session_pump(s);
+        return;
+    }
+    /* Decode in the loop's buffer; what is left (a partial request, or
+     * requests the full queue cannot take yet) moves to the session's own
+     * inbuf, or the session closes if that fails. */
+    assert(s->inbuf.len == 0 && s->inbuf.cap == 0);
+    s->inbuf = (struct buf){.data = b->base, .len = (size_t)nread, .cap = READ_CHUNK + 1};
     s->inbuf.data[s->inbuf.len] = '\0';
+    s->inbuf_shared = true;
+    s->inpos = 0;
     session_pump(s);
+    {
+        struct buf rest = BUF_INIT;
+        bool lost = s->inpos < s->inbuf.len &&
+                    buf_append(&rest, s->inbuf.data + s->inpos, s->inbuf.len - s->inpos) != 0;
+        s->inbuf = rest;
+        s->inbuf_shared = false;
+        s->inpos = 0;
+        if (lost)
+            session_close(s, true);
+    }
 }
 
 /* Read when there is room for more requests and the client keeps up with
