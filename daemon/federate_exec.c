@@ -726,9 +726,7 @@ void federate_exec_run(struct fed_exec *x, struct job *job, struct buf *out)
         job->errors = 1;
         return;
     }
-    free(job->req.text);
-    job->req.text = sql;
-    job->req.len = len;
+    codec_request_set_text(&job->req, sql, len);
     if (job->plan) {
         exec_plan(x, job, out);
         x->w.write_schema = NULL;

@@ -226,9 +226,7 @@ int federate_references(struct session *s, struct request *req, const struct rou
     if (strip) {
         if (buf_append(&text, req->text + pos, req->len - pos) != 0 || buf_putc(&text, '\0') != 0)
             goto done;
-        free(req->text);
-        req->text = text.data;
-        req->len = text.len - 1;
+        codec_request_set_text(req, text.data, text.len - 1);
         text = (struct buf)BUF_INIT;
     }
     *out = job_new(JOB_EXEC, s->srv->binds[tb], s, s->id);

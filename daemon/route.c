@@ -177,6 +177,10 @@ struct routecache {
     size_t mask;          /* nslots - 1 */
     struct route scratch; /* the answer when caching is off or fails */
     struct sqlnorm norm;  /* the key of the statement being routed */
+    /* norm was made of this text by the last routecache_get (for
+     * routecache_norm): its address and length, NULL otherwise. */
+    const char *norm_of;
+    size_t norm_len;
 };
 
 struct routecache *routecache_new(size_t entries)
@@ -225,6 +229,13 @@ void routecache_set_catalogs(struct routecache *rc, const struct catset *cs)
 {
     routecache_clear(rc);
     rc->cs = cs;
+}
+
+struct request *routecache_norm(const struct routecache *rc, const struct request *req)
+{
+    if (rc->norm_of != req->text || rc->norm_len != req->len || req->nparams != 0)
+        return NULL;
+    return sqlnorm_copy(&rc->norm);
 }
 
 void routecache_free(struct routecache *rc)
@@ -475,6 +486,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     bool keyed = false;
     unsigned flags;
 
+    rc->norm_of = NULL;
     if (rc->slots == NULL) {
         route_clear(&rc->scratch);
         route_compute(cfg, rc->cs, sql, len, &rc->scratch, &ri);
@@ -490,6 +502,8 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     target = sl;
     if (cfg->normalize_literals && sqlnorm_route_key(&rc->norm, sql, len)) {
         uint64_t kh = hash_bytes(rc->norm.req.text, rc->norm.req.len);
+        rc->norm_of = sql;
+        rc->norm_len = len;
         struct slot *ks = &rc->slots[kh & rc->mask];
         if (ks->sql != NULL && ks->key && ks->hash == kh && ks->len == rc->norm.req.len &&
             memcmp(ks->sql, rc->norm.req.text, ks->len) == 0)
@@ -519,6 +533,7 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         key_len = len;
         h = hash_bytes(sql, len);
         keyed = false;
+        rc->norm_of = NULL;
     }
     target->sql = malloc(key_len + 1);
     if (target->sql != NULL) {

@@ -17,6 +17,7 @@
 #include "daemon/catalog.h"
 #include "daemon/sqlparse.h"
 #include "proto/buf.h"
+#include "proto/codec.h"
 
 /*
  * The bind for a table. schema and name are already unquoted and lowercased
@@ -116,6 +117,11 @@ void routecache_set_catalogs(struct routecache *rc, const struct catset *cs);
  * back as err_code "NOMEM". */
 const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
                                    size_t len);
+
+/* The normalised form (sqlnorm.h) the last routecache_get on rc made of
+ * req's text, copied for req->norm, when req has no parameters of its
+ * own; else (or out of memory) NULL. Loop thread, right after the get. */
+struct request *routecache_norm(const struct routecache *rc, const struct request *req);
 
 /* Compute a decision under cfg and the catalogs cs (may be NULL) without
  * the cache into *out (free with route_clear()), and leave the analysis in

@@ -257,6 +257,15 @@ static bool stmt_changes_txn(enum stmt_kind kind)
            kind == STMT_DDL;
 }
 
+/* A statement for a SQLite bind keeps the normalised form the router just
+ * made of it (routecache_norm), so the bind's connection does not make it
+ * again. Without one (out of memory too) the connection makes its own. */
+static void session_keep_norm(struct session *s, struct request *req, const struct bind *target)
+{
+    if (target->conf->type != BIND_POSTGRES && req->norm == NULL)
+        req->norm = routecache_norm(s->srv->routes, req);
+}
+
 /* Move the queued statements that would run right after job's on the same
  * bind into job (at most BATCH_MAX), so a pipelining client pays one trip
  * to the bind's worker per batch instead of per statement. Each keeps its
@@ -289,6 +298,7 @@ static void session_batch(struct session *s, struct job *job)
         }
         if (target != job->bind)
             break;
+        session_keep_norm(s, &p->req, target);
         if (job->nmore == cap) {
             size_t ncap = cap ? cap * 2 : 8;
             struct job_stmt *more = realloc(job->more, ncap * sizeof *more);
@@ -351,9 +361,7 @@ static int session_qualify_main(struct request *req, const char *schema)
         buf_free(&b);
         return -1;
     }
-    free(req->text);
-    req->text = b.data;
-    req->len = b.len - 1;
+    codec_request_set_text(req, b.data, b.len - 1);
     return 0;
 }
 
@@ -653,6 +661,7 @@ void session_sql(struct session *s, struct request *req)
         codec_request_free(req);
         return;
     }
+    session_keep_norm(s, req, target);
     /* Outside a transaction, earlier statements of this session have all
      * been answered (the session is idle), so a read may be answered here
      * and now without changing what it sees or the order of answers. */

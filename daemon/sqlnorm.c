@@ -71,18 +71,79 @@ struct norm_state {
     size_t nparams; /* the request's parameters */
 };
 
-static bool word_is(const char *sql, const struct sqltok *t, const char *w)
-{
-    size_t n = strlen(w);
-    return t->type == SQLTOK_WORD && t->len == n && strncasecmp(sql + t->pos, w, n) == 0;
-}
+/* The keywords the rules look at, each classified once per token (a
+ * lookup by length, then one comparison or a few). */
+enum {
+    KW_HEAD = 1,        /* a statement that may be normalised starts with it */
+    KW_SELECT = 2,      /* starts a result column list */
+    KW_SKIP = 4,        /* starts ORDER BY ... (literals kept to the clause's end) */
+    KW_RESET = 8,       /* a compound operator or DO: literals replaceable again */
+    KW_END_RESULT = 16, /* ends a result column list */
+    KW_KEEP_AFTER = 32, /* the literal right after it is kept */
+    KW_FROM = 64,
+    KW_DISTINCT = 128,
+    KW_COLLATE = 256,
+};
 
-static bool word_in(const char *sql, const struct sqltok *t, const char *const *list)
+struct keyword {
+    const char *name;
+    unsigned flags;
+};
+
+/* By length: keywords_by_len[n] lists the keywords of n letters. */
+static const struct keyword kw2[] = {{"as", KW_KEEP_AFTER}, {"do", KW_RESET}, {NULL, 0}};
+static const struct keyword kw4[] = {{"from", KW_END_RESULT | KW_FROM},
+                                     {"glob", KW_KEEP_AFTER},
+                                     {"like", KW_KEEP_AFTER},
+                                     {"with", KW_HEAD},
+                                     {NULL, 0}};
+static const struct keyword kw5[] = {{"group", KW_SKIP | KW_END_RESULT},
+                                     {"limit", KW_SKIP | KW_END_RESULT},
+                                     {"match", KW_KEEP_AFTER},
+                                     {"order", KW_SKIP | KW_END_RESULT},
+                                     {"union", KW_RESET | KW_END_RESULT},
+                                     {"where", KW_END_RESULT},
+                                     {NULL, 0}};
+static const struct keyword kw6[] = {{"delete", KW_HEAD},
+                                     {"escape", KW_KEEP_AFTER},
+                                     {"except", KW_RESET | KW_END_RESULT},
+                                     {"having", KW_END_RESULT},
+                                     {"insert", KW_HEAD},
+                                     {"offset", KW_SKIP},
+                                     {"regexp", KW_KEEP_AFTER},
+                                     {"select", KW_HEAD | KW_SELECT},
+                                     {"update", KW_HEAD},
+                                     {"values", KW_HEAD | KW_END_RESULT},
+                                     {"window", KW_END_RESULT},
+                                     {NULL, 0}};
+static const struct keyword kw7[] = {
+    {"collate", KW_KEEP_AFTER | KW_COLLATE}, {"default", KW_KEEP_AFTER}, {"replace", KW_HEAD}, {NULL, 0}};
+static const struct keyword kw8[] = {{"conflict", KW_SKIP}, {"distinct", KW_DISTINCT}, {NULL, 0}};
+static const struct keyword kw9[] = {
+    {"intersect", KW_RESET | KW_END_RESULT}, {"partition", KW_SKIP}, {"returning", KW_SKIP}, {NULL, 0}};
+
+#define KW_MAX_LEN 9
+
+static const struct keyword *const keywords_by_len[KW_MAX_LEN + 1] = {NULL, NULL, kw2, NULL, kw4,
+                                                                      kw5,  kw6,  kw7, kw8,  kw9};
+
+/* The KW_ flags of token t (0: not a keyword the rules look at). */
+static unsigned kw_flags(const char *sql, const struct sqltok *t)
 {
-    for (; *list != NULL; list++)
-        if (word_is(sql, t, *list))
-            return true;
-    return false;
+    const struct keyword *k;
+    char lower[KW_MAX_LEN];
+
+    if (t->type != SQLTOK_WORD || t->len > KW_MAX_LEN)
+        return 0;
+    k = keywords_by_len[t->len];
+    if (k == NULL)
+        return 0;
+    for (size_t i = 0; i < t->len; i++)
+        lower[i] = (char)sqllex_lower((unsigned char)sql[t->pos + i]);
+    for (; k->name != NULL; k++)
+        if (k->name[0] == lower[0] && memcmp(k->name, lower, t->len) == 0)
+            return k->flags;
+    return 0;
 }
 
 static bool is_id_char(unsigned char c)
@@ -194,18 +255,16 @@ static bool decode_literal(struct norm_state *st, const struct sqltok *t, struct
 
 /* Whether the literal t, between prev and next, stands where a parameter
  * means the same (the context rules of the file comment). */
-static bool replaceable_here(const char *sql, size_t len, const struct sqltok *prev, const struct sqltok *t,
-                             const struct sqltok *next)
+static bool replaceable_here(const char *sql, size_t len, const struct sqltok *prev, unsigned prev_kw,
+                             const struct sqltok *t, const struct sqltok *next, unsigned next_kw)
 {
-    static const char *const keep_after[] = {"like",    "glob", "regexp",  "match", "escape",
-                                             "collate", "as",   "default", NULL};
     size_t end = t->pos + t->len;
 
     if (end < len && is_id_char((unsigned char)sql[end]))
         return false;
-    if (prev->type == SQLTOK_DOT || next->type == SQLTOK_DOT || word_is(sql, next, "collate"))
+    if (prev->type == SQLTOK_DOT || next->type == SQLTOK_DOT || (next_kw & KW_COLLATE))
         return false;
-    return !word_in(sql, prev, keep_after);
+    return !(prev_kw & KW_KEEP_AFTER);
 }
 
 /* Whether the plain or numbered ? t may stay; *index gets its number
@@ -250,23 +309,19 @@ static bool params_reserve(struct sqlnorm *n, size_t want)
 static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const struct value *params,
                       size_t nparams, size_t max_len, bool any_params)
 {
-    static const char *const heads[] = {"select", "insert", "replace", "update",
-                                        "delete", "with",   "values",  NULL};
-    static const char *const end_result[] = {"from",  "where", "group",  "having",    "window", "order",
-                                             "limit", "union", "except", "intersect", "values", NULL};
-    static const char *const start_skip[] = {"order",  "group",     "partition", "limit",
-                                             "offset", "returning", "conflict",  NULL};
     struct level levels[MAX_DEPTH];
     struct norm_state st = {.sql = sql, .len = len, .n = n, .nparams = nparams};
     struct sqltok none = {.type = SQLTOK_EOF, .pos = 0, .len = 0, .what = NULL};
     struct sqltok prev = none, t, next;
     size_t depth = 0, max_param = 0;
+    unsigned prev_kw = 0, kw, next_kw;
     bool ended = false;
 
     if (len > max_len || len > SQLNORM_MAX_TEXT || nparams > MAX_PARAM || memchr(sql, '\0', len) != NULL)
         return false;
     t = sqllex_next(sql, len, 0, 0);
-    if (!word_in(sql, &t, heads))
+    kw = kw_flags(sql, &t);
+    if (!(kw & KW_HEAD))
         return false;
     if (n->values_cap < len + 1) {
         char *v = realloc(n->values, len + 1);
@@ -282,9 +337,10 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
     n->req.type = REQUEST_SQL;
     n->req.len = 0;
     levels[0] = (struct level){REGION_NORMAL, false};
-    for (; t.type != SQLTOK_EOF; prev = t, t = next) {
+    for (; t.type != SQLTOK_EOF; prev = t, prev_kw = kw, t = next, kw = next_kw) {
         struct level *lv = &levels[depth];
         next = sqllex_next(sql, len, t.pos + t.len, 0);
+        next_kw = kw_flags(sql, &next);
         if (t.type == SQLTOK_ERROR || (ended && t.type != SQLTOK_SEMI))
             return false;
         switch (t.type) {
@@ -299,15 +355,14 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
                 return false;
             break;
         case SQLTOK_WORD:
-            if (word_is(sql, &t, "select"))
+            if (kw & KW_SELECT)
                 lv->region = REGION_RESULT;
-            else if (word_in(sql, &t, start_skip))
+            else if (kw & KW_SKIP)
                 lv->region = REGION_SKIP;
-            else if (word_is(sql, &t, "union") || word_is(sql, &t, "except") ||
-                     word_is(sql, &t, "intersect") || word_is(sql, &t, "do"))
+            else if (kw & KW_RESET)
                 lv->region = REGION_NORMAL;
-            else if (lv->region == REGION_RESULT && word_in(sql, &t, end_result) &&
-                     !(word_is(sql, &t, "from") && word_is(sql, &prev, "distinct")))
+            else if (lv->region == REGION_RESULT && (kw & KW_END_RESULT) &&
+                     !((kw & KW_FROM) && (prev_kw & KW_DISTINCT)))
                 lv->region = REGION_NORMAL;
             break;
         case SQLTOK_OP:
@@ -334,7 +389,8 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
             if (sql[t.pos] == '$')
                 return false; /* $x$...$x$ is a parameter to SQLite */
             if (lv->inside_kept || lv->region != REGION_NORMAL || st.nlits == SQLNORM_MAX_LITERALS ||
-                nparams + st.nlits + 1 > MAX_PARAM || !replaceable_here(sql, len, &prev, &t, &next) ||
+                nparams + st.nlits + 1 > MAX_PARAM ||
+                !replaceable_here(sql, len, &prev, prev_kw, &t, &next, next_kw) ||
                 !decode_literal(&st, &t, &v))
                 break;
             if (!params_reserve(n, nparams + st.nlits + 1) || !put_param(&st, &t, nparams + st.nlits + 1))
@@ -349,6 +405,7 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
         !text_append(n, sql + st.copied, len - st.copied))
         return false;
     n->req.nparams = nparams + st.nlits;
+    n->max_param = max_param;
     return true;
 }
 
@@ -361,6 +418,40 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
 bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len)
 {
     return normalise(n, sql, len, NULL, 0, SQLNORM_MAX_TEXT, true);
+}
+
+struct request *sqlnorm_copy(const struct sqlnorm *n)
+{
+    const struct request *src = &n->req;
+    size_t values = 0, at;
+    struct request *r;
+    char *block;
+
+    if (n->max_param != 0)
+        return NULL;
+    for (size_t i = 0; i < src->nparams; i++)
+        values +=
+            src->params[i].type == VALUE_TEXT || src->params[i].type == VALUE_BLOB ? src->params[i].len : 0;
+    block = malloc(sizeof *r + src->nparams * sizeof *src->params + src->len + 1 + values);
+    if (block == NULL)
+        return NULL;
+    r = (struct request *)(void *)block;
+    *r = (struct request){.type = REQUEST_SQL, .len = src->len, .nparams = src->nparams};
+    r->params = (struct value *)(void *)(block + sizeof *r);
+    at = sizeof *r + src->nparams * sizeof *src->params;
+    r->text = block + at;
+    memcpy(r->text, src->text, src->len);
+    r->text[src->len] = '\0';
+    at += src->len + 1;
+    for (size_t i = 0; i < src->nparams; i++) {
+        r->params[i] = src->params[i];
+        if (src->params[i].type == VALUE_TEXT || src->params[i].type == VALUE_BLOB) {
+            r->params[i].p = block + at;
+            memcpy(r->params[i].p, src->params[i].p, src->params[i].len);
+            at += src->params[i].len;
+        }
+    }
+    return r;
 }
 
 void sqlnorm_free(struct sqlnorm *n)

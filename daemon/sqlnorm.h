@@ -40,7 +40,8 @@
 struct sqlnorm {
     struct request req;
     size_t text_cap, params_cap, values_cap;
-    char *values; /* the decoded strings and blobs */
+    char *values;     /* the decoded strings and blobs */
+    size_t max_param; /* the highest ? number of the text as sent (0: none) */
 };
 
 /* Normalise the SQLite statement sql[0..len) sent with params[0..nparams)
@@ -60,6 +61,12 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
  * name as a string (sqlparse's ROUTE_STRING_NAME: then the caller caches
  * by text). The request's parameters are not checked. */
 bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len);
+
+/* The normalisation sqlnorm_route_key() just made of a request that has
+ * no parameters of its own, as sqlnorm_sqlite() would make it: a copy for
+ * the request's norm (codec.h), in one allocation; NULL when the text had
+ * parameters (? numbers) or out of memory. */
+struct request *sqlnorm_copy(const struct sqlnorm *n);
 
 void sqlnorm_free(struct sqlnorm *n);
 

@@ -111,9 +111,7 @@ int xact_lend_begin(struct worker *w, struct job *job, struct pgvtab **vtp, stru
         xact_lend_end(w, job, vt, out);
         return -1;
     }
-    free(job->req.text);
-    job->req.text = sql.data;
-    job->req.len = sql.len - 1;
+    codec_request_set_text(&job->req, sql.data, sql.len - 1);
     w->lent_pg = true;
     *vtp = vt;
     return 0;

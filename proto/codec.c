@@ -457,6 +457,7 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
     req->len = sql_len;
     req->params = params;
     req->nparams = nparams;
+    req->norm = NULL;
     return CODEC_OK;
 }
 
@@ -628,7 +629,17 @@ void codec_request_free(struct request *req)
 {
     free(req->text);
     codec_values_free(req->params, req->nparams);
+    free(req->norm);
     memset(req, 0, sizeof *req);
+}
+
+void codec_request_set_text(struct request *req, char *text, size_t len)
+{
+    free(req->text);
+    req->text = text;
+    req->len = len;
+    free(req->norm);
+    req->norm = NULL;
 }
 
 /* ---- Fields ---------------------------------------------------------- */

@@ -44,13 +44,17 @@ enum request_type {
 
 /* One decoded request. text, params and every TEXT/BLOB params[i].p are
  * owned by the request: release with codec_request_free(). text is
- * NUL-terminated (text[len] == 0). */
+ * NUL-terminated (text[len] == 0). norm: the same statement with its
+ * literal values as parameters (the daemon's sqlnorm.h), made once by
+ * whoever routed it, or NULL; one allocation, owned by the request, and
+ * dropped when the text changes (codec_request_set_text). */
 struct request {
     enum request_type type;
     char *text;
     size_t len;
     struct value *params;
     size_t nparams;
+    struct request *norm;
 };
 
 struct codec_limits {
@@ -107,6 +111,10 @@ size_t codec_discard(const char *buf, size_t len, struct codec_discard *d);
 bool codec_discard_done(const struct codec_discard *d);
 
 void codec_request_free(struct request *req);
+
+/* Replace req's text with text[0..len) (taking its memory; text[len] ==
+ * 0); its normalised form, made for the old text, goes. */
+void codec_request_set_text(struct request *req, char *text, size_t len);
 
 /* ---- Requests (encoding: client side) -------------------------------- */
 
