@@ -5,44 +5,60 @@
  * DDL, named parameters).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/sqlnorm.h"
 #include "tests/unit/unit.h"
 
-static struct sqlnorm norm;
+static struct sqlnorm norm, route;
+
+/* "text | v1 | v2..." of a normalised request, its values from params[from]. */
+static void format(const struct request *r, size_t from, char *out, size_t cap)
+{
+    size_t o = (size_t)snprintf(out, cap, "%.*s", (int)r->len, r->text);
+
+    for (size_t i = from; i < r->nparams && o < cap; i++) {
+        const struct value *v = &r->params[i];
+        switch (v->type) {
+        case VALUE_INT: o += (size_t)snprintf(out + o, cap - o, " | %lld", (long long)v->i); break;
+        case VALUE_TEXT: o += (size_t)snprintf(out + o, cap - o, " | '%.*s'", (int)v->len, v->p); break;
+        case VALUE_BLOB:
+            o += (size_t)snprintf(out + o, cap - o, " | x");
+            for (size_t k = 0; k < v->len && o < cap; k++)
+                o += (size_t)snprintf(out + o, cap - o, "%02x", (unsigned char)v->p[k]);
+            break;
+        default: o += (size_t)snprintf(out + o, cap - o, " | ?"); break;
+        }
+    }
+}
 
 /* The normalised text of sql (sent with nparams integer parameters) and
  * its literals' values as "text | v1 | v2...", or "-" when it runs as it
- * is. */
+ * is. Without parameters, the router's normalisation copied for the
+ * request (sqlnorm_route_key, sqlnorm_copy) must be the same one. */
 static const char *norm_of(const char *sql, size_t nparams)
 {
-    static char out[1024];
+    static char out[1024], copied[1024];
     struct value params[4];
-    size_t o;
+    struct request *copy = NULL;
+    bool ok;
 
     memset(params, 0, sizeof params);
     for (size_t i = 0; i < nparams; i++)
         params[i].type = VALUE_INT;
-    if (!sqlnorm_sqlite(&norm, sql, strlen(sql), params, nparams, 1000000))
-        return "-";
-    o = (size_t)snprintf(out, sizeof out, "%.*s", (int)norm.req.len, norm.req.text);
-    for (size_t i = nparams; i < norm.req.nparams && o < sizeof out; i++) {
-        const struct value *v = &norm.req.params[i];
-        switch (v->type) {
-        case VALUE_INT: o += (size_t)snprintf(out + o, sizeof out - o, " | %lld", (long long)v->i); break;
-        case VALUE_TEXT:
-            o += (size_t)snprintf(out + o, sizeof out - o, " | '%.*s'", (int)v->len, v->p);
-            break;
-        case VALUE_BLOB:
-            o += (size_t)snprintf(out + o, sizeof out - o, " | x");
-            for (size_t k = 0; k < v->len && o < sizeof out; k++)
-                o += (size_t)snprintf(out + o, sizeof out - o, "%02x", (unsigned char)v->p[k]);
-            break;
-        default: o += (size_t)snprintf(out + o, sizeof out - o, " | ?"); break;
-        }
+    if (nparams == 0 && sqlnorm_route_key(&route, sql, strlen(sql)))
+        copy = sqlnorm_copy(&route);
+    ok = sqlnorm_sqlite(&norm, sql, strlen(sql), params, nparams, 1000000);
+    if (ok)
+        format(&norm.req, nparams, out, sizeof out);
+    if (nparams == 0) {
+        if (copy != NULL)
+            format(copy, 0, copied, sizeof copied);
+        CHECK_STR(copy != NULL ? copied : "-", ok ? out : "-");
+        free(copy);
     }
-    return out;
+    return ok ? out : "-";
 }
 
 static void test_kinds_of_literal(void)
@@ -152,5 +168,6 @@ int main(void)
     RUN(test_parameters);
     RUN(test_limits);
     sqlnorm_free(&norm);
+    sqlnorm_free(&route);
     UNIT_MAIN_END;
 }
