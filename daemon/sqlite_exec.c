@@ -355,7 +355,9 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
     int rc;
 
     for (;;) {
+        w->stepping = stmt;
         rc = sqlite3_step(stmt);
+        w->stepping = NULL;
         if (first) {
             /* Only now are the columns known for sure: the first step
              * re-prepares a statement whose schema changed (SELECT *). */
