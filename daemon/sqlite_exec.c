@@ -395,6 +395,15 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
             w->mark = 0; /* what came before is on its way */
         }
     }
+    /* Stopped here rather than by SQLite (the client went away, no memory,
+     * an answer too large): a write with RETURNING has made its changes by
+     * its first step, and a reset would commit them (inside a transaction,
+     * keep them) under an -ERR answer. Interrupted, SQLite undoes them. */
+    if (sqlite3_stmt_busy(stmt) && !sqlite3_stmt_readonly(stmt)) {
+        sqlite3_interrupt(w->db);
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+            ;
+    }
     return rc;
 }
 

@@ -8,9 +8,12 @@ retrying it made a duplicate). Checked on the worker path (a file bind's
 writes, RETURNING, writes too long for the loop's quick writer), in
 transactions and with writes of several clients queued together: every
 statement answered +OK is in its table with the rows its answer counts,
-every one answered -ERR left nothing."""
+every one answered -ERR left nothing. Likewise a write with RETURNING
+stopped by the daemon (its client went away): it is undone, as it counts."""
 
+import socket
 import threading
+import time
 
 from harness import DEFAULT_TABLES, Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows
 
@@ -179,3 +182,46 @@ def test_writes_of_several_clients_apply_as_answered():
         eq(len(results), 6 * 15 * len(BINDS), "answers")
         for table, sid, r, want in results:
             _check_answer("%s statement %d" % (table, sid), r, _applied(c, table, sid), want)
+
+
+def _stats(c, bind):
+    return dict((row["bind"], row) for row in expect_ok(c.request(".stats")).dicts())[bind]
+
+
+def test_write_of_a_client_that_went_away_counts_as_it_ended():
+    """A client sends a write with RETURNING whose rows it does not read,
+    and goes away while the statement waits for it to read: SQLite has made
+    the changes by the statement's first step, and a reset would commit
+    them. The statement is interrupted instead (SQLite undoes it): it left
+    nothing and counts as an error in .stats (before, it counted as an
+    error and its rows were committed)."""
+    d = Daemon(unix=True, tables=TABLES, server={"max_output": "65536"},
+               bind_opts={"default": {"pool_size": "2"}, "memory_db": {"pool_size": "2"}})
+    with d:
+        c = d.connect()
+        c.sock.settimeout(60)
+        for table, bind in BINDS.items():
+            expect_ok(c.request("CREATE TABLE %s (sid INTEGER NOT NULL, x INTEGER)" % table))
+            before = _stats(c, bind)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(d.unix_socket)
+            s.sendall((_cte_insert(table, 1, 20000, False) + " RETURNING sid, hex(randomblob(200))\n").encode())
+            deadline = time.time() + 10
+            while not [r for r in c.request(".clients").dicts() if r["state"] == "busy"]:
+                if time.time() > deadline:
+                    raise TestFailure("the write never showed as running")
+                time.sleep(0.02)
+            time.sleep(0.2)
+            s.close()
+            deadline = time.time() + 10
+            while int(_stats(c, bind)["statements"]) == int(before["statements"]):
+                if time.time() > deadline:
+                    raise TestFailure("the write of the client that went away never ended")
+                time.sleep(0.02)
+            after = _stats(c, bind)
+            errors = int(after["errors"]) - int(before["errors"])
+            rows = _applied(c, table, 1)
+            if (errors, rows) not in ((1, 0), (0, 20000)):
+                raise TestFailure("%s: the write counts %d errors and left %d of its 20000 rows"
+                                  % (table, errors, rows))
