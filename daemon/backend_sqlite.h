@@ -133,6 +133,8 @@ struct worker {
     size_t mark;                /* where the running statement's response starts in out */
     uint64_t deadline_ns;       /* statement_timeout: uv_hrtime() past which it stops; 0: none */
     uint64_t started_ns;        /* uv_hrtime() when the running statement started; 0: none */
+    sqlite3_stmt *stepping;     /* the client's statement being stepped, for the progress
+                                   handlers (sqlite_conn_may_stop), or NULL */
     uint64_t busy_since_ns;     /* uv_hrtime() when its wait for a lock began (on_busy) */
     pid_t tid;                  /* the worker thread, for setpriority() */
     bool lowered;               /* the thread runs at LONG_STATEMENT_NICE */
@@ -196,7 +198,6 @@ struct sqlite_bind {
     bool quick_wrote;
     bool quick_sent;
     bool quick_calm;
-    bool quick_committed; /* set by its commit hook, cleared by its rollback hook */
     int quick_wal_pages;
 
     /* Snapshots (an in-memory bind with a snapshot file): one thread with
@@ -263,6 +264,11 @@ int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
  * daemon, never by a client), NULL-terminated; NULL: none. w keeps the
  * pointer. 0, or -1 with err set. */
 int sqlite_conn_harden(struct worker *w, const char *const *schemas, char *err, size_t errlen);
+
+/* Whether a progress handler may stop w's statement (w->stepping; NULL:
+ * whatever runs): not once it has run to its end. The thread that uses
+ * w->db. */
+bool sqlite_conn_may_stop(const struct worker *w);
 
 /* Run the daemon's own SQL on w's connection, past the authorizer. */
 int sqlite_conn_exec_internal(struct worker *w, const char *sql);

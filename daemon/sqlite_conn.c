@@ -348,9 +348,20 @@ void sqlite_renice_init(void)
     pthread_once(&renice_once, renice_check);
 }
 
+/* SQLite calls the progress handler once more after a statement's last
+ * instruction, when an autocommit statement has committed and one inside
+ * a transaction has kept its changes, and still answers SQLITE_INTERRUPT
+ * if the handler says stop: the client would be told that a write that
+ * is done failed. sqlite3_stmt_busy() tells whether it still runs. */
+bool sqlite_conn_may_stop(const struct worker *w)
+{
+    return w->stepping == NULL || sqlite3_stmt_busy(w->stepping);
+}
+
 /* Progress handler, every 1000 virtual machine steps: lower the priority
  * of a statement that has run LONG_STATEMENT_MS, and stop one that ran
- * past statement_timeout (SQLite then returns SQLITE_INTERRUPT). */
+ * past statement_timeout (SQLite then returns SQLITE_INTERRUPT and undoes
+ * it) unless it has ended. */
 static int on_progress(void *arg)
 {
     struct worker *w = arg;
@@ -361,7 +372,7 @@ static int on_progress(void *arg)
     now = uv_hrtime();
     if (!w->lowered && renice_ok && now - w->started_ns > (uint64_t)LONG_STATEMENT_MS * 1000000u)
         w->lowered = setpriority(PRIO_PROCESS, (id_t)w->tid, LONG_STATEMENT_NICE) == 0;
-    return w->deadline_ns != 0 && now > w->deadline_ns;
+    return w->deadline_ns != 0 && now > w->deadline_ns && sqlite_conn_may_stop(w);
 }
 
 /* Busy handler of the workers' connections: wait for a lock another

@@ -359,11 +359,15 @@ static void set_running(struct job *job, sqlite3 *db)
 int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, struct buf *out, uint64_t *rows)
 {
     bool first = true;
+    bool unfinished = false; /* its last step gave a row */
     int ncol = 0;
     int rc;
 
     for (;;) {
+        w->stepping = stmt;
         rc = sqlite3_step(stmt);
+        w->stepping = NULL;
+        unfinished = rc == SQLITE_ROW;
         if (first) {
             /* Only now are the columns known for sure: the first step
              * re-prepares a statement whose schema changed (SELECT *). */
@@ -400,6 +404,15 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
             }
             w->mark = 0; /* what came before is on its way */
         }
+    }
+    /* Stopped here rather than by SQLite (the client went away, no memory,
+     * an answer too large): a write with RETURNING has made its changes by
+     * its first step, and a reset would commit them (inside a transaction,
+     * keep them) under an -ERR answer. Interrupted, SQLite undoes them. */
+    if (unfinished && !sqlite3_stmt_readonly(stmt)) {
+        sqlite3_interrupt(w->db);
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+            ;
     }
     return rc;
 }

@@ -28,12 +28,12 @@
 
 /* ---- Quick reads on the loop thread ------------------------------------ */
 
-/* Progress handler of the quick-read connection: stop a statement that
- * ran past its budget. */
+/* Progress handler of the quick connections: stop a statement that ran
+ * past its budget, unless it has ended. */
 static int on_quick_progress(void *arg)
 {
     const struct worker *w = arg;
-    return uv_hrtime() > w->deadline_ns;
+    return uv_hrtime() > w->deadline_ns && sqlite_conn_may_stop(w);
 }
 
 /* End the quick connection's read transaction, if one is open. */
@@ -188,19 +188,6 @@ static int on_quick_wal(void *arg, sqlite3 *db, const char *name, int pages)
     return SQLITE_OK;
 }
 
-/* The quick writer's commit and rollback hooks: whether its statement
- * committed. */
-static int on_quick_commit(void *arg)
-{
-    ((struct sqlite_bind *)arg)->quick_committed = true;
-    return 0;
-}
-
-static void on_quick_rollback(void *arg)
-{
-    ((struct sqlite_bind *)arg)->quick_committed = false;
-}
-
 /* Whether the bind's writer is free with nothing queued: no write of
  * another client is under way or waiting (they would rather commit as a
  * group). */
@@ -263,12 +250,10 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
     w->altering = false;
     before = sqlite3_total_changes64(w->db);
     w->deadline_ns = start_ns + QUICK_BUDGET_NS;
-    sb->quick_committed = false;
+    w->stepping = stmt; /* once committed, it is not stopped (sqlite_conn_may_stop) */
     rc = sqlite3_step(stmt);
-    /* SQLite calls the progress handler once more after the statement has
-     * ended, and answers SQLITE_INTERRUPT even though it has committed:
-     * the commit hook is what tells. */
-    if (rc != SQLITE_DONE && !sb->quick_committed) {
+    w->stepping = NULL;
+    if (rc != SQLITE_DONE) {
         sqlite_stmt_done(w, stmt);
         goto fail;
     }
@@ -350,8 +335,6 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen)
     if (sb->quick_writer != NULL) {
         sb->quick_calm = true;
         sqlite3_wal_hook(sb->quick_writer->db, on_quick_wal, sb);
-        sqlite3_commit_hook(sb->quick_writer->db, on_quick_commit, sb);
-        sqlite3_rollback_hook(sb->quick_writer->db, on_quick_rollback, sb);
     }
     /* A file bind's pages: every read through xRead (not mapped), kept in
      * a cache larger than the default 2 MB, since the loop answers most
