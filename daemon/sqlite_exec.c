@@ -435,6 +435,24 @@ static bool begin_readonly(sqlite3 *db, const char *begin_sql)
 
 /* Run one statement of the job and append its whole response to out.
  * Returns false when the response is an -ERR. */
+/* SQLite rolls back the whole transaction after some errors of a
+ * statement in it (an interrupted write, a full disk, an I/O error, out
+ * of memory: "Response To Errors Within A Transaction" in its docs). The
+ * statement's -ERR, the last line of out, says so: the client's COMMIT
+ * would only learn that no transaction is active. */
+static void note_rolled_back(struct buf *out)
+{
+    static const char note[] = " (the transaction was rolled back)";
+
+    if (out->len == 0 || out->data[out->len - 1] != '\n' || buf_reserve(out, sizeof note) != 0)
+        return;
+    /* Room reserved: the line loses its end only to get it back. */
+    memcpy(out->data + out->len - 1, note, sizeof note - 1);
+    out->len += sizeof note - 1;
+    out->data[out->len - 1] = '\n';
+    out->data[out->len] = '\0';
+}
+
 static bool run_stmt(struct worker *w, struct job *job, const struct request *req, enum stmt_kind kind,
                      const char *begin_sql, struct buf *out)
 {
@@ -442,7 +460,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     sqlite3_int64 before = sqlite3_total_changes64(db);
     uint64_t rows = 0;
     sqlite3_stmt *stmt;
-    bool timed_out;
+    bool timed_out, in_txn;
     int timeout_ms;
     int rc;
 
@@ -489,6 +507,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     timeout_ms = w->sb->bind->conf->statement_timeout_ms;
     w->started_ns = uv_hrtime();
     w->deadline_ns = timeout_ms > 0 ? w->started_ns + (uint64_t)timeout_ms * 1000000u : 0;
+    in_txn = !sqlite3_get_autocommit(db);
     rc = sqlite_stream_rows(w, job, stmt, out, &rows);
     timed_out = w->deadline_ns != 0 && uv_hrtime() > w->deadline_ns;
     w->deadline_ns = 0;
@@ -514,6 +533,8 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     } else {
         sqlite_reply_db_error(w, out, rc);
     }
+    if (in_txn && sqlite3_get_autocommit(db))
+        note_rolled_back(out);
     sqlite_stmt_done(w, stmt);
     return false;
 }
