@@ -168,8 +168,17 @@ struct slot {
     char *sql; /* NULL: empty slot */
     size_t len;
     bool key; /* sql is a normalised text (sqlnorm_route_key), not one sent */
+    /* A key made from a request without parameters of its own: where its
+     * literals' ?N are (a template for sqlnorm_match); NULL otherwise. */
+    size_t *lits;
+    size_t nlits;
     struct route route;
 };
+
+/* Keys tried as templates before a statement is lexed (the most recently
+ * used first): a client sending one statement shape with new values each
+ * time is matched against its template instead of lexed. */
+#define ROUTE_TEMPLATES 4
 
 struct routecache {
     const struct catset *cs; /* the catalogs decisions are made with */
@@ -181,6 +190,7 @@ struct routecache {
      * routecache_norm): its address and length, NULL otherwise. */
     const char *norm_of;
     size_t norm_len;
+    size_t templates[ROUTE_TEMPLATES]; /* slot index + 1; 0: none */
 };
 
 struct routecache *routecache_new(size_t entries)
@@ -214,6 +224,9 @@ static void slot_clear(struct slot *sl)
 {
     free(sl->sql);
     sl->sql = NULL;
+    free(sl->lits);
+    sl->lits = NULL;
+    sl->nlits = 0;
     route_clear(&sl->route);
 }
 
@@ -475,6 +488,30 @@ void route_compute(const struct config *cfg, const struct catset *cs, const char
     free(binds);
 }
 
+/* Slot sl (a key with its template) was just used: first to try. */
+static void template_used(struct routecache *rc, const struct slot *sl)
+{
+    size_t idx = (size_t)(sl - rc->slots) + 1, k = 0;
+
+    while (k < ROUTE_TEMPLATES - 1 && rc->templates[k] != idx)
+        k++;
+    memmove(rc->templates + 1, rc->templates, k * sizeof rc->templates[0]);
+    rc->templates[0] = idx;
+}
+
+/* The key whose template sql[0..len) fills in, with rc->norm made of sql;
+ * NULL when none does. */
+static struct slot *template_match(struct routecache *rc, const char *sql, size_t len)
+{
+    for (size_t k = 0; k < ROUTE_TEMPLATES && rc->templates[k] != 0; k++) {
+        struct slot *ks = &rc->slots[rc->templates[k] - 1];
+        if (ks->sql != NULL && ks->key && ks->lits != NULL &&
+            sqlnorm_match(&rc->norm, ks->sql, ks->len, ks->lits, ks->nlits, sql, len))
+            return ks;
+    }
+    return NULL;
+}
+
 const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
                                    size_t len)
 {
@@ -500,14 +537,24 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
     /* Statements that differ only in literal values route alike: their
      * decision is cached under their normalised text. */
     target = sl;
+    if (cfg->normalize_literals && (target = template_match(rc, sql, len)) != NULL) {
+        rc->norm_of = sql;
+        rc->norm_len = len;
+        template_used(rc, target);
+        return &target->route;
+    }
+    target = sl;
     if (cfg->normalize_literals && sqlnorm_route_key(&rc->norm, sql, len)) {
         uint64_t kh = hash_bytes(rc->norm.req.text, rc->norm.req.len);
         rc->norm_of = sql;
         rc->norm_len = len;
         struct slot *ks = &rc->slots[kh & rc->mask];
         if (ks->sql != NULL && ks->key && ks->hash == kh && ks->len == rc->norm.req.len &&
-            memcmp(ks->sql, rc->norm.req.text, ks->len) == 0)
+            memcmp(ks->sql, rc->norm.req.text, ks->len) == 0) {
+            if (ks->lits != NULL)
+                template_used(rc, ks);
             return &ks->route;
+        }
         target = ks;
         key = rc->norm.req.text;
         key_len = rc->norm.req.len;
@@ -542,6 +589,12 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         target->len = key_len;
         target->hash = h;
         target->key = keyed;
+        if (keyed && rc->norm.max_param == 0 && rc->norm.nlits > 0 &&
+            (target->lits = malloc(rc->norm.nlits * sizeof *target->lits)) != NULL) {
+            memcpy(target->lits, rc->norm.lits, rc->norm.nlits * sizeof *target->lits);
+            target->nlits = rc->norm.nlits;
+            template_used(rc, target);
+        }
     }
     return &target->route;
 }

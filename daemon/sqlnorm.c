@@ -304,6 +304,22 @@ static bool params_reserve(struct sqlnorm *n, size_t want)
     return true;
 }
 
+/* Make room for want literal positions. */
+static bool lits_reserve(struct sqlnorm *n, size_t want)
+{
+    if (want <= n->lits_cap)
+        return true;
+    size_t cap = n->lits_cap ? n->lits_cap * 2 : 16;
+    while (cap < want)
+        cap *= 2;
+    size_t *p = realloc(n->lits, cap * sizeof *p);
+    if (p == NULL)
+        return false;
+    n->lits = p;
+    n->lits_cap = cap;
+    return true;
+}
+
 /* sqlnorm_sqlite(), and sqlnorm_route_key() when any_params (the request's
  * parameters are not known: their count is not checked). */
 static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const struct value *params,
@@ -336,6 +352,7 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
         memcpy(n->req.params, params, nparams * sizeof *params);
     n->req.type = REQUEST_SQL;
     n->req.len = 0;
+    n->nlits = 0;
     levels[0] = (struct level){REGION_NORMAL, false};
     for (; t.type != SQLTOK_EOF; prev = t, prev_kw = kw, t = next, kw = next_kw) {
         struct level *lv = &levels[depth];
@@ -393,7 +410,10 @@ static bool normalise(struct sqlnorm *n, const char *sql, size_t len, const stru
                 !replaceable_here(sql, len, &prev, prev_kw, &t, &next, next_kw) ||
                 !decode_literal(&st, &t, &v))
                 break;
-            if (!params_reserve(n, nparams + st.nlits + 1) || !put_param(&st, &t, nparams + st.nlits + 1))
+            if (!params_reserve(n, nparams + st.nlits + 1) || !lits_reserve(n, st.nlits + 1))
+                return false;
+            n->lits[n->nlits++] = n->req.len + (t.pos - st.copied);
+            if (!put_param(&st, &t, nparams + st.nlits + 1))
                 return false;
             n->req.params[nparams + st.nlits++] = v;
             break;
@@ -418,6 +438,108 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
 bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len)
 {
     return normalise(n, sql, len, NULL, 0, SQLNORM_MAX_TEXT, true);
+}
+
+/* The replaceable literal at sql[at..len) into v (strings and blobs
+ * decoded into n->values at *values), as decode_literal() takes it: a
+ * decimal integer that fits in 64 bits, a '...' string or an X'..' blob of
+ * at most SQLNORM_MAX_VALUE bytes (a string with a NUL byte is not: the
+ * lexer's caller refuses such a text). Returns its end, or 0. */
+static size_t match_literal(struct sqlnorm *n, const char *sql, size_t len, size_t at, size_t *values,
+                            struct value *v)
+{
+    const unsigned char *s = (const unsigned char *)sql;
+    char *dst = n->values + *values;
+    size_t i = at, o = 0;
+
+    memset(v, 0, sizeof *v);
+    /* A number or X'' right after a name's last character would be part
+     * of the name to the lexer ("AND5"); a string would not. */
+    if (i > 0 && is_id_char(s[i - 1]) && s[i] != '\'')
+        return 0;
+    if (i < len && s[i] >= '0' && s[i] <= '9') {
+        uint64_t x = 0;
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (x > (uint64_t)(INT64_MAX - (s[i] - '0')) / 10)
+                return 0;
+            x = x * 10 + (uint64_t)(s[i] - '0');
+        }
+        v->type = VALUE_INT;
+        v->i = (int64_t)x;
+        return i;
+    }
+    if (i < len && s[i] == '\'') {
+        for (i++;; i++) {
+            /* At most SQLNORM_MAX_VALUE bytes between the quotes, as
+             * written (decode_literal()). */
+            if (i >= len || s[i] == '\0' || i - at - 1 > SQLNORM_MAX_VALUE)
+                return 0;
+            if (s[i] == '\'') {
+                if (i + 1 < len && s[i + 1] == '\'')
+                    i++; /* '' is one quote */
+                else
+                    break;
+            }
+            dst[o++] = (char)s[i];
+        }
+        v->type = VALUE_TEXT;
+    } else if (i + 1 < len && sqllex_lower(s[i]) == 'x' && s[i + 1] == '\'') {
+        for (i += 2; i + 1 < len && s[i] != '\''; i += 2) {
+            int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
+            if (hi < 0 || lo < 0 || o == SQLNORM_MAX_VALUE)
+                return 0;
+            dst[o++] = (char)(hi << 4 | lo);
+        }
+        if (i >= len || s[i] != '\'')
+            return 0;
+        v->type = VALUE_BLOB;
+    } else {
+        return 0;
+    }
+    v->p = dst;
+    v->len = o;
+    *values += o;
+    return i + 1;
+}
+
+bool sqlnorm_match(struct sqlnorm *n, const char *tmpl, size_t tlen, const size_t *lits, size_t nlits,
+                   const char *sql, size_t len)
+{
+    size_t i = 0, j = 0, values = 0;
+
+    if (nlits == 0 || len > SQLNORM_MAX_TEXT || !params_reserve(n, nlits) || !lits_reserve(n, nlits))
+        return false;
+    if (n->values_cap < len + 1) {
+        char *v = realloc(n->values, len + 1);
+        if (v == NULL)
+            return false;
+        n->values = v;
+        n->values_cap = len + 1;
+    }
+    for (size_t k = 0; k < nlits; k++) {
+        size_t seg = lits[k] - j;
+        if (lits[k] < j || lits[k] >= tlen || len - i < seg || memcmp(sql + i, tmpl + j, seg) != 0)
+            return false;
+        i += seg;
+        /* Past "?N", N = k + 1. */
+        j = lits[k] + 1;
+        while (j < tlen && tmpl[j] >= '0' && tmpl[j] <= '9')
+            j++;
+        i = match_literal(n, sql, len, i, &values, &n->req.params[k]);
+        if (i == 0)
+            return false;
+    }
+    if (len - i != tlen - j || memcmp(sql + i, tmpl + j, tlen - j) != 0)
+        return false;
+    n->req.len = 0;
+    if (!text_append(n, tmpl, tlen))
+        return false;
+    n->req.type = REQUEST_SQL;
+    n->req.nparams = nlits;
+    memcpy(n->lits, lits, nlits * sizeof *lits);
+    n->nlits = nlits;
+    n->max_param = 0;
+    return true;
 }
 
 struct request *sqlnorm_copy(const struct sqlnorm *n)
@@ -459,5 +581,6 @@ void sqlnorm_free(struct sqlnorm *n)
     free(n->req.text);
     free(n->req.params);
     free(n->values);
+    free(n->lits);
     memset(n, 0, sizeof *n);
 }

@@ -42,6 +42,11 @@ struct sqlnorm {
     size_t text_cap, params_cap, values_cap;
     char *values;     /* the decoded strings and blobs */
     size_t max_param; /* the highest ? number of the text as sent (0: none) */
+    /* Where each replaced literal's ?N starts in req.text, in order
+     * (lits[0..nlits)): the normalised text with these is a template that
+     * sqlnorm_match() fills in for another text of the same shape. */
+    size_t *lits;
+    size_t nlits, lits_cap;
 };
 
 /* Normalise the SQLite statement sql[0..len) sent with params[0..nparams)
@@ -61,6 +66,16 @@ bool sqlnorm_sqlite(struct sqlnorm *n, const char *sql, size_t len, const struct
  * name as a string (sqlparse's ROUTE_STRING_NAME: then the caller caches
  * by text). The request's parameters are not checked. */
 bool sqlnorm_route_key(struct sqlnorm *n, const char *sql, size_t len);
+
+/* Whether sql[0..len) is the template tmpl[0..tlen) (a normalised text of
+ * a request without parameters of its own, its replaced literals' ?N at
+ * lits[0..nlits)) with a replaceable literal in each ?N's place and the
+ * rest byte for byte the same; if so n holds what sqlnorm_route_key()
+ * would make of sql (the template and the literals' values) and true is
+ * returned. Much cheaper than lexing: a client that sends one statement
+ * shape with different values is matched, not parsed. */
+bool sqlnorm_match(struct sqlnorm *n, const char *tmpl, size_t tlen, const size_t *lits, size_t nlits,
+                   const char *sql, size_t len);
 
 /* The normalisation sqlnorm_route_key() just made of a request that has
  * no parameters of its own, as sqlnorm_sqlite() would make it: a copy for

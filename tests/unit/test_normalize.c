@@ -11,7 +11,7 @@
 #include "daemon/sqlnorm.h"
 #include "tests/unit/unit.h"
 
-static struct sqlnorm norm, route;
+static struct sqlnorm norm, route, matched;
 
 /* "text | v1 | v2..." of a normalised request, its values from params[from]. */
 static void format(const struct request *r, size_t from, char *out, size_t cap)
@@ -57,8 +57,80 @@ static const char *norm_of(const char *sql, size_t nparams)
             format(copy, 0, copied, sizeof copied);
         CHECK_STR(copy != NULL ? copied : "-", ok ? out : "-");
         free(copy);
+        /* Its own template fills in to the same. */
+        if (copy != NULL) {
+            CHECK(sqlnorm_match(&matched, route.req.text, route.req.len, route.lits, route.nlits, sql,
+                                strlen(sql)));
+            format(&matched.req, 0, copied, sizeof copied);
+            CHECK_STR(copied, out);
+        }
     }
     return ok ? out : "-";
+}
+
+/* The template of tmpl_sql (its route key) filled in by sql: what it
+ * makes, "-" when it does not fit; and whatever it makes must be what
+ * sqlnorm_sqlite makes of sql. */
+static const char *match_of(const char *tmpl_sql, const char *sql)
+{
+    static char out[1024];
+    struct sqlnorm t = {0};
+    const char *full;
+
+    CHECK(sqlnorm_route_key(&t, tmpl_sql, strlen(tmpl_sql)));
+    if (!sqlnorm_match(&matched, t.req.text, t.req.len, t.lits, t.nlits, sql, strlen(sql))) {
+        sqlnorm_free(&t);
+        return "-";
+    }
+    format(&matched.req, 0, out, sizeof out);
+    full = norm_of(sql, 0);
+    CHECK_STR(out, full);
+    sqlnorm_free(&t);
+    return out;
+}
+
+static void test_templates(void)
+{
+    const char *tmpl = "SELECT v FROM t WHERE id = 5 AND s = 'a' AND b = x'00' -- 'c'";
+
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 123 AND s = 'it''s' AND b = X'0aFF' -- 'c'"),
+              "SELECT v FROM t WHERE id = ?1 AND s = ?2 AND b = ?3 -- 'c' | 123 | 'it's' | x0aff");
+    /* Any replaceable literal in a literal's place: a string for a number. */
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = '7' AND s = 8 AND b = '' -- 'c'"),
+              "SELECT v FROM t WHERE id = ?1 AND s = ?2 AND b = ?3 -- 'c' | '7' | 8 | ''");
+    /* What the lexer would read otherwise, or not replace, does not fit. */
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5.5 AND s = 'a' AND b = x'00' -- 'c'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 1_0 AND s = 'a' AND b = x'00' -- 'c'"), "-");
+    CHECK_STR(
+        match_of(tmpl, "SELECT v FROM t WHERE id = 99999999999999999999 AND s = 'a' AND b = x'00' -- 'c'"),
+        "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 0x5 AND s = 'a' AND b = x'00' -- 'c'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = E'a' AND b = x'00' -- 'c'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = 'a' AND b = x'0' -- 'c'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = 'a' || 'b' AND b = x'00' -- 'c'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = 'a' AND b = x'00' -- 'd'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = 'a' AND b = x'00'"), "-");
+    CHECK_STR(match_of(tmpl, "SELECT v FROM t WHERE id = 5 AND s = 'a' AND b = x'00' -- 'c' "), "-");
+    CHECK_STR(match_of(tmpl, "select v FROM t WHERE id = 5 AND s = 'a' AND b = x'00' -- 'c'"), "-");
+    CHECK(!sqlnorm_match(&matched, "SELECT v FROM t WHERE s = ?1", 28, (size_t[]){26}, 1,
+                         "SELECT v FROM t WHERE s = 'a\0b'", 32));
+    /* A string right after a word is a string; a number there is part of
+     * the word. */
+    CHECK_STR(match_of("SELECT v FROM t WHERE s IN('a')", "SELECT v FROM t WHERE s IN('b')"),
+              "SELECT v FROM t WHERE s IN(?1) | 'b'");
+    CHECK_STR(match_of("SELECT v FROM t WHERE s = 1 OR'a' = s", "SELECT v FROM t WHERE s = 1 OR5 = s"), "-");
+    /* The length bound is the text's, as written. */
+    {
+        char a[1100], b[1100];
+        size_t o = (size_t)snprintf(a, sizeof a, "SELECT v FROM t WHERE s = '");
+        memcpy(b, a, o);
+        memset(a + o, 'x', 10);
+        snprintf(a + o + 10, sizeof a - o - 10, "'");
+        for (size_t k = 0; k < 500; k++)
+            memcpy(b + o + 2 * k, "''", 2);
+        snprintf(b + o + 1000, sizeof b - o - 1000, "x'");
+        CHECK_STR(match_of(a, b), "-");
+    }
 }
 
 static void test_kinds_of_literal(void)
@@ -167,7 +239,9 @@ int main(void)
     RUN(test_statements_left_alone);
     RUN(test_parameters);
     RUN(test_limits);
+    RUN(test_templates);
     sqlnorm_free(&norm);
     sqlnorm_free(&route);
+    sqlnorm_free(&matched);
     UNIT_MAIN_END;
 }
