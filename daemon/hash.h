@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/codec.h"
+
 /* FNV-1a, 64-bit: short keys (SQL text), no allocation, no seed. */
 static inline uint64_t hash_bytes(const char *s, size_t n)
 {
@@ -16,6 +18,13 @@ static inline uint64_t hash_bytes(const char *s, size_t n)
         h *= 1099511628211ull;
     }
     return h;
+}
+
+/* The hash of req's text: made once, by whoever routes it (req->hash),
+ * else now. */
+static inline uint64_t request_hash(const struct request *req)
+{
+    return req->hash != 0 ? req->hash : hash_bytes(req->text, req->len);
 }
 
 #endif

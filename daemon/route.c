@@ -512,11 +512,11 @@ static struct slot *template_match(struct routecache *rc, const char *sql, size_
     return NULL;
 }
 
-const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
-                                   size_t len)
+/* routecache_get, h being hash_bytes(sql, len). */
+static const struct route *routecache_lookup(struct routecache *rc, const struct config *cfg, const char *sql,
+                                             size_t len, uint64_t h)
 {
     struct route_info ri;
-    uint64_t h;
     struct slot *sl, *target;
     const char *key = sql;
     size_t key_len = len;
@@ -530,7 +530,6 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         sqlparse_info_free(&ri);
         return &rc->scratch;
     }
-    h = hash_bytes(sql, len);
     sl = &rc->slots[h & rc->mask];
     if (sl->sql != NULL && !sl->key && sl->hash == h && sl->len == len && memcmp(sl->sql, sql, len) == 0)
         return &sl->route;
@@ -597,4 +596,17 @@ const struct route *routecache_get(struct routecache *rc, const struct config *c
         }
     }
     return &target->route;
+}
+
+const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
+                                   size_t len)
+{
+    return routecache_lookup(rc, cfg, sql, len, hash_bytes(sql, len));
+}
+
+const struct route *routecache_get_request(struct routecache *rc, const struct config *cfg,
+                                           struct request *req)
+{
+    req->hash = hash_bytes(req->text, req->len);
+    return routecache_lookup(rc, cfg, req->text, req->len, req->hash);
 }

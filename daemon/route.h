@@ -118,6 +118,11 @@ void routecache_set_catalogs(struct routecache *rc, const struct catset *cs);
 const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
                                    size_t len);
 
+/* routecache_get for a request: its text, and its hash made once here
+ * (req->hash) for whoever runs it. */
+const struct route *routecache_get_request(struct routecache *rc, const struct config *cfg,
+                                           struct request *req);
+
 /* The normalised form (sqlnorm.h) the last routecache_get on rc made of
  * req's text, copied for req->norm, when req has no parameters of its
  * own; else (or out of memory) NULL. Loop thread, right after the get. */

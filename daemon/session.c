@@ -285,7 +285,7 @@ static void session_batch(struct session *s, struct job *job)
 
         if (p->is_error || p->req.type != REQUEST_SQL)
             break;
-        r = routecache_get(srv->routes, srv->cfg, p->req.text, p->req.len);
+        r = routecache_get_request(srv->routes, srv->cfg, &p->req);
         if (r->err_code != NULL || stmt_changes_txn(r->kind))
             break;
         if (s->in_txn) {
@@ -586,7 +586,7 @@ static bool session_cross_bind(struct session *s, struct request *req, const str
 void session_sql(struct session *s, struct request *req)
 {
     struct server *srv = s->srv;
-    const struct route *r = routecache_get(srv->routes, srv->cfg, req->text, req->len);
+    const struct route *r = routecache_get_request(srv->routes, srv->cfg, req);
     const char *begin = NULL;
     struct bind *target;
     struct job *job;

@@ -479,7 +479,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
     w->pragma = kind == STMT_PRAGMA;
     if (w->pragma)
         schema_refresh(w, req->text, req->len);
-    stmt = sqlite_stmt_for(w, req, hash_bytes(req->text, req->len), &req, &rc);
+    stmt = sqlite_stmt_for(w, req, request_hash(req), &req, &rc);
     w->pragma = false;
     if (stmt == NULL) {
         if (rc == SQLITE_MISUSE)

@@ -158,7 +158,7 @@ bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t star
 
     if (w == NULL || req->len > QUICK_MAX_SQL)
         return false;
-    h = hash_bytes(req->text, req->len);
+    h = request_hash(req);
     if (sqlite_quick_skipped(sb->quick_skip, h))
         return false;
     sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
@@ -230,7 +230,7 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
         sb->quick_wal_pages = 0;
         return false;
     }
-    h = hash_bytes(req->text, req->len);
+    h = request_hash(req);
     if (sqlite_quick_skipped(sb->quick_skip, h) || !writer_free(sb))
         return false;
     sb->quick_wrote = true;

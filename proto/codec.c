@@ -319,7 +319,10 @@ static const char *codec_parse_real(const char *s, size_t n, double *out)
 
 /* Decode parameter line s[0..n) (number `index`, from 1) into *v, which
  * then owns its TEXT/BLOB bytes. CODEC_OK or CODEC_ERROR. */
-static int codec_param_decode(const char *s, size_t n, size_t index, struct value *v, struct codec_error *err)
+/* Decode parameter line s[0..n) into v; a text or blob goes to *room
+ * (codec_param_room() bytes were set aside for it), which moves on. */
+static int codec_param_decode(const char *s, size_t n, size_t index, struct value *v, char **room,
+                              struct codec_error *err)
 {
     memset(v, 0, sizeof *v);
     if (n == 0)
@@ -348,32 +351,26 @@ static int codec_param_decode(const char *s, size_t n, size_t index, struct valu
         return CODEC_OK;
     }
     case 't': {
-        char *p = malloc(alen + 1);
-        if (p == NULL)
-            return codec_fail(err, "NOMEM", "out of memory");
-        if (codec_unescape(arg, alen, p, &v->len) < 0) {
-            free(p);
+        char *p = *room;
+        if (codec_unescape(arg, alen, p, &v->len) < 0)
             return codec_fail(err, "PROTO", "parameter %zu: bad escape", index);
-        }
         v->type = VALUE_TEXT;
         v->p = p;
+        *room += v->len + 1;
         return CODEC_OK;
     }
     case 'b': {
         if (alen % 2 != 0)
             return codec_fail(err, "PROTO", "parameter %zu: odd number of hex digits", index);
         /* Never NULL, even when empty: a NULL blob pointer binds SQL NULL. */
-        char *p = malloc(alen / 2 + 1);
-        if (p == NULL)
-            return codec_fail(err, "NOMEM", "out of memory");
-        if (codec_hex_decode(arg, alen, (unsigned char *)p) < 0) {
-            free(p);
+        char *p = *room;
+        if (codec_hex_decode(arg, alen, (unsigned char *)p) < 0)
             return codec_fail(err, "PROTO", "parameter %zu: bad hex digit", index);
-        }
         p[alen / 2] = '\0';
         v->type = VALUE_BLOB;
         v->p = p;
         v->len = alen / 2;
+        *room += alen / 2 + 1;
         return CODEC_OK;
     }
     default: {
@@ -392,6 +389,17 @@ static void codec_values_free(struct value *params, size_t n)
     free(params);
 }
 
+/* The bytes a text or blob parameter line s[0..n) decodes into, at most,
+ * with its NUL. */
+static size_t codec_param_room(const char *s, size_t n)
+{
+    if (n > 0 && s[0] == 't')
+        return n;
+    if (n > 0 && s[0] == 'b')
+        return (n - 1) / 2 + 1;
+    return 0;
+}
+
 /* The part of a request after its SQL: nparams parameter lines from
  * buf[pos]. Frames them all first (NEED_MORE until every line is there),
  * then builds *req from sql[0..sql_len) and the decoded values. A too long
@@ -404,6 +412,7 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
 {
     const size_t first = pos;
     const size_t total = lim->max_total ? lim->max_total : SIZE_MAX;
+    size_t room = 0;
     struct codec_line l;
     for (size_t i = 0; i < nparams; i++) {
         int found = codec_line_find(buf, pos, len, lim->max_request, &l);
@@ -427,37 +436,38 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
             return codec_fail(err, "TOOLONG", "parameter %zu: line too long (max %zu bytes)", i + 1,
                               lim->max_request);
         }
+        room += codec_param_room(buf + l.start, l.clen);
         pos = l.next;
     }
     *consumed = pos;
 
-    char *text = codec_strndup(sql, sql_len);
-    struct value *params = NULL;
-    if (text == NULL)
+    /* One allocation: the text, then the parameters and their texts and
+     * blobs (req->mem). */
+    size_t at = (sql_len + 1 + _Alignof(struct value) - 1) / _Alignof(struct value) * _Alignof(struct value);
+    char *mem = malloc(at + nparams * sizeof(struct value) + room);
+    if (mem == NULL)
         return codec_fail(err, "NOMEM", "out of memory");
-    if (nparams > 0) {
-        params = calloc(nparams, sizeof *params);
-        if (params == NULL) {
-            free(text);
-            return codec_fail(err, "NOMEM", "out of memory");
-        }
-    }
+    memcpy(mem, sql, sql_len);
+    mem[sql_len] = '\0';
+    struct value *params = nparams > 0 ? (struct value *)(void *)(mem + at) : NULL;
+    char *next = mem + at + nparams * sizeof(struct value);
     pos = first;
     for (size_t i = 0; i < nparams; i++) {
         (void)codec_line_find(buf, pos, len, lim->max_request, &l); /* framed above */
-        if (codec_param_decode(buf + l.start, l.clen, i + 1, &params[i], err) != CODEC_OK) {
-            codec_values_free(params, i);
-            free(text);
+        if (codec_param_decode(buf + l.start, l.clen, i + 1, &params[i], &next, err) != CODEC_OK) {
+            free(mem);
             return CODEC_ERROR;
         }
         pos = l.next;
     }
     req->type = type;
-    req->text = text;
+    req->text = mem;
     req->len = sql_len;
     req->params = params;
     req->nparams = nparams;
     req->norm = NULL;
+    req->hash = 0;
+    req->mem = mem;
     return CODEC_OK;
 }
 
@@ -627,17 +637,23 @@ bool codec_discard_done(const struct codec_discard *d)
 
 void codec_request_free(struct request *req)
 {
-    free(req->text);
-    codec_values_free(req->params, req->nparams);
+    if (req->text != req->mem)
+        free(req->text);
+    if (req->mem != NULL)
+        free(req->mem);
+    else
+        codec_values_free(req->params, req->nparams);
     free(req->norm);
     memset(req, 0, sizeof *req);
 }
 
 void codec_request_set_text(struct request *req, char *text, size_t len)
 {
-    free(req->text);
+    if (req->text != req->mem)
+        free(req->text);
     req->text = text;
     req->len = len;
+    req->hash = 0;
     free(req->norm);
     req->norm = NULL;
 }

@@ -43,7 +43,8 @@ enum request_type {
 };
 
 /* One decoded request. text, params and every TEXT/BLOB params[i].p are
- * owned by the request: release with codec_request_free(). text is
+ * owned by the request (the decoder makes them one allocation, mem):
+ * release with codec_request_free(). text is
  * NUL-terminated (text[len] == 0). norm: the same statement with its
  * literal values as parameters (the daemon's sqlnorm.h), made once by
  * whoever routed it, or NULL; one allocation, owned by the request, and
@@ -55,6 +56,10 @@ struct request {
     struct value *params;
     size_t nparams;
     struct request *norm;
+    uint64_t hash; /* the daemon's hash of text (request_hash()), 0: not made yet */
+    /* The decoder's one allocation: text (until replaced), params and
+     * their texts and blobs; NULL: each is its own allocation. */
+    char *mem;
 };
 
 struct codec_limits {
