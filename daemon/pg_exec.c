@@ -358,7 +358,13 @@ void pg_conn_result(struct pgconn *c, PGresult *res)
     case PGRES_COMMAND_OK:
     case PGRES_EMPTY_QUERY:
         snprintf(c->changes, sizeof c->changes, "%s", PQcmdTuples(res));
-        if (pg_tag_touches_session(PQcmdStatus(res)))
+        /* What the daemon sends itself changes nothing past the
+         * transaction: the BEGIN phase (the client's BEGIN, the SET LOCAL
+         * lock_timeout and SAVEPOINTs of a transaction across binds) and
+         * its steps (PREPARE TRANSACTION, COMMIT PREPARED, ...). Counting
+         * their tags cost a DISCARD ALL, and the prepared statements it
+         * drops, at every two-phase commit. */
+        if (c->phase != PHASE_BEGIN && !job->xact_step && pg_tag_touches_session(PQcmdStatus(res)))
             c->dirty = true;
         break;
     case PGRES_COPY_IN:
