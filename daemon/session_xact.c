@@ -53,6 +53,7 @@
 #include "daemon/route.h"
 #include "daemon/server.h"
 #include "daemon/session_int.h"
+#include "daemon/sqllex.h"
 #include "daemon/xact.h"
 
 struct xpart {
@@ -97,6 +98,7 @@ struct sess_xact {
     bool written_seen;      /* XC_PLAIN: the written participant's turn came */
     struct request pending; /* XOP_MPT, XOP_JOIN: the client's statement, run after */
     bool has_pending;
+    bool chain;            /* COMMIT or ROLLBACK AND CHAIN: a new transaction follows */
     struct bind *mpt_bind; /* XOP_MPT: the bind asked */
     uint64_t txid;         /* the commit's id (2PC), 0: none */
     bool in_doubt;         /* a part was handed to the resolver */
@@ -445,6 +447,7 @@ static void chain_done(struct session *s, bool end_txn)
 {
     struct sess_xact *xt = s->xt;
     bool closing = s->state == SESS_CLOSING;
+    char *chained = NULL;
     int rc = 0;
 
     xt->op = XOP_NONE;
@@ -456,11 +459,23 @@ static void chain_done(struct session *s, bool end_txn)
         else
             rc = codec_put_ok_changes(&s->out, 0, NULL);
     }
+    /* AND CHAIN: the next transaction, with the same BEGIN, is held as
+     * after the client's own BEGIN (each bind joins it at its first
+     * statement). Not after a COMMIT that failed: nothing is open then. */
+    if (end_txn && xt->chain && xt->err == NULL && !closing && rc == 0) {
+        chained = strdup(s->txn_begin != NULL ? s->txn_begin : "BEGIN");
+        if (chained == NULL)
+            rc = -1; /* the client would believe a transaction is open */
+    }
     free(xt->err);
     xt->err = NULL;
     buf_free(&xt->last);
     if (end_txn)
         xact_end(s);
+    if (chained != NULL) {
+        s->held_begin = chained;
+        s->txn_held = true;
+    }
     if (closing) {
         session_finish_close(s, true);
         return;
@@ -880,6 +895,30 @@ void session_xact_step_done(struct session *s, struct job *job, struct buf *data
 
 /* Start the chain for the client's COMMIT, ROLLBACK or savepoint
  * statement (req's memory is taken). */
+/* Whether token t of sql is the keyword word (lower case). */
+static bool tok_is(const char *sql, const struct sqltok *t, const char *word)
+{
+    return t->type == SQLTOK_WORD && t->len == strlen(word) && strncasecmp(sql + t->pos, word, t->len) == 0;
+}
+
+/* Whether a COMMIT or ROLLBACK (END, ABORT) ends with AND CHAIN, which in
+ * PostgreSQL begins a new transaction with the same characteristics at
+ * once (AND NO CHAIN does not). */
+static bool and_chain(const char *sql, size_t len)
+{
+    struct sqltok prev = {0}, last = {0};
+
+    for (size_t at = 0;;) {
+        struct sqltok t = sqllex_next(sql, len, at, SQLLEX_POSTGRES);
+        if (t.type == SQLTOK_EOF || t.type == SQLTOK_ERROR || t.type == SQLTOK_SEMI)
+            break;
+        prev = last;
+        last = t;
+        at = t.pos + t.len;
+    }
+    return tok_is(sql, &prev, "and") && tok_is(sql, &last, "chain");
+}
+
 static void chain_start(struct session *s, struct request *req, enum stmt_kind kind)
 {
     struct sess_xact *xt = s->xt;
@@ -891,6 +930,7 @@ static void chain_start(struct session *s, struct request *req, enum stmt_kind k
     xt->txid = 0;
     xt->in_doubt = false;
     xt->undecided = false;
+    xt->chain = false;
     if (kind == STMT_SAVEPOINT) {
         xt->op = XOP_BROADCAST;
         xt->pending = *req;
@@ -899,6 +939,9 @@ static void chain_start(struct session *s, struct request *req, enum stmt_kind k
         xact_next(s);
         return;
     }
+    /* Every participant gets a plain COMMIT or ROLLBACK; the chained
+     * transaction is the session's (chain_done). */
+    xt->chain = and_chain(req->text, req->len);
     codec_request_free(req);
     if (kind == STMT_ROLLBACK || xt->broken != NULL) {
         if (kind != STMT_ROLLBACK)
