@@ -275,6 +275,16 @@ struct backend_ops {
      * then). NULL: the backend never does. */
     bool (*write_inline)(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,
                          struct buf *out);
+    /* The same for a write (STMT_INSERT, STMT_UPDATE or STMT_DELETE of a
+     * user who may write the bind) inside the transaction of session
+     * owner on this bind, whose earlier statements have all been answered:
+     * run here on the transaction's own connection when its cost is
+     * bounded and nothing can make it wait, with the answer the backend's
+     * submit() would give (an -ERR included). *txn_open: whether the
+     * transaction is still open after it (an error may have ended it).
+     * false: out and the database as they were. NULL: never. */
+    bool (*txn_inline)(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
+                       struct buf *out, bool *txn_open);
     /* Ask a running job to stop (the client went away). */
     void (*interrupt)(struct bind *b, struct job *job);
     /* The client read some of a job's output (loop thread): a backend that

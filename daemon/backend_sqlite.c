@@ -236,6 +236,7 @@ static void run_job(struct worker *w, struct job *job)
 {
     struct buf out = BUF_INIT;
 
+    w->txn_schema = -1;
     if (atomic_load(&job->cancelled) && job->type == JOB_EXEC) {
         job->failed = true;
     } else {
@@ -311,6 +312,7 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
     bool ok;
     int rc;
 
+    w->txn_schema = -1;
     for (size_t i = 0; i < n; i++)
         outs[i] = (struct buf)BUF_INIT;
     sqlite_conn_query_only(w, false);
@@ -579,6 +581,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         struct worker *w = &sb->workers[i];
         w->sb = sb;
         w->tail = &w->head;
+        w->txn_schema = -1;
         w->cache = calloc(sb->stmt_cache + 1, sizeof *w->cache);
         if (w->cache == NULL)
             goto nomem;
@@ -849,6 +852,7 @@ const struct backend_ops backend_sqlite_ops = {
     .submit = sqlite_submit,
     .read_inline = sqlite_read_inline,
     .write_inline = sqlite_write_inline,
+    .txn_inline = sqlite_txn_inline,
     .interrupt = sqlite_interrupt,
     .status = sqlite_status,
     .describe = sqlite_describe,

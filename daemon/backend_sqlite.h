@@ -94,6 +94,10 @@ struct cached_stmt {
     size_t len;
     sqlite3_stmt *stmt;
     uint64_t used; /* tick of last use, for eviction */
+    /* sqlite_stmt_straight()'s verdict (1 yes, -1 no, 0 not asked) and
+     * the schema version it was made for. */
+    signed char straight;
+    int64_t straight_schema;
 };
 
 struct sqlite_bind;
@@ -147,6 +151,8 @@ struct worker {
     struct xact_conn *xact;     /* the other binds attached for transactions
                                    across binds (daemon/xact.c), or NULL */
     bool normalize;             /* normalize_literals for the running statements */
+    int64_t txn_schema;         /* the schema version sqlite_txn_inline read; -1: to read
+                                   again (a job ran here since: it may have been DDL) */
     struct sqlnorm norm;        /* the running statement with its literals bound
                                    (sqlite_stmt_for); buffers reused */
 };
@@ -330,6 +336,22 @@ int sqlite_quick_open(struct sqlite_bind *sb, char *err, size_t errlen);
 /* backend_ops.read_inline (loop thread). */
 bool sqlite_read_inline(struct bind *b, const struct request *req, uint64_t start_ns, struct buf *out,
                         uint64_t *rows);
+
+/* Whether stmt, one of w's cached statements, runs in a time bounded by
+ * its values alone: its program (EXPLAIN) writes one row of main at most,
+ * with only the opcodes of such a write, every jump forward (no loop, no
+ * trigger, no subquery, no virtual table). schema: the connection's
+ * schema version now; the verdict is kept with the cached statement for
+ * that version. Any thread that may use w's connection. */
+bool sqlite_stmt_straight(struct worker *w, sqlite3_stmt *stmt, int64_t schema);
+
+/* An -ERR line (the last of out) whose error made SQLite roll back the
+ * whole transaction says so. */
+void sqlite_note_rolled_back(struct buf *out);
+
+/* backend_ops.txn_inline (loop thread). */
+bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
+                       struct buf *out, bool *txn_open);
 
 /* backend_ops.write_inline (loop thread). */
 bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,

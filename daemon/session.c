@@ -337,6 +337,34 @@ static bool session_run_inline(struct session *s, struct bind *b, struct request
     return true;
 }
 
+/* A write of the session's transaction on one bind, answered on the loop
+ * thread on the transaction's own connection (txn_inline): no job, no
+ * trip to its worker and back. */
+static bool session_run_txn_inline(struct session *s, struct bind *b, struct request *req,
+                                   enum stmt_kind kind)
+{
+    struct bind_stats *st = &b->stats;
+    uint64_t start = uv_hrtime();
+    size_t mark = s->out.len;
+    bool open;
+
+    if (!b->ops->txn_inline(b, s->id, req, kind, &s->out, &open))
+        return false;
+    st->statements++;
+    st->on_loop++;
+    st->time_us += (uv_hrtime() - start) / 1000;
+    if (s->out.data[mark] == '-')
+        st->errors++;
+    else
+        s->txn_wrote = true;
+    s->statements++;
+    s->active_at = uv_now(s->srv->loop);
+    if (!open)
+        session_txn_ended(s);
+    codec_request_free(req);
+    return true;
+}
+
 /* Inside a transaction SQLite's `main` is the transaction's home bind: a
  * CREATE TABLE/INDEX/VIEW/TRIGGER or a "PRAGMA main.x" for another bind's
  * table names that bind's schema instead (sqlparse_main_slot), as it runs
@@ -674,6 +702,14 @@ void session_sql(struct session *s, struct request *req)
     if ((r->kind == STMT_INSERT || r->kind == STMT_UPDATE || r->kind == STMT_DELETE) && !s->in_txn &&
         !s->txn_held && grant == GRANT_READ_WRITE && target->ops->write_inline != NULL &&
         session_run_inline(s, target, req, r->kind))
+        return;
+    /* Inside a transaction on this one bind, the session is idle too: a
+     * write of bounded cost may run on the transaction's connection here,
+     * in order (txn_inline). */
+    if ((r->kind == STMT_INSERT || r->kind == STMT_UPDATE || r->kind == STMT_DELETE) && s->in_txn &&
+        !s->txn_held && s->xt == NULL && r->nbinds == 1 && target == s->txn_bind &&
+        grant == GRANT_READ_WRITE && target->ops->txn_inline != NULL &&
+        session_run_txn_inline(s, target, req, r->kind))
         return;
     job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {

@@ -75,6 +75,10 @@ bool session_cross_refused(struct session *s, struct request *req, const struct 
 bool session_xact_route(struct session *s, struct request *req, const struct route *r);
 /* A statement job of the session finished: its transaction bookkeeping. */
 void session_xact_done(struct session *s, struct job *job);
+
+/* The session's transaction on one bind ended without its COMMIT or
+ * ROLLBACK (an error rolled it back, or the bind committed it). */
+void session_txn_ended(struct session *s);
 /* A step's answer (job->xact_step). */
 void session_xact_step_done(struct session *s, struct job *job, struct buf *data);
 /* Whether the session runs steps of its own now (no client statement). */

@@ -247,6 +247,15 @@ static void xact_end(struct session *s)
     session_txn_set(s, NULL);
 }
 
+void session_txn_ended(struct session *s)
+{
+    s->txn_wrote = false;
+    free(s->txn_begin);
+    s->txn_begin = NULL;
+    session_xact_savepoints_clear(s);
+    session_txn_set(s, NULL);
+}
+
 void session_xact_free(struct session *s)
 {
     xact_end(s);
@@ -276,11 +285,7 @@ void session_xact_done(struct session *s, struct job *job)
                 savepoint_note(s, job->req.text);
             session_txn_set(s, job->bind);
         } else {
-            s->txn_wrote = false;
-            free(s->txn_begin);
-            s->txn_begin = NULL;
-            session_xact_savepoints_clear(s);
-            session_txn_set(s, NULL);
+            session_txn_ended(s);
         }
         return;
     }

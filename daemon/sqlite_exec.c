@@ -164,6 +164,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     victim->hash = h;
     victim->stmt = stmt;
     victim->used = ++w->tick;
+    victim->straight = 0;
     return stmt;
 }
 
@@ -226,6 +227,97 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
             sqlite_stmt_done(w, stmt);
     }
     return sqlite_stmt_get(w, req->text, req->len, h, rc);
+}
+
+/* ---- Programs that run in bounded time -------------------------------- */
+
+/* The opcodes of a single-row INSERT, UPDATE or DELETE of main and of the
+ * expressions, defaults, affinities, constraints, index entries and
+ * foreign key counters that come with it (SQLite 3.40's names), sorted.
+ * None loops by itself: a jump among them is checked to go forward. */
+static const char *const straight_ops[] = {
+    "Add",       "Affinity",   "And",       "BitAnd",     "BitNot",    "BitOr",        "Blob",
+    "Cast",      "CollSeq",    "Column",    "Concat",     "Copy",      "DeferredSeek", "Delete",
+    "Divide",    "Eq",         "FkCounter", "FkIfZero",   "Found",     "Function",     "Ge",
+    "Goto",      "Gt",         "Halt",      "HaltIfNull", "IdxDelete", "IdxGE",        "IdxGT",
+    "IdxInsert", "IdxLE",      "IdxLT",     "IdxRowid",   "If",        "IfNot",        "Init",
+    "Insert",    "Int64",      "IntCopy",   "Integer",    "IsNull",    "IsTrue",       "Le",
+    "Lt",        "MakeRecord", "Multiply",  "MustBeInt",  "Ne",        "NewRowid",     "NoConflict",
+    "Noop",      "Not",        "NotExists", "NotFound",   "NotNull",   "Null",         "Once",
+    "OpenRead",  "OpenWrite",  "Or",        "PureFunc",   "Real",      "RealAffinity", "Remainder",
+    "Rowid",     "SCopy",      "SeekGE",    "SeekGT",     "SeekLE",    "SeekLT",       "SeekRowid",
+    "ShiftLeft", "ShiftRight", "SoftNull",  "String",     "String8",   "Subtract",     "Transaction",
+    "TypeCheck", "Variable",   "ZeroOrNull"};
+
+/* Those of them whose P2 is a jump target. */
+static const char *const straight_jumps[] = {
+    "Eq",      "FkIfZero", "Found",     "Ge",     "Goto",       "Gt",        "IdxGE",
+    "IdxGT",   "IdxLE",    "IdxLT",     "If",     "IfNot",      "Init",      "IsNull",
+    "Le",      "Lt",       "MustBeInt", "Ne",     "NoConflict", "NotExists", "NotFound",
+    "NotNull", "Once",     "SeekGE",    "SeekGT", "SeekLE",     "SeekLT",    "SeekRowid"};
+
+static int op_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, *(const char *const *)elem);
+}
+
+static bool op_in(const char *op, const char *const *set, size_t n)
+{
+    return bsearch(op, set, n, sizeof *set, op_cmp) != NULL;
+}
+
+/* Read stmt's program: every opcode one of straight_ops, every jump
+ * forward but the one of the epilogue (after Init's target, the Goto back
+ * to the start), every database touched main (0). Address 0 (Init) is
+ * never jumped to. */
+static bool program_straight(struct worker *w, sqlite3_stmt *stmt)
+{
+    char *sql = sqlite3_mprintf("EXPLAIN %s", sqlite3_sql(stmt));
+    sqlite3_stmt *ex = NULL;
+    int64_t epilogue = INT64_MAX;
+    bool ok;
+    int rc;
+
+    w->internal = true;
+    ok = sql != NULL && sqlite3_prepare_v2(w->db, sql, -1, &ex, NULL) == SQLITE_OK && ex != NULL;
+    sqlite3_free(sql);
+    while (ok && (rc = sqlite3_step(ex)) == SQLITE_ROW) {
+        int64_t addr = sqlite3_column_int64(ex, 0), p1 = sqlite3_column_int64(ex, 2),
+                p2 = sqlite3_column_int64(ex, 3), p3 = sqlite3_column_int64(ex, 4);
+        const char *op = (const char *)sqlite3_column_text(ex, 1);
+
+        if (op == NULL || !op_in(op, straight_ops, sizeof straight_ops / sizeof *straight_ops))
+            ok = false;
+        else if (strcmp(op, "Init") == 0)
+            epilogue = p2;
+        else if (strcmp(op, "Transaction") == 0)
+            ok = p1 == 0;
+        else if (strcmp(op, "OpenWrite") == 0 || strcmp(op, "OpenRead") == 0)
+            ok = p3 == 0;
+        else if (op_in(op, straight_jumps, sizeof straight_jumps / sizeof *straight_jumps) && p2 <= addr &&
+                 p2 != 0) /* (P2 0 is no jump: the SeekRowid of an UPSERT's row) */
+            ok = strcmp(op, "Goto") == 0 && addr >= epilogue && p2 == 1;
+    }
+    if (ok && rc != SQLITE_DONE)
+        ok = false;
+    sqlite3_finalize(ex);
+    w->internal = false;
+    return ok;
+}
+
+bool sqlite_stmt_straight(struct worker *w, sqlite3_stmt *stmt, int64_t schema)
+{
+    for (size_t i = 0; i < w->ncache; i++) {
+        struct cached_stmt *c = &w->cache[i];
+        if (c->stmt != stmt)
+            continue;
+        if (c->straight == 0 || c->straight_schema != schema) {
+            c->straight = program_straight(w, stmt) ? 1 : -1;
+            c->straight_schema = schema;
+        }
+        return c->straight > 0;
+    }
+    return false; /* not cached: run once and forgotten */
 }
 
 /* Is stmt owned by the cache (and so must be reset, not finalized)? */
@@ -440,7 +532,7 @@ static bool begin_readonly(sqlite3 *db, const char *begin_sql)
  * of memory: "Response To Errors Within A Transaction" in its docs). The
  * statement's -ERR, the last line of out, says so: the client's COMMIT
  * would only learn that no transaction is active. */
-static void note_rolled_back(struct buf *out)
+void sqlite_note_rolled_back(struct buf *out)
 {
     static const char note[] = " (the transaction was rolled back)";
 
@@ -534,7 +626,7 @@ static bool run_stmt(struct worker *w, struct job *job, const struct request *re
         sqlite_reply_db_error(w, out, rc);
     }
     if (in_txn && sqlite3_get_autocommit(db))
-        note_rolled_back(out);
+        sqlite_note_rolled_back(out);
     sqlite_stmt_done(w, stmt);
     return false;
 }

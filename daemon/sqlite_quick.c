@@ -25,6 +25,7 @@
 #include "daemon/hash.h"
 #include "daemon/log.h"
 #include "daemon/nowait_vfs.h"
+#include "daemon/xact.h"
 
 /* ---- Quick reads on the loop thread ------------------------------------ */
 
@@ -274,6 +275,113 @@ fail:
     log_debug("bind %s: a write goes to a worker: %s", b->conf->name,
               rc == SQLITE_OK ? "it returns rows, or its parameters do not fit" : sqlite3_errstr(rc));
     return false;
+}
+
+/* ---- A transaction's writes on the loop thread -------------------------- */
+
+/* The schema version of w's connection, as its transaction sees it; -1
+ * when it cannot be read. */
+static int64_t schema_version(struct worker *w)
+{
+    static const char sql[] = "PRAGMA main.schema_version";
+    int64_t v = -1;
+    sqlite3_stmt *stmt;
+    int rc;
+
+    w->internal = true;
+    stmt = sqlite_stmt_get(w, sql, sizeof sql - 1, hash_bytes(sql, sizeof sql - 1), &rc);
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
+        v = sqlite3_column_int64(stmt, 0);
+    if (stmt != NULL)
+        sqlite_stmt_done(w, stmt);
+    w->internal = false;
+    return v;
+}
+
+/* A write inside a transaction of the in-memory bind, on the connection
+ * the transaction is pinned to, when its worker has nothing of the
+ * session's to do (it then never touches the connection). It cannot wait:
+ * the pages are RAM, the transaction holds the write lock already, and
+ * its program writes one row of main with no loop, trigger or subquery
+ * (sqlite_stmt_straight, for the schema version it runs under), so its
+ * time is bounded by its values, which a budget could not stop anyway
+ * (an interrupted write rolls back the whole transaction). Whatever it
+ * answers, an error included, is the answer a worker would give. A file
+ * bind's transaction stays on its worker: a page may have to be read from
+ * the disk. */
+bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
+                       struct buf *out, bool *txn_open)
+{
+    struct sqlite_bind *sb = b->impl;
+    const struct config *cfg = confref_cfg(b->host->cfgref);
+    const struct request *run = req;
+    struct worker *w = NULL;
+    size_t mark = out->len;
+    sqlite3_int64 before;
+    sqlite3_stmt *stmt;
+    int64_t schema;
+    int rc = SQLITE_OK;
+
+    *txn_open = true;
+    if (sb->quick_writer == NULL || req->len > QUICK_MAX_SQL ||
+        (kind != STMT_INSERT && kind != STMT_UPDATE && kind != STMT_DELETE))
+        return false;
+    pthread_mutex_lock(&sb->lock);
+    for (int i = 0; i < sb->nworkers && w == NULL; i++)
+        if (sb->workers[i].pinned == owner && sb->workers[i].head == NULL)
+            w = &sb->workers[i];
+    pthread_mutex_unlock(&sb->lock);
+    if (w == NULL || w->query_only || sqlite3_txn_state(w->db, "main") != SQLITE_TXN_WRITE)
+        return false;
+    sqlite_conn_max_value(w, cfg->max_value, INT_MAX);
+    w->normalize = cfg->normalize_literals;
+    /* Only this connection can change the schema while its transaction
+     * holds the write lock, and only with a job (run_job forgets the
+     * version): one read per stretch of writes here. */
+    if (w->txn_schema < 0)
+        w->txn_schema = schema_version(w);
+    if ((schema = w->txn_schema) < 0)
+        return false;
+    stmt = sqlite_stmt_for(w, req, request_hash(req), &run, &rc);
+    if (stmt == NULL)
+        return false;
+    if (sqlite3_column_count(stmt) > 0 || !sqlite_stmt_straight(w, stmt, schema) ||
+        sqlite_bind_params(stmt, run, out, mark) != 0) {
+        buf_truncate(out, mark);
+        sqlite_stmt_done(w, stmt);
+        return false;
+    }
+    w->mark = mark;
+    w->denied = NULL;
+    w->denied_code = NULL;
+    w->altering = false;
+    w->deadline_ns = 0; /* the worker's progress handler leaves it alone */
+    w->started_ns = 0;
+    before = sqlite3_total_changes64(w->db);
+    w->stepping = stmt;
+    rc = sqlite3_step(stmt);
+    w->stepping = NULL;
+    if (rc == SQLITE_DONE) {
+        if (sqlite_put_done_status(w->db, stmt, kind, before, 0, out) != 0)
+            sqlite_reply_error_at(out, mark, "NOMEM", "out of memory writing the status line");
+    } else {
+        sqlite_reply_db_error(w, out, rc);
+        if (sqlite3_get_autocommit(w->db))
+            sqlite_note_rolled_back(out);
+    }
+    sqlite_stmt_done(w, stmt);
+    if (sqlite3_get_autocommit(w->db)) {
+        /* An error ended the transaction (a conflict clause ROLLBACK):
+         * the worker is free again, as after a job that ended it. */
+        *txn_open = false;
+        xact_txn_end(w);
+        pthread_mutex_lock(&sb->lock);
+        w->pinned = 0;
+        if (sb->head != NULL && w->waiting)
+            pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&sb->lock);
+    }
+    return true;
 }
 
 /* ---- Opening ------------------------------------------------------------ */
