@@ -15,6 +15,7 @@
  */
 #include "conf/config.h"
 #include "proto/codec.h"
+#include "proto/hash.h"
 
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -297,7 +298,7 @@ struct config_parse {
     size_t nuser_sections, user_sections_cap;
     size_t user_section; /* index into user_sections (CONFIG_SEC_USER) */
     char **rule_binds;   /* bind name written for cfg->rules[i] */
-    size_t rules_cap, rule_binds_cap, binds_cap, warnings_cap;
+    size_t rules_cap, rule_binds_cap, patterns_cap, binds_cap, warnings_cap;
 };
 
 /* Records the first error as "file:line: message" (line 0: "file: message")
@@ -369,6 +370,72 @@ static bool config_reserve(void *arr, size_t *cap, size_t n, size_t size)
     *p = q;
     *cap = ncap;
     return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Indexes (struct config_index): a big [tables] map or many users cost
+ * time linear in their size to load, and one probe to look up.
+ * ------------------------------------------------------------------------ */
+
+/* Adds `item` (a position in the indexed array) under h, the hash of its
+ * key; the caller has checked that no item has the same key. Returns false
+ * when out of memory, leaving the index as it was. */
+static bool config_index_add(struct config_index *ix, uint64_t h, size_t item)
+{
+    size_t nslots = ix->items != NULL ? ix->mask + 1 : 0;
+    if ((ix->n + 1) * 2 > nslots) {
+        size_t grown = nslots ? nslots * 2 : 16;
+        uint64_t *hashes = grown <= SIZE_MAX / sizeof *hashes ? calloc(grown, sizeof *hashes) : NULL;
+        size_t *items = hashes != NULL ? calloc(grown, sizeof *items) : NULL;
+        if (items == NULL) {
+            free(hashes);
+            return false;
+        }
+        for (size_t i = 0; i < nslots; i++) {
+            if (ix->items[i] == 0)
+                continue;
+            size_t j = ix->hashes[i] & (grown - 1);
+            while (items[j] != 0)
+                j = (j + 1) & (grown - 1);
+            hashes[j] = ix->hashes[i];
+            items[j] = ix->items[i];
+        }
+        free(ix->hashes);
+        free(ix->items);
+        ix->hashes = hashes;
+        ix->items = items;
+        ix->mask = grown - 1;
+    }
+    size_t j = h & ix->mask;
+    while (ix->items[j] != 0)
+        j = (j + 1) & ix->mask;
+    ix->hashes[j] = h;
+    ix->items[j] = item + 1;
+    ix->n++;
+    return true;
+}
+
+/* The items whose key hashes to h, one per call: start with *at = h; each
+ * call returns the next such item (the caller compares its key), or
+ * SIZE_MAX when there is none left. */
+static size_t config_index_next(const struct config_index *ix, uint64_t h, size_t *at)
+{
+    if (ix->items == NULL)
+        return SIZE_MAX;
+    for (size_t j = *at & ix->mask; ix->items[j] != 0; j = (j + 1) & ix->mask) {
+        if (ix->hashes[j] == h) {
+            *at = j + 1;
+            return ix->items[j] - 1;
+        }
+    }
+    return SIZE_MAX;
+}
+
+static void config_index_free(struct config_index *ix)
+{
+    free(ix->hashes);
+    free(ix->items);
+    memset(ix, 0, sizeof *ix);
 }
 
 /* Adds "file:line: warning: <message>" to cfg->warnings. */
@@ -1373,26 +1440,31 @@ static bool config_add_rule(struct config_parse *st, const char *name, const cha
     }
     for (char *c = pattern; *c != '\0'; c++)
         *c = (char)tolower((unsigned char)*c);
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (strcmp(cfg->rules[i].pattern, pattern) == 0) {
-            config_fail(st, st->lineno, "duplicate table rule '%s' (first on line %d)", pattern,
-                        cfg->rules[i].line);
-            free(pattern);
-            return false;
-        }
+    size_t len = strlen(pattern);
+    const struct table_rule *dup = config_rule_find(cfg, NULL, 0, pattern, len);
+    if (dup != NULL) {
+        config_fail(st, st->lineno, "duplicate table rule '%s' (first on line %d)", pattern, dup->line);
+        free(pattern);
+        return false;
     }
+    bool is_pattern = strchr(pattern, '*') != NULL;
     char *bind_copy = config_strf("%s", bind);
     if (bind_copy == NULL ||
         !config_reserve(&st->rule_binds, &st->rule_binds_cap, cfg->nrules, sizeof *st->rule_binds) ||
-        !config_reserve(&cfg->rules, &st->rules_cap, cfg->nrules, sizeof *cfg->rules)) {
+        !config_reserve(&cfg->rules, &st->rules_cap, cfg->nrules, sizeof *cfg->rules) ||
+        (is_pattern && !config_reserve(&cfg->pattern_rules, &st->patterns_cap, cfg->npatterns,
+                                       sizeof *cfg->pattern_rules)) ||
+        !config_index_add(&cfg->rule_index, hash_bytes(pattern, len), cfg->nrules)) {
         free(pattern);
         free(bind_copy);
         config_oom(st);
         return false;
     }
+    if (is_pattern)
+        cfg->pattern_rules[cfg->npatterns++] = cfg->nrules;
     struct table_rule *r = &cfg->rules[cfg->nrules];
     r->pattern = pattern;
-    r->is_pattern = strchr(pattern, '*') != NULL;
+    r->is_pattern = is_pattern;
     r->bind = 0;
     r->line = st->lineno;
     st->rule_binds[cfg->nrules] = bind_copy;
@@ -1627,6 +1699,27 @@ static bool config_finish_users(struct config_parse *st)
         }
     }
     return true;
+}
+
+const struct table_rule *config_rule_find(const struct config *cfg, const char *schema, size_t schema_len,
+                                          const char *name, size_t name_len)
+{
+    uint64_t h = HASH_INIT;
+    if (schema != NULL)
+        h = hash_add(hash_add(h, schema, schema_len), ".", 1);
+    h = hash_add(h, name, name_len);
+    size_t at = h, i;
+    while ((i = config_index_next(&cfg->rule_index, h, &at)) != SIZE_MAX) {
+        const char *p = cfg->rules[i].pattern;
+        if (schema != NULL) {
+            if (strncmp(p, schema, schema_len) != 0 || p[schema_len] != '.')
+                continue;
+            p += schema_len + 1;
+        }
+        if (strncmp(p, name, name_len) == 0 && p[name_len] == '\0')
+            return &cfg->rules[i];
+    }
+    return NULL;
 }
 
 const struct user_conf *config_user(const struct config *cfg, const char *name)
@@ -2197,6 +2290,8 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->nrules; i++)
         free(cfg->rules[i].pattern);
     free(cfg->rules);
+    config_index_free(&cfg->rule_index);
+    free(cfg->pattern_rules);
     for (size_t i = 0; i < cfg->nusers; i++) {
         free(cfg->users[i].name);
         free(cfg->users[i].password);
