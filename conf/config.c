@@ -1433,7 +1433,7 @@ static bool config_add_rule(struct config_parse *st, const char *name, const cha
         config_fail(st, st->lineno, "table '%s': missing bind name after '='", name);
         return false;
     }
-    char *pattern = config_strf("%s", name);
+    char *pattern = strdup(name);
     if (pattern == NULL) {
         config_oom(st);
         return false;
@@ -1448,7 +1448,7 @@ static bool config_add_rule(struct config_parse *st, const char *name, const cha
         return false;
     }
     bool is_pattern = strchr(pattern, '*') != NULL;
-    char *bind_copy = config_strf("%s", bind);
+    char *bind_copy = strdup(bind);
     if (bind_copy == NULL ||
         !config_reserve(&st->rule_binds, &st->rule_binds_cap, cfg->nrules, sizeof *st->rule_binds) ||
         !config_reserve(&cfg->rules, &st->rules_cap, cfg->nrules, sizeof *cfg->rules) ||
