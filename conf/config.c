@@ -297,7 +297,8 @@ struct config_parse {
     struct config_user_section *user_sections;
     size_t nuser_sections, user_sections_cap;
     size_t user_section; /* index into user_sections (CONFIG_SEC_USER) */
-    char **rule_binds;   /* bind name written for cfg->rules[i] */
+    struct config_index user_sections_by_name, user_sections_by_cn;
+    char **rule_binds; /* bind name written for cfg->rules[i] */
     size_t rules_cap, rule_binds_cap, patterns_cap, binds_cap, warnings_cap;
 };
 
@@ -428,6 +429,19 @@ static size_t config_index_next(const struct config_index *ix, uint64_t h, size_
             return ix->items[j] - 1;
         }
     }
+    return SIZE_MAX;
+}
+
+/* The item whose key, key(base, item), is s (NUL-terminated), or
+ * SIZE_MAX. */
+static size_t config_index_find(const struct config_index *ix, const char *s,
+                                const char *(*key)(const void *base, size_t item), const void *base)
+{
+    uint64_t h = hash_bytes(s, strlen(s));
+    size_t at = h, i;
+    while ((i = config_index_next(ix, h, &at)) != SIZE_MAX)
+        if (strcmp(key(base, i), s) == 0)
+            return i;
     return SIZE_MAX;
 }
 
@@ -1489,6 +1503,22 @@ const char *config_grant_name(enum grant g)
     return "?";
 }
 
+/* Keys of the user indexes: base is the array, item the position. */
+static const char *config_user_section_name(const void *base, size_t item)
+{
+    return ((const struct config_user_section *)base)[item].name;
+}
+
+static const char *config_user_section_cn(const void *base, size_t item)
+{
+    return ((const struct config_user_section *)base)[item].cert_cn;
+}
+
+static const char *config_user_name(const void *base, size_t item)
+{
+    return ((const struct user_conf *)base)[item].name;
+}
+
 /* Enters [user.NAME]; a second header with the same NAME continues the
  * first. */
 static bool config_enter_user(struct config_parse *st, const char *name)
@@ -1499,14 +1529,15 @@ static bool config_enter_user(struct config_parse *st, const char *name)
         return false;
     }
     st->section = CONFIG_SEC_USER;
-    for (size_t i = 0; i < st->nuser_sections; i++) {
-        if (strcmp(st->user_sections[i].name, name) == 0) {
-            st->user_section = i;
-            return true;
-        }
+    size_t found =
+        config_index_find(&st->user_sections_by_name, name, config_user_section_name, st->user_sections);
+    if (found != SIZE_MAX) {
+        st->user_section = found;
+        return true;
     }
     if (!config_reserve(&st->user_sections, &st->user_sections_cap, st->nuser_sections,
-                        sizeof *st->user_sections)) {
+                        sizeof *st->user_sections) ||
+        !config_index_add(&st->user_sections_by_name, hash_bytes(name, strlen(name)), st->nuser_sections)) {
         config_oom(st);
         return false;
     }
@@ -1586,19 +1617,22 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
             config_fail(st, st->lineno, "cert_cn: empty (the common name of the client certificate)");
             return false;
         }
-        for (size_t i = 0; i < st->nuser_sections; i++) {
-            const struct config_user_section *o = &st->user_sections[i];
-            if (o != us && o->cert_cn != NULL && strcmp(o->cert_cn, value) == 0) {
-                config_fail(st, st->lineno, "cert_cn = %s is also the cert_cn of [user.%s] (line %d)", value,
-                            o->name, o->cert_cn_line);
-                return false;
-            }
+        size_t other =
+            config_index_find(&st->user_sections_by_cn, value, config_user_section_cn, st->user_sections);
+        if (other != SIZE_MAX) {
+            const struct config_user_section *o = &st->user_sections[other];
+            config_fail(st, st->lineno, "cert_cn = %s is also the cert_cn of [user.%s] (line %d)", value,
+                        o->name, o->cert_cn_line);
+            return false;
         }
-        us->cert_cn = config_strf("%s", value);
+        us->cert_cn = strdup(value);
         us->cert_cn_line = st->lineno;
-        if (us->cert_cn == NULL)
+        if (us->cert_cn == NULL ||
+            !config_index_add(&st->user_sections_by_cn, hash_bytes(value, strlen(value)), st->user_section)) {
             config_oom(st);
-        return us->cert_cn != NULL;
+            return false;
+        }
+        return true;
     }
     if (strncmp(name, "grant.", 6) == 0) {
         const char *bind = name + 6;
@@ -1664,6 +1698,10 @@ static bool config_finish_users(struct config_parse *st)
         u->line = us->line;
         u->name = us->name;
         us->name = NULL;
+        if (!config_index_add(&cfg->user_index, hash_bytes(u->name, strlen(u->name)), i)) {
+            config_oom(st);
+            return false;
+        }
         u->password = us->password;
         us->password = NULL;
         u->admin = us->admin;
@@ -1724,10 +1762,8 @@ const struct table_rule *config_rule_find(const struct config *cfg, const char *
 
 const struct user_conf *config_user(const struct config *cfg, const char *name)
 {
-    for (size_t i = 0; i < cfg->nusers; i++)
-        if (strcmp(cfg->users[i].name, name) == 0)
-            return &cfg->users[i];
-    return NULL;
+    size_t i = config_index_find(&cfg->user_index, name, config_user_name, cfg->users);
+    return i != SIZE_MAX ? &cfg->users[i] : NULL;
 }
 
 /* inih's handler: runs for each "name = value" right after config_reader()
@@ -2263,6 +2299,8 @@ done:
         free(us->grants);
     }
     free(st.user_sections);
+    config_index_free(&st.user_sections_by_name);
+    config_index_free(&st.user_sections_by_cn);
     if (cfg != NULL)
         for (size_t i = 0; i < cfg->nrules; i++)
             free(st.rule_binds[i]);
@@ -2299,6 +2337,7 @@ void config_free(struct config *cfg)
         free(cfg->users[i].grants);
     }
     free(cfg->users);
+    config_index_free(&cfg->user_index);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

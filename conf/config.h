@@ -175,6 +175,7 @@ struct config {
      * client may do everything. */
     struct user_conf *users;
     size_t nusers;
+    struct config_index user_index; /* users by name (config_user) */
 
     /* Non-fatal findings, each "file:line: warning: ...". */
     char **warnings;

@@ -4,8 +4,10 @@
  * file of 100,000 entries routes every name to its bind, a duplicate
  * anywhere in it is refused with both line numbers, names compare without
  * case, an exact rule beats a pattern whichever comes first, and a
- * qualified "schema.name" rule beats the bare one. Each file is written
- * to one temporary folder (created by main, removed at the end).
+ * qualified "schema.name" rule beats the bare one; and 20,000 [user.NAME]
+ * sections (indexed by name and cert_cn the same way) are each found, a
+ * repeated cert_cn with the first one's line. Each file is written to one
+ * temporary folder (created by main, removed at the end).
  */
 #include "conf/config.h"
 #include "daemon/route.h"
@@ -254,6 +256,54 @@ static void test_rule_find(void)
     config_free(cfg);
 }
 
+/* Many [user.NAME] sections (they are indexed by name and by cert_cn
+ * too): each is found by config_user(), a reopened one continues the
+ * first, and a cert_cn repeated in the last section names the first
+ * user's line. */
+#define USERS 20000
+static void test_many_users(void)
+{
+    FILE *f = fopen(cfgpath, "w");
+    if (f == NULL)
+        return;
+    fputs("[binds]\ndefault = sqlite://\n", f); /* user i: header on line 3 + 2i, cert_cn on 4 + 2i */
+    for (int i = 0; i < USERS; i++)
+        fprintf(f, "[user.u%d]\ncert_cn = cn%d\n", i, i);
+    fputs("[user.u7]\nadmin = on\n", f);
+    fclose(f);
+    struct config *cfg = NULL;
+    char err[1024] = "", want[PATH_MAX + 200];
+    CHECK(config_load(cfgpath, &cfg, err, sizeof err) == 0);
+    if (cfg == NULL) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    CHECK(cfg->nusers == USERS);
+    size_t wrong = 0;
+    for (int i = 0; i < USERS; i++) {
+        char name[32], cn[32];
+        snprintf(name, sizeof name, "u%d", i);
+        snprintf(cn, sizeof cn, "cn%d", i);
+        const struct user_conf *u = config_user(cfg, name);
+        wrong += u == NULL || strcmp(u->name, name) != 0 || u->cert_cn == NULL ||
+                 strcmp(u->cert_cn, cn) != 0 || u->line != 3 + 2 * i || u->admin != (i == 7);
+    }
+    CHECK(wrong == 0);
+    CHECK(config_user(cfg, "u20000") == NULL);
+    CHECK(config_user(cfg, "U7") == NULL); /* user names keep their case */
+    config_free(cfg);
+
+    f = fopen(cfgpath, "a");
+    if (f == NULL)
+        return;
+    fputs("[user.extra]\ncert_cn = cn4321\n", f);
+    fclose(f);
+    CHECK(config_load(cfgpath, &cfg, err, sizeof err) == -1 && cfg == NULL);
+    snprintf(want, sizeof want, "%s:%d: cert_cn = cn4321 is also the cert_cn of [user.u4321] (line %d)",
+             cfgpath, 3 + 2 * USERS + 3, 4 + 2 * 4321);
+    CHECK_STR(err, want);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sqlmux-test-cfg-rules-XXXXXX");
@@ -268,6 +318,7 @@ int main(void)
     RUN(test_exact_beats_pattern_either_order);
     RUN(test_qualified_beats_bare);
     RUN(test_rule_find);
+    RUN(test_many_users);
 
     unlink(cfgpath);
     rmdir(tmpdir);
