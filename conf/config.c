@@ -383,35 +383,29 @@ static bool config_reserve(void *arr, size_t *cap, size_t n, size_t size)
  * when out of memory, leaving the index as it was. */
 static bool config_index_add(struct config_index *ix, uint64_t h, size_t item)
 {
-    size_t nslots = ix->items != NULL ? ix->mask + 1 : 0;
+    size_t nslots = ix->slots != NULL ? ix->mask + 1 : 0;
     if ((ix->n + 1) * 2 > nslots) {
         size_t grown = nslots ? nslots * 2 : 16;
-        uint64_t *hashes = grown <= SIZE_MAX / sizeof *hashes ? calloc(grown, sizeof *hashes) : NULL;
-        size_t *items = hashes != NULL ? calloc(grown, sizeof *items) : NULL;
-        if (items == NULL) {
-            free(hashes);
+        struct config_index_slot *slots = calloc(grown, sizeof *slots);
+        if (slots == NULL)
             return false;
-        }
         for (size_t i = 0; i < nslots; i++) {
-            if (ix->items[i] == 0)
+            if (ix->slots[i].item == 0)
                 continue;
-            size_t j = ix->hashes[i] & (grown - 1);
-            while (items[j] != 0)
+            size_t j = ix->slots[i].hash & (grown - 1);
+            while (slots[j].item != 0)
                 j = (j + 1) & (grown - 1);
-            hashes[j] = ix->hashes[i];
-            items[j] = ix->items[i];
+            slots[j] = ix->slots[i];
         }
-        free(ix->hashes);
-        free(ix->items);
-        ix->hashes = hashes;
-        ix->items = items;
+        free(ix->slots);
+        ix->slots = slots;
         ix->mask = grown - 1;
     }
     size_t j = h & ix->mask;
-    while (ix->items[j] != 0)
+    while (ix->slots[j].item != 0)
         j = (j + 1) & ix->mask;
-    ix->hashes[j] = h;
-    ix->items[j] = item + 1;
+    ix->slots[j].hash = h;
+    ix->slots[j].item = item + 1;
     ix->n++;
     return true;
 }
@@ -421,12 +415,12 @@ static bool config_index_add(struct config_index *ix, uint64_t h, size_t item)
  * SIZE_MAX when there is none left. */
 static size_t config_index_next(const struct config_index *ix, uint64_t h, size_t *at)
 {
-    if (ix->items == NULL)
+    if (ix->slots == NULL)
         return SIZE_MAX;
-    for (size_t j = *at & ix->mask; ix->items[j] != 0; j = (j + 1) & ix->mask) {
-        if (ix->hashes[j] == h) {
+    for (size_t j = *at & ix->mask; ix->slots[j].item != 0; j = (j + 1) & ix->mask) {
+        if (ix->slots[j].hash == h) {
             *at = j + 1;
-            return ix->items[j] - 1;
+            return ix->slots[j].item - 1;
         }
     }
     return SIZE_MAX;
@@ -447,8 +441,7 @@ static size_t config_index_find(const struct config_index *ix, const char *s,
 
 static void config_index_free(struct config_index *ix)
 {
-    free(ix->hashes);
-    free(ix->items);
+    free(ix->slots);
     memset(ix, 0, sizeof *ix);
 }
 

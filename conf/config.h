@@ -74,11 +74,14 @@ struct table_rule {
 
 /* An index of an array's items by a string key (config.c): open
  * addressing over the keys' hash_bytes() (proto/hash.h), at most half
- * full. items[i] holds an item's position + 1 (0: an empty slot) and
- * hashes[i] its key's hash; both NULL while nothing was added. */
+ * full; slots is NULL while nothing was added. */
+struct config_index_slot {
+    uint64_t hash; /* of the item's key */
+    size_t item;   /* the item's position + 1; 0: an empty slot */
+};
+
 struct config_index {
-    uint64_t *hashes;
-    size_t *items;
+    struct config_index_slot *slots;
     size_t mask; /* slots - 1 */
     size_t n;    /* items added */
 };
