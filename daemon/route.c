@@ -81,7 +81,9 @@ static bool route_lookup(const struct config *cfg, const struct route_subject *s
                          enum route_rule *rule)
 {
     size_t name_len = s->schema != NULL ? s->len - s->schema_len - 1 : s->len;
-    const struct table_rule *r = config_rule_find(cfg, s->schema, s->schema_len, s->name, name_len);
+    const struct table_rule *r = cfg->nrules > cfg->npatterns /* any exact rule */
+                                     ? config_rule_find(cfg, s->schema, s->schema_len, s->name, name_len)
+                                     : NULL;
     if (r != NULL && !r->is_pattern) {
         *bind = r->bind;
         *rule = ROUTE_RULE_MAP;
