@@ -10,11 +10,14 @@
  * all of it. Nothing here keeps global state, except that config_load()
  * sets inih's option globals for the duration of one parse and restores
  * them afterwards, so config_load() must not run on two threads at once.
- * The lookup functions (config_bind_index, config_user) only read
- * the struct and may be called from any thread.
+ * The lookup functions (config_bind_index, config_user, config_rule_find)
+ * only read the struct and may be called from any thread. The [tables]
+ * rules and the users are indexed by hash (struct config_index), so a
+ * file with 100,000 of them loads in time linear in its size.
  */
 #include "conf/config.h"
 #include "proto/codec.h"
+#include "proto/hash.h"
 
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -296,8 +299,9 @@ struct config_parse {
     struct config_user_section *user_sections;
     size_t nuser_sections, user_sections_cap;
     size_t user_section; /* index into user_sections (CONFIG_SEC_USER) */
-    char **rule_binds;   /* bind name written for cfg->rules[i] */
-    size_t rules_cap, rule_binds_cap, binds_cap, warnings_cap;
+    struct config_index user_sections_by_name, user_sections_by_cn;
+    char **rule_binds; /* bind name written for cfg->rules[i] */
+    size_t rules_cap, rule_binds_cap, patterns_cap, binds_cap, warnings_cap;
 };
 
 /* Records the first error as "file:line: message" (line 0: "file: message")
@@ -369,6 +373,78 @@ static bool config_reserve(void *arr, size_t *cap, size_t n, size_t size)
     *p = q;
     *cap = ncap;
     return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Indexes (struct config_index): a big [tables] map or many users cost
+ * time linear in their size to load, and one probe to look up.
+ * ------------------------------------------------------------------------ */
+
+/* Adds `item` (a position in the indexed array) under h, the hash of its
+ * key; the caller has checked that no item has the same key. Returns false
+ * when out of memory, leaving the index as it was. */
+static bool config_index_add(struct config_index *ix, uint64_t h, size_t item)
+{
+    size_t nslots = ix->slots != NULL ? ix->mask + 1 : 0;
+    if ((ix->n + 1) * 2 > nslots) {
+        size_t grown = nslots ? nslots * 2 : 16;
+        struct config_index_slot *slots = calloc(grown, sizeof *slots);
+        if (slots == NULL)
+            return false;
+        for (size_t i = 0; i < nslots; i++) {
+            if (ix->slots[i].item == 0)
+                continue;
+            size_t j = ix->slots[i].hash & (grown - 1);
+            while (slots[j].item != 0)
+                j = (j + 1) & (grown - 1);
+            slots[j] = ix->slots[i];
+        }
+        free(ix->slots);
+        ix->slots = slots;
+        ix->mask = grown - 1;
+    }
+    size_t j = h & ix->mask;
+    while (ix->slots[j].item != 0)
+        j = (j + 1) & ix->mask;
+    ix->slots[j].hash = h;
+    ix->slots[j].item = item + 1;
+    ix->n++;
+    return true;
+}
+
+/* The items whose key hashes to h, one per call: start with *at = h; each
+ * call returns the next such item (the caller compares its key), or
+ * SIZE_MAX when there is none left. */
+static size_t config_index_next(const struct config_index *ix, uint64_t h, size_t *at)
+{
+    if (ix->slots == NULL)
+        return SIZE_MAX;
+    for (size_t j = *at & ix->mask; ix->slots[j].item != 0; j = (j + 1) & ix->mask) {
+        if (ix->slots[j].hash == h) {
+            *at = j + 1;
+            return ix->slots[j].item - 1;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* The item whose key, key(base, item), is s (NUL-terminated), or
+ * SIZE_MAX. */
+static size_t config_index_find(const struct config_index *ix, const char *s,
+                                const char *(*key)(const void *base, size_t item), const void *base)
+{
+    uint64_t h = hash_bytes(s, strlen(s));
+    size_t at = h, i;
+    while ((i = config_index_next(ix, h, &at)) != SIZE_MAX)
+        if (strcmp(key(base, i), s) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+static void config_index_free(struct config_index *ix)
+{
+    free(ix->slots);
+    memset(ix, 0, sizeof *ix);
 }
 
 /* Adds "file:line: warning: <message>" to cfg->warnings. */
@@ -1366,33 +1442,38 @@ static bool config_add_rule(struct config_parse *st, const char *name, const cha
         config_fail(st, st->lineno, "table '%s': missing bind name after '='", name);
         return false;
     }
-    char *pattern = config_strf("%s", name);
+    char *pattern = strdup(name);
     if (pattern == NULL) {
         config_oom(st);
         return false;
     }
     for (char *c = pattern; *c != '\0'; c++)
         *c = (char)tolower((unsigned char)*c);
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (strcmp(cfg->rules[i].pattern, pattern) == 0) {
-            config_fail(st, st->lineno, "duplicate table rule '%s' (first on line %d)", pattern,
-                        cfg->rules[i].line);
-            free(pattern);
-            return false;
-        }
+    size_t len = strlen(pattern);
+    const struct table_rule *dup = config_rule_find(cfg, NULL, 0, pattern, len);
+    if (dup != NULL) {
+        config_fail(st, st->lineno, "duplicate table rule '%s' (first on line %d)", pattern, dup->line);
+        free(pattern);
+        return false;
     }
-    char *bind_copy = config_strf("%s", bind);
+    bool is_pattern = strchr(pattern, '*') != NULL;
+    char *bind_copy = strdup(bind);
     if (bind_copy == NULL ||
         !config_reserve(&st->rule_binds, &st->rule_binds_cap, cfg->nrules, sizeof *st->rule_binds) ||
-        !config_reserve(&cfg->rules, &st->rules_cap, cfg->nrules, sizeof *cfg->rules)) {
+        !config_reserve(&cfg->rules, &st->rules_cap, cfg->nrules, sizeof *cfg->rules) ||
+        (is_pattern && !config_reserve(&cfg->pattern_rules, &st->patterns_cap, cfg->npatterns,
+                                       sizeof *cfg->pattern_rules)) ||
+        !config_index_add(&cfg->rule_index, hash_bytes(pattern, len), cfg->nrules)) {
         free(pattern);
         free(bind_copy);
         config_oom(st);
         return false;
     }
+    if (is_pattern)
+        cfg->pattern_rules[cfg->npatterns++] = cfg->nrules;
     struct table_rule *r = &cfg->rules[cfg->nrules];
     r->pattern = pattern;
-    r->is_pattern = strchr(pattern, '*') != NULL;
+    r->is_pattern = is_pattern;
     r->bind = 0;
     r->line = st->lineno;
     st->rule_binds[cfg->nrules] = bind_copy;
@@ -1417,6 +1498,22 @@ const char *config_grant_name(enum grant g)
     return "?";
 }
 
+/* Keys of the user indexes: base is the array, item the position. */
+static const char *config_user_section_name(const void *base, size_t item)
+{
+    return ((const struct config_user_section *)base)[item].name;
+}
+
+static const char *config_user_section_cn(const void *base, size_t item)
+{
+    return ((const struct config_user_section *)base)[item].cert_cn;
+}
+
+static const char *config_user_name(const void *base, size_t item)
+{
+    return ((const struct user_conf *)base)[item].name;
+}
+
 /* Enters [user.NAME]; a second header with the same NAME continues the
  * first. */
 static bool config_enter_user(struct config_parse *st, const char *name)
@@ -1427,14 +1524,15 @@ static bool config_enter_user(struct config_parse *st, const char *name)
         return false;
     }
     st->section = CONFIG_SEC_USER;
-    for (size_t i = 0; i < st->nuser_sections; i++) {
-        if (strcmp(st->user_sections[i].name, name) == 0) {
-            st->user_section = i;
-            return true;
-        }
+    size_t found =
+        config_index_find(&st->user_sections_by_name, name, config_user_section_name, st->user_sections);
+    if (found != SIZE_MAX) {
+        st->user_section = found;
+        return true;
     }
     if (!config_reserve(&st->user_sections, &st->user_sections_cap, st->nuser_sections,
-                        sizeof *st->user_sections)) {
+                        sizeof *st->user_sections) ||
+        !config_index_add(&st->user_sections_by_name, hash_bytes(name, strlen(name)), st->nuser_sections)) {
         config_oom(st);
         return false;
     }
@@ -1514,19 +1612,22 @@ static bool config_user_option(struct config_parse *st, const char *name, const 
             config_fail(st, st->lineno, "cert_cn: empty (the common name of the client certificate)");
             return false;
         }
-        for (size_t i = 0; i < st->nuser_sections; i++) {
-            const struct config_user_section *o = &st->user_sections[i];
-            if (o != us && o->cert_cn != NULL && strcmp(o->cert_cn, value) == 0) {
-                config_fail(st, st->lineno, "cert_cn = %s is also the cert_cn of [user.%s] (line %d)", value,
-                            o->name, o->cert_cn_line);
-                return false;
-            }
+        size_t other =
+            config_index_find(&st->user_sections_by_cn, value, config_user_section_cn, st->user_sections);
+        if (other != SIZE_MAX) {
+            const struct config_user_section *o = &st->user_sections[other];
+            config_fail(st, st->lineno, "cert_cn = %s is also the cert_cn of [user.%s] (line %d)", value,
+                        o->name, o->cert_cn_line);
+            return false;
         }
-        us->cert_cn = config_strf("%s", value);
+        us->cert_cn = strdup(value);
         us->cert_cn_line = st->lineno;
-        if (us->cert_cn == NULL)
+        if (us->cert_cn == NULL ||
+            !config_index_add(&st->user_sections_by_cn, hash_bytes(value, strlen(value)), st->user_section)) {
             config_oom(st);
-        return us->cert_cn != NULL;
+            return false;
+        }
+        return true;
     }
     if (strncmp(name, "grant.", 6) == 0) {
         const char *bind = name + 6;
@@ -1592,6 +1693,10 @@ static bool config_finish_users(struct config_parse *st)
         u->line = us->line;
         u->name = us->name;
         us->name = NULL;
+        if (!config_index_add(&cfg->user_index, hash_bytes(u->name, strlen(u->name)), i)) {
+            config_oom(st);
+            return false;
+        }
         u->password = us->password;
         us->password = NULL;
         u->admin = us->admin;
@@ -1629,12 +1734,31 @@ static bool config_finish_users(struct config_parse *st)
     return true;
 }
 
+const struct table_rule *config_rule_find(const struct config *cfg, const char *schema, size_t schema_len,
+                                          const char *name, size_t name_len)
+{
+    uint64_t h = HASH_INIT;
+    if (schema != NULL)
+        h = hash_add(hash_add(h, schema, schema_len), ".", 1);
+    h = hash_add(h, name, name_len);
+    size_t at = h, i;
+    while ((i = config_index_next(&cfg->rule_index, h, &at)) != SIZE_MAX) {
+        const char *p = cfg->rules[i].pattern;
+        if (schema != NULL) {
+            if (strncmp(p, schema, schema_len) != 0 || p[schema_len] != '.')
+                continue;
+            p += schema_len + 1;
+        }
+        if (strncmp(p, name, name_len) == 0 && p[name_len] == '\0')
+            return &cfg->rules[i];
+    }
+    return NULL;
+}
+
 const struct user_conf *config_user(const struct config *cfg, const char *name)
 {
-    for (size_t i = 0; i < cfg->nusers; i++)
-        if (strcmp(cfg->users[i].name, name) == 0)
-            return &cfg->users[i];
-    return NULL;
+    size_t i = config_index_find(&cfg->user_index, name, config_user_name, cfg->users);
+    return i != SIZE_MAX ? &cfg->users[i] : NULL;
 }
 
 /* inih's handler: runs for each "name = value" right after config_reader()
@@ -2170,6 +2294,8 @@ done:
         free(us->grants);
     }
     free(st.user_sections);
+    config_index_free(&st.user_sections_by_name);
+    config_index_free(&st.user_sections_by_cn);
     if (cfg != NULL)
         for (size_t i = 0; i < cfg->nrules; i++)
             free(st.rule_binds[i]);
@@ -2197,6 +2323,8 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->nrules; i++)
         free(cfg->rules[i].pattern);
     free(cfg->rules);
+    config_index_free(&cfg->rule_index);
+    free(cfg->pattern_rules);
     for (size_t i = 0; i < cfg->nusers; i++) {
         free(cfg->users[i].name);
         free(cfg->users[i].password);
@@ -2204,6 +2332,7 @@ void config_free(struct config *cfg)
         free(cfg->users[i].grants);
     }
     free(cfg->users);
+    config_index_free(&cfg->user_index);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

@@ -72,6 +72,20 @@ struct table_rule {
     int line;
 };
 
+/* An index of an array's items by a string key (config.c): open
+ * addressing over the keys' hash_bytes() (proto/hash.h), at most half
+ * full; slots is NULL while nothing was added. */
+struct config_index_slot {
+    uint64_t hash; /* of the item's key */
+    size_t item;   /* the item's position + 1; 0: an empty slot */
+};
+
+struct config_index {
+    struct config_index_slot *slots;
+    size_t mask; /* slots - 1 */
+    size_t n;    /* items added */
+};
+
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* What a user may do on one bind. */
@@ -156,11 +170,15 @@ struct config {
     /* [tables], in file order. */
     struct table_rule *rules;
     size_t nrules;
+    struct config_index rule_index; /* every rule by its pattern (config_rule_find) */
+    size_t *pattern_rules;          /* the rules with '*' (indexes into rules), in file order */
+    size_t npatterns;
 
     /* [user.NAME] sections, in file order. None: no authentication, every
      * client may do everything. */
     struct user_conf *users;
     size_t nusers;
+    struct config_index user_index; /* users by name (config_user) */
 
     /* Non-fatal findings, each "file:line: warning: ...". */
     char **warnings;
@@ -183,6 +201,17 @@ int config_bind_index(const struct config *cfg, const char *name);
 
 /* The user named `name` (case-sensitive), or NULL. */
 const struct user_conf *config_user(const struct config *cfg, const char *name);
+
+/*
+ * The [tables] rule whose pattern is the text "schema.name", or "name"
+ * when schema is NULL (the pieces need not be NUL-terminated; compared
+ * byte for byte, so lowercase them first), or NULL. A rule with '*' is
+ * found by its own text only: is_pattern says which it is. One hash and
+ * (almost always) one comparison, whatever the size of the map; no
+ * allocation. Any thread, while cfg is held.
+ */
+const struct table_rule *config_rule_find(const struct config *cfg, const char *schema, size_t schema_len,
+                                          const char *name, size_t name_len);
 
 /* "none", "read", "read-write". */
 const char *config_grant_name(enum grant g);

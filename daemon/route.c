@@ -2,9 +2,10 @@
  * Routing (route.h): the table map's lookup, the decision for a statement
  * (the map, then the catalogs) and the cache of decisions.
  *
- * The table map is looked up without allocating: exact rules first, then
- * patterns in file order, over the name in two pieces (struct
- * route_subject).
+ * The table map is looked up without allocating, over the name in two
+ * pieces (struct route_subject): the exact rules by the config's hash
+ * index (config_rule_find), so a map of any size costs one probe, then
+ * the patterns in file order.
  *
  * The cache is direct-mapped: a power-of-two array of slots indexed by a
  * hash of the statement text, each slot holding one decision; a collision
@@ -47,15 +48,6 @@ static char route_subject_at(const struct route_subject *s, size_t i)
     return s->name[i - s->schema_len - 1];
 }
 
-static bool route_exact(const char *pattern, const struct route_subject *s)
-{
-    size_t i = 0;
-    for (; pattern[i] != '\0'; i++)
-        if (i >= s->len || pattern[i] != route_subject_at(s, i))
-            return false;
-    return i == s->len;
-}
-
 /* Glob match where '*' matches any run of characters except '.', so
  * "audit_*" never matches a schema-qualified name. Linear backtracking to
  * the last '*' keeps it O(pattern * name). */
@@ -88,16 +80,19 @@ static bool route_glob(const char *pattern, const struct route_subject *s)
 static bool route_lookup(const struct config *cfg, const struct route_subject *s, size_t *bind,
                          enum route_rule *rule)
 {
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (!cfg->rules[i].is_pattern && route_exact(cfg->rules[i].pattern, s)) {
-            *bind = cfg->rules[i].bind;
-            *rule = ROUTE_RULE_MAP;
-            return true;
-        }
+    size_t name_len = s->schema != NULL ? s->len - s->schema_len - 1 : s->len;
+    const struct table_rule *r = cfg->nrules > cfg->npatterns /* any exact rule */
+                                     ? config_rule_find(cfg, s->schema, s->schema_len, s->name, name_len)
+                                     : NULL;
+    if (r != NULL && !r->is_pattern) {
+        *bind = r->bind;
+        *rule = ROUTE_RULE_MAP;
+        return true;
     }
-    for (size_t i = 0; i < cfg->nrules; i++) {
-        if (cfg->rules[i].is_pattern && route_glob(cfg->rules[i].pattern, s)) {
-            *bind = cfg->rules[i].bind;
+    for (size_t i = 0; i < cfg->npatterns; i++) {
+        r = &cfg->rules[cfg->pattern_rules[i]];
+        if (route_glob(r->pattern, s)) {
+            *bind = r->bind;
             *rule = ROUTE_RULE_PATTERN;
             return true;
         }
