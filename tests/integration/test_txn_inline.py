@@ -10,6 +10,7 @@ transaction stays on its worker (daemon/sqlite_quick.c,
 sqlite_txn_inline). .stats counts the loop's in `on_loop`."""
 
 import random
+import threading
 import time
 
 from harness import (DEFAULT_TABLES, Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows,
@@ -230,3 +231,64 @@ def test_read_only_user_and_file_bind_stay_on_workers():
             expect_err(ro.request("INSERT INTO ti_rows (k) VALUES ('no')"), "NOPERM")
         eq(_on_loop(admin) - before, 0, "a read-only user's writes on the loop")
         expect_ok(ro.request("ROLLBACK"))
+
+
+def test_concurrent_transactions_keep_every_committed_write():
+    """Six clients run transactions of 1 to 30 inserts on the in-memory
+    bind (two workers), some with a conflicting insert, some ended by
+    INSERT OR ROLLBACK, ROLLBACK or a disconnect, while two others count the
+    rows: every write of a committed transaction is there, nothing else,
+    and most statements were answered on the loop."""
+    d = Daemon(tables=TABLES, bind_opts={"memory_db": {"pool_size": "2"}})
+    with d:
+        c0 = d.connect()
+        expect_ok(c0.request("CREATE TABLE ti_st (id INTEGER PRIMARY KEY, k TEXT UNIQUE, n INT)"))
+        expect_ok(c0.request("INSERT INTO ti_st (k, n) VALUES ('dup', 0)"))
+        committed, errors, lock = [], [], threading.Lock()
+        end = time.time() + scaled(4)
+
+        def writer(wid):
+            rnd = random.Random(wid)
+            c = d.connect()
+            while time.time() < end:
+                stmts = ["BEGIN"] + ["INSERT INTO ti_st (k, n) VALUES ('%d-%d', %d)" % (wid, rnd.randrange(10**9), i)
+                                     for i in range(rnd.randrange(1, 30))]
+                if rnd.random() < 0.2:
+                    stmts.insert(rnd.randrange(1, len(stmts)), "INSERT INTO ti_st (k, n) VALUES ('dup', 1)")
+                if rnd.random() < 0.1:
+                    stmts.append("INSERT OR ROLLBACK INTO ti_st (k, n) VALUES ('dup', 1)")
+                c.send("".join(s + "\n" for s in stmts).encode())
+                answers = c.read_responses(len(stmts))
+                done = [s for s, r in zip(stmts[1:], answers[1:]) if r.ok]
+                rolled_back = any("rolled back" in r.status for r in answers)
+                how = rnd.random()
+                if how < 0.1:
+                    c.close()
+                    c = d.connect()
+                    continue
+                r = c.request("ROLLBACK" if how < 0.4 or rolled_back else "COMMIT")
+                if how >= 0.4 and not rolled_back:
+                    if not r.ok:
+                        errors.append(r.status)
+                    with lock:
+                        committed.extend(done)
+
+        def reader():
+            c = d.connect()
+            while time.time() < end:
+                r = c.request("SELECT count(*) FROM ti_st")
+                if not r.ok:
+                    errors.append(r.status)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+        threads += [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        eq(errors, [], "errors")
+        eq(int(expect_ok(c0.request("SELECT count(*) FROM ti_st WHERE k <> 'dup'")).rows[0][0]), len(committed),
+           "rows of committed transactions")
+        st = _stats(c0)
+        if int(st["on_loop"]) * 2 < int(st["statements"]):
+            raise TestFailure("only %s of %s statements answered on the loop" % (st["on_loop"], st["statements"]))
