@@ -733,10 +733,8 @@ static void sqlite_interrupt(struct bind *b, struct job *job)
 void sqlite_worker_close(struct worker *w)
 {
     xact_conn_free(w);
-    for (size_t j = 0; j < w->ncache; j++) {
-        sqlite3_finalize(w->cache[j].stmt);
-        free(w->cache[j].sql);
-    }
+    for (size_t j = 0; j < w->ncache; j++)
+        sqlite_cached_free(&w->cache[j]);
     free(w->cache);
     sqlnorm_free(&w->norm);
     if (w->db != NULL && sqlite3_close(w->db) != SQLITE_OK)

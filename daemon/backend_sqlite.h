@@ -98,7 +98,16 @@ struct cached_stmt {
      * the schema version it was made for. */
     signed char straight;
     int64_t straight_schema;
+    /* Its answer's header line, made at its first run (NULL: not yet),
+     * and SQLITE_STMTSTATUS_REPREPARE then: SQLite prepares a statement
+     * again after a schema change, which may change its columns. */
+    char *header;
+    size_t header_len;
+    int header_prep;
 };
+
+/* Finalize a cached statement and free what it holds. */
+void sqlite_cached_free(struct cached_stmt *c);
 
 struct sqlite_bind;
 struct xact_conn;
@@ -118,6 +127,7 @@ struct worker {
     struct job *head, **tail; /* private queue: jobs of the pinned session */
     struct cached_stmt *cache;
     size_t ncache;
+    size_t cache_last; /* the entry cache_find() found last */
     uint64_t tick;
     uint64_t seen[STMT_SEEN];   /* hashes of statements prepared once, uncached */
     const char *denied;         /* why the authorizer refused, for the error */
@@ -287,14 +297,14 @@ void sqlite_conn_query_only(struct worker *w, bool on);
 /* Bring the connection's copy of the schema up to date. */
 void sqlite_schema_refresh(sqlite3 *db);
 
-/* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
+/* A prepared statement for sql[0..len) (h: its hash_text()) on w's
  * connection, cached or new; give it back with sqlite_stmt_done(). *rc:
  * the SQLite result; NULL with SQLITE_OK: the text holds no statement;
  * SQLITE_MISUSE: it holds more than one. */
 sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uint64_t h, int *rc);
 void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt);
 
-/* The prepared statement for req (h: the hash_bytes() of its text), as
+/* The prepared statement for req (h: the hash_text() of its text), as
  * sqlite_stmt_get(); *run gets the request to bind it with. With
  * w->normalize, its literals are made parameters (sqlnorm.h) and *run is
  * &w->norm.req, valid until the next call on w; when SQLite refuses that

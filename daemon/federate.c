@@ -207,7 +207,7 @@ static bool pool_read_inline(struct bind *b, const struct request *req, uint64_t
 
     if (x == NULL || req->len > QUICK_MAX_SQL)
         return false;
-    h = hash_bytes(req->text, req->len);
+    h = hash_text(req->text, req->len);
     if (sqlite_quick_skipped(q->skip, h))
         return false;
     route_compute(cfg, srv->catset, req->text, req->len, &r, &ri);

@@ -65,10 +65,8 @@ struct pgvtab *federate_exec_pgvtab(struct fed_exec *x)
 /* Finalize every cached statement (before a DETACH: they may name it). */
 static void exec_flush_cache(struct fed_exec *x)
 {
-    for (size_t i = 0; i < x->w.ncache; i++) {
-        sqlite3_finalize(x->w.cache[i].stmt);
-        free(x->w.cache[i].sql);
-    }
+    for (size_t i = 0; i < x->w.ncache; i++)
+        sqlite_cached_free(&x->w.cache[i]);
     x->w.ncache = 0;
 }
 

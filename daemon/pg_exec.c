@@ -527,7 +527,7 @@ static int conn_send_prepared(struct pgconn *c, char **sqlp, int n, const Oid *t
                               const char *const *values, const int *lengths, const int *formats)
 {
     size_t len = strlen(*sqlp), cap = c->pb->stmt_cache;
-    uint64_t h = hash_bytes(*sqlp, len) ^ (hash_bytes((const char *)types, (size_t)n * sizeof *types) * 31);
+    uint64_t h = hash_text(*sqlp, len) ^ (hash_text((const char *)types, (size_t)n * sizeof *types) * 31);
     char name[32];
     int ok;
 

@@ -507,7 +507,7 @@ static struct slot *template_match(struct routecache *rc, const char *sql, size_
     return NULL;
 }
 
-/* routecache_get, h being hash_bytes(sql, len). */
+/* routecache_get, h being hash_text(sql, len). */
 static const struct route *routecache_lookup(struct routecache *rc, const struct config *cfg, const char *sql,
                                              size_t len, uint64_t h)
 {
@@ -539,7 +539,7 @@ static const struct route *routecache_lookup(struct routecache *rc, const struct
     }
     target = sl;
     if (cfg->normalize_literals && sqlnorm_route_key(&rc->norm, sql, len)) {
-        uint64_t kh = hash_bytes(rc->norm.req.text, rc->norm.req.len);
+        uint64_t kh = hash_text(rc->norm.req.text, rc->norm.req.len);
         rc->norm_of = sql;
         rc->norm_len = len;
         struct slot *ks = &rc->slots[kh & rc->mask];
@@ -572,7 +572,7 @@ static const struct route *routecache_lookup(struct routecache *rc, const struct
         }
         key = sql;
         key_len = len;
-        h = hash_bytes(sql, len);
+        h = hash_text(sql, len);
         keyed = false;
         rc->norm_of = NULL;
     }
@@ -596,12 +596,12 @@ static const struct route *routecache_lookup(struct routecache *rc, const struct
 const struct route *routecache_get(struct routecache *rc, const struct config *cfg, const char *sql,
                                    size_t len)
 {
-    return routecache_lookup(rc, cfg, sql, len, hash_bytes(sql, len));
+    return routecache_lookup(rc, cfg, sql, len, hash_text(sql, len));
 }
 
 const struct route *routecache_get_request(struct routecache *rc, const struct config *cfg,
                                            struct request *req)
 {
-    req->hash = hash_bytes(req->text, req->len);
+    req->hash = hash_text(req->text, req->len);
     return routecache_lookup(rc, cfg, req->text, req->len, req->hash);
 }

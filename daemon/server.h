@@ -47,6 +47,12 @@ struct listener {
 
 struct server {
     uv_loop_t *loop;
+    /* Set by session_advance() (session.c) around a statement it runs:
+     * before, when it began if that is known already (the end of the one
+     * answered on the loop just before it, in the same pass: its time
+     * and quick-read budget start there, one clock reading instead of
+     * two), else 0; after, its own end if the loop answered it. */
+    uint64_t inline_clock;
     struct config *cfg; /* the current configuration: host.cfgref->cfg */
     /* What the binds see: the loop, the current configuration, the retired
      * binds, the queue on which backends post job events to the loop. */

@@ -315,6 +315,16 @@ static void session_batch(struct session *s, struct job *job)
     }
 }
 
+/* When the statement about to run began (server.inline_clock), taken:
+ * a statement that then goes to a worker leaves no end behind. */
+static uint64_t session_clock_start(struct server *srv)
+{
+    uint64_t start = srv->inline_clock;
+
+    srv->inline_clock = 0;
+    return start != 0 ? start : uv_hrtime();
+}
+
 /* A statement the bind answers on the loop thread: a read (read_inline),
  * or with kind an INSERT, UPDATE or DELETE a lone write (write_inline). No
  * job and no trip to another thread. Takes the request's memory when it
@@ -322,15 +332,17 @@ static void session_batch(struct session *s, struct job *job)
 static bool session_run_inline(struct session *s, struct bind *b, struct request *req, enum stmt_kind kind)
 {
     struct bind_stats *st = &b->stats;
-    uint64_t start = uv_hrtime(), rows = 0;
+    uint64_t start = session_clock_start(s->srv), end, rows = 0;
 
     if (kind == STMT_SELECT ? !b->ops->read_inline(b, req, start, &s->out, &rows)
                             : !b->ops->write_inline(b, req, kind, start, &s->out))
         return false;
+    end = uv_hrtime();
+    s->srv->inline_clock = end;
     st->statements++;
     st->on_loop++;
     st->rows += rows;
-    st->time_us += (uv_hrtime() - start) / 1000;
+    st->time_us += (end - start) / 1000;
     s->statements++;
     s->active_at = uv_now(s->srv->loop);
     codec_request_free(req);
@@ -344,15 +356,17 @@ static bool session_run_txn_inline(struct session *s, struct bind *b, struct req
                                    enum stmt_kind kind)
 {
     struct bind_stats *st = &b->stats;
-    uint64_t start = uv_hrtime();
+    uint64_t start = session_clock_start(s->srv), end;
     size_t mark = s->out.len;
     bool open;
 
     if (!b->ops->txn_inline(b, s->id, req, kind, &s->out, &open))
         return false;
+    end = uv_hrtime();
+    s->srv->inline_clock = end;
     st->statements++;
     st->on_loop++;
-    st->time_us += (uv_hrtime() - start) / 1000;
+    st->time_us += (end - start) / 1000;
     if (s->out.data[mark] == '-')
         st->errors++;
     else
@@ -845,12 +859,16 @@ static void session_parse_input(struct session *s)
  * handled any. */
 static bool session_advance(struct session *s)
 {
+    struct server *srv = s->srv;
+    uint64_t chain = 0; /* when the last statement answered on the loop ended */
     bool any = false;
 
     while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush &&
            session_unsent(s) <= s->srv->cfg->max_output) {
         struct pending p = *queue_pop(s);
+        uint64_t began = chain;
         any = true;
+        chain = 0;
         if (p.is_error) {
             session_reply_error(s, p.err_code, "%s", p.err_msg ? p.err_msg : "out of memory");
             free(p.err_msg);
@@ -867,7 +885,12 @@ static bool session_advance(struct session *s)
             session_reply_error(s, "NOAUTH", "authentication required: .auth USER PASSWORD");
             codec_request_free(&p.req);
         } else {
+            srv->inline_clock = began;
             session_sql(s, &p.req);
+            /* Answered on the loop, it left its end: the next began then. */
+            if (srv->inline_clock != began)
+                chain = srv->inline_clock;
+            srv->inline_clock = 0;
         }
     }
     return any;

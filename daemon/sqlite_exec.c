@@ -75,7 +75,7 @@ static void schema_refresh(struct worker *w, const char *sql, size_t len)
     }
 }
 
-/* The cached statement for sql[0..len) (h: its hash_bytes()), marked
+/* The cached statement for sql[0..len) (h: its hash_text()), marked
  * used, or NULL. */
 static sqlite3_stmt *cache_find(struct worker *w, const char *sql, size_t len, uint64_t h)
 {
@@ -83,13 +83,14 @@ static sqlite3_stmt *cache_find(struct worker *w, const char *sql, size_t len, u
         struct cached_stmt *c = &w->cache[i];
         if (c->hash == h && c->len == len && memcmp(c->sql, sql, len) == 0) {
             c->used = ++w->tick;
+            w->cache_last = i;
             return c->stmt;
         }
     }
     return NULL;
 }
 
-/* A prepared statement for sql[0..len) (h: its hash_bytes()) on w's
+/* A prepared statement for sql[0..len) (h: its hash_text()) on w's
  * connection, from the cache or newly prepared (and cached). *rc gets the
  * SQLite result; a NULL return with SQLITE_OK means the text holds no
  * statement. */
@@ -149,8 +150,7 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
         for (size_t i = 1; i < w->ncache; i++)
             if (w->cache[i].used < victim->used)
                 victim = &w->cache[i];
-        sqlite3_finalize(victim->stmt);
-        free(victim->sql);
+        sqlite_cached_free(victim);
     }
     victim->sql = malloc(len);
     if (victim->sql == NULL) {
@@ -165,7 +165,16 @@ sqlite3_stmt *sqlite_stmt_get(struct worker *w, const char *sql, size_t len, uin
     victim->stmt = stmt;
     victim->used = ++w->tick;
     victim->straight = 0;
+    victim->header = NULL;
+    w->cache_last = (size_t)(victim - w->cache);
     return stmt;
+}
+
+void sqlite_cached_free(struct cached_stmt *c)
+{
+    sqlite3_finalize(c->stmt);
+    free(c->sql);
+    free(c->header);
 }
 
 /* Whether stmt, prepared from the normalised nr, is what the normaliser
@@ -218,7 +227,7 @@ sqlite3_stmt *sqlite_stmt_for(struct worker *w, const struct request *req, uint6
             nr = &w->norm.req;
     }
     if (nr != NULL) {
-        stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_bytes(nr->text, nr->len), rc);
+        stmt = sqlite_stmt_get(w, nr->text, nr->len, hash_text(nr->text, nr->len), rc);
         if (stmt != NULL && stmt_as_normalised(stmt, nr)) {
             *run = nr;
             return stmt;
@@ -321,17 +330,20 @@ bool sqlite_stmt_straight(struct worker *w, sqlite3_stmt *stmt, int64_t schema)
 }
 
 /* Is stmt owned by the cache (and so must be reset, not finalized)? */
-static bool stmt_cached(const struct worker *w, const sqlite3_stmt *stmt)
+/* The cache entry of stmt, or NULL: most often the one found last. */
+static struct cached_stmt *cached_of(struct worker *w, const sqlite3_stmt *stmt)
 {
+    if (w->cache_last < w->ncache && w->cache[w->cache_last].stmt == stmt)
+        return &w->cache[w->cache_last];
     for (size_t i = 0; i < w->ncache; i++)
         if (w->cache[i].stmt == stmt)
-            return true;
-    return false;
+            return &w->cache[i];
+    return NULL;
 }
 
 void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt)
 {
-    if (stmt_cached(w, stmt)) {
+    if (cached_of(w, stmt) != NULL) {
         sqlite3_reset(stmt);
         sqlite3_clear_bindings(stmt);
     } else {
@@ -371,10 +383,17 @@ int sqlite_bind_params(sqlite3_stmt *stmt, const struct request *req, struct buf
     return 0;
 }
 
-static int put_header(struct buf *out, sqlite3_stmt *stmt, int ncol)
+/* The header line: each column's name and declared type. A cached
+ * statement keeps it from its first run for the next. */
+static int put_header(struct worker *w, struct buf *out, sqlite3_stmt *stmt, int ncol)
 {
+    struct cached_stmt *c = cached_of(w, stmt);
+    int prep = sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    size_t mark = out->len;
     struct codec_row r;
 
+    if (c != NULL && c->header != NULL && c->header_prep == prep)
+        return buf_append(out, c->header, c->header_len);
     codec_header_begin(&r, out);
     for (int i = 0; i < ncol; i++) {
         const char *name = sqlite3_column_name(stmt, i);
@@ -382,7 +401,17 @@ static int put_header(struct buf *out, sqlite3_stmt *stmt, int ncol)
         codec_field_text(&r, name ? name : "", name ? strlen(name) : 0);
         codec_field_text(&r, type ? type : "", type ? strlen(type) : 0);
     }
-    return codec_row_end(&r);
+    if (codec_row_end(&r) != 0)
+        return -1;
+    if (c != NULL) {
+        free(c->header);
+        c->header_len = out->len - mark;
+        c->header = malloc(c->header_len);
+        if (c->header != NULL)
+            memcpy(c->header, out->data + mark, c->header_len);
+        c->header_prep = prep;
+    }
+    return 0;
 }
 
 static int put_row(struct buf *out, sqlite3_stmt *stmt, int ncol)
@@ -465,7 +494,7 @@ int sqlite_stream_rows(struct worker *w, struct job *job, sqlite3_stmt *stmt, st
              * re-prepares a statement whose schema changed (SELECT *). */
             first = false;
             ncol = sqlite3_column_count(stmt);
-            if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && ncol > 0 && put_header(out, stmt, ncol) != 0) {
+            if ((rc == SQLITE_ROW || rc == SQLITE_DONE) && ncol > 0 && put_header(w, out, stmt, ncol) != 0) {
                 rc = SQLITE_NOMEM;
                 break;
             }

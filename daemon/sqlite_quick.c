@@ -126,7 +126,7 @@ bool sqlite_quick_run(struct worker *w, struct quick_skip *skip, uint64_t h, con
     if (sql == req->text)
         stmt = sqlite_stmt_for(w, req, h, &req, rc);
     else
-        stmt = sqlite_stmt_get(w, sql, len, hash_bytes(sql, len), rc);
+        stmt = sqlite_stmt_get(w, sql, len, hash_text(sql, len), rc);
     ok = stmt != NULL;
     if (ok) {
         ok = sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
@@ -289,7 +289,7 @@ static int64_t schema_version(struct worker *w)
     int rc;
 
     w->internal = true;
-    stmt = sqlite_stmt_get(w, sql, sizeof sql - 1, hash_bytes(sql, sizeof sql - 1), &rc);
+    stmt = sqlite_stmt_get(w, sql, sizeof sql - 1, hash_text(sql, sizeof sql - 1), &rc);
     if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
         v = sqlite3_column_int64(stmt, 0);
     if (stmt != NULL)

@@ -49,15 +49,6 @@ int buf_append(struct buf *b, const void *p, size_t n)
     return 0;
 }
 
-int buf_putc(struct buf *b, char c)
-{
-    if (b->cap - b->len < 2 && buf_reserve(b, 1) < 0)
-        return -1;
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
 int buf_puts(struct buf *b, const char *s)
 {
     return buf_append(b, s, strlen(s));

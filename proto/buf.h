@@ -29,7 +29,14 @@ __attribute__((warn_unused_result)) int buf_reserve(struct buf *b, size_t more);
 /* Append n bytes. 0 or -1. */
 __attribute__((warn_unused_result)) int buf_append(struct buf *b, const void *p, size_t n);
 /* Append one byte. 0 or -1. */
-__attribute__((warn_unused_result)) int buf_putc(struct buf *b, char c);
+__attribute__((warn_unused_result)) static inline int buf_putc(struct buf *b, char c)
+{
+    if (b->cap - b->len < 2 && buf_reserve(b, 1) < 0)
+        return -1;
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+    return 0;
+}
 /* Append a NUL-terminated string. 0 or -1. */
 __attribute__((warn_unused_result)) int buf_puts(struct buf *b, const char *s);
 /* Append printf-formatted text. 0 or -1. */

@@ -1,8 +1,8 @@
 /*
- * The one string hash of sqlmux (FNV-1a, 64-bit), shared by the daemon's
- * routing and statement caches (daemon/hash.h) and the config's indexes
- * (conf/config.c): short keys, no allocation, no seed. hash_add() goes on
- * from an earlier hash, so a key in pieces hashes as the joined key does.
+ * The hash of names (FNV-1a, 64-bit): the config's indexes of tables and
+ * users (conf/config.c). Short keys, no allocation, no seed. hash_add()
+ * goes on from an earlier hash, so a key in pieces hashes as the joined
+ * key does. Statement texts have their own, faster hash (daemon/hash.h).
  */
 #ifndef SQLMUX_PROTO_HASH_H
 #define SQLMUX_PROTO_HASH_H
