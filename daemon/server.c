@@ -662,6 +662,8 @@ void server_free(struct server *srv)
     routecache_free(srv->routes);
     free(srv->rbuf);
     srv->rbuf = NULL;
+    while (srv->nout_spare > 0)
+        buf_free(&srv->out_spare[--srv->nout_spare]);
     catset_drop(srv->catset);
     srv->catset = NULL;
     tls_server_free(srv->tls);

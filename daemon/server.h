@@ -45,6 +45,9 @@ struct listener {
     char *path; /* a unix socket file this daemon made (removed at stop), or NULL */
 };
 
+#define SERVER_OUT_SPARES    64
+#define SERVER_OUT_SPARE_CAP 4096
+
 struct server {
     uv_loop_t *loop;
     /* Set by session_advance() (session.c) around a statement it runs:
@@ -89,6 +92,12 @@ struct server {
      * waiting reads into it, and only a partial request left over is
      * copied into the session's own inbuf. NULL until the first read. */
     char *rbuf;
+    /* Spare answer buffers (session_io.c): a session's answers, written
+     * out whole, leave their buffer here when it is small rather than to
+     * free(), and a session about to answer takes one. Idle sessions hold
+     * no buffer either way. */
+    struct buf out_spare[SERVER_OUT_SPARES];
+    size_t nout_spare;
 
     struct session *sessions; /* doubly linked through session.prev/next */
     size_t nsessions;

@@ -64,6 +64,19 @@ static void on_write(uv_write_t *req, int status)
         session_pump(s);
 }
 
+/* data, written out: its memory goes to the spare answer buffers when
+ * small and there is room, else it is freed. */
+static void write_done(struct server *srv, struct buf *data)
+{
+    if (data->cap > 0 && data->cap <= SERVER_OUT_SPARE_CAP && srv->nout_spare < SERVER_OUT_SPARES) {
+        buf_reset(data);
+        srv->out_spare[srv->nout_spare++] = *data;
+        *data = (struct buf)BUF_INIT;
+        return;
+    }
+    buf_free(data);
+}
+
 /* Write data (taking its memory) to the socket after everything already
  * queued. When job is given, it is acknowledged `ack` bytes (data's
  * plaintext) as data is written. */
@@ -102,7 +115,7 @@ void session_write_raw(struct session *s, struct buf *data, struct job *job, siz
     if (done == data->len) {
         if (job != NULL && ack > 0)
             job_ack(job, ack);
-        buf_free(data);
+        write_done(s->srv, data);
         return;
     }
     wr = malloc(sizeof *wr);
@@ -180,8 +193,11 @@ static void on_flush_turn(uv_check_t *h)
             continue;
         session_flush(s);
         /* The unwritten answers may have held back its requests or its
-         * reading (max_output); go on now that they are written. */
-        if (s->state != SESS_CLOSING)
+         * reading (max_output); go on now that they are written. A
+         * session with nothing left to parse or run, reading, has
+         * nothing to go on with. */
+        if (s->state != SESS_CLOSING && (s->qcount > 0 || s->inpos < s->inbuf.len || !s->reading ||
+                                         s->input_ended || s->quit_after_flush))
             session_pump(s);
     }
 }
@@ -375,7 +391,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     s->inbuf.data[s->inbuf.len] = '\0';
     s->inbuf_shared = true;
     s->inpos = 0;
+    if (s->out.cap == 0 && s->srv->nout_spare > 0)
+        s->out = s->srv->out_spare[--s->srv->nout_spare];
     session_pump(s);
+    if (s->out.len == 0 && s->out.cap > 0)
+        write_done(s->srv, &s->out); /* nothing to answer yet: an idle session holds no buffer */
     {
         struct buf rest = BUF_INIT;
         bool lost = s->inpos < s->inbuf.len &&
