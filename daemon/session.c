@@ -79,7 +79,8 @@ static struct pending *queue_pop(struct session *s)
 {
     struct pending *p = &s->queue[s->qhead];
 
-    s->qhead = (s->qhead + 1) % s->qcap;
+    if (++s->qhead == s->qcap) /* no division: qcap need not be a power of two */
+        s->qhead = 0;
     s->qcount--;
     s->queued_bytes -= p->bytes;
     return p;
@@ -821,7 +822,8 @@ static void session_parse_input(struct session *s)
         s->inpos += used;
         if (rc == CODEC_EMPTY)
             continue;
-        slot = &s->queue[(s->qhead + s->qcount) % s->qcap];
+        slot =
+            &s->queue[s->qhead + s->qcount < s->qcap ? s->qhead + s->qcount : s->qhead + s->qcount - s->qcap];
         memset(slot, 0, sizeof *slot);
         if (rc == CODEC_OK) {
             slot->req = req;

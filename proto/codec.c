@@ -163,14 +163,16 @@ static int codec_parse_int64(const char *s, size_t n, int64_t *out)
     }
     if (i == n)
         return CODEC_INT_BAD;
-    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    /* u * 10 + d <= limit, checked without a division per digit. */
+    const uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    const uint64_t top = limit / 10, last = limit % 10;
     uint64_t u = 0;
     bool range = false;
     for (; i < n; i++) {
         unsigned d = (unsigned char)s[i] - (unsigned)'0';
         if (d > 9)
             return CODEC_INT_BAD;
-        if (u > (limit - d) / 10)
+        if (u > top || (u == top && d > last))
             range = true; /* keep scanning: a later non-digit is BAD */
         else
             u = u * 10 + d;
