@@ -232,7 +232,19 @@ static void writer_requeue(struct sqlite_bind *sb, struct worker *w)
     wake_free_worker(sb);
 }
 
-static void run_job(struct worker *w, struct job *job)
+/* The worker is through with what it popped (worker_main): free again,
+ * for sqlite_submit and for .stats' in_use. Cleared before the last answer
+ * is posted, so a client holding its answer never sees the connection
+ * still busy. Bind's lock held. */
+static void worker_done(struct worker *w)
+{
+    w->busy = false;
+    w->writing = false;
+}
+
+/* Run one job and post its answer. more: other jobs popped with it are
+ * still to run on w (run_group's fallback), so w stays busy. */
+static void run_job(struct worker *w, struct job *job, bool more)
 {
     struct buf out = BUF_INIT;
 
@@ -264,6 +276,8 @@ static void run_job(struct worker *w, struct job *job)
     w->pinned = job->in_txn ? job->owner : 0;
     if (w->pinned != 0 && w->head != NULL)
         writer_requeue(w->sb, w);
+    if (!more)
+        worker_done(w);
     pthread_mutex_unlock(&w->sb->lock);
     job_post_done(job, &out);
 }
@@ -321,6 +335,9 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
         /* Another client's transaction kept the write lock for all of
          * busy_timeout: each of these would have waited as long and got
          * the same answer. */
+        pthread_mutex_lock(&w->sb->lock);
+        worker_done(w);
+        pthread_mutex_unlock(&w->sb->lock);
         for (size_t i = 0; i < n; i++)
             job_fail(jobs[i], sqlite_code(rc), sqlite3_errmsg(w->db));
         return;
@@ -347,11 +364,14 @@ static void run_group(struct worker *w, struct job **jobs, size_t n)
             jobs[i]->failed = false;
             jobs[i]->errors = 0;
             jobs[i]->rows = 0;
-            run_job(w, jobs[i]);
+            run_job(w, jobs[i], i + 1 < n);
         }
         return;
     }
     atomic_fetch_add_explicit(&w->sb->writes, 1, memory_order_release);
+    pthread_mutex_lock(&w->sb->lock);
+    worker_done(w);
+    pthread_mutex_unlock(&w->sb->lock);
     for (size_t i = 0; i < n; i++) {
         jobs[i]->in_txn = false;
         job_post_done(jobs[i], &outs[i]);
@@ -404,11 +424,9 @@ static void *worker_main(void *arg)
             run_group(w, group, n);
         } else {
             pthread_mutex_unlock(&sb->lock);
-            run_job(w, job);
+            run_job(w, job, false);
         }
         pthread_mutex_lock(&sb->lock);
-        w->busy = false;
-        w->writing = false;
     }
     pthread_mutex_unlock(&sb->lock);
     return NULL;

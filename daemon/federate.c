@@ -268,21 +268,26 @@ static void *pool_main(void *arg)
             x->catalog = &pool->catalog;
         if (x == NULL) {
             log_error("%s", err);
-            job_fail(job, "UNAVAILABLE", err);
         } else if (atomic_load(&job->cancelled)) {
             job->failed = true;
-            job_post_done(job, &out);
         } else {
             federate_exec_run(x, job, &out);
             /* A statement alone leaves no transaction behind. */
             if (!sqlite3_get_autocommit(x->w.db))
                 sqlite_conn_exec_internal(&x->w, "ROLLBACK");
             job->in_txn = false;
-            job_post_done(job, &out);
         }
+        /* Free before the answer goes out: a client holding it never sees
+         * the thread still in use (.stats). */
         pthread_mutex_lock(&pool->lock);
         t->busy = false;
         t->opened = x != NULL;
+        pthread_mutex_unlock(&pool->lock);
+        if (x == NULL)
+            job_fail(job, "UNAVAILABLE", err);
+        else
+            job_post_done(job, &out);
+        pthread_mutex_lock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
     federate_exec_close(x);

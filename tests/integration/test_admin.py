@@ -67,6 +67,27 @@ def test_stats_counts_per_bind(d):
        ["11", "2", "5", "14", "1", "2"], "(all) row")
 
 
+def test_stats_in_use_is_free_once_answered(d):
+    """A connection is back in its pool before its answer goes out: a client
+    that has read the answer never sees it in .stats' in_use. (A worker
+    thread used to post the answer first and mark itself free after; with
+    the CPUs busy, the loop's wake-up preempted it in between.)"""
+    c = d.connect()
+    spinners = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(3)]
+    try:
+        for i in range(400):
+            expect_ok(c.request("INSERT INTO test2 (color) VALUES ('c%d')" % i))   # a second_db worker
+            expect_ok(c.request("SELECT count(*) FROM test1 JOIN test2 ON test1.id = test2.id"))  # federation
+            _, s = _stats(c)
+            busy = dict((b, s[b]["in_use"]) for b in ("second_db", "*federation*") if s[b]["in_use"] != "0")
+            if busy:
+                raise TestFailure("statement %d answered, still in use: %r" % (i, busy))
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
 def test_clients_lists_every_client(d):
     a = d.connect()
     b = d.connect()
