@@ -5,7 +5,7 @@
 
 CC      ?= cc
 PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt zlib
-APT_PKGS := zlib1g-dev libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev libmimalloc-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest
+APT_PKGS := zlib1g-dev libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev libmimalloc-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest python3-psycopg2
 
 # The daemon allocates with mimalloc (as Redis ships with jemalloc): its
 # point reads make a few small allocations each, most of them SQLite's
