@@ -1080,11 +1080,15 @@ class NotifySocket:
 
 SLOW_SQL = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < %d) "
             "SELECT count(*) AS n FROM c")
+SLOW_FOREVER = 10 ** 12   # rows: hours of counting
 
 
 def start_slow(d, rows=1000000, probe=None, timeout=120.0):
     """A new connection of daemon d running SLOW_SQL (CPU-bound, counting
-    to `rows`: about 0.5 s per million, far longer under valgrind),
+    to `rows`: about 0.12 s per million on the 2-core test machine, 50
+    times that under valgrind; a test that needs it running for a while
+    counts to SLOW_FOREVER and ends it with Conn.abort() or with
+    statement_timeout),
     returned once .clients (asked on `probe`, else on a connection of its
     own) shows it busy. Reads on it wait up to `timeout` seconds."""
     c = d.connect()

@@ -358,11 +358,13 @@ def test_restart_only_settings():
 
 def test_sighup_during_shutdown_is_ignored():
     with _daemon(server={"shutdown_timeout": "600000"}) as d:
-        slow = start_slow(d, 2000000)
+        slow = start_slow(d, 10000000)    # ~1.2 s: SIGHUP comes while it runs
         d.send_signal(signal.SIGTERM)
         time.sleep(0.1)
+        if slow.readable_now():
+            raise TestFailure("the statement ended before SIGHUP: count further")
         d.send_signal(signal.SIGHUP)
-        expect_rows(slow.read_response(), [["2000000"]])
+        expect_rows(slow.read_response(), [["10000000"]])
         eq(d.proc.wait(120), 0, "exit status")
         d.exit_status = 0
         if "configuration reloaded" in d.stderr_text():

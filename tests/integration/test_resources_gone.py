@@ -11,9 +11,9 @@ bounds it) and the session ends when the answer cannot be written."""
 import socket
 import time
 
-from harness import SLOW_SQL, Daemon, TestFailure, eq, expect_status, recv_until, scaled
+from harness import SLOW_FOREVER, SLOW_SQL, Daemon, TestFailure, eq, expect_status, recv_until, scaled
 
-FOREVER = SLOW_SQL % 10 ** 12
+FOREVER = SLOW_SQL % SLOW_FOREVER
 
 
 def _busy(c):

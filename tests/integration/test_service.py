@@ -319,9 +319,11 @@ test_sigterm_drain_inflight_and_rollback.timeout = 300
 
 def test_sigterm_refuses_new_clients_while_draining():
     with Daemon(unix=True, server=LONG_GRACE) as d:
-        slow = start_slow(d, 2000000)
+        slow = start_slow(d, 10000000)    # ~1.2 s: still draining while we try
         d.send_signal(signal.SIGTERM)
         time.sleep(0.2)
+        if slow.readable_now():
+            raise TestFailure("the statement ended before the connection attempts: count further")
         for addr in (("127.0.0.1", d.port), d.unix_socket):
             try:
                 c = socket.socket(socket.AF_INET if isinstance(addr, tuple) else socket.AF_UNIX)
@@ -331,7 +333,7 @@ def test_sigterm_refuses_new_clients_while_draining():
                 raise TestFailure("%r accepts connections while shutting down" % (addr,))
             except OSError:
                 pass
-        expect_rows(slow.read_response(), [["2000000"]])
+        expect_rows(slow.read_response(), [["10000000"]])
         eq(_wait_exit(d, 120), 0, "exit status")
         d.exit_status = 0
 
