@@ -408,6 +408,7 @@ static void close_loop_handles(struct server *srv)
     bind_host_close(&srv->host);
     close_handle((uv_handle_t *)&srv->flush_turn);
     close_handle((uv_handle_t *)&srv->flush_awake);
+    close_handle((uv_handle_t *)&srv->resume_idle);
     close_handle((uv_handle_t *)&srv->sig_term);
     close_handle((uv_handle_t *)&srv->sig_int);
     close_handle((uv_handle_t *)&srv->sig_hup);
@@ -540,6 +541,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
     if ((rc = bind_host_init(&srv->host, loop, server_deliver)) != 0 ||
         (rc = uv_check_init(loop, &srv->flush_turn)) != 0 ||
         (rc = uv_idle_init(loop, &srv->flush_awake)) != 0 ||
+        (rc = uv_idle_init(loop, &srv->resume_idle)) != 0 ||
         (rc = uv_signal_init(loop, &srv->sig_term)) != 0 || (rc = uv_signal_init(loop, &srv->sig_int)) != 0 ||
         (rc = uv_signal_init(loop, &srv->sig_hup)) != 0 || (rc = uv_timer_init(loop, &srv->grace)) != 0 ||
         (rc = uv_timer_init(loop, &srv->idle_sweep)) != 0 ||
@@ -548,6 +550,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         return -1;
     }
     srv->flush_turn.data = srv;
+    srv->resume_idle.data = srv;
+    srv->yield_tail = &srv->yield_head;
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->grace.data = srv->idle_sweep.data = srv;
     service_init(srv);
 

@@ -88,6 +88,14 @@ struct server {
     uv_idle_t flush_awake;
     struct session *flush_head;
 
+    /* Sessions that worked their slice of a loop turn with requests still
+     * to handle (session_advance), oldest first through
+     * session.yield_next: resume_idle goes on with each in the next
+     * turn, before its poll, so one client's pipelined requests never
+     * hold the loop from the others for long. */
+    uv_idle_t resume_idle;
+    struct session *yield_head, **yield_tail;
+
     /* The loop's read buffer (session_io.c): a session with no input
      * waiting reads into it, and only a partial request left over is
      * copied into the session's own inbuf. NULL until the first read. */

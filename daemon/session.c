@@ -755,6 +755,14 @@ void session_sql(struct session *s, struct request *req)
 
 #define QUEUE_MIN 4
 
+/* A session's slice of a loop turn: once it has handled its requests for
+ * this long in one turn (statements answered on the loop, commands), it
+ * yields to the other clients until the next turn. Looked at after each
+ * statement the loop answered (its end is known) and every
+ * SLICE_CHECK_EVERY other requests. */
+#define SESSION_SLICE_NS  (500 * 1000)
+#define SLICE_CHECK_EVERY 32
+
 static void queue_drop_all(struct session *s)
 {
     while (s->qcount > 0) {
@@ -857,15 +865,94 @@ static void session_parse_input(struct session *s)
     }
 }
 
-/* Handle queued requests until one needs a backend. Returns true when it
- * handled any. */
+/* Whether s has worked its slice of the turn, a request later; now: when
+ * that request ended if known, else 0. */
+static bool session_slice_worked(struct session *s, uint64_t now)
+{
+    if (now == 0) {
+        if (++s->slice_count < SLICE_CHECK_EVERY)
+            return false;
+        now = uv_hrtime();
+    }
+    s->slice_count = 0;
+    if (s->slice_start == 0) {
+        s->slice_start = now;
+        return false;
+    }
+    return now - s->slice_start >= SESSION_SLICE_NS;
+}
+
+/* Goes on with the sessions that yielded in the last turn, each with a
+ * new slice; one that works it all yields again, behind the others. */
+static void on_resume(uv_idle_t *h)
+{
+    struct server *srv = h->data;
+    size_t n = 0;
+
+    for (struct session *s = srv->yield_head; s != NULL; s = s->yield_next)
+        n++;
+    /* One at a time from the head: pumping one may close another, which
+     * leaves the list (session_yield_forget). */
+    while (n-- > 0 && srv->yield_head != NULL) {
+        struct session *s = srv->yield_head;
+        srv->yield_head = s->yield_next;
+        if (srv->yield_head == NULL)
+            srv->yield_tail = &srv->yield_head;
+        s->yield_next = NULL;
+        s->yielded = false;
+        s->slice_turn = srv->watch.turns;
+        s->slice_start = 0;
+        s->slice_count = 0;
+        session_pump(s);
+    }
+    if (srv->yield_head == NULL)
+        uv_idle_stop(h);
+}
+
+/* s has worked its slice: it handles no request and reads nothing more
+ * until resume_idle goes on with it (an active idle handle: the loop
+ * polls without sleeping meanwhile). */
+static void session_yield(struct session *s)
+{
+    struct server *srv = s->srv;
+
+    s->yielded = true;
+    s->yield_next = NULL;
+    *srv->yield_tail = s;
+    srv->yield_tail = &s->yield_next;
+    (void)uv_idle_start(&srv->resume_idle, on_resume); /* fails only without a callback */
+}
+
+/* A session about to be freed leaves the yield list. */
+static void session_yield_forget(struct session *s)
+{
+    struct server *srv = s->srv;
+    struct session **pp = &srv->yield_head;
+
+    if (!s->yielded)
+        return;
+    while (*pp != s)
+        pp = &(*pp)->yield_next;
+    *pp = s->yield_next;
+    if (srv->yield_tail == &s->yield_next)
+        srv->yield_tail = pp;
+    s->yielded = false;
+}
+
+/* Handle queued requests until one needs a backend, or until the session
+ * has worked its slice of the turn. Returns true when it handled any. */
 static bool session_advance(struct session *s)
 {
     struct server *srv = s->srv;
     uint64_t chain = 0; /* when the last statement answered on the loop ended */
     bool any = false;
 
-    while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush &&
+    if (s->slice_turn != srv->watch.turns) {
+        s->slice_turn = srv->watch.turns;
+        s->slice_start = 0;
+        s->slice_count = 0;
+    }
+    while (s->state == SESS_IDLE && s->qcount > 0 && !s->quit_after_flush && !s->yielded &&
            session_unsent(s) <= s->srv->cfg->max_output) {
         struct pending p = *queue_pop(s);
         uint64_t began = chain;
@@ -894,6 +981,8 @@ static bool session_advance(struct session *s)
                 chain = srv->inline_clock;
             srv->inline_clock = 0;
         }
+        if (s->state == SESS_IDLE && s->qcount > 0 && session_slice_worked(s, chain))
+            session_yield(s);
     }
     return any;
 }
@@ -932,6 +1021,7 @@ static void on_closed(uv_handle_t *h)
     if (s->txn_bind != NULL)
         session_txn_set(s, NULL);
     session_flush_forget(s);
+    session_yield_forget(s);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else

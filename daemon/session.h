@@ -93,6 +93,17 @@ struct session {
     struct buf out;
     bool flush_queued;
     struct session *flush_next;
+
+    /* Its slice of the loop turn (session_advance): the turn
+     * (srv->watch.turns) it is for, when its first measured request
+     * ended, and requests handled since the last clock reading. yielded:
+     * it worked a whole slice and is on srv->yield_head, neither reading
+     * nor handling requests until resume_idle goes on with it. */
+    uint64_t slice_turn;
+    uint64_t slice_start;
+    unsigned slice_count;
+    bool yielded;
+    struct session *yield_next;
     /* client_output_timeout: libuv's write queue as last seen, and since
      * when it has been that size (not shrinking: the client reads none). */
     size_t stall_queued;

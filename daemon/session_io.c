@@ -412,7 +412,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
  * its responses; stop otherwise. */
 void session_update_reading(struct session *s)
 {
-    bool want = s->state != SESS_CLOSING && !s->input_ended &&
+    bool want = s->state != SESS_CLOSING && !s->input_ended && !s->yielded &&
                 s->qcount < (size_t)s->srv->cfg->max_pipeline &&
                 session_unsent(s) <= s->srv->cfg->max_output && !s->closed_handle &&
                 s->queued_bytes + (s->inbuf.len - s->inpos) <= s->srv->cfg->max_request_total &&
