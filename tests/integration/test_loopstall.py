@@ -10,7 +10,7 @@ import re
 import socket
 import time
 
-from harness import DEFAULT_TABLES, Daemon, TestFailure, eq, expect_ok, expect_rows, skip_under_valgrind
+from harness import DEFAULT_TABLES, Daemon, Skip, TestFailure, eq, expect_ok, expect_rows, skip_under_valgrind
 
 LOOP_COLUMNS = [("loop_turns", "INTEGER"), ("turns_over_1ms", "INTEGER"), ("turns_over_10ms", "INTEGER"),
                 ("longest_turn_ms", "REAL"), ("longest_turn_at", ""), ("loop_cpu_ms", "REAL"),
@@ -162,14 +162,11 @@ def test_stall_warning_off():
         eq(_warnings(d), [], "stall warnings with loop_stall_warn = 0")
 
 
-def test_one_clients_pipeline_does_not_hold_the_loop():
-    """A client that pipelines thousands of reads, each answered on the
-    loop in tens of microseconds, gets a slice of each loop turn (0.5 ms),
-    then the others' turn: no turn works for long. Before, one turn went
-    through all it had read (up to 2 MB of requests: 20,000 of these
-    reads took one turn of about 300 ms, while every other client
-    waited)."""
-    skip_under_valgrind("its reads overrun the loop's budget there and go to the workers")
+def _pipelined_reads(n):
+    """A fresh daemon, a client that pipelines n reads of the memory bind
+    (each answered on the loop in about 15 us), and another that asks
+    .stats after. (reads answered on the loop, longest turn in ms, turns
+    over 10 ms)."""
     with Daemon() as d:
         c = d.connect()
         expect_ok(c.request(".use memory_db"))
@@ -180,30 +177,40 @@ def test_one_clients_pipeline_does_not_hold_the_loop():
         before = _loop(c)
         if float(before["longest_turn_ms"]) >= 100:
             raise TestFailure("a turn of %s ms before the test" % before["longest_turn_ms"])
-        n = 20000
-        # A read preempted past the loop's budget (200 us) sends the next
-        # 64 runs of its text to the workers: on a busy machine, try again
-        # until most were answered on the loop, as the test needs.
-        for attempt in range(3):
-            on_loop = _on_loop(c)
-            hog = socket.create_connection(d.addr, timeout=120)
-            hog.sendall(b".use memory_db\n" + (read + "\n").encode() * n)
-            answer, pending, answers = b"=500\n+OK rows=1\n", b"", 0
-            while answers < n:
-                more = hog.recv(1 << 20)
-                if not more:
-                    raise TestFailure("the daemon closed the connection after %d answers" % answers)
-                pending += more
-                answers += pending.count(answer)
-                pending = pending[pending.rfind(answer) + len(answer):] if answer in pending else pending[-64:]
-            hog.close()
-            on_loop = _on_loop(c) - on_loop
-            if on_loop >= n // 2:
-                break
+        on_loop = _on_loop(c)
+        hog = socket.create_connection(d.addr, timeout=120)
+        hog.sendall(b".use memory_db\n" + (read + "\n").encode() * n)
+        answer, pending, answers = b"=500\n+OK rows=1\n", b"", 0
+        while answers < n:
+            more = hog.recv(1 << 20)
+            if not more:
+                raise TestFailure("the daemon closed the connection after %d answers" % answers)
+            pending += more
+            answers += pending.count(answer)
+            pending = pending[pending.rfind(answer) + len(answer):] if answer in pending else pending[-64:]
+        hog.close()
         after = _loop(c)
-        if on_loop < n // 2:
-            raise TestFailure("%d of %d reads answered on the loop" % (on_loop, n))
-        if float(after["longest_turn_ms"]) >= 100:
-            raise TestFailure("one turn of the loop worked %s ms (%d turns over 10 ms) while a client pipelined "
-                              "%d reads" % (after["longest_turn_ms"],
-                                            int(after["turns_over_10ms"]) - int(before["turns_over_10ms"]), n))
+        return (_on_loop(c) - on_loop, float(after["longest_turn_ms"]),
+                int(after["turns_over_10ms"]) - int(before["turns_over_10ms"]))
+
+
+def test_one_clients_pipeline_does_not_hold_the_loop():
+    """A client that pipelines thousands of reads, each answered on the
+    loop in tens of microseconds, gets a slice of each loop turn (0.5 ms),
+    then the others' turn: no turn works for long. Before, one turn went
+    through all it had read (up to 2 MB of requests: 20,000 of these
+    reads took one turn of about 300 ms, while every other client
+    waited). A read preempted past the loop's budget (200 us) sends the
+    next 64 runs of its text to the workers, and on a busy machine most may
+    go there: with no long turn, the test then tries again, and cannot tell
+    after 3 tries."""
+    skip_under_valgrind("its reads overrun the loop's budget there and go to the workers")
+    n = 20000
+    for attempt in range(3):
+        on_loop, longest, over_10ms = _pipelined_reads(n)
+        if longest >= 100:
+            raise TestFailure("one turn of the loop worked %.1f ms (%d turns over 10 ms) while a client "
+                              "pipelined %d reads (%d answered on the loop)" % (longest, over_10ms, n, on_loop))
+        if on_loop >= n // 2:
+            return
+    raise Skip("too busy a machine: %d of %d reads answered on the loop" % (on_loop, n))
