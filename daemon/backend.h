@@ -280,11 +280,13 @@ struct backend_ops {
      * owner on this bind, whose earlier statements have all been answered:
      * run here on the transaction's own connection when its cost is
      * bounded and nothing can make it wait, with the answer the backend's
-     * submit() would give (an -ERR included). *txn_open: whether the
-     * transaction is still open after it (an error may have ended it).
-     * false: out and the database as they were. NULL: never. */
+     * submit() would give (an -ERR included); a read (STMT_SELECT), as
+     * read_inline, within a budget from start_ns (*rows: rows it
+     * answered). *txn_open: whether the transaction is still open after it
+     * (an error may have ended it). false: out and the database as they
+     * were. NULL: never. */
     bool (*txn_inline)(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
-                       struct buf *out, bool *txn_open);
+                       uint64_t start_ns, struct buf *out, uint64_t *rows, bool *txn_open);
     /* Ask a running job to stop (the client went away). */
     void (*interrupt)(struct bind *b, struct job *job);
     /* The client read some of a job's output (loop thread): a backend that

@@ -361,7 +361,7 @@ void sqlite_note_rolled_back(struct buf *out);
 
 /* backend_ops.txn_inline (loop thread). */
 bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
-                       struct buf *out, bool *txn_open);
+                       uint64_t start_ns, struct buf *out, uint64_t *rows, bool *txn_open);
 
 /* backend_ops.write_inline (loop thread). */
 bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_kind kind, uint64_t start_ns,

@@ -350,27 +350,28 @@ static bool session_run_inline(struct session *s, struct bind *b, struct request
     return true;
 }
 
-/* A write of the session's transaction on one bind, answered on the loop
- * thread on the transaction's own connection (txn_inline): no job, no
- * trip to its worker and back. */
+/* A read or write of the session's transaction on one bind, answered on
+ * the loop thread on the transaction's own connection (txn_inline): no
+ * job, no trip to its worker and back. */
 static bool session_run_txn_inline(struct session *s, struct bind *b, struct request *req,
                                    enum stmt_kind kind)
 {
     struct bind_stats *st = &b->stats;
-    uint64_t start = session_clock_start(s->srv), end;
+    uint64_t start = session_clock_start(s->srv), end, rows = 0;
     size_t mark = s->out.len;
     bool open;
 
-    if (!b->ops->txn_inline(b, s->id, req, kind, &s->out, &open))
+    if (!b->ops->txn_inline(b, s->id, req, kind, start, &s->out, &rows, &open))
         return false;
     end = uv_hrtime();
     s->srv->inline_clock = end;
     st->statements++;
     st->on_loop++;
+    st->rows += rows;
     st->time_us += (end - start) / 1000;
     if (s->out.data[mark] == '-')
         st->errors++;
-    else
+    else if (kind != STMT_SELECT)
         s->txn_wrote = true;
     s->statements++;
     s->active_at = uv_now(s->srv->loop);
@@ -719,12 +720,13 @@ void session_sql(struct session *s, struct request *req)
         session_run_inline(s, target, req, r->kind))
         return;
     /* Inside a transaction on this one bind, the session is idle too: a
-     * write of bounded cost may run on the transaction's connection here,
-     * in order (txn_inline). */
-    if ((r->kind == STMT_INSERT || r->kind == STMT_UPDATE || r->kind == STMT_DELETE) && s->in_txn &&
-        !s->txn_held && s->xt == NULL && r->nbinds == 1 && target == s->txn_bind &&
-        grant == GRANT_READ_WRITE && target->ops->txn_inline != NULL &&
-        session_run_txn_inline(s, target, req, r->kind))
+     * read, or a write of bounded cost, may run on the transaction's
+     * connection here, in order (txn_inline). */
+    if ((r->kind == STMT_SELECT ||
+         ((r->kind == STMT_INSERT || r->kind == STMT_UPDATE || r->kind == STMT_DELETE) &&
+          grant == GRANT_READ_WRITE)) &&
+        s->in_txn && !s->txn_held && s->xt == NULL && r->nbinds == 1 && target == s->txn_bind &&
+        target->ops->txn_inline != NULL && session_run_txn_inline(s, target, req, r->kind))
         return;
     job = job_new(JOB_EXEC, target, s, s->id);
     if (job == NULL) {

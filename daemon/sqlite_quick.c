@@ -298,9 +298,63 @@ static int64_t schema_version(struct worker *w)
     return v;
 }
 
-/* A write inside a transaction of the in-memory bind, on the connection
- * the transaction is pinned to, when its worker has nothing of the
- * session's to do (it then never touches the connection). It cannot wait:
+/* A read inside a transaction of the in-memory bind, on its connection w
+ * (see sqlite_txn_inline), so it sees the transaction's own writes: as a
+ * quick read, within QUICK_BUDGET_NS from start_ns and QUICK_MAX_OUTPUT,
+ * with the quick connections' bounds on any one step (SQLite's limits on
+ * a value's length and a LIKE pattern's, set for it and put back after).
+ * It cannot wait for a lock: the transaction has what it reads. Stopping
+ * a read leaves the transaction as it was, so one that does not run to
+ * its end here (stopped, too large, or any error) goes to the worker,
+ * which runs it afresh and gives the answer it would have given. */
+static bool txn_read(struct sqlite_bind *sb, struct worker *w, const struct request *req, uint64_t start_ns,
+                     struct buf *out, uint64_t *rows)
+{
+    const struct config *cfg = confref_cfg(sb->bind->host->cfgref);
+    const struct request *run = req;
+    int pattern = sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
+    uint64_t h = request_hash(req);
+    sqlite3_stmt *stmt;
+    bool ok;
+    int rc = SQLITE_OK;
+
+    *rows = 0;
+    if (sqlite_quick_skipped(sb->quick_skip, h))
+        return false;
+    sqlite_conn_max_value(w, cfg->max_value, QUICK_MAX_LENGTH);
+    w->normalize = cfg->normalize_literals;
+    w->mark = out->len;
+    stmt = sqlite_stmt_for(w, req, h, &run, &rc);
+    ok = stmt != NULL && sqlite3_stmt_readonly(stmt) && sqlite3_column_count(stmt) > 0 &&
+         sqlite_bind_params(stmt, run, out, w->mark) == 0;
+    if (ok) {
+        w->started_ns = start_ns; /* the worker's progress handler stops it at deadline_ns */
+        w->deadline_ns = start_ns + QUICK_BUDGET_NS;
+        rc = sqlite_stream_rows(w, NULL, stmt, out, rows);
+        ok = rc == SQLITE_DONE && sqlite_put_rows_status(out, *rows) == 0;
+        w->started_ns = 0;
+        w->deadline_ns = 0;
+    }
+    if (stmt != NULL)
+        sqlite_stmt_done(w, stmt);
+    sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, pattern);
+    if (ok)
+        return true;
+    buf_truncate(out, w->mark);
+    *rows = 0;
+    if ((rc & 0xff) == SQLITE_INTERRUPT || (rc & 0xff) == SQLITE_TOOBIG) {
+        sb->quick_skip[h % QUICK_SKIP_SLOTS].hash = h;
+        sb->quick_skip[h % QUICK_SKIP_SLOTS].left = QUICK_SKIP_RUNS;
+    }
+    log_debug("bind %s: a read in a transaction goes to its worker: %s", sb->bind->conf->name,
+              rc == SQLITE_OK || rc == SQLITE_DONE ? "not a plain read" : sqlite3_errstr(rc));
+    return false;
+}
+
+/* A statement inside a transaction of the in-memory bind, on the
+ * connection the transaction is pinned to, when its worker has nothing of
+ * the session's to do (it then never touches the connection): a read
+ * (txn_read), or a write. A write cannot wait:
  * the pages are RAM, the transaction holds the write lock already, and
  * its program writes one row of main with no loop, trigger or subquery
  * (sqlite_stmt_straight, for the schema version it runs under), so its
@@ -310,7 +364,7 @@ static int64_t schema_version(struct worker *w)
  * bind's transaction stays on its worker: a page may have to be read from
  * the disk. */
 bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req, enum stmt_kind kind,
-                       struct buf *out, bool *txn_open)
+                       uint64_t start_ns, struct buf *out, uint64_t *rows, bool *txn_open)
 {
     struct sqlite_bind *sb = b->impl;
     const struct config *cfg = confref_cfg(b->host->cfgref);
@@ -323,14 +377,17 @@ bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req
     int rc = SQLITE_OK;
 
     *txn_open = true;
+    *rows = 0;
     if (sb->quick_writer == NULL || req->len > QUICK_MAX_SQL ||
-        (kind != STMT_INSERT && kind != STMT_UPDATE && kind != STMT_DELETE))
+        (kind != STMT_SELECT && kind != STMT_INSERT && kind != STMT_UPDATE && kind != STMT_DELETE))
         return false;
     pthread_mutex_lock(&sb->lock);
     for (int i = 0; i < sb->nworkers && w == NULL; i++)
         if (sb->workers[i].pinned == owner && sb->workers[i].head == NULL)
             w = &sb->workers[i];
     pthread_mutex_unlock(&sb->lock);
+    if (w != NULL && kind == STMT_SELECT)
+        return !sqlite3_get_autocommit(w->db) && txn_read(sb, w, req, start_ns, out, rows);
     if (w == NULL || w->query_only || sqlite3_txn_state(w->db, "main") != SQLITE_TXN_WRITE)
         return false;
     sqlite_conn_max_value(w, cfg->max_value, INT_MAX);

@@ -1,5 +1,7 @@
-"""A transaction's writes on the loop thread (issue 18): inside a
-transaction of the in-memory bind, a write whose program is one row of
+"""A transaction's reads and writes on the loop thread (issue 18): inside
+a transaction of the in-memory bind, a read within the quick-read budget
+(test_txn_reads_run_on_the_loop_and_see_the_transaction), and a write
+whose program is one row of
 main with no loop, trigger or subquery (EXPLAIN, checked again for every
 schema version) runs on the transaction's own connection right on the
 loop thread, with no trip to its worker; everything else goes to the
@@ -299,3 +301,46 @@ def test_concurrent_transactions_keep_every_committed_write():
         on_loop = int(_stats(c0)["on_loop"])
         if on_loop * 2 < sent[0]:
             raise TestFailure("only %d statements answered on the loop for %d inserts" % (on_loop, sent[0]))
+
+
+def test_txn_reads_run_on_the_loop_and_see_the_transaction():
+    """A read inside a memory-bind transaction runs on the transaction's
+    connection on the loop: it sees the transaction's own writes, and
+    nobody else does. One that runs past the loop's budget, answers more
+    than 16 KiB or fails goes to the worker, which answers it in full,
+    and the transaction goes on; a file bind's stays on its worker."""
+    d, c = _daemon(bind_opts={"memory_db": {"pool_size": "1"}})
+    with d:
+        expect_ok(c.request("INSERT INTO ti_rows (k) VALUES ('kept')"))
+        expect_ok(c.request("BEGIN"))
+        expect_status(c.request("INSERT INTO ti_rows (k, n) VALUES ('mine', 7)"), "+OK changes=1 last_id=2")
+        read = "SELECT k, n FROM ti_rows ORDER BY id"
+        expect_rows(c.request(read), [["kept", "0"], ["mine", "7"]])
+        before = _on_loop(c)
+        for _ in range(5):
+            expect_rows(c.request(read), [["kept", "0"], ["mine", "7"]])
+        r = expect_ok(c.request("?1 SELECT n FROM ti_rows WHERE k = ?\ntmine"))
+        eq(r.rows, [["7"]], "a read with a parameter")
+        if _on_loop(c) - before < 5:
+            raise TestFailure("%d of the transaction's 6 reads answered on the loop" % (_on_loop(c) - before))
+        other = d.connect()
+        expect_rows(other.request(read), [["kept", "0"]])
+        # Past the budget (about 0.1 s of counting), past 16 KiB, an error.
+        before = _on_loop(c)
+        expect_rows(c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) "
+                              "SELECT count(*) FROM c, ti_rows WHERE ti_rows.k = 'mine'"), [["1000000"]])
+        r = expect_ok(c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) "
+                                "SELECT printf('%050d', x) AS v FROM c"))
+        eq((len(r.rows), r.rows[-1]), (2000, ["%050d" % 2000]), "a large answer in full")
+        expect_err(c.request("SELECT nosuch FROM ti_rows"), "SQL")
+        eq(_on_loop(c) - before, 0, "reads the worker answered")
+        expect_status(c.request("UPDATE ti_rows SET n = n + 1 WHERE k = 'mine'"), "+OK changes=1")
+        expect_rows(c.request(read), [["kept", "0"], ["mine", "8"]])
+        expect_ok(c.request("ROLLBACK"))
+        expect_rows(c.request(read), [["kept", "0"]])
+        # A file bind's transaction: its reads stay on the worker.
+        before = _on_loop(c, "default")
+        eq(_statuses(c, ["BEGIN", "INSERT INTO tf_rows (k) VALUES ('f')"] + ["SELECT k FROM tf_rows"] * 3 +
+                     ["COMMIT"]),
+           ["+OK changes=0", "+OK changes=1 last_id=1"] + ["+OK rows=1"] * 3 + ["+OK changes=0"], "file bind")
+        eq(_on_loop(c, "default") - before, 0, "a file bind's transaction reads on the loop")
