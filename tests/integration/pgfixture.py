@@ -540,6 +540,13 @@ class PgCluster:
         except OSError:
             return None
 
+    def log_since(self, mark, databases):
+        """The server log after offset mark (len(log_text()) taken before),
+        only the lines of sessions on `databases`: the shared cluster's log
+        holds the lines of every test running meanwhile."""
+        marks = tuple("@%s " % db for db in databases)
+        return "\n".join(ln for ln in (self.log_text() or "")[mark:].splitlines() if any(m in ln for m in marks))
+
     def log_tail(self, n=30, databases=None):
         """The last n lines of the server log; with `databases`, only the
         lines of sessions on those databases (the shared cluster's log

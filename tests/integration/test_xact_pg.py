@@ -74,7 +74,7 @@ def test_xact_pg_sqlite_first_commit():
         eq(test1(d), [(1, "one")], "SQLite after COMMIT")
         expect_rows(d.connect().request("SELECT color FROM test3"), [["mem"]])
         eq(prepared(pg, db, db2), [], "no prepared transaction left")
-        sent = pg.log_text()[mark:]
+        sent = pg.log_since(mark, (db, db2))
         if "PREPARE TRANSACTION 'sqlmux_" not in sent or "COMMIT PREPARED 'sqlmux_" not in sent:
             raise TestFailure("no two-phase commit in the PostgreSQL log:\n%s" % sent[-3000:])
         # The connection is back in the pool, outside any transaction.
@@ -109,7 +109,7 @@ def test_xact_pg_two_postgresql_binds():
         eq(items(pg, db), [["1", "five"]], "items")
         eq(ledger(pg, db2), [["1", "-5"]], "ledger")
         eq(prepared(pg, db, db2), [], "no prepared transaction left")
-        sent = pg.log_text()[mark:]
+        sent = pg.log_since(mark, (db, db2))
         if sent.count("PREPARE TRANSACTION 'sqlmux_") != 2 or sent.count("COMMIT PREPARED 'sqlmux_") != 2:
             raise TestFailure("expected two prepared parts in the PostgreSQL log:\n%s" % sent[-3000:])
         # A statement across the two PostgreSQL binds runs on an SQLite
@@ -309,7 +309,7 @@ def test_xact_pg_single_bind_never_prepares():
         expect_rows(c.request("SELECT count(*) FROM ledger"), [["0"]])
         expect_status(c.request("COMMIT"), "+OK changes=0")
         eq(items(pg, db), [["1", "SOLO"], ["2", "two"]], "items")
-        sent = pg.log_text()[mark:]
+        sent = pg.log_since(mark, (db, db2))
         if "PREPARE TRANSACTION" in sent:
             raise TestFailure("a transaction that wrote one bind prepared:\n%s" % sent[-3000:])
 

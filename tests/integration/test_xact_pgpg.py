@@ -128,7 +128,7 @@ def test_xact_pgpg_lent_write_is_a_written_participant():
         expect_status(c.request("COMMIT"), "+OK changes=0")
         eq(items(pg, db), [["5", "five"]], "items after COMMIT")
         eq(prepared(pg, db, db2), [], "no prepared transaction left")
-        sent = pg.log_text()[mark:]
+        sent = pg.log_since(mark, (db, db2))
         if "PREPARE TRANSACTION 'sqlmux_" not in sent:
             raise harness.TestFailure("no two-phase commit in the PostgreSQL log:\n%s" % sent[-3000:])
 
@@ -157,7 +157,7 @@ def test_xact_pgpg_one_sqlite_bind_and_postgresql():
             eq(items(pg, db), [], "items before COMMIT")
             expect_status(c.request("COMMIT"), "+OK changes=0")
             eq(items(pg, db), [["1", "uno"], ["2", "one"]], "items after COMMIT")
-            eq("PREPARE TRANSACTION" in pg.log_text()[mark:], True, "two-phase commit")
+            eq("PREPARE TRANSACTION" in pg.log_since(mark, (db,)), True, "two-phase commit")
             eq(prepared(pg, db), [], "no prepared transaction left")
             expect_ok(c.request("BEGIN"))
             expect_status(c.request("INSERT INTO test1 (id, color) VALUES (5, 'five')"), "+OK changes=1 last_id=5")
