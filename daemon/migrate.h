@@ -142,8 +142,11 @@ __attribute__((warn_unused_result)) int migrate_sqlite_run_file(sqlite3 *db, con
 int migrate_sqlite_setup(sqlite3 *db, const char *name, const char *filename, const char *schema,
                          int busy_timeout_ms, bool *applied, char *err, size_t errlen);
 
-/* A blocking libpq connection to a PostgreSQL bind (the CLI and start-up
- * only), with notices silenced. NULL with err on failure. */
+/* A blocking libpq connection to a PostgreSQL bind, with notices silenced:
+ * for the CLI, start-up, and the resolver of transactions in doubt on
+ * libuv's thread pool (never the loop thread once it runs; a pool caller
+ * frees OpenSSL's state of its thread after, as xact_pg.c's run_work does).
+ * NULL with err on failure. */
 PGconn *migrate_pg_connect(const struct bind_conf *bc, char *err, size_t errlen);
 
 /* Start-up: apply the pending migrations of bind bc on db (SQLite) or on a

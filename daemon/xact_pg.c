@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 #include "daemon/backend.h"
 #include "daemon/fsutil.h"
@@ -546,7 +547,14 @@ static bool run_build(struct xact_resolver *r)
     return true;
 }
 
-/* Thread pool: visit every bind of the run. */
+/* Thread pool: visit every bind of the run, then free the state OpenSSL
+ * keeps for this thread (libpq's TLS set-up made a DRBG and an error queue
+ * here). OpenSSL frees a thread's state when the thread exits, but libuv
+ * joins its pool threads only in its library destructor, after OpenSSL's
+ * atexit cleanup has dropped its thread-exit handlers: the state would stay
+ * allocated, and lost, for the life of the process. OPENSSL_thread_stop()
+ * frees it for the calling thread only, and OpenSSL makes it again when
+ * this thread next needs it (another run, or other work of the pool). */
 static void run_work(uv_work_t *req)
 {
     struct xact_resolver *r = req->data;
@@ -565,6 +573,7 @@ static void run_work(uv_work_t *req)
                                        r->sweep[b] ? r->x->start_floor : 0, false, &seen, r->why[b],
                                        sizeof r->why[b]) == 0;
     }
+    OPENSSL_thread_stop();
 }
 
 /* Loop thread: take the run's results in. */

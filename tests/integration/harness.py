@@ -112,6 +112,7 @@ _X87 = ("valgrind computes long double in 64 bits, so SQLite's text-to-real "
 VALGRIND_SKIPS = {
     "test_values.test_literals_round_trip": _X87,
     "test_cli.test_output_modes": _X87,
+    "test_cli_commands.test_cli_dump_loads_back_exactly": _X87,
     "test_auth.test_wrong_password_and_unknown_user_look_the_same":
         "times a right password against auth_fail_delay; crypt(3) is slower than that here",
     "test_snapshots.test_snapshot_interval":

@@ -583,7 +583,7 @@ def test_thousands_of_connections_leak_nothing():
     import resource
     import socket as _socket
     import time as _time
-    from harness import Daemon, rss_kib
+    from harness import VALGRIND, Daemon, rss_kib
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
@@ -612,6 +612,10 @@ def test_thousands_of_connections_leak_nothing():
             _time.sleep(0.1)
         eq(fds(), fd0, "open descriptors after 5,000 connections")
         grew = rss_kib(d.pid) - rss0
-        sanitized = "build-san" in _os.environ.get("SQLMUXD", "")
+        # The descriptors count everywhere, RSS not under ASan (freed blocks
+        # sit in its quarantine) nor memcheck (make valgrind: freed blocks
+        # wait in its free queue, --freelist-vol 20 MB, before reuse; it
+        # grew 11 MB so). Both fail the daemon's exit on a leak instead.
+        sanitized = "build-san" in _os.environ.get("SQLMUXD", "") or VALGRIND
         if grew > 8 * 1024 and not sanitized:
             raise TestFailure("RSS grew by %d KiB over 5,000 connections" % grew)
