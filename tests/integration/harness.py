@@ -125,6 +125,8 @@ VALGRIND_SKIPS = {
     "test_xbind_queries.test_quick_reads_on_the_loop":
         "counts the reads across binds answered within the loop's 200 us budget, "
         "which a join run under valgrind overruns",
+    "test_loopstall.test_one_clients_pipeline_does_not_hold_the_loop":
+        "needs reads answered on the loop within its 200 us budget, which they overrun here",
 }
 
 

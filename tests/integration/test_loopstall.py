@@ -10,7 +10,7 @@ import re
 import socket
 import time
 
-from harness import DEFAULT_TABLES, Daemon, Skip, TestFailure, eq, expect_ok, expect_rows, skip_under_valgrind
+from harness import DEFAULT_TABLES, Daemon, Skip, TestFailure, eq, expect_ok, expect_rows
 
 LOOP_COLUMNS = [("loop_turns", "INTEGER"), ("turns_over_1ms", "INTEGER"), ("turns_over_10ms", "INTEGER"),
                 ("longest_turn_ms", "REAL"), ("longest_turn_at", ""), ("loop_cpu_ms", "REAL"),
@@ -204,7 +204,6 @@ def test_one_clients_pipeline_does_not_hold_the_loop():
     next 64 runs of its text to the workers, and on a busy machine most may
     go there: with no long turn, the test then tries again, and cannot tell
     after 3 tries."""
-    skip_under_valgrind("its reads overrun the loop's budget there and go to the workers")
     n = 20000
     for attempt in range(3):
         on_loop, longest, over_10ms = _pipelined_reads(n)
