@@ -1039,17 +1039,31 @@ int codec_put_ok_rows(struct buf *out, uint64_t rows)
     return 0;
 }
 
+/* Append the decimal digits of v to line[*n..]. */
+static void codec_line_int(char *line, size_t *n, int64_t v)
+{
+    char tmp[24];
+    char *end = tmp + sizeof tmp;
+    char *p = codec_format_int(end, v);
+    memcpy(line + *n, p, (size_t)(end - p));
+    *n += (size_t)(end - p);
+}
+
 int codec_put_ok_changes(struct buf *out, int64_t changes, const int64_t *last_id)
 {
-    size_t mark = out->len;
-    int rc = buf_append(out, "+OK changes=", 12) | codec_put_int(out, changes);
-    if (last_id != NULL)
-        rc |= buf_append(out, " last_id=", 9) | codec_put_int(out, *last_id);
-    if ((rc | buf_putc(out, '\n')) != 0) {
-        buf_truncate(out, mark);
-        return -1;
+    /* Made whole on the stack, appended once: every write answers one. */
+    char line[sizeof "+OK changes= last_id=\n" + 2 * 20];
+    size_t n = 12;
+
+    memcpy(line, "+OK changes=", 12);
+    codec_line_int(line, &n, changes);
+    if (last_id != NULL) {
+        memcpy(line + n, " last_id=", 9);
+        n += 9;
+        codec_line_int(line, &n, *last_id);
     }
-    return 0;
+    line[n++] = '\n';
+    return buf_append(out, line, n);
 }
 
 int codec_put_ok(struct buf *out, const char *facts)

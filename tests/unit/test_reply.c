@@ -57,6 +57,14 @@ static void test_status_lines(void)
     CHECK(codec_put_ok(&out, "bind=main") == 0);
     CHECK_STR(out.data, "+OK rows=3\n+OK changes=0\n+OK changes=2 last_id=42\n+OK\n+OK\n+OK bind=main\n");
     buf_free(&out);
+    /* The longest status line of a write: both numbers at their widest. */
+    last = INT64_MIN;
+    CHECK(codec_put_ok_changes(&out, INT64_MIN, &last) == 0);
+    last = INT64_MAX;
+    CHECK(codec_put_ok_changes(&out, INT64_MAX, &last) == 0);
+    CHECK_STR(out.data, "+OK changes=-9223372036854775808 last_id=-9223372036854775808\n"
+                        "+OK changes=9223372036854775807 last_id=9223372036854775807\n");
+    buf_free(&out);
 }
 
 /* A failed append leaves no half line: the row is cut back to its start. */
