@@ -99,12 +99,13 @@ def _check_paths(d, c, pg_bind=None):
         if _on_loop(c, bind) != before:
             raise TestFailure("%s: worker statements were answered on the loop" % bind)
         # A transaction's BEGIN with its first read, and its COMMIT, are
-        # its worker's; its other reads too on a file bind, on the loop (on
-        # the transaction's connection) on the in-memory bind.
+        # its worker's; its other reads too on a file bind. On the in-memory
+        # bind they run on the loop, on the transaction's connection, when
+        # within the quick-read budget (test_txn_inline.py checks that).
         before = _on_loop(c, bind)
         _expect_quick("%s read in a transaction" % bind, lambda: _txn_reads(c, table))
         on_loop = _on_loop(c, bind) - before
-        if (on_loop > 0) != (bind == "memory_db"):
+        if on_loop > 0 and bind != "memory_db":
             raise TestFailure("%s: %d reads in a transaction answered on the loop" % (bind, on_loop))
         if bind != "memory_db":
             continue

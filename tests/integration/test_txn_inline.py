@@ -15,7 +15,7 @@ import random
 import threading
 import time
 
-from harness import (DEFAULT_TABLES, Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows,
+from harness import (DEFAULT_TABLES, VALGRIND, Daemon, TestFailure, eq, expect_err, expect_ok, expect_rows,
                      expect_status, scaled)
 from test_auth import auth_daemon, login
 
@@ -321,14 +321,16 @@ def test_txn_reads_run_on_the_loop_and_see_the_transaction():
             expect_rows(c.request(read), [["kept", "0"], ["mine", "7"]])
         r = expect_ok(c.request("?1 SELECT n FROM ti_rows WHERE k = ?\ntmine"))
         eq(r.rows, [["7"]], "a read with a parameter")
-        if _on_loop(c) - before < 5:
+        # Under valgrind they overrun the loop's 200 us budget: the worker
+        # answers them, and the rest of the test still holds.
+        if _on_loop(c) - before < 5 and not VALGRIND:
             raise TestFailure("%d of the transaction's 6 reads answered on the loop" % (_on_loop(c) - before))
         other = d.connect()
         expect_rows(other.request(read), [["kept", "0"]])
-        # Past the budget (about 0.1 s of counting), past 16 KiB, an error.
+        # Past the budget (about 12 ms of counting), past 16 KiB, an error.
         before = _on_loop(c)
-        expect_rows(c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) "
-                              "SELECT count(*) FROM c, ti_rows WHERE ti_rows.k = 'mine'"), [["1000000"]])
+        expect_rows(c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
+                              "SELECT count(*) FROM c, ti_rows WHERE ti_rows.k = 'mine'"), [["100000"]])
         r = expect_ok(c.request("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) "
                                 "SELECT printf('%050d', x) AS v FROM c"))
         eq((len(r.rows), r.rows[-1]), (2000, ["%050d" % 2000]), "a large answer in full")
