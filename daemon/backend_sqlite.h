@@ -286,6 +286,11 @@ int sqlite_conn_harden(struct worker *w, const char *const *schemas, char *err, 
  * w->db. */
 bool sqlite_conn_may_stop(const struct worker *w);
 
+/* Progress handler of a quick connection (arg: its worker): stop a
+ * statement that ran past w->deadline_ns, unless it has ended. Installed
+ * every QUICK_PROGRESS_STEPS steps. */
+int sqlite_quick_progress(void *arg);
+
 /* Run the daemon's own SQL on w's connection, past the authorizer. */
 int sqlite_conn_exec_internal(struct worker *w, const char *sql);
 

@@ -70,14 +70,6 @@ static void exec_flush_cache(struct fed_exec *x)
     x->w.ncache = 0;
 }
 
-/* Progress handler of the loop thread's executor: stop a statement past
- * its budget. */
-static int on_quick_progress(void *arg)
-{
-    const struct worker *w = arg;
-    return uv_hrtime() > w->deadline_ns;
-}
-
 /* federate_exec_open(), or with quick the loop thread's executor: URI
  * file names (ATTACH through the nowait VFS), no busy wait, reads only,
  * the quick-read limits. */
@@ -138,7 +130,7 @@ struct fed_exec *fed_exec_open(struct server *srv, bool quick, char *err, size_t
         sqlite3_busy_timeout(x->w.db, 0);
         sqlite_conn_max_value(&x->w, cfg->max_value, QUICK_MAX_LENGTH);
         sqlite3_limit(x->w.db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
-        sqlite3_progress_handler(x->w.db, QUICK_PROGRESS_STEPS, on_quick_progress, &x->w);
+        sqlite3_progress_handler(x->w.db, QUICK_PROGRESS_STEPS, sqlite_quick_progress, &x->w);
     }
     return x;
 }

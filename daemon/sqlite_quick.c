@@ -29,9 +29,7 @@
 
 /* ---- Quick reads on the loop thread ------------------------------------ */
 
-/* Progress handler of the quick connections: stop a statement that ran
- * past its budget, unless it has ended. */
-static int on_quick_progress(void *arg)
+int sqlite_quick_progress(void *arg)
 {
     const struct worker *w = arg;
     return uv_hrtime() > w->deadline_ns && sqlite_conn_may_stop(w);
@@ -471,7 +469,7 @@ static struct worker *quick_conn_open(struct sqlite_bind *sb, const char *vfs, c
     sqlite_conn_max_value(w, confref_cfg(sb->bind->host->cfgref)->max_value, QUICK_MAX_LENGTH);
     sqlite3_limit(w->db, SQLITE_LIMIT_SQL_LENGTH, QUICK_MAX_SQL);
     sqlite3_limit(w->db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, QUICK_MAX_PATTERN);
-    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, on_quick_progress, w);
+    sqlite3_progress_handler(w->db, QUICK_PROGRESS_STEPS, sqlite_quick_progress, w);
     sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
     return w;
 }
