@@ -7,6 +7,7 @@ against a daemon without users."""
 import json
 import os
 import re
+import shutil
 import tempfile
 
 from harness import Daemon, TestFailure, eq
@@ -114,41 +115,44 @@ def test_cli_read_output_headers_timer(d):
     .headers off drops the names line; .timer (and \\timing) prints the time
     of each statement."""
     tmp = tempfile.mkdtemp(prefix="sqlmux-cli-")
-    inner = os.path.join(tmp, "inner.sql")
-    with open(inner, "w") as f:
-        f.write("SELECT 'inner' AS w;\n\nSELECT * FROM nope;\nSELECT 'after' AS w;\n")
-    outfile = os.path.join(tmp, "out.txt")
-    script = ("SELECT 'first' AS w;\n.read %s\n.output %s\nSELECT 'to the file' AS w;\n.headers off\n"
-              "SELECT 'no header' AS w;\n.output\nSELECT 'back' AS w;\n\\i %s\n" % (inner, outfile, inner))
-    expect(cli(d, stdin=script), 1, "w\nfirst\nw\ninner\nw\nafter\nback\ninner\nafter\n",
-           "%s:3: ERROR SQL: no such table: nope\n%s:3: ERROR SQL: no such table: nope\n" % (inner, inner))
-    with open(outfile) as f:
-        eq(f.read(), "w\nto the file\nno header\n", ".output file")
-    expect(cli(d, "-c", "\\o %s\nSELECT 2 AS x;\n\\o" % outfile), 0, "", "")
-    with open(outfile) as f:
-        eq(f.read(), "x\n2\n", "\\o file")
-    # Unreadable files are a failed command, not the end of the session.
-    expect(cli(d, "-c", ".read /nonexistent/x.sql\nSELECT 1 AS one;"), 1, "one\n1\n",
-           "ERROR IOERR: /nonexistent/x.sql: No such file or directory\n")
-    expect(cli(d, "-c", ".headers maybe"), 1, "", "ERROR ARGS: usage: .headers on|off\n")
-    # A file that reads itself stops at the nesting limit.
-    loop = os.path.join(tmp, "loop.sql")
-    with open(loop, "w") as f:
-        f.write(".read %s\n" % loop)
-    rc, out, err = expect(cli(d, loop), 1, "")
-    if "nested too deeply" not in err:
-        raise TestFailure("stderr: %r" % err)
-    # Tables honour .headers too.
-    expect(cli(d, "--table", "-q", "-c", ".headers off\nSELECT 1 AS a;"), 0, "+---+\n| 1 |\n+---+\n", "")
-    # .timer: one "Time: N ms" line after each statement.
-    rc, out, err = expect(cli(d, "-c", ".timer on\nSELECT 1 AS a;\nSELECT 2 AS a;\n.timer off\nSELECT 3 AS a;"),
-                          0, stderr="")
-    if not re.fullmatch(r"a\n1\nTime: \d+\.\d{3} ms\na\n2\nTime: \d+\.\d{3} ms\na\n3\n", out):
-        raise TestFailure(".timer output: %r" % out)
-    rc, out, err = expect(cli(d, "-c", "\\timing\nSELECT 1 AS a;\n\\timing"), 0, stderr="")
-    if not re.fullmatch(r"Timing is on\.\na\n1\nTime: \d+\.\d{3} ms\nTiming is off\.\n", out):
-        raise TestFailure("\\timing output: %r" % out)
+    try:
+        inner = os.path.join(tmp, "inner.sql")
+        with open(inner, "w") as f:
+            f.write("SELECT 'inner' AS w;\n\nSELECT * FROM nope;\nSELECT 'after' AS w;\n")
+        outfile = os.path.join(tmp, "out.txt")
+        script = ("SELECT 'first' AS w;\n.read %s\n.output %s\nSELECT 'to the file' AS w;\n.headers off\n"
+                  "SELECT 'no header' AS w;\n.output\nSELECT 'back' AS w;\n\\i %s\n" % (inner, outfile, inner))
+        expect(cli(d, stdin=script), 1, "w\nfirst\nw\ninner\nw\nafter\nback\ninner\nafter\n",
+               "%s:3: ERROR SQL: no such table: nope\n%s:3: ERROR SQL: no such table: nope\n" % (inner, inner))
+        with open(outfile) as f:
+            eq(f.read(), "w\nto the file\nno header\n", ".output file")
+        expect(cli(d, "-c", "\\o %s\nSELECT 2 AS x;\n\\o" % outfile), 0, "", "")
+        with open(outfile) as f:
+            eq(f.read(), "x\n2\n", "\\o file")
+        # Unreadable files are a failed command, not the end of the session.
+        expect(cli(d, "-c", ".read /nonexistent/x.sql\nSELECT 1 AS one;"), 1, "one\n1\n",
+               "ERROR IOERR: /nonexistent/x.sql: No such file or directory\n")
+        expect(cli(d, "-c", ".headers maybe"), 1, "", "ERROR ARGS: usage: .headers on|off\n")
+        # A file that reads itself stops at the nesting limit.
+        loop = os.path.join(tmp, "loop.sql")
+        with open(loop, "w") as f:
+            f.write(".read %s\n" % loop)
+        rc, out, err = expect(cli(d, loop), 1, "")
+        if "nested too deeply" not in err:
+            raise TestFailure("stderr: %r" % err)
+        # Tables honour .headers too.
+        expect(cli(d, "--table", "-q", "-c", ".headers off\nSELECT 1 AS a;"), 0, "+---+\n| 1 |\n+---+\n", "")
+        # .timer: one "Time: N ms" line after each statement.
+        rc, out, err = expect(cli(d, "-c", ".timer on\nSELECT 1 AS a;\nSELECT 2 AS a;\n.timer off\nSELECT 3 AS a;"),
+                              0, stderr="")
+        if not re.fullmatch(r"a\n1\nTime: \d+\.\d{3} ms\na\n2\nTime: \d+\.\d{3} ms\na\n3\n", out):
+            raise TestFailure(".timer output: %r" % out)
+        rc, out, err = expect(cli(d, "-c", "\\timing\nSELECT 1 AS a;\n\\timing"), 0, stderr="")
+        if not re.fullmatch(r"Timing is on\.\na\n1\nTime: \d+\.\d{3} ms\nTiming is off\.\n", out):
+            raise TestFailure("\\timing output: %r" % out)
 
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 def test_cli_help_lists_shell_and_daemon_commands(d):
     """.help lists the shell's own commands (from its command table) and
