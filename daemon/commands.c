@@ -426,12 +426,13 @@ struct stats_total {
     long long pool, conns, in_use, txns, clients, wal;
 };
 
-/* One .stats row; w: the loop's turns, for the (all) row (NULL: \N). */
+/* One .stats row; w and ip: the loop's turns and polls, for the (all)
+ * row (NULL: \N). */
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
                       long long conns, long long in_use, long long txns, long long clients, long long wal,
-                      const struct loopwatch *w, long long in_doubt)
+                      const struct loopwatch *w, const struct idlepoll *ip, long long in_doubt)
 {
-    char f[20][32];
+    char f[23][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -446,7 +447,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[21] = {
+    const char *row[24] = {
         name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
     if (w != NULL) {
         time_t sec = (time_t)(w->longest_at_ms / 1000);
@@ -471,7 +472,14 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     }
     snprintf(f[19], sizeof f[19], "%lld", in_doubt);
     row[20] = in_doubt >= 0 ? f[19] : NULL;
-    session_reply_row(s, row, 21);
+    if (ip != NULL) {
+        snprintf(f[20], sizeof f[20], "%llu", (unsigned long long)ip->polls);
+        snprintf(f[21], sizeof f[21], "%llu", (unsigned long long)ip->caught);
+        snprintf(f[22], sizeof f[22], "%.3f", (double)ip->polled_ns / 1e6);
+        for (int i = 20; i < 23; i++)
+            row[i + 1] = f[i];
+    }
+    session_reply_row(s, row, 24);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -488,7 +496,7 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
     }
     snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
     stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes,
-              NULL,
+              NULL, NULL,
               b->conf->type == BIND_POSTGRES && !b->retired
                   ? (long long)xact_in_doubt(s->srv->host.xact, b->conf->name)
                   : -1);
@@ -549,6 +557,12 @@ static void cmd_stats(struct session *s, const char *args)
                                        "REAL",
                                        "in_doubt",
                                        "INTEGER",
+                                       "idle_polls",
+                                       "INTEGER",
+                                       "idle_polls_caught",
+                                       "INTEGER",
+                                       "idle_poll_ms",
+                                       "REAL",
                                        NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
@@ -566,7 +580,7 @@ static void cmd_stats(struct session *s, const char *args)
         n++;
     }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
-              tot.wal, &srv->watch, (long long)xact_in_doubt(srv->host.xact, NULL));
+              tot.wal, &srv->watch, &srv->poller, (long long)xact_in_doubt(srv->host.xact, NULL));
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

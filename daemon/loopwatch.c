@@ -39,7 +39,7 @@ static void loopwatch_warn(struct loopwatch *w, uint64_t now)
 static void on_prepare(uv_prepare_t *h)
 {
     struct loopwatch *w = h->data;
-    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(h->loop);
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(h->loop) + w->waited_ns;
     uint64_t work;
 
     if (w->turn_start == 0) {
@@ -47,7 +47,8 @@ static void on_prepare(uv_prepare_t *h)
         w->idle_start = idle;
         return;
     }
-    /* libuv's idle spans lie inside this turn: idle <= elapsed. */
+    /* libuv's idle spans and the polls lie inside this turn: idle <=
+     * elapsed. */
     work = now - w->turn_start;
     work = idle - w->idle_start < work ? work - (idle - w->idle_start) : 0;
     w->turn_start = now;

@@ -8,7 +8,7 @@
  *
  * A turn's work is the time from one prepare phase to the next, less the
  * time libuv spent blocked in epoll_wait meanwhile (UV_METRICS_IDLE_TIME,
- * uv_metrics_idle_time()): the timers, the I/O callbacks, the check and
+ * uv_metrics_idle_time()) and the idle poller's polls (waited_ns): the timers, the I/O callbacks, the check and
  * close callbacks of that turn. Time the thread spent descheduled while it
  * had work counts as work: clients waited just the same. Cost per turn:
  * one uv_hrtime() and one read of libuv's idle-time counter here; libuv's
@@ -32,7 +32,9 @@ struct loopwatch {
     uv_prepare_t prepare;
     bool started;          /* prepare is initialized (close it) */
     uint64_t turn_start;   /* uv_hrtime() at the last prepare phase; 0: none yet */
-    uint64_t idle_start;   /* uv_metrics_idle_time() then */
+    uint64_t idle_start;   /* uv_metrics_idle_time() + waited_ns then */
+    uint64_t waited_ns;    /* time the loop waited for events outside epoll_wait
+                              (idlepoll.h), added by the waiter: not work */
     uint64_t turns;        /* turns measured since start */
     uint64_t over_1ms;     /* of those, turns that worked more than 1 ms */
     uint64_t over_10ms;    /* ... more than 10 ms */

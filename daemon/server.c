@@ -416,6 +416,7 @@ static void close_loop_handles(struct server *srv)
     close_handle((uv_handle_t *)&srv->idle_sweep);
     close_handle((uv_handle_t *)&srv->catalog_timer);
     loopwatch_close(&srv->watch);
+    idlepoll_close(&srv->poller);
     xact_stop(srv->host.xact);
     service_close(srv);
 }
@@ -634,7 +635,8 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         return -1;
     }
     /* From here on, every turn is one that serves clients. */
-    if ((rc = loopwatch_start(&srv->watch, loop, cfg->loop_stall_warn_ms)) != 0) {
+    if ((rc = loopwatch_start(&srv->watch, loop, cfg->loop_stall_warn_ms)) != 0 ||
+        (rc = idlepoll_start(&srv->poller, loop, cfg->idle_poll_us, &srv->watch)) != 0) {
         log_error("cannot set up the event loop: %s", uv_strerror(rc));
         return -1;
     }
@@ -797,6 +799,7 @@ int server_reload(struct server *srv, char *err, size_t errlen)
     }
     log_set_level(next->log_level);
     loopwatch_set_warn(&srv->watch, next->loop_stall_warn_ms);
+    idlepoll_set_max(&srv->poller, next->idle_poll_us);
     for (struct session *s = srv->sessions; s != NULL; s = s->next)
         session_config_changed(s);
     federate_config_changed(srv);

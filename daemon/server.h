@@ -21,6 +21,7 @@
 
 #include "conf/config.h"
 #include "daemon/backend.h"
+#include "daemon/idlepoll.h"
 #include "daemon/loopwatch.h"
 #include "daemon/service.h"
 
@@ -76,6 +77,9 @@ struct server {
 
     /* The loop's turns and stalls (.stats, loop_stall_warn). */
     struct loopwatch watch;
+    /* Polling for the next request before the loop sleeps (idle_poll_us),
+     * armed by flush_turn. */
+    struct idlepoll poller;
 
     /* Sessions with answers to write once the loop turn's I/O callbacks
      * are done (linked through session.flush_next), written by flush_turn:

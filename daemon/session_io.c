@@ -200,6 +200,8 @@ static void on_flush_turn(uv_check_t *h)
                                          s->input_ended || s->quit_after_flush))
             session_pump(s);
     }
+    /* The answers are out: their clients may well send more at once. */
+    idlepoll_arm(&srv->poller);
 }
 
 /* Write s->out at the end of this loop turn. libuv runs check handles

@@ -1,0 +1,109 @@
+/*
+ * Polling before the loop sleeps: see idlepoll.h.
+ */
+#include "daemon/idlepoll.h"
+
+#include <poll.h>
+
+#define NS_PER_US 1000u
+
+/* The window's first size when it grows from 0, and its floor: below
+ * it, it is 0. */
+static uint64_t window_start(const struct idlepoll *p)
+{
+    return p->max_ns / 4 > 0 ? p->max_ns / 4 : 1;
+}
+
+/* One poll, before this turn's prepare and poll phases: until an event is
+ * ready for libuv (or a worker's wake-up, an async handle: an event too),
+ * or the window is over. */
+static void on_idle(uv_idle_t *h)
+{
+    struct idlepoll *p = h->data;
+    struct pollfd pfd = {.fd = uv_backend_fd(h->loop), .events = POLLIN};
+    uint64_t start = uv_hrtime(), now = start, deadline = start + p->window_ns;
+    bool caught = false;
+
+    uv_idle_stop(h); /* one poll per arming */
+    p->polls++;
+    for (;;) {
+        int rc = poll(&pfd, 1, 0);
+        if (rc != 0) {
+            caught = rc > 0; /* rc < 0 (EINTR): let libuv see */
+            break;
+        }
+        now = uv_hrtime();
+        if (now >= deadline)
+            break;
+    }
+    if (now == start)
+        now = uv_hrtime();
+    p->polled_ns += now - start;
+    p->watch->waited_ns += now - start;
+    if (caught) {
+        p->caught++;
+        return;
+    }
+    p->measuring = true;
+    p->gave_up_window = p->window_ns;
+    p->idle_mark = uv_metrics_idle_time(h->loop);
+}
+
+int idlepoll_start(struct idlepoll *p, uv_loop_t *loop, int max_us, struct loopwatch *watch)
+{
+    int rc;
+
+    p->watch = watch;
+    idlepoll_set_max(p, max_us);
+    if ((rc = uv_idle_init(loop, &p->idle)) != 0)
+        return rc;
+    p->started = true;
+    p->idle.data = p;
+    return 0;
+}
+
+void idlepoll_arm(struct idlepoll *p)
+{
+    if (p->max_ns == 0)
+        return;
+    if (p->measuring) {
+        /* The poll before gave up (or there was none): when did the next
+         * answered request come? */
+        uint64_t late = p->gave_up_window + (uv_metrics_idle_time(p->idle.loop) - p->idle_mark);
+        p->measuring = false;
+        if (late <= p->max_ns) {
+            uint64_t grown = p->window_ns > 0 ? p->window_ns * 2 : window_start(p);
+            p->window_ns = grown < p->max_ns ? grown : p->max_ns;
+        } else {
+            p->window_ns /= 2;
+            if (p->window_ns < window_start(p))
+                p->window_ns = 0;
+        }
+    }
+    if (p->window_ns == 0) {
+        /* No poll; measure all the same, so the window can grow. */
+        p->measuring = true;
+        p->gave_up_window = 0;
+        p->idle_mark = uv_metrics_idle_time(p->idle.loop);
+        return;
+    }
+    (void)uv_idle_start(&p->idle, on_idle); /* fails only without a callback */
+}
+
+void idlepoll_set_max(struct idlepoll *p, int max_us)
+{
+    p->max_ns = max_us > 0 ? (uint64_t)max_us * NS_PER_US : 0;
+    if (p->window_ns > p->max_ns)
+        p->window_ns = p->max_ns;
+    if (p->max_ns == 0) {
+        p->measuring = false;
+        if (p->started)
+            uv_idle_stop(&p->idle);
+    }
+}
+
+void idlepoll_close(struct idlepoll *p)
+{
+    if (p->started && !uv_is_closing((uv_handle_t *)&p->idle))
+        uv_close((uv_handle_t *)&p->idle, NULL);
+}

@@ -1,0 +1,69 @@
+/*
+ * Polling before the loop sleeps (idle_poll_us). After a turn that wrote
+ * answers, the client that got them often sends its next request within
+ * microseconds: a pipelining client refilling its window, an application
+ * running its statements one after the other. Going to sleep in
+ * epoll_wait then costs a wake-up each time: a context switch, and on a
+ * virtual machine a halt and an inter-processor interrupt, which there
+ * cost more than the statement itself. So the loop first polls for a
+ * while (poll() on libuv's epoll descriptor, which is readable as soon as
+ * an event is ready) and sleeps only when nothing came.
+ *
+ * How long it polls adapts, as Linux's haltpoll governor does for a
+ * guest's idle CPUs (Documentation/virt/guest-halt-polling.rst): the
+ * window starts at 0; when the next answered request came after the
+ * window but within idle_poll_us of the last answers, the window grows
+ * (to idle_poll_us / 4, then doubling up to idle_poll_us); when it came
+ * later than that, it halves (below idle_poll_us / 4: 0). A client that
+ * pauses longer than idle_poll_us between requests thus costs no polling,
+ * and an idle daemon polls not at all; the CPU polling costs is what the
+ * wake-ups cost otherwise.
+ *
+ * The poll runs in an idle callback (before the next turn's prepare and
+ * poll phases), never during a turn's work; its time counts as the
+ * loop's waiting in the stall detector (loopwatch.h), not as work.
+ */
+#ifndef SQLMUX_DAEMON_IDLEPOLL_H
+#define SQLMUX_DAEMON_IDLEPOLL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "daemon/loopwatch.h"
+
+struct idlepoll {
+    uv_idle_t idle;          /* active while a poll is due */
+    bool started;            /* idle is initialized (close it) */
+    struct loopwatch *watch; /* told of the time polled */
+    uint64_t max_ns;         /* idle_poll_us; 0: never poll */
+    uint64_t window_ns;      /* the adaptive window: 0..max_ns */
+    /* The last poll gave up (or none was due with window 0): at the next
+     * answers, libuv's idle-time counter tells how long the loop slept
+     * since then. */
+    bool measuring;
+    uint64_t gave_up_window; /* what was polled before giving up */
+    uint64_t idle_mark;      /* uv_metrics_idle_time() then */
+    /* .stats */
+    uint64_t polls;  /* polls started */
+    uint64_t caught; /* of those, ended by an event within the window */
+    uint64_t polled_ns;
+};
+
+/* Start the poller of loop with idle_poll_us = max_us, telling watch of
+ * the time it polls. 0, or a libuv error code (idlepoll_close() still
+ * applies). Loop thread. */
+__attribute__((warn_unused_result)) int idlepoll_start(struct idlepoll *p, uv_loop_t *loop, int max_us,
+                                                       struct loopwatch *watch);
+
+/* The turn wrote answers: poll for the next request before sleeping, as
+ * long as the window says. */
+void idlepoll_arm(struct idlepoll *p);
+
+/* A reload's idle_poll_us. */
+void idlepoll_set_max(struct idlepoll *p, int max_us);
+
+/* Close the handle (when started). */
+void idlepoll_close(struct idlepoll *p);
+
+#endif

@@ -1,0 +1,104 @@
+"""Polling before the loop sleeps (idle_poll_us, issue 18): after a turn
+that wrote answers the loop polls for the client's next request before it
+sleeps in epoll_wait, for a window that adapts as Linux's haltpoll
+governor's does. .stats counts the polls (idle_polls), those an event
+ended within the window (idle_polls_caught) and their time
+(idle_poll_ms), in the (all) row."""
+
+import time
+
+from harness import Daemon, TestFailure, eq, expect_ok, expect_rows, make_config
+from test_config_errors import _expect_error, _with
+
+POLL_COLUMNS = [("idle_polls", "INTEGER"), ("idle_polls_caught", "INTEGER"), ("idle_poll_ms", "REAL")]
+
+
+def _polls(c):
+    rows = c.request(".stats").dicts()
+    for r in rows[:-1]:
+        for name, _ in POLL_COLUMNS:
+            eq(r[name], None, "%s of the bind row %s" % (name, r["bind"]))
+    last = rows[-1]
+    eq(last["bind"], "(all)", "the last .stats row")
+    return int(last["idle_polls"]), int(last["idle_polls_caught"]), float(last["idle_poll_ms"])
+
+
+def _one_after_another(c, n, pause=0.0):
+    """n statements, each sent once the one before is answered, pause
+    seconds apart."""
+    for i in range(n):
+        expect_rows(c.request("SELECT %d AS i" % i), [[str(i)]])
+        if pause:
+            time.sleep(pause)
+
+
+def test_stats_columns():
+    with Daemon() as d:
+        c = d.connect()
+        r = c.request(".stats")
+        expect_ok(r)
+        eq(r.columns[-3:], POLL_COLUMNS, "the last .stats columns")
+
+
+def test_a_client_that_answers_at_once_is_polled_for():
+    """A client sending its statements one after the other answers within
+    the window: the loop polls after each answer and the next request
+    ends the poll."""
+    with Daemon(server={"idle_poll_us": "1000"}) as d:
+        c = d.connect()
+        polls0, caught0, ms0 = _polls(c)
+        _one_after_another(c, 300)
+        polls, caught, ms = _polls(c)
+        if polls - polls0 < 100:
+            raise TestFailure("%d polls for 300 statements sent one after the other" % (polls - polls0))
+        if caught - caught0 < (polls - polls0) // 2:
+            raise TestFailure("%d of %d polls ended by the next request" % (caught - caught0, polls - polls0))
+        if not 0 < ms - ms0 <= (polls - polls0) * 1.0 + 1:
+            raise TestFailure("%.3f ms polled in %d polls of at most 1 ms" % (ms - ms0, polls - polls0))
+
+
+def test_a_client_that_pauses_is_not_polled_for():
+    """Once the window has grown, a client that pauses longer than
+    idle_poll_us between statements makes it shrink to nothing within a
+    few statements (1000, 500, 250 us, then 0): no more polling, where a
+    fixed window would poll 1 ms after each of them."""
+    with Daemon(server={"idle_poll_us": "1000"}) as d:
+        c = d.connect()
+        _one_after_another(c, 200)
+        polls0, caught0, ms0 = _polls(c)
+        if caught0 == 0:
+            raise TestFailure("no poll caught a request of a client answering at once")
+        _one_after_another(c, 50, pause=0.003)
+        polls, caught, ms = _polls(c)
+        if polls - polls0 > 5:
+            raise TestFailure("%d polls for 50 statements 3 ms apart (%.3f ms)" % (polls - polls0, ms - ms0))
+        if ms - ms0 > 5:
+            raise TestFailure("%.3f ms polled for 50 statements 3 ms apart" % (ms - ms0))
+
+
+def test_idle_poll_off_and_reload():
+    """idle_poll_us = 0: the loop never polls; a reload turns it on and
+    off."""
+    with Daemon(server={"idle_poll_us": "0"}) as d:
+        c = d.connect()
+        _one_after_another(c, 100)
+        eq(_polls(c), (0, 0, 0.0), "polls with idle_poll_us = 0")
+        d.rewrite_config(server={"idle_poll_us": "1000"})
+        expect_ok(c.request(".reload"))
+        _one_after_another(c, 100)
+        polls, caught, ms = _polls(c)
+        if caught == 0:
+            raise TestFailure("no poll caught a request after a reload with idle_poll_us = 1000: %d polls" % polls)
+        d.rewrite_config(server={"idle_poll_us": "0"})
+        expect_ok(c.request(".reload"))
+        before = _polls(c)
+        _one_after_another(c, 100)
+        eq(_polls(c), before, "polls after a reload with idle_poll_us = 0")
+
+
+def test_idle_poll_us_bounds():
+    """idle_poll_us takes 0..1000: anything else stops the start with
+    FILE:LINE and the key named."""
+    for bad in ("-1", "1001", "fast"):
+        _expect_error(_with(make_config(), "server", "idle_poll_us = " + bad), "idle_poll_us",
+                      words=("idle_poll_us",))
