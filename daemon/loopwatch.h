@@ -8,9 +8,10 @@
  *
  * A turn's work is the time from one prepare phase to the next, less the
  * time libuv spent blocked in epoll_wait meanwhile (UV_METRICS_IDLE_TIME,
- * uv_metrics_idle_time()) and the idle poller's polls (waited_ns): the timers, the I/O callbacks, the check and
- * close callbacks of that turn. Time the thread spent descheduled while it
- * had work counts as work: clients waited just the same. Cost per turn:
+ * uv_metrics_idle_time()) and the idle poller's polls (waited_ns): the
+ * timers, the I/O callbacks, the check and close callbacks of that turn.
+ * Time the thread spent descheduled while it had work counts as work:
+ * clients waited just the same. Cost per turn:
  * one uv_hrtime() and one read of libuv's idle-time counter here; libuv's
  * accounting adds a clock read before and after a blocking epoll_wait,
  * and polls once without waiting before it blocks (measured: p50 latency
