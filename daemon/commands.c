@@ -432,7 +432,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
                       long long conns, long long in_use, long long txns, long long clients, long long wal,
                       const struct loopwatch *w, const struct idlepoll *ip, long long in_doubt)
 {
-    char f[23][32];
+    char f[24][32];
     double ms = (double)st->time_us / 1000.0;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -447,7 +447,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[24] = {
+    const char *row[25] = {
         name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
     if (w != NULL) {
         time_t sec = (time_t)(w->longest_at_ms / 1000);
@@ -475,11 +475,12 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     if (ip != NULL) {
         snprintf(f[20], sizeof f[20], "%llu", (unsigned long long)ip->polls);
         snprintf(f[21], sizeof f[21], "%llu", (unsigned long long)ip->caught);
-        snprintf(f[22], sizeof f[22], "%.3f", (double)ip->polled_ns / 1e6);
-        for (int i = 20; i < 23; i++)
+        snprintf(f[22], sizeof f[22], "%llu", (unsigned long long)ip->busy);
+        snprintf(f[23], sizeof f[23], "%.3f", (double)ip->polled_ns / 1e6);
+        for (int i = 20; i < 24; i++)
             row[i + 1] = f[i];
     }
-    session_reply_row(s, row, 24);
+    session_reply_row(s, row, 25);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -560,6 +561,8 @@ static void cmd_stats(struct session *s, const char *args)
                                        "idle_polls",
                                        "INTEGER",
                                        "idle_polls_caught",
+                                       "INTEGER",
+                                       "idle_polls_busy",
                                        "INTEGER",
                                        "idle_poll_ms",
                                        "REAL",

@@ -62,10 +62,34 @@ int idlepoll_start(struct idlepoll *p, uv_loop_t *loop, int max_us, struct loopw
     return 0;
 }
 
+/* Every IDLEPOLL_CHECK_MS: is the machine too busy to poll? */
+static void check_contention(struct idlepoll *p)
+{
+    uint64_t now = uv_now(p->idle.loop), cpu, delay;
+
+    if (now < p->check_at)
+        return;
+    loopwatch_thread_times(&cpu, &delay);
+    if (delay == UINT64_MAX) {
+        p->check_at = UINT64_MAX; /* the system does not say: poll */
+        return;
+    }
+    p->contended = p->run_delay != 0 && delay - p->run_delay > (now - p->check_at + IDLEPOLL_CHECK_MS) *
+                                                                   1000000u * IDLEPOLL_CONTENDED_PCT / 100;
+    p->run_delay = delay;
+    p->check_at = now + IDLEPOLL_CHECK_MS;
+}
+
 void idlepoll_arm(struct idlepoll *p)
 {
     if (p->max_ns == 0)
         return;
+    check_contention(p);
+    if (p->contended) {
+        p->busy++;
+        p->measuring = false;
+        return;
+    }
     if (p->measuring) {
         /* The poll before gave up (or there was none): when did the next
          * answered request come? */

@@ -5,12 +5,16 @@ governor's does. .stats counts the polls (idle_polls), those an event
 ended within the window (idle_polls_caught) and their time
 (idle_poll_ms), in the (all) row."""
 
+import os
+import subprocess
+import sys
 import time
 
-from harness import Daemon, TestFailure, eq, expect_ok, expect_rows, make_config
+from harness import Daemon, Skip, TestFailure, eq, expect_ok, expect_rows, make_config
 from test_config_errors import _expect_error, _with
 
-POLL_COLUMNS = [("idle_polls", "INTEGER"), ("idle_polls_caught", "INTEGER"), ("idle_poll_ms", "REAL")]
+POLL_COLUMNS = [("idle_polls", "INTEGER"), ("idle_polls_caught", "INTEGER"), ("idle_polls_busy", "INTEGER"),
+                ("idle_poll_ms", "REAL")]
 
 
 def _polls(c):
@@ -21,6 +25,18 @@ def _polls(c):
     last = rows[-1]
     eq(last["bind"], "(all)", "the last .stats row")
     return int(last["idle_polls"]), int(last["idle_polls_caught"]), float(last["idle_poll_ms"])
+
+
+def _busy(c):
+    return int(c.request(".stats").dicts()[-1]["idle_polls_busy"])
+
+
+def _unless_busy(c, busy0, what):
+    """A machine busy enough that the loop thread waited for its CPU makes
+    the daemon stop polling (test_no_polling_while_the_cpu_is_contended):
+    then this test cannot tell, and is skipped."""
+    if _busy(c) > busy0:
+        raise Skip("the loop thread's CPU was contended (idle_polls_busy grew): " + what)
 
 
 def _one_after_another(c, n, pause=0.0):
@@ -37,7 +53,7 @@ def test_stats_columns():
         c = d.connect()
         r = c.request(".stats")
         expect_ok(r)
-        eq(r.columns[-3:], POLL_COLUMNS, "the last .stats columns")
+        eq(r.columns[-4:], POLL_COLUMNS, "the last .stats columns")
 
 
 def test_a_client_that_answers_at_once_is_polled_for():
@@ -46,10 +62,12 @@ def test_a_client_that_answers_at_once_is_polled_for():
     ends the poll."""
     with Daemon(server={"idle_poll_us": "1000"}) as d:
         c = d.connect()
+        busy0 = _busy(c)
         polls0, caught0, ms0 = _polls(c)
         _one_after_another(c, 300)
         polls, caught, ms = _polls(c)
         if polls - polls0 < 100:
+            _unless_busy(c, busy0, "%d polls" % (polls - polls0))
             raise TestFailure("%d polls for 300 statements sent one after the other" % (polls - polls0))
         if caught - caught0 < (polls - polls0) // 2:
             raise TestFailure("%d of %d polls ended by the next request" % (caught - caught0, polls - polls0))
@@ -64,9 +82,11 @@ def test_a_client_that_pauses_is_not_polled_for():
     fixed window would poll 1 ms after each of them."""
     with Daemon(server={"idle_poll_us": "1000"}) as d:
         c = d.connect()
+        busy0 = _busy(c)
         _one_after_another(c, 200)
         polls0, caught0, ms0 = _polls(c)
         if caught0 == 0:
+            _unless_busy(c, busy0, "no poll caught a request")
             raise TestFailure("no poll caught a request of a client answering at once")
         _one_after_another(c, 50, pause=0.003)
         polls, caught, ms = _polls(c)
@@ -74,6 +94,64 @@ def test_a_client_that_pauses_is_not_polled_for():
             raise TestFailure("%d polls for 50 statements 3 ms apart (%.3f ms)" % (polls - polls0, ms - ms0))
         if ms - ms0 > 5:
             raise TestFailure("%.3f ms polled for 50 statements 3 ms apart" % (ms - ms0))
+
+
+def test_no_polling_while_the_cpu_is_contended():
+    """Two processes spinning on the loop thread's CPU make it wait for
+    that CPU: the poller sees the run delay (over 1% of 100 ms) and stops
+    polling, where it polled after nearly every answer before."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise Skip("needs 2 CPUs")
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        raise Skip("the kernel does not report run delays")
+    mine = os.sched_getaffinity(0)
+    spinners = []
+    with Daemon(server={"idle_poll_us": "1000"}) as d:
+        try:
+            os.sched_setaffinity(d.proc.pid, {cpus[0]})  # the loop runs on the main thread
+            os.sched_setaffinity(0, {cpus[1]})
+            c = d.connect()
+            busy0 = _busy(c)
+            _one_after_another(c, 200)
+            polls0, caught0, _ = _polls(c)
+            if caught0 == 0:
+                _unless_busy(c, busy0, "no poll caught a request before the spinners")
+                raise TestFailure("no poll caught a request on a free CPU (%d polls)" % polls0)
+            for _ in range(2):
+                spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                                 preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]})))
+            time.sleep(0.3)
+            _one_after_another(c, 20)
+            polls1, _, _ = _polls(c)
+            _one_after_another(c, 300)
+            polls2, _, ms = _polls(c)
+            if polls2 - polls1 > 30:
+                raise TestFailure("%d polls for 300 statements while the loop's CPU is contended" % (polls2 - polls1))
+            if _busy(c) < busy0 + 250:
+                raise TestFailure("idle_polls_busy grew by %d for 300 statements on a contended CPU"
+                                  % (_busy(c) - busy0))
+            for p in spinners:
+                p.kill()
+                p.wait()
+            spinners = []
+            # The CPU free again: a check of a period without contention
+            # (every 100 ms) lets it poll again.
+            end = time.time() + 2
+            marks = []
+            while time.time() < end and _polls(c)[0] - polls2 < 10:
+                marks.append((time.time(), _busy(c)))
+                _one_after_another(c, 50)
+            polls3 = _polls(c)[0]
+            if polls3 - polls2 < 10:
+                recent = [b for t, b in marks if t >= end - 0.5]
+                _unless_busy(c, recent[0] if recent else marks[-1][1], "no polls once the spinners ended")
+                raise TestFailure("no polls once the CPU is free again: %d" % (polls3 - polls2))
+        finally:
+            for p in spinners:
+                p.kill()
+                p.wait()
+            os.sched_setaffinity(0, mine)
 
 
 def test_idle_poll_off_and_reload():
@@ -85,9 +163,11 @@ def test_idle_poll_off_and_reload():
         eq(_polls(c), (0, 0, 0.0), "polls with idle_poll_us = 0")
         d.rewrite_config(server={"idle_poll_us": "1000"})
         expect_ok(c.request(".reload"))
+        busy0 = _busy(c)
         _one_after_another(c, 100)
         polls, caught, ms = _polls(c)
         if caught == 0:
+            _unless_busy(c, busy0, "no poll caught a request after the reload")
             raise TestFailure("no poll caught a request after a reload with idle_poll_us = 1000: %d polls" % polls)
         d.rewrite_config(server={"idle_poll_us": "0"})
         expect_ok(c.request(".reload"))
