@@ -48,6 +48,18 @@ def _one_after_another(c, n, pause=0.0):
             time.sleep(pause)
 
 
+def _grown(c, what):
+    """200 statements one after the other, so the window has grown: at
+    least one poll caught the next request. Returns _polls() then."""
+    busy0 = _busy(c)
+    _one_after_another(c, 200)
+    polls, caught, ms = _polls(c)
+    if caught == 0:
+        _unless_busy(c, busy0, "no poll caught a request " + what)
+        raise TestFailure("no poll caught a request of a client answering at once %s (%d polls)" % (what, polls))
+    return polls, caught, ms
+
+
 def test_stats_columns():
     with Daemon() as d:
         c = d.connect()
@@ -82,12 +94,7 @@ def test_a_client_that_pauses_is_not_polled_for():
     fixed window would poll 1 ms after each of them."""
     with Daemon(server={"idle_poll_us": "1000"}) as d:
         c = d.connect()
-        busy0 = _busy(c)
-        _one_after_another(c, 200)
-        polls0, caught0, ms0 = _polls(c)
-        if caught0 == 0:
-            _unless_busy(c, busy0, "no poll caught a request")
-            raise TestFailure("no poll caught a request of a client answering at once")
+        polls0, caught0, ms0 = _grown(c, "before the pauses")
         _one_after_another(c, 50, pause=0.003)
         polls, caught, ms = _polls(c)
         if polls - polls0 > 5:
@@ -113,11 +120,7 @@ def test_no_polling_while_the_cpu_is_contended():
             os.sched_setaffinity(0, {cpus[1]})
             c = d.connect()
             busy0 = _busy(c)
-            _one_after_another(c, 200)
-            polls0, caught0, _ = _polls(c)
-            if caught0 == 0:
-                _unless_busy(c, busy0, "no poll caught a request before the spinners")
-                raise TestFailure("no poll caught a request on a free CPU (%d polls)" % polls0)
+            _grown(c, "before the spinners")
             for _ in range(2):
                 spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
                                                  preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]})))
