@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import harness
 from harness import Daemon, Skip, TestFailure, eq, expect_ok, expect_rows, make_config
 from test_config_errors import _expect_error, _with
 
@@ -101,6 +102,39 @@ def test_a_client_that_pauses_is_not_polled_for():
             raise TestFailure("%d polls for 50 statements 3 ms apart (%.3f ms)" % (polls - polls0, ms - ms0))
         if ms - ms0 > 5:
             raise TestFailure("%.3f ms polled for 50 statements 3 ms apart" % (ms - ms0))
+
+
+def test_polls_are_not_counted_as_turn_work():
+    """A poll runs between two turns of the loop; the stall detector
+    counts it as waiting, not as the work of a turn. Five times: the
+    window grown to 1 ms, then a pause of 3 ms, so the next poll runs its
+    whole millisecond and gives up; counted as work, each would be a turn
+    over 1 ms. The window grows only when a poll gave up and the request
+    came within idle_poll_us: pauses of 0.6 ms take it to 1 ms."""
+    if harness.VALGRIND:
+        raise Skip("under valgrind a statement's own turn takes over 1 ms")
+    with Daemon(server={"idle_poll_us": "1000"}) as d:
+        c = d.connect()
+        busy0 = _busy(c)
+        before = c.request(".stats").dicts()[-1]
+        gave_up = 0
+        for _ in range(5):
+            _one_after_another(c, 10, pause=0.0006)
+            polls, caught, _ = _polls(c)
+            time.sleep(0.003)
+            expect_rows(c.request("SELECT 1 AS one"), [["1"]])
+            after_polls, after_caught, _ = _polls(c)
+            gave_up += (after_polls - polls) - (after_caught - caught)
+        after = c.request(".stats").dicts()[-1]
+        if gave_up < 5:
+            _unless_busy(c, busy0, "%d polls gave up" % gave_up)
+            raise TestFailure("%d polls gave up after 5 pauses of 3 ms" % gave_up)
+        # Counted as work, every poll given up makes a turn over 1 ms; a
+        # loaded machine may add a few of its own.
+        over = int(after["turns_over_1ms"]) - int(before["turns_over_1ms"])
+        if over >= max(3, gave_up):
+            raise TestFailure("%d turns over 1 ms with %d polls of 1 ms given up: %r then %r"
+                              % (over, gave_up, before, after))
 
 
 def test_no_polling_while_the_cpu_is_contended():
