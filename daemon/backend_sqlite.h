@@ -32,6 +32,15 @@
  * address space is reserved, memory is what the file holds). */
 #define MEMORY_MMAP_SIZE "1073741824"
 
+/* The VFS of every connection to the in-memory bind's file: SQLite's unix
+ * VFS that holds the file's lock for the whole process and keeps the WAL
+ * index in the heap. Only this process opens that file, so its connections
+ * coordinate in memory instead of with 2 to 6 fcntl() calls per
+ * transaction; any other process finds the file locked. All connections to
+ * the file must use it (sqlite_conn_open() does; an ATTACH names it in a
+ * URI). */
+#define MEMORY_VFS "unix-excl"
+
 /* A statement running this long is lowered to this nice value. */
 #define LONG_STATEMENT_MS   50
 #define LONG_STATEMENT_NICE 19
@@ -74,12 +83,16 @@
  * back while it waits (at most WAL_WAIT_MS, else it tries again at the
  * next look) for the readers of old frames to finish; a writer restarting
  * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
- * After WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
-#define WAL_CHECK_MS    200
-#define WAL_LIMIT_BYTES (16 * 1024 * 1024)
-#define WAL_LIMIT_TEXT  "16777216"
-#define WAL_WAIT_MS     50
-#define WAL_IDLE_MS     1000
+ * Past half the limit it looks every WAL_CHECK_NEAR_MS, so how far the log
+ * grows past the limit does not depend on how fast clients write (the
+ * in-memory bind commits thousands of times in WAL_CHECK_MS). After
+ * WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
+#define WAL_CHECK_MS      200
+#define WAL_CHECK_NEAR_MS 20
+#define WAL_LIMIT_BYTES   (16 * 1024 * 1024)
+#define WAL_LIMIT_TEXT    "16777216"
+#define WAL_WAIT_MS       50
+#define WAL_IDLE_MS       1000
 
 /* A statement that overran a quick read's budget lately (by its text's
  * hash): its next runs go straight to the workers. */
@@ -271,8 +284,19 @@ void sqlite_conn_max_value(struct worker *w, size_t max_value, size_t cap);
 void sqlite_renice_init(void);
 
 /* Open a connection to the bind's database through the named VFS (NULL:
- * the default). 0, or -1 with err set. */
+ * the default; MEMORY_VFS for the in-memory bind). 0, or -1 with err set. */
 int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, char *err, size_t errlen);
+
+/* "file:PATH?vfs=VFS" in out, PATH's URI bytes escaped (for ATTACH on a
+ * connection opened with SQLITE_OPEN_URI). 0, or -1 if it does not fit. */
+int sqlite_file_uri(const char *path, const char *vfs, char *out, size_t outlen);
+
+/* The URI to ATTACH a bind's database file by: it names the VFS of the
+ * bind's own connections (MEMORY_VFS for the in-memory bind, the default
+ * for a file bind), since an ATTACH without one opens the file through the
+ * attaching connection's VFS, and an in-memory bind's connection would
+ * then hold a file bind's lock for the whole process. */
+int sqlite_attach_uri(const char *path, bool memory, char *out, size_t outlen);
 
 /* Settings of a connection that serves clients: defensive mode, limits,
  * the authorizer and the handlers, all bound to w. schemas: the names of

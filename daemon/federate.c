@@ -102,25 +102,6 @@ static int quick_snapshot(struct fed_quick *q)
     return 0;
 }
 
-/* "file:PATH?vfs=NAME" for ATTACH, with the URI's special bytes escaped. */
-static int nowait_uri(const char *path, char *out, size_t outlen)
-{
-    size_t o = 0;
-    int n = snprintf(out, outlen, "file:");
-
-    o = (size_t)n;
-    for (const char *p = path; *p != '\0'; p++) {
-        if (o + 4 >= outlen)
-            return -1;
-        if (*p == '%' || *p == '?' || *p == '#')
-            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", (unsigned char)*p);
-        else
-            out[o++] = *p;
-    }
-    n = snprintf(out + o, outlen - o, "?vfs=%s", NOWAIT_VFS_NAME);
-    return n < 0 || (size_t)n >= outlen - o ? -1 : 0;
-}
-
 /* The loop thread's executor, its binds attached now (start-up: opening
  * the files may block). A bind it cannot attach without waiting is left
  * out: statements over it go to the threads. */
@@ -147,16 +128,16 @@ static void quick_open(struct fed_pool *pool)
         struct bind *b = srv->binds[i];
         struct sqlite_bind *sb = b->impl;
         bool memory = b->conf->type == BIND_SQLITE_MEMORY;
-        const char *file;
 
         if (b->conf->type == BIND_POSTGRES || strcmp(b->conf->name, "main") == 0 ||
             strcmp(b->conf->name, "temp") == 0)
             continue;
-        if (!memory && (nowait_vfs_check(sb->filename, err, sizeof err) != 0 ||
-                        nowait_uri(sb->filename, uri, sizeof uri) != 0))
+        /* A file bind is read through the nowait VFS. */
+        if (memory ? sqlite_attach_uri(sb->filename, true, uri, sizeof uri) != 0
+                   : nowait_vfs_check(sb->filename, err, sizeof err) != 0 ||
+                         sqlite_file_uri(sb->filename, NOWAIT_VFS_NAME, uri, sizeof uri) != 0)
             continue;
-        file = memory ? sb->filename : uri;
-        if (fed_exec_attach(x, b->conf->name, file, memory, err, sizeof err) != 0) {
+        if (fed_exec_attach(x, b->conf->name, uri, memory, err, sizeof err) != 0) {
             log_info("federation: %s", err);
             continue;
         }

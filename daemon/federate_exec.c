@@ -92,8 +92,9 @@ struct fed_exec *fed_exec_open(struct server *srv, bool quick, char *err, size_t
     x->bind.ops = &backend_sqlite_ops;
     x->sb.bind = &x->bind;
     x->sb.filename = ":memory:";
-    x->sb.open_flags =
-        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | (quick ? SQLITE_OPEN_URI : 0);
+    /* Binds are attached by URI (a VFS named) and otherwise by their
+     * absolute paths, which never start with "file:". */
+    x->sb.open_flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
     x->sb.stmt_cache = (size_t)cfg->stmt_cache;
     atomic_init(&x->sb.writes, 0);
     snprintf(x->sb.readonly_msg, sizeof x->sb.readonly_msg, "a read across binds may not write");
@@ -220,8 +221,7 @@ static PGconn *exec_pg_for_vtab(void *arg, size_t bind, char **err)
     return federate_exec_pg(x, x->vt_cfg, bind, err);
 }
 
-/* Attach file as schema name (the daemon's own statement). 0 or -1. */
-int fed_exec_attach(struct fed_exec *x, const char *name, const char *file, bool memory, char *msg,
+int fed_exec_attach(struct fed_exec *x, const char *name, const char *uri, bool memory, char *msg,
                     size_t msglen)
 {
     char sql[320];
@@ -232,7 +232,7 @@ int fed_exec_attach(struct fed_exec *x, const char *name, const char *file, bool
     x->w.internal = true;
     rc = sqlite3_prepare_v2(x->w.db, sql, -1, &stmt, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(stmt, 1, file, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 1, uri, -1, SQLITE_STATIC);
         rc = sqlite3_step(stmt);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
@@ -340,7 +340,14 @@ static int exec_attach_route(struct fed_exec *x, const struct job *job, const st
                 exec_detach(x, victim);
                 i = x->natt;
             }
-            if (fed_exec_attach(x, bc->name, file, bc->type == BIND_SQLITE_MEMORY, msg, msglen) != 0) {
+            bool memory = bc->type == BIND_SQLITE_MEMORY;
+            char uri[4200];
+            if (sqlite_attach_uri(file, memory, uri, sizeof uri) != 0) {
+                *code = "SQL";
+                snprintf(msg, msglen, "cannot attach bind %s: its file name is too long", bc->name);
+                return -1;
+            }
+            if (fed_exec_attach(x, bc->name, uri, memory, msg, msglen) != 0) {
                 *code = "SQL";
                 return -1;
             }

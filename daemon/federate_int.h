@@ -55,8 +55,9 @@ struct fed_exec {
  * the quick-read limits. */
 struct fed_exec *fed_exec_open(struct server *srv, bool quick, char *err, size_t errlen);
 
-/* Attach file as schema name (the daemon's own statement). 0 or -1. */
-int fed_exec_attach(struct fed_exec *x, const char *name, const char *file, bool memory, char *msg,
+/* Attach the database at uri (sqlite_attach_uri) as schema name (the
+ * daemon's own statement); memory: the in-memory bind's. 0 or -1. */
+int fed_exec_attach(struct fed_exec *x, const char *name, const char *uri, bool memory, char *msg,
                     size_t msglen);
 
 /* Text to insert into a statement: text goes right before sql[pos]. */

@@ -410,7 +410,11 @@ static int on_busy(void *arg, int count)
 int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(sb->filename, &db, sb->open_flags, vfs);
+    int rc;
+
+    if (vfs == NULL && sb->bind->conf->type == BIND_SQLITE_MEMORY)
+        vfs = MEMORY_VFS;
+    rc = sqlite3_open_v2(sb->filename, &db, sb->open_flags, vfs);
 
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "bind %s: cannot open %s: %s", sb->bind->conf->name,
@@ -431,6 +435,28 @@ int sqlite_conn_open(struct sqlite_bind *sb, sqlite3 **out, const char *vfs, cha
     sqlite3_exec(db, "PRAGMA journal_size_limit = " WAL_LIMIT_TEXT, NULL, NULL, NULL);
     *out = db;
     return 0;
+}
+
+int sqlite_file_uri(const char *path, const char *vfs, char *out, size_t outlen)
+{
+    size_t o = (size_t)snprintf(out, outlen, "file:");
+    int n;
+
+    for (const char *p = path; *p != '\0'; p++) {
+        if (o + 4 >= outlen)
+            return -1;
+        if (*p == '%' || *p == '?' || *p == '#')
+            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", (unsigned char)*p);
+        else
+            out[o++] = *p;
+    }
+    n = snprintf(out + o, outlen - o, "?vfs=%s", vfs);
+    return n < 0 || (size_t)n >= outlen - o ? -1 : 0;
+}
+
+int sqlite_attach_uri(const char *path, bool memory, char *out, size_t outlen)
+{
+    return sqlite_file_uri(path, memory ? MEMORY_VFS : sqlite3_vfs_find(NULL)->zName, out, outlen);
 }
 
 /* Settings of a connection that serves clients (backend_sqlite.h). */

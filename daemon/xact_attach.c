@@ -48,12 +48,18 @@ static int attach_one(struct worker *w, const struct bind_conf *bc, const char *
 {
     struct xact_conn *xc = w->xact;
     sqlite3_stmt *stmt = NULL;
+    char uri[4200];
     int rc;
 
+    if (sqlite_attach_uri(file, bc->type == BIND_SQLITE_MEMORY, uri, sizeof uri) != 0) {
+        snprintf(err, errlen, "bind %s: cannot attach bind %s: its file name is too long",
+                 w->sb->bind->conf->name, bc->name);
+        return -1;
+    }
     w->internal = true;
     rc = sqlite3_prepare_v2(w->db, "ATTACH DATABASE ?1 AS ?2", -1, &stmt, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(stmt, 1, file, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 1, uri, -1, SQLITE_STATIC);
         sqlite3_bind_text(stmt, 2, bc->name, -1, SQLITE_STATIC);
         rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(w->db);
     }
@@ -369,12 +375,13 @@ void xact_reattach(struct worker *w)
         return;
     xc->detached = false;
     for (size_t i = 0; i < xc->n; i++) {
-        char *sql;
+        char *sql = NULL, uri[4200];
         int rc;
         if (sqlite3_db_filename(w->db, xc->names[i]) != NULL)
             continue; /* still attached (a detach that failed part way) */
-        sql = sqlite3_mprintf("ATTACH DATABASE %Q AS \"%w\"; PRAGMA \"%w\".synchronous = OFF", xc->files[i],
-                              xc->names[i], xc->names[i]);
+        if (sqlite_attach_uri(xc->files[i], xc->memory[i], uri, sizeof uri) == 0)
+            sql = sqlite3_mprintf("ATTACH DATABASE %Q AS \"%w\"; PRAGMA \"%w\".synchronous = OFF", uri,
+                                  xc->names[i], xc->names[i]);
         rc = sql != NULL ? sqlite_conn_exec_internal(w, sql) : SQLITE_NOMEM;
         sqlite3_free(sql);
         if (rc != SQLITE_OK)

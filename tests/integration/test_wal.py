@@ -6,11 +6,12 @@ long as the daemon ran: RAM on the in-memory bind, disk on file binds."""
 
 import glob
 import os
+import sqlite3
 import subprocess
 import threading
 import time
 
-from harness import REPO, Daemon, Skip, TestFailure, daemon_binary, expect_ok, expect_rows, scaled
+from harness import REPO, Daemon, Skip, TestFailure, daemon_binary, eq, expect_ok, expect_rows, scaled
 
 PAGE = 4096
 # SQLite's automatic checkpoint restarts the WAL past 1000 pages.
@@ -191,3 +192,55 @@ def test_wal_restarted_under_overlapping_readers_file_bind():
 
 def test_wal_restarted_under_overlapping_readers_memory_bind():
     _restarted_under_overlapping_readers("memory_db", "test3")
+
+
+def test_memory_bind_file_is_the_daemons_alone():
+    """The in-memory bind's connections all live in the daemon, so they
+    coordinate in memory (SQLite's unix-excl VFS): no wal-index file beside
+    the database, no fcntl() per transaction, and another process finds
+    the file locked instead of reading or changing the bind behind the
+    daemon's back. Readers, writers, a join across binds and a snapshot of
+    the bind's WAL still see each other's commits."""
+    with Daemon() as d:
+        c, other = d.connect(), d.connect()
+        write_phase(c, "test3", 20)
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (3, 'file')"))
+        folder = os.path.dirname(wal_path(d, "memory_db"))
+        eq(sorted(os.listdir(folder)), ["memory_db.db", "memory_db.db-wal"])
+        try:
+            con = sqlite3.connect(os.path.join(folder, "memory_db.db"), timeout=0)
+            got = con.execute("SELECT count(*) FROM test3").fetchall()
+            con.close()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise TestFailure("another process opening the bind's file: %s" % e)
+        else:
+            raise TestFailure("another process read the in-memory bind's file: %r" % got)
+        # A transaction's writes are its own until COMMIT; then every
+        # connection sees them: the loop's, the workers' and the join's.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test3 (id, color) VALUES (1000, 'txn')"))
+        expect_rows(other.request("SELECT count(*) FROM test3"), [["20"]])
+        expect_ok(c.request("COMMIT"))
+        expect_rows(other.request("SELECT color FROM test3 WHERE id = 1000"), [["txn"]])
+        expect_rows(other.request("SELECT test1.color, test3.color FROM test1 JOIN test3 ON test3.id = test1.id"),
+                    [["file", "c2"]])
+        expect_rows(d.connect().request("SELECT count(*) FROM test3"), [["21"]])
+        # A transaction across binds from the in-memory bind attaches the
+        # file binds to its connections; they keep the file binds' own
+        # locking, so another process still reads them.
+        expect_ok(c.request("BEGIN"))
+        expect_ok(c.request("INSERT INTO test3 (id, color) VALUES (1001, 'both')"))
+        expect_ok(c.request("INSERT INTO test1 (id, color) VALUES (1001, 'both')"))
+        expect_ok(c.request("INSERT INTO test2 (id, color) VALUES (1001, 'both')"))
+        expect_ok(c.request("COMMIT"))
+        # ANALYZE runs with the other binds detached: closing them must not
+        # take their locks for the process either.
+        expect_ok(c.request(".use memory_db"))
+        expect_ok(c.request("ANALYZE"))
+        for name, table in (("app.db", "test1"), ("second.db", "test2")):
+            con = sqlite3.connect("file:%s?mode=ro" % os.path.join(d.data_dir, name), uri=True, timeout=0)
+            try:
+                eq(con.execute("SELECT color FROM %s WHERE id = 1001" % table).fetchall(), [("both",)])
+            finally:
+                con.close()
