@@ -174,8 +174,9 @@ struct worker {
     struct xact_conn *xact;     /* the other binds attached for transactions
                                    across binds (daemon/xact.c), or NULL */
     bool normalize;             /* normalize_literals for the running statements */
-    int64_t txn_schema;         /* the schema version sqlite_txn_inline read; -1: to read
-                                   again (a job ran here since: it may have been DDL) */
+    int64_t txn_schema;         /* the schema version sqlite_txn_inline read, its
+                                   transaction holding the write lock; -1: to look
+                                   again (a job ran here since: DDL, COMMIT...) */
     struct sqlnorm norm;        /* the running statement with its literals bound
                                    (sqlite_stmt_for); buffers reused */
 };

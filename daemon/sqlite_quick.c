@@ -386,17 +386,18 @@ bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req
     pthread_mutex_unlock(&sb->lock);
     if (w != NULL && kind == STMT_SELECT)
         return !sqlite3_get_autocommit(w->db) && txn_read(sb, w, req, start_ns, out, rows);
-    if (w == NULL || w->query_only || sqlite3_txn_state(w->db, "main") != SQLITE_TXN_WRITE)
+    if (w == NULL || w->query_only)
         return false;
-    sqlite_conn_max_value(w, cfg->max_value, INT_MAX);
-    w->normalize = cfg->normalize_literals;
-    /* Only this connection can change the schema while its transaction
-     * holds the write lock, and only with a job (run_job forgets the
-     * version): one read per stretch of writes here. */
-    if (w->txn_schema < 0)
+    /* Only this connection can change the schema or end the transaction
+     * while it holds the write lock, and only with a job (run_job forgets
+     * the version) or an error here: one look at both per stretch of
+     * writes here (a name lookup and a schema read less per statement). */
+    if (w->txn_schema < 0 && sqlite3_txn_state(w->db, "main") == SQLITE_TXN_WRITE)
         w->txn_schema = schema_version(w);
     if ((schema = w->txn_schema) < 0)
         return false;
+    sqlite_conn_max_value(w, cfg->max_value, INT_MAX);
+    w->normalize = cfg->normalize_literals;
     stmt = sqlite_stmt_for(w, req, request_hash(req), &run, &rc);
     if (stmt == NULL)
         return false;
@@ -429,6 +430,7 @@ bool sqlite_txn_inline(struct bind *b, uint64_t owner, const struct request *req
         /* An error ended the transaction (a conflict clause ROLLBACK):
          * the worker is free again, as after a job that ended it. */
         *txn_open = false;
+        w->txn_schema = -1;
         xact_txn_end(w);
         pthread_mutex_lock(&sb->lock);
         w->pinned = 0;
