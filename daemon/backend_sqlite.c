@@ -611,6 +611,7 @@ static int sqlite_open(struct bind *b, char *err, size_t errlen)
         if (sqlite_conn_open(sb, &w->db, NULL, err, errlen) != 0 ||
             sqlite_conn_harden(w, NULL, err, errlen) != 0)
             goto fail;
+        sqlite3_wal_hook(w->db, sqlite_conn_wal_hook, w);
         sqlite_schema_refresh(w->db); /* opens the WAL now: no file is opened while serving */
     }
     for (int i = 0; i < sb->nworkers; i++) {

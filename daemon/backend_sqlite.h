@@ -83,10 +83,13 @@
  * back while it waits (at most WAL_WAIT_MS, else it tries again at the
  * next look) for the readers of old frames to finish; a writer restarting
  * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
- * Past half the limit it looks every WAL_CHECK_NEAR_MS, so how far the log
- * grows past the limit does not depend on how fast clients write (the
- * in-memory bind commits thousands of times in WAL_CHECK_MS). After
- * WAL_IDLE_MS without writes it empties the file (TRUNCATE). */
+ * Past half the limit it looks every WAL_CHECK_NEAR_MS. A writer that never
+ * pauses would still keep that checkpoint from the writer's lock (SQLite's
+ * busy handler naps, and misses the gaps between commits), so the workers'
+ * log hook (sqlite_conn_wal_hook) restarts the log too, right after a
+ * commit that leaves it past the limit: the committing writer holds the
+ * next writes back while it waits, at most WAL_WAIT_MS. After WAL_IDLE_MS
+ * without writes the thread empties the file (TRUNCATE). */
 #define WAL_CHECK_MS      200
 #define WAL_CHECK_NEAR_MS 20
 #define WAL_LIMIT_BYTES   (16 * 1024 * 1024)
@@ -163,6 +166,7 @@ struct worker {
     sqlite3_stmt *stepping;     /* the client's statement being stepped, for the progress
                                    handlers (sqlite_conn_may_stop), or NULL */
     uint64_t busy_since_ns;     /* uv_hrtime() when its wait for a lock began (on_busy) */
+    bool restarting;            /* its log hook restarts the log: waits WAL_WAIT_MS at most */
     pid_t tid;                  /* the worker thread, for setpriority() */
     bool lowered;               /* the thread runs at LONG_STATEMENT_NICE */
     bool quick;                 /* the loop thread's quick-read connection */
@@ -298,6 +302,11 @@ int sqlite_file_uri(const char *path, const char *vfs, char *out, size_t outlen)
  * attaching connection's VFS, and an in-memory bind's connection would
  * then hold a file bind's lock for the whole process. */
 int sqlite_attach_uri(const char *path, bool memory, char *out, size_t outlen);
+
+/* The log hook of a worker's connection (arg: the worker), in place of
+ * SQLite's automatic checkpoint, which it also does (a passive checkpoint
+ * past QUICK_WAL_PAGES pages); past WAL_LIMIT_BYTES it restarts the log. */
+int sqlite_conn_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
 /* Settings of a connection that serves clients: defensive mode, limits,
  * the authorizer and the handlers, all bound to w. schemas: the names of

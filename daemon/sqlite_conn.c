@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/backend_sqlite.h"
@@ -388,7 +389,7 @@ static int on_busy(void *arg, int count)
 {
     struct worker *w = arg;
     uint64_t now = uv_hrtime();
-    uint64_t limit = (uint64_t)w->sb->bind->conf->busy_timeout_ms * 1000000u;
+    uint64_t limit = (uint64_t)(w->restarting ? WAL_WAIT_MS : w->sb->bind->conf->busy_timeout_ms) * 1000000u;
     unsigned nap = BUSY_NAP_MIN_US;
 
     if (count == 0)
@@ -401,6 +402,28 @@ static int on_busy(void *arg, int count)
         nap = BUSY_NAP_MAX_US;
     usleep(nap);
     return 1;
+}
+
+int sqlite_conn_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct worker *w = arg;
+    const char *wal;
+    struct stat st;
+
+    if (pages < QUICK_WAL_PAGES)
+        return SQLITE_OK;
+    wal = sqlite3_filename_wal(sqlite3_db_filename(db, name));
+    if (wal != NULL && stat(wal, &st) == 0 && st.st_size > WAL_LIMIT_BYTES) {
+        int rc;
+        w->restarting = true;
+        rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+        w->restarting = false;
+        log_debug("bind %s: a writer's restart of its %lld-byte log (%s): %s", w->sb->bind->conf->name,
+                  (long long)st.st_size, name, sqlite3_errstr(rc));
+    } else {
+        sqlite3_wal_checkpoint(db, name);
+    }
+    return SQLITE_OK;
 }
 
 /* ---- Connections ------------------------------------------------------ */
