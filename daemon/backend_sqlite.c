@@ -437,8 +437,8 @@ static void *worker_main(void *arg)
 /* One look at the log (checkpoint thread): measure it, and checkpoint when
  * it is past WAL_LIMIT_BYTES or the bind has been idle. *seen and
  * *quiet_since: the write count at the last look and since when it has
- * not moved (uv_hrtime()). Returns the log's size after the look. */
-static int64_t wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen, uint64_t *quiet_since)
+ * not moved (uv_hrtime()). */
+static void wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen, uint64_t *quiet_since)
 {
     uint64_t writes = atomic_load_explicit(&sb->writes, memory_order_acquire);
     uint64_t now = uv_hrtime();
@@ -465,7 +465,6 @@ static int64_t wal_check(struct sqlite_bind *sb, const char *wal, uint64_t *seen
         size = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
     }
     atomic_store(&sb->wal_bytes, size);
-    return size;
 }
 
 static void *wal_main(void *arg)
@@ -477,12 +476,10 @@ static void *wal_main(void *arg)
     pthread_mutex_lock(&sb->lock);
     while (!sb->stopping) {
         struct timespec until;
-        long wait_ms;
         pthread_mutex_unlock(&sb->lock);
-        wait_ms =
-            wal_check(sb, wal, &seen, &quiet_since) > WAL_LIMIT_BYTES / 2 ? WAL_CHECK_NEAR_MS : WAL_CHECK_MS;
+        wal_check(sb, wal, &seen, &quiet_since);
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += wait_ms * 1000000L;
+        until.tv_nsec += (long)WAL_CHECK_MS * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
         pthread_mutex_lock(&sb->lock);

@@ -83,19 +83,18 @@
  * back while it waits (at most WAL_WAIT_MS, else it tries again at the
  * next look) for the readers of old frames to finish; a writer restarting
  * the log cuts the file back to WAL_LIMIT_BYTES (journal_size_limit).
- * Past half the limit it looks every WAL_CHECK_NEAR_MS. A writer that never
- * pauses would still keep that checkpoint from the writer's lock (SQLite's
- * busy handler naps, and misses the gaps between commits), so the workers'
+ * A writer that never pauses would keep that checkpoint from the writer's
+ * lock (SQLite's busy handler naps, and misses the gaps between commits),
+ * and writes add thousands of pages between two looks, so the workers'
  * log hook (sqlite_conn_wal_hook) restarts the log too, right after a
  * commit that leaves it past the limit: the committing writer holds the
  * next writes back while it waits, at most WAL_WAIT_MS. After WAL_IDLE_MS
  * without writes the thread empties the file (TRUNCATE). */
-#define WAL_CHECK_MS      200
-#define WAL_CHECK_NEAR_MS 20
-#define WAL_LIMIT_BYTES   (16 * 1024 * 1024)
-#define WAL_LIMIT_TEXT    "16777216"
-#define WAL_WAIT_MS       50
-#define WAL_IDLE_MS       1000
+#define WAL_CHECK_MS    200
+#define WAL_LIMIT_BYTES (16 * 1024 * 1024)
+#define WAL_LIMIT_TEXT  "16777216"
+#define WAL_WAIT_MS     50
+#define WAL_IDLE_MS     1000
 
 /* A statement that overran a quick read's budget lately (by its text's
  * hash): its next runs go straight to the workers. */
