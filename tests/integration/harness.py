@@ -592,6 +592,32 @@ def rss_kib(pid):
     raise TestFailure("no VmRSS for pid %d" % pid)
 
 
+def listener_of(pid, port):
+    """Whether process pid holds a socket listening on TCP port (Linux's
+    /proc); None when /proc does not say. Tests run in parallel, and the
+    port free_port() gave may be another test's daemon's by the time this
+    one binds it: that daemon then answers this one's .ping."""
+    inodes = set()
+    try:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].endswith(":%04X" % port) and parts[3] == "0A":
+                        inodes.add("socket:[%s]" % parts[9])
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except (OSError, IndexError, StopIteration):
+        return None
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -901,9 +927,10 @@ class Daemon:
                     line = c.readline()
                 finally:
                     c.close()
-                if line == b"+OK":
+                if line == b"+OK" and (self.listen_sockets or not self.uses_tcp or
+                                       listener_of(self.proc.pid, self.port) is not False):
                     return
-                last = "answered %r" % line
+                last = "answered %r%s" % (line, " by another process" if line == b"+OK" else "")
             except (OSError, TestFailure) as e:
                 last = str(e)
             time.sleep(0.05)

@@ -6,6 +6,7 @@ import signal
 import socket
 import time
 
+import harness
 from harness import (Daemon, TestFailure, eq, expect_ok, expect_rows, expect_status,
                      make_config, run_once, standard_files)
 
@@ -128,6 +129,29 @@ def test_listen_port_in_use():
             raise TestFailure("no message on stderr when the port is taken")
     finally:
         s.close()
+
+
+def test_start_does_not_take_another_daemons_port():
+    """Tests run in parallel: the port a starting daemon was given may be
+    bound by another test's daemon first. That daemon answers .ping too;
+    the harness waits for its own daemon (which fails to bind, and starts
+    again on another port) instead of handing the test the other one,
+    whose data it would then change (a UNIQUE failure in another test, seen
+    in make test)."""
+    with Daemon() as a:
+        expect_ok(a.connect().request("INSERT INTO test1 (id, color) VALUES (1, 'a')"))
+        taken = [a.port]
+        real = harness.free_port
+        harness.free_port = lambda: taken.pop() if taken else real()
+        try:
+            b = Daemon()
+        finally:
+            harness.free_port = real
+        with b:
+            if b.port == a.port:
+                raise TestFailure("the second daemon was handed the first one's port %d" % a.port)
+            expect_rows(b.connect().request("SELECT count(*) FROM test1"), [["0"]])
+            expect_rows(a.connect().request("SELECT count(*) FROM test1"), [["1"]])
 
 
 def test_data_dir_created():
