@@ -26,9 +26,17 @@ static inline uint64_t hash_text(const char *s, size_t n)
         h = (h ^ w) * 0xff51afd7ed558ccdull;
         h ^= h >> 32;
     }
-    if (n > 0) {
-        w = 0;
-        memcpy(&w, s, n);
+    if (n >= 4) {
+        /* The last 4 to 7 bytes as two 4-byte reads that may overlap;
+         * fewer, three bytes of them (n is in the seed): no memcpy of a
+         * variable length. */
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        h = (h ^ (a | (uint64_t)b << 32)) * 0xff51afd7ed558ccdull;
+    } else if (n > 0) {
+        w = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 |
+            (uint64_t)(unsigned char)s[n - 1] << 16;
         h = (h ^ w) * 0xff51afd7ed558ccdull;
     }
     h ^= h >> 30;

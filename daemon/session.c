@@ -252,6 +252,13 @@ static void session_hold_begin(struct session *s, const struct request *req, con
 /* BEGIN, COMMIT and friends change the session's transaction state, and
  * DDL the catalogs (catalog_refresh.h), which decide where later
  * statements go: they end a batch. */
+/* Whether the route's bind i (of the configuration in force) is b, a bind
+ * a reload may have replaced since: then by name. */
+static bool route_bind_is(const struct server *srv, size_t i, const struct bind *b)
+{
+    return srv->binds[i] == b || strcmp(srv->cfg->binds[i].name, b->conf->name) == 0;
+}
+
 static bool stmt_changes_txn(enum stmt_kind kind)
 {
     return kind == STMT_BEGIN || kind == STMT_COMMIT || kind == STMT_ROLLBACK || kind == STMT_SAVEPOINT ||
@@ -290,8 +297,7 @@ static void session_batch(struct session *s, struct job *job)
         if (r->err_code != NULL || stmt_changes_txn(r->kind))
             break;
         if (s->in_txn) {
-            if (r->bind != ROUTE_NO_TABLE &&
-                strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0)
+            if (r->bind != ROUTE_NO_TABLE && !route_bind_is(srv, r->bind, s->txn_bind))
                 break;
             target = s->txn_bind;
         } else {
@@ -433,7 +439,7 @@ bool session_xact_stmt(struct session *s, struct request *req, const struct rout
         return false;
     if (s->in_txn && (home = session_xact_home(s)) != NULL) {
         joined = true;
-        if (!cross && strcmp(cfg->binds[r->bind].name, home->conf->name) == 0)
+        if (!cross && route_bind_is(srv, r->bind, home))
             return false;
     } else if (s->in_txn) {
         /* No SQLite bind is in the transaction yet: the statement's first
@@ -673,8 +679,7 @@ void session_sql(struct session *s, struct request *req)
         if (s->in_txn) {
             /* By name: a reload may have replaced the bind the transaction
              * runs on; it still ends there. */
-            if (r->bind != ROUTE_NO_TABLE &&
-                strcmp(srv->cfg->binds[r->bind].name, s->txn_bind->conf->name) != 0) {
+            if (r->bind != ROUTE_NO_TABLE && !route_bind_is(srv, r->bind, s->txn_bind)) {
                 session_reply_error(s, "TXNBIND",
                                     "the open transaction is on bind %s; this statement is for bind %s "
                                     "(COMMIT or ROLLBACK first)",

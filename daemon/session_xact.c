@@ -1385,6 +1385,10 @@ bool session_xact_route(struct session *s, struct request *req, const struct rou
         return false;
     }
     b = srv->binds[r->bind];
+    /* The transaction's own bind and no other: one participant, nothing
+     * for mpt_check to find. */
+    if (s->xt == NULL && same_bind(b, s->txn_bind))
+        return false;
     if (mpt_check(s, req, r, b) != 0)
         return true;
     if (same_bind(b, s->txn_bind))

@@ -314,22 +314,6 @@ static bool program_straight(struct worker *w, sqlite3_stmt *stmt)
     return ok;
 }
 
-bool sqlite_stmt_straight(struct worker *w, sqlite3_stmt *stmt, int64_t schema)
-{
-    for (size_t i = 0; i < w->ncache; i++) {
-        struct cached_stmt *c = &w->cache[i];
-        if (c->stmt != stmt)
-            continue;
-        if (c->straight == 0 || c->straight_schema != schema) {
-            c->straight = program_straight(w, stmt) ? 1 : -1;
-            c->straight_schema = schema;
-        }
-        return c->straight > 0;
-    }
-    return false; /* not cached: run once and forgotten */
-}
-
-/* Is stmt owned by the cache (and so must be reset, not finalized)? */
 /* The cache entry of stmt, or NULL: most often the one found last. */
 static struct cached_stmt *cached_of(struct worker *w, const sqlite3_stmt *stmt)
 {
@@ -339,6 +323,19 @@ static struct cached_stmt *cached_of(struct worker *w, const sqlite3_stmt *stmt)
         if (w->cache[i].stmt == stmt)
             return &w->cache[i];
     return NULL;
+}
+
+bool sqlite_stmt_straight(struct worker *w, sqlite3_stmt *stmt, int64_t schema)
+{
+    struct cached_stmt *c = cached_of(w, stmt);
+
+    if (c == NULL)
+        return false; /* not cached: run once and forgotten */
+    if (c->straight == 0 || c->straight_schema != schema) {
+        c->straight = program_straight(w, stmt) ? 1 : -1;
+        c->straight_schema = schema;
+    }
+    return c->straight > 0;
 }
 
 void sqlite_stmt_done(struct worker *w, sqlite3_stmt *stmt)

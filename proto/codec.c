@@ -402,6 +402,10 @@ static size_t codec_param_room(const char *s, size_t n)
     return 0;
 }
 
+/* How many parameter lines' places framing keeps for decoding; past
+ * them, decoding finds each line again. */
+#define CODEC_LINES_KEPT 8
+
 /* The part of a request after its SQL: nparams parameter lines from
  * buf[pos]. Frames them all first (NEED_MORE until every line is there),
  * then builds *req from sql[0..sql_len) and the decoded values. A too long
@@ -416,6 +420,8 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
     const size_t total = lim->max_total ? lim->max_total : SIZE_MAX;
     size_t room = 0;
     struct codec_line l;
+    /* The first lines' places, kept from framing for decoding. */
+    struct codec_line seen[CODEC_LINES_KEPT];
     for (size_t i = 0; i < nparams; i++) {
         int found = codec_line_find(buf, pos, len, lim->max_request, &l);
         if ((found == CODEC_LINE_NEED_MORE && len > total) || (found == CODEC_LINE_FOUND && l.next > total)) {
@@ -439,6 +445,8 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
                               lim->max_request);
         }
         room += codec_param_room(buf + l.start, l.clen);
+        if (i < CODEC_LINES_KEPT)
+            seen[i] = l;
         pos = l.next;
     }
     *consumed = pos;
@@ -455,7 +463,10 @@ static int codec_finish_request(const char *buf, size_t len, const struct codec_
     char *next = mem + at + nparams * sizeof(struct value);
     pos = first;
     for (size_t i = 0; i < nparams; i++) {
-        (void)codec_line_find(buf, pos, len, lim->max_request, &l); /* framed above */
+        if (i < CODEC_LINES_KEPT)
+            l = seen[i];
+        else
+            (void)codec_line_find(buf, pos, len, lim->max_request, &l); /* framed above */
         if (codec_param_decode(buf + l.start, l.clen, i + 1, &params[i], &next, err) != CODEC_OK) {
             free(mem);
             return CODEC_ERROR;

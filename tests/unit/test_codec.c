@@ -424,6 +424,46 @@ static void test_param_int_bad(void)
     }
 }
 
+/* Framing keeps the places of the first parameter lines for decoding and
+ * finds the later ones again: every line decodes as itself, whichever way
+ * it was found and whatever its line end. */
+static void test_params_past_kept_lines(void)
+{
+    struct buf in = BUF_INIT;
+    struct request req;
+    size_t consumed;
+    struct codec_discard d;
+    struct codec_error err;
+    enum { N = 13 };
+
+    CHECK(buf_puts(&in, "?13 SELECT ?1") == 0);
+    for (int i = 2; i <= N; i++)
+        CHECK(buf_printf(&in, ", ?%d", i) == 0);
+    CHECK(buf_puts(&in, "\n") == 0);
+    for (int i = 0; i < N; i++)
+        CHECK((i % 3 == 0   ? buf_printf(&in, "i%d%s", i * 1000, i % 2 ? "\r\n" : "\n")
+               : i % 3 == 1 ? buf_printf(&in, "tline %d\\tend%s", i, i % 2 ? "\r\n" : "\n")
+                            : buf_printf(&in, "b%02x%02x%s", i, 255 - i, i % 2 ? "\r\n" : "\n")) == 0);
+    REQUIRE(parse1(in.data, in.len, &req, &consumed, &d, &err) == CODEC_OK);
+    CHECK(consumed == in.len);
+    REQUIRE(req.nparams == N);
+    for (int i = 0; i < N; i++) {
+        const struct value *v = &req.params[i];
+        char want[32];
+        if (i % 3 == 0) {
+            CHECK(v->type == VALUE_INT && v->i == i * 1000);
+        } else if (i % 3 == 1) {
+            snprintf(want, sizeof want, "line %d\tend", i);
+            CHECK(v->type == VALUE_TEXT && v->len == strlen(want) && strcmp(v->p, want) == 0);
+        } else {
+            CHECK(v->type == VALUE_BLOB && v->len == 2 && (unsigned char)v->p[0] == i &&
+                  (unsigned char)v->p[1] == 255 - i);
+        }
+    }
+    codec_request_free(&req);
+    buf_free(&in);
+}
+
 static void test_param_real(void)
 {
     struct request req;
@@ -1295,6 +1335,7 @@ int main(void)
     RUN(test_param_int_out_of_range);
     RUN(test_param_int_bad);
     RUN(test_param_real);
+    RUN(test_params_past_kept_lines);
     RUN(test_param_real_bad);
     RUN(test_param_text);
     RUN(test_param_text_bad_escape);
