@@ -17,7 +17,7 @@
 
 #define BUF_MIN_CAP 64
 
-int buf_reserve(struct buf *b, size_t more)
+int buf_grow(struct buf *b, size_t more)
 {
     /* Room for len + more bytes and the NUL, without overflow. */
     if (more > SIZE_MAX - 1 - b->len)
@@ -35,17 +35,6 @@ int buf_reserve(struct buf *b, size_t more)
         p[0] = '\0';
     b->data = p;
     b->cap = cap;
-    return 0;
-}
-
-int buf_append(struct buf *b, const void *p, size_t n)
-{
-    if (buf_reserve(b, n) < 0)
-        return -1;
-    if (n > 0)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #define SQLMUX_PROTO_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 struct buf {
     char *data;
@@ -24,10 +25,26 @@ struct buf {
         NULL, 0, 0                                                                                           \
     }
 
-/* Make room for `more` bytes past len (plus the NUL). 0 or -1. */
-__attribute__((warn_unused_result)) int buf_reserve(struct buf *b, size_t more);
+/* buf_reserve() when the room is not there: grow the allocation. */
+__attribute__((warn_unused_result)) int buf_grow(struct buf *b, size_t more);
+/* Make room for `more` bytes past len (plus the NUL). 0 or -1. Inline:
+ * every field of every answer comes through here, and most fit. */
+__attribute__((warn_unused_result)) static inline int buf_reserve(struct buf *b, size_t more)
+{
+    /* cap > len whenever cap > 0 (the NUL); an empty buffer grows. */
+    return more < b->cap - b->len ? 0 : buf_grow(b, more);
+}
 /* Append n bytes. 0 or -1. */
-__attribute__((warn_unused_result)) int buf_append(struct buf *b, const void *p, size_t n);
+__attribute__((warn_unused_result)) static inline int buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
 /* Append one byte. 0 or -1. */
 __attribute__((warn_unused_result)) static inline int buf_putc(struct buf *b, char c)
 {

@@ -1040,16 +1040,6 @@ int codec_row_end(struct codec_row *r)
     return r->rc;
 }
 
-int codec_put_ok_rows(struct buf *out, uint64_t rows)
-{
-    size_t mark = out->len;
-    if ((buf_append(out, "+OK rows=", 9) | codec_put_int(out, (int64_t)rows) | buf_putc(out, '\n')) != 0) {
-        buf_truncate(out, mark);
-        return -1;
-    }
-    return 0;
-}
-
 /* Append the decimal digits of v to line[*n..]. */
 static void codec_line_int(char *line, size_t *n, int64_t v)
 {
@@ -1058,6 +1048,18 @@ static void codec_line_int(char *line, size_t *n, int64_t v)
     char *p = codec_format_int(end, v);
     memcpy(line + *n, p, (size_t)(end - p));
     *n += (size_t)(end - p);
+}
+
+int codec_put_ok_rows(struct buf *out, uint64_t rows)
+{
+    /* Made whole on the stack, appended once: every read answers one. */
+    char line[sizeof "+OK rows=\n" + 20];
+    size_t n = 9;
+
+    memcpy(line, "+OK rows=", 9);
+    codec_line_int(line, &n, (int64_t)rows);
+    line[n++] = '\n';
+    return buf_append(out, line, n);
 }
 
 int codec_put_ok_changes(struct buf *out, int64_t changes, const int64_t *last_id)
