@@ -433,7 +433,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
                       const struct loopwatch *w, const struct idlepoll *ip, long long in_doubt)
 {
     char f[24][32];
-    double ms = (double)st->time_us / 1000.0;
+    double ms = (double)st->time_ns / 1e6;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
     snprintf(f[1], sizeof f[1], "%llu", (unsigned long long)st->errors);
@@ -504,7 +504,7 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
     tot->st.statements += b->stats.statements;
     tot->st.errors += b->stats.errors;
     tot->st.rows += b->stats.rows;
-    tot->st.time_us += b->stats.time_us;
+    tot->st.time_ns += b->stats.time_ns;
     tot->st.on_loop += b->stats.on_loop;
     tot->pool += b->conf->pool_size;
     tot->conns += st.connections;

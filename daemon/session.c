@@ -137,7 +137,7 @@ static void session_count(struct session *s, const struct job *job)
     st->statements += 1 + job->nmore;
     st->errors += job->nmore ? job->errors : job->failed;
     st->rows += job->rows;
-    st->time_us += (uv_hrtime() - job->started_ns) / 1000;
+    st->time_ns += uv_hrtime() - job->started_ns;
     s->statements += 1 + job->nmore;
 }
 
@@ -349,7 +349,7 @@ static bool session_run_inline(struct session *s, struct bind *b, struct request
     st->statements++;
     st->on_loop++;
     st->rows += rows;
-    st->time_us += (end - start) / 1000;
+    st->time_ns += end - start;
     s->statements++;
     s->active_at = uv_now(s->srv->loop);
     codec_request_free(req);
@@ -374,7 +374,7 @@ static bool session_run_txn_inline(struct session *s, struct bind *b, struct req
     st->statements++;
     st->on_loop++;
     st->rows += rows;
-    st->time_us += (end - start) / 1000;
+    st->time_ns += end - start;
     if (s->out.data[mark] == '-')
         st->errors++;
     else if (kind != STMT_SELECT)

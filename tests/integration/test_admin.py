@@ -68,6 +68,30 @@ def test_stats_counts_per_bind(d):
        ["11", "2", "5", "14", "1", "2"], "(all) row")
 
 
+def test_stats_time_counts_statements_under_a_microsecond(d):
+    """time_ms sums every statement's time in nanoseconds: a read answered
+    on the loop often takes under a microsecond, and summing whole
+    microseconds per statement counted 20,000 of them as 0.14 ms, not 3.3."""
+    c = d.connect()
+    _, before = _stats(c)
+    n = 20000
+    for start in range(0, n, 1000):
+        c.send(b"SELECT 1\n" * 1000)
+        for r in c.read_responses(1000):
+            expect_rows(r, [["1"]])
+    _, after = _stats(c)
+    b, a = before["default"], after["default"]
+    eq(int(a["statements"]) - int(b["statements"]), n, "statements")
+    spent_ns = (float(a["time_ms"]) - float(b["time_ms"])) * 1e6
+    cpu_ns = (float(after["(all)"]["loop_cpu_ms"]) - float(before["(all)"]["loop_cpu_ms"])) * 1e6
+    # The statements' own time is most of the loop's work here (about half
+    # its CPU time, the rest reading, parsing and writing); in whole
+    # microseconds it came to a tenth.
+    if spent_ns < 0.3 * cpu_ns:
+        raise TestFailure("%d statements: time_ms %.3f, the loop's CPU time %.3f ms: time lost" %
+                          (n, spent_ns / 1e6, cpu_ns / 1e6))
+
+
 def test_stats_in_use_is_free_once_answered(d):
     """A connection is back in its pool before its answer goes out: a client
     that has read the answer never sees it in .stats' in_use. (A worker
