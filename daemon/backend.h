@@ -330,8 +330,7 @@ struct bind_stats {
     uint64_t statements;
     uint64_t errors;  /* statements whose response ended with -ERR */
     uint64_t rows;    /* rows returned */
-    uint64_t time_ns; /* from start to last byte, summed (in ns: a statement answered on the loop often takes
-                         under 1 us) */
+    uint64_t time_ns; /* from start to last byte, summed (some take under 1 us) */
     uint64_t on_loop; /* statements answered by read_inline */
 };
 

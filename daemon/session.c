@@ -249,9 +249,6 @@ static void session_hold_begin(struct session *s, const struct request *req, con
     session_reply_ok_changes(s, 0);
 }
 
-/* BEGIN, COMMIT and friends change the session's transaction state, and
- * DDL the catalogs (catalog_refresh.h), which decide where later
- * statements go: they end a batch. */
 /* Whether the route's bind i (of the configuration in force) is b, a bind
  * a reload may have replaced since: then by name. */
 static bool route_bind_is(const struct server *srv, size_t i, const struct bind *b)
@@ -259,6 +256,9 @@ static bool route_bind_is(const struct server *srv, size_t i, const struct bind 
     return srv->binds[i] == b || strcmp(srv->cfg->binds[i].name, b->conf->name) == 0;
 }
 
+/* BEGIN, COMMIT and friends change the session's transaction state, and
+ * DDL the catalogs (catalog_refresh.h), which decide where later
+ * statements go: they end a batch. */
 static bool stmt_changes_txn(enum stmt_kind kind)
 {
     return kind == STMT_BEGIN || kind == STMT_COMMIT || kind == STMT_ROLLBACK || kind == STMT_SAVEPOINT ||
