@@ -10,6 +10,7 @@ import re
 import socket
 import time
 
+import harness
 from harness import DEFAULT_TABLES, Daemon, Skip, TestFailure, eq, expect_ok, expect_rows
 
 LOOP_COLUMNS = [("loop_turns", "INTEGER"), ("turns_over_1ms", "INTEGER"), ("turns_over_10ms", "INTEGER"),
@@ -71,7 +72,11 @@ def test_idle_daemon_has_no_stalls():
     tiny turns was descheduled for over 1 ms (its wait for a CPU grew), the
     2 s window is tried again, up to 3 times; a detector that counted the
     time spent waiting for events as work would fail every window (each
-    idle turn waits about 250 ms)."""
+    idle turn waits about 250 ms). Under valgrind, which runs the daemon
+    10 to 50 times slower, an idle turn's work (a catalog read's answer,
+    .stats itself) may take a millisecond: there only turns over 10 ms
+    are judged."""
+    keys = ("turns_over_10ms",) if harness.VALGRIND else ("turns_over_1ms", "turns_over_10ms")
     with Daemon() as d:
         c = d.connect()
         time.sleep(1)
@@ -79,11 +84,11 @@ def test_idle_daemon_has_no_stalls():
             first = _loop(c)
             time.sleep(2)
             then = _loop(c)
-            stalls = [int(then[k]) - int(first[k]) for k in ("turns_over_1ms", "turns_over_10ms")]
+            stalls = [int(then[k]) - int(first[k]) for k in keys]
             waited = float(then["loop_wait_ms"] or 0) - float(first["loop_wait_ms"] or 0)
-            if stalls == [0, 0] or waited < 1 or attempt == 2:
+            if not any(stalls) or waited < 1 or attempt == 2:
                 break
-        eq(stalls, [0, 0], "turns over 1 ms and 10 ms in 2 s of an idle daemon: %r then %r" % (first, then))
+        eq(stalls, [0] * len(keys), "%s in 2 s of an idle daemon: %r then %r" % (" and ".join(keys), first, then))
         # Little CPU: no busy loop.
         cpu = float(then["loop_cpu_ms"]) - float(first["loop_cpu_ms"])
         if not 0 < cpu < 200:
