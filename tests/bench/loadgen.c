@@ -273,23 +273,29 @@ struct draw {
     uint64_t id, seq;
 };
 
+/* Append v's decimal digits: by hand, as snprintf() took half the load
+ * generator's instructions per request (about 1,050 in all), time the
+ * measured system waits for when a client runs one connection. */
+static void append_u64(struct bytes *out, uint64_t v)
+{
+    char num[20];
+    char *p = num + sizeof num;
+
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    bytes_append(out, p, (size_t)(num + sizeof num - p));
+}
+
 static void tmpl_render(const struct tmpl *t, const struct draw *d, struct bytes *out)
 {
-    char num[24];
-    int n;
-
     for (size_t i = 0; i < t->n; i++) {
         const struct piece *pc = &t->pieces[i];
         switch (pc->kind) {
         case PIECE_TEXT: bytes_append(out, pc->text, pc->len); break;
-        case PIECE_ID:
-            n = snprintf(num, sizeof num, "%" PRIu64, d->id);
-            bytes_append(out, num, (size_t)n);
-            break;
-        case PIECE_SEQ:
-            n = snprintf(num, sizeof num, "%" PRIu64, d->seq);
-            bytes_append(out, num, (size_t)n);
-            break;
+        case PIECE_ID: append_u64(out, d->id); break;
+        case PIECE_SEQ: append_u64(out, d->seq); break;
         }
     }
 }
