@@ -62,7 +62,12 @@ int idlepoll_start(struct idlepoll *p, uv_loop_t *loop, int max_us, struct loopw
     return 0;
 }
 
-/* Every IDLEPOLL_CHECK_MS: is the machine too busy to poll? */
+/* Every IDLEPOLL_CHECK_MS: is the machine too busy to poll? The bound is
+ * that share of one check period, also when the last look was longer ago:
+ * the loop answered nothing meanwhile and mostly slept, and the wait of
+ * the wake-up that ended the pause must not be diluted by the sleep (it
+ * was: a pause of 2 s, then 100 ms of polls on a CPU shared with two
+ * spinning processes). */
 static void check_contention(struct idlepoll *p)
 {
     uint64_t now = uv_now(p->idle.loop), cpu, delay;
@@ -74,8 +79,8 @@ static void check_contention(struct idlepoll *p)
         p->check_at = UINT64_MAX; /* the system does not say: poll */
         return;
     }
-    p->contended = p->run_delay != 0 && delay - p->run_delay > (now - p->check_at + IDLEPOLL_CHECK_MS) *
-                                                                   1000000u * IDLEPOLL_CONTENDED_PCT / 100;
+    p->contended = p->run_delay != 0 &&
+                   delay - p->run_delay > IDLEPOLL_CHECK_MS * 1000000u * IDLEPOLL_CONTENDED_PCT / 100;
     p->run_delay = delay;
     p->check_at = now + IDLEPOLL_CHECK_MS;
 }
@@ -84,12 +89,6 @@ void idlepoll_arm(struct idlepoll *p)
 {
     if (p->max_ns == 0)
         return;
-    check_contention(p);
-    if (p->contended) {
-        p->busy++;
-        p->measuring = false;
-        return;
-    }
     if (p->measuring) {
         /* The poll before gave up (or there was none): when did the next
          * answered request come? */
@@ -104,8 +103,13 @@ void idlepoll_arm(struct idlepoll *p)
                 p->window_ns = 0;
         }
     }
-    if (p->window_ns == 0) {
-        /* No poll; measure all the same, so the window can grow. */
+    check_contention(p);
+    if (p->contended)
+        p->busy++;
+    if (p->contended || p->window_ns == 0) {
+        /* No poll; measure all the same, so the window follows the
+         * client also while the CPU is contended, and is the client's
+         * when polling resumes. */
         p->measuring = true;
         p->gave_up_window = 0;
         p->idle_mark = uv_metrics_idle_time(p->idle.loop);

@@ -25,8 +25,10 @@
  * of a PostgreSQL bind on 2 cores, 9 to 565 requests/s instead of
  * 12,000). Every IDLEPOLL_CHECK_MS the poller reads how long the loop
  * thread waited for a CPU meanwhile (the kernel's run delay,
- * loopwatch_thread_times()); over IDLEPOLL_CONTENDED_PCT of the period,
- * it does not poll until the next check finds the CPU free again.
+ * loopwatch_thread_times()); over IDLEPOLL_CONTENDED_PCT of
+ * IDLEPOLL_CHECK_MS (1 ms), however long ago the last look was, it does
+ * not poll until a later look finds the CPU free again. The window keeps
+ * following the client meanwhile.
  *
  * The poll runs in an idle callback (before the next turn's prepare and
  * poll phases), never during a turn's work; its time counts as the
