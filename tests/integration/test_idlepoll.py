@@ -198,6 +198,59 @@ def test_no_polling_while_the_cpu_is_contended():
             os.sched_setaffinity(0, mine)
 
 
+def test_the_window_follows_a_pausing_client_while_the_cpu_is_contended():
+    """While its CPU is contended the loop does not poll, but the window
+    still follows the client: one that pauses 3 ms between statements
+    meanwhile takes it from 1 ms to nothing, so no poll follows once the
+    CPU is free again (a window that stood still polls its 1 ms, then 500
+    and 250 us, after the first answers)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise Skip("needs 2 CPUs")
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        raise Skip("the kernel does not report run delays")
+    mine = os.sched_getaffinity(0)
+    spinners = []
+    with Daemon(server={"idle_poll_us": "1000"}) as d:
+        try:
+            os.sched_setaffinity(d.proc.pid, {cpus[0]})  # the loop runs on the main thread
+            os.sched_setaffinity(0, {cpus[1]})
+            c = d.connect()
+            _one_after_another(c, 20, pause=0.0006)  # the window grows to 1 ms
+            for _ in range(2):
+                spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                                 preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]})))
+            time.sleep(0.3)
+            busy0 = _busy(c)
+            time.sleep(0.003)
+            _one_after_another(c, 20, pause=0.003)
+            if _busy(c) < busy0 + 10:
+                raise TestFailure("idle_polls_busy grew by %d for 20 statements on a contended CPU"
+                                  % (_busy(c) - busy0))
+            for p in spinners:
+                p.kill()
+                p.wait()
+            spinners = []
+            # Every request, .stats too, comes 3 ms after the answer before.
+            time.sleep(0.2)
+            polls0 = _polls(c)[0]
+            time.sleep(0.003)
+            _one_after_another(c, 30, pause=0.003)
+            busy1 = _busy(c)
+            time.sleep(0.003)
+            _one_after_another(c, 30, pause=0.003)
+            polls1 = _polls(c)[0]
+            if _busy(c) > busy1:
+                raise Skip("the loop thread's CPU was still contended after the spinners ended")
+            if polls1 != polls0:
+                raise TestFailure("%d polls for a client pausing 3 ms, after the CPU was contended" % (polls1 - polls0))
+        finally:
+            for p in spinners:
+                p.kill()
+                p.wait()
+            os.sched_setaffinity(0, mine)
+
+
 def test_idle_poll_off_and_reload():
     """idle_poll_us = 0: the loop never polls; a reload turns it on and
     off."""
