@@ -150,8 +150,10 @@ def test_reload_stall_counted_and_logged():
         for a, b in zip(stamps, stamps[1:]):
             if b - a < 9.9:
                 raise TestFailure("warnings %.1f s apart: %r" % (b - a, lines))
+        # The lines after the first sum up the stalls since; a reload that
+        # itself takes 10 s (valgrind: 7.5-10 s each) gets a line of its own.
         for g in _warnings(d)[1:]:
-            eq(g[4], WARN_MS, "threshold in the summing line %r" % (g,))
+            eq(g[4] or g[2], WARN_MS, "threshold in the line %r" % (g,))
 
 
 def test_stall_warning_off():
