@@ -5,9 +5,12 @@ governor's does. .stats counts the polls (idle_polls), those an event
 ended within the window (idle_polls_caught) and their time
 (idle_poll_ms), in the (all) row."""
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import harness
@@ -142,60 +145,85 @@ def test_polls_are_not_counted_as_turn_work():
                               % (over, gave_up, before, after))
 
 
-def test_no_polling_while_the_cpu_is_contended():
-    """Two processes spinning on the loop thread's CPU make it wait for
-    that CPU: the poller sees the run delay (over 1% of 100 ms) and stops
-    polling, where it polled after nearly every answer before; from the
-    first answer after a pause, too."""
+class _Spinners:
+    """Two processes spinning on one CPU, from start() to stop()."""
+
+    def __init__(self, cpu):
+        self.cpu = cpu
+        self.procs = []
+
+    def start(self):
+        for _ in range(2):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                               preexec_fn=lambda: os.sched_setaffinity(0, {self.cpu})))
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        self.procs = []
+
+
+@contextlib.contextmanager
+def _loop_cpu_to_share():
+    """A connection to a daemon (idle_poll_us = 1000) whose loop thread,
+    its main thread, runs on one CPU and this process on another, and the
+    spinners that can share the loop's CPU. Skips without 2 CPUs or the
+    kernel's run delays. One such test at a time (the suite runs tests in
+    parallel): another's spinners would keep the CPU contended where a
+    test wants it free."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise Skip("needs 2 CPUs")
     if not os.path.exists("/proc/thread-self/schedstat"):
         raise Skip("the kernel does not report run delays")
     mine = os.sched_getaffinity(0)
-    spinners = []
-    with Daemon(server={"idle_poll_us": "1000"}) as d:
-        try:
-            os.sched_setaffinity(d.proc.pid, {cpus[0]})  # the loop runs on the main thread
-            os.sched_setaffinity(0, {cpus[1]})
-            c = d.connect()
-            busy0 = _busy(c)
-            _grown(c, "before the spinners")
-            for _ in range(2):
-                spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                                                 preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]})))
-            # A pause: the first answer after it judges a period the loop
-            # slept through, save the wait of the wake-up that ended it.
-            time.sleep(2)
-            polls1, _, _ = _polls(c)
-            _one_after_another(c, 300)
-            polls2, _, ms = _polls(c)
-            if polls2 - polls1 > 30:
-                raise TestFailure("%d polls for 300 statements while the loop's CPU is contended" % (polls2 - polls1))
-            if _busy(c) < busy0 + 250:
-                raise TestFailure("idle_polls_busy grew by %d for 300 statements on a contended CPU"
-                                  % (_busy(c) - busy0))
-            for p in spinners:
-                p.kill()
-                p.wait()
-            spinners = []
-            # The CPU free again: a check of a period without contention
-            # (every 100 ms) lets it poll again.
-            end = time.time() + 2
-            marks = []
-            while time.time() < end and _polls(c)[0] - polls2 < 10:
-                marks.append((time.time(), _busy(c)))
-                _one_after_another(c, 50)
-            polls3 = _polls(c)[0]
-            if polls3 - polls2 < 10:
-                recent = [b for t, b in marks if t >= end - 0.5]
-                _unless_busy(c, recent[0] if recent else marks[-1][1], "no polls once the spinners ended")
-                raise TestFailure("no polls once the CPU is free again: %d" % (polls3 - polls2))
-        finally:
-            for p in spinners:
-                p.kill()
-                p.wait()
-            os.sched_setaffinity(0, mine)
+    spinners = _Spinners(cpus[0])
+    with open(os.path.join(tempfile.gettempdir(), "sqlmux-test-idlepoll-cpu.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with Daemon(server={"idle_poll_us": "1000"}) as d:
+            try:
+                os.sched_setaffinity(d.proc.pid, {cpus[0]})
+                os.sched_setaffinity(0, {cpus[1]})
+                yield d.connect(), spinners
+            finally:
+                spinners.stop()
+                os.sched_setaffinity(0, mine)
+
+
+def test_no_polling_while_the_cpu_is_contended():
+    """Two processes spinning on the loop thread's CPU make it wait for
+    that CPU: the poller sees the run delay (over 1% of 100 ms) and stops
+    polling, where it polled after nearly every answer before; from the
+    first answer after a pause, too."""
+    with _loop_cpu_to_share() as (c, spinners):
+        busy0 = _busy(c)
+        _grown(c, "before the spinners")
+        spinners.start()
+        # A pause: the first answer after it judges a period the loop
+        # slept through, save the wait of the wake-up that ended it.
+        time.sleep(2)
+        polls1, _, _ = _polls(c)
+        _one_after_another(c, 300)
+        polls2, _, ms = _polls(c)
+        if polls2 - polls1 > 30:
+            raise TestFailure("%d polls for 300 statements while the loop's CPU is contended" % (polls2 - polls1))
+        if _busy(c) < busy0 + 250:
+            raise TestFailure("idle_polls_busy grew by %d for 300 statements on a contended CPU"
+                              % (_busy(c) - busy0))
+        spinners.stop()
+        # The CPU free again: a check of a period without contention
+        # (every 100 ms) lets it poll again.
+        end = time.time() + 2
+        marks = []
+        while time.time() < end and _polls(c)[0] - polls2 < 10:
+            marks.append((time.time(), _busy(c)))
+            _one_after_another(c, 50)
+        polls3 = _polls(c)[0]
+        if polls3 - polls2 < 10:
+            recent = [b for t, b in marks if t >= end - 0.5]
+            _unless_busy(c, recent[0] if recent else marks[-1][1], "no polls once the spinners ended")
+            raise TestFailure("no polls once the CPU is free again: %d" % (polls3 - polls2))
 
 
 def test_the_window_follows_a_pausing_client_while_the_cpu_is_contended():
@@ -204,51 +232,30 @@ def test_the_window_follows_a_pausing_client_while_the_cpu_is_contended():
     meanwhile takes it from 1 ms to nothing, so no poll follows once the
     CPU is free again (a window that stood still polls its 1 ms, then 500
     and 250 us, after the first answers)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        raise Skip("needs 2 CPUs")
-    if not os.path.exists("/proc/thread-self/schedstat"):
-        raise Skip("the kernel does not report run delays")
-    mine = os.sched_getaffinity(0)
-    spinners = []
-    with Daemon(server={"idle_poll_us": "1000"}) as d:
-        try:
-            os.sched_setaffinity(d.proc.pid, {cpus[0]})  # the loop runs on the main thread
-            os.sched_setaffinity(0, {cpus[1]})
-            c = d.connect()
-            _one_after_another(c, 20, pause=0.0006)  # the window grows to 1 ms
-            for _ in range(2):
-                spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                                                 preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]})))
-            time.sleep(0.3)
-            busy0 = _busy(c)
-            time.sleep(0.003)
-            _one_after_another(c, 20, pause=0.003)
-            if _busy(c) < busy0 + 10:
-                raise TestFailure("idle_polls_busy grew by %d for 20 statements on a contended CPU"
-                                  % (_busy(c) - busy0))
-            for p in spinners:
-                p.kill()
-                p.wait()
-            spinners = []
-            # Every request, .stats too, comes 3 ms after the answer before.
-            time.sleep(0.2)
-            polls0 = _polls(c)[0]
-            time.sleep(0.003)
-            _one_after_another(c, 30, pause=0.003)
-            busy1 = _busy(c)
-            time.sleep(0.003)
-            _one_after_another(c, 30, pause=0.003)
-            polls1 = _polls(c)[0]
-            if _busy(c) > busy1:
-                raise Skip("the loop thread's CPU was still contended after the spinners ended")
-            if polls1 != polls0:
-                raise TestFailure("%d polls for a client pausing 3 ms, after the CPU was contended" % (polls1 - polls0))
-        finally:
-            for p in spinners:
-                p.kill()
-                p.wait()
-            os.sched_setaffinity(0, mine)
+    with _loop_cpu_to_share() as (c, spinners):
+        _one_after_another(c, 20, pause=0.0006)  # the window grows to 1 ms
+        spinners.start()
+        time.sleep(0.3)
+        busy0 = _busy(c)
+        time.sleep(0.003)
+        _one_after_another(c, 20, pause=0.003)
+        if _busy(c) < busy0 + 10:
+            raise TestFailure("idle_polls_busy grew by %d for 20 statements on a contended CPU"
+                              % (_busy(c) - busy0))
+        spinners.stop()
+        # Every request, .stats too, comes 3 ms after the answer before.
+        time.sleep(0.2)
+        polls0 = _polls(c)[0]
+        time.sleep(0.003)
+        _one_after_another(c, 30, pause=0.003)
+        busy1 = _busy(c)
+        time.sleep(0.003)
+        _one_after_another(c, 30, pause=0.003)
+        polls1 = _polls(c)[0]
+        if _busy(c) > busy1:
+            raise Skip("the loop thread's CPU was still contended after the spinners ended")
+        if polls1 != polls0:
+            raise TestFailure("%d polls for a client pausing 3 ms, after the CPU was contended" % (polls1 - polls0))
 
 
 def test_idle_poll_off_and_reload():
