@@ -95,6 +95,10 @@ struct client_tls *client_tls_start(int fd, const char *host, const struct clien
     }
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One read() takes what the socket holds, not a record's 5-byte header
+     * and then its body. What it takes beyond one record waits in OpenSSL,
+     * where client_tls_pending() sees it. */
+    SSL_CTX_set_read_ahead(t->ctx, 1);
     /* A close without close_notify reads as the end of the stream, as on
      * plain TCP: every response ends with its own status line, so a cut
      * one is seen anyway. */
