@@ -741,8 +741,10 @@ static void conn_read(struct conn *c, uint64_t now)
         n = conn_io(c, false, c->in.data + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
-            if ((size_t)n < room && c->ssl == NULL)
-                break; /* a short read: the socket is drained (TLS reads one record at a time) */
+            /* A short read drained the socket; TLS hands over one record
+             * at a time, and may hold more already read. */
+            if ((size_t)n < room && (c->ssl == NULL || !SSL_has_pending(c->ssl)))
+                break;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1224,6 +1226,10 @@ int main(int argc, char **argv)
             die("out of memory for TLS");
         SSL_CTX_set_verify(R.tls, SSL_VERIFY_NONE, NULL);
         SSL_CTX_set_mode(R.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* One read() takes what the socket has, not a record's 5-byte
+         * header and then its body: a TLS answer costs the reads a plain
+         * one does. */
+        SSL_CTX_set_read_ahead(R.tls, 1);
     }
     R.phase = PH_CONNECT;
     R.t_start = now_ns();

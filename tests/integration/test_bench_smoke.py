@@ -7,6 +7,7 @@ import os
 import subprocess
 
 from harness import REPO, TestFailure
+from test_tls import TlsDaemon
 
 
 def _loadgen():
@@ -57,3 +58,16 @@ def test_loadgen_counts_errors(d):
     rc, f, err = _run(["-m", "sqlmux", "-p", d.port, "-c", 2, "-d", 0.3, "-q", "SELECT * FROM no_such_table"])
     if rc != 3 or int(f.get("errors", 0)) == 0 or "no such table" not in err:
         raise TestFailure("errors not reported: status %d, %r, %s" % (rc, f, err))
+
+
+def test_loadgen_over_tls():
+    """-T (scenario 9): every pipelined answer over TLS is counted, with
+    OpenSSL reading ahead of the record it hands over."""
+    with TlsDaemon() as d:
+        c = d.connect()
+        for i in range(1, 101):
+            c.request("INSERT INTO test3 (id, color) VALUES (%d, 'c%d')" % (i, i))
+        rc, f, err = _run(["-m", "sqlmux", "-p", d.tls_port, "-T", "-c", 1, "-P", 16, "-n", 20000, "-r", "1:100",
+                           "-q", "?1 SELECT color FROM test3 WHERE id = ?\\ni{id}"])
+        if rc != 0 or f.get("requests") != "20000" or f.get("errors") != "0":
+            raise TestFailure("loadgen -T: status %d, %r, %s" % (rc, f, err))
