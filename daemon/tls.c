@@ -318,6 +318,9 @@ int tls_conn_input(struct tls_conn *tc, const char *data, size_t n, struct buf *
         if (rc > 0) {
             in->len += (size_t)rc;
             in->data[in->len] = '\0';
+            /* Nothing more to decrypt: spare the call that would say so. */
+            if (BIO_ctrl_pending(tc->rbio) == 0 && !SSL_has_pending(tc->ssl))
+                break;
             continue;
         }
         err = SSL_get_error(tc->ssl, rc);
