@@ -144,9 +144,9 @@ def _reads():
 
 
 def test_driver_reads_what_the_socket_holds(tlsd):
-    """A large answer over TLS takes about one read() per 16 KiB record,
-    as libpq's does, not one for each record's 5-byte header and another
-    for its body."""
+    """A large answer over TLS takes about one read() per 16 KiB record
+    (305 for 246 records when measured), not one for each record's 5-byte
+    header and another for its body: at least 2 per record (610)."""
     con = sqlmux.connect("sqlmuxs://alice:wonder%%20land@localhost:%d/memory_db?tls_ca=%s"
                          % (tlsd.tls_port, q(tlsd.pki.path("ca.crt"))))
     sql = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000) "
@@ -157,4 +157,4 @@ def test_driver_reads_what_the_socket_holds(tlsd):
     con.close()
     assert len(rows) == 4000 and rows[-1][1] == "r" * 1000
     records = 4000 * 1006 // 16384 + 1     # each row: its value, a tab and the number
-    assert reads < 1.5 * records, "%d reads for about %d TLS records" % (reads, records)
+    assert reads < 1.75 * records, "%d reads for about %d TLS records" % (reads, records)
