@@ -4,8 +4,8 @@
 # build-san/.
 
 CC      ?= cc
-PKGS    := libuv inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt zlib
-APT_PKGS := zlib1g-dev libuv1-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev libmimalloc-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest python3-psycopg2
+PKGS    := libuv liburing inih sqlite3 libpq libssl libcrypto libsystemd libxcrypt zlib
+APT_PKGS := zlib1g-dev libuv1-dev liburing-dev libinih-dev libsqlite3-dev libpq-dev libssl-dev libcrypt-dev postgresql-15 pkg-config python3 libedit-dev libmimalloc-dev tmux libsystemd-dev systemd python3-dev python3-sqlalchemy python3-flask-sqlalchemy python3-flask-migrate python3-alembic python3-pytest python3-psycopg2
 
 # The daemon allocates with mimalloc (as Redis ships with jemalloc): its
 # point reads make a few small allocations each, most of them SQLite's
@@ -44,7 +44,7 @@ ROUTE_SRC  := daemon/route.c daemon/catalog.c daemon/sqlparse.c daemon/sqlparse_
 XLOG_SRC   := daemon/xact_log.c
 DAEMON_SRC := daemon/main.c daemon/server.c daemon/catalog_refresh.c daemon/session.c daemon/session_xact.c daemon/session_io.c daemon/session_auth.c daemon/commands.c \
               daemon/backend.c daemon/backend_sqlite.c daemon/sqlite_conn.c daemon/sqlite_exec.c daemon/sqlite_quick.c daemon/sqlite_memory.c daemon/nowait_vfs.c daemon/federate.c daemon/federate_exec.c daemon/federate_refs.c daemon/federate_semi.c daemon/backend_pg.c daemon/pg_conn.c daemon/pg_exec.c \
-              daemon/log.c daemon/loopwatch.c daemon/idlepoll.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pgvtab_plan.c daemon/pgvtab_values.c daemon/pgvtab_write.c daemon/pg_2pc.c \
+              daemon/log.c daemon/loopwatch.c daemon/idlepoll.c daemon/sendbatch.c daemon/fsutil.c daemon/service.c daemon/auth.c daemon/authq.c daemon/tls.c daemon/passwd_cli.c daemon/migrate.c daemon/migrate_sqlite.c daemon/migrate_pg.c daemon/migrate_cli.c daemon/snapshot.c daemon/pgvtab.c daemon/pgvtab_plan.c daemon/pgvtab_values.c daemon/pgvtab_write.c daemon/pg_2pc.c \
               daemon/xact.c daemon/xact_attach.c daemon/xact_recover.c daemon/xact_pg.c daemon/xact_lend.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))

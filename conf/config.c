@@ -128,6 +128,7 @@ static const struct config_key config_keys[] = {
     SERVER_KEY("log_connections", CONFIG_T_BOOL, "off", 0, 0, log_connections),
     SERVER_KEY("loop_stall_warn", CONFIG_T_INT, "100", 0, 60000, loop_stall_warn_ms),
     SERVER_KEY("idle_poll_us", CONFIG_T_INT, "50", 0, 1000, idle_poll_us),
+    SERVER_KEY_RESTART("io_uring", CONFIG_T_BOOL, "on", 0, 0, io_uring),
     SERVER_KEY("shutdown_timeout", CONFIG_T_INT, "30000", 0, 3600000, shutdown_timeout_ms),
     SERVER_KEY("client_idle_timeout", CONFIG_T_INT, "0", 0, 86400000, client_idle_timeout_ms),
     SERVER_KEY("idle_transaction_timeout", CONFIG_T_INT, "0", 0, 86400000, idle_transaction_timeout_ms),

@@ -139,6 +139,7 @@ struct config {
     enum log_level log_level;
     bool log_connections;            /* log each client's connect and disconnect */
     int loop_stall_warn_ms;          /* warn of a loop turn that works longer; 0: never */
+    bool io_uring;                   /* send a turn's answers in one io_uring submission */
     int idle_poll_us;                /* poll this long at most before the loop sleeps; 0: never */
     int shutdown_timeout_ms;         /* SIGTERM: ms running statements get to finish */
     int client_idle_timeout_ms;      /* close clients idle this long; 0: never */

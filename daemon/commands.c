@@ -426,13 +426,14 @@ struct stats_total {
     long long pool, conns, in_use, txns, clients, wal;
 };
 
-/* One .stats row; w and ip: the loop's turns and polls, for the (all)
- * row (NULL: \N). */
+/* One .stats row; w, ip and sb: the loop's turns, polls and batched
+ * sends, for the (all) row (NULL: \N). */
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
                       long long conns, long long in_use, long long txns, long long clients, long long wal,
-                      const struct loopwatch *w, const struct idlepoll *ip, long long in_doubt)
+                      const struct loopwatch *w, const struct idlepoll *ip, const struct sendbatch *sb,
+                      long long in_doubt)
 {
-    char f[24][32];
+    char f[26][32];
     double ms = (double)st->time_ns / 1e6;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -447,7 +448,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[25] = {
+    const char *row[27] = {
         name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
     if (w != NULL) {
         time_t sec = (time_t)(w->longest_at_ms / 1000);
@@ -480,7 +481,13 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
         for (int i = 20; i < 24; i++)
             row[i + 1] = f[i];
     }
-    session_reply_row(s, row, 25);
+    if (sb != NULL) {
+        snprintf(f[24], sizeof f[24], "%llu", (unsigned long long)sb->batches);
+        snprintf(f[25], sizeof f[25], "%llu", (unsigned long long)sb->sent);
+        row[25] = f[24];
+        row[26] = f[25];
+    }
+    session_reply_row(s, row, 27);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -497,7 +504,7 @@ static void stats_bind(struct session *s, struct bind *b, struct stats_total *to
     }
     snprintf(name, sizeof name, "%s%s", b->conf->name, b->retired ? " (retired)" : "");
     stats_row(s, name, &b->stats, b->conf->pool_size, st.connections, st.in_use, txns, clients, st.wal_bytes,
-              NULL, NULL,
+              NULL, NULL, NULL,
               b->conf->type == BIND_POSTGRES && !b->retired
                   ? (long long)xact_in_doubt(s->srv->host.xact, b->conf->name)
                   : -1);
@@ -566,6 +573,10 @@ static void cmd_stats(struct session *s, const char *args)
                                        "INTEGER",
                                        "idle_poll_ms",
                                        "REAL",
+                                       "send_batches",
+                                       "INTEGER",
+                                       "sends_batched",
+                                       "INTEGER",
                                        NULL};
     struct server *srv = s->srv;
     struct stats_total tot = {0};
@@ -583,7 +594,8 @@ static void cmd_stats(struct session *s, const char *args)
         n++;
     }
     stats_row(s, "(all)", &tot.st, tot.pool, tot.conns, tot.in_use, tot.txns, (long long)srv->nsessions,
-              tot.wal, &srv->watch, &srv->poller, (long long)xact_in_doubt(srv->host.xact, NULL));
+              tot.wal, &srv->watch, &srv->poller, &srv->sends,
+              (long long)xact_in_doubt(srv->host.xact, NULL));
     snprintf(facts, sizeof facts, "rows=%zu clients=%zu", n + 1, srv->nsessions);
     session_reply_ok(s, facts);
 }

@@ -550,6 +550,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         log_error("cannot set up the event loop: %s", uv_strerror(rc));
         return -1;
     }
+    sendbatch_init(&srv->sends, cfg->io_uring);
     srv->flush_turn.data = srv;
     srv->resume_idle.data = srv;
     srv->yield_tail = &srv->yield_head;
@@ -665,6 +666,7 @@ void server_free(struct server *srv)
     }
     for (size_t i = 0; i < srv->nlisteners; i++)
         free(srv->listeners[i].path);
+    sendbatch_close(&srv->sends);
     routecache_free(srv->routes);
     free(srv->rbuf);
     srv->rbuf = NULL;

@@ -23,6 +23,7 @@
 #include "daemon/backend.h"
 #include "daemon/idlepoll.h"
 #include "daemon/loopwatch.h"
+#include "daemon/sendbatch.h"
 #include "daemon/service.h"
 
 #define SQLMUXD_VERSION "0.1.0"
@@ -91,6 +92,11 @@ struct server {
     uv_check_t flush_turn;
     uv_idle_t flush_awake;
     struct session *flush_head;
+    /* How flush_turn sends a turn's answers (io_uring), and the batch it
+     * sends: the sessions and their answers. */
+    struct sendbatch sends;
+    struct session *sends_sessions[SENDBATCH_MAX];
+    struct sendbatch_item sends_items[SENDBATCH_MAX];
 
     /* Sessions that worked their slice of a loop turn with requests still
      * to handle (session_advance), oldest first through

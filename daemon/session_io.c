@@ -7,8 +7,9 @@
  * the read buffer's growth and the server's flush list; the state and the
  * requests are session.c's.
  *
- * Output: small responses collect in `out` and go to libuv in one write per
- * loop turn; the rows of a large result arrive as chunks from the backend
+ * Output: small responses collect in `out` and leave once per loop turn,
+ * every session's together (flush_batch: one io_uring submission, see
+ * sendbatch.h); the rows of a large result arrive as chunks from the backend
  * and are written as they come, each acknowledged to the job when written
  * so the backend produces no faster than the client reads. While more than
  * max_output bytes wait for the client, the session neither starts new
@@ -18,6 +19,8 @@
 
 #include <stdarg.h>
 #include <assert.h>
+#include <errno.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -177,6 +180,89 @@ static void on_flush_awake(uv_idle_t *h)
     (void)h;
 }
 
+/* After its answers went out: go on with a session whose unwritten
+ * answers may have held back its requests or its reading (max_output). A
+ * session with nothing left to parse or run, reading, has nothing to go
+ * on with. */
+static void flushed(struct session *s)
+{
+    if (s->state != SESS_CLOSING &&
+        (s->qcount > 0 || s->inpos < s->inbuf.len || !s->reading || s->input_ended || s->quit_after_flush))
+        session_pump(s);
+}
+
+/* How a session of the batch fared (flush_batch). */
+enum sent {
+    SENT_ALL,  /* written out: its buffer is free again */
+    SENT_REST, /* not at all (queued after earlier writes), or in part: libuv writes the rest */
+    SENT_FAIL, /* the connection failed, or encrypting did */
+};
+
+/* Send the answers of up to SENDBATCH_MAX sessions of the flush list in
+ * one batch (sendbatch.h). No session's code runs from the moment their
+ * answers are taken until all are sent, so no answer grows or moves
+ * meanwhile; only then are the failed closed and the others pumped. */
+static void flush_batch(struct server *srv)
+{
+    struct session **ss = srv->sends_sessions;
+    struct sendbatch_item *items = srv->sends_items;
+    enum sent fate[SENDBATCH_MAX];
+    size_t n = 0, nitems = 0, k = 0;
+
+    while (srv->flush_head != NULL && n < SENDBATCH_MAX) {
+        struct session *s = srv->flush_head;
+
+        srv->flush_head = s->flush_next;
+        s->flush_next = NULL;
+        s->flush_queued = false;
+        if (s->state == SESS_CLOSING)
+            continue;
+        fate[n] = SENT_REST;
+        if (s->tls != NULL && !s->closed_handle && tls_conn_encrypt(s->tls, &s->out) != 0)
+            fate[n] = SENT_FAIL;
+        else if (!s->closed_handle && s->out.len > 0 && s->h.stream.write_queue_size == 0 &&
+                 uv_fileno(&s->h.handle, &items[nitems].fd) == 0) {
+            items[nitems].data = s->out.data;
+            items[nitems].len = s->out.len;
+            fate[n] = SENT_ALL;
+            nitems++;
+        }
+        ss[n++] = s;
+    }
+    sendbatch_send(&srv->sends, items, nitems);
+    for (size_t i = 0; i < n; i++) {
+        struct session *s = ss[i];
+        ssize_t r;
+
+        if (fate[i] != SENT_ALL)
+            continue;
+        r = items[k++].result;
+        if (r == (ssize_t)s->out.len) {
+            write_done(srv, &s->out);
+        } else if (r >= 0 || r == -EAGAIN) {
+            buf_consume(&s->out, r > 0 ? (size_t)r : 0);
+            fate[i] = SENT_REST;
+        } else {
+            log_debug("c%llu: write failed: %s", (unsigned long long)s->id, strerror((int)-r));
+            fate[i] = SENT_FAIL;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct session *s = ss[i];
+
+        if (s->state == SESS_CLOSING)
+            continue;
+        if (fate[i] == SENT_FAIL) {
+            buf_reset(&s->out);
+            session_close(s, true);
+            continue;
+        }
+        if (fate[i] == SENT_REST)
+            session_write_raw(s, &s->out, NULL, 0);
+        flushed(s);
+    }
+}
+
 /* End of the loop turn: write what the turn's statements answered. */
 static void on_flush_turn(uv_check_t *h)
 {
@@ -184,22 +270,8 @@ static void on_flush_turn(uv_check_t *h)
 
     uv_check_stop(h);
     uv_idle_stop(&srv->flush_awake);
-    while (srv->flush_head != NULL) {
-        struct session *s = srv->flush_head;
-        srv->flush_head = s->flush_next;
-        s->flush_next = NULL;
-        s->flush_queued = false;
-        if (s->state == SESS_CLOSING)
-            continue;
-        session_flush(s);
-        /* The unwritten answers may have held back its requests or its
-         * reading (max_output); go on now that they are written. A
-         * session with nothing left to parse or run, reading, has
-         * nothing to go on with. */
-        if (s->state != SESS_CLOSING && (s->qcount > 0 || s->inpos < s->inbuf.len || !s->reading ||
-                                         s->input_ended || s->quit_after_flush))
-            session_pump(s);
-    }
+    while (srv->flush_head != NULL)
+        flush_batch(srv);
     /* The answers are out: their clients may well send more at once. */
     idlepoll_arm(&srv->poller);
 }
