@@ -71,9 +71,17 @@ void sendbatch_send(struct sendbatch *b, struct sendbatch_item *items, size_t n)
         /* The ring is empty between batches and holds SENDBATCH_MAX. */
         struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
 
+        if (sqe == NULL) {
+            for (size_t j = i; j < n; j++)
+                send_one(&items[j]);
+            n = i;
+            break;
+        }
         io_uring_prep_send(sqe, items[i].fd, items[i].data, items[i].len, SEND_FLAGS);
         io_uring_sqe_set_data64(sqe, i);
     }
+    if (n == 0)
+        return;
     b->batches++;
     b->sent += n;
     rc = io_uring_submit_and_wait(&b->ring, (unsigned)n);
