@@ -7,9 +7,12 @@ row. To have many clients answered in one turn, the tests stop the daemon
 epoll_wait() then returns them all."""
 
 import contextlib
+import os
 import signal
 import socket
+import sys
 
+import harness
 from harness import DEFAULT_TABLES, Conn, Daemon, Skip, TestFailure, eq, expect_ok, expect_rows
 from test_tls import TlsConn, TlsDaemon
 from test_xbind_flow import wait_for
@@ -136,3 +139,51 @@ def test_tls_answers_are_batched_encrypted():
             _one_turn(d, conns)
         if _sends(admin)[1] < 20:
             raise TestFailure("TLS answers not batched: %r" % (_sends(admin),))
+
+
+# Run as a program: refuse io_uring_setup() with EPERM (a seccomp filter,
+# as Docker's default profile does), then exec the rest of the command.
+REFUSE_IO_URING = r"""
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ops = [(0x20, 0, 0, 0),                 # load the system call's number
+       (0x15, 0, 1, 425),               # io_uring_setup?
+       (0x06, 0, 0, 0x00050000 | 1),    # then fail with EPERM
+       (0x06, 0, 0, 0x7fff0000)]        # else allow
+prog = b"".join(struct.pack("HBBI", *op) for op in ops)
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack("HxxxxxxQ", len(ops), ctypes.addressof(buf))
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) != 0:
+    sys.exit("seccomp: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_a_kernel_that_refuses_io_uring_sends_one_by_one():
+    """Where the kernel refuses io_uring (here a seccomp filter, as in a
+    container), the daemon says so at start and answers alike, one by
+    one."""
+    real = harness.daemon_binary()
+    with Daemon(unix=True, start=False) as d:
+        refuse = os.path.join(d.dir, "refuse_io_uring.py")
+        with open(refuse, "w") as f:
+            f.write(REFUSE_IO_URING)
+        wrapper = os.path.join(d.dir, "sqlmuxd")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nexec "%s" "%s" "%s" "$@"\n' % (sys.executable, refuse, real))
+        os.chmod(wrapper, 0o755)
+        saved = os.environ.get("SQLMUXD")
+        os.environ["SQLMUXD"] = wrapper
+        try:
+            d.start()
+        finally:
+            if saved is None:
+                del os.environ["SQLMUXD"]
+            else:
+                os.environ["SQLMUXD"] = saved
+        if not _uring_refused(d):
+            raise TestFailure("no 'io_uring: not available' at start: " + d.stderr_tail(5))
+        conns = _clients(d, CLIENTS)
+        for _ in range(3):
+            _one_turn(d, conns)
+        eq(_sends(d.connect()), (0, 0), "batches where the kernel refuses io_uring")
