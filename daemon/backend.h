@@ -83,7 +83,27 @@ struct bind_host {
     /* Job events posted on the loop thread: no lock, drained by local_idle. */
     uv_idle_t local_idle;
     struct job_event *local_head, **local_tail;
+    /* The binds' check handles that end something with the loop turn (a
+     * quick read's transaction, the quick writes' turn), counted while
+     * active: they start and stop through bind_host_check_start/_stop. The
+     * idle poller's rounds go without a check phase (idlepoll.h), so they
+     * stop while any is active. */
+    unsigned turn_checks;
 };
+
+static inline void bind_host_check_start(struct bind_host *h, uv_check_t *c, uv_check_cb cb)
+{
+    if (!uv_is_active((uv_handle_t *)c))
+        h->turn_checks++;
+    (void)uv_check_start(c, cb); /* fails only without a callback */
+}
+
+static inline void bind_host_check_stop(struct bind_host *h, uv_check_t *c)
+{
+    if (uv_is_active((uv_handle_t *)c))
+        h->turn_checks--;
+    uv_check_stop(c);
+}
 
 /* Set up h's event queue on loop, delivering into deliver. 0, or a libuv
  * error (h's handles that were set up are closed by bind_host_close). */

@@ -786,8 +786,10 @@ static void sqlite_close(struct bind *b)
         sqlite_worker_close(w);
         pthread_cond_destroy(&w->wake);
     }
-    if (sb->quick_turn != NULL)
+    if (sb->quick_turn != NULL) {
+        bind_host_check_stop(b->host, sb->quick_turn);
         uv_close((uv_handle_t *)sb->quick_turn, (uv_close_cb)free);
+    }
     sqlite3_finalize(sb->quick_begin);
     sqlite3_finalize(sb->quick_commit);
     if (sb->quick != NULL) {

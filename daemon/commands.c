@@ -426,14 +426,14 @@ struct stats_total {
     long long pool, conns, in_use, txns, clients, wal;
 };
 
-/* One .stats row; w, ip and sb: the loop's turns, polls and batched
- * sends, for the (all) row (NULL: \N). */
+/* One .stats row; w, ip and sb: the loop's turns, polls (and direct
+ * reads) and batched sends, for the (all) row (NULL: \N). */
 static void stats_row(struct session *s, const char *name, const struct bind_stats *st, long long pool,
                       long long conns, long long in_use, long long txns, long long clients, long long wal,
                       const struct loopwatch *w, const struct idlepoll *ip, const struct sendbatch *sb,
                       long long in_doubt)
 {
-    char f[26][32];
+    char f[28][32];
     double ms = (double)st->time_ns / 1e6;
 
     snprintf(f[0], sizeof f[0], "%llu", (unsigned long long)st->statements);
@@ -448,7 +448,7 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
     snprintf(f[9], sizeof f[9], "%lld", clients);
     snprintf(f[10], sizeof f[10], "%llu", (unsigned long long)st->on_loop);
     snprintf(f[11], sizeof f[11], "%lld", wal);
-    const char *row[27] = {
+    const char *row[29] = {
         name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], wal >= 0 ? f[11] : NULL};
     if (w != NULL) {
         time_t sec = (time_t)(w->longest_at_ms / 1000);
@@ -487,7 +487,13 @@ static void stats_row(struct session *s, const char *name, const struct bind_sta
         row[25] = f[24];
         row[26] = f[25];
     }
-    session_reply_row(s, row, 27);
+    if (ip != NULL) {
+        snprintf(f[26], sizeof f[26], "%llu", (unsigned long long)ip->reads);
+        snprintf(f[27], sizeof f[27], "%llu", (unsigned long long)ip->rounds);
+        row[27] = f[26];
+        row[28] = f[27];
+    }
+    session_reply_row(s, row, 29);
 }
 
 /* One .stats row for bind b, added to tot. */
@@ -576,6 +582,10 @@ static void cmd_stats(struct session *s, const char *args)
                                        "send_batches",
                                        "INTEGER",
                                        "sends_batched",
+                                       "INTEGER",
+                                       "idle_reads",
+                                       "INTEGER",
+                                       "idle_rounds",
                                        "INTEGER",
                                        NULL};
     struct server *srv = s->srv;

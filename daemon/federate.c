@@ -49,6 +49,7 @@ struct fed_thread {
 struct fed_quick {
     struct fed_exec *x;
     uv_check_t *turn;                         /* ends the read transaction after the turn */
+    struct bind_host *host;                   /* counts turn while active */
     struct sqlite_bind **sbs;                 /* [x->natt]: the attached binds' backends, as attached */
     uint64_t *gen;                            /* [x->natt]: their writes when the transaction began */
     struct quick_skip skip[QUICK_SKIP_SLOTS]; /* statements that overran lately */
@@ -79,8 +80,10 @@ static void quick_end(struct fed_quick *q)
 
 static void on_quick_turn(uv_check_t *h)
 {
-    quick_end(h->data);
-    uv_check_stop(h);
+    struct fed_quick *q = h->data;
+
+    quick_end(q);
+    bind_host_check_stop(q->host, h);
 }
 
 /* A read transaction begun after every write its binds reported. */
@@ -98,7 +101,7 @@ static int quick_snapshot(struct fed_quick *q)
     q->x->w.deadline_ns = UINT64_MAX;
     if (sqlite_conn_exec_internal(&q->x->w, "BEGIN") != SQLITE_OK)
         return -1;
-    uv_check_start(q->turn, on_quick_turn);
+    bind_host_check_start(q->host, q->turn, on_quick_turn);
     return 0;
 }
 
@@ -152,6 +155,7 @@ static void quick_open(struct fed_pool *pool)
     }
     uv_check_init(srv->loop, q->turn);
     q->turn->data = q;
+    q->host = &srv->host;
     q->x = x;
 }
 
@@ -159,8 +163,10 @@ static void quick_close(struct fed_quick *q)
 {
     quick_end(q);
     federate_exec_close(q->x);
-    if (q->turn != NULL)
+    if (q->turn != NULL) {
+        bind_host_check_stop(q->host, q->turn);
         uv_close((uv_handle_t *)q->turn, (uv_close_cb)free);
+    }
     free(q->sbs);
     free(q->gen);
     memset(q, 0, sizeof *q);

@@ -14,22 +14,33 @@ static uint64_t window_start(const struct idlepoll *p)
     return p->max_ns / 4 > 0 ? p->max_ns / 4 : 1;
 }
 
-/* One poll, before this turn's prepare and poll phases: until an event is
- * ready for libuv (or a worker's wake-up, an async handle: an event too),
- * or the window is over. */
-static void on_idle(uv_idle_t *h)
-{
-    struct idlepoll *p = h->data;
-    struct pollfd pfd = {.fd = uv_backend_fd(h->loop), .events = POLLIN};
-    uint64_t start = uv_hrtime(), now = start, deadline = start + p->window_ns;
-    bool caught = false;
+/* How a poll ended. */
+enum poll_end {
+    POLL_GAVE_UP, /* the window is over (or poll() was interrupted) */
+    POLL_EVENT,   /* an event is ready for libuv */
+    POLL_READ,    /* the reader read the expected client's input */
+};
 
-    uv_idle_stop(h); /* one poll per arming */
+/* One poll, before this turn's prepare and poll phases: until the
+ * expected client's input is read, an event is ready for libuv (or a
+ * worker's wake-up, an async handle: an event too), or the window is
+ * over. Its time is the loop's waiting. */
+static enum poll_end poll_once(struct idlepoll *p)
+{
+    struct pollfd pfd = {.fd = uv_backend_fd(p->idle.loop), .events = POLLIN};
+    uint64_t start = uv_hrtime(), now = start, deadline = start + p->window_ns;
+    enum poll_end end = POLL_GAVE_UP;
+
     p->polls++;
     for (;;) {
+        if (p->read_next != NULL && p->read_next(p->reader_ctx)) {
+            end = POLL_READ;
+            now = uv_hrtime();
+            break;
+        }
         int rc = poll(&pfd, 1, 0);
         if (rc != 0) {
-            caught = rc > 0; /* rc < 0 (EINTR): let libuv see */
+            end = rc > 0 ? POLL_EVENT : POLL_GAVE_UP; /* rc < 0 (EINTR): let libuv see */
             break;
         }
         now = uv_hrtime();
@@ -40,13 +51,49 @@ static void on_idle(uv_idle_t *h)
         now = uv_hrtime();
     p->polled_ns += now - start;
     p->watch->waited_ns += now - start;
-    if (caught) {
+    if (end != POLL_GAVE_UP)
         p->caught++;
-        return;
+    if (end == POLL_READ)
+        p->reads++;
+    return end;
+}
+
+/* The idle callback: a poll, and while the reader's client is answered
+ * at once, the next one (see "Serving one client" in idlepoll.h). */
+static void on_idle(uv_idle_t *h)
+{
+    struct idlepoll *p = h->data;
+    uint64_t until = 0;
+    enum poll_end end;
+
+    for (;;) {
+        uv_idle_stop(h); /* one poll per arming */
+        end = poll_once(p);
+        if (end != POLL_READ)
+            break;
+        /* The turn's work: it may answer, and arm again. */
+        if (!p->handle_read(p->reader_ctx) || !uv_is_active((uv_handle_t *)h))
+            return; /* not answered yet, no poll due, or a check phase due */
+        if (until == 0)
+            until = uv_hrtime() + IDLEPOLL_LANE_NS;
+        else if (uv_hrtime() >= until)
+            return;
+        /* Go on only while libuv has nothing to do but poll: no other
+         * idle handle, pending callback, closing handle or due timer. */
+        uv_idle_stop(h);
+        uv_update_time(h->loop);
+        if (uv_backend_timeout(h->loop) == 0) {
+            (void)uv_idle_start(h, on_idle);
+            return;
+        }
+        loopwatch_turn(p->watch); /* that round was a turn of its own */
+        p->rounds++;
     }
-    p->measuring = true;
-    p->gave_up_window = p->window_ns;
-    p->idle_mark = uv_metrics_idle_time(h->loop);
+    if (end == POLL_GAVE_UP) {
+        p->measuring = true;
+        p->gave_up_window = p->window_ns;
+        p->idle_mark = uv_metrics_idle_time(h->loop);
+    }
 }
 
 int idlepoll_start(struct idlepoll *p, uv_loop_t *loop, int max_us, struct loopwatch *watch)
@@ -116,6 +163,14 @@ void idlepoll_arm(struct idlepoll *p)
         return;
     }
     (void)uv_idle_start(&p->idle, on_idle); /* fails only without a callback */
+}
+
+void idlepoll_set_reader(struct idlepoll *p, bool (*read_next)(void *ctx), bool (*handle_read)(void *ctx),
+                         void *ctx)
+{
+    p->read_next = read_next;
+    p->handle_read = handle_read;
+    p->reader_ctx = ctx;
 }
 
 void idlepoll_set_max(struct idlepoll *p, int max_us)

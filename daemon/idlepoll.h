@@ -33,6 +33,24 @@
  * The poll runs in an idle callback (before the next turn's prepare and
  * poll phases), never during a turn's work; its time counts as the
  * loop's waiting in the stall detector (loopwatch.h), not as work.
+ *
+ * Serving one client. When turn after turn answers one client only (a
+ * client sending its statements in a stream, the others idle), that
+ * client's next request is what the poll waits for. The poller's reader
+ * (idlepoll_set_reader, session_io.c) then tries one non-blocking read of
+ * that client's socket before each poll of the epoll descriptor: when the
+ * request has come, that one system call has it, where the poll, libuv's
+ * epoll_wait and libuv's read took three (idle_reads in .stats). The
+ * input is handled as libuv's read callback would handle it
+ * (handle_read(), once the poll's time is counted). When that answered
+ * the client at once (its statements ran on the loop) and sent the
+ * answers, the poller polls for its next request straight away, without
+ * going round libuv's phases (idle_rounds): each such round counts as a
+ * turn of its own for the stall detector, and the rounds stop as soon as
+ * libuv has anything else to do (an event on another descriptor, a due
+ * timer, an idle handle, a pending or closing one, a check handle of the
+ * binds'), and after IDLEPOLL_LANE_NS at most, so no other work waits for
+ * them longer.
  */
 #ifndef SQLMUX_DAEMON_IDLEPOLL_H
 #define SQLMUX_DAEMON_IDLEPOLL_H
@@ -47,6 +65,9 @@
  * waiting for a CPU past which the machine is too busy to poll. */
 #define IDLEPOLL_CHECK_MS      100
 #define IDLEPOLL_CONTENDED_PCT 1
+
+/* The longest run of rounds serving one client (see above). */
+#define IDLEPOLL_LANE_NS (1000u * 1000u)
 
 struct idlepoll {
     uv_idle_t idle;          /* active while a poll is due */
@@ -69,6 +90,12 @@ struct idlepoll {
     uint64_t caught; /* of those, ended by an event within the window */
     uint64_t busy;   /* armings without a poll: the CPU was contended */
     uint64_t polled_ns;
+    uint64_t reads;  /* polls ended by the reader's read */
+    uint64_t rounds; /* of those, polls that followed one at once */
+    /* The reader (idlepoll_set_reader), or NULL. */
+    bool (*read_next)(void *ctx);
+    bool (*handle_read)(void *ctx);
+    void *reader_ctx;
 };
 
 /* Start the poller of loop with idle_poll_us = max_us, telling watch of
@@ -80,6 +107,14 @@ __attribute__((warn_unused_result)) int idlepoll_start(struct idlepoll *p, uv_lo
 /* The turn wrote answers: poll for the next request before sleeping, as
  * long as the window says. */
 void idlepoll_arm(struct idlepoll *p);
+
+/* Give the poller a reader of the client expected next (see above):
+ * read_next(ctx) tries one read without waiting and says whether input
+ * came; handle_read(ctx) then handles it, and says whether rounds may
+ * follow (the answers are out, and nothing waits for the turn's check
+ * phase). */
+void idlepoll_set_reader(struct idlepoll *p, bool (*read_next)(void *ctx), bool (*handle_read)(void *ctx),
+                         void *ctx);
 
 /* A reload's idle_poll_us. */
 void idlepoll_set_max(struct idlepoll *p, int max_us);

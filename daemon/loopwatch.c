@@ -36,10 +36,9 @@ static void loopwatch_warn(struct loopwatch *w, uint64_t now)
     w->unwarned_longest_ns = 0;
 }
 
-static void on_prepare(uv_prepare_t *h)
+void loopwatch_turn(struct loopwatch *w)
 {
-    struct loopwatch *w = h->data;
-    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(h->loop) + w->waited_ns;
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(w->prepare.loop) + w->waited_ns;
     uint64_t work;
 
     if (w->turn_start == 0) {
@@ -73,6 +72,11 @@ static void on_prepare(uv_prepare_t *h)
     }
     if (w->unwarned > 0 && (w->warned_at == 0 || now - w->warned_at >= LOOPWATCH_WARN_EVERY_NS))
         loopwatch_warn(w, now);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    loopwatch_turn(h->data);
 }
 
 int loopwatch_start(struct loopwatch *w, uv_loop_t *loop, int warn_ms)

@@ -61,6 +61,10 @@ __attribute__((warn_unused_result)) int loopwatch_start(struct loopwatch *w, uv_
  * .stats, not for every turn. Loop thread only. */
 void loopwatch_thread_times(uint64_t *cpu_ns, uint64_t *wait_ns);
 
+/* A turn ends here: what the prepare phase does, for a turn that ends
+ * without one (the idle poller's serving of one client, idlepoll.h). */
+void loopwatch_turn(struct loopwatch *w);
+
 /* A reload's loop_stall_warn. */
 void loopwatch_set_warn(struct loopwatch *w, int warn_ms);
 

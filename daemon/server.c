@@ -641,6 +641,7 @@ int server_init(struct server *srv, uv_loop_t *loop, struct config *cfg,
         log_error("cannot set up the event loop: %s", uv_strerror(rc));
         return -1;
     }
+    idlepoll_set_reader(&srv->poller, session_read_expected, session_handle_expected, srv);
     log_info("ready: %zu bind%s", srv->nbinds, srv->nbinds == 1 ? "" : "s");
     service_ready(srv);
     return 0;

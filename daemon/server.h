@@ -92,6 +92,14 @@ struct server {
     uv_check_t flush_turn;
     uv_idle_t flush_awake;
     struct session *flush_head;
+    /* The one session the last turn that wrote answers answered (else
+     * NULL), and the session the idle poller reads directly (idlepoll.h,
+     * "Serving one client"): that one when the turn before answered it
+     * alone too, else NULL. expect_buf and expect_len: what it read, for
+     * session_handle_expected(). */
+    struct session *answered_alone, *expect;
+    uv_buf_t expect_buf;
+    size_t expect_len;
     /* How flush_turn sends a turn's answers (io_uring), and the batch it
      * sends: the sessions and their answers. */
     struct sendbatch sends;

@@ -157,6 +157,11 @@ void session_accept(struct server *srv, uv_stream_t *server_handle, struct tls_s
 /* Deliver a job event (loop thread; called by the server's event drain). */
 void session_job_event(struct job_event *ev);
 
+/* The idle poller's reader of the client expected next (idlepoll.h);
+ * ctx: the server. Loop thread. */
+bool session_read_expected(void *ctx);
+bool session_handle_expected(void *ctx);
+
 /* Start closing (idempotent). cancel: the client is gone, so stop its
  * running statement and drop pending output; otherwise (.quit, server
  * stop) the running statement finishes and its response is flushed

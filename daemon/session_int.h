@@ -119,7 +119,8 @@ void session_write(struct session *s, struct buf *data, struct job *job);
 void session_flush(struct session *s);
 /* Write s->out at the end of this loop turn. */
 void session_flush_soon(struct session *s);
-/* A session about to be freed leaves the flush list. */
+/* A session about to be freed leaves the flush list, and the poller's
+ * expectations (server.expect). */
 void session_flush_forget(struct session *s);
 /* Read when there is room for more requests; stop otherwise. */
 void session_update_reading(struct session *s);

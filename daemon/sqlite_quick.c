@@ -59,7 +59,7 @@ static void on_quick_turn(uv_check_t *h)
     /* After a turn that sent writes to the workers, look at the next one
      * too: the first without is calm again. */
     if (!sb->quick_sent)
-        uv_check_stop(h);
+        bind_host_check_stop(sb->bind->host, h);
     sb->quick_sent = false;
 }
 
@@ -68,7 +68,7 @@ void sqlite_quick_write_sent(struct sqlite_bind *sb)
     if (sb->quick_writer == NULL)
         return;
     sb->quick_sent = true;
-    uv_check_start(sb->quick_turn, on_quick_turn);
+    bind_host_check_start(sb->bind->host, sb->quick_turn, on_quick_turn);
 }
 
 /* Make sure a read transaction is open that began after every write the
@@ -99,7 +99,7 @@ static int quick_snapshot(struct sqlite_bind *sb)
         quick_end(sb);
         return -1;
     }
-    uv_check_start(sb->quick_turn, on_quick_turn);
+    bind_host_check_start(sb->bind->host, sb->quick_turn, on_quick_turn);
     return 0;
 }
 
@@ -233,7 +233,7 @@ bool sqlite_write_inline(struct bind *b, const struct request *req, enum stmt_ki
     if (sqlite_quick_skipped(sb->quick_skip, h) || !writer_free(sb))
         return false;
     sb->quick_wrote = true;
-    uv_check_start(sb->quick_turn, on_quick_turn);
+    bind_host_check_start(sb->bind->host, sb->quick_turn, on_quick_turn);
     sqlite_conn_max_value(w, confref_cfg(b->host->cfgref)->max_value, QUICK_MAX_LENGTH);
     w->mark = mark;
     w->normalize = confref_cfg(b->host->cfgref)->normalize_literals;

@@ -18,7 +18,8 @@ STATS_COLUMNS = [("bind", ""), ("statements", "INTEGER"), ("errors", "INTEGER"),
                  ("longest_turn_ms", "REAL"), ("longest_turn_at", ""), ("loop_cpu_ms", "REAL"),
                  ("loop_wait_ms", "REAL"), ("in_doubt", "INTEGER"), ("idle_polls", "INTEGER"),
                  ("idle_polls_caught", "INTEGER"), ("idle_polls_busy", "INTEGER"), ("idle_poll_ms", "REAL"),
-                 ("send_batches", "INTEGER"), ("sends_batched", "INTEGER")]
+                 ("send_batches", "INTEGER"), ("sends_batched", "INTEGER"),
+                 ("idle_reads", "INTEGER"), ("idle_rounds", "INTEGER")]
 CLIENTS_COLUMNS = [("id", "INTEGER"), ("peer", ""), ("state", ""), ("bind", ""), ("in_txn", ""),
                    ("statements", "INTEGER"), ("connected_ms", "INTEGER"), ("statement_ms", "INTEGER"),
                    ("user", ""), ("tls", ""), ("tls_subject", "")]
