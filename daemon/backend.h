@@ -85,9 +85,10 @@ struct bind_host {
     struct job_event *local_head, **local_tail;
     /* The binds' check handles that end something with the loop turn (a
      * quick read's transaction, the quick writes' turn), counted while
-     * active: they start and stop through bind_host_check_start/_stop. The
-     * idle poller's rounds go without a check phase (idlepoll.h), so they
-     * stop while any is active. */
+     * active: they start and stop through bind_host_check_start/_stop.
+     * While any is, the idle poller neither serves a client in rounds,
+     * which go without a check phase (idlepoll.h), nor reads it directly
+     * (session_io.c). */
     unsigned turn_checks;
 };
 

@@ -49,7 +49,7 @@ struct fed_thread {
 struct fed_quick {
     struct fed_exec *x;
     uv_check_t *turn;                         /* ends the read transaction after the turn */
-    struct bind_host *host;                   /* counts turn while active */
+    struct bind_host *host;                   /* its turn_checks count turn while active */
     struct sqlite_bind **sbs;                 /* [x->natt]: the attached binds' backends, as attached */
     uint64_t *gen;                            /* [x->natt]: their writes when the transaction began */
     struct quick_skip skip[QUICK_SKIP_SLOTS]; /* statements that overran lately */
