@@ -40,15 +40,20 @@ static enum poll_end poll_once(struct idlepoll *p)
         }
         int rc = poll(&pfd, 1, 0);
         if (rc != 0) {
-            end = rc > 0 ? POLL_EVENT : POLL_GAVE_UP; /* rc < 0 (EINTR): let libuv see */
+            /* The event may be the expected input itself, come since
+             * the read above: read it rather than leave it to libuv's
+             * epoll_wait() and read(). rc < 0 (EINTR): let libuv see. */
+            if (rc > 0 && p->read_next != NULL && p->read_next(p->reader_ctx))
+                end = POLL_READ;
+            else
+                end = rc > 0 ? POLL_EVENT : POLL_GAVE_UP;
+            now = uv_hrtime();
             break;
         }
         now = uv_hrtime();
         if (now >= deadline)
             break;
     }
-    if (now == start)
-        now = uv_hrtime();
     p->polled_ns += now - start;
     p->watch->waited_ns += now - start;
     if (end != POLL_GAVE_UP)

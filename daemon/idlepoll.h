@@ -38,8 +38,9 @@
  * client sending its statements in a stream, the others idle), that
  * client's next request is what the poll waits for. The poller's reader
  * (idlepoll_set_reader, session_io.c) then tries one non-blocking read of
- * that client's socket before each poll of the epoll descriptor: when the
- * request has come, that one system call has it, where the poll, libuv's
+ * that client's socket before each poll of the epoll descriptor, and
+ * again when that poll sees an event (the request may have come since
+ * the read before it): when the request has come, that one system call has it, where the poll, libuv's
  * epoll_wait and libuv's read took three (idle_reads in .stats). The
  * input is handled as libuv's read callback would handle it
  * (handle_read(), once the poll's time is counted). When that answered
