@@ -43,6 +43,16 @@ def _unless_busy(c, busy0, what):
         raise Skip("the loop thread's CPU was contended (idle_polls_busy grew): " + what)
 
 
+def _loop_waited_ms(d):
+    """How long the daemon's loop thread (its main thread) has waited
+    for a CPU while runnable, in ms (schedstat's run_delay)."""
+    try:
+        with open("/proc/%d/task/%d/schedstat" % (d.pid, d.pid)) as f:
+            return int(f.read().split()[1]) / 1e6
+    except OSError:
+        return None   # no schedstat: cannot tell
+
+
 def _one_after_another(c, n, pause=0.0):
     """n statements, each sent once the one before is answered, pause
     seconds apart."""
@@ -101,12 +111,21 @@ def test_a_client_that_pauses_is_not_polled_for():
     with Daemon(server={"idle_poll_us": "1000"}) as d:
         c = d.connect()
         polls0, caught0, ms0 = _grown(c, "before the pauses")
+        waited0 = _loop_waited_ms(d)
         _one_after_another(c, 50, pause=0.003)
         polls, caught, ms = _polls(c)
-        if polls - polls0 > 5:
-            raise TestFailure("%d polls for 50 statements 3 ms apart (%.3f ms)" % (polls - polls0, ms - ms0))
-        if ms - ms0 > 5:
-            raise TestFailure("%.3f ms polled for 50 statements 3 ms apart" % (ms - ms0))
+        if polls - polls0 > 5 or ms - ms0 > 5:
+            # The loop thread's wait for a CPU is not idle time: a pause
+            # of which it spent 2 ms or more waiting looks like a client
+            # on time, and the window grows again (seen once in CI under
+            # ASan: 1000, 500, 1000, 500, 250 us). Then the schedule
+            # cannot be told, but a window that never shrank still can
+            # (50 polls, 50 ms).
+            waited = None if waited0 is None else _loop_waited_ms(d) - waited0
+            if polls - polls0 <= 10 and (waited is None or waited >= 2):
+                raise Skip("the loop thread waited %s ms for a CPU during the pauses (%d polls, %.3f ms)"
+                           % ("?" if waited is None else "%.1f" % waited, polls - polls0, ms - ms0))
+            raise TestFailure("%d polls, %.3f ms polled for 50 statements 3 ms apart" % (polls - polls0, ms - ms0))
 
 
 def test_polls_are_not_counted_as_turn_work():
