@@ -39,19 +39,19 @@
  * client's next request is what the poll waits for. The poller's reader
  * (idlepoll_set_reader, session_io.c) then tries one non-blocking read of
  * that client's socket before each poll of the epoll descriptor, and
- * again when that poll sees an event (the request may have come since
- * the read before it): when the request has come, that one system call has it, where the poll, libuv's
- * epoll_wait and libuv's read took three (idle_reads in .stats). The
- * input is handled as libuv's read callback would handle it
- * (handle_read(), once the poll's time is counted). When that answered
- * the client at once (its statements ran on the loop) and sent the
- * answers, the poller polls for its next request straight away, without
- * going round libuv's phases (idle_rounds): each such round counts as a
- * turn of its own for the stall detector, and the rounds stop as soon as
- * libuv has anything else to do (an event on another descriptor, a due
- * timer, an idle handle, a pending or closing one, a check handle of the
- * binds'), and after IDLEPOLL_LANE_NS at most, so no other work waits for
- * them longer.
+ * again when that poll sees an event (the request may have come since the
+ * read before it): when the request has come, that one system call has
+ * it, where the poll, libuv's epoll_wait and libuv's read took three
+ * (idle_reads in .stats). The input is handled as libuv's read callback
+ * would handle it (handle_read(), once the poll's time is counted). When
+ * that answered the client at once (its statements ran on the loop) and
+ * sent the answers, the poller polls for its next request straight away,
+ * without going round libuv's phases (idle_rounds): each such round
+ * counts as a turn of its own for the stall detector, and the rounds stop
+ * as soon as libuv has anything else to do (an event on another
+ * descriptor, a due timer, an idle handle, a pending or closing one, a
+ * check handle of the binds'), and after IDLEPOLL_LANE_NS at most, so no
+ * other work waits for them longer.
  */
 #ifndef SQLMUX_DAEMON_IDLEPOLL_H
 #define SQLMUX_DAEMON_IDLEPOLL_H
